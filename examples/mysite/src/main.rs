@@ -1,0 +1,4 @@
+//! The example site's binary.
+fn main() -> std::process::ExitCode {
+    mysite::main()
+}

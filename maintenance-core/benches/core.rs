@@ -1,0 +1,2 @@
+//! Benchmarks of maintenance-core.
+fn main() {}

@@ -1,0 +1,320 @@
+//! Directory-relative file operations for the state directory: every file is
+//! opened relative to a directory descriptor with `O_NOFOLLOW`, so no name
+//! and no planted symlink can lead outside the state directory (I4).
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{AtFlags, FileType, Mode as FsMode, OFlags};
+use rustix::io::Errno;
+
+use crate::error::{Error, Result};
+
+/// Permissions for everything created in the state directory.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Modes {
+    /// Mode of created files.
+    pub file: u32,
+    /// Mode of created directories.
+    pub dir: u32,
+    /// The group sharing the state, if configured.
+    pub gid: Option<u32>,
+}
+
+impl Modes {
+    /// Without a shared group: owner writes, everyone reads (session files
+    /// hold only hashes). With one: the group writes too, and directories
+    /// are setgid so everything inside inherits the group.
+    pub fn for_group(gid: Option<u32>) -> Self {
+        match gid {
+            None => Modes {
+                file: 0o644,
+                dir: 0o755,
+                gid: None,
+            },
+            Some(_) => Modes {
+                file: 0o664,
+                dir: 0o2775,
+                gid,
+            },
+        }
+    }
+}
+
+/// An open directory of the state, with its path for messages.
+#[derive(Debug)]
+pub(crate) struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+fn io_err(e: Errno) -> io::Error {
+    io::Error::from(e)
+}
+
+const READ_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC)
+    .union(OFlags::NONBLOCK)
+    .union(OFlags::NOCTTY);
+
+impl Dir {
+    /// Opens the state directory itself (its own path may pass through
+    /// symlinks an administrator chose; nothing inside it may).
+    pub fn open_root(path: &Path) -> io::Result<Dir> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            FsMode::empty(),
+        )
+        .map_err(io_err)?;
+        Ok(Dir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path of `name` inside this directory.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Opens (creating when missing) the subdirectory `name`, refusing a
+    /// symlink or anything that is not a directory in its place.
+    pub fn subdir(&self, name: &str, modes: Modes) -> Result<Dir> {
+        match rustix::fs::mkdirat(&self.fd, name, FsMode::from_raw_mode(modes.dir)) {
+            Ok(()) => {
+                let d = self.open_subdir(name)?;
+                d.apply_modes(modes.dir, modes.gid)?;
+                Ok(d)
+            }
+            Err(Errno::EXIST) => self.open_subdir(name),
+            Err(e) => Err(Error::io("create directory", self.join(name), io_err(e))),
+        }
+    }
+
+    fn open_subdir(&self, name: &str) -> Result<Dir> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match rustix::fs::openat(&self.fd, name, flags, FsMode::empty()) {
+            Ok(fd) => Ok(Dir {
+                fd,
+                path: self.join(name),
+            }),
+            Err(Errno::LOOP) | Err(Errno::NOTDIR) => Err(Error::state(
+                self.join(name),
+                "is a symlink or not a directory; manage never follows links inside the \
+                 state directory: remove it and run again",
+            )),
+            Err(e) => Err(Error::io("open directory", self.join(name), io_err(e))),
+        }
+    }
+
+    /// Sets a created file's or directory's mode (whatever the umask) and
+    /// group.
+    pub fn apply_modes_to(fd: impl AsFd, mode: u32, gid: Option<u32>) -> io::Result<()> {
+        if let Some(gid) = gid {
+            // Best effort: a user outside the group cannot give files to it;
+            // a setgid directory already did.
+            let _ = rustix::fs::fchown(&fd, None, Some(rustix::fs::Gid::from_raw(gid)));
+        }
+        rustix::fs::fchmod(&fd, FsMode::from_raw_mode(mode)).map_err(io_err)
+    }
+
+    fn apply_modes(&self, mode: u32, gid: Option<u32>) -> Result<()> {
+        Self::apply_modes_to(&self.fd, mode, gid)
+            .map_err(|e| Error::io("set permissions of", self.path.clone(), e))
+    }
+
+    /// Opens `name` for reading; `None` when it does not exist. Never
+    /// follows a symlink and never blocks on a planted FIFO.
+    pub fn open_read(&self, name: &str) -> Result<Option<File>> {
+        match rustix::fs::openat(&self.fd, name, READ_FLAGS, FsMode::empty()) {
+            Ok(fd) => Ok(Some(File::from(fd))),
+            Err(Errno::NOENT) => Ok(None),
+            Err(Errno::LOOP) => Err(Error::state(
+                self.join(name),
+                "is a symlink; manage never follows links inside the state directory: remove it",
+            )),
+            Err(e) => Err(Error::io("open", self.join(name), io_err(e))),
+        }
+    }
+
+    /// Opens (creating when missing) a lock file that is never removed.
+    pub fn open_lock(&self, name: &str, modes: Modes) -> Result<File> {
+        let flags =
+            OFlags::RDONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            flags,
+            FsMode::from_raw_mode(modes.file & 0o777),
+        )
+        .map_err(|e| match e {
+            Errno::LOOP => Error::state(
+                self.join(name),
+                "is a symlink; manage never follows links inside the state directory: remove it",
+            ),
+            e => Error::io("open lock file", self.join(name), io_err(e)),
+        })?;
+        let file = File::from(fd);
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("inspect", self.join(name), e))?;
+        if !meta.is_file() {
+            return Err(Error::state(
+                self.join(name),
+                "is not a regular file: remove it",
+            ));
+        }
+        Ok(file)
+    }
+
+    /// Creates `name`, which must not exist, for writing.
+    pub fn create_new(&self, name: &str, modes: Modes) -> Result<File> {
+        let flags =
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            flags,
+            FsMode::from_raw_mode(modes.file & 0o777),
+        )
+        .map_err(|e| Error::io("create", self.join(name), io_err(e)))?;
+        Self::apply_modes_to(&fd, modes.file, modes.gid)
+            .map_err(|e| Error::io("set permissions of", self.join(name), e))?;
+        Ok(File::from(fd))
+    }
+
+    /// Reads `name` whole, up to `max` bytes; `None` when it does not exist.
+    /// A larger file or one that is not a regular file is an error.
+    pub fn read_small(&self, name: &str, max: usize) -> Result<Option<Vec<u8>>> {
+        let Some(file) = self.open_read(name)? else {
+            return Ok(None);
+        };
+        read_regular(file, max, &self.join(name)).map(Some)
+    }
+
+    /// Replaces `name` atomically with `bytes` (temporary file, rename):
+    /// readers see the old content or the new, never a mix. Keeps the
+    /// existing file's mode and group. With `durable`, the data and the
+    /// rename reach the disk before this returns.
+    pub fn replace(&self, name: &str, bytes: &[u8], modes: Modes, durable: bool) -> Result<()> {
+        let (mode, gid) = match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
+                (st.st_mode & 0o7777, Some(st.st_gid))
+            }
+            _ => (modes.file, modes.gid),
+        };
+        let tmp = temp_name(name);
+        let keep = Modes {
+            file: mode,
+            dir: modes.dir,
+            gid,
+        };
+        let mut file = self.create_new(&tmp, keep)?;
+        let written = file
+            .write_all(bytes)
+            .and_then(|()| if durable { file.sync_data() } else { Ok(()) });
+        if let Err(e) = written {
+            let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
+            return Err(Error::io("write", self.join(&tmp), e));
+        }
+        drop(file);
+        if let Err(e) = rustix::fs::renameat(&self.fd, tmp.as_str(), &self.fd, name) {
+            let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
+            return Err(Error::io("replace", self.join(name), io_err(e)));
+        }
+        if durable {
+            let _ = rustix::fs::fsync(&self.fd);
+        }
+        Ok(())
+    }
+
+    /// Renames `from` to `to` inside this directory.
+    pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        rustix::fs::renameat(&self.fd, from, &self.fd, to)
+            .map_err(|e| Error::io("rename", self.join(from), io_err(e)))
+    }
+
+    /// Removes `name`; `false` when it was already gone.
+    pub fn remove(&self, name: &str) -> Result<bool> {
+        match rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()) {
+            Ok(()) => Ok(true),
+            Err(Errno::NOENT) => Ok(false),
+            Err(e) => Err(Error::io("remove", self.join(name), io_err(e))),
+        }
+    }
+
+    /// Whether `name` exists (as anything, links included).
+    pub fn exists(&self, name: &str) -> Result<bool> {
+        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) => Ok(true),
+            Err(Errno::NOENT) => Ok(false),
+            Err(e) => Err(Error::io("inspect", self.join(name), io_err(e))),
+        }
+    }
+
+    /// The names in this directory, `.` and `..` left out.
+    pub fn names(&self) -> Result<Vec<OsString>> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            FsMode::empty(),
+        )
+        .map_err(|e| Error::io("read directory", self.path.clone(), io_err(e)))?;
+        let dir = rustix::fs::Dir::read_from(&fd)
+            .map_err(|e| Error::io("read directory", self.path.clone(), io_err(e)))?;
+        let mut names = Vec::new();
+        for entry in dir {
+            let entry =
+                entry.map_err(|e| Error::io("read directory", self.path.clone(), io_err(e)))?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.push(OsString::from_vec(name.to_vec()));
+            }
+        }
+        Ok(names)
+    }
+}
+
+/// Reads an open file whole, up to `max` bytes, checking it is a regular
+/// file.
+pub(crate) fn read_regular(mut file: File, max: usize, path: &Path) -> Result<Vec<u8>> {
+    let meta = file.metadata().map_err(|e| Error::io("inspect", path, e))?;
+    if !meta.is_file() {
+        return Err(Error::state(path, "is not a regular file: remove it"));
+    }
+    let mut buf = Vec::with_capacity((meta.len() as usize).min(max) + 1);
+    (&mut file)
+        .take(max as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io("read", path, e))?;
+    if buf.len() > max {
+        return Err(Error::state(
+            path,
+            format!(
+                "is larger than {max} bytes, which no state file of manage is: it is not ours or it is corrupt"
+            ),
+        ));
+    }
+    Ok(buf)
+}
+
+/// A fresh temporary name next to `name`: hidden, unique in this process
+/// and across processes (pid).
+pub(crate) fn temp_name(name: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(".{name}.{}.{n}.tmp", std::process::id())
+}

@@ -1,0 +1,602 @@
+//! The file backend: the state in one directory on this host.
+//!
+//! ```text
+//! <state>/
+//!   VERSION     format version; an unknown one is refused
+//!   mode.json   the mode record, replaced atomically (temp file, rename)
+//!   OFFLINE     the web-server marker: created before an OFFLINE record is
+//!               written, removed after any other record is
+//!   gate        the gate: mode changes lock it exclusively, task starts
+//!               shared, so a task is either seen by the mode change or
+//!               sees the new mode (I1, I2)
+//!   pending/    one locked file per process waiting to go offline; PENDING
+//!               holds only while one is held (I5)
+//!   tasks/      one locked file per live task, one lock per command name
+//! ```
+//!
+//! Every name inside is opened relative to a directory descriptor with
+//! `O_NOFOLLOW` (I4). Locks are `flock(2)` through fs2, fully qualified.
+
+mod dir;
+mod tasks;
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use self::dir::{Dir, Modes};
+use self::tasks::FileTaskLease;
+use super::{Backend, Completion, ModeChange, PendingStart, WaiterLease};
+use crate::clock::{SharedClock, Timestamp};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::identity::{Identity, group_id};
+use crate::mode::{Lapse, Mode, ModeRecord, ModeView};
+use crate::task::{TaskLease, TaskRecord, TaskRequest, admit};
+
+/// The state format this binary reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+const VERSION: &str = "VERSION";
+const MODE: &str = "mode.json";
+const MARKER: &str = "OFFLINE";
+const GATE: &str = "gate";
+const TASKS: &str = "tasks";
+const PENDING: &str = "pending";
+/// Names a state directory may hold; a directory with anything else and no
+/// VERSION is not ours and is never initialised.
+const KNOWN: &[&str] = &[
+    VERSION, MODE, MARKER, GATE, TASKS, PENDING, "sessions", "run.lock",
+];
+const WAITER_SUFFIX: &str = ".waiter";
+const MAX_MODE_RECORD: usize = 64 * 1024;
+
+/// The state in a directory on this host.
+#[derive(Debug)]
+pub struct FileBackend {
+    root: Dir,
+    tasks: Arc<Dir>,
+    pending: Dir,
+    modes: Modes,
+    clock: SharedClock,
+}
+
+impl FileBackend {
+    /// Opens the state directory `config` names, creating it (with safe
+    /// modes and the configured group) when it does not exist, and checking
+    /// its format version.
+    pub fn open(config: &Config, clock: SharedClock) -> Result<FileBackend> {
+        let gid = match &config.group {
+            None => None,
+            Some(name) => Some(group_id(name).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "group {name:?} (from `group` in {}) does not exist on this host: create it or fix the setting",
+                    config.file.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_else(|| "manage.toml".into())
+                ))
+            })?),
+        };
+        Self::open_dir(&config.state_dir, Modes::for_group(gid), clock)
+    }
+
+    fn open_dir(path: &Path, modes: Modes, clock: SharedClock) -> Result<FileBackend> {
+        let root = match Dir::open_root(path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create_root(path, modes)?,
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                return Err(Error::state(
+                    path,
+                    "is not a directory: point state_dir (manage.toml, $MANAGE_STATE_DIR or --state-dir) at a directory",
+                ));
+            }
+            Err(e) => return Err(Error::io("open state directory", path, e)),
+        };
+        check_version(&root, modes)?;
+        let tasks = Arc::new(root.subdir(TASKS, modes)?);
+        let pending = root.subdir(PENDING, modes)?;
+        Ok(FileBackend {
+            root,
+            tasks,
+            pending,
+            modes,
+            clock,
+        })
+    }
+
+    fn create_root(path: &Path, modes: Modes) -> Result<Dir> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io("create directory", parent, e))?;
+        }
+        match std::fs::create_dir(path) {
+            Ok(()) => {
+                let root =
+                    Dir::open_root(path).map_err(|e| Error::io("open state directory", path, e))?;
+                let fd =
+                    File::open(path).map_err(|e| Error::io("open state directory", path, e))?;
+                Dir::apply_modes_to(&fd, modes.dir, modes.gid)
+                    .map_err(|e| Error::io("set permissions of", path, e))?;
+                Ok(root)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Dir::open_root(path).map_err(|e| Error::io("open state directory", path, e))
+            }
+            Err(e) => Err(Error::io("create state directory", path, e)),
+        }
+    }
+
+    /// The state directory.
+    pub fn path(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Locks the gate: exclusively for a mode change, shared for a task
+    /// start. A fresh descriptor each time, since flock locks belong to the
+    /// open file, not the thread.
+    fn gate(&self, exclusive: bool) -> Result<File> {
+        let f = self.root.open_lock(GATE, self.modes)?;
+        let locked = if exclusive {
+            fs2::FileExt::lock_exclusive(&f)
+        } else {
+            fs2::FileExt::lock_shared(&f)
+        };
+        locked.map_err(|e| Error::io("lock", self.root.join(GATE), e))?;
+        Ok(f)
+    }
+
+    fn read_record(&self) -> Result<ModeRecord> {
+        match self.root.read_small(MODE, MAX_MODE_RECORD)? {
+            None => Ok(ModeRecord::initial()),
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                Error::state(
+                    self.root.join(MODE),
+                    format!(
+                        "is corrupt ({e}); `manage offline off --force` rewrites it \
+                         (check the site first: it may have been offline)"
+                    ),
+                )
+            }),
+        }
+    }
+
+    fn any_waiter_live(&self) -> Result<bool> {
+        for name in self.pending.names()? {
+            let Some(name) = name.to_str() else { continue };
+            if !name.ends_with(WAITER_SUFFIX) || name.starts_with('.') {
+                continue;
+            }
+            let Ok(Some(file)) = self.pending.open_read(name) else {
+                continue;
+            };
+            if tasks::held(&file).map_err(|e| Error::io("probe", self.pending.join(name), e))? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn view(&self) -> Result<ModeView> {
+        let mut record = self.read_record()?;
+        let mut view = loop {
+            if record.mode != Mode::Pending || self.any_waiter_live()? {
+                break ModeView::of(record);
+            }
+            // No waiter: the PENDING lapsed — unless the last waiter just
+            // wrote a new record as it left.
+            let again = self.read_record()?;
+            if again.generation == record.generation {
+                let reason = format!(
+                    "PENDING since {} (by {}, pid {}) lapsed: the process waiting to take the \
+                     site offline is gone, so the site is ONLINE; the next mode change cleans up",
+                    record.since, record.by, record.pid
+                );
+                break ModeView {
+                    mode: Mode::Online,
+                    lapsed: Some(Lapse {
+                        record: record.clone(),
+                        reason,
+                    }),
+                    record,
+                    stray_marker: None,
+                };
+            }
+            record = again;
+        };
+        let marker = self.root.exists(MARKER)?;
+        view.stray_marker = match (view.record.mode == Mode::Offline, marker) {
+            (false, true) => Some(format!(
+                "the web-server marker {} exists but the site is {}: the web server may still \
+                 turn visitors away; the next mode change removes it",
+                self.root.join(MARKER).display(),
+                view.mode
+            )),
+            (true, false) => Some(format!(
+                "the site is OFFLINE but the web-server marker {} is missing: the web server \
+                 lets visitors through to the app; the next mode change restores it",
+                self.root.join(MARKER).display()
+            )),
+            _ => None,
+        };
+        Ok(view)
+    }
+
+    /// Writes a new mode record, ordering the marker around it: created
+    /// before an OFFLINE record, removed after any other.
+    fn write_record(&self, mut record: ModeRecord, previous_generation: u64) -> Result<ModeRecord> {
+        record.generation = previous_generation.wrapping_add(1);
+        let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::Invalid(e.to_string()))?;
+        if record.mode == Mode::Offline {
+            self.write_marker(&record)?;
+        }
+        self.root.replace(MODE, &json, self.modes, true)?;
+        if record.mode != Mode::Offline {
+            self.root.remove(MARKER)?;
+        }
+        Ok(record)
+    }
+
+    fn write_marker(&self, record: &ModeRecord) -> Result<()> {
+        let text = format!("OFFLINE since {} by {}\n", record.since, record.by);
+        self.root
+            .replace(MARKER, text.as_bytes(), self.modes, false)
+    }
+
+    /// The record as a writer holding the gate sees it: a corrupt record is
+    /// replaced rather than fatal, since the writer is about to replace it.
+    fn record_for_writer(&self) -> ModeRecord {
+        self.read_record().unwrap_or_else(|_| {
+            let mut r = ModeRecord::initial();
+            r.generation = self
+                .clock
+                .now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(1);
+            r
+        })
+    }
+
+    /// Cleans what crashed processes left, under the exclusive gate: dead
+    /// waiters, and a marker that disagrees with the record.
+    fn clean_under_gate(&self, record: &ModeRecord) -> Result<()> {
+        for name in self.pending.names()? {
+            let Some(name) = name.to_str() else { continue };
+            if !name.ends_with(WAITER_SUFFIX) {
+                continue;
+            }
+            match self.pending.open_read(name) {
+                Ok(Some(file)) => {
+                    if !tasks::held(&file)
+                        .map_err(|e| Error::io("probe", self.pending.join(name), e))?
+                    {
+                        self.pending.remove(name)?;
+                    }
+                }
+                Ok(None) => {}
+                Err(Error::State { .. }) => {
+                    self.pending.remove(name)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match (record.mode == Mode::Offline, self.root.exists(MARKER)?) {
+            (true, false) => self.write_marker(record)?,
+            (false, true) => {
+                self.root.remove(MARKER)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn new_waiter(&self, since: Timestamp) -> Result<FileWaiter> {
+        let id = tasks::new_id();
+        let tmp = format!(".{id}.tmp");
+        let name = format!("{id}{WAITER_SUFFIX}");
+        let file = self.pending.create_new(&tmp, self.modes)?;
+        fs2::FileExt::try_lock_exclusive(&file)
+            .map_err(|e| Error::io("lock", self.pending.join(&tmp), e))?;
+        let me = Identity::current();
+        let _ = (&file).write_all(format!("{} {}\n", me.pid, me.user_at_host()).as_bytes());
+        self.pending.rename(&tmp, &name)?;
+        Ok(FileWaiter { _file: file, since })
+    }
+}
+
+/// One process's place among the waiters: a locked file in `pending/`.
+#[derive(Debug)]
+struct FileWaiter {
+    _file: File,
+    since: Timestamp,
+}
+
+impl WaiterLease for FileWaiter {
+    fn pending_since(&self) -> Timestamp {
+        self.since
+    }
+}
+
+fn check_version(root: &Dir, modes: Modes) -> Result<()> {
+    let path = root.join(VERSION);
+    match root.read_small(VERSION, 64)? {
+        Some(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            match text.trim().parse::<u32>() {
+                Ok(FORMAT_VERSION) => Ok(()),
+                Ok(v) => Err(Error::state(
+                    path,
+                    format!(
+                        "the state has format version {v}, and this manage ({}) understands only \
+                         version {FORMAT_VERSION}: run a manage that matches the rest of the site \
+                         (a rolling deploy mixes versions)",
+                        env!("CARGO_PKG_VERSION")
+                    ),
+                )),
+                Err(_) => Err(Error::state(
+                    path,
+                    format!(
+                        "is corrupt (it holds {:?}, not a version number); it should hold {FORMAT_VERSION}",
+                        text.trim()
+                    ),
+                )),
+            }
+        }
+        None => {
+            let strangers: Vec<String> = root
+                .names()?
+                .into_iter()
+                .filter_map(|n| n.into_string().ok().or(Some("?".into())))
+                .filter(|n| !KNOWN.contains(&n.as_str()) && !n.starts_with('.'))
+                .collect();
+            if !strangers.is_empty() {
+                return Err(Error::state(
+                    root.path(),
+                    format!(
+                        "is not a manage state directory: it has no VERSION file and holds other \
+                         files ({}); point state_dir at an empty or new directory",
+                        strangers.join(", ")
+                    ),
+                ));
+            }
+            root.replace(
+                VERSION,
+                format!("{FORMAT_VERSION}\n").as_bytes(),
+                modes,
+                true,
+            )
+        }
+    }
+}
+
+impl Backend for FileBackend {
+    fn location(&self) -> String {
+        format!("state directory {}", self.root.path().display())
+    }
+
+    fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    fn mode(&self) -> Result<ModeView> {
+        self.view()
+    }
+
+    fn start_task(&self, request: &TaskRequest) -> Result<Box<dyn TaskLease>> {
+        if request.name.is_empty() {
+            return Err(Error::Invalid("a command name cannot be empty".into()));
+        }
+        let instance = match request.policy.instances {
+            crate::policy::Instances::Concurrent => None,
+            crate::policy::Instances::Single => {
+                let started = Instant::now();
+                match tasks::lock_instance(
+                    &self.tasks,
+                    &request.name,
+                    request.lock_timeout,
+                    self.modes,
+                )? {
+                    Some(f) => Some(f),
+                    None => {
+                        return Err(tasks::already_running(
+                            &self.tasks,
+                            &request.name,
+                            started.elapsed(),
+                        ));
+                    }
+                }
+            }
+        };
+        let me = Identity::current();
+        let gate = self.gate(false)?;
+        let view = self.view()?;
+        admit(request, &view)?;
+        let record = TaskRecord {
+            id: tasks::new_id(),
+            name: request.name.clone(),
+            argv: request.argv.clone(),
+            pid: me.pid,
+            user: me.user.clone(),
+            host: me.host.clone(),
+            started_at: Timestamp::at(self.clock.now()),
+            policy: request.policy,
+            started_in: view.mode,
+            in_window: request.in_window,
+        };
+        let (task, file_name) = tasks::publish(&self.tasks, &record, self.modes)?;
+        drop(gate);
+        Ok(Box::new(FileTaskLease {
+            record,
+            file_name,
+            dir: Arc::clone(&self.tasks),
+            task,
+            instance,
+            handed_to_child: false,
+        }))
+    }
+
+    fn join_task(&self, token: &str) -> Result<TaskRecord> {
+        let gone = || {
+            Error::Refused(crate::error::Refusal::JoinGone {
+                token: token.chars().take(80).collect(),
+            })
+        };
+        if !tasks::is_id(token) {
+            return Err(gone());
+        }
+        tasks::probe(&self.tasks, &format!("{token}{}", tasks::TASK_SUFFIX))?.ok_or_else(gone)
+    }
+
+    fn tasks(&self) -> Result<Vec<TaskRecord>> {
+        tasks::live(&self.tasks)
+    }
+
+    fn reap(&self) -> Result<usize> {
+        let mut n = tasks::reap(&self.tasks)?;
+        let gate = self.gate(true)?;
+        let before = self.pending.names()?.len();
+        self.clean_under_gate(&self.record_for_writer())?;
+        n += before.saturating_sub(self.pending.names()?.len());
+        drop(gate);
+        Ok(n)
+    }
+
+    fn begin_pending(&self, change: &ModeChange) -> Result<PendingStart> {
+        let _gate = self.gate(true)?;
+        let current = self.record_for_writer();
+        self.clean_under_gate(&current)?;
+        let view = self.view()?;
+        let generation = view.record.generation;
+        match view.mode {
+            Mode::Offline => {
+                let mut r = view.record;
+                if change.message.is_some() || change.retry_after.is_some() {
+                    r.message = change.message.clone().or(r.message);
+                    r.retry_after = change.retry_after.or(r.retry_after);
+                    r = self.write_record(r, generation)?;
+                }
+                Ok(PendingStart::AlreadyOffline(r))
+            }
+            Mode::Pending => {
+                let mut r = view.record;
+                let waiter = self.new_waiter(r.since)?;
+                if change.message.is_some() || change.retry_after.is_some() {
+                    r.message = change.message.clone().or(r.message);
+                    r.retry_after = change.retry_after.or(r.retry_after);
+                    r = self.write_record(r, generation)?;
+                }
+                Ok(PendingStart::Waiting {
+                    waiter: Box::new(waiter),
+                    record: r,
+                    joined: true,
+                })
+            }
+            Mode::Online => {
+                let since = Timestamp::at(self.clock.now());
+                let waiter = self.new_waiter(since)?;
+                let r = ModeRecord {
+                    mode: Mode::Pending,
+                    since,
+                    by: change.by.clone(),
+                    pid: change.pid,
+                    message: change.message.clone(),
+                    retry_after: change.retry_after,
+                    generation,
+                };
+                let r = self.write_record(r, generation)?;
+                Ok(PendingStart::Waiting {
+                    waiter: Box::new(waiter),
+                    record: r,
+                    joined: false,
+                })
+            }
+        }
+    }
+
+    fn complete_offline(&self, waiter: &dyn WaiterLease) -> Result<Completion> {
+        let _gate = self.gate(true)?;
+        let r = self.read_record()?;
+        match r.mode {
+            Mode::Offline => Ok(Completion::Offline(r)),
+            Mode::Pending if r.since == waiter.pending_since() => {
+                let generation = r.generation;
+                let offline = ModeRecord {
+                    mode: Mode::Offline,
+                    since: Timestamp::at(self.clock.now()),
+                    ..r
+                };
+                Ok(Completion::Offline(self.write_record(offline, generation)?))
+            }
+            _ => Ok(Completion::Cancelled(r)),
+        }
+    }
+
+    fn leave_pending(
+        &self,
+        waiter: Box<dyn WaiterLease>,
+        change: &ModeChange,
+    ) -> Result<ModeRecord> {
+        let since = waiter.pending_since();
+        drop(waiter);
+        let _gate = self.gate(true)?;
+        let r = self.record_for_writer();
+        self.clean_under_gate(&r)?;
+        if r.mode == Mode::Pending && r.since == since && !self.any_waiter_live()? {
+            let generation = r.generation;
+            let online = ModeRecord {
+                mode: Mode::Online,
+                since: Timestamp::at(self.clock.now()),
+                by: change.by.clone(),
+                pid: change.pid,
+                message: None,
+                retry_after: None,
+                generation,
+            };
+            return self.write_record(online, generation);
+        }
+        Ok(r)
+    }
+
+    fn force_offline(&self, change: &ModeChange) -> Result<ModeRecord> {
+        let _gate = self.gate(true)?;
+        let r = self.record_for_writer();
+        self.clean_under_gate(&r)?;
+        let generation = r.generation;
+        let offline = if r.mode == Mode::Offline {
+            ModeRecord {
+                message: change.message.clone().or(r.message),
+                retry_after: change.retry_after.or(r.retry_after),
+                ..r
+            }
+        } else {
+            ModeRecord {
+                mode: Mode::Offline,
+                since: Timestamp::at(self.clock.now()),
+                by: change.by.clone(),
+                pid: change.pid,
+                message: change.message.clone().or(r.message),
+                retry_after: change.retry_after.or(r.retry_after),
+                generation,
+            }
+        };
+        self.write_record(offline, generation)
+    }
+
+    fn go_online(&self, change: &ModeChange) -> Result<ModeRecord> {
+        let _gate = self.gate(true)?;
+        let r = self.record_for_writer();
+        let generation = r.generation;
+        let online = ModeRecord {
+            mode: Mode::Online,
+            since: Timestamp::at(self.clock.now()),
+            by: change.by.clone(),
+            pid: change.pid,
+            message: None,
+            retry_after: None,
+            generation,
+        };
+        let written = self.write_record(online, generation)?;
+        self.clean_under_gate(&written)?;
+        Ok(written)
+    }
+}

@@ -1,0 +1,315 @@
+//! Tasks in the file backend: one locked file per live task in `tasks/`,
+//! created under a temporary name, locked, written, then renamed into place,
+//! so a visible task file is always locked while its task lives; one
+//! instance lock file per command name, never removed (removing a lock file
+//! would let two holders lock two different files of one name).
+//!
+//! Holders lock exclusively; probes take shared try-locks, so a probe of a
+//! dead task never makes it look live to another reader (I3). The kernel
+//! drops a lock the moment the last process holding its descriptor dies, by
+//! any signal: a dead task stops counting at once, and its file is a
+//! leftover that [`reap`](super::FileBackend) removes later.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use sha2::{Digest, Sha256};
+
+use super::dir::{Dir, read_regular};
+use crate::error::{Error, Refusal, Result};
+use crate::task::{TaskLease, TaskRecord};
+
+/// Suffix of a live task's file.
+pub(super) const TASK_SUFFIX: &str = ".task";
+/// Suffix of a command's instance lock.
+const INSTANCE_SUFFIX: &str = ".instance";
+/// Largest task record read back: argv is bounded by the system's ARG_MAX.
+const MAX_RECORD: usize = 4 << 20;
+/// Temporary files younger than this may be a writer's, between create and
+/// lock: the reaper leaves them.
+const TEMP_GRACE: Duration = Duration::from_secs(60);
+
+/// A backend's hold on a live task in `tasks/`.
+#[derive(Debug)]
+pub(super) struct FileTaskLease {
+    pub record: TaskRecord,
+    pub file_name: String,
+    pub dir: Arc<Dir>,
+    // Declared before `instance` so the task file closes first: a waiter for
+    // the instance never sees the task it waited for still live.
+    pub task: File,
+    pub instance: Option<File>,
+    pub handed_to_child: bool,
+}
+
+impl TaskLease for FileTaskLease {
+    fn record(&self) -> &TaskRecord {
+        &self.record
+    }
+
+    fn inheritable_fds(&self) -> Vec<BorrowedFd<'_>> {
+        let mut fds = vec![self.task.as_fd()];
+        fds.extend(self.instance.as_ref().map(|f| f.as_fd()));
+        fds
+    }
+
+    fn mark_handed_to_child(&mut self) {
+        self.handed_to_child = true;
+    }
+}
+
+impl Drop for FileTaskLease {
+    fn drop(&mut self) {
+        // A child holds the locks: closing our descriptors is all we may do;
+        // an unlock or a removal would free a running child's task (I3).
+        if !self.handed_to_child {
+            // Remove while still holding the lock; a reader that opened the
+            // file before sees it dead once we close. Failure leaves a
+            // leftover that never counts as live and is reaped later.
+            let _ = self.dir.remove(&self.file_name);
+        }
+    }
+}
+
+/// A fresh task id: unique across processes (pid) and time.
+pub(super) fn new_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{nanos:x}-{:x}-{n:x}", std::process::id())
+}
+
+/// Whether `token` has the shape of an id we issue.
+pub(super) fn is_id(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= 64
+        && token.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+}
+
+/// The instance lock file of command `name`: the name itself when it is
+/// plainly safe, a hash of it otherwise (`/`, `..`, NUL, 10 kB names), so
+/// no name can reach outside `tasks/`.
+pub(super) fn instance_file(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if plain {
+        format!("{name}{INSTANCE_SUFFIX}")
+    } else {
+        let digest = Sha256::digest(name.as_bytes());
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("~{hex}{INSTANCE_SUFFIX}")
+    }
+}
+
+fn is_contended(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::EWOULDBLOCK)
+}
+
+/// Whether `file`'s exclusive holder is alive, probing with a shared
+/// try-lock (released again when `file` closes).
+pub(super) fn held(file: &File) -> io::Result<bool> {
+    match fs2::FileExt::try_lock_shared(file) {
+        Ok(()) => Ok(false),
+        Err(e) if is_contended(&e) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// Takes the instance lock of `name`, trying until `timeout` runs out.
+/// `Ok(None)` when it timed out.
+pub(super) fn lock_instance(
+    dir: &Dir,
+    name: &str,
+    timeout: Duration,
+    modes: super::dir::Modes,
+) -> Result<Option<File>> {
+    let file_name = instance_file(name);
+    let file = dir.open_lock(&file_name, modes)?;
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match fs2::FileExt::try_lock_exclusive(&file) {
+            Ok(()) => return Ok(Some(file)),
+            Err(e) if is_contended(&e) => {}
+            Err(e) => return Err(Error::io("lock", dir.join(&file_name), e)),
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Writes `record` as a new live task file: temporary name, exclusive lock,
+/// content, rename. Returns the locked file and its final name.
+pub(super) fn publish(
+    dir: &Dir,
+    record: &TaskRecord,
+    modes: super::dir::Modes,
+) -> Result<(File, String)> {
+    let tmp = format!(".{}.tmp", record.id);
+    let final_name = format!("{}{TASK_SUFFIX}", record.id);
+    let mut file = dir.create_new(&tmp, modes)?;
+    let cleanup = |e: Error| {
+        let _ = dir.remove(&tmp);
+        e
+    };
+    fs2::FileExt::try_lock_exclusive(&file)
+        .map_err(|e| cleanup(Error::io("lock", dir.join(&tmp), e)))?;
+    let json = serde_json::to_vec(record).map_err(|e| cleanup(Error::Invalid(e.to_string())))?;
+    file.write_all(&json)
+        .map_err(|e| cleanup(Error::io("write", dir.join(&tmp), e)))?;
+    dir.rename(&tmp, &final_name).map_err(cleanup)?;
+    Ok((file, final_name))
+}
+
+/// The record of the live task in `file_name`, or `None` when it is dead,
+/// gone, or not a task file of ours.
+pub(super) fn probe(dir: &Dir, file_name: &str) -> Result<Option<TaskRecord>> {
+    let file = match dir.open_read(file_name) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Ok(None),
+        // A symlink planted in tasks/ is not a task; it is never followed.
+        Err(Error::State { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !held(&file).map_err(|e| Error::io("probe", dir.join(file_name), e))? {
+        return Ok(None);
+    }
+    let bytes = match read_regular(file, MAX_RECORD, &dir.join(file_name)) {
+        Ok(b) => b,
+        Err(Error::State { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(serde_json::from_slice(&bytes).ok())
+}
+
+/// Every live task in `dir`, oldest first.
+pub(super) fn live(dir: &Dir) -> Result<Vec<TaskRecord>> {
+    let mut tasks = Vec::new();
+    for name in dir.names()? {
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(TASK_SUFFIX)
+            && !name.starts_with('.')
+            && let Some(record) = probe(dir, name)?
+        {
+            tasks.push(record);
+        }
+    }
+    tasks.sort_by(|a, b| {
+        a.started_at
+            .cmp(&b.started_at)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    Ok(tasks)
+}
+
+/// The live holder of `name`'s instance, if one can be read.
+pub(super) fn instance_holder(dir: &Dir, name: &str) -> Option<TaskRecord> {
+    live(dir).ok()?.into_iter().find(|t| t.name == name)
+}
+
+/// Removes dead task files and stale temporary files; returns how many.
+pub(super) fn reap(dir: &Dir) -> Result<usize> {
+    let mut removed = 0;
+    for name in dir.names()? {
+        let Some(name) = name.to_str() else { continue };
+        let is_task = name.ends_with(TASK_SUFFIX) && !name.starts_with('.');
+        let is_temp = name.starts_with('.') && name.ends_with(".tmp");
+        if !(is_task || is_temp) {
+            continue;
+        }
+        let file = match dir.open_read(name) {
+            Ok(Some(f)) => f,
+            Ok(None) => continue,
+            // A planted symlink: removing the link itself touches nothing
+            // outside the state directory.
+            Err(Error::State { .. }) => {
+                removed += usize::from(dir.remove(name)?);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("inspect", dir.join(name), e))?;
+        if !meta.is_file() {
+            continue;
+        }
+        if is_temp {
+            let young = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_none_or(|age| age < TEMP_GRACE);
+            if young {
+                continue;
+            }
+        }
+        if !held(&file).map_err(|e| Error::io("probe", dir.join(name), e))? {
+            // Dead for good: a task id is never reused, and a task file is
+            // locked before it becomes visible.
+            removed += usize::from(dir.remove(name)?);
+        }
+    }
+    Ok(removed)
+}
+
+/// Refusal for a single-instance command whose lock did not come free.
+pub(super) fn already_running(dir: &Dir, name: &str, waited: Duration) -> Error {
+    Error::Refused(Refusal::AlreadyRunning {
+        command: name.to_owned(),
+        holder: instance_holder(dir, name).map(Box::new),
+        waited_ms: waited.as_millis() as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_files_never_leave_the_directory() {
+        assert_eq!(instance_file("hello"), "hello.instance");
+        assert_eq!(instance_file("db.backup-2"), "db.backup-2.instance");
+        for hostile in [
+            "../x",
+            "/etc/passwd",
+            "..",
+            ".",
+            "a\0b",
+            "",
+            &"x".repeat(10_000),
+        ] {
+            let f = instance_file(hostile);
+            assert!(
+                f.starts_with('~') && !f.contains('/') && f.len() < 64,
+                "{hostile:?} → {f}"
+            );
+        }
+        assert_ne!(instance_file("../x"), instance_file("../y"));
+    }
+
+    #[test]
+    fn ids_are_unique_and_recognised() {
+        let a = new_id();
+        let b = new_id();
+        assert_ne!(a, b);
+        assert!(is_id(&a));
+        assert!(!is_id("../x"));
+        assert!(!is_id(""));
+    }
+}

@@ -1,0 +1,152 @@
+//! The [`Backend`] trait: where mode, tasks and sessions live. Synchronous,
+//! and made of whole operations, each atomic inside the backend — the gate
+//! that orders task starts against mode changes lives here, never in the
+//! callers' hands — so a PostgreSQL backend can keep one transaction or
+//! advisory lock per operation. Callers never see which backend they use.
+
+pub mod file;
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::clock::{SharedClock, Timestamp};
+use crate::config::{BackendKind, Config};
+use crate::error::Result;
+use crate::identity::Identity;
+use crate::mode::{ModeRecord, ModeView, RetryAfter};
+use crate::task::{TaskLease, TaskRecord, TaskRequest};
+
+pub use file::FileBackend;
+
+/// Who asks for a mode change, and what they want users to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModeChange {
+    /// `user@host` of the operator.
+    pub by: String,
+    /// The operator's process.
+    pub pid: u32,
+    /// The message for users; `None` keeps the current one when joining.
+    pub message: Option<String>,
+    /// When users should come back; `None` keeps the current one when
+    /// joining.
+    pub retry_after: Option<RetryAfter>,
+}
+
+impl ModeChange {
+    /// A change made by this process, with no message.
+    pub fn by_this_process() -> Self {
+        let me = Identity::current();
+        ModeChange {
+            by: me.user_at_host(),
+            pid: me.pid,
+            message: None,
+            retry_after: None,
+        }
+    }
+
+    /// This change with a message for users.
+    pub fn message(mut self, message: Option<String>) -> Self {
+        self.message = message;
+        self
+    }
+
+    /// This change with a `Retry-After`.
+    pub fn retry_after(mut self, retry_after: Option<RetryAfter>) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+}
+
+/// One process's place among those waiting to take the site offline. PENDING
+/// lasts while any is held (I5); dropping it without [`Backend::leave_pending`]
+/// (a crash) lets PENDING lapse once no other waiter remains.
+pub trait WaiterLease: Send + fmt::Debug {
+    /// When the PENDING this waiter belongs to began.
+    fn pending_since(&self) -> Timestamp;
+}
+
+/// What [`Backend::begin_pending`] found and did.
+#[derive(Debug)]
+pub enum PendingStart {
+    /// The site is PENDING (begun now, or joined) and this process waits.
+    Waiting {
+        /// This waiter's lease.
+        waiter: Box<dyn WaiterLease>,
+        /// The PENDING record in force.
+        record: ModeRecord,
+        /// Whether another process's PENDING was joined.
+        joined: bool,
+    },
+    /// The site was already OFFLINE; message and retry-after were updated.
+    AlreadyOffline(ModeRecord),
+}
+
+/// What [`Backend::complete_offline`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    /// The site is OFFLINE (this call or another waiter took it there).
+    Offline(ModeRecord),
+    /// Someone turned the site back ONLINE while we waited.
+    Cancelled(ModeRecord),
+}
+
+/// Where mode, tasks and sessions live.
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// Where the state is, for people: `state directory /var/lib/site`.
+    fn location(&self) -> String;
+
+    /// The clock every time-based decision of this backend uses.
+    fn clock(&self) -> &SharedClock;
+
+    /// The mode in force, with the stored record; a PENDING whose waiters
+    /// all died reads as ONLINE and says why (I5).
+    fn mode(&self) -> Result<ModeView>;
+
+    /// Admits and records a task, atomically against mode changes (the
+    /// gate): refused while PENDING/OFFLINE unless allowed, one instance per
+    /// name unless concurrent (waiting up to the request's lock timeout).
+    fn start_task(&self, request: &TaskRequest) -> Result<Box<dyn TaskLease>>;
+
+    /// The record of the live task `token` names, for a nested run that
+    /// joins it; refused when that task has ended.
+    fn join_task(&self, token: &str) -> Result<TaskRecord>;
+
+    /// Every live task, sorted by start time. Never makes a dead task look
+    /// live to another reader.
+    fn tasks(&self) -> Result<Vec<TaskRecord>>;
+
+    /// Removes the leftovers of dead tasks and waiters; returns how many.
+    fn reap(&self) -> Result<usize>;
+
+    /// Goes PENDING (or joins a PENDING already under way, updating message
+    /// and retry-after where given), registering this process as a waiter.
+    /// While OFFLINE, only updates message and retry-after.
+    fn begin_pending(&self, change: &ModeChange) -> Result<PendingStart>;
+
+    /// Takes the site from this waiter's PENDING to OFFLINE, unless someone
+    /// turned it ONLINE meanwhile. Writes the web-server marker before the
+    /// record.
+    fn complete_offline(&self, waiter: &dyn WaiterLease) -> Result<Completion>;
+
+    /// This waiter leaves without success: when it was the last one and the
+    /// site is still in its PENDING, the site goes back ONLINE. Returns the
+    /// record in force afterwards.
+    fn leave_pending(
+        &self,
+        waiter: Box<dyn WaiterLease>,
+        change: &ModeChange,
+    ) -> Result<ModeRecord>;
+
+    /// OFFLINE at once, whatever is live (`--force`).
+    fn force_offline(&self, change: &ModeChange) -> Result<ModeRecord>;
+
+    /// ONLINE from any state; a waiter sees it and ends as cancelled.
+    fn go_online(&self, change: &ModeChange) -> Result<ModeRecord>;
+}
+
+/// Opens the backend `config` names, with the given clock.
+pub fn open(config: &Config, clock: SharedClock) -> Result<Arc<dyn Backend>> {
+    match config.backend {
+        BackendKind::File => Ok(Arc::new(FileBackend::open(config, clock)?)),
+    }
+}

@@ -1,0 +1,513 @@
+//! `Config`: the settings the CLI and the web app share, from `manage.toml`
+//! (found by walking up from the current directory, like `Cargo.toml`), the
+//! environment and explicit overrides.
+//!
+//! Precedence, highest first: an explicit override (a command-line flag),
+//! the environment (`MANAGE_STATE_DIR`, `MANAGE_CONFIG`), the file, the
+//! defaults. A relative `state_dir` in the file is relative to the file.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The file name searched for.
+pub const FILE_NAME: &str = "manage.toml";
+/// Environment variable naming the state directory.
+pub const ENV_STATE_DIR: &str = "MANAGE_STATE_DIR";
+/// Environment variable naming the configuration file.
+pub const ENV_CONFIG: &str = "MANAGE_CONFIG";
+
+/// Default session timeout: 900 s, as the seed's.
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(900);
+/// Default lock timeout: 1 s, as the seed's.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default refresh interval of the web layers' snapshot (and so the settle
+/// time of I2).
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_millis(250);
+/// Default maintenance URL.
+pub const DEFAULT_MAINTENANCE_URL: &str = "/maintenance.html";
+
+/// Which backend keeps the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// A state directory on this host.
+    #[default]
+    File,
+}
+
+/// Where a setting's value came from, so `status -v` can say it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A command-line flag or an explicit override.
+    Override,
+    /// An environment variable.
+    Env(&'static str),
+    /// The configuration file.
+    File(PathBuf),
+    /// The built-in default.
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Override => f.write_str("command line"),
+            Source::Env(var) => write!(f, "${var}"),
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The backend keeping the state.
+    pub backend: BackendKind,
+    /// The state directory (file backend).
+    pub state_dir: PathBuf,
+    /// Where `state_dir` came from.
+    pub state_dir_source: Source,
+    /// The group that shares the state, if any.
+    pub group: Option<String>,
+    /// How long a web session stays live after its last request.
+    pub session_timeout: Duration,
+    /// Where turned-away web requests are sent.
+    pub maintenance_url: String,
+    /// How long a single-instance command waits for the running one.
+    pub lock_timeout: Duration,
+    /// How often web layers refresh their snapshot of the mode; also the
+    /// settle time of PENDING (I2).
+    pub refresh_interval: Duration,
+    /// The configuration file read, if any.
+    pub file: Option<PathBuf>,
+    /// `[alias]`: name → argv.
+    pub aliases: BTreeMap<String, Vec<String>>,
+}
+
+/// Explicit overrides, from command-line flags or a program's own choice.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config FILE`.
+    pub config_file: Option<PathBuf>,
+    /// `--state-dir DIR`.
+    pub state_dir: Option<PathBuf>,
+    /// `--lock-timeout SECS`.
+    pub lock_timeout: Option<Duration>,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a bad or unknown key.
+    #[error("{}:{line}: {}{message}", path.display(), key.as_deref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line.
+        line: usize,
+        /// The key at fault, when known.
+        key: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+    /// No state directory could be determined.
+    #[error(
+        "no state directory: set `state_dir` in {FILE_NAME}, ${ENV_STATE_DIR} or --state-dir \
+         (there is no home directory to default to)"
+    )]
+    NoStateDir,
+}
+
+/// The file's shape. Unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    backend: Option<BackendKind>,
+    state_dir: Option<PathBuf>,
+    group: Option<String>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    session_timeout: Option<Duration>,
+    maintenance_url: Option<String>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    lock_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    refresh_interval: Option<Duration>,
+    #[serde(default)]
+    alias: BTreeMap<String, AliasValue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum AliasValue {
+    Line(String),
+    Argv(Vec<String>),
+}
+
+/// A duration: a number of seconds (`900`, `0.25`) or a string with units
+/// (`"15m"`, `"250ms"`).
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Float(f64),
+        Text(String),
+    }
+    let raw = Raw::deserialize(d)?;
+    let dur = match raw {
+        Raw::Int(s) => Duration::from_secs(s),
+        Raw::Float(s) => Duration::try_from_secs_f64(s).map_err(|_| {
+            serde::de::Error::custom(format!("{s} is not a duration in seconds (it must be ≥ 0)"))
+        })?,
+        Raw::Text(t) => humantime::parse_duration(&t).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{t:?} is not a duration ({e}); write seconds (900) or units (\"15m\", \"250ms\")"
+            ))
+        })?,
+    };
+    Ok(Some(dur))
+}
+
+impl Config {
+    /// Loads the configuration as the CLI does: from the process's current
+    /// directory and environment, with `overrides` on top.
+    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        Self::load_from(&cwd, &|k| std::env::var_os(k), overrides)
+    }
+
+    /// Loads the configuration from an explicit file, as a web app given its
+    /// path does. The environment's state directory still takes precedence.
+    pub fn from_file(path: impl Into<PathBuf>) -> Result<Config, ConfigError> {
+        Self::load(&Overrides {
+            config_file: Some(path.into()),
+            ..Overrides::default()
+        })
+    }
+
+    /// A configuration with every default and the given state directory:
+    /// for tests and programs that set everything themselves.
+    pub fn with_state_dir(state_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            backend: BackendKind::File,
+            state_dir: state_dir.into(),
+            state_dir_source: Source::Override,
+            group: None,
+            session_timeout: DEFAULT_SESSION_TIMEOUT,
+            maintenance_url: DEFAULT_MAINTENANCE_URL.to_owned(),
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            file: None,
+            aliases: BTreeMap::new(),
+        }
+    }
+
+    /// Loads the configuration as seen from `cwd` with the environment `env`.
+    pub fn load_from(
+        cwd: &Path,
+        env: &dyn Fn(&str) -> Option<OsString>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let nonempty = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let file_path = match (&overrides.config_file, nonempty(ENV_CONFIG)) {
+            (Some(p), _) => Some(cwd.join(p)),
+            (None, Some(p)) => Some(cwd.join(p)),
+            (None, None) => find_upwards(cwd),
+        };
+        let file = match &file_path {
+            Some(p) => parse_file(p)?,
+            None => FileConfig::default(),
+        };
+        let file_dir = file_path
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf);
+
+        let (state_dir, state_dir_source) = if let Some(d) = &overrides.state_dir {
+            (cwd.join(d), Source::Override)
+        } else if let Some(d) = nonempty(ENV_STATE_DIR) {
+            (cwd.join(d), Source::Env(ENV_STATE_DIR))
+        } else if let (Some(d), Some(p)) = (&file.state_dir, &file_path) {
+            let base = file_dir.clone().unwrap_or_else(|| cwd.to_path_buf());
+            (base.join(d), Source::File(p.clone()))
+        } else {
+            (default_state_dir(env)?, Source::Default)
+        };
+
+        let aliases = file
+            .alias
+            .into_iter()
+            .map(|(k, v)| {
+                let argv = match v {
+                    AliasValue::Line(l) => l.split_whitespace().map(str::to_owned).collect(),
+                    AliasValue::Argv(a) => a,
+                };
+                (k, argv)
+            })
+            .collect();
+
+        Ok(Config {
+            backend: file.backend.unwrap_or_default(),
+            state_dir,
+            state_dir_source,
+            group: file.group.filter(|g| !g.is_empty()),
+            session_timeout: file.session_timeout.unwrap_or(DEFAULT_SESSION_TIMEOUT),
+            maintenance_url: file
+                .maintenance_url
+                .unwrap_or_else(|| DEFAULT_MAINTENANCE_URL.to_owned()),
+            lock_timeout: overrides
+                .lock_timeout
+                .or(file.lock_timeout)
+                .unwrap_or(DEFAULT_LOCK_TIMEOUT),
+            refresh_interval: file.refresh_interval.unwrap_or(DEFAULT_REFRESH_INTERVAL),
+            file: file_path,
+            aliases,
+        })
+    }
+}
+
+/// The nearest `manage.toml` in `start` or one of its ancestors.
+pub fn find_upwards(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .map(|dir| dir.join(FILE_NAME))
+        .find(|p| p.is_file())
+}
+
+fn parse_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str::<FileConfig>(&text).map_err(|e| {
+        let offset = e.span().map(|s| s.start).unwrap_or(0).min(text.len());
+        let line = text[..offset].matches('\n').count() + 1;
+        let line_text = text.lines().nth(line - 1).unwrap_or("");
+        let key = key_of(e.message()).or_else(|| {
+            line_text
+                .split_once('=')
+                .map(|(k, _)| k.trim().trim_matches('"').to_owned())
+                .filter(|k| !k.is_empty())
+        });
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            line,
+            key,
+            message: e.message().trim().to_owned(),
+        }
+    })
+}
+
+/// The key an "unknown field `x`" message names.
+fn key_of(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest.split('`').next()?.to_owned())
+}
+
+/// The per-user state directory: the platform's state directory, or its
+/// data-local directory where it has none (macOS).
+fn default_state_dir(env: &dyn Fn(&str) -> Option<OsString>) -> Result<PathBuf, ConfigError> {
+    // `directories` reads $HOME itself; consult our env only to refuse early
+    // when a test (or a daemon) has none.
+    if env("HOME").is_none() {
+        return Err(ConfigError::NoStateDir);
+    }
+    let dirs = directories::ProjectDirs::from("", "", "manage").ok_or(ConfigError::NoStateDir)?;
+    Ok(dirs
+        .state_dir()
+        .unwrap_or_else(|| dirs.data_local_dir())
+        .to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> + use<> {
+        let map: HashMap<String, OsString> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = Config::load_from(
+            tmp.path(),
+            &env_of(&[("HOME", "/home/x")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.session_timeout, Duration::from_secs(900));
+        assert_eq!(c.lock_timeout, Duration::from_secs(1));
+        assert_eq!(c.refresh_interval, Duration::from_millis(250));
+        assert_eq!(c.state_dir_source, Source::Default);
+        assert_eq!(c.maintenance_url, "/maintenance.html");
+        assert!(c.file.is_none());
+    }
+
+    #[test]
+    fn finds_the_file_by_walking_up_and_resolves_state_dir_against_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = write(
+            tmp.path(),
+            "site/manage.toml",
+            "state_dir = \"var/state\"\nsession_timeout = \"15m\"\nrefresh_interval = 0.1\ngroup = \"www-data\"\n",
+        );
+        let deep = tmp.path().join("site/a/b");
+        std::fs::create_dir_all(&deep).unwrap();
+        let c = Config::load_from(&deep, &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.file.as_deref(), Some(file.as_path()));
+        assert_eq!(c.state_dir, tmp.path().join("site/var/state"));
+        assert_eq!(c.state_dir_source, Source::File(file));
+        assert_eq!(c.session_timeout, Duration::from_secs(900));
+        assert_eq!(c.refresh_interval, Duration::from_millis(100));
+        assert_eq!(c.group.as_deref(), Some("www-data"));
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(
+            tmp.path(),
+            "manage.toml",
+            "state_dir = \"from-file\"\nlock_timeout = 3\n",
+        );
+        let env = env_of(&[(ENV_STATE_DIR, "/from/env")]);
+        let c = Config::load_from(tmp.path(), &env, &Overrides::default()).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/from/env"));
+        assert_eq!(c.state_dir_source, Source::Env(ENV_STATE_DIR));
+        assert_eq!(c.lock_timeout, Duration::from_secs(3));
+        let o = Overrides {
+            state_dir: Some("/from/flag".into()),
+            lock_timeout: Some(Duration::from_millis(10)),
+            ..Default::default()
+        };
+        let c = Config::load_from(tmp.path(), &env, &o).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/from/flag"));
+        assert_eq!(c.state_dir_source, Source::Override);
+        assert_eq!(c.lock_timeout, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn config_env_and_flag_name_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), "manage.toml", "state_dir = \"walked\"\n");
+        let other = write(tmp.path(), "etc/site.toml", "state_dir = \"/abs/state\"\n");
+        let env = env_of(&[(ENV_CONFIG, other.to_str().unwrap())]);
+        let c = Config::load_from(tmp.path(), &env, &Overrides::default()).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/abs/state"));
+        let o = Overrides {
+            config_file: Some(tmp.path().join("manage.toml")),
+            ..Default::default()
+        };
+        let c = Config::load_from(tmp.path(), &env, &o).unwrap();
+        assert_eq!(c.state_dir, tmp.path().join("walked"));
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = write(
+            tmp.path(),
+            "manage.toml",
+            "state_dir = \"s\"\n\nsesion_timeout = 5\n",
+        );
+        let err = Config::load_from(tmp.path(), &env_of(&[]), &Overrides::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!("{}:3: key `sesion_timeout`", p.display())),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("session_timeout"),
+            "lists the known keys: {msg}"
+        );
+    }
+
+    #[test]
+    fn bad_value_names_file_line_and_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = write(
+            tmp.path(),
+            "manage.toml",
+            "# site\nlock_timeout = \"soon\"\n",
+        );
+        let msg = Config::load_from(tmp.path(), &env_of(&[]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with(&format!("{}:2: key `lock_timeout`", p.display())),
+            "{msg}"
+        );
+        assert!(msg.contains("\"soon\" is not a duration"), "{msg}");
+    }
+
+    #[test]
+    fn broken_toml_names_the_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), "manage.toml", "state_dir = \"s\"\ngroup = \n");
+        let msg = Config::load_from(tmp.path(), &env_of(&[]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("manage.toml:2:"), "{msg}");
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let o = Overrides {
+            config_file: Some("nope.toml".into()),
+            ..Default::default()
+        };
+        let msg = Config::load_from(tmp.path(), &env_of(&[]), &o)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("nope.toml"), "{msg}");
+    }
+
+    #[test]
+    fn aliases_take_a_line_or_an_array() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(
+            tmp.path(),
+            "manage.toml",
+            "state_dir = \"s\"\n[alias]\ndeploy = \"offline run -- migrate\"\nhi = [\"hello\", \"big world\"]\n",
+        );
+        let c = Config::load_from(tmp.path(), &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.aliases["deploy"], ["offline", "run", "--", "migrate"]);
+        assert_eq!(c.aliases["hi"], ["hello", "big world"]);
+    }
+
+    #[test]
+    fn no_home_and_no_setting_is_a_clear_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = Config::load_from(tmp.path(), &env_of(&[]), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("set `state_dir`"), "{err}");
+    }
+}

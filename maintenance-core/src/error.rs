@@ -1,0 +1,145 @@
+//! The typed errors of this crate: callers decide on the kind (refused,
+//! already running, corrupt state, bad configuration), and every message
+//! names the thing — file, command, pid — and what to do next.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::clock::{Timestamp, format_age};
+use crate::exit;
+use crate::mode::Mode;
+use crate::task::TaskRecord;
+
+/// This crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in maintenance-core.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A system call on a state file failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("read", "create", "lock", …).
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The state is not what this binary can use: corrupt, of an unknown
+    /// format version, a symlink where a directory belongs, …
+    #[error("{}: {problem}", path.display())]
+    State {
+        /// The offending file or directory.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        problem: String,
+    },
+    /// The command may not start now.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The configuration is wrong.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The input names something that cannot exist (an empty command name).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// The exit code a run ending in this error should use.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Refused(_) => exit::REFUSED,
+            _ => exit::FAILURE,
+        }
+    }
+
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn state(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
+        Error::State {
+            path: path.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Why a task was not started.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    /// The site is PENDING or OFFLINE and the command's policy refuses that.
+    #[error(
+        "refusing to run `{command}`: the site is {mode} since {since} (set by {by}){}; \
+         to run it inside the maintenance window anyway, pass --ignore-maintenance",
+        message.as_deref().map(|m| format!(", message: {m:?}")).unwrap_or_default()
+    )]
+    Maintenance {
+        /// The refused command.
+        command: String,
+        /// The mode in force.
+        mode: Mode,
+        /// Since when.
+        since: Timestamp,
+        /// Who set it.
+        by: String,
+        /// The operator's message.
+        message: Option<String>,
+    },
+    /// The command runs only inside a maintenance window.
+    #[error(
+        "refusing to run `{command}`: it runs only while the site is OFFLINE; \
+         run it inside a window with `manage offline run -- {command}`"
+    )]
+    MaintenanceRequired {
+        /// The refused command.
+        command: String,
+    },
+    /// A single-instance command is already running.
+    #[error("{}", already_running_message(command, holder.as_deref(), *waited_ms))]
+    AlreadyRunning {
+        /// The command.
+        command: String,
+        /// The live run holding it, when it could be read.
+        holder: Option<Box<TaskRecord>>,
+        /// How long this run waited, in milliseconds.
+        waited_ms: u64,
+    },
+    /// The token given to join a task names no live task.
+    #[error(
+        "cannot join task {token}: it is no longer running (the command that started it has ended)"
+    )]
+    JoinGone {
+        /// The token given.
+        token: String,
+    },
+}
+
+fn already_running_message(command: &str, holder: Option<&TaskRecord>, waited_ms: u64) -> String {
+    let waited = format!("{:.1}s", waited_ms as f64 / 1000.0);
+    match holder {
+        Some(h) => {
+            let now = std::time::SystemTime::now();
+            format!(
+                "`{command}` is already running: pid {}, started {} by {}@{} ({} ago); \
+                 it runs one instance at a time (waited {waited}; --lock-timeout waits longer)",
+                h.pid,
+                h.started_at,
+                h.user,
+                h.host,
+                format_age(h.started_at.age(now)),
+            )
+        }
+        None => format!(
+            "`{command}` is already running (its holder ended or could not be read); \
+             it runs one instance at a time (waited {waited}; --lock-timeout waits longer)"
+        ),
+    }
+}

@@ -1,0 +1,40 @@
+//! The exit codes every `manage` run ends with, in one place. The runner
+//! maps outcomes onto them; `--help` and the README list them.
+
+/// Done — also a command that stopped cleanly because a drain asked it to.
+pub const SUCCESS: u8 = 0;
+/// A registered command returned an error.
+pub const FAILURE: u8 = 1;
+/// Usage: clap's error, an unknown command.
+pub const USAGE: u8 = 2;
+/// `offline status --exit-code`: the site is PENDING.
+pub const STATUS_PENDING: u8 = 3;
+/// `offline status --exit-code`: the site is OFFLINE.
+pub const STATUS_OFFLINE: u8 = 4;
+/// Refused or cancelled before or instead of running: maintenance under
+/// way, blocked by a `block` command, already running, a wait cancelled by
+/// another operator, `offline on`/`run` inside a task (`EX_TEMPFAIL`).
+pub const REFUSED: u8 = 75;
+/// A registered command panicked.
+pub const PANICKED: u8 = 101;
+/// `offline on` (or `run`'s wait) timed out; the site went back ONLINE.
+pub const TIMED_OUT: u8 = 124;
+/// Interrupted by Ctrl-C or SIGTERM.
+pub const INTERRUPTED: u8 = 130;
+
+/// Every code with its meaning, in the order of precedence, for `--help`.
+pub const TABLE: &[(u8, &str)] = &[
+    (USAGE, "usage: a bad argument, an unknown command"),
+    (
+        REFUSED,
+        "refused: maintenance under way, blocked, already running, cancelled",
+    ),
+    (
+        TIMED_OUT,
+        "`offline on` timed out; the site went back ONLINE",
+    ),
+    (INTERRUPTED, "interrupted by Ctrl-C or SIGTERM"),
+    (PANICKED, "the command panicked"),
+    (FAILURE, "the command returned an error"),
+    (SUCCESS, "done"),
+];

@@ -1,0 +1,126 @@
+//! Who and where this process is (`user@host`, pid): what every mode record
+//! and task record names, looked up once per process.
+
+use std::ffi::CStr;
+use std::fmt;
+use std::sync::OnceLock;
+
+/// The identity of this process, as records store it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user name (or the numeric uid when it has no name).
+    pub user: String,
+    /// The host name.
+    pub host: String,
+    /// The process id.
+    pub pid: u32,
+}
+
+impl Identity {
+    /// This process's identity, computed once.
+    pub fn current() -> &'static Identity {
+        static CURRENT: OnceLock<Identity> = OnceLock::new();
+        // The pid is not cached across fork: callers in a forked child
+        // without exec are not supported (a child execs a new binary).
+        CURRENT.get_or_init(|| Identity {
+            user: user_name(rustix::process::getuid().as_raw()),
+            host: host_name(),
+            pid: std::process::id(),
+        })
+    }
+
+    /// `user@host`.
+    pub fn user_at_host(&self) -> String {
+        format!("{}@{}", self.user, self.host)
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.user, self.host)
+    }
+}
+
+fn host_name() -> String {
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_string_lossy().into_owned();
+    if name.is_empty() {
+        "localhost".to_owned()
+    } else {
+        name
+    }
+}
+
+/// The name of `uid` from the user database, or the number itself.
+pub fn user_name(uid: u32) -> String {
+    let mut buf = vec![0u8; 4096];
+    let mut pwd: libc::passwd = unsafe_zeroed_passwd();
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; `buf` outlives the use of
+    // the strings it backs, which are copied out before it is dropped.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc == 0 && !result.is_null() && !pwd.pw_name.is_null() {
+        // SAFETY: getpwuid_r succeeded, so pw_name is a NUL-terminated string in `buf`.
+        let name = unsafe { CStr::from_ptr(pwd.pw_name) };
+        return name.to_string_lossy().into_owned();
+    }
+    uid.to_string()
+}
+
+/// The gid of group `name`, if the group database knows it.
+pub fn group_id(name: &str) -> Option<u32> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Some(gid);
+    }
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 16384];
+    // SAFETY: libc::group is plain old data; all-zero is a valid value.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    (rc == 0 && !result.is_null()).then_some(grp.gr_gid)
+}
+
+fn unsafe_zeroed_passwd() -> libc::passwd {
+    // SAFETY: libc::passwd is plain old data; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knows_this_process() {
+        let me = Identity::current();
+        assert_eq!(me.pid, std::process::id());
+        assert!(!me.user.is_empty());
+        assert!(!me.host.is_empty());
+        assert_eq!(me.to_string(), format!("{}@{}", me.user, me.host));
+    }
+
+    #[test]
+    fn root_is_named_root_and_unknown_uids_are_numbers() {
+        assert_eq!(user_name(0), "root");
+        assert_eq!(user_name(3_999_999_999), "3999999999");
+        assert_eq!(group_id("0"), Some(0));
+        assert_eq!(group_id("no-such-group-here"), None);
+    }
+}

@@ -1,0 +1,63 @@
+//! maintenance-core: everything a command or a web app needs to take a site
+//! offline only when nobody is in the middle of something — configuration,
+//! the mode record, tasks and their locks, the [`Backend`](backend::Backend)
+//! trait and the file backend. No terminal handling.
+//!
+//! # Invariants, and how the protocol keeps each
+//!
+//! - **I1** No task started while ONLINE is live while the mode is OFFLINE,
+//!   except after `--force`. Task starts and mode changes pass one *gate*
+//!   inside the backend (the file backend: a lock file taken shared by a
+//!   task start, exclusively by a mode change), so a task either is visible
+//!   to the mode change that follows or sees its new mode and is refused.
+//!   Each task records the mode it started in; only those started ONLINE
+//!   hold off OFFLINE. (The waiting state machine completes this in the
+//!   offline module.)
+//! - **I2** Once PENDING has begun, no new guarded task starts: the gate
+//!   again, and [`task::admit`] is the one rule that decides. Sessions and
+//!   the settle time complete it with the session registry.
+//! - **I3** A task counts exactly as long as a process of its command lives:
+//!   it is an `flock` held on a file whose descriptor a child may inherit
+//!   ([`CommandTask::prepare_child`](task::CommandTask::prepare_child));
+//!   after that, dropping the guard only closes. The kernel drops the lock
+//!   when the last holder dies, by any signal; probes take shared try-locks,
+//!   so a dead task never looks live, and its file is reaped later.
+//! - **I4** Nothing is created, read or removed outside the state directory:
+//!   every file is opened relative to a directory descriptor with
+//!   `O_NOFOLLOW`; subdirectories are opened with `O_NOFOLLOW` too, so a
+//!   symlink planted in place of `tasks/` is refused; command names become
+//!   file names only when plainly safe, and a hash otherwise.
+//! - **I5** A mode change is all or nothing: the record is replaced by
+//!   rename. PENDING holds only while a waiter's lock is held: a killed
+//!   waiter leaves the site ONLINE, and the view says why. OFFLINE persists
+//!   until someone turns it off.
+//!
+//! Locks are `flock(2)`, which is not to be trusted on NFS: keep the state
+//! directory on a local file system. Unix only.
+
+pub mod backend;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod exit;
+pub mod identity;
+pub mod mode;
+pub mod policy;
+pub mod task;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+pub use backend::{Backend, FileBackend};
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock, Timestamp};
+pub use config::Config;
+pub use error::{Error, Refusal, Result};
+pub use mode::{Mode, ModeRecord, ModeView};
+pub use policy::Policy;
+pub use task::{CommandTask, TaskOptions, TaskRecord};
+
+/// Re-exported so a plug-in crate depends on this crate alone and can never
+/// bring a second, incompatible clap.
+pub use clap;
+/// Re-exported so `register!` works without a dependency of the user's own.
+pub use inventory;

@@ -1,0 +1,4 @@
+//! The `manage` binary: everything lives in the library.
+fn main() -> std::process::ExitCode {
+    manage::run()
+}
