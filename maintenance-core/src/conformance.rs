@@ -21,7 +21,9 @@ use crate::clock::{ManualClock, SharedClock, SystemClock};
 use crate::config::Config;
 use crate::error::{Error, Refusal};
 use crate::mode::{Mode, RetryAfter};
+use crate::offline::{self, Activation, Outcome};
 use crate::policy::{Instances, Maintenance, Policy};
+use crate::session::SessionKey;
 use crate::task::{CommandTask, TaskOptions};
 
 /// A fresh, empty state that can be opened many times.
@@ -93,6 +95,23 @@ macro_rules! backend_conformance {
             every_write_moves_the_generation,
             hostile_names_are_just_names,
             reaping_never_removes_a_live_task,
+            a_touched_session_is_live_until_it_expires,
+            logout_ends_a_session_at_once,
+            touches_are_never_refused,
+            hostile_session_ids_are_only_hashed,
+            many_sessions_are_counted_once_each,
+            activate_with_nothing_live_goes_offline_after_the_settle_time,
+            activate_waits_for_a_task_and_goes_offline_when_it_ends,
+            activate_waits_for_a_session_until_logout,
+            a_timeout_goes_back_online_and_names_what_was_live,
+            an_interruption_goes_back_online,
+            deactivate_cancels_a_waiting_activation,
+            a_second_activation_joins_the_first,
+            force_goes_offline_with_what_is_live,
+            grace_lets_sessions_go_but_not_commands,
+            a_session_touched_during_the_settle_time_is_counted,
+            tasks_started_inside_the_window_do_not_hold_it_off,
+            status_counts_sessions_and_tasks,
         );
     };
     (@tests $site:path; $($case:ident),* $(,)?) => {
@@ -538,6 +557,393 @@ pub fn reaping_never_removes_a_live_task(site: &dyn Fn() -> Site) {
     drop(t);
     b.reap().unwrap();
     assert!(names(&b).is_empty());
+}
+
+fn key(id: &str) -> SessionKey {
+    SessionKey::of(id.as_bytes())
+}
+
+fn activation(timeout: Duration) -> Activation {
+    Activation {
+        change: change(),
+        timeout,
+        grace: None,
+        settle: Duration::from_millis(20),
+    }
+}
+
+fn never() -> bool {
+    false
+}
+
+fn run_activate(b: &Arc<dyn Backend>, a: &Activation) -> Outcome {
+    offline::activate(b.as_ref(), a, &never, &mut |_| {}).expect("activate")
+}
+
+/// A session counts from its touch until the timeout has passed (a backend
+/// may round expiry up by a few seconds, never down).
+pub fn a_touched_session_is_live_until_it_expires(site: &dyn Fn() -> Site) {
+    let s = site();
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_003));
+    let b = s.open_with(clock.clone());
+    let timeout = b.session_timeout();
+    b.touch_session(&key("alice")).unwrap();
+    let e = b.session(&key("alice")).unwrap().expect("live");
+    assert!(e.expires_at.system_time() >= clock.now_for_tests() + timeout);
+    assert_eq!(b.sessions().unwrap().len(), 1);
+    clock.advance(timeout - Duration::from_secs(1));
+    assert!(
+        b.session(&key("alice")).unwrap().is_some(),
+        "still live just before the timeout"
+    );
+    assert_eq!(b.sessions().unwrap().len(), 1);
+    clock.advance(Duration::from_secs(11));
+    assert!(b.session(&key("alice")).unwrap().is_none(), "expired");
+    assert!(b.sessions().unwrap().is_empty());
+    b.touch_session(&key("alice")).unwrap();
+    assert_eq!(b.sessions().unwrap().len(), 1, "a new touch revives it");
+}
+
+/// Logout ends a session at once, for every reader.
+pub fn logout_ends_a_session_at_once(site: &dyn Fn() -> Site) {
+    let s = site();
+    let b = s.open();
+    b.touch_session(&key("alice")).unwrap();
+    b.touch_session(&key("bob")).unwrap();
+    s.open().end_session(&key("alice")).unwrap();
+    let live: Vec<_> = b.sessions().unwrap().into_iter().map(|e| e.key).collect();
+    assert_eq!(live, [key("bob")]);
+    assert!(s.open().session(&key("alice")).unwrap().is_none());
+    b.end_session(&key("nobody"))
+        .expect("ending an unknown session is fine");
+}
+
+/// Touches are recorded in every mode (I2: the layer decides, the backend
+/// counts).
+pub fn touches_are_never_refused(site: &dyn Fn() -> Site) {
+    let s = site();
+    let b = s.open();
+    let w = pending(&b);
+    b.touch_session(&key("during-pending")).unwrap();
+    b.force_offline(&change()).unwrap();
+    b.touch_session(&key("during-offline")).unwrap();
+    assert_eq!(b.sessions().unwrap().len(), 2);
+    drop(w);
+}
+
+/// Any id — separators, dots, NUL, 10 kB — is only ever a hash.
+pub fn hostile_session_ids_are_only_hashed(site: &dyn Fn() -> Site) {
+    let s = site();
+    let b = s.open();
+    let long = "x".repeat(10_000);
+    let ids = ["../../etc/passwd", "/", "..", "a\0b", "\0", long.as_str()];
+    for id in ids {
+        b.touch_session(&SessionKey::of(id.as_bytes())).unwrap();
+    }
+    assert_eq!(b.sessions().unwrap().len(), ids.len());
+    for id in ids {
+        assert!(b.session(&SessionKey::of(id.as_bytes())).unwrap().is_some());
+        b.end_session(&SessionKey::of(id.as_bytes())).unwrap();
+    }
+    assert!(b.sessions().unwrap().is_empty());
+}
+
+/// A session touched many times, by many readers, counts once.
+pub fn many_sessions_are_counted_once_each(site: &dyn Fn() -> Site) {
+    let s = site();
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000));
+    let b = s.open_with(clock.clone());
+    for round in 0..3 {
+        for i in 0..50 {
+            b.touch_session(&key(&format!("user-{i}"))).unwrap();
+        }
+        clock.advance(Duration::from_secs(7 * (round + 1)));
+    }
+    assert_eq!(b.sessions().unwrap().len(), 50);
+    assert_eq!(s.open_with(clock.clone()).sessions().unwrap().len(), 50);
+}
+
+/// With nothing live, activation goes OFFLINE once the settle time passed.
+pub fn activate_with_nothing_live_goes_offline_after_the_settle_time(site: &dyn Fn() -> Site) {
+    let s = site();
+    let b = s.open();
+    let mut a = activation(Duration::from_secs(30));
+    a.settle = Duration::from_millis(150);
+    let mut looks = 0;
+    let out = offline::activate(b.as_ref(), &a, &never, &mut |_| looks += 1).unwrap();
+    let Outcome::Offline {
+        record,
+        live,
+        joined,
+        already,
+    } = out
+    else {
+        panic!("offline, got {out:?}");
+    };
+    assert_eq!(record.mode, Mode::Offline);
+    assert!(!joined && !already && live.active() == 0);
+    assert!(looks >= 1, "it waited out the settle time");
+    let view = s.open().mode().unwrap();
+    assert_eq!(view.mode, Mode::Offline);
+    let pending_since = view.record.since.system_time();
+    assert!(pending_since >= SystemTime::UNIX_EPOCH);
+}
+
+/// A task started while ONLINE holds off OFFLINE until it ends.
+pub fn activate_waits_for_a_task_and_goes_offline_when_it_ends(site: &dyn Fn() -> Site) {
+    let s = site();
+    let b = s.open();
+    let t = task(&s.open(), "job", Policy::DEFAULT).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter_backend = s.open();
+    let h = std::thread::spawn(move || {
+        let mut first = true;
+        offline::activate(
+            waiter_backend.as_ref(),
+            &activation(Duration::from_secs(30)),
+            &never,
+            &mut |p| {
+                if first {
+                    first = false;
+                    let names: Vec<String> =
+                        p.holding.tasks.iter().map(|t| t.name.clone()).collect();
+                    tx.send(names).unwrap();
+                }
+            },
+        )
+        .unwrap()
+    });
+    assert_eq!(rx.recv().unwrap(), ["job"], "the waiter names the task");
+    assert_eq!(b.mode().unwrap().mode, Mode::Pending);
+    drop(t);
+    let out = h.join().unwrap();
+    assert!(matches!(out, Outcome::Offline { .. }), "{out:?}");
+    assert_eq!(b.mode().unwrap().mode, Mode::Offline);
+}
+
+/// A live session holds off OFFLINE until it logs out.
+pub fn activate_waits_for_a_session_until_logout(site: &dyn Fn() -> Site) {
+    let s = site();
+    let b = s.open();
+    b.touch_session(&key("alice")).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wb = s.open();
+    let h = std::thread::spawn(move || {
+        let mut sent = false;
+        offline::activate(
+            wb.as_ref(),
+            &activation(Duration::from_secs(30)),
+            &never,
+            &mut |p| {
+                if !sent {
+                    sent = true;
+                    tx.send(p.holding.sessions.len()).unwrap();
+                }
+            },
+        )
+        .unwrap()
+    });
+    assert_eq!(rx.recv().unwrap(), 1);
+    b.end_session(&key("alice")).unwrap();
+    assert!(matches!(h.join().unwrap(), Outcome::Offline { .. }));
+}
+
+/// A timeout goes back ONLINE and names what still held it off.
+pub fn a_timeout_goes_back_online_and_names_what_was_live(site: &dyn Fn() -> Site) {
+    let s = site();
+    let b = s.open();
+    let _t = task(&s.open(), "import", Policy::DEFAULT).unwrap();
+    b.touch_session(&key("alice")).unwrap();
+    let out = run_activate(&b, &activation(Duration::from_millis(100)));
+    let Outcome::TimedOut { live, record } = out else {
+        panic!("timed out, got {out:?}");
+    };
+    assert_eq!(record.mode, Mode::Online);
+    assert_eq!(live.tasks.len(), 1);
+    assert_eq!(live.sessions.len(), 1);
+    let lines = live.describe(SystemTime::now());
+    assert!(lines[0].starts_with("command `import` (pid "), "{lines:?}");
+    assert!(
+        lines[0].contains(&crate::identity::Identity::current().user_at_host()),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("1 web session (the last expires in "),
+        "{lines:?}"
+    );
+    let view = s.open().mode().unwrap();
+    assert_eq!(view.mode, Mode::Online);
+    assert!(view.lapsed.is_none(), "a clean leave is not a lapse");
+}
+
+/// An interruption leaves the wait and the site goes back ONLINE.
+pub fn an_interruption_goes_back_online(site: &dyn Fn() -> Site) {
+    let s = site();
+    let b = s.open();
+    let _t = task(&s.open(), "import", Policy::DEFAULT).unwrap();
+    let calls = std::cell::Cell::new(0);
+    let stop = || {
+        calls.set(calls.get() + 1);
+        calls.get() > 2
+    };
+    let out = offline::activate(
+        b.as_ref(),
+        &activation(Duration::from_secs(30)),
+        &stop,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(
+        matches!(out, Outcome::Interrupted { ref record, .. } if record.mode == Mode::Online),
+        "{out:?}"
+    );
+    assert_eq!(s.open().mode().unwrap().mode, Mode::Online);
+}
+
+/// Going ONLINE from another process cancels the wait, naming who.
+pub fn deactivate_cancels_a_waiting_activation(site: &dyn Fn() -> Site) {
+    let s = site();
+    let _t = task(&s.open(), "import", Policy::DEFAULT).unwrap();
+    let wb = s.open();
+    let h = std::thread::spawn(move || run_activate(&wb, &activation(Duration::from_secs(30))));
+    let b = s.open();
+    while b.mode().unwrap().mode != Mode::Pending {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut ops = change();
+    ops.by = "ops@elsewhere".into();
+    offline::deactivate(b.as_ref(), &ops).unwrap();
+    let out = h.join().unwrap();
+    assert!(
+        matches!(&out, Outcome::Cancelled { by, .. } if by == "ops@elsewhere"),
+        "{out:?}"
+    );
+    assert_eq!(b.mode().unwrap().mode, Mode::Online);
+}
+
+/// A second activation joins the first (updating the message) and both
+/// return OFFLINE when the holder ends.
+pub fn a_second_activation_joins_the_first(site: &dyn Fn() -> Site) {
+    let s = site();
+    let t = task(&s.open(), "import", Policy::DEFAULT).unwrap();
+    let b = s.open();
+    let b1 = s.open();
+    let h1 = std::thread::spawn(move || run_activate(&b1, &activation(Duration::from_secs(30))));
+    while b.mode().unwrap().mode != Mode::Pending {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let b2 = s.open();
+    let h2 = std::thread::spawn(move || {
+        let mut a = activation(Duration::from_secs(30));
+        a.change = a.change.message(Some("upgrading".into()));
+        run_activate(&b2, &a)
+    });
+    while b.mode().unwrap().record.message.is_none() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(t);
+    let (o1, o2) = (h1.join().unwrap(), h2.join().unwrap());
+    assert!(
+        matches!(o1, Outcome::Offline { joined: false, .. }),
+        "{o1:?}"
+    );
+    assert!(
+        matches!(o2, Outcome::Offline { joined: true, .. }),
+        "{o2:?}"
+    );
+    let r = b.mode().unwrap().record;
+    assert_eq!(
+        (r.mode, r.message.as_deref()),
+        (Mode::Offline, Some("upgrading"))
+    );
+}
+
+/// `--force`: OFFLINE at once, reporting what is still live.
+pub fn force_goes_offline_with_what_is_live(site: &dyn Fn() -> Site) {
+    let s = site();
+    let b = s.open();
+    let _t = task(&s.open(), "import", Policy::DEFAULT).unwrap();
+    b.touch_session(&key("alice")).unwrap();
+    let (record, live) = offline::force(b.as_ref(), &change()).unwrap();
+    assert_eq!(record.mode, Mode::Offline);
+    assert_eq!(live.active(), 2);
+}
+
+/// After the grace period sessions stop holding it off; commands do not.
+pub fn grace_lets_sessions_go_but_not_commands(site: &dyn Fn() -> Site) {
+    let s = site();
+    let b = s.open();
+    b.touch_session(&key("alice")).unwrap();
+    let mut a = activation(Duration::from_secs(30));
+    a.grace = Some(Duration::from_millis(100));
+    let out = run_activate(&b, &a);
+    let Outcome::Offline { live, .. } = out else {
+        panic!("offline, got {out:?}")
+    };
+    assert_eq!(live.sessions.len(), 1, "the session was let go, still live");
+    b.go_online(&change()).unwrap();
+    let _t = task(&s.open(), "import", Policy::DEFAULT).unwrap();
+    let mut a = activation(Duration::from_millis(400));
+    a.grace = Some(Duration::ZERO);
+    assert!(
+        matches!(run_activate(&b, &a), Outcome::TimedOut { .. }),
+        "a command still holds"
+    );
+}
+
+/// I2: a session a stale layer lets in during the settle time is counted.
+pub fn a_session_touched_during_the_settle_time_is_counted(site: &dyn Fn() -> Site) {
+    let s = site();
+    let b = s.open();
+    let wb = s.open();
+    let h = std::thread::spawn(move || {
+        let mut a = activation(Duration::from_millis(1500));
+        a.settle = Duration::from_millis(300);
+        run_activate(&wb, &a)
+    });
+    while b.mode().unwrap().mode != Mode::Pending {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // A layer whose snapshot still says ONLINE lets a new user in.
+    b.touch_session(&key("late")).unwrap();
+    let out = h.join().unwrap();
+    assert!(
+        matches!(out, Outcome::TimedOut { ref live, .. } if live.sessions.len() == 1),
+        "{out:?}"
+    );
+}
+
+/// Tasks admitted inside the window (allowed, override) do not hold it off.
+pub fn tasks_started_inside_the_window_do_not_hold_it_off(site: &dyn Fn() -> Site) {
+    let s = site();
+    let b = s.open();
+    let _w = pending(&b);
+    let _backup = task(
+        &s.open(),
+        "backup",
+        Policy::DEFAULT.maintenance(Maintenance::Allowed),
+    )
+    .unwrap();
+    let out = run_activate(&s.open(), &activation(Duration::from_secs(10)));
+    let Outcome::Offline { live, joined, .. } = out else {
+        panic!("offline, got {out:?}")
+    };
+    assert!(joined);
+    assert_eq!(live.tasks.len(), 1, "listed as running inside the window");
+    assert!(live.describe(SystemTime::now())[0].contains("inside the window"));
+}
+
+/// Status: the mode, and sessions plus tasks as the seed counts them.
+pub fn status_counts_sessions_and_tasks(site: &dyn Fn() -> Site) {
+    let s = site();
+    let b = s.open();
+    let _t = task(&s.open(), "import", Policy::DEFAULT).unwrap();
+    for i in 0..3 {
+        b.touch_session(&key(&format!("u{i}"))).unwrap();
+    }
+    let st = offline::status(b.as_ref()).unwrap();
+    assert_eq!(st.view.mode, Mode::Online);
+    assert_eq!(st.active_sessions(), 4);
 }
 
 impl ManualClock {

@@ -42,7 +42,9 @@ pub mod error;
 pub mod exit;
 pub mod identity;
 pub mod mode;
+pub mod offline;
 pub mod policy;
+pub mod session;
 pub mod task;
 
 #[cfg(any(test, feature = "conformance"))]

@@ -8,12 +8,14 @@ pub mod file;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::clock::{SharedClock, Timestamp};
 use crate::config::{BackendKind, Config};
 use crate::error::Result;
 use crate::identity::Identity;
 use crate::mode::{ModeRecord, ModeView, RetryAfter};
+use crate::session::{SessionEntry, SessionKey};
 use crate::task::{TaskLease, TaskRecord, TaskRequest};
 
 pub use file::FileBackend;
@@ -142,6 +144,35 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// ONLINE from any state; a waiter sees it and ends as cancelled.
     fn go_online(&self, change: &ModeChange) -> Result<ModeRecord>;
+
+    /// Blocks until one of `tasks` ends, the mode record's generation moves
+    /// past `generation`, or `timeout` passes — whichever comes first. A task
+    /// killed by any signal counts as ended the moment it dies. Returns
+    /// early and often enough (within 100 ms of a change) to keep a waiting
+    /// caller responsive; spurious returns are allowed.
+    fn wait_for_change(
+        &self,
+        generation: u64,
+        tasks: &[TaskRecord],
+        timeout: Duration,
+    ) -> Result<()>;
+
+    /// How long a session stays live after its last activity.
+    fn session_timeout(&self) -> Duration;
+
+    /// Records activity of a session, now. Never refused, in any mode: the
+    /// layer decides who gets in; the backend only counts (I2).
+    fn touch_session(&self, key: &SessionKey) -> Result<()>;
+
+    /// Ends a session (logout): it stops counting at once.
+    fn end_session(&self, key: &SessionKey) -> Result<()>;
+
+    /// The session `key`, if it is live.
+    fn session(&self, key: &SessionKey) -> Result<Option<SessionEntry>>;
+
+    /// Every live session, most recently active first. Expired ones are
+    /// removed in bulk on the way.
+    fn sessions(&self) -> Result<Vec<SessionEntry>>;
 }
 
 /// Opens the backend `config` names, with the given clock.

@@ -103,6 +103,36 @@ impl Dir {
         }
     }
 
+    /// Opens the existing subdirectory `name` (never following a link).
+    pub fn open_existing_subdir(&self, name: &str) -> Result<Dir> {
+        self.open_subdir(name)
+    }
+
+    /// Removes the empty subdirectory `name`; gone already is fine.
+    pub fn remove_dir(&self, name: &str) -> Result<()> {
+        match rustix::fs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(e) => Err(Error::io("remove directory", self.join(name), io_err(e))),
+        }
+    }
+
+    /// Creates the empty file `name` if it does not exist. Only its name
+    /// matters, so its mode is left to the directory's group and umask.
+    pub fn create_empty(&self, name: &str, modes: Modes) -> std::result::Result<(), Errno> {
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match rustix::fs::openat(
+            &self.fd,
+            name,
+            flags,
+            FsMode::from_raw_mode(modes.file & 0o666),
+        ) {
+            Ok(_fd) => Ok(()),
+            Err(Errno::EXIST) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     fn open_subdir(&self, name: &str) -> Result<Dir> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         match rustix::fs::openat(&self.fd, name, flags, FsMode::empty()) {

@@ -18,22 +18,27 @@
 //! `O_NOFOLLOW` (I4). Locks are `flock(2)` through fs2, fully qualified.
 
 mod dir;
+mod sessions;
 mod tasks;
+mod watch;
 
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use self::dir::{Dir, Modes};
+use self::sessions::Sessions;
 use self::tasks::FileTaskLease;
+use self::watch::Watchers;
 use super::{Backend, Completion, ModeChange, PendingStart, WaiterLease};
 use crate::clock::{SharedClock, Timestamp};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::identity::{Identity, group_id};
 use crate::mode::{Lapse, Mode, ModeRecord, ModeView};
+use crate::session::{SessionEntry, SessionKey};
 use crate::task::{TaskLease, TaskRecord, TaskRequest, admit};
 
 /// The state format this binary reads and writes.
@@ -45,6 +50,7 @@ const MARKER: &str = "OFFLINE";
 const GATE: &str = "gate";
 const TASKS: &str = "tasks";
 const PENDING: &str = "pending";
+const SESSIONS: &str = "sessions";
 /// Names a state directory may hold; a directory with anything else and no
 /// VERSION is not ours and is never initialised.
 const KNOWN: &[&str] = &[
@@ -59,6 +65,8 @@ pub struct FileBackend {
     root: Dir,
     tasks: Arc<Dir>,
     pending: Dir,
+    sessions: Sessions,
+    watchers: Arc<Watchers>,
     modes: Modes,
     clock: SharedClock,
 }
@@ -77,10 +85,20 @@ impl FileBackend {
                 ))
             })?),
         };
-        Self::open_dir(&config.state_dir, Modes::for_group(gid), clock)
+        Self::open_dir(
+            &config.state_dir,
+            Modes::for_group(gid),
+            config.session_timeout,
+            clock,
+        )
     }
 
-    fn open_dir(path: &Path, modes: Modes, clock: SharedClock) -> Result<FileBackend> {
+    fn open_dir(
+        path: &Path,
+        modes: Modes,
+        session_timeout: Duration,
+        clock: SharedClock,
+    ) -> Result<FileBackend> {
         let root = match Dir::open_root(path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create_root(path, modes)?,
@@ -95,10 +113,13 @@ impl FileBackend {
         check_version(&root, modes)?;
         let tasks = Arc::new(root.subdir(TASKS, modes)?);
         let pending = root.subdir(PENDING, modes)?;
+        let sessions = Sessions::new(root.subdir(SESSIONS, modes)?, modes, session_timeout);
         Ok(FileBackend {
             root,
             tasks,
             pending,
+            sessions,
+            watchers: Arc::new(Watchers::default()),
             modes,
             clock,
         })
@@ -598,5 +619,34 @@ impl Backend for FileBackend {
         let written = self.write_record(online, generation)?;
         self.clean_under_gate(&written)?;
         Ok(written)
+    }
+
+    fn wait_for_change(
+        &self,
+        generation: u64,
+        tasks: &[TaskRecord],
+        timeout: Duration,
+    ) -> Result<()> {
+        watch::wait(self, generation, tasks, timeout)
+    }
+
+    fn session_timeout(&self) -> Duration {
+        self.sessions.timeout()
+    }
+
+    fn touch_session(&self, key: &SessionKey) -> Result<()> {
+        self.sessions.touch(key, self.clock.now())
+    }
+
+    fn end_session(&self, key: &SessionKey) -> Result<()> {
+        self.sessions.end(key)
+    }
+
+    fn session(&self, key: &SessionKey) -> Result<Option<SessionEntry>> {
+        self.sessions.get(key, self.clock.now())
+    }
+
+    fn sessions(&self) -> Result<Vec<SessionEntry>> {
+        self.sessions.live(self.clock.now())
     }
 }

@@ -1,0 +1,360 @@
+//! The offline state machine: takes a site from ONLINE through PENDING to
+//! OFFLINE only when nobody is in the middle of something, and back. A
+//! library API; the `offline` command only presents it.
+//!
+//! [`activate`] goes PENDING (or joins a PENDING under way), then OFFLINE as
+//! soon as no live task that started while ONLINE and no live session
+//! remain, and the settle time has passed (I2: the web layers' refresh
+//! interval, counted from the start of PENDING, so every layer has seen
+//! PENDING and recorded the sessions it let in). It reacts within 100 ms to
+//! a task's end — a killed one included — and to another process's mode
+//! change, by blocking in the backend's [`wait_for_change`], never by
+//! spinning. A timeout or an interruption leaves the wait; the site goes
+//! back ONLINE when the last waiter leaves (I5).
+//!
+//! [`wait_for_change`]: crate::backend::Backend::wait_for_change
+
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::backend::{Backend, Completion, ModeChange, PendingStart, WaiterLease};
+use crate::clock::{Timestamp, format_age};
+use crate::error::Result;
+use crate::mode::{Mode, ModeRecord, ModeView};
+use crate::session::SessionEntry;
+use crate::task::TaskRecord;
+
+/// How often sessions are re-counted while waiting (tasks are watched
+/// continuously; a session only ends by logout or expiry).
+const SESSION_RECOUNT: Duration = Duration::from_millis(200);
+/// The longest single wait between checks.
+const TICK: Duration = Duration::from_millis(50);
+
+/// How to take the site offline.
+#[derive(Debug, Clone)]
+pub struct Activation {
+    /// Who asks, and the message and retry-after to store.
+    pub change: ModeChange,
+    /// How long to wait before giving up and going back ONLINE.
+    pub timeout: Duration,
+    /// After this long in PENDING, live sessions stop holding it off.
+    pub grace: Option<Duration>,
+    /// The settle time of I2: the web layers' refresh interval.
+    pub settle: Duration,
+}
+
+/// What is live: tasks and sessions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Live {
+    /// Live tasks (all of them: a status shows those inside the window too).
+    pub tasks: Vec<TaskRecord>,
+    /// Live sessions.
+    pub sessions: Vec<SessionEntry>,
+}
+
+impl Live {
+    /// Reads what is live now.
+    pub fn read(backend: &dyn Backend) -> Result<Live> {
+        Ok(Live {
+            tasks: backend.tasks()?,
+            sessions: backend.sessions()?,
+        })
+    }
+
+    /// The seed's "active sessions": live sessions plus live tasks.
+    pub fn active(&self) -> usize {
+        self.tasks.len() + self.sessions.len()
+    }
+
+    /// The tasks that hold off OFFLINE: those started while ONLINE (I1).
+    pub fn holding_tasks(&self) -> impl Iterator<Item = &TaskRecord> {
+        self.tasks.iter().filter(|t| t.holds_off_offline())
+    }
+
+    /// When the last live session expires, if nothing touches it again.
+    pub fn last_session_expiry(&self) -> Option<Timestamp> {
+        self.sessions.iter().map(|s| s.expires_at).max()
+    }
+
+    /// One line per holder, as a timeout or a status names them: each task
+    /// with pid, user@host and age; the sessions with when the last expires.
+    pub fn describe(&self, now: SystemTime) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .tasks
+            .iter()
+            .map(|t| {
+                format!(
+                    "command `{}` (pid {}, {}, running for {}{})",
+                    t.name,
+                    t.pid,
+                    t.user_at_host(),
+                    format_age(t.started_at.age(now)),
+                    if t.holds_off_offline() {
+                        ""
+                    } else {
+                        ", inside the window"
+                    }
+                )
+            })
+            .collect();
+        if let Some(last) = self.last_session_expiry() {
+            let n = self.sessions.len();
+            let left = last.system_time().duration_since(now).unwrap_or_default();
+            lines.push(format!(
+                "{n} web session{} (the last expires in {}, at {last})",
+                if n == 1 { "" } else { "s" },
+                format_age(left)
+            ));
+        }
+        lines
+    }
+}
+
+/// How an activation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The site is OFFLINE. `live` is what was still live then: sessions let
+    /// go by the grace period, tasks running inside the window.
+    Offline {
+        /// The OFFLINE record.
+        record: ModeRecord,
+        /// What was still live.
+        live: Live,
+        /// Whether another process's PENDING was joined.
+        joined: bool,
+        /// Whether the site was already OFFLINE (only the message changed).
+        already: bool,
+    },
+    /// The timeout ran out; this waiter left (the site is ONLINE unless
+    /// another waiter remains).
+    TimedOut {
+        /// What still held it off.
+        live: Live,
+        /// The record in force afterwards.
+        record: ModeRecord,
+    },
+    /// The stop request came; this waiter left.
+    Interrupted {
+        /// What still held it off.
+        live: Live,
+        /// The record in force afterwards.
+        record: ModeRecord,
+    },
+    /// Someone turned the site ONLINE while we waited.
+    Cancelled {
+        /// Who, as `user@host`.
+        by: String,
+        /// Their record.
+        record: ModeRecord,
+    },
+}
+
+/// One look at the wait, for a progress display.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    /// What holds the site off now.
+    pub holding: &'a Live,
+    /// How long this process has waited.
+    pub waited: Duration,
+    /// Whether the grace period let sessions go.
+    pub sessions_released: bool,
+    /// The PENDING record.
+    pub record: &'a ModeRecord,
+}
+
+/// Takes the site offline as [`Activation`] says, calling `progress` after
+/// each look and `stop` to learn of an interruption (checked at least every
+/// 50 ms).
+pub fn activate(
+    backend: &dyn Backend,
+    activation: &Activation,
+    stop: &dyn Fn() -> bool,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Outcome> {
+    let (waiter, record, joined) = match backend.begin_pending(&activation.change)? {
+        PendingStart::AlreadyOffline(record) => {
+            return Ok(Outcome::Offline {
+                record,
+                live: Live::read(backend)?,
+                joined: false,
+                already: true,
+            });
+        }
+        PendingStart::Waiting {
+            waiter,
+            record,
+            joined,
+        } => (waiter, record, joined),
+    };
+    let clock = backend.clock();
+    let pending_since = record.since.system_time();
+    let started_at = clock.now();
+    let mut sessions: Vec<SessionEntry> = Vec::new();
+    let mut sessions_read: Option<Instant> = None;
+
+    loop {
+        let view = backend.mode()?;
+        if let Some(outcome) = settled_elsewhere(backend, &view, waiter.as_ref(), joined)? {
+            return Ok(outcome);
+        }
+        let now = clock.now();
+        let waited = now.duration_since(started_at).unwrap_or_default();
+        let in_pending = now.duration_since(pending_since).unwrap_or_default();
+        let released = activation.grace.is_some_and(|g| in_pending >= g);
+        if sessions_read.is_none_or(|t| t.elapsed() >= SESSION_RECOUNT) {
+            sessions = backend.sessions()?;
+            sessions_read = Some(Instant::now());
+        }
+        let holding = Live {
+            tasks: backend
+                .tasks()?
+                .into_iter()
+                .filter(TaskRecord::holds_off_offline)
+                .collect(),
+            sessions: if released {
+                Vec::new()
+            } else {
+                sessions.clone()
+            },
+        };
+        let settled = in_pending >= activation.settle;
+        if holding.active() == 0 && settled {
+            // The last look: sessions fresh, not from the recount cache.
+            let fresh = if released {
+                Vec::new()
+            } else {
+                backend.sessions()?
+            };
+            if fresh.is_empty() {
+                return complete(backend, waiter, &activation.change, joined);
+            }
+            sessions = fresh;
+            sessions_read = Some(Instant::now());
+            continue;
+        }
+        if stop() {
+            let record = backend.leave_pending(waiter, &activation.change)?;
+            return Ok(Outcome::Interrupted {
+                live: holding,
+                record,
+            });
+        }
+        if waited >= activation.timeout {
+            let record = backend.leave_pending(waiter, &activation.change)?;
+            return Ok(Outcome::TimedOut {
+                live: holding,
+                record,
+            });
+        }
+        progress(Progress {
+            holding: &holding,
+            waited,
+            sessions_released: released,
+            record: &view.record,
+        });
+        // Sleep until something may have changed: a task ends, the mode
+        // moves, a session expires, the settle time or the timeout passes.
+        let mut wake = TICK;
+        if !settled {
+            wake = wake.min(activation.settle - in_pending);
+        }
+        if let Some(next) = holding
+            .sessions
+            .iter()
+            .map(|s| s.expires_at.system_time())
+            .min()
+        {
+            wake = wake.min(next.duration_since(now).unwrap_or_default());
+        }
+        wake = wake.min(activation.timeout.saturating_sub(waited));
+        backend.wait_for_change(
+            view.record.generation,
+            &holding.tasks,
+            wake.max(Duration::from_millis(1)),
+        )?;
+    }
+}
+
+/// Whether the wait ended in another process's hands: someone turned the
+/// site ONLINE (cancelled) or took it OFFLINE (done).
+fn settled_elsewhere(
+    backend: &dyn Backend,
+    view: &ModeView,
+    waiter: &dyn WaiterLease,
+    joined: bool,
+) -> Result<Option<Outcome>> {
+    let r = &view.record;
+    Ok(match r.mode {
+        Mode::Offline => Some(Outcome::Offline {
+            record: r.clone(),
+            live: Live::read(backend)?,
+            joined,
+            already: false,
+        }),
+        Mode::Pending if r.since == waiter.pending_since() => None,
+        _ => Some(Outcome::Cancelled {
+            by: r.by.clone(),
+            record: r.clone(),
+        }),
+    })
+}
+
+fn complete(
+    backend: &dyn Backend,
+    waiter: Box<dyn WaiterLease>,
+    change: &ModeChange,
+    joined: bool,
+) -> Result<Outcome> {
+    match backend.complete_offline(waiter.as_ref())? {
+        Completion::Offline(record) => Ok(Outcome::Offline {
+            record,
+            live: Live::read(backend)?,
+            joined,
+            already: false,
+        }),
+        Completion::Cancelled(record) => {
+            backend.leave_pending(waiter, change)?;
+            Ok(Outcome::Cancelled {
+                by: record.by.clone(),
+                record,
+            })
+        }
+    }
+}
+
+/// OFFLINE at once, whatever is live (`--force`); returns the record and
+/// what is still live.
+pub fn force(backend: &dyn Backend, change: &ModeChange) -> Result<(ModeRecord, Live)> {
+    let record = backend.force_offline(change)?;
+    Ok((record, Live::read(backend)?))
+}
+
+/// ONLINE from any state; a process waiting in PENDING sees it within
+/// 100 ms and ends cancelled.
+pub fn deactivate(backend: &dyn Backend, change: &ModeChange) -> Result<ModeRecord> {
+    backend.go_online(change)
+}
+
+/// Where the site stands: the mode (with why a PENDING lapsed), live
+/// sessions and live tasks.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// The mode view.
+    pub view: ModeView,
+    /// What is live.
+    pub live: Live,
+}
+
+impl Status {
+    /// The seed's count: live sessions plus live tasks.
+    pub fn active_sessions(&self) -> usize {
+        self.live.active()
+    }
+}
+
+/// Reads the status.
+pub fn status(backend: &dyn Backend) -> Result<Status> {
+    Ok(Status {
+        view: backend.mode()?,
+        live: Live::read(backend)?,
+    })
+}
