@@ -217,9 +217,21 @@ pub(super) fn live(dir: &Dir) -> Result<Vec<TaskRecord>> {
     Ok(tasks)
 }
 
-/// The live holder of `name`'s instance, if one can be read.
+/// How long a refused start looks for the instance holder's record: the
+/// holder locks the instance before it passes the gate and publishes its
+/// task file, so a start refused in between finds no record yet.
+const HOLDER_GRACE: Duration = Duration::from_millis(250);
+
+/// The live holder of `name`'s instance, if one can be read soon.
 pub(super) fn instance_holder(dir: &Dir, name: &str) -> Option<TaskRecord> {
-    live(dir).ok()?.into_iter().find(|t| t.name == name)
+    let deadline = Instant::now() + HOLDER_GRACE;
+    loop {
+        let found = live(dir).ok()?.into_iter().find(|t| t.name == name);
+        if found.is_some() || Instant::now() >= deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// Removes dead task files and stale temporary files; returns how many.

@@ -1,0 +1,223 @@
+//! A process that plays one part against a shared state directory, for the
+//! multi-process tests of the offline state machine: a command starting
+//! tasks, a web layer touching sessions, an operator activating, or a task
+//! holder. It prints what the tests check, one line an event.
+
+// Standard output is this helper's protocol with the tests.
+#![allow(clippy::print_stdout)]
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use maintenance_core::backend::{self, Backend, ModeChange};
+use maintenance_core::offline::{self, Activation, Outcome};
+use maintenance_core::policy::{Instances, Policy};
+use maintenance_core::session::SessionKey;
+use maintenance_core::{CommandTask, Config, Mode, SystemClock, TaskOptions};
+
+fn micros(t: SystemTime) -> u128 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0)
+}
+
+/// A small xorshift generator: the tests need jitter, not quality.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new() -> Self {
+        Jitter((micros(SystemTime::now()) as u64) ^ (u64::from(std::process::id()) << 32) | 1)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+fn open(state: &Path) -> anyhow::Result<Arc<dyn Backend>> {
+    Ok(backend::open(
+        &Config::with_state_dir(state),
+        SystemClock::shared(),
+    )?)
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("race-actor: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run() -> anyhow::Result<u8> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| -> anyhow::Result<&str> {
+        args.get(i)
+            .map(String::as_str)
+            .ok_or_else(|| anyhow::anyhow!("missing argument {i}: see the source for usage"))
+    };
+    let state = PathBuf::from(arg(1)?);
+    match arg(0)? {
+        "task-actor" => task_actor(&state, Path::new(arg(2)?)),
+        "session-actor" => session_actor(
+            &state,
+            Path::new(arg(2)?),
+            Duration::from_millis(arg(3)?.parse()?),
+        ),
+        "activate" => activate(
+            &state,
+            Duration::from_millis(arg(2)?.parse()?),
+            Duration::from_millis(arg(3)?.parse()?),
+            args.get(4).cloned(),
+        ),
+        "hold" => hold(&state, arg(2)?),
+        other => anyhow::bail!("unknown part {other:?}"),
+    }
+}
+
+/// Starts short tasks as fast as it can until `stop` exists. Prints
+/// `online <before µs> <after µs>` for each task admitted as ONLINE, and
+/// `VIOLATION …` if it ever holds such a task while the site is OFFLINE.
+fn task_actor(state: &Path, stop: &Path) -> anyhow::Result<u8> {
+    let b = open(state)?;
+    let mut rng = Jitter::new();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let policy = Policy::DEFAULT.instances(Instances::Concurrent);
+    while !stop.exists() {
+        let before = SystemTime::now();
+        let started = CommandTask::start("job", TaskOptions::new(Arc::clone(&b)).policy(policy));
+        let after = SystemTime::now();
+        match started {
+            Ok(task) => {
+                if task.record().started_in == Mode::Online {
+                    writeln!(out, "online {} {}", micros(before), micros(after))?;
+                }
+                std::thread::sleep(Duration::from_micros(rng.below(15_000)));
+                let mode = b.mode()?.record.mode;
+                if mode == Mode::Offline && task.record().started_in == Mode::Online {
+                    writeln!(
+                        out,
+                        "VIOLATION I1: task {} started ONLINE is live while OFFLINE",
+                        task.record().id
+                    )?;
+                }
+            }
+            Err(maintenance_core::Error::Refused(_)) => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+/// Plays a web layer with a fresh ONLINE snapshot letting new users in.
+/// Prints `VIOLATION …` if a session it let in is live while OFFLINE, and
+/// `sessions <n>` at the end.
+fn session_actor(state: &Path, stop: &Path, settle: Duration) -> anyhow::Result<u8> {
+    let b = open(state)?;
+    let mut rng = Jitter::new();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut n = 0u64;
+    while !stop.exists() {
+        let snapshot_at = std::time::Instant::now();
+        if b.mode()?.mode != Mode::Online {
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        }
+        let key = SessionKey::of(format!("{}-{n}", std::process::id()).as_bytes());
+        n += 1;
+        b.touch_session(&key)?;
+        if snapshot_at.elapsed() > settle / 2 {
+            // Descheduled between snapshot and write: no layer's snapshot
+            // is that stale, so this is no fair sample.
+            b.end_session(&key)?;
+            continue;
+        }
+        std::thread::sleep(Duration::from_micros(rng.below(20_000)));
+        if b.mode()?.record.mode == Mode::Offline {
+            writeln!(
+                out,
+                "VIOLATION I2: session {} let in under ONLINE is live while OFFLINE",
+                key.short()
+            )?;
+        }
+        b.end_session(&key)?;
+    }
+    writeln!(out, "sessions {n}")?;
+    out.flush()?;
+    Ok(0)
+}
+
+/// Takes the site offline, printing the outcome; Ctrl-C or SIGTERM stops
+/// the wait. Exit 0 offline, 124 timed out, 130 interrupted, 75 cancelled.
+fn activate(
+    state: &Path,
+    timeout: Duration,
+    settle: Duration,
+    message: Option<String>,
+) -> anyhow::Result<u8> {
+    let b = open(state)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))?;
+    let activation = Activation {
+        change: ModeChange::by_this_process().message(message),
+        timeout,
+        grace: None,
+        settle,
+    };
+    let mut said = false;
+    let outcome = offline::activate(
+        b.as_ref(),
+        &activation,
+        &|| stop.load(Ordering::SeqCst),
+        &mut |p| {
+            if !said {
+                said = true;
+                println!("waiting {}", p.holding.active());
+            }
+        },
+    )?;
+    Ok(match outcome {
+        Outcome::Offline { joined, .. } => {
+            println!("offline{}", if joined { " joined" } else { "" });
+            0
+        }
+        Outcome::TimedOut { live, .. } => {
+            println!("timed-out {}", live.active());
+            124
+        }
+        Outcome::Interrupted { .. } => {
+            println!("interrupted");
+            130
+        }
+        Outcome::Cancelled { by, .. } => {
+            println!("cancelled by {by}");
+            75
+        }
+    })
+}
+
+/// Holds one task named `name` until standard input closes.
+fn hold(state: &Path, name: &str) -> anyhow::Result<u8> {
+    let b = open(state)?;
+    let task = CommandTask::start(
+        name,
+        TaskOptions::new(b).policy(Policy::DEFAULT.instances(Instances::Concurrent)),
+    )?;
+    println!("started {}", task.record().id);
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    Ok(0)
+}

@@ -1,0 +1,354 @@
+//! The offline state machine against real processes: racing commands and
+//! web layers (I1, I2), killed operators (I5), cancelling, joining,
+//! interrupting and timing out a wait from other processes.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use maintenance_core::backend::{self, Backend, ModeChange};
+use maintenance_core::offline::{self, Activation, Outcome};
+use maintenance_core::{Config, Mode, SystemClock};
+
+const ACTOR: &str = env!("CARGO_BIN_EXE_race-actor");
+
+fn open(state: &Path) -> Arc<dyn Backend> {
+    backend::open(&Config::with_state_dir(state), SystemClock::shared()).expect("open the state")
+}
+
+fn state_dir() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    open(&state);
+    (tmp, state)
+}
+
+fn actor(args: &[&str]) -> Child {
+    Command::new(ACTOR)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn race-actor")
+}
+
+fn first_line(out: &mut BufReader<ChildStdout>) -> String {
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    line.trim().to_owned()
+}
+
+/// A running `activate` process, once it has said it is waiting.
+fn waiting_activator(
+    state: &Path,
+    timeout_ms: u64,
+    message: Option<&str>,
+) -> (Child, BufReader<ChildStdout>) {
+    let timeout = timeout_ms.to_string();
+    let mut args = vec!["activate", state.to_str().unwrap(), &timeout, "20"];
+    args.extend(message);
+    let mut child = actor(&args);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let line = first_line(&mut out);
+    assert!(line.starts_with("waiting "), "{line}");
+    (child, out)
+}
+
+/// A process holding one task, once it has started it.
+fn holder(state: &Path, name: &str) -> Child {
+    let mut child = actor(&["hold", state.to_str().unwrap(), name]);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let line = first_line(&mut out);
+    assert!(line.starts_with("started "), "{line}");
+    child
+}
+
+fn kill(child: &mut Child, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, signal).unwrap();
+}
+
+fn rest(out: BufReader<ChildStdout>) -> Vec<String> {
+    out.lines().map(|l| l.unwrap()).collect()
+}
+
+fn micros(t: SystemTime) -> u128 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+}
+
+/// The racing processes: stopped and reaped whatever happens to the test.
+struct Racers {
+    stop: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Drop for Racers {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.stop, "");
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn i1_and_i2_hold_while_dozens_of_processes_race_an_activation_200_times() {
+    let (tmp, state) = state_dir();
+    let stop = tmp.path().join("stop");
+    let settle = Duration::from_millis(50);
+    let s = state.to_str().unwrap();
+    let st = stop.to_str().unwrap();
+    let mut racers = Racers {
+        stop: stop.clone(),
+        children: Vec::new(),
+    };
+    racers
+        .children
+        .extend((0..16).map(|_| actor(&["task-actor", s, st])));
+    racers
+        .children
+        .extend((0..8).map(|_| actor(&["session-actor", s, st, "50"])));
+
+    let b = open(&state);
+    let mut rounds = Vec::new();
+    let mut offline_rounds = 0;
+    let mut held_off = 0;
+    for round in 0..200u64 {
+        std::thread::sleep(Duration::from_millis(round * 7 % 20));
+        let activation = Activation {
+            change: ModeChange::by_this_process(),
+            timeout: Duration::from_secs(20),
+            grace: None,
+            settle,
+        };
+        let mut pending_since = None;
+        let out = offline::activate(b.as_ref(), &activation, &|| false, &mut |p| {
+            pending_since.get_or_insert(p.record.since);
+            if p.holding.active() > 0 {
+                held_off += 1;
+            }
+        })
+        .unwrap();
+        if let Outcome::Offline { .. } = out {
+            offline_rounds += 1;
+            let live = b.tasks().unwrap();
+            let bad: Vec<_> = live.iter().filter(|t| t.holds_off_offline()).collect();
+            assert!(
+                bad.is_empty(),
+                "round {round}: I1 violated, live while OFFLINE: {bad:?}"
+            );
+        }
+        let online = b.go_online(&ModeChange::by_this_process()).unwrap();
+        let since = pending_since.expect("progress reported at least once: the settle time");
+        rounds.push((
+            micros(since.system_time()),
+            micros(online.since.system_time()),
+        ));
+    }
+    std::fs::write(&stop, "").unwrap();
+
+    let mut violations = Vec::new();
+    let mut admitted = 0;
+    let mut sessions = 0u64;
+    for child in std::mem::take(&mut racers.children) {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "an actor failed: {:?}", out.status);
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let words: Vec<&str> = line.split(' ').collect();
+            match words[0] {
+                "online" => {
+                    admitted += 1;
+                    let before: u128 = words[1].parse().unwrap();
+                    let after: u128 = words[2].parse().unwrap();
+                    // Admitted as ONLINE although it asked after PENDING had
+                    // begun and was answered before ONLINE came back: I2.
+                    for (since, online) in &rounds {
+                        if before > since + 1000 && after < *online {
+                            violations.push(format!(
+                                "I2: task asked at {before}µs, PENDING since {since}µs"
+                            ));
+                        }
+                    }
+                }
+                "sessions" => sessions += words[1].parse::<u64>().unwrap(),
+                _ => violations.push(line.to_owned()),
+            }
+        }
+    }
+    eprintln!(
+        "200 rounds: {offline_rounds} went offline, {held_off} looks found something live, \
+         {admitted} tasks admitted ONLINE, {sessions} sessions let in"
+    );
+    assert!(
+        violations.is_empty(),
+        "{} violations: {:?}",
+        violations.len(),
+        &violations[..violations.len().min(10)]
+    );
+    assert_eq!(
+        offline_rounds, 200,
+        "every round went offline once the racers drained"
+    );
+    assert!(admitted > 200 && sessions > 200, "the racers really raced");
+    assert!(held_off > 0, "some activations really waited for racers");
+}
+
+#[test]
+fn a_killed_activator_never_leaves_the_site_pending() {
+    let (_tmp, state) = state_dir();
+    let b = open(&state);
+    let mut seen_lapse = 0;
+    for i in 0..40u64 {
+        // Half the time something holds the site off, so the kill lands in
+        // the wait; otherwise it lands anywhere up to and past OFFLINE.
+        let mut task = (i % 2 == 0).then(|| holder(&state, "job"));
+        let mut child = actor(&["activate", state.to_str().unwrap(), "5000", "20"]);
+        std::thread::sleep(Duration::from_micros(i * 997 % 40_000));
+        kill(&mut child, rustix::process::Signal::KILL);
+        child.wait().unwrap();
+
+        let view = b.mode().expect("mode.json always parses");
+        assert_ne!(
+            view.mode,
+            Mode::Pending,
+            "iteration {i}: PENDING outlived its waiter"
+        );
+        if view.record.mode == Mode::Pending {
+            let lapse = view.lapsed.as_ref().expect("a lapsed PENDING says so");
+            assert!(lapse.reason.contains("lapsed"));
+            seen_lapse += 1;
+        }
+        // The next writer puts the marker in agreement with the record.
+        let online = b.go_online(&ModeChange::by_this_process()).unwrap();
+        let view = b.mode().unwrap();
+        assert_eq!(view.mode, Mode::Online);
+        assert!(view.stray_marker.is_none(), "{:?}", view.stray_marker);
+        assert!(!state.join("OFFLINE").exists());
+        assert_eq!(view.record, online);
+        if let Some(t) = task.as_mut() {
+            t.kill().unwrap();
+            t.wait().unwrap();
+        }
+    }
+    eprintln!("{seen_lapse} of 40 kills left a lapsed PENDING behind");
+    assert!(seen_lapse > 0, "some kills landed in the wait");
+}
+
+#[test]
+fn a_second_waiter_keeps_the_site_pending_when_the_first_times_out_or_dies() {
+    let (_tmp, state) = state_dir();
+    let b = open(&state);
+    let mut task = holder(&state, "job");
+    let (first, _out1) = waiting_activator(&state, 300, None);
+    let (mut second, _out2) = waiting_activator(&state, 60_000, None);
+    let status = first.wait_with_output().unwrap().status;
+    assert_eq!(status.code(), Some(124), "the first timed out");
+    assert_eq!(
+        b.mode().unwrap().mode,
+        Mode::Pending,
+        "the second still waits"
+    );
+
+    let (mut third, _out3) = waiting_activator(&state, 60_000, None);
+    kill(&mut second, rustix::process::Signal::KILL);
+    second.wait().unwrap();
+    assert_eq!(
+        b.mode().unwrap().mode,
+        Mode::Pending,
+        "the third still waits"
+    );
+    kill(&mut third, rustix::process::Signal::KILL);
+    third.wait().unwrap();
+    let view = b.mode().unwrap();
+    assert_eq!(view.mode, Mode::Online, "no waiter left: ONLINE at once");
+    assert!(view.lapsed.is_some());
+    task.kill().unwrap();
+    task.wait().unwrap();
+}
+
+#[test]
+fn deactivate_from_another_process_cancels_the_wait() {
+    let (_tmp, state) = state_dir();
+    let mut task = holder(&state, "job");
+    let (child, out) = waiting_activator(&state, 60_000, None);
+    let b = open(&state);
+    let mut ops = ModeChange::by_this_process();
+    ops.by = "ops@bastion".into();
+    offline::deactivate(b.as_ref(), &ops).unwrap();
+    let status = child.wait_with_output().unwrap().status;
+    assert_eq!(rest(out), ["cancelled by ops@bastion"]);
+    assert_eq!(status.code(), Some(75));
+    assert_eq!(b.mode().unwrap().mode, Mode::Online);
+    task.kill().unwrap();
+    task.wait().unwrap();
+}
+
+#[test]
+fn a_second_activation_joins_and_both_return_offline() {
+    let (_tmp, state) = state_dir();
+    let mut task = holder(&state, "job");
+    let (first, out1) = waiting_activator(&state, 60_000, None);
+    let (second, out2) = waiting_activator(&state, 60_000, Some("back at 3"));
+    let b = open(&state);
+    assert_eq!(
+        b.mode().unwrap().record.message.as_deref(),
+        Some("back at 3")
+    );
+    kill(&mut task, rustix::process::Signal::KILL);
+    task.wait().unwrap();
+    assert_eq!(first.wait_with_output().unwrap().status.code(), Some(0));
+    assert_eq!(second.wait_with_output().unwrap().status.code(), Some(0));
+    assert_eq!(rest(out1), ["offline"]);
+    assert_eq!(rest(out2), ["offline joined"]);
+    assert_eq!(b.mode().unwrap().mode, Mode::Offline);
+}
+
+#[test]
+fn sigint_or_sigterm_during_the_wait_goes_back_online() {
+    for signal in [rustix::process::Signal::INT, rustix::process::Signal::TERM] {
+        let (_tmp, state) = state_dir();
+        let mut task = holder(&state, "job");
+        let (mut child, out) = waiting_activator(&state, 60_000, None);
+        kill(&mut child, signal);
+        let status = child.wait().unwrap();
+        assert_eq!(rest(out), ["interrupted"], "{signal:?}");
+        assert_eq!(status.code(), Some(130));
+        let view = open(&state).mode().unwrap();
+        assert_eq!(view.mode, Mode::Online);
+        assert!(view.lapsed.is_none(), "a clean leave, not a lapse");
+        task.kill().unwrap();
+        task.wait().unwrap();
+    }
+}
+
+#[test]
+fn the_wait_ends_soon_after_the_last_task_is_killed() {
+    let mut reactions = Vec::new();
+    for _ in 0..5 {
+        let (_tmp, state) = state_dir();
+        let mut task = holder(&state, "job");
+        let (child, out) = waiting_activator(&state, 60_000, None);
+        let killed = Instant::now();
+        kill(&mut task, rustix::process::Signal::KILL);
+        task.wait().unwrap();
+        let status = child.wait_with_output().unwrap().status;
+        reactions.push(killed.elapsed());
+        assert_eq!(status.code(), Some(0));
+        assert_eq!(rest(out), ["offline"]);
+        assert_eq!(open(&state).mode().unwrap().mode, Mode::Offline);
+    }
+    reactions.sort();
+    eprintln!(
+        "SIGKILL of the last task → activator exited OFFLINE: median {:?} (of {:?})",
+        reactions[2], reactions
+    );
+    let _ = std::io::stderr().flush();
+}
