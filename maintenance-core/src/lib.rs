@@ -37,6 +37,7 @@
 
 pub mod backend;
 pub mod clock;
+pub mod command;
 pub mod config;
 pub mod error;
 pub mod exit;
@@ -58,6 +59,9 @@ pub use mode::{Mode, ModeRecord, ModeView};
 pub use policy::Policy;
 pub use task::{CommandTask, TaskOptions, TaskRecord};
 
+/// Re-exported so a plug-in's `run` can return `anyhow::Result` without a
+/// dependency of its own.
+pub use anyhow;
 /// Re-exported so a plug-in crate depends on this crate alone and can never
 /// bring a second, incompatible clap.
 pub use clap;

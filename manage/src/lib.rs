@@ -1,52 +1,72 @@
-//! The `manage` runner library. Until the command runner lands, [`run`]
-//! reports the configuration and the state of the site: which state
-//! directory is in use, its mode and its live tasks.
+//! The `manage` runner: collects every command linked into the binary,
+//! builds the command line, and runs each command tracked — the
+//! `manage.py` of a Rust site, in Cargo's manner.
+//!
+//! A site's own binary is three lines:
+//!
+//! ```no_run
+//! // Named so the plug-in is linked: a crate that is a dependency but never
+//! // named is not linked, and its commands would vanish silently.
+//! // use hello_plugin as _;
+//! fn main() -> std::process::ExitCode {
+//!     manage::run()
+//! }
+//! ```
+//!
+//! See [`dispatch`] for the order in which a name is looked up, and
+//! [`maintenance_core::exit`] for the exit codes.
 
+pub mod dispatch;
+mod exec;
+mod help;
+mod registry;
+mod scan;
+mod signals;
+mod suggest;
+pub mod testing;
+
+use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
 
-use maintenance_core::config::{Config, Overrides};
-use maintenance_core::{SystemClock, backend, exit};
+use maintenance_core::command::StopToken;
 
 // Linked so that the built-in commands' registrations are seen.
 use commands as _;
 
-/// Runs `manage` with the process's arguments and environment.
+/// Runs the binary with the process's arguments: installs the signal
+/// handlers (once per process), dispatches, and returns the exit code.
 pub fn run() -> ExitCode {
+    let stop = signals::install();
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
-    match report(&mut out) {
-        Ok(()) => ExitCode::from(exit::SUCCESS),
-        Err(e) => {
-            let _ = writeln!(err, "error: {e:#}");
-            ExitCode::from(exit::FAILURE)
-        }
-    }
+    let code = run_with(Invocation {
+        argv: std::env::args_os().collect(),
+        out: &mut out,
+        err: &mut err,
+        stop,
+        state_dir: None,
+    });
+    let _ = out.flush();
+    ExitCode::from(code)
 }
 
-fn report(out: &mut dyn Write) -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--version" || a == "-V") {
-        writeln!(out, "manage {}", env!("CARGO_PKG_VERSION"))?;
-        return Ok(());
-    }
-    let config = Config::load(&Overrides::default())?;
-    let backend = backend::open(&config, SystemClock::shared())?;
-    let view = backend.mode()?;
-    let tasks = backend.tasks()?;
-    writeln!(out, "Status: {} - Active tasks: {}", view.mode, tasks.len())?;
-    writeln!(
-        out,
-        "State: {} (from {})",
-        config.state_dir.display(),
-        config.state_dir_source
-    )?;
-    if let Some(lapse) = &view.lapsed {
-        writeln!(out, "Note: {}", lapse.reason)?;
-    }
-    writeln!(
-        out,
-        "Commands arrive with the runner; until then manage only reports this status."
-    )?;
-    Ok(())
+/// One run of the runner, with everything it reads and writes given.
+pub struct Invocation<'a> {
+    /// The full command line, the binary's name first.
+    pub argv: Vec<OsString>,
+    /// Standard output.
+    pub out: &'a mut dyn Write,
+    /// Standard error.
+    pub err: &'a mut dyn Write,
+    /// The stop request the signal handlers (if any) set.
+    pub stop: StopToken,
+    /// A state directory that overrides every other setting (tests).
+    pub state_dir: Option<std::path::PathBuf>,
+}
+
+/// Runs one invocation and returns its exit code. The same path serves the
+/// binary and [`testing`].
+pub fn run_with(invocation: Invocation<'_>) -> u8 {
+    dispatch::run(invocation)
 }

@@ -450,7 +450,7 @@ impl Backend for FileBackend {
             record,
             file_name,
             dir: Arc::clone(&self.tasks),
-            task,
+            task: Some(task),
             instance,
             handed_to_child: false,
         }))

@@ -39,9 +39,9 @@ pub(super) struct FileTaskLease {
     pub record: TaskRecord,
     pub file_name: String,
     pub dir: Arc<Dir>,
-    // Declared before `instance` so the task file closes first: a waiter for
-    // the instance never sees the task it waited for still live.
-    pub task: File,
+    // Closed before `instance`: a waiter for the instance never sees the
+    // task it waited for still live.
+    pub task: Option<File>,
     pub instance: Option<File>,
     pub handed_to_child: bool,
 }
@@ -52,9 +52,11 @@ impl TaskLease for FileTaskLease {
     }
 
     fn inheritable_fds(&self) -> Vec<BorrowedFd<'_>> {
-        let mut fds = vec![self.task.as_fd()];
-        fds.extend(self.instance.as_ref().map(|f| f.as_fd()));
-        fds
+        self.task
+            .iter()
+            .chain(self.instance.iter())
+            .map(|f| f.as_fd())
+            .collect()
     }
 
     fn mark_handed_to_child(&mut self) {
@@ -64,12 +66,22 @@ impl TaskLease for FileTaskLease {
 
 impl Drop for FileTaskLease {
     fn drop(&mut self) {
-        // A child holds the locks: closing our descriptors is all we may do;
-        // an unlock or a removal would free a running child's task (I3).
         if !self.handed_to_child {
             // Remove while still holding the lock; a reader that opened the
             // file before sees it dead once we close. Failure leaves a
             // leftover that never counts as live and is reaped later.
+            let _ = self.dir.remove(&self.file_name);
+            return;
+        }
+        // A child holds the locks: closing our descriptors is all we may do;
+        // an unlock or a removal would free a running child's task (I3).
+        // Once closed, a fresh probe tells whether any process still holds
+        // it; if none does, the leftover can go now rather than at a reap.
+        drop(self.task.take());
+        drop(self.instance.take());
+        if let Ok(Some(file)) = self.dir.open_read(&self.file_name)
+            && let Ok(false) = held(&file)
+        {
             let _ = self.dir.remove(&self.file_name);
         }
     }

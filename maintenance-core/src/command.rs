@@ -1,0 +1,354 @@
+//! The command API: how any crate — ours or a user's plug-in — writes a
+//! command. A clap-derive `Args` struct, `impl ManageCommand` with `NAME` and
+//! `run`, and one `register!` line:
+//!
+//! ```
+//! use std::io::Write;
+//! use maintenance_core::clap;
+//! use maintenance_core::command::{register, Context, ManageCommand};
+//!
+//! /// Rebuild the search index.
+//! #[derive(Debug, clap::Args)]
+//! pub struct Reindex {
+//!     /// Only this model.
+//!     #[arg(long)]
+//!     model: Option<String>,
+//! }
+//!
+//! impl ManageCommand for Reindex {
+//!     const NAME: &'static str = "reindex";
+//!     fn run(self, ctx: &mut Context<'_>) -> maintenance_core::anyhow::Result<()> {
+//!         writeln!(ctx.out(), "reindexing {}", self.model.as_deref().unwrap_or("all"))?;
+//!         Ok(())
+//!     }
+//! }
+//! register!(Reindex);
+//! ```
+//!
+//! `register!` submits a const [`Registration`] to the `inventory` registry
+//! (re-exported, so a plug-in needs no dependency of its own). The runner
+//! reads the registry sorted by name; see `manage::run`.
+
+use std::fmt;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
+
+use crate::backend::{self, Backend};
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::policy::Policy;
+use crate::task::TaskRecord;
+
+pub use crate::register;
+
+/// A command. Implement it for a `clap::Args` struct and `register!` it.
+pub trait ManageCommand: clap::Args + Sized + 'static {
+    /// The command's name, as typed after `manage`.
+    const NAME: &'static str;
+    /// What the command declares about tracking, instances, maintenance and
+    /// drain. Build it from [`Policy::DEFAULT`] with its `const fn` setters.
+    const POLICY: Policy = Policy::DEFAULT;
+
+    /// Runs the command.
+    fn run(self, ctx: &mut Context<'_>) -> anyhow::Result<()>;
+}
+
+/// One registered command: what `register!` submits. Built in a const
+/// context; read through [`registry`].
+#[derive(Clone, Copy)]
+pub struct Registration {
+    /// The command's name.
+    pub name: &'static str,
+    /// The crate that registered it (`CARGO_PKG_NAME`).
+    pub origin: &'static str,
+    /// Its declared policy.
+    pub policy: Policy,
+    /// Builds its clap command (name, about, arguments).
+    pub build: fn() -> clap::Command,
+    /// Parses `matches` into the command and runs it.
+    pub run: fn(&clap::ArgMatches, &mut Context<'_>) -> anyhow::Result<()>,
+}
+
+impl Registration {
+    /// The registration of `T`, made by crate `origin`.
+    pub const fn of<T: ManageCommand>(origin: &'static str) -> Self {
+        Registration {
+            name: T::NAME,
+            origin,
+            policy: T::POLICY,
+            build: build::<T>,
+            run: run::<T>,
+        }
+    }
+}
+
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration")
+            .field("name", &self.name)
+            .field("origin", &self.origin)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+fn build<T: ManageCommand>() -> clap::Command {
+    T::augment_args(clap::Command::new(T::NAME))
+}
+
+fn run<T: ManageCommand>(matches: &clap::ArgMatches, ctx: &mut Context<'_>) -> anyhow::Result<()> {
+    let args = <T as clap::FromArgMatches>::from_arg_matches(matches)?;
+    args.run(ctx)
+}
+
+inventory::collect!(Registration);
+
+/// Registers a command type. The only public way into the registry.
+#[macro_export]
+macro_rules! register {
+    ($command:ty) => {
+        $crate::inventory::submit! {
+            $crate::command::Registration::of::<$command>(env!("CARGO_PKG_NAME"))
+        }
+    };
+}
+
+/// Every registration linked into this binary, in no particular order.
+/// The runner sorts them and detects duplicates.
+pub fn registrations() -> impl Iterator<Item = &'static Registration> {
+    inventory::iter::<Registration>.into_iter()
+}
+
+/// The stop request of a run: set by the first Ctrl-C or SIGTERM, or by a
+/// drain asking the command to stop. Poll it, or block on it.
+#[derive(Debug, Clone, Default)]
+pub struct StopToken {
+    inner: Arc<StopInner>,
+}
+
+#[derive(Debug, Default)]
+struct StopInner {
+    requested: AtomicBool,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+impl StopToken {
+    /// A token nobody has set yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether a stop was requested.
+    pub fn requested(&self) -> bool {
+        self.inner.requested.load(Ordering::SeqCst)
+    }
+
+    /// Requests a stop and wakes every waiter.
+    pub fn request(&self) {
+        self.inner.requested.store(true, Ordering::SeqCst);
+        let _guard = self.inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.inner.wake.notify_all();
+    }
+
+    /// Blocks until a stop is requested or `timeout` passes; returns whether
+    /// one was requested.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let guard = self.inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _unused = self
+            .inner
+            .wake
+            .wait_timeout_while(guard, timeout, |_| !self.requested())
+            .unwrap_or_else(|e| e.into_inner());
+        self.requested()
+    }
+}
+
+/// An error that ends a run with a given exit code and prints nothing more
+/// (`offline status --exit-code` returns 3 or 4 this way). Whatever the
+/// command wanted to say, it wrote to [`Context::err`] already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit(pub u8);
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "exit with code {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// Options of a nested run through [`Context::call`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallOptions {
+    /// Run inside the maintenance window on the window holder's behalf
+    /// (`offline run`): admitted while OFFLINE whatever its policy.
+    pub in_window: bool,
+}
+
+/// What a command calls to run another command: implemented by the runner
+/// (`manage`), so a command in any crate can run any other without an
+/// arrow pointing back up.
+pub trait Runner {
+    /// Runs `argv` (a command name and its arguments) as the runner would,
+    /// joining the caller's task if it has one, and returns its exit code.
+    fn call(
+        &self,
+        ctx: &mut Context<'_>,
+        argv: &[String],
+        options: CallOptions,
+    ) -> anyhow::Result<u8>;
+}
+
+/// Everything a running command may use. Commands write through
+/// [`out`](Self::out) and [`err`](Self::err), never `println!`, so their
+/// output can be captured and tested.
+pub struct Context<'a> {
+    out: &'a mut dyn Write,
+    err: &'a mut dyn Write,
+    verbosity: i8,
+    config: &'a Config,
+    backend: &'a OnceLock<Arc<dyn Backend>>,
+    task: Option<TaskRecord>,
+    stop: StopToken,
+    runner: &'a dyn Runner,
+}
+
+/// The parts a runner assembles a [`Context`] from.
+pub struct ContextParts<'a> {
+    /// Standard output.
+    pub out: &'a mut dyn Write,
+    /// Standard error.
+    pub err: &'a mut dyn Write,
+    /// `-v` count minus `-q` count.
+    pub verbosity: i8,
+    /// The configuration in force.
+    pub config: &'a Config,
+    /// The backend, opened on first use.
+    pub backend: &'a OnceLock<Arc<dyn Backend>>,
+    /// The task this run belongs to, if tracked.
+    pub task: Option<TaskRecord>,
+    /// The stop request.
+    pub stop: StopToken,
+    /// The runner, for nested calls.
+    pub runner: &'a dyn Runner,
+}
+
+impl<'a> Context<'a> {
+    /// A context from its parts (for runners).
+    pub fn new(parts: ContextParts<'a>) -> Self {
+        Context {
+            out: parts.out,
+            err: parts.err,
+            verbosity: parts.verbosity,
+            config: parts.config,
+            backend: parts.backend,
+            task: parts.task,
+            stop: parts.stop,
+            runner: parts.runner,
+        }
+    }
+
+    /// Standard output.
+    pub fn out(&mut self) -> &mut dyn Write {
+        self.out
+    }
+
+    /// Standard error.
+    pub fn err(&mut self) -> &mut dyn Write {
+        self.err
+    }
+
+    /// Standard output and standard error at once.
+    pub fn streams(&mut self) -> (&mut dyn Write, &mut dyn Write) {
+        (&mut *self.out, &mut *self.err)
+    }
+
+    /// `-v` count minus `-q` count: 0 normal, above chattier, below quieter.
+    pub fn verbosity(&self) -> i8 {
+        self.verbosity
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        self.config
+    }
+
+    /// The backend holding mode, tasks and sessions, opened on first use.
+    pub fn backend(&self) -> crate::Result<Arc<dyn Backend>> {
+        if let Some(b) = self.backend.get() {
+            return Ok(Arc::clone(b));
+        }
+        let b = backend::open(self.config, SystemClock::shared())?;
+        Ok(Arc::clone(self.backend.get_or_init(|| b)))
+    }
+
+    /// The task this run belongs to (its own, or the one it joined); `None`
+    /// for an untracked command.
+    pub fn task(&self) -> Option<&TaskRecord> {
+        self.task.as_ref()
+    }
+
+    /// Whether a stop was requested: the first Ctrl-C or SIGTERM, or a
+    /// drain asking this command to stop. A command that stops cleanly when
+    /// asked by a drain exits 0.
+    pub fn stop_requested(&self) -> bool {
+        self.stop.requested()
+    }
+
+    /// The stop request itself, to block on or hand to another thread.
+    pub fn stop_token(&self) -> &StopToken {
+        &self.stop
+    }
+
+    /// Runs another command through the runner — `["migrate", "--plan"]` —
+    /// joining this run's task, and returns its exit code.
+    pub fn call<S: AsRef<str>>(&mut self, argv: &[S], options: CallOptions) -> anyhow::Result<u8> {
+        let argv: Vec<String> = argv.iter().map(|s| s.as_ref().to_owned()).collect();
+        let runner = self.runner;
+        runner.call(self, &argv, options)
+    }
+
+    /// A context for a nested run: the same streams, configuration, backend,
+    /// stop request and runner, with the nested run's task.
+    pub fn nested(&mut self, task: Option<TaskRecord>) -> Context<'_> {
+        Context {
+            out: &mut *self.out,
+            err: &mut *self.err,
+            verbosity: self.verbosity,
+            config: self.config,
+            backend: self.backend,
+            task,
+            stop: self.stop.clone(),
+            runner: self.runner,
+        }
+    }
+}
+
+impl fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("verbosity", &self.verbosity)
+            .field("task", &self.task)
+            .field("stop_requested", &self.stop.requested())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_wakes_a_blocked_waiter() {
+        let stop = StopToken::new();
+        assert!(!stop.wait_timeout(Duration::from_millis(1)));
+        let other = stop.clone();
+        let h = std::thread::spawn(move || other.wait_timeout(Duration::from_secs(60)));
+        stop.request();
+        assert!(h.join().unwrap());
+        assert!(stop.requested());
+    }
+}

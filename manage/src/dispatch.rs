@@ -1,0 +1,378 @@
+//! Dispatch: from a command line to the command that runs it.
+//!
+//! A name is looked up in this order, and only here:
+//!
+//! 1. the runner's own commands: `help`, `completions`;
+//! 2. a registered command — built in (crate `commands`) or from a plug-in
+//!    crate linked into the binary;
+//! 3. an alias from `[alias]` in `manage.toml`, expanded and dispatched
+//!    again (an alias named like a registered command is ignored with a
+//!    warning; an alias that leads back to itself is an error);
+//! 4. an external command: an executable `manage-<name>` on `PATH`;
+//! 5. otherwise the name is unknown (exit 2), with the closest name of all
+//!    kinds suggested.
+//!
+//! Only the matched command's arguments are built, so start-up does not
+//! grow with the number of registered commands; `--help`, `--list` and
+//! `completions` build everything.
+//!
+//! Global options — `--state-dir`, `--config`, `-v`/`-q`,
+//! `--lock-timeout`, `--ignore-maintenance` — are accepted before or after a
+//! registered command's name; for aliases and external commands, before it
+//! (what follows an external command's name is its own).
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
+use maintenance_core::config::{Config, Overrides};
+use maintenance_core::exit;
+
+use crate::Invocation;
+use crate::exec::{self, Runtime};
+use crate::registry::{self, Found};
+use crate::{help, scan};
+
+/// The prefix of external commands' executables.
+pub const EXTERNAL_PREFIX: &str = "manage-";
+/// How deep aliases may expand into one another.
+const MAX_ALIAS_DEPTH: usize = 16;
+
+/// The options every command accepts.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Globals {
+    pub state_dir: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub verbosity: i8,
+    pub lock_timeout: Option<Duration>,
+    pub ignore_maintenance: bool,
+}
+
+impl Globals {
+    pub(crate) fn from_matches(m: &ArgMatches) -> Self {
+        let count = |id: &str| m.get_count(id) as i8;
+        Globals {
+            state_dir: m.get_one::<PathBuf>("state-dir").cloned(),
+            config: m.get_one::<PathBuf>("config").cloned(),
+            verbosity: count("verbose") - count("quiet"),
+            lock_timeout: m.get_one::<Duration>("lock-timeout").copied(),
+            ignore_maintenance: m.get_flag("ignore-maintenance"),
+        }
+    }
+}
+
+fn seconds(text: &str) -> Result<Duration, String> {
+    let s: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(s).map_err(|_| format!("{text:?} is not a number of seconds ≥ 0"))
+}
+
+/// Adds the global options to `cmd`.
+pub(crate) fn with_globals(cmd: Command) -> Command {
+    cmd.arg(
+        Arg::new("state-dir")
+            .long("state-dir")
+            .value_name("DIR")
+            .value_parser(value_parser!(PathBuf))
+            .global(true)
+            .help("The state directory (overrides $MANAGE_STATE_DIR and manage.toml)"),
+    )
+    .arg(
+        Arg::new("config")
+            .long("config")
+            .value_name("FILE")
+            .value_parser(value_parser!(PathBuf))
+            .global(true)
+            .help("The configuration file (default: manage.toml, searched upwards)"),
+    )
+    .arg(
+        Arg::new("verbose")
+            .short('v')
+            .long("verbose")
+            .action(ArgAction::Count)
+            .global(true)
+            .help("Say more"),
+    )
+    .arg(
+        Arg::new("quiet")
+            .short('q')
+            .long("quiet")
+            .action(ArgAction::Count)
+            .global(true)
+            .help("Say less"),
+    )
+    .arg(
+        Arg::new("lock-timeout")
+            .long("lock-timeout")
+            .value_name("SECS")
+            .value_parser(seconds)
+            .global(true)
+            .help("How long a single-instance command waits for the running one"),
+    )
+    .arg(
+        Arg::new("ignore-maintenance")
+            .long("ignore-maintenance")
+            .action(ArgAction::SetTrue)
+            .global(true)
+            .help("Run a tracked command even during maintenance, inside the window"),
+    )
+}
+
+/// The top-level command: the binary's name, the global options, and the
+/// runner's own flags; no subcommand yet.
+pub(crate) fn top_command(bin: &str) -> Command {
+    with_globals(
+        Command::new(bin.to_owned())
+            .version(env!("CARGO_PKG_VERSION"))
+            .disable_help_subcommand(true)
+            .arg(
+                Arg::new("list")
+                    .long("list")
+                    .action(ArgAction::SetTrue)
+                    .help("List every command with its origin and policy"),
+            )
+            .arg(
+                Arg::new("json")
+                    .long("json")
+                    .action(ArgAction::SetTrue)
+                    .requires("list")
+                    .help("With --list: as JSON"),
+            ),
+    )
+}
+
+/// The binary's own name, as the user typed it (`manage`, `mysite`).
+pub(crate) fn bin_name(argv: &[OsString]) -> String {
+    argv.first()
+        .map(Path::new)
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "manage".to_owned())
+}
+
+/// Writes clap's message where it belongs and returns its exit code.
+pub(crate) fn clap_exit(e: clap::Error, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let text = e.render().to_string();
+    if e.use_stderr() {
+        let _ = write!(err, "{text}");
+    } else {
+        let _ = write!(out, "{text}");
+    }
+    e.exit_code().clamp(0, 255) as u8
+}
+
+/// Prints an error and its causes, one a line.
+pub(crate) fn print_error(err: &mut dyn Write, e: &anyhow::Error) {
+    let _ = writeln!(err, "error: {e}");
+    for cause in e.chain().skip(1) {
+        let _ = writeln!(err, "  caused by: {cause}");
+    }
+    if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+        let _ = writeln!(err, "{}", e.backtrace());
+    }
+}
+
+/// Loads the configuration as the globals say.
+pub(crate) fn load_config(
+    globals: &Globals,
+    state_dir: &Option<PathBuf>,
+) -> anyhow::Result<Config> {
+    let overrides = Overrides {
+        config_file: globals.config.clone(),
+        state_dir: state_dir.clone().or_else(|| globals.state_dir.clone()),
+        lock_timeout: globals.lock_timeout,
+    };
+    Ok(Config::load(&overrides)?)
+}
+
+/// What a name is.
+pub(crate) enum Target {
+    Help,
+    Completions,
+    Registered(&'static maintenance_core::command::Registration),
+    Duplicate(Vec<&'static str>),
+    Alias(Vec<String>),
+    External(PathBuf),
+    Unknown,
+}
+
+/// Looks `name` up in the dispatch order. `aliases` come from the
+/// configuration; `warnings` collects what was ignored on the way.
+pub(crate) fn resolve(name: &str, config: Option<&Config>, warnings: &mut Vec<String>) -> Target {
+    match name {
+        "help" => return Target::Help,
+        "completions" => return Target::Completions,
+        _ => {}
+    }
+    let alias = config.and_then(|c| c.aliases.get(name));
+    if let Some(found) = registry::find(name, warnings) {
+        if alias.is_some() {
+            warnings.push(format!(
+                "alias `{name}` in {} is ignored: a command of that name exists",
+                config
+                    .and_then(|c| c.file.as_deref())
+                    .map(Path::display)
+                    .map(|d| d.to_string())
+                    .unwrap_or_default()
+            ));
+        }
+        return match found {
+            Found::One(r) => Target::Registered(r),
+            Found::Duplicate(origins) => Target::Duplicate(origins),
+        };
+    }
+    if let Some(argv) = alias {
+        return Target::Alias(argv.clone());
+    }
+    match find_external(name) {
+        Some(path) => Target::External(path),
+        None => Target::Unknown,
+    }
+}
+
+/// The executable `manage-<name>` on PATH, if any.
+pub(crate) fn find_external(name: &str) -> Option<PathBuf> {
+    if name.is_empty() || name.contains('/') || name.contains('\0') {
+        return None;
+    }
+    let file = format!("{EXTERNAL_PREFIX}{name}");
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(&file))
+        .find(|p| is_executable(p))
+}
+
+pub(crate) fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The runner's main path: the binary and the testing harness both come
+/// here.
+pub(crate) fn run(inv: Invocation<'_>) -> u8 {
+    let Invocation {
+        mut argv,
+        out,
+        err,
+        stop,
+        state_dir,
+    } = inv;
+    let bin = bin_name(&argv);
+    let mut chain: Vec<String> = Vec::new();
+    loop {
+        let mut warnings = Vec::new();
+        let top = match top_command(&bin)
+            .allow_external_subcommands(true)
+            .external_subcommand_value_parser(value_parser!(OsString))
+            .try_get_matches_from(&argv)
+        {
+            Ok(m) => m,
+            // `--help` before any command: our own help, with every command.
+            Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+                let config = load_config(&Globals::default(), &state_dir).ok();
+                return help::top_help(&bin, config.as_ref(), out);
+            }
+            Err(e) => return clap_exit(e, out, err),
+        };
+        let globals = Globals::from_matches(&top);
+        let Some(index) = scan::command_index(&argv) else {
+            return top_level(&bin, &top, &globals, &state_dir, out, err);
+        };
+        let name = argv[index].to_string_lossy().into_owned();
+        // The configuration matters for aliases and external commands; a
+        // registered command loads it after its own parse (globals may
+        // follow its name).
+        let config = load_config(&globals, &state_dir).ok();
+        let target = resolve(&name, config.as_ref(), &mut warnings);
+        for w in &warnings {
+            let _ = writeln!(err, "warning: {w}");
+        }
+        match target {
+            Target::Help => {
+                let topic = argv
+                    .get(index + 1)
+                    .map(|a| a.to_string_lossy().into_owned());
+                return help::help_for(&bin, topic.as_deref(), config.as_ref(), out, err);
+            }
+            Target::Completions => {
+                return help::completions(&bin, &argv[index + 1..], config.as_ref(), out, err);
+            }
+            Target::Registered(reg) => {
+                return exec::top_level_registered(reg, &bin, &argv, &state_dir, stop, out, err);
+            }
+            Target::Duplicate(origins) => {
+                let _ = writeln!(
+                    err,
+                    "error: {}",
+                    registry::duplicate_message(&name, &origins)
+                );
+                return exit::USAGE;
+            }
+            Target::Alias(words) => {
+                if chain.contains(&name) || chain.len() >= MAX_ALIAS_DEPTH {
+                    chain.push(name);
+                    let _ = writeln!(
+                        err,
+                        "error: alias `{}` is recursive: {}",
+                        chain[0],
+                        chain
+                            .iter()
+                            .map(|a| format!("`{a}`"))
+                            .collect::<Vec<_>>()
+                            .join(" → ")
+                    );
+                    return exit::USAGE;
+                }
+                chain.push(name);
+                let mut expanded: Vec<OsString> = argv[..index].to_vec();
+                expanded.extend(words.into_iter().map(OsString::from));
+                expanded.extend(argv[index + 1..].iter().cloned());
+                argv = expanded;
+            }
+            Target::External(path) => {
+                let config = match load_config(&globals, &state_dir) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        print_error(err, &e);
+                        return exit::FAILURE;
+                    }
+                };
+                let rt = Runtime::new(&bin, &config, &globals, stop, true);
+                return exec::external(&rt, &name, &path, &argv[index + 1..], None, err);
+            }
+            Target::Unknown => {
+                let _ = writeln!(err, "error: unrecognized command `{name}`");
+                if let Some(s) = help::suggestion(&name, config.as_ref()) {
+                    let _ = writeln!(err, "\n  tip: a similar command exists: `{s}`");
+                }
+                let _ = writeln!(
+                    err,
+                    "\nRun `{bin} --help` or `{bin} --list` for the commands."
+                );
+                return exit::USAGE;
+            }
+        }
+    }
+}
+
+fn top_level(
+    bin: &str,
+    top: &ArgMatches,
+    globals: &Globals,
+    state_dir: &Option<PathBuf>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let config = load_config(globals, state_dir).ok();
+    if top.get_flag("list") {
+        return help::list(config.as_ref(), top.get_flag("json"), out, err);
+    }
+    help::top_help(bin, config.as_ref(), err);
+    exit::USAGE
+}
+
+/// A lazily opened backend slot.
+pub(crate) type BackendSlot = OnceLock<std::sync::Arc<dyn maintenance_core::Backend>>;

@@ -1,0 +1,391 @@
+//! Running a resolved command: a registered one in this process, inside its
+//! task, with panics caught and outcomes mapped to exit codes; an external
+//! one as a child that inherits the task's locks (I3). Also the [`Runner`]
+//! through which a command runs another (`ctx.call`).
+//!
+//! External commands run as a child the runner waits for, rather than by
+//! exec in place: the runner forwards SIGTERM to it, removes the task file
+//! as soon as the last process holding it is gone, and stays alive beside a
+//! drain-`stop` command to ask it to stop. Killing the runner alone does not
+//! free the site: the child holds the inherited locks.
+
+use std::cell::{Cell, RefCell};
+use std::ffi::OsString;
+use std::io::Write;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use clap::ArgMatches;
+use maintenance_core::command::{
+    CallOptions, Context, ContextParts, Exit, Registration, Runner, StopToken,
+};
+use maintenance_core::config::Config;
+use maintenance_core::policy::{Policy, Tracking};
+use maintenance_core::task::{ENV_TASK, TaskRecord};
+use maintenance_core::{Backend, CommandTask, Error, SystemClock, TaskOptions, backend, exit};
+
+use crate::dispatch::{self, BackendSlot, Globals, Target};
+use crate::signals;
+
+/// Everything one invocation shares between its top-level run and the runs
+/// nested inside it.
+pub(crate) struct Runtime<'a> {
+    bin: String,
+    config: &'a Config,
+    globals: Globals,
+    stop: StopToken,
+    backend: BackendSlot,
+    /// Whether this is a fresh invocation, which may join the task named in
+    /// the environment (a nested `$MANAGE sub` from an external command).
+    top: bool,
+    /// The task this invocation owns, for nested external commands to
+    /// inherit.
+    task: RefCell<Option<CommandTask>>,
+    depth: Cell<usize>,
+}
+
+impl<'a> Runtime<'a> {
+    pub(crate) fn new(
+        bin: &str,
+        config: &'a Config,
+        globals: &Globals,
+        stop: StopToken,
+        top: bool,
+    ) -> Self {
+        Runtime {
+            bin: bin.to_owned(),
+            config,
+            globals: globals.clone(),
+            stop,
+            backend: BackendSlot::new(),
+            top,
+            task: RefCell::new(None),
+            depth: Cell::new(0),
+        }
+    }
+
+    fn backend(&self) -> maintenance_core::Result<Arc<dyn Backend>> {
+        if let Some(b) = self.backend.get() {
+            return Ok(Arc::clone(b));
+        }
+        let b = backend::open(self.config, SystemClock::shared())?;
+        Ok(Arc::clone(self.backend.get_or_init(|| b)))
+    }
+
+    /// Starts (or, at the top, joins) the task of a tracked run. `Err` holds
+    /// the exit code after the reason was printed.
+    fn start_task(
+        &self,
+        name: &str,
+        policy: Policy,
+        argv: Vec<String>,
+        in_window: bool,
+        err: &mut dyn Write,
+    ) -> Result<CommandTask, u8> {
+        let backend = self.backend().map_err(|e| {
+            let _ = writeln!(err, "error: {e}");
+            e.exit_code()
+        })?;
+        let options = TaskOptions::new(backend)
+            .policy(policy)
+            .argv(argv)
+            .ignore_maintenance(self.globals.ignore_maintenance)
+            .in_window(in_window)
+            .lock_timeout(self.config.lock_timeout);
+        if self.top
+            && let Some(token) = std::env::var_os(ENV_TASK)
+        {
+            let joined = CommandTask::start(
+                name,
+                options
+                    .clone()
+                    .join(Some(token.to_string_lossy().into_owned())),
+            );
+            match joined {
+                Ok(task) => return Ok(task),
+                // A stale token (an exported variable outliving its task):
+                // start a task of our own.
+                Err(Error::Refused(maintenance_core::Refusal::JoinGone { .. })) => {}
+                Err(e) => {
+                    let _ = writeln!(err, "error: {e}");
+                    return Err(e.exit_code());
+                }
+            }
+        }
+        CommandTask::start(name, options).map_err(|e| {
+            let _ = writeln!(err, "error: {e}");
+            e.exit_code()
+        })
+    }
+
+    /// Runs a registered command whose arguments are parsed, inside its
+    /// task (its own, or `parent` for a nested run), and maps the outcome
+    /// to an exit code.
+    fn run_registered(
+        &self,
+        reg: &Registration,
+        matches: &ArgMatches,
+        how: How,
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+    ) -> u8 {
+        let How {
+            argv,
+            options,
+            parent,
+        } = how;
+        let policy = reg.policy;
+        let mut owned = false;
+        let record = match (policy.tracking, parent) {
+            (Tracking::Untracked, _) => None,
+            (Tracking::Tracked, Some(parent)) => Some(parent),
+            (Tracking::Tracked, None) => {
+                match self.start_task(reg.name, policy, argv, options.in_window, err) {
+                    Ok(task) => {
+                        let record = task.record().clone();
+                        *self.task.borrow_mut() = Some(task);
+                        owned = true;
+                        Some(record)
+                    }
+                    Err(code) => return code,
+                }
+            }
+        };
+        let result = {
+            let mut ctx = Context::new(ContextParts {
+                out: &mut *out,
+                err: &mut *err,
+                verbosity: self.globals.verbosity,
+                config: self.config,
+                backend: &self.backend,
+                task: record,
+                stop: self.stop.clone(),
+                runner: self,
+            });
+            catch_unwind(AssertUnwindSafe(|| (reg.run)(matches, &mut ctx)))
+        };
+        if owned {
+            // Released on every path, panics included.
+            drop(self.task.borrow_mut().take());
+        }
+        let _ = out.flush();
+        outcome(reg.name, result, err)
+    }
+}
+
+/// How a registered command is run: its command line (recorded in its
+/// task), the call's options, and the task of the run that called it.
+struct How {
+    argv: Vec<String>,
+    options: CallOptions,
+    parent: Option<TaskRecord>,
+}
+
+/// Maps a run's result to its exit code, in the documented precedence.
+fn outcome(name: &str, result: std::thread::Result<anyhow::Result<()>>, err: &mut dyn Write) -> u8 {
+    let interrupted = signals::received();
+    match result {
+        Err(_) => {
+            let _ = writeln!(err, "error: command `{name}` panicked");
+            if interrupted {
+                exit::INTERRUPTED
+            } else {
+                exit::PANICKED
+            }
+        }
+        Ok(Ok(())) => {
+            if interrupted {
+                exit::INTERRUPTED
+            } else {
+                exit::SUCCESS
+            }
+        }
+        Ok(Err(e)) => {
+            if let Some(Exit(code)) = e.downcast_ref::<Exit>() {
+                return *code;
+            }
+            dispatch::print_error(err, &e);
+            if let Some(core) = e.downcast_ref::<Error>()
+                && core.exit_code() == exit::REFUSED
+            {
+                return exit::REFUSED;
+            }
+            if interrupted {
+                exit::INTERRUPTED
+            } else {
+                exit::FAILURE
+            }
+        }
+    }
+}
+
+/// Runs a registered command as the whole invocation.
+pub(crate) fn top_level_registered(
+    reg: &Registration,
+    bin: &str,
+    argv: &[OsString],
+    state_dir: &Option<PathBuf>,
+    stop: StopToken,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let cmd = dispatch::top_command(bin).subcommand((reg.build)());
+    let matches = match cmd.try_get_matches_from(argv) {
+        Ok(m) => m,
+        Err(e) => return dispatch::clap_exit(e, out, err),
+    };
+    let Some((_, sub)) = matches.subcommand() else {
+        return exit::USAGE;
+    };
+    let globals = Globals::from_matches(sub);
+    let config = match dispatch::load_config(&globals, state_dir) {
+        Ok(c) => c,
+        Err(e) => {
+            dispatch::print_error(err, &e);
+            return exit::FAILURE;
+        }
+    };
+    let rt = Runtime::new(bin, &config, &globals, stop, true);
+    let words: Vec<String> = argv[1..]
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let how = How {
+        argv: words,
+        options: CallOptions::default(),
+        parent: None,
+    };
+    rt.run_registered(reg, sub, how, out, err)
+}
+
+/// Runs an external command as a child, tracked: the child inherits the
+/// task's locks and gets `MANAGE`, `MANAGE_STATE_DIR` and the task token.
+/// Returns the child's exit code, or 128+N if signal N killed it.
+pub(crate) fn external(
+    rt: &Runtime<'_>,
+    name: &str,
+    path: &Path,
+    args: &[OsString],
+    options: Option<CallOptions>,
+    err: &mut dyn Write,
+) -> u8 {
+    let mut cmd = Command::new(path);
+    cmd.args(args);
+    if let Ok(me) = std::env::current_exe() {
+        cmd.env("MANAGE", me);
+    }
+    cmd.env("MANAGE_STATE_DIR", &rt.config.state_dir);
+    let policy = Policy::DEFAULT;
+    let mut own_task = None;
+    {
+        let mut current = rt.task.borrow_mut();
+        if let Some(task) = current.as_mut() {
+            // Nested inside a task this runner owns: the child inherits it.
+            task.prepare_child(&mut cmd);
+        } else if policy.tracking == Tracking::Tracked {
+            let argv: Vec<String> = std::iter::once(name.to_owned())
+                .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
+                .collect();
+            let in_window = options.is_some_and(|o| o.in_window);
+            match rt.start_task(name, policy, argv, in_window, err) {
+                Ok(mut task) => {
+                    task.prepare_child(&mut cmd);
+                    own_task = Some(task);
+                }
+                Err(code) => return code,
+            }
+        }
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(err, "error: cannot run {}: {e}", path.display());
+            return exit::FAILURE;
+        }
+    };
+    signals::set_child(child.id() as i32);
+    let status = child.wait();
+    signals::set_child(0);
+    drop(own_task);
+    match status {
+        Ok(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            match (s.code(), s.signal()) {
+                (Some(code), _) => code.clamp(0, 255) as u8,
+                (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
+                (None, None) => exit::FAILURE,
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(err, "error: waiting for {}: {e}", path.display());
+            exit::FAILURE
+        }
+    }
+}
+
+impl Runner for Runtime<'_> {
+    fn call(
+        &self,
+        ctx: &mut Context<'_>,
+        argv: &[String],
+        options: CallOptions,
+    ) -> anyhow::Result<u8> {
+        let Some(name) = argv.first() else {
+            anyhow::bail!("nothing to run: the command line is empty");
+        };
+        if self.depth.get() >= 16 {
+            anyhow::bail!("commands call one another too deeply (16 levels) at `{name}`");
+        }
+        self.depth.set(self.depth.get() + 1);
+        let mut warnings = Vec::new();
+        let target = dispatch::resolve(name, Some(self.config), &mut warnings);
+        let parent = ctx.task().cloned();
+        let (out, err) = ctx.streams();
+        for w in &warnings {
+            writeln!(err, "warning: {w}")?;
+        }
+        let code = match target {
+            Target::Registered(reg) => {
+                let cmd = (reg.build)().bin_name(format!("{} {}", self.bin, reg.name));
+                match cmd.try_get_matches_from(argv) {
+                    Ok(m) => {
+                        let how = How {
+                            argv: argv.to_vec(),
+                            options,
+                            parent,
+                        };
+                        self.run_registered(reg, &m, how, out, err)
+                    }
+                    Err(e) => dispatch::clap_exit(e, out, err),
+                }
+            }
+            Target::Alias(words) => {
+                let expanded: Vec<String> =
+                    words.into_iter().chain(argv[1..].iter().cloned()).collect();
+                self.depth.set(self.depth.get() - 1);
+                let code = self.call(ctx, &expanded, options);
+                return code;
+            }
+            Target::External(path) => {
+                let args: Vec<OsString> = argv[1..].iter().map(OsString::from).collect();
+                external(self, name, &path, &args, Some(options), err)
+            }
+            Target::Duplicate(origins) => {
+                writeln!(
+                    err,
+                    "error: {}",
+                    crate::registry::duplicate_message(name, &origins)
+                )?;
+                exit::USAGE
+            }
+            Target::Help | Target::Completions | Target::Unknown => {
+                writeln!(err, "error: `{name}` is not a command that can be run here")?;
+                exit::USAGE
+            }
+        };
+        self.depth.set(self.depth.get() - 1);
+        Ok(code)
+    }
+}

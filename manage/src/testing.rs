@@ -1,0 +1,100 @@
+//! Testing commands in-process, through the same path as the runner
+//! (dispatch, policy, `CommandTask`, exit codes), against a temporary state
+//! directory, with the output captured. Installs no signal handlers.
+//!
+//! ```
+//! let out = manage::testing::run(["--version"]);
+//! assert_eq!(out.code, 0);
+//! assert!(out.stdout.starts_with("manage "));
+//! ```
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::Arc;
+
+use maintenance_core::command::StopToken;
+use maintenance_core::{Backend, Config, SystemClock, backend};
+
+use crate::{Invocation, run_with};
+
+/// What a run printed and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// The exit code.
+    pub code: u8,
+    /// Everything written to standard output.
+    pub stdout: String,
+    /// Everything written to standard error.
+    pub stderr: String,
+}
+
+/// A temporary site: a state directory of its own, removed when dropped.
+#[derive(Debug)]
+pub struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    /// A fresh site.
+    pub fn new() -> Self {
+        Site {
+            dir: tempfile::Builder::new()
+                .prefix("manage-test-")
+                .tempdir()
+                .expect("a temporary directory for the test site"),
+        }
+    }
+
+    /// Its state directory.
+    pub fn state_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Its backend, to set up or inspect the state.
+    pub fn backend(&self) -> Arc<dyn Backend> {
+        backend::open(
+            &Config::with_state_dir(self.state_dir()),
+            SystemClock::shared(),
+        )
+        .expect("open the test site's state")
+    }
+
+    /// Runs `manage ARGS…` against this site.
+    pub fn run<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        let mut argv: Vec<OsString> = vec!["manage".into()];
+        argv.extend(args.into_iter().map(Into::into));
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let code = run_with(Invocation {
+            argv,
+            out: &mut out,
+            err: &mut err,
+            stop: StopToken::new(),
+            state_dir: Some(self.state_dir().to_path_buf()),
+        });
+        Output {
+            code,
+            stdout: String::from_utf8_lossy(&out).into_owned(),
+            stderr: String::from_utf8_lossy(&err).into_owned(),
+        }
+    }
+}
+
+impl Default for Site {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Runs `manage ARGS…` against a fresh temporary site.
+pub fn run<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    Site::new().run(args)
+}
