@@ -13,6 +13,8 @@
 //! Nothing here measures time: the only durations are hang guards, far
 //! beyond anything a passing run needs.
 
+pub mod fixture;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
