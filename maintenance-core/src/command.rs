@@ -208,6 +208,7 @@ pub trait Runner {
 pub struct Context<'a> {
     out: &'a mut dyn Write,
     err: &'a mut dyn Write,
+    terminal: bool,
     verbosity: i8,
     config: &'a Config,
     backend: &'a OnceLock<Arc<dyn Backend>>,
@@ -222,6 +223,8 @@ pub struct ContextParts<'a> {
     pub out: &'a mut dyn Write,
     /// Standard error.
     pub err: &'a mut dyn Write,
+    /// Whether standard output is a terminal (progress is redrawn in place).
+    pub terminal: bool,
     /// `-v` count minus `-q` count.
     pub verbosity: i8,
     /// The configuration in force.
@@ -242,6 +245,7 @@ impl<'a> Context<'a> {
         Context {
             out: parts.out,
             err: parts.err,
+            terminal: parts.terminal,
             verbosity: parts.verbosity,
             config: parts.config,
             backend: parts.backend,
@@ -264,6 +268,12 @@ impl<'a> Context<'a> {
     /// Standard output and standard error at once.
     pub fn streams(&mut self) -> (&mut dyn Write, &mut dyn Write) {
         (&mut *self.out, &mut *self.err)
+    }
+
+    /// Whether standard output is a terminal: progress may be redrawn in
+    /// place; otherwise (a deploy log) it is written as plain lines.
+    pub fn is_terminal(&self) -> bool {
+        self.terminal
     }
 
     /// `-v` count minus `-q` count: 0 normal, above chattier, below quieter.
@@ -317,6 +327,7 @@ impl<'a> Context<'a> {
         Context {
             out: &mut *self.out,
             err: &mut *self.err,
+            terminal: self.terminal,
             verbosity: self.verbosity,
             config: self.config,
             backend: self.backend,

@@ -812,7 +812,7 @@ pub fn deactivate_cancels_a_waiting_activation(site: &dyn Fn() -> Site) {
     }
     let mut ops = change();
     ops.by = "ops@elsewhere".into();
-    offline::deactivate(b.as_ref(), &ops).unwrap();
+    offline::deactivate(b.as_ref(), &ops, false).unwrap();
     let out = h.join().unwrap();
     assert!(
         matches!(&out, Outcome::Cancelled { by, .. } if by == "ops@elsewhere"),

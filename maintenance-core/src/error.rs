@@ -112,6 +112,40 @@ pub enum Refusal {
         /// How long this run waited, in milliseconds.
         waited_ms: u64,
     },
+    /// An `offline run` holds the window: a second run, or turning the site
+    /// ONLINE mid-command, is refused.
+    #[error(
+        "an `offline run` is running `{}` (pid {}, {}, since {}){what}",
+        run.argv.join(" "), run.pid, run.by, run.started_at
+    )]
+    RunUnderWay {
+        /// The run holding the window.
+        run: crate::backend::WindowRun,
+        /// What was refused and the way out.
+        what: String,
+    },
+    /// Another process is waiting to take the site offline.
+    #[error(
+        "another process is taking the site offline (PENDING since {since}, by {by}); \
+         `offline run` needs the window to itself: wait for it, or run `offline off` first"
+    )]
+    PendingElsewhere {
+        /// Since when.
+        since: Timestamp,
+        /// Who.
+        by: String,
+    },
+    /// A wait for OFFLINE from inside a running task would wait for itself.
+    #[error(
+        "refusing to wait for the site to go offline from inside a running command \
+         (`{command}`, task {token}): it would wait for itself; run it from a shell"
+    )]
+    InsideTask {
+        /// The command the caller runs inside.
+        command: String,
+        /// Its task token.
+        token: String,
+    },
     /// The token given to join a task names no live task.
     #[error(
         "cannot join task {token}: it is no longer running (the command that started it has ended)"

@@ -16,8 +16,11 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::backend::{Backend, Completion, ModeChange, PendingStart, WaiterLease};
+use crate::backend::{
+    Backend, Completion, ModeChange, PendingStart, WaiterLease, WindowRun, WindowState,
+};
 use crate::clock::{Timestamp, format_age};
+use crate::error::Refusal;
 use crate::error::Result;
 use crate::mode::{Mode, ModeRecord, ModeView};
 use crate::session::SessionEntry;
@@ -329,9 +332,91 @@ pub fn force(backend: &dyn Backend, change: &ModeChange) -> Result<(ModeRecord, 
 }
 
 /// ONLINE from any state; a process waiting in PENDING sees it within
-/// 100 ms and ends cancelled.
-pub fn deactivate(backend: &dyn Backend, change: &ModeChange) -> Result<ModeRecord> {
+/// 100 ms and ends cancelled. While an `offline run` is running its command
+/// this is refused unless `force`: reopening mid-migration is what the
+/// window exists to prevent.
+pub fn deactivate(backend: &dyn Backend, change: &ModeChange, force: bool) -> Result<ModeRecord> {
+    if !force && let WindowState::Running(run) = backend.window()? {
+        return Err(Refusal::RunUnderWay {
+            run,
+            what: "; turning the site ONLINE now would reopen it mid-command: wait for it to \
+                   end, or pass --force"
+                .into(),
+        }
+        .into());
+    }
     backend.go_online(change)
+}
+
+/// How an `offline run` ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The command ran and exited with `code`; the site was put back in
+    /// `restored`.
+    Ran {
+        /// The command's exit code.
+        code: u8,
+        /// The mode the site was left in: the one the run found.
+        restored: Mode,
+    },
+    /// The site never went offline, so the command never ran.
+    NotRun(Outcome),
+}
+
+/// The deploy one-liner: takes the site offline as [`activate`] does (or
+/// at once with `force`), runs `command` while OFFLINE holding the window,
+/// then restores the mode it found — ONLINE if it took the site offline,
+/// OFFLINE if the site already was — whether the command succeeded or not.
+/// Refused while another `offline run` holds the window or another process
+/// waits in PENDING. If this process dies while the command runs, the site
+/// stays OFFLINE and [`Backend::window`] says which run left it so.
+pub fn run_in_window(
+    backend: &dyn Backend,
+    activation: &Activation,
+    forced: bool,
+    argv: &[String],
+    stop: &dyn Fn() -> bool,
+    progress: &mut dyn FnMut(Progress<'_>),
+    command: &mut dyn FnMut() -> anyhow::Result<u8>,
+) -> anyhow::Result<RunOutcome> {
+    let me = &activation.change;
+    let window = backend.begin_window_run(&WindowRun {
+        argv: argv.to_vec(),
+        pid: me.pid,
+        by: me.by.clone(),
+        started_at: Timestamp::at(backend.clock().now()),
+    })?;
+    let view = backend.mode()?;
+    let found = view.mode;
+    if found == Mode::Pending {
+        return Err(Refusal::PendingElsewhere {
+            since: view.record.since,
+            by: view.record.by,
+        }
+        .into());
+    }
+    if found == Mode::Online {
+        if forced {
+            force(backend, me)?;
+        } else {
+            let outcome = activate(backend, activation, stop, progress)?;
+            if !matches!(outcome, Outcome::Offline { .. }) {
+                return Ok(RunOutcome::NotRun(outcome));
+            }
+        }
+    }
+    let code = command();
+    let restored = if found == Mode::Online {
+        backend.go_online(me)?;
+        Mode::Online
+    } else {
+        Mode::Offline
+    };
+    drop(window);
+    Ok(RunOutcome::Ran {
+        code: code?,
+        restored,
+    })
 }
 
 /// Where the site stands: the mode (with why a PENDING lapsed), live

@@ -259,6 +259,7 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
         err,
         stop,
         state_dir,
+        terminal,
     } = inv;
     let bin = bin_name(&argv);
     let mut chain: Vec<String> = Vec::new();
@@ -301,7 +302,13 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
                 return help::completions(&bin, &argv[index + 1..], config.as_ref(), out, err);
             }
             Target::Registered(reg) => {
-                return exec::top_level_registered(reg, &bin, &argv, &state_dir, stop, out, err);
+                let launch = exec::Launch {
+                    bin: &bin,
+                    state_dir: &state_dir,
+                    stop,
+                    terminal,
+                };
+                return exec::top_level_registered(reg, launch, &argv, out, err);
             }
             Target::Duplicate(origins) => {
                 let _ = writeln!(

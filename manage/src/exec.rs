@@ -44,6 +44,8 @@ pub(crate) struct Runtime<'a> {
     /// inherit.
     task: RefCell<Option<CommandTask>>,
     depth: Cell<usize>,
+    /// Whether standard output is a terminal.
+    pub(crate) terminal: bool,
 }
 
 impl<'a> Runtime<'a> {
@@ -63,6 +65,7 @@ impl<'a> Runtime<'a> {
             top,
             task: RefCell::new(None),
             depth: Cell::new(0),
+            terminal: false,
         }
     }
 
@@ -139,7 +142,8 @@ impl<'a> Runtime<'a> {
         let policy = reg.policy;
         let mut owned = false;
         let record = match (policy.tracking, parent) {
-            (Tracking::Untracked, _) => None,
+            // An untracked command still belongs to the task it runs in.
+            (Tracking::Untracked, parent) => parent,
             (Tracking::Tracked, Some(parent)) => Some(parent),
             (Tracking::Tracked, None) => {
                 match self.start_task(reg.name, policy, argv, options.in_window, err) {
@@ -157,6 +161,7 @@ impl<'a> Runtime<'a> {
             let mut ctx = Context::new(ContextParts {
                 out: &mut *out,
                 err: &mut *err,
+                terminal: self.terminal,
                 verbosity: self.globals.verbosity,
                 config: self.config,
                 backend: &self.backend,
@@ -173,6 +178,14 @@ impl<'a> Runtime<'a> {
         let _ = out.flush();
         outcome(reg.name, result, err)
     }
+}
+
+/// What an invocation brings to a top-level run besides its arguments.
+pub(crate) struct Launch<'a> {
+    pub bin: &'a str,
+    pub state_dir: &'a Option<PathBuf>,
+    pub stop: StopToken,
+    pub terminal: bool,
 }
 
 /// How a registered command is run: its command line (recorded in its
@@ -224,13 +237,17 @@ fn outcome(name: &str, result: std::thread::Result<anyhow::Result<()>>, err: &mu
 /// Runs a registered command as the whole invocation.
 pub(crate) fn top_level_registered(
     reg: &Registration,
-    bin: &str,
+    launch: Launch<'_>,
     argv: &[OsString],
-    state_dir: &Option<PathBuf>,
-    stop: StopToken,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
+    let Launch {
+        bin,
+        state_dir,
+        stop,
+        terminal,
+    } = launch;
     let cmd = dispatch::top_command(bin).subcommand((reg.build)());
     let matches = match cmd.try_get_matches_from(argv) {
         Ok(m) => m,
@@ -247,7 +264,8 @@ pub(crate) fn top_level_registered(
             return exit::FAILURE;
         }
     };
-    let rt = Runtime::new(bin, &config, &globals, stop, true);
+    let mut rt = Runtime::new(bin, &config, &globals, stop, true);
+    rt.terminal = terminal;
     let words: Vec<String> = argv[1..]
         .iter()
         .map(|a| a.to_string_lossy().into_owned())

@@ -46,6 +46,7 @@ pub fn run() -> ExitCode {
         err: &mut err,
         stop,
         state_dir: None,
+        terminal: std::io::IsTerminal::is_terminal(&std::io::stdout()),
     });
     let _ = out.flush();
     ExitCode::from(code)
@@ -63,6 +64,8 @@ pub struct Invocation<'a> {
     pub stop: StopToken,
     /// A state directory that overrides every other setting (tests).
     pub state_dir: Option<std::path::PathBuf>,
+    /// Whether standard output is a terminal.
+    pub terminal: bool,
 }
 
 /// Runs one invocation and returns its exit code. The same path serves the

@@ -75,6 +75,7 @@ impl Site {
             err: &mut err,
             stop: StopToken::new(),
             state_dir: Some(self.state_dir().to_path_buf()),
+            terminal: false,
         });
         Output {
             code,

@@ -282,7 +282,7 @@ fn deactivate_from_another_process_cancels_the_wait() {
     let b = open(&state);
     let mut ops = ModeChange::by_this_process();
     ops.by = "ops@bastion".into();
-    offline::deactivate(b.as_ref(), &ops).unwrap();
+    offline::deactivate(b.as_ref(), &ops, false).unwrap();
     let status = child.wait_with_output().unwrap().status;
     assert_eq!(rest(out), ["cancelled by ops@bastion"]);
     assert_eq!(status.code(), Some(75));

@@ -67,6 +67,36 @@ pub trait WaiterLease: Send + fmt::Debug {
     fn pending_since(&self) -> Timestamp;
 }
 
+/// An `offline run` holding the maintenance window while its command runs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WindowRun {
+    /// The command it runs, with its arguments.
+    pub argv: Vec<String>,
+    /// The `offline run` process.
+    pub pid: u32,
+    /// `user@host` of its operator.
+    pub by: String,
+    /// When its command started.
+    pub started_at: Timestamp,
+}
+
+/// The hold of an `offline run` on the window; dropping it (the command
+/// ended) clears the record. A killed holder leaves the record behind, so
+/// status can say which run left the site OFFLINE.
+pub trait WindowLease: Send + fmt::Debug {}
+
+/// What is known of the window's holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WindowState {
+    /// No `offline run` holds the window.
+    Free,
+    /// This run's command is running now.
+    Running(WindowRun),
+    /// This run died while its command ran (the site stays OFFLINE until
+    /// someone turns it ONLINE).
+    Abandoned(WindowRun),
+}
+
 /// What [`Backend::begin_pending`] found and did.
 #[derive(Debug)]
 pub enum PendingStart {
@@ -156,6 +186,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
         tasks: &[TaskRecord],
         timeout: Duration,
     ) -> Result<()>;
+
+    /// Takes the window for an `offline run`; refused (a typed refusal) while
+    /// another run holds it.
+    fn begin_window_run(&self, run: &WindowRun) -> Result<Box<dyn WindowLease>>;
+
+    /// Who holds the window, or which run died holding it.
+    fn window(&self) -> Result<WindowState>;
 
     /// How long a session stays live after its last activity.
     fn session_timeout(&self) -> Duration;

@@ -181,8 +181,17 @@ impl Dir {
 
     /// Opens (creating when missing) a lock file that is never removed.
     pub fn open_lock(&self, name: &str, modes: Modes) -> Result<File> {
-        let flags =
-            OFlags::RDONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        self.open_lock_with(name, modes, OFlags::RDONLY)
+    }
+
+    /// Opens (creating when missing) a lock file that is never removed,
+    /// for reading and writing its content.
+    pub fn open_lock_rw(&self, name: &str, modes: Modes) -> Result<File> {
+        self.open_lock_with(name, modes, OFlags::RDWR)
+    }
+
+    fn open_lock_with(&self, name: &str, modes: Modes, access: OFlags) -> Result<File> {
+        let flags = access | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
         let fd = rustix::fs::openat(
             &self.fd,
             name,

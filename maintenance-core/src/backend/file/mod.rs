@@ -32,7 +32,9 @@ use self::dir::{Dir, Modes};
 use self::sessions::Sessions;
 use self::tasks::FileTaskLease;
 use self::watch::Watchers;
-use super::{Backend, Completion, ModeChange, PendingStart, WaiterLease};
+use super::{
+    Backend, Completion, ModeChange, PendingStart, WaiterLease, WindowLease, WindowRun, WindowState,
+};
 use crate::clock::{SharedClock, Timestamp};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -51,6 +53,7 @@ const GATE: &str = "gate";
 const TASKS: &str = "tasks";
 const PENDING: &str = "pending";
 const SESSIONS: &str = "sessions";
+const RUN_LOCK: &str = "run.lock";
 /// Names a state directory may hold; a directory with anything else and no
 /// VERSION is not ours and is never initialised.
 const KNOWN: &[&str] = &[
@@ -311,6 +314,28 @@ impl FileBackend {
         Ok(())
     }
 
+    fn read_run(&self, file: File) -> Result<Option<WindowRun>> {
+        Ok(parse_run(&dir::read_regular(
+            file,
+            MAX_MODE_RECORD,
+            &self.root.join(RUN_LOCK),
+        )?))
+    }
+
+    /// Clears the record of a run that died holding the window.
+    fn clear_abandoned_run(&self) -> Result<()> {
+        let Some(file) = self.root.open_read(RUN_LOCK)? else {
+            return Ok(());
+        };
+        drop(file);
+        let file = self.root.open_lock_rw(RUN_LOCK, self.modes)?;
+        if fs2::FileExt::try_lock_exclusive(&file).is_ok() {
+            file.set_len(0)
+                .map_err(|e| Error::io("clear", self.root.join(RUN_LOCK), e))?;
+        }
+        Ok(())
+    }
+
     fn new_waiter(&self, since: Timestamp) -> Result<FileWaiter> {
         let id = tasks::new_id();
         let tmp = format!(".{id}.tmp");
@@ -323,6 +348,25 @@ impl FileBackend {
         self.pending.rename(&tmp, &name)?;
         Ok(FileWaiter { _file: file, since })
     }
+}
+
+/// An `offline run`'s hold on `run.lock`: locked, its record inside.
+#[derive(Debug)]
+struct FileWindowLease {
+    file: File,
+}
+
+impl WindowLease for FileWindowLease {}
+
+impl Drop for FileWindowLease {
+    fn drop(&mut self) {
+        // The command ended: clear the record while still holding the lock.
+        let _ = self.file.set_len(0);
+    }
+}
+
+fn parse_run(bytes: &[u8]) -> Option<WindowRun> {
+    serde_json::from_slice(bytes).ok()
 }
 
 /// One process's place among the waiters: a locked file in `pending/`.
@@ -618,7 +662,37 @@ impl Backend for FileBackend {
         };
         let written = self.write_record(online, generation)?;
         self.clean_under_gate(&written)?;
+        self.clear_abandoned_run()?;
         Ok(written)
+    }
+
+    fn begin_window_run(&self, run: &WindowRun) -> Result<Box<dyn WindowLease>> {
+        let mut file = self.root.open_lock_rw(RUN_LOCK, self.modes)?;
+        if fs2::FileExt::try_lock_exclusive(&file).is_err() {
+            let holder = self.read_run(self.root.open_lock(RUN_LOCK, self.modes)?)?;
+            return Err(Error::Refused(crate::error::Refusal::RunUnderWay {
+                run: holder.unwrap_or_else(|| run.clone()),
+                what: "; only one `offline run` at a time: try again when it has ended".into(),
+            }));
+        }
+        let json = serde_json::to_vec(run).map_err(|e| Error::Invalid(e.to_string()))?;
+        file.set_len(0)
+            .and_then(|()| file.write_all(&json))
+            .map_err(|e| Error::io("write", self.root.join(RUN_LOCK), e))?;
+        Ok(Box::new(FileWindowLease { file }))
+    }
+
+    fn window(&self) -> Result<WindowState> {
+        let Some(file) = self.root.open_read(RUN_LOCK)? else {
+            return Ok(WindowState::Free);
+        };
+        let live =
+            tasks::held(&file).map_err(|e| Error::io("probe", self.root.join(RUN_LOCK), e))?;
+        Ok(match (live, self.read_run(file)?) {
+            (true, Some(run)) => WindowState::Running(run),
+            (false, Some(run)) => WindowState::Abandoned(run),
+            (_, None) => WindowState::Free,
+        })
     }
 
     fn wait_for_change(
