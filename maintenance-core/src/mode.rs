@@ -79,6 +79,10 @@ pub struct ModeRecord {
     /// When users should come back, if said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<RetryAfter>,
+    /// The SHA-256 (hex) of the bypass secret, if one was set: only its
+    /// hash is stored, so reading the state forges nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bypass: Option<String>,
     /// Counts every write of the record, so a change is seen by comparing
     /// one number and a conditional write can check nobody wrote in between.
     #[serde(default)]
@@ -95,6 +99,7 @@ impl ModeRecord {
             pid: 0,
             message: None,
             retry_after: None,
+            bypass: None,
             generation: 0,
         }
     }

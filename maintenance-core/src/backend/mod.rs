@@ -32,6 +32,8 @@ pub struct ModeChange {
     /// When users should come back; `None` keeps the current one when
     /// joining.
     pub retry_after: Option<RetryAfter>,
+    /// The SHA-256 (hex) of a bypass secret; `None` keeps the current one.
+    pub bypass: Option<String>,
 }
 
 impl ModeChange {
@@ -43,7 +45,30 @@ impl ModeChange {
             pid: me.pid,
             message: None,
             retry_after: None,
+            bypass: None,
         }
+    }
+
+    /// Writes this change's message, retry-after and bypass into `record`
+    /// where given; returns whether anything was given.
+    pub fn update(&self, record: &mut ModeRecord) -> bool {
+        let given = self.message.is_some() || self.retry_after.is_some() || self.bypass.is_some();
+        if let Some(m) = &self.message {
+            record.message = Some(m.clone());
+        }
+        if let Some(r) = self.retry_after {
+            record.retry_after = Some(r);
+        }
+        if let Some(b) = &self.bypass {
+            record.bypass = Some(b.clone());
+        }
+        given
+    }
+
+    /// This change with the hash of a bypass secret.
+    pub fn bypass(mut self, bypass_sha256: Option<String>) -> Self {
+        self.bypass = bypass_sha256;
+        self
     }
 
     /// This change with a message for users.

@@ -535,9 +535,7 @@ impl Backend for FileBackend {
         match view.mode {
             Mode::Offline => {
                 let mut r = view.record;
-                if change.message.is_some() || change.retry_after.is_some() {
-                    r.message = change.message.clone().or(r.message);
-                    r.retry_after = change.retry_after.or(r.retry_after);
+                if change.update(&mut r) {
                     r = self.write_record(r, generation)?;
                 }
                 Ok(PendingStart::AlreadyOffline(r))
@@ -545,9 +543,7 @@ impl Backend for FileBackend {
             Mode::Pending => {
                 let mut r = view.record;
                 let waiter = self.new_waiter(r.since)?;
-                if change.message.is_some() || change.retry_after.is_some() {
-                    r.message = change.message.clone().or(r.message);
-                    r.retry_after = change.retry_after.or(r.retry_after);
+                if change.update(&mut r) {
                     r = self.write_record(r, generation)?;
                 }
                 Ok(PendingStart::Waiting {
@@ -566,6 +562,7 @@ impl Backend for FileBackend {
                     pid: change.pid,
                     message: change.message.clone(),
                     retry_after: change.retry_after,
+                    bypass: change.bypass.clone(),
                     generation,
                 };
                 let r = self.write_record(r, generation)?;
@@ -615,6 +612,7 @@ impl Backend for FileBackend {
                 pid: change.pid,
                 message: None,
                 retry_after: None,
+                bypass: None,
                 generation,
             };
             return self.write_record(online, generation);
@@ -627,23 +625,18 @@ impl Backend for FileBackend {
         let r = self.record_for_writer();
         self.clean_under_gate(&r)?;
         let generation = r.generation;
-        let offline = if r.mode == Mode::Offline {
-            ModeRecord {
-                message: change.message.clone().or(r.message),
-                retry_after: change.retry_after.or(r.retry_after),
-                ..r
-            }
+        let mut offline = if r.mode == Mode::Offline {
+            r
         } else {
             ModeRecord {
                 mode: Mode::Offline,
                 since: Timestamp::at(self.clock.now()),
                 by: change.by.clone(),
                 pid: change.pid,
-                message: change.message.clone().or(r.message),
-                retry_after: change.retry_after.or(r.retry_after),
-                generation,
+                ..r
             }
         };
+        change.update(&mut offline);
         self.write_record(offline, generation)
     }
 
@@ -658,6 +651,7 @@ impl Backend for FileBackend {
             pid: change.pid,
             message: None,
             retry_after: None,
+            bypass: None,
             generation,
         };
         let written = self.write_record(online, generation)?;
