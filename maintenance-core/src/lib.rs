@@ -42,6 +42,8 @@ pub mod config;
 pub mod error;
 pub mod exit;
 pub mod identity;
+#[cfg(feature = "tower")]
+pub mod middleware;
 pub mod mode;
 pub mod offline;
 pub mod policy;

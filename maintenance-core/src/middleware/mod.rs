@@ -1,0 +1,607 @@
+//! `MaintenanceLayer`: the tower middleware that gates web requests by the
+//! site's mode — the seed's `MaintenanceMiddleware` and context processor.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use maintenance_core::Config;
+//! use maintenance_core::middleware::{MaintenanceLayer, MaintenanceStatus};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! # let dir = tempfile::tempdir().unwrap();
+//! let config = Config::with_state_dir(dir.path()); // or Config::load(&Default::default())?
+//! let app = ServiceBuilder::new()
+//!     .layer(MaintenanceLayer::new(&config))
+//!     .service(service_fn(|req: http::Request<String>| async move {
+//!         let status = req.extensions().get::<MaintenanceStatus>().cloned();
+//!         Ok::<_, Infallible>(http::Response::new(format!("{:?}", status.map(|s| s.mode))))
+//!     }));
+//! let res = app.oneshot(http::Request::new(String::new())).await.unwrap();
+//! assert_eq!(res.into_body(), "Some(Online)");
+//! # }
+//! ```
+//!
+//! With axum: `Router::new().route(…).layer(MaintenanceLayer::new(&config))`.
+//!
+//! - ONLINE: every request passes; one carrying the session cookie marks
+//!   that session active — a new one is written at once (the request waits
+//!   for the layer's thread to write it), a known one at most every few
+//!   seconds. Sessions are kept in memory by raw id, hashed only when
+//!   written: the hot path does no disk I/O.
+//! - PENDING: a session that was live passes (this process knew it, or the
+//!   storage does: another worker may have seen it); everyone else is
+//!   turned away. With the state machine's settle time this keeps I2.
+//! - OFFLINE: everyone is turned away — a 303 to the maintenance URL, or a
+//!   503 with `Retry-After` and a page; JSON for API clients; always
+//!   `Cache-Control: no-store`. A response, never an error.
+//! - Always pass: the maintenance URL (also as a prefix, and with a query:
+//!   never a redirect loop), the configured prefixes (health checks, static
+//!   files), a holder of the bypass cookie, allow-listed addresses, and the
+//!   app's own predicate.
+//! - Every request that passes carries a [`MaintenanceStatus`].
+//!
+//! The mode comes from a snapshot refreshed on the layer's own thread every
+//! `refresh_interval`; a PENDING whose waiter died reads ONLINE within that
+//! bound. If the state cannot be read the last snapshot stays (logged once);
+//! before any snapshot the layer fails closed unless told otherwise.
+
+mod options;
+mod response;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use tokio::sync::oneshot;
+use tower_layer::Layer;
+use tower_service::Service;
+
+pub use self::options::{
+    DEFAULT_BYPASS_COOKIE, DEFAULT_BYPASS_PREFIX, DEFAULT_COOKIE, LayerOptions, PeerAddress,
+    Predicate, RequestHead, TurnAway, WithoutState, parse_cidr,
+};
+pub use self::state::Snapshot;
+use self::state::{Job, Seen, Shared};
+use crate::clock::Timestamp;
+use crate::config::Config;
+use crate::mode::{Mode, RetryAfter};
+use crate::session::SessionKey;
+
+/// What a page may show about maintenance: the context processor's
+/// equivalent, in every passing request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenanceStatus {
+    /// The mode (PENDING: show a "going offline soon" banner).
+    pub mode: Mode,
+    /// Since when.
+    pub since: Timestamp,
+    /// The operator's message.
+    pub message: Option<String>,
+    /// When users should come back.
+    pub retry_after: Option<RetryAfter>,
+}
+
+/// The layer. Cheap to clone; every clone shares one snapshot, one session
+/// cache and one thread.
+#[derive(Clone)]
+pub struct MaintenanceLayer {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for MaintenanceLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaintenanceLayer")
+            .field("options", &self.shared.options)
+            .finish()
+    }
+}
+
+/// A builder for a [`MaintenanceLayer`].
+#[derive(Debug)]
+pub struct LayerBuilder {
+    config: Config,
+    options: LayerOptions,
+}
+
+impl MaintenanceLayer {
+    /// A layer with the defaults: cookie `sessionid`, a 303 to the
+    /// configured maintenance URL, fail closed before the first snapshot.
+    pub fn new(config: &Config) -> Self {
+        Self::builder(config).build()
+    }
+
+    /// A builder, to set options before the layer starts.
+    pub fn builder(config: &Config) -> LayerBuilder {
+        LayerBuilder {
+            config: config.clone(),
+            options: LayerOptions::new(config.maintenance_url.clone()),
+        }
+    }
+
+    /// A handle for the app: record a login, end a session on logout.
+    pub fn handle(&self) -> MaintenanceHandle {
+        MaintenanceHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The current snapshot, if the state was ever read.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.shared.snapshot.load_full()
+    }
+}
+
+impl LayerBuilder {
+    /// The session cookie's name (default `sessionid`).
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.options.cookie_name = name.into();
+        self
+    }
+
+    /// Turn requests away with a 303 to the maintenance URL (the default).
+    pub fn redirect(mut self) -> Self {
+        self.options.turn_away = TurnAway::Redirect;
+        self
+    }
+
+    /// Turn requests away with a 503, `Retry-After` and a maintenance page:
+    /// `page` (HTML), or a small built-in one showing the operator's message.
+    pub fn unavailable(mut self, page: Option<String>) -> Self {
+        self.options.turn_away = TurnAway::Unavailable;
+        self.options.maintenance_page = page.map(Into::into);
+        self
+    }
+
+    /// Paths starting with `prefix` always pass (health checks, static
+    /// files).
+    pub fn pass_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.options.pass_prefixes.push(prefix.into());
+        self
+    }
+
+    /// Paths starting with `prefix` are an API: turned away with JSON.
+    pub fn api_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.options.api_prefixes.push(prefix.into());
+        self
+    }
+
+    /// The bypass path's prefix (default `/_maintenance/bypass/`).
+    pub fn bypass_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.options.bypass_prefix = prefix.into();
+        self
+    }
+
+    /// The app's own secret key, which signs bypass cookies. Without one a
+    /// random per-process key is used, so cookies do not outlive a restart
+    /// nor work across workers.
+    pub fn signing_key(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.options.signing_key = key.as_ref().to_vec().into();
+        self
+    }
+
+    /// How long a bypass cookie lasts (default 12 h).
+    pub fn bypass_ttl(mut self, ttl: Duration) -> Self {
+        self.options.bypass_ttl = ttl;
+        self
+    }
+
+    /// Lets an address or CIDR range through during maintenance.
+    pub fn allow(mut self, cidr: &str) -> Result<Self, String> {
+        self.options.allow.push(parse_cidr(cidr)?);
+        Ok(self)
+    }
+
+    /// Trusts `X-Forwarded-For` from this proxy address or range.
+    pub fn trust_proxy(mut self, cidr: &str) -> Result<Self, String> {
+        self.options.trusted_proxies.push(parse_cidr(cidr)?);
+        Ok(self)
+    }
+
+    /// Lets a request through during maintenance when `predicate` says so
+    /// (staff users).
+    pub fn allow_if(
+        mut self,
+        predicate: impl Fn(&RequestHead<'_>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.options.predicate = Some(Arc::new(predicate));
+        self
+    }
+
+    /// Where the peer's address is found in a request's extensions (axum:
+    /// `|e| e.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())`).
+    pub fn peer_address(mut self, find: PeerAddress) -> Self {
+        self.options.peer_address = find;
+        self
+    }
+
+    /// What to do before the state was ever read.
+    pub fn without_state(mut self, choice: WithoutState) -> Self {
+        self.options.without_state = choice;
+        self
+    }
+
+    /// How often a known session is written again (default 5 s).
+    pub fn touch_every(mut self, every: Duration) -> Self {
+        self.options.touch_every = every;
+        self
+    }
+
+    /// Starts the layer: reads the first snapshot and starts its thread.
+    pub fn build(self) -> MaintenanceLayer {
+        MaintenanceLayer {
+            shared: state::start(&self.config, self.options),
+        }
+    }
+}
+
+/// The app's handle on sessions: record a login at once, end a session on
+/// logout.
+#[derive(Clone)]
+pub struct MaintenanceHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for MaintenanceHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaintenanceHandle").finish_non_exhaustive()
+    }
+}
+
+impl MaintenanceHandle {
+    /// Records session `id` as active now (a login), and waits until it is
+    /// written. Ignored for an id the layer would not record.
+    pub async fn touch(&self, id: &str) {
+        if !response::valid_session_id(id) {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        remember(&self.shared, id);
+        self.shared
+            .send(Job::Touch(SessionKey::of(id.as_bytes()), Some(tx)));
+        let _ = tokio::time::timeout(self.shared.options.check_timeout, rx).await;
+    }
+
+    /// Ends session `id` (a logout): it stops holding maintenance off.
+    pub fn end(&self, id: &str) {
+        if !response::valid_session_id(id) {
+            return;
+        }
+        self.shared
+            .sessions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        self.shared.send(Job::End(SessionKey::of(id.as_bytes())));
+    }
+}
+
+fn remember(shared: &Shared, id: &str) {
+    let now = shared.now_secs();
+    shared
+        .sessions
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(id.into())
+        .or_insert_with(|| Seen {
+            written: now.into(),
+        })
+        .written
+        .store(now, Ordering::Relaxed);
+}
+
+impl<S> Layer<S> for MaintenanceLayer {
+    type Service = Maintenance<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Maintenance {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The middleware service.
+#[derive(Clone)]
+pub struct Maintenance<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> std::fmt::Debug for Maintenance<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Maintenance").finish_non_exhaustive()
+    }
+}
+
+/// What the layer decided about one request.
+enum Decision {
+    Pass,
+    /// Pass once the layer's thread has written this new session.
+    PassAfterWrite(oneshot::Receiver<()>),
+    /// Ask the storage whether the session is live; pass if so.
+    Check(oneshot::Receiver<bool>, bool),
+    TurnAway(bool),
+    Bypass([u8; 32]),
+}
+
+impl<S> Maintenance<S> {
+    fn decide<B>(&self, req: &Request<B>, snapshot: Option<&Snapshot>) -> Decision {
+        let o = &self.shared.options;
+        let path = req.uri().path();
+        let url_path = o.maintenance_url.split(['?', '#']).next().unwrap_or("");
+        if !url_path.is_empty() && path.starts_with(url_path)
+            || o.pass_prefixes.iter().any(|p| path.starts_with(p.as_str()))
+        {
+            return Decision::Pass;
+        }
+        if let Some(secret) = path.strip_prefix(o.bypass_prefix.as_str())
+            && let Some(hash) = snapshot.and_then(|s| s.bypass)
+            && response::secret_matches(secret, &hash)
+        {
+            return Decision::Bypass(hash);
+        }
+        let json = || response::wants_json(o, path, req.headers());
+        let Some(snap) = snapshot else {
+            return match o.without_state {
+                WithoutState::FailOpen => Decision::Pass,
+                WithoutState::FailClosed if self.exempt(req, None) => Decision::Pass,
+                WithoutState::FailClosed => Decision::TurnAway(json()),
+            };
+        };
+        let session = response::cookie(req.headers(), &o.cookie_name)
+            .filter(|id| response::valid_session_id(id));
+        match snap.mode {
+            Mode::Online => match session {
+                Some(id) => self.note_session(id),
+                None => Decision::Pass,
+            },
+            _ if self.exempt(req, Some(snap)) => Decision::Pass,
+            Mode::Pending => match session {
+                Some(id) if self.known_live(id) => self.note_session(id),
+                Some(id) => {
+                    let (tx, rx) = oneshot::channel();
+                    self.shared
+                        .send(Job::Check(SessionKey::of(id.as_bytes()), tx));
+                    Decision::Check(rx, json())
+                }
+                None => Decision::TurnAway(json()),
+            },
+            Mode::Offline => Decision::TurnAway(json()),
+        }
+    }
+
+    /// Records activity of a passing session: a new one is written at once,
+    /// a known one at most every `touch_every`.
+    fn note_session(&self, id: &str) -> Decision {
+        let shared = &self.shared;
+        let now = shared.now_secs();
+        {
+            let sessions = shared.sessions.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(seen) = sessions.get(id) {
+                let last = seen.written.load(Ordering::Relaxed);
+                if now.saturating_sub(last) >= shared.options.touch_every.as_secs()
+                    && seen
+                        .written
+                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    shared.send(Job::Touch(SessionKey::of(id.as_bytes()), None));
+                }
+                return Decision::Pass;
+            }
+        }
+        remember(shared, id);
+        let (tx, rx) = oneshot::channel();
+        shared.send(Job::Touch(SessionKey::of(id.as_bytes()), Some(tx)));
+        Decision::PassAfterWrite(rx)
+    }
+
+    /// Whether this process saw session `id` live within the timeout.
+    fn known_live(&self, id: &str) -> bool {
+        let shared = &self.shared;
+        let sessions = shared.sessions.read().unwrap_or_else(|e| e.into_inner());
+        sessions.get(id).is_some_and(|s| {
+            shared
+                .now_secs()
+                .saturating_sub(s.written.load(Ordering::Relaxed))
+                < shared.session_timeout.as_secs()
+        })
+    }
+
+    /// Who passes whatever the mode: bypass cookie, allow-list, predicate.
+    fn exempt<B>(&self, req: &Request<B>, snapshot: Option<&Snapshot>) -> bool {
+        let o = &self.shared.options;
+        if let Some(hash) = snapshot.and_then(|s| s.bypass)
+            && let Some(value) = response::cookie(req.headers(), &o.bypass_cookie)
+            && response::bypass_cookie_valid(o, &hash, value)
+        {
+            return true;
+        }
+        if !o.allow.is_empty()
+            && let Some(client) = self.client_address(req)
+            && o.allow.iter().any(|net| net.contains(&client))
+        {
+            return true;
+        }
+        if let Some(p) = &o.predicate {
+            let head = RequestHead {
+                method: req.method(),
+                uri: req.uri(),
+                headers: req.headers(),
+                extensions: req.extensions(),
+            };
+            return p(&head);
+        }
+        false
+    }
+
+    /// The client's address: the peer's, or — only when the peer is a
+    /// trusted proxy — the nearest untrusted hop of `X-Forwarded-For`.
+    /// Without a peer address, none (the allow-list fails closed).
+    fn client_address<B>(&self, req: &Request<B>) -> Option<std::net::IpAddr> {
+        let o = &self.shared.options;
+        let peer = (o.peer_address)(req.extensions())?;
+        let trusted = |ip: &std::net::IpAddr| o.trusted_proxies.iter().any(|n| n.contains(ip));
+        if !trusted(&peer) {
+            return Some(peer);
+        }
+        let hops: Vec<std::net::IpAddr> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|h| h.trim().parse().ok())
+            .collect::<Option<Vec<_>>>()?;
+        Some(
+            hops.into_iter()
+                .rev()
+                .find(|ip| !trusted(ip))
+                .unwrap_or(peer),
+        )
+    }
+}
+
+fn status_of(snapshot: Option<&Snapshot>) -> Option<MaintenanceStatus> {
+    snapshot.map(|s| MaintenanceStatus {
+        mode: s.mode,
+        since: s.since,
+        message: s.message.clone(),
+        retry_after: s.retry_after,
+    })
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Maintenance<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: From<String> + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let snapshot = self.shared.snapshot.load();
+        let snap = snapshot.as_deref();
+        let decision = self.decide(&req, snap);
+        let o = &self.shared.options;
+        let pass = |req: &mut Request<ReqBody>| {
+            if let Some(status) = status_of(snap) {
+                req.extensions_mut().insert(status);
+            }
+        };
+        match decision {
+            Decision::Pass => {
+                pass(&mut req);
+                ResponseFuture::inner(self.inner.call(req))
+            }
+            Decision::TurnAway(json) => ResponseFuture::early(response::turned_away(o, snap, json)),
+            Decision::Bypass(hash) => ResponseFuture::early(response::bypass_granted(o, &hash)),
+            Decision::PassAfterWrite(rx) => {
+                pass(&mut req);
+                let timeout = o.check_timeout;
+                let ready = self.inner.clone();
+                let mut svc = std::mem::replace(&mut self.inner, ready);
+                ResponseFuture::boxed(async move {
+                    // Written (or the disk is slow: the user is not held up
+                    // longer than the timeout; the write still lands).
+                    let _ = tokio::time::timeout(timeout, rx).await;
+                    svc.call(req).await
+                })
+            }
+            Decision::Check(rx, json) => {
+                pass(&mut req);
+                let timeout = o.check_timeout;
+                let ready = self.inner.clone();
+                let mut svc = std::mem::replace(&mut self.inner, ready);
+                let shared = Arc::clone(&self.shared);
+                let turned: Response<ResBody> = response::turned_away(o, snap, json);
+                let id = response::cookie(req.headers(), &o.cookie_name).map(str::to_owned);
+                ResponseFuture::boxed(async move {
+                    match tokio::time::timeout(timeout, rx).await {
+                        Ok(Ok(true)) => {
+                            if let Some(id) = id {
+                                remember(&shared, &id);
+                            }
+                            svc.call(req).await
+                        }
+                        _ => Ok(turned),
+                    }
+                })
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The layer's response future: the inner service's, an early answer,
+    /// or a short wait on the layer's thread before either.
+    pub struct ResponseFuture<F, B, E> {
+        #[pin]
+        kind: Kind<F, B, E>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = KindProj]
+    enum Kind<F, B, E> {
+        Inner { #[pin] future: F },
+        Early { response: Option<Response<B>> },
+        Waiting { future: Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>> },
+    }
+}
+
+impl<F, B, E> ResponseFuture<F, B, E> {
+    fn inner(future: F) -> Self {
+        ResponseFuture {
+            kind: Kind::Inner { future },
+        }
+    }
+
+    fn early(response: Response<B>) -> Self {
+        ResponseFuture {
+            kind: Kind::Early {
+                response: Some(response),
+            },
+        }
+    }
+
+    fn boxed(future: impl Future<Output = Result<Response<B>, E>> + Send + 'static) -> Self {
+        ResponseFuture {
+            kind: Kind::Waiting {
+                future: Box::pin(future),
+            },
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Inner { future } => future.poll(cx),
+            KindProj::Early { response } => {
+                Poll::Ready(Ok(response.take().expect("polled after completion")))
+            }
+            KindProj::Waiting { future } => future.as_mut().poll(cx),
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! What a [`MaintenanceLayer`](super::MaintenanceLayer) is told: how to turn
+//! requests away, who always passes, which cookie names a session.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// How a turned-away request is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnAway {
+    /// `303 See Other` to the maintenance URL, as the seed does.
+    Redirect,
+    /// `503 Service Unavailable` with `Retry-After` and a maintenance page.
+    Unavailable,
+}
+
+/// What the layer does before it has ever read the state (it cannot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WithoutState {
+    /// Turn everyone away (the default): a site that cannot tell whether
+    /// it is offline does not serve.
+    FailClosed,
+    /// Let everyone through.
+    FailOpen,
+}
+
+/// What the app's own predicate sees of a request.
+#[derive(Debug)]
+pub struct RequestHead<'a> {
+    /// The method.
+    pub method: &'a http::Method,
+    /// The URI.
+    pub uri: &'a http::Uri,
+    /// The headers.
+    pub headers: &'a http::HeaderMap,
+    /// The extensions (the app's own, e.g. an authenticated user).
+    pub extensions: &'a http::Extensions,
+}
+
+/// The app's own rule for who passes during maintenance (staff users).
+pub type Predicate = Arc<dyn Fn(&RequestHead<'_>) -> bool + Send + Sync>;
+
+/// Finds the peer's address in a request's extensions (axum puts it in
+/// `ConnectInfo<SocketAddr>`).
+pub type PeerAddress = fn(&http::Extensions) -> Option<IpAddr>;
+
+/// The layer's options. Build them with the layer's methods.
+#[derive(Clone)]
+pub struct LayerOptions {
+    pub(crate) cookie_name: String,
+    pub(crate) turn_away: TurnAway,
+    pub(crate) maintenance_url: String,
+    pub(crate) maintenance_page: Option<Arc<str>>,
+    pub(crate) pass_prefixes: Vec<String>,
+    pub(crate) api_prefixes: Vec<String>,
+    pub(crate) bypass_prefix: String,
+    pub(crate) bypass_cookie: String,
+    pub(crate) bypass_ttl: Duration,
+    pub(crate) signing_key: Arc<[u8]>,
+    pub(crate) allow: Vec<IpNet>,
+    pub(crate) trusted_proxies: Vec<IpNet>,
+    pub(crate) predicate: Option<Predicate>,
+    pub(crate) peer_address: PeerAddress,
+    pub(crate) without_state: WithoutState,
+    pub(crate) touch_every: Duration,
+    pub(crate) check_timeout: Duration,
+}
+
+impl std::fmt::Debug for LayerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerOptions")
+            .field("cookie_name", &self.cookie_name)
+            .field("turn_away", &self.turn_away)
+            .field("maintenance_url", &self.maintenance_url)
+            .field("pass_prefixes", &self.pass_prefixes)
+            .field("api_prefixes", &self.api_prefixes)
+            .field("bypass_prefix", &self.bypass_prefix)
+            .field("allow", &self.allow)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("without_state", &self.without_state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default bypass path prefix: `/<prefix><secret>` sets the cookie.
+pub const DEFAULT_BYPASS_PREFIX: &str = "/_maintenance/bypass/";
+/// The default session cookie.
+pub const DEFAULT_COOKIE: &str = "sessionid";
+/// The default bypass cookie.
+pub const DEFAULT_BYPASS_COOKIE: &str = "manage_bypass";
+
+fn peer_from_socket_addr(ext: &http::Extensions) -> Option<IpAddr> {
+    ext.get::<std::net::SocketAddr>().map(|a| a.ip())
+}
+
+impl LayerOptions {
+    pub(crate) fn new(maintenance_url: String) -> Self {
+        LayerOptions {
+            cookie_name: DEFAULT_COOKIE.into(),
+            turn_away: TurnAway::Redirect,
+            maintenance_url,
+            maintenance_page: None,
+            pass_prefixes: Vec::new(),
+            api_prefixes: Vec::new(),
+            bypass_prefix: DEFAULT_BYPASS_PREFIX.into(),
+            bypass_cookie: DEFAULT_BYPASS_COOKIE.into(),
+            bypass_ttl: Duration::from_secs(12 * 3600),
+            signing_key: random_key().into(),
+            allow: Vec::new(),
+            trusted_proxies: Vec::new(),
+            predicate: None,
+            peer_address: peer_from_socket_addr,
+            without_state: WithoutState::FailClosed,
+            touch_every: Duration::from_secs(5),
+            check_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+/// 32 random bytes from the system, for a per-process signing key.
+pub(crate) fn random_key() -> Vec<u8> {
+    let mut key = vec![0u8; 32];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut key);
+    }
+    key
+}
+
+/// Parses an address or a CIDR range (`10.0.0.0/8`, `::1`, `192.0.2.7`).
+pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    let t = text.trim();
+    if let Ok(net) = t.parse::<IpNet>() {
+        return Ok(net);
+    }
+    t.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("{text:?} is neither an IP address nor a CIDR range like 10.0.0.0/8"))
+}

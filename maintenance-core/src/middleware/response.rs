@@ -1,0 +1,229 @@
+//! The answers the layer gives itself: a turned-away request (redirect, or
+//! 503 page, or JSON), and the bypass secret's cookie — signed with the
+//! app's own key over the secret's hash, checked in constant time.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKIE};
+use http::{HeaderValue, Response, StatusCode};
+use sha2::{Digest, Sha256};
+
+use super::options::{LayerOptions, TurnAway};
+use super::state::Snapshot;
+use crate::mode::{Mode, RetryAfter};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The built-in maintenance page; `{message}` is replaced (escaped).
+const PAGE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<title>Down for maintenance</title></head>\n<body><h1>Down for maintenance</h1>\n\
+<p>{message}</p>\n</body></html>\n";
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `Retry-After` as delta-seconds, or nothing: never empty, never invalid.
+fn retry_after_value(r: Option<&RetryAfter>) -> Option<HeaderValue> {
+    let secs = match r? {
+        RetryAfter::Seconds(s) => *s,
+        RetryAfter::At(t) => t
+            .system_time()
+            .duration_since(SystemTime::now())
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    HeaderValue::from_str(&secs.to_string()).ok()
+}
+
+/// Whether the request asks for JSON: by `Accept`, or by path prefix.
+pub(crate) fn wants_json(options: &LayerOptions, path: &str, headers: &http::HeaderMap) -> bool {
+    options
+        .api_prefixes
+        .iter()
+        .any(|p| path.starts_with(p.as_str()))
+        || headers
+            .get_all(http::header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("application/json"))
+}
+
+/// The response to a turned-away request.
+pub(crate) fn turned_away<B: From<String>>(
+    options: &LayerOptions,
+    snapshot: Option<&Snapshot>,
+    json: bool,
+) -> Response<B> {
+    let mode = snapshot.map(|s| s.mode).unwrap_or(Mode::Offline);
+    let message = snapshot.and_then(|s| s.message.clone());
+    let retry = snapshot.and_then(|s| retry_after_value(s.retry_after.as_ref()));
+    let (status, content_type, body) = if json {
+        let doc = serde_json::json!({
+            "error": "maintenance",
+            "mode": mode,
+            "message": message,
+            "retry_after": snapshot.and_then(|s| s.retry_after),
+        });
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "application/json",
+            doc.to_string(),
+        )
+    } else if options.turn_away == TurnAway::Redirect {
+        (
+            StatusCode::SEE_OTHER,
+            "text/plain; charset=utf-8",
+            "Down for maintenance\n".to_owned(),
+        )
+    } else {
+        let page = match &options.maintenance_page {
+            Some(p) => p.to_string(),
+            None => PAGE.replace(
+                "{message}",
+                &escape(
+                    message
+                        .as_deref()
+                        .unwrap_or("The site is down for maintenance. Please come back soon."),
+                ),
+            ),
+        };
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/html; charset=utf-8",
+            page,
+        )
+    };
+    let mut res = Response::new(B::from(body));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::SEE_OTHER {
+        if let Ok(v) = HeaderValue::from_str(&options.maintenance_url) {
+            h.insert(LOCATION, v);
+        }
+    } else if let Some(v) = retry {
+        h.insert(RETRY_AFTER, v);
+    }
+    res
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn mac(key: &[u8], hash: &[u8; 32], expiry: u64) -> HmacSha256 {
+    let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes a key of any length");
+    m.update(hash);
+    m.update(b":");
+    m.update(expiry.to_string().as_bytes());
+    m
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || text.len() > 128 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Whether `secret` is the bypass secret whose hash is `hash`, compared in
+/// constant time.
+pub(crate) fn secret_matches(secret: &str, hash: &[u8; 32]) -> bool {
+    let digest = Sha256::digest(secret.as_bytes());
+    digest
+        .iter()
+        .zip(hash.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
+}
+
+/// The response to a right secret: the signed cookie, and a redirect home.
+pub(crate) fn bypass_granted<B: From<String>>(
+    options: &LayerOptions,
+    hash: &[u8; 32],
+) -> Response<B> {
+    let ttl = options.bypass_ttl.as_secs();
+    let expiry = now_secs() + ttl;
+    let sig = hex(&mac(&options.signing_key, hash, expiry)
+        .finalize()
+        .into_bytes());
+    let cookie = format!(
+        "{}={expiry}.{sig}; Path=/; Max-Age={ttl}; HttpOnly; SameSite=Lax",
+        options.bypass_cookie
+    );
+    let mut res = Response::new(B::from(
+        "You may browse the site during maintenance.\n".to_owned(),
+    ));
+    *res.status_mut() = StatusCode::SEE_OTHER;
+    let h = res.headers_mut();
+    h.insert(LOCATION, HeaderValue::from_static("/"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        h.insert(SET_COOKIE, v);
+    }
+    res
+}
+
+/// Whether the bypass cookie's value is valid for the current secret.
+pub(crate) fn bypass_cookie_valid(options: &LayerOptions, hash: &[u8; 32], value: &str) -> bool {
+    let Some((expiry, sig)) = value.split_once('.') else {
+        return false;
+    };
+    let Ok(expiry) = expiry.parse::<u64>() else {
+        return false;
+    };
+    if expiry <= now_secs() {
+        return false;
+    }
+    let Some(sig) = unhex(sig) else {
+        return false;
+    };
+    mac(&options.signing_key, hash, expiry)
+        .verify_slice(&sig)
+        .is_ok()
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub(crate) fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+/// Whether a session id is one the layer will record: short, and only
+/// letters, digits, `-` and `_` — never a path, never NUL, never 10 kB.
+pub(crate) fn valid_session_id(id: &str) -> bool {
+    (1..=256).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
