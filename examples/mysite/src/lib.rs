@@ -1,9 +1,11 @@
-//! The example site's library. Its `main` is exported so the end-to-end
-//! tests build the very same binary.
+//! The example site's library: its commands (`runserver`) and its `main`,
+//! exported so the end-to-end tests build the very same binary.
 //!
 //! A site's binary names each plug-in crate it depends on: `inventory` only
 //! sees crates that are linked, and a dependency that is never named is not
 //! linked — its commands would vanish silently, in every profile.
+
+pub mod web;
 
 use std::process::ExitCode;
 
@@ -11,7 +13,7 @@ use std::process::ExitCode;
 use hello_plugin as _;
 
 /// The site binary's entry point: the manage runner with this site's
-/// plug-ins.
+/// commands and plug-ins.
 pub fn main() -> ExitCode {
     manage::run()
 }

@@ -1,0 +1,228 @@
+//! `mysite runserver`: the site's axum app behind `MaintenanceLayer`.
+//! Untracked: the site must never hold off its own maintenance.
+//!
+//! - `POST /login` starts a session (cookie `sessionid`), `POST /logout`
+//!   ends it;
+//! - `GET /` shows a page, with a banner while the site is going offline;
+//! - `/maintenance.html` is the maintenance page, `/healthz` always
+//!   answers, `/api/…` answers JSON.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Extension};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use maintenance_core::command::{Context, ManageCommand, StopToken, register};
+use maintenance_core::middleware::{MaintenanceHandle, MaintenanceLayer, MaintenanceStatus};
+use maintenance_core::mode::Mode;
+use maintenance_core::policy::{Policy, Tracking};
+use maintenance_core::{Config, anyhow, clap};
+
+/// Serve the site's web app.
+#[derive(Debug, clap::Args)]
+pub struct Runserver {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    addr: SocketAddr,
+    /// Serve the same app without the maintenance layer (to measure its
+    /// cost).
+    #[arg(long)]
+    without_maintenance: bool,
+    /// Turn requests away with a 503 page instead of a redirect.
+    #[arg(long)]
+    unavailable: bool,
+    /// Let this address or CIDR range through during maintenance
+    /// (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    allow: Vec<String>,
+    /// Trust `X-Forwarded-For` from this proxy (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    trust_proxy: Vec<String>,
+}
+
+impl ManageCommand for Runserver {
+    const NAME: &'static str = "runserver";
+    const POLICY: Policy = Policy::DEFAULT.tracking(Tracking::Untracked);
+
+    fn run(self, ctx: &mut Context<'_>) -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let config = ctx.config().clone();
+        let stop = ctx.stop_token().clone();
+        let addr = runtime.block_on(serve(self, config, stop, ctx))?;
+        writeln!(ctx.out(), "stopped serving {addr}")?;
+        Ok(())
+    }
+}
+register!(Runserver);
+
+/// The app with its layer, as `runserver` serves it.
+pub fn app(
+    config: &Config,
+    args: &Runserver,
+) -> anyhow::Result<(Router, Option<MaintenanceHandle>)> {
+    let routes = Router::new()
+        .route("/", get(home))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/maintenance.html", get(maintenance_page))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/api/status", get(api_status));
+    if args.without_maintenance {
+        return Ok((routes, None));
+    }
+    let mut builder = MaintenanceLayer::builder(config)
+        .pass_prefix("/healthz")
+        .pass_prefix("/static/")
+        .api_prefix("/api/")
+        .peer_address(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
+    if let Some(key) = std::env::var_os("MYSITE_SECRET_KEY") {
+        builder = builder.signing_key(key.to_string_lossy().as_bytes());
+    }
+    if args.unavailable {
+        builder = builder.unavailable(None);
+    }
+    for cidr in &args.allow {
+        builder = builder.allow(cidr).map_err(anyhow::Error::msg)?;
+    }
+    for cidr in &args.trust_proxy {
+        builder = builder.trust_proxy(cidr).map_err(anyhow::Error::msg)?;
+    }
+    let layer = builder.build();
+    let handle = layer.handle();
+    Ok((
+        routes.layer(Extension(handle.clone())).layer(layer),
+        Some(handle),
+    ))
+}
+
+async fn serve(
+    args: Runserver,
+    config: Config,
+    stop: StopToken,
+    ctx: &mut Context<'_>,
+) -> anyhow::Result<SocketAddr> {
+    let (app, _handle) = app(&config, &args)?;
+    let listener = tokio::net::TcpListener::bind(args.addr).await?;
+    let addr = listener.local_addr()?;
+    writeln!(ctx.out(), "serving http://{addr}/")?;
+    ctx.out().flush()?;
+    let shutdown = async move {
+        // The runner's first Ctrl-C or SIGTERM sets the stop request.
+        let _ = tokio::task::spawn_blocking(
+            move || while !stop.wait_timeout(Duration::from_secs(3600)) {},
+        )
+        .await;
+    };
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    Ok(addr)
+}
+
+fn session_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(k, _)| *k == "sessionid")
+        .map(|(_, v)| v.to_owned())
+}
+
+async fn home(status: Option<Extension<MaintenanceStatus>>, headers: HeaderMap) -> Html<String> {
+    let banner = match status.as_ref().map(|s| &s.0) {
+        Some(s) if s.mode == Mode::Pending => format!(
+            "<p id=\"banner\">The site is going offline soon for maintenance.{}</p>\n",
+            s.message
+                .as_deref()
+                .map(|m| format!(" {}", escape(m)))
+                .unwrap_or_default()
+        ),
+        Some(s) if s.mode == Mode::Offline => {
+            "<p id=\"banner\">You are browsing during maintenance.</p>\n".into()
+        }
+        _ => String::new(),
+    };
+    let who = if session_id(&headers).is_some() {
+        "<p id=\"who\">You are logged in.</p>\n<form method=\"post\" action=\"/logout\"><button id=\"logout\">Log out</button></form>\n"
+    } else {
+        "<p id=\"who\">You are not logged in.</p>\n<form method=\"post\" action=\"/login\"><button id=\"login\">Log in</button></form>\n"
+    };
+    Html(format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>mysite</title></head>\n<body>\n{banner}<h1>mysite</h1>\n{who}</body></html>\n"
+    ))
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn new_session_id() -> String {
+    let mut bytes = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn login(handle: Option<Extension<MaintenanceHandle>>) -> Response {
+    let id = new_session_id();
+    if let Some(Extension(h)) = handle {
+        // Written before the user gets the cookie: a waiter counts them.
+        h.touch(&id).await;
+    }
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (
+                header::SET_COOKIE,
+                format!("sessionid={id}; Path=/; HttpOnly; SameSite=Lax"),
+            ),
+            (header::LOCATION, "/".to_owned()),
+        ],
+    )
+        .into_response()
+}
+
+async fn logout(handle: Option<Extension<MaintenanceHandle>>, headers: HeaderMap) -> Response {
+    if let (Some(Extension(h)), Some(id)) = (handle, session_id(&headers)) {
+        h.end(&id);
+    }
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (
+                header::SET_COOKIE,
+                "sessionid=; Path=/; Max-Age=0".to_owned(),
+            ),
+            (header::LOCATION, "/".to_owned()),
+        ],
+    )
+        .into_response()
+}
+
+async fn maintenance_page() -> Html<&'static str> {
+    Html(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Maintenance</title></head>\n\
+         <body><h1 id=\"maintenance\">Down for maintenance</h1><p>We will be back soon.</p></body></html>\n",
+    )
+}
+
+async fn api_status(status: Option<Extension<MaintenanceStatus>>) -> Json<serde_json::Value> {
+    let mode = status
+        .map(|s| s.0.mode.to_string())
+        .unwrap_or_else(|| "ONLINE".into());
+    Json(serde_json::json!({ "ok": true, "mode": mode }))
+}
