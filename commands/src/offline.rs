@@ -78,6 +78,11 @@ struct OnArgs {
     /// When users should come back: seconds, or a time (RFC 3339).
     #[arg(long, value_name = "SECS|TIME", value_parser = retry_after)]
     retry_after: Option<RetryAfter>,
+    /// A secret that lets its holder browse during maintenance: visiting
+    /// the bypass path with it sets a cookie. Without a value, one is
+    /// generated and printed. Only its hash is stored.
+    #[arg(long, value_name = "S", num_args = 0..=1, default_missing_value = "")]
+    secret: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -429,9 +434,24 @@ fn not_offline(ctx: &mut Context<'_>, outcome: &Outcome, timeout: Duration) -> a
 
 fn on(ctx: &mut Context<'_>, backend: &dyn Backend, args: OnArgs) -> anyhow::Result<()> {
     refuse_inside_task(ctx, backend)?;
+    let secret = args.secret.map(|s| {
+        if s.is_empty() {
+            maintenance_core::mode::new_secret()
+        } else {
+            s
+        }
+    });
     let change = ModeChange::by_this_process()
         .message(args.message)
-        .retry_after(args.retry_after);
+        .retry_after(args.retry_after)
+        .bypass(secret.as_deref().map(maintenance_core::mode::hash_secret));
+    if let Some(secret) = &secret {
+        let prefix = ctx.config().bypass_prefix.clone();
+        writeln!(
+            ctx.out(),
+            "Bypass: visit {prefix}{secret} once to browse the site during maintenance"
+        )?;
+    }
     if args.wait.force {
         let (record, live) = offline::force(backend, &change)?;
         writeln!(ctx.out(), "{}", status_line(record.mode, live.active()))?;

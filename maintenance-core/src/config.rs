@@ -30,6 +30,9 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_millis(250);
 /// Default maintenance URL.
 pub const DEFAULT_MAINTENANCE_URL: &str = "/maintenance.html";
+/// Default prefix of the bypass path: visiting `<prefix><secret>` once sets
+/// the bypass cookie.
+pub const DEFAULT_BYPASS_PREFIX: &str = "/_maintenance/bypass/";
 
 /// Which backend keeps the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -79,6 +82,9 @@ pub struct Config {
     pub session_timeout: Duration,
     /// Where turned-away web requests are sent.
     pub maintenance_url: String,
+    /// The bypass path's prefix, shared by the CLI (which prints the URL)
+    /// and the web layer (which answers it) — and nginx, which must pass it.
+    pub bypass_prefix: String,
     /// How long a single-instance command waits for the running one.
     pub lock_timeout: Duration,
     /// How often web layers refresh their snapshot of the mode; also the
@@ -143,6 +149,7 @@ struct FileConfig {
     #[serde(default, deserialize_with = "opt_duration")]
     session_timeout: Option<Duration>,
     maintenance_url: Option<String>,
+    bypass_prefix: Option<String>,
     #[serde(default, deserialize_with = "opt_duration")]
     lock_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
@@ -210,6 +217,7 @@ impl Config {
             group: None,
             session_timeout: DEFAULT_SESSION_TIMEOUT,
             maintenance_url: DEFAULT_MAINTENANCE_URL.to_owned(),
+            bypass_prefix: DEFAULT_BYPASS_PREFIX.to_owned(),
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             refresh_interval: DEFAULT_REFRESH_INTERVAL,
             file: None,
@@ -270,6 +278,9 @@ impl Config {
             maintenance_url: file
                 .maintenance_url
                 .unwrap_or_else(|| DEFAULT_MAINTENANCE_URL.to_owned()),
+            bypass_prefix: file
+                .bypass_prefix
+                .unwrap_or_else(|| DEFAULT_BYPASS_PREFIX.to_owned()),
             lock_timeout: overrides
                 .lock_timeout
                 .or(file.lock_timeout)

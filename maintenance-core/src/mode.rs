@@ -105,6 +105,24 @@ impl ModeRecord {
     }
 }
 
+/// The hex SHA-256 of a bypass secret, as the mode record stores it.
+pub fn hash_secret(secret: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A fresh random bypass secret: 128 bits, hex.
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Why a PENDING record no longer holds: its waiters are gone (I5).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lapse {

@@ -65,8 +65,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 pub use self::options::{
-    DEFAULT_BYPASS_COOKIE, DEFAULT_BYPASS_PREFIX, DEFAULT_COOKIE, LayerOptions, PeerAddress,
-    Predicate, RequestHead, TurnAway, WithoutState, parse_cidr,
+    DEFAULT_BYPASS_COOKIE, DEFAULT_COOKIE, LayerOptions, PeerAddress, Predicate, RequestHead,
+    TurnAway, WithoutState, parse_cidr,
 };
 pub use self::state::Snapshot;
 use self::state::{Job, Seen, Shared};
@@ -122,7 +122,7 @@ impl MaintenanceLayer {
     pub fn builder(config: &Config) -> LayerBuilder {
         LayerBuilder {
             config: config.clone(),
-            options: LayerOptions::new(config.maintenance_url.clone()),
+            options: LayerOptions::new(config),
         }
     }
 
@@ -173,7 +173,8 @@ impl LayerBuilder {
         self
     }
 
-    /// The bypass path's prefix (default `/_maintenance/bypass/`).
+    /// The bypass path's prefix (default: `bypass_prefix` from manage.toml,
+    /// `/_maintenance/bypass/`).
     pub fn bypass_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.options.bypass_prefix = prefix.into();
         self

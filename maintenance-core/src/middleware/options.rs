@@ -84,8 +84,6 @@ impl std::fmt::Debug for LayerOptions {
     }
 }
 
-/// The default bypass path prefix: `/<prefix><secret>` sets the cookie.
-pub const DEFAULT_BYPASS_PREFIX: &str = "/_maintenance/bypass/";
 /// The default session cookie.
 pub const DEFAULT_COOKIE: &str = "sessionid";
 /// The default bypass cookie.
@@ -96,15 +94,15 @@ fn peer_from_socket_addr(ext: &http::Extensions) -> Option<IpAddr> {
 }
 
 impl LayerOptions {
-    pub(crate) fn new(maintenance_url: String) -> Self {
+    pub(crate) fn new(config: &crate::config::Config) -> Self {
         LayerOptions {
             cookie_name: DEFAULT_COOKIE.into(),
             turn_away: TurnAway::Redirect,
-            maintenance_url,
+            maintenance_url: config.maintenance_url.clone(),
             maintenance_page: None,
             pass_prefixes: Vec::new(),
             api_prefixes: Vec::new(),
-            bypass_prefix: DEFAULT_BYPASS_PREFIX.into(),
+            bypass_prefix: config.bypass_prefix.clone(),
             bypass_cookie: DEFAULT_BYPASS_COOKIE.into(),
             bypass_ttl: Duration::from_secs(12 * 3600),
             signing_key: random_key().into(),
