@@ -294,6 +294,24 @@ impl Dir {
         }
     }
 
+    /// What identifies the current content of `name` without reading it:
+    /// inode, size, change and modification times (a file replaced by
+    /// rename always differs). `None` when it does not exist.
+    pub fn version_of(&self, name: &str) -> Result<Option<[i64; 6]>> {
+        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some([
+                st.st_ino as i64,
+                st.st_size,
+                st.st_mtime,
+                st.st_mtime_nsec as i64,
+                st.st_ctime,
+                st.st_ctime_nsec as i64,
+            ])),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(Error::io("inspect", self.join(name), io_err(e))),
+        }
+    }
+
     /// Whether `name` exists (as anything, links included).
     pub fn exists(&self, name: &str) -> Result<bool> {
         match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {

@@ -72,6 +72,7 @@ pub struct FileBackend {
     watchers: Arc<Watchers>,
     modes: Modes,
     clock: SharedClock,
+    record_cache: std::sync::Mutex<Option<([i64; 6], ModeRecord)>>,
 }
 
 impl FileBackend {
@@ -123,6 +124,7 @@ impl FileBackend {
             pending,
             sessions,
             watchers: Arc::new(Watchers::default()),
+            record_cache: std::sync::Mutex::new(None),
             modes,
             clock,
         })
@@ -169,7 +171,28 @@ impl FileBackend {
         Ok(f)
     }
 
+    /// The mode record, parsed again only when the file changed: the record
+    /// is only ever replaced whole by rename, so its inode, size and times
+    /// tell a new record from the one cached.
     fn read_record(&self) -> Result<ModeRecord> {
+        let Some(version) = self.root.version_of(MODE)? else {
+            return Ok(ModeRecord::initial());
+        };
+        let mut cache = self.record_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((v, record)) = cache.as_ref()
+            && *v == version
+        {
+            return Ok(record.clone());
+        }
+        let record = self.parse_record()?;
+        // Cache what was read only if the file did not change meanwhile.
+        if self.root.version_of(MODE)? == Some(version) {
+            *cache = Some((version, record.clone()));
+        }
+        Ok(record)
+    }
+
+    fn parse_record(&self) -> Result<ModeRecord> {
         match self.root.read_small(MODE, MAX_MODE_RECORD)? {
             None => Ok(ModeRecord::initial()),
             Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
