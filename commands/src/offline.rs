@@ -313,6 +313,7 @@ struct Meter {
     drawn: Option<(u64, usize)>,
     plain: Option<(Instant, usize)>,
     star: bool,
+    asked: usize,
 }
 
 impl Meter {
@@ -324,6 +325,7 @@ impl Meter {
             drawn: None,
             plain: None,
             star: false,
+            asked: 0,
         }
     }
 
@@ -339,6 +341,24 @@ impl Meter {
                 "Active sessions detected. Waiting for logout. (Session timeout set to {} secs)",
                 self.session_timeout.as_secs()
             );
+        }
+        // Drain `stop` commands were asked to stop when PENDING began; say so
+        // once for each new one, above the progress line.
+        let asked = p
+            .holding
+            .tasks
+            .iter()
+            .filter(|t| t.policy.drain == maintenance_core::policy::Drain::Stop)
+            .count();
+        if asked > self.asked {
+            self.finish(out);
+            let _ = writeln!(
+                out,
+                "Asked {asked} command{} to stop; waiting for {}.",
+                if asked == 1 { "" } else { "s" },
+                if asked == 1 { "it" } else { "them" }
+            );
+            self.asked = asked;
         }
         let secs = p.waited.as_secs();
         if self.terminal {

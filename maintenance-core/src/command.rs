@@ -131,7 +131,7 @@ pub struct StopToken {
 #[derive(Debug, Default)]
 struct StopInner {
     requested: AtomicBool,
-    lock: Mutex<()>,
+    lock: Mutex<Vec<std::task::Waker>>,
     wake: Condvar,
 }
 
@@ -146,11 +146,26 @@ impl StopToken {
         self.inner.requested.load(Ordering::SeqCst)
     }
 
-    /// Requests a stop and wakes every waiter.
+    /// Requests a stop and wakes every waiter, blocking or async.
     pub fn request(&self) {
         self.inner.requested.store(true, Ordering::SeqCst);
-        let _guard = self.inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wakers = self.inner.lock.lock().unwrap_or_else(|e| e.into_inner());
         self.inner.wake.notify_all();
+        for w in wakers.drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Blocks until a stop is requested.
+    pub fn wait(&self) {
+        while !self.wait_timeout(Duration::from_secs(3600)) {}
+    }
+
+    /// A future that completes when a stop is requested, for async code.
+    pub fn stopped(&self) -> Stopped {
+        Stopped {
+            token: self.clone(),
+        }
     }
 
     /// Blocks until a stop is requested or `timeout` passes; returns whether
@@ -163,6 +178,39 @@ impl StopToken {
             .wait_timeout_while(guard, timeout, |_| !self.requested())
             .unwrap_or_else(|e| e.into_inner());
         self.requested()
+    }
+}
+
+/// The future of [`StopToken::stopped`].
+#[derive(Debug)]
+pub struct Stopped {
+    token: StopToken,
+}
+
+impl std::future::Future for Stopped {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.token.requested() {
+            return std::task::Poll::Ready(());
+        }
+        let mut wakers = self
+            .token
+            .inner
+            .lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Checked again under the lock `request` takes: no wake-up is lost.
+        if self.token.requested() {
+            return std::task::Poll::Ready(());
+        }
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
+        }
+        std::task::Poll::Pending
     }
 }
 
@@ -351,6 +399,28 @@ impl fmt::Debug for Context<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
+
+    #[test]
+    fn a_stop_wakes_an_async_waiter() {
+        use std::sync::Arc as StdArc;
+        use std::task::{Wake, Waker};
+        struct Flag(AtomicBool);
+        impl Wake for Flag {
+            fn wake(self: StdArc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let flag = StdArc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(StdArc::clone(&flag));
+        let mut cx = std::task::Context::from_waker(&waker);
+        let stop = StopToken::new();
+        let mut fut = Box::pin(stop.stopped());
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        stop.request();
+        assert!(flag.0.load(Ordering::SeqCst), "woken");
+        assert!(fut.as_mut().poll(&mut cx).is_ready());
+    }
 
     #[test]
     fn a_stop_wakes_a_blocked_waiter() {

@@ -94,6 +94,8 @@ pub struct Config {
     pub file: Option<PathBuf>,
     /// `[alias]`: name → argv.
     pub aliases: BTreeMap<String, Vec<String>>,
+    /// `[commands.NAME]`: policy set in the file, by command name.
+    pub commands: BTreeMap<String, crate::policy::PolicyOverride>,
 }
 
 /// Explicit overrides, from command-line flags or a program's own choice.
@@ -156,6 +158,8 @@ struct FileConfig {
     refresh_interval: Option<Duration>,
     #[serde(default)]
     alias: BTreeMap<String, AliasValue>,
+    #[serde(default)]
+    commands: BTreeMap<String, crate::policy::PolicyOverride>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,6 +226,7 @@ impl Config {
             refresh_interval: DEFAULT_REFRESH_INTERVAL,
             file: None,
             aliases: BTreeMap::new(),
+            commands: BTreeMap::new(),
         }
     }
 
@@ -288,6 +293,7 @@ impl Config {
             refresh_interval: file.refresh_interval.unwrap_or(DEFAULT_REFRESH_INTERVAL),
             file: file_path,
             aliases,
+            commands: file.commands,
         })
     }
 }
@@ -513,6 +519,39 @@ mod tests {
         let c = Config::load_from(tmp.path(), &env_of(&[]), &Overrides::default()).unwrap();
         assert_eq!(c.aliases["deploy"], ["offline", "run", "--", "migrate"]);
         assert_eq!(c.aliases["hi"], ["hello", "big world"]);
+    }
+
+    #[test]
+    fn commands_tables_set_policies_and_reject_unknown_keys() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(
+            tmp.path(),
+            "manage.toml",
+            "state_dir = \"s\"\n[commands.report]\ndrain = \"stop\"\ninstances = \"concurrent\"\n",
+        );
+        let c = Config::load_from(tmp.path(), &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.commands["report"].drain, Some(crate::policy::Drain::Stop));
+        write(
+            tmp.path(),
+            "manage.toml",
+            "state_dir = \"s\"\n[commands.report]\ndrian = \"stop\"\n",
+        );
+        let msg = Config::load_from(tmp.path(), &env_of(&[]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("manage.toml:3: key `drian`"), "{msg}");
+        write(
+            tmp.path(),
+            "manage.toml",
+            "state_dir = \"s\"\n[commands.report]\ndrain = \"later\"\n",
+        );
+        let msg = Config::load_from(tmp.path(), &env_of(&[]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("manage.toml:3:") && msg.contains("later"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -146,6 +146,13 @@ pub enum Refusal {
         /// Its task token.
         token: String,
     },
+    /// Commands whose policy is drain `block` are running: going offline is
+    /// refused while they run.
+    #[error("{}", blocked_message(tasks))]
+    Blocked {
+        /// The blocking tasks.
+        tasks: Vec<TaskRecord>,
+    },
     /// The token given to join a task names no live task.
     #[error(
         "cannot join task {token}: it is no longer running (the command that started it has ended)"
@@ -154,6 +161,35 @@ pub enum Refusal {
         /// The token given.
         token: String,
     },
+}
+
+fn blocked_message(tasks: &[TaskRecord]) -> String {
+    let now = std::time::SystemTime::now();
+    let names: Vec<String> = tasks
+        .iter()
+        .map(|t| {
+            format!(
+                "`{}` (pid {}, {}@{}, running for {})",
+                t.name,
+                t.pid,
+                t.user,
+                t.host,
+                format_age(t.started_at.age(now))
+            )
+        })
+        .collect();
+    format!(
+        "refusing to go offline: {} {} maintenance while {} (drain block); wait for {} to finish, \
+         or pass --force",
+        names.join(", "),
+        if tasks.len() == 1 { "blocks" } else { "block" },
+        if tasks.len() == 1 {
+            "it runs"
+        } else {
+            "they run"
+        },
+        if tasks.len() == 1 { "it" } else { "them" },
+    )
 }
 
 fn already_running_message(command: &str, holder: Option<&TaskRecord>, waited_ms: u64) -> String {

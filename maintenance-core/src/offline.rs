@@ -23,6 +23,7 @@ use crate::clock::{Timestamp, format_age};
 use crate::error::Refusal;
 use crate::error::Result;
 use crate::mode::{Mode, ModeRecord, ModeView};
+use crate::policy::Drain;
 use crate::session::SessionEntry;
 use crate::task::TaskRecord;
 
@@ -173,6 +174,7 @@ pub fn activate(
     stop: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Outcome> {
+    refuse_blockers(backend)?;
     let (waiter, record, joined) = match backend.begin_pending(&activation.change)? {
         PendingStart::AlreadyOffline(record) => {
             return Ok(Outcome::Offline {
@@ -274,6 +276,20 @@ pub fn activate(
             &holding.tasks,
             wake.max(Duration::from_millis(1)),
         )?;
+    }
+}
+
+/// Refuses while a task with drain `block` that started ONLINE runs.
+fn refuse_blockers(backend: &dyn Backend) -> Result<()> {
+    let tasks: Vec<TaskRecord> = backend
+        .tasks()?
+        .into_iter()
+        .filter(|t| t.policy.drain == Drain::Block && t.holds_off_offline())
+        .collect();
+    if tasks.is_empty() {
+        Ok(())
+    } else {
+        Err(Refusal::Blocked { tasks }.into())
     }
 }
 

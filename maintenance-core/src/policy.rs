@@ -107,6 +107,84 @@ impl Policy {
     }
 }
 
+/// A policy as `manage.toml` sets it for one command (`[commands.NAME]`):
+/// each field optional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyOverride {
+    /// `tracking = "tracked" | "untracked"`.
+    pub tracking: Option<Tracking>,
+    /// `instances = "single" | "concurrent"`.
+    pub instances: Option<Instances>,
+    /// `maintenance = "refused" | "allowed" | "required"`.
+    pub maintenance: Option<Maintenance>,
+    /// `drain = "wait" | "stop" | "block"`.
+    pub drain: Option<Drain>,
+}
+
+impl PolicyOverride {
+    /// The policy of an external command: the defaults, with every field
+    /// the file sets.
+    pub fn for_external(&self) -> Policy {
+        Policy {
+            tracking: self.tracking.unwrap_or_default(),
+            instances: self.instances.unwrap_or_default(),
+            maintenance: self.maintenance.unwrap_or_default(),
+            drain: self.drain.unwrap_or_default(),
+        }
+    }
+
+    /// The policy of a registered command that declared `declared`, with
+    /// this override applied — only where it makes the policy stricter,
+    /// which the command's code cannot be surprised by:
+    ///
+    /// - instances `concurrent` → `single`;
+    /// - maintenance `allowed` → `refused`;
+    /// - drain `wait` → `block`.
+    ///
+    /// Anything else is refused with a message naming the key: tracking is
+    /// the command's own; a command that does not declare `drain = stop`
+    /// may not honour a stop request; one that declares `required` needs
+    /// the window.
+    pub fn for_registered(&self, name: &str, declared: Policy) -> Result<Policy, String> {
+        let mut p = declared;
+        let refuse = |key: &str, from: String, to: String| {
+            Err(format!(
+                "[commands.{name}] {key} = \"{to}\": `{name}` declares {key} {from}, and manage.toml \
+                 may only make a registered command's policy stricter (instances concurrent → single, \
+                 maintenance allowed → refused, drain wait → block)"
+            ))
+        };
+        if let Some(t) = self.tracking
+            && t != declared.tracking
+        {
+            return refuse("tracking", declared.tracking.to_string(), t.to_string());
+        }
+        if let Some(i) = self.instances {
+            match (declared.instances, i) {
+                (a, b) if a == b => {}
+                (Instances::Concurrent, Instances::Single) => p.instances = i,
+                (a, b) => return refuse("instances", a.to_string(), b.to_string()),
+            }
+        }
+        if let Some(m) = self.maintenance {
+            match (declared.maintenance, m) {
+                (a, b) if a == b => {}
+                (Maintenance::Allowed, Maintenance::Refused) => p.maintenance = m,
+                (a, b) => return refuse("maintenance", a.to_string(), b.to_string()),
+            }
+        }
+        if let Some(d) = self.drain {
+            match (declared.drain, d) {
+                (a, b) if a == b => {}
+                (Drain::Wait, Drain::Block) => p.drain = d,
+                (a, b) => return refuse("drain", a.to_string(), b.to_string()),
+            }
+        }
+        Ok(p)
+    }
+}
+
 macro_rules! display_lowercase {
     ($($t:ty => { $($v:ident => $s:literal),* }),*) => {$(
         impl fmt::Display for $t {
@@ -144,6 +222,55 @@ mod tests {
         assert_eq!(
             Policy::DEFAULT.to_string(),
             "tracked, single, maintenance refused, drain wait"
+        );
+    }
+
+    #[test]
+    fn the_file_may_only_make_a_registered_policy_stricter() {
+        let declared = Policy::DEFAULT
+            .instances(Instances::Concurrent)
+            .maintenance(Maintenance::Allowed);
+        let stricter = PolicyOverride {
+            instances: Some(Instances::Single),
+            maintenance: Some(Maintenance::Refused),
+            drain: Some(Drain::Block),
+            tracking: None,
+        };
+        let p = stricter.for_registered("backup", declared).unwrap();
+        assert_eq!(
+            (p.instances, p.maintenance, p.drain),
+            (Instances::Single, Maintenance::Refused, Drain::Block)
+        );
+        let looser = PolicyOverride {
+            drain: Some(Drain::Stop),
+            ..PolicyOverride::default()
+        };
+        let err = looser
+            .for_registered("import", Policy::DEFAULT)
+            .unwrap_err();
+        assert!(
+            err.starts_with("[commands.import] drain = \"stop\": `import` declares drain wait"),
+            "{err}"
+        );
+        let untrack = PolicyOverride {
+            tracking: Some(Tracking::Untracked),
+            ..PolicyOverride::default()
+        };
+        assert!(untrack.for_registered("import", Policy::DEFAULT).is_err());
+    }
+
+    #[test]
+    fn an_external_command_takes_every_field_from_the_file() {
+        let o = PolicyOverride {
+            drain: Some(Drain::Stop),
+            instances: Some(Instances::Concurrent),
+            ..PolicyOverride::default()
+        };
+        assert_eq!(
+            o.for_external(),
+            Policy::DEFAULT
+                .drain(Drain::Stop)
+                .instances(Instances::Concurrent)
         );
     }
 

@@ -171,7 +171,10 @@ pub(crate) fn print_error(err: &mut dyn Write, e: &anyhow::Error) {
     for cause in e.chain().skip(1) {
         let _ = writeln!(err, "  caused by: {cause}");
     }
-    if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+    let refusal = e
+        .downcast_ref::<maintenance_core::Error>()
+        .is_some_and(|c| matches!(c, maintenance_core::Error::Refused(_)));
+    if !refusal && std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
         let _ = writeln!(err, "{}", e.backtrace());
     }
 }

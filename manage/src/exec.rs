@@ -22,7 +22,7 @@ use maintenance_core::command::{
     CallOptions, Context, ContextParts, Exit, Registration, Runner, StopToken,
 };
 use maintenance_core::config::Config;
-use maintenance_core::policy::{Policy, Tracking};
+use maintenance_core::policy::{Drain, Policy, Tracking};
 use maintenance_core::task::{ENV_TASK, TaskRecord};
 use maintenance_core::{Backend, CommandTask, Error, SystemClock, TaskOptions, backend, exit};
 
@@ -123,6 +123,50 @@ impl<'a> Runtime<'a> {
         })
     }
 
+    /// A registered command's policy: declared, with what manage.toml may
+    /// change of it.
+    fn policy_of_registered(&self, reg: &Registration) -> Result<Policy, String> {
+        match self.config.commands.get(reg.name) {
+            None => Ok(reg.policy),
+            Some(o) => o.for_registered(reg.name, reg.policy).map_err(|msg| {
+                let file = self
+                    .config
+                    .file
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                format!("{file}: {msg}")
+            }),
+        }
+    }
+
+    /// An external command's policy: the defaults, or manage.toml's.
+    pub(crate) fn policy_of_external(&self, name: &str) -> Policy {
+        self.config
+            .commands
+            .get(name)
+            .map(|o| o.for_external())
+            .unwrap_or_default()
+    }
+
+    /// For a drain-`stop` task of this run's own that started ONLINE: watch
+    /// the mode and ask the command to stop when PENDING begins.
+    fn drain_watch(
+        &self,
+        policy: Policy,
+        record: Option<&TaskRecord>,
+        owned: bool,
+    ) -> Option<crate::drain::DrainWatch> {
+        if policy.drain != Drain::Stop
+            || !owned
+            || !record.is_some_and(TaskRecord::holds_off_offline)
+        {
+            return None;
+        }
+        let backend = self.backend().ok()?;
+        Some(crate::drain::watch(backend, self.stop.clone()))
+    }
+
     /// Runs a registered command whose arguments are parsed, inside its
     /// task (its own, or `parent` for a nested run), and maps the outcome
     /// to an exit code.
@@ -139,7 +183,13 @@ impl<'a> Runtime<'a> {
             options,
             parent,
         } = how;
-        let policy = reg.policy;
+        let policy = match self.policy_of_registered(reg) {
+            Ok(p) => p,
+            Err(msg) => {
+                let _ = writeln!(err, "error: {msg}");
+                return exit::USAGE;
+            }
+        };
         let mut owned = false;
         let record = match (policy.tracking, parent) {
             // An untracked command still belongs to the task it runs in.
@@ -157,6 +207,7 @@ impl<'a> Runtime<'a> {
                 }
             }
         };
+        let _drain = self.drain_watch(policy, record.as_ref(), owned);
         let result = {
             let mut ctx = Context::new(ContextParts {
                 out: &mut *out,
@@ -295,7 +346,7 @@ pub(crate) fn external(
         cmd.env("MANAGE", me);
     }
     cmd.env("MANAGE_STATE_DIR", &rt.config.state_dir);
-    let policy = Policy::DEFAULT;
+    let policy = rt.policy_of_external(name);
     let mut own_task = None;
     {
         let mut current = rt.task.borrow_mut();
@@ -324,6 +375,8 @@ pub(crate) fn external(
         }
     };
     signals::set_child(child.id() as i32);
+    let owned_record = own_task.as_ref().map(|t: &CommandTask| t.record().clone());
+    let _drain = rt.drain_watch(policy, owned_record.as_ref(), owned_record.is_some());
     let status = child.wait();
     signals::set_child(0);
     drop(own_task);

@@ -85,7 +85,11 @@ fn everything(config: Option<&Config>, warnings: &mut Vec<String>) -> Vec<Listed
                         crate_name: r.origin.to_owned(),
                     }
                 };
-                (origin, about_of(&(r.build)()), Some(r.policy))
+                let policy = config
+                    .and_then(|c| c.commands.get(name))
+                    .and_then(|o| o.for_registered(name, r.policy).ok())
+                    .unwrap_or(r.policy);
+                (origin, about_of(&(r.build)()), Some(policy))
             }
             Found::Duplicate(crates) => (
                 Origin::Duplicate {
@@ -127,11 +131,15 @@ fn everything(config: Option<&Config>, warnings: &mut Vec<String>) -> Vec<Listed
         }
     }
     for (name, path) in externals() {
+        let policy = config
+            .and_then(|c| c.commands.get(&name))
+            .map(|o| o.for_external())
+            .unwrap_or_default();
         listed.entry(name.clone()).or_insert(Listed {
             name,
             about: format!("external: {}", path.display()),
             origin: Origin::External { path },
-            policy: Some(Policy::DEFAULT),
+            policy: Some(policy),
         });
     }
     listed.into_values().collect()

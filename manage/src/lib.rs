@@ -17,6 +17,7 @@
 //! [`maintenance_core::exit`] for the exit codes.
 
 pub mod dispatch;
+mod drain;
 mod exec;
 mod help;
 mod registry;

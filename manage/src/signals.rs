@@ -66,6 +66,15 @@ pub(crate) fn received() -> bool {
     RECEIVED.load(Ordering::SeqCst) > 0
 }
 
+/// Sends SIGTERM to the external child, if one runs (a drain asking it to
+/// stop).
+pub(crate) fn terminate_child() {
+    let child = CHILD.load(Ordering::SeqCst);
+    if let Some(pid) = rustix::process::Pid::from_raw(child) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+}
+
 /// Names the external child signals are passed to (0: none).
 pub(crate) fn set_child(pid: i32) {
     CHILD.store(pid, Ordering::SeqCst);

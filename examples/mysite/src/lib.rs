@@ -1,10 +1,12 @@
-//! The example site's library: its commands (`runserver`) and its `main`,
+//! The example site's library: its commands (`runserver`, `worker`,
+//! `migrate`, `backup`) and its `main`,
 //! exported so the end-to-end tests build the very same binary.
 //!
 //! A site's binary names each plug-in crate it depends on: `inventory` only
 //! sees crates that are linked, and a dependency that is never named is not
 //! linked — its commands would vanish silently, in every profile.
 
+pub mod jobs;
 pub mod web;
 
 use std::process::ExitCode;

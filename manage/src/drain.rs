@@ -1,0 +1,60 @@
+//! The drain `stop` policy, kept by every tracked run itself: a helper
+//! thread watches the mode, and when PENDING (or OFFLINE) begins it sets the
+//! run's stop request and sends SIGTERM to its external child, if any.
+//! Nobody signals a pid from outside: pids get reused.
+
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use maintenance_core::Backend;
+use maintenance_core::command::StopToken;
+use maintenance_core::mode::Mode;
+
+use crate::signals;
+
+/// How often the mode is looked at: a stop is asked within this (≤ 100 ms).
+const LOOK: Duration = Duration::from_millis(20);
+
+/// The watching thread; dropping this ends it.
+pub(crate) struct DrainWatch {
+    done: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Starts watching for the end of ONLINE on behalf of a run.
+pub(crate) fn watch(backend: Arc<dyn Backend>, stop: StopToken) -> DrainWatch {
+    let (tx, rx) = mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("manage-drain".into())
+        .spawn(move || {
+            loop {
+                if let Ok(view) = backend.mode()
+                    && view.mode != Mode::Online
+                {
+                    stop.request();
+                    signals::terminate_child();
+                    return;
+                }
+                match rx.recv_timeout(LOOK) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+            }
+        })
+        .ok();
+    DrainWatch {
+        done: Some(tx),
+        thread,
+    }
+}
+
+impl Drop for DrainWatch {
+    fn drop(&mut self) {
+        drop(self.done.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
