@@ -221,6 +221,12 @@ pub fn activate(
                 sessions.clone()
             },
         };
+        progress(Progress {
+            holding: &holding,
+            waited,
+            sessions_released: released,
+            record: &view.record,
+        });
         let settled = in_pending >= activation.settle;
         if holding.active() == 0 && settled {
             // The last look: sessions fresh, not from the recount cache.
@@ -250,12 +256,6 @@ pub fn activate(
                 record,
             });
         }
-        progress(Progress {
-            holding: &holding,
-            waited,
-            sessions_released: released,
-            record: &view.record,
-        });
         // Sleep until something may have changed: a task ends, the mode
         // moves, a session expires, the settle time or the timeout passes.
         let mut wake = TICK;
