@@ -42,6 +42,8 @@ enum Verb {
     List(ListArgs),
     /// Go offline, run a command inside the window, restore the mode.
     Run(RunArgs),
+    /// Check the state directory as this user sees it; say what to fix.
+    Doctor,
 }
 
 #[derive(Debug, clap::Args)]
@@ -129,6 +131,10 @@ impl ManageCommand for Offline {
     const POLICY: Policy = Policy::DEFAULT.tracking(Tracking::Untracked);
 
     fn run(self, ctx: &mut Context<'_>) -> anyhow::Result<()> {
+        if let Verb::Doctor = self.verb {
+            // Before opening the backend, which refuses an unsafe state.
+            return doctor(ctx);
+        }
         let backend = ctx.backend()?;
         match self.verb {
             Verb::Status(a) => status(ctx, backend.as_ref(), &a),
@@ -136,10 +142,39 @@ impl ManageCommand for Offline {
             Verb::Off(a) => off(ctx, backend.as_ref(), &a),
             Verb::List(a) => list(ctx, backend.as_ref(), &a),
             Verb::Run(a) => run_window(ctx, backend.as_ref(), a),
+            Verb::Doctor => doctor(ctx),
         }
     }
 }
 register!(Offline);
+
+/// `offline doctor`: one line a finding; exit 0 when healthy, 1 otherwise.
+fn doctor(ctx: &mut Context<'_>) -> anyhow::Result<()> {
+    let config = ctx.config().clone();
+    let findings = maintenance_core::backend::file::doctor(&config);
+    let problems = findings.iter().filter(|f| f.problem).count();
+    let out = ctx.out();
+    for f in &findings {
+        writeln!(
+            out,
+            "{}: {}",
+            if f.problem { "problem" } else { "note" },
+            f.text
+        )?;
+    }
+    if problems == 0 {
+        writeln!(out, "healthy: {}", config.state_dir.display())?;
+        Ok(())
+    } else {
+        writeln!(
+            out,
+            "{problems} problem{} in {}",
+            if problems == 1 { "" } else { "s" },
+            config.state_dir.display()
+        )?;
+        Err(Exit(exit::FAILURE).into())
+    }
+}
 
 /// The seed's status line.
 fn status_line(mode: Mode, active: usize) -> String {

@@ -78,6 +78,9 @@ pub struct Config {
     pub state_dir_source: Source,
     /// The group that shares the state, if any.
     pub group: Option<String>,
+    /// A user trusted to own the state directory, besides root and the
+    /// running user (the deploy user who created it, say).
+    pub owner: Option<String>,
     /// How long a web session stays live after its last request.
     pub session_timeout: Duration,
     /// Where turned-away web requests are sent.
@@ -148,6 +151,7 @@ struct FileConfig {
     backend: Option<BackendKind>,
     state_dir: Option<PathBuf>,
     group: Option<String>,
+    owner: Option<String>,
     #[serde(default, deserialize_with = "opt_duration")]
     session_timeout: Option<Duration>,
     maintenance_url: Option<String>,
@@ -219,6 +223,7 @@ impl Config {
             state_dir: state_dir.into(),
             state_dir_source: Source::Override,
             group: None,
+            owner: None,
             session_timeout: DEFAULT_SESSION_TIMEOUT,
             maintenance_url: DEFAULT_MAINTENANCE_URL.to_owned(),
             bypass_prefix: DEFAULT_BYPASS_PREFIX.to_owned(),
@@ -279,6 +284,7 @@ impl Config {
             state_dir,
             state_dir_source,
             group: file.group.filter(|g| !g.is_empty()),
+            owner: file.owner.filter(|o| !o.is_empty()),
             session_timeout: file.session_timeout.unwrap_or(DEFAULT_SESSION_TIMEOUT),
             maintenance_url: file
                 .maintenance_url

@@ -98,6 +98,54 @@ pub fn group_id(name: &str) -> Option<u32> {
     (rc == 0 && !result.is_null()).then_some(grp.gr_gid)
 }
 
+/// The uid of user `name` (or of a number given as text), if the user
+/// database knows it.
+pub fn user_id(name: &str) -> Option<u32> {
+    if let Ok(uid) = name.parse::<u32>() {
+        return Some(uid);
+    }
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 16384];
+    let mut pwd: libc::passwd = unsafe_zeroed_passwd();
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    (rc == 0 && !result.is_null()).then_some(pwd.pw_uid)
+}
+
+/// The name of group `gid`, or the number itself.
+pub fn group_name(gid: u32) -> String {
+    let mut buf = vec![0u8; 16384];
+    // SAFETY: libc::group is plain old data; all-zero is a valid value.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call.
+    let rc = unsafe {
+        libc::getgrgid_r(
+            gid,
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc == 0 && !result.is_null() && !grp.gr_name.is_null() {
+        // SAFETY: getgrgid_r succeeded, so gr_name is a NUL-terminated string in `buf`.
+        return unsafe { CStr::from_ptr(grp.gr_name) }
+            .to_string_lossy()
+            .into_owned();
+    }
+    gid.to_string()
+}
+
 fn unsafe_zeroed_passwd() -> libc::passwd {
     // SAFETY: libc::passwd is plain old data; all-zero is a valid value.
     unsafe { std::mem::zeroed() }

@@ -79,6 +79,11 @@ impl Dir {
         })
     }
 
+    /// The directory's descriptor.
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
     /// The directory's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -191,14 +196,27 @@ impl Dir {
     }
 
     fn open_lock_with(&self, name: &str, modes: Modes, access: OFlags) -> Result<File> {
-        let flags = access | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
-        let fd = rustix::fs::openat(
-            &self.fd,
-            name,
-            flags,
-            FsMode::from_raw_mode(modes.file & 0o777),
-        )
-        .map_err(|e| match e {
+        let flags = access | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let mode = FsMode::from_raw_mode(modes.file & 0o777);
+        let opened = match rustix::fs::openat(&self.fd, name, flags, mode) {
+            // First use: create it with the state's modes, whatever the
+            // umask, so every user of the state can open it.
+            Err(Errno::NOENT) => match rustix::fs::openat(
+                &self.fd,
+                name,
+                flags | OFlags::CREATE | OFlags::EXCL,
+                mode,
+            ) {
+                Ok(fd) => {
+                    let _ = Self::apply_modes_to(&fd, modes.file, modes.gid);
+                    Ok(fd)
+                }
+                Err(Errno::EXIST) => rustix::fs::openat(&self.fd, name, flags, mode),
+                Err(e) => Err(e),
+            },
+            other => other,
+        };
+        let fd = opened.map_err(|e| match e {
             Errno::LOOP => Error::state(
                 self.join(name),
                 "is a symlink; manage never follows links inside the state directory: remove it",

@@ -20,7 +20,12 @@
 mod dir;
 mod sessions;
 mod tasks;
+mod trust;
 mod watch;
+
+pub use self::doctor::{Finding, doctor};
+
+mod doctor;
 
 use std::fs::File;
 use std::io::Write;
@@ -38,7 +43,7 @@ use super::{
 use crate::clock::{SharedClock, Timestamp};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::identity::{Identity, group_id};
+use crate::identity::Identity;
 use crate::mode::{Lapse, Mode, ModeRecord, ModeView};
 use crate::session::{SessionEntry, SessionKey};
 use crate::task::{TaskLease, TaskRecord, TaskRequest, admit};
@@ -46,17 +51,17 @@ use crate::task::{TaskLease, TaskRecord, TaskRequest, admit};
 /// The state format this binary reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 
-const VERSION: &str = "VERSION";
-const MODE: &str = "mode.json";
-const MARKER: &str = "OFFLINE";
+pub(crate) const VERSION: &str = "VERSION";
+pub(crate) const MODE: &str = "mode.json";
+pub(crate) const MARKER: &str = "OFFLINE";
 const GATE: &str = "gate";
-const TASKS: &str = "tasks";
-const PENDING: &str = "pending";
-const SESSIONS: &str = "sessions";
+pub(crate) const TASKS: &str = "tasks";
+pub(crate) const PENDING: &str = "pending";
+pub(crate) const SESSIONS: &str = "sessions";
 const RUN_LOCK: &str = "run.lock";
 /// Names a state directory may hold; a directory with anything else and no
 /// VERSION is not ours and is never initialised.
-const KNOWN: &[&str] = &[
+pub(crate) const KNOWN: &[&str] = &[
     VERSION, MODE, MARKER, GATE, TASKS, PENDING, "sessions", "run.lock",
 ];
 const WAITER_SUFFIX: &str = ".waiter";
@@ -80,29 +85,17 @@ impl FileBackend {
     /// modes and the configured group) when it does not exist, and checking
     /// its format version.
     pub fn open(config: &Config, clock: SharedClock) -> Result<FileBackend> {
-        let gid = match &config.group {
-            None => None,
-            Some(name) => Some(group_id(name).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "group {name:?} (from `group` in {}) does not exist on this host: create it or fix the setting",
-                    config.file.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_else(|| "manage.toml".into())
-                ))
-            })?),
-        };
-        Self::open_dir(
-            &config.state_dir,
-            Modes::for_group(gid),
-            config.session_timeout,
-            clock,
-        )
+        let trust = trust::Trust::from_config(config)?;
+        Self::open_dir(&config.state_dir, &trust, config.session_timeout, clock)
     }
 
     fn open_dir(
         path: &Path,
-        modes: Modes,
+        trust: &trust::Trust,
         session_timeout: Duration,
         clock: SharedClock,
     ) -> Result<FileBackend> {
+        let modes = Modes::for_group(trust.gid);
         let root = match Dir::open_root(path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create_root(path, modes)?,
@@ -114,10 +107,15 @@ impl FileBackend {
             }
             Err(e) => return Err(Error::io("open state directory", path, e)),
         };
+        trust.check(root.path(), root.fd())?;
         check_version(&root, modes)?;
         let tasks = Arc::new(root.subdir(TASKS, modes)?);
         let pending = root.subdir(PENDING, modes)?;
-        let sessions = Sessions::new(root.subdir(SESSIONS, modes)?, modes, session_timeout);
+        let sessions_dir = root.subdir(SESSIONS, modes)?;
+        for d in [&*tasks, &pending, &sessions_dir] {
+            trust.check(d.path(), d.fd())?;
+        }
+        let sessions = Sessions::new(sessions_dir, modes, session_timeout);
         Ok(FileBackend {
             root,
             tasks,

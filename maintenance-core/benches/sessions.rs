@@ -1,0 +1,160 @@
+//! Benchmarks of the session registry and the status read (issue 9), each
+//! on a fresh state directory in a temporary directory:
+//!
+//! - `status/100_tasks/*`: [`offline::status`] (mode, live tasks, live
+//!   sessions) with 100 live tasks and 1,000 / 10,000 / 100,000 live
+//!   sessions (targets: ≤ 10 ms at 10,000, ≤ 60 ms at 100,000). The
+//!   sessions' last activity is spread evenly over the last 900 s, so they
+//!   fill ~180 five-second bucket directories, as on a busy site; the
+//!   timeout is raised to an hour so none expires while the benchmark runs.
+//! - `status/100_tasks_one_bucket/10000`: the same with every session in
+//!   one bucket (a burst), to show what the bucket directories cost.
+//! - `sessions/list/*`: [`Backend::sessions`] alone, for the same sets: the
+//!   part of the status that grows.
+//! - `session/touch/first`: [`Backend::touch_session`] of a new key each
+//!   iteration (the key's hash is computed outside the timing);
+//!   `session/touch/repeat`: the same key again and again, as every request
+//!   of a logged-in user does (target: ≤ 20 µs).
+//!
+//! Run with `cargo bench -p maintenance-core --bench sessions` (add a
+//! filter such as `-- touch` to run some). Figures depend on the file
+//! system holding the temporary directory (`$TMPDIR`).
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
+use maintenance_core::offline;
+use maintenance_core::policy::Instances;
+use maintenance_core::session::SessionKey;
+use maintenance_core::{
+    Backend, CommandTask, Config, FileBackend, ManualClock, Policy, SystemClock, TaskOptions,
+};
+use tempfile::TempDir;
+
+/// Long enough that no session expires while a benchmark runs.
+const TIMEOUT: Duration = Duration::from_secs(3600);
+/// How far back the sessions' last activity goes.
+const SPREAD: Duration = Duration::from_secs(900);
+
+fn config(dir: &TempDir) -> Config {
+    let mut config = Config::with_state_dir(dir.path().join("state"));
+    config.session_timeout = TIMEOUT;
+    config
+}
+
+/// A fresh state directory and its backend on the real clock.
+fn site() -> (TempDir, Arc<dyn Backend>) {
+    let dir = TempDir::new().expect("temporary directory");
+    let backend = FileBackend::open(&config(&dir), SystemClock::shared()).expect("open the state");
+    (dir, Arc::new(backend))
+}
+
+/// Records `n` sessions, their last activity spread evenly over `spread`
+/// up to now, through a second backend on a clock moved by hand.
+fn add_sessions(dir: &TempDir, n: usize, spread: Duration) {
+    let start = SystemTime::now() - spread;
+    let clock = ManualClock::new(start);
+    let writer = FileBackend::open(&config(dir), clock.clone()).expect("open the state");
+    for i in 0..n {
+        clock.set(start + spread.mul_f64(i as f64 / n as f64));
+        let key = SessionKey::of(format!("session-{i}").as_bytes());
+        writer.touch_session(&key).expect("touch");
+    }
+}
+
+/// `n` live tasks held by this process (concurrent policy).
+fn hold_tasks(backend: &Arc<dyn Backend>, n: usize) -> Vec<CommandTask> {
+    let policy = Policy::DEFAULT.instances(Instances::Concurrent);
+    (0..n)
+        .map(|i| {
+            let options = TaskOptions::new(Arc::clone(backend))
+                .argv(["manage", "bench", &format!("--part={i}")])
+                .policy(policy);
+            CommandTask::start("bench", options).expect("task starts")
+        })
+        .collect()
+}
+
+fn status(c: &mut Criterion) {
+    // Criterion's groups cannot interleave: build the sites once and run
+    // each group over them in turn.
+    let sites: Vec<_> = [1_000_usize, 10_000, 100_000]
+        .into_iter()
+        .map(|n| {
+            let (dir, backend) = site();
+            add_sessions(&dir, n, SPREAD);
+            let tasks = hold_tasks(&backend, 100);
+            let s = offline::status(backend.as_ref()).expect("status");
+            assert_eq!((s.live.tasks.len(), s.live.sessions.len()), (100, n));
+            (n, dir, backend, tasks)
+        })
+        .collect();
+    let mut status = c.benchmark_group("status/100_tasks");
+    status.sample_size(20);
+    status.measurement_time(Duration::from_secs(8));
+    for (n, _, backend, _) in &sites {
+        status.throughput(Throughput::Elements(*n as u64));
+        status.bench_with_input(BenchmarkId::from_parameter(n), n, |b, _| {
+            b.iter(|| black_box(offline::status(backend.as_ref()).expect("status")))
+        });
+    }
+    status.finish();
+    let mut list = c.benchmark_group("sessions/list");
+    list.sample_size(20);
+    list.measurement_time(Duration::from_secs(8));
+    for (n, _, backend, _) in &sites {
+        list.throughput(Throughput::Elements(*n as u64));
+        list.bench_with_input(BenchmarkId::from_parameter(n), n, |b, _| {
+            b.iter(|| black_box(backend.sessions().expect("sessions")))
+        });
+    }
+    list.finish();
+    drop(sites);
+
+    let mut burst = c.benchmark_group("status/100_tasks_one_bucket");
+    burst.sample_size(20);
+    let n = 10_000;
+    let (dir, backend) = site();
+    add_sessions(&dir, n, Duration::ZERO);
+    let _tasks = hold_tasks(&backend, 100);
+    burst.throughput(Throughput::Elements(n as u64));
+    burst.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+        b.iter(|| black_box(offline::status(backend.as_ref()).expect("status")))
+    });
+    burst.finish();
+}
+
+fn touch(c: &mut Criterion) {
+    let mut group = c.benchmark_group("session/touch");
+    // Every iteration of `first` leaves a file: keep the count bounded.
+    group.measurement_time(Duration::from_secs(3));
+    let (_dir, backend) = site();
+    let mut next = 0_u64;
+    group.bench_function("first", |b| {
+        b.iter_batched(
+            || {
+                next += 1;
+                SessionKey::of(format!("first-{next}").as_bytes())
+            },
+            |key| backend.touch_session(&key).expect("touch"),
+            BatchSize::SmallInput,
+        )
+    });
+    let key = SessionKey::of(b"the same user");
+    backend.touch_session(&key).expect("touch");
+    group.bench_function("repeat", |b| {
+        b.iter(|| backend.touch_session(black_box(&key)).expect("touch"))
+    });
+    group.finish();
+}
+
+// By hand rather than `criterion_group!`, whose public function would need
+// a doc comment the macro cannot carry.
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    touch(&mut c);
+    status(&mut c);
+    c.final_summary();
+}
