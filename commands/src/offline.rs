@@ -1,7 +1,7 @@
 //! `manage offline`: takes the site offline and back, shows its status and
 //! what is live, and runs a command inside a maintenance window. This file
 //! parses and presents; the state machine is maintenance-core's
-//! [`offline`](maintenance_core::offline) module.
+//! `offline` module.
 
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime};

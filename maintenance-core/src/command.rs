@@ -56,7 +56,7 @@ pub trait ManageCommand: clap::Args + Sized + 'static {
 }
 
 /// One registered command: what `register!` submits. Built in a const
-/// context; read through [`registry`].
+/// context; read through [`registrations`].
 #[derive(Clone, Copy)]
 pub struct Registration {
     /// The command's name.

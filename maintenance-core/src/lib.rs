@@ -1,6 +1,6 @@
 //! maintenance-core: everything a command or a web app needs to take a site
 //! offline only when nobody is in the middle of something — configuration,
-//! the mode record, tasks and their locks, the [`Backend`](backend::Backend)
+//! the mode record, tasks and their locks, the [`Backend`]
 //! trait and the file backend. No terminal handling.
 //!
 //! # Invariants, and how the protocol keeps each
@@ -10,27 +10,36 @@
 //!   inside the backend (the file backend: a lock file taken shared by a
 //!   task start, exclusively by a mode change), so a task either is visible
 //!   to the mode change that follows or sees its new mode and is refused.
-//!   Each task records the mode it started in; only those started ONLINE
-//!   hold off OFFLINE. (The waiting state machine completes this in the
-//!   offline module.)
-//! - **I2** Once PENDING has begun, no new guarded task starts: the gate
-//!   again, and [`task::admit`] is the one rule that decides. Sessions and
-//!   the settle time complete it with the session registry.
+//!   Each task records the mode it started in; [`offline::activate`] goes
+//!   OFFLINE only once no task started ONLINE is live, and its final look
+//!   and the OFFLINE write happen after that task's lock is free.
+//! - **I2** Once PENDING has begun, no new guarded task starts (the gate,
+//!   and [`task::admit`], the one rule that decides), and no new web session
+//!   gets in (the middleware's PENDING rule). A layer whose snapshot still
+//!   says ONLINE may let someone in during the refresh interval; so
+//!   `activate` waits a settle time of that interval from the start of
+//!   PENDING, then looks at the sessions afresh before it writes OFFLINE.
+//!   The backend never refuses a touch.
 //! - **I3** A task counts exactly as long as a process of its command lives:
 //!   it is an `flock` held on a file whose descriptor a child may inherit
 //!   ([`CommandTask::prepare_child`](task::CommandTask::prepare_child));
 //!   after that, dropping the guard only closes. The kernel drops the lock
 //!   when the last holder dies, by any signal; probes take shared try-locks,
-//!   so a dead task never looks live, and its file is reaped later.
+//!   so a dead task never looks live, and its file is reaped later. A nested
+//!   run given the task's token joins it.
 //! - **I4** Nothing is created, read or removed outside the state directory:
 //!   every file is opened relative to a directory descriptor with
-//!   `O_NOFOLLOW`; subdirectories are opened with `O_NOFOLLOW` too, so a
-//!   symlink planted in place of `tasks/` is refused; command names become
-//!   file names only when plainly safe, and a hash otherwise.
+//!   `O_NOFOLLOW` (and `O_NONBLOCK`, so a planted FIFO cannot hang a
+//!   reader); subdirectories are opened with `O_NOFOLLOW` too, so a symlink
+//!   planted in place of `tasks/` is refused; command names become file
+//!   names only when plainly safe, and a hash otherwise; session ids are
+//!   only ever hashed.
 //! - **I5** A mode change is all or nothing: the record is replaced by
-//!   rename. PENDING holds only while a waiter's lock is held: a killed
-//!   waiter leaves the site ONLINE, and the view says why. OFFLINE persists
-//!   until someone turns it off.
+//!   rename, and the web-server marker is created before an OFFLINE record
+//!   and removed after any other (a crash in between leaves a stray marker
+//!   that the view flags and the next writer removes). PENDING holds only
+//!   while a waiter's lock is held: a killed waiter leaves the site ONLINE,
+//!   and the view says why. OFFLINE persists until someone turns it off.
 //!
 //! Locks are `flock(2)`, which is not to be trusted on NFS: keep the state
 //! directory on a local file system. Unix only.
