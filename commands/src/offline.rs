@@ -224,7 +224,7 @@ fn details(
     let now = SystemTime::now();
     let r = &st.view.record;
     let mut lines = Vec::new();
-    if r.pid != 0 {
+    if r.pid != 0 && st.view.lapsed.is_none() {
         lines.push(format!(
             "since: {} ({} ago), by {} (pid {})",
             r.since,
@@ -269,6 +269,12 @@ fn details(
             run.argv.join(" "),
             run.started_at
         )),
+        WindowState::Waiting(run) => lines.push(format!(
+            "window: `offline run` (pid {}, {}) is waiting to go offline to run `{}`",
+            run.pid,
+            run.by,
+            run.argv.join(" ")
+        )),
         WindowState::Abandoned(run) if st.view.mode == Mode::Offline => lines.push(format!(
             "window: left OFFLINE by `offline run -- {}` (pid {}, {}), which was killed while its \
              command ran; check the command's work, then `offline off`",
@@ -292,6 +298,7 @@ fn status_json(
     let window = match window {
         WindowState::Free => serde_json::Value::Null,
         WindowState::Running(run) => serde_json::json!({ "state": "running", "run": run }),
+        WindowState::Waiting(run) => serde_json::json!({ "state": "waiting", "run": run }),
         WindowState::Abandoned(run) => serde_json::json!({ "state": "abandoned", "run": run }),
     };
     serde_json::json!({
@@ -320,19 +327,19 @@ fn status_json(
 /// for itself.
 fn refuse_inside_task(ctx: &Context<'_>, backend: &dyn Backend) -> anyhow::Result<()> {
     if let Some(task) = ctx.task() {
-        return Err(Refusal::InsideTask {
+        return Err(maintenance_core::Error::Refused(Refusal::InsideTask {
             command: task.name.clone(),
             token: task.id.clone(),
-        }
+        })
         .into());
     }
     if let Some(token) = std::env::var_os(ENV_TASK)
         && let Ok(task) = backend.join_task(&token.to_string_lossy())
     {
-        return Err(Refusal::InsideTask {
+        return Err(maintenance_core::Error::Refused(Refusal::InsideTask {
             command: task.name,
             token: task.id,
-        }
+        })
         .into());
     }
     Ok(())
@@ -366,7 +373,8 @@ impl Meter {
 
     fn update(&mut self, out: &mut dyn Write, p: &Progress<'_>) {
         let n = p.holding.active();
-        if n == 0 && !self.header {
+        if n == 0 {
+            // Nothing holds it off: no header, and no "0 pending" line.
             return;
         }
         if !self.header {

@@ -289,7 +289,7 @@ fn refuse_blockers(backend: &dyn Backend) -> Result<()> {
     if tasks.is_empty() {
         Ok(())
     } else {
-        Err(Refusal::Blocked { tasks }.into())
+        Err(crate::Error::Refused(Refusal::Blocked { tasks }))
     }
 }
 
@@ -353,13 +353,12 @@ pub fn force(backend: &dyn Backend, change: &ModeChange) -> Result<(ModeRecord, 
 /// window exists to prevent.
 pub fn deactivate(backend: &dyn Backend, change: &ModeChange, force: bool) -> Result<ModeRecord> {
     if !force && let WindowState::Running(run) = backend.window()? {
-        return Err(Refusal::RunUnderWay {
+        return Err(crate::Error::Refused(Refusal::RunUnderWay {
             run,
             what: "; turning the site ONLINE now would reopen it mid-command: wait for it to \
                    end, or pass --force"
                 .into(),
-        }
-        .into());
+        }));
     }
     backend.go_online(change)
 }
@@ -396,19 +395,20 @@ pub fn run_in_window(
     command: &mut dyn FnMut() -> anyhow::Result<u8>,
 ) -> anyhow::Result<RunOutcome> {
     let me = &activation.change;
-    let window = backend.begin_window_run(&WindowRun {
+    let mut window = backend.begin_window_run(&WindowRun {
         argv: argv.to_vec(),
         pid: me.pid,
         by: me.by.clone(),
         started_at: Timestamp::at(backend.clock().now()),
+        running: false,
     })?;
     let view = backend.mode()?;
     let found = view.mode;
     if found == Mode::Pending {
-        return Err(Refusal::PendingElsewhere {
+        return Err(crate::Error::Refused(Refusal::PendingElsewhere {
             since: view.record.since,
             by: view.record.by,
-        }
+        })
         .into());
     }
     if found == Mode::Online {
@@ -421,6 +421,7 @@ pub fn run_in_window(
             }
         }
     }
+    window.command_started(Timestamp::at(backend.clock().now()))?;
     let code = command();
     let restored = if found == Mode::Online {
         backend.go_online(me)?;

@@ -271,9 +271,10 @@ fn outcome(name: &str, result: std::thread::Result<anyhow::Result<()>>, err: &mu
                 return *code;
             }
             dispatch::print_error(err, &e);
-            if let Some(core) = e.downcast_ref::<Error>()
-                && core.exit_code() == exit::REFUSED
-            {
+            let refused = e.downcast_ref::<maintenance_core::Refusal>().is_some()
+                || e.downcast_ref::<Error>()
+                    .is_some_and(|c| c.exit_code() == exit::REFUSED);
+            if refused {
                 return exit::REFUSED;
             }
             if interrupted {
@@ -299,10 +300,21 @@ pub(crate) fn top_level_registered(
         stop,
         terminal,
     } = launch;
-    let cmd = dispatch::top_command(bin).subcommand((reg.build)());
-    let matches = match cmd.try_get_matches_from(argv) {
+    let mut cmd = dispatch::top_command(bin).subcommand((reg.build)());
+    let matches = match cmd.try_get_matches_from_mut(argv) {
         Ok(m) => m,
-        Err(e) => return dispatch::clap_exit(e, out, err),
+        Err(e) => {
+            let kind = e.kind();
+            let code = dispatch::clap_exit(e, out, err);
+            if matches!(
+                kind,
+                clap::error::ErrorKind::InvalidSubcommand
+                    | clap::error::ErrorKind::MissingSubcommand
+            ) {
+                list_verbs(&cmd, argv, err);
+            }
+            return code;
+        }
     };
     let Some((_, sub)) = matches.subcommand() else {
         return exit::USAGE;
@@ -327,6 +339,34 @@ pub(crate) fn top_level_registered(
         parent: None,
     };
     rt.run_registered(reg, sub, how, out, err)
+}
+
+/// After a wrong or missing verb: the verbs of the deepest command the
+/// command line names, with their aliases.
+fn list_verbs(top: &clap::Command, argv: &[OsString], err: &mut dyn Write) {
+    let mut cmd = top;
+    for word in argv.iter().skip(1) {
+        match cmd.find_subcommand(word.to_string_lossy().as_ref()) {
+            Some(sub) => cmd = sub,
+            None if word.to_string_lossy().starts_with('-') => continue,
+            None => break,
+        }
+    }
+    let verbs: Vec<String> = cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .map(|s| {
+            let aliases: Vec<&str> = s.get_visible_aliases().collect();
+            if aliases.is_empty() {
+                s.get_name().to_owned()
+            } else {
+                format!("{} ({})", s.get_name(), aliases.join(", "))
+            }
+        })
+        .collect();
+    if !verbs.is_empty() {
+        let _ = writeln!(err, "\nVerbs: {}", verbs.join(", "));
+    }
 }
 
 /// Runs an external command as a child, tracked: the child inherits the

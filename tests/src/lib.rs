@@ -756,3 +756,830 @@ pub fn unique(prefix: &str) -> String {
         .unwrap_or(0);
     format!("{prefix}-{}-{nanos:x}", std::process::id())
 }
+
+/// The `user@host` every process of these tests runs as, as records and
+/// messages name it.
+pub fn user_at_host() -> String {
+    maintenance_core::identity::Identity::current().user_at_host()
+}
+
+/// Sends `signal` to process `pid` (a child or any process of the test).
+pub fn send_signal(pid: u32, signal: rustix::process::Signal) {
+    let raw = i32::try_from(pid).expect("a pid fits in i32");
+    let pid_t = rustix::process::Pid::from_raw(raw).expect("a positive pid");
+    rustix::process::kill_process(pid_t, signal)
+        .unwrap_or_else(|e| panic!("kill -{signal:?} {pid}: {e}"));
+}
+
+/// A site for the end-to-end runs of a `manage` binary (`e2e-manage`): a
+/// scratch directory that is the working directory of every run, holding a
+/// `manage.toml` (with `refresh_interval = "50ms"`, so PENDING settles
+/// quickly, plus whatever the test adds), the state directory (given as
+/// `MANAGE_STATE_DIR`) and a `bin/` directory put first on `PATH` for
+/// external `manage-<name>` commands. Every run has `argv[0]` `manage` and
+/// neither `RUST_BACKTRACE` nor a task token in its environment.
+#[derive(Debug)]
+pub struct Site {
+    scratch: Scratch,
+    exe: PathBuf,
+}
+
+impl Site {
+    /// A fresh site run with `exe` (`env!("CARGO_BIN_EXE_e2e-manage")`).
+    pub fn new(exe: impl Into<PathBuf>) -> Site {
+        Site::with_config(exe, "")
+    }
+
+    /// A fresh site whose `manage.toml` also holds `toml` (lines of
+    /// settings, e.g. `session_timeout = "10m"`).
+    pub fn with_config(exe: impl Into<PathBuf>, toml: &str) -> Site {
+        let scratch = Scratch::new();
+        std::fs::write(
+            scratch.path().join("manage.toml"),
+            format!("refresh_interval = \"50ms\"\n{toml}\n"),
+        )
+        .expect("write manage.toml");
+        std::fs::create_dir(scratch.path().join("bin")).expect("create bin/");
+        Site {
+            scratch,
+            exe: exe.into(),
+        }
+    }
+
+    /// The site's directory: every run's working directory.
+    pub fn dir(&self) -> &Path {
+        self.scratch.path()
+    }
+
+    /// The state directory.
+    pub fn state(&self) -> PathBuf {
+        self.scratch.state()
+    }
+
+    /// Writes an executable `bin/manage-<name>` with `script` (a whole
+    /// file, `#!/bin/sh` first). Write these before starting any process:
+    /// a file open for writing while another thread forks can make the
+    /// exec fail with ETXTBSY.
+    pub fn external(&self, name: &str, script: &str) -> PathBuf {
+        let path = self.dir().join("bin").join(format!("manage-{name}"));
+        std::fs::write(&path, script).expect("write an external command");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod an external command");
+        path
+    }
+
+    /// The command line `manage ARGS…` against this site, stdio piped.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let path = match std::env::var_os("PATH") {
+            Some(p) => {
+                let mut dirs = vec![self.dir().join("bin")];
+                dirs.extend(std::env::split_paths(&p));
+                std::env::join_paths(dirs).expect("a PATH")
+            }
+            None => self.dir().join("bin").into_os_string(),
+        };
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg0("manage")
+            .args(args)
+            .current_dir(self.dir())
+            .env("MANAGE_STATE_DIR", self.state())
+            .env("PATH", path)
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("MANAGE_CONFIG")
+            .env_remove(maintenance_core::task::ENV_TASK)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Starts `manage ARGS…`.
+    pub fn spawn(&self, args: &[&str]) -> Proc {
+        Proc::spawn(self.command(args))
+    }
+
+    /// Runs `manage ARGS…` to its end (within the hang guard).
+    pub fn run(&self, args: &[&str]) -> Outcome {
+        self.spawn(args).finish()
+    }
+
+    /// Starts a command of the test fixture that says `started <task-id>`
+    /// (`sleeper`, `sleeper-many`, or `offline run -- sleeper …`) and waits
+    /// until it has said so: from then on its task is live. Returns the
+    /// process and the id.
+    pub fn start(&self, args: &[&str]) -> (Proc, String) {
+        let mut p = self.spawn(args);
+        let line = p.line();
+        match line.strip_prefix("started ") {
+            Some(id) => (p, id.to_owned()),
+            None => panic!(
+                "`manage {}` did not start: {line:?}; {}",
+                args.join(" "),
+                p.finish()
+            ),
+        }
+    }
+
+    /// The site's state, opened in this process through the core API (with
+    /// the default session timeout).
+    pub fn backend(&self) -> std::sync::Arc<dyn maintenance_core::Backend> {
+        maintenance_core::backend::open(
+            &maintenance_core::Config::with_state_dir(self.state()),
+            maintenance_core::SystemClock::shared(),
+        )
+        .expect("open the state directory")
+    }
+
+    /// Records activity of web session `id` now, as a web layer would;
+    /// returns its key.
+    pub fn touch_session(&self, id: &str) -> maintenance_core::session::SessionKey {
+        let key = maintenance_core::session::SessionKey::of(id.as_bytes());
+        self.backend().touch_session(&key).expect("touch a session");
+        key
+    }
+
+    /// Ends web session `id` (a logout).
+    pub fn end_session(&self, id: &str) {
+        let key = maintenance_core::session::SessionKey::of(id.as_bytes());
+        self.backend().end_session(&key).expect("end a session");
+    }
+
+    /// The mode view, read through the core API.
+    pub fn mode(&self) -> maintenance_core::ModeView {
+        self.backend().mode().expect("read the mode")
+    }
+
+    /// Polls the mode until it is `mode`; fails the test after the hang
+    /// guard.
+    pub fn wait_for_mode(&self, mode: maintenance_core::Mode) {
+        let deadline = Instant::now() + HANG_GUARD;
+        let backend = self.backend();
+        loop {
+            let view = backend.mode().expect("read the mode");
+            if view.mode == mode {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the site is still {} after {HANG_GUARD:?}, not {mode}: {view:?}",
+                view.mode
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `manage offline status --json`, parsed (and checked to exit 0).
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = self.run(&["offline", "status", "--json"]);
+        assert_eq!(out.code(), Some(0), "status --json: {out}");
+        serde_json::from_str(&out.stdout.join("\n"))
+            .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {out}"))
+    }
+}
+
+/// One plain progress line of `offline on` — `<N> pending sessions. <*|->
+/// (<S> sec)` — parsed into N, the mark and S.
+pub fn parse_progress(line: &str) -> Option<(usize, char, u64)> {
+    let (n, rest) = line.split_once(" pending sessions. ")?;
+    let mut chars = rest.chars();
+    let mark = chars.next().filter(|c| matches!(c, '*' | '-'))?;
+    let secs = chars
+        .as_str()
+        .strip_prefix(" (")?
+        .strip_suffix(" sec)")?
+        .parse()
+        .ok()?;
+    Some((n.parse().ok()?, mark, secs))
+}
+
+/// Checks the plain progress lines at the start of `lines`, which follow
+/// `prev` (the last progress line already read, if any): each is a line
+/// only because the count changed, the mark alternates, and the seconds
+/// never go back. Returns how many of `lines` are progress lines.
+pub fn plain_progress(prev: Option<&str>, lines: &[String]) -> usize {
+    let mut last = prev.map(|p| parse_progress(p).unwrap_or_else(|| panic!("{p:?}")));
+    let mut n = 0;
+    for line in lines {
+        let Some(now) = parse_progress(line) else {
+            break;
+        };
+        if let Some((count, mark, secs)) = last {
+            assert_ne!(now.0, count, "a line without a change: {lines:?}");
+            assert_ne!(now.1, mark, "the mark alternates: {lines:?}");
+            assert!(now.2 >= secs, "the seconds go back: {lines:?}");
+        }
+        last = Some(now);
+        n += 1;
+    }
+    n
+}
+
+/// The example site's binary against a [`Site`] made with it
+/// (`Site::new(env!("CARGO_BIN_EXE_e2e-mysite"))`): the same runs as
+/// [`Site::command`], with `argv[0]` `mysite`.
+impl Site {
+    /// The command line `mysite ARGS…` against this site, stdio piped.
+    pub fn mysite_command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.command(args);
+        cmd.arg0("mysite");
+        cmd
+    }
+
+    /// Starts `mysite ARGS…`.
+    pub fn spawn_mysite(&self, args: &[&str]) -> Proc {
+        Proc::spawn(self.mysite_command(args))
+    }
+
+    /// Runs `mysite ARGS…` to its end (within the hang guard).
+    pub fn run_mysite(&self, args: &[&str]) -> Outcome {
+        self.spawn_mysite(args).finish()
+    }
+}
+
+/// Reads `p`'s lines until one satisfies `done` (within the hang guard per
+/// line); returns every line read, that one last.
+pub fn lines_until(p: &mut Proc, done: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let line = p.line();
+        let last = done(&line);
+        lines.push(line);
+        if last {
+            return lines;
+        }
+    }
+}
+
+/// The signals process `pid` has a handler for (its `SigCgt` mask in
+/// `/proc`), as a bit set (bit `n-1` for signal `n`); 0 once it is gone.
+pub fn caught_signals(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))
+                .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until process `pid` has installed handlers for every one of
+/// `signals` (`libc::SIGINT`, …): from then on a signal is handled, not
+/// fatal. Fails the test after the hang guard.
+pub fn wait_until_catching(pid: u32, signals: &[i32]) {
+    let wanted = signals.iter().fold(0u64, |m, s| m | 1 << (s - 1));
+    let deadline = Instant::now() + HANG_GUARD;
+    while caught_signals(pid) & wanted != wanted {
+        assert!(
+            is_alive(pid),
+            "pid {pid} died before it caught signals {signals:?}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} does not catch signals {signals:?} after {HANG_GUARD:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Whether the main thread of process `pid` is blocked waiting for a child
+/// (in `wait4`/`waitid`): its `/proc` wait channel is `do_wait`, or, where
+/// the kernel hides wait channels, its current system call is one of those.
+pub fn waits_for_a_child(pid: u32) -> bool {
+    let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    if wchan.trim() == "do_wait" {
+        return true;
+    }
+    let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+    let number = syscall
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse::<i64>().ok());
+    number.is_some_and(|n| n == libc::SYS_wait4 || n == libc::SYS_waitid)
+}
+
+/// Waits until process `pid` is blocked waiting for its child (a runner
+/// waiting for its external command): from then on, whatever it set up
+/// before waiting — the child's pid for signal forwarding — is in place.
+/// Fails the test after the hang guard.
+pub fn wait_until_waiting_for_a_child(pid: u32) {
+    let deadline = Instant::now() + HANG_GUARD;
+    while !waits_for_a_child(pid) {
+        assert!(is_alive(pid), "pid {pid} died before it waited for a child");
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} is not waiting for a child after {HANG_GUARD:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The example site's web app, for tests/web*.rs: `mysite runserver` and its
+// operator CLI in a scratch site, and HTTP clients that follow no redirect.
+
+/// The key the web tests' sites sign bypass cookies with
+/// (`MYSITE_SECRET_KEY`).
+pub const MYSITE_KEY: &str = "web-tests-signing-key";
+
+/// A deployment of the example site (`e2e-mysite`, run as `mysite`) for the
+/// web tests: a scratch directory holding `manage.toml` (`state_dir =
+/// "state"`, `refresh_interval = "50ms"`, plus whatever the test adds) that
+/// is the working directory of every run. Every run has `argv[0]` `mysite`,
+/// `MYSITE_SECRET_KEY` set, and neither `RUST_BACKTRACE`, a task token,
+/// `MANAGE_STATE_DIR` nor `MANAGE_CONFIG` in its environment.
+#[derive(Debug)]
+pub struct MySite {
+    scratch: Scratch,
+    exe: PathBuf,
+}
+
+impl MySite {
+    /// A fresh site run with `exe` (`env!("CARGO_BIN_EXE_e2e-mysite")`).
+    pub fn new(exe: impl Into<PathBuf>) -> MySite {
+        MySite::with_config(exe, "")
+    }
+
+    /// A fresh site whose `manage.toml` also holds `toml`.
+    pub fn with_config(exe: impl Into<PathBuf>, toml: &str) -> MySite {
+        let scratch = Scratch::new();
+        std::fs::write(
+            scratch.path().join("manage.toml"),
+            format!("state_dir = \"state\"\nrefresh_interval = \"50ms\"\n{toml}\n"),
+        )
+        .expect("write manage.toml");
+        MySite {
+            scratch,
+            exe: exe.into(),
+        }
+    }
+
+    /// The site's directory: every run's working directory.
+    pub fn dir(&self) -> &Path {
+        self.scratch.path()
+    }
+
+    /// The state directory.
+    pub fn state(&self) -> PathBuf {
+        self.scratch.state()
+    }
+
+    /// The command line `mysite ARGS…`, signing with `key`, stdio piped.
+    pub fn command_with_key(&self, key: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg0("mysite")
+            .args(args)
+            .current_dir(self.dir())
+            .env("MYSITE_SECRET_KEY", key)
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("MANAGE_STATE_DIR")
+            .env_remove("MANAGE_CONFIG")
+            .env_remove(maintenance_core::task::ENV_TASK)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// The command line `mysite ARGS…`, stdio piped.
+    pub fn command(&self, args: &[&str]) -> Command {
+        self.command_with_key(MYSITE_KEY, args)
+    }
+
+    /// Starts `mysite ARGS…`.
+    pub fn spawn(&self, args: &[&str]) -> Proc {
+        Proc::spawn(self.command(args))
+    }
+
+    /// Runs `mysite ARGS…` to its end and checks that it exited 0.
+    pub fn run_ok(&self, args: &[&str]) -> Outcome {
+        let out = self.spawn(args).finish();
+        assert_eq!(out.code(), Some(0), "`mysite {}`: {out}", args.join(" "));
+        out
+    }
+
+    /// `mysite offline status`'s line: `Status: <MODE> - Active sessions: <N>`.
+    pub fn status(&self) -> String {
+        let out = self.run_ok(&["offline", "status"]);
+        out.stdout.first().cloned().unwrap_or_default()
+    }
+
+    /// Starts `mysite runserver --addr 127.0.0.1:0 ARGS…` and waits until it
+    /// says where it serves.
+    pub fn serve(&self, args: &[&str]) -> Server {
+        self.serve_with_key(MYSITE_KEY, args)
+    }
+
+    /// The same, signing bypass cookies with `key`.
+    pub fn serve_with_key(&self, key: &str, args: &[&str]) -> Server {
+        let mut all = vec!["runserver", "--addr", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut proc = Proc::spawn(self.command_with_key(key, &all));
+        let line = proc.line();
+        let addr = line
+            .strip_prefix("serving http://")
+            .and_then(|rest| rest.strip_suffix('/'))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("`mysite {}` said {line:?}", all.join(" ")));
+        Server { proc, addr }
+    }
+
+    /// Starts `mysite offline on --timeout 300 ARGS…` and waits until it
+    /// says it waits for a live session: from then on the site is PENDING,
+    /// held by that process (dropping it kills it).
+    pub fn go_pending(&self, args: &[&str]) -> Proc {
+        let mut all = vec!["offline", "on", "--timeout", "300"];
+        all.extend_from_slice(args);
+        let mut p = self.spawn(&all);
+        loop {
+            let line = p.line();
+            if line.starts_with("Active sessions detected") {
+                return p;
+            }
+            assert!(
+                !line.starts_with("Status:"),
+                "`mysite {}` did not wait for a session: {line:?}",
+                all.join(" ")
+            );
+        }
+    }
+}
+
+/// A running `mysite runserver`; killed when dropped.
+#[derive(Debug)]
+pub struct Server {
+    proc: Proc,
+    addr: std::net::SocketAddr,
+}
+
+impl Server {
+    /// Where it listens.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// The process.
+    pub fn proc(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
+
+    /// `GET path` with `headers`, from 127.0.0.1 (no redirect followed).
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        http_get(self.addr, path, headers)
+    }
+
+    /// `POST path` with `headers` and no body.
+    pub fn post(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        http_post(self.addr, path, headers)
+    }
+
+    /// `GET path` with `headers` from the local address `from` (say
+    /// 127.0.0.2), over a plain socket.
+    pub fn get_from(&self, from: std::net::IpAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+        raw_get(self.addr, Some(from), path, headers)
+    }
+
+    /// Polls `GET path` until `done` holds for the reply, and returns it;
+    /// fails the test after the hang guard.
+    pub fn get_until(
+        &self,
+        what: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        done: impl Fn(&Reply) -> bool,
+    ) -> Reply {
+        let deadline = Instant::now() + HANG_GUARD;
+        loop {
+            let r = self.get(path, headers);
+            if done(&r) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still not {what} after {HANG_GUARD:?}; GET {path} answers {r}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// An HTTP response, as the tests look at it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// The headers, names lowercase, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body (lossy UTF-8).
+    pub body: String,
+}
+
+impl Reply {
+    /// The first header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.all(name).into_iter().next()
+    }
+
+    /// Every header `name`.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The `Set-Cookie` header that sets cookie `name`.
+    pub fn set_cookie(&self, name: &str) -> Option<&str> {
+        self.all("set-cookie")
+            .into_iter()
+            .find(|c| c.split_once('=').is_some_and(|(n, _)| n.trim() == name))
+    }
+
+    /// The value `Set-Cookie` gives cookie `name`.
+    pub fn cookie_value(&self, name: &str) -> Option<String> {
+        let c = self.set_cookie(name)?;
+        let (_, rest) = c.split_once('=')?;
+        Some(rest.split(';').next().unwrap_or("").trim().to_owned())
+    }
+
+    /// The body as JSON; fails the test if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self}"))
+    }
+
+    /// Whether this is mysite's home page, served by the app (`<h1>mysite</h1>`).
+    pub fn is_home_page(&self) -> bool {
+        self.status == 200 && self.body.contains("<h1>mysite</h1>")
+    }
+
+    /// Whether the page shows the maintenance banner (`id="banner"`).
+    pub fn has_banner(&self) -> bool {
+        self.body.contains("id=\"banner\"")
+    }
+
+    /// Asserts this is the app's home page.
+    pub fn assert_home_page(&self, context: &str) {
+        assert!(self.is_home_page(), "{context}: not mysite's page: {self}");
+    }
+
+    /// Asserts the maintenance layer turned this request away as `how`
+    /// says: `Cache-Control: no-store`; `Retry-After` exactly `retry_after`
+    /// on a 503 (absent when `None`, never empty); no page of the app.
+    pub fn assert_turned_away(&self, how: TurnedAway, retry_after: Option<&str>, context: &str) {
+        let ct = self.header("content-type").unwrap_or("");
+        match how {
+            TurnedAway::Redirect => {
+                assert_eq!(self.status, 303, "{context}: not a 303: {self}");
+                assert_eq!(
+                    self.header("location"),
+                    Some("/maintenance.html"),
+                    "{context}: not sent to the maintenance page: {self}"
+                );
+            }
+            TurnedAway::Unavailable => {
+                assert_eq!(self.status, 503, "{context}: not a 503: {self}");
+                assert!(ct.starts_with("text/html"), "{context}: not HTML: {self}");
+                assert!(
+                    self.body.contains("Down for maintenance"),
+                    "{context}: no maintenance page: {self}"
+                );
+            }
+            TurnedAway::Json => {
+                assert_eq!(self.status, 503, "{context}: not a 503: {self}");
+                assert!(
+                    ct.starts_with("application/json"),
+                    "{context}: not JSON: {self}"
+                );
+                assert_eq!(self.json()["error"], "maintenance", "{context}: {self}");
+            }
+        }
+        assert_eq!(
+            self.all("cache-control"),
+            ["no-store"],
+            "{context}: a turned-away response must not be cached: {self}"
+        );
+        let retry = self.all("retry-after");
+        for v in &retry {
+            assert!(
+                !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()),
+                "{context}: invalid Retry-After {v:?}: {self}"
+            );
+        }
+        if self.status == 503 {
+            let want: Vec<&str> = retry_after.into_iter().collect();
+            assert_eq!(retry, want, "{context}: Retry-After: {self}");
+        }
+        assert!(
+            !self.body.contains("<h1>mysite</h1>"),
+            "{context}: the app's page leaked: {self}"
+        );
+        assert!(
+            self.set_cookie("sessionid").is_none(),
+            "{context}: a turned-away request got a session: {self}"
+        );
+    }
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP {}", self.status)?;
+        for (n, v) in &self.headers {
+            write!(f, "\n  {n}: {v}")?;
+        }
+        let body: String = self.body.chars().take(600).collect();
+        write!(f, "\n  body: {body:?}")
+    }
+}
+
+/// How the maintenance layer turns a request away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnedAway {
+    /// `303 See Other` to `/maintenance.html`.
+    Redirect,
+    /// `503` with an HTML maintenance page.
+    Unavailable,
+    /// `503` with a JSON body (API clients).
+    Json,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .proxy(None)
+        .timeout_global(Some(HANG_GUARD))
+        .build()
+        .into()
+}
+
+fn reply_of(res: Result<ureq::http::Response<ureq::Body>, ureq::Error>, what: &str) -> Reply {
+    let mut res = res.unwrap_or_else(|e| panic!("{what}: {e}"));
+    let status = res.status().as_u16();
+    let headers = res
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = res
+        .body_mut()
+        .read_to_vec()
+        .unwrap_or_else(|e| panic!("{what}: reading the body: {e}"));
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// `GET http://ADDR/PATH` with `headers`, through a real HTTP client that
+/// follows no redirect, sends no cookie of its own and uses no proxy.
+pub fn http_get(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = agent().get(format!("http://{addr}{path}"));
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    reply_of(req.call(), &format!("GET http://{addr}{path}"))
+}
+
+/// `POST http://ADDR/PATH` with `headers` and an empty body.
+pub fn http_post(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = agent().post(format!("http://{addr}{path}"));
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    reply_of(req.send_empty(), &format!("POST http://{addr}{path}"))
+}
+
+/// Sends `request` (raw bytes: a whole HTTP/1.1 request that asks for
+/// `Connection: close`) to `to` over a plain socket bound to local address
+/// `from` when given (on Linux all of 127.0.0.0/8 is local), and reads the
+/// response to the end.
+pub fn raw_exchange(
+    to: std::net::SocketAddr,
+    from: Option<std::net::IpAddr>,
+    request: &[u8],
+) -> std::io::Result<Reply> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(to),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    if let Some(ip) = from {
+        socket.bind(&std::net::SocketAddr::new(ip, 0).into())?;
+    }
+    socket.connect_timeout(&to.into(), HANG_GUARD)?;
+    let mut stream: std::net::TcpStream = socket.into();
+    stream.set_read_timeout(Some(HANG_GUARD))?;
+    stream.set_write_timeout(Some(HANG_GUARD))?;
+    stream.write_all(request)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_reply(&raw).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not an HTTP response: {:?}", String::from_utf8_lossy(&raw)),
+        )
+    })
+}
+
+fn parse_reply(raw: &[u8]) -> Option<Reply> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let eol = rest.windows(2).position(|w| w == b"\r\n")?;
+            let size_text = String::from_utf8_lossy(&rest[..eol]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+            rest = &rest[eol + 2..];
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(rest.get(..size)?);
+            rest = rest.get(size + 2..)?;
+        }
+        body = out;
+    }
+    Some(Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// `METHOD PATH` (no body) with `headers` to `to` from local address
+/// `from`, over a plain socket (see [`raw_exchange`]); fails the test on an
+/// I/O error.
+pub fn raw_request(
+    to: std::net::SocketAddr,
+    from: Option<std::net::IpAddr>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n");
+    if method == "POST" {
+        req.push_str("Content-Length: 0\r\n");
+    }
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    raw_exchange(to, from, req.as_bytes())
+        .unwrap_or_else(|e| panic!("{method} {path} from {from:?} to {to}: {e}"))
+}
+
+/// `GET PATH` with `headers` to `to` from local address `from` (see
+/// [`raw_request`]).
+pub fn raw_get(
+    to: std::net::SocketAddr,
+    from: Option<std::net::IpAddr>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    raw_request(to, from, "GET", path, headers)
+}
+
+/// Calls `probe` until it returns something, and returns that; fails the
+/// test, naming `what`, after the hang guard. For changes another process
+/// makes that a server sees within its refresh interval: a hang guard, not
+/// a measure of that interval.
+pub fn poll_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still not {what} after {HANG_GUARD:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (for a server that
+/// cannot be told to pick its own, such as nginx: retry when it is taken).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}

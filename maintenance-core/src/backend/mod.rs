@@ -101,20 +101,29 @@ pub struct WindowRun {
     pub pid: u32,
     /// `user@host` of its operator.
     pub by: String,
-    /// When its command started.
+    /// When it began (its wait), then when its command started.
     pub started_at: Timestamp,
+    /// Whether its command runs (it has the window); `false` while it still
+    /// waits for OFFLINE.
+    #[serde(default)]
+    pub running: bool,
 }
 
 /// The hold of an `offline run` on the window; dropping it (the command
 /// ended) clears the record. A killed holder leaves the record behind, so
 /// status can say which run left the site OFFLINE.
-pub trait WindowLease: Send + fmt::Debug {}
+pub trait WindowLease: Send + fmt::Debug {
+    /// Records that the run's command starts now, inside the window.
+    fn command_started(&mut self, at: Timestamp) -> Result<()>;
+}
 
 /// What is known of the window's holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WindowState {
     /// No `offline run` holds the window.
     Free,
+    /// An `offline run` is waiting for OFFLINE; its command has not started.
+    Waiting(WindowRun),
     /// This run's command is running now.
     Running(WindowRun),
     /// This run died while its command ran (the site stays OFFLINE until

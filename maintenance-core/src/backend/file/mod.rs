@@ -375,9 +375,21 @@ impl FileBackend {
 #[derive(Debug)]
 struct FileWindowLease {
     file: File,
+    run: WindowRun,
+    path: std::path::PathBuf,
 }
 
-impl WindowLease for FileWindowLease {}
+impl WindowLease for FileWindowLease {
+    fn command_started(&mut self, at: Timestamp) -> Result<()> {
+        self.run.running = true;
+        self.run.started_at = at;
+        let json = serde_json::to_vec(&self.run).map_err(|e| Error::Invalid(e.to_string()))?;
+        self.file
+            .set_len(0)
+            .and_then(|()| std::os::unix::fs::FileExt::write_all_at(&self.file, &json, 0))
+            .map_err(|e| Error::io("write", self.path.clone(), e))
+    }
+}
 
 impl Drop for FileWindowLease {
     fn drop(&mut self) {
@@ -694,7 +706,11 @@ impl Backend for FileBackend {
         file.set_len(0)
             .and_then(|()| file.write_all(&json))
             .map_err(|e| Error::io("write", self.root.join(RUN_LOCK), e))?;
-        Ok(Box::new(FileWindowLease { file }))
+        Ok(Box::new(FileWindowLease {
+            file,
+            run: run.clone(),
+            path: self.root.join(RUN_LOCK),
+        }))
     }
 
     fn window(&self) -> Result<WindowState> {
@@ -704,9 +720,11 @@ impl Backend for FileBackend {
         let live =
             tasks::held(&file).map_err(|e| Error::io("probe", self.root.join(RUN_LOCK), e))?;
         Ok(match (live, self.read_run(file)?) {
-            (true, Some(run)) => WindowState::Running(run),
-            (false, Some(run)) => WindowState::Abandoned(run),
-            (_, None) => WindowState::Free,
+            (true, Some(run)) if run.running => WindowState::Running(run),
+            (true, Some(run)) => WindowState::Waiting(run),
+            (false, Some(run)) if run.running => WindowState::Abandoned(run),
+            // A run killed while it waited left nothing half-done.
+            (false, Some(_)) | (_, None) => WindowState::Free,
         })
     }
 
