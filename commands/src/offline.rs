@@ -515,8 +515,16 @@ fn on(ctx: &mut Context<'_>, backend: &dyn Backend, args: OnArgs) -> anyhow::Res
             "Bypass: visit {prefix}{secret} once to browse the site during maintenance"
         )?;
     }
+    // The web layers see a new secret within one refresh interval: wait
+    // that long where nothing else did, so the printed link works at once.
+    let settle_secret = |ctx: &Context<'_>| {
+        if secret.is_some() {
+            std::thread::sleep(ctx.config().refresh_interval);
+        }
+    };
     if args.wait.force {
         let (record, live) = offline::force(backend, &change)?;
+        settle_secret(ctx);
         writeln!(ctx.out(), "{}", status_line(record.mode, live.active()))?;
         if ctx.verbosity() > 0 {
             for l in live.describe(SystemTime::now()) {
@@ -527,6 +535,9 @@ fn on(ctx: &mut Context<'_>, backend: &dyn Backend, args: OnArgs) -> anyhow::Res
     }
     let a = activation(ctx, &args.wait, change, args.grace);
     let outcome = wait_offline(ctx, backend, &a)?;
+    if let Outcome::Offline { already: true, .. } = outcome {
+        settle_secret(ctx);
+    }
     finish_wait(ctx, &outcome, a.timeout)
 }
 
