@@ -289,7 +289,8 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
         // The configuration matters for aliases and external commands; a
         // registered command loads it after its own parse (globals may
         // follow its name).
-        let config = load_config(&globals, &state_dir).ok();
+        let loaded = load_config(&globals, &state_dir);
+        let config = loaded.as_ref().ok().cloned();
         let target = resolve(&name, config.as_ref(), &mut warnings);
         for w in &warnings {
             let _ = writeln!(err, "warning: {w}");
@@ -354,6 +355,11 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
                 return exec::external(&rt, &name, &path, &argv[index + 1..], None, err);
             }
             Target::Unknown => {
+                // An alias in a broken manage.toml: say what is broken.
+                if let Err(e) = &loaded {
+                    print_error(err, e);
+                    return exit::FAILURE;
+                }
                 let _ = writeln!(err, "error: unrecognized command `{name}`");
                 if let Some(s) = help::suggestion(&name, config.as_ref()) {
                     let _ = writeln!(err, "\n  tip: a similar command exists: `{s}`");

@@ -415,6 +415,10 @@ pub(crate) fn external(
         }
     };
     signals::set_child(child.id() as i32);
+    // A SIGTERM (or a drain) that came before the child existed.
+    if rt.stop.requested() {
+        signals::terminate_child();
+    }
     let owned_record = own_task.as_ref().map(|t: &CommandTask| t.record().clone());
     let _drain = rt.drain_watch(policy, owned_record.as_ref(), owned_record.is_some());
     let status = child.wait();

@@ -40,7 +40,8 @@ use commands as _;
 pub fn run() -> ExitCode {
     let stop = signals::install();
     let mut out = std::io::stdout().lock();
-    let mut err = std::io::stderr().lock();
+    // Not locked: the signal thread must be able to write a last word.
+    let mut err = std::io::stderr();
     let code = run_with(Invocation {
         argv: std::env::args_os().collect(),
         out: &mut out,

@@ -56,9 +56,21 @@ fn on_signal(signal: i32, token: &StopToken) {
     if n == 1 {
         token.request();
     } else {
-        eprintln!("interrupted again: exiting at once");
+        // Straight to fd 2: a lock on stderr held elsewhere must not keep
+        // the process from exiting.
+        let mut fd2 = std::mem::ManuallyDrop::new(unsafe_stderr());
+        let _ = std::io::Write::write_all(&mut *fd2, b"interrupted again: exiting at once\n");
         std::process::exit(i32::from(exit::INTERRUPTED));
     }
+}
+
+/// Descriptor 2 as a file, bypassing `std::io::stderr`'s lock; wrapped in
+/// `ManuallyDrop` by the caller so it is never closed.
+fn unsafe_stderr() -> std::fs::File {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fd 2 is open for the life of the process, and the caller never
+    // drops (closes) this File.
+    unsafe { std::fs::File::from_raw_fd(2) }
 }
 
 /// Whether this process received SIGINT or SIGTERM.

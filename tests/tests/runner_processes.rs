@@ -1,0 +1,484 @@
+//! Runs tracked by the runner, end to end (issue 10): the real `manage`
+//! binary (`e2e-manage`: the runner, the `hello` plug-in and the test
+//! fixture's commands) as real processes, with the site's state read from
+//! this test process through the core API (`Backend::tasks`, `mode`), and
+//! PENDING/OFFLINE set from here too.
+//!
+//! Covered: an external `manage-<name>` counted as a live task while it
+//! runs, with `MANAGE`, `MANAGE_STATE_DIR` and `MANAGE_TASK`; a nested
+//! `$MANAGE …` from inside it joining its task while PENDING; `kill -9` of
+//! `manage` alone leaving the task live until its external command ends;
+//! refusal while PENDING and OFFLINE (75, naming `--ignore-maintenance`)
+//! and the override; single-instance and concurrent commands; SIGINT once
+//! and twice, SIGTERM, SIGTERM forwarded to an external command, an
+//! external command killed by a signal (128+N); a panic (101) and an error
+//! chain (1), each releasing its task.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use maintenance_core::backend::{ModeChange, PendingStart, WaiterLease};
+use maintenance_core::{Backend, Mode};
+use manage_tests::{
+    HANG_GUARD, Outcome, Proc, Site, is_alive, send_signal, wait_dead, wait_until_catching,
+    wait_until_waiting_for_a_child,
+};
+use rustix::process::Signal;
+
+const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
+
+/// The ids of the live tasks, read in this process.
+fn live(site: &Site) -> Vec<String> {
+    site.backend()
+        .tasks()
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect()
+}
+
+/// Takes the site PENDING from this process; it stays PENDING while the
+/// returned lease lives (drop it, or [`leave`], to end it).
+fn go_pending(backend: &dyn Backend) -> Box<dyn WaiterLease> {
+    match backend
+        .begin_pending(&ModeChange::by_this_process())
+        .unwrap()
+    {
+        PendingStart::Waiting { waiter, .. } => waiter,
+        other => panic!("not PENDING: {other:?}"),
+    }
+}
+
+/// Leaves PENDING: the site goes back ONLINE.
+fn leave(backend: &dyn Backend, waiter: Box<dyn WaiterLease>) {
+    backend
+        .leave_pending(waiter, &ModeChange::by_this_process())
+        .unwrap();
+    assert_eq!(backend.mode().unwrap().mode, Mode::Online);
+}
+
+/// Asserts `out` exited with `code` and printed exactly `stdout` and
+/// nothing on stderr.
+#[track_caller]
+fn assert_exact(out: &Outcome, code: i32, stdout: &[&str]) {
+    assert_eq!(out.code(), Some(code), "{out}");
+    assert_eq!(out.stdout, stdout, "{out}");
+    assert_eq!(out.stderr, "", "{out}");
+}
+
+/// Asserts `out` is a refusal because of maintenance: 75, nothing run,
+/// the message naming the mode and the override.
+#[track_caller]
+fn assert_refused_for_maintenance(out: &Outcome, mode: &str) {
+    assert_eq!(out.code(), Some(75), "{out}");
+    assert!(out.stdout.is_empty(), "it did not run: {out}");
+    assert!(
+        out.stderr.contains(&format!("the site is {mode}")),
+        "names the mode: {out}"
+    );
+    assert!(
+        out.stderr.contains("--ignore-maintenance"),
+        "names the override: {out}"
+    );
+}
+
+/// The path `manage` gives its external commands as `$MANAGE`.
+fn manage_path() -> std::path::PathBuf {
+    Path::new(EXE).canonicalize().unwrap()
+}
+
+// ------------------------------------------------------ external commands
+
+/// Says what it was given, then waits for a line on stdin and exits 7.
+const PROBE: &str = "#!/bin/sh\n\
+    echo \"started $MANAGE_TASK\"\n\
+    echo \"pid $$\"\n\
+    echo \"MANAGE=$MANAGE\"\n\
+    echo \"MANAGE_STATE_DIR=$MANAGE_STATE_DIR\"\n\
+    echo \"args $*\"\n\
+    read line\n\
+    echo \"done\"\n\
+    exit 7\n";
+
+#[test]
+fn an_external_command_is_a_live_task_while_it_runs_with_the_manage_env_vars() {
+    let site = Site::new(EXE);
+    site.external("probe", PROBE);
+    let (mut p, token) = site.start(&["probe", "a b", "-v"]);
+    let script_pid: u32 = p.line().strip_prefix("pid ").unwrap().parse().unwrap();
+    assert_eq!(
+        p.line(),
+        format!("MANAGE={}", manage_path().display()),
+        "MANAGE is this binary"
+    );
+    assert_eq!(
+        p.line(),
+        format!("MANAGE_STATE_DIR={}", site.state().display())
+    );
+    assert_eq!(p.line(), "args a b -v", "its arguments are its own");
+
+    let tasks = site.backend().tasks().unwrap();
+    assert_eq!(tasks.len(), 1, "{tasks:#?}");
+    let task = &tasks[0];
+    assert_eq!(task.id, token, "MANAGE_TASK names its task");
+    assert_eq!(task.name, "probe");
+    assert_eq!(task.argv, ["probe", "a b", "-v"]);
+    assert_eq!(task.pid, p.pid(), "started by manage");
+    assert_eq!(task.started_in, Mode::Online);
+    assert!(is_alive(script_pid));
+
+    p.send("go\n");
+    assert_eq!(p.line(), "done");
+    let out = p.finish();
+    assert_eq!(out.code(), Some(7), "its own exit code: {out}");
+    assert_eq!(out.stderr, "", "{out}");
+    assert_eq!(live(&site), Vec::<String>::new(), "it stopped counting");
+}
+
+#[test]
+fn a_nested_manage_run_from_an_external_command_joins_its_task_while_pending() {
+    let site = Site::new(EXE);
+    site.external(
+        "job",
+        "#!/bin/sh\n\
+         echo \"started $MANAGE_TASK\"\n\
+         read line\n\
+         \"$MANAGE\" task-info\n\
+         echo \"exit $?\"\n\
+         \"$MANAGE\" hello nested\n\
+         echo \"exit $?\"\n",
+    );
+    let (mut p, token) = site.start(&["job"]);
+    let backend = site.backend();
+    let waiter = go_pending(backend.as_ref());
+    assert_eq!(site.mode().mode, Mode::Pending);
+    // Anyone else is refused now …
+    assert_refused_for_maintenance(&site.run(&["task-info"]), "PENDING");
+
+    // … but the job's own nested runs join its task.
+    p.send("go\n");
+    assert_eq!(p.line(), format!("task {token} job in ONLINE"));
+    assert_eq!(p.line(), "exit 0");
+    assert_eq!(p.line(), "Hello, nested!");
+    assert_eq!(p.line(), "exit 0");
+    let out = p.finish();
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(out.stderr, "", "{out}");
+    assert_eq!(live(&site), Vec::<String>::new());
+    assert_eq!(site.mode().mode, Mode::Pending, "still PENDING");
+    leave(backend.as_ref(), waiter);
+}
+
+#[test]
+fn kill_9_of_manage_alone_leaves_the_task_live_until_its_external_command_ends() {
+    let site = Site::new(EXE);
+    site.external("probe", PROBE);
+    let (mut p, token) = site.start(&["--lock-timeout", "0.2", "probe"]);
+    let script_pid: u32 = p.line().strip_prefix("pid ").unwrap().parse().unwrap();
+    assert_eq!(live(&site), std::slice::from_ref(&token));
+
+    p.kill9();
+    assert!(is_alive(script_pid), "the command runs on");
+    assert_eq!(
+        live(&site),
+        std::slice::from_ref(&token),
+        "the orphaned command still holds its task"
+    );
+    // Its single instance too: a second run is refused.
+    let second = site.run(&["--lock-timeout", "0.2", "probe"]);
+    assert_eq!(second.code(), Some(75), "{second}");
+    assert!(second.stderr.contains("already running"), "{second}");
+
+    // The command ends (it reads the stdin it shares with the dead
+    // manage): the task stops counting at once.
+    p.send("go\n");
+    wait_dead(script_pid);
+    assert_eq!(live(&site), Vec::<String>::new(), "the task ended with it");
+    // And the instance is free again.
+    let third = site.spawn(&["probe"]).finish();
+    assert_eq!(third.code(), Some(7), "{third}");
+}
+
+#[test]
+fn an_external_command_killed_by_a_signal_exits_128_plus_n_and_releases_its_task() {
+    let site = Site::new(EXE);
+    site.external("term", "#!/bin/sh\nkill -TERM $$\nsleep 60\n");
+    site.external("kill9", "#!/bin/sh\nkill -9 $$\nsleep 60\n");
+    let out = site.run(&["term"]);
+    assert_eq!(out.code(), Some(143), "{out}");
+    assert_eq!(live(&site), Vec::<String>::new());
+    let out = site.run(&["kill9"]);
+    assert_eq!(out.code(), Some(137), "{out}");
+    assert_eq!(live(&site), Vec::<String>::new());
+}
+
+/// Exits 5 on SIGTERM; gives up by itself after a minute or so, so a
+/// failing test leaves nothing behind.
+const TRAPPER: &str = "#!/bin/sh\n\
+    trap 'echo \"got TERM\"; exit 5' TERM\n\
+    echo \"started $MANAGE_TASK\"\n\
+    i=0\n\
+    while [ $i -lt 1200 ]; do sleep 0.05; i=$((i + 1)); done\n\
+    echo \"gave up\"\n";
+
+#[test]
+fn sigterm_to_manage_is_forwarded_to_its_external_command_whose_exit_code_it_returns() {
+    let site = Site::new(EXE);
+    site.external("trapper", TRAPPER);
+    let (mut p, _) = site.start(&["trapper"]);
+    // The runner has the child's pid to forward to once it waits for it.
+    wait_until_waiting_for_a_child(p.pid());
+    send_signal(p.pid(), Signal::TERM);
+    assert_eq!(p.line(), "got TERM");
+    let out = p.finish();
+    assert_eq!(out.code(), Some(5), "the command's own code: {out}");
+    assert_eq!(live(&site), Vec::<String>::new());
+}
+
+#[test]
+fn sigterm_to_manage_before_its_external_command_starts_still_reaches_the_command() {
+    let site = Site::new(EXE);
+    site.external("trapper", TRAPPER);
+    let (mut first, _) = site.start(&["trapper"]);
+    // A second run waits for the first's single instance …
+    let second = site.spawn(&["--lock-timeout", "600", "trapper"]);
+    wait_until_catching(second.pid(), &[libc::SIGINT, libc::SIGTERM]);
+    // … and is asked to stop before its command exists.
+    send_signal(second.pid(), Signal::TERM);
+    // The first ends; the second gets the instance.
+    wait_until_waiting_for_a_child(first.pid());
+    send_signal(first.pid(), Signal::TERM);
+    assert_eq!(first.line(), "got TERM");
+    assert_eq!(first.finish().code(), Some(5));
+    // Not started (130), or started and told to stop: by its trap (5) or
+    // before it set one (143). Never left running.
+    let out = second.finish();
+    assert!(
+        matches!(out.code(), Some(5 | 130 | 143)),
+        "asked to stop, it must not run on: {out}"
+    );
+    assert_eq!(live(&site), Vec::<String>::new());
+}
+
+// --------------------------------------------------------- maintenance
+
+#[test]
+fn a_tracked_command_is_refused_while_pending_and_offline_unless_ignore_maintenance() {
+    let site = Site::new(EXE);
+    site.external("probe", PROBE);
+    let backend = site.backend();
+
+    let waiter = go_pending(backend.as_ref());
+    assert_refused_for_maintenance(&site.run(&["hello"]), "PENDING");
+    assert_refused_for_maintenance(&site.run(&["probe"]), "PENDING");
+    assert_exact(
+        &site.run(&["--ignore-maintenance", "hello"]),
+        0,
+        &["Hello, world!"],
+    );
+    leave(backend.as_ref(), waiter);
+
+    backend
+        .force_offline(&ModeChange::by_this_process())
+        .unwrap();
+    assert_refused_for_maintenance(&site.run(&["hello"]), "OFFLINE");
+    assert_refused_for_maintenance(&site.run(&["probe"]), "OFFLINE");
+    for args in [
+        &["--ignore-maintenance", "task-info"][..],
+        &["task-info", "--ignore-maintenance"],
+    ] {
+        let out = site.run(args);
+        assert_eq!(out.code(), Some(0), "{args:?}: {out}");
+        assert!(
+            out.stdout.len() == 1 && out.stdout[0].ends_with(" task-info in OFFLINE"),
+            "it ran inside the window: {out}"
+        );
+    }
+    // An external command too.
+    let mut p = site.spawn(&["--ignore-maintenance", "probe"]);
+    assert!(p.line().starts_with("started "), "it ran");
+    p.close_stdin();
+    assert_eq!(p.finish().code(), Some(7));
+    assert_eq!(live(&site), Vec::<String>::new());
+}
+
+#[test]
+fn an_untracked_command_is_never_refused() {
+    let site = Site::new(EXE);
+    let backend = site.backend();
+    let waiter = go_pending(backend.as_ref());
+    assert_exact(
+        &site.run(&["idler", "--secs", "0"]),
+        0,
+        &["started untracked", "slept"],
+    );
+    leave(backend.as_ref(), waiter);
+    backend
+        .force_offline(&ModeChange::by_this_process())
+        .unwrap();
+    assert_exact(
+        &site.run(&["idler", "--secs", "0"]),
+        0,
+        &["started untracked", "slept"],
+    );
+}
+
+// ------------------------------------------------------------ instances
+
+#[test]
+fn a_second_run_of_a_single_instance_command_is_refused_naming_the_first_s_pid() {
+    let site = Site::new(EXE);
+    let (mut first, id) = site.start(&["sleeper"]);
+    let out = site.run(&["--lock-timeout", "0.2", "sleeper"]);
+    assert_eq!(out.code(), Some(75), "{out}");
+    assert!(out.stdout.is_empty(), "it never ran: {out}");
+    assert!(
+        out.stderr.contains("`sleeper` is already running")
+            && out.stderr.contains(&format!("pid {}", first.pid())),
+        "{out}"
+    );
+    assert_eq!(live(&site), [id], "the first runs on");
+    send_signal(first.pid(), Signal::INT);
+    assert_eq!(first.line(), "stopping");
+    assert_eq!(first.finish().code(), Some(130));
+}
+
+#[test]
+fn two_runs_of_a_concurrent_command_both_run() {
+    let site = Site::new(EXE);
+    let (mut a, id_a) = site.start(&["sleeper-many"]);
+    let (mut b, id_b) = site.start(&["--lock-timeout", "0", "sleeper-many"]);
+    assert_ne!(id_a, id_b);
+    let mut ids = live(&site);
+    ids.sort();
+    let mut both = vec![id_a, id_b];
+    both.sort();
+    assert_eq!(ids, both);
+    for p in [&mut a, &mut b] {
+        send_signal(p.pid(), Signal::INT);
+        assert_eq!(p.line(), "stopping");
+    }
+    assert_eq!(a.finish().code(), Some(130));
+    assert_eq!(b.finish().code(), Some(130));
+    assert_eq!(live(&site), Vec::<String>::new());
+}
+
+// -------------------------------------------------------------- signals
+
+/// Starts `sleeper`, sends it `signals` back to back, and returns how it
+/// ended; asserts its task was released.
+fn interrupt_sleeper(signals: &[Signal]) -> Outcome {
+    let site = Site::new(EXE);
+    let (p, id) = site.start(&["sleeper"]);
+    assert_eq!(live(&site), [id]);
+    for s in signals {
+        send_signal(p.pid(), *s);
+    }
+    let out = p.finish();
+    assert_eq!(live(&site), Vec::<String>::new(), "released: {out}");
+    // The single instance is free: a new run starts at once.
+    let (again, _) = site.start(&["--lock-timeout", "0", "sleeper"]);
+    drop(again);
+    out
+}
+
+#[test]
+fn sigint_sets_stop_requested_and_the_run_exits_130_its_task_released() {
+    let out = interrupt_sleeper(&[Signal::INT]);
+    assert_eq!(out.code(), Some(130), "{out}");
+    assert_eq!(out.stdout, ["stopping"], "the command saw the stop: {out}");
+    assert_eq!(out.stderr, "", "{out}");
+}
+
+#[test]
+fn sigterm_sets_stop_requested_and_the_run_exits_130_its_task_released() {
+    let out = interrupt_sleeper(&[Signal::TERM]);
+    assert_eq!(out.code(), Some(130), "{out}");
+    assert_eq!(out.stdout, ["stopping"], "the command saw the stop: {out}");
+}
+
+#[test]
+fn sigint_twice_in_quick_succession_exits_130_its_task_released() {
+    // Either the command stops on the first (or both arrive as one), or
+    // the second ends the process at once: 130 either way.
+    let out = interrupt_sleeper(&[Signal::INT, Signal::INT]);
+    assert_eq!(out.code(), Some(130), "{out}");
+}
+
+#[test]
+fn a_second_sigint_ends_a_run_that_does_not_stop_on_the_first() {
+    let site = Site::new(EXE);
+    let (mut first, id) = site.start(&["sleeper", "--secs", "600"]);
+    // The second waits for the first's single instance, and a waiting run
+    // does not look at its stop request.
+    let mut second = site.spawn(&["--lock-timeout", "600", "sleeper", "--secs", "600"]);
+    wait_until_catching(second.pid(), &[libc::SIGINT, libc::SIGTERM]);
+    // Signals sent back to back may arrive as one: keep pressing Ctrl-C
+    // until it ends.
+    let deadline = Instant::now() + HANG_GUARD;
+    while second.is_running() {
+        assert!(Instant::now() < deadline, "Ctrl-C does not end it");
+        send_signal(second.pid(), Signal::INT);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = second.finish();
+    assert_eq!(out.code(), Some(130), "{out}");
+    assert!(out.stdout.is_empty(), "it never started: {out}");
+    assert!(out.stderr.contains("interrupted again"), "{out}");
+    assert_eq!(live(&site), [id], "the first runs on");
+    send_signal(first.pid(), Signal::INT);
+    assert_eq!(first.line(), "stopping");
+    assert_eq!(first.finish().code(), Some(130));
+}
+
+// ------------------------------------------------------ panics and errors
+
+#[test]
+fn a_panicking_command_prints_its_message_exits_101_and_releases_its_task() {
+    let site = Site::new(EXE);
+    let out = site.run(&["boom"]);
+    assert_eq!(out.code(), Some(101), "{out}");
+    assert!(out.stdout.is_empty(), "{out}");
+    assert!(out.stderr.contains("boom goes the command"), "{out}");
+    assert!(out.stderr.contains("command `boom` panicked"), "{out}");
+    assert!(
+        !out.stderr.contains("stack backtrace"),
+        "no backtrace unless asked: {out}"
+    );
+    assert_eq!(live(&site), Vec::<String>::new());
+    let again = site.run(&["--lock-timeout", "0", "boom"]);
+    assert_eq!(again.code(), Some(101), "not refused as running: {again}");
+}
+
+#[test]
+fn a_failing_command_exits_1_printing_its_error_chain_one_cause_a_line() {
+    let site = Site::new(EXE);
+    let out = site.run(&["fail"]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(out.stdout.is_empty(), "{out}");
+    assert_eq!(
+        out.stderr,
+        "error: cannot write the report\n  caused by: disk full\n"
+    );
+    assert_eq!(live(&site), Vec::<String>::new());
+}
+
+#[test]
+fn a_failing_command_prints_a_backtrace_only_when_rust_backtrace_asks() {
+    let site = Site::new(EXE);
+    let mut cmd = site.command(&["fail"]);
+    cmd.env("RUST_BACKTRACE", "1");
+    let out = Proc::spawn(cmd).finish();
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr
+            .starts_with("error: cannot write the report\n  caused by: disk full\n"),
+        "{out}"
+    );
+    assert!(
+        out.stderr.lines().count() > 2,
+        "a backtrace follows the chain: {out}"
+    );
+}
