@@ -373,7 +373,7 @@ impl Meter {
 
     fn update(&mut self, out: &mut dyn Write, p: &Progress<'_>) {
         let n = p.holding.active();
-        if n == 0 {
+        if n == 0 && p.asked_to_stop.is_empty() {
             // Nothing holds it off: no header, and no "0 pending" line.
             return;
         }
@@ -387,12 +387,7 @@ impl Meter {
         }
         // Drain `stop` commands were asked to stop when PENDING began; say so
         // once for each new one, above the progress line.
-        let asked = p
-            .holding
-            .tasks
-            .iter()
-            .filter(|t| t.policy.drain == maintenance_core::policy::Drain::Stop)
-            .count();
+        let asked = p.asked_to_stop.len();
         if asked > self.asked {
             self.finish(out);
             let _ = writeln!(
@@ -402,6 +397,9 @@ impl Meter {
                 if asked == 1 { "it" } else { "them" }
             );
             self.asked = asked;
+        }
+        if n == 0 {
+            return;
         }
         let secs = p.waited.as_secs();
         if self.terminal {

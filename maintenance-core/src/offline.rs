@@ -163,6 +163,9 @@ pub struct Progress<'a> {
     pub sessions_released: bool,
     /// The PENDING record.
     pub record: &'a ModeRecord,
+    /// The drain-`stop` commands asked to stop when PENDING began (they
+    /// watch the mode themselves), including those that already stopped.
+    pub asked_to_stop: &'a [TaskRecord],
 }
 
 /// Takes the site offline as [`Activation`] says, calling `progress` after
@@ -174,7 +177,7 @@ pub fn activate(
     stop: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Outcome> {
-    refuse_blockers(backend)?;
+    let before = refuse_blockers(backend)?;
     let (waiter, record, joined) = match backend.begin_pending(&activation.change)? {
         PendingStart::AlreadyOffline(record) => {
             return Ok(Outcome::Offline {
@@ -190,6 +193,24 @@ pub fn activate(
             joined,
         } => (waiter, record, joined),
     };
+    // A blocker that started between the look above and PENDING: leave.
+    let after = match refuse_blockers(backend) {
+        Ok(t) => t,
+        Err(e) => {
+            backend.leave_pending(waiter, &activation.change)?;
+            return Err(e);
+        }
+    };
+    // Those that stop may be gone before the first look: keep them.
+    let mut asked: Vec<TaskRecord> = Vec::new();
+    for t in before.into_iter().chain(after) {
+        if t.policy.drain == Drain::Stop
+            && t.holds_off_offline()
+            && !asked.iter().any(|a| a.id == t.id)
+        {
+            asked.push(t);
+        }
+    }
     let clock = backend.clock();
     let pending_since = record.since.system_time();
     let started_at = clock.now();
@@ -226,6 +247,7 @@ pub fn activate(
             waited,
             sessions_released: released,
             record: &view.record,
+            asked_to_stop: &asked,
         });
         let settled = in_pending >= activation.settle;
         if holding.active() == 0 && settled {
@@ -279,15 +301,17 @@ pub fn activate(
     }
 }
 
-/// Refuses while a task with drain `block` that started ONLINE runs.
-fn refuse_blockers(backend: &dyn Backend) -> Result<()> {
-    let tasks: Vec<TaskRecord> = backend
-        .tasks()?
-        .into_iter()
+/// Refuses while a task with drain `block` that started ONLINE runs;
+/// otherwise returns the live tasks it looked at.
+fn refuse_blockers(backend: &dyn Backend) -> Result<Vec<TaskRecord>> {
+    let live = backend.tasks()?;
+    let tasks: Vec<TaskRecord> = live
+        .iter()
         .filter(|t| t.policy.drain == Drain::Block && t.holds_off_offline())
+        .cloned()
         .collect();
     if tasks.is_empty() {
-        Ok(())
+        Ok(live)
     } else {
         Err(crate::Error::Refused(Refusal::Blocked { tasks }))
     }

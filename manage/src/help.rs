@@ -85,10 +85,15 @@ fn everything(config: Option<&Config>, warnings: &mut Vec<String>) -> Vec<Listed
                         crate_name: r.origin.to_owned(),
                     }
                 };
-                let policy = config
-                    .and_then(|c| c.commands.get(name))
-                    .and_then(|o| o.for_registered(name, r.policy).ok())
-                    .unwrap_or(r.policy);
+                let policy = match config.and_then(|c| c.commands.get(name)) {
+                    None => r.policy,
+                    Some(o) => o.for_registered(name, r.policy).unwrap_or_else(|msg| {
+                        warnings.push(format!(
+                            "{msg}; running `{name}` is refused until this is fixed"
+                        ));
+                        r.policy
+                    }),
+                };
                 (origin, about_of(&(r.build)()), Some(policy))
             }
             Found::Duplicate(crates) => (

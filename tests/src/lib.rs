@@ -996,9 +996,11 @@ impl Site {
     }
 }
 
-/// Reads `p`'s lines until one satisfies `done` (within the hang guard per
-/// line); returns every line read, that one last.
+/// Reads `p`'s lines until one satisfies `done`; returns every line read,
+/// that one last. Fails the test when it has not come within the hang
+/// guard, even while `p` keeps talking.
 pub fn lines_until(p: &mut Proc, done: impl Fn(&str) -> bool) -> Vec<String> {
+    let deadline = Instant::now() + HANG_GUARD;
     let mut lines = Vec::new();
     loop {
         let line = p.line();
@@ -1006,6 +1008,14 @@ pub fn lines_until(p: &mut Proc, done: impl Fn(&str) -> bool) -> Vec<String> {
         lines.push(line);
         if last {
             return lines;
+        }
+        if Instant::now() >= deadline {
+            let tail = &lines[lines.len().saturating_sub(5)..];
+            panic!(
+                "pid {} did not say the line awaited within {HANG_GUARD:?} ({} lines, the last: {tail:?})",
+                p.pid(),
+                lines.len()
+            );
         }
     }
 }

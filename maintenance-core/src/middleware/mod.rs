@@ -366,7 +366,7 @@ impl<S> Maintenance<S> {
             },
             _ if self.exempt(req, Some(snap)) => Decision::Pass,
             Mode::Pending => match session {
-                Some(id) if self.known_live(id) => self.note_session(id),
+                Some(id) if self.touch_known(id, true) => Decision::Pass,
                 Some(id) => {
                     let (tx, rx) = oneshot::channel();
                     self.shared
@@ -382,39 +382,40 @@ impl<S> Maintenance<S> {
     /// Records activity of a passing session: a new one is written at once,
     /// a known one at most every `touch_every`.
     fn note_session(&self, id: &str) -> Decision {
-        let shared = &self.shared;
-        let now = shared.now_secs();
-        {
-            let sessions = shared.sessions.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(seen) = sessions.get(id) {
-                let last = seen.written.load(Ordering::Relaxed);
-                if now.saturating_sub(last) >= shared.options.touch_every.as_secs()
-                    && seen
-                        .written
-                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    shared.send(Job::Touch(SessionKey::of(id.as_bytes()), None));
-                }
-                return Decision::Pass;
-            }
+        if self.touch_known(id, false) {
+            return Decision::Pass;
         }
+        let shared = &self.shared;
         remember(shared, id);
         let (tx, rx) = oneshot::channel();
         shared.send(Job::Touch(SessionKey::of(id.as_bytes()), Some(tx)));
         Decision::PassAfterWrite(rx)
     }
 
-    /// Whether this process saw session `id` live within the timeout.
-    fn known_live(&self, id: &str) -> bool {
+    /// For a session this process knows (and, with `live`, saw within the
+    /// timeout): notes its activity — written again at most every
+    /// `touch_every` — and says `true`. One lookup, one clock read.
+    fn touch_known(&self, id: &str, live: bool) -> bool {
         let shared = &self.shared;
         let sessions = shared.sessions.read().unwrap_or_else(|e| e.into_inner());
-        sessions.get(id).is_some_and(|s| {
-            shared
-                .now_secs()
-                .saturating_sub(s.written.load(Ordering::Relaxed))
-                < shared.session_timeout.as_secs()
-        })
+        let Some(seen) = sessions.get(id) else {
+            return false;
+        };
+        let now = shared.now_secs();
+        let last = seen.written.load(Ordering::Relaxed);
+        let idle = now.saturating_sub(last);
+        if live && idle >= shared.session_timeout.as_secs() {
+            return false;
+        }
+        if idle >= shared.options.touch_every.as_secs()
+            && seen
+                .written
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            shared.send(Job::Touch(SessionKey::of(id.as_bytes()), None));
+        }
+        true
     }
 
     /// Who passes whatever the mode: bypass cookie, allow-list, predicate.

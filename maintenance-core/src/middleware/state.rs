@@ -47,11 +47,38 @@ pub(crate) enum Job {
     Check(SessionKey, oneshot::Sender<bool>),
 }
 
+/// FNV-1a: session ids are short and come from the app's own cookie, so a
+/// fast hash beats SipHash on the hot path; flooding the map needs valid
+/// sessions the app issued.
+#[derive(Default)]
+pub(crate) struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+pub(crate) type BuildFnv = std::hash::BuildHasherDefault<Fnv>;
+
 /// Shared by every clone of the layer and its services.
 pub(crate) struct Shared {
     pub options: LayerOptions,
     pub snapshot: ArcSwapOption<Snapshot>,
-    pub sessions: RwLock<HashMap<Box<str>, Seen>>,
+    pub sessions: RwLock<HashMap<Box<str>, Seen, BuildFnv>>,
     pub jobs: Mutex<mpsc::Sender<Job>>,
     pub started: Instant,
     pub session_timeout: Duration,
@@ -75,7 +102,7 @@ pub(crate) fn start(config: &Config, options: LayerOptions) -> Arc<Shared> {
     let shared = Arc::new(Shared {
         options,
         snapshot: ArcSwapOption::empty(),
-        sessions: RwLock::new(HashMap::new()),
+        sessions: RwLock::new(HashMap::default()),
         jobs: Mutex::new(tx),
         started: Instant::now(),
         session_timeout: config.session_timeout,
