@@ -18,12 +18,17 @@
 //!
 //! Run with `cargo bench -p maintenance-core --bench sessions` (add a
 //! filter such as `-- touch` to run some). Figures depend on the file
-//! system holding the temporary directory (`$TMPDIR`).
+//! system holding the temporary directory (`$TMPDIR`). On a busy machine,
+//! `BENCH_CLOCK=cpu` measures the benchmark thread's CPU time (user +
+//! system, `CLOCK_THREAD_CPUTIME_ID`) instead of wall-clock time, under
+//! group names ending in `@cpu`: what the operation costs, without the
+//! time spent waiting for a core.
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use maintenance_core::offline;
 use maintenance_core::policy::Instances;
@@ -77,7 +82,49 @@ fn hold_tasks(backend: &Arc<dyn Backend>, n: usize) -> Vec<CommandTask> {
         .collect()
 }
 
-fn status(c: &mut Criterion) {
+/// The calling thread's CPU time, user and system.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Criterion's measurement of the benchmark thread's CPU time (criterion
+/// calls `start` and `end` on the thread that runs the routine).
+struct ThreadCpu;
+
+impl Measurement for ThreadCpu {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        thread_cpu_time()
+    }
+    fn end(&self, started: Duration) -> Duration {
+        thread_cpu_time().saturating_sub(started)
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, value: &Duration) -> f64 {
+        value.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        // Nanoseconds, formatted as wall-clock times are.
+        static WALL: WallTime = WallTime;
+        WALL.formatter()
+    }
+}
+
+fn status<M: Measurement>(c: &mut Criterion<M>, suffix: &str) {
     // Criterion's groups cannot interleave: build the sites once and run
     // each group over them in turn.
     let sites: Vec<_> = [1_000_usize, 10_000, 100_000]
@@ -91,7 +138,7 @@ fn status(c: &mut Criterion) {
             (n, dir, backend, tasks)
         })
         .collect();
-    let mut status = c.benchmark_group("status/100_tasks");
+    let mut status = c.benchmark_group(format!("status/100_tasks{suffix}"));
     status.sample_size(20);
     status.measurement_time(Duration::from_secs(8));
     for (n, _, backend, _) in &sites {
@@ -101,7 +148,7 @@ fn status(c: &mut Criterion) {
         });
     }
     status.finish();
-    let mut list = c.benchmark_group("sessions/list");
+    let mut list = c.benchmark_group(format!("sessions/list{suffix}"));
     list.sample_size(20);
     list.measurement_time(Duration::from_secs(8));
     for (n, _, backend, _) in &sites {
@@ -113,7 +160,7 @@ fn status(c: &mut Criterion) {
     list.finish();
     drop(sites);
 
-    let mut burst = c.benchmark_group("status/100_tasks_one_bucket");
+    let mut burst = c.benchmark_group(format!("status/100_tasks_one_bucket{suffix}"));
     burst.sample_size(20);
     let n = 10_000;
     let (dir, backend) = site();
@@ -126,8 +173,8 @@ fn status(c: &mut Criterion) {
     burst.finish();
 }
 
-fn touch(c: &mut Criterion) {
-    let mut group = c.benchmark_group("session/touch");
+fn touch<M: Measurement>(c: &mut Criterion<M>, suffix: &str) {
+    let mut group = c.benchmark_group(format!("session/touch{suffix}"));
     // Every iteration of `first` leaves a file: keep the count bounded.
     group.measurement_time(Duration::from_secs(3));
     let (_dir, backend) = site();
@@ -153,8 +200,17 @@ fn touch(c: &mut Criterion) {
 // By hand rather than `criterion_group!`, whose public function would need
 // a doc comment the macro cannot carry.
 fn main() {
-    let mut c = Criterion::default().configure_from_args();
-    touch(&mut c);
-    status(&mut c);
-    c.final_summary();
+    if std::env::var_os("BENCH_CLOCK").is_some_and(|v| v == "cpu") {
+        let mut c = Criterion::default()
+            .with_measurement(ThreadCpu)
+            .configure_from_args();
+        touch(&mut c, "@cpu");
+        status(&mut c, "@cpu");
+        c.final_summary();
+    } else {
+        let mut c = Criterion::default().configure_from_args();
+        touch(&mut c, "");
+        status(&mut c, "");
+        c.final_summary();
+    }
 }
