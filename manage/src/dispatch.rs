@@ -42,7 +42,7 @@ pub const EXTERNAL_PREFIX: &str = "manage-";
 const MAX_ALIAS_DEPTH: usize = 16;
 
 /// The options every command accepts.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Globals {
     pub state_dir: Option<PathBuf>,
     pub config: Option<PathBuf>,
@@ -311,6 +311,9 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
                     state_dir: &state_dir,
                     stop,
                     terminal,
+                    // Read once: reused when the globals after the name
+                    // change nothing.
+                    preloaded: config.map(|c| (globals.clone(), c)),
                 };
                 return exec::top_level_registered(reg, launch, &argv, out, err);
             }
@@ -344,7 +347,7 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
                 argv = expanded;
             }
             Target::External(path) => {
-                let config = match load_config(&globals, &state_dir) {
+                let config = match loaded {
                     Ok(c) => c,
                     Err(e) => {
                         print_error(err, &e);

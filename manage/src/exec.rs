@@ -237,6 +237,9 @@ pub(crate) struct Launch<'a> {
     pub state_dir: &'a Option<PathBuf>,
     pub stop: StopToken,
     pub terminal: bool,
+    /// The configuration dispatch already read, with the globals it read
+    /// it for.
+    pub preloaded: Option<(Globals, Config)>,
 }
 
 /// How a registered command is run: its command line (recorded in its
@@ -299,6 +302,7 @@ pub(crate) fn top_level_registered(
         state_dir,
         stop,
         terminal,
+        preloaded,
     } = launch;
     let mut cmd = dispatch::top_command(bin).subcommand((reg.build)());
     let matches = match cmd.try_get_matches_from_mut(argv) {
@@ -320,7 +324,11 @@ pub(crate) fn top_level_registered(
         return exit::USAGE;
     };
     let globals = Globals::from_matches(sub);
-    let config = match dispatch::load_config(&globals, state_dir) {
+    let reuse = preloaded.and_then(|(g, c)| (g == globals).then_some(c));
+    let config = match reuse
+        .map(Ok)
+        .unwrap_or_else(|| dispatch::load_config(&globals, state_dir))
+    {
         Ok(c) => c,
         Err(e) => {
             dispatch::print_error(err, &e);

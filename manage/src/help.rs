@@ -51,6 +51,10 @@ pub(crate) fn externals() -> BTreeMap<String, PathBuf> {
         };
         for e in entries.flatten() {
             let file = e.file_name();
+            use std::os::unix::ffi::OsStrExt;
+            if !file.as_bytes().starts_with(EXTERNAL_PREFIX.as_bytes()) {
+                continue;
+            }
             let Some(name) = file.to_str().and_then(|f| f.strip_prefix(EXTERNAL_PREFIX)) else {
                 continue;
             };

@@ -97,6 +97,11 @@ impl Dir {
     /// Opens (creating when missing) the subdirectory `name`, refusing a
     /// symlink or anything that is not a directory in its place.
     pub fn subdir(&self, name: &str, modes: Modes) -> Result<Dir> {
+        // Usually there already: one open, no failed mkdir.
+        match self.open_subdir(name) {
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            other => return other,
+        }
         match rustix::fs::mkdirat(&self.fd, name, FsMode::from_raw_mode(modes.dir)) {
             Ok(()) => {
                 let d = self.open_subdir(name)?;
@@ -337,6 +342,29 @@ impl Dir {
             Err(Errno::NOENT) => Ok(false),
             Err(e) => Err(Error::io("inspect", self.join(name), io_err(e))),
         }
+    }
+
+    /// Calls `f` with each name in this directory (`.` and `..` left out)
+    /// as raw bytes, allocating nothing per entry.
+    pub fn each_name(&self, mut f: impl FnMut(&[u8])) -> Result<()> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            FsMode::empty(),
+        )
+        .map_err(|e| Error::io("read directory", self.path.clone(), io_err(e)))?;
+        let dir = rustix::fs::Dir::read_from(&fd)
+            .map_err(|e| Error::io("read directory", self.path.clone(), io_err(e)))?;
+        for entry in dir {
+            let entry =
+                entry.map_err(|e| Error::io("read directory", self.path.clone(), io_err(e)))?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                f(name);
+            }
+        }
+        Ok(())
     }
 
     /// The names in this directory, `.` and `..` left out.

@@ -9,7 +9,8 @@
 //! bucket of its last touch: never less than the timeout, at most one bucket
 //! more.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -30,6 +31,48 @@ pub(super) struct Sessions {
     timeout: Duration,
     /// The bucket last touched by this process, kept open.
     current: Mutex<Option<(u64, Dir)>>,
+    /// Where this process last wrote each session: a touch in a newer
+    /// bucket removes the older entry, so a session active for an hour is
+    /// one entry, not 720.
+    last: Mutex<HashMap<SessionKey, u64>>,
+}
+
+/// Keys are SHA-256 prefixes, uniformly spread already: their low bits
+/// are the hash.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+/// A key's 32 hex digits as a number, if the name is a key.
+fn parse_key(name: &[u8]) -> Option<u128> {
+    if name.len() != 32 {
+        return None;
+    }
+    let mut n: u128 = 0;
+    for &c in name {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        n = (n << 4) | u128::from(d);
+    }
+    Some(n)
 }
 
 fn secs(t: SystemTime) -> u64 {
@@ -54,6 +97,7 @@ impl Sessions {
             modes,
             timeout,
             current: Mutex::new(None),
+            last: Mutex::new(HashMap::new()),
         }
     }
 
@@ -77,13 +121,33 @@ impl Sessions {
             }
             let (_, dir) = current.as_ref().expect("set just above");
             match dir.create_empty(key.as_str(), self.modes) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.forget_older(key, bucket);
+                    return Ok(());
+                }
                 // The bucket was removed under us (clocks disagree): reopen.
                 Err(Errno::NOENT) if attempt == 0 => continue,
                 Err(e) => return Err(Error::io("record session in", dir.path(), e.into())),
             }
         }
         Ok(())
+    }
+
+    /// Removes this process's previous entry of `key`, now that it has a
+    /// newer one (best effort: a leftover only counts until it expires).
+    fn forget_older(&self, key: &SessionKey, bucket: u64) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.len() > 1_000_000 {
+            last.clear();
+        }
+        match last.insert(key.clone(), bucket) {
+            Some(old) if old != bucket => {
+                if let Ok(d) = self.dir.open_existing_subdir(&old.to_string()) {
+                    let _ = d.remove(key.as_str());
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Buckets by start time, newest first.
@@ -136,7 +200,7 @@ impl Sessions {
     /// buckets are removed whole on the way (best effort: a reader that may
     /// not write leaves them to the next writer).
     pub fn live(&self, now: SystemTime) -> Result<Vec<SessionEntry>> {
-        let mut seen = HashSet::new();
+        let mut seen: HashSet<u128, BuildHasherDefault<KeyHasher>> = HashSet::default();
         let mut out = Vec::new();
         for b in self.buckets()? {
             let name = b.to_string();
@@ -147,14 +211,20 @@ impl Sessions {
             let Ok(d) = self.dir.open_existing_subdir(&name) else {
                 continue;
             };
-            for n in d.names()? {
-                let Some(key) = n.to_str().and_then(SessionKey::parse) else {
-                    continue;
-                };
-                if seen.insert(key.as_str().to_owned()) {
-                    out.push(self.entry(key, b));
+            let (last_seen, expires_at) =
+                (Timestamp::at(time_of(b)), Timestamp::at(self.expiry(b)));
+            d.each_name(|n| {
+                if let Some(k) = parse_key(n)
+                    && seen.insert(k)
+                    && let Some(key) = std::str::from_utf8(n).ok().and_then(SessionKey::parse)
+                {
+                    out.push(SessionEntry {
+                        key,
+                        last_seen,
+                        expires_at,
+                    });
                 }
-            }
+            })?;
         }
         Ok(out)
     }
@@ -167,5 +237,47 @@ impl Sessions {
             }
         }
         self.dir.remove_dir(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(root: &std::path::Path) -> usize {
+        std::fs::read_dir(root)
+            .unwrap()
+            .map(|b| std::fs::read_dir(b.unwrap().path()).unwrap().count())
+            .sum()
+    }
+
+    #[test]
+    fn a_session_active_across_buckets_keeps_one_entry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Dir::open_root(tmp.path()).unwrap();
+        let s = Sessions::new(dir, Modes::for_group(None), Duration::from_secs(900));
+        let key = SessionKey::of(b"alice");
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000);
+        for i in 0..20 {
+            s.touch(&key, t0 + Duration::from_secs(6 * i)).unwrap();
+        }
+        assert_eq!(
+            files(tmp.path()),
+            1,
+            "older entries removed by the newer touch"
+        );
+        let live = s.live(t0 + Duration::from_secs(120)).unwrap();
+        assert_eq!(live.len(), 1);
+        assert_eq!(
+            live[0].last_seen.unix_seconds(),
+            1_900_000_000 + 114 - 114 % 5
+        );
+    }
+
+    #[test]
+    fn keys_parse_only_from_32_lowercase_hex_digits() {
+        assert_eq!(parse_key(b"0000000000000000000000000000000f"), Some(15));
+        assert_eq!(parse_key(b"0000000000000000000000000000000F"), None);
+        assert_eq!(parse_key(b"../../etc/passwd"), None);
     }
 }
