@@ -1228,9 +1228,11 @@ impl Server {
         self.addr
     }
 
-    /// The process.
-    pub fn proc(&mut self) -> &mut Proc {
-        &mut self.proc
+    /// Stops it as an operator would (SIGTERM: a graceful shutdown) and
+    /// returns how it ended (within the hang guard).
+    pub fn stop(self) -> Outcome {
+        send_signal(self.proc.pid(), rustix::process::Signal::TERM);
+        self.proc.finish()
     }
 
     /// `GET path` with `headers`, from 127.0.0.1 (no redirect followed).

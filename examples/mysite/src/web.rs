@@ -16,7 +16,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use maintenance_core::command::{Context, ManageCommand, StopToken, register};
-use maintenance_core::middleware::{MaintenanceHandle, MaintenanceLayer, MaintenanceStatus};
+use maintenance_core::middleware::{
+    MaintenanceExempt, MaintenanceHandle, MaintenanceLayer, MaintenanceStatus,
+};
 use maintenance_core::mode::Mode;
 use maintenance_core::policy::{Policy, Tracking};
 use maintenance_core::{Config, anyhow, clap};
@@ -177,9 +179,14 @@ fn new_session_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn login(handle: Option<Extension<MaintenanceHandle>>) -> Response {
+async fn login(
+    handle: Option<Extension<MaintenanceHandle>>,
+    exempt: Option<Extension<MaintenanceExempt>>,
+) -> Response {
     let id = new_session_id();
-    if let Some(Extension(h)) = handle {
+    // An exempt user (allow-listed, bypass cookie) browses OFFLINE anyway:
+    // their session must not hold off the wait.
+    if let (Some(Extension(h)), None) = (handle, exempt) {
         // Written before the user gets the cookie: a waiter counts them.
         h.touch(&id).await;
     }

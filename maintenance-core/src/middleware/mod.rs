@@ -89,6 +89,14 @@ pub struct MaintenanceStatus {
     pub retry_after: Option<RetryAfter>,
 }
 
+/// In the extensions of a request that passed only because it is exempt —
+/// the bypass cookie, the allow-list, the app's predicate — while the site
+/// is not ONLINE. Such a user browses OFFLINE too: a login they make must
+/// not be recorded as a session, or the waiting `offline on` would wait for
+/// them ([`MaintenanceHandle::touch`] is for the others).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaintenanceExempt;
+
 /// The layer. Cheap to clone; every clone shares one snapshot, one session
 /// cache and one thread.
 #[derive(Clone)]
@@ -325,6 +333,8 @@ impl<S> std::fmt::Debug for Maintenance<S> {
 /// What the layer decided about one request.
 enum Decision {
     Pass,
+    /// Pass, as exempt (marked with [`MaintenanceExempt`]).
+    PassExempt,
     /// Pass once the layer's thread has written this new session.
     PassAfterWrite(oneshot::Receiver<()>),
     /// Ask the storage whether the session is live; pass if so.
@@ -353,7 +363,7 @@ impl<S> Maintenance<S> {
         let Some(snap) = snapshot else {
             return match o.without_state {
                 WithoutState::FailOpen => Decision::Pass,
-                WithoutState::FailClosed if self.exempt(req, None) => Decision::Pass,
+                WithoutState::FailClosed if self.exempt(req, None) => Decision::PassExempt,
                 WithoutState::FailClosed => Decision::TurnAway(json()),
             };
         };
@@ -364,7 +374,7 @@ impl<S> Maintenance<S> {
                 Some(id) => self.note_session(id),
                 None => Decision::Pass,
             },
-            _ if self.exempt(req, Some(snap)) => Decision::Pass,
+            _ if self.exempt(req, Some(snap)) => Decision::PassExempt,
             Mode::Pending => match session {
                 Some(id) if self.touch_known(id, true) => Decision::Pass,
                 Some(id) => {
@@ -509,6 +519,11 @@ where
         match decision {
             Decision::Pass => {
                 pass(&mut req);
+                ResponseFuture::inner(self.inner.call(req))
+            }
+            Decision::PassExempt => {
+                pass(&mut req);
+                req.extensions_mut().insert(MaintenanceExempt);
                 ResponseFuture::inner(self.inner.call(req))
             }
             Decision::TurnAway(json) => ResponseFuture::early(response::turned_away(o, snap, json)),

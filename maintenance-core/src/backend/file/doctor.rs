@@ -144,9 +144,9 @@ fn directory(
         ))),
         _ => {}
     }
-    if root && mode & 0o005 != 0o005 {
+    if root && mode & 0o001 == 0 {
         out.push(problem(format!(
-            "{p} has mode {:04o}: nginx's workers (another user) cannot check the OFFLINE marker in it; run: chmod o+rx {p}",
+            "{p} has mode {:04o}: nginx's workers (another user) cannot check the OFFLINE marker in it; run: chmod o+x {p}",
             mode & 0o7777
         )));
     }

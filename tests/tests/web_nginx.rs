@@ -1,0 +1,467 @@
+//! The web-server rule of examples/mysite/nginx/mysite.conf, with a real
+//! nginx (Debian's `/usr/sbin/nginx`; `.ci/run` installs it) started by the
+//! test on a loopback port in front of a real `mysite runserver`: ONLINE
+//! and PENDING the app answers; OFFLINE nginx answers 503 with its static
+//! maintenance page without reaching the app — except for the bypass path,
+//! bypass-cookie holders, the health and static prefixes and allow-listed
+//! addresses, which it passes to the app, whose layer decides.
+//!
+//! nginx's workers run as an unprivileged user when the test runs as root,
+//! as on a real server: the test checks they did drop root, and that
+//! search permission on the directories is all they need to see the
+//! marker.
+//!
+//! Clients bind their sockets to chosen loopback addresses (on Linux all of
+//! 127.0.0.0/8 is local): 127.0.0.2 is a visitor, 127.0.0.3 is
+//! allow-listed (in nginx's `geo` and the app's `--allow`); nginx reaches
+//! the app from 127.0.0.1, the app's only trusted proxy.
+//!
+//! No wall-clock assertion: every wait is a hang guard.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use manage_tests::{HANG_GUARD, MySite, Proc, Reply, free_port, poll_until, raw_request};
+
+const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
+const NGINX: &str = "/usr/sbin/nginx";
+/// The rule under test, as documented.
+const SITE_CONF: &str = include_str!("../../examples/mysite/nginx/mysite.conf");
+/// nginx's maintenance page.
+const PAGE: &str = include_str!("../../examples/mysite/nginx/maintenance.html");
+
+const VISITOR: &str = "127.0.0.2";
+const ALLOWED: &str = "127.0.0.3";
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
+
+/// The unprivileged user (and its group) nginx's workers run as when the
+/// test runs as root: `www-data` (Debian's nginx user), else `nobody`.
+fn worker_user() -> Option<(String, String, u32)> {
+    if !rustix::process::geteuid().is_root() {
+        return None;
+    }
+    for user in ["www-data", "nobody"] {
+        let id = |flag: &str| {
+            Command::new("id")
+                .args([flag, user])
+                .stderr(Stdio::null())
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        };
+        if let (Some(uid), Some(group)) = (id("-u"), id("-gn")) {
+            return Some((user.to_owned(), group, uid.parse().unwrap()));
+        }
+    }
+    panic!("neither www-data nor nobody exists to run nginx's workers as");
+}
+
+/// A running nginx (master and workers), stopped when dropped.
+struct Nginx {
+    proc: Proc,
+    addr: SocketAddr,
+    dir: PathBuf,
+    workers: Vec<u32>,
+}
+
+impl Nginx {
+    /// Starts nginx with a full configuration in `dir` (which must be
+    /// reachable by the workers' user): mysite.conf with the placeholders
+    /// filled in, on a free port (another is tried when a port is taken
+    /// meanwhile).
+    fn start(
+        dir: &Path,
+        upstream: SocketAddr,
+        state: &Path,
+        user: Option<&(String, String, u32)>,
+    ) -> Nginx {
+        assert!(
+            Path::new(NGINX).exists(),
+            "{NGINX} is missing: this test runs a real nginx. `.ci/run` installs it (CI does); \
+             locally run `apt-get install -y nginx`"
+        );
+        let root = dir.join("www");
+        let tmp = dir.join("tmp");
+        for d in [dir, &root, &tmp] {
+            std::fs::create_dir_all(d).unwrap();
+            chmod(d, 0o755);
+        }
+        std::fs::write(root.join("maintenance.html"), PAGE).unwrap();
+        chmod(&root.join("maintenance.html"), 0o644);
+        let error_log = dir.join("error.log");
+        for attempt in 1..=20 {
+            let port = free_port();
+            let site = SITE_CONF
+                .replace("__LISTEN_PORT__", &port.to_string())
+                .replace("__UPSTREAM_PORT__", &upstream.port().to_string())
+                .replace("__STATE_DIR__", state.to_str().unwrap())
+                .replace("__ROOT__", root.to_str().unwrap())
+                .replace("__ALLOWED__", ALLOWED);
+            assert!(!site.contains("__"), "a placeholder left: {site}");
+            std::fs::write(dir.join("mysite.conf"), site).unwrap();
+            let d = dir.display();
+            let user_line = user
+                .map(|(u, g, _)| format!("user {u} {g};"))
+                .unwrap_or_default();
+            let conf = format!(
+                "daemon off;\nmaster_process on;\nworker_processes 1;\n{user_line}\n\
+                 pid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+                 events {{ worker_connections 64; }}\n\
+                 http {{\n\
+                 \x20   types {{ text/html html; text/css css; }}\n\
+                 \x20   default_type application/octet-stream;\n\
+                 \x20   access_log {d}/access.log;\n\
+                 \x20   client_body_temp_path {d}/tmp/client_body;\n\
+                 \x20   proxy_temp_path {d}/tmp/proxy;\n\
+                 \x20   fastcgi_temp_path {d}/tmp/fastcgi;\n\
+                 \x20   uwsgi_temp_path {d}/tmp/uwsgi;\n\
+                 \x20   scgi_temp_path {d}/tmp/scgi;\n\
+                 \x20   include {d}/mysite.conf;\n}}\n"
+            );
+            std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+            let _ = std::fs::remove_file(dir.join("nginx.pid"));
+            let mut cmd = Command::new(NGINX);
+            cmd.arg("-p")
+                .arg(dir)
+                .arg("-c")
+                .arg(dir.join("nginx.conf"))
+                .arg("-e")
+                .arg(&error_log)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut proc = Proc::spawn(cmd);
+            // The master writes its pid file once it listens; it exits when
+            // it cannot bind.
+            let started = poll_until("nginx listening or exited", || {
+                let pid = std::fs::read_to_string(dir.join("nginx.pid")).ok();
+                if pid.is_some_and(|p| p.trim() == proc.pid().to_string()) {
+                    Some(true)
+                } else if !proc.is_running() {
+                    Some(false)
+                } else {
+                    None
+                }
+            });
+            if !started {
+                let out = proc.finish();
+                let log = std::fs::read_to_string(&error_log).unwrap_or_default();
+                assert!(
+                    log.contains("Address already in use") && attempt < 20,
+                    "nginx did not start: {out}\nerror.log:\n{log}"
+                );
+                continue;
+            }
+            let master = proc.pid();
+            let workers = poll_until("nginx's workers", || {
+                let w = children_of(master);
+                (!w.is_empty()).then_some(w)
+            });
+            return Nginx {
+                proc,
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                dir: dir.to_path_buf(),
+                workers,
+            };
+        }
+        unreachable!("the loop returns or fails")
+    }
+
+    /// `METHOD PATH` with `headers` through nginx, from local address `from`.
+    fn request(&self, from: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+        raw_request(self.addr, Some(ip(from)), method, path, headers)
+    }
+
+    fn get(&self, from: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.request(from, "GET", path, headers)
+    }
+
+    fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its workers and waits for them.
+        if self.proc.is_running() {
+            let pid = rustix::process::Pid::from_raw(self.proc.pid() as i32).unwrap();
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let deadline = std::time::Instant::now() + HANG_GUARD;
+            while self.proc.is_running() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            self.proc.kill9();
+        }
+        // A worker left behind by a killed master.
+        for &w in &self.workers {
+            let cmdline = std::fs::read(format!("/proc/{w}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains("nginx: worker") {
+                let _ = rustix::process::kill_process(
+                    rustix::process::Pid::from_raw(w as i32).unwrap(),
+                    rustix::process::Signal::KILL,
+                );
+            }
+        }
+    }
+}
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// The real uid of process `pid`.
+fn uid_of(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|u| u.parse().ok())
+        .unwrap()
+}
+
+/// nginx's own 503: the static maintenance page, marked as nginx's, not
+/// cached — and nothing of the app's.
+fn assert_nginx_maintenance(r: &Reply, context: &str) {
+    assert_eq!(r.status, 503, "{context}: not nginx's 503: {r}");
+    assert_eq!(r.header("x-maintenance"), Some("nginx"), "{context}: {r}");
+    assert_eq!(r.all("cache-control"), ["no-store"], "{context}: {r}");
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("text/html")),
+        "{context}: {r}"
+    );
+    assert!(
+        r.body.contains("id=\"nginx-maintenance\""),
+        "{context}: {r}"
+    );
+    assert!(!r.body.contains("<h1>mysite</h1>"), "{context}: {r}");
+    assert!(r.set_cookie("sessionid").is_none(), "{context}: {r}");
+}
+
+/// A response from the app, passed through by nginx.
+fn assert_from_app(r: &Reply, context: &str) {
+    assert!(
+        r.header("x-maintenance").is_none(),
+        "{context}: nginx answered itself: {r}"
+    );
+    assert!(r.status != 503 && r.status != 502, "{context}: {r}");
+}
+
+#[test]
+fn nginx_rule_in_front_of_mysite() {
+    let site = MySite::new(MYSITE);
+    // The state exists before nginx looks for its marker.
+    assert_eq!(site.status(), "Status: ONLINE - Active sessions: 0");
+    let app = site.serve(&["--trust-proxy", "127.0.0.1", "--allow", ALLOWED]);
+    let user = worker_user();
+    let nginx = Nginx::start(
+        &site.dir().join("nginx"),
+        app.addr(),
+        &site.state(),
+        user.as_ref(),
+    );
+
+    // As root, the workers dropped root: seeing the marker below is what a
+    // real deployment's workers can do.
+    match &user {
+        Some((name, _, uid)) => {
+            for &w in &nginx.workers {
+                assert_eq!(uid_of(w), *uid, "nginx's worker {w} does not run as {name}");
+            }
+        }
+        None => eprintln!(
+            "NOTE: not root: nginx's workers run as this user; the permission checks are skipped"
+        ),
+    }
+
+    // ONLINE: the app answers through nginx.
+    let r = nginx.get(VISITOR, "/", &[]);
+    r.assert_home_page("ONLINE through nginx");
+    assert_from_app(&r, "ONLINE");
+    assert!(!r.has_banner(), "{r}");
+    let r = nginx.get(VISITOR, "/healthz", &[]);
+    assert_eq!((r.status, r.body.as_str()), (200, "ok\n"), "{r}");
+    // The maintenance page is nginx's static file, in any mode.
+    let r = nginx.get(VISITOR, "/maintenance.html", &[]);
+    assert_eq!(r.status, 200, "{r}");
+    assert!(r.body.contains("id=\"nginx-maintenance\""), "{r}");
+
+    // PENDING has no marker: nginx passes everything, the app's layer
+    // decides (the logged-in user works, a new visitor is redirected).
+    let login = nginx.request(VISITOR, "POST", "/login", &[]);
+    assert_eq!(login.status, 303, "login through nginx: {login}");
+    let cookie = format!("sessionid={}", login.cookie_value("sessionid").unwrap());
+    let logged_in = [("Cookie", cookie.as_str())];
+    let waiter = site.go_pending(&["--secret", "s3cret"]);
+    let r = poll_until("PENDING at the app", || {
+        Some(nginx.get(VISITOR, "/", &[])).filter(|r| r.status != 200)
+    });
+    assert_from_app(&r, "PENDING, visitor");
+    assert_eq!(r.status, 303, "the app's redirect: {r}");
+    assert_eq!(r.header("location"), Some("/maintenance.html"), "{r}");
+    let r = nginx.get(VISITOR, "/", &logged_in);
+    r.assert_home_page("PENDING, logged in, through nginx");
+    assert!(r.has_banner(), "{r}");
+
+    // Logging out through nginx ends the wait: OFFLINE, the marker is
+    // there, and nginx — which stats it on every request — answers at once.
+    let r = nginx.request(VISITOR, "POST", "/logout", &logged_in);
+    assert_eq!(r.status, 303, "logout through nginx: {r}");
+    let out = waiter.finish();
+    assert_eq!(out.code(), Some(0), "`offline on`: {out}");
+    assert!(site.state().join("OFFLINE").exists(), "no marker");
+
+    for (path, method) in [("/", "GET"), ("/api/status", "GET"), ("/login", "POST")] {
+        let r = nginx.request(VISITOR, method, path, &[]);
+        assert_nginx_maintenance(&r, &format!("OFFLINE, {method} {path}"));
+    }
+    assert_nginx_maintenance(&nginx.get(VISITOR, "/", &logged_in), "OFFLINE, former user");
+    // The app's own layer would have redirected (303), not answered 503
+    // with nginx's page: the 503 above is nginx's alone. (The app sees
+    // OFFLINE within its refresh interval; nginx saw the marker at once.)
+    app.get_until("OFFLINE at the app", "/api/status", &[], |r| {
+        r.status == 503 && r.json()["mode"] == "OFFLINE"
+    });
+    let direct = app.get("/", &[]);
+    assert_eq!(direct.status, 303, "the app's own answer: {direct}");
+    assert!(direct.header("x-maintenance").is_none(), "{direct}");
+    // A claimed address is not an address: geo uses the peer's.
+    for h in ["X-Forwarded-For", "X-Real-IP"] {
+        assert_nginx_maintenance(
+            &nginx.get(VISITOR, "/", &[(h, ALLOWED)]),
+            &format!("spoofed {h}"),
+        );
+    }
+
+    // What nginx passes while OFFLINE.
+    let r = nginx.get(VISITOR, "/healthz", &[]);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "ok\n"),
+        "health check: {r}"
+    );
+    let r = nginx.get(VISITOR, "/static/site.css", &[]);
+    assert_from_app(&r, "static prefix");
+    assert_eq!(
+        r.status, 404,
+        "the app's answer for a missing static file: {r}"
+    );
+    let r = nginx.get(VISITOR, "/maintenance.html?from=/", &[]);
+    assert_eq!(r.status, 200, "{r}");
+    assert!(r.body.contains("id=\"nginx-maintenance\""), "{r}");
+
+    // The allow-listed address reaches the app, which sees it through
+    // X-Forwarded-For from nginx and lets it through too.
+    let r = nginx.get(ALLOWED, "/", &[]);
+    r.assert_home_page("allow-listed, OFFLINE, through nginx");
+    assert!(
+        r.body.contains("You are browsing during maintenance"),
+        "{r}"
+    );
+    let r = nginx.get(ALLOWED, "/api/status", &[]);
+    assert_eq!(
+        (r.status, r.json()["mode"].as_str()),
+        (200, Some("OFFLINE")),
+        "{r}"
+    );
+
+    // The bypass path reaches the app, which sets the cookie; its holder
+    // browses through nginx.
+    let r = nginx.get(VISITOR, "/_maintenance/bypass/s3cret", &[]);
+    assert_from_app(&r, "bypass path");
+    assert_eq!(r.status, 303, "{r}");
+    let bypass = format!("manage_bypass={}", r.cookie_value("manage_bypass").unwrap());
+    let r = nginx.get(VISITOR, "/", &[("Cookie", bypass.as_str())]);
+    r.assert_home_page("bypass cookie, OFFLINE, through nginx");
+    assert!(
+        r.body.contains("You are browsing during maintenance"),
+        "{r}"
+    );
+    // nginx cannot check a bypass cookie and passes any: the app's layer
+    // turns a forged one away — also with a claimed allowed address, since
+    // the app believes only the hop nginx added.
+    let forged = "manage_bypass=99999999999.00";
+    for headers in [
+        vec![("Cookie", forged)],
+        vec![("Cookie", forged), ("X-Forwarded-For", ALLOWED)],
+    ] {
+        let r = nginx.get(VISITOR, "/", &headers);
+        assert_from_app(&r, "forged bypass cookie");
+        assert_eq!(r.status, 303, "the app's layer turns it away: {r}");
+        assert!(!r.body.contains("<h1>mysite</h1>"), "{r}");
+    }
+
+    // Permissions: the workers only stat the marker. Search (x) on the
+    // directories is enough, read on the marker is not needed; without
+    // search on the state directory they cannot see it and pass the
+    // request to the app, whose layer still turns it away.
+    if user.is_some() {
+        let state = site.state();
+        let marker = state.join("OFFLINE");
+        chmod(&state, 0o711);
+        chmod(&marker, 0o000);
+        assert_nginx_maintenance(&nginx.get(VISITOR, "/", &[]), "state 0711, marker 0000");
+        chmod(&state, 0o700);
+        let r = nginx.get(VISITOR, "/", &[]);
+        assert_from_app(&r, "state 0700");
+        assert_eq!(r.status, 303, "the app's layer, when nginx cannot see: {r}");
+        assert!(
+            nginx.error_log().contains("Permission denied"),
+            "nginx says why: {}",
+            nginx.error_log()
+        );
+        chmod(&state, 0o755);
+        chmod(&marker, 0o644);
+        assert_nginx_maintenance(&nginx.get(VISITOR, "/", &[]), "permissions restored");
+    }
+
+    // Back ONLINE: the marker is gone, nginx passes at once, and the app
+    // serves once its snapshot has the change.
+    site.run_ok(&["offline", "off"]);
+    assert!(!site.state().join("OFFLINE").exists(), "the marker stayed");
+    assert_from_app(&nginx.get(VISITOR, "/", &[]), "right after `offline off`");
+    let r = poll_until("ONLINE through nginx", || {
+        Some(nginx.get(VISITOR, "/", &[])).filter(Reply::is_home_page)
+    });
+    assert!(!r.has_banner(), "{r}");
+
+    // The proof that nginx answers OFFLINE alone: with the app gone, its
+    // maintenance page is still served, while what it passes fails (502).
+    site.run_ok(&["offline", "on", "--force"]);
+    drop(app);
+    assert_nginx_maintenance(&nginx.get(VISITOR, "/", &[]), "OFFLINE, the app stopped");
+    let r = nginx.get(VISITOR, "/healthz", &[]);
+    assert_eq!(r.status, 502, "the health check needs the app: {r}");
+}
