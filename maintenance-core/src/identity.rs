@@ -167,6 +167,60 @@ pub fn group_name(gid: u32) -> String {
     gid.to_string()
 }
 
+/// Whether user `uid` belongs to group `gid`: as its primary group, or as
+/// a member the group database lists.
+pub fn user_in_group(uid: u32, gid: u32) -> bool {
+    let mut buf = vec![0u8; 16384];
+    let mut pwd: libc::passwd = unsafe_zeroed_passwd();
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+        return false;
+    }
+    if pwd.pw_gid == gid {
+        return true;
+    }
+    // SAFETY: getpwuid_r succeeded, so pw_name is a NUL-terminated string in `buf`.
+    let user = unsafe { CStr::from_ptr(pwd.pw_name) }.to_owned();
+    let mut gbuf = vec![0u8; 65536];
+    // SAFETY: libc::group is plain old data; all-zero is a valid value.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut gresult: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call.
+    let rc = unsafe {
+        libc::getgrgid_r(
+            gid,
+            &mut grp,
+            gbuf.as_mut_ptr().cast(),
+            gbuf.len(),
+            &mut gresult,
+        )
+    };
+    if rc != 0 || gresult.is_null() || grp.gr_mem.is_null() {
+        return false;
+    }
+    let mut member = grp.gr_mem;
+    // SAFETY: gr_mem is a NULL-terminated array of NUL-terminated strings in `gbuf`.
+    unsafe {
+        while !(*member).is_null() {
+            if CStr::from_ptr(*member) == user.as_c_str() {
+                return true;
+            }
+            member = member.add(1);
+        }
+    }
+    false
+}
+
 fn unsafe_zeroed_passwd() -> libc::passwd {
     // SAFETY: libc::passwd is plain old data; all-zero is a valid value.
     unsafe { std::mem::zeroed() }

@@ -272,8 +272,12 @@ impl Dir {
     /// rename reach the disk before this returns.
     pub fn replace(&self, name: &str, bytes: &[u8], modes: Modes, durable: bool) -> Result<()> {
         let (mode, gid) = match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            // Keep what an administrator chose, but never a bit another
+            // user of the state could have planted to widen access:
+            // setuid/setgid/sticky, execute, world-write; and the
+            // configured group when there is one.
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
-                (st.st_mode & 0o7777, Some(st.st_gid))
+                (st.st_mode & 0o664, modes.gid.or(Some(st.st_gid)))
             }
             _ => (modes.file, modes.gid),
         };

@@ -305,6 +305,9 @@ impl FileBackend {
     /// Cleans what crashed processes left, under the exclusive gate: dead
     /// waiters, and a marker that disagrees with the record.
     fn clean_under_gate(&self, record: &ModeRecord) -> Result<()> {
+        // Task files of commands that died (never live: no lock), as
+        // `offline doctor` promises.
+        tasks::reap(&self.tasks)?;
         for name in self.pending.names()? {
             let Some(name) = name.to_str() else { continue };
             if !name.ends_with(WAITER_SUFFIX) {

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::identity::{group_id, group_name, user_id, user_name};
+use crate::identity::{group_id, group_name, user_id, user_in_group, user_name};
 
 /// The users and group the configuration trusts.
 #[derive(Debug, Clone)]
@@ -75,7 +75,10 @@ impl Trust {
                 group_name(gid)
             ));
         }
-        if uid != 0 && uid != self.me && Some(uid) != self.owner {
+        // A member of the configured group may own it: it can write the
+        // state anyway, and whatever mode it sets is checked again here.
+        let member = self.gid.is_some_and(|g| user_in_group(uid, g));
+        if uid != 0 && uid != self.me && Some(uid) != self.owner && !member {
             return Some(format!(
                 "{p} is owned by {}, who is neither root, you ({}) nor the configured owner; run: chown root {p}  \
                  (or set `owner = \"{}\"` in manage.toml)",
