@@ -451,7 +451,9 @@ fn activation(
         change,
         timeout: wait.timeout,
         grace,
-        settle: ctx.config().refresh_interval,
+        // Twice the layers' refresh interval: one for the age of a layer's
+        // snapshot, one of margin for the write of the session it let in.
+        settle: ctx.config().refresh_interval * 2,
     }
 }
 
@@ -681,6 +683,14 @@ fn table<const N: usize>(
 
 fn run_window(ctx: &mut Context<'_>, backend: &dyn Backend, args: RunArgs) -> anyhow::Result<()> {
     refuse_inside_task(ctx, backend)?;
+    // A typo in a deploy script must not take the site offline first.
+    if let Err(problem) = ctx.check_call(&args.command) {
+        writeln!(
+            ctx.err(),
+            "error: {problem}\nThe site was not taken offline."
+        )?;
+        return Err(Exit(exit::USAGE).into());
+    }
     let a = activation(ctx, &args.wait, ModeChange::by_this_process(), None);
     let stop = ctx.stop_token().clone();
     let meter = std::cell::RefCell::new(Meter::new(ctx, backend.session_timeout()));

@@ -248,6 +248,12 @@ pub trait Runner {
         argv: &[String],
         options: CallOptions,
     ) -> anyhow::Result<u8>;
+
+    /// Checks, without running anything, that `argv` names a command the
+    /// runner can run and that its arguments parse; the error says what is
+    /// wrong (and suggests a name for a typo). `offline run` asks before it
+    /// takes the site offline.
+    fn check(&self, argv: &[String]) -> Result<(), String>;
 }
 
 /// Everything a running command may use. Commands write through
@@ -367,6 +373,13 @@ impl<'a> Context<'a> {
         let argv: Vec<String> = argv.iter().map(|s| s.as_ref().to_owned()).collect();
         let runner = self.runner;
         runner.call(self, &argv, options)
+    }
+
+    /// Checks that `argv` would run (the command exists, its arguments
+    /// parse) without running it.
+    pub fn check_call<S: AsRef<str>>(&self, argv: &[S]) -> Result<(), String> {
+        let argv: Vec<String> = argv.iter().map(|s| s.as_ref().to_owned()).collect();
+        self.runner.check(&argv)
     }
 
     /// A context for a nested run: the same streams, configuration, backend,

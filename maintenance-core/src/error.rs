@@ -95,12 +95,15 @@ pub enum Refusal {
     },
     /// The command runs only inside a maintenance window.
     #[error(
-        "refusing to run `{command}`: it runs only while the site is OFFLINE; \
-         run it inside a window with `manage offline run -- {command}`"
+        "refusing to run `{command}`: the site is {mode}, and it runs only while the site is OFFLINE; \
+         run it inside a window with `offline run -- {command}` (this site's binary, \
+         e.g. `manage offline run -- {command}`)"
     )]
     MaintenanceRequired {
         /// The refused command.
         command: String,
+        /// The mode in force.
+        mode: Mode,
     },
     /// A single-instance command is already running.
     #[error("{}", already_running_message(command, holder.as_deref(), *waited_ms))]

@@ -116,11 +116,7 @@ pub fn hash_secret(secret: &str) -> String {
 
 /// A fresh random bypass secret: 128 bits, hex.
 pub fn new_secret() -> String {
-    let mut bytes = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::random::hex::<16>()
 }
 
 /// Why a PENDING record no longer holds: its waiters are gone (I5).

@@ -120,10 +120,10 @@ pub fn admit(request: &TaskRequest, view: &ModeView) -> Result<(), Refusal> {
     match (request.policy.maintenance, view.mode) {
         (Maintenance::Required, Mode::Offline) => Ok(()),
         (Maintenance::Required, _) if request.in_window => Ok(()),
-        (Maintenance::Required, Mode::Online) => Err(Refusal::MaintenanceRequired {
+        (Maintenance::Required, mode) => Err(Refusal::MaintenanceRequired {
             command: request.name.clone(),
+            mode,
         }),
-        (Maintenance::Required, Mode::Pending) => Err(refuse_maintenance()),
         (_, Mode::Online) => Ok(()),
         (Maintenance::Allowed, _) => Ok(()),
         (Maintenance::Refused, _) if request.ignore_maintenance || request.in_window => Ok(()),

@@ -449,6 +449,44 @@ pub(crate) fn external(
 }
 
 impl Runner for Runtime<'_> {
+    fn check(&self, argv: &[String]) -> Result<(), String> {
+        let Some(name) = argv.first() else {
+            return Err("nothing to run: the command line is empty".into());
+        };
+        let mut warnings = Vec::new();
+        match dispatch::resolve(name, Some(self.config), &mut warnings) {
+            Target::Registered(reg) => {
+                let cmd = (reg.build)().bin_name(format!("{} {}", self.bin, reg.name));
+                match cmd.try_get_matches_from(argv) {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+                        Err(format!("`{name} --help` prints help; it runs nothing"))
+                    }
+                    Err(e) => Err(e.render().to_string().trim_end().to_owned()),
+                }
+            }
+            Target::Alias(words) => {
+                let expanded: Vec<String> =
+                    words.into_iter().chain(argv[1..].iter().cloned()).collect();
+                if expanded.first() == Some(name) {
+                    return Err(format!("alias `{name}` is recursive"));
+                }
+                self.check(&expanded)
+            }
+            Target::External(_) => Ok(()),
+            Target::Duplicate(origins) => Err(crate::registry::duplicate_message(name, &origins)),
+            Target::Help | Target::Completions => {
+                Err(format!("`{name}` is not a command that can be run here"))
+            }
+            Target::Unknown => Err(match crate::help::suggestion(name, Some(self.config)) {
+                Some(s) => {
+                    format!("unrecognized command `{name}`; a similar command exists: `{s}`")
+                }
+                None => format!("unrecognized command `{name}`"),
+            }),
+        }
+    }
+
     fn call(
         &self,
         ctx: &mut Context<'_>,

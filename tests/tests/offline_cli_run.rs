@@ -116,9 +116,30 @@ fn run_passes_the_command_s_exit_code_through_and_puts_the_site_back_online() {
     );
     assert_online(&site, 0);
 
-    // A command that does not exist: usage (2), and ONLINE.
+    // A command that does not exist, or a bad argument: usage (2), and the
+    // site was never taken offline (the record is untouched).
+    let before = site.mode().record;
     let out = site.run(&["offline", "run", "--", "no-such-command"]);
     assert_eq!(out.code(), Some(2), "{out}");
+    assert!(
+        out.stderr
+            .contains("unrecognized command `no-such-command`"),
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains("The site was not taken offline."),
+        "{out}"
+    );
+    let out = site.run(&["offline", "run", "--", "helo"]);
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(
+        out.stderr.contains("a similar command exists: `hello`"),
+        "{out}"
+    );
+    let out = site.run(&["offline", "run", "--", "hello", "--times", "many"]);
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(out.stderr.contains("invalid value 'many'"), "{out}");
+    assert_eq!(site.mode().record, before, "never PENDING, never OFFLINE");
     assert_online(&site, 0);
     assert_exact(&site.run(&["hello"]), 0, &["Hello, world!"]);
 }

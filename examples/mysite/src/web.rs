@@ -172,11 +172,7 @@ fn escape(text: &str) -> String {
 }
 
 fn new_session_id() -> String {
-    let mut bytes = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    maintenance_core::random::hex::<16>()
 }
 
 async fn login(

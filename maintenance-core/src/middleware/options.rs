@@ -119,11 +119,7 @@ impl LayerOptions {
 
 /// 32 random bytes from the system, for a per-process signing key.
 pub(crate) fn random_key() -> Vec<u8> {
-    let mut key = vec![0u8; 32];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut key);
-    }
-    key
+    crate::random::bytes::<32>().to_vec()
 }
 
 /// Parses an address or a CIDR range (`10.0.0.0/8`, `::1`, `192.0.2.7`).
