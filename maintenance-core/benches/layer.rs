@@ -1,6 +1,8 @@
 //! The cost the `MaintenanceLayer` adds to a request, over an empty inner
 //! service called directly: ONLINE (no cookie, and a known session),
 //! PENDING with a known session, and a request turned away while OFFLINE.
+//! Compare each with the empty service given the same request (with or
+//! without the cookie header).
 //! Run with `cargo bench -p maintenance-core --features tower --bench layer`.
 
 use std::convert::Infallible;
@@ -64,6 +66,12 @@ fn main() {
     let mut g = c.benchmark_group("layer");
     g.bench_function("empty service alone", |b| {
         b.iter(|| now(bare.call(black_box(request(None)))).expect("infallible"))
+    });
+    g.bench_function("empty service alone, request with a cookie", |b| {
+        b.iter(|| {
+            now(bare.call(black_box(request(Some("sessionid=benchsession01")))))
+                .expect("infallible")
+        })
     });
     g.bench_function("online, no session", |b| {
         b.iter(|| now(svc.call(black_box(request(None)))).expect("infallible"))
