@@ -9,7 +9,7 @@
 //! ```
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use maintenance_core::command::StopToken;
@@ -28,26 +28,35 @@ pub struct Output {
     pub stderr: String,
 }
 
-/// A temporary site: a state directory of its own, removed when dropped.
+/// A temporary site: a state directory and a `manage.toml` of its own
+/// (empty unless given), removed when dropped. Runs never read the
+/// `manage.toml` of the directory the tests run in.
 #[derive(Debug)]
 pub struct Site {
     dir: tempfile::TempDir,
 }
 
 impl Site {
-    /// A fresh site.
+    /// A fresh site with an empty configuration.
     pub fn new() -> Self {
-        Site {
-            dir: tempfile::Builder::new()
-                .prefix("manage-test-")
-                .tempdir()
-                .expect("a temporary directory for the test site"),
-        }
+        Self::with_config("")
+    }
+
+    /// A fresh site whose `manage.toml` holds `toml` (aliases,
+    /// `[commands.NAME]` policies, timeouts).
+    pub fn with_config(toml: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("manage-test-")
+            .tempdir()
+            .expect("a temporary directory for the test site");
+        std::fs::create_dir(dir.path().join("state")).expect("the test site's state directory");
+        std::fs::write(dir.path().join("manage.toml"), toml).expect("the test site's manage.toml");
+        Site { dir }
     }
 
     /// Its state directory.
-    pub fn state_dir(&self) -> &Path {
-        self.dir.path()
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
     }
 
     /// Its backend, to set up or inspect the state.
@@ -65,7 +74,11 @@ impl Site {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
-        let mut argv: Vec<OsString> = vec!["manage".into()];
+        let mut argv: Vec<OsString> = vec![
+            "manage".into(),
+            "--config".into(),
+            self.dir.path().join("manage.toml").into(),
+        ];
         argv.extend(args.into_iter().map(Into::into));
         let mut out = Vec::new();
         let mut err = Vec::new();
@@ -74,7 +87,7 @@ impl Site {
             out: &mut out,
             err: &mut err,
             stop: StopToken::new(),
-            state_dir: Some(self.state_dir().to_path_buf()),
+            state_dir: Some(self.state_dir()),
             terminal: false,
         });
         Output {

@@ -41,3 +41,9 @@ fn a_bad_option_is_a_usage_error() {
         out.stderr
     );
 }
+
+#[test]
+fn a_site_configuration_of_the_tests_own() {
+    let site = manage::testing::Site::with_config("[alias]\nhi = \"hello Ada\"\n");
+    assert_eq!(site.run(["hi"]).stdout, "Hello, Ada!\n");
+}
