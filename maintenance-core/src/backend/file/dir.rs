@@ -373,24 +373,8 @@ impl Dir {
 
     /// The names in this directory, `.` and `..` left out.
     pub fn names(&self) -> Result<Vec<OsString>> {
-        let fd = rustix::fs::openat(
-            &self.fd,
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            FsMode::empty(),
-        )
-        .map_err(|e| Error::io("read directory", self.path.clone(), io_err(e)))?;
-        let dir = rustix::fs::Dir::read_from(&fd)
-            .map_err(|e| Error::io("read directory", self.path.clone(), io_err(e)))?;
         let mut names = Vec::new();
-        for entry in dir {
-            let entry =
-                entry.map_err(|e| Error::io("read directory", self.path.clone(), io_err(e)))?;
-            let name = entry.file_name().to_bytes();
-            if name != b"." && name != b".." {
-                names.push(OsString::from_vec(name.to_vec()));
-            }
-        }
+        self.each_name(|n| names.push(OsString::from_vec(n.to_vec())))?;
         Ok(names)
     }
 }

@@ -346,6 +346,18 @@ impl FileBackend {
         )?))
     }
 
+    /// A fresh ONLINE record by `change`'s operator: no message, no
+    /// retry-after, no bypass secret.
+    fn online_record(&self, change: &ModeChange) -> ModeRecord {
+        ModeRecord {
+            mode: Mode::Online,
+            since: Timestamp::at(self.clock.now()),
+            by: change.by.clone(),
+            pid: change.pid,
+            ..ModeRecord::initial()
+        }
+    }
+
     /// Clears the record of a run that died holding the window.
     fn clear_abandoned_run(&self) -> Result<()> {
         let Some(file) = self.root.open_read(RUN_LOCK)? else {
@@ -640,18 +652,7 @@ impl Backend for FileBackend {
         let r = self.record_for_writer();
         self.clean_under_gate(&r)?;
         if r.mode == Mode::Pending && r.since == since && !self.any_waiter_live()? {
-            let generation = r.generation;
-            let online = ModeRecord {
-                mode: Mode::Online,
-                since: Timestamp::at(self.clock.now()),
-                by: change.by.clone(),
-                pid: change.pid,
-                message: None,
-                retry_after: None,
-                bypass: None,
-                generation,
-            };
-            return self.write_record(online, generation);
+            return self.write_record(self.online_record(change), r.generation);
         }
         Ok(r)
     }
@@ -679,18 +680,7 @@ impl Backend for FileBackend {
     fn go_online(&self, change: &ModeChange) -> Result<ModeRecord> {
         let _gate = self.gate(true)?;
         let r = self.record_for_writer();
-        let generation = r.generation;
-        let online = ModeRecord {
-            mode: Mode::Online,
-            since: Timestamp::at(self.clock.now()),
-            by: change.by.clone(),
-            pid: change.pid,
-            message: None,
-            retry_after: None,
-            bypass: None,
-            generation,
-        };
-        let written = self.write_record(online, generation)?;
+        let written = self.write_record(self.online_record(change), r.generation)?;
         self.clean_under_gate(&written)?;
         self.clear_abandoned_run()?;
         Ok(written)
