@@ -74,7 +74,20 @@ fn passwd_name(uid: u32) -> Option<String> {
 }
 
 fn nss_user_name(uid: u32) -> String {
-    let mut buf = vec![0u8; 4096];
+    passwd_of(uid)
+        .map(|p| p.name)
+        .unwrap_or_else(|| uid.to_string())
+}
+
+/// A user as the user database knows it.
+struct PasswdEntry {
+    name: String,
+    gid: u32,
+}
+
+/// `getpwuid_r(uid)`.
+fn passwd_of(uid: u32) -> Option<PasswdEntry> {
+    let mut buf = vec![0u8; 16384];
     let mut pwd: libc::passwd = unsafe_zeroed_passwd();
     let mut result: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: every pointer is valid for the call; `buf` outlives the use of
@@ -88,12 +101,56 @@ fn nss_user_name(uid: u32) -> String {
             &mut result,
         )
     };
-    if rc == 0 && !result.is_null() && !pwd.pw_name.is_null() {
-        // SAFETY: getpwuid_r succeeded, so pw_name is a NUL-terminated string in `buf`.
-        let name = unsafe { CStr::from_ptr(pwd.pw_name) };
-        return name.to_string_lossy().into_owned();
+    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+        return None;
     }
-    uid.to_string()
+    // SAFETY: getpwuid_r succeeded, so pw_name is a NUL-terminated string in `buf`.
+    let name = unsafe { CStr::from_ptr(pwd.pw_name) }
+        .to_string_lossy()
+        .into_owned();
+    Some(PasswdEntry {
+        name,
+        gid: pwd.pw_gid,
+    })
+}
+
+/// A group as the group database knows it: its name and listed members.
+struct GroupEntry {
+    name: String,
+    members: Vec<String>,
+}
+
+/// `getgrgid_r(gid)`.
+fn group_of(gid: u32) -> Option<GroupEntry> {
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: libc::group is plain old data; all-zero is a valid value.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call.
+    let rc = unsafe {
+        libc::getgrgid_r(
+            gid,
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() || grp.gr_name.is_null() {
+        return None;
+    }
+    // SAFETY: getgrgid_r succeeded: gr_name is a NUL-terminated string and
+    // gr_mem a NULL-terminated array of them, all in `buf`.
+    unsafe {
+        let name = CStr::from_ptr(grp.gr_name).to_string_lossy().into_owned();
+        let mut members = Vec::new();
+        let mut m = grp.gr_mem;
+        while !m.is_null() && !(*m).is_null() {
+            members.push(CStr::from_ptr(*m).to_string_lossy().into_owned());
+            m = m.add(1);
+        }
+        Some(GroupEntry { name, members })
+    }
 }
 
 /// The gid of group `name`, if the group database knows it.
@@ -144,81 +201,18 @@ pub fn user_id(name: &str) -> Option<u32> {
 
 /// The name of group `gid`, or the number itself.
 pub fn group_name(gid: u32) -> String {
-    let mut buf = vec![0u8; 16384];
-    // SAFETY: libc::group is plain old data; all-zero is a valid value.
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call.
-    let rc = unsafe {
-        libc::getgrgid_r(
-            gid,
-            &mut grp,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc == 0 && !result.is_null() && !grp.gr_name.is_null() {
-        // SAFETY: getgrgid_r succeeded, so gr_name is a NUL-terminated string in `buf`.
-        return unsafe { CStr::from_ptr(grp.gr_name) }
-            .to_string_lossy()
-            .into_owned();
-    }
-    gid.to_string()
+    group_of(gid)
+        .map(|g| g.name)
+        .unwrap_or_else(|| gid.to_string())
 }
 
 /// Whether user `uid` belongs to group `gid`: as its primary group, or as
 /// a member the group database lists.
 pub fn user_in_group(uid: u32, gid: u32) -> bool {
-    let mut buf = vec![0u8; 16384];
-    let mut pwd: libc::passwd = unsafe_zeroed_passwd();
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            uid,
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+    let Some(user) = passwd_of(uid) else {
         return false;
-    }
-    if pwd.pw_gid == gid {
-        return true;
-    }
-    // SAFETY: getpwuid_r succeeded, so pw_name is a NUL-terminated string in `buf`.
-    let user = unsafe { CStr::from_ptr(pwd.pw_name) }.to_owned();
-    let mut gbuf = vec![0u8; 65536];
-    // SAFETY: libc::group is plain old data; all-zero is a valid value.
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut gresult: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call.
-    let rc = unsafe {
-        libc::getgrgid_r(
-            gid,
-            &mut grp,
-            gbuf.as_mut_ptr().cast(),
-            gbuf.len(),
-            &mut gresult,
-        )
     };
-    if rc != 0 || gresult.is_null() || grp.gr_mem.is_null() {
-        return false;
-    }
-    let mut member = grp.gr_mem;
-    // SAFETY: gr_mem is a NULL-terminated array of NUL-terminated strings in `gbuf`.
-    unsafe {
-        while !(*member).is_null() {
-            if CStr::from_ptr(*member) == user.as_c_str() {
-                return true;
-            }
-            member = member.add(1);
-        }
-    }
-    false
+    user.gid == gid || group_of(gid).is_some_and(|g| g.members.contains(&user.name))
 }
 
 fn unsafe_zeroed_passwd() -> libc::passwd {
