@@ -112,6 +112,8 @@ macro_rules! backend_conformance {
             a_session_touched_during_the_settle_time_is_counted,
             tasks_started_inside_the_window_do_not_hold_it_off,
             status_counts_sessions_and_tasks,
+            an_offline_run_holds_the_window_alone_and_says_when_its_command_runs,
+            a_blocking_task_refuses_activation_and_the_site_stays_online,
         );
     };
     (@tests $site:path; $($case:ident),* $(,)?) => {
@@ -944,6 +946,73 @@ pub fn status_counts_sessions_and_tasks(site: &dyn Fn() -> Site) {
     let st = offline::status(b.as_ref()).unwrap();
     assert_eq!(st.view.mode, Mode::Online);
     assert_eq!(st.active_sessions(), 4);
+}
+
+/// The window of `offline run`: one holder at a time, waiting then running,
+/// free again when its lease drops.
+pub fn an_offline_run_holds_the_window_alone_and_says_when_its_command_runs(
+    site: &dyn Fn() -> Site,
+) {
+    use crate::backend::{WindowRun, WindowState};
+    let s = site();
+    let b = s.open();
+    assert_eq!(b.window().unwrap(), WindowState::Free);
+    let run = WindowRun {
+        argv: vec!["migrate".into()],
+        pid: std::process::id(),
+        by: change().by,
+        started_at: crate::clock::Timestamp::at(SystemTime::now()),
+        running: false,
+    };
+    let mut lease = b.begin_window_run(&run).unwrap();
+    assert!(matches!(s.open().window().unwrap(), WindowState::Waiting(r) if r.argv == run.argv));
+    let second = s.open().begin_window_run(&run).unwrap_err();
+    assert!(
+        matches!(second, Error::Refused(Refusal::RunUnderWay { .. })),
+        "{second}"
+    );
+    lease
+        .command_started(crate::clock::Timestamp::at(SystemTime::now()))
+        .unwrap();
+    assert!(matches!(s.open().window().unwrap(), WindowState::Running(r) if r.running));
+    let err = offline::deactivate(s.open().as_ref(), &change(), false).unwrap_err();
+    assert!(
+        matches!(err, Error::Refused(Refusal::RunUnderWay { .. })),
+        "{err}"
+    );
+    drop(lease);
+    assert_eq!(s.open().window().unwrap(), WindowState::Free);
+    offline::deactivate(s.open().as_ref(), &change(), false).expect("free again");
+}
+
+/// A task with drain `block` refuses an activation at once; nothing waits
+/// and the site never leaves ONLINE.
+pub fn a_blocking_task_refuses_activation_and_the_site_stays_online(site: &dyn Fn() -> Site) {
+    use crate::policy::Drain;
+    let s = site();
+    let b = s.open();
+    let t = task(&s.open(), "backup", Policy::DEFAULT.drain(Drain::Block)).unwrap();
+    let before = b.mode().unwrap().record;
+    let err = offline::activate(
+        b.as_ref(),
+        &activation(Duration::from_secs(30)),
+        &never,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    let Error::Refused(Refusal::Blocked { tasks }) = &err else {
+        panic!("blocked, got {err}");
+    };
+    assert_eq!(tasks[0].id, t.record().id);
+    assert!(err.to_string().contains("`backup`"), "{err}");
+    let view = b.mode().unwrap();
+    assert_eq!(view.mode, Mode::Online);
+    assert_eq!(view.record, before, "PENDING never began");
+    drop(t);
+    assert!(matches!(
+        run_activate(&b, &activation(Duration::from_secs(30))),
+        Outcome::Offline { .. }
+    ));
 }
 
 impl ManualClock {
