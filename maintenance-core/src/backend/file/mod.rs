@@ -750,3 +750,35 @@ impl Backend for FileBackend {
         self.sessions.live(self.clock.now())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+
+    #[test]
+    fn a_stray_marker_is_flagged_and_the_next_writer_puts_it_right() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("s");
+        let b = FileBackend::open(&Config::with_state_dir(&state), SystemClock::shared()).unwrap();
+        let me = ModeChange::by_this_process();
+        // A crash between the marker and an ONLINE record leaves a marker.
+        std::fs::write(state.join(MARKER), "").unwrap();
+        let v = b.mode().unwrap();
+        assert_eq!(v.mode, Mode::Online);
+        assert!(
+            v.stray_marker.as_deref().unwrap().contains("marker"),
+            "{v:?}"
+        );
+        b.go_online(&me).unwrap();
+        assert!(b.mode().unwrap().stray_marker.is_none());
+        assert!(!state.join(MARKER).exists());
+        // An OFFLINE record whose marker went missing.
+        b.force_offline(&me).unwrap();
+        std::fs::remove_file(state.join(MARKER)).unwrap();
+        assert!(b.mode().unwrap().stray_marker.unwrap().contains("missing"));
+        let _ = b.begin_pending(&me).unwrap();
+        assert!(state.join(MARKER).exists(), "restored by the next writer");
+        assert!(b.mode().unwrap().stray_marker.is_none());
+    }
+}
