@@ -771,6 +771,20 @@ pub fn send_signal(pid: u32, signal: rustix::process::Signal) {
         .unwrap_or_else(|e| panic!("kill -{signal:?} {pid}: {e}"));
 }
 
+/// Readies a command that runs one of the site's binaries: nothing of the
+/// test's own environment leaks in (no backtrace, no configuration, state
+/// directory or task token), and every stream is piped.
+pub fn isolated(mut cmd: Command) -> Command {
+    cmd.env_remove("RUST_BACKTRACE")
+        .env_remove("MANAGE_STATE_DIR")
+        .env_remove("MANAGE_CONFIG")
+        .env_remove(maintenance_core::task::ENV_TASK)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
 /// A site for the end-to-end runs of a `manage` binary (`e2e-manage`): a
 /// scratch directory that is the working directory of every run, holding a
 /// `manage.toml` (with `refresh_interval = "50ms"`, so PENDING settles
@@ -838,18 +852,12 @@ impl Site {
             }
             None => self.dir().join("bin").into_os_string(),
         };
-        let mut cmd = Command::new(&self.exe);
+        let mut cmd = isolated(Command::new(&self.exe));
         cmd.arg0("manage")
             .args(args)
             .current_dir(self.dir())
             .env("MANAGE_STATE_DIR", self.state())
-            .env("PATH", path)
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("MANAGE_CONFIG")
-            .env_remove(maintenance_core::task::ENV_TASK)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env("PATH", path);
         cmd
     }
 
@@ -1136,18 +1144,11 @@ impl MySite {
 
     /// The command line `mysite ARGS…`, signing with `key`, stdio piped.
     pub fn command_with_key(&self, key: &str, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.exe);
+        let mut cmd = isolated(Command::new(&self.exe));
         cmd.arg0("mysite")
             .args(args)
             .current_dir(self.dir())
-            .env("MYSITE_SECRET_KEY", key)
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("MANAGE_STATE_DIR")
-            .env_remove("MANAGE_CONFIG")
-            .env_remove(maintenance_core::task::ENV_TASK)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env("MYSITE_SECRET_KEY", key);
         cmd
     }
 
@@ -1594,4 +1595,46 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind 127.0.0.1:0")
+}
+
+/// Starts `nginx` (the binary at `exe`) with `dir/nginx.conf`, its prefix
+/// `dir` and its error log at `error_log`, and waits until its master has
+/// written its pid file (it listens). `None` when the port was taken (try
+/// another while `attempt` < 20); any other failure fails the test with
+/// the error log.
+pub fn start_nginx(exe: &str, dir: &Path, error_log: &Path, attempt: usize) -> Option<Proc> {
+    let _ = std::fs::remove_file(dir.join("nginx.pid"));
+    let mut cmd = Command::new(exe);
+    cmd.arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-e")
+        .arg(error_log)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut proc = Proc::spawn(cmd);
+    // The master writes its pid file once it listens; it exits when it
+    // cannot bind.
+    let started = poll_until("nginx listening or exited", || {
+        let pid = std::fs::read_to_string(dir.join("nginx.pid")).ok();
+        if pid.is_some_and(|p| p.trim() == proc.pid().to_string()) {
+            Some(true)
+        } else if !proc.is_running() {
+            Some(false)
+        } else {
+            None
+        }
+    });
+    if started {
+        return Some(proc);
+    }
+    let out = proc.finish();
+    let log = std::fs::read_to_string(error_log).unwrap_or_default();
+    assert!(
+        log.contains("Address already in use") && attempt < 20,
+        "nginx did not start: {out}\nerror.log:\n{log}"
+    );
+    None
 }

@@ -125,18 +125,11 @@ impl Site {
 
     /// `mysite ARGS…`, stdio piped.
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(MYSITE);
+        let mut cmd = manage_tests::isolated(Command::new(MYSITE));
         cmd.arg0("mysite")
             .args(args)
             .current_dir(self.scratch.path())
-            .env("MYSITE_SECRET_KEY", "a key for the browser test only")
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("MANAGE_TASK")
-            .env_remove("MANAGE_STATE_DIR")
-            .env_remove("MANAGE_CONFIG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env("MYSITE_SECRET_KEY", "a key for the browser test only");
         cmd
     }
 

@@ -18,7 +18,6 @@ mod users_support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use manage_tests::{HANG_GUARD, Proc, Reply, free_port, poll_until, raw_request};
 use users_support::{OTHER, Site, Who, chmod, users};
@@ -96,39 +95,9 @@ impl Nginx {
                  }}\n"
             );
             std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-            let _ = std::fs::remove_file(dir.join("nginx.pid"));
-            let mut cmd = Command::new(NGINX);
-            cmd.arg("-p")
-                .arg(dir)
-                .arg("-c")
-                .arg(dir.join("nginx.conf"))
-                .arg("-e")
-                .arg(&error_log)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            let mut proc = Proc::spawn(cmd);
-            // The master writes its pid file once it listens; it exits when
-            // it cannot bind.
-            let started = poll_until("nginx listening or exited", || {
-                let pid = std::fs::read_to_string(dir.join("nginx.pid")).ok();
-                if pid.is_some_and(|p| p.trim() == proc.pid().to_string()) {
-                    Some(true)
-                } else if !proc.is_running() {
-                    Some(false)
-                } else {
-                    None
-                }
-            });
-            if !started {
-                let out = proc.finish();
-                let log = std::fs::read_to_string(&error_log).unwrap_or_default();
-                assert!(
-                    log.contains("Address already in use") && attempt < 20,
-                    "nginx did not start: {out}\nerror.log:\n{log}"
-                );
+            let Some(proc) = manage_tests::start_nginx(NGINX, dir, &error_log, attempt) else {
                 continue;
-            }
+            };
             return Nginx {
                 proc,
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),

@@ -132,39 +132,9 @@ impl Nginx {
                  \x20   include {d}/mysite.conf;\n}}\n"
             );
             std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-            let _ = std::fs::remove_file(dir.join("nginx.pid"));
-            let mut cmd = Command::new(NGINX);
-            cmd.arg("-p")
-                .arg(dir)
-                .arg("-c")
-                .arg(dir.join("nginx.conf"))
-                .arg("-e")
-                .arg(&error_log)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            let mut proc = Proc::spawn(cmd);
-            // The master writes its pid file once it listens; it exits when
-            // it cannot bind.
-            let started = poll_until("nginx listening or exited", || {
-                let pid = std::fs::read_to_string(dir.join("nginx.pid")).ok();
-                if pid.is_some_and(|p| p.trim() == proc.pid().to_string()) {
-                    Some(true)
-                } else if !proc.is_running() {
-                    Some(false)
-                } else {
-                    None
-                }
-            });
-            if !started {
-                let out = proc.finish();
-                let log = std::fs::read_to_string(&error_log).unwrap_or_default();
-                assert!(
-                    log.contains("Address already in use") && attempt < 20,
-                    "nginx did not start: {out}\nerror.log:\n{log}"
-                );
+            let Some(proc) = manage_tests::start_nginx(NGINX, dir, &error_log, attempt) else {
                 continue;
-            }
+            };
             let master = proc.pid();
             let workers = poll_until("nginx's workers", || {
                 let w = children_of(master);

@@ -372,17 +372,10 @@ impl Site {
         }
         argv.push(MYSITE.into());
         argv.extend(args.iter().map(OsString::from));
-        let mut cmd = Command::new(&argv[0]);
+        let mut cmd = manage_tests::isolated(Command::new(&argv[0]));
         cmd.args(&argv[1..])
             .current_dir(self.dir())
-            .env("MYSITE_SECRET_KEY", MYSITE_KEY)
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("MANAGE_STATE_DIR")
-            .env_remove("MANAGE_CONFIG")
-            .env_remove(maintenance_core::task::ENV_TASK)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env("MYSITE_SECRET_KEY", MYSITE_KEY);
         cmd
     }
 
