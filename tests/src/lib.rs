@@ -1638,3 +1638,12 @@ pub fn start_nginx(exe: &str, dir: &Path, error_log: &Path, attempt: usize) -> O
     );
     None
 }
+
+/// Asserts `out` exited with `code`, printed exactly `stdout` and nothing
+/// on stderr.
+#[track_caller]
+pub fn assert_exact(out: &Outcome, code: i32, stdout: &[&str]) {
+    assert_eq!(out.code(), Some(code), "{out}");
+    assert_eq!(out.stdout, stdout, "{out}");
+    assert_eq!(out.stderr, "", "{out}");
+}

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use maintenance_core::Mode;
 use manage_tests::{
-    HANG_GUARD, Outcome, Proc, Site, is_alive, parse_progress, plain_progress, send_signal,
-    user_at_host,
+    HANG_GUARD, Outcome, Proc, Site, assert_exact, is_alive, parse_progress, plain_progress,
+    send_signal, user_at_host,
 };
 use rustix::process::Signal;
 
@@ -25,15 +25,6 @@ const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
 
 const HEADER: &str =
     "Active sessions detected. Waiting for logout. (Session timeout set to 900 secs)";
-
-/// Asserts `out` exited with `code` and printed exactly `stdout` and
-/// nothing on stderr.
-#[track_caller]
-fn assert_exact(out: &Outcome, code: i32, stdout: &[&str]) {
-    assert_eq!(out.code(), Some(code), "{out}");
-    assert_eq!(out.stdout, stdout, "{out}");
-    assert_eq!(out.stderr, "", "{out}");
-}
 
 /// Starts `offline on ARGS…` and waits until it says it waits: the seed's
 /// header, then its first progress line, which it returns.

@@ -8,22 +8,13 @@
 #![allow(clippy::unwrap_used)]
 
 use maintenance_core::Mode;
-use manage_tests::{Outcome, Proc, Site, plain_progress, send_signal, user_at_host};
+use manage_tests::{Outcome, Proc, Site, assert_exact, plain_progress, send_signal, user_at_host};
 use rustix::process::Signal;
 
 const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
 
 const HEADER: &str =
     "Active sessions detected. Waiting for logout. (Session timeout set to 900 secs)";
-
-/// Asserts `out` exited with `code` and printed exactly `stdout` and
-/// nothing on stderr.
-#[track_caller]
-fn assert_exact(out: &Outcome, code: i32, stdout: &[&str]) {
-    assert_eq!(out.code(), Some(code), "{out}");
-    assert_eq!(out.stdout, stdout, "{out}");
-    assert_eq!(out.stderr, "", "{out}");
-}
 
 /// Asserts `out` exited with `code`, printed plain progress lines (after
 /// `prev`, the last one already read) and then exactly `rest`, and nothing

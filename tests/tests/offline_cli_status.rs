@@ -8,21 +8,12 @@
 
 use maintenance_core::session::SessionKey;
 use maintenance_core::{Mode, Timestamp};
-use manage_tests::{Outcome, Proc, Site, user_at_host};
+use manage_tests::{Proc, Site, assert_exact, user_at_host};
 
 const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
 
 const HEADER: &str =
     "Active sessions detected. Waiting for logout. (Session timeout set to 900 secs)";
-
-/// Asserts `out` exited with `code` and printed exactly `stdout` and
-/// nothing on stderr.
-#[track_caller]
-fn assert_exact(out: &Outcome, code: i32, stdout: &[&str]) {
-    assert_eq!(out.code(), Some(code), "{out}");
-    assert_eq!(out.stdout, stdout, "{out}");
-    assert_eq!(out.stderr, "", "{out}");
-}
 
 /// The one line of `lines` that starts with `prefix`.
 #[track_caller]

@@ -21,7 +21,7 @@ use std::path::Path;
 use std::process::Command;
 
 use maintenance_core::backend::ModeChange;
-use manage_tests::{Outcome, Site};
+use manage_tests::{Outcome, Site, assert_exact};
 use serde_json::Value;
 
 const MANAGE: &str = env!("CARGO_BIN_EXE_e2e-manage");
@@ -41,15 +41,6 @@ fn site_with_every_kind(exe: &str) -> Site {
     );
     site.external("publish", PUBLISH);
     site
-}
-
-/// Asserts `out` exited with `code`, printed exactly `stdout` and nothing
-/// on stderr.
-#[track_caller]
-fn assert_exact(out: &Outcome, code: i32, stdout: &[&str]) {
-    assert_eq!(out.code(), Some(code), "{out}");
-    assert_eq!(out.stdout, stdout, "{out}");
-    assert_eq!(out.stderr, "", "{out}");
 }
 
 /// `--list --json`, parsed, checked to exit 0 and to be version 1.

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use maintenance_core::backend::{ModeChange, PendingStart, WaiterLease};
 use maintenance_core::{Backend, Mode};
 use manage_tests::{
-    HANG_GUARD, Outcome, Proc, Site, is_alive, send_signal, wait_dead, wait_until_catching,
-    wait_until_waiting_for_a_child,
+    HANG_GUARD, Outcome, Proc, Site, assert_exact, is_alive, send_signal, wait_dead,
+    wait_until_catching, wait_until_waiting_for_a_child,
 };
 use rustix::process::Signal;
 
@@ -57,15 +57,6 @@ fn leave(backend: &dyn Backend, waiter: Box<dyn WaiterLease>) {
         .leave_pending(waiter, &ModeChange::by_this_process())
         .unwrap();
     assert_eq!(backend.mode().unwrap().mode, Mode::Online);
-}
-
-/// Asserts `out` exited with `code` and printed exactly `stdout` and
-/// nothing on stderr.
-#[track_caller]
-fn assert_exact(out: &Outcome, code: i32, stdout: &[&str]) {
-    assert_eq!(out.code(), Some(code), "{out}");
-    assert_eq!(out.stdout, stdout, "{out}");
-    assert_eq!(out.stderr, "", "{out}");
 }
 
 /// Asserts `out` is a refusal because of maintenance: 75, nothing run,
