@@ -59,7 +59,7 @@ struct StatusArgs {
 #[derive(Debug, clap::Args)]
 struct WaitArgs {
     /// Give up after this many seconds; the site goes back ONLINE (124).
-    #[arg(long, value_name = "SECS", default_value = "60", value_parser = seconds)]
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = maintenance_core::config::parse_seconds)]
     timeout: Duration,
     /// Go OFFLINE at once, whatever is live.
     #[arg(long)]
@@ -72,7 +72,7 @@ struct OnArgs {
     wait: WaitArgs,
     /// After this many seconds in PENDING, web sessions stop holding it off
     /// (running commands still do).
-    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    #[arg(long, value_name = "SECS", value_parser = maintenance_core::config::parse_seconds)]
     grace: Option<Duration>,
     /// A message for users, shown by the web layer and `status -v`.
     #[arg(long, value_name = "TEXT")]
@@ -108,13 +108,6 @@ struct RunArgs {
     /// The command to run inside the window, and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<String>,
-}
-
-fn seconds(text: &str) -> Result<Duration, String> {
-    let s: f64 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    Duration::try_from_secs_f64(s).map_err(|_| format!("{text:?} is not a number of seconds ≥ 0"))
 }
 
 fn retry_after(text: &str) -> Result<RetryAfter, String> {

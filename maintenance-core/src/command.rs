@@ -32,11 +32,10 @@
 use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::backend::{self, Backend};
-use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::policy::Policy;
 use crate::task::TaskRecord;
@@ -265,7 +264,7 @@ pub struct Context<'a> {
     terminal: bool,
     verbosity: i8,
     config: &'a Config,
-    backend: &'a OnceLock<Arc<dyn Backend>>,
+    backend: &'a backend::BackendSlot,
     task: Option<TaskRecord>,
     stop: StopToken,
     runner: &'a dyn Runner,
@@ -284,7 +283,7 @@ pub struct ContextParts<'a> {
     /// The configuration in force.
     pub config: &'a Config,
     /// The backend, opened on first use.
-    pub backend: &'a OnceLock<Arc<dyn Backend>>,
+    pub backend: &'a backend::BackendSlot,
     /// The task this run belongs to, if tracked.
     pub task: Option<TaskRecord>,
     /// The stop request.
@@ -342,11 +341,7 @@ impl<'a> Context<'a> {
 
     /// The backend holding mode, tasks and sessions, opened on first use.
     pub fn backend(&self) -> crate::Result<Arc<dyn Backend>> {
-        if let Some(b) = self.backend.get() {
-            return Ok(Arc::clone(b));
-        }
-        let b = backend::open(self.config, SystemClock::shared())?;
-        Ok(Arc::clone(self.backend.get_or_init(|| b)))
+        backend::open_once(self.backend, self.config)
     }
 
     /// The task this run belongs to (its own, or the one it joined); `None`

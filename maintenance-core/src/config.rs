@@ -173,6 +173,14 @@ enum AliasValue {
     Argv(Vec<String>),
 }
 
+/// A number of seconds as a command-line flag gives it (`60`, `0.25`).
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let s: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(s).map_err(|_| format!("{text:?} is not a number of seconds ≥ 0"))
+}
+
 /// A duration: a number of seconds (`900`, `0.25`) or a string with units
 /// (`"15m"`, `"250ms"`).
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {

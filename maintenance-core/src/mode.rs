@@ -108,10 +108,7 @@ impl ModeRecord {
 /// The hex SHA-256 of a bypass secret, as the mode record stores it.
 pub fn hash_secret(secret: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::random::to_hex(&sha2::Sha256::digest(secret.as_bytes()))
 }
 
 /// A fresh random bypass secret: 128 bits, hex.

@@ -18,7 +18,7 @@ impl SessionKey {
     /// The key of session id `id` (the cookie's value).
     pub fn of(id: &[u8]) -> Self {
         let digest = Sha256::digest(id);
-        SessionKey(digest[..16].iter().map(|b| format!("{b:02x}")).collect())
+        SessionKey(crate::random::to_hex(&digest[..16]))
     }
 
     /// A key read back from storage, if it has the shape of one.

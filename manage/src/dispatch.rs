@@ -24,7 +24,6 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
@@ -62,13 +61,6 @@ impl Globals {
             ignore_maintenance: m.get_flag("ignore-maintenance"),
         }
     }
-}
-
-fn seconds(text: &str) -> Result<Duration, String> {
-    let s: f64 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    Duration::try_from_secs_f64(s).map_err(|_| format!("{text:?} is not a number of seconds ≥ 0"))
 }
 
 /// Adds the global options to `cmd`.
@@ -109,7 +101,7 @@ pub(crate) fn with_globals(cmd: Command) -> Command {
         Arg::new("lock-timeout")
             .long("lock-timeout")
             .value_name("SECS")
-            .value_parser(seconds)
+            .value_parser(maintenance_core::config::parse_seconds)
             .global(true)
             .help("How long a single-instance command waits for the running one"),
     )
@@ -392,6 +384,3 @@ fn top_level(
     help::top_help(bin, config.as_ref(), err);
     exit::USAGE
 }
-
-/// A lazily opened backend slot.
-pub(crate) type BackendSlot = OnceLock<std::sync::Arc<dyn maintenance_core::Backend>>;

@@ -24,10 +24,11 @@ use maintenance_core::command::{
 use maintenance_core::config::Config;
 use maintenance_core::policy::{Drain, Policy, Tracking};
 use maintenance_core::task::{ENV_TASK, TaskRecord};
-use maintenance_core::{Backend, CommandTask, Error, SystemClock, TaskOptions, backend, exit};
+use maintenance_core::{Backend, CommandTask, Error, TaskOptions, backend, exit};
 
-use crate::dispatch::{self, BackendSlot, Globals, Target};
+use crate::dispatch::{self, Globals, Target};
 use crate::signals;
+use maintenance_core::backend::BackendSlot;
 
 /// Everything one invocation shares between its top-level run and the runs
 /// nested inside it.
@@ -70,11 +71,7 @@ impl<'a> Runtime<'a> {
     }
 
     fn backend(&self) -> maintenance_core::Result<Arc<dyn Backend>> {
-        if let Some(b) = self.backend.get() {
-            return Ok(Arc::clone(b));
-        }
-        let b = backend::open(self.config, SystemClock::shared())?;
-        Ok(Arc::clone(self.backend.get_or_init(|| b)))
+        backend::open_once(&self.backend, self.config)
     }
 
     /// Starts (or, at the top, joins) the task of a tracked run. `Err` holds

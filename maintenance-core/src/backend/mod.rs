@@ -246,6 +246,20 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn sessions(&self) -> Result<Vec<SessionEntry>>;
 }
 
+/// A backend opened on first use and shared after: the runner's, and every
+/// command context's.
+pub type BackendSlot = std::sync::OnceLock<Arc<dyn Backend>>;
+
+/// The backend in `slot`, opening the one `config` names (real clock) on
+/// first use.
+pub fn open_once(slot: &BackendSlot, config: &Config) -> Result<Arc<dyn Backend>> {
+    if let Some(b) = slot.get() {
+        return Ok(Arc::clone(b));
+    }
+    let b = open(config, crate::clock::SystemClock::shared())?;
+    Ok(Arc::clone(slot.get_or_init(|| b)))
+}
+
 /// Opens the backend `config` names, with the given clock.
 pub fn open(config: &Config, clock: SharedClock) -> Result<Arc<dyn Backend>> {
     match config.backend {

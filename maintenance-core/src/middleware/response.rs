@@ -137,7 +137,7 @@ fn mac(key: &[u8], hash: &[u8; 32], expiry: u64) -> HmacSha256 {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::random::to_hex(bytes)
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {

@@ -119,7 +119,7 @@ pub(super) fn instance_file(name: &str) -> String {
         format!("{name}{INSTANCE_SUFFIX}")
     } else {
         let digest = Sha256::digest(name.as_bytes());
-        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::random::to_hex(&digest[..16]);
         format!("~{hex}{INSTANCE_SUFFIX}")
     }
 }
