@@ -598,7 +598,11 @@ fn list(ctx: &mut Context<'_>, backend: &dyn Backend, args: &ListArgs) -> anyhow
             .map(|t| {
                 [
                     t.name.clone(),
-                    t.pid.to_string(),
+                    t.pids()
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
                     t.user_at_host(),
                     format_age(t.started_at.age(now)),
                     format!(

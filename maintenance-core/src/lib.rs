@@ -56,6 +56,7 @@ pub mod middleware;
 pub mod mode;
 pub mod offline;
 pub mod policy;
+pub mod process;
 pub mod random;
 pub mod session;
 pub mod task;

@@ -87,9 +87,9 @@ impl Live {
             .iter()
             .map(|t| {
                 format!(
-                    "command `{}` (pid {}, {}, running for {}{})",
+                    "command `{}` ({}, {}, running for {}{})",
                     t.name,
-                    t.pid,
+                    t.held_by(),
                     t.user_at_host(),
                     format_age(t.started_at.age(now)),
                     if t.holds_off_offline() {

@@ -56,6 +56,21 @@ pub enum Drain {
     Block,
 }
 
+/// What becomes of the processes an external command leaves behind when it
+/// exits (daemons, `ssh -f`, `git gc --auto`): set only in manage.toml.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Descendants {
+    /// They stay tracked: the task lives until the last of them exits
+    /// (Linux: a child subreaper keeps them).
+    #[default]
+    Keep,
+    /// They go free: the task ends when the command exits. The one
+    /// loosening manage.toml allows, for commands that start a service on
+    /// purpose (`service … restart`).
+    Release,
+}
+
 /// A command's whole policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Policy {
@@ -120,6 +135,8 @@ pub struct PolicyOverride {
     pub maintenance: Option<Maintenance>,
     /// `drain = "wait" | "stop" | "block"`.
     pub drain: Option<Drain>,
+    /// `descendants = "keep" | "release"` (external commands only).
+    pub descendants: Option<Descendants>,
 }
 
 impl PolicyOverride {
@@ -155,6 +172,12 @@ impl PolicyOverride {
                  maintenance allowed → refused, drain wait → block)"
             ))
         };
+        if self.descendants.is_some() {
+            return Err(format!(
+                "[commands.{name}] descendants: `{name}` is a registered command, which runs inside \
+                 the runner; descendants applies only to external `manage-<name>` commands"
+            ));
+        }
         if let Some(t) = self.tracking
             && t != declared.tracking
         {
@@ -199,7 +222,8 @@ display_lowercase! {
     Tracking => { Tracked => "tracked", Untracked => "untracked" },
     Instances => { Single => "single", Concurrent => "concurrent" },
     Maintenance => { Refused => "refused", Allowed => "allowed", Required => "required" },
-    Drain => { Wait => "wait", Stop => "stop", Block => "block" }
+    Drain => { Wait => "wait", Stop => "stop", Block => "block" },
+    Descendants => { Keep => "keep", Release => "release" }
 }
 
 impl fmt::Display for Policy {
@@ -235,6 +259,7 @@ mod tests {
             maintenance: Some(Maintenance::Refused),
             drain: Some(Drain::Block),
             tracking: None,
+            descendants: None,
         };
         let p = stricter.for_registered("backup", declared).unwrap();
         assert_eq!(

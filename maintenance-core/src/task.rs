@@ -23,6 +23,7 @@ use crate::config::DEFAULT_LOCK_TIMEOUT;
 use crate::error::{Error, Refusal, Result};
 use crate::mode::{Mode, ModeView};
 use crate::policy::{Maintenance, Policy};
+use crate::process::{Holder, Processes};
 
 /// Environment variable carrying the task token to nested runs.
 pub const ENV_TASK: &str = "MANAGE_TASK";
@@ -52,6 +53,11 @@ pub struct TaskRecord {
     /// behalf (`offline run`).
     #[serde(default)]
     pub in_window: bool,
+    /// The processes that hold the task now, when the backend can tell (an
+    /// external command's keeper, the command, and what it left behind);
+    /// read afresh with the record, never stored in it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<Holder>,
 }
 
 impl TaskRecord {
@@ -64,6 +70,35 @@ impl TaskRecord {
     /// `user@host`.
     pub fn user_at_host(&self) -> String {
         format!("{}@{}", self.user, self.host)
+    }
+
+    /// The pids to stop it by: the processes that hold it now where they
+    /// are known (an external command, and what it left behind), otherwise
+    /// the process that started it.
+    pub fn pids(&self) -> Vec<u32> {
+        if self.holders.is_empty() {
+            vec![self.pid]
+        } else {
+            self.holders.iter().map(|h| h.pid).collect()
+        }
+    }
+
+    /// Who holds it, for people: `pid 4242` for a run inside its runner,
+    /// `pid 4242 (sleep 20), pid 4250 (…)` for an external command's
+    /// processes, each with its command line.
+    pub fn held_by(&self) -> String {
+        if self.holders.is_empty() {
+            return format!("pid {}", self.pid);
+        }
+        self.holders
+            .iter()
+            .map(|h| {
+                let argv = h.argv.join(" ");
+                let argv: String = argv.chars().take(80).collect();
+                format!("pid {} ({argv})", h.pid)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -105,6 +140,10 @@ pub trait TaskLease: Send + fmt::Debug {
     fn inheritable_fds(&self) -> Vec<BorrowedFd<'_>>;
     /// Says that a child now holds the locks: dropping only closes.
     fn mark_handed_to_child(&mut self);
+    /// Records the processes spawned for this task (an external command
+    /// and its keeper), so that status can name what holds it after the
+    /// runner is gone.
+    fn set_processes(&mut self, processes: &Processes) -> Result<()>;
 }
 
 /// Decides whether a task may start in the mode in force. Every backend's
@@ -257,25 +296,50 @@ impl CommandTask {
         matches!(self.inner, Inner::Joined(_))
     }
 
-    /// Prepares `cmd` to run as part of this task: the child inherits the
-    /// task's locks (close-on-exec cleared in the child only, so no other
-    /// thread's child inherits them) and gets the token in [`ENV_TASK`].
-    /// From now on dropping this guard only closes its descriptors: the task
-    /// lives until the child and all its descendants have exited (I3).
+    /// Hands this task to a child process about to be spawned: the
+    /// environment it needs (the token in [`ENV_TASK`]) and the descriptors
+    /// it must inherit to keep the task (and its instance) live. From now
+    /// on dropping this guard only closes its descriptors: the task lives
+    /// until the child and all its descendants have exited (I3). The
+    /// spawner clears close-on-exec on `fds` in the child only, so that no
+    /// other thread's child inherits them.
     ///
-    /// Spawn `cmd` before dropping this guard.
-    pub fn prepare_child(&mut self, cmd: &mut Command) {
-        cmd.env(ENV_TASK, self.token());
+    /// Spawn the child before dropping this guard.
+    pub fn handoff(&mut self) -> ChildHandoff {
+        let env = vec![(ENV_TASK.to_owned(), self.token().to_owned())];
         let Inner::Own(lease) = &mut self.inner else {
             // A joined run's locks are already held by an ancestor.
-            return;
+            return ChildHandoff {
+                env,
+                fds: Vec::new(),
+            };
         };
-        let fds: Vec<RawFd> = lease
+        let fds = lease
             .inheritable_fds()
             .iter()
             .map(|fd| fd.as_raw_fd())
             .collect();
         lease.mark_handed_to_child();
+        ChildHandoff { env, fds }
+    }
+
+    /// Records the processes spawned for this task (an external command and
+    /// its keeper), so that status and lists name what really holds it.
+    pub fn record_processes(&mut self, processes: &Processes) -> Result<()> {
+        match &mut self.inner {
+            Inner::Own(lease) => lease.set_processes(processes),
+            Inner::Joined(_) => Ok(()),
+        }
+    }
+
+    /// Prepares `cmd` to run as part of this task (see [`handoff`]): the
+    /// child inherits the task's locks, close-on-exec cleared in the child
+    /// only, and gets the token in [`ENV_TASK`].
+    ///
+    /// [`handoff`]: CommandTask::handoff
+    pub fn prepare_child(&mut self, cmd: &mut Command) {
+        let ChildHandoff { env, fds } = self.handoff();
+        cmd.envs(env);
         if fds.is_empty() {
             return;
         }
@@ -293,6 +357,17 @@ impl CommandTask {
             });
         }
     }
+}
+
+/// What a child process needs to run as part of a task: see
+/// [`CommandTask::handoff`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildHandoff {
+    /// Variables to set in the child's environment.
+    pub env: Vec<(String, String)>,
+    /// Descriptors the child must inherit (close-on-exec cleared in the
+    /// child only).
+    pub fds: Vec<RawFd>,
 }
 
 #[cfg(test)]

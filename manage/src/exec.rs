@@ -22,7 +22,7 @@ use maintenance_core::command::{
     CallOptions, Context, ContextParts, Exit, Registration, Runner, StopToken,
 };
 use maintenance_core::config::Config;
-use maintenance_core::policy::{Drain, Policy, Tracking};
+use maintenance_core::policy::{Descendants, Drain, Policy, Tracking};
 use maintenance_core::task::{ENV_TASK, TaskRecord};
 use maintenance_core::{Backend, CommandTask, Error, TaskOptions, backend, exit};
 
@@ -135,6 +135,11 @@ impl<'a> Runtime<'a> {
                 format!("{file}: {msg}")
             }),
         }
+    }
+
+    /// The policy recorded in an external command's task, or the defaults.
+    fn policy_of_external_record(&self, record: Option<&TaskRecord>) -> Policy {
+        record.map(|r| r.policy).unwrap_or_default()
     }
 
     /// An external command's policy: the defaults, or manage.toml's.
@@ -376,7 +381,9 @@ fn list_verbs(top: &clap::Command, argv: &[OsString], err: &mut dyn Write) {
 
 /// Runs an external command as a child, tracked: the child inherits the
 /// task's locks and gets `MANAGE`, `MANAGE_STATE_DIR` and the task token.
-/// Returns the child's exit code, or 128+N if signal N killed it.
+/// On Linux a keeper between the runner and the command keeps whatever the
+/// command leaves behind tracked ([`crate::keeper`]). Returns the child's
+/// exit code, or 128+N if signal N killed it.
 pub(crate) fn external(
     rt: &Runtime<'_>,
     name: &str,
@@ -385,64 +392,180 @@ pub(crate) fn external(
     options: Option<CallOptions>,
     err: &mut dyn Write,
 ) -> u8 {
-    let mut cmd = Command::new(path);
-    cmd.args(args);
+    let mut env: Vec<(OsString, OsString)> = Vec::new();
     if let Ok(me) = std::env::current_exe() {
-        cmd.env("MANAGE", me);
+        env.push(("MANAGE".into(), me.into()));
     }
-    cmd.env("MANAGE_STATE_DIR", &rt.config.state_dir);
+    env.push((
+        "MANAGE_STATE_DIR".into(),
+        rt.config.state_dir.clone().into(),
+    ));
     let policy = rt.policy_of_external(name);
     let mut own_task = None;
-    {
-        let mut current = rt.task.borrow_mut();
-        if let Some(task) = current.as_mut() {
-            // Nested inside a task this runner owns: the child inherits it.
-            task.prepare_child(&mut cmd);
-        } else if policy.tracking == Tracking::Tracked {
-            let argv: Vec<String> = std::iter::once(name.to_owned())
-                .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
-                .collect();
-            let in_window = options.is_some_and(|o| o.in_window);
-            match rt.start_task(name, policy, argv, in_window, err) {
-                Ok(mut task) => {
-                    task.prepare_child(&mut cmd);
-                    own_task = Some(task);
-                }
-                Err(code) => return code,
-            }
+    if rt.task.borrow().is_none() && policy.tracking == Tracking::Tracked {
+        let argv: Vec<String> = std::iter::once(name.to_owned())
+            .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
+            .collect();
+        let in_window = options.is_some_and(|o| o.in_window);
+        match rt.start_task(name, policy, argv, in_window, err) {
+            Ok(task) => own_task = Some(task),
+            Err(code) => return code,
         }
     }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
+    let mut current = rt.task.borrow_mut();
+    // Nested inside a task this runner owns, the child inherits that one.
+    let task = own_task.as_mut().or(current.as_mut());
+    let status = match task {
+        #[cfg(target_os = "linux")]
+        Some(task) => {
+            let release = rt
+                .config
+                .commands
+                .get(name)
+                .and_then(|o| o.descendants)
+                .is_some_and(|d| d == Descendants::Release);
+            kept(rt, name, path, args, env, policy, release, task, err)
+        }
+        task => direct(rt, path, args, env, task, err),
+    };
+    drop(current);
+    drop(own_task);
+    match status {
+        Ok(code) => code,
         Err(e) => {
             let _ = writeln!(err, "error: cannot run {}: {e}", path.display());
-            return exit::FAILURE;
+            exit::FAILURE
         }
-    };
+    }
+}
+
+/// Maps a `waitpid` status to an exit code: the command's own, or 128+N
+/// if signal N killed it.
+fn exit_code_of(status: std::process::ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code.clamp(0, 255) as u8,
+        (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
+        (None, None) => exit::FAILURE,
+    }
+}
+
+/// Spawns and waits for the command with std, the task's locks inherited
+/// (untracked commands, and systems without a keeper).
+fn direct(
+    rt: &Runtime<'_>,
+    path: &Path,
+    args: &[OsString],
+    env: Vec<(OsString, OsString)>,
+    task: Option<&mut CommandTask>,
+    err: &mut dyn Write,
+) -> std::io::Result<u8> {
+    let mut cmd = Command::new(path);
+    cmd.args(args).envs(env);
+    let mut owned_record = None;
+    if let Some(task) = task {
+        task.prepare_child(&mut cmd);
+        owned_record = Some(task.record().clone());
+    }
+    let mut child = cmd.spawn()?;
     signals::set_child(child.id() as i32);
     // A SIGTERM (or a drain) that came before the child existed.
     if rt.stop.requested() {
         signals::terminate_child();
     }
-    let owned_record = own_task.as_ref().map(|t: &CommandTask| t.record().clone());
+    let policy = rt.policy_of_external_record(owned_record.as_ref());
     let _drain = rt.drain_watch(policy, owned_record.as_ref(), owned_record.is_some());
     let status = child.wait();
     signals::set_child(0);
-    drop(own_task);
     match status {
-        Ok(s) => {
-            use std::os::unix::process::ExitStatusExt;
-            match (s.code(), s.signal()) {
-                (Some(code), _) => code.clamp(0, 255) as u8,
-                (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
-                (None, None) => exit::FAILURE,
-            }
-        }
+        Ok(s) => Ok(exit_code_of(s)),
         Err(e) => {
             let _ = writeln!(err, "error: waiting for {}: {e}", path.display());
-            exit::FAILURE
+            Ok(exit::FAILURE)
         }
     }
+}
+
+/// Spawns the command under a keeper that tracks every descendant it
+/// leaves behind (Linux), and waits for the command itself.
+#[cfg(target_os = "linux")]
+#[allow(clippy::too_many_arguments)]
+fn kept(
+    rt: &Runtime<'_>,
+    name: &str,
+    path: &Path,
+    args: &[OsString],
+    mut env: Vec<(OsString, OsString)>,
+    policy: Policy,
+    release: bool,
+    task: &mut CommandTask,
+    err: &mut dyn Write,
+) -> std::io::Result<u8> {
+    use maintenance_core::process::{ProcId, Processes};
+    let handoff = task.handoff();
+    env.extend(handoff.env.into_iter().map(|(k, v)| (k.into(), v.into())));
+    let record = task.record().clone();
+    let drain_stop = policy.drain == Drain::Stop && record.holds_off_offline();
+    let running = crate::keeper::spawn(&crate::keeper::Spawn {
+        path,
+        args,
+        env: &env,
+        fds: &handoff.fds,
+        release,
+        drain_stop,
+        config_file: rt.config.file.as_deref(),
+        state_dir: &rt.config.state_dir,
+    })?;
+    let processes = Processes {
+        keeper: ProcId::of(running.keeper).unwrap_or(ProcId {
+            pid: running.keeper,
+            start: 0,
+        }),
+        command: ProcId::of(running.command).unwrap_or(ProcId {
+            pid: running.command,
+            start: 0,
+        }),
+        pgid: rustix::process::Pid::from_raw(running.command as i32)
+            .and_then(|p| rustix::process::getpgid(Some(p)).ok())
+            .map(|p| p.as_raw_nonzero().get() as u32)
+            .unwrap_or(0),
+    };
+    // Only for people: a task whose processes went unrecorded is as live.
+    let _ = task.record_processes(&processes);
+    signals::set_child(running.keeper as i32);
+    // A SIGTERM (or a drain) that came before the child existed.
+    if rt.stop.requested() {
+        signals::terminate_child();
+    }
+    let owned = !task.is_joined();
+    let _drain = rt.drain_watch(policy, Some(&record), owned);
+    let keeper = running.keeper;
+    let ended = running.wait();
+    signals::set_child(0);
+    let ended = ended?;
+    if ended.leftovers {
+        let holders: Vec<String> = processes
+            .holders()
+            .iter()
+            .filter(|h| !h.command)
+            .map(|h| format!("pid {} ({})", h.pid, h.argv.join(" ")))
+            .collect();
+        let _ = writeln!(
+            err,
+            "{}: `{name}` exited; what it left behind still holds its task: {}. \
+             `{} offline list` names them; `offline on` waits for them (manage.toml: \
+             [commands.{name}] descendants = \"release\" lets them go).",
+            rt.bin,
+            if holders.is_empty() {
+                format!("keeper pid {keeper}")
+            } else {
+                holders.join(", ")
+            },
+            rt.bin,
+        );
+    }
+    use std::os::unix::process::ExitStatusExt;
+    Ok(exit_code_of(std::process::ExitStatus::from_raw(ended.status)))
 }
 
 impl Runner for Runtime<'_> {

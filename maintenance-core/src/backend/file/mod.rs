@@ -535,6 +535,7 @@ impl Backend for FileBackend {
             policy: request.policy,
             started_in: view.mode,
             in_window: request.in_window,
+            holders: Vec::new(),
         };
         let (task, file_name) = tasks::publish(&self.tasks, &record, self.modes)?;
         drop(gate);
@@ -545,6 +546,7 @@ impl Backend for FileBackend {
             task: Some(task),
             instance,
             handed_to_child: false,
+            modes: self.modes,
         }))
     }
 

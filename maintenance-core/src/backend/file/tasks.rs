@@ -21,10 +21,14 @@ use sha2::{Digest, Sha256};
 
 use super::dir::{Dir, read_regular};
 use crate::error::{Error, Refusal, Result};
+use crate::process::{Holder, Processes};
 use crate::task::{TaskLease, TaskRecord};
 
 /// Suffix of a live task's file.
 pub(super) const TASK_SUFFIX: &str = ".task";
+/// Suffix of the record of a task's processes (an external command's
+/// keeper and command), written beside its task file after the spawn.
+pub(super) const PROCS_SUFFIX: &str = ".procs";
 /// Suffix of a command's instance lock.
 const INSTANCE_SUFFIX: &str = ".instance";
 /// Largest task record read back: argv is bounded by the system's ARG_MAX.
@@ -44,6 +48,7 @@ pub(super) struct FileTaskLease {
     pub task: Option<File>,
     pub instance: Option<File>,
     pub handed_to_child: bool,
+    pub modes: super::dir::Modes,
 }
 
 impl TaskLease for FileTaskLease {
@@ -62,6 +67,30 @@ impl TaskLease for FileTaskLease {
     fn mark_handed_to_child(&mut self) {
         self.handed_to_child = true;
     }
+
+    fn set_processes(&mut self, processes: &Processes) -> Result<()> {
+        let json = serde_json::to_vec(processes).map_err(|e| Error::Invalid(e.to_string()))?;
+        let name = procs_file(&self.record.id);
+        // Replaced whole, by rename: a reader sees the old record or the new.
+        self.dir.replace(&name, &json, self.modes, false)
+    }
+}
+
+/// The name of the processes record of task `id`.
+fn procs_file(id: &str) -> String {
+    format!("{id}{PROCS_SUFFIX}")
+}
+
+/// The processes recorded for task `id`, and who of them holds it now;
+/// empty when none were recorded (a registered command: its runner is the
+/// holder).
+fn holders(dir: &Dir, id: &str) -> Vec<Holder> {
+    let Ok(Some(bytes)) = dir.read_small(&procs_file(id), 4096) else {
+        return Vec::new();
+    };
+    serde_json::from_slice::<Processes>(&bytes)
+        .map(|p| p.holders())
+        .unwrap_or_default()
 }
 
 impl Drop for FileTaskLease {
@@ -70,6 +99,7 @@ impl Drop for FileTaskLease {
             // Remove while still holding the lock; a reader that opened the
             // file before sees it dead once we close. Failure leaves a
             // leftover that never counts as live and is reaped later.
+            let _ = self.dir.remove(&procs_file(&self.record.id));
             let _ = self.dir.remove(&self.file_name);
             return;
         }
@@ -82,6 +112,7 @@ impl Drop for FileTaskLease {
         if let Ok(Some(file)) = self.dir.open_read(&self.file_name)
             && let Ok(false) = held(&file)
         {
+            let _ = self.dir.remove(&procs_file(&self.record.id));
             let _ = self.dir.remove(&self.file_name);
         }
     }
@@ -206,7 +237,11 @@ pub(super) fn probe(dir: &Dir, file_name: &str) -> Result<Option<TaskRecord>> {
         Err(Error::State { .. }) => return Ok(None),
         Err(e) => return Err(e),
     };
-    Ok(serde_json::from_slice(&bytes).ok())
+    let Ok(mut record) = serde_json::from_slice::<TaskRecord>(&bytes) else {
+        return Ok(None);
+    };
+    record.holders = holders(dir, &record.id);
+    Ok(Some(record))
 }
 
 /// Every live task in `dir`, oldest first.
@@ -253,6 +288,13 @@ pub(super) fn reap(dir: &Dir) -> Result<usize> {
         let Some(name) = name.to_str() else { continue };
         let is_task = name.ends_with(TASK_SUFFIX) && !name.starts_with('.');
         let is_temp = name.starts_with('.') && name.ends_with(".tmp");
+        if let Some(id) = name.strip_suffix(PROCS_SUFFIX) {
+            // The processes of a task whose file is gone: a leftover.
+            if !dir.exists(&format!("{id}{TASK_SUFFIX}"))? {
+                removed += usize::from(dir.remove(name)?);
+            }
+            continue;
+        }
         if !(is_task || is_temp) {
             continue;
         }

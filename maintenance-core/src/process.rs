@@ -1,0 +1,174 @@
+//! What this host says of a process (Linux `/proc`): whether it still is the
+//! process recorded at spawn (pid plus start time, so a reused pid is never
+//! mistaken for it), its children, its command line. Status and lists use
+//! it to name the processes that actually hold a task (I3) — the keeper's
+//! children: the command and whatever it left behind — instead of a
+//! runner's pid that may be long dead. Elsewhere nothing is known, and the
+//! record's own pid is shown.
+
+use serde::{Deserialize, Serialize};
+
+/// One process as recorded at spawn: its pid and its start time (clock
+/// ticks after boot, `/proc/PID/stat` field 22), which together name it
+/// even after the pid is reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcId {
+    /// The process id.
+    pub pid: u32,
+    /// When it started, in clock ticks after boot (0 when unknown).
+    pub start: u64,
+}
+
+impl ProcId {
+    /// The process `pid` as it is now, or `None` when there is none.
+    pub fn of(pid: u32) -> Option<ProcId> {
+        Some(ProcId {
+            pid,
+            start: start_time(pid)?,
+        })
+    }
+
+    /// Whether this very process still lives (a zombie counts as gone).
+    pub fn alive(&self) -> bool {
+        stat(self.pid).is_some_and(|s| s.start == self.start && s.state != 'Z' && s.state != 'X')
+    }
+}
+
+/// The processes of a task that runs an external command, recorded when it
+/// was spawned: the keeper (the runner's child that outlives the command
+/// and reaps what it leaves behind) and the command itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Processes {
+    /// The keeper: every process of the task descends from it.
+    pub keeper: ProcId,
+    /// The command, the keeper's first child.
+    pub command: ProcId,
+    /// The command's process group at spawn.
+    pub pgid: u32,
+}
+
+/// A process that holds a task now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// Its pid.
+    pub pid: u32,
+    /// Its command line (empty when it cannot be read).
+    pub argv: Vec<String>,
+    /// Whether it is the command itself, rather than a process it left
+    /// behind.
+    pub command: bool,
+}
+
+impl Processes {
+    /// The processes that hold the task now: the keeper's live children
+    /// (the command, and the leftovers it reparented to itself); when the
+    /// keeper itself is gone, the command if it still lives. Empty when
+    /// nothing can be told (not Linux, or every recorded process is gone
+    /// while the task is still held by a descendant that kept its lock).
+    pub fn holders(&self) -> Vec<Holder> {
+        let mut pids = Vec::new();
+        if self.keeper.alive() {
+            pids = children(self.keeper.pid);
+        } else if self.command.alive() {
+            pids.push(self.command.pid);
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        pids.into_iter()
+            .filter(|&pid| stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X'))
+            .map(|pid| Holder {
+                pid,
+                argv: argv(pid),
+                command: pid == self.command.pid
+                    && start_time(pid) == Some(self.command.start),
+            })
+            .collect()
+    }
+}
+
+struct Stat {
+    state: char,
+    start: u64,
+}
+
+/// Field 3 (state) and field 22 (start time) of `/proc/PID/stat`; the
+/// command name in field 2 may hold spaces and parentheses, so fields are
+/// counted after its last `)`.
+fn stat(pid: u32) -> Option<Stat> {
+    if pid == 0 {
+        return None;
+    }
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // After the state (field 3), the start time is field 22: 18 further on.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some(Stat { state, start })
+}
+
+/// The start time of `pid`, in clock ticks after boot.
+pub fn start_time(pid: u32) -> Option<u64> {
+    stat(pid).map(|s| s.start)
+}
+
+/// The children of every thread of `pid` (orphans are reparented to any
+/// live thread of a subreaper).
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for t in threads.flatten() {
+        let mut path = t.path();
+        path.push("children");
+        if let Ok(text) = std::fs::read_to_string(path) {
+            out.extend(text.split_ascii_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
+    }
+    out
+}
+
+/// The command line of `pid`, as far as it can be read.
+pub fn argv(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|bytes| {
+            bytes
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_itself_and_a_reused_pid_is_not() {
+        let me = ProcId::of(std::process::id()).unwrap();
+        assert!(me.alive());
+        let other = ProcId {
+            start: me.start + 1,
+            ..me
+        };
+        assert!(!other.alive(), "another start time is another process");
+        assert!(!argv(me.pid).is_empty());
+    }
+
+    #[test]
+    fn a_child_is_listed_until_it_is_reaped() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(children(std::process::id()).contains(&pid));
+        assert_eq!(argv(pid), ["sleep", "30"]);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!children(std::process::id()).contains(&pid));
+    }
+}

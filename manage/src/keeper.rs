@@ -1,0 +1,550 @@
+//! The keeper of an external command's task (Linux, I3): a forked child of
+//! the runner that makes itself a child subreaper, starts the command as its
+//! own child, and lives until the command and every descendant it left
+//! behind have exited — whatever descriptors they closed, however they
+//! daemonised — holding the task's locks all that time. The runner returns
+//! with the command's own exit code the moment the command exits; what the
+//! command left behind keeps the task live in the keeper, which forwards
+//! SIGTERM (and a drain's stop request) to it.
+//!
+//! Between `fork` and `exec` only async-signal-safe calls are made: every
+//! string, array and path is prepared before the fork, and the keeper's loop
+//! is plain system calls. When leftovers remain after the command exits,
+//! the keeper execs this binary in keeper mode ([`KEEPER_FLAG`]): that
+//! closes every descriptor but the task's locks (an `offline run`'s window
+//! lock must not outlive its command) and lets it watch the mode for a
+//! drain `stop`.
+//!
+//! Limits: a keeper itself SIGKILLed while leftovers live loses them (they
+//! are reparented past it); without `/proc` (not Linux) there is no keeper.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::ptr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use maintenance_core::Backend;
+use maintenance_core::mode::Mode;
+
+/// The first argument that makes this binary a keeper (given only by a
+/// keeper to itself, never by a user).
+pub(crate) const KEEPER_FLAG: &str = "--manage-keeper";
+
+/// How often an exec'd keeper of a drain-`stop` command looks at the mode.
+const LOOK: Duration = Duration::from_millis(20);
+
+/// What to spawn, and how.
+pub(crate) struct Spawn<'a> {
+    /// The executable.
+    pub path: &'a Path,
+    /// Its arguments (after argv\[0\], which is `path`).
+    pub args: &'a [OsString],
+    /// Variables to set in its environment (over the runner's own).
+    pub env: &'a [(OsString, OsString)],
+    /// The task's lock descriptors, which the command inherits and the
+    /// keeper holds.
+    pub fds: &'a [RawFd],
+    /// `descendants = "release"`: the command does not inherit the locks,
+    /// and the keeper ends with the command, letting leftovers go.
+    pub release: bool,
+    /// Whether leftovers are asked to stop when the site leaves ONLINE.
+    pub drain_stop: bool,
+    /// The configuration file and state directory, for a keeper that
+    /// watches the mode.
+    pub config_file: Option<&'a Path>,
+    /// The state directory in use.
+    pub state_dir: &'a Path,
+}
+
+/// A spawned command and its keeper.
+pub(crate) struct Running {
+    /// The keeper's pid (the runner's child).
+    pub keeper: u32,
+    /// The command's pid (the keeper's child).
+    pub command: u32,
+    status: File,
+}
+
+/// How the command ended.
+pub(crate) struct Ended {
+    /// Its wait status, as `waitpid` gives it.
+    pub status: i32,
+    /// Whether processes it left behind still hold the task.
+    pub leftovers: bool,
+}
+
+const MSG_STARTED: u8 = b'S';
+const MSG_EXEC_FAILED: u8 = b'E';
+const MSG_EXITED: u8 = b'X';
+const MSG_LEN: usize = 9;
+
+/// Everything the forked processes use, prepared before the fork.
+struct Prepared {
+    path: CString,
+    // Owners of what the pointer arrays point into.
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    _envp: Vec<CString>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    _keeper_argv: Vec<CString>,
+    keeper_argv_ptrs: Vec<*const libc::c_char>,
+    fds: Vec<RawFd>,
+    release: bool,
+}
+
+fn cstring(s: &OsStr) -> io::Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{s:?} holds a NUL byte"),
+        )
+    })
+}
+
+fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(ptr::null()))
+        .collect()
+}
+
+impl Prepared {
+    fn new(s: &Spawn<'_>) -> io::Result<Prepared> {
+        let path = cstring(s.path.as_os_str())?;
+        let argv: Vec<CString> = std::iter::once(Ok(path.clone()))
+            .chain(s.args.iter().map(|a| cstring(a)))
+            .collect::<io::Result<_>>()?;
+        let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+            .filter(|(k, _)| !s.env.iter().any(|(k2, _)| k2 == k))
+            .collect();
+        env.extend(s.env.iter().cloned());
+        let envp: Vec<CString> = env
+            .iter()
+            .filter(|(k, _)| !k.is_empty() && !k.as_bytes().contains(&b'='))
+            .map(|(k, v)| {
+                let mut kv = k.clone();
+                kv.push("=");
+                kv.push(v);
+                cstring(&kv)
+            })
+            .collect::<io::Result<_>>()?;
+        let fds_arg = s
+            .fds
+            .iter()
+            .map(|fd| fd.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let keeper_argv: Vec<CString> = [
+            OsStr::new("manage-keeper"),
+            OsStr::new(KEEPER_FLAG),
+            OsStr::new(&fds_arg),
+            OsStr::new(if s.drain_stop { "stop" } else { "wait" }),
+            s.config_file.map(Path::as_os_str).unwrap_or(OsStr::new("")),
+            s.state_dir.as_os_str(),
+        ]
+        .iter()
+        .map(|a| cstring(a))
+        .collect::<io::Result<_>>()?;
+        Ok(Prepared {
+            argv_ptrs: pointers(&argv),
+            envp_ptrs: pointers(&envp),
+            keeper_argv_ptrs: pointers(&keeper_argv),
+            path,
+            _argv: argv,
+            _envp: envp,
+            _keeper_argv: keeper_argv,
+            fds: s.fds.to_vec(),
+            release: s.release,
+        })
+    }
+}
+
+/// Forks the keeper, which starts the command. Returns once the command
+/// runs (or its exec failed: the error).
+pub(crate) fn spawn(s: &Spawn<'_>) -> io::Result<Running> {
+    let prepared = Prepared::new(s)?;
+    let mut pipe = [0 as RawFd; 2];
+    // SAFETY: plain system calls on our own descriptors and signal masks;
+    // the child branch never returns (it execs or exits).
+    let keeper = unsafe {
+        if libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        // No signal handler of the runner's may run in the keeper before it
+        // has reset them.
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::fork();
+        if pid == 0 {
+            libc::close(pipe[0]);
+            keeper_main(&prepared, &old, pipe[1]);
+        }
+        let fork_error = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut());
+        libc::close(pipe[1]);
+        if pid < 0 {
+            libc::close(pipe[0]);
+            return Err(fork_error);
+        }
+        pid
+    };
+    // SAFETY: pipe[0] is ours, open, and owned by nothing else.
+    let mut status = unsafe { File::from_raw_fd(pipe[0]) };
+    match read_msg(&mut status)? {
+        Some((MSG_STARTED, command, _)) => Ok(Running {
+            keeper: keeper as u32,
+            command: command as u32,
+            status,
+        }),
+        Some((MSG_EXEC_FAILED, errno, _)) => {
+            reap(keeper);
+            Err(io::Error::from_raw_os_error(errno))
+        }
+        _ => {
+            reap(keeper);
+            Err(io::Error::other("the command's keeper process died"))
+        }
+    }
+}
+
+impl Running {
+    /// Waits for the command to exit. The keeper lives on when leftovers
+    /// hold the task; otherwise it is reaped here.
+    pub(crate) fn wait(mut self) -> io::Result<Ended> {
+        match read_msg(&mut self.status)? {
+            Some((MSG_EXITED, status, leftovers)) => {
+                if leftovers == 0 {
+                    reap(self.keeper as libc::pid_t);
+                }
+                Ok(Ended {
+                    status,
+                    leftovers: leftovers != 0,
+                })
+            }
+            _ => Err(io::Error::other(format!(
+                "the command's keeper process (pid {}) died before the command ended; \
+                 the command (pid {}) may still run",
+                self.keeper, self.command
+            ))),
+        }
+    }
+}
+
+fn reap(pid: libc::pid_t) {
+    let mut st = 0;
+    // SAFETY: waiting for our own child.
+    while unsafe { libc::waitpid(pid, &mut st, 0) } < 0
+        && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+    {}
+}
+
+fn read_msg(f: &mut File) -> io::Result<Option<(u8, i32, i32)>> {
+    let mut buf = [0u8; MSG_LEN];
+    let mut got = 0;
+    while got < MSG_LEN {
+        match f.read(&mut buf[got..]) {
+            Ok(0) => return Ok(None),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let a = i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]);
+    let b = i32::from_le_bytes([buf[5], buf[6], buf[7], buf[8]]);
+    Ok(Some((buf[0], a, b)))
+}
+
+/// Writes one message to the runner; async-signal-safe.
+unsafe fn send(fd: RawFd, tag: u8, a: i32, b: i32) {
+    let mut buf = [0u8; MSG_LEN];
+    buf[0] = tag;
+    buf[1..5].copy_from_slice(&a.to_le_bytes());
+    buf[5..9].copy_from_slice(&b.to_le_bytes());
+    // SAFETY: a write of our own buffer; a runner that died (EPIPE) is
+    // ignored: SIGPIPE is ignored in the keeper.
+    unsafe {
+        let _ = libc::write(fd, buf.as_ptr().cast(), MSG_LEN);
+    }
+}
+
+unsafe fn set_disposition(signal: libc::c_int, handler: libc::sighandler_t) {
+    // SAFETY: sigaction with a zeroed struct and a default or ignore
+    // handler.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(signal, &sa, ptr::null_mut());
+    }
+}
+
+/// The signals a keeper waits for instead of handling.
+fn keeper_set() -> libc::sigset_t {
+    // SAFETY: initialising a signal set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    }
+}
+
+/// Signals a keeper must survive: the terminal's Ctrl-C, Ctrl-\ and hang-up
+/// reach the command (in the same process group) but must not end the
+/// keeper of its leftovers.
+const SURVIVED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGPIPE];
+
+/// The keeper, right after the fork: async-signal-safe calls only.
+unsafe fn keeper_main(p: &Prepared, runner_mask: &libc::sigset_t, report: RawFd) -> ! {
+    // SAFETY: every call below is an async-signal-safe system call on
+    // memory prepared before the fork.
+    unsafe {
+        for s in SURVIVED {
+            set_disposition(s, libc::SIG_IGN);
+        }
+        set_disposition(libc::SIGTERM, libc::SIG_DFL);
+        set_disposition(libc::SIGCHLD, libc::SIG_DFL);
+        let set = keeper_set();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, ptr::null_mut());
+        if !p.release {
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        }
+        let mut errpipe = [0 as RawFd; 2];
+        if libc::pipe2(errpipe.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            send(report, MSG_EXEC_FAILED, errno(), 0);
+            libc::_exit(127);
+        }
+        let command = libc::fork();
+        if command == 0 {
+            libc::close(errpipe[0]);
+            command_main(p, runner_mask, errpipe[1]);
+        }
+        libc::close(errpipe[1]);
+        if command < 0 {
+            send(report, MSG_EXEC_FAILED, errno(), 0);
+            libc::_exit(127);
+        }
+        let mut e = [0u8; 4];
+        let mut got = 0usize;
+        loop {
+            let n = libc::read(errpipe[0], e.as_mut_ptr().add(got).cast(), 4 - got);
+            if n > 0 {
+                got += n as usize;
+                if got == 4 {
+                    break;
+                }
+            } else if n == 0 || errno() != libc::EINTR {
+                break;
+            }
+        }
+        libc::close(errpipe[0]);
+        if got == 4 {
+            let mut st = 0;
+            libc::waitpid(command, &mut st, 0);
+            send(report, MSG_EXEC_FAILED, i32::from_ne_bytes(e), 0);
+            libc::_exit(127);
+        }
+        send(report, MSG_STARTED, command, 0);
+        // The keeper holds no terminal and no pipe: `$(manage x)` must not
+        // wait for it.
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+            if null > 2 {
+                libc::close(null);
+            }
+        }
+        keep(command, Some(report), Some(p));
+    }
+}
+
+/// The command, right after the keeper's fork: async-signal-safe calls only.
+unsafe fn command_main(p: &Prepared, runner_mask: &libc::sigset_t, errpipe: RawFd) -> ! {
+    // SAFETY: async-signal-safe system calls on memory prepared before the
+    // fork.
+    unsafe {
+        for s in SURVIVED {
+            set_disposition(s, libc::SIG_DFL);
+        }
+        set_disposition(libc::SIGTERM, libc::SIG_DFL);
+        libc::pthread_sigmask(libc::SIG_SETMASK, runner_mask, ptr::null_mut());
+        if !p.release {
+            for &fd in &p.fds {
+                libc::fcntl(fd, libc::F_SETFD, 0);
+            }
+        }
+        libc::execve(p.path.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
+        let e = errno().to_ne_bytes();
+        libc::write(errpipe, e.as_ptr().cast(), 4);
+        libc::_exit(127);
+    }
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// The keeper's loop: reaps every child, tells the runner how the command
+/// ended, forwards SIGTERM to every child, and exits once none is left.
+/// With `exec` (the forked keeper), leftovers make it exec this binary in
+/// keeper mode. Async-signal-safe.
+unsafe fn keep(command: libc::pid_t, mut report: Option<RawFd>, exec: Option<&Prepared>) -> ! {
+    let set = keeper_set();
+    let mut done = command == 0;
+    let mut status = 0;
+    // SAFETY: system calls on our own children and descriptors.
+    unsafe {
+        loop {
+            loop {
+                let mut st = 0;
+                let r = libc::waitpid(-1, &mut st, libc::WNOHANG);
+                if r > 0 {
+                    if r == command {
+                        done = true;
+                        status = st;
+                    }
+                    continue;
+                }
+                if r < 0 && errno() == libc::EINTR {
+                    continue;
+                }
+                if r < 0 {
+                    // No child is left: the task is over.
+                    if let Some(fd) = report {
+                        send(fd, MSG_EXITED, status, 0);
+                    }
+                    libc::_exit(0);
+                }
+                break;
+            }
+            if done && let Some(fd) = report.take() {
+                send(fd, MSG_EXITED, status, 1);
+                libc::close(fd);
+                if let Some(p) = exec {
+                    for &fd in &p.fds {
+                        libc::fcntl(fd, libc::F_SETFD, 0);
+                    }
+                    libc::execve(
+                        c"/proc/self/exe".as_ptr(),
+                        p.keeper_argv_ptrs.as_ptr(),
+                        p.envp_ptrs.as_ptr(),
+                    );
+                    // Could not exec: keep the leftovers from here.
+                }
+            }
+            let sig = libc::sigwaitinfo(&set, ptr::null_mut());
+            if sig == libc::SIGTERM {
+                if !done {
+                    libc::kill(command, libc::SIGTERM);
+                }
+                terminate_children();
+            }
+        }
+    }
+}
+
+/// Sends SIGTERM to every child of the calling thread (orphans are
+/// reparented to the subreaper's first live thread: the keeper's only, or
+/// main, thread). Parses `/proc/thread-self/children` without allocating.
+unsafe fn terminate_children() {
+    // SAFETY: open/read/kill/close on a buffer of our own.
+    unsafe {
+        let fd = libc::open(
+            c"/proc/thread-self/children".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return;
+        }
+        let mut buf = [0u8; 4096];
+        let mut pid: libc::pid_t = 0;
+        loop {
+            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+            if n < 0 && errno() == libc::EINTR {
+                continue;
+            }
+            if n <= 0 {
+                break;
+            }
+            for &b in &buf[..n as usize] {
+                if b.is_ascii_digit() {
+                    pid = pid.saturating_mul(10).saturating_add(libc::pid_t::from(b - b'0'));
+                } else {
+                    if pid > 0 {
+                        libc::kill(pid, libc::SIGTERM);
+                    }
+                    pid = 0;
+                }
+            }
+        }
+        if pid > 0 {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        libc::close(fd);
+    }
+}
+
+/// Keeper mode: this binary exec'd by a keeper whose command exited while
+/// leftovers remained. Holds the task's locks (inherited descriptors) until
+/// every leftover has exited; for a drain-`stop` command, watches the mode
+/// and asks them to stop when the site leaves ONLINE. Returns `None` when
+/// the arguments are not a keeper's.
+pub(crate) fn run_if_keeper(argv: &[OsString]) -> Option<u8> {
+    if argv.get(1).map(OsString::as_os_str) != Some(OsStr::new(KEEPER_FLAG)) || argv.len() != 6 {
+        return None;
+    }
+    let set = keeper_set();
+    // SAFETY: blocking the keeper's signals before any thread exists, so
+    // that every thread leaves them to `sigwaitinfo` in the main loop.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, ptr::null_mut());
+    }
+    if argv[3] == "stop" {
+        let config_file = (!argv[4].is_empty()).then(|| std::path::PathBuf::from(&argv[4]));
+        let overrides = maintenance_core::config::Overrides {
+            config_file,
+            state_dir: Some(std::path::PathBuf::from(&argv[5])),
+            lock_timeout: None,
+        };
+        if let Ok(config) = maintenance_core::Config::load(&overrides)
+            && let Ok(backend) =
+                maintenance_core::backend::open(&config, maintenance_core::SystemClock::shared())
+        {
+            watch_drain(backend);
+        }
+    }
+    // SAFETY: the keeper's loop; its command has already ended.
+    unsafe { keep(0, None, None) }
+}
+
+/// Asks the leftovers to stop (a SIGTERM to this process, which the loop
+/// forwards) once the site leaves ONLINE.
+fn watch_drain(backend: Arc<dyn Backend>) {
+    let _ = std::thread::Builder::new()
+        .name("manage-keeper-drain".into())
+        .spawn(move || {
+            loop {
+                if let Ok(view) = backend.mode()
+                    && view.mode != Mode::Online
+                {
+                    // SAFETY: a signal to ourselves.
+                    unsafe {
+                        libc::kill(libc::getpid(), libc::SIGTERM);
+                    }
+                    return;
+                }
+                std::thread::sleep(LOOK);
+            }
+        });
+}
