@@ -79,8 +79,7 @@ impl Processes {
             .map(|pid| Holder {
                 pid,
                 argv: argv(pid),
-                command: pid == self.command.pid
-                    && start_time(pid) == Some(self.command.start),
+                command: pid == self.command.pid && start_time(pid) == Some(self.command.start),
             })
             .collect()
     }
@@ -123,7 +122,10 @@ pub fn children(pid: u32) -> Vec<u32> {
         let mut path = t.path();
         path.push("children");
         if let Ok(text) = std::fs::read_to_string(path) {
-            out.extend(text.split_ascii_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            out.extend(
+                text.split_ascii_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
         }
     }
     out

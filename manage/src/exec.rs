@@ -565,7 +565,9 @@ fn kept(
         );
     }
     use std::os::unix::process::ExitStatusExt;
-    Ok(exit_code_of(std::process::ExitStatus::from_raw(ended.status)))
+    Ok(exit_code_of(std::process::ExitStatus::from_raw(
+        ended.status,
+    )))
 }
 
 impl Runner for Runtime<'_> {

@@ -219,6 +219,9 @@ impl Running {
     /// Waits for the command to exit. The keeper lives on when leftovers
     /// hold the task; otherwise it is reaped here.
     pub(crate) fn wait(mut self) -> io::Result<Ended> {
+        // Blocked in poll(2), not read(2): a test can tell this wait (the
+        // child's pid set up for forwarding) from the spawn's.
+        wait_readable(&self.status);
         match read_msg(&mut self.status)? {
             Some((MSG_EXITED, status, leftovers)) => {
                 if leftovers == 0 {
@@ -236,6 +239,20 @@ impl Running {
             ))),
         }
     }
+}
+
+/// Blocks until `f` has something to read (or its writer is gone).
+fn wait_readable(f: &File) {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: f.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    while unsafe { libc::poll(&mut pfd, 1, -1) } < 0
+        && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+    {}
 }
 
 fn reap(pid: libc::pid_t) {
@@ -403,6 +420,9 @@ unsafe fn keep(command: libc::pid_t, mut report: Option<RawFd>, exec: Option<&Pr
     let set = keeper_set();
     let mut done = command == 0;
     let mut status = 0;
+    // Once asked to stop, every child is asked — also those adopted later,
+    // when their parent exits.
+    let mut terminating = false;
     // SAFETY: system calls on our own children and descriptors.
     unsafe {
         loop {
@@ -429,6 +449,10 @@ unsafe fn keep(command: libc::pid_t, mut report: Option<RawFd>, exec: Option<&Pr
                 break;
             }
             if done && let Some(fd) = report.take() {
+                if terminating {
+                    // Adopted as the command exited: asked too.
+                    terminate_children();
+                }
                 send(fd, MSG_EXITED, status, 1);
                 libc::close(fd);
                 if let Some(p) = exec {
@@ -443,8 +467,12 @@ unsafe fn keep(command: libc::pid_t, mut report: Option<RawFd>, exec: Option<&Pr
                     // Could not exec: keep the leftovers from here.
                 }
             }
+            if terminating {
+                terminate_children();
+            }
             let sig = libc::sigwaitinfo(&set, ptr::null_mut());
             if sig == libc::SIGTERM {
+                terminating = true;
                 if !done {
                     libc::kill(command, libc::SIGTERM);
                 }
@@ -479,7 +507,9 @@ unsafe fn terminate_children() {
             }
             for &b in &buf[..n as usize] {
                 if b.is_ascii_digit() {
-                    pid = pid.saturating_mul(10).saturating_add(libc::pid_t::from(b - b'0'));
+                    pid = pid
+                        .saturating_mul(10)
+                        .saturating_add(libc::pid_t::from(b - b'0'));
                 } else {
                     if pid > 0 {
                         libc::kill(pid, libc::SIGTERM);

@@ -1060,12 +1060,14 @@ pub fn wait_until_catching(pid: u32, signals: &[i32]) {
     }
 }
 
-/// Whether the main thread of process `pid` is blocked waiting for a child
-/// (in `wait4`/`waitid`): its `/proc` wait channel is `do_wait`, or, where
-/// the kernel hides wait channels, its current system call is one of those.
+/// Whether the main thread of process `pid` is blocked waiting for a child:
+/// in `wait4`/`waitid`, or — a runner waiting for its external command
+/// through the command's keeper — in `poll` on the keeper's pipe. Its
+/// `/proc` wait channel says so (`do_wait`, `do_sys_poll`), or, where the
+/// kernel hides wait channels, its current system call does.
 pub fn waits_for_a_child(pid: u32) -> bool {
     let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
-    if wchan.trim() == "do_wait" {
+    if matches!(wchan.trim(), "do_wait" | "do_sys_poll") {
         return true;
     }
     let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
@@ -1073,7 +1075,11 @@ pub fn waits_for_a_child(pid: u32) -> bool {
         .split(' ')
         .next()
         .and_then(|n| n.parse::<i64>().ok());
-    number.is_some_and(|n| n == libc::SYS_wait4 || n == libc::SYS_waitid)
+    #[cfg(target_arch = "x86_64")]
+    let poll = [libc::SYS_poll, libc::SYS_ppoll];
+    #[cfg(not(target_arch = "x86_64"))]
+    let poll = [libc::SYS_ppoll];
+    number.is_some_and(|n| n == libc::SYS_wait4 || n == libc::SYS_waitid || poll.contains(&n))
 }
 
 /// Waits until process `pid` is blocked waiting for its child (a runner

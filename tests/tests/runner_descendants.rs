@@ -1,0 +1,249 @@
+//! What an external command leaves behind, end to end (Linux): daemons
+//! that closed every inherited descriptor and left the session stay
+//! tracked by the command's keeper, so they hold off `offline on` until
+//! they exit; the runner returns at once with the command's own exit code
+//! and names them; status and lists name the processes that really hold a
+//! task (also after the runner was killed); SIGTERM and a drain's stop
+//! reach them; `descendants = "release"` lets them go.
+
+#![cfg(target_os = "linux")]
+#![allow(clippy::unwrap_used)]
+
+use manage_tests::{HANG_GUARD, Site, is_alive, kill9_pid, send_signal, wait_dead};
+use rustix::process::Signal;
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
+
+/// The issue's `manage-pydaemon`: a Python `subprocess` child in a new
+/// session (Python closes descriptors 3 and up by default), its pid
+/// printed; it sleeps long enough to outlive any test.
+const PYDAEMON: &str = "#!/usr/bin/env python3\n\
+    import subprocess\n\
+    p = subprocess.Popen([\"sleep\", \"600\"], start_new_session=True,\n\
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n\
+    print(p.pid, flush=True)\n";
+
+/// Kills the daemons a test made, whatever happens to the test.
+struct Daemons(Vec<u32>);
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            if is_alive(pid) {
+                kill9_pid(pid);
+            }
+        }
+    }
+}
+
+/// Polls until `f` holds; fails the test after the hang guard.
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + HANG_GUARD;
+    while !f() {
+        assert!(Instant::now() < deadline, "not {what} after {HANG_GUARD:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn live_tasks(site: &Site) -> usize {
+    site.backend().tasks().unwrap().len()
+}
+
+#[test]
+fn a_daemon_that_closed_its_descriptors_holds_the_task_after_its_command_returned() {
+    let site = Site::new(EXE);
+    site.external("pydaemon", PYDAEMON);
+    let out = site.run(&["pydaemon"]);
+    let daemon: u32 = out.stdout[0].parse().unwrap();
+    let _guard = Daemons(vec![daemon]);
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "the command's own code, at once: {out}"
+    );
+    assert!(is_alive(daemon), "the daemon runs on");
+    assert!(
+        out.stderr
+            .contains(&format!("still holds its task: pid {daemon} (sleep 600)")),
+        "one line names what holds the task: {out}"
+    );
+
+    // Status names the daemon, by pid and command line.
+    let status = site.status_json();
+    assert_eq!(status["active_sessions"], 1, "{status}");
+    let holders = &status["tasks"][0]["holders"];
+    assert_eq!(holders[0]["pid"], daemon, "{status}");
+    assert_eq!(holders[0]["argv"], serde_json::json!(["sleep", "600"]));
+    let verbose = site.run(&["offline", "status", "-v"]);
+    assert!(
+        verbose
+            .stdout
+            .iter()
+            .any(|l| l.contains(&format!("command `pydaemon` (pid {daemon} (sleep 600)"))),
+        "{verbose}"
+    );
+    let list = site.run(&["offline", "list"]);
+    assert!(
+        list.stdout
+            .iter()
+            .any(|l| l.starts_with("pydaemon") && l.contains(&daemon.to_string())),
+        "{list}"
+    );
+
+    // It holds off the site: `on` times out naming it, and the site is
+    // back ONLINE.
+    let on = site.run(&["offline", "on", "--timeout", "1"]);
+    assert_eq!(on.code(), Some(124), "{on}");
+    assert!(on.text().contains(&format!("pid {daemon}")), "{on}");
+
+    // Once the daemon exits, nothing holds the task.
+    kill9_pid(daemon);
+    wait_until("the task ended", || live_tasks(&site) == 0);
+    let on = site.run(&["offline", "on", "--timeout", "30"]);
+    assert_eq!(on.code(), Some(0), "{on}");
+}
+
+#[test]
+fn a_command_that_leaves_a_daemon_behind_returns_its_own_code_and_never_hangs_the_caller() {
+    let site = Site::new(EXE);
+    // `sleep` in the background with its output elsewhere, the way
+    // `service … restart` leaves one: the runner's caller reads its stdout
+    // to the end, which must come when the command exits.
+    site.external(
+        "restart",
+        "#!/bin/sh\nsetsid sleep 600 </dev/null >/dev/null 2>&1 &\necho $!\nexit 3\n",
+    );
+    let out = site.run(&["restart"]);
+    let daemon: u32 = out.stdout[0].parse().unwrap();
+    let _guard = Daemons(vec![daemon]);
+    assert_eq!(out.code(), Some(3), "{out}");
+    assert_eq!(live_tasks(&site), 1, "the daemon holds the task");
+    kill9_pid(daemon);
+    wait_until("the task ended", || live_tasks(&site) == 0);
+}
+
+#[test]
+fn sigterm_to_the_runner_reaches_the_command_and_what_it_left_behind() {
+    let site = Site::new(EXE);
+    let mark = site.dir().join("daemon-got-term");
+    site.external(
+        "spawner",
+        &format!(
+            "#!/bin/sh\n\
+             setsid sh -c 'trap \"touch {mark}; exit 0\" TERM; i=0; while [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done' \
+             </dev/null >/dev/null 2>&1 &\n\
+             echo \"started $!\"\n\
+             trap 'exit 5' TERM\n\
+             i=0; while [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done\n",
+            mark = mark.display()
+        ),
+    );
+    let (p, daemon) = site.start(&["spawner"]);
+    let daemon: u32 = daemon.parse().unwrap();
+    let _guard = Daemons(vec![daemon]);
+    // The daemon, still the command's child, has set its trap.
+    manage_tests::wait_until_catching(daemon, &[libc::SIGTERM]);
+    manage_tests::wait_until_waiting_for_a_child(p.pid());
+    send_signal(p.pid(), Signal::TERM);
+    let out = p.finish();
+    assert_eq!(out.code(), Some(5), "the command's trap: {out}");
+    wait_dead(daemon);
+    assert!(
+        mark.exists(),
+        "the daemon, adopted when the command exited, got SIGTERM"
+    );
+    wait_until("the task ended", || live_tasks(&site) == 0);
+}
+
+#[test]
+fn a_drain_stop_command_s_leftovers_are_asked_to_stop_when_the_site_goes_offline() {
+    let site = Site::with_config(EXE, "[commands.feeder]\ndrain = \"stop\"\n");
+    let mark = site.dir().join("leftover-got-term");
+    site.external(
+        "feeder",
+        &format!(
+            "#!/bin/sh\n\
+             setsid sh -c 'trap \"touch {mark}; exit 0\" TERM; i=0; while [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done' \
+             </dev/null >/dev/null 2>&1 &\n\
+             echo $!\n",
+            mark = mark.display()
+        ),
+    );
+    let out = site.run(&["feeder"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let daemon: u32 = out.stdout[0].parse().unwrap();
+    let _guard = Daemons(vec![daemon]);
+    assert_eq!(live_tasks(&site), 1, "its leftover holds the task");
+    // `on` goes PENDING; the keeper sees it and asks the leftover to stop;
+    // then the site goes OFFLINE.
+    let on = site.run(&["offline", "on", "--timeout", "60"]);
+    assert_eq!(on.code(), Some(0), "{on}");
+    wait_dead(daemon);
+    assert!(mark.exists(), "the leftover got SIGTERM");
+}
+
+#[test]
+fn descendants_release_lets_a_command_s_leftovers_go() {
+    let site = Site::with_config(EXE, "[commands.pydaemon]\ndescendants = \"release\"\n");
+    site.external("pydaemon", PYDAEMON);
+    let out = site.run(&["pydaemon"]);
+    let daemon: u32 = out.stdout[0].parse().unwrap();
+    let _guard = Daemons(vec![daemon]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(!out.stderr.contains("still holds"), "{out}");
+    assert!(is_alive(daemon));
+    assert_eq!(live_tasks(&site), 0, "released: nothing holds the task");
+}
+
+#[test]
+fn offline_list_names_the_command_not_the_dead_runner_after_the_runner_is_killed() {
+    let site = Site::new(EXE);
+    site.external("worker", "#!/bin/sh\necho \"started $$\"\nexec sleep 600\n");
+    let (mut p, command) = site.start(&["worker"]);
+    let command: u32 = command.parse().unwrap();
+    let _guard = Daemons(vec![command]);
+    let runner = p.pid();
+    p.kill9();
+    let tasks = site.backend().tasks().unwrap();
+    assert_eq!(tasks.len(), 1, "the command still holds its task");
+    assert_eq!(tasks[0].pids(), [command], "{tasks:?}");
+    let list = site.run(&["offline", "list"]);
+    let row = list
+        .stdout
+        .iter()
+        .find(|l| l.starts_with("worker"))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(row.contains(&command.to_string()), "{list}");
+    assert!(
+        !row.contains(&runner.to_string()),
+        "not the dead runner: {list}"
+    );
+    kill9_pid(command);
+    wait_until("the task ended", || live_tasks(&site) == 0);
+}
+
+#[test]
+fn offline_run_of_a_command_that_leaves_a_daemon_returns_and_restores_the_mode() {
+    let site = Site::new(EXE);
+    site.external(
+        "deploy",
+        "#!/bin/sh\nsetsid sleep 600 </dev/null >/dev/null 2>&1 &\necho $!\n",
+    );
+    let out = site.run(&["offline", "run", "--timeout", "30", "--", "deploy"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let daemon: u32 = out
+        .stdout
+        .iter()
+        .find_map(|l| l.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    let _guard = Daemons(vec![daemon]);
+    assert_eq!(site.mode().mode, maintenance_core::Mode::Online, "{out}");
+    // The window is free: the leftover does not hold `offline run`'s lock.
+    let off = site.run(&["offline", "off"]);
+    assert_eq!(off.code(), Some(0), "{off}");
+    assert_eq!(
+        site.backend().window().unwrap(),
+        maintenance_core::backend::WindowState::Free
+    );
+}
