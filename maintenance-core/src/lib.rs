@@ -23,7 +23,11 @@
 //! - **I3** A task counts exactly as long as a process of its command lives:
 //!   it is an `flock` held on a file whose descriptor a child may inherit
 //!   ([`CommandTask::prepare_child`](task::CommandTask::prepare_child));
-//!   after that, dropping the guard only closes. The kernel drops the lock
+//!   after that, dropping the guard only closes. An external command runs
+//!   under a keeper, the runner's child and a child subreaper on Linux, which
+//!   holds the locks until the command and everything it left behind have
+//!   exited; [`process`] names those processes from what was recorded at
+//!   spawn. The kernel drops the lock
 //!   when the last holder dies, by any signal; probes take shared try-locks,
 //!   so a dead task never looks live, and its file is reaped later. A nested
 //!   run given the task's token joins it.
