@@ -107,12 +107,14 @@ impl Nginx {
         unreachable!("the loop returns or fails")
     }
 
-    /// Its workers' pids, once it has started them.
-    fn workers(&self) -> Vec<u32> {
+    /// Its workers' pids, once it has started them and each has switched
+    /// to `uid`: a worker is forked as root and drops to its user a moment
+    /// later, so its uid is read only once that has happened.
+    fn workers_as(&self, uid: u32) -> Vec<u32> {
         let master = self.proc.pid();
-        poll_until("nginx's workers", || {
+        poll_until(&format!("nginx's workers running as uid {uid}"), || {
             let w = children_of(master);
-            (!w.is_empty()).then_some(w)
+            (!w.is_empty() && w.iter().all(|&p| uid_of(p) == Some(uid))).then_some(w)
         })
     }
 
@@ -160,7 +162,7 @@ fn nginx_workers_who_are_not_root_see_the_marker_through_the_state_modes() {
     // Root creates the state, umask 077.
     site.run_ok(Who::Root, &["offline", "status"]);
     let nginx = Nginx::start(&site.dir().join("nginx"), &site.state(), OTHER);
-    let workers = nginx.workers();
+    let workers = nginx.workers_as(users.other);
     for w in &workers {
         assert_eq!(
             uid_of(*w),
