@@ -1,16 +1,9 @@
-//! Dispatch: from a command line to the command that runs it.
-//!
-//! A name is looked up in this order, and only here:
-//!
-//! 1. the runner's own commands: `help`, `completions`;
-//! 2. a registered command — built in (crate `commands`) or from a plug-in
-//!    crate linked into the binary;
-//! 3. an alias from `[alias]` in `manage.toml`, expanded and dispatched
-//!    again (an alias named like a registered command is ignored with a
-//!    warning; an alias that leads back to itself is an error);
-//! 4. an external command: an executable `manage-<name>` on `PATH`;
-//! 5. otherwise the name is unknown (exit 2), with the closest name of all
-//!    kinds suggested.
+//! Dispatch: from a command line to the command that runs it. The name is
+//! looked up — in the order written down in `resolve.rs`, aliases expanded
+//! there with their cycles caught — and `run()` runs what it names: a
+//! registered command in this process, an external one as a child, the
+//! runner's own `help` and `completions`, or an error for an unknown name
+//! (exit 2) with the closest name of all kinds suggested.
 //!
 //! Only the matched command's arguments are built, so start-up does not
 //! grow with the number of registered commands; `--help`, `--list` and
@@ -32,13 +25,11 @@ use maintenance_core::exit;
 
 use crate::Invocation;
 use crate::exec::{self, Runtime};
-use crate::registry::{self, Found};
+use crate::registry;
+use crate::resolve::{self, Target};
 use crate::{help, scan};
 
-/// The prefix of external commands' executables.
-pub const EXTERNAL_PREFIX: &str = "manage-";
-/// How deep aliases may expand into one another.
-const MAX_ALIAS_DEPTH: usize = 16;
+pub use crate::resolve::EXTERNAL_PREFIX;
 
 /// The options every command accepts.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -184,72 +175,11 @@ pub(crate) fn load_config(
     Ok(Config::load(&overrides)?)
 }
 
-/// What a name is.
-pub(crate) enum Target {
-    Help,
-    Completions,
-    Registered(&'static maintenance_core::command::Registration),
-    Duplicate(Vec<&'static str>),
-    Alias(Vec<String>),
-    External(PathBuf),
-    Unknown,
-}
-
-/// Looks `name` up in the dispatch order. `aliases` come from the
-/// configuration; `warnings` collects what was ignored on the way.
-pub(crate) fn resolve(name: &str, config: Option<&Config>, warnings: &mut Vec<String>) -> Target {
-    match name {
-        "help" => return Target::Help,
-        "completions" => return Target::Completions,
-        _ => {}
-    }
-    let alias = config.and_then(|c| c.aliases.get(name));
-    if let Some(found) = registry::find(name, warnings) {
-        if alias.is_some() {
-            warnings.push(format!(
-                "alias `{name}` in {} is ignored: a command of that name exists",
-                config
-                    .and_then(|c| c.file.as_deref())
-                    .map(Path::display)
-                    .map(|d| d.to_string())
-                    .unwrap_or_default()
-            ));
-        }
-        return match found {
-            Found::One(r) => Target::Registered(r),
-            Found::Duplicate(origins) => Target::Duplicate(origins),
-        };
-    }
-    if let Some(argv) = alias {
-        return Target::Alias(argv.clone());
-    }
-    match find_external(name) {
-        Some(path) => Target::External(path),
-        None => Target::Unknown,
-    }
-}
-
-/// The executable `manage-<name>` on PATH, if any.
-pub(crate) fn find_external(name: &str) -> Option<PathBuf> {
-    if name.is_empty() || name.contains('/') || name.contains('\0') {
-        return None;
-    }
-    let file = format!("{EXTERNAL_PREFIX}{name}");
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(&file))
-        .find(|p| is_executable(p))
-}
-
-pub(crate) fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
 /// The runner's main path: the binary and the testing harness both come
 /// here.
 pub(crate) fn run(inv: Invocation<'_>) -> u8 {
     let Invocation {
-        mut argv,
+        argv,
         out,
         err,
         stop,
@@ -257,114 +187,104 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
         terminal,
     } = inv;
     let bin = bin_name(&argv);
-    let mut chain: Vec<String> = Vec::new();
-    loop {
-        let mut warnings = Vec::new();
-        let top = match top_command(&bin)
-            .allow_external_subcommands(true)
-            .external_subcommand_value_parser(value_parser!(OsString))
-            .try_get_matches_from(&argv)
-        {
-            Ok(m) => m,
-            // `--help` before any command: our own help, with every command.
-            Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
-                let config = load_config(&Globals::default(), &state_dir).ok();
-                return help::top_help(&bin, config.as_ref(), out);
-            }
-            Err(e) => return clap_exit(e, out, err),
-        };
-        let globals = Globals::from_matches(&top);
-        let Some(index) = scan::command_index(&argv) else {
-            return top_level(&bin, &top, &globals, &state_dir, out, err);
-        };
-        let name = argv[index].to_string_lossy().into_owned();
-        // The configuration matters for aliases and external commands; a
-        // registered command loads it after its own parse (globals may
-        // follow its name).
-        let loaded = load_config(&globals, &state_dir);
-        let config = loaded.as_ref().ok().cloned();
-        let target = resolve(&name, config.as_ref(), &mut warnings);
-        for w in &warnings {
-            let _ = writeln!(err, "warning: {w}");
+    let top = match top_command(&bin)
+        .allow_external_subcommands(true)
+        .external_subcommand_value_parser(value_parser!(OsString))
+        .try_get_matches_from(&argv)
+    {
+        Ok(m) => m,
+        // `--help` before any command: our own help, with every command.
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+            let config = load_config(&Globals::default(), &state_dir).ok();
+            return help::top_help(&bin, config.as_ref(), out);
         }
-        match target {
-            Target::Help => {
-                let topic = argv
-                    .get(index + 1)
-                    .map(|a| a.to_string_lossy().into_owned());
-                return help::help_for(&bin, topic.as_deref(), config.as_ref(), out, err);
-            }
-            Target::Completions => {
-                return help::completions(&bin, &argv[index + 1..], config.as_ref(), out, err);
-            }
-            Target::Registered(reg) => {
-                let launch = exec::Launch {
-                    bin: &bin,
-                    state_dir: &state_dir,
-                    stop,
-                    terminal,
-                    // Read once: reused when the globals after the name
-                    // change nothing.
-                    preloaded: config.map(|c| (globals.clone(), c)),
-                };
-                return exec::top_level_registered(reg, launch, &argv, out, err);
-            }
-            Target::Duplicate(origins) => {
-                let _ = writeln!(
-                    err,
-                    "error: {}",
-                    registry::duplicate_message(&name, &origins)
-                );
-                return exit::USAGE;
-            }
-            Target::Alias(words) => {
-                if chain.contains(&name) || chain.len() >= MAX_ALIAS_DEPTH {
-                    chain.push(name);
-                    let _ = writeln!(
-                        err,
-                        "error: alias `{}` is recursive: {}",
-                        chain[0],
-                        chain
-                            .iter()
-                            .map(|a| format!("`{a}`"))
-                            .collect::<Vec<_>>()
-                            .join(" → ")
-                    );
-                    return exit::USAGE;
-                }
-                chain.push(name);
-                let mut expanded: Vec<OsString> = argv[..index].to_vec();
-                expanded.extend(words.into_iter().map(OsString::from));
-                expanded.extend(argv[index + 1..].iter().cloned());
-                argv = expanded;
-            }
-            Target::External(path) => {
-                let config = match loaded {
-                    Ok(c) => c,
-                    Err(e) => {
-                        print_error(err, &e);
-                        return exit::FAILURE;
-                    }
-                };
-                let rt = Runtime::new(&bin, &config, &globals, stop, true);
-                return exec::external(&rt, &name, &path, &argv[index + 1..], None, err);
-            }
-            Target::Unknown => {
-                // An alias in a broken manage.toml: say what is broken.
-                if let Err(e) = &loaded {
-                    print_error(err, e);
+        Err(e) => return clap_exit(e, out, err),
+    };
+    let globals = Globals::from_matches(&top);
+    let Some(index) = scan::command_index(&argv) else {
+        return top_level(&bin, &top, &globals, &state_dir, out, err);
+    };
+    // The configuration matters for aliases and external commands; a
+    // registered command loads it after its own parse (globals may follow
+    // its name).
+    let loaded = load_config(&globals, &state_dir);
+    let config = loaded.as_ref().ok().cloned();
+    let mut warnings = Vec::new();
+    // Aliases expand in place: what stands before the name (global
+    // options) stays where it is.
+    let resolved = resolve::resolve_argv(argv, index, config.as_ref(), &mut warnings);
+    for w in &warnings {
+        let _ = writeln!(err, "warning: {w}");
+    }
+    let resolved = match resolved {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            return e.exit_code();
+        }
+    };
+    let name = resolved.name();
+    let (argv, index) = (&resolved.argv, resolved.index);
+    match &resolved.target {
+        Target::Help => {
+            let topic = argv
+                .get(index + 1)
+                .map(|a| a.to_string_lossy().into_owned());
+            help::help_for(&bin, topic.as_deref(), config.as_ref(), out, err)
+        }
+        Target::Completions => {
+            help::completions(&bin, &argv[index + 1..], config.as_ref(), out, err)
+        }
+        Target::Registered(reg) => {
+            let launch = exec::Launch {
+                bin: &bin,
+                state_dir: &state_dir,
+                stop,
+                terminal,
+                // Read once: reused when the globals after the name change
+                // nothing.
+                preloaded: config.map(|c| (globals.clone(), c)),
+            };
+            exec::top_level_registered(reg, launch, argv, out, err)
+        }
+        Target::Duplicate(origins) => {
+            let _ = writeln!(
+                err,
+                "error: {}",
+                registry::duplicate_message(&name, origins)
+            );
+            exit::USAGE
+        }
+        Target::External(path) => {
+            let config = match loaded {
+                Ok(c) => c,
+                Err(e) => {
+                    print_error(err, &e);
                     return exit::FAILURE;
                 }
-                let _ = writeln!(err, "error: unrecognized command `{name}`");
-                if let Some(s) = help::suggestion(&name, config.as_ref()) {
-                    let _ = writeln!(err, "\n  tip: a similar command exists: `{s}`");
-                }
-                let _ = writeln!(
-                    err,
-                    "\nRun `{bin} --help` or `{bin} --list` for the commands."
-                );
-                return exit::USAGE;
+            };
+            let rt = Runtime::new(&bin, &config, &globals, stop, true);
+            exec::external(&rt, &name, path, resolved.args(), None, err)
+        }
+        Target::Unknown => {
+            // An alias in a broken manage.toml: say what is broken.
+            if let Err(e) = &loaded {
+                print_error(err, e);
+                return exit::FAILURE;
             }
+            let _ = writeln!(
+                err,
+                "error: unrecognized command `{name}`{}",
+                resolved.via()
+            );
+            if let Some(s) = help::suggestion(&name, config.as_ref()) {
+                let _ = writeln!(err, "\n  tip: a similar command exists: `{s}`");
+            }
+            let _ = writeln!(
+                err,
+                "\nRun `{bin} --help` or `{bin} --list` for the commands."
+            );
+            exit::USAGE
         }
     }
 }

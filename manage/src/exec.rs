@@ -26,7 +26,8 @@ use maintenance_core::policy::{Descendants, Drain, Policy, Tracking};
 use maintenance_core::task::{ENV_TASK, TaskRecord};
 use maintenance_core::{Backend, CommandTask, Error, TaskOptions, backend, exit};
 
-use crate::dispatch::{self, Globals, Target};
+use crate::dispatch::{self, Globals};
+use crate::resolve::{self, Resolved, Target};
 use crate::signals;
 use maintenance_core::backend::BackendSlot;
 
@@ -570,42 +571,55 @@ fn kept(
     )))
 }
 
+impl Runtime<'_> {
+    /// Parses a registered command's words (its name first) as `ctx.call`
+    /// and `offline run` give them: the command's own arguments only.
+    fn parse_call(&self, reg: &Registration, words: &[String]) -> Result<ArgMatches, clap::Error> {
+        (reg.build)()
+            .bin_name(format!("{} {}", self.bin, reg.name))
+            .try_get_matches_from(words)
+    }
+}
+
+/// Why a resolved command line cannot be run by `ctx.call` or `offline
+/// run`; `None` for a registered or an external command.
+fn not_runnable(resolved: &Resolved, config: &Config) -> Option<String> {
+    let name = resolved.name();
+    match &resolved.target {
+        Target::Registered(_) | Target::External(_) => None,
+        Target::Duplicate(origins) => Some(crate::registry::duplicate_message(&name, origins)),
+        Target::Help | Target::Completions => Some(format!(
+            "`{name}`{} is not a command that can be run here",
+            resolved.via()
+        )),
+        Target::Unknown => Some(match crate::help::suggestion(&name, Some(config)) {
+            Some(s) => format!(
+                "unrecognized command `{name}`{}; a similar command exists: `{s}`",
+                resolved.via()
+            ),
+            None => format!("unrecognized command `{name}`{}", resolved.via()),
+        }),
+    }
+}
+
 impl Runner for Runtime<'_> {
     fn check(&self, argv: &[String]) -> Result<(), String> {
-        let Some(name) = argv.first() else {
-            return Err("nothing to run: the command line is empty".into());
-        };
         let mut warnings = Vec::new();
-        match dispatch::resolve(name, Some(self.config), &mut warnings) {
-            Target::Registered(reg) => {
-                let cmd = (reg.build)().bin_name(format!("{} {}", self.bin, reg.name));
-                match cmd.try_get_matches_from(argv) {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
-                        Err(format!("`{name} --help` prints help; it runs nothing"))
-                    }
-                    Err(e) => Err(e.render().to_string().trim_end().to_owned()),
-                }
-            }
-            Target::Alias(words) => {
-                let expanded: Vec<String> =
-                    words.into_iter().chain(argv[1..].iter().cloned()).collect();
-                if expanded.first() == Some(name) {
-                    return Err(format!("alias `{name}` is recursive"));
-                }
-                self.check(&expanded)
-            }
-            Target::External(_) => Ok(()),
-            Target::Duplicate(origins) => Err(crate::registry::duplicate_message(name, &origins)),
-            Target::Help | Target::Completions => {
-                Err(format!("`{name}` is not a command that can be run here"))
-            }
-            Target::Unknown => Err(match crate::help::suggestion(name, Some(self.config)) {
-                Some(s) => {
-                    format!("unrecognized command `{name}`; a similar command exists: `{s}`")
-                }
-                None => format!("unrecognized command `{name}`"),
-            }),
+        let resolved = resolve::resolve_words(argv, Some(self.config), &mut warnings)
+            .map_err(|e| e.to_string())?;
+        if let Some(problem) = not_runnable(&resolved, self.config) {
+            return Err(problem);
+        }
+        let Target::Registered(reg) = resolved.target else {
+            return Ok(());
+        };
+        match self.parse_call(reg, &resolved.words()) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => Err(format!(
+                "`{}` prints help; it runs nothing",
+                resolved.words().join(" ")
+            )),
+            Err(e) => Err(e.render().to_string().trim_end().to_owned()),
         }
     }
 
@@ -621,50 +635,48 @@ impl Runner for Runtime<'_> {
         if self.depth.get() >= 16 {
             anyhow::bail!("commands call one another too deeply (16 levels) at `{name}`");
         }
-        self.depth.set(self.depth.get() + 1);
         let mut warnings = Vec::new();
-        let target = dispatch::resolve(name, Some(self.config), &mut warnings);
+        let resolved = resolve::resolve_words(argv, Some(self.config), &mut warnings);
         let parent = ctx.task().cloned();
         let (out, err) = ctx.streams();
         for w in &warnings {
             writeln!(err, "warning: {w}")?;
         }
-        let code = match target {
-            Target::Registered(reg) => {
-                let cmd = (reg.build)().bin_name(format!("{} {}", self.bin, reg.name));
-                match cmd.try_get_matches_from(argv) {
-                    Ok(m) => {
-                        let how = How {
-                            argv: argv.to_vec(),
-                            options,
-                            parent,
-                        };
-                        self.run_registered(reg, &m, how, out, err)
-                    }
-                    Err(e) => dispatch::clap_exit(e, out, err),
+        let resolved = match resolved {
+            Ok(r) => r,
+            Err(e) => {
+                writeln!(err, "error: {e}")?;
+                return Ok(e.exit_code());
+            }
+        };
+        if let Some(problem) = not_runnable(&resolved, self.config) {
+            writeln!(err, "error: {problem}")?;
+            return Ok(exit::USAGE);
+        }
+        let words = resolved.words();
+        self.depth.set(self.depth.get() + 1);
+        let code = match &resolved.target {
+            Target::Registered(reg) => match self.parse_call(reg, &words) {
+                Ok(m) => {
+                    let how = How {
+                        argv: words,
+                        options,
+                        parent,
+                    };
+                    self.run_registered(reg, &m, how, out, err)
                 }
-            }
-            Target::Alias(words) => {
-                let expanded: Vec<String> =
-                    words.into_iter().chain(argv[1..].iter().cloned()).collect();
-                self.depth.set(self.depth.get() - 1);
-                let code = self.call(ctx, &expanded, options);
-                return code;
-            }
-            Target::External(path) => {
-                let args: Vec<OsString> = argv[1..].iter().map(OsString::from).collect();
-                external(self, name, &path, &args, Some(options), err)
-            }
-            Target::Duplicate(origins) => {
-                writeln!(
-                    err,
-                    "error: {}",
-                    crate::registry::duplicate_message(name, &origins)
-                )?;
-                exit::USAGE
-            }
-            Target::Help | Target::Completions | Target::Unknown => {
-                writeln!(err, "error: `{name}` is not a command that can be run here")?;
+                Err(e) => dispatch::clap_exit(e, out, err),
+            },
+            Target::External(path) => external(
+                self,
+                &resolved.name(),
+                path,
+                resolved.args(),
+                Some(options),
+                err,
+            ),
+            // Answered by `not_runnable` above.
+            Target::Duplicate(_) | Target::Help | Target::Completions | Target::Unknown => {
                 exit::USAGE
             }
         };

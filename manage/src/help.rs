@@ -14,19 +14,33 @@ use maintenance_core::exit;
 use maintenance_core::policy::Policy;
 use serde::Serialize;
 
-use crate::dispatch::{self, EXTERNAL_PREFIX, Target};
+use crate::dispatch;
 use crate::registry::{self, BUILTIN_CRATE, Found, RUNNER_NAMES};
+use crate::resolve::{self, EXTERNAL_PREFIX, Target};
 use crate::suggest;
 
 /// Where a listed command comes from.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 enum Origin {
-    BuiltIn { crate_name: String },
-    Plugin { crate_name: String },
-    Duplicate { crates: Vec<String> },
-    Alias { expands_to: Vec<String> },
-    External { path: PathBuf },
+    BuiltIn {
+        crate_name: String,
+    },
+    Plugin {
+        crate_name: String,
+    },
+    Duplicate {
+        crates: Vec<String>,
+    },
+    Alias {
+        expands_to: Vec<String>,
+        /// Why it cannot run (a cycle, an empty alias); absent when it can.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    External {
+        path: PathBuf,
+    },
 }
 
 /// One line of `--list`.
@@ -62,7 +76,7 @@ pub(crate) fn externals() -> BTreeMap<String, PathBuf> {
                 continue;
             }
             let p = e.path();
-            if dispatch::is_executable(&p) {
+            if resolve::is_executable(&p) {
                 found.insert(name.to_owned(), p);
             }
         }
@@ -119,20 +133,38 @@ fn everything(config: Option<&Config>, warnings: &mut Vec<String>) -> Vec<Listed
         );
     }
     if let Some(config) = config {
-        for (name, words) in &config.aliases {
-            if listed.contains_key(name) || RUNNER_NAMES.contains(&name.as_str()) {
-                warnings.push(format!(
-                    "alias `{name}` is ignored: a command of that name exists"
-                ));
-                continue;
+        for alias in resolve::aliases(config, warnings) {
+            let error = match &alias.resolved {
+                Ok(r) => {
+                    if matches!(r.target, Target::Unknown) {
+                        warnings.push(format!(
+                            "alias `{}` in {} leads to `{name}`, which is not a command \
+                             (neither registered nor `{EXTERNAL_PREFIX}{name}` on PATH)",
+                            alias.name,
+                            resolve::file_of(Some(config)),
+                            name = r.name()
+                        ));
+                    }
+                    None
+                }
+                Err(e) => {
+                    warnings.push(e.to_string());
+                    Some(e)
+                }
+            };
+            let mut about = format!("alias for `{}`", alias.words.join(" "));
+            if let Some(e) = error {
+                about.push_str(&format!(" (unusable: {})", e.reason()));
             }
+            let error = error.map(ToString::to_string);
             listed.insert(
-                name.clone(),
+                alias.name.to_owned(),
                 Listed {
-                    name: name.clone(),
-                    about: format!("alias for `{}`", words.join(" ")),
+                    name: alias.name.to_owned(),
+                    about,
                     origin: Origin::Alias {
-                        expands_to: words.clone(),
+                        expands_to: alias.words.to_vec(),
+                        error,
                     },
                     policy: None,
                 },
@@ -154,13 +186,17 @@ fn everything(config: Option<&Config>, warnings: &mut Vec<String>) -> Vec<Listed
     listed.into_values().collect()
 }
 
-fn warn_all(err: &mut dyn Write, warnings: &[String]) {
+/// Prints each warning once, in the order first given; returns them.
+fn warn_all(err: &mut dyn Write, warnings: &[String]) -> Vec<String> {
     let mut seen = std::collections::BTreeSet::new();
+    let mut once = Vec::new();
     for w in warnings {
         if seen.insert(w) {
             let _ = writeln!(err, "warning: {w}");
+            once.push(w.clone());
         }
     }
+    once
 }
 
 /// A group of `--help`: its title and who belongs.
@@ -252,17 +288,45 @@ pub(crate) fn help_for(
         return top_help(bin, config, out);
     };
     let mut warnings = Vec::new();
-    let code = match dispatch::resolve(topic, config, &mut warnings) {
+    let resolved = resolve::resolve_argv(vec![OsString::from(topic)], 0, config, &mut warnings);
+    let alias = config.and_then(|c| c.aliases.get(topic));
+    let code = match resolved {
+        // An alias: what it expands to, and why that cannot run if it
+        // cannot.
+        Err(e) => {
+            if let Some(words) = alias {
+                let _ = writeln!(out, "`{topic}` is an alias for `{}`", words.join(" "));
+            }
+            let _ = writeln!(err, "error: {e}");
+            e.exit_code()
+        }
+        Ok(r) if !r.aliases.is_empty() => {
+            let words = alias.map(|w| w.join(" ")).unwrap_or_default();
+            let _ = writeln!(out, "`{topic}` is an alias for `{words}`");
+            exit::SUCCESS
+        }
+        Ok(r) => help_for_target(bin, topic, r.target, config, out, err),
+    };
+    warn_all(err, &warnings);
+    code
+}
+
+/// `help <topic>` for what is no alias.
+fn help_for_target(
+    bin: &str,
+    topic: &str,
+    target: Target,
+    config: Option<&Config>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    match target {
         Target::Registered(reg) => {
             let cmd = dispatch::top_command(bin).subcommand((reg.build)());
             match cmd.try_get_matches_from([bin, reg.name, "--help"]) {
                 Ok(_) => exit::SUCCESS,
                 Err(e) => dispatch::clap_exit(e, out, err),
             }
-        }
-        Target::Alias(words) => {
-            let _ = writeln!(out, "`{topic}` is an alias for `{}`", words.join(" "));
-            exit::SUCCESS
         }
         Target::External(path) => {
             let _ = writeln!(out, "`{topic}` is an external command: {}", path.display());
@@ -306,9 +370,7 @@ pub(crate) fn help_for(
             }
             exit::USAGE
         }
-    };
-    warn_all(err, &warnings);
-    code
+    }
 }
 
 /// `--list [--json]`.
@@ -320,9 +382,9 @@ pub(crate) fn list(
 ) -> u8 {
     let mut warnings = Vec::new();
     let all = everything(config, &mut warnings);
-    warn_all(err, &warnings);
+    let warnings = warn_all(err, &warnings);
     if json {
-        let doc = serde_json::json!({ "version": 1, "commands": all });
+        let doc = serde_json::json!({ "version": 1, "commands": all, "warnings": warnings });
         let _ = writeln!(
             out,
             "{}",
@@ -336,7 +398,7 @@ pub(crate) fn list(
             Origin::BuiltIn { .. } => "built-in".to_owned(),
             Origin::Plugin { crate_name } => format!("crate {crate_name}"),
             Origin::Duplicate { crates } => format!("crates {}", crates.join(", ")),
-            Origin::Alias { expands_to } => format!("alias: {}", expands_to.join(" ")),
+            Origin::Alias { expands_to, .. } => format!("alias: {}", expands_to.join(" ")),
             Origin::External { path } => format!("path {}", path.display()),
         };
         let policy = l
@@ -385,12 +447,11 @@ pub(crate) fn completions(
         }
     }
     if let Some(config) = config {
-        for (name, words) in &config.aliases {
-            if cmd.find_subcommand(name).is_none() {
-                cmd = cmd.subcommand(
-                    Command::new(name.clone()).about(format!("alias for `{}`", words.join(" "))),
-                );
-            }
+        for alias in resolve::aliases(config, &mut warnings) {
+            cmd = cmd.subcommand(
+                Command::new(alias.name.to_owned())
+                    .about(format!("alias for `{}`", alias.words.join(" "))),
+            );
         }
     }
     for (name, path) in externals() {

@@ -13,7 +13,8 @@
 //! }
 //! ```
 //!
-//! See [`dispatch`] for the order in which a name is looked up, and
+//! See [`dispatch`] for how a command line is dispatched (the order in
+//! which a name is looked up is in `resolve.rs`, and in the README), and
 //! [`maintenance_core::exit`] for the exit codes.
 
 pub mod dispatch;
@@ -23,6 +24,7 @@ mod help;
 #[cfg(target_os = "linux")]
 mod keeper;
 mod registry;
+mod resolve;
 mod scan;
 mod signals;
 mod suggest;

@@ -1,10 +1,11 @@
 //! Commands that exist only for the end-to-end tests, linked into the
 //! `e2e-manage` binary: a sleeper that honours the stop request, a panic, an
-//! error with causes, nested calls, and a few policies.
+//! error with causes, nested calls (one passing the callee's exit code on),
+//! and a few policies.
 
 use std::time::Duration;
 
-use maintenance_core::command::{CallOptions, Context, ManageCommand, register};
+use maintenance_core::command::{CallOptions, Context, Exit, ManageCommand, register};
 use maintenance_core::policy::{Instances, Maintenance, Policy, Tracking};
 use maintenance_core::{anyhow, clap};
 
@@ -128,6 +129,28 @@ impl ManageCommand for Call {
     }
 }
 register!(Call);
+
+/// Runs another command through the runner and exits with its exit code,
+/// as a deploy step that wraps another command would.
+#[derive(Debug, clap::Args)]
+pub struct Relay {
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    argv: Vec<String>,
+}
+
+impl ManageCommand for Relay {
+    const NAME: &'static str = "relay";
+    const POLICY: Policy = Policy::DEFAULT.tracking(Tracking::Untracked);
+    fn run(self, ctx: &mut Context<'_>) -> anyhow::Result<()> {
+        let code = ctx.call(&self.argv, CallOptions::default())?;
+        match code {
+            0 => Ok(()),
+            code => Err(Exit(code).into()),
+        }
+    }
+}
+register!(Relay);
 
 /// Runs another command inside its own task and prints both tasks' ids.
 #[derive(Debug, clap::Args)]

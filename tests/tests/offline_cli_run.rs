@@ -2,8 +2,10 @@
 //! `manage` binary (`e2e-manage`) running registered and external commands
 //! inside the maintenance window — exit codes passed through, the mode it
 //! found restored, a timeout (124, never ran), a second run refused (75),
-//! `off` refused mid-command unless `--force`, and a run killed
-//! mid-command leaving the site OFFLINE with `status -v` naming it.
+//! `off` refused mid-command unless `--force`, a run killed mid-command
+//! leaving the site OFFLINE with `status -v` naming it, and alias cycles
+//! refused before the site goes offline or, reached through `ctx.call`,
+//! reported without leaving it offline.
 
 #![allow(clippy::unwrap_used)]
 
@@ -133,6 +135,57 @@ fn run_passes_the_command_s_exit_code_through_and_puts_the_site_back_online() {
     assert_eq!(site.mode().record, before, "never PENDING, never OFFLINE");
     assert_online(&site, 0);
     assert_exact(&site.run(&["hello"]), 0, &["Hello, world!"]);
+}
+
+#[test]
+fn run_refuses_a_cyclic_alias_before_taking_the_site_offline() {
+    let site = Site::with_config(
+        EXE,
+        "[alias]\na = \"b\"\nb = \"a\"\nx = \"y\"\ny = \"z\"\nz = \"x\"\n",
+    );
+    let before = site.mode().record;
+    for (alias, chain) in [("a", "`a` → `b` → `a`"), ("x", "`x` → `y` → `z` → `x`")] {
+        let out = site.run(&["offline", "run", "--", alias]);
+        assert_eq!(out.code(), Some(2), "a usage error, not a crash: {out}");
+        assert!(
+            out.stderr
+                .contains(&format!("alias `{alias}` is recursive: {chain}"))
+                && out.stderr.contains("The site was not taken offline."),
+            "{out}"
+        );
+    }
+    assert_eq!(site.mode().record, before, "never PENDING, never OFFLINE");
+    assert_online(&site, 0);
+}
+
+#[test]
+fn run_of_a_command_that_calls_a_cyclic_alias_puts_the_site_back_and_passes_its_code_on() {
+    let site = Site::with_config(EXE, "[alias]\na = \"b\"\nb = \"a\"\n");
+    // `relay` is a registered command, so the check passes and the site
+    // goes offline; what it calls is the cycle.
+    let out = site.run(&["offline", "run", "--", "relay", "a"]);
+    assert_eq!(out.code(), Some(2), "relay's own code, passed on: {out}");
+    assert!(
+        out.stderr
+            .contains("alias `a` is recursive: `a` → `b` → `a`"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("killed"), "{out}");
+    assert_online(&site, 0);
+}
+
+#[test]
+fn run_follows_an_alias_chain_that_ends() {
+    let site = Site::with_config(
+        EXE,
+        "[alias]\ndeploy = \"inner --times 2\"\ninner = \"hello Ann\"\n",
+    );
+    assert_exact(
+        &site.run(&["offline", "run", "--", "deploy"]),
+        0,
+        &["Hello, Ann!", "Hello, Ann!"],
+    );
+    assert_online(&site, 0);
 }
 
 #[test]

@@ -10,7 +10,8 @@
 //! `<cmd> --help`, `--version`; `--list` and `--list --json` (origins and
 //! policies); `completions bash|zsh|fish` under the binary's own name,
 //! completing commands, their options and aliases (bash's completion run
-//! for real); aliases, a shadowing alias, a recursive alias; a typo's
+//! for real); aliases, a shadowing alias, alias cycles of any length (at
+//! the top level, through `ctx.call`, in `--list` and `help`); a typo's
 //! suggestion for each kind of command; an unknown command; duplicate
 //! names; global options before and after the command's name.
 
@@ -524,6 +525,152 @@ fn a_recursive_alias_is_a_usage_error_naming_the_chain() {
     assert!(
         out.stderr.contains("recursive") && out.stderr.contains("`a` → `b` → `a`"),
         "{out}"
+    );
+}
+
+/// A site whose aliases go round in circles — of one (`me`), two (`a`,
+/// `b`) and three (`x`, `y`, `z`) — beside a chain that ends (`deploy` →
+/// `greet` → `hello`) and an alias reached through `ctx.call`'s
+/// `relay`/`call` commands.
+fn site_with_cycles() -> Site {
+    Site::with_config(
+        MANAGE,
+        "[alias]
+         me = \"me --again\"\n\
+         a = \"b\"\nb = \"a --x\"\n\
+         x = \"y\"\ny = \"z 1\"\nz = \"x 2\"\n\
+         deploy = \"greet --times 2\"\ngreet = \"hello Ann\"\n",
+    )
+}
+
+/// Asserts a cycle was reported as a usage error (2, never a crash: a
+/// stack overflow aborts with SIGABRT, "exit 134") naming `chain`.
+#[track_caller]
+fn assert_recursive(out: &Outcome, chain: &str) {
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(!out.text().contains("overflow"), "{out}");
+    assert!(
+        out.stderr.contains(&format!("is recursive: {chain}")),
+        "names the chain {chain}: {out}"
+    );
+}
+
+#[test]
+fn alias_cycles_of_any_length_are_usage_errors_naming_the_chain() {
+    let site = site_with_cycles();
+    assert_recursive(&site.run(&["me"]), "`me` → `me`");
+    assert_recursive(&site.run(&["b"]), "`b` → `a` → `b`");
+    assert_recursive(&site.run(&["x"]), "`x` → `y` → `z` → `x`");
+    assert_recursive(&site.run(&["-q", "z", "--more"]), "`z` → `x` → `y` → `z`");
+    let out = site.run(&["y"]);
+    assert!(
+        out.stderr.starts_with("error: alias `y` is recursive")
+            && out.stderr.contains("manage.toml"),
+        "names the alias and the file: {out}"
+    );
+    // A chain that ends runs, with global options before its name.
+    assert_exact(&site.run(&["deploy"]), 0, &["Hello, Ann!", "Hello, Ann!"]);
+    assert_exact(
+        &site.run(&["-q", "deploy"]),
+        0,
+        &["Hello, Ann!", "Hello, Ann!"],
+    );
+}
+
+#[test]
+fn a_cyclic_alias_run_through_ctx_call_is_a_usage_error_not_a_crash() {
+    let site = site_with_cycles();
+    // `relay` passes the code of what it called on.
+    assert_recursive(&site.run(&["relay", "a"]), "`a` → `b` → `a`");
+    assert_recursive(&site.run(&["relay", "x", "--y"]), "`x` → `y` → `z` → `x`");
+    // `call` prints it and carries on.
+    let out = site.run(&["call", "me"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(out.stdout, ["exit 2"], "{out}");
+    assert!(out.stderr.contains("is recursive: `me` → `me`"), "{out}");
+    // The chain that ends runs through ctx.call as at the top level.
+    assert_exact(
+        &site.run(&["relay", "deploy"]),
+        0,
+        &["Hello, Ann!", "Hello, Ann!"],
+    );
+}
+
+#[test]
+fn list_warns_about_each_cyclic_alias_naming_the_chain() {
+    let site = site_with_cycles();
+    let out = site.run(&["--list"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    for chain in [
+        "alias `me` is recursive: `me` → `me`",
+        "alias `a` is recursive: `a` → `b` → `a`",
+        "alias `b` is recursive: `b` → `a` → `b`",
+        "alias `x` is recursive: `x` → `y` → `z` → `x`",
+    ] {
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("warning: {chain}"))),
+            "warns {chain:?}: {out}"
+        );
+    }
+    assert!(
+        !out.stderr.contains("`deploy`"),
+        "a chain that ends is fine: {out}"
+    );
+    let line = out
+        .stdout
+        .iter()
+        .find(|l| l.split_whitespace().next() == Some("a"))
+        .unwrap_or_else(|| panic!("no line for a: {out}"));
+    assert!(
+        line.contains("alias: b") && line.contains("(unusable: recursive)"),
+        "{line}"
+    );
+    let help = site.run(&["--help"]);
+    assert!(
+        help.stdout
+            .iter()
+            .any(|l| l.trim_start().starts_with("a ") && l.ends_with("(unusable: recursive)")),
+        "--help says so too: {help}"
+    );
+
+    let out = site.run(&["--list", "--json"]);
+    let doc: Value = serde_json::from_str(&out.stdout.join("\n"))
+        .unwrap_or_else(|e| panic!("--list --json is not JSON ({e}): {out}"));
+    let all = list_json(&out);
+    let a = entry(&all, "a");
+    assert_eq!(a["kind"], "alias", "{a:#}");
+    assert!(
+        a["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("alias `a` is recursive: `a` → `b` → `a`")),
+        "{a:#}"
+    );
+    assert!(entry(&all, "deploy").get("error").is_none(), "{all:#?}");
+    let warnings = doc["warnings"].as_array().expect("a warnings array");
+    assert!(
+        warnings.iter().any(|w| w
+            .as_str()
+            .is_some_and(|w| w.starts_with("alias `z` is recursive: `z` → `x` → `y` → `z`"))),
+        "{doc:#}"
+    );
+}
+
+#[test]
+fn help_for_a_cyclic_alias_says_what_it_expands_to_and_that_it_is_recursive() {
+    let site = site_with_cycles();
+    let out = site.run(&["help", "a"]);
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert_eq!(out.stdout, ["`a` is an alias for `b`"], "{out}");
+    assert!(
+        out.stderr.contains("is recursive: `a` → `b` → `a`"),
+        "{out}"
+    );
+    assert_exact(
+        &site.run(&["help", "deploy"]),
+        0,
+        &["`deploy` is an alias for `greet --times 2`"],
     );
 }
 
