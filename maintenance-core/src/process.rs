@@ -168,7 +168,12 @@ mod tests {
             .unwrap();
         let pid = child.id();
         assert!(children(std::process::id()).contains(&pid));
-        assert_eq!(argv(pid), ["sleep", "30"]);
+        // Its command line is the parent's until it has exec'd `sleep`.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while argv(pid) != ["sleep", "30"] {
+            assert!(std::time::Instant::now() < deadline, "{:?}", argv(pid));
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(!children(std::process::id()).contains(&pid));

@@ -507,7 +507,7 @@ fn kept(
     env.extend(handoff.env.into_iter().map(|(k, v)| (k.into(), v.into())));
     let record = task.record().clone();
     let drain_stop = policy.drain == Drain::Stop && record.holds_off_offline();
-    let running = crate::keeper::spawn(&crate::keeper::Spawn {
+    let mut running = crate::keeper::spawn(&crate::keeper::Spawn {
         path,
         args,
         env: &env,
@@ -533,6 +533,7 @@ fn kept(
     };
     // Only for people: a task whose processes went unrecorded is as live.
     let _ = task.record_processes(&processes);
+    running.go()?;
     signals::set_child(running.keeper as i32);
     // A SIGTERM (or a drain) that came before the child existed.
     if rt.stop.requested() {

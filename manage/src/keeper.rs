@@ -68,6 +68,7 @@ pub(crate) struct Running {
     /// The command's pid (the keeper's child).
     pub command: u32,
     status: File,
+    go: Option<File>,
 }
 
 /// How the command ended.
@@ -95,6 +96,10 @@ struct Prepared {
     keeper_argv_ptrs: Vec<*const libc::c_char>,
     fds: Vec<RawFd>,
     release: bool,
+    /// The read end of the runner's go-ahead: the command execs only once
+    /// the runner has recorded its processes (and never if the runner died
+    /// first).
+    go: RawFd,
 }
 
 fn cstring(s: &OsStr) -> io::Result<CString> {
@@ -161,21 +166,31 @@ impl Prepared {
             _keeper_argv: keeper_argv,
             fds: s.fds.to_vec(),
             release: s.release,
+            go: -1,
         })
     }
 }
 
-/// Forks the keeper, which starts the command. Returns once the command
-/// runs (or its exec failed: the error).
+/// Forks the keeper, which forks the command. Returns once the command's
+/// pid is known; the command execs at [`Running::go`] (an exec that fails
+/// is reported by [`Running::wait`]).
 pub(crate) fn spawn(s: &Spawn<'_>) -> io::Result<Running> {
-    let prepared = Prepared::new(s)?;
+    let mut prepared = Prepared::new(s)?;
     let mut pipe = [0 as RawFd; 2];
+    let mut go = [0 as RawFd; 2];
     // SAFETY: plain system calls on our own descriptors and signal masks;
     // the child branch never returns (it execs or exits).
     let keeper = unsafe {
         if libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
             return Err(io::Error::last_os_error());
         }
+        if libc::pipe2(go.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            let e = io::Error::last_os_error();
+            libc::close(pipe[0]);
+            libc::close(pipe[1]);
+            return Err(e);
+        }
+        prepared.go = go[0];
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
@@ -185,24 +200,28 @@ pub(crate) fn spawn(s: &Spawn<'_>) -> io::Result<Running> {
         let pid = libc::fork();
         if pid == 0 {
             libc::close(pipe[0]);
+            libc::close(go[1]);
             keeper_main(&prepared, &old, pipe[1]);
         }
         let fork_error = io::Error::last_os_error();
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut());
         libc::close(pipe[1]);
+        libc::close(go[0]);
         if pid < 0 {
             libc::close(pipe[0]);
+            libc::close(go[1]);
             return Err(fork_error);
         }
         pid
     };
-    // SAFETY: pipe[0] is ours, open, and owned by nothing else.
-    let mut status = unsafe { File::from_raw_fd(pipe[0]) };
+    // SAFETY: pipe[0] and go[1] are ours, open, and owned by nothing else.
+    let (mut status, go) = unsafe { (File::from_raw_fd(pipe[0]), File::from_raw_fd(go[1])) };
     match read_msg(&mut status)? {
         Some((MSG_STARTED, command, _)) => Ok(Running {
             keeper: keeper as u32,
             command: command as u32,
             status,
+            go: Some(go),
         }),
         Some((MSG_EXEC_FAILED, errno, _)) => {
             reap(keeper);
@@ -216,13 +235,33 @@ pub(crate) fn spawn(s: &Spawn<'_>) -> io::Result<Running> {
 }
 
 impl Running {
-    /// Waits for the command to exit. The keeper lives on when leftovers
+    /// Lets the command exec: call once its processes are recorded.
+    pub(crate) fn go(&mut self) -> io::Result<()> {
+        use std::io::Write;
+        match self.go.take() {
+            // A command already gone (killed before it exec'd) is not an
+            // error here: its end is reported like any other.
+            Some(mut f) => match f.write_all(b"g") {
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+                r => r,
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the command to exit (or for its exec to fail: the error). The keeper lives on when leftovers
     /// hold the task; otherwise it is reaped here.
     pub(crate) fn wait(mut self) -> io::Result<Ended> {
         // Blocked in poll(2), not read(2): a test can tell this wait (the
         // child's pid set up for forwarding) from the spawn's.
         wait_readable(&self.status);
+        // Never left waiting on a go-ahead that will not come.
+        self.go()?;
         match read_msg(&mut self.status)? {
+            Some((MSG_EXEC_FAILED, errno, _)) => {
+                reap(self.keeper as libc::pid_t);
+                Err(io::Error::from_raw_os_error(errno))
+            }
             Some((MSG_EXITED, status, leftovers)) => {
                 if leftovers == 0 {
                     reap(self.keeper as libc::pid_t);
@@ -350,6 +389,8 @@ unsafe fn keeper_main(p: &Prepared, runner_mask: &libc::sigset_t, report: RawFd)
             send(report, MSG_EXEC_FAILED, errno(), 0);
             libc::_exit(127);
         }
+        // The runner records the command's pid, then lets it exec.
+        send(report, MSG_STARTED, command, 0);
         let mut e = [0u8; 4];
         let mut got = 0usize;
         loop {
@@ -364,13 +405,13 @@ unsafe fn keeper_main(p: &Prepared, runner_mask: &libc::sigset_t, report: RawFd)
             }
         }
         libc::close(errpipe[0]);
+        libc::close(p.go);
         if got == 4 {
             let mut st = 0;
             libc::waitpid(command, &mut st, 0);
             send(report, MSG_EXEC_FAILED, i32::from_ne_bytes(e), 0);
             libc::_exit(127);
         }
-        send(report, MSG_STARTED, command, 0);
         // The keeper holds no terminal and no pipe: `$(manage x)` must not
         // wait for it.
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
@@ -396,6 +437,19 @@ unsafe fn command_main(p: &Prepared, runner_mask: &libc::sigset_t, errpipe: RawF
         }
         set_disposition(libc::SIGTERM, libc::SIG_DFL);
         libc::pthread_sigmask(libc::SIG_SETMASK, runner_mask, ptr::null_mut());
+        // Wait for the runner's go-ahead; without it (the runner died
+        // first), never run.
+        let mut b = 0u8;
+        loop {
+            let n = libc::read(p.go, (&raw mut b).cast(), 1);
+            if n == 1 {
+                break;
+            }
+            if n < 0 && errno() == libc::EINTR {
+                continue;
+            }
+            libc::_exit(127);
+        }
         if !p.release {
             for &fd in &p.fds {
                 libc::fcntl(fd, libc::F_SETFD, 0);

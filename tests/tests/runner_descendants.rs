@@ -131,10 +131,10 @@ fn sigterm_to_the_runner_reaches_the_command_and_what_it_left_behind() {
         "spawner",
         &format!(
             "#!/bin/sh\n\
+             trap 'exit 5' TERM\n\
              setsid sh -c 'trap \"touch {mark}; exit 0\" TERM; i=0; while [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done' \
              </dev/null >/dev/null 2>&1 &\n\
              echo \"started $!\"\n\
-             trap 'exit 5' TERM\n\
              i=0; while [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done\n",
             mark = mark.display()
         ),
