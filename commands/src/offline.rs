@@ -83,7 +83,7 @@ struct OnArgs {
     /// A secret that lets its holder browse during maintenance: visiting
     /// the bypass path with it sets a cookie. Without a value, one is
     /// generated and printed. Only its hash is stored.
-    #[arg(long, value_name = "S", num_args = 0..=1, default_missing_value = "")]
+    #[arg(long, value_name = "S", num_args = 0..=1, default_missing_value = "", value_parser = bypass_secret)]
     secret: Option<String>,
 }
 
@@ -117,6 +117,21 @@ fn retry_after(text: &str) -> Result<RetryAfter, String> {
     humantime::parse_rfc3339_weak(text)
         .map(|t| RetryAfter::At(Timestamp::at(t)))
         .map_err(|_| format!("{text:?} is neither seconds nor a time like 2026-11-25T06:00:00Z"))
+}
+
+/// `--secret`: empty (generate one), or a secret that fits in one segment
+/// of the bypass path, so the printed link works.
+fn bypass_secret(text: &str) -> Result<String, String> {
+    match text
+        .chars()
+        .find(|&c| c == '/' || c == '\\' || c.is_control())
+    {
+        Some(c) => Err(format!(
+            "{c:?} cannot be part of a bypass secret (it is one segment of a URL path); \
+             choose one without `/`, `\\` or control characters, or give none to have one generated"
+        )),
+        None => Ok(text.to_owned()),
+    }
 }
 
 impl ManageCommand for Offline {
@@ -502,10 +517,10 @@ fn on(ctx: &mut Context<'_>, backend: &dyn Backend, args: OnArgs) -> anyhow::Res
         .retry_after(args.retry_after)
         .bypass(secret.as_deref().map(maintenance_core::mode::hash_secret));
     if let Some(secret) = &secret {
-        let prefix = ctx.config().bypass_prefix.clone();
+        let url = ctx.config().bypass_prefix.join(secret);
         writeln!(
             ctx.out(),
-            "Bypass: visit {prefix}{secret} once to browse the site during maintenance"
+            "Bypass: visit {url} once to browse the site during maintenance"
         )?;
     }
     // The web layers see a new secret within one refresh interval: wait

@@ -58,6 +58,7 @@ pub mod offline;
 pub mod policy;
 pub mod random;
 pub mod session;
+pub mod site_path;
 pub mod task;
 
 #[cfg(any(test, feature = "conformance"))]
