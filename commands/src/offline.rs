@@ -110,13 +110,15 @@ struct RunArgs {
     command: Vec<String>,
 }
 
+/// `--retry-after`: seconds, or an RFC 3339 time with any offset (stored,
+/// like every time, in UTC).
 fn retry_after(text: &str) -> Result<RetryAfter, String> {
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(RetryAfter::Seconds(secs));
     }
-    humantime::parse_rfc3339_weak(text)
-        .map(|t| RetryAfter::At(Timestamp::at(t)))
-        .map_err(|_| format!("{text:?} is neither seconds nor a time like 2026-11-25T06:00:00Z"))
+    Timestamp::parse_rfc3339(text)
+        .map(RetryAfter::At)
+        .map_err(|e| format!("neither a number of seconds nor a time: {e}"))
 }
 
 /// `--secret`: empty (generate one), or a secret that fits in one segment

@@ -2,11 +2,14 @@
 //! a real `mysite runserver` on 127.0.0.1 driven by the real operator CLI:
 //! request paths that try to slip past a pass prefix while OFFLINE (sent
 //! byte for byte over a plain socket, so no client library tidies them),
-//! unusable paths in manage.toml, the bypass link of an odd secret.
+//! unusable paths in manage.toml, the bypass link of an odd secret, and a
+//! `--retry-after` time with a UTC offset.
 //!
 //! No wall-clock assertion: every wait is a hang guard.
 
 #![allow(clippy::unwrap_used)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use manage_tests::{MySite, Reply, Server, TurnedAway, raw_get};
 
@@ -150,4 +153,45 @@ fn the_printed_bypass_link_works_for_any_secret_it_accepts() {
     assert!(r.set_cookie("manage_bypass").is_some(), "{r}");
     let r = get_raw(&server, &format!("{link}/"));
     r.assert_turned_away(TurnedAway::Redirect, None, "the link with a trailing /");
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `--retry-after 2099-01-01T00:00:00+14:00` is 2098-12-31T10:00:00Z
+/// (Unix 4070858400): the 503 says `Retry-After` in seconds until then —
+/// between what was left just before the request and just after it.
+#[test]
+fn retry_after_with_an_offset_is_sent_as_the_seconds_until_that_instant() {
+    const AT: u64 = 4_070_858_400;
+    let site = MySite::new(MYSITE);
+    let server = site.serve(&["--unavailable"]);
+    site.run_ok(&[
+        "offline",
+        "on",
+        "--force",
+        "--retry-after",
+        "2099-01-01T00:00:00+14:00",
+    ]);
+    server.get_until("OFFLINE at the server", "/", &[], |r| r.status == 503);
+    let most = AT - unix_now();
+    let r = server.get("/", &[]);
+    let least = AT - unix_now() - 1;
+    let secs: u64 = r
+        .header("retry-after")
+        .unwrap_or_else(|| panic!("no Retry-After: {r}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("Retry-After is not seconds ({e}): {r}"));
+    assert!(
+        (least..=most).contains(&secs),
+        "{secs} not in {least}..={most}: {r}"
+    );
+    let retry = secs.to_string();
+    r.assert_turned_away(TurnedAway::Unavailable, Some(&retry), "retry at a time");
+    let j = server.get("/api/status", &[]).json();
+    assert_eq!(j["retry_after"], "2098-12-31T10:00:00.000Z", "{j}");
 }
