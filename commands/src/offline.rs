@@ -77,7 +77,8 @@ struct OnArgs {
     /// A message for users, shown by the web layer and `status -v`.
     #[arg(long, value_name = "TEXT")]
     message: Option<String>,
-    /// When users should come back: seconds, or a time (RFC 3339).
+    /// When users should come back: seconds, or an RFC 3339 time with its
+    /// offset (2026-11-25T06:00:00Z, 2026-11-25T07:00:00+01:00).
     #[arg(long, value_name = "SECS|TIME", value_parser = retry_after)]
     retry_after: Option<RetryAfter>,
     /// A secret that lets its holder browse during maintenance: visiting

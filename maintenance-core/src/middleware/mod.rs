@@ -38,7 +38,8 @@
 //! - Always pass: the maintenance URL (also as a prefix, and with a query:
 //!   never a redirect loop), the configured prefixes (health checks, static
 //!   files), a holder of the bypass cookie, allow-listed addresses, and the
-//!   app's own predicate.
+//!   app's own predicate. Paths match by whole decoded segments, and a path
+//!   that could mean two things matches none ([`crate::site_path`]).
 //! - Every request that passes carries a [`MaintenanceStatus`].
 //!
 //! The mode comes from a snapshot refreshed on the layer's own thread every
