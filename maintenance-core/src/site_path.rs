@@ -98,8 +98,8 @@ fn decode(segment: &str) -> Option<Cow<'_, [u8]>> {
     Some(Cow::Owned(out))
 }
 
-/// What is wrong with one decoded segment, if anything.
-fn segment_problem(raw: &str) -> Result<Cow<'_, [u8]>, &'static str> {
+/// One raw segment, decoded; or what is wrong with it.
+fn check_segment(raw: &str) -> Result<Cow<'_, [u8]>, &'static str> {
     let decoded =
         decode(raw).ok_or("it has an invalid percent escape (`%` takes two hex digits)")?;
     if decoded.iter().any(|&b| is_forbidden_decoded(b)) {
@@ -147,7 +147,7 @@ impl SitePath {
             if raw.is_empty() {
                 return Err(refuse("it has an empty segment (`//`)"));
             }
-            let decoded = segment_problem(raw).map_err(refuse)?;
+            let decoded = check_segment(raw).map_err(refuse)?;
             let decoded = String::from_utf8(decoded.into_owned())
                 .map_err(|_| refuse("its escapes do not decode to UTF-8"))?;
             segments.push(decoded);
@@ -298,7 +298,7 @@ impl<'a> RequestPath<'a> {
         }
         raw.split('/')
             .filter(|s| !s.is_empty())
-            .all(|s| segment_problem(s).is_ok())
+            .all(|s| check_segment(s).is_ok())
             .then_some(RequestPath { raw })
     }
 
