@@ -77,13 +77,14 @@ struct OnArgs {
     /// A message for users, shown by the web layer and `status -v`.
     #[arg(long, value_name = "TEXT")]
     message: Option<String>,
-    /// When users should come back: seconds, or a time (RFC 3339).
+    /// When users should come back: seconds, or an RFC 3339 time with its
+    /// offset (2026-11-25T06:00:00Z, 2026-11-25T07:00:00+01:00).
     #[arg(long, value_name = "SECS|TIME", value_parser = retry_after)]
     retry_after: Option<RetryAfter>,
     /// A secret that lets its holder browse during maintenance: visiting
     /// the bypass path with it sets a cookie. Without a value, one is
     /// generated and printed. Only its hash is stored.
-    #[arg(long, value_name = "S", num_args = 0..=1, default_missing_value = "")]
+    #[arg(long, value_name = "S", num_args = 0..=1, default_missing_value = "", value_parser = bypass_secret)]
     secret: Option<String>,
 }
 
@@ -110,13 +111,30 @@ struct RunArgs {
     command: Vec<String>,
 }
 
+/// `--retry-after`: seconds, or an RFC 3339 time with any offset (stored,
+/// like every time, in UTC).
 fn retry_after(text: &str) -> Result<RetryAfter, String> {
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(RetryAfter::Seconds(secs));
     }
-    humantime::parse_rfc3339_weak(text)
-        .map(|t| RetryAfter::At(Timestamp::at(t)))
-        .map_err(|_| format!("{text:?} is neither seconds nor a time like 2026-11-25T06:00:00Z"))
+    Timestamp::parse_rfc3339(text)
+        .map(RetryAfter::At)
+        .map_err(|e| format!("neither a number of seconds nor a time: {e}"))
+}
+
+/// `--secret`: empty (generate one), or a secret that fits in one segment
+/// of the bypass path, so the printed link works.
+fn bypass_secret(text: &str) -> Result<String, String> {
+    match text
+        .chars()
+        .find(|&c| c == '/' || c == '\\' || c.is_control())
+    {
+        Some(c) => Err(format!(
+            "{c:?} cannot be part of a bypass secret (it is one segment of a URL path); \
+             choose one without `/`, `\\` or control characters, or give none to have one generated"
+        )),
+        None => Ok(text.to_owned()),
+    }
 }
 
 impl ManageCommand for Offline {
@@ -502,10 +520,10 @@ fn on(ctx: &mut Context<'_>, backend: &dyn Backend, args: OnArgs) -> anyhow::Res
         .retry_after(args.retry_after)
         .bypass(secret.as_deref().map(maintenance_core::mode::hash_secret));
     if let Some(secret) = &secret {
-        let prefix = ctx.config().bypass_prefix.clone();
+        let url = ctx.config().bypass_prefix.join(secret);
         writeln!(
             ctx.out(),
-            "Bypass: visit {prefix}{secret} once to browse the site during maintenance"
+            "Bypass: visit {url} once to browse the site during maintenance"
         )?;
     }
     // The web layers see a new secret within one refresh interval: wait

@@ -98,6 +98,64 @@ impl Timestamp {
         now.duration_since(self.0).unwrap_or_default()
     }
 
+    /// Parses an RFC 3339 time with any UTC offset — `2099-01-01T00:00:00Z`,
+    /// `…+14:00`, `…-05:30`, fractional seconds allowed, `t`/`z` in either
+    /// case, a space for the `T` — into the instant it names (kept, like
+    /// every timestamp, in UTC). A time without an offset is refused: it
+    /// would be read in the wrong zone. Times before 1970 read as the epoch.
+    ///
+    /// humantime, which formats our timestamps, parses only UTC; this reads
+    /// the offset itself and hands it the rest.
+    pub fn parse_rfc3339(text: &str) -> Result<Timestamp, TimeError> {
+        let bad = |why: &str| TimeError {
+            text: text.to_owned(),
+            why: why.to_owned(),
+        };
+        if !text.is_ascii() {
+            return Err(bad("it is not an RFC 3339 time"));
+        }
+        let upper = text.to_ascii_uppercase();
+        let (local, offset_secs) = if let Some(rest) = upper.strip_suffix('Z') {
+            (rest, 0i64)
+        } else if upper.len() >= 25 && matches!(upper.as_bytes()[upper.len() - 6], b'+' | b'-') {
+            let (rest, offset) = upper.split_at(upper.len() - 6);
+            let o = offset.as_bytes();
+            let digits = |a: u8, b: u8| -> Option<i64> {
+                (a.is_ascii_digit() && b.is_ascii_digit())
+                    .then(|| i64::from(a - b'0') * 10 + i64::from(b - b'0'))
+            };
+            let (Some(h), b':', Some(m)) = (digits(o[1], o[2]), o[3], digits(o[4], o[5])) else {
+                return Err(bad("its offset is not ±hh:mm"));
+            };
+            if h > 23 || m > 59 {
+                return Err(bad("its offset is out of range (at most ±23:59)"));
+            }
+            let sign = if o[0] == b'-' { -1 } else { 1 };
+            (rest, sign * (h * 3600 + m * 60))
+        } else {
+            return Err(bad(
+                "it has no UTC offset: end it with Z for UTC or with the zone's ±hh:mm",
+            ));
+        };
+        // humantime is lax about what follows the seconds: check the shape.
+        let b = local.as_bytes();
+        let shaped = b.len() >= 19
+            && (b.len() == 19
+                || b.len() > 20 && b[19] == b'.' && b[20..].iter().all(u8::is_ascii_digit));
+        if !shaped {
+            return Err(bad("it is not an RFC 3339 time"));
+        }
+        let t = humantime::parse_rfc3339_weak(local).map_err(|e| bad(&e.to_string()))?;
+        let shift = Duration::from_secs(offset_secs.unsigned_abs());
+        let utc = if offset_secs >= 0 {
+            t.checked_sub(shift)
+        } else {
+            t.checked_add(shift)
+        };
+        utc.map(Timestamp::at)
+            .ok_or_else(|| bad("it lies out of range"))
+    }
+
     /// Seconds since the Unix epoch (zero before it).
     pub fn unix_seconds(self) -> u64 {
         self.0
@@ -105,6 +163,18 @@ impl Timestamp {
             .map(|d| d.as_secs())
             .unwrap_or(0)
     }
+}
+
+/// A time that [`Timestamp::parse_rfc3339`] cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{text:?} is not a time: {why}; write RFC 3339, such as 2026-11-25T06:00:00Z or 2026-11-25T07:00:00+01:00"
+)]
+pub struct TimeError {
+    /// The text given.
+    pub text: String,
+    /// What is wrong with it.
+    pub why: String,
 }
 
 impl From<SystemTime> for Timestamp {
@@ -128,9 +198,7 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_rfc3339_weak(&text)
-            .map(Timestamp::at)
-            .map_err(|e| serde::de::Error::custom(format!("bad time {text:?}: {e}")))
+        Timestamp::parse_rfc3339(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -165,6 +233,55 @@ mod tests {
         assert_eq!(json, "\"2023-11-14T22:13:20.123Z\"");
         let back: Timestamp = serde_json::from_str(&json).unwrap();
         assert_eq!(back, t);
+    }
+
+    fn utc(text: &str) -> String {
+        Timestamp::parse_rfc3339(text).unwrap().to_string()
+    }
+
+    #[test]
+    fn rfc3339_takes_any_offset_and_keeps_utc() {
+        assert_eq!(utc("2099-01-01T00:00:00Z"), "2099-01-01T00:00:00.000Z");
+        assert_eq!(utc("2099-01-01T00:00:00+14:00"), "2098-12-31T10:00:00.000Z");
+        assert_eq!(utc("2099-01-01T00:00:00-05:30"), "2099-01-01T05:30:00.000Z");
+        assert_eq!(utc("2099-01-01T00:00:00+00:00"), "2099-01-01T00:00:00.000Z");
+        assert_eq!(utc("2099-01-01T00:00:00-00:00"), "2099-01-01T00:00:00.000Z");
+        assert_eq!(utc("2099-01-01t00:00:00.25z"), "2099-01-01T00:00:00.250Z");
+        assert_eq!(
+            utc("2099-01-01 23:59:59.5-12:00"),
+            "2099-01-02T11:59:59.500Z"
+        );
+        assert_eq!(utc("2024-02-29T01:00:00+02:00"), "2024-02-28T23:00:00.000Z");
+        // What every record was written as reads back.
+        assert_eq!(utc("2026-11-25T04:51:21.123Z"), "2026-11-25T04:51:21.123Z");
+        assert_eq!(utc("1970-01-01T00:00:00.000Z"), "1970-01-01T00:00:00.000Z");
+        assert_eq!(utc("1970-01-01T00:30:00+01:00"), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn rfc3339_refuses_what_it_cannot_read_and_says_how_to_write_it() {
+        for (text, why) in [
+            ("2099-01-01T00:00:00", "no UTC offset"),
+            ("2099-01-01", "no UTC offset"),
+            ("2099-01-01T00:00:00+24:00", "out of range"),
+            ("2099-01-01T00:00:00+05:60", "out of range"),
+            ("2099-01-01T00:00:00+0530", "no UTC offset"),
+            ("2099-01-01T00:00:00+05-30", "not ±hh:mm"),
+            ("2099-01-01T00:00:00ZZ", "not an RFC 3339 time"),
+            ("2099-01-01T00:00:00.Z", "not an RFC 3339 time"),
+            ("2099-01-01T00:00Z", "not an RFC 3339 time"),
+            ("2099-13-01T00:00:00Z", "out of range"),
+            ("2099-01-01T25:00:00Z", "out of range"),
+            ("soon", "no UTC offset"),
+            ("2099-01-01T00:00:00+14:00\u{0}", "no UTC offset"),
+            ("2099-01-01T00:00:00+1é:00", "not an RFC 3339 time"),
+            ("", "no UTC offset"),
+        ] {
+            let msg = Timestamp::parse_rfc3339(text).unwrap_err().to_string();
+            assert!(msg.contains(why), "{text:?}: {msg}");
+            assert!(msg.contains(&format!("{text:?}")), "{msg}");
+            assert!(msg.contains("2026-11-25T07:00:00+01:00"), "{msg}");
+        }
     }
 
     #[test]

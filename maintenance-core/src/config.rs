@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::site_path::SitePath;
+
 /// The file name searched for.
 pub const FILE_NAME: &str = "manage.toml";
 /// Environment variable naming the state directory.
@@ -83,11 +85,11 @@ pub struct Config {
     pub owner: Option<String>,
     /// How long a web session stays live after its last request.
     pub session_timeout: Duration,
-    /// Where turned-away web requests are sent.
-    pub maintenance_url: String,
+    /// Where turned-away web requests are sent; it always passes itself.
+    pub maintenance_url: SitePath,
     /// The bypass path's prefix, shared by the CLI (which prints the URL)
     /// and the web layer (which answers it) — and nginx, which must pass it.
-    pub bypass_prefix: String,
+    pub bypass_prefix: SitePath,
     /// How long a single-instance command waits for the running one.
     pub lock_timeout: Duration,
     /// How often web layers refresh their snapshot of the mode; also the
@@ -154,8 +156,8 @@ struct FileConfig {
     owner: Option<String>,
     #[serde(default, deserialize_with = "opt_duration")]
     session_timeout: Option<Duration>,
-    maintenance_url: Option<String>,
-    bypass_prefix: Option<String>,
+    maintenance_url: Option<SitePath>,
+    bypass_prefix: Option<SitePath>,
     #[serde(default, deserialize_with = "opt_duration")]
     lock_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
@@ -233,8 +235,8 @@ impl Config {
             group: None,
             owner: None,
             session_timeout: DEFAULT_SESSION_TIMEOUT,
-            maintenance_url: DEFAULT_MAINTENANCE_URL.to_owned(),
-            bypass_prefix: DEFAULT_BYPASS_PREFIX.to_owned(),
+            maintenance_url: default_maintenance_url(),
+            bypass_prefix: default_bypass_prefix(),
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             refresh_interval: DEFAULT_REFRESH_INTERVAL,
             file: None,
@@ -294,12 +296,8 @@ impl Config {
             group: file.group.filter(|g| !g.is_empty()),
             owner: file.owner.filter(|o| !o.is_empty()),
             session_timeout: file.session_timeout.unwrap_or(DEFAULT_SESSION_TIMEOUT),
-            maintenance_url: file
-                .maintenance_url
-                .unwrap_or_else(|| DEFAULT_MAINTENANCE_URL.to_owned()),
-            bypass_prefix: file
-                .bypass_prefix
-                .unwrap_or_else(|| DEFAULT_BYPASS_PREFIX.to_owned()),
+            maintenance_url: file.maintenance_url.unwrap_or_else(default_maintenance_url),
+            bypass_prefix: file.bypass_prefix.unwrap_or_else(default_bypass_prefix),
             lock_timeout: overrides
                 .lock_timeout
                 .or(file.lock_timeout)
@@ -310,6 +308,14 @@ impl Config {
             commands: file.commands,
         })
     }
+}
+
+fn default_maintenance_url() -> SitePath {
+    SitePath::parse(DEFAULT_MAINTENANCE_URL).expect("the default maintenance URL is a valid path")
+}
+
+fn default_bypass_prefix() -> SitePath {
+    SitePath::parse(DEFAULT_BYPASS_PREFIX).expect("the default bypass prefix is a valid path")
 }
 
 /// The nearest `manage.toml` in `start` or one of its ancestors.
@@ -398,7 +404,8 @@ mod tests {
         assert_eq!(c.lock_timeout, Duration::from_secs(1));
         assert_eq!(c.refresh_interval, Duration::from_millis(250));
         assert_eq!(c.state_dir_source, Source::Default);
-        assert_eq!(c.maintenance_url, "/maintenance.html");
+        assert_eq!(c.maintenance_url.as_str(), "/maintenance.html");
+        assert_eq!(c.bypass_prefix.as_str(), "/_maintenance/bypass/");
         assert!(c.file.is_none());
     }
 
@@ -566,6 +573,66 @@ mod tests {
             msg.contains("manage.toml:3:") && msg.contains("later"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn site_paths_are_read_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(
+            tmp.path(),
+            "manage.toml",
+            "state_dir = \"s\"\nmaintenance_url = \"/down/\"\nbypass_prefix = \"/_let-me-in\"\n",
+        );
+        let c = Config::load_from(tmp.path(), &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.maintenance_url.as_str(), "/down/");
+        assert_eq!(c.bypass_prefix.join("s3cret"), "/_let-me-in/s3cret");
+    }
+
+    /// Every unusable `maintenance_url` or `bypass_prefix` is refused when
+    /// the file is read, naming the file, the line, the key, the value, what
+    /// is wrong and what a valid value looks like.
+    #[test]
+    fn unusable_site_paths_name_file_line_key_and_the_fix() {
+        let tmp = tempfile::tempdir().unwrap();
+        for key in ["maintenance_url", "bypass_prefix"] {
+            for (value, problem) in [
+                ("/", "`/` alone would match every request"),
+                ("", "it is empty"),
+                ("maintenance.html", "does not start with `/`"),
+                ("https://status.example.com/", "does not start with `/`"),
+                ("/maintenance.html?from=site", "query or fragment"),
+                ("/maintenance.html#top", "query or fragment"),
+                ("/a/../admin", "`.` or `..` segment"),
+                ("/%2e%2e/admin", "`.` or `..` segment"),
+                ("/a/./b", "`.` or `..` segment"),
+                ("/a//b", "empty segment"),
+                ("/down for maintenance", "must be percent-encoded"),
+                ("/down\\u0007", "must be percent-encoded"),
+                ("/a%2Fb", "encodes `/`"),
+                ("/a%00", "control character"),
+                ("/a%zz", "invalid percent escape"),
+                ("/a%c3", "UTF-8"),
+            ] {
+                let p = write(
+                    tmp.path(),
+                    "manage.toml",
+                    &format!("state_dir = \"s\"\n\n{key} = \"{value}\"\n"),
+                );
+                let msg = Config::load_from(tmp.path(), &env_of(&[]), &Overrides::default())
+                    .unwrap_err()
+                    .to_string();
+                let shown = value.replace("\\u0007", "\u{7}");
+                assert!(
+                    msg.starts_with(&format!("{}:3: key `{key}`: {shown:?}", p.display())),
+                    "{key} = {value:?}: {msg}"
+                );
+                assert!(msg.contains(problem), "{key} = {value:?}: {msg}");
+                assert!(
+                    msg.contains("write an absolute path such as \"/maintenance.html\""),
+                    "{msg}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -63,6 +63,7 @@ pub mod policy;
 pub mod process;
 pub mod random;
 pub mod session;
+pub mod site_path;
 pub mod task;
 
 #[cfg(any(test, feature = "conformance"))]

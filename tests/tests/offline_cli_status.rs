@@ -301,6 +301,59 @@ fn force_goes_offline_at_once_naming_what_is_still_live() {
     assert_exact(&site.run(&["hello"]), 0, &["Hello, world!"]);
 }
 
+/// `--retry-after` takes RFC 3339 with any UTC offset, as its help says,
+/// and keeps the instant in UTC (what the record, status and JSON show);
+/// a time without an offset, or with an impossible one, is a usage error
+/// (exit 2) that says how to write it, and changes nothing.
+#[test]
+fn retry_after_takes_a_time_with_any_offset_and_keeps_it_in_utc() {
+    let site = Site::new(EXE);
+    for (given, utc) in [
+        ("2099-01-01T00:00:00+14:00", "2098-12-31T10:00:00.000Z"),
+        ("2099-01-01T00:00:00-05:30", "2099-01-01T05:30:00.000Z"),
+        ("2099-01-01T00:00:00.5Z", "2099-01-01T00:00:00.500Z"),
+        ("2099-01-01t00:00:00z", "2099-01-01T00:00:00.000Z"),
+    ] {
+        assert_exact(
+            &site.run(&["offline", "on", "--force", "--retry-after", given]),
+            0,
+            &["Status: OFFLINE - Active sessions: 0"],
+        );
+        let v = site.run(&["offline", "status", "-v"]);
+        assert!(
+            v.stdout.contains(&format!("  retry after: {utc}")),
+            "{given}: {v}"
+        );
+        assert_eq!(site.status_json()["retry_after"], utc, "{given}");
+        assert_eq!(
+            site.mode().record.retry_after,
+            Some(maintenance_core::mode::RetryAfter::At(
+                Timestamp::parse_rfc3339(utc).unwrap()
+            )),
+            "{given}"
+        );
+    }
+    for (given, why) in [
+        ("2099-01-01T00:00:00", "it has no UTC offset"),
+        ("2099-01-01T00:00:00+24:00", "its offset is out of range"),
+        ("2099-01-01T00:00:00+1400", "it has no UTC offset"),
+        ("soon", "it has no UTC offset"),
+    ] {
+        let out = site.run(&["offline", "on", "--force", "--retry-after", given]);
+        assert_eq!(out.code(), Some(2), "{given}: {out}");
+        out.assert_clean_error(&[
+            "--retry-after",
+            &format!("{given:?} is not a time: {why}"),
+            "2026-11-25T07:00:00+01:00",
+        ]);
+        assert_eq!(
+            site.status_json()["retry_after"],
+            "2099-01-01T00:00:00.000Z",
+            "{given} changed nothing"
+        );
+    }
+}
+
 /// A `list` table row, split into its cells: the fixed columns, then the
 /// rest (which may hold spaces) as the last cell.
 fn cells(row: &str, fixed: usize) -> Vec<String> {

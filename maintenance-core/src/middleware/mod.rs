@@ -38,7 +38,8 @@
 //! - Always pass: the maintenance URL (also as a prefix, and with a query:
 //!   never a redirect loop), the configured prefixes (health checks, static
 //!   files), a holder of the bypass cookie, allow-listed addresses, and the
-//!   app's own predicate.
+//!   app's own predicate. Paths match by whole decoded segments, and a path
+//!   that could mean two things matches none ([`crate::site_path`]).
 //! - Every request that passes carries a [`MaintenanceStatus`].
 //!
 //! The mode comes from a snapshot refreshed on the layer's own thread every
@@ -74,6 +75,7 @@ use crate::clock::Timestamp;
 use crate::config::Config;
 use crate::mode::{Mode, RetryAfter};
 use crate::session::SessionKey;
+use crate::site_path::{RequestPath, SitePath};
 
 /// What a page may show about maintenance: the context processor's
 /// equivalent, in every passing request's extensions.
@@ -168,23 +170,58 @@ impl LayerBuilder {
         self
     }
 
-    /// Paths starting with `prefix` always pass (health checks, static
-    /// files).
-    pub fn pass_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.options.pass_prefixes.push(prefix.into());
+    /// Paths at or below `prefix`, by whole segments, always pass (health
+    /// checks, static files): `"/healthz"` passes `/healthz` and
+    /// `/healthz/live`, not `/healthzX` nor `/healthz/../admin`. See
+    /// [`SitePath`] for the rules.
+    ///
+    /// # Panics
+    ///
+    /// When `prefix` is a string that is not a valid [`SitePath`] (`"/"`,
+    /// `"healthz"`, `"/a/../b"`, …): a programmer's error in a literal. Pass
+    /// a [`SitePath`] checked with [`SitePath::parse`] for a value read at
+    /// run time.
+    #[track_caller]
+    pub fn pass_prefix<P>(mut self, prefix: P) -> Self
+    where
+        P: TryInto<SitePath>,
+        P::Error: std::fmt::Display,
+    {
+        let prefix = options::site_path("pass_prefix", prefix);
+        self.options.pass_prefixes.push(prefix);
         self
     }
 
-    /// Paths starting with `prefix` are an API: turned away with JSON.
-    pub fn api_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.options.api_prefixes.push(prefix.into());
+    /// Paths at or below `prefix`, by whole segments, are an API: turned
+    /// away with JSON.
+    ///
+    /// # Panics
+    ///
+    /// As [`pass_prefix`](Self::pass_prefix).
+    #[track_caller]
+    pub fn api_prefix<P>(mut self, prefix: P) -> Self
+    where
+        P: TryInto<SitePath>,
+        P::Error: std::fmt::Display,
+    {
+        let prefix = options::site_path("api_prefix", prefix);
+        self.options.api_prefixes.push(prefix);
         self
     }
 
     /// The bypass path's prefix (default: `bypass_prefix` from manage.toml,
-    /// `/_maintenance/bypass/`).
-    pub fn bypass_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.options.bypass_prefix = prefix.into();
+    /// `/_maintenance/bypass/`): the secret is the one segment below it.
+    ///
+    /// # Panics
+    ///
+    /// As [`pass_prefix`](Self::pass_prefix).
+    #[track_caller]
+    pub fn bypass_prefix<P>(mut self, prefix: P) -> Self
+    where
+        P: TryInto<SitePath>,
+        P::Error: std::fmt::Display,
+    {
+        self.options.bypass_prefix = options::site_path("bypass_prefix", prefix);
         self
     }
 
@@ -346,20 +383,20 @@ enum Decision {
 impl<S> Maintenance<S> {
     fn decide<B>(&self, req: &Request<B>, snapshot: Option<&Snapshot>) -> Decision {
         let o = &self.shared.options;
-        let path = req.uri().path();
-        let url_path = o.maintenance_url.split(['?', '#']).next().unwrap_or("");
-        if !url_path.is_empty() && path.starts_with(url_path)
-            || o.pass_prefixes.iter().any(|p| path.starts_with(p.as_str()))
+        // `None`: a path that could mean two things passes no prefix.
+        let path = RequestPath::parse(req.uri().path());
+        if let Some(path) = &path
+            && (o.maintenance_url.matches(path) || o.pass_prefixes.iter().any(|p| p.matches(path)))
         {
             return Decision::Pass;
         }
-        if let Some(secret) = path.strip_prefix(o.bypass_prefix.as_str())
-            && let Some(hash) = snapshot.and_then(|s| s.bypass)
-            && response::secret_matches(secret, &hash)
+        if let Some(hash) = snapshot.and_then(|s| s.bypass)
+            && let Some(secret) = path.as_ref().and_then(|p| o.bypass_prefix.child_of(p))
+            && response::secret_matches(&secret, &hash)
         {
             return Decision::Bypass(hash);
         }
-        let json = || response::wants_json(o, path, req.headers());
+        let json = || response::wants_json(o, path.as_ref(), req.headers());
         let Some(snap) = snapshot else {
             return match o.without_state {
                 WithoutState::FailOpen => Decision::Pass,

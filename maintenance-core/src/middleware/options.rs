@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::site_path::SitePath;
+
 /// How a turned-away request is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TurnAway {
@@ -51,11 +53,11 @@ pub type PeerAddress = fn(&http::Extensions) -> Option<IpAddr>;
 pub struct LayerOptions {
     pub(crate) cookie_name: String,
     pub(crate) turn_away: TurnAway,
-    pub(crate) maintenance_url: String,
+    pub(crate) maintenance_url: SitePath,
     pub(crate) maintenance_page: Option<Arc<str>>,
-    pub(crate) pass_prefixes: Vec<String>,
-    pub(crate) api_prefixes: Vec<String>,
-    pub(crate) bypass_prefix: String,
+    pub(crate) pass_prefixes: Vec<SitePath>,
+    pub(crate) api_prefixes: Vec<SitePath>,
+    pub(crate) bypass_prefix: SitePath,
     pub(crate) bypass_cookie: String,
     pub(crate) bypass_ttl: Duration,
     pub(crate) signing_key: Arc<[u8]>,
@@ -114,6 +116,26 @@ impl LayerOptions {
             touch_every: Duration::from_secs(5),
             check_timeout: Duration::from_millis(500),
         }
+    }
+}
+
+/// `path` as a [`SitePath`] for builder method `method`.
+///
+/// # Panics
+///
+/// When `path` is not a usable path: a programmer's error in a literal,
+/// like tower-http's on an impossible CORS setting. A value read at run
+/// time is checked first with [`SitePath::parse`], and the `SitePath`
+/// passed on, which cannot fail here.
+#[track_caller]
+pub(crate) fn site_path<P>(method: &str, path: P) -> SitePath
+where
+    P: TryInto<SitePath>,
+    P::Error: std::fmt::Display,
+{
+    match path.try_into() {
+        Ok(p) => p,
+        Err(e) => panic!("MaintenanceLayer::builder().{method}(…): {e}"),
     }
 }
 

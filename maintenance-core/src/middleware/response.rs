@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use super::options::{LayerOptions, TurnAway};
 use super::state::Snapshot;
 use crate::mode::{Mode, RetryAfter};
+use crate::site_path::RequestPath;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -48,12 +49,14 @@ fn retry_after_value(r: Option<&RetryAfter>) -> Option<HeaderValue> {
     HeaderValue::from_str(&secs.to_string()).ok()
 }
 
-/// Whether the request asks for JSON: by `Accept`, or by path prefix.
-pub(crate) fn wants_json(options: &LayerOptions, path: &str, headers: &http::HeaderMap) -> bool {
-    options
-        .api_prefixes
-        .iter()
-        .any(|p| path.starts_with(p.as_str()))
+/// Whether the request asks for JSON: by `Accept`, or by path prefix
+/// (`path` is `None` when it could mean two things: no prefix then).
+pub(crate) fn wants_json(
+    options: &LayerOptions,
+    path: Option<&RequestPath<'_>>,
+    headers: &http::HeaderMap,
+) -> bool {
+    path.is_some_and(|path| options.api_prefixes.iter().any(|p| p.matches(path)))
         || headers
             .get_all(http::header::ACCEPT)
             .iter()
@@ -112,7 +115,7 @@ pub(crate) fn turned_away<B: From<String>>(
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if status == StatusCode::SEE_OTHER {
-        if let Ok(v) = HeaderValue::from_str(&options.maintenance_url) {
+        if let Ok(v) = HeaderValue::from_str(options.maintenance_url.as_str()) {
             h.insert(LOCATION, v);
         }
     } else if let Some(v) = retry {

@@ -241,6 +241,83 @@ async fn pass_prefixes_always_pass() {
     );
 }
 
+/// Prefixes match whole segments of the decoded path, and a path that
+/// could mean two things passes none: what would slip past a raw
+/// `starts_with` is turned away while OFFLINE.
+#[tokio::test]
+async fn exempt_paths_match_whole_decoded_segments_and_fail_closed() {
+    let s = site();
+    s.backend
+        .force_offline(&ModeChange::by_this_process())
+        .unwrap();
+    let layer = MaintenanceLayer::builder(&s.config)
+        .pass_prefix("/healthz")
+        .pass_prefix(crate::site_path::SitePath::parse("/static/").unwrap())
+        .api_prefix("/api")
+        .build();
+    let mut a = app(&layer);
+    for path in [
+        "/healthz",
+        "/healthz/",
+        "/healthz/live?verbose=1",
+        "//healthz",
+        "/health%7a",
+        "/static/app.css",
+        "/static",
+        "/maintenance.html",
+        "/maintenance.html?from=%2Faccount",
+        "/maintenance%2Ehtml",
+    ] {
+        let res = get(&mut a, req(path)).await;
+        assert_eq!(res.status(), StatusCode::OK, "{path} passes");
+        assert_eq!(res.into_body(), "app sees OFFLINE", "{path}");
+    }
+    for path in [
+        "/healthzX",
+        "/healthz.php",
+        "/healthz;x=1",
+        "/healthz/../admin",
+        "/healthz/./../admin",
+        "/healthz/%2e%2e/admin",
+        "/healthz/%2E%2e/admin",
+        "/healthz/..;/admin",
+        "/healthz%2F..%2Fadmin",
+        "/healthz/..%5cadmin",
+        "/healthz%00",
+        "/healthz/%0d%0aX:1",
+        "/healthz/%zz",
+        "/healthz/%C0%AE%C0%AE/admin",
+        "/%2e%2e/healthz",
+        "/staticfiles/app.css",
+        "/maintenance.htmlX",
+        "/maintenance.html/../admin",
+        "/_maintenance/bypass/",
+    ] {
+        let res = get(&mut a, req(path)).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{path} is turned away");
+        assert_eq!(res.headers()[LOCATION], "/maintenance.html", "{path}");
+    }
+    // API prefixes by segment too: `/apiary` is a page, not an API.
+    let res = get(&mut a, req("/api/items")).await;
+    assert_eq!(res.headers()[CONTENT_TYPE], "application/json");
+    let res = get(&mut a, req("/apiary")).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+}
+
+#[test]
+#[should_panic(expected = "pass_prefix(…): \"/\" is not a usable path on this site: `/` alone")]
+fn a_prefix_that_would_pass_everything_is_a_programmers_error() {
+    let s = site();
+    let _ = MaintenanceLayer::builder(&s.config).pass_prefix("/");
+}
+
+#[test]
+#[should_panic(expected = "api_prefix(…): \"api/\" is not a usable path on this site")]
+fn a_relative_prefix_is_a_programmers_error() {
+    let s = site();
+    let _ = MaintenanceLayer::builder(&s.config).api_prefix("api/");
+}
+
 #[tokio::test]
 async fn pending_lets_live_sessions_through_and_turns_new_ones_away() {
     let s = site();

@@ -1,0 +1,476 @@
+//! Paths on the site that manage.toml and the web layer's builder name — the
+//! maintenance URL, the bypass prefix, pass and API prefixes — checked when
+//! they are read ([`SitePath`]), and how a request's path is compared with
+//! them ([`RequestPath`]): whole segments of the percent-decoded path.
+//!
+//! A request path that could mean two things — a `.` or `..` segment (also
+//! written `%2e`, or `..;`), an encoded `/` or `\`, an invalid escape, a
+//! control character — matches no prefix at all: while the site is not
+//! ONLINE it is turned away like any other request. The app behind the
+//! layer sees the raw path, and no layer can know how it resolves `..`, so
+//! the only safe answer is not to exempt such a path (fail closed).
+//! Browsers and proxies resolve dot segments before they send a request, so
+//! no real client is refused by this.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+
+/// A path on this site, as configured: absolute, not `/` alone, no query or
+/// fragment, no `.`/`..` or empty segment, only characters a URL path may
+/// hold (anything else percent-encoded), and escapes that decode to UTF-8
+/// without `/`, `\` or a control character.
+///
+/// It matches a request path by whole segments: `/healthz` matches
+/// `/healthz` and `/healthz/live`, not `/healthzX`. A trailing `/` changes
+/// nothing (`/static/` matches `/static` too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SitePath {
+    /// As written (kept for `Location` headers and printed URLs).
+    text: String,
+    /// Its segments, percent-decoded.
+    segments: Vec<String>,
+}
+
+/// Why a configured path is refused; its message names the value, what is
+/// wrong and what a valid one looks like.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{value:?} is not a usable path on this site: {problem}; write an absolute path \
+     such as \"/maintenance.html\" or \"/static/\""
+)]
+pub struct SitePathError {
+    /// The value refused.
+    pub value: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// The characters a path may hold unencoded (RFC 3986 `pchar` and `/`).
+fn is_path_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&b)
+}
+
+/// A decoded byte no segment may hold: a separator in disguise or a
+/// control character.
+fn is_forbidden_decoded(b: u8) -> bool {
+    b == b'/' || b == b'\\' || b < 0x20 || b == 0x7f
+}
+
+/// Whether a decoded segment is `.` or `..` — also with `;` parameters
+/// (`..;x`), which some servers strip before they resolve it.
+fn is_dot_segment(decoded: &[u8]) -> bool {
+    let name = decoded.split(|&b| b == b';').next().unwrap_or(decoded);
+    name == b"." || name == b".."
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Percent-decodes one segment; `None` on an escape that is not `%` and two
+/// hex digits.
+fn decode(segment: &str) -> Option<Cow<'_, [u8]>> {
+    if !segment.contains('%') {
+        return Some(Cow::Borrowed(segment.as_bytes()));
+    }
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hi = hex_value(*bytes.get(i + 1)?)?;
+            let lo = hex_value(*bytes.get(i + 2)?)?;
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(Cow::Owned(out))
+}
+
+/// One raw segment, decoded; or what is wrong with it.
+fn check_segment(raw: &str) -> Result<Cow<'_, [u8]>, &'static str> {
+    let decoded =
+        decode(raw).ok_or("it has an invalid percent escape (`%` takes two hex digits)")?;
+    if decoded.iter().any(|&b| is_forbidden_decoded(b)) {
+        return Err("an escape encodes `/`, `\\` or a control character");
+    }
+    if std::str::from_utf8(&decoded).is_err() {
+        return Err("its escapes do not decode to UTF-8");
+    }
+    if is_dot_segment(&decoded) {
+        return Err("it has a `.` or `..` segment");
+    }
+    Ok(decoded)
+}
+
+impl SitePath {
+    /// Checks `text` and splits it into decoded segments.
+    pub fn parse(text: &str) -> Result<SitePath, SitePathError> {
+        let refuse = |problem: &str| SitePathError {
+            value: text.to_owned(),
+            problem: problem.to_owned(),
+        };
+        if text.is_empty() {
+            return Err(refuse("it is empty"));
+        }
+        if !text.starts_with('/') {
+            return Err(refuse("it does not start with `/`"));
+        }
+        if let Some(c) = text.chars().find(|c| matches!(c, '?' | '#')) {
+            return Err(refuse(&format!(
+                "it has a query or fragment (`{c}`): name the path alone"
+            )));
+        }
+        if let Some(c) = text
+            .chars()
+            .find(|&c| !c.is_ascii() || !is_path_char(c as u8))
+        {
+            return Err(refuse(&format!("{c:?} must be percent-encoded in a path")));
+        }
+        let inner = text[1..].strip_suffix('/').unwrap_or(&text[1..]);
+        if inner.is_empty() {
+            return Err(refuse("`/` alone would match every request"));
+        }
+        let mut segments = Vec::new();
+        for raw in inner.split('/') {
+            if raw.is_empty() {
+                return Err(refuse("it has an empty segment (`//`)"));
+            }
+            let decoded = check_segment(raw).map_err(refuse)?;
+            let decoded = String::from_utf8(decoded.into_owned())
+                .map_err(|_| refuse("its escapes do not decode to UTF-8"))?;
+            segments.push(decoded);
+        }
+        Ok(SitePath {
+            text: text.to_owned(),
+            segments,
+        })
+    }
+
+    /// The path as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether `path` is this path or lies below it, segment by segment.
+    pub fn matches(&self, path: &RequestPath<'_>) -> bool {
+        let mut theirs = path.segments();
+        self.segments
+            .iter()
+            .all(|want| theirs.next().is_some_and(|raw| decoded_eq(raw, want)))
+    }
+
+    /// The one decoded segment that follows this path in `path`, when
+    /// `path` is exactly this path, `/`, and that segment (the bypass path's
+    /// secret): `None` for anything else, a trailing `/` included.
+    pub fn child_of(&self, path: &RequestPath<'_>) -> Option<String> {
+        if path.raw.ends_with('/') {
+            return None;
+        }
+        let mut theirs = path.segments();
+        for want in &self.segments {
+            if !theirs.next().is_some_and(|raw| decoded_eq(raw, want)) {
+                return None;
+            }
+        }
+        let last = theirs.next()?;
+        if theirs.next().is_some() {
+            return None;
+        }
+        String::from_utf8(decode(last)?.into_owned()).ok()
+    }
+
+    /// The URL of `segment` below this path, percent-encoded so that a
+    /// request for it reads back as that one segment (`child_of`): the
+    /// bypass link the CLI prints.
+    pub fn join(&self, segment: &str) -> String {
+        let mut url = self.text.clone();
+        if !url.ends_with('/') {
+            url.push('/');
+        }
+        for b in segment.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                url.push(b as char);
+            } else {
+                url.push_str(&format!("%{b:02X}"));
+            }
+        }
+        url
+    }
+}
+
+/// Whether raw segment `raw` (checked by [`RequestPath::parse`]) decodes to
+/// `want`, without allocating.
+fn decoded_eq(raw: &str, want: &str) -> bool {
+    let bytes = raw.as_bytes();
+    let mut want = want.bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = if bytes[i] == b'%' {
+            let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex_value),
+                bytes.get(i + 2).copied().and_then(hex_value),
+            ) else {
+                return false;
+            };
+            i += 3;
+            hi << 4 | lo
+        } else {
+            i += 1;
+            bytes[i - 1]
+        };
+        if want.next() != Some(b) {
+            return false;
+        }
+    }
+    want.next().is_none()
+}
+
+impl fmt::Display for SitePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl FromStr for SitePath {
+    type Err = SitePathError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SitePath::parse(s)
+    }
+}
+
+impl TryFrom<&str> for SitePath {
+    type Error = SitePathError;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        SitePath::parse(s)
+    }
+}
+
+impl TryFrom<String> for SitePath {
+    type Error = SitePathError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        SitePath::parse(&s)
+    }
+}
+
+impl TryFrom<&String> for SitePath {
+    type Error = SitePathError;
+    fn try_from(s: &String) -> Result<Self, Self::Error> {
+        SitePath::parse(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SitePath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        SitePath::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A request's path (the URI's path, without its query), checked so that it
+/// means one thing. Its segments are compared decoded; empty ones (`//`, a
+/// trailing `/`) are skipped.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestPath<'a> {
+    raw: &'a str,
+}
+
+impl<'a> RequestPath<'a> {
+    /// The path `raw`, or `None` when it could mean two things and so must
+    /// match no configured path: not absolute, a `.`/`..` segment (plain,
+    /// encoded, or with `;` parameters), an escape that is invalid or
+    /// encodes `/`, `\`, NUL or another control character, or one that does
+    /// not decode to UTF-8.
+    pub fn parse(raw: &'a str) -> Option<RequestPath<'a>> {
+        if !raw.starts_with('/') {
+            return None;
+        }
+        raw.split('/')
+            .filter(|s| !s.is_empty())
+            .all(|s| check_segment(s).is_ok())
+            .then_some(RequestPath { raw })
+    }
+
+    /// The raw path.
+    pub fn as_str(&self) -> &'a str {
+        self.raw
+    }
+
+    /// Its non-empty raw segments.
+    fn segments(&self) -> impl Iterator<Item = &'a str> + 'a {
+        self.raw.split('/').filter(|s| !s.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(text: &str) -> SitePath {
+        SitePath::parse(text).unwrap()
+    }
+
+    fn passes(prefix: &str, path: &str) -> bool {
+        RequestPath::parse(path).is_some_and(|p| site(prefix).matches(&p))
+    }
+
+    #[test]
+    fn a_prefix_matches_whole_segments_only() {
+        for path in [
+            "/healthz",
+            "/healthz/",
+            "/healthz/live",
+            "/healthz//live",
+            "//healthz",
+        ] {
+            assert!(passes("/healthz", path), "{path}");
+        }
+        for path in [
+            "/healthzX",
+            "/healthz.json",
+            "/health",
+            "/",
+            "/HEALTHZ",
+            "/x/healthz",
+            "/healthz;x=1",
+        ] {
+            assert!(!passes("/healthz", path), "{path}");
+        }
+        assert!(passes("/static/", "/static/app.css"));
+        assert!(passes("/static/", "/static"));
+        assert!(!passes("/static/", "/staticfiles/app.css"));
+        assert!(passes("/a/b", "/a/b/c"));
+        assert!(!passes("/a/b", "/a/bc"));
+        assert!(!passes("/a/b", "/a"));
+    }
+
+    #[test]
+    fn escapes_are_decoded_in_any_case() {
+        assert!(passes("/healthz", "/health%7A"));
+        assert!(passes("/healthz", "/health%7a"));
+        assert!(passes("/caf%C3%A9", "/caf%c3%a9/menu"));
+        assert!(passes("/a%20b", "/a%20b"));
+        assert!(!passes("/healthz", "/healthz%20"));
+    }
+
+    #[test]
+    fn ambiguous_request_paths_match_nothing() {
+        for path in [
+            "/healthz/../admin",
+            "/healthz/./x",
+            "/healthz/%2e%2e/admin",
+            "/healthz/%2E%2E/admin",
+            "/healthz/.%2e/admin",
+            "/healthz/%2e",
+            "/healthz/..;/admin",
+            "/healthz/..;x=1/admin",
+            "/healthz/%2e%2e%3b/admin",
+            "/%2e%2e/admin",
+            "/..",
+            "/healthz%2F..%2Fadmin",
+            "/healthz%2f..%2fadmin",
+            "/healthz/..%5Cadmin",
+            "/healthz/..\\admin",
+            "/healthz%00",
+            "/healthz/%00",
+            "/healthz/%0a",
+            "/healthz/%7f",
+            "/healthz/%",
+            "/healthz/%2",
+            "/healthz/%zz",
+            "/healthz/%C0%AE%C0%AE/admin",
+            "/healthz/%ff",
+            "healthz",
+            "*",
+            "",
+        ] {
+            assert!(
+                RequestPath::parse(path).is_none(),
+                "{path:?} must not parse"
+            );
+            assert!(!passes("/healthz", path), "{path:?}");
+        }
+        // Dots inside a name are no dot segment.
+        assert!(passes("/healthz", "/healthz/.well-known"));
+        assert!(passes("/healthz", "/healthz/...x"));
+    }
+
+    #[test]
+    fn configured_paths_are_checked() {
+        for (text, problem) in [
+            ("", "empty"),
+            ("healthz", "does not start with `/`"),
+            ("/", "`/` alone"),
+            ("//", "`/` alone"),
+            ("/maintenance.html?x=1", "query or fragment"),
+            ("/maintenance.html#top", "query or fragment"),
+            ("/a/../b", "`.` or `..`"),
+            ("/a/./b", "`.` or `..`"),
+            ("/%2e%2e/b", "`.` or `..`"),
+            ("/a//b", "empty segment"),
+            ("/a b", "percent-encoded"),
+            ("/a\u{0}b", "percent-encoded"),
+            ("/a\tb", "percent-encoded"),
+            ("/café", "percent-encoded"),
+            ("/a\\b", "percent-encoded"),
+            ("/a%2Fb", "encodes `/`"),
+            ("/a%00", "control character"),
+            ("/a%zz", "invalid percent escape"),
+            ("/a%4", "invalid percent escape"),
+            ("/a%ff", "UTF-8"),
+        ] {
+            let err = SitePath::parse(text).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(problem), "{text:?}: {msg}");
+            assert!(msg.contains(&format!("{text:?}")), "names the value: {msg}");
+            assert!(msg.contains("such as \"/maintenance.html\""), "{msg}");
+        }
+        for ok in [
+            "/maintenance.html",
+            "/static/",
+            "/_maintenance/bypass/",
+            "/caf%C3%A9",
+            "/a;v=1",
+        ] {
+            assert_eq!(site(ok).as_str(), ok);
+        }
+    }
+
+    #[test]
+    fn a_child_is_exactly_one_more_segment() {
+        let bypass = site("/_maintenance/bypass/");
+        let child = |p: &str| RequestPath::parse(p).and_then(|p| bypass.child_of(&p));
+        assert_eq!(
+            child("/_maintenance/bypass/s3cret").as_deref(),
+            Some("s3cret")
+        );
+        assert_eq!(child("/_maintenance/bypass/a%20b").as_deref(), Some("a b"));
+        for no in [
+            "/_maintenance/bypass/",
+            "/_maintenance/bypass",
+            "/_maintenance/bypass/s3cret/",
+            "/_maintenance/bypass/s3cret/x",
+            "/_maintenance/bypassX/s3cret",
+            "/_maintenance/bypass/../s3cret",
+        ] {
+            assert_eq!(child(no), None, "{no}");
+        }
+        // The printed link reads back as the one segment, whatever it holds.
+        for secret in ["s3cret", "a b", "ü?#%;"] {
+            let url = bypass.join(secret);
+            assert_eq!(child(&url).as_deref(), Some(secret), "{url}");
+        }
+        assert_eq!(site("/_bypass").join("s3cret"), "/_bypass/s3cret");
+    }
+}
