@@ -605,8 +605,12 @@ fn list(ctx: &mut Context<'_>, backend: &dyn Backend, args: &ListArgs) -> anyhow
                     t.user_at_host(),
                     format_age(t.started_at.age(now)),
                     format!(
-                        "{}{}",
+                        "{}{}{}",
                         t.policy,
+                        t.joined
+                            .as_deref()
+                            .map(|id| format!(" (joined task {id})"))
+                            .unwrap_or_default(),
                         if t.holds_off_offline() {
                             ""
                         } else {

@@ -74,8 +74,11 @@ impl<'a> Runtime<'a> {
         backend::open_once(&self.backend, self.config)
     }
 
-    /// Starts (or, at the top, joins) the task of a tracked run. `Err` holds
-    /// the exit code after the reason was printed.
+    /// Starts (or, at the top, joins) the task of a tracked run. At the top,
+    /// `MANAGE_TASK` asks to join: a run that proves it belongs to that task
+    /// joins it, one that does not is refused (75, said on `err`), and a
+    /// token whose task has ended starts a task of its own under the usual
+    /// rules. `Err` holds the exit code after the reason was printed.
     fn start_task(
         &self,
         name: &str,
@@ -375,7 +378,7 @@ fn list_verbs(top: &clap::Command, argv: &[OsString], err: &mut dyn Write) {
 }
 
 /// Runs an external command as a child, tracked: the child inherits the
-/// task's locks and gets `MANAGE`, `MANAGE_STATE_DIR` and the task token.
+/// task's locks and gets `MANAGE`, `MANAGE_STATE_DIR` and the join token.
 /// Returns the child's exit code, or 128+N if signal N killed it.
 pub(crate) fn external(
     rt: &Runtime<'_>,
