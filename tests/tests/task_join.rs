@@ -296,6 +296,32 @@ fn a_joined_backup_makes_offline_on_refuse() {
 }
 
 #[test]
+fn a_joined_worker_is_asked_to_stop_when_pending_begins_and_the_site_then_goes_offline() {
+    let site = Site::with_config(MYSITE, MYSITE_CONFIG);
+    site.external(
+        "queue",
+        "#!/bin/sh\n\"$MANAGE\" worker --job-ms 20\necho \"worker exit $?\"\n",
+    );
+    let mut queue = site.spawn_mysite(&["queue"]);
+    assert_eq!(queue.line(), "worker started");
+    let root = live(&site).into_iter().find(|t| t.name == "queue").unwrap();
+    let worker = wait_for_joined(&site, &root.id);
+    assert_eq!(worker.name, "worker");
+
+    let on = site.spawn_mysite(&["offline", "on", "--timeout", "120"]);
+    let lines = lines_until(&mut queue, |l| l.starts_with("worker exit"));
+    assert_eq!(lines.last().unwrap(), "worker exit 0", "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("worker stopping after")),
+        "{lines:?}"
+    );
+    let out = on.finish();
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(site.mode().mode, Mode::Offline);
+    assert_eq!(queue.finish().code(), Some(0));
+}
+
+#[test]
 fn the_secret_is_never_shown_nor_stored() {
     let site = Site::new(EXE);
     site.external(
