@@ -12,7 +12,7 @@ use maintenance_core::command::{CallOptions, Context, Exit, ManageCommand, regis
 use maintenance_core::mode::{Mode, RetryAfter};
 use maintenance_core::offline::{self, Activation, Live, Outcome, Progress, RunOutcome, Status};
 use maintenance_core::policy::{Policy, Tracking};
-use maintenance_core::task::ENV_TASK;
+use maintenance_core::task::{ENV_TASK, JoinToken, Membership};
 use maintenance_core::{Refusal, anyhow, clap, exit};
 
 /// Take the site offline and back; show what is live.
@@ -344,8 +344,11 @@ fn refuse_inside_task(ctx: &Context<'_>, backend: &dyn Backend) -> anyhow::Resul
         })
         .into());
     }
+    // Only a process that proves it belongs to the task would wait for
+    // itself; a stranger that merely names a task is not inside it.
     if let Some(token) = std::env::var_os(ENV_TASK)
-        && let Ok(task) = backend.join_task(&token.to_string_lossy())
+        && let Ok(Membership::Member(task)) =
+            backend.membership(&JoinToken::parse(&token.to_string_lossy()))
     {
         return Err(maintenance_core::Error::Refused(Refusal::InsideTask {
             command: task.name,
@@ -624,8 +627,12 @@ fn list(ctx: &mut Context<'_>, backend: &dyn Backend, args: &ListArgs) -> anyhow
                     t.user_at_host(),
                     format_age(t.started_at.age(now)),
                     format!(
-                        "{}{}",
+                        "{}{}{}",
                         t.policy,
+                        t.joined
+                            .as_deref()
+                            .map(|id| format!(" (joined task {id})"))
+                            .unwrap_or_default(),
                         if t.holds_off_offline() {
                             ""
                         } else {

@@ -344,7 +344,8 @@ impl<'a> Context<'a> {
         backend::open_once(self.backend, self.config)
     }
 
-    /// The task this run belongs to (its own, or the one it joined); `None`
+    /// This run's task record; for a run that joined a task, its own
+    /// record, whose [`joined`](TaskRecord::joined) names that task. `None`
     /// for an untracked command.
     pub fn task(&self) -> Option<&TaskRecord> {
         self.task.as_ref()

@@ -156,13 +156,31 @@ pub enum Refusal {
         /// The blocking tasks.
         tasks: Vec<TaskRecord>,
     },
-    /// The token given to join a task names no live task.
+    /// The token given to join a task names no live run of it (an exported
+    /// variable outliving its task), or no task at all.
     #[error(
-        "cannot join task {token}: it is no longer running (the command that started it has ended)"
+        "cannot join task {task}: it is no longer running (the command that started it has ended)"
     )]
     JoinGone {
-        /// The token given.
-        token: String,
+        /// The task id the token named (never its secret).
+        task: String,
+    },
+    /// The token names a live task, but this process proved nothing: it
+    /// holds neither a descriptor with the task's lock, inherited from the
+    /// task, nor the task's secret. Knowing a task's id is not being part
+    /// of it.
+    #[error(
+        "refusing to run `{command}` as part of task {} (`{}`, pid {}, {}): this process is not \
+         part of that task — it holds neither the task's lock nor its secret, and knowing a \
+         task's id proves nothing; to run `{command}` on its own, under the usual rules, unset \
+         MANAGE_TASK",
+        task.task_id(), task.name, task.pid, task.user_at_host()
+    )]
+    JoinUnproven {
+        /// The command that asked to join.
+        command: String,
+        /// The live task it named.
+        task: Box<TaskRecord>,
     },
 }
 

@@ -30,7 +30,16 @@
 //!   spawn. The kernel drops the lock
 //!   when the last holder dies, by any signal; probes take shared try-locks,
 //!   so a dead task never looks live, and its file is reaped later. A nested
-//!   run given the task's token joins it.
+//!   run joins the task it runs in only with proof that it belongs to it
+//!   ([`Backend::join_task`]): a descriptor holding the task's lock that it
+//!   inherited (the file backend on Linux reads `/proc/self/fdinfo`), or
+//!   the task's secret, passed in `MANAGE_TASK` and stored only hashed;
+//!   the id alone is refused. A joined run records a locked task file of
+//!   its own (`joined`), so the task stays live while it runs, even after
+//!   its root died; it keeps its own command's policy ([`task::admit_joined`]:
+//!   `required` needs a window, `block` blocks). The join happens under the
+//!   gate and the waiter's final look too ([`Backend::complete_offline`]),
+//!   so no join slips in between that look and OFFLINE (I1).
 //! - **I4** Nothing is created, read or removed outside the state directory:
 //!   every file is opened relative to a directory descriptor with
 //!   `O_NOFOLLOW` (and `O_NONBLOCK`, so a planted FIFO cannot hang a

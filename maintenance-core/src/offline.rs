@@ -64,9 +64,19 @@ impl Live {
         })
     }
 
-    /// The seed's "active sessions": live sessions plus live tasks.
+    /// The seed's "active sessions": live sessions plus live tasks, a task
+    /// and the nested runs that joined it counting once.
     pub fn active(&self) -> usize {
-        self.tasks.len() + self.sessions.len()
+        self.task_count() + self.sessions.len()
+    }
+
+    /// How many distinct tasks are live: runs that joined a task count as
+    /// that task.
+    pub fn task_count(&self) -> usize {
+        let mut ids: Vec<&str> = self.tasks.iter().map(TaskRecord::task_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.len()
     }
 
     /// The tasks that hold off OFFLINE: those started while ONLINE (I1).
@@ -87,11 +97,15 @@ impl Live {
             .iter()
             .map(|t| {
                 format!(
-                    "command `{}` ({}, {}, running for {}{})",
+                    "command `{}` ({}, {}, running for {}{}{})",
                     t.name,
                     t.held_by(),
                     t.user_at_host(),
                     format_age(t.started_at.age(now)),
+                    t.joined
+                        .as_deref()
+                        .map(|id| format!(", joined task {id}"))
+                        .unwrap_or_default(),
                     if t.holds_off_offline() {
                         ""
                     } else {
@@ -230,9 +244,16 @@ pub fn activate(
             sessions = backend.sessions()?;
             sessions_read = Some(Instant::now());
         }
+        let live_tasks = backend.tasks()?;
+        // A `block` command that joined a live task after PENDING began
+        // blocks as any other: this wait ends refused.
+        let blockers = blockers(&live_tasks);
+        if !blockers.is_empty() {
+            backend.leave_pending(waiter, &activation.change)?;
+            return Err(crate::Error::Refused(Refusal::Blocked { tasks: blockers }));
+        }
         let holding = Live {
-            tasks: backend
-                .tasks()?
+            tasks: live_tasks
                 .into_iter()
                 .filter(TaskRecord::holds_off_offline)
                 .collect(),
@@ -258,7 +279,26 @@ pub fn activate(
                 backend.sessions()?
             };
             if fresh.is_empty() {
-                return complete(backend, waiter, &activation.change, joined);
+                match backend.complete_offline(waiter.as_ref())? {
+                    Completion::Offline(record) => {
+                        return Ok(Outcome::Offline {
+                            record,
+                            live: Live::read(backend)?,
+                            joined,
+                            already: false,
+                        });
+                    }
+                    Completion::Cancelled(record) => {
+                        backend.leave_pending(waiter, &activation.change)?;
+                        return Ok(Outcome::Cancelled {
+                            by: record.by.clone(),
+                            record,
+                        });
+                    }
+                    // A run joined a live task after the look above: wait
+                    // for it too.
+                    Completion::Held(_) => continue,
+                }
             }
             sessions = fresh;
             sessions_read = Some(Instant::now());
@@ -301,15 +341,20 @@ pub fn activate(
     }
 }
 
+/// The live tasks with drain `block` that started ONLINE (joined runs
+/// included: each carries its own command's policy).
+fn blockers(live: &[TaskRecord]) -> Vec<TaskRecord> {
+    live.iter()
+        .filter(|t| t.policy.drain == Drain::Block && t.holds_off_offline())
+        .cloned()
+        .collect()
+}
+
 /// Refuses while a task with drain `block` that started ONLINE runs;
 /// otherwise returns the live tasks it looked at.
 fn refuse_blockers(backend: &dyn Backend) -> Result<Vec<TaskRecord>> {
     let live = backend.tasks()?;
-    let tasks: Vec<TaskRecord> = live
-        .iter()
-        .filter(|t| t.policy.drain == Drain::Block && t.holds_off_offline())
-        .cloned()
-        .collect();
+    let tasks = blockers(&live);
     if tasks.is_empty() {
         Ok(live)
     } else {
@@ -339,29 +384,6 @@ fn settled_elsewhere(
             record: r.clone(),
         }),
     })
-}
-
-fn complete(
-    backend: &dyn Backend,
-    waiter: Box<dyn WaiterLease>,
-    change: &ModeChange,
-    joined: bool,
-) -> Result<Outcome> {
-    match backend.complete_offline(waiter.as_ref())? {
-        Completion::Offline(record) => Ok(Outcome::Offline {
-            record,
-            live: Live::read(backend)?,
-            joined,
-            already: false,
-        }),
-        Completion::Cancelled(record) => {
-            backend.leave_pending(waiter, change)?;
-            Ok(Outcome::Cancelled {
-                by: record.by.clone(),
-                record,
-            })
-        }
-    }
 }
 
 /// OFFLINE at once, whatever is live (`--force`); returns the record and
@@ -471,7 +493,8 @@ pub struct Status {
 }
 
 impl Status {
-    /// The seed's count: live sessions plus live tasks.
+    /// The seed's count: live sessions plus live tasks (a task and the runs
+    /// that joined it counting once).
     pub fn active_sessions(&self) -> usize {
         self.live.active()
     }

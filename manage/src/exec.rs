@@ -75,8 +75,11 @@ impl<'a> Runtime<'a> {
         backend::open_once(&self.backend, self.config)
     }
 
-    /// Starts (or, at the top, joins) the task of a tracked run. `Err` holds
-    /// the exit code after the reason was printed.
+    /// Starts (or, at the top, joins) the task of a tracked run. At the top,
+    /// `MANAGE_TASK` asks to join: a run that proves it belongs to that task
+    /// joins it, one that does not is refused (75, said on `err`), and a
+    /// token whose task has ended starts a task of its own under the usual
+    /// rules. `Err` holds the exit code after the reason was printed.
     fn start_task(
         &self,
         name: &str,

@@ -181,7 +181,16 @@ impl ManageCommand for TaskInfo {
     const POLICY: Policy = Policy::DEFAULT.instances(Instances::Concurrent);
     fn run(self, ctx: &mut Context<'_>) -> anyhow::Result<()> {
         let line = match ctx.task() {
-            Some(t) => format!("task {} {} in {}", t.id, t.name, t.started_in),
+            Some(t) => format!(
+                "task {} {} in {}{}",
+                t.id,
+                t.name,
+                t.started_in,
+                t.joined
+                    .as_deref()
+                    .map(|id| format!(", joined {id}"))
+                    .unwrap_or_default()
+            ),
             None => "untracked".into(),
         };
         say(ctx, &line)

@@ -5,7 +5,8 @@
 //! PENDING/OFFLINE set from here too.
 //!
 //! Covered: an external `manage-<name>` counted as a live task while it
-//! runs, with `MANAGE`, `MANAGE_STATE_DIR` and `MANAGE_TASK`; a nested
+//! runs, with `MANAGE`, `MANAGE_STATE_DIR` and `MANAGE_TASK` (the task's id
+//! and secret); a nested
 //! `$MANAGE …` from inside it joining its task while PENDING; `kill -9` of
 //! `manage` alone leaving the task live until its external command ends;
 //! refusal while PENDING and OFFLINE (75, naming `--ignore-maintenance`)
@@ -84,7 +85,7 @@ fn manage_path() -> std::path::PathBuf {
 
 /// Says what it was given, then waits for a line on stdin and exits 7.
 const PROBE: &str = "#!/bin/sh\n\
-    echo \"started $MANAGE_TASK\"\n\
+    echo \"started ${MANAGE_TASK%%:*}\"\n\
     echo \"pid $$\"\n\
     echo \"MANAGE=$MANAGE\"\n\
     echo \"MANAGE_STATE_DIR=$MANAGE_STATE_DIR\"\n\
@@ -113,7 +114,10 @@ fn an_external_command_is_a_live_task_while_it_runs_with_the_manage_env_vars() {
     let tasks = site.backend().tasks().unwrap();
     assert_eq!(tasks.len(), 1, "{tasks:#?}");
     let task = &tasks[0];
-    assert_eq!(task.id, token, "MANAGE_TASK names its task");
+    assert_eq!(
+        task.id, token,
+        "MANAGE_TASK names its task (before its secret)"
+    );
     assert_eq!(task.name, "probe");
     assert_eq!(task.argv, ["probe", "a b", "-v"]);
     assert_eq!(task.pid, p.pid(), "started by manage");
@@ -134,7 +138,7 @@ fn a_nested_manage_run_from_an_external_command_joins_its_task_while_pending() {
     site.external(
         "job",
         "#!/bin/sh\n\
-         echo \"started $MANAGE_TASK\"\n\
+         echo \"started ${MANAGE_TASK%%:*}\"\n\
          read line\n\
          \"$MANAGE\" task-info\n\
          echo \"exit $?\"\n\
@@ -148,9 +152,15 @@ fn a_nested_manage_run_from_an_external_command_joins_its_task_while_pending() {
     // Anyone else is refused now …
     assert_refused_for_maintenance(&site.run(&["task-info"]), "PENDING");
 
-    // … but the job's own nested runs join its task.
+    // … but the job's own nested runs join its task, each as a run of its
+    // own.
     p.send("go\n");
-    assert_eq!(p.line(), format!("task {token} job in ONLINE"));
+    let info = p.line();
+    assert!(
+        info.starts_with("task ")
+            && info.ends_with(&format!(" task-info in ONLINE, joined {token}")),
+        "{info}"
+    );
     assert_eq!(p.line(), "exit 0");
     assert_eq!(p.line(), "Hello, nested!");
     assert_eq!(p.line(), "exit 0");
@@ -212,7 +222,7 @@ fn an_external_command_killed_by_a_signal_exits_128_plus_n_and_releases_its_task
 /// failing test leaves nothing behind.
 const TRAPPER: &str = "#!/bin/sh\n\
     trap 'echo \"got TERM\"; exit 5' TERM\n\
-    echo \"started $MANAGE_TASK\"\n\
+    echo \"started ${MANAGE_TASK%%:*}\"\n\
     i=0\n\
     while [ $i -lt 1200 ]; do sleep 0.05; i=$((i + 1)); done\n\
     echo \"gave up\"\n";

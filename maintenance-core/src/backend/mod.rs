@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::identity::Identity;
 use crate::mode::{ModeRecord, ModeView, RetryAfter};
 use crate::session::{SessionEntry, SessionKey};
-use crate::task::{TaskLease, TaskRecord, TaskRequest};
+use crate::task::{JoinToken, Membership, TaskLease, TaskRecord, TaskRequest};
 
 pub use file::FileBackend;
 
@@ -154,6 +154,10 @@ pub enum Completion {
     Offline(ModeRecord),
     /// Someone turned the site back ONLINE while we waited.
     Cancelled(ModeRecord),
+    /// Still PENDING: tasks that hold off OFFLINE are live at the final
+    /// look under the gate (a nested run joined a live task after the
+    /// waiter's last look); the waiter keeps waiting.
+    Held(Vec<TaskRecord>),
 }
 
 /// Where mode, tasks and sessions live.
@@ -171,11 +175,28 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Admits and records a task, atomically against mode changes (the
     /// gate): refused while PENDING/OFFLINE unless allowed, one instance per
     /// name unless concurrent (waiting up to the request's lock timeout).
-    fn start_task(&self, request: &TaskRequest) -> Result<Box<dyn TaskLease>>;
+    /// `secret_sha256` is the hash of the task's secret, the one thing of
+    /// it stored: a nested run presenting the secret joins the task.
+    fn start_task(&self, request: &TaskRequest, secret_sha256: &str) -> Result<Box<dyn TaskLease>>;
 
-    /// The record of the live task `token` names, for a nested run that
-    /// joins it; refused when that task has ended.
-    fn join_task(&self, token: &str) -> Result<TaskRecord>;
+    /// Joins the live task `token` names, for a nested run: checks, under
+    /// the gate, that a run of that task (its root, or a run that joined
+    /// it) is live and that this process proves it belongs to it — the
+    /// task's secret, or a descriptor holding the task's lock that it
+    /// inherited — then admits `request` by [`admit_joined`] and records it
+    /// as a run of its own: its pid, name, argv and policy, with
+    /// [`TaskRecord::joined`] naming the task and the task's `started_in`
+    /// and `in_window`. Its own lock keeps the task live after every other
+    /// process of it has died. Takes no instance lock. Refused with
+    /// `JoinGone` when no run of the task lives, `JoinUnproven` without
+    /// proof.
+    ///
+    /// [`admit_joined`]: crate::task::admit_joined
+    fn join_task(&self, token: &JoinToken, request: &TaskRequest) -> Result<Box<dyn TaskLease>>;
+
+    /// Whether this process belongs to the task `token` names (the proof
+    /// [`join_task`](Backend::join_task) asks for), without joining it.
+    fn membership(&self, token: &JoinToken) -> Result<Membership>;
 
     /// Every live task, sorted by start time. Never makes a dead task look
     /// live to another reader.
@@ -190,8 +211,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn begin_pending(&self, change: &ModeChange) -> Result<PendingStart>;
 
     /// Takes the site from this waiter's PENDING to OFFLINE, unless someone
-    /// turned it ONLINE meanwhile. Writes the web-server marker before the
-    /// record.
+    /// turned it ONLINE meanwhile, or a task that holds off OFFLINE is live
+    /// at this final look, made under the gate so that no join slips in
+    /// between ([`Completion::Held`], I1). Writes the web-server marker
+    /// before the record.
     fn complete_offline(&self, waiter: &dyn WaiterLease) -> Result<Completion>;
 
     /// This waiter leaves without success: when it was the last one and the

@@ -19,7 +19,12 @@
 //! reap               print `reaped <n>`
 //! mode               print `mode <MODE>`
 //! set-mode online|offline   force the mode; print `mode <MODE>`
-//! probe-loop         list tasks (and probe --dead-id by joining it) over and
+//! exec-closed PROG ARGS…   close every descriptor above 2, then exec PROG
+//!                    (as Python's `subprocess` does to its children): the
+//!                    program keeps the environment and nothing else of a
+//!                    task; everything after PROG is its own
+//! probe-loop         list tasks (and probe --dead-id by asking whether it is
+//!                    live) over and
 //!                    over; once --flag exists, --after more rounds; print
 //!                    `violation <id>` (exit 3) if a round begun after the
 //!                    flag existed reports --dead-id live, else
@@ -53,6 +58,7 @@ use std::time::Duration;
 
 use maintenance_core::backend::ModeChange;
 use maintenance_core::policy::{Instances, Policy};
+use maintenance_core::task::{JoinToken, Membership};
 use maintenance_core::{Backend, CommandTask, Config, Error, Refusal, SystemClock, TaskOptions};
 
 /// What `spawn-child` does once the child runs.
@@ -136,6 +142,11 @@ fn parse(mut raw: impl Iterator<Item = String>) -> Result<Args, Exit> {
             .ok_or_else(|| usage(&format!("{flag} needs a value")))
     };
     while let Some(arg) = raw.next() {
+        if args.action == "exec-closed" {
+            // The program's own command line, untouched.
+            args.positional.push(arg);
+            continue;
+        }
         match arg.as_str() {
             "--state-dir" => args.state_dir = Some(value(&mut raw, &arg)?.into()),
             "--name-json" => args.name_json = Some(value(&mut raw, &arg)?),
@@ -257,7 +268,7 @@ impl Args {
 }
 
 fn started(task: &CommandTask, refusals: u64, retry: bool) {
-    let mut line = format!("started {} {}", task.token(), std::process::id());
+    let mut line = format!("started {} {}", task.record().id, std::process::id());
     if retry {
         line.push_str(&format!(" refusals={refusals}"));
     }
@@ -347,8 +358,33 @@ fn act(args: &Args) -> Result<(), Exit> {
             Ok(())
         }
         "probe-loop" => probe_loop(args),
+        "exec-closed" => exec_closed(&args.positional),
         other => Err(usage(&format!("unknown action {other:?}"))),
     }
+}
+
+/// Closes every descriptor above 2 and execs `argv`; returns only when the
+/// exec failed.
+fn exec_closed(argv: &[String]) -> Result<(), Exit> {
+    use std::os::unix::process::CommandExt;
+    let Some((program, rest)) = argv.split_first() else {
+        return Err(usage("exec-closed needs a program"));
+    };
+    let max = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1024)
+        .min(65_536) as i32;
+    for fd in 3..max {
+        // SAFETY: this process owns no descriptor above 2 that anything
+        // still uses: it is about to exec, and closing an unused number
+        // only fails with EBADF.
+        unsafe {
+            libc::close(fd);
+        }
+    }
+    let err = Command::new(program).args(rest).exec();
+    eprintln!("task-holder: cannot exec {program}: {err}");
+    Err(Exit(1))
 }
 
 /// Lists tasks over and over, checking that the task `--dead-id` names is
@@ -365,7 +401,7 @@ fn probe_loop(args: &Args) -> Result<(), Exit> {
     loop {
         let flagged = args.flag.as_ref().is_none_or(|f| f.exists());
         let listed = backend.tasks().map_err(|e| report(&e))?;
-        let joined = backend.join_task(&dead);
+        let joined = backend.membership(&JoinToken::parse(&dead));
         rounds += 1;
         if rounds == 1 {
             say("probing");
@@ -378,9 +414,9 @@ fn probe_loop(args: &Args) -> Result<(), Exit> {
             return Err(Exit(3));
         }
         match joined {
-            Err(Error::Refused(Refusal::JoinGone { .. })) => {}
+            Ok(Membership::Gone) => {}
             Ok(_) => {
-                say(&format!("violation {dead} joined in round {rounds}"));
+                say(&format!("violation {dead} seen live in round {rounds}"));
                 return Err(Exit(3));
             }
             Err(e) => return Err(report(&e)),

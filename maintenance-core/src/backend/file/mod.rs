@@ -18,6 +18,7 @@
 //! `O_NOFOLLOW` (I4). Locks are `flock(2)` through fs2, fully qualified.
 
 mod dir;
+mod proof;
 mod sessions;
 mod tasks;
 mod trust;
@@ -34,8 +35,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::dir::{Dir, Modes};
+use self::proof::Proof;
 use self::sessions::Sessions;
-use self::tasks::FileTaskLease;
+use self::tasks::{FileTaskLease, StoredTask};
 use self::watch::Watchers;
 use super::{
     Backend, Completion, ModeChange, PendingStart, WaiterLease, WindowLease, WindowRun, WindowState,
@@ -46,7 +48,7 @@ use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::mode::{Lapse, Mode, ModeRecord, ModeView};
 use crate::session::{SessionEntry, SessionKey};
-use crate::task::{TaskLease, TaskRecord, TaskRequest, admit};
+use crate::task::{JoinToken, Membership, TaskLease, TaskRecord, TaskRequest, admit, admit_joined};
 
 /// The state format this binary reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -386,6 +388,13 @@ impl FileBackend {
     }
 }
 
+/// The refusal for a token naming no live run of any task.
+fn join_gone(token: &JoinToken) -> Error {
+    Error::Refused(crate::error::Refusal::JoinGone {
+        task: token.id().chars().take(80).collect(),
+    })
+}
+
 /// An `offline run`'s hold on `run.lock`: locked, its record inside.
 #[derive(Debug)]
 struct FileWindowLease {
@@ -495,7 +504,7 @@ impl Backend for FileBackend {
         self.view()
     }
 
-    fn start_task(&self, request: &TaskRequest) -> Result<Box<dyn TaskLease>> {
+    fn start_task(&self, request: &TaskRequest, secret_sha256: &str) -> Result<Box<dyn TaskLease>> {
         if request.name.is_empty() {
             return Err(Error::Invalid("a command name cannot be empty".into()));
         }
@@ -536,8 +545,14 @@ impl Backend for FileBackend {
             started_in: view.mode,
             in_window: request.in_window,
             holders: Vec::new(),
+            joined: None,
         };
-        let (task, file_name) = tasks::publish(&self.tasks, &record, self.modes)?;
+        let stored = StoredTask {
+            record,
+            secret_sha256: Some(secret_sha256.to_owned()),
+        };
+        let (task, file_name) = tasks::publish(&self.tasks, &stored, self.modes)?;
+        let record = stored.record;
         drop(gate);
         Ok(Box::new(FileTaskLease {
             record,
@@ -550,16 +565,66 @@ impl Backend for FileBackend {
         }))
     }
 
-    fn join_task(&self, token: &str) -> Result<TaskRecord> {
-        let gone = || {
-            Error::Refused(crate::error::Refusal::JoinGone {
-                token: token.chars().take(80).collect(),
-            })
-        };
-        if !tasks::is_id(token) {
-            return Err(gone());
+    fn join_task(&self, token: &JoinToken, request: &TaskRequest) -> Result<Box<dyn TaskLease>> {
+        if request.name.is_empty() {
+            return Err(Error::Invalid("a command name cannot be empty".into()));
         }
-        tasks::probe(&self.tasks, &format!("{token}{}", tasks::TASK_SUFFIX))?.ok_or_else(gone)
+        // The proof, the admission and the record all happen under the
+        // shared gate, so a mode change's final look (under the exclusive
+        // gate) sees this run or sees its task gone (I1).
+        let gate = self.gate(false)?;
+        let (standing, secret_sha256) = match proof::prove(&self.tasks, token)? {
+            Proof::Gone => return Err(join_gone(token)),
+            Proof::Unproven(task) => {
+                return Err(Error::Refused(crate::error::Refusal::JoinUnproven {
+                    command: request.name.clone(),
+                    task: Box::new(task),
+                }));
+            }
+            Proof::Member {
+                standing,
+                secret_sha256,
+            } => (standing, secret_sha256),
+        };
+        let view = self.view()?;
+        admit_joined(request, &standing, &view)?;
+        let me = Identity::current();
+        let stored = StoredTask {
+            record: TaskRecord {
+                id: tasks::new_id(),
+                name: request.name.clone(),
+                argv: request.argv.clone(),
+                pid: me.pid,
+                user: me.user.clone(),
+                host: me.host.clone(),
+                started_at: Timestamp::at(self.clock.now()),
+                policy: request.policy,
+                started_in: standing.started_in,
+                in_window: standing.in_window,
+                joined: Some(standing.task_id().to_owned()),
+                holders: Vec::new(),
+            },
+            secret_sha256,
+        };
+        let (task, file_name) = tasks::publish(&self.tasks, &stored, self.modes)?;
+        drop(gate);
+        Ok(Box::new(FileTaskLease {
+            record: stored.record,
+            file_name,
+            dir: Arc::clone(&self.tasks),
+            task: Some(task),
+            instance: None,
+            handed_to_child: false,
+            modes: self.modes,
+        }))
+    }
+
+    fn membership(&self, token: &JoinToken) -> Result<Membership> {
+        Ok(match proof::prove(&self.tasks, token)? {
+            Proof::Gone => Membership::Gone,
+            Proof::Unproven(task) => Membership::Stranger(task),
+            Proof::Member { standing, .. } => Membership::Member(standing),
+        })
     }
 
     fn tasks(&self) -> Result<Vec<TaskRecord>> {
@@ -631,6 +696,15 @@ impl Backend for FileBackend {
         match r.mode {
             Mode::Offline => Ok(Completion::Offline(r)),
             Mode::Pending if r.since == waiter.pending_since() => {
+                // The final look, under the gate: a run that joined a live
+                // task after the waiter's last look is seen here.
+                let holding: Vec<TaskRecord> = tasks::live(&self.tasks)?
+                    .into_iter()
+                    .filter(TaskRecord::holds_off_offline)
+                    .collect();
+                if !holding.is_empty() {
+                    return Ok(Completion::Held(holding));
+                }
                 let generation = r.generation;
                 let offline = ModeRecord {
                     mode: Mode::Offline,

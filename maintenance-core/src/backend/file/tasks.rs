@@ -9,6 +9,12 @@
 //! drops a lock the moment the last process holding its descriptor dies, by
 //! any signal: a dead task stops counting at once, and its file is a
 //! leftover that [`reap`](super::FileBackend) removes later.
+//!
+//! A task file holds the task's record and the SHA-256 of its secret
+//! ([`StoredTask`]), never the secret; the hash stays inside this backend
+//! (listings hand out the record alone). A joined run has a file of its own
+//! with its own lock, carrying the same hash, so the task can still be
+//! joined by secret after its root died.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -17,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::dir::{Dir, read_regular};
@@ -36,6 +43,17 @@ const MAX_RECORD: usize = 4 << 20;
 /// Temporary files younger than this may be a writer's, between create and
 /// lock: the reaper leaves them.
 const TEMP_GRACE: Duration = Duration::from_secs(60);
+
+/// What a task file holds: the record, and the hash of the task's secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct StoredTask {
+    #[serde(flatten)]
+    pub record: TaskRecord,
+    /// SHA-256 (hex) of the task's secret; absent in files written before
+    /// tasks had secrets, which can then be joined by descriptor only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_sha256: Option<String>,
+}
 
 /// A backend's hold on a live task in `tasks/`.
 #[derive(Debug)]
@@ -200,9 +218,10 @@ pub(super) fn lock_instance(
 /// content, rename. Returns the locked file and its final name.
 pub(super) fn publish(
     dir: &Dir,
-    record: &TaskRecord,
+    stored: &StoredTask,
     modes: super::dir::Modes,
 ) -> Result<(File, String)> {
+    let record = &stored.record;
     let tmp = format!(".{}.tmp", record.id);
     let final_name = format!("{}{TASK_SUFFIX}", record.id);
     let mut file = dir.create_new(&tmp, modes)?;
@@ -212,16 +231,16 @@ pub(super) fn publish(
     };
     fs2::FileExt::try_lock_exclusive(&file)
         .map_err(|e| cleanup(Error::io("lock", dir.join(&tmp), e)))?;
-    let json = serde_json::to_vec(record).map_err(|e| cleanup(Error::Invalid(e.to_string())))?;
+    let json = serde_json::to_vec(stored).map_err(|e| cleanup(Error::Invalid(e.to_string())))?;
     file.write_all(&json)
         .map_err(|e| cleanup(Error::io("write", dir.join(&tmp), e)))?;
     dir.rename(&tmp, &final_name).map_err(cleanup)?;
     Ok((file, final_name))
 }
 
-/// The record of the live task in `file_name`, or `None` when it is dead,
-/// gone, or not a task file of ours.
-pub(super) fn probe(dir: &Dir, file_name: &str) -> Result<Option<TaskRecord>> {
+/// The stored task in `file_name`, or `None` when it is dead, gone, or not
+/// a task file of ours.
+pub(super) fn probe(dir: &Dir, file_name: &str) -> Result<Option<StoredTask>> {
     let file = match dir.open_read(file_name) {
         Ok(Some(f)) => f,
         Ok(None) => return Ok(None),
@@ -237,29 +256,39 @@ pub(super) fn probe(dir: &Dir, file_name: &str) -> Result<Option<TaskRecord>> {
         Err(Error::State { .. }) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let Ok(mut record) = serde_json::from_slice::<TaskRecord>(&bytes) else {
+    let Ok(mut stored) = serde_json::from_slice::<StoredTask>(&bytes) else {
         return Ok(None);
     };
-    record.holders = holders(dir, &record.id);
-    Ok(Some(record))
+    // Never what the file says: what the recorded processes say now.
+    stored.record.holders = holders(dir, &stored.record.id);
+    Ok(Some(stored))
 }
 
 /// Every live task in `dir`, oldest first.
 pub(super) fn live(dir: &Dir) -> Result<Vec<TaskRecord>> {
+    Ok(live_stored(dir)?
+        .into_iter()
+        .map(|(_, stored)| stored.record)
+        .collect())
+}
+
+/// Every live task in `dir` as stored, with its file name, oldest first.
+pub(super) fn live_stored(dir: &Dir) -> Result<Vec<(String, StoredTask)>> {
     let mut tasks = Vec::new();
     for name in dir.names()? {
         let Some(name) = name.to_str() else { continue };
         if name.ends_with(TASK_SUFFIX)
             && !name.starts_with('.')
-            && let Some(record) = probe(dir, name)?
+            && let Some(stored) = probe(dir, name)?
         {
-            tasks.push(record);
+            tasks.push((name.to_owned(), stored));
         }
     }
-    tasks.sort_by(|a, b| {
-        a.started_at
-            .cmp(&b.started_at)
-            .then_with(|| a.id.cmp(&b.id))
+    tasks.sort_by(|(_, a), (_, b)| {
+        a.record
+            .started_at
+            .cmp(&b.record.started_at)
+            .then_with(|| a.record.id.cmp(&b.record.id))
     });
     Ok(tasks)
 }
