@@ -64,7 +64,7 @@ pub mod task;
 pub mod conformance;
 
 pub use backend::{Backend, FileBackend};
-pub use clock::{Clock, ManualClock, SharedClock, SystemClock, Timestamp};
+pub use clock::{BootId, BootTime, Clock, ManualClock, SharedClock, SystemClock, Timestamp};
 pub use config::Config;
 pub use error::{Error, Refusal, Result};
 pub use mode::{Mode, ModeRecord, ModeView};
