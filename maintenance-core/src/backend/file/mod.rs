@@ -5,13 +5,16 @@
 //!   VERSION     format version; an unknown one is refused
 //!   mode.json   the mode record, replaced atomically (temp file, rename)
 //!   OFFLINE     the web-server marker: created before an OFFLINE record is
-//!               written, removed after any other record is
+//!               written (taken back if it cannot be), removed after any
+//!               other record is
 //!   gate        the gate: mode changes lock it exclusively, task starts
 //!               shared, so a task is either seen by the mode change or
 //!               sees the new mode (I1, I2)
 //!   pending/    one locked file per process waiting to go offline; PENDING
 //!               holds only while one is held (I5)
 //!   tasks/      one locked file per live task, one lock per command name
+//!   sessions/   one directory per 5-second bucket of the boot clock
+//!               (`<secs>@<boot id>`), one empty file per session inside
 //! ```
 //!
 //! Every name inside is opened relative to a directory descriptor with
@@ -24,6 +27,7 @@ mod trust;
 mod watch;
 
 pub use self::doctor::{Finding, doctor};
+pub use self::sessions::WALL_SKEW;
 
 mod doctor;
 

@@ -101,25 +101,43 @@ impl Bucket {
 pub(super) struct Now {
     wall: SystemTime,
     boot: Option<BootTime>,
+    /// When the boot began by the wall clock, to the nearest second: what
+    /// turns a boot-clock time into one people read, the same for every
+    /// process whose wall clock agrees (the two readings differ by
+    /// nanoseconds, the rounding hides that).
+    boot_began: SystemTime,
 }
 
 impl Now {
     /// Both readings of `clock`, now.
     pub fn of(clock: &dyn Clock) -> Now {
+        Now::at(clock.now(), clock.boot_time())
+    }
+
+    fn at(wall: SystemTime, boot: Option<BootTime>) -> Now {
+        let boot_began = boot.map_or(wall, |b| {
+            let began_ms = wall_ms(wall) - ms(b.since_boot);
+            shifted(
+                SystemTime::UNIX_EPOCH,
+                (began_ms + 500).div_euclid(1000) * 1000,
+            )
+        });
         Now {
-            boot: clock.boot_time(),
-            wall: clock.now(),
+            wall,
+            boot,
+            boot_began,
         }
     }
 }
 
 /// How a bucket stands at a moment: how long its sessions still count
-/// (zero or less once expired), and whether it may be removed: expired
-/// for longer than its margin.
+/// (zero or less once expired), whether it may be removed (expired for
+/// longer than its margin), and when it expires on the wall clock.
 #[derive(Debug, Clone, Copy)]
 struct Standing {
     remaining_ms: i128,
     removable: bool,
+    expires_at: SystemTime,
 }
 
 fn ms(d: Duration) -> i128 {
@@ -219,28 +237,39 @@ impl Sessions {
     /// How `bucket` stands at `now`.
     fn standing(&self, bucket: Bucket, now: &Now) -> Standing {
         let life = ms(BUCKET + self.timeout);
-        let (remaining_ms, margin) = match (bucket, now.boot) {
-            (Bucket::Boot { boot, secs }, Some(b)) if boot == b.boot => {
-                (i128::from(secs) * 1000 + life - ms(b.since_boot), BUCKET)
-            }
+        // When its sessions expire, in milliseconds on the clock that
+        // judges it; that clock's reading now; the margin before removal;
+        // and where that clock's zero lies on the wall clock.
+        let (ends, at, margin, zero) = match (bucket, now.boot) {
+            (Bucket::Boot { boot, secs }, Some(b)) if boot == b.boot => (
+                i128::from(secs) * 1000 + life,
+                ms(b.since_boot),
+                BUCKET,
+                now.boot_began,
+            ),
             // An earlier boot: its sessions were touched before this boot
             // began, so none counts longer than the timeout after it.
-            (Bucket::Boot { .. }, Some(b)) => (life - ms(b.since_boot), BUCKET),
+            (Bucket::Boot { .. }, Some(b)) => (life, ms(b.since_boot), BUCKET, now.boot_began),
             // No boot clock here to judge it by: it counts, and stays.
             (Bucket::Boot { .. }, None) => {
                 return Standing {
                     remaining_ms: ms(self.timeout),
                     removable: false,
+                    expires_at: shifted(now.wall, ms(self.timeout)),
                 };
             }
             (Bucket::Wall { secs }, _) => (
-                i128::from(secs) * 1000 + life - wall_ms(now.wall),
+                i128::from(secs) * 1000 + life,
+                wall_ms(now.wall),
                 WALL_SKEW,
+                SystemTime::UNIX_EPOCH,
             ),
         };
+        let remaining_ms = ends - at;
         Standing {
             remaining_ms,
             removable: remaining_ms < -ms(margin),
+            expires_at: shifted(zero, ends),
         }
     }
 
@@ -325,7 +354,7 @@ impl Sessions {
                 continue;
             };
             if d.exists(key.as_str())? {
-                let (last_seen, expires_at) = self.times(standing, now);
+                let (last_seen, expires_at) = self.times(standing);
                 return Ok(Some(SessionEntry {
                     key: key.clone(),
                     last_seen,
@@ -336,11 +365,11 @@ impl Sessions {
         Ok(None)
     }
 
-    /// A bucket's last activity and expiry on the wall clock, for people.
-    fn times(&self, standing: Standing, now: &Now) -> (Timestamp, Timestamp) {
-        let expires_at = shifted(now.wall, standing.remaining_ms);
-        let last_seen = shifted(expires_at, -ms(BUCKET + self.timeout));
-        (Timestamp::at(last_seen), Timestamp::at(expires_at))
+    /// A bucket's last activity (its start) and expiry on the wall clock,
+    /// for people.
+    fn times(&self, standing: Standing) -> (Timestamp, Timestamp) {
+        let last_seen = shifted(standing.expires_at, -ms(BUCKET + self.timeout));
+        (Timestamp::at(last_seen), Timestamp::at(standing.expires_at))
     }
 
     /// Every live session at `now`, most recently active first. Buckets
@@ -359,7 +388,7 @@ impl Sessions {
             let Ok(d) = self.dir.open_existing_subdir(&name) else {
                 continue;
             };
-            let (last_seen, expires_at) = self.times(standing, now);
+            let (last_seen, expires_at) = self.times(standing);
             d.each_name(|n| {
                 if let Some(k) = parse_key(n)
                     && seen.insert(k)
@@ -401,13 +430,13 @@ mod tests {
     const BOOT: BootId = BootId::from_bytes([7; 16]);
 
     fn at(wall: u64, since_boot: Option<u64>) -> Now {
-        Now {
-            wall: SystemTime::UNIX_EPOCH + Duration::from_secs(wall),
-            boot: since_boot.map(|s| BootTime {
+        Now::at(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(wall),
+            since_boot.map(|s| BootTime {
                 boot: BOOT,
                 since_boot: Duration::from_secs(s),
             }),
-        }
+        )
     }
 
     fn sessions(tmp: &tempfile::TempDir) -> Sessions {
@@ -435,6 +464,30 @@ mod tests {
         // is 10 s before the reading, shown on the reader's wall clock.
         assert_eq!(live[0].last_seen.unix_seconds(), 1_900_000_110);
         assert_eq!(live[0].expires_at.unix_seconds(), 1_900_000_110 + 905);
+    }
+
+    #[test]
+    fn the_times_shown_are_the_same_for_every_reading_of_one_wall_clock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = sessions(&tmp);
+        s.touch(&SessionKey::of(b"alice"), &at(1_900_000_000, Some(500)))
+            .unwrap();
+        let reading = |wall_ms: u64, boot_ms: u64| {
+            let now = Now::at(
+                SystemTime::UNIX_EPOCH + Duration::from_millis(wall_ms),
+                Some(BootTime {
+                    boot: BOOT,
+                    since_boot: Duration::from_millis(boot_ms),
+                }),
+            );
+            s.live(&now).unwrap()[0].expires_at
+        };
+        // Readings taken at different moments, the two clocks read a
+        // moment apart either way.
+        let first = reading(1_900_000_001_000, 501_000);
+        assert_eq!(first.unix_seconds(), 1_900_000_000 + 905);
+        assert_eq!(reading(1_900_000_123_456, 623_455), first);
+        assert_eq!(reading(1_900_000_123_455, 623_456), first);
     }
 
     #[test]
