@@ -12,7 +12,9 @@
 //! Bad state: a corrupt, truncated, binary, empty or oversized mode record, a
 //! state directory that is a file, an unknown format version, and a state
 //! directory the user cannot write (run as the unprivileged user
-//! `manage-test`). Each is a clear error naming the path — never a panic.
+//! `manage-test`), and a full disk (a tiny tmpfs, mounted as root) under a
+//! mode change. Each is a clear error naming the path — never a panic —
+//! and a full disk never leaves the marker and the record disagreeing.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};

@@ -1,6 +1,8 @@
 //! The offline state machine against real processes: racing commands and
 //! web layers (I1, I2), killed operators (I5), cancelling, joining,
-//! interrupting and timing out a wait from other processes.
+//! interrupting and timing out a wait from other processes, and a process
+//! whose wall clock is stepped (an `LD_PRELOAD` shim), which must neither
+//! expire nor remove anyone's sessions.
 
 #![allow(clippy::unwrap_used)]
 
