@@ -26,7 +26,7 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
@@ -59,11 +59,13 @@ fn site() -> (TempDir, Arc<dyn Backend>) {
 /// Records `n` sessions, their last activity spread evenly over `spread`
 /// up to now, through a second backend on a clock moved by hand.
 fn add_sessions(dir: &TempDir, n: usize, spread: Duration) {
-    let start = SystemTime::now() - spread;
-    let clock = ManualClock::new(start);
+    let clock = ManualClock::ago(spread);
     let writer = FileBackend::open(&config(dir), clock.clone()).expect("open the state");
+    let mut at = Duration::ZERO;
     for i in 0..n {
-        clock.set(start + spread.mul_f64(i as f64 / n as f64));
+        let next = spread.mul_f64(i as f64 / n as f64);
+        clock.advance(next.saturating_sub(at));
+        at = next;
         let key = SessionKey::of(format!("session-{i}").as_bytes());
         writer.touch_session(&key).expect("touch");
     }

@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::any::Any;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -29,6 +30,7 @@ use crate::task::{CommandTask, TaskOptions};
 /// A fresh, empty state that can be opened many times.
 pub struct Site {
     open: Box<dyn Fn(SharedClock) -> Arc<dyn Backend>>,
+    marker: Option<PathBuf>,
     _keep: Box<dyn Any>,
 }
 
@@ -38,8 +40,23 @@ impl Site {
     pub fn new(open: impl Fn(SharedClock) -> Arc<dyn Backend> + 'static, keep: impl Any) -> Self {
         Site {
             open: Box::new(open),
+            marker: None,
             _keep: Box::new(keep),
         }
+    }
+
+    /// The same site, whose backend keeps the web-server marker at `path`
+    /// on this host: the marker cases check it.
+    pub fn with_marker(mut self, path: impl Into<PathBuf>) -> Self {
+        self.marker = Some(path.into());
+        self
+    }
+
+    /// Whether the web-server marker exists; `None` for a site without one.
+    pub fn marker_exists(&self) -> Option<bool> {
+        self.marker
+            .as_ref()
+            .map(|p| std::fs::symlink_metadata(p).is_ok())
     }
 
     /// Opens the state with the real clock, as a new process would.
@@ -57,6 +74,7 @@ impl Site {
 pub fn file_site() -> Site {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let state = dir.path().join("state");
+    let marker = state.join(crate::backend::file::MARKER);
     Site::new(
         move |clock| {
             let config = Config::with_state_dir(&state);
@@ -66,6 +84,7 @@ pub fn file_site() -> Site {
         },
         dir,
     )
+    .with_marker(marker)
 }
 
 /// Instantiates every conformance test for the backend `$site` makes.
@@ -121,6 +140,10 @@ macro_rules! backend_conformance {
             status_counts_sessions_and_tasks,
             an_offline_run_holds_the_window_alone_and_says_when_its_command_runs,
             a_blocking_task_refuses_activation_and_the_site_stays_online,
+            the_marker_agrees_with_the_record_after_every_change,
+            a_stray_marker_is_put_right_by_the_next_look_or_task,
+            a_wall_clock_step_neither_expires_nor_removes_sessions,
+            a_reboot_cuts_no_one_off_and_ends_the_earlier_boots_sessions_within_a_timeout,
         );
     };
     (@tests $site:path; $($case:ident),* $(,)?) => {
@@ -1308,6 +1331,160 @@ pub fn a_blocking_task_refuses_activation_and_the_site_stays_online(site: &dyn F
         run_activate(&b, &activation(Duration::from_secs(30))),
         Outcome::Offline { .. }
     ));
+}
+
+/// After every mode change the web-server marker exists exactly while the
+/// record it returned says OFFLINE (I5). Sites without a marker skip this.
+pub fn the_marker_agrees_with_the_record_after_every_change(site: &dyn Fn() -> Site) {
+    use crate::mode::ModeRecord;
+    let s = site();
+    if s.marker_exists().is_none() {
+        return;
+    }
+    let b = s.open();
+    let agrees = |what: &str, r: &ModeRecord| {
+        assert_eq!(
+            s.marker_exists(),
+            Some(r.mode == Mode::Offline),
+            "after {what} ({})",
+            r.mode
+        );
+    };
+    agrees("opening", &b.mode().unwrap().record);
+    let PendingStart::Waiting { waiter, record, .. } = b.begin_pending(&change()).unwrap() else {
+        panic!("pending");
+    };
+    agrees("begin_pending", &record);
+    let Completion::Offline(r) = b.complete_offline(waiter.as_ref()).unwrap() else {
+        panic!("offline");
+    };
+    agrees("complete_offline", &r);
+    drop(waiter);
+    let PendingStart::AlreadyOffline(r) = b
+        .begin_pending(&change().message(Some("later".into())))
+        .unwrap()
+    else {
+        panic!("already offline");
+    };
+    agrees("begin_pending while OFFLINE", &r);
+    agrees("go_online", &b.go_online(&change()).unwrap());
+    agrees("force_offline", &b.force_offline(&change()).unwrap());
+    agrees(
+        "force_offline again",
+        &b.force_offline(&change().message(Some("still".into())))
+            .unwrap(),
+    );
+    agrees("go_online", &b.go_online(&change()).unwrap());
+    let w = pending(&b);
+    agrees("leave_pending", &b.leave_pending(w, &change()).unwrap());
+}
+
+/// A marker that disagrees with the record (a crash between the two
+/// writes) is put right by the next look at the mode, or the next task
+/// start, of any process: a stray one goes, a missing one comes back.
+pub fn a_stray_marker_is_put_right_by_the_next_look_or_task(site: &dyn Fn() -> Site) {
+    let s = site();
+    let Some(marker) = s.marker.clone() else {
+        return;
+    };
+    let b = s.open();
+    std::fs::write(&marker, "left by a crash\n").unwrap();
+    let view = s.open().mode().unwrap();
+    assert_eq!(view.mode, Mode::Online);
+    assert!(view.stray_marker.is_none(), "{:?}", view.stray_marker);
+    assert_eq!(s.marker_exists(), Some(false), "the look removed it");
+    b.force_offline(&change()).unwrap();
+    std::fs::remove_file(&marker).unwrap();
+    let _t =
+        CommandTask::start("fix", TaskOptions::new(s.open()).ignore_maintenance(true)).unwrap();
+    assert_eq!(s.marker_exists(), Some(true), "the task start restored it");
+    std::fs::remove_file(&marker).unwrap();
+    assert!(s.open().mode().unwrap().stray_marker.is_none());
+    assert_eq!(s.marker_exists(), Some(true), "the look restored it");
+}
+
+/// Sessions age by a clock no process can step: a process whose wall
+/// clock was stepped (either way, by any amount) still counts every
+/// session another process counts, and removes none of them; so does
+/// every process after the host's clock was stepped. Time passing still
+/// ends them. (A backend whose time comes from one server meets this by
+/// judging by the server's clock.)
+pub fn a_wall_clock_step_neither_expires_nor_removes_sessions(site: &dyn Fn() -> Site) {
+    let s = site();
+    let clock = ManualClock::starting_now();
+    let writer = s.open_with(clock.clone());
+    let timeout = writer.session_timeout();
+    for i in 0..20 {
+        writer.touch_session(&key(&format!("user-{i}"))).unwrap();
+    }
+    let far = Duration::from_secs(100 * 86_400);
+    for (ahead, by) in [
+        (true, Duration::from_secs(1000)),
+        (true, far),
+        (false, Duration::from_secs(1000)),
+        (false, far),
+    ] {
+        let stepped = clock.same_host();
+        if ahead {
+            stepped.step_forward(by);
+        } else {
+            stepped.step_back(by);
+        }
+        let reader = s.open_with(stepped.clone());
+        let seen = format!("a reader {by:?} {}", if ahead { "ahead" } else { "behind" });
+        assert_eq!(reader.sessions().unwrap().len(), 20, "{seen}");
+        let e = reader
+            .session(&key("user-0"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("{seen}: user-0 is live"));
+        assert!(
+            // Shown to the second: a boot-clock time is turned into a wall
+            // time through the boot's start rounded to the nearest second.
+            e.expires_at.system_time() + Duration::from_secs(1)
+                >= stepped.now_for_tests() + timeout,
+            "{seen}: times are shown on the reader's own wall clock: {e:?}"
+        );
+        assert_eq!(
+            offline::status(reader.as_ref()).unwrap().active_sessions(),
+            20
+        );
+        assert_eq!(
+            writer.sessions().unwrap().len(),
+            20,
+            "{seen} removed what the writer still counts"
+        );
+    }
+    clock.step_forward(far);
+    assert_eq!(s.open_with(clock.clone()).sessions().unwrap().len(), 20);
+    clock.advance(timeout + Duration::from_secs(11));
+    assert!(s.open_with(clock.clone()).sessions().unwrap().is_empty());
+}
+
+/// A reboot cuts no one off: a session touched just before it still counts
+/// after it; and the sessions of before the reboot stop counting once the
+/// timeout has passed after it.
+pub fn a_reboot_cuts_no_one_off_and_ends_the_earlier_boots_sessions_within_a_timeout(
+    site: &dyn Fn() -> Site,
+) {
+    let s = site();
+    let clock = ManualClock::starting_now();
+    let before = s.open_with(clock.clone());
+    let timeout = before.session_timeout();
+    before.touch_session(&key("alice")).unwrap();
+    drop(before);
+    clock.reboot(Duration::from_secs(90), Duration::from_secs(20));
+    let after = s.open_with(clock.clone());
+    assert_eq!(after.sessions().unwrap().len(), 1, "alice still counts");
+    assert!(after.session(&key("alice")).unwrap().is_some());
+    after.touch_session(&key("bob")).unwrap();
+    clock.advance(timeout);
+    let live: Vec<_> = after
+        .sessions()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(live, [key("bob")], "alice's last touch lies a timeout back");
 }
 
 impl ManualClock {

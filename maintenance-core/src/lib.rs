@@ -49,8 +49,11 @@
 //!   only ever hashed.
 //! - **I5** A mode change is all or nothing: the record is replaced by
 //!   rename, and the web-server marker is created before an OFFLINE record
-//!   and removed after any other (a crash in between leaves a stray marker
-//!   that the view flags and the next writer removes). PENDING holds only
+//!   (taken back if that record cannot be written) and removed after any
+//!   other (kept if that record cannot be written), so marker and record
+//!   agree after every change, failed or not. A crash in between leaves a
+//!   stray marker that the view flags and the next look at the mode, task
+//!   start or writer puts right under the gate. PENDING holds only
 //!   while a waiter's lock is held: a killed waiter leaves the site ONLINE,
 //!   and the view says why. OFFLINE persists until someone turns it off.
 //!
@@ -79,7 +82,7 @@ pub mod task;
 pub mod conformance;
 
 pub use backend::{Backend, FileBackend};
-pub use clock::{Clock, ManualClock, SharedClock, SystemClock, Timestamp};
+pub use clock::{BootId, BootTime, Clock, ManualClock, SharedClock, SystemClock, Timestamp};
 pub use config::Config;
 pub use error::{Error, Refusal, Result};
 pub use mode::{Mode, ModeRecord, ModeView};

@@ -136,7 +136,9 @@ pub struct ModeView {
     /// Set when the record says PENDING but nobody waits any more.
     pub lapsed: Option<Lapse>,
     /// Set when the web-server marker disagrees with the record (a crash
-    /// between the two writes); the next writer puts it right.
+    /// between the two writes) and this look could not put it right (a
+    /// mode change under way, or a user who may not write the state); the
+    /// next look or writer that can, does.
     pub stray_marker: Option<String>,
 }
 

@@ -1653,3 +1653,185 @@ pub fn assert_exact(out: &Outcome, code: i32, stdout: &[&str]) {
     assert_eq!(out.stdout, stdout, "{out}");
     assert_eq!(out.stderr, "", "{out}");
 }
+
+/// A tiny tmpfs for one test — a disk that fills up — mounted by root and
+/// unmounted when dropped.
+#[derive(Debug)]
+pub struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `pages` memory pages (16: 64 KiB on most machines,
+    /// `mount -t tmpfs -o nr_blocks=16`) at `path`, created, mode 0755. When not root, or when the
+    /// mount is refused (a container without `CAP_SYS_ADMIN`), says so on
+    /// stderr (visible in the test's output) and returns `None`, and the
+    /// test skips.
+    pub fn mount(test: &str, path: &Path, pages: u64) -> Option<Tmpfs> {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("SKIPPED {test}: it mounts a tiny tmpfs to fill it up, which needs root");
+            return None;
+        }
+        std::fs::create_dir_all(path).expect("create the mount point");
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("nr_blocks={pages},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .output()
+            .expect("run mount");
+        if !out.status.success() {
+            eprintln!(
+                "SKIPPED {test}: root cannot mount a tmpfs here: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return None;
+        }
+        Some(Tmpfs {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Its free pages (`statvfs`: tmpfs counts in pages).
+    pub fn free_pages(&self) -> u64 {
+        rustix::fs::statvfs(&self.path)
+            .expect("statvfs the tmpfs")
+            .f_bavail
+    }
+
+    /// The size of its pages, the unit it allocates in.
+    pub fn page_size(&self) -> u64 {
+        rustix::fs::statvfs(&self.path)
+            .expect("statvfs the tmpfs")
+            .f_bsize
+    }
+
+    /// Fills it with the file `name` until no page is left (asserted);
+    /// returns the file's path.
+    pub fn fill(&self, name: &str) -> PathBuf {
+        let path = self.path.join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("create the filler");
+        let chunk = vec![0xa5u8; self.page_size() as usize];
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("fill {}: {e}", path.display()),
+            }
+        }
+        assert_eq!(self.free_pages(), 0, "{} is full", self.path.display());
+        path
+    }
+
+    /// Frees exactly `pages` pages of the filler at `path` (asserted).
+    pub fn free(&self, path: &Path, pages: u64) {
+        let before = self.free_pages();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open the filler");
+        let len = f.metadata().expect("stat the filler").len();
+        let page = self.page_size();
+        f.set_len((len - len % page).saturating_sub(pages * page))
+            .expect("truncate the filler");
+        assert_eq!(self.free_pages(), before + pages, "freed {pages} page(s)");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            // Something still has a file open there: detach it now, the
+            // kernel frees it when the last user goes.
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        }
+    }
+}
+
+/// An `LD_PRELOAD` library that shifts this process's wall clock
+/// (`CLOCK_REALTIME` through `clock_gettime`, `gettimeofday`, `time`) by
+/// `$CLOCK_SHIFT_SECS` seconds, and no other clock: one process's clock
+/// step. Compiled into `dir` with the system's C compiler; when there is
+/// none, says so on stderr and returns `None`, and the test skips. Rust's
+/// `SystemTime::now` calls glibc's `clock_gettime`, which the library
+/// replaces; a test checks that the shift shows.
+pub fn clock_shim(test: &str, dir: &Path) -> Option<PathBuf> {
+    const SOURCE: &str = r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <sys/time.h>
+#include <time.h>
+
+static long long shift(void) {
+    const char *s = getenv("CLOCK_SHIFT_SECS");
+    return s ? atoll(s) : 0;
+}
+
+int clock_gettime(clockid_t id, struct timespec *ts) {
+    int (*real)(clockid_t, struct timespec *) =
+        (int (*)(clockid_t, struct timespec *))dlsym(RTLD_NEXT, "clock_gettime");
+    int rc = real(id, ts);
+    if (rc == 0 && (id == CLOCK_REALTIME || id == CLOCK_REALTIME_COARSE))
+        ts->tv_sec += shift();
+    return rc;
+}
+
+int gettimeofday(struct timeval *restrict tv, void *restrict tz) {
+    int (*real)(struct timeval *restrict, void *restrict) =
+        (int (*)(struct timeval *restrict, void *restrict))dlsym(RTLD_NEXT, "gettimeofday");
+    int rc = real(tv, tz);
+    if (rc == 0 && tv)
+        tv->tv_sec += shift();
+    return rc;
+}
+
+time_t time(time_t *out) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (out)
+        *out = ts.tv_sec;
+    return ts.tv_sec;
+}
+"#;
+    let source = dir.join("clock-shim.c");
+    let lib = dir.join("clock-shim.so");
+    std::fs::write(&source, SOURCE).expect("write the shim's source");
+    let out = match Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&lib)
+        .arg(&source)
+        .arg("-ldl")
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("SKIPPED {test}: it builds an LD_PRELOAD clock shim with `cc`: {e}");
+            return None;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "cc failed on the clock shim: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(lib)
+}

@@ -12,7 +12,9 @@
 //! Bad state: a corrupt, truncated, binary, empty or oversized mode record, a
 //! state directory that is a file, an unknown format version, and a state
 //! directory the user cannot write (run as the unprivileged user
-//! `manage-test`). Each is a clear error naming the path — never a panic.
+//! `manage-test`), and a full disk (a tiny tmpfs, mounted as root) under a
+//! mode change. Each is a clear error naming the path — never a panic —
+//! and a full disk never leaves the marker and the record disagreeing.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -683,4 +685,81 @@ fn a_user_who_cannot_write_the_state_still_sees_its_live_tasks() {
     // And cannot take the name from under it: refused, not an error.
     let out = h.as_user(user).run(&["run", "job"]);
     assert_eq!(out.code(), Some(REFUSED), "{out}");
+}
+
+/// `manage …` against the state directory `state` of `site` (on a disk of
+/// the test's own), stdio piped.
+fn manage_on(site: &manage_tests::Site, state: &Path, args: &[&str]) -> manage_tests::Proc {
+    let mut cmd = site.command(args);
+    cmd.env("MANAGE_STATE_DIR", state);
+    manage_tests::Proc::spawn(cmd)
+}
+
+#[test]
+fn a_full_disk_never_leaves_the_marker_and_the_record_disagreeing() {
+    let test = "a_full_disk_never_leaves_the_marker_and_the_record_disagreeing";
+    let site = manage_tests::Site::new(env!("CARGO_BIN_EXE_e2e-manage"));
+    let Some(disk) = manage_tests::Tmpfs::mount(test, &site.dir().join("disk"), 16) else {
+        return;
+    };
+    let state = disk.path().join("state");
+    let marker = state.join("OFFLINE");
+    let record = path_str(&state.join("mode.json"));
+    let run = |args: &[&str]| manage_on(&site, &state, args).finish();
+    let status = |expected: &str| {
+        let out = run(&["offline", "status", "--json"]);
+        assert_eq!(out.code(), Some(0), "{out}");
+        let j: serde_json::Value = serde_json::from_str(&out.stdout.join("\n")).expect("JSON");
+        assert_eq!(j["mode"], expected, "{j:#}");
+        assert!(j["stray_marker"].is_null(), "{j:#}");
+    };
+
+    // PENDING, held by a live task.
+    let mut task = manage_on(&site, &state, &["sleeper", "--secs", "600"]);
+    let line = task.line();
+    assert!(line.starts_with("started "), "{line}");
+    let mut on = manage_on(&site, &state, &["offline", "on", "--timeout", "300"]);
+    let line = on.line();
+    assert!(line.starts_with("Active sessions detected"), "{line}");
+    // The disk fills up, all but the one page the marker takes; then the
+    // task ends (killed: its file stays, freeing nothing), so `on` writes
+    // the marker and then fails to write the OFFLINE record.
+    let filler = disk.fill("filler");
+    disk.free(&filler, 1);
+    task.kill9();
+    let out = on.finish();
+    assert!(
+        !marker.exists(),
+        "the marker outlived the failed write: {out}"
+    );
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr.contains(&record) && out.stderr.contains("No space left on device"),
+        "the error names the record and the cause: {out}"
+    );
+    status("ONLINE");
+
+    // Room again: the next commands keep them agreeing.
+    fs::remove_file(&filler).expect("remove the filler");
+    status("ONLINE");
+    let out = run(&["offline", "on", "--force"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(marker.exists(), "OFFLINE has its marker");
+
+    // Full again while OFFLINE: a failed ONLINE write keeps the marker,
+    // since OFFLINE stays in force.
+    let filler = disk.fill("filler");
+    let out = run(&["offline", "off"]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr.contains(&record) && out.stderr.contains("No space left on device"),
+        "{out}"
+    );
+    assert!(marker.exists(), "OFFLINE lost its marker");
+    status("OFFLINE");
+    fs::remove_file(&filler).expect("remove the filler");
+    let out = run(&["offline", "off"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(!marker.exists());
+    status("ONLINE");
 }

@@ -1,6 +1,8 @@
 //! The offline state machine against real processes: racing commands and
 //! web layers (I1, I2), killed operators (I5), cancelling, joining,
-//! interrupting and timing out a wait from other processes.
+//! interrupting and timing out a wait from other processes, and a process
+//! whose wall clock is stepped (an `LD_PRELOAD` shim), which must neither
+//! expire nor remove anyone's sessions.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,7 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use maintenance_core::backend::{self, Backend, ModeChange};
 use maintenance_core::offline::{self, Activation, Outcome};
-use maintenance_core::{Config, Mode, SystemClock};
+use maintenance_core::session::SessionKey;
+use maintenance_core::{Config, Mode, SystemClock, Timestamp};
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_race-actor");
 
@@ -351,4 +354,69 @@ fn the_wait_ends_soon_after_the_last_task_is_killed() {
         reactions[2], reactions
     );
     let _ = std::io::stderr().flush();
+}
+
+/// `last_expires_at` of a `status --json`, in milliseconds since the epoch.
+fn last_expiry_ms(status: &serde_json::Value) -> i128 {
+    let t: Timestamp = serde_json::from_value(status["sessions"]["last_expires_at"].clone())
+        .unwrap_or_else(|e| panic!("no session expiry ({e}): {status:#}"));
+    micros(t.system_time()) as i128 / 1000
+}
+
+#[test]
+fn a_process_whose_wall_clock_is_stepped_neither_expires_nor_removes_anyones_sessions() {
+    let test = "a_process_whose_wall_clock_is_stepped_neither_expires_nor_removes_anyones_sessions";
+    let site = manage_tests::Site::new(env!("CARGO_BIN_EXE_e2e-manage"));
+    let Some(shim) = manage_tests::clock_shim(test, site.dir()) else {
+        return;
+    };
+    let shifted = |secs: i64, args: &[&str]| {
+        let mut cmd = site.command(args);
+        cmd.env("LD_PRELOAD", &shim)
+            .env("CLOCK_SHIFT_SECS", secs.to_string());
+        manage_tests::Proc::spawn(cmd).finish()
+    };
+    const USERS: usize = 300;
+    let b = site.backend();
+    for i in 0..USERS {
+        b.touch_session(&SessionKey::of(format!("user-{i}").as_bytes()))
+            .unwrap();
+    }
+    let plain = site.status_json();
+    assert_eq!(plain["sessions"]["count"], USERS, "{plain:#}");
+
+    // One process's wall clock 1,000 s ahead (past the 900 s timeout),
+    // 1,000 s behind, 100 days ahead: it counts every session, and removes
+    // none.
+    for secs in [1000, -1000, 100 * 86_400] {
+        let out = shifted(secs, &["offline", "status", "--json"]);
+        assert_eq!(out.code(), Some(0), "{out}");
+        let st: serde_json::Value = serde_json::from_str(&out.stdout.join("\n")).unwrap();
+        assert_eq!(
+            st["sessions"]["count"], USERS,
+            "a status {secs:+} s off: {st:#}"
+        );
+        // The shim works: times are shown on the stepped process's clock.
+        let off = last_expiry_ms(&st) - last_expiry_ms(&plain) - i128::from(secs) * 1000;
+        assert!(off.abs() < 1000, "shown {off} ms off the shift: {st:#}");
+        assert_eq!(
+            b.sessions().unwrap().len(),
+            USERS,
+            "removed after {secs:+} s"
+        );
+    }
+
+    // A user logs in a second before: `on` waits for everyone, on a
+    // stepped clock and on a true one, and times out.
+    site.touch_session("just-logged-in");
+    for secs in [1000, 0] {
+        let out = shifted(secs, &["offline", "on", "--timeout", "1"]);
+        assert_eq!(out.code(), Some(124), "`on` {secs:+} s off: {out}");
+        assert!(
+            out.text().contains(&format!("{} web sessions", USERS + 1)),
+            "`on` {secs:+} s off: {out}"
+        );
+        assert_eq!(site.mode().mode, Mode::Online);
+    }
+    assert_eq!(b.sessions().unwrap().len(), USERS + 1);
 }

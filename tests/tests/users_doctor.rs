@@ -231,16 +231,16 @@ fn doctor_reports_a_wrong_or_corrupt_version_and_manage_refuses_it() {
     let site = lived_in(&users);
     let version = site.state().join("VERSION");
     let shown = version.display().to_string();
-    std::fs::write(&version, "2\n").unwrap();
-    assert_problem(&site, Who::Deploy, &[&shown, "format 2", "understands 1"]);
+    std::fs::write(&version, "3\n").unwrap();
+    assert_problem(&site, Who::Deploy, &[&shown, "format 3", "understands 2"]);
     site.run(Who::Root, &["offline", "on", "--force"])
-        .assert_clean_error(&[&shown, "version 2"]);
+        .assert_clean_error(&[&shown, "version 3"]);
     assert!(!site.state().join("OFFLINE").exists());
     std::fs::write(&version, "garbage\n").unwrap();
     assert_problem(&site, Who::Web, &[&shown, "corrupt", "\"garbage\""]);
     site.run(Who::Deploy, &["hello"])
         .assert_clean_error(&[&shown, "corrupt"]);
-    std::fs::write(&version, "1\n").unwrap();
+    std::fs::write(&version, "2\n").unwrap();
     for who in [Who::Root, Who::Deploy, Who::Web] {
         assert_healthy(&site, who);
     }

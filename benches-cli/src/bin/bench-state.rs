@@ -9,7 +9,7 @@
 //!   policy), creates READY_FILE, and holds them until killed.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use maintenance_core::policy::Instances;
@@ -39,14 +39,14 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn sessions(dir: &str, n: u64, spread: Duration) -> anyhow::Result<()> {
-    let now = SystemTime::now();
-    let start = now - spread;
-    let clock = ManualClock::new(start);
+    let clock = ManualClock::ago(spread);
     let backend = FileBackend::open(&Config::with_state_dir(dir), clock.clone())
         .context("open the state directory")?;
+    let mut at = Duration::ZERO;
     for i in 0..n {
-        let at = start + spread.mul_f64(i as f64 / n.max(1) as f64);
-        clock.set(at);
+        let next = spread.mul_f64(i as f64 / n.max(1) as f64);
+        clock.advance(next.saturating_sub(at));
+        at = next;
         let key = SessionKey::of(format!("bench-session-{i}").as_bytes());
         backend.touch_session(&key)?;
     }

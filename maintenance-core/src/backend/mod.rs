@@ -161,6 +161,25 @@ pub enum Completion {
 }
 
 /// Where mode, tasks and sessions live.
+///
+/// **The web-server marker** (where a backend keeps one on this host)
+/// exists exactly while the record in force says OFFLINE, after every mode
+/// change, whether it succeeded or returned an error (I5): it is written
+/// before an OFFLINE record and taken back if that record cannot be
+/// written; it is removed after any other record, and stays if that record
+/// cannot be written.
+///
+/// **Time.** Sessions age by a clock no single process can step: the
+/// [`Clock::boot_time`](crate::clock::Clock::boot_time) of the backend's
+/// clock where it has one (a server's clock, for a backend on a server),
+/// never a process's wall clock, which only turns ages into times people
+/// read. So a step of one process's wall clock, or of everyone's, neither
+/// expires a session nor makes any process remove one that others still
+/// count; after a reboot, sessions of before it count until the timeout
+/// has passed on the new boot's clock. Without a boot clock (macOS) the
+/// wall clock decides, and what it judged expired is removed only once it
+/// has been expired for the tolerated skew (the file backend's
+/// [`WALL_SKEW`](file::WALL_SKEW), an hour).
 pub trait Backend: Send + Sync + fmt::Debug {
     /// Where the state is, for people: `state directory /var/lib/site`.
     fn location(&self) -> String;
@@ -169,13 +188,17 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn clock(&self) -> &SharedClock;
 
     /// The mode in force, with the stored record; a PENDING whose waiters
-    /// all died reads as ONLINE and says why (I5).
+    /// all died reads as ONLINE and says why (I5). A web-server marker
+    /// that disagrees with the record (a crash between the two writes) is
+    /// put right on the way when no mode change is under way and this user
+    /// may write it; otherwise the view says so ([`ModeView::stray_marker`]).
     fn mode(&self) -> Result<ModeView>;
 
     /// Admits and records a task, atomically against mode changes (the
     /// gate): refused while PENDING/OFFLINE unless allowed, one instance per
     /// name unless concurrent (waiting up to the request's lock timeout).
-    /// `secret_sha256` is the hash of the task's secret, the one thing of
+    /// Puts a disagreeing marker right afterwards, as [`mode`](Self::mode)
+    /// does. `secret_sha256` is the hash of the task's secret, the one thing of
     /// it stored: a nested run presenting the secret joins the task.
     fn start_task(&self, request: &TaskRequest, secret_sha256: &str) -> Result<Box<dyn TaskLease>>;
 
@@ -265,7 +288,8 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn session(&self, key: &SessionKey) -> Result<Option<SessionEntry>>;
 
     /// Every live session, most recently active first. Expired ones are
-    /// removed in bulk on the way.
+    /// removed in bulk on the way, never before every process would judge
+    /// them expired (see "Time" above).
     fn sessions(&self) -> Result<Vec<SessionEntry>>;
 }
 

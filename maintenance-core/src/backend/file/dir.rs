@@ -287,13 +287,23 @@ impl Dir {
             dir: modes.dir,
             gid,
         };
-        let mut file = self.create_new(&tmp, keep)?;
+        // Errors name the file replaced, not the temporary one: that is the
+        // file an operator knows (`cannot write …/mode.json: No space left
+        // on device`), and the temporary one is gone again.
+        let mut file = match self.create_new(&tmp, keep) {
+            Ok(f) => f,
+            Err(Error::Io { source, .. }) => {
+                let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
+                return Err(Error::io("write", self.join(name), source));
+            }
+            Err(e) => return Err(e),
+        };
         let written = file
             .write_all(bytes)
             .and_then(|()| if durable { file.sync_data() } else { Ok(()) });
         if let Err(e) = written {
             let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
-            return Err(Error::io("write", self.join(&tmp), e));
+            return Err(Error::io("write", self.join(name), e));
         }
         drop(file);
         if let Err(e) = rustix::fs::renameat(&self.fd, tmp.as_str(), &self.fd, name) {

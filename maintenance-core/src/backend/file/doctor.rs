@@ -7,7 +7,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use super::trust::Trust;
-use super::{FORMAT_VERSION, FileBackend, KNOWN, MARKER, MODE, PENDING, SESSIONS, TASKS, VERSION};
+use super::{
+    FORMAT_VERSION, FileBackend, KNOWN, MARKER, MODE, OLDEST_FORMAT, PENDING, SESSIONS, TASKS,
+    VERSION,
+};
 use crate::backend::{Backend, WindowState};
 use crate::clock::SystemClock;
 use crate::config::Config;
@@ -183,6 +186,11 @@ fn version(root: &Path, out: &mut Vec<Finding>) {
     match std::fs::read_to_string(&p) {
         Ok(text) => match text.trim().parse::<u32>() {
             Ok(FORMAT_VERSION) => {}
+            Ok(v) if (OLDEST_FORMAT..FORMAT_VERSION).contains(&v) => out.push(note(format!(
+                "{} says format {v}: the next manage run that may write the state upgrades it \
+                 to {FORMAT_VERSION}",
+                p.display()
+            ))),
             Ok(v) => out.push(problem(format!(
                 "{} says format {v}; this manage understands {FORMAT_VERSION}: run a matching manage",
                 p.display()
@@ -270,7 +278,8 @@ fn leftovers(config: &Config, out: &mut Vec<Finding>) {
             files - live
         )));
     }
-    if let Ok(view) = backend.mode() {
+    // The view as it stands: `mode()` would put a stray marker right first.
+    if let Ok(view) = backend.view() {
         if let Some(l) = &view.lapsed {
             out.push(note(l.reason.clone()));
         }

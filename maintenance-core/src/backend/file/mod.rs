@@ -5,13 +5,16 @@
 //!   VERSION     format version; an unknown one is refused
 //!   mode.json   the mode record, replaced atomically (temp file, rename)
 //!   OFFLINE     the web-server marker: created before an OFFLINE record is
-//!               written, removed after any other record is
+//!               written (taken back if it cannot be), removed after any
+//!               other record is
 //!   gate        the gate: mode changes lock it exclusively, task starts
 //!               shared, so a task is either seen by the mode change or
 //!               sees the new mode (I1, I2)
 //!   pending/    one locked file per process waiting to go offline; PENDING
 //!               holds only while one is held (I5)
 //!   tasks/      one locked file per live task, one lock per command name
+//!   sessions/   one directory per 5-second bucket of the boot clock
+//!               (`<secs>@<boot id>`), one empty file per session inside
 //! ```
 //!
 //! Every name inside is opened relative to a directory descriptor with
@@ -25,6 +28,7 @@ mod trust;
 mod watch;
 
 pub use self::doctor::{Finding, doctor};
+pub use self::sessions::WALL_SKEW;
 
 mod doctor;
 
@@ -36,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use self::dir::{Dir, Modes};
 use self::proof::Proof;
-use self::sessions::Sessions;
+use self::sessions::{Now, Sessions};
 use self::tasks::{FileTaskLease, StoredTask};
 use self::watch::Watchers;
 use super::{
@@ -50,8 +54,13 @@ use crate::mode::{Lapse, Mode, ModeRecord, ModeView};
 use crate::session::{SessionEntry, SessionKey};
 use crate::task::{JoinToken, Membership, TaskLease, TaskRecord, TaskRequest, admit, admit_joined};
 
-/// The state format this binary reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The state format this binary reads and writes. Format 2 names session
+/// buckets by the boot clock (`<secs>@<boot id>`), which a format-1 binary
+/// would not see: it refuses the directory instead of undercounting.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format this binary opens: it upgrades it to
+/// [`FORMAT_VERSION`] on open (format 1's wall-clock buckets still count).
+pub const OLDEST_FORMAT: u32 = 1;
 
 pub(crate) const VERSION: &str = "VERSION";
 pub(crate) const MODE: &str = "mode.json";
@@ -254,13 +263,14 @@ impl FileBackend {
         view.stray_marker = match (view.record.mode == Mode::Offline, marker) {
             (false, true) => Some(format!(
                 "the web-server marker {} exists but the site is {}: the web server may still \
-                 turn visitors away; the next mode change removes it",
+                 turn visitors away; the next manage command that may write the state removes it",
                 self.root.join(MARKER).display(),
                 view.mode
             )),
             (true, false) => Some(format!(
                 "the site is OFFLINE but the web-server marker {} is missing: the web server \
-                 lets visitors through to the app; the next mode change restores it",
+                 lets visitors through to the app; the next manage command that may write the \
+                 state restores it",
                 self.root.join(MARKER).display()
             )),
             _ => None,
@@ -268,17 +278,47 @@ impl FileBackend {
         Ok(view)
     }
 
-    /// Writes a new mode record, ordering the marker around it: created
-    /// before an OFFLINE record, removed after any other.
-    fn write_record(&self, mut record: ModeRecord, previous_generation: u64) -> Result<ModeRecord> {
-        record.generation = previous_generation.wrapping_add(1);
+    /// Writes a new mode record in place of `previous` (the record in force,
+    /// read under the exclusive gate), ordering the marker around it so
+    /// that marker and record agree after every change, failed or not
+    /// (I5): the marker is created before an OFFLINE record and taken back
+    /// when that record cannot be written; it is removed after any other
+    /// record, and stays when that record cannot be written (OFFLINE is
+    /// still in force).
+    fn write_record(&self, mut record: ModeRecord, previous: &ModeRecord) -> Result<ModeRecord> {
+        record.generation = previous.generation.wrapping_add(1);
         let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::Invalid(e.to_string()))?;
-        if record.mode == Mode::Offline {
+        if record.mode != Mode::Offline {
+            self.root.replace(MODE, &json, self.modes, true)?;
+            if let Err(e) = self.root.remove(MARKER) {
+                return Err(Error::state(
+                    self.root.join(MARKER),
+                    format!(
+                        "the site is now {}, but this web-server marker could not be removed                          ({e}): the web server still turns visitors away; remove it by hand, or                          fix the cause and run any manage command, which puts it right",
+                        record.mode
+                    ),
+                ));
+            }
+            return Ok(record);
+        }
+        let had_marker = previous.mode == Mode::Offline && self.root.exists(MARKER)?;
+        if !had_marker {
             self.write_marker(&record)?;
         }
-        self.root.replace(MODE, &json, self.modes, true)?;
-        if record.mode != Mode::Offline {
-            self.root.remove(MARKER)?;
+        if let Err(failed) = self.root.replace(MODE, &json, self.modes, true) {
+            // The previous record is still in force: the marker follows it.
+            if previous.mode != Mode::Offline
+                && let Err(undo) = self.root.remove(MARKER)
+            {
+                return Err(Error::state(
+                    self.root.join(MARKER),
+                    format!(
+                        "{failed}; and this web-server marker, written for it, could not be                          taken back ({undo}): the web server turns visitors away although the                          site is still {}; remove it by hand, or fix the cause and run any                          manage command, which puts it right",
+                        previous.mode
+                    ),
+                ));
+            }
+            return Err(failed);
         }
         Ok(record)
     }
@@ -287,6 +327,35 @@ impl FileBackend {
         let text = format!("OFFLINE since {} by {}\n", record.since, record.by);
         self.root
             .replace(MARKER, text.as_bytes(), self.modes, false)
+    }
+
+    /// Makes the marker agree with `record`: present exactly while it says
+    /// OFFLINE. For a holder of the exclusive gate only.
+    fn marker_follows(&self, record: &ModeRecord) -> Result<()> {
+        match (record.mode == Mode::Offline, self.root.exists(MARKER)?) {
+            (true, false) => self.write_marker(record),
+            (false, true) => self.root.remove(MARKER).map(drop),
+            _ => Ok(()),
+        }
+    }
+
+    /// Puts a marker that disagrees with the record right, for a reader
+    /// that found them so (a crash between the two writes, or a writer
+    /// that could take back neither): only when the gate is free — a
+    /// writer holding it is between the two writes and will end in
+    /// agreement — and only as far as this user may write. Returns whether
+    /// it changed anything.
+    fn put_marker_right(&self) -> bool {
+        let Ok(gate) = self.root.open_lock(GATE, self.modes) else {
+            return false;
+        };
+        if fs2::FileExt::try_lock_exclusive(&gate).is_err() {
+            return false;
+        }
+        let Ok(record) = self.read_record() else {
+            return false;
+        };
+        self.marker_follows(&record).is_ok()
     }
 
     /// The record as a writer holding the gate sees it: a corrupt record is
@@ -330,14 +399,7 @@ impl FileBackend {
                 Err(e) => return Err(e),
             }
         }
-        match (record.mode == Mode::Offline, self.root.exists(MARKER)?) {
-            (true, false) => self.write_marker(record)?,
-            (false, true) => {
-                self.root.remove(MARKER)?;
-            }
-            _ => {}
-        }
-        Ok(())
+        self.marker_follows(record)
     }
 
     fn read_run(&self, file: File) -> Result<Option<WindowRun>> {
@@ -446,6 +508,17 @@ fn check_version(root: &Dir, modes: Modes) -> Result<()> {
             let text = String::from_utf8_lossy(&bytes);
             match text.trim().parse::<u32>() {
                 Ok(FORMAT_VERSION) => Ok(()),
+                Ok(v) if (OLDEST_FORMAT..FORMAT_VERSION).contains(&v) => {
+                    // Best effort: a user who may not write the state still
+                    // reads it, and the next one who may upgrades it.
+                    let _ = root.replace(
+                        VERSION,
+                        format!("{FORMAT_VERSION}\n").as_bytes(),
+                        modes,
+                        true,
+                    );
+                    Ok(())
+                }
                 Ok(v) => Err(Error::state(
                     path,
                     format!(
@@ -501,7 +574,11 @@ impl Backend for FileBackend {
     }
 
     fn mode(&self) -> Result<ModeView> {
-        self.view()
+        let view = self.view()?;
+        if view.stray_marker.is_some() && self.put_marker_right() {
+            return self.view();
+        }
+        Ok(view)
     }
 
     fn start_task(&self, request: &TaskRequest, secret_sha256: &str) -> Result<Box<dyn TaskLease>> {
@@ -554,6 +631,9 @@ impl Backend for FileBackend {
         let (task, file_name) = tasks::publish(&self.tasks, &stored, self.modes)?;
         let record = stored.record;
         drop(gate);
+        if view.stray_marker.is_some() {
+            self.put_marker_right();
+        }
         Ok(Box::new(FileTaskLease {
             record,
             file_name,
@@ -646,20 +726,19 @@ impl Backend for FileBackend {
         let current = self.record_for_writer();
         self.clean_under_gate(&current)?;
         let view = self.view()?;
-        let generation = view.record.generation;
         match view.mode {
             Mode::Offline => {
-                let mut r = view.record;
+                let mut r = view.record.clone();
                 if change.update(&mut r) {
-                    r = self.write_record(r, generation)?;
+                    r = self.write_record(r, &view.record)?;
                 }
                 Ok(PendingStart::AlreadyOffline(r))
             }
             Mode::Pending => {
-                let mut r = view.record;
+                let mut r = view.record.clone();
                 let waiter = self.new_waiter(r.since)?;
                 if change.update(&mut r) {
-                    r = self.write_record(r, generation)?;
+                    r = self.write_record(r, &view.record)?;
                 }
                 Ok(PendingStart::Waiting {
                     waiter: Box::new(waiter),
@@ -678,9 +757,9 @@ impl Backend for FileBackend {
                     message: change.message.clone(),
                     retry_after: change.retry_after,
                     bypass: change.bypass.clone(),
-                    generation,
+                    generation: view.record.generation,
                 };
-                let r = self.write_record(r, generation)?;
+                let r = self.write_record(r, &view.record)?;
                 Ok(PendingStart::Waiting {
                     waiter: Box::new(waiter),
                     record: r,
@@ -705,13 +784,12 @@ impl Backend for FileBackend {
                 if !holding.is_empty() {
                     return Ok(Completion::Held(holding));
                 }
-                let generation = r.generation;
                 let offline = ModeRecord {
                     mode: Mode::Offline,
                     since: Timestamp::at(self.clock.now()),
-                    ..r
+                    ..r.clone()
                 };
-                Ok(Completion::Offline(self.write_record(offline, generation)?))
+                Ok(Completion::Offline(self.write_record(offline, &r)?))
             }
             _ => Ok(Completion::Cancelled(r)),
         }
@@ -728,7 +806,7 @@ impl Backend for FileBackend {
         let r = self.record_for_writer();
         self.clean_under_gate(&r)?;
         if r.mode == Mode::Pending && r.since == since && !self.any_waiter_live()? {
-            return self.write_record(self.online_record(change), r.generation);
+            return self.write_record(self.online_record(change), &r);
         }
         Ok(r)
     }
@@ -737,26 +815,25 @@ impl Backend for FileBackend {
         let _gate = self.gate(true)?;
         let r = self.record_for_writer();
         self.clean_under_gate(&r)?;
-        let generation = r.generation;
         let mut offline = if r.mode == Mode::Offline {
-            r
+            r.clone()
         } else {
             ModeRecord {
                 mode: Mode::Offline,
                 since: Timestamp::at(self.clock.now()),
                 by: change.by.clone(),
                 pid: change.pid,
-                ..r
+                ..r.clone()
             }
         };
         change.update(&mut offline);
-        self.write_record(offline, generation)
+        self.write_record(offline, &r)
     }
 
     fn go_online(&self, change: &ModeChange) -> Result<ModeRecord> {
         let _gate = self.gate(true)?;
         let r = self.record_for_writer();
-        let written = self.write_record(self.online_record(change), r.generation)?;
+        let written = self.write_record(self.online_record(change), &r)?;
         self.clean_under_gate(&written)?;
         self.clear_abandoned_run()?;
         Ok(written)
@@ -811,7 +888,7 @@ impl Backend for FileBackend {
     }
 
     fn touch_session(&self, key: &SessionKey) -> Result<()> {
-        self.sessions.touch(key, self.clock.now())
+        self.sessions.touch(key, &Now::of(self.clock.as_ref()))
     }
 
     fn end_session(&self, key: &SessionKey) -> Result<()> {
@@ -819,11 +896,11 @@ impl Backend for FileBackend {
     }
 
     fn session(&self, key: &SessionKey) -> Result<Option<SessionEntry>> {
-        self.sessions.get(key, self.clock.now())
+        self.sessions.get(key, &Now::of(self.clock.as_ref()))
     }
 
     fn sessions(&self) -> Result<Vec<SessionEntry>> {
-        self.sessions.live(self.clock.now())
+        self.sessions.live(&Now::of(self.clock.as_ref()))
     }
 }
 
@@ -832,29 +909,69 @@ mod tests {
     use super::*;
     use crate::clock::SystemClock;
 
+    fn open(state: &Path) -> FileBackend {
+        FileBackend::open(&Config::with_state_dir(state), SystemClock::shared()).unwrap()
+    }
+
     #[test]
-    fn a_stray_marker_is_flagged_and_the_next_writer_puts_it_right() {
+    fn a_stray_marker_is_flagged_while_a_writer_holds_the_gate_and_put_right_once_free() {
         let tmp = tempfile::tempdir().unwrap();
         let state = tmp.path().join("s");
-        let b = FileBackend::open(&Config::with_state_dir(&state), SystemClock::shared()).unwrap();
+        let b = open(&state);
         let me = ModeChange::by_this_process();
         // A crash between the marker and an ONLINE record leaves a marker.
         std::fs::write(state.join(MARKER), "").unwrap();
+        // A writer holding the gate is between its two writes: a look
+        // leaves the marker to it, and says what it sees.
+        let gate = b.gate(true).unwrap();
         let v = b.mode().unwrap();
         assert_eq!(v.mode, Mode::Online);
-        assert!(
-            v.stray_marker.as_deref().unwrap().contains("marker"),
-            "{v:?}"
-        );
-        b.go_online(&me).unwrap();
+        assert!(v.stray_marker.unwrap().contains("marker"));
+        assert!(state.join(MARKER).exists());
+        drop(gate);
         assert!(b.mode().unwrap().stray_marker.is_none());
-        assert!(!state.join(MARKER).exists());
-        // An OFFLINE record whose marker went missing.
+        assert!(!state.join(MARKER).exists(), "the next look removed it");
+        // An OFFLINE record whose marker went missing: the view (as the
+        // doctor reads it) says so, and the next writer restores it.
         b.force_offline(&me).unwrap();
         std::fs::remove_file(state.join(MARKER)).unwrap();
-        assert!(b.mode().unwrap().stray_marker.unwrap().contains("missing"));
+        assert!(b.view().unwrap().stray_marker.unwrap().contains("missing"));
         let _ = b.begin_pending(&me).unwrap();
         assert!(state.join(MARKER).exists(), "restored by the next writer");
         assert!(b.mode().unwrap().stray_marker.is_none());
+    }
+
+    #[test]
+    fn a_failed_offline_record_write_takes_back_the_marker_it_wrote() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("s");
+        let b = open(&state);
+        // A directory in place of the record: every new record's rename fails.
+        std::fs::create_dir(state.join(MODE)).unwrap();
+        std::fs::write(state.join(MODE).join("x"), "").unwrap();
+        let err = b.force_offline(&ModeChange::by_this_process()).unwrap_err();
+        assert!(err.to_string().contains("mode.json"), "{err}");
+        assert!(
+            !state.join(MARKER).exists(),
+            "the marker outlived the failed write: {err}"
+        );
+    }
+
+    #[test]
+    fn a_format_1_state_is_upgraded_and_its_wall_clock_sessions_still_count() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("s");
+        drop(open(&state));
+        std::fs::write(state.join(VERSION), "1\n").unwrap();
+        // A session a format-1 binary recorded a moment ago.
+        let key = SessionKey::of(b"alice");
+        let now = Timestamp::at(std::time::SystemTime::now()).unix_seconds();
+        let bucket = state.join(SESSIONS).join((now - now % 5).to_string());
+        std::fs::create_dir(&bucket).unwrap();
+        std::fs::write(bucket.join(key.as_str()), "").unwrap();
+        let b = open(&state);
+        assert_eq!(std::fs::read_to_string(state.join(VERSION)).unwrap(), "2\n");
+        assert!(b.session(&key).unwrap().is_some());
+        assert_eq!(b.sessions().unwrap().len(), 1);
     }
 }
