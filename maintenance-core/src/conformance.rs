@@ -108,6 +108,8 @@ macro_rules! backend_conformance {
             a_joined_run_keeps_the_task_live_after_its_root_ended,
             a_joined_required_run_needs_a_window,
             a_joined_block_run_refuses_activation,
+            a_joined_run_keeps_its_own_commands_single_instance,
+            holders_are_the_processes_recorded_at_spawn,
             a_block_run_joining_during_pending_ends_the_wait_refused,
             completing_is_held_while_a_task_that_holds_off_is_live,
             the_secret_is_in_no_record,
@@ -435,6 +437,77 @@ pub fn a_nested_run_with_the_secret_joins_as_a_run_of_its_own(site: &dyn Fn() ->
     drop(nested);
     assert_eq!(names(&b), ["deploy"], "dropping a joined run ends it alone");
     drop(waiter);
+}
+
+/// A joined run keeps its own command's single instance: refused (naming
+/// the holder) while another task runs that command; but a run of the
+/// command its task already runs (`deploy` calling `deploy`) is no second
+/// instance.
+pub fn a_joined_run_keeps_its_own_commands_single_instance(site: &dyn Fn() -> Site) {
+    let s = site();
+    let b = s.open();
+    let elsewhere = task(&b, "inner", Policy::DEFAULT).unwrap();
+    let outer = task(&b, "outer", Policy::DEFAULT).unwrap();
+    let join_now = |name: &str| {
+        CommandTask::start(
+            name,
+            TaskOptions::new(s.open())
+                .lock_timeout(Duration::ZERO)
+                .join(Some(token_of(&outer))),
+        )
+    };
+    let err = join_now("inner").expect_err("another task runs `inner`");
+    assert!(
+        matches!(&err, Error::Refused(crate::error::Refusal::AlreadyRunning { command, .. }) if command == "inner"),
+        "{err}"
+    );
+    let again = join_now("outer").expect("its own task's command is no second instance");
+    assert!(again.is_joined());
+    drop(again);
+    drop(elsewhere);
+    let inner = join_now("inner").expect("free once the other task ended");
+    assert!(inner.is_joined());
+}
+
+/// The processes recorded for a task at spawn (an external command's keeper
+/// and the command) name who holds it while they live on this host — the
+/// keeper's live children — and, once none can be found, nobody by pid
+/// rather than a runner's pid that may be long dead.
+pub fn holders_are_the_processes_recorded_at_spawn(site: &dyn Fn() -> Site) {
+    use crate::process::{ProcId, Processes};
+    let s = site();
+    let b = s.open();
+    let mut t = task(&b, "external", Policy::DEFAULT).unwrap();
+    // This process stands for the keeper; its child, for the command.
+    let mut child = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("spawn sleep");
+    let processes = Processes {
+        keeper: ProcId::of(std::process::id()).expect("this process"),
+        command: ProcId::of(child.id()).expect("the child"),
+    };
+    t.record_processes(&processes).unwrap();
+    let listed = b.tasks().unwrap();
+    assert_eq!(listed[0].processes, Some(processes));
+    assert_eq!(listed[0].pids(), [child.id()], "{listed:?}");
+    assert!(listed[0].holders[0].command);
+    let _ = child.kill();
+    let _ = child.wait();
+    let listed = b.tasks().unwrap();
+    assert_eq!(
+        listed.len(),
+        1,
+        "the task itself is live while its lock is held"
+    );
+    assert_eq!(listed[0].pids(), Vec::<u32>::new(), "not the runner's pid");
+    assert!(
+        listed[0].held_by().contains("not known by pid"),
+        "{}",
+        listed[0].held_by()
+    );
+    drop(t);
+    assert_eq!(names(&b), Vec::<String>::new());
 }
 
 /// A token naming a live task without proof — the id alone (which status

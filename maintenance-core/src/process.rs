@@ -43,8 +43,6 @@ pub struct Processes {
     pub keeper: ProcId,
     /// The command, the keeper's first child.
     pub command: ProcId,
-    /// The command's process group at spawn.
-    pub pgid: u32,
 }
 
 /// A process that holds a task now.

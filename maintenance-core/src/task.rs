@@ -71,6 +71,11 @@ pub struct TaskRecord {
     /// read afresh with the record, never stored in it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holders: Vec<Holder>,
+    /// The processes recorded at spawn for an external command (its keeper
+    /// and the command), read with the record; `None` for a run inside its
+    /// runner, whose `pid` holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<Processes>,
     /// For a nested run that joined a task: that task's id (the root's,
     /// whichever run of the task it joined through). Such a run counts as
     /// part of that task, with `started_in` and `in_window` copied from it;
@@ -99,11 +104,15 @@ impl TaskRecord {
     /// The pids to stop it by: the processes that hold it now where they
     /// are known (an external command, and what it left behind), otherwise
     /// the process that started it.
+    /// Empty when its processes were recorded but none of them can be
+    /// found any more (its keeper was killed and a leftover that kept the
+    /// inherited lock holds it): the runner's pid would point at the wrong
+    /// process.
     pub fn pids(&self) -> Vec<u32> {
-        if self.holders.is_empty() {
-            vec![self.pid]
-        } else {
-            self.holders.iter().map(|h| h.pid).collect()
+        match (&self.processes, self.holders.is_empty()) {
+            (_, false) => self.holders.iter().map(|h| h.pid).collect(),
+            (Some(_), true) => Vec::new(),
+            (None, true) => vec![self.pid],
         }
     }
 
@@ -111,8 +120,15 @@ impl TaskRecord {
     /// `pid 4242 (sleep 20), pid 4250 (…)` for an external command's
     /// processes, each with its command line.
     pub fn held_by(&self) -> String {
-        if self.holders.is_empty() {
-            return format!("pid {}", self.pid);
+        match (&self.processes, self.holders.is_empty()) {
+            (Some(p), true) => {
+                return format!(
+                    "held by a process it left behind, not known by pid: its keeper (pid {}) is gone",
+                    p.keeper.pid
+                );
+            }
+            (None, true) => return format!("pid {}", self.pid),
+            _ => {}
         }
         self.holders
             .iter()
@@ -626,6 +642,7 @@ mod tests {
             in_window,
             joined: None,
             holders: Vec::new(),
+            processes: None,
         };
         let cases = [
             (Refused, Pending, false, true),

@@ -3,11 +3,13 @@
 //! one as a child that inherits the task's locks (I3). Also the [`Runner`]
 //! through which a command runs another (`ctx.call`).
 //!
-//! External commands run as a child the runner waits for, rather than by
-//! exec in place: the runner forwards SIGTERM to it, removes the task file
-//! as soon as the last process holding it is gone, and stays alive beside a
-//! drain-`stop` command to ask it to stop. Killing the runner alone does not
-//! free the site: the child holds the inherited locks.
+//! External commands never run by exec in place of the runner: on Linux
+//! the runner forks a keeper ([`crate::keeper`]) that starts the command
+//! and holds the task until the command and everything it left behind have
+//! exited; the runner waits for the command alone, forwards SIGTERM, and
+//! stays beside a drain-`stop` command to ask it to stop. Killing the
+//! runner alone does not free the site: the keeper and the command hold the
+//! task's locks.
 
 use std::cell::{Cell, RefCell};
 use std::ffi::OsString;
@@ -22,7 +24,7 @@ use maintenance_core::command::{
     CallOptions, Context, ContextParts, Exit, Registration, Runner, StopToken,
 };
 use maintenance_core::config::Config;
-use maintenance_core::policy::{Descendants, Drain, Policy, Tracking};
+use maintenance_core::policy::{Drain, Policy, Tracking};
 use maintenance_core::task::{ENV_TASK, TaskRecord};
 use maintenance_core::{Backend, CommandTask, Error, TaskOptions, backend, exit};
 
@@ -139,11 +141,6 @@ impl<'a> Runtime<'a> {
                 format!("{file}: {msg}")
             }),
         }
-    }
-
-    /// The policy recorded in an external command's task, or the defaults.
-    fn policy_of_external_record(&self, record: Option<&TaskRecord>) -> Policy {
-        record.map(|r| r.policy).unwrap_or_default()
     }
 
     /// An external command's policy: the defaults, or manage.toml's.
@@ -416,21 +413,24 @@ pub(crate) fn external(
             Err(code) => return code,
         }
     }
+    let spawn = Spawning {
+        name,
+        path,
+        args,
+        env,
+        policy,
+        // A run of its own (or a nested run that joined with its own
+        // record) watches the drain for itself; one nested inside a
+        // registered command's task is watched by that command's run.
+        owned: own_task.is_some(),
+    };
     let mut current = rt.task.borrow_mut();
     // Nested inside a task this runner owns, the child inherits that one.
     let task = own_task.as_mut().or(current.as_mut());
     let status = match task {
         #[cfg(target_os = "linux")]
-        Some(task) => {
-            let release = rt
-                .config
-                .commands
-                .get(name)
-                .and_then(|o| o.descendants)
-                .is_some_and(|d| d == Descendants::Release);
-            kept(rt, name, path, args, env, policy, release, task, err)
-        }
-        task => direct(rt, path, args, env, task, err),
+        Some(task) => kept(rt, spawn, task, err),
+        task => direct(rt, spawn, task, err),
     };
     drop(current);
     drop(own_task);
@@ -454,22 +454,39 @@ fn exit_code_of(status: std::process::ExitStatus) -> u8 {
     }
 }
 
+/// An external command about to be spawned.
+struct Spawning<'a> {
+    name: &'a str,
+    path: &'a Path,
+    args: &'a [OsString],
+    env: Vec<(OsString, OsString)>,
+    policy: Policy,
+    /// Whether its task (or joined run) is this runner's own.
+    owned: bool,
+}
+
 /// Spawns and waits for the command with std, the task's locks inherited
 /// (untracked commands, and systems without a keeper).
 fn direct(
     rt: &Runtime<'_>,
-    path: &Path,
-    args: &[OsString],
-    env: Vec<(OsString, OsString)>,
+    spawn: Spawning<'_>,
     task: Option<&mut CommandTask>,
     err: &mut dyn Write,
 ) -> std::io::Result<u8> {
+    let Spawning {
+        path,
+        args,
+        env,
+        policy,
+        owned,
+        ..
+    } = spawn;
     let mut cmd = Command::new(path);
     cmd.args(args).envs(env);
-    let mut owned_record = None;
+    let mut record = None;
     if let Some(task) = task {
         task.prepare_child(&mut cmd);
-        owned_record = Some(task.record().clone());
+        record = Some(task.record().clone());
     }
     let mut child = cmd.spawn()?;
     signals::set_child(child.id() as i32);
@@ -477,8 +494,7 @@ fn direct(
     if rt.stop.requested() {
         signals::terminate_child();
     }
-    let policy = rt.policy_of_external_record(owned_record.as_ref());
-    let _drain = rt.drain_watch(policy, owned_record.as_ref(), owned_record.is_some());
+    let _drain = rt.drain_watch(policy, record.as_ref(), owned);
     let status = child.wait();
     signals::set_child(0);
     match status {
@@ -493,19 +509,28 @@ fn direct(
 /// Spawns the command under a keeper that tracks every descendant it
 /// leaves behind (Linux), and waits for the command itself.
 #[cfg(target_os = "linux")]
-#[allow(clippy::too_many_arguments)]
 fn kept(
     rt: &Runtime<'_>,
-    name: &str,
-    path: &Path,
-    args: &[OsString],
-    mut env: Vec<(OsString, OsString)>,
-    policy: Policy,
-    release: bool,
+    spawn: Spawning<'_>,
     task: &mut CommandTask,
     err: &mut dyn Write,
 ) -> std::io::Result<u8> {
+    use maintenance_core::policy::Descendants;
     use maintenance_core::process::{ProcId, Processes};
+    let Spawning {
+        name,
+        path,
+        args,
+        mut env,
+        policy,
+        owned,
+    } = spawn;
+    let release = rt
+        .config
+        .commands
+        .get(name)
+        .and_then(|o| o.descendants)
+        .is_some_and(|d| d == Descendants::Release);
     let handoff = task.handoff();
     env.extend(handoff.env.into_iter().map(|(k, v)| (k.into(), v.into())));
     let record = task.record().clone();
@@ -529,20 +554,15 @@ fn kept(
             pid: running.command,
             start: 0,
         }),
-        pgid: rustix::process::Pid::from_raw(running.command as i32)
-            .and_then(|p| rustix::process::getpgid(Some(p)).ok())
-            .map(|p| p.as_raw_nonzero().get() as u32)
-            .unwrap_or(0),
     };
     // Only for people: a task whose processes went unrecorded is as live.
     let _ = task.record_processes(&processes);
-    running.go()?;
+    running.go();
     signals::set_child(running.keeper as i32);
     // A SIGTERM (or a drain) that came before the child existed.
     if rt.stop.requested() {
         signals::terminate_child();
     }
-    let owned = !task.is_joined();
     let _drain = rt.drain_watch(policy, Some(&record), owned);
     let keeper = running.keeper;
     let ended = running.wait();

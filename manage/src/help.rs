@@ -51,6 +51,9 @@ struct Listed {
     origin: Origin,
     about: String,
     policy: Option<Policy>,
+    /// `descendants = "release"` from manage.toml (external commands only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    descendants: Option<maintenance_core::policy::Descendants>,
 }
 
 /// Every `manage-*` executable on PATH, by name, the first on PATH winning.
@@ -129,6 +132,7 @@ fn everything(config: Option<&Config>, warnings: &mut Vec<String>) -> Vec<Listed
                 origin,
                 about,
                 policy,
+                descendants: None,
             },
         );
     }
@@ -167,6 +171,7 @@ fn everything(config: Option<&Config>, warnings: &mut Vec<String>) -> Vec<Listed
                         error,
                     },
                     policy: None,
+                    descendants: None,
                 },
             );
         }
@@ -176,11 +181,15 @@ fn everything(config: Option<&Config>, warnings: &mut Vec<String>) -> Vec<Listed
             .and_then(|c| c.commands.get(&name))
             .map(|o| o.for_external())
             .unwrap_or_default();
+        let descendants = config
+            .and_then(|c| c.commands.get(&name))
+            .and_then(|o| o.descendants);
         listed.entry(name.clone()).or_insert(Listed {
             name,
             about: format!("external: {}", path.display()),
             origin: Origin::External { path },
             policy: Some(policy),
+            descendants,
         });
     }
     listed.into_values().collect()
@@ -401,10 +410,13 @@ pub(crate) fn list(
             Origin::Alias { expands_to, .. } => format!("alias: {}", expands_to.join(" ")),
             Origin::External { path } => format!("path {}", path.display()),
         };
-        let policy = l
+        let mut policy = l
             .policy
             .map(|p| p.to_string())
             .unwrap_or_else(|| "-".into());
+        if let Some(d) = l.descendants {
+            policy.push_str(&format!(", descendants {d}"));
+        }
         let _ = writeln!(out, "{:width$}  {origin}  [{policy}]  {}", l.name, l.about);
     }
     exit::SUCCESS

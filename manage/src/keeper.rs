@@ -25,18 +25,10 @@ use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::ptr;
-use std::sync::Arc;
-use std::time::Duration;
-
-use maintenance_core::Backend;
-use maintenance_core::mode::Mode;
 
 /// The first argument that makes this binary a keeper (given only by a
 /// keeper to itself, never by a user).
 pub(crate) const KEEPER_FLAG: &str = "--manage-keeper";
-
-/// How often an exec'd keeper of a drain-`stop` command looks at the mode.
-const LOOK: Duration = Duration::from_millis(20);
 
 /// What to spawn, and how.
 pub(crate) struct Spawn<'a> {
@@ -235,17 +227,13 @@ pub(crate) fn spawn(s: &Spawn<'_>) -> io::Result<Running> {
 }
 
 impl Running {
-    /// Lets the command exec: call once its processes are recorded.
-    pub(crate) fn go(&mut self) -> io::Result<()> {
+    /// Lets the command exec: call once its processes are recorded. A
+    /// command that cannot be told (killed before it exec'd) never runs,
+    /// and its end is reported by [`wait`](Running::wait) like any other.
+    pub(crate) fn go(&mut self) {
         use std::io::Write;
-        match self.go.take() {
-            // A command already gone (killed before it exec'd) is not an
-            // error here: its end is reported like any other.
-            Some(mut f) => match f.write_all(b"g") {
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-                r => r,
-            },
-            None => Ok(()),
+        if let Some(mut f) = self.go.take() {
+            let _ = f.write_all(b"g");
         }
     }
 
@@ -256,7 +244,7 @@ impl Running {
         // child's pid set up for forwarding) from the spawn's.
         wait_readable(&self.status);
         // Never left waiting on a go-ahead that will not come.
-        self.go()?;
+        self.go();
         match read_msg(&mut self.status)? {
             Some((MSG_EXEC_FAILED, errno, _)) => {
                 reap(self.keeper as libc::pid_t);
@@ -605,30 +593,16 @@ pub(crate) fn run_if_keeper(argv: &[OsString]) -> Option<u8> {
             && let Ok(backend) =
                 maintenance_core::backend::open(&config, maintenance_core::SystemClock::shared())
         {
-            watch_drain(backend);
+            // The drain watch's SIGTERM goes to this process, whose loop
+            // forwards it to every leftover. Never dropped: the loop exits
+            // the process.
+            crate::signals::set_child(std::process::id() as i32);
+            std::mem::forget(crate::drain::watch(
+                backend,
+                maintenance_core::command::StopToken::new(),
+            ));
         }
     }
     // SAFETY: the keeper's loop; its command has already ended.
     unsafe { keep(0, None, None) }
-}
-
-/// Asks the leftovers to stop (a SIGTERM to this process, which the loop
-/// forwards) once the site leaves ONLINE.
-fn watch_drain(backend: Arc<dyn Backend>) {
-    let _ = std::thread::Builder::new()
-        .name("manage-keeper-drain".into())
-        .spawn(move || {
-            loop {
-                if let Ok(view) = backend.mode()
-                    && view.mode != Mode::Online
-                {
-                    // SAFETY: a signal to ourselves.
-                    unsafe {
-                        libc::kill(libc::getpid(), libc::SIGTERM);
-                    }
-                    return;
-                }
-                std::thread::sleep(LOOK);
-            }
-        });
 }

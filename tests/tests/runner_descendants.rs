@@ -247,3 +247,67 @@ fn offline_run_of_a_command_that_leaves_a_daemon_returns_and_restores_the_mode()
         maintenance_core::backend::WindowState::Free
     );
 }
+
+#[test]
+fn with_its_keeper_killed_a_task_held_by_a_leftover_names_no_wrong_pid() {
+    let site = Site::new(EXE);
+    // A leftover that keeps the inherited descriptors (a shell's `&`).
+    site.external(
+        "restart",
+        "#!/bin/sh\nsetsid sleep 600 </dev/null >/dev/null 2>&1 &\necho $!\n",
+    );
+    let out = site.run(&["restart"]);
+    let daemon: u32 = out.stdout[0].parse().unwrap();
+    let _guard = Daemons(vec![daemon]);
+    let status = site.status_json();
+    let keeper = status["tasks"][0]["processes"]["keeper"]["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{status}")) as u32;
+    let runner = status["tasks"][0]["pid"].as_u64().unwrap() as u32;
+    kill9_pid(keeper);
+    // The leftover still holds the task through the lock it inherited; it
+    // can no longer be found by pid, and the dead runner's pid is not
+    // offered instead.
+    let tasks = site.backend().tasks().unwrap();
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(tasks[0].pids(), Vec::<u32>::new(), "{tasks:?}");
+    let verbose = site.run(&["offline", "status", "-v"]);
+    assert!(
+        verbose.stdout.iter().any(|l| l.contains("not known by pid")
+            && l.contains(&format!("keeper (pid {keeper}) is gone"))),
+        "{verbose}"
+    );
+    let list = site.run(&["offline", "list"]);
+    assert!(
+        !list.stdout.iter().any(|l| l.contains(&runner.to_string())),
+        "{list}"
+    );
+    kill9_pid(daemon);
+    wait_until("the task ended", || live_tasks(&site) == 0);
+}
+
+#[test]
+fn a_joined_external_drain_stop_command_is_asked_to_stop_when_pending_begins() {
+    let site = Site::with_config(EXE, "[commands.inner]\ndrain = \"stop\"\n");
+    site.external(
+        "inner",
+        "#!/bin/sh\ntrap 'echo \"inner got TERM\"; exit 0' TERM\necho \"started $$\"\n\
+         i=0; while [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done\necho \"inner gave up\"\n",
+    );
+    site.external("outer", "#!/bin/sh\nexec \"$MANAGE\" inner\n");
+    let (mut p, inner) = site.start(&["outer"]);
+    let inner: u32 = inner.parse().unwrap();
+    let _guard = Daemons(vec![inner]);
+    let tasks = site.backend().tasks().unwrap();
+    assert!(
+        tasks
+            .iter()
+            .any(|t| t.name == "inner" && t.joined.is_some()),
+        "inner joined outer's task: {tasks:?}"
+    );
+    let on = site.spawn(&["offline", "on", "--timeout", "60"]);
+    assert_eq!(p.line(), "inner got TERM");
+    let out = on.finish();
+    assert_eq!(out.code(), Some(0), "OFFLINE once it stopped: {out}");
+    assert_eq!(p.finish().code(), Some(0));
+}

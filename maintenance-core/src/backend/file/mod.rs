@@ -436,6 +436,50 @@ impl FileBackend {
         Ok(())
     }
 
+    /// The instance lock of a single-instance command, waiting up to the
+    /// request's lock timeout; refused naming the live holder.
+    fn lock_instance(&self, request: &TaskRequest) -> Result<Option<File>> {
+        if request.policy.instances == crate::policy::Instances::Concurrent {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        match tasks::lock_instance(&self.tasks, &request.name, request.lock_timeout, self.modes)? {
+            Some(f) => Ok(Some(f)),
+            None => Err(tasks::already_running(
+                &self.tasks,
+                &request.name,
+                started.elapsed(),
+            )),
+        }
+    }
+
+    /// The record of a run of `request` by this process, admitted in
+    /// `started_in` (for a joined run, its task's standing).
+    fn new_record(
+        &self,
+        request: &TaskRequest,
+        started_in: Mode,
+        in_window: bool,
+        joined: Option<String>,
+    ) -> TaskRecord {
+        let me = Identity::current();
+        TaskRecord {
+            id: tasks::new_id(),
+            name: request.name.clone(),
+            argv: request.argv.clone(),
+            pid: me.pid,
+            user: me.user.clone(),
+            host: me.host.clone(),
+            started_at: Timestamp::at(self.clock.now()),
+            policy: request.policy,
+            started_in,
+            in_window,
+            holders: Vec::new(),
+            processes: None,
+            joined,
+        }
+    }
+
     fn new_waiter(&self, since: Timestamp) -> Result<FileWaiter> {
         let id = tasks::new_id();
         let tmp = format!(".{id}.tmp");
@@ -585,45 +629,11 @@ impl Backend for FileBackend {
         if request.name.is_empty() {
             return Err(Error::Invalid("a command name cannot be empty".into()));
         }
-        let instance = match request.policy.instances {
-            crate::policy::Instances::Concurrent => None,
-            crate::policy::Instances::Single => {
-                let started = Instant::now();
-                match tasks::lock_instance(
-                    &self.tasks,
-                    &request.name,
-                    request.lock_timeout,
-                    self.modes,
-                )? {
-                    Some(f) => Some(f),
-                    None => {
-                        return Err(tasks::already_running(
-                            &self.tasks,
-                            &request.name,
-                            started.elapsed(),
-                        ));
-                    }
-                }
-            }
-        };
-        let me = Identity::current();
+        let instance = self.lock_instance(request)?;
         let gate = self.gate(false)?;
         let view = self.view()?;
         admit(request, &view)?;
-        let record = TaskRecord {
-            id: tasks::new_id(),
-            name: request.name.clone(),
-            argv: request.argv.clone(),
-            pid: me.pid,
-            user: me.user.clone(),
-            host: me.host.clone(),
-            started_at: Timestamp::at(self.clock.now()),
-            policy: request.policy,
-            started_in: view.mode,
-            in_window: request.in_window,
-            holders: Vec::new(),
-            joined: None,
-        };
+        let record = self.new_record(request, view.mode, request.in_window, None);
         let stored = StoredTask {
             record,
             secret_sha256: Some(secret_sha256.to_owned()),
@@ -649,6 +659,19 @@ impl Backend for FileBackend {
         if request.name.is_empty() {
             return Err(Error::Invalid("a command name cannot be empty".into()));
         }
+        // A joined run keeps its own command's single instance, unless its
+        // task already runs that command (`deploy` calling `deploy`): taken
+        // before the gate, as a task start takes it, since it may wait.
+        let instance = match proof::prove(&self.tasks, token)? {
+            Proof::Member { standing, .. }
+                if !tasks::live(&self.tasks)?
+                    .iter()
+                    .any(|t| t.task_id() == standing.task_id() && t.name == request.name) =>
+            {
+                self.lock_instance(request)?
+            }
+            _ => None,
+        };
         // The proof, the admission and the record all happen under the
         // shared gate, so a mode change's final look (under the exclusive
         // gate) sees this run or sees its task gone (I1).
@@ -668,22 +691,13 @@ impl Backend for FileBackend {
         };
         let view = self.view()?;
         admit_joined(request, &standing, &view)?;
-        let me = Identity::current();
         let stored = StoredTask {
-            record: TaskRecord {
-                id: tasks::new_id(),
-                name: request.name.clone(),
-                argv: request.argv.clone(),
-                pid: me.pid,
-                user: me.user.clone(),
-                host: me.host.clone(),
-                started_at: Timestamp::at(self.clock.now()),
-                policy: request.policy,
-                started_in: standing.started_in,
-                in_window: standing.in_window,
-                joined: Some(standing.task_id().to_owned()),
-                holders: Vec::new(),
-            },
+            record: self.new_record(
+                request,
+                standing.started_in,
+                standing.in_window,
+                Some(standing.task_id().to_owned()),
+            ),
             secret_sha256,
         };
         let (task, file_name) = tasks::publish(&self.tasks, &stored, self.modes)?;
@@ -693,7 +707,7 @@ impl Backend for FileBackend {
             file_name,
             dir: Arc::clone(&self.tasks),
             task: Some(task),
-            instance: None,
+            instance,
             handed_to_child: false,
             modes: self.modes,
         }))

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use super::dir::{Dir, read_regular};
 use crate::error::{Error, Refusal, Result};
-use crate::process::{Holder, Processes};
+use crate::process::Processes;
 use crate::task::{TaskLease, TaskRecord};
 
 /// Suffix of a live task's file.
@@ -99,16 +99,13 @@ fn procs_file(id: &str) -> String {
     format!("{id}{PROCS_SUFFIX}")
 }
 
-/// The processes recorded for task `id`, and who of them holds it now;
-/// empty when none were recorded (a registered command: its runner is the
-/// holder).
-fn holders(dir: &Dir, id: &str) -> Vec<Holder> {
+/// The processes recorded for task `id`, if any (a registered command has
+/// none: its runner holds it).
+fn processes(dir: &Dir, id: &str) -> Option<Processes> {
     let Ok(Some(bytes)) = dir.read_small(&procs_file(id), 4096) else {
-        return Vec::new();
+        return None;
     };
-    serde_json::from_slice::<Processes>(&bytes)
-        .map(|p| p.holders())
-        .unwrap_or_default()
+    serde_json::from_slice::<Processes>(&bytes).ok()
 }
 
 impl Drop for FileTaskLease {
@@ -259,8 +256,14 @@ pub(super) fn probe(dir: &Dir, file_name: &str) -> Result<Option<StoredTask>> {
     let Ok(mut stored) = serde_json::from_slice::<StoredTask>(&bytes) else {
         return Ok(None);
     };
-    // Never what the file says: what the recorded processes say now.
-    stored.record.holders = holders(dir, &stored.record.id);
+    // Never what the file says: what the recorded processes say now, and
+    // only on the host they run on.
+    let record = &mut stored.record;
+    record.processes = processes(dir, &record.id);
+    record.holders = match &record.processes {
+        Some(p) if record.host == crate::identity::Identity::current().host => p.holders(),
+        _ => Vec::new(),
+    };
     Ok(Some(stored))
 }
 
