@@ -342,6 +342,7 @@ struct Writer {
 
 impl Writer {
     fn new(options: &LayerOptions, session_timeout: Duration) -> Self {
+        // No cookie can name it: a session id never holds a `/`.
         let id = crate::random::hex::<16>();
         Writer {
             cap: options.session_cap,

@@ -78,6 +78,15 @@ fn keys_of(ids: &[String]) -> std::collections::BTreeSet<SessionKey> {
     ids.iter().map(|id| SessionKey::of(id.as_bytes())).collect()
 }
 
+/// A builder whose requests wait up to a minute for the layer's threads
+/// (the app's 500 ms): a hang guard, so that what these tests check does
+/// not depend on how fast a loaded machine runs those threads.
+fn patient(config: &Config) -> LayerBuilder {
+    let mut builder = MaintenanceLayer::builder(config);
+    builder.options.check_timeout = Duration::from_secs(60);
+    builder
+}
+
 /// Polls until `done` holds (a hang guard, not a timing assertion).
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
     for _ in 0..1000 {
@@ -148,7 +157,7 @@ fn pending(b: &Arc<dyn Backend>) -> Box<dyn WaiterLease> {
 #[tokio::test]
 async fn online_passes_everyone_with_the_status() {
     let s = site();
-    let layer = MaintenanceLayer::new(&s.config);
+    let layer = patient(&s.config).build();
     let res = get(&mut app(&layer), req("/")).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.into_body(), "app sees ONLINE");
@@ -160,7 +169,7 @@ async fn online_passes_everyone_with_the_status() {
 #[tokio::test]
 async fn a_cookie_nobody_vouched_for_is_no_session() {
     let s = site();
-    let layer = MaintenanceLayer::new(&s.config);
+    let layer = patient(&s.config).build();
     let mut a = app(&layer);
     let res = get(&mut a, with_cookie("/", "sessionid=forged0123")).await;
     assert_eq!(
@@ -183,12 +192,28 @@ async fn a_cookie_nobody_vouched_for_is_no_session() {
     );
 }
 
+/// Without a validator the storage still vouches while PENDING: a session
+/// another worker recorded (its login's marker) passes here too.
+#[tokio::test]
+async fn without_a_validator_a_session_another_worker_recorded_passes_while_pending() {
+    let s = site();
+    let layer = patient(&s.config).build();
+    let mut a = app(&layer);
+    let other = patient(&s.config).build();
+    assert_eq!(
+        get(&mut app(&other), req("/login/bob")).await.status(),
+        StatusCode::OK
+    );
+    let _w = pending(&s.backend);
+    until_mode(&layer, Mode::Pending).await;
+    let res = get(&mut a, with_cookie("/", "sessionid=bob")).await;
+    assert_eq!(res.into_body(), "app sees PENDING");
+}
+
 #[tokio::test]
 async fn a_vouched_session_is_written_before_the_request_reaches_the_app() {
     let s = site();
-    let layer = MaintenanceLayer::builder(&s.config)
-        .vouch(|id: &str| id == "abc123")
-        .build();
+    let layer = patient(&s.config).vouch(|id: &str| id == "abc123").build();
     // The app looks at the storage when the request reaches it.
     let backend = Arc::clone(&s.backend);
     let inner = service_fn(move |_req: Request<String>| {
@@ -214,7 +239,7 @@ async fn a_forged_cookie_is_not_recorded_and_is_turned_away_while_pending() {
     let s = site();
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&calls);
-    let layer = MaintenanceLayer::builder(&s.config)
+    let layer = patient(&s.config)
         .vouch(move |id: &str| {
             counted.fetch_add(1, Ordering::SeqCst);
             id == "alice"
@@ -254,7 +279,7 @@ async fn a_forged_cookie_is_not_recorded_and_is_turned_away_while_pending() {
 #[tokio::test]
 async fn the_login_marker_records_the_session_before_the_response_and_logout_ends_it() {
     let s = site();
-    let layer = MaintenanceLayer::new(&s.config);
+    let layer = patient(&s.config).build();
     let mut a = app(&layer);
     let res = get(&mut a, req("/login/s3ss10n")).await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -287,7 +312,7 @@ async fn the_login_marker_records_the_session_before_the_response_and_logout_end
     s.backend
         .force_offline(&ModeChange::by_this_process())
         .unwrap();
-    let staff = MaintenanceLayer::builder(&s.config)
+    let staff = patient(&s.config)
         .allow_if(|head| head.headers.get("x-staff").is_some())
         .build();
     until_mode(&staff, Mode::Offline).await;
@@ -307,10 +332,7 @@ async fn the_login_marker_records_the_session_before_the_response_and_logout_end
 async fn past_the_cap_new_sessions_are_held_by_one_overflow_entry_and_it_is_logged() {
     let s = site_refreshed_every(Duration::from_secs(3600));
     let (lines, sink) = log_kept();
-    let layer = MaintenanceLayer::builder(&s.config)
-        .session_cap(3)
-        .log_to(sink)
-        .build();
+    let layer = patient(&s.config).session_cap(3).log_to(sink).build();
     let mut a = app(&layer);
     let ids: Vec<String> = (0..10).map(|i| format!("user{i}")).collect();
     for id in &ids {
@@ -338,7 +360,7 @@ async fn past_the_cap_new_sessions_are_held_by_one_overflow_entry_and_it_is_logg
 #[tokio::test]
 async fn sessions_past_the_cap_get_their_own_entries_later_and_the_overflow_entry_ends() {
     let s = site();
-    let layer = MaintenanceLayer::builder(&s.config)
+    let layer = patient(&s.config)
         .session_cap(2)
         .log_to(|_: &str| {})
         .build();
@@ -369,7 +391,7 @@ async fn rejected_ids_are_remembered_and_a_flood_costs_at_most_the_cap_in_valida
     let (lines, sink) = log_kept();
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&calls);
-    let layer = MaintenanceLayer::builder(&s.config)
+    let layer = patient(&s.config)
         .session_cap(50)
         .log_to(sink)
         .vouch(move |_: &str| {
@@ -413,7 +435,7 @@ async fn rejected_ids_are_remembered_and_a_flood_costs_at_most_the_cap_in_valida
 #[tokio::test]
 async fn the_sessions_the_layer_remembers_are_bounded() {
     let s = site_refreshed_every(Duration::from_secs(3600));
-    let layer = MaintenanceLayer::builder(&s.config)
+    let layer = patient(&s.config)
         .session_cap(1)
         .log_to(|_: &str| {})
         .build();
@@ -564,7 +586,7 @@ async fn pass_prefixes_always_pass() {
 #[tokio::test]
 async fn pending_lets_live_sessions_through_and_turns_new_ones_away() {
     let s = site();
-    let layer = MaintenanceLayer::builder(&s.config)
+    let layer = patient(&s.config)
         .vouch(|id: &str| ["alice", "bob", "carol"].contains(&id))
         .build();
     let mut a = app(&layer);
