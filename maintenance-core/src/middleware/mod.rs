@@ -11,8 +11,11 @@
 //! # async fn main() {
 //! # let dir = tempfile::tempdir().unwrap();
 //! let config = Config::with_state_dir(dir.path()); // or Config::load(&Default::default())?
+//! let layer = MaintenanceLayer::builder(&config)
+//!     .vouch(|id: &str| id == "alice") // the app's own session store answers
+//!     .build();
 //! let app = ServiceBuilder::new()
-//!     .layer(MaintenanceLayer::new(&config))
+//!     .layer(layer)
 //!     .service(service_fn(|req: http::Request<String>| async move {
 //!         let status = req.extensions().get::<MaintenanceStatus>().cloned();
 //!         Ok::<_, Infallible>(http::Response::new(format!("{:?}", status.map(|s| s.mode))))
