@@ -57,8 +57,10 @@ fn main() {
     let empty = service_fn(|_req: Request<String>| async {
         Ok::<_, Infallible>(Response::new(String::new()))
     });
+    // The app vouches for its one logged-in user.
     let layer = MaintenanceLayer::builder(&config)
         .touch_every(Duration::from_secs(3600))
+        .vouch(|id: &str| id == "benchsession01")
         .build();
     let mut svc = layer.layer(empty);
     let mut bare = empty;
@@ -76,13 +78,23 @@ fn main() {
     g.bench_function("online, no session", |b| {
         b.iter(|| now(svc.call(black_box(request(None)))).expect("infallible"))
     });
-    // Make the session known (the first request writes it).
+    // Make the session known (the first request has it vouched for and
+    // written).
     let known = Some("sessionid=benchsession01");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
     rt.block_on(svc.call(request(known))).expect("infallible");
+    assert!(
+        backend
+            .session(&maintenance_core::session::SessionKey::of(
+                b"benchsession01"
+            ))
+            .expect("read the sessions")
+            .is_some(),
+        "the bench's session was not recorded"
+    );
     g.bench_function("online, known session", |b| {
         b.iter(|| now(svc.call(black_box(request(known)))).expect("infallible"))
     });

@@ -19,7 +19,10 @@
 //!   says ONLINE may let someone in during the refresh interval; so
 //!   `activate` waits a settle time of that interval from the start of
 //!   PENDING, then looks at the sessions afresh before it writes OFFLINE.
-//!   The backend never refuses a touch.
+//!   The backend never refuses a touch. Only sessions the app vouched for
+//!   count; one vouched past the layer's per-interval cap is held off
+//!   OFFLINE by that layer's overflow entry until it is written
+//!   (`middleware::state`).
 //! - **I3** A task counts exactly as long as a process of its command lives:
 //!   it is an `flock` held on a file whose descriptor a child may inherit
 //!   ([`CommandTask::prepare_child`](task::CommandTask::prepare_child));

@@ -328,9 +328,10 @@ fn hostile_cookies_are_no_session() {
     );
     assert_eq!(site.status(), "Status: ONLINE - Active sessions: 0");
 
-    // The control: a well-formed cookie is recorded at once, so the check
-    // above would have seen one.
-    let r = send(b"sessionid=control-Session_1").unwrap();
+    // The control: a real login is recorded at once, so the check above
+    // would have seen one.
+    let control = login(&server);
+    let r = send(control.as_bytes()).unwrap();
     r.assert_home_page("control");
     assert_eq!(site.status(), "Status: ONLINE - Active sessions: 1");
     let with_control = manage_tests::snapshot(&sessions, &[]);
@@ -359,9 +360,88 @@ fn hostile_cookies_are_no_session() {
     );
     assert_eq!(site.status(), "Status: PENDING - Active sessions: 1");
     // (After the comparison: the control's request may touch its session.)
-    let control = send(b"sessionid=control-Session_1").unwrap();
-    control.assert_home_page("the control session, PENDING");
-    assert!(control.has_banner(), "{control}");
+    let r = send(control.as_bytes()).unwrap();
+    r.assert_home_page("the control session, PENDING");
+    assert!(r.has_banner(), "{r}");
+}
+
+/// The session entries in the state: one file per session in its bucket.
+fn session_entries(sessions: &std::path::Path) -> usize {
+    manage_tests::names(sessions)
+        .iter()
+        .map(|bucket| manage_tests::names(&sessions.join(bucket)).len())
+        .sum()
+}
+
+/// A flood of distinct forged session ids — cookies of the right shape
+/// that the app never issued — writes nothing, holds nothing off, and gets
+/// nobody in while PENDING, even the ids first seen while ONLINE; the
+/// layer's cap (here 2 new ids per refresh interval) bounds the validator
+/// calls and says so in the log. The one real user still holds `offline
+/// on` off, and logging out ends the wait.
+#[test]
+fn a_flood_of_forged_session_ids_writes_nothing_and_does_not_hold_off_offline() {
+    const FLOOD: usize = 4_000;
+    const THREADS: usize = 8;
+    let site = MySite::new(MYSITE);
+    let server = site.serve(&["--session-cap", "2"]);
+    let sessions = site.state().join("sessions");
+    let user = login(&server);
+    assert_eq!(session_entries(&sessions), 1, "the real login");
+    let forged = |i: usize| format!("sessionid=forged{i:05}");
+
+    let addr = server.addr();
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            s.spawn(move || {
+                for i in (t..FLOOD).step_by(THREADS) {
+                    let cookie = forged(i);
+                    let r = manage_tests::http_get(addr, "/", &[("Cookie", cookie.as_str())]);
+                    r.assert_home_page(&format!("ONLINE, {cookie}"));
+                    assert!(r.body.contains("You are not logged in"), "{cookie}: {r}");
+                }
+            });
+        }
+    });
+    assert_eq!(
+        session_entries(&sessions),
+        1,
+        "the flood wrote session entries"
+    );
+    assert_eq!(site.status(), "Status: ONLINE - Active sessions: 1");
+
+    // `offline on` waits for the real user alone…
+    let waiter = site.go_pending(&[]);
+    wait_turned_away(&server);
+    assert_eq!(site.status(), "Status: PENDING - Active sessions: 1");
+    // …the forged ids, though seen while ONLINE, are turned away…
+    for i in [0, 1, FLOOD / 2, FLOOD - 1] {
+        let cookie = forged(i);
+        server
+            .get("/", &[("Cookie", cookie.as_str())])
+            .assert_turned_away(TurnedAway::Redirect, None, &format!("PENDING, {cookie}"));
+    }
+    // …and the real user keeps working.
+    let r = server.get("/", &[("Cookie", user.as_str())]);
+    r.assert_home_page("the real user, PENDING");
+    assert!(r.body.contains("You are logged in"), "{r}");
+    let r = server.post("/logout", &[("Cookie", user.as_str())]);
+    assert_eq!(r.status, 303, "logout: {r}");
+    let out = waiter.finish();
+    assert_eq!(out.code(), Some(0), "`offline on`: {out}");
+    assert!(
+        out.stdout
+            .iter()
+            .any(|l| l == "Status: OFFLINE - Active sessions: 0"),
+        "{out}"
+    );
+    let out = server.stop();
+    assert!(
+        out.stderr
+            .contains("new session ids within one refresh interval")
+            && out.stderr.contains("its session cap"),
+        "the cap was reached without a word: {out}"
+    );
 }
 
 /// The server sees mode changes made by other processes through its

@@ -2,12 +2,17 @@
 //! Untracked: the site must never hold off its own maintenance.
 //!
 //! - `POST /login` starts a session (cookie `sessionid`), `POST /logout`
-//!   ends it;
+//!   ends it; the app keeps its logins in memory and vouches for them to
+//!   the layer — the login and logout responses carry the layer's
+//!   markers, and its validator asks the same store about any other
+//!   cookie, so a forged one is no session;
 //! - `GET /` shows a page, with a banner while the site is going offline;
 //! - `/maintenance.html` is the maintenance page, `/healthz` always
 //!   answers, `/api/…` answers JSON.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Extension};
@@ -17,7 +22,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use maintenance_core::command::{Context, ManageCommand, StopToken, register};
 use maintenance_core::middleware::{
-    MaintenanceExempt, MaintenanceHandle, MaintenanceLayer, MaintenanceStatus,
+    EndedSession, MaintenanceHandle, MaintenanceLayer, MaintenanceStatus, VouchedSession,
 };
 use maintenance_core::mode::Mode;
 use maintenance_core::policy::{Policy, Tracking};
@@ -43,6 +48,26 @@ pub struct Runserver {
     /// Trust `X-Forwarded-For` from this proxy (repeatable).
     #[arg(long, value_name = "CIDR")]
     trust_proxy: Vec<String>,
+    /// The layer's session cap: new session ids it looks at, and new
+    /// sessions it writes, per refresh interval.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    session_cap: Option<u32>,
+}
+
+/// The app's own logins: the session ids it issued and that have not
+/// logged out. In memory, so a restart logs everyone out.
+#[derive(Debug, Clone, Default)]
+pub struct Logins(Arc<Mutex<HashSet<String>>>);
+
+impl Logins {
+    fn ids(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `id` is a logged-in session.
+    pub fn contains(&self, id: &str) -> bool {
+        self.ids().contains(id)
+    }
 }
 
 impl ManageCommand for Runserver {
@@ -67,13 +92,15 @@ pub fn app(
     config: &Config,
     args: &Runserver,
 ) -> anyhow::Result<(Router, Option<MaintenanceHandle>)> {
+    let logins = Logins::default();
     let routes = Router::new()
         .route("/", get(home))
         .route("/login", post(login))
         .route("/logout", post(logout))
         .route("/maintenance.html", get(maintenance_page))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/api/status", get(api_status));
+        .route("/api/status", get(api_status))
+        .layer(Extension(logins.clone()));
     if args.without_maintenance {
         return Ok((routes, None));
     }
@@ -81,7 +108,12 @@ pub fn app(
         .pass_prefix("/healthz")
         .pass_prefix("/static/")
         .api_prefix("/api/")
-        .peer_address(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
+        .peer_address(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
+        // A cookie this app did not issue is no session.
+        .vouch(move |id: &str| logins.contains(id));
+    if let Some(cap) = args.session_cap {
+        builder = builder.session_cap(cap);
+    }
     if let Some(key) = std::env::var_os("MYSITE_SECRET_KEY") {
         builder = builder.signing_key(key.to_string_lossy().as_bytes());
     }
@@ -96,10 +128,7 @@ pub fn app(
     }
     let layer = builder.build();
     let handle = layer.handle();
-    Ok((
-        routes.layer(Extension(handle.clone())).layer(layer),
-        Some(handle),
-    ))
+    Ok((routes.layer(layer), Some(handle)))
 }
 
 async fn serve(
@@ -140,7 +169,11 @@ fn session_id(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-async fn home(status: Option<Extension<MaintenanceStatus>>, headers: HeaderMap) -> Html<String> {
+async fn home(
+    status: Option<Extension<MaintenanceStatus>>,
+    Extension(logins): Extension<Logins>,
+    headers: HeaderMap,
+) -> Html<String> {
     let banner = match status.as_ref().map(|s| &s.0) {
         Some(s) if s.mode == Mode::Pending => format!(
             "<p id=\"banner\">The site is going offline soon for maintenance.{}</p>\n",
@@ -154,7 +187,7 @@ async fn home(status: Option<Extension<MaintenanceStatus>>, headers: HeaderMap) 
         }
         _ => String::new(),
     };
-    let who = if session_id(&headers).is_some() {
+    let who = if session_id(&headers).is_some_and(|id| logins.contains(&id)) {
         "<p id=\"who\">You are logged in.</p>\n<form method=\"post\" action=\"/logout\"><button id=\"logout\">Log out</button></form>\n"
     } else {
         "<p id=\"who\">You are not logged in.</p>\n<form method=\"post\" action=\"/login\"><button id=\"login\">Log in</button></form>\n"
@@ -175,17 +208,9 @@ fn new_session_id() -> String {
     maintenance_core::random::hex::<16>()
 }
 
-async fn login(
-    handle: Option<Extension<MaintenanceHandle>>,
-    exempt: Option<Extension<MaintenanceExempt>>,
-) -> Response {
+async fn login(Extension(logins): Extension<Logins>) -> Response {
     let id = new_session_id();
-    // An exempt user (allow-listed, bypass cookie) browses OFFLINE anyway:
-    // their session must not hold off the wait.
-    if let (Some(Extension(h)), None) = (handle, exempt) {
-        // Written before the user gets the cookie: a waiter counts them.
-        h.touch(&id).await;
-    }
+    logins.ids().insert(id.clone());
     (
         StatusCode::SEE_OTHER,
         [
@@ -195,15 +220,16 @@ async fn login(
             ),
             (header::LOCATION, "/".to_owned()),
         ],
+        // The layer records the session before this response goes out, so
+        // a waiting `offline on` counts the user (unless the login passed
+        // only as exempt: allow-listed, bypass cookie).
+        Extension(VouchedSession(id)),
     )
         .into_response()
 }
 
-async fn logout(handle: Option<Extension<MaintenanceHandle>>, headers: HeaderMap) -> Response {
-    if let (Some(Extension(h)), Some(id)) = (handle, session_id(&headers)) {
-        h.end(&id);
-    }
-    (
+async fn logout(Extension(logins): Extension<Logins>, headers: HeaderMap) -> Response {
+    let mut response = (
         StatusCode::SEE_OTHER,
         [
             (
@@ -213,7 +239,12 @@ async fn logout(handle: Option<Extension<MaintenanceHandle>>, headers: HeaderMap
             (header::LOCATION, "/".to_owned()),
         ],
     )
-        .into_response()
+        .into_response();
+    if let Some(id) = session_id(&headers).filter(|id| logins.ids().remove(id)) {
+        // The session stops holding off maintenance at once.
+        response.extensions_mut().insert(EndedSession(id));
+    }
+    response
 }
 
 async fn maintenance_page() -> Html<&'static str> {

@@ -11,8 +11,11 @@
 //! # async fn main() {
 //! # let dir = tempfile::tempdir().unwrap();
 //! let config = Config::with_state_dir(dir.path()); // or Config::load(&Default::default())?
+//! let layer = MaintenanceLayer::builder(&config)
+//!     .vouch(|id: &str| id == "alice") // the app's own session store answers
+//!     .build();
 //! let app = ServiceBuilder::new()
-//!     .layer(MaintenanceLayer::new(&config))
+//!     .layer(layer)
 //!     .service(service_fn(|req: http::Request<String>| async move {
 //!         let status = req.extensions().get::<MaintenanceStatus>().cloned();
 //!         Ok::<_, Infallible>(http::Response::new(format!("{:?}", status.map(|s| s.mode))))
@@ -24,11 +27,26 @@
 //!
 //! With axum: `Router::new().route(…).layer(MaintenanceLayer::new(&config))`.
 //!
-//! - ONLINE: every request passes; one carrying the session cookie marks
-//!   that session active — a new one is written at once (the request waits
-//!   for the layer's thread to write it), a known one at most every few
-//!   seconds. Sessions are kept in memory by raw id, hashed only when
-//!   written: the hot path does no disk I/O.
+//! Only sessions the app vouches for count — a logged-in user, not anyone
+//! who sends a cookie of the right shape. The app says so in two ways,
+//! which work together:
+//!
+//! - its login response carries a [`VouchedSession`] extension (logout an
+//!   [`EndedSession`]): the layer records the session before that response
+//!   goes out;
+//! - a [`SessionValidator`] given to [`LayerBuilder::vouch`] answers for a
+//!   cookie the layer has not seen (a login made before this process
+//!   started, or through another worker), once per new id.
+//!
+//! A cookie nobody vouched for is no session: nothing is written for it, it
+//! does not hold off OFFLINE, and while PENDING it is turned away like a
+//! newcomer.
+//!
+//! - ONLINE: every request passes. A vouched session is marked active — a
+//!   new one is written at once (the request waits for the layer's thread
+//!   to write it), a known one at most every few seconds, in batches.
+//!   Sessions are kept in memory by raw id, hashed only when written: the
+//!   hot path does no disk I/O.
 //! - PENDING: a session that was live passes (this process knew it, or the
 //!   storage does: another worker may have seen it); everyone else is
 //!   turned away. With the state machine's settle time this keeps I2.
@@ -42,6 +60,10 @@
 //!   that could mean two things matches none ([`crate::site_path`]).
 //! - Every request that passes carries a [`MaintenanceStatus`].
 //!
+//! Whatever arrives, what the layer writes and remembers is bounded by its
+//! session cap ([`DEFAULT_SESSION_CAP`] per refresh interval, see
+//! [`LayerBuilder::session_cap`]).
+//!
 //! The mode comes from a snapshot refreshed on the layer's own thread every
 //! `refresh_interval`; a PENDING whose waiter died reads ONLINE within that
 //! bound. If the state cannot be read the last snapshot stays (logged once);
@@ -52,12 +74,13 @@ mod response;
 mod state;
 #[cfg(test)]
 mod tests;
+mod vouch;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -66,11 +89,12 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 pub use self::options::{
-    DEFAULT_BYPASS_COOKIE, DEFAULT_COOKIE, LayerOptions, PeerAddress, Predicate, RequestHead,
-    TurnAway, WithoutState, parse_cidr,
+    DEFAULT_BYPASS_COOKIE, DEFAULT_COOKIE, DEFAULT_SESSION_CAP, LayerOptions, LogSink, PeerAddress,
+    Predicate, RequestHead, SessionValidator, TurnAway, WithoutState, parse_cidr,
 };
 pub use self::state::Snapshot;
-use self::state::{Job, Seen, Shared};
+use self::state::{Job, Shared};
+use self::vouch::Then;
 use crate::clock::Timestamp;
 use crate::config::Config;
 use crate::mode::{Mode, RetryAfter};
@@ -98,6 +122,24 @@ pub struct MaintenanceStatus {
 /// them ([`MaintenanceHandle::touch`] is for the others).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaintenanceExempt;
+
+/// Put in a response's extensions by the app's login: the app vouches that
+/// session `.0` (the id it just set in the session cookie) is a logged-in
+/// user. The layer records the session before the response goes out (it
+/// waits at most 500 ms for its thread), so a waiting `offline on` counts
+/// the user. Ignored on a request that passed only as exempt
+/// ([`MaintenanceExempt`]) or while OFFLINE, and for an id that could not
+/// be a session cookie (1 to 256 ASCII letters, digits, `-`, `_`).
+///
+/// With axum: `(StatusCode::SEE_OTHER, [(SET_COOKIE, …)],
+/// Extension(VouchedSession(id)))`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VouchedSession(pub String);
+
+/// Put in a response's extensions by the app's logout: session `.0` ended,
+/// and stops holding off maintenance at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedSession(pub String);
 
 /// The layer. Cheap to clone; every clone shares one snapshot, one session
 /// cache and one thread.
@@ -280,6 +322,39 @@ impl LayerBuilder {
         self
     }
 
+    /// The app's validator: asked whether a session cookie the layer has
+    /// not seen belongs to a logged-in user (`|id: &str| sessions.contains(id)`).
+    /// Called on a thread of the layer's own (it may block), once per new
+    /// id: a vouched id is remembered, a rejected one too (a bounded cache,
+    /// for up to a minute). Without a validator only the app's
+    /// [`VouchedSession`] markers and [`MaintenanceHandle::touch`] record
+    /// sessions.
+    pub fn vouch(mut self, validator: impl SessionValidator) -> Self {
+        self.options.validator = Some(Arc::new(validator));
+        self
+    }
+
+    /// The session cap (default [`DEFAULT_SESSION_CAP`], at least 1): per
+    /// refresh interval, at most this many new session ids are looked at
+    /// (validator calls, and storage checks while PENDING) and at most this
+    /// many new session entries are written. Past it, in that interval, a
+    /// new id passes as no session (turned away while PENDING), and a new
+    /// session the app vouched for is remembered and held off OFFLINE by
+    /// one overflow entry of this process until later intervals write it.
+    /// One log line says when either is reached. The layer also remembers
+    /// at most 100 × cap sessions and 20 × cap rejected ids.
+    pub fn session_cap(mut self, cap: u32) -> Self {
+        self.options.session_cap = cap.max(1);
+        self
+    }
+
+    /// Where the layer's log lines go (default: `manage: LINE` on stderr):
+    /// e.g. `|line| tracing::warn!("{line}")`.
+    pub fn log_to(mut self, sink: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.options.log = Arc::new(sink);
+        self
+    }
+
     /// Starts the layer: reads the first snapshot and starts its thread.
     pub fn build(self) -> MaintenanceLayer {
         MaintenanceLayer {
@@ -302,16 +377,15 @@ impl std::fmt::Debug for MaintenanceHandle {
 }
 
 impl MaintenanceHandle {
-    /// Records session `id` as active now (a login), and waits until it is
-    /// written. Ignored for an id the layer would not record.
+    /// The app vouches for session `id` (a login, as [`VouchedSession`]
+    /// does from a response): records it as active now, and waits until it
+    /// is written. Ignored for an id the layer would not record.
     pub async fn touch(&self, id: &str) {
         if !response::valid_session_id(id) {
             return;
         }
         let (tx, rx) = oneshot::channel();
-        remember(&self.shared, id);
-        self.shared
-            .send(Job::Touch(SessionKey::of(id.as_bytes()), Some(tx)));
+        self.shared.record(id, Some(tx));
         let _ = tokio::time::timeout(self.shared.options.check_timeout, rx).await;
     }
 
@@ -320,27 +394,8 @@ impl MaintenanceHandle {
         if !response::valid_session_id(id) {
             return;
         }
-        self.shared
-            .sessions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
-        self.shared.send(Job::End(SessionKey::of(id.as_bytes())));
+        self.shared.end(id);
     }
-}
-
-fn remember(shared: &Shared, id: &str) {
-    let now = shared.now_secs();
-    shared
-        .sessions
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(id.into())
-        .or_insert_with(|| Seen {
-            written: now.into(),
-        })
-        .written
-        .store(now, Ordering::Relaxed);
 }
 
 impl<S> Layer<S> for MaintenanceLayer {
@@ -414,29 +469,48 @@ impl<S> Maintenance<S> {
             _ if self.exempt(req, Some(snap)) => Decision::PassExempt,
             Mode::Pending => match session {
                 Some(id) if self.touch_known(id, true) => Decision::Pass,
-                Some(id) => {
-                    let (tx, rx) = oneshot::channel();
-                    self.shared
-                        .send(Job::Check(SessionKey::of(id.as_bytes()), tx));
-                    Decision::Check(rx, json())
-                }
+                Some(id) => self.admit(id, json()),
                 None => Decision::TurnAway(json()),
             },
             Mode::Offline => Decision::TurnAway(json()),
         }
     }
 
-    /// Records activity of a passing session: a new one is written at once,
-    /// a known one at most every `touch_every`.
+    /// Records activity of a passing session: a known one is written again
+    /// at most every `touch_every`; a new one is asked of the app's
+    /// validator (within the cap), and written before the request goes on
+    /// if it vouches for it. Without a validator a new id is no session.
     fn note_session(&self, id: &str) -> Decision {
         if self.touch_known(id, false) {
             return Decision::Pass;
         }
         let shared = &self.shared;
-        remember(shared, id);
+        if shared.vouch.is_none() || shared.is_rejected(id) || !shared.take_lookup() {
+            return Decision::Pass;
+        }
         let (tx, rx) = oneshot::channel();
-        shared.send(Job::Touch(SessionKey::of(id.as_bytes()), Some(tx)));
-        Decision::PassAfterWrite(rx)
+        if shared.look_up(id, Then::Record(tx)) {
+            Decision::PassAfterWrite(rx)
+        } else {
+            Decision::Pass
+        }
+    }
+
+    /// While PENDING, a session this process did not see live: it passes if
+    /// the app vouches for it (when there is a validator) and the storage
+    /// says it was live; looked at within the cap, else turned away.
+    fn admit(&self, id: &str, json: bool) -> Decision {
+        let shared = &self.shared;
+        if shared.is_rejected(id) || !shared.take_lookup() {
+            return Decision::TurnAway(json);
+        }
+        let (tx, rx) = oneshot::channel();
+        if shared.vouch.is_none() {
+            shared.send(Job::Check(SessionKey::of(id.as_bytes()), tx));
+        } else if !shared.look_up(id, Then::Admit(tx)) {
+            return Decision::TurnAway(json);
+        }
+        Decision::Check(rx, json)
     }
 
     /// For a session this process knows (and, with `live`, saw within the
@@ -460,7 +534,7 @@ impl<S> Maintenance<S> {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            shared.send(Job::Touch(SessionKey::of(id.as_bytes()), None));
+            shared.send(Job::Again(SessionKey::of(id.as_bytes())));
         }
         true
     }
@@ -553,15 +627,22 @@ where
                 req.extensions_mut().insert(status);
             }
         };
+        // The app's login and logout markers count on a request that passed
+        // on its own standing, never as exempt nor while OFFLINE.
+        let markers = || {
+            snap.is_none_or(|s| s.mode != Mode::Offline)
+                .then(|| Arc::clone(&self.shared))
+        };
         match decision {
             Decision::Pass => {
                 pass(&mut req);
-                ResponseFuture::inner(self.inner.call(req))
+                let markers = markers();
+                ResponseFuture::inner(self.inner.call(req), markers)
             }
             Decision::PassExempt => {
                 pass(&mut req);
                 req.extensions_mut().insert(MaintenanceExempt);
-                ResponseFuture::inner(self.inner.call(req))
+                ResponseFuture::inner(self.inner.call(req), None)
             }
             Decision::TurnAway(json) => ResponseFuture::early(response::turned_away(o, snap, json)),
             Decision::Bypass(hash) => ResponseFuture::early(response::bypass_granted(o, &hash)),
@@ -570,12 +651,16 @@ where
                 let timeout = o.check_timeout;
                 let ready = self.inner.clone();
                 let mut svc = std::mem::replace(&mut self.inner, ready);
-                ResponseFuture::boxed(async move {
-                    // Written (or the disk is slow: the user is not held up
-                    // longer than the timeout; the write still lands).
-                    let _ = tokio::time::timeout(timeout, rx).await;
-                    svc.call(req).await
-                })
+                let markers = markers();
+                ResponseFuture::boxed(
+                    async move {
+                        // Written (or the disk is slow: the user is not held up
+                        // longer than the timeout; the write still lands).
+                        let _ = tokio::time::timeout(timeout, rx).await;
+                        svc.call(req).await
+                    },
+                    markers,
+                )
             }
             Decision::Check(rx, json) => {
                 pass(&mut req);
@@ -585,28 +670,52 @@ where
                 let shared = Arc::clone(&self.shared);
                 let turned: Response<ResBody> = response::turned_away(o, snap, json);
                 let id = response::cookie(req.headers(), &o.cookie_name).map(str::to_owned);
-                ResponseFuture::boxed(async move {
-                    match tokio::time::timeout(timeout, rx).await {
-                        Ok(Ok(true)) => {
-                            if let Some(id) = id {
-                                remember(&shared, &id);
+                let markers = markers();
+                ResponseFuture::boxed(
+                    async move {
+                        match tokio::time::timeout(timeout, rx).await {
+                            Ok(Ok(true)) => {
+                                if let Some(id) = id {
+                                    shared.remember(&id);
+                                }
+                                svc.call(req).await
                             }
-                            svc.call(req).await
+                            _ => Ok(turned),
                         }
-                        _ => Ok(turned),
-                    }
-                })
+                    },
+                    markers,
+                )
             }
         }
     }
 }
 
+/// Applies the app's markers on a response: ends an [`EndedSession`], and
+/// records a [`VouchedSession`] — returning the wait for its write.
+fn apply_markers<B>(shared: &Shared, response: &mut Response<B>) -> Option<oneshot::Receiver<()>> {
+    let extensions = response.extensions_mut();
+    if let Some(EndedSession(id)) = extensions.remove::<EndedSession>()
+        && response::valid_session_id(&id)
+    {
+        shared.end(&id);
+    }
+    let VouchedSession(id) = extensions.remove::<VouchedSession>()?;
+    if !response::valid_session_id(&id) {
+        return None;
+    }
+    let (tx, rx) = oneshot::channel();
+    shared.record(&id, Some(tx));
+    Some(rx)
+}
+
 pin_project_lite::pin_project! {
     /// The layer's response future: the inner service's, an early answer,
-    /// or a short wait on the layer's thread before either.
+    /// or a short wait on the layer's thread before either; then, when the
+    /// app's response vouches for a new session, a short wait for its write.
     pub struct ResponseFuture<F, B, E> {
         #[pin]
         kind: Kind<F, B, E>,
+        markers: Option<Arc<Shared>>,
     }
 }
 
@@ -616,13 +725,19 @@ pin_project_lite::pin_project! {
         Inner { #[pin] future: F },
         Early { response: Option<Response<B>> },
         Waiting { future: Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>> },
+        Written {
+            response: Option<Response<B>>,
+            #[pin]
+            write: tokio::time::Timeout<oneshot::Receiver<()>>,
+        },
     }
 }
 
 impl<F, B, E> ResponseFuture<F, B, E> {
-    fn inner(future: F) -> Self {
+    fn inner(future: F, markers: Option<Arc<Shared>>) -> Self {
         ResponseFuture {
             kind: Kind::Inner { future },
+            markers,
         }
     }
 
@@ -631,14 +746,19 @@ impl<F, B, E> ResponseFuture<F, B, E> {
             kind: Kind::Early {
                 response: Some(response),
             },
+            markers: None,
         }
     }
 
-    fn boxed(future: impl Future<Output = Result<Response<B>, E>> + Send + 'static) -> Self {
+    fn boxed(
+        future: impl Future<Output = Result<Response<B>, E>> + Send + 'static,
+        markers: Option<Arc<Shared>>,
+    ) -> Self {
         ResponseFuture {
             kind: Kind::Waiting {
                 future: Box::pin(future),
             },
+            markers,
         }
     }
 }
@@ -650,12 +770,31 @@ where
     type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { future } => future.poll(cx),
-            KindProj::Early { response } => {
-                Poll::Ready(Ok(response.take().expect("polled after completion")))
-            }
-            KindProj::Waiting { future } => future.as_mut().poll(cx),
+        let mut this = self.project();
+        loop {
+            let result = match this.kind.as_mut().project() {
+                KindProj::Inner { future } => ready!(future.poll(cx)),
+                KindProj::Early { response } => {
+                    return Poll::Ready(Ok(response.take().expect("polled after completion")));
+                }
+                KindProj::Waiting { future } => ready!(future.as_mut().poll(cx)),
+                KindProj::Written { response, write } => {
+                    // Written, or the disk is slow: the write still lands.
+                    let _ = ready!(write.poll(cx));
+                    return Poll::Ready(Ok(response.take().expect("polled after completion")));
+                }
+            };
+            let Some(shared) = this.markers.take() else {
+                return Poll::Ready(result);
+            };
+            let mut response = result?;
+            let Some(written) = apply_markers(&shared, &mut response) else {
+                return Poll::Ready(Ok(response));
+            };
+            this.kind.set(Kind::Written {
+                response: Some(response),
+                write: tokio::time::timeout(shared.options.check_timeout, written),
+            });
         }
     }
 }

@@ -1,5 +1,6 @@
 //! What a [`MaintenanceLayer`](super::MaintenanceLayer) is told: how to turn
-//! requests away, who always passes, which cookie names a session.
+//! requests away, who always passes, which cookie names a session, who
+//! vouches for a session, and how much the layer may write.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -48,6 +49,48 @@ pub type Predicate = Arc<dyn Fn(&RequestHead<'_>) -> bool + Send + Sync>;
 /// `ConnectInfo<SocketAddr>`).
 pub type PeerAddress = fn(&http::Extensions) -> Option<IpAddr>;
 
+/// The app's answer to "is this session id a logged-in user?", given to
+/// [`LayerBuilder::vouch`](super::LayerBuilder::vouch). Any
+/// `Fn(&str) -> bool + Send + Sync + 'static` is one.
+///
+/// Called on a thread of the layer's own, never on the async runtime, so it
+/// may block (a query to the app's session store). It is asked at most once
+/// per new id while its answer is remembered, and at most
+/// [`session_cap`](super::LayerBuilder::session_cap) times per refresh
+/// interval, whatever arrives. It must know every session the app issued
+/// (read the primary, not a lagging replica): an id it rejects is turned
+/// away while PENDING.
+pub trait SessionValidator: Send + Sync + 'static {
+    /// Whether `id` (the session cookie's value) belongs to a user who is
+    /// logged in.
+    fn is_logged_in(&self, id: &str) -> bool;
+}
+
+impl<F> SessionValidator for F
+where
+    F: Fn(&str) -> bool + Send + Sync + 'static,
+{
+    fn is_logged_in(&self, id: &str) -> bool {
+        self(id)
+    }
+}
+
+/// Where the layer's log lines go (one line each, without a trailing
+/// newline). The default writes `manage: LINE` to stderr.
+pub type LogSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// The default cap on new session ids per refresh interval: at most this
+/// many are looked at (validator calls, storage checks) and at most this
+/// many new session entries are written.
+pub const DEFAULT_SESSION_CAP: u32 = 1_000;
+
+/// How many vouched sessions the layer remembers, per unit of the cap.
+pub(crate) const KNOWN_PER_CAP: usize = 100;
+
+/// How many rejected ids the layer remembers in each of its two
+/// generations, per unit of the cap.
+pub(crate) const REJECTED_PER_CAP: usize = 10;
+
 /// The layer's options. Build them with the layer's methods.
 #[derive(Clone)]
 pub struct LayerOptions {
@@ -68,6 +111,9 @@ pub struct LayerOptions {
     pub(crate) without_state: WithoutState,
     pub(crate) touch_every: Duration,
     pub(crate) check_timeout: Duration,
+    pub(crate) validator: Option<Arc<dyn SessionValidator>>,
+    pub(crate) session_cap: u32,
+    pub(crate) log: LogSink,
 }
 
 impl std::fmt::Debug for LayerOptions {
@@ -82,6 +128,8 @@ impl std::fmt::Debug for LayerOptions {
             .field("allow", &self.allow)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("without_state", &self.without_state)
+            .field("vouch", &self.validator.is_some())
+            .field("session_cap", &self.session_cap)
             .finish_non_exhaustive()
     }
 }
@@ -115,7 +163,15 @@ impl LayerOptions {
             without_state: WithoutState::FailClosed,
             touch_every: Duration::from_secs(5),
             check_timeout: Duration::from_millis(500),
+            validator: None,
+            session_cap: DEFAULT_SESSION_CAP,
+            log: Arc::new(|line: &str| eprintln!("manage: {line}")),
         }
+    }
+
+    /// How many vouched sessions the layer remembers.
+    pub(crate) fn max_known(&self) -> usize {
+        (self.session_cap as usize).saturating_mul(KNOWN_PER_CAP)
     }
 }
 

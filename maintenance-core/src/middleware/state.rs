@@ -2,8 +2,15 @@
 //! to the (synchronous) backend: it refreshes the mode snapshot every
 //! `refresh_interval`, writes session touches, and answers "is this session
 //! live?" for the hot path, which never reads the disk itself.
+//!
+//! Whatever arrives, what the layer writes and remembers is bounded: per
+//! refresh interval at most `session_cap` new ids are looked at (counted on
+//! the hot path) and at most `session_cap` new entries written (counted
+//! here); a vouched session past the cap is held by one overflow entry of
+//! this process until later intervals write it (I2: no real user is cut
+//! off, and the backend never refuses a touch).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -12,7 +19,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use tokio::sync::oneshot;
 
-use super::options::LayerOptions;
+use super::options::{LayerOptions, REJECTED_PER_CAP};
+use super::vouch::{self, Lookup, Rejected};
 use crate::backend::{self, Backend};
 use crate::clock::{SystemClock, Timestamp};
 use crate::config::Config;
@@ -42,14 +50,20 @@ pub(crate) struct Seen {
 }
 
 pub(crate) enum Job {
-    Touch(SessionKey, Option<oneshot::Sender<()>>),
+    /// A new vouched session: written at once (within the cap, else held
+    /// by the overflow entry), then acknowledged.
+    New(SessionKey, Option<oneshot::Sender<()>>),
+    /// A known session's repeat activity: written with the next batch.
+    Again(SessionKey),
     End(SessionKey),
     Check(SessionKey, oneshot::Sender<bool>),
+    /// Acknowledged once every job queued before it is done.
+    Ack(oneshot::Sender<()>),
 }
 
-/// FNV-1a: session ids are short and come from the app's own cookie, so a
-/// fast hash beats SipHash on the hot path; flooding the map needs valid
-/// sessions the app issued.
+/// FNV-1a: session ids are short, so a fast hash beats SipHash on the hot
+/// path; only sessions the app vouched for enter the map, so flooding it
+/// needs valid sessions the app issued.
 #[derive(Default)]
 pub(crate) struct Fnv(u64);
 
@@ -86,6 +100,14 @@ pub(crate) struct Shared {
     /// clock (which costs hundreds of nanoseconds in some VMs).
     pub clock: AtomicU64,
     pub session_timeout: Duration,
+    pub refresh_interval: Duration,
+    /// Ids the validator rejected (bounded).
+    pub rejected: RwLock<Rejected>,
+    /// New ids looked at in this refresh interval; the layer's thread
+    /// resets it.
+    pub lookups: AtomicU64,
+    /// The validator's queue (bounded by the cap), when there is one.
+    pub vouch: Option<mpsc::SyncSender<Lookup>>,
 }
 
 impl Shared {
@@ -98,11 +120,104 @@ impl Shared {
         let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         let _ = jobs.send(job);
     }
+
+    /// One log line, to the app's sink.
+    pub fn log(&self, line: &str) {
+        (self.options.log)(line);
+    }
+
+    /// Whether this process knows session `id`.
+    pub fn knows(&self, id: &str) -> bool {
+        let sessions = self.sessions.read().unwrap_or_else(|e| e.into_inner());
+        sessions.contains_key(id)
+    }
+
+    /// Whether the validator rejected `id` lately.
+    pub fn is_rejected(&self, id: &str) -> bool {
+        let rejected = self.rejected.read().unwrap_or_else(|e| e.into_inner());
+        rejected.contains(id)
+    }
+
+    pub fn reject(&self, id: Box<str>) {
+        let mut rejected = self.rejected.write().unwrap_or_else(|e| e.into_inner());
+        rejected.insert(id);
+    }
+
+    /// Takes one look at a new id from this interval's budget; `false`
+    /// once the cap is reached (said once per interval).
+    pub fn take_lookup(&self) -> bool {
+        let cap = u64::from(self.options.session_cap);
+        let n = self.lookups.fetch_add(1, Ordering::Relaxed);
+        if n == cap {
+            self.log(&format!(
+                "the maintenance layer looked at {cap} new session ids within one refresh \
+                 interval ({:?}), its session cap: until the next interval, more new ids pass \
+                 as no session and are turned away while PENDING (a flood of unknown session \
+                 cookies? raise the cap with LayerBuilder::session_cap)",
+                self.refresh_interval
+            ));
+        }
+        n < cap
+    }
+
+    /// Hands `id` to the validator's thread; `false` when there is none or
+    /// its queue is full.
+    pub fn look_up(&self, id: &str, then: vouch::Then) -> bool {
+        self.vouch.as_ref().is_some_and(|q| {
+            q.try_send(Lookup {
+                id: id.into(),
+                then,
+            })
+            .is_ok()
+        })
+    }
+
+    /// Notes session `id` as active now; a new one is remembered while the
+    /// map has room (else only written, and looked at again next time).
+    pub fn remember(&self, id: &str) {
+        let now = self.now_secs();
+        let mut sessions = self.sessions.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(seen) = sessions.get(id) {
+            seen.written.store(now, Ordering::Relaxed);
+        } else if sessions.len() < self.options.max_known() {
+            sessions.insert(
+                id.into(),
+                Seen {
+                    written: now.into(),
+                },
+            );
+        }
+    }
+
+    /// Records a session the app vouched for: remembered, and written at
+    /// once by the layer's thread, which then answers `ack`.
+    pub fn record(&self, id: &str, ack: Option<oneshot::Sender<()>>) {
+        self.remember(id);
+        self.send(Job::New(SessionKey::of(id.as_bytes()), ack));
+    }
+
+    /// Ends session `id` (a logout).
+    pub fn end(&self, id: &str) {
+        self.sessions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        self.send(Job::End(SessionKey::of(id.as_bytes())));
+    }
 }
 
 /// Starts the shared state and its thread.
 pub(crate) fn start(config: &Config, options: LayerOptions) -> Arc<Shared> {
     let (tx, rx) = mpsc::channel();
+    let cap = options.session_cap as usize;
+    let validator = options.validator.clone();
+    let (vouch, lookups) = match validator {
+        Some(_) => {
+            let (q, lookups) = mpsc::sync_channel(cap);
+            (Some(q), Some(lookups))
+        }
+        None => (None, None),
+    };
     let shared = Arc::new(Shared {
         options,
         snapshot: ArcSwapOption::empty(),
@@ -111,19 +226,31 @@ pub(crate) fn start(config: &Config, options: LayerOptions) -> Arc<Shared> {
         started: Instant::now(),
         clock: AtomicU64::new(0),
         session_timeout: config.session_timeout,
+        refresh_interval: config.refresh_interval,
+        rejected: RwLock::new(Rejected::new(cap.saturating_mul(REJECTED_PER_CAP))),
+        lookups: AtomicU64::new(0),
+        vouch,
     });
     let weak = Arc::downgrade(&shared);
+    if let (Some(validator), Some(lookups)) = (validator, lookups)
+        && let Err(e) = vouch::start(Weak::clone(&weak), validator, lookups)
+    {
+        shared.log(&format!(
+            "cannot start the maintenance layer's validator thread, no session counts: {e}"
+        ));
+    }
     let config = config.clone();
     // The first snapshot is read before the layer serves, when it can be.
     let backend = backend::open(&config, SystemClock::shared()).ok();
     if let Some(b) = &backend {
         refresh(&shared, b.as_ref(), &mut false);
     }
+    let writer = Writer::new(&shared.options, config.session_timeout);
     let spawned = std::thread::Builder::new()
         .name("manage-layer".into())
-        .spawn(move || run(weak, rx, config, backend));
+        .spawn(move || run(weak, rx, config, backend, writer));
     if let Err(e) = spawned {
-        eprintln!("manage: cannot start the maintenance layer's thread: {e}");
+        shared.log(&format!("cannot start the maintenance layer's thread: {e}"));
     }
     shared
 }
@@ -133,9 +260,14 @@ fn run(
     jobs: mpsc::Receiver<Job>,
     config: Config,
     mut backend: Option<Arc<dyn Backend>>,
+    mut writer: Writer,
 ) {
     let every = config.refresh_interval.max(Duration::from_millis(10));
-    let mut next = Instant::now();
+    // `start` read the first snapshot when it could open the state.
+    let mut next = match backend {
+        Some(_) => Instant::now() + every,
+        None => Instant::now(),
+    };
     let mut complained = false;
     let mut last_prune = Instant::now();
     loop {
@@ -155,42 +287,156 @@ fn run(
             match backend::open(&config, SystemClock::shared()) {
                 Ok(b) => backend = Some(b),
                 Err(e) if !complained => {
-                    eprintln!("manage: the maintenance layer cannot open the state: {e}");
+                    shared.log(&format!("the maintenance layer cannot open the state: {e}"));
                     complained = true;
                 }
                 Err(_) => {}
             }
         }
         if let (Some(job), Some(b)) = (job, &backend) {
-            handle(b.as_ref(), job);
+            writer.handle(&shared, b.as_ref(), job);
         }
         if Instant::now() >= next {
             if let Some(b) = &backend {
                 refresh(&shared, b.as_ref(), &mut complained);
+                writer.next_interval(b.as_ref());
             }
+            shared.lookups.store(0, Ordering::Relaxed);
             next = Instant::now() + every;
         }
         if last_prune.elapsed() >= Duration::from_secs(30) {
             prune(&shared);
+            shared
+                .rejected
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .rotate();
             last_prune = Instant::now();
         }
     }
 }
 
-fn handle(backend: &dyn Backend, job: Job) {
-    match job {
-        Job::Touch(key, ack) => {
-            let _ = backend.touch_session(&key);
-            if let Some(ack) = ack {
+/// The layer thread's writes: new entries within the cap, the overflow
+/// entry past it, and the batch of repeat touches.
+struct Writer {
+    cap: u32,
+    /// New entries written in this interval.
+    written: u32,
+    /// This process's own overflow entry: one session key that holds off
+    /// OFFLINE for vouched sessions past the cap until they are written.
+    overflow: SessionKey,
+    /// The overflow entry is in storage.
+    overflow_live: bool,
+    /// The overflow entry was touched in this interval.
+    overflow_now: bool,
+    /// Vouched sessions past the cap, written in later intervals.
+    backlog: VecDeque<SessionKey>,
+    max_backlog: usize,
+    /// The backlog overflowed at this time: the overflow entry is left to
+    /// expire as a session does, since it holds some that are not queued.
+    backlog_lost: Option<Instant>,
+    session_timeout: Duration,
+    /// Repeat touches, written once per interval.
+    batch: HashSet<SessionKey>,
+}
+
+impl Writer {
+    fn new(options: &LayerOptions, session_timeout: Duration) -> Self {
+        // No cookie can name it: a session id never holds a `/`.
+        let id = crate::random::hex::<16>();
+        Writer {
+            cap: options.session_cap,
+            written: 0,
+            overflow: SessionKey::of(format!("manage-layer-overflow/{id}").as_bytes()),
+            overflow_live: false,
+            overflow_now: false,
+            backlog: VecDeque::new(),
+            max_backlog: options.max_known(),
+            backlog_lost: None,
+            session_timeout,
+            batch: HashSet::new(),
+        }
+    }
+
+    fn handle(&mut self, shared: &Shared, backend: &dyn Backend, job: Job) {
+        match job {
+            Job::New(key, ack) => {
+                self.new_session(shared, backend, key);
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
+            }
+            Job::Again(key) => {
+                self.batch.insert(key);
+            }
+            Job::End(key) => {
+                self.batch.remove(&key);
+                if !self.backlog.is_empty() {
+                    self.backlog.retain(|k| *k != key);
+                }
+                let _ = backend.end_session(&key);
+            }
+            Job::Check(key, reply) => {
+                let live = backend.session(&key).ok().flatten().is_some();
+                let _ = reply.send(live);
+            }
+            Job::Ack(ack) => {
                 let _ = ack.send(());
             }
         }
-        Job::End(key) => {
-            let _ = backend.end_session(&key);
+    }
+
+    /// Writes a new vouched session, or — past the cap — touches the
+    /// overflow entry (once per interval) and queues the session.
+    fn new_session(&mut self, shared: &Shared, backend: &dyn Backend, key: SessionKey) {
+        if self.written < self.cap {
+            let _ = backend.touch_session(&key);
+            self.written += 1;
+            return;
         }
-        Job::Check(key, reply) => {
-            let live = backend.session(&key).ok().flatten().is_some();
-            let _ = reply.send(live);
+        if !self.overflow_now {
+            let _ = backend.touch_session(&self.overflow);
+            self.overflow_now = true;
+            self.overflow_live = true;
+            shared.log(&format!(
+                "the maintenance layer wrote {} new sessions within one refresh interval ({:?}), \
+                 its session cap: more are held off OFFLINE by one overflow entry until later \
+                 intervals write them (raise the cap with LayerBuilder::session_cap)",
+                self.cap, shared.refresh_interval
+            ));
+        }
+        if self.backlog.len() < self.max_backlog {
+            self.backlog.push_back(key);
+        } else {
+            self.backlog_lost = Some(Instant::now());
+        }
+    }
+
+    /// A new interval: the batch of repeat touches, then the backlog within
+    /// the cap; the overflow entry ends once an interval passed without
+    /// need of it and every session it held has its own entry.
+    fn next_interval(&mut self, backend: &dyn Backend) {
+        for key in self.batch.drain() {
+            let _ = backend.touch_session(&key);
+        }
+        let quiet = !self.overflow_now;
+        self.written = 0;
+        self.overflow_now = false;
+        while self.written < self.cap
+            && let Some(key) = self.backlog.pop_front()
+        {
+            let _ = backend.touch_session(&key);
+            self.written += 1;
+        }
+        if self
+            .backlog_lost
+            .is_some_and(|at| at.elapsed() >= self.session_timeout)
+        {
+            self.backlog_lost = None;
+        }
+        if quiet && self.overflow_live && self.backlog.is_empty() && self.backlog_lost.is_none() {
+            let _ = backend.end_session(&self.overflow);
+            self.overflow_live = false;
         }
     }
 }
@@ -212,9 +458,9 @@ fn refresh(shared: &Shared, backend: &dyn Backend, complained: &mut bool) {
         }
         Err(e) => {
             if !*complained {
-                eprintln!(
-                    "manage: the maintenance layer cannot read the mode, keeping its last snapshot: {e}"
-                );
+                shared.log(&format!(
+                    "the maintenance layer cannot read the mode, keeping its last snapshot: {e}"
+                ));
                 *complained = true;
             }
         }

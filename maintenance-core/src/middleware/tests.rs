@@ -1,9 +1,11 @@
 //! The layer's behaviour in each mode, with an empty inner service: status
-//! codes, headers, bodies, and what reaches the app.
+//! codes, headers, bodies, and what reaches the app; which sessions count,
+//! and the bounds on what the layer writes and remembers.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, LOCATION, RETRY_AFTER, SET_COOKIE};
@@ -23,9 +25,15 @@ struct Site {
 }
 
 fn site() -> Site {
+    site_refreshed_every(Duration::from_millis(20))
+}
+
+/// A site whose layers refresh every `every`: an hour makes the whole test
+/// one refresh interval, so the per-interval cap is never reset under it.
+fn site_refreshed_every(every: Duration) -> Site {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::with_state_dir(dir.path().join("state"));
-    config.refresh_interval = Duration::from_millis(20);
+    config.refresh_interval = every;
     let backend = crate::backend::open(&config, SystemClock::shared()).unwrap();
     Site {
         _dir: dir,
@@ -36,15 +44,79 @@ fn site() -> Site {
 
 type App = Maintenance<tower::util::BoxCloneService<Request<String>, Response<String>, Infallible>>;
 
+/// The app: says which mode it sees; `/login/ID` vouches for session ID
+/// with a [`VouchedSession`] marker, `/logout/ID` ends it.
 fn app(layer: &MaintenanceLayer) -> App {
     let inner = service_fn(|req: Request<String>| async move {
         let banner = match req.extensions().get::<MaintenanceStatus>() {
             Some(s) => format!("app sees {}", s.mode),
             None => "app sees nothing".into(),
         };
-        Ok::<_, Infallible>(Response::new(banner))
+        let mut res = Response::new(banner);
+        let path = req.uri().path();
+        if let Some(id) = path.strip_prefix("/login/") {
+            res.extensions_mut().insert(VouchedSession(id.into()));
+        }
+        if let Some(id) = path.strip_prefix("/logout/") {
+            res.extensions_mut().insert(EndedSession(id.into()));
+        }
+        Ok::<_, Infallible>(res)
     });
     layer.layer(tower::util::BoxCloneService::new(inner))
+}
+
+fn stored(b: &Arc<dyn Backend>, id: &str) -> bool {
+    b.session(&SessionKey::of(id.as_bytes())).unwrap().is_some()
+}
+
+/// The keys of every live session in the storage.
+fn stored_keys(b: &Arc<dyn Backend>) -> std::collections::BTreeSet<SessionKey> {
+    b.sessions().unwrap().into_iter().map(|e| e.key).collect()
+}
+
+fn keys_of(ids: &[String]) -> std::collections::BTreeSet<SessionKey> {
+    ids.iter().map(|id| SessionKey::of(id.as_bytes())).collect()
+}
+
+/// A builder whose requests wait up to a minute for the layer's threads
+/// (the app's 500 ms): a hang guard, so that what these tests check does
+/// not depend on how fast a loaded machine runs those threads.
+fn patient(config: &Config) -> LayerBuilder {
+    let mut builder = MaintenanceLayer::builder(config);
+    builder.options.check_timeout = Duration::from_secs(60);
+    builder
+}
+
+/// Polls until `done` holds (a hang guard, not a timing assertion).
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never {what}");
+}
+
+/// A log sink that keeps the lines.
+fn log_kept() -> (
+    Arc<Mutex<Vec<String>>>,
+    impl Fn(&str) + Send + Sync + 'static,
+) {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let keep = Arc::clone(&lines);
+    (lines, move |line: &str| {
+        keep.lock().unwrap().push(line.to_owned())
+    })
+}
+
+fn lines_with(lines: &Mutex<Vec<String>>, needle: &str) -> usize {
+    lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(needle))
+        .count()
 }
 
 async fn get(app: &mut App, req: Request<String>) -> Response<String> {
@@ -85,32 +157,302 @@ fn pending(b: &Arc<dyn Backend>) -> Box<dyn WaiterLease> {
 #[tokio::test]
 async fn online_passes_everyone_with_the_status() {
     let s = site();
-    let layer = MaintenanceLayer::new(&s.config);
+    let layer = patient(&s.config).build();
     let res = get(&mut app(&layer), req("/")).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.into_body(), "app sees ONLINE");
 }
 
+/// The reproduction: a cookie of the right shape that nobody vouched for
+/// was written as a live session, held off OFFLINE, and — seen once while
+/// ONLINE — kept passing while PENDING.
 #[tokio::test]
-async fn a_new_session_is_written_before_the_request_reaches_the_app() {
+async fn a_cookie_nobody_vouched_for_is_no_session() {
     let s = site();
-    let layer = MaintenanceLayer::new(&s.config);
-    let res = get(&mut app(&layer), with_cookie("/", "sessionid=abc123")).await;
-    assert_eq!(res.status(), StatusCode::OK);
-    let live = s.backend.session(&SessionKey::of(b"abc123")).unwrap();
-    assert!(live.is_some(), "written at once");
+    let layer = patient(&s.config).build();
+    let mut a = app(&layer);
+    let res = get(&mut a, with_cookie("/", "sessionid=forged0123")).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "ONLINE: it passes as a visitor"
+    );
+    assert!(
+        s.backend.sessions().unwrap().is_empty(),
+        "a forged id was written as a live session"
+    );
+    let _w = pending(&s.backend);
+    until_mode(&layer, Mode::Pending).await;
+    assert_eq!(
+        get(&mut a, with_cookie("/", "sessionid=forged0123"))
+            .await
+            .status(),
+        StatusCode::SEE_OTHER,
+        "a forged id seen while ONLINE got in while PENDING"
+    );
+}
+
+/// Without a validator the storage still vouches while PENDING: a session
+/// another worker recorded (its login's marker) passes here too.
+#[tokio::test]
+async fn without_a_validator_a_session_another_worker_recorded_passes_while_pending() {
+    let s = site();
+    let layer = patient(&s.config).build();
+    let mut a = app(&layer);
+    let other = patient(&s.config).build();
+    assert_eq!(
+        get(&mut app(&other), req("/login/bob")).await.status(),
+        StatusCode::OK
+    );
+    let _w = pending(&s.backend);
+    until_mode(&layer, Mode::Pending).await;
+    let res = get(&mut a, with_cookie("/", "sessionid=bob")).await;
+    assert_eq!(res.into_body(), "app sees PENDING");
+}
+
+#[tokio::test]
+async fn a_vouched_session_is_written_before_the_request_reaches_the_app() {
+    let s = site();
+    let layer = patient(&s.config).vouch(|id: &str| id == "abc123").build();
+    // The app looks at the storage when the request reaches it.
+    let backend = Arc::clone(&s.backend);
+    let inner = service_fn(move |_req: Request<String>| {
+        let seen = if stored(&backend, "abc123") {
+            "stored"
+        } else {
+            "not stored"
+        };
+        async move { Ok::<_, Infallible>(Response::new(seen.to_owned())) }
+    });
+    let mut a = layer.layer(tower::util::BoxCloneService::new(inner));
+    let res = get(&mut a, with_cookie("/", "sessionid=abc123")).await;
+    assert_eq!(res.into_body(), "stored", "written before the app ran");
     layer.handle().end("abc123");
-    for _ in 0..500 {
-        if s.backend
-            .session(&SessionKey::of(b"abc123"))
-            .unwrap()
-            .is_none()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    until("the logout reached the storage", || {
+        !stored(&s.backend, "abc123")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_forged_cookie_is_not_recorded_and_is_turned_away_while_pending() {
+    let s = site();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let layer = patient(&s.config)
+        .vouch(move |id: &str| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            id == "alice"
+        })
+        .build();
+    let mut a = app(&layer);
+    for cookie in ["sessionid=alice", "sessionid=mallory", "sessionid=mallory"] {
+        assert_eq!(
+            get(&mut a, with_cookie("/", cookie)).await.status(),
+            StatusCode::OK
+        );
     }
-    panic!("logout never reached the storage");
+    assert_eq!(
+        stored_keys(&s.backend),
+        keys_of(&["alice".into()]),
+        "only the vouched session is written"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "once per new id");
+    let _w = pending(&s.backend);
+    until_mode(&layer, Mode::Pending).await;
+    assert_eq!(
+        get(&mut a, with_cookie("/", "sessionid=alice"))
+            .await
+            .into_body(),
+        "app sees PENDING"
+    );
+    for cookie in ["sessionid=mallory", "sessionid=eve"] {
+        assert_eq!(
+            get(&mut a, with_cookie("/", cookie)).await.status(),
+            StatusCode::SEE_OTHER,
+            "{cookie} while PENDING"
+        );
+    }
+    assert!(!stored(&s.backend, "mallory") && !stored(&s.backend, "eve"));
+}
+
+#[tokio::test]
+async fn the_login_marker_records_the_session_before_the_response_and_logout_ends_it() {
+    let s = site();
+    let layer = patient(&s.config).build();
+    let mut a = app(&layer);
+    let res = get(&mut a, req("/login/s3ss10n")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.extensions().get::<VouchedSession>().is_none(),
+        "the marker stays inside"
+    );
+    assert!(stored(&s.backend, "s3ss10n"), "written before the response");
+    // Known from then on: it passes while PENDING.
+    let w = pending(&s.backend);
+    until_mode(&layer, Mode::Pending).await;
+    let res = get(&mut a, with_cookie("/", "sessionid=s3ss10n")).await;
+    assert_eq!(res.into_body(), "app sees PENDING");
+    let res = get(&mut a, with_cookie("/logout/s3ss10n", "sessionid=s3ss10n")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    until("the logout reached the storage", || {
+        !stored(&s.backend, "s3ss10n")
+    })
+    .await;
+    assert_eq!(
+        get(&mut a, with_cookie("/", "sessionid=s3ss10n"))
+            .await
+            .status(),
+        StatusCode::SEE_OTHER,
+        "a logged-out session no longer passes"
+    );
+    drop(w);
+    // An exempt login (here the app's predicate, OFFLINE) records nothing:
+    // that user browses OFFLINE anyway.
+    s.backend
+        .force_offline(&ModeChange::by_this_process())
+        .unwrap();
+    let staff = patient(&s.config)
+        .allow_if(|head| head.headers.get("x-staff").is_some())
+        .build();
+    until_mode(&staff, Mode::Offline).await;
+    let login = Request::builder()
+        .uri("/login/staff1")
+        .header("x-staff", "1")
+        .body(String::new())
+        .unwrap();
+    assert_eq!(get(&mut app(&staff), login).await.status(), StatusCode::OK);
+    assert!(
+        !stored(&s.backend, "staff1"),
+        "an exempt login was recorded"
+    );
+}
+
+#[tokio::test]
+async fn past_the_cap_new_sessions_are_held_by_one_overflow_entry_and_it_is_logged() {
+    let s = site_refreshed_every(Duration::from_secs(3600));
+    let (lines, sink) = log_kept();
+    let layer = patient(&s.config).session_cap(3).log_to(sink).build();
+    let mut a = app(&layer);
+    let ids: Vec<String> = (0..10).map(|i| format!("user{i}")).collect();
+    for id in &ids {
+        let res = get(&mut a, req(&format!("/login/{id}"))).await;
+        assert_eq!(res.status(), StatusCode::OK, "{id} is never refused");
+    }
+    let keys = stored_keys(&s.backend);
+    assert_eq!(
+        keys.len(),
+        4,
+        "three sessions and one overflow entry: {keys:?}"
+    );
+    assert!(keys_of(&ids[..3]).is_subset(&keys), "{keys:?}");
+    assert!(
+        keys_of(&ids[3..]).is_disjoint(&keys),
+        "past the cap: {keys:?}"
+    );
+    assert!(
+        ids.iter().all(|id| layer.shared.knows(id)),
+        "every vouched user is remembered, and passes while PENDING"
+    );
+    assert_eq!(lines_with(&lines, "wrote 3 new sessions"), 1, "{lines:?}");
+}
+
+#[tokio::test]
+async fn sessions_past_the_cap_get_their_own_entries_later_and_the_overflow_entry_ends() {
+    let s = site();
+    let layer = patient(&s.config)
+        .session_cap(2)
+        .log_to(|_: &str| {})
+        .build();
+    let ids: Vec<String> = (0..12).map(|i| format!("burst{i}")).collect();
+    // All at once, so that most fall in one interval.
+    let logins: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let mut a = app(&layer);
+            let r = req(&format!("/login/{id}"));
+            tokio::spawn(async move { get(&mut a, r).await.status() })
+        })
+        .collect();
+    for login in logins {
+        assert_eq!(login.await.unwrap(), StatusCode::OK);
+    }
+    let want = keys_of(&ids);
+    until(
+        "every session had an entry of its own and the overflow ended",
+        || stored_keys(&s.backend) == want,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn rejected_ids_are_remembered_and_a_flood_costs_at_most_the_cap_in_validator_calls() {
+    let s = site_refreshed_every(Duration::from_secs(3600));
+    let (lines, sink) = log_kept();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let layer = patient(&s.config)
+        .session_cap(50)
+        .log_to(sink)
+        .vouch(move |_: &str| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            false
+        })
+        .build();
+    let mut a = app(&layer);
+    for _ in 0..3 {
+        let res = get(&mut a, with_cookie("/", "sessionid=forged-same")).await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "a rejected id is remembered"
+    );
+    // The flood: distinct forged ids, far past the cap.
+    for i in 0..2_000 {
+        let res = get(&mut a, with_cookie("/", &format!("sessionid=forged{i}"))).await;
+        assert_eq!(res.status(), StatusCode::OK, "ONLINE: everyone passes");
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        50,
+        "the cap bounds validator calls"
+    );
+    assert_eq!(
+        lines_with(&lines, "looked at 50 new session ids"),
+        1,
+        "{lines:?}"
+    );
+    assert!(s.backend.sessions().unwrap().is_empty(), "nothing written");
+    assert!(
+        layer.shared.sessions.read().unwrap().is_empty(),
+        "nothing remembered as a session"
+    );
+    assert!(layer.shared.rejected.read().unwrap().len() <= 2 * 10 * 50);
+}
+
+#[tokio::test]
+async fn the_sessions_the_layer_remembers_are_bounded() {
+    let s = site_refreshed_every(Duration::from_secs(3600));
+    let layer = patient(&s.config)
+        .session_cap(1)
+        .log_to(|_: &str| {})
+        .build();
+    let handle = layer.handle();
+    for i in 0..150 {
+        handle.touch(&format!("many{i}")).await;
+    }
+    assert_eq!(
+        layer.shared.sessions.read().unwrap().len(),
+        100,
+        "100 × the cap"
+    );
+    assert_eq!(
+        stored_keys(&s.backend).len(),
+        2,
+        "one written in this interval, and the overflow entry"
+    );
 }
 
 #[tokio::test]
@@ -321,9 +663,12 @@ fn a_relative_prefix_is_a_programmers_error() {
 #[tokio::test]
 async fn pending_lets_live_sessions_through_and_turns_new_ones_away() {
     let s = site();
-    let layer = MaintenanceLayer::new(&s.config);
+    let layer = patient(&s.config)
+        .vouch(|id: &str| ["alice", "bob", "carol"].contains(&id))
+        .build();
     let mut a = app(&layer);
-    // Alice logged in here; Bob through another worker (only the storage knows).
+    // Alice logged in here; Bob through another worker (only the storage
+    // knows); Carol's login is valid but was never live here nor there.
     assert_eq!(
         get(&mut a, with_cookie("/", "sessionid=alice"))
             .await
@@ -341,20 +686,20 @@ async fn pending_lets_live_sessions_through_and_turns_new_ones_away() {
             .status(),
         StatusCode::OK
     );
-    assert_eq!(
-        get(&mut a, with_cookie("/", "sessionid=mallory"))
-            .await
-            .status(),
-        StatusCode::SEE_OTHER
-    );
+    for newcomer in ["carol", "mallory"] {
+        assert_eq!(
+            get(&mut a, with_cookie("/", &format!("sessionid={newcomer}")))
+                .await
+                .status(),
+            StatusCode::SEE_OTHER,
+            "{newcomer}"
+        );
+        assert!(
+            !stored(&s.backend, newcomer),
+            "nothing written for {newcomer}"
+        );
+    }
     assert_eq!(get(&mut a, req("/")).await.status(), StatusCode::SEE_OTHER);
-    assert!(
-        s.backend
-            .session(&SessionKey::of(b"mallory"))
-            .unwrap()
-            .is_none(),
-        "nothing written for a newcomer"
-    );
 }
 
 #[tokio::test]
