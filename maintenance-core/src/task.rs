@@ -310,18 +310,22 @@ pub enum Membership {
 /// Decides whether a nested run that proved it belongs to the live task
 /// `parent` may join it in the mode in force. The parent's standing covers
 /// maintenance `refused` and `allowed` (a job is not refused halfway
-/// through); `required` is admitted only while OFFLINE or when the parent
-/// runs inside a window. Drain `block` is not decided here: the joined
+/// through); `required` is admitted only while OFFLINE, or while the window
+/// its parent runs in is still open (`window_open`: an `offline run`'s
+/// command is running) — a leftover of a window's command that joins after
+/// the window closed is refused. Drain `block` is not decided here: the joined
 /// run's record carries its policy, so an `offline on` refuses while it
 /// runs. Every backend calls this one function.
 pub fn admit_joined(
     request: &TaskRequest,
     parent: &TaskRecord,
     view: &ModeView,
+    window_open: bool,
 ) -> Result<(), Refusal> {
     match request.policy.maintenance {
         Maintenance::Required
-            if view.mode == Mode::Offline || parent.in_window || request.in_window =>
+            if view.mode == Mode::Offline
+                || (window_open && (parent.in_window || request.in_window)) =>
         {
             Ok(())
         }
@@ -655,11 +659,16 @@ mod tests {
         ];
         for (policy, mode, in_window, ok) in cases {
             assert_eq!(
-                admit_joined(&request(policy), &parent(in_window), &view(mode)).is_ok(),
+                admit_joined(&request(policy), &parent(in_window), &view(mode), true).is_ok(),
                 ok,
                 "{policy} in {mode}, parent in window: {in_window}"
             );
         }
+        // A leftover of a window's command, joining after the window closed.
+        assert!(
+            admit_joined(&request(Required), &parent(true), &view(Online), false).is_err(),
+            "the window is over"
+        );
     }
 
     #[test]

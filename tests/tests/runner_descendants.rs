@@ -311,3 +311,73 @@ fn a_joined_external_drain_stop_command_is_asked_to_stop_when_pending_begins() {
     assert_eq!(out.code(), Some(0), "OFFLINE once it stopped: {out}");
     assert_eq!(p.finish().code(), Some(0));
 }
+
+#[test]
+fn a_processes_record_planted_by_another_user_names_nobody() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to plant a file as another user");
+        return;
+    }
+    let site = Site::new(EXE);
+    site.external("worker", "#!/bin/sh\necho \"started $$\"\nexec sleep 600\n");
+    let (_p, command) = site.start(&["worker"]);
+    let command: u32 = command.parse().unwrap();
+    let _guard = Daemons(vec![command]);
+    let task = site.backend().tasks().unwrap().remove(0);
+    assert_eq!(task.pids(), [command]);
+    // Another member of the site's group replaces the record, naming init
+    // as the keeper: every process on the host would be offered as "the
+    // pid to stop".
+    let procs = site
+        .state()
+        .join("tasks")
+        .join(format!("{}.procs", task.id));
+    let init_start = maintenance_core::process::start_time(1).unwrap();
+    std::fs::remove_file(&procs).unwrap();
+    std::fs::write(
+        &procs,
+        format!(r#"{{"keeper":{{"pid":1,"start":{init_start}}},"command":{{"pid":1,"start":{init_start}}}}}"#),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&procs, Some(65534), Some(65534)).unwrap();
+    let task = site.backend().tasks().unwrap().remove(0);
+    assert_eq!(task.processes, None, "a stranger's record is ignored");
+    assert_eq!(task.pids(), [task.pid], "{task:?}");
+}
+
+#[test]
+fn a_leftover_of_a_window_s_command_cannot_run_a_required_command_once_the_window_closed() {
+    let site = Site::new(env!("CARGO_BIN_EXE_e2e-mysite"));
+    let go = site.dir().join("go");
+    let rc = site.dir().join("rc");
+    // Leaves a daemon behind that, once told, runs `migrate` through the
+    // task it belongs to.
+    site.external(
+        "late",
+        &format!(
+            "#!/bin/sh\n\
+             setsid sh -c 'i=0; while [ ! -e {go} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; \
+             \"$MANAGE\" migrate >/dev/null 2>&1; echo $? > {rc}.tmp; mv {rc}.tmp {rc}' \
+             </dev/null >/dev/null 2>&1 &\n\
+             echo $!\n",
+            go = go.display(),
+            rc = rc.display()
+        ),
+    );
+    let out = site.run(&["offline", "run", "--timeout", "30", "--", "late"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let daemon: u32 = out
+        .stdout
+        .iter()
+        .find_map(|l| l.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    let _guard = Daemons(vec![daemon]);
+    assert_eq!(site.mode().mode, maintenance_core::Mode::Online);
+    std::fs::write(&go, "").unwrap();
+    wait_until("the leftover tried", || rc.exists());
+    assert_eq!(
+        std::fs::read_to_string(&rc).unwrap().trim(),
+        "75",
+        "`migrate` is refused while ONLINE, window or no window"
+    );
+}

@@ -690,7 +690,8 @@ impl Backend for FileBackend {
             } => (standing, secret_sha256),
         };
         let view = self.view()?;
-        admit_joined(request, &standing, &view)?;
+        let window_open = matches!(self.window()?, WindowState::Running(_));
+        admit_joined(request, &standing, &view, window_open)?;
         let stored = StoredTask {
             record: self.new_record(
                 request,

@@ -100,11 +100,17 @@ fn procs_file(id: &str) -> String {
 }
 
 /// The processes recorded for task `id`, if any (a registered command has
-/// none: its runner holds it).
-fn processes(dir: &Dir, id: &str) -> Option<Processes> {
-    let Ok(Some(bytes)) = dir.read_small(&procs_file(id), 4096) else {
+/// none: its runner holds it). Only a record written by the task's own user
+/// counts — the owner of its task file, `owner` — so another member of the
+/// site's group cannot plant one that names strangers' processes.
+fn processes(dir: &Dir, id: &str, owner: u32) -> Option<Processes> {
+    use std::os::unix::fs::MetadataExt;
+    let name = procs_file(id);
+    let file = dir.open_read(&name).ok()??;
+    if file.metadata().ok()?.uid() != owner {
         return None;
-    };
+    }
+    let bytes = read_regular(file, 4096, &dir.join(&name)).ok()?;
     serde_json::from_slice::<Processes>(&bytes).ok()
 }
 
@@ -248,6 +254,11 @@ pub(super) fn probe(dir: &Dir, file_name: &str) -> Result<Option<StoredTask>> {
     if !held(&file).map_err(|e| Error::io("probe", dir.join(file_name), e))? {
         return Ok(None);
     }
+    let owner = std::os::unix::fs::MetadataExt::uid(
+        &file
+            .metadata()
+            .map_err(|e| Error::io("inspect", dir.join(file_name), e))?,
+    );
     let bytes = match read_regular(file, MAX_RECORD, &dir.join(file_name)) {
         Ok(b) => b,
         Err(Error::State { .. }) => return Ok(None),
@@ -259,7 +270,7 @@ pub(super) fn probe(dir: &Dir, file_name: &str) -> Result<Option<StoredTask>> {
     // Never what the file says: what the recorded processes say now, and
     // only on the host they run on.
     let record = &mut stored.record;
-    record.processes = processes(dir, &record.id);
+    record.processes = processes(dir, &record.id, owner);
     record.holders = match &record.processes {
         Some(p) if record.host == crate::identity::Identity::current().host => p.holders(),
         _ => Vec::new(),
