@@ -626,7 +626,8 @@ pub fn a_joined_run_keeps_the_task_live_after_its_root_ended(site: &dyn Fn() -> 
 
 /// The parent's standing does not cover maintenance `required`: a joined
 /// `required` run is refused while ONLINE or PENDING, and admitted while
-/// OFFLINE or when the task runs inside a window.
+/// OFFLINE or while the window its task runs in is open (an `offline run`'s
+/// command is running); once that window has closed, it is refused.
 pub fn a_joined_required_run_needs_a_window(site: &dyn Fn() -> Site) {
     let s = site();
     let b = s.open();
@@ -651,6 +652,18 @@ pub fn a_joined_required_run_needs_a_window(site: &dyn Fn() -> Site) {
     assert_eq!(names(&b), Vec::<String>::new(), "nothing recorded");
     // A task inside the window (`offline run -- deploy`).
     b.force_offline(&change()).unwrap();
+    let mut window = b
+        .begin_window_run(&crate::backend::WindowRun {
+            argv: vec!["deploy".into()],
+            pid: std::process::id(),
+            by: change().by,
+            started_at: crate::clock::Timestamp::at(SystemTime::now()),
+            running: false,
+        })
+        .unwrap();
+    window
+        .command_started(crate::clock::Timestamp::at(SystemTime::now()))
+        .unwrap();
     let windowed =
         CommandTask::start("deploy", TaskOptions::new(Arc::clone(&b)).in_window(true)).unwrap();
     let t = join(&s.open(), "migrate", p, &token_of(&windowed)).expect("inside the window");
@@ -659,6 +672,13 @@ pub fn a_joined_required_run_needs_a_window(site: &dyn Fn() -> Site) {
     b.go_online(&change()).unwrap();
     let t = join(&s.open(), "migrate", p, &token_of(&windowed)).expect("the window's task");
     drop(t);
+    // The window's command ended: a leftover of it joining now is refused.
+    drop(window);
+    let err = join(&s.open(), "migrate", p, &token_of(&windowed)).unwrap_err();
+    assert!(
+        matches!(err, Error::Refused(Refusal::MaintenanceRequired { .. })),
+        "the window is over: {err}"
+    );
     drop(windowed);
     // While OFFLINE, a joined `required` run is admitted.
     let allowed = Policy::DEFAULT.maintenance(Maintenance::Allowed);
