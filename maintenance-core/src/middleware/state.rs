@@ -20,7 +20,7 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::oneshot;
 
 use super::options::{LayerOptions, REJECTED_PER_CAP};
-use super::vouch::{self, Lookup, Rejected};
+use super::vouch::{self, Lookup, Registry, Rejected};
 use crate::backend::{self, Backend};
 use crate::clock::{SystemClock, Timestamp};
 use crate::config::Config;
@@ -206,6 +206,37 @@ impl Shared {
     }
 }
 
+/// The validator's thread reaches the layer's state through this.
+impl Registry for Shared {
+    fn knows(&self, id: &str) -> bool {
+        Shared::knows(self, id)
+    }
+
+    fn is_rejected(&self, id: &str) -> bool {
+        Shared::is_rejected(self, id)
+    }
+
+    fn reject(&self, id: Box<str>) {
+        Shared::reject(self, id);
+    }
+
+    fn record(&self, id: &str, ack: Option<oneshot::Sender<()>>) {
+        Shared::record(self, id, ack);
+    }
+
+    fn acknowledge(&self, ack: oneshot::Sender<()>) {
+        self.send(Job::Ack(ack));
+    }
+
+    fn check(&self, key: SessionKey, reply: oneshot::Sender<bool>) {
+        self.send(Job::Check(key, reply));
+    }
+
+    fn log(&self, line: &str) {
+        Shared::log(self, line);
+    }
+}
+
 /// Starts the shared state and its thread.
 pub(crate) fn start(config: &Config, options: LayerOptions) -> Arc<Shared> {
     let (tx, rx) = mpsc::channel();
@@ -233,7 +264,7 @@ pub(crate) fn start(config: &Config, options: LayerOptions) -> Arc<Shared> {
     });
     let weak = Arc::downgrade(&shared);
     if let (Some(validator), Some(lookups)) = (validator, lookups)
-        && let Err(e) = vouch::start(Weak::clone(&weak), validator, lookups)
+        && let Err(e) = vouch::start(Weak::clone(&weak) as Weak<dyn Registry>, validator, lookups)
     {
         shared.log(&format!(
             "cannot start the maintenance layer's validator thread, no session counts: {e}"

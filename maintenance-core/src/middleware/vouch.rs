@@ -10,8 +10,27 @@ use std::sync::{Arc, Weak, mpsc};
 use tokio::sync::oneshot;
 
 use super::options::SessionValidator;
-use super::state::{Job, Shared};
 use crate::session::SessionKey;
+
+/// What the validator's thread needs of the layer's shared state (which
+/// implements it), so that this module depends on nothing of the layer's.
+pub(crate) trait Registry: Send + Sync {
+    /// Whether this process knows session `id`.
+    fn knows(&self, id: &str) -> bool;
+    /// Whether the validator rejected `id` lately.
+    fn is_rejected(&self, id: &str) -> bool;
+    /// Remembers that the validator rejected `id`.
+    fn reject(&self, id: Box<str>);
+    /// Records a session the validator vouched for, answering `ack` once
+    /// it is written.
+    fn record(&self, id: &str, ack: Option<oneshot::Sender<()>>);
+    /// Answers `ack` once everything queued before it is written.
+    fn acknowledge(&self, ack: oneshot::Sender<()>);
+    /// Asks the storage whether session `key` was live; answers `reply`.
+    fn check(&self, key: SessionKey, reply: oneshot::Sender<bool>);
+    /// One log line, to the app's sink.
+    fn log(&self, line: &str);
+}
 
 /// Ids the validator rejected, in two generations of at most `capacity`
 /// each: when the current one is full (or old, see [`Rejected::rotate`]) it
@@ -73,7 +92,7 @@ pub(crate) enum Then {
 
 /// Starts the validator's thread; it ends when the layer is dropped.
 pub(crate) fn start(
-    shared: Weak<Shared>,
+    shared: Weak<dyn Registry>,
     validator: Arc<dyn SessionValidator>,
     lookups: mpsc::Receiver<Lookup>,
 ) -> std::io::Result<()> {
@@ -83,7 +102,11 @@ pub(crate) fn start(
         .map(drop)
 }
 
-fn run(shared: &Weak<Shared>, validator: &dyn SessionValidator, lookups: &mpsc::Receiver<Lookup>) {
+fn run(
+    shared: &Weak<dyn Registry>,
+    validator: &dyn SessionValidator,
+    lookups: &mpsc::Receiver<Lookup>,
+) {
     let mut panicked = false;
     while let Ok(Lookup { id, then }) = lookups.recv() {
         let Some(shared) = shared.upgrade() else {
@@ -93,7 +116,7 @@ fn run(shared: &Weak<Shared>, validator: &dyn SessionValidator, lookups: &mpsc::
             // Vouched for meanwhile (a concurrent request, the login's
             // marker): answer once what is queued before has been written.
             Then::Record(ack) if shared.knows(&id) => {
-                shared.send(Job::Ack(ack));
+                shared.acknowledge(ack);
                 continue;
             }
             then => then,
@@ -105,7 +128,7 @@ fn run(shared: &Weak<Shared>, validator: &dyn SessionValidator, lookups: &mpsc::
             Ok(true) => match then {
                 Then::Record(ack) => shared.record(&id, Some(ack)),
                 Then::Admit(reply) => {
-                    shared.send(Job::Check(SessionKey::of(id.as_bytes()), reply));
+                    shared.check(SessionKey::of(id.as_bytes()), reply);
                 }
             },
             Ok(false) => shared.reject(id),
