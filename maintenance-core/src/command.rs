@@ -38,7 +38,7 @@ use std::time::Duration;
 use crate::backend::{self, Backend};
 use crate::config::Config;
 use crate::policy::Policy;
-use crate::task::TaskRecord;
+use crate::records::TaskRecord;
 
 pub use crate::register;
 

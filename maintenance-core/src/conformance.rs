@@ -546,17 +546,17 @@ pub fn joining_without_proof_is_refused_naming_the_task(site: &dyn Fn() -> Site)
         assert!(!msg.contains(&other_secret), "{msg}");
         assert_eq!(
             s.open()
-                .membership(&crate::task::JoinToken::parse(&bad))
+                .membership(&crate::join::JoinToken::parse(&bad))
                 .unwrap(),
-            crate::task::Membership::Stranger(parent.record().clone())
+            crate::backend::Membership::Stranger(parent.record().clone())
         );
     }
     assert_eq!(names(&b), ["deploy", "other"], "nothing recorded");
     assert_eq!(
         s.open()
-            .membership(&crate::task::JoinToken::parse(&token_of(&parent)))
+            .membership(&crate::join::JoinToken::parse(&token_of(&parent)))
             .unwrap(),
-        crate::task::Membership::Member(parent.record().clone())
+        crate::backend::Membership::Member(parent.record().clone())
     );
 }
 
@@ -584,8 +584,8 @@ pub fn joining_an_ended_task_is_refused(site: &dyn Fn() -> Site) {
         );
         assert!(!err.to_string().contains(&token), "never the secret: {err}");
         assert_eq!(
-            b.membership(&crate::task::JoinToken::parse(bad)).unwrap(),
-            crate::task::Membership::Gone
+            b.membership(&crate::join::JoinToken::parse(bad)).unwrap(),
+            crate::backend::Membership::Gone
         );
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crate::clock::{Timestamp, format_age};
 use crate::exit;
 use crate::mode::Mode;
-use crate::task::TaskRecord;
+use crate::records::{TaskRecord, WindowRun};
 
 /// This crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -123,7 +123,7 @@ pub enum Refusal {
     )]
     RunUnderWay {
         /// The run holding the window.
-        run: crate::backend::WindowRun,
+        run: WindowRun,
         /// What was refused and the way out.
         what: String,
     },

@@ -14,7 +14,7 @@
 //!   OFFLINE only once no task started ONLINE is live, and its final look
 //!   and the OFFLINE write happen after that task's lock is free.
 //! - **I2** Once PENDING has begun, no new guarded task starts (the gate,
-//!   and [`task::admit`], the one rule that decides), and no new web session
+//!   and [`admission::admit`], the one rule that decides), and no new web session
 //!   gets in (the middleware's PENDING rule). A layer whose snapshot still
 //!   says ONLINE may let someone in during the refresh interval; so
 //!   `activate` waits a settle time of that interval from the start of
@@ -39,7 +39,7 @@
 //!   the task's secret, passed in `MANAGE_TASK` and stored only hashed;
 //!   the id alone is refused. A joined run records a locked task file of
 //!   its own (`joined`), so the task stays live while it runs, even after
-//!   its root died; it keeps its own command's policy ([`task::admit_joined`]:
+//!   its root died; it keeps its own command's policy ([`admission::admit_joined`]:
 //!   `required` needs a window, `block` blocks). The join happens under the
 //!   gate and the waiter's final look too ([`Backend::complete_offline`]),
 //!   so no join slips in between that look and OFFLINE (I1).
@@ -63,6 +63,7 @@
 //! Locks are `flock(2)`, which is not to be trusted on NFS: keep the state
 //! directory on a local file system. Unix only.
 
+pub mod admission;
 pub mod backend;
 pub mod clock;
 pub mod command;
@@ -70,6 +71,7 @@ pub mod config;
 pub mod error;
 pub mod exit;
 pub mod identity;
+pub mod join;
 #[cfg(feature = "tower")]
 pub mod middleware;
 pub mod mode;
@@ -77,6 +79,7 @@ pub mod offline;
 pub mod policy;
 pub mod process;
 pub mod random;
+pub mod records;
 pub mod session;
 pub mod site_path;
 pub mod task;
@@ -90,7 +93,8 @@ pub use config::Config;
 pub use error::{Error, Refusal, Result};
 pub use mode::{Mode, ModeRecord, ModeView};
 pub use policy::Policy;
-pub use task::{CommandTask, TaskOptions, TaskRecord};
+pub use records::TaskRecord;
+pub use task::{CommandTask, TaskOptions};
 
 /// Re-exported so a plug-in's `run` can return `anyhow::Result` without a
 /// dependency of its own.

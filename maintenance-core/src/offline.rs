@@ -24,8 +24,8 @@ use crate::error::Refusal;
 use crate::error::Result;
 use crate::mode::{Mode, ModeRecord, ModeView};
 use crate::policy::Drain;
+use crate::records::TaskRecord;
 use crate::session::SessionEntry;
-use crate::task::TaskRecord;
 
 /// How often sessions are re-counted while waiting (tasks are watched
 /// continuously; a session only ends by logout or expiry).

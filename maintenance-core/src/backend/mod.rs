@@ -7,6 +7,7 @@
 pub mod file;
 
 use std::fmt;
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,10 +15,13 @@ use crate::clock::{SharedClock, Timestamp};
 use crate::config::{BackendKind, Config};
 use crate::error::Result;
 use crate::identity::Identity;
+use crate::join::JoinToken;
 use crate::mode::{ModeRecord, ModeView, RetryAfter};
+use crate::process::Processes;
+use crate::records::{TaskRecord, TaskRequest};
 use crate::session::{SessionEntry, SessionKey};
-use crate::task::{JoinToken, Membership, TaskLease, TaskRecord, TaskRequest};
 
+pub use crate::records::WindowRun;
 pub use file::FileBackend;
 
 /// Who asks for a mode change, and what they want users to read.
@@ -84,29 +88,29 @@ impl ModeChange {
     }
 }
 
+/// A backend's hold on one live task. Dropping it ends the task, unless its
+/// locks were handed to a child: then it only closes its descriptors (I3).
+pub trait TaskLease: Send + fmt::Debug {
+    /// The stored record.
+    fn record(&self) -> &TaskRecord;
+    /// The descriptors a child process must inherit to keep this task (and
+    /// its instance) live. Empty for backends whose locks cannot be
+    /// inherited; their runner then stays alive beside the child.
+    fn inheritable_fds(&self) -> Vec<BorrowedFd<'_>>;
+    /// Says that a child now holds the locks: dropping only closes.
+    fn mark_handed_to_child(&mut self);
+    /// Records the processes spawned for this task (an external command
+    /// and its keeper), so that status can name what holds it after the
+    /// runner is gone.
+    fn set_processes(&mut self, processes: &Processes) -> Result<()>;
+}
+
 /// One process's place among those waiting to take the site offline. PENDING
 /// lasts while any is held (I5); dropping it without [`Backend::leave_pending`]
 /// (a crash) lets PENDING lapse once no other waiter remains.
 pub trait WaiterLease: Send + fmt::Debug {
     /// When the PENDING this waiter belongs to began.
     fn pending_since(&self) -> Timestamp;
-}
-
-/// An `offline run` holding the maintenance window while its command runs.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct WindowRun {
-    /// The command it runs, with its arguments.
-    pub argv: Vec<String>,
-    /// The `offline run` process.
-    pub pid: u32,
-    /// `user@host` of its operator.
-    pub by: String,
-    /// When it began (its wait), then when its command started.
-    pub started_at: Timestamp,
-    /// Whether its command runs (it has the window); `false` while it still
-    /// waits for OFFLINE.
-    #[serde(default)]
-    pub running: bool,
 }
 
 /// The hold of an `offline run` on the window; dropping it (the command
@@ -129,6 +133,20 @@ pub enum WindowState {
     /// This run died while its command ran (the site stays OFFLINE until
     /// someone turns it ONLINE).
     Abandoned(WindowRun),
+}
+
+/// Whether the process asking belongs to the task a token names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Membership {
+    /// No run of that task is live (or the token names no task at all).
+    Gone,
+    /// It proved it belongs: it holds an inherited descriptor with the
+    /// task's lock, or the task's secret. The record is the task's root
+    /// run if that still lives, else one of its joined runs.
+    Member(TaskRecord),
+    /// The task is live, and this process proved nothing: it only knows the
+    /// id.
+    Stranger(TaskRecord),
 }
 
 /// What [`Backend::begin_pending`] found and did.
@@ -214,7 +232,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// `JoinGone` when no run of the task lives, `JoinUnproven` without
     /// proof.
     ///
-    /// [`admit_joined`]: crate::task::admit_joined
+    /// [`admit_joined`]: crate::admission::admit_joined
     fn join_task(&self, token: &JoinToken, request: &TaskRequest) -> Result<Box<dyn TaskLease>>;
 
     /// Whether this process belongs to the task `token` names (the proof

@@ -44,15 +44,18 @@ use self::sessions::{Now, Sessions};
 use self::tasks::{FileTaskLease, StoredTask};
 use self::watch::Watchers;
 use super::{
-    Backend, Completion, ModeChange, PendingStart, WaiterLease, WindowLease, WindowRun, WindowState,
+    Backend, Completion, Membership, ModeChange, PendingStart, TaskLease, WaiterLease, WindowLease,
+    WindowRun, WindowState,
 };
+use crate::admission::{admit, admit_joined};
 use crate::clock::{SharedClock, Timestamp};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::identity::Identity;
+use crate::join::JoinToken;
 use crate::mode::{Lapse, Mode, ModeRecord, ModeView};
+use crate::records::{TaskRecord, TaskRequest};
 use crate::session::{SessionEntry, SessionKey};
-use crate::task::{JoinToken, Membership, TaskLease, TaskRecord, TaskRequest, admit, admit_joined};
 
 /// The state format this binary reads and writes. Format 2 names session
 /// buckets by the boot clock (`<secs>@<boot id>`), which a format-1 binary

@@ -11,7 +11,8 @@
 use super::dir::Dir;
 use super::tasks::{self, StoredTask};
 use crate::error::Result;
-use crate::task::{JoinToken, TaskRecord};
+use crate::join::JoinToken;
+use crate::records::TaskRecord;
 
 /// What a token proves.
 #[derive(Debug)]

@@ -27,9 +27,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::dir::{Dir, read_regular};
+use crate::backend::TaskLease;
 use crate::error::{Error, Refusal, Result};
 use crate::process::Processes;
-use crate::task::{TaskLease, TaskRecord};
+use crate::records::TaskRecord;
 
 /// Suffix of a live task's file.
 pub(super) const TASK_SUFFIX: &str = ".task";

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::FileBackend;
 use super::dir::Dir;
 use crate::error::Result;
-use crate::task::TaskRecord;
+use crate::records::TaskRecord;
 
 /// How often the mode record is re-read while waiting.
 const TICK: Duration = Duration::from_millis(20);
