@@ -10,9 +10,11 @@ use maintenance_core::backend::{Backend, ModeChange, WindowState};
 use maintenance_core::clock::{Timestamp, format_age};
 use maintenance_core::command::{CallOptions, Context, Exit, ManageCommand, register};
 use maintenance_core::mode::{Mode, RetryAfter};
-use maintenance_core::offline::{self, Activation, Live, Outcome, Progress, RunOutcome, Status};
 use maintenance_core::policy::{Policy, Tracking};
 use maintenance_core::task::{ENV_TASK, JoinToken, Membership};
+use maintenance_core::transition::{
+    self as offline, Activation, Live, Outcome, Progress, RunOutcome, Status,
+};
 use maintenance_core::{Refusal, anyhow, clap, exit};
 
 /// Take the site offline and back; show what is live.

@@ -1,7 +1,7 @@
 //! Benchmarks of the session registry and the status read (issue 9), each
 //! on a fresh state directory in a temporary directory:
 //!
-//! - `status/100_tasks/*`: [`offline::status`] (mode, live tasks, live
+//! - `status/100_tasks/*`: [`transition::status`] (mode, live tasks, live
 //!   sessions) with 100 live tasks and 1,000 / 10,000 / 100,000 live
 //!   sessions (targets: ≤ 10 ms at 10,000, ≤ 60 ms at 100,000). The
 //!   sessions' last activity is spread evenly over the last 900 s, so they
@@ -30,9 +30,9 @@ use std::time::Duration;
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
-use maintenance_core::offline;
 use maintenance_core::policy::Instances;
 use maintenance_core::session::SessionKey;
+use maintenance_core::transition;
 use maintenance_core::{
     Backend, CommandTask, Config, FileBackend, ManualClock, Policy, SystemClock, TaskOptions,
 };
@@ -135,7 +135,7 @@ fn status<M: Measurement>(c: &mut Criterion<M>, suffix: &str) {
             let (dir, backend) = site();
             add_sessions(&dir, n, SPREAD);
             let tasks = hold_tasks(&backend, 100);
-            let s = offline::status(backend.as_ref()).expect("status");
+            let s = transition::status(backend.as_ref()).expect("status");
             assert_eq!((s.live.tasks.len(), s.live.sessions.len()), (100, n));
             (n, dir, backend, tasks)
         })
@@ -146,7 +146,7 @@ fn status<M: Measurement>(c: &mut Criterion<M>, suffix: &str) {
     for (n, _, backend, _) in &sites {
         status.throughput(Throughput::Elements(*n as u64));
         status.bench_with_input(BenchmarkId::from_parameter(n), n, |b, _| {
-            b.iter(|| black_box(offline::status(backend.as_ref()).expect("status")))
+            b.iter(|| black_box(transition::status(backend.as_ref()).expect("status")))
         });
     }
     status.finish();
@@ -170,7 +170,7 @@ fn status<M: Measurement>(c: &mut Criterion<M>, suffix: &str) {
     let _tasks = hold_tasks(&backend, 100);
     burst.throughput(Throughput::Elements(n as u64));
     burst.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-        b.iter(|| black_box(offline::status(backend.as_ref()).expect("status")))
+        b.iter(|| black_box(transition::status(backend.as_ref()).expect("status")))
     });
     burst.finish();
 }

@@ -22,10 +22,10 @@ use crate::clock::{ManualClock, SharedClock, SystemClock};
 use crate::config::Config;
 use crate::error::{Error, Refusal};
 use crate::mode::{Mode, RetryAfter};
-use crate::offline::{self, Activation, Outcome};
 use crate::policy::{Instances, Maintenance, Policy};
 use crate::session::SessionKey;
 use crate::task::{CommandTask, TaskOptions};
+use crate::transition::{self, Activation, Outcome};
 
 /// A fresh, empty state that can be opened many times.
 pub struct Site {
@@ -426,7 +426,7 @@ pub fn a_nested_run_with_the_secret_joins_as_a_run_of_its_own(site: &dyn Fn() ->
         ["deploy", "hello"]
     );
     assert_eq!(
-        offline::status(b.as_ref()).unwrap().active_sessions(),
+        transition::status(b.as_ref()).unwrap().active_sessions(),
         1,
         "a task and its joined runs count once"
     );
@@ -702,7 +702,7 @@ pub fn a_joined_block_run_refuses_activation(site: &dyn Fn() -> Site) {
     )
     .unwrap();
     let before = b.mode().unwrap().record;
-    let err = offline::activate(
+    let err = transition::activate(
         b.as_ref(),
         &activation(Duration::from_secs(30)),
         &never,
@@ -728,7 +728,7 @@ pub fn a_block_run_joining_during_pending_ends_the_wait_refused(site: &dyn Fn() 
     let wb = s.open();
     let h = std::thread::spawn(move || {
         let mut sent = false;
-        offline::activate(
+        transition::activate(
             wb.as_ref(),
             &activation(Duration::from_secs(60)),
             &never,
@@ -990,7 +990,7 @@ fn never() -> bool {
 }
 
 fn run_activate(b: &Arc<dyn Backend>, a: &Activation) -> Outcome {
-    offline::activate(b.as_ref(), a, &never, &mut |_| {}).expect("activate")
+    transition::activate(b.as_ref(), a, &never, &mut |_| {}).expect("activate")
 }
 
 /// A session counts from its touch until the timeout has passed (a backend
@@ -1083,7 +1083,7 @@ pub fn activate_with_nothing_live_goes_offline_after_the_settle_time(site: &dyn 
     let mut a = activation(Duration::from_secs(30));
     a.settle = Duration::from_millis(150);
     let mut looks = 0;
-    let out = offline::activate(b.as_ref(), &a, &never, &mut |_| looks += 1).unwrap();
+    let out = transition::activate(b.as_ref(), &a, &never, &mut |_| looks += 1).unwrap();
     let Outcome::Offline {
         record,
         live,
@@ -1111,7 +1111,7 @@ pub fn activate_waits_for_a_task_and_goes_offline_when_it_ends(site: &dyn Fn() -
     let waiter_backend = s.open();
     let h = std::thread::spawn(move || {
         let mut first = true;
-        offline::activate(
+        transition::activate(
             waiter_backend.as_ref(),
             &activation(Duration::from_secs(30)),
             &never,
@@ -1143,7 +1143,7 @@ pub fn activate_waits_for_a_session_until_logout(site: &dyn Fn() -> Site) {
     let wb = s.open();
     let h = std::thread::spawn(move || {
         let mut sent = false;
-        offline::activate(
+        transition::activate(
             wb.as_ref(),
             &activation(Duration::from_secs(30)),
             &never,
@@ -1199,7 +1199,7 @@ pub fn an_interruption_goes_back_online(site: &dyn Fn() -> Site) {
         calls.set(calls.get() + 1);
         calls.get() > 2
     };
-    let out = offline::activate(
+    let out = transition::activate(
         b.as_ref(),
         &activation(Duration::from_secs(30)),
         &stop,
@@ -1225,7 +1225,7 @@ pub fn deactivate_cancels_a_waiting_activation(site: &dyn Fn() -> Site) {
     }
     let mut ops = change();
     ops.by = "ops@elsewhere".into();
-    offline::deactivate(b.as_ref(), &ops, false).unwrap();
+    transition::deactivate(b.as_ref(), &ops, false).unwrap();
     let out = h.join().unwrap();
     assert!(
         matches!(&out, Outcome::Cancelled { by, .. } if by == "ops@elsewhere"),
@@ -1277,7 +1277,7 @@ pub fn force_goes_offline_with_what_is_live(site: &dyn Fn() -> Site) {
     let b = s.open();
     let _t = task(&s.open(), "import", Policy::DEFAULT).unwrap();
     b.touch_session(&key("alice")).unwrap();
-    let (record, live) = offline::force(b.as_ref(), &change()).unwrap();
+    let (record, live) = transition::force(b.as_ref(), &change()).unwrap();
     assert_eq!(record.mode, Mode::Offline);
     assert_eq!(live.active(), 2);
 }
@@ -1354,7 +1354,7 @@ pub fn status_counts_sessions_and_tasks(site: &dyn Fn() -> Site) {
     for i in 0..3 {
         b.touch_session(&key(&format!("u{i}"))).unwrap();
     }
-    let st = offline::status(b.as_ref()).unwrap();
+    let st = transition::status(b.as_ref()).unwrap();
     assert_eq!(st.view.mode, Mode::Online);
     assert_eq!(st.active_sessions(), 4);
 }
@@ -1386,14 +1386,14 @@ pub fn an_offline_run_holds_the_window_alone_and_says_when_its_command_runs(
         .command_started(crate::clock::Timestamp::at(SystemTime::now()))
         .unwrap();
     assert!(matches!(s.open().window().unwrap(), WindowState::Running(r) if r.running));
-    let err = offline::deactivate(s.open().as_ref(), &change(), false).unwrap_err();
+    let err = transition::deactivate(s.open().as_ref(), &change(), false).unwrap_err();
     assert!(
         matches!(err, Error::Refused(Refusal::RunUnderWay { .. })),
         "{err}"
     );
     drop(lease);
     assert_eq!(s.open().window().unwrap(), WindowState::Free);
-    offline::deactivate(s.open().as_ref(), &change(), false).expect("free again");
+    transition::deactivate(s.open().as_ref(), &change(), false).expect("free again");
 }
 
 /// A task with drain `block` refuses an activation at once; nothing waits
@@ -1404,7 +1404,7 @@ pub fn a_blocking_task_refuses_activation_and_the_site_stays_online(site: &dyn F
     let b = s.open();
     let t = task(&s.open(), "backup", Policy::DEFAULT.drain(Drain::Block)).unwrap();
     let before = b.mode().unwrap().record;
-    let err = offline::activate(
+    let err = transition::activate(
         b.as_ref(),
         &activation(Duration::from_secs(30)),
         &never,
@@ -1538,7 +1538,9 @@ pub fn a_wall_clock_step_neither_expires_nor_removes_sessions(site: &dyn Fn() ->
             "{seen}: times are shown on the reader's own wall clock: {e:?}"
         );
         assert_eq!(
-            offline::status(reader.as_ref()).unwrap().active_sessions(),
+            transition::status(reader.as_ref())
+                .unwrap()
+                .active_sessions(),
             20
         );
         assert_eq!(

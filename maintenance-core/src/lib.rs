@@ -10,7 +10,7 @@
 //!   inside the backend (the file backend: a lock file taken shared by a
 //!   task start, exclusively by a mode change), so a task either is visible
 //!   to the mode change that follows or sees its new mode and is refused.
-//!   Each task records the mode it started in; [`offline::activate`] goes
+//!   Each task records the mode it started in; [`transition::activate`] goes
 //!   OFFLINE only once no task started ONLINE is live, and its final look
 //!   and the OFFLINE write happen after that task's lock is free.
 //! - **I2** Once PENDING has begun, no new guarded task starts (the gate,
@@ -75,7 +75,6 @@ pub mod join;
 #[cfg(feature = "tower")]
 pub mod middleware;
 pub mod mode;
-pub mod offline;
 pub mod policy;
 pub mod process;
 pub mod random;
@@ -83,6 +82,7 @@ pub mod records;
 pub mod session;
 pub mod site_path;
 pub mod task;
+pub mod transition;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;

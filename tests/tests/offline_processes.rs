@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use maintenance_core::backend::{self, Backend, ModeChange};
-use maintenance_core::offline::{self, Activation, Outcome};
 use maintenance_core::session::SessionKey;
+use maintenance_core::transition::{self as offline, Activation, Outcome};
 use maintenance_core::{Config, Mode, SystemClock, Timestamp};
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_race-actor");

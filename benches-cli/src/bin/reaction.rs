@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use bench_cli::{monotonic_ns, summary_ms};
 use maintenance_core::backend::ModeChange;
-use maintenance_core::offline::{self, Activation, Outcome};
 use maintenance_core::policy::Instances;
+use maintenance_core::transition::{self as offline, Activation, Outcome};
 use maintenance_core::{
     Backend, CommandTask, Config, FileBackend, Mode, Policy, SystemClock, TaskOptions,
 };

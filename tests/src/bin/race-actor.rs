@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use maintenance_core::backend::{self, Backend, ModeChange};
-use maintenance_core::offline::{self, Activation, Outcome};
 use maintenance_core::policy::{Instances, Policy};
 use maintenance_core::session::SessionKey;
+use maintenance_core::transition::{self as offline, Activation, Outcome};
 use maintenance_core::{CommandTask, Config, Mode, SystemClock, TaskOptions};
 
 fn micros(t: SystemTime) -> u128 {

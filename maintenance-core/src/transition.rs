@@ -1,6 +1,6 @@
-//! The offline state machine: takes a site from ONLINE through PENDING to
-//! OFFLINE only when nobody is in the middle of something, and back. A
-//! library API; the `offline` command only presents it.
+//! The mode transitions (the offline state machine): take a site from
+//! ONLINE through PENDING to OFFLINE only when nobody is in the middle of
+//! something, and back. A library API; the `offline` command only presents it.
 //!
 //! [`activate`] goes PENDING (or joins a PENDING under way), then OFFLINE as
 //! soon as no live task that started while ONLINE and no live session
