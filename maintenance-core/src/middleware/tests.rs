@@ -18,24 +18,24 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::mode::RetryAfter;
 
-struct Site {
+struct TempState {
     _dir: tempfile::TempDir,
     config: Config,
     backend: Arc<dyn Backend>,
 }
 
-fn site() -> Site {
+fn site() -> TempState {
     site_refreshed_every(Duration::from_millis(20))
 }
 
 /// A site whose layers refresh every `every`: an hour makes the whole test
 /// one refresh interval, so the per-interval cap is never reset under it.
-fn site_refreshed_every(every: Duration) -> Site {
+fn site_refreshed_every(every: Duration) -> TempState {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::with_state_dir(dir.path().join("state"));
     config.refresh_interval = every;
     let backend = crate::backend::open(&config, SystemClock::shared()).unwrap();
-    Site {
+    TempState {
         _dir: dir,
         config,
         backend,

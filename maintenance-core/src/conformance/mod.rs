@@ -1,0 +1,277 @@
+//! The backend conformance suite: every behaviour a [`Backend`] promises,
+//! written once and run against each backend. A new backend passes it before
+//! it is used:
+//!
+//! ```ignore
+//! maintenance_core::backend_conformance!(my_backend_state);
+//! ```
+//!
+//! where `my_backend_state()` returns a [`FreshState`]: a fresh, empty state
+//! that can be opened any number of times, as separate processes would open
+//! it.
+//!
+//! The cases live by area, one file each under `conformance/`: `tasks`,
+//! `joins`, `modes`, `sessions`, `activation` and `window`. The list in [`backend_conformance!`] is
+//! the only list of them, and forgetting a case there fails the build: the
+//! area modules are private and deny dead code, and only the listed cases
+//! are re-exported here (and so used), so an unlisted one is dead code.
+//!
+//! [`backend_conformance!`]: crate::backend_conformance
+
+// A test suite: a panic is how it reports a failed behaviour.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::any::Any;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::backend::{Backend, ModeChange, PendingStart, WaiterLease};
+use crate::clock::{ManualClock, SharedClock, SystemClock};
+use crate::config::Config;
+use crate::error::Error;
+use crate::policy::Policy;
+use crate::session::SessionKey;
+use crate::task::{CommandTask, TaskOptions};
+use crate::transition::{self, Activation, Outcome};
+
+#[deny(dead_code)]
+mod activation;
+#[deny(dead_code)]
+mod joins;
+#[deny(dead_code)]
+mod modes;
+#[deny(dead_code)]
+mod sessions;
+#[deny(dead_code)]
+mod tasks;
+#[deny(dead_code)]
+mod window;
+
+// Every listed case, as `conformance::<case>`: what the tests call.
+crate::backend_conformance!(@cases [@export]);
+
+/// A fresh, empty state that can be opened many times.
+pub struct FreshState {
+    open: Box<dyn Fn(SharedClock) -> Arc<dyn Backend>>,
+    marker: Option<PathBuf>,
+    _keep: Box<dyn Any>,
+}
+
+impl FreshState {
+    /// A site opened by `open`, keeping `keep` (a temporary directory, a
+    /// database) alive as long as the site.
+    pub fn new(open: impl Fn(SharedClock) -> Arc<dyn Backend> + 'static, keep: impl Any) -> Self {
+        FreshState {
+            open: Box::new(open),
+            marker: None,
+            _keep: Box::new(keep),
+        }
+    }
+
+    /// The same site, whose backend keeps the web-server marker at `path`
+    /// on this host: the marker cases check it.
+    pub fn with_marker(mut self, path: impl Into<PathBuf>) -> Self {
+        self.marker = Some(path.into());
+        self
+    }
+
+    /// Whether the web-server marker exists; `None` for a site without one.
+    pub fn marker_exists(&self) -> Option<bool> {
+        self.marker
+            .as_ref()
+            .map(|p| std::fs::symlink_metadata(p).is_ok())
+    }
+
+    /// Opens the state with the real clock, as a new process would.
+    pub fn open(&self) -> Arc<dyn Backend> {
+        (self.open)(SystemClock::shared())
+    }
+
+    /// Opens the state with a given clock.
+    pub fn open_with(&self, clock: SharedClock) -> Arc<dyn Backend> {
+        (self.open)(clock)
+    }
+}
+
+/// A file-backend site in a fresh temporary directory.
+pub fn file_state() -> FreshState {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let state = dir.path().join("state");
+    let marker = state.join(crate::backend::file::MARKER);
+    FreshState::new(
+        move |clock| {
+            let config = Config::with_state_dir(&state);
+            Arc::new(
+                crate::backend::FileBackend::open(&config, clock).expect("open the file backend"),
+            )
+        },
+        dir,
+    )
+    .with_marker(marker)
+}
+
+/// Instantiates every conformance test for the backend whose fresh state
+/// `$state` makes: one `#[test]` per case, named as the case.
+///
+/// The list of cases below is the only one: each area module's cases are
+/// re-exported from it, and a case left out of it is dead code, which the
+/// area modules deny, so it cannot be forgotten.
+#[macro_export]
+macro_rules! backend_conformance {
+    ($state:path) => {
+        $crate::backend_conformance!(@cases [@tests $state]);
+    };
+    // The cases, by area; hands the list to the arm named in brackets.
+    (@cases [$($then:tt)*]) => {
+        $crate::backend_conformance!($($then)*;
+            modes::fresh_site_is_online,
+            modes::pending_lapses_when_its_waiter_goes,
+            modes::a_second_waiter_keeps_pending_and_the_last_one_out_turns_online,
+            modes::completing_takes_the_site_offline,
+            modes::going_online_cancels_a_wait,
+            modes::offline_again_only_updates_the_message,
+            modes::a_task_started_before_pending_is_seen_by_the_waiter,
+            modes::mode_times_come_from_the_clock,
+            modes::every_write_moves_the_generation,
+            modes::the_marker_agrees_with_the_record_after_every_change,
+            modes::a_stray_marker_is_put_right_by_the_next_look_or_task,
+            tasks::a_task_is_live_until_dropped,
+            tasks::a_task_records_who_what_and_how,
+            tasks::a_second_single_instance_is_refused_naming_the_first,
+            tasks::concurrent_instances_all_run,
+            tasks::instances_are_per_name,
+            tasks::tasks_are_refused_while_pending_and_offline,
+            tasks::allowed_tasks_run_inside_the_window_and_do_not_hold_it_off,
+            tasks::the_override_lets_a_refused_task_in,
+            tasks::required_tasks_run_only_offline_or_in_the_window,
+            tasks::holders_are_the_processes_recorded_at_spawn,
+            tasks::the_secret_is_in_no_record,
+            tasks::hostile_names_are_just_names,
+            tasks::reaping_never_removes_a_live_task,
+            joins::a_nested_run_with_the_secret_joins_as_a_run_of_its_own,
+            joins::a_joined_run_keeps_its_own_commands_single_instance,
+            joins::joining_without_proof_is_refused_naming_the_task,
+            joins::joining_an_ended_task_is_refused,
+            joins::a_joined_run_keeps_the_task_live_after_its_root_ended,
+            joins::a_joined_required_run_needs_a_window,
+            joins::a_joined_block_run_refuses_activation,
+            joins::a_block_run_joining_during_pending_ends_the_wait_refused,
+            joins::completing_is_held_while_a_task_that_holds_off_is_live,
+            sessions::a_touched_session_is_live_until_it_expires,
+            sessions::logout_ends_a_session_at_once,
+            sessions::touches_are_never_refused,
+            sessions::hostile_session_ids_are_only_hashed,
+            sessions::many_sessions_are_counted_once_each,
+            sessions::a_wall_clock_step_neither_expires_nor_removes_sessions,
+            sessions::a_reboot_cuts_no_one_off_and_ends_the_earlier_boots_sessions_within_a_timeout,
+            activation::activate_with_nothing_live_goes_offline_after_the_settle_time,
+            activation::activate_waits_for_a_task_and_goes_offline_when_it_ends,
+            activation::activate_waits_for_a_session_until_logout,
+            activation::a_timeout_goes_back_online_and_names_what_was_live,
+            activation::an_interruption_goes_back_online,
+            activation::deactivate_cancels_a_waiting_activation,
+            activation::a_second_activation_joins_the_first,
+            activation::force_goes_offline_with_what_is_live,
+            activation::grace_lets_sessions_go_but_not_commands,
+            activation::a_session_touched_during_the_settle_time_is_counted,
+            activation::status_counts_sessions_and_tasks,
+            activation::a_blocking_task_refuses_activation_and_the_site_stays_online,
+            window::tasks_started_inside_the_window_do_not_hold_it_off,
+            window::an_offline_run_holds_the_window_alone_and_says_when_its_command_runs,
+        );
+    };
+    (@tests $state:path; $($area:ident::$case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::conformance::$case(&$state);
+            }
+        )*
+    };
+    (@export; $($area:ident::$case:ident),* $(,)?) => {
+        $(pub use self::$area::$case;)*
+    };
+}
+
+fn task(backend: &Arc<dyn Backend>, name: &str, policy: Policy) -> Result<CommandTask, Error> {
+    CommandTask::start(
+        name,
+        TaskOptions::new(Arc::clone(backend))
+            .policy(policy)
+            .lock_timeout(Duration::ZERO),
+    )
+}
+
+fn change() -> ModeChange {
+    ModeChange::by_this_process()
+}
+
+fn pending(backend: &Arc<dyn Backend>) -> Box<dyn WaiterLease> {
+    match backend.begin_pending(&change()).expect("begin pending") {
+        PendingStart::Waiting { waiter, .. } => waiter,
+        PendingStart::AlreadyOffline(_) => panic!("the site was already offline"),
+    }
+}
+
+fn names(backend: &Arc<dyn Backend>) -> Vec<String> {
+    backend
+        .tasks()
+        .expect("list tasks")
+        .into_iter()
+        .map(|t| t.name)
+        .collect()
+}
+
+fn join(
+    backend: &Arc<dyn Backend>,
+    name: &str,
+    policy: Policy,
+    token: &str,
+) -> Result<CommandTask, Error> {
+    CommandTask::start(
+        name,
+        TaskOptions::new(Arc::clone(backend))
+            .policy(policy)
+            .argv([name, "--nested"])
+            .join(Some(token.to_owned())),
+    )
+}
+
+/// The token a child of `t` gets, `<id>:<secret>`.
+fn token_of(t: &CommandTask) -> String {
+    t.token().env_value()
+}
+
+fn key(id: &str) -> SessionKey {
+    SessionKey::of(id.as_bytes())
+}
+
+fn activation(timeout: Duration) -> Activation {
+    Activation {
+        change: change(),
+        timeout,
+        grace: None,
+        settle: Duration::from_millis(20),
+    }
+}
+
+fn never() -> bool {
+    false
+}
+
+fn run_activate(b: &Arc<dyn Backend>, a: &Activation) -> Outcome {
+    transition::activate(b.as_ref(), a, &never, &mut |_| {}).expect("activate")
+}
+
+impl ManualClock {
+    /// The clock's time (the trait method, without importing the trait).
+    pub fn now_for_tests(&self) -> SystemTime {
+        crate::clock::Clock::now(self)
+    }
+}
+
+#[cfg(test)]
+mod file_backend {
+    crate::backend_conformance!(crate::conformance::file_state);
+}
