@@ -113,7 +113,7 @@ impl FileBackend {
         let root = match Dir::open_root(path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create_root(path, modes)?,
-            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
                 return Err(Error::state(
                     path,
                     "is not a directory: point state_dir (manage.toml, $MANAGE_STATE_DIR or --state-dir) at a directory",

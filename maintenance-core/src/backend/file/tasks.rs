@@ -178,7 +178,7 @@ pub(super) fn instance_file(name: &str) -> String {
 }
 
 fn is_contended(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::EWOULDBLOCK)
+    e.kind() == io::ErrorKind::WouldBlock
 }
 
 /// Whether `file`'s exclusive holder is alive, probing with a shared
