@@ -59,24 +59,20 @@ impl BootId {
     /// Parses 32 hex digits, dashes anywhere ignored (the kernel writes
     /// `b02a6090-296e-494d-a7f1-70df670424e2`); `None` for anything else.
     pub fn parse(text: &str) -> Option<BootId> {
-        let mut bytes = [0u8; 16];
+        let mut digits = [0u8; 32];
         let mut n = 0;
         for c in text.bytes().filter(|&c| c != b'-') {
-            let d = (c as char).to_digit(16)? as u8;
-            if n >= 32 {
-                return None;
-            }
-            bytes[n / 2] |= if n % 2 == 0 { d << 4 } else { d };
+            *digits.get_mut(n)? = c;
             n += 1;
         }
-        (n == 32).then_some(BootId(bytes))
+        crate::hex::decode::<16>(&digits[..n]).map(BootId)
     }
 }
 
 impl fmt::Display for BootId {
     /// 32 lowercase hex digits, as bucket names carry it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&crate::random::to_hex(&self.0))
+        f.write_str(&crate::hex::encode(&self.0))
     }
 }
 

@@ -8,8 +8,6 @@
 
 use std::fmt;
 
-use sha2::{Digest, Sha256};
-
 /// Environment variable carrying the join token (`<task id>:<secret>`, see
 /// [`JoinToken`]) to nested runs.
 pub const ENV_TASK: &str = "MANAGE_TASK";
@@ -28,26 +26,20 @@ impl TaskSecret {
 
     /// A secret as it arrives in a token: 64 hex digits, else `None`.
     pub fn parse(text: &str) -> Option<Self> {
-        (text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| TaskSecret(text.to_ascii_lowercase()))
+        crate::hex::decode::<32>(text.as_bytes()).map(|_| TaskSecret(text.to_ascii_lowercase()))
     }
 
     /// Its SHA-256 as lowercase hex: what storage keeps.
     pub fn sha256_hex(&self) -> String {
-        crate::random::to_hex(&Sha256::digest(self.0.as_bytes()))
+        crate::digest::sha256_hex(self.0.as_bytes())
     }
 
-    /// Whether this is the secret whose stored hash is `sha256_hex`,
-    /// compared in constant time (over the digests: the stored hash is not
-    /// secret, the secret is).
+    /// Whether this is the secret whose stored hash is `sha256_hex` (in
+    /// either case), compared in constant time
+    /// ([`digest::secret_matches`](crate::digest::secret_matches)).
     pub fn matches(&self, sha256_hex: &str) -> bool {
-        let mine = self.sha256_hex();
-        mine.len() == sha256_hex.len()
-            && mine
-                .bytes()
-                .zip(sha256_hex.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b.to_ascii_lowercase()))
-                == 0
+        crate::hex::decode::<32>(sha256_hex.as_bytes())
+            .is_some_and(|stored| crate::digest::secret_matches(self.0.as_bytes(), &stored))
     }
 }
 

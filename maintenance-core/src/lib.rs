@@ -68,8 +68,10 @@ pub mod backend;
 pub mod clock;
 pub mod command;
 pub mod config;
+pub mod digest;
 pub mod error;
 pub mod exit;
+pub mod hex;
 pub mod identity;
 pub mod join;
 #[cfg(feature = "tower")]

@@ -107,8 +107,7 @@ impl ModeRecord {
 
 /// The hex SHA-256 of a bypass secret, as the mode record stores it.
 pub fn hash_secret(secret: &str) -> String {
-    use sha2::Digest;
-    crate::random::to_hex(&sha2::Sha256::digest(secret.as_bytes()))
+    crate::digest::sha256_hex(secret.as_bytes())
 }
 
 /// A fresh random bypass secret: 128 bits, hex.

@@ -24,18 +24,7 @@ pub fn bytes<const N: usize>() -> [u8; N] {
 
 /// `N` random bytes as lowercase hex.
 pub fn hex<const N: usize>() -> String {
-    to_hex(&bytes::<N>())
-}
-
-/// Bytes as lowercase hex: the one spelling of hashes, keys and secrets in
-/// the state and on the command line.
-pub fn to_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
+    crate::hex::encode(&bytes::<N>())
 }
 
 #[cfg(test)]

@@ -18,12 +18,12 @@ impl SessionKey {
     /// The key of session id `id` (the cookie's value).
     pub fn of(id: &[u8]) -> Self {
         let digest = Sha256::digest(id);
-        SessionKey(crate::random::to_hex(&digest[..16]))
+        SessionKey(crate::hex::encode(&digest[..16]))
     }
 
     /// A key read back from storage, if it has the shape of one.
     pub fn parse(text: &str) -> Option<Self> {
-        (text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        (text.len() == 32 && crate::hex::is_lower(text.as_bytes()))
             .then(|| SessionKey(text.to_owned()))
     }
 

@@ -66,15 +66,6 @@ fn is_dot_segment(decoded: &[u8]) -> bool {
     name == b"." || name == b".."
 }
 
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// Percent-decodes one segment; `None` on an escape that is not `%` and two
 /// hex digits.
 fn decode(segment: &str) -> Option<Cow<'_, [u8]>> {
@@ -86,8 +77,8 @@ fn decode(segment: &str) -> Option<Cow<'_, [u8]>> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hi = hex_value(*bytes.get(i + 1)?)?;
-            let lo = hex_value(*bytes.get(i + 2)?)?;
+            let hi = crate::hex::digit(*bytes.get(i + 1)?)?;
+            let lo = crate::hex::digit(*bytes.get(i + 2)?)?;
             out.push(hi << 4 | lo);
             i += 3;
         } else {
@@ -219,8 +210,8 @@ fn decoded_eq(raw: &str, want: &str) -> bool {
     while i < bytes.len() {
         let b = if bytes[i] == b'%' {
             let (Some(hi), Some(lo)) = (
-                bytes.get(i + 1).copied().and_then(hex_value),
-                bytes.get(i + 2).copied().and_then(hex_value),
+                bytes.get(i + 1).copied().and_then(crate::hex::digit),
+                bytes.get(i + 2).copied().and_then(crate::hex::digit),
             ) else {
                 return false;
             };

@@ -237,7 +237,6 @@ pub fn holders_are_the_processes_recorded_at_spawn(site: &dyn Fn() -> FreshState
 
 /// No record handed out holds the task's secret, nor its hash.
 pub fn the_secret_is_in_no_record(site: &dyn Fn() -> FreshState) {
-    use sha2::Digest;
     let s = site();
     let b = s.open();
     let parent = task(&b, "deploy", Policy::DEFAULT).unwrap();
@@ -246,7 +245,7 @@ pub fn the_secret_is_in_no_record(site: &dyn Fn() -> FreshState) {
         .split_once(':')
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
         .unwrap();
-    let hash = crate::random::to_hex(&sha2::Sha256::digest(secret.as_bytes()));
+    let hash = crate::digest::sha256_hex(secret.as_bytes());
     let listed = serde_json::to_string(&s.open().tasks().unwrap()).unwrap();
     let own = serde_json::to_string(&[parent.record(), nested.record()]).unwrap();
     let debug = format!("{parent:?} {nested:?} {:?}", parent.token());

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hmac::{Hmac, Mac};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKIE};
 use http::{HeaderValue, Response, StatusCode};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use super::options::{LayerOptions, TurnAway};
 use super::state::Snapshot;
@@ -139,29 +139,10 @@ fn mac(key: &[u8], hash: &[u8; 32], expiry: u64) -> HmacSha256 {
     m
 }
 
-fn hex(bytes: &[u8]) -> String {
-    crate::random::to_hex(bytes)
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || text.len() > 128 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// Whether `secret` is the bypass secret whose hash is `hash`, compared in
 /// constant time.
 pub(crate) fn secret_matches(secret: &str, hash: &[u8; 32]) -> bool {
-    let digest = Sha256::digest(secret.as_bytes());
-    digest
-        .iter()
-        .zip(hash.iter())
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-        == 0
+    crate::digest::secret_matches(secret.as_bytes(), hash)
 }
 
 /// The response to a right secret: the signed cookie, and a redirect home.
@@ -171,9 +152,11 @@ pub(crate) fn bypass_granted<B: From<String>>(
 ) -> Response<B> {
     let ttl = options.bypass_ttl.as_secs();
     let expiry = now_secs() + ttl;
-    let sig = hex(&mac(&options.signing_key, hash, expiry)
-        .finalize()
-        .into_bytes());
+    let sig = crate::hex::encode(
+        &mac(&options.signing_key, hash, expiry)
+            .finalize()
+            .into_bytes(),
+    );
     let cookie = format!(
         "{}={expiry}.{sig}; Path=/; Max-Age={ttl}; HttpOnly; SameSite=Lax",
         options.bypass_cookie
@@ -202,7 +185,8 @@ pub(crate) fn bypass_cookie_valid(options: &LayerOptions, hash: &[u8; 32], value
     if expiry <= now_secs() {
         return false;
     }
-    let Some(sig) = unhex(sig) else {
+    // An HMAC-SHA256 signature: 32 bytes.
+    let Some(sig) = crate::hex::decode::<32>(sig.as_bytes()) else {
         return false;
     };
     mac(&options.signing_key, hash, expiry)

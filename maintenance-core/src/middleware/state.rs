@@ -477,7 +477,11 @@ impl Writer {
 fn refresh(shared: &Shared, backend: &dyn Backend, complained: &mut bool) {
     match backend.mode() {
         Ok(view) => {
-            let bypass = view.record.bypass.as_deref().and_then(parse_hash);
+            let bypass = view
+                .record
+                .bypass
+                .as_deref()
+                .and_then(|h| crate::hex::decode::<32>(h.as_bytes()));
             shared.snapshot.store(Some(Arc::new(Snapshot {
                 mode: view.mode,
                 since: view.record.since,
@@ -496,17 +500,6 @@ fn refresh(shared: &Shared, backend: &dyn Backend, complained: &mut bool) {
             }
         }
     }
-}
-
-fn parse_hash(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// Forgets sessions this process has not seen for a whole timeout.

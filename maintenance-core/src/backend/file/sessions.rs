@@ -201,21 +201,13 @@ impl Hasher for KeyHasher {
     }
 }
 
-/// A key's 32 hex digits as a number, if the name is a key.
+/// A key's 32 lowercase hex digits (as [`SessionKey`] writes them) as a
+/// number, if the name is a key.
 fn parse_key(name: &[u8]) -> Option<u128> {
-    if name.len() != 32 {
+    if !crate::hex::is_lower(name) {
         return None;
     }
-    let mut n: u128 = 0;
-    for &c in name {
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => return None,
-        };
-        n = (n << 4) | u128::from(d);
-    }
-    Some(n)
+    crate::hex::decode::<16>(name).map(u128::from_be_bytes)
 }
 
 impl Sessions {

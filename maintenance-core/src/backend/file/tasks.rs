@@ -155,7 +155,9 @@ pub(super) fn new_id() -> String {
 pub(super) fn is_id(token: &str) -> bool {
     !token.is_empty()
         && token.len() <= 64
-        && token.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+        && token
+            .bytes()
+            .all(|b| b == b'-' || crate::hex::digit(b).is_some())
 }
 
 /// The instance lock file of command `name`: the name itself when it is
@@ -172,7 +174,7 @@ pub(super) fn instance_file(name: &str) -> String {
         format!("{name}{INSTANCE_SUFFIX}")
     } else {
         let digest = Sha256::digest(name.as_bytes());
-        let hex = crate::random::to_hex(&digest[..16]);
+        let hex = crate::hex::encode(&digest[..16]);
         format!("~{hex}{INSTANCE_SUFFIX}")
     }
 }
