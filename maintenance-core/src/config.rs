@@ -175,16 +175,44 @@ enum AliasValue {
     Argv(Vec<String>),
 }
 
-/// A number of seconds as a command-line flag gives it (`60`, `0.25`).
+/// A duration as a command-line flag (`--timeout`, `--grace`,
+/// `--lock-timeout`, …) or `manage.toml` gives it: seconds (`60`, `0.25`)
+/// or a length with units (`15m`, `1h30m`, `250ms`, as humantime reads
+/// them). The error says what is wrong: not a duration, negative, or too
+/// large.
 pub fn parse_seconds(text: &str) -> Result<Duration, String> {
-    let s: f64 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    Duration::try_from_secs_f64(s).map_err(|_| format!("{text:?} is not a number of seconds ≥ 0"))
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        return seconds(secs).map_err(|e| format!("{text:?} {e}"));
+    }
+    if t.starts_with('-') {
+        return Err(format!("{text:?} {NEGATIVE}"));
+    }
+    humantime::parse_duration(t).map_err(|e| match e {
+        humantime::DurationError::NumberOverflow => format!("{text:?} {TOO_LARGE}"),
+        e => format!(
+            "{text:?} is not a duration ({e}); write seconds (900, 0.25) or units (\"15m\", \
+             \"1h30m\", \"250ms\")"
+        ),
+    })
 }
 
-/// A duration: a number of seconds (`900`, `0.25`) or a string with units
-/// (`"15m"`, `"250ms"`).
+const NEGATIVE: &str = "cannot be negative: give a duration of 0 or more";
+const TOO_LARGE: &str = "is too large for a duration: give at most about 500 billion years";
+
+/// A number of seconds as a duration, or why it is none.
+fn seconds(secs: f64) -> Result<Duration, &'static str> {
+    if secs.is_nan() {
+        return Err("is not a number of seconds");
+    }
+    if secs < 0.0 {
+        return Err(NEGATIVE);
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| TOO_LARGE)
+}
+
+/// A duration in `manage.toml`: a number of seconds (`900`, `0.25`) or a
+/// string [`parse_seconds`] takes (`"15m"`, `"250ms"`).
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -196,14 +224,8 @@ fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
     let raw = Raw::deserialize(d)?;
     let dur = match raw {
         Raw::Int(s) => Duration::from_secs(s),
-        Raw::Float(s) => Duration::try_from_secs_f64(s).map_err(|_| {
-            serde::de::Error::custom(format!("{s} is not a duration in seconds (it must be ≥ 0)"))
-        })?,
-        Raw::Text(t) => humantime::parse_duration(&t).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "{t:?} is not a duration ({e}); write seconds (900) or units (\"15m\", \"250ms\")"
-            ))
-        })?,
+        Raw::Float(s) => seconds(s).map_err(|e| serde::de::Error::custom(format!("{s} {e}")))?,
+        Raw::Text(t) => parse_seconds(&t).map_err(serde::de::Error::custom)?,
     };
     Ok(Some(dur))
 }
@@ -504,6 +526,64 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("\"soon\" is not a duration"), "{msg}");
+    }
+
+    /// A flag takes every form the file takes, and says what is wrong
+    /// with the rest: not a duration, negative, or too large.
+    #[test]
+    fn flags_take_the_durations_the_file_takes() {
+        for (text, want) in [
+            ("60", Duration::from_secs(60)),
+            ("0", Duration::ZERO),
+            ("0.25", Duration::from_millis(250)),
+            ("15m", Duration::from_secs(900)),
+            ("1h30m", Duration::from_secs(5400)),
+            ("1h 30m", Duration::from_secs(5400)),
+            ("250ms", Duration::from_millis(250)),
+        ] {
+            assert_eq!(parse_seconds(text), Ok(want), "{text}");
+        }
+        for (text, said) in [
+            ("soon", "\"soon\" is not a duration"),
+            ("", "is not a duration"),
+            ("NaN", "is not a number of seconds"),
+            ("-1", "\"-1\" cannot be negative"),
+            ("-0.5", "cannot be negative"),
+            ("-15m", "\"-15m\" cannot be negative"),
+            (
+                "99999999999999999999",
+                "\"99999999999999999999\" is too large",
+            ),
+            ("inf", "is too large"),
+            ("99999999999999999999s", "is too large"),
+        ] {
+            let err = parse_seconds(text).unwrap_err();
+            assert!(err.contains(said), "{text:?}: {err}");
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        for (value, want) in [("\"1h30m\"", "5400"), ("\"0.5\"", "0.5"), ("90", "90")] {
+            write(
+                tmp.path(),
+                "manage.toml",
+                &format!("state_dir = \"s\"\nlock_timeout = {value}\n"),
+            );
+            let c = Config::load_from(tmp.path(), &env_of(&[]), &Overrides::default()).unwrap();
+            assert_eq!(c.lock_timeout, parse_seconds(want).unwrap(), "{value}");
+        }
+        for (value, said) in [("-1", "cannot be negative"), ("-2.5", "cannot be negative")] {
+            write(
+                tmp.path(),
+                "manage.toml",
+                &format!("state_dir = \"s\"\nlock_timeout = {value}\n"),
+            );
+            let msg = Config::load_from(tmp.path(), &env_of(&[]), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                msg.contains("key `lock_timeout`") && msg.contains(said),
+                "{msg}"
+            );
+        }
     }
 
     #[test]
