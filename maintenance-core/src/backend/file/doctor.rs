@@ -13,7 +13,7 @@ use super::{
 };
 use crate::backend::{Backend, WindowState};
 use crate::clock::SystemClock;
-use crate::config::Config;
+use crate::config::{Config, Source};
 use crate::identity::{group_name, user_name};
 use crate::mode::Mode;
 
@@ -54,6 +54,16 @@ pub fn doctor(config: &Config) -> Vec<Finding> {
     let meta = match std::fs::metadata(root) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if config.state_dir_source != Source::Default
+                && let Some(parent) = super::missing_parent(root)
+            {
+                out.push(problem(format!(
+                    "{} {}",
+                    root.display(),
+                    super::missing_parent_problem(parent)
+                )));
+                return out;
+            }
             out.push(note(format!(
                 "{} does not exist yet: the first manage run creates it{}",
                 root.display(),

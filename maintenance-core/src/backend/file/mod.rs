@@ -49,7 +49,7 @@ use super::{
 };
 use crate::admission::{admit, admit_joined};
 use crate::clock::{SharedClock, Timestamp};
-use crate::config::Config;
+use crate::config::{Config, Source};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::join::JoinToken;
@@ -97,22 +97,40 @@ pub struct FileBackend {
 impl FileBackend {
     /// Opens the state directory `config` names, creating it (with safe
     /// modes and the configured group) when it does not exist, and checking
-    /// its format version.
+    /// its format version. Only the directory itself is created: a missing
+    /// parent is refused, naming it (a mistyped path would otherwise make
+    /// a fresh, healthy-looking site somewhere nobody looks) — except for
+    /// the default per-user directory, whose parents a fresh user often
+    /// lacks.
     pub fn open(config: &Config, clock: SharedClock) -> Result<FileBackend> {
         let trust = trust::Trust::from_config(config)?;
-        Self::open_dir(&config.state_dir, &trust, config.session_timeout, clock)
+        let parents = if config.state_dir_source == Source::Default {
+            Parents::Create
+        } else {
+            Parents::MustExist
+        };
+        Self::open_dir(
+            &config.state_dir,
+            &trust,
+            parents,
+            config.session_timeout,
+            clock,
+        )
     }
 
     fn open_dir(
         path: &Path,
         trust: &trust::Trust,
+        parents: Parents,
         session_timeout: Duration,
         clock: SharedClock,
     ) -> Result<FileBackend> {
         let modes = Modes::for_group(trust.gid);
         let root = match Dir::open_root(path) {
             Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create_root(path, modes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Self::create_root(path, parents, modes)?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
                 return Err(Error::state(
                     path,
@@ -142,10 +160,16 @@ impl FileBackend {
         })
     }
 
-    fn create_root(path: &Path, modes: Modes) -> Result<Dir> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| Error::io("create directory", parent, e))?;
+    fn create_root(path: &Path, parents: Parents, modes: Modes) -> Result<Dir> {
+        match (parents, path.parent()) {
+            (Parents::Create, Some(parent)) => std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io("create directory", parent, e))?,
+            (Parents::MustExist, _) => {
+                if let Some(parent) = missing_parent(path) {
+                    return Err(Error::state(path, missing_parent_problem(parent)));
+                }
+            }
+            (Parents::Create, None) => {}
         }
         match std::fs::create_dir(path) {
             Ok(()) => {
@@ -495,6 +519,32 @@ impl FileBackend {
         self.pending.rename(&tmp, &name)?;
         Ok(FileWaiter { _file: file, since })
     }
+}
+
+/// Whether [`FileBackend::open`] may create the state directory's parents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parents {
+    /// The default per-user directory: create what is missing.
+    Create,
+    /// A directory someone named: only the directory itself is created.
+    MustExist,
+}
+
+/// The parent of `path`, when it does not exist.
+pub(crate) fn missing_parent(path: &Path) -> Option<&Path> {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty() && std::fs::symlink_metadata(p).is_err())
+}
+
+/// What to say of a state directory whose parent `parent` is missing.
+pub(crate) fn missing_parent_problem(parent: &Path) -> String {
+    format!(
+        "cannot be created: its parent {} does not exist, and manage creates only the state \
+         directory itself; check the path (state_dir in manage.toml, $MANAGE_STATE_DIR or \
+         --state-dir), or create the parent first: mkdir -p {}",
+        parent.display(),
+        parent.display()
+    )
 }
 
 /// The refusal for a token naming no live run of any task.
@@ -991,5 +1041,36 @@ mod tests {
         assert_eq!(std::fs::read_to_string(state.join(VERSION)).unwrap(), "2\n");
         assert!(b.session(&key).unwrap().is_some());
         assert_eq!(b.sessions().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_named_state_directory_is_created_but_a_missing_parent_is_refused_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("a/b/state");
+        let err =
+            FileBackend::open(&Config::with_state_dir(&state), SystemClock::shared()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!(
+                "its parent {} does not exist",
+                tmp.path().join("a/b").display()
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("mkdir -p"), "{msg}");
+        assert!(!tmp.path().join("a").exists(), "nothing was created: {msg}");
+        // The directory itself, below a parent that exists, is created.
+        drop(open(&tmp.path().join("state")));
+        assert!(tmp.path().join("state").join(VERSION).exists());
+    }
+
+    #[test]
+    fn the_default_state_directory_gets_its_missing_parents() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut config = Config::with_state_dir(tmp.path().join("home/.local/state/manage"));
+        config.state_dir_source = crate::config::Source::Default;
+        let b = FileBackend::open(&config, SystemClock::shared()).unwrap();
+        assert_eq!(b.mode().unwrap().mode, Mode::Online);
+        assert!(config.state_dir.join(VERSION).exists());
     }
 }

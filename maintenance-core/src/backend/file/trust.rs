@@ -56,6 +56,14 @@ impl Trust {
     /// and mode, and the command that fixes it; `None` when it is safe.
     pub fn problem(&self, path: &Path, uid: u32, gid: u32, mode: u32) -> Option<String> {
         let p = path.display();
+        if mode & 0o002 != 0 && mode & 0o1000 != 0 {
+            return Some(format!(
+                "{p} is a shared directory (writable by every user and sticky, as /tmp is): it \
+                 cannot be a state directory, since any user could plant files in it; make a \
+                 directory of its own for the state (for example: mkdir -m 0755 /var/lib/mysite) \
+                 and point state_dir at it"
+            ));
+        }
         if mode & 0o002 != 0 {
             return Some(format!(
                 "{p} is writable by every user (mode {:04o}): anyone could corrupt the site's state; run: chmod o-w {p}",
@@ -99,5 +107,31 @@ impl Trust {
                 "refusing an unsafe state directory: {problem}"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_directory_is_refused_as_shared_and_never_told_to_chmod() {
+        let trust = Trust {
+            gid: None,
+            owner: None,
+            me: 0,
+        };
+        let tmp = Path::new("/tmp");
+        let said = trust.problem(tmp, 0, 0, 0o41777).unwrap();
+        assert!(said.contains("/tmp is a shared directory"), "{said}");
+        assert!(said.contains("cannot be a state directory"), "{said}");
+        assert!(said.contains("make a directory of its own"), "{said}");
+        assert!(!said.contains("chmod"), "{said}");
+        // World-writable without the sticky bit: the state's own directory
+        // opened up by mistake, which chmod puts right.
+        let said = trust
+            .problem(Path::new("/srv/state"), 0, 0, 0o40777)
+            .unwrap();
+        assert!(said.contains("run: chmod o-w /srv/state"), "{said}");
     }
 }
