@@ -181,7 +181,9 @@ mod tests {
         let msg = admit(&request(Maintenance::Required), &view(Mode::Online))
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("manage offline run -- job"), "{msg}");
+        // This process's own binary: `mysite offline run -- job` for mysite.
+        let bin = crate::identity::program_name();
+        assert!(msg.contains(&format!("{bin} offline run -- job")), "{msg}");
         let _ = Instances::Single;
     }
 }

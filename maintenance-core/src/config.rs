@@ -118,13 +118,12 @@ pub struct Overrides {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read configuration file {}: {source}", path.display())]
+    #[error("cannot read configuration file {}: {cause}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
+        /// Why (said once: it is no `source()` too).
+        cause: std::io::Error,
     },
     /// The file is not valid TOML or has a bad or unknown key.
     #[error("{}:{line}: {}{message}", path.display(), key.as_deref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]
@@ -349,9 +348,9 @@ pub fn find_upwards(start: &Path) -> Option<PathBuf> {
 }
 
 fn parse_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     toml::from_str::<FileConfig>(&text).map_err(|e| {
         let offset = e.span().map(|s| s.start).unwrap_or(0).min(text.len());

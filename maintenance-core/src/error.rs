@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use crate::clock::{Timestamp, format_age};
 use crate::exit;
+use crate::identity::program_name;
 use crate::mode::Mode;
 use crate::records::{TaskRecord, WindowRun};
 
@@ -16,16 +17,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong in maintenance-core.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A system call on a state file failed.
-    #[error("cannot {action} {}: {source}", path.display())]
+    /// A system call on a state file failed. The message says the system's
+    /// error once (it is no `source()` too, so an error chain does not
+    /// repeat it); a permission error adds the `offline doctor` line to run.
+    #[error("cannot {action} {}: {cause}{}", path.display(), permission_hint(cause))]
     Io {
         /// What was being done ("read", "create", "lock", …).
         action: &'static str,
         /// The file or directory.
         path: PathBuf,
         /// The system's error.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// The state is not what this binary can use: corrupt, of an unknown
     /// format version, a symlink where a directory belongs, …
@@ -60,7 +62,7 @@ impl Error {
         Error::Io {
             action,
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 
@@ -93,11 +95,12 @@ pub enum Refusal {
         /// The operator's message.
         message: Option<String>,
     },
-    /// The command runs only inside a maintenance window.
+    /// The command runs only inside a maintenance window. The way out
+    /// names this process's own binary (`mysite offline run -- migrate`).
     #[error(
         "refusing to run `{command}`: the site is {mode}, and it runs only while the site is OFFLINE; \
-         run it inside a window with `offline run -- {command}` (this site's binary, \
-         e.g. `manage offline run -- {command}`)"
+         run it inside a window: {} offline run -- {command}",
+        program_name()
     )]
     MaintenanceRequired {
         /// The refused command.
@@ -184,6 +187,19 @@ pub enum Refusal {
     },
 }
 
+/// For a permission error on the state: the command that says who may
+/// write it and what to run.
+fn permission_hint(cause: &io::Error) -> String {
+    if cause.kind() == io::ErrorKind::PermissionDenied {
+        format!(
+            "; run `{} offline doctor` to see who may write the state and how to fix it",
+            program_name()
+        )
+    } else {
+        String::new()
+    }
+}
+
 fn blocked_message(tasks: &[TaskRecord]) -> String {
     let now = std::time::SystemTime::now();
     let names: Vec<String> = tasks
@@ -232,5 +248,43 @@ fn already_running_message(command: &str, holder: Option<&TaskRecord>, waited_ms
             "`{command}` is already running (its holder ended or could not be read); \
              it runs one instance at a time (waited {waited}; --lock-timeout waits longer)"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_system_error_is_said_once_and_a_permission_error_points_to_the_doctor() {
+        let bin = program_name();
+        for errno in [libc::EACCES, libc::EPERM] {
+            let e = Error::io(
+                "create state directory",
+                "/srv/state",
+                io::Error::from_raw_os_error(errno),
+            );
+            let cause = io::Error::from_raw_os_error(errno).to_string();
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with("cannot create state directory /srv/state: "),
+                "{msg}"
+            );
+            assert_eq!(msg.matches(&cause).count(), 1, "{msg}");
+            assert!(
+                std::error::Error::source(&e).is_none(),
+                "a chain would say the cause again"
+            );
+            assert!(
+                msg.contains(&format!("run `{bin} offline doctor`")),
+                "{msg}"
+            );
+        }
+        let e = Error::io(
+            "write",
+            "/srv/state/mode.json",
+            io::Error::from_raw_os_error(libc::ENOSPC),
+        );
+        assert!(!e.to_string().contains("doctor"), "{e}");
     }
 }

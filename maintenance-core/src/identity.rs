@@ -1,5 +1,6 @@
-//! Who and where this process is (`user@host`, pid): what every mode record
-//! and task record names, looked up once per process.
+//! Who and where this process is (`user@host`, pid, the name it was run
+//! by): what every mode record and task record names, looked up once per
+//! process.
 
 use std::ffi::CStr;
 use std::fmt;
@@ -33,6 +34,20 @@ impl Identity {
     pub fn user_at_host(&self) -> String {
         format!("{}@{}", self.user, self.host)
     }
+}
+
+/// The name this process was run by, for messages that name a command to
+/// type: the file name of `argv[0]` (`mysite` for a site's own binary,
+/// `manage` for the stock one), `manage` when there is none.
+pub fn program_name() -> String {
+    std::env::args_os()
+        .next()
+        .as_deref()
+        .map(std::path::Path::new)
+        .and_then(std::path::Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "manage".to_owned())
 }
 
 impl fmt::Display for Identity {

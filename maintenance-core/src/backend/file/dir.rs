@@ -99,7 +99,7 @@ impl Dir {
     pub fn subdir(&self, name: &str, modes: Modes) -> Result<Dir> {
         // Usually there already: one open, no failed mkdir.
         match self.open_subdir(name) {
-            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            Err(Error::Io { cause, .. }) if cause.kind() == io::ErrorKind::NotFound => {}
             other => return other,
         }
         match rustix::fs::mkdirat(&self.fd, name, FsMode::from_raw_mode(modes.dir)) {
@@ -292,9 +292,9 @@ impl Dir {
         // on device`), and the temporary one is gone again.
         let mut file = match self.create_new(&tmp, keep) {
             Ok(f) => f,
-            Err(Error::Io { source, .. }) => {
+            Err(Error::Io { cause, .. }) => {
                 let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
-                return Err(Error::io("write", self.join(name), source));
+                return Err(Error::io("write", self.join(name), cause));
             }
             Err(e) => return Err(e),
         };

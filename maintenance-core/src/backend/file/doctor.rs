@@ -14,7 +14,7 @@ use super::{
 use crate::backend::{Backend, WindowState};
 use crate::clock::SystemClock;
 use crate::config::{Config, Source};
-use crate::identity::{group_name, user_name};
+use crate::identity::{group_name, program_name, user_name};
 use crate::mode::Mode;
 
 /// One thing the doctor found.
@@ -295,7 +295,8 @@ fn leftovers(config: &Config, out: &mut Vec<Finding>) {
         }
         if let Some(s) = &view.stray_marker {
             out.push(problem(format!(
-                "{s}; or run: manage offline {}",
+                "{s}; or run: {} offline {}",
+                program_name(),
                 if view.mode == Mode::Offline {
                     "on --force"
                 } else {
@@ -308,10 +309,11 @@ fn leftovers(config: &Config, out: &mut Vec<Finding>) {
         {
             out.push(problem(format!(
                 "the site was left OFFLINE by `offline run -- {}` (pid {}, {}), killed while its command ran: \
-                 check the command's work, then run: manage offline off",
+                 check the command's work, then run: {} offline off",
                 run.argv.join(" "),
                 run.pid,
-                run.by
+                run.by,
+                program_name()
             )));
         }
     }

@@ -235,8 +235,9 @@ impl FileBackend {
                 Error::state(
                     self.root.join(MODE),
                     format!(
-                        "is corrupt ({e}); `manage offline off --force` rewrites it \
-                         (check the site first: it may have been offline)"
+                        "is corrupt ({e}); `{} offline off --force` rewrites it \
+                         (check the site first: it may have been offline)",
+                        crate::identity::program_name()
                     ),
                 )
             }),
