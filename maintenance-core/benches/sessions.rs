@@ -1,4 +1,5 @@
-//! Benchmarks of the session registry and the status read (issue 9), each
+//! Benchmarks of the session registry and the status read (the targets
+//! below are those of the README's "Benchmarks" section), each
 //! on a fresh state directory in a temporary directory:
 //!
 //! - `status/100_tasks/*`: [`transition::status`] (mode, live tasks, live

@@ -68,7 +68,7 @@ mod tests {
     use super::*;
     use crate::clock::Timestamp;
     use crate::mode::ModeRecord;
-    use crate::policy::{Instances, Policy};
+    use crate::policy::Policy;
 
     fn request(maintenance: Maintenance) -> TaskRequest {
         TaskRequest {
@@ -184,6 +184,5 @@ mod tests {
         // This process's own binary: `mysite offline run -- job` for mysite.
         let bin = crate::identity::program_name();
         assert!(msg.contains(&format!("{bin} offline run -- job")), "{msg}");
-        let _ = Instances::Single;
     }
 }

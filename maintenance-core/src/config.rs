@@ -23,9 +23,9 @@ pub const ENV_STATE_DIR: &str = "MANAGE_STATE_DIR";
 /// Environment variable naming the configuration file.
 pub const ENV_CONFIG: &str = "MANAGE_CONFIG";
 
-/// Default session timeout: 900 s, as the seed's.
+/// Default session timeout: 900 s, as django-site-maintenance's.
 pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(900);
-/// Default lock timeout: 1 s, as the seed's.
+/// Default lock timeout: 1 s, as django-site-maintenance's.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default refresh interval of the web layers' snapshot (and so the settle
 /// time of I2).

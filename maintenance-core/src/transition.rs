@@ -64,8 +64,9 @@ impl Live {
         })
     }
 
-    /// The seed's "active sessions": live sessions plus live tasks, a task
-    /// and the nested runs that joined it counting once.
+    /// The "active sessions" of the status line (`Status: ONLINE - Active
+    /// sessions: 13`): live sessions plus live tasks, a task and the nested
+    /// runs that joined it counting once.
     pub fn active(&self) -> usize {
         self.task_count() + self.sessions.len()
     }
@@ -493,8 +494,8 @@ pub struct Status {
 }
 
 impl Status {
-    /// The seed's count: live sessions plus live tasks (a task and the runs
-    /// that joined it counting once).
+    /// The status line's "Active sessions": live sessions plus live tasks
+    /// (a task and the runs that joined it counting once).
     pub fn active_sessions(&self) -> usize {
         self.live.active()
     }

@@ -265,7 +265,8 @@ pub fn a_session_touched_during_the_settle_time_is_counted(site: &dyn Fn() -> Fr
     );
 }
 
-/// Status: the mode, and sessions plus tasks as the seed counts them.
+/// Status: the mode, and sessions plus tasks as the status line's "Active
+/// sessions" counts them.
 pub fn status_counts_sessions_and_tasks(site: &dyn Fn() -> FreshState) {
     let s = site();
     let b = s.open();

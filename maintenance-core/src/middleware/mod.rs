@@ -1,5 +1,5 @@
 //! `MaintenanceLayer`: the tower middleware that gates web requests by the
-//! site's mode — the seed's `MaintenanceMiddleware` and context processor.
+//! site's mode — django-site-maintenance's `MaintenanceMiddleware` and context processor.
 //!
 //! ```
 //! use std::convert::Infallible;

@@ -13,7 +13,7 @@ use crate::site_path::SitePath;
 /// How a turned-away request is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TurnAway {
-    /// `303 See Other` to the maintenance URL, as the seed does.
+    /// `303 See Other` to the maintenance URL, as django-site-maintenance's middleware does.
     Redirect,
     /// `503 Service Unavailable` with `Retry-After` and a maintenance page.
     Unavailable,

@@ -322,7 +322,9 @@ impl FileBackend {
                 return Err(Error::state(
                     self.root.join(MARKER),
                     format!(
-                        "the site is now {}, but this web-server marker could not be removed                          ({e}): the web server still turns visitors away; remove it by hand, or                          fix the cause and run any manage command, which puts it right",
+                        "the site is now {}, but this web-server marker could not be removed \
+                         ({e}): the web server still turns visitors away; remove it by hand, or \
+                         fix the cause and run any manage command, which puts it right",
                         record.mode
                     ),
                 ));
@@ -341,7 +343,10 @@ impl FileBackend {
                 return Err(Error::state(
                     self.root.join(MARKER),
                     format!(
-                        "{failed}; and this web-server marker, written for it, could not be                          taken back ({undo}): the web server turns visitors away although the                          site is still {}; remove it by hand, or fix the cause and run any                          manage command, which puts it right",
+                        "{failed}; and this web-server marker, written for it, could not be \
+                         taken back ({undo}): the web server turns visitors away although the \
+                         site is still {}; remove it by hand, or fix the cause and run any \
+                         manage command, which puts it right",
                         previous.mode
                     ),
                 ));
