@@ -62,6 +62,16 @@
 //!
 //! Locks are `flock(2)`, which is not to be trusted on NFS: keep the state
 //! directory on a local file system. Unix only.
+//!
+//! # Where things are
+//!
+//! Imports run one way: [`records`] (what a backend stores) → [`error`] →
+//! [`admission`] (the one rule that admits a task) → [`backend`] (the trait,
+//! its leases, the file backend) → [`task`] (the `CommandTask` guard) →
+//! [`transition`] (the state machine: what `offline on` does, on a timeout
+//! too). How a web session counts: [`session`] and the file backend's
+//! `sessions.rs`. How a child keeps its task: [`CommandTask::handoff`] and
+//! [`join`] (the proof a nested run presents).
 
 pub mod admission;
 pub mod backend;
