@@ -381,3 +381,44 @@ fn a_leftover_of_a_window_s_command_cannot_run_a_required_command_once_the_windo
         "`migrate` is refused while ONLINE, window or no window"
     );
 }
+
+#[test]
+fn the_keeper_holds_none_of_the_caller_s_descriptors() {
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let site = Site::new(EXE);
+    site.external("pydaemon", PYDAEMON);
+    // The caller hands the runner one more pipe, as `{ manage x 5>&1; } |
+    // cat` does; the daemon closes it (Python closes descriptors 3 and up),
+    // so once the runner has exited, only the keeper could keep it open.
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let mut cmd = site.command(&["pydaemon"]);
+    let w = write.as_raw_fd();
+    // SAFETY: dup2 between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(w, 5) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = manage_tests::Proc::spawn(cmd).finish();
+    drop(write);
+    let daemon: u32 = out.stdout[0].parse().unwrap();
+    let _guard = Daemons(vec![daemon]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(live_tasks(&site), 1, "the daemon holds the task");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut f = std::fs::File::from(read);
+        let mut buf = Vec::new();
+        let _ = f.read_to_end(&mut buf);
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(HANG_GUARD)
+        .expect("the pipe reaches its end: the keeper does not hold it");
+}

@@ -21,6 +21,7 @@
 //! `O_NOFOLLOW` (I4). Locks are `flock(2)` through fs2, fully qualified.
 
 mod dir;
+mod probe;
 mod proof;
 mod sessions;
 mod tasks;
@@ -28,6 +29,7 @@ mod trust;
 mod watch;
 
 pub use self::doctor::{Finding, doctor};
+pub use self::probe::ModeProbe;
 pub use self::sessions::WALL_SKEW;
 
 mod doctor;
