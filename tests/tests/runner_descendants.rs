@@ -313,39 +313,6 @@ fn a_joined_external_drain_stop_command_is_asked_to_stop_when_pending_begins() {
 }
 
 #[test]
-fn a_processes_record_planted_by_another_user_names_nobody() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: needs root to plant a file as another user");
-        return;
-    }
-    let site = Site::new(EXE);
-    site.external("worker", "#!/bin/sh\necho \"started $$\"\nexec sleep 600\n");
-    let (_p, command) = site.start(&["worker"]);
-    let command: u32 = command.parse().unwrap();
-    let _guard = Daemons(vec![command]);
-    let task = site.backend().tasks().unwrap().remove(0);
-    assert_eq!(task.pids(), [command]);
-    // Another member of the site's group replaces the record, naming init
-    // as the keeper: every process on the host would be offered as "the
-    // pid to stop".
-    let procs = site
-        .state()
-        .join("tasks")
-        .join(format!("{}.procs", task.id));
-    let init_start = maintenance_core::process::start_time(1).unwrap();
-    std::fs::remove_file(&procs).unwrap();
-    std::fs::write(
-        &procs,
-        format!(r#"{{"keeper":{{"pid":1,"start":{init_start}}},"command":{{"pid":1,"start":{init_start}}}}}"#),
-    )
-    .unwrap();
-    std::os::unix::fs::chown(&procs, Some(65534), Some(65534)).unwrap();
-    let task = site.backend().tasks().unwrap().remove(0);
-    assert_eq!(task.processes, None, "a stranger's record is ignored");
-    assert_eq!(task.pids(), [task.pid], "{task:?}");
-}
-
-#[test]
 fn a_leftover_of_a_window_s_command_cannot_run_a_required_command_once_the_window_closed() {
     let site = Site::new(env!("CARGO_BIN_EXE_e2e-mysite"));
     let go = site.dir().join("go");

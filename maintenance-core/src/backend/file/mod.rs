@@ -653,7 +653,6 @@ impl Backend for FileBackend {
             task: Some(task),
             instance,
             handed_to_child: false,
-            modes: self.modes,
         }))
     }
 
@@ -712,7 +711,6 @@ impl Backend for FileBackend {
             task: Some(task),
             instance,
             handed_to_child: false,
-            modes: self.modes,
         }))
     }
 
