@@ -117,6 +117,7 @@ impl FileBackend {
                 ));
             }
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                trust.check_unopened(path)?;
                 return Err(Error::state(
                     path,
                     format!(
