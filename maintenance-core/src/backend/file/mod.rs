@@ -19,16 +19,29 @@
 //!
 //! Every name inside is opened relative to a directory descriptor with
 //! `O_NOFOLLOW` (I4). Locks are `flock(2)` through fs2, fully qualified.
+//!
+//! This file holds the [`Backend`] operations, all of them (which makes it
+//! long): each is ordered against the others under the gate, and they are
+//! read together. Beside it: `open.rs`
+//! (creating and opening the directory), `gate.rs`, `record.rs` (the mode
+//! record and the marker), `tasks.rs` and `proof.rs` (task files and the
+//! proof a joiner presents), `sessions.rs`, `watch.rs` (waiting for a
+//! change), `dir.rs` (directory-relative file operations), `trust.rs` and
+//! `doctor.rs`.
 
 mod dir;
+mod gate;
+mod open;
 mod probe;
 mod proof;
+mod record;
 mod sessions;
 mod tasks;
 mod trust;
 mod watch;
 
 pub use self::doctor::{Finding, doctor};
+pub(crate) use self::open::{missing_parent, missing_parent_problem};
 pub use self::probe::ModeProbe;
 pub use self::sessions::WALL_SKEW;
 
@@ -51,11 +64,10 @@ use super::{
 };
 use crate::admission::{admit, admit_joined};
 use crate::clock::{SharedClock, Timestamp};
-use crate::config::{Config, Source};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::join::JoinToken;
-use crate::mode::{Lapse, Mode, ModeRecord, ModeView};
+use crate::mode::{Mode, ModeRecord, ModeView};
 use crate::records::{TaskRecord, TaskRequest};
 use crate::session::{SessionEntry, SessionKey};
 
@@ -97,350 +109,9 @@ pub struct FileBackend {
 }
 
 impl FileBackend {
-    /// Opens the state directory `config` names, creating it (with safe
-    /// modes and the configured group) when it does not exist, and checking
-    /// its format version. Only the directory itself is created: a missing
-    /// parent is refused, naming it (a mistyped path would otherwise make
-    /// a fresh, healthy-looking site somewhere nobody looks) — except for
-    /// the default per-user directory, whose parents a fresh user often
-    /// lacks.
-    pub fn open(config: &Config, clock: SharedClock) -> Result<FileBackend> {
-        let trust = trust::Trust::from_config(config)?;
-        let parents = if config.state_dir_source == Source::Default {
-            Parents::Create
-        } else {
-            Parents::MustExist
-        };
-        Self::open_dir(
-            &config.state_dir,
-            &trust,
-            parents,
-            config.session_timeout,
-            clock,
-        )
-    }
-
-    fn open_dir(
-        path: &Path,
-        trust: &trust::Trust,
-        parents: Parents,
-        session_timeout: Duration,
-        clock: SharedClock,
-    ) -> Result<FileBackend> {
-        let modes = Modes::for_group(trust.gid);
-        let root = match Dir::open_root(path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Self::create_root(path, parents, modes)?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-                return Err(Error::state(
-                    path,
-                    "is not a directory: point state_dir (manage.toml, $MANAGE_STATE_DIR or --state-dir) at a directory",
-                ));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                trust.check_unopened(path)?;
-                return Err(Error::state(
-                    path,
-                    format!(
-                        "cannot be opened by you ({}): {e}; the state is open only to its \
-                         owner, root and the members of its group (`group` in manage.toml), \
-                         through directories they may search: run as one of them, or join \
-                         the group (`{} offline doctor` says what you may not do)",
-                        crate::identity::user_name(trust.me),
-                        crate::identity::program_name()
-                    ),
-                ));
-            }
-            Err(e) => return Err(Error::io("open state directory", path, e)),
-        };
-        trust.check(root.path(), root.fd())?;
-        check_version(&root, modes)?;
-        let tasks = Arc::new(root.subdir(TASKS, modes)?);
-        let pending = root.subdir(PENDING, modes)?;
-        let sessions_dir = root.subdir(SESSIONS, modes)?;
-        for d in [&*tasks, &pending, &sessions_dir] {
-            trust.check(d.path(), d.fd())?;
-        }
-        let sessions = Sessions::new(sessions_dir, modes, session_timeout);
-        Ok(FileBackend {
-            root,
-            tasks,
-            pending,
-            sessions,
-            watchers: Arc::new(Watchers::default()),
-            record_cache: std::sync::Mutex::new(None),
-            modes,
-            clock,
-        })
-    }
-
-    fn create_root(path: &Path, parents: Parents, modes: Modes) -> Result<Dir> {
-        match (parents, path.parent()) {
-            (Parents::Create, Some(parent)) => std::fs::create_dir_all(parent)
-                .map_err(|e| Error::io("create directory", parent, e))?,
-            (Parents::MustExist, _) => {
-                if let Some(parent) = missing_parent(path) {
-                    return Err(Error::state(path, missing_parent_problem(parent)));
-                }
-            }
-            (Parents::Create, None) => {}
-        }
-        match std::fs::create_dir(path) {
-            Ok(()) => {
-                let root =
-                    Dir::open_root(path).map_err(|e| Error::io("open state directory", path, e))?;
-                let fd =
-                    File::open(path).map_err(|e| Error::io("open state directory", path, e))?;
-                Dir::apply_modes_to(&fd, modes.root, modes.gid)
-                    .map_err(|e| Error::io("set permissions of", path, e))?;
-                Ok(root)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                Dir::open_root(path).map_err(|e| Error::io("open state directory", path, e))
-            }
-            Err(e) => Err(Error::io("create state directory", path, e)),
-        }
-    }
-
     /// The state directory.
     pub fn path(&self) -> &Path {
         self.root.path()
-    }
-
-    /// Locks the gate: exclusively for a mode change, shared for a task
-    /// start. A fresh descriptor each time, since flock locks belong to the
-    /// open file, not the thread.
-    ///
-    /// Tries first. Mode changes and task starts hold the gate for moments,
-    /// so a wait that outlasts [`GATE_NOTICE`] says so on stderr, once,
-    /// naming the holders where the system tells (Linux), as Cargo's
-    /// "Blocking waiting for file lock" does: a process stuck holding it,
-    /// or a member of the site's group holding it by hand, would otherwise
-    /// hang `offline off` without a word. Only the site's users can open
-    /// the gate at all ([`Modes`]). The wait itself is the kernel's, so the
-    /// lock is granted the moment the holder lets go; the runner's second
-    /// Ctrl-C ends it.
-    fn gate(&self, exclusive: bool) -> Result<File> {
-        let f = self.root.open_lock(GATE, self.modes)?;
-        let tried = if exclusive {
-            fs2::FileExt::try_lock_exclusive(&f)
-        } else {
-            fs2::FileExt::try_lock_shared(&f)
-        };
-        if tried.is_ok() {
-            return Ok(f);
-        }
-        // Held (or failing: the blocking call below reports the error).
-        let notice = GateNotice::after(GATE_NOTICE, &f, self.root.join(GATE));
-        let locked = if exclusive {
-            fs2::FileExt::lock_exclusive(&f)
-        } else {
-            fs2::FileExt::lock_shared(&f)
-        };
-        drop(notice);
-        locked.map_err(|e| Error::io("lock", self.root.join(GATE), e))?;
-        Ok(f)
-    }
-
-    /// The mode record, parsed again only when the file changed: the record
-    /// is only ever replaced whole by rename, so its inode, size and times
-    /// tell a new record from the one cached.
-    fn read_record(&self) -> Result<ModeRecord> {
-        let Some(version) = self.root.version_of(MODE)? else {
-            return Ok(ModeRecord::initial());
-        };
-        let mut cache = self.record_cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((v, record)) = cache.as_ref()
-            && *v == version
-        {
-            return Ok(record.clone());
-        }
-        let record = self.parse_record()?;
-        // Cache what was read only if the file did not change meanwhile.
-        if self.root.version_of(MODE)? == Some(version) {
-            *cache = Some((version, record.clone()));
-        }
-        Ok(record)
-    }
-
-    fn parse_record(&self) -> Result<ModeRecord> {
-        match self.root.read_small(MODE, MAX_MODE_RECORD)? {
-            None => Ok(ModeRecord::initial()),
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                Error::state(
-                    self.root.join(MODE),
-                    format!(
-                        "is corrupt ({e}); `{} offline off --force` rewrites it \
-                         (check the site first: it may have been offline)",
-                        crate::identity::program_name()
-                    ),
-                )
-            }),
-        }
-    }
-
-    fn any_waiter_live(&self) -> Result<bool> {
-        for name in self.pending.names()? {
-            let Some(name) = name.to_str() else { continue };
-            if !name.ends_with(WAITER_SUFFIX) || name.starts_with('.') {
-                continue;
-            }
-            let Ok(Some(file)) = self.pending.open_read(name) else {
-                continue;
-            };
-            if tasks::held(&file).map_err(|e| Error::io("probe", self.pending.join(name), e))? {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    fn view(&self) -> Result<ModeView> {
-        let mut record = self.read_record()?;
-        let mut view = loop {
-            if record.mode != Mode::Pending || self.any_waiter_live()? {
-                break ModeView::of(record);
-            }
-            // No waiter: the PENDING lapsed — unless the last waiter just
-            // wrote a new record as it left.
-            let again = self.read_record()?;
-            if again.generation == record.generation {
-                let reason = format!(
-                    "PENDING since {} (by {}, pid {}) lapsed: the process waiting to take the \
-                     site offline is gone, so the site is ONLINE; the next mode change cleans up",
-                    record.since, record.by, record.pid
-                );
-                break ModeView {
-                    mode: Mode::Online,
-                    lapsed: Some(Lapse {
-                        record: record.clone(),
-                        reason,
-                    }),
-                    record,
-                    stray_marker: None,
-                };
-            }
-            record = again;
-        };
-        let marker = self.root.exists(MARKER)?;
-        view.stray_marker = match (view.record.mode == Mode::Offline, marker) {
-            (false, true) => Some(format!(
-                "the web-server marker {} exists but the site is {}: the web server may still \
-                 turn visitors away; the next manage command that may write the state removes it",
-                self.root.join(MARKER).display(),
-                view.mode
-            )),
-            (true, false) => Some(format!(
-                "the site is OFFLINE but the web-server marker {} is missing: the web server \
-                 lets visitors through to the app; the next manage command that may write the \
-                 state restores it",
-                self.root.join(MARKER).display()
-            )),
-            _ => None,
-        };
-        Ok(view)
-    }
-
-    /// Writes a new mode record in place of `previous` (the record in force,
-    /// read under the exclusive gate), ordering the marker around it so
-    /// that marker and record agree after every change, failed or not
-    /// (I5): the marker is created before an OFFLINE record and taken back
-    /// when that record cannot be written; it is removed after any other
-    /// record, and stays when that record cannot be written (OFFLINE is
-    /// still in force).
-    fn write_record(&self, mut record: ModeRecord, previous: &ModeRecord) -> Result<ModeRecord> {
-        record.generation = previous.generation.wrapping_add(1);
-        let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::Invalid(e.to_string()))?;
-        if record.mode != Mode::Offline {
-            self.root.replace(MODE, &json, self.modes, true)?;
-            if let Err(e) = self.root.remove(MARKER) {
-                return Err(Error::state(
-                    self.root.join(MARKER),
-                    format!(
-                        "the site is now {}, but this web-server marker could not be removed \
-                         ({e}): the web server still turns visitors away; remove it by hand, or \
-                         fix the cause and run any manage command, which puts it right",
-                        record.mode
-                    ),
-                ));
-            }
-            return Ok(record);
-        }
-        let had_marker = previous.mode == Mode::Offline && self.root.exists(MARKER)?;
-        if !had_marker {
-            self.write_marker(&record)?;
-        }
-        if let Err(failed) = self.root.replace(MODE, &json, self.modes, true) {
-            // The previous record is still in force: the marker follows it.
-            if previous.mode != Mode::Offline
-                && let Err(undo) = self.root.remove(MARKER)
-            {
-                return Err(Error::state(
-                    self.root.join(MARKER),
-                    format!(
-                        "{failed}; and this web-server marker, written for it, could not be \
-                         taken back ({undo}): the web server turns visitors away although the \
-                         site is still {}; remove it by hand, or fix the cause and run any \
-                         manage command, which puts it right",
-                        previous.mode
-                    ),
-                ));
-            }
-            return Err(failed);
-        }
-        Ok(record)
-    }
-
-    fn write_marker(&self, record: &ModeRecord) -> Result<()> {
-        let text = format!("OFFLINE since {} by {}\n", record.since, record.by);
-        self.root
-            .replace(MARKER, text.as_bytes(), self.modes, false)
-    }
-
-    /// Makes the marker agree with `record`: present exactly while it says
-    /// OFFLINE. For a holder of the exclusive gate only.
-    fn marker_follows(&self, record: &ModeRecord) -> Result<()> {
-        match (record.mode == Mode::Offline, self.root.exists(MARKER)?) {
-            (true, false) => self.write_marker(record),
-            (false, true) => self.root.remove(MARKER).map(drop),
-            _ => Ok(()),
-        }
-    }
-
-    /// Puts a marker that disagrees with the record right, for a reader
-    /// that found them so (a crash between the two writes, or a writer
-    /// that could take back neither): only when the gate is free — a
-    /// writer holding it is between the two writes and will end in
-    /// agreement — and only as far as this user may write. Returns whether
-    /// it changed anything.
-    fn put_marker_right(&self) -> bool {
-        let Ok(gate) = self.root.open_lock(GATE, self.modes) else {
-            return false;
-        };
-        if fs2::FileExt::try_lock_exclusive(&gate).is_err() {
-            return false;
-        }
-        let Ok(record) = self.read_record() else {
-            return false;
-        };
-        self.marker_follows(&record).is_ok()
-    }
-
-    /// The record as a writer holding the gate sees it: a corrupt record is
-    /// replaced rather than fatal, since the writer is about to replace it.
-    fn record_for_writer(&self) -> ModeRecord {
-        self.read_record().unwrap_or_else(|_| {
-            let mut r = ModeRecord::initial();
-            r.generation = self
-                .clock
-                .now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(1);
-            r
-        })
     }
 
     /// Cleans what crashed processes left, under the exclusive gate: dead
@@ -564,95 +235,6 @@ impl FileBackend {
     }
 }
 
-/// Whether [`FileBackend::open`] may create the state directory's parents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Parents {
-    /// The default per-user directory: create what is missing.
-    Create,
-    /// A directory someone named: only the directory itself is created.
-    MustExist,
-}
-
-/// The parent of `path`, when it does not exist.
-pub(crate) fn missing_parent(path: &Path) -> Option<&Path> {
-    path.parent()
-        .filter(|p| !p.as_os_str().is_empty() && std::fs::symlink_metadata(p).is_err())
-}
-
-/// What to say of a state directory whose parent `parent` is missing.
-pub(crate) fn missing_parent_problem(parent: &Path) -> String {
-    format!(
-        "cannot be created: its parent {} does not exist, and manage creates only the state \
-         directory itself; check the path (state_dir in manage.toml, $MANAGE_STATE_DIR or \
-         --state-dir), or create the parent first: mkdir -p {}",
-        parent.display(),
-        parent.display()
-    )
-}
-
-/// How long a wait for the gate stays silent.
-const GATE_NOTICE: Duration = Duration::from_secs(1);
-
-/// The line a long wait for the gate prints, from a helper thread, unless
-/// dropped (the lock granted) first.
-struct GateNotice {
-    done: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl GateNotice {
-    fn after(delay: Duration, gate: &File, path: std::path::PathBuf) -> GateNotice {
-        let (done, wait) = std::sync::mpsc::channel::<()>();
-        let id = dir::FileId::of(gate);
-        let thread = std::thread::Builder::new()
-            .name("manage-gate-notice".into())
-            .spawn(move || {
-                if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(delay) {
-                    eprintln!("{}", gate_notice(&path, id));
-                }
-            })
-            // Without a thread there is no notice; the wait is the same.
-            .ok();
-        GateNotice {
-            done: Some(done),
-            thread,
-        }
-    }
-}
-
-impl Drop for GateNotice {
-    fn drop(&mut self) {
-        drop(self.done.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// `Blocking waiting for the gate …, held by pid N (user): …`.
-fn gate_notice(path: &Path, id: Option<dir::FileId>) -> String {
-    let holders: Vec<String> = id
-        .map(dir::flock_holders)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(pid, uid)| match uid {
-            Some(uid) => format!("pid {pid} ({})", crate::identity::user_name(uid)),
-            None => format!("pid {pid}"),
-        })
-        .collect();
-    let by = if holders.is_empty() {
-        "held by another process".to_owned()
-    } else {
-        format!("held by {}", holders.join(", "))
-    };
-    format!(
-        "Blocking waiting for the gate {}, {by}: mode changes and task starts hold it only for \
-         moments, so its holder is stuck or holds it by hand; end that process (or press Ctrl-C \
-         twice to give up)",
-        path.display()
-    )
-}
-
 /// The refusal for a token naming no live run of any task.
 fn join_gone(token: &JoinToken) -> Error {
     Error::Refused(crate::error::Refusal::JoinGone {
@@ -701,69 +283,6 @@ struct FileWaiter {
 impl WaiterLease for FileWaiter {
     fn pending_since(&self) -> Timestamp {
         self.since
-    }
-}
-
-fn check_version(root: &Dir, modes: Modes) -> Result<()> {
-    let path = root.join(VERSION);
-    match root.read_small(VERSION, 64)? {
-        Some(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            match text.trim().parse::<u32>() {
-                Ok(FORMAT_VERSION) => Ok(()),
-                Ok(v) if (OLDEST_FORMAT..FORMAT_VERSION).contains(&v) => {
-                    // Best effort: a user who may not write the state still
-                    // reads it, and the next one who may upgrades it.
-                    let _ = root.replace(
-                        VERSION,
-                        format!("{FORMAT_VERSION}\n").as_bytes(),
-                        modes,
-                        true,
-                    );
-                    Ok(())
-                }
-                Ok(v) => Err(Error::state(
-                    path,
-                    format!(
-                        "the state has format version {v}, and this manage ({}) understands only \
-                         version {FORMAT_VERSION}: run a manage that matches the rest of the site \
-                         (a rolling deploy mixes versions)",
-                        env!("CARGO_PKG_VERSION")
-                    ),
-                )),
-                Err(_) => Err(Error::state(
-                    path,
-                    format!(
-                        "is corrupt (it holds {:?}, not a version number); it should hold {FORMAT_VERSION}",
-                        text.trim()
-                    ),
-                )),
-            }
-        }
-        None => {
-            let strangers: Vec<String> = root
-                .names()?
-                .into_iter()
-                .filter_map(|n| n.into_string().ok().or(Some("?".into())))
-                .filter(|n| !KNOWN.contains(&n.as_str()) && !n.starts_with('.'))
-                .collect();
-            if !strangers.is_empty() {
-                return Err(Error::state(
-                    root.path(),
-                    format!(
-                        "is not a manage state directory: it has no VERSION file and holds other \
-                         files ({}); point state_dir at an empty or new directory",
-                        strangers.join(", ")
-                    ),
-                ));
-            }
-            root.replace(
-                VERSION,
-                format!("{FORMAT_VERSION}\n").as_bytes(),
-                modes,
-                true,
-            )
-        }
     }
 }
 
@@ -1080,6 +599,7 @@ impl Backend for FileBackend {
 mod tests {
     use super::*;
     use crate::clock::SystemClock;
+    use crate::config::Config;
 
     fn open(state: &Path) -> FileBackend {
         FileBackend::open(&Config::with_state_dir(state), SystemClock::shared()).unwrap()
@@ -1111,29 +631,6 @@ mod tests {
         let _ = b.begin_pending(&me).unwrap();
         assert!(state.join(MARKER).exists(), "restored by the next writer");
         assert!(b.mode().unwrap().stray_marker.is_none());
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn a_long_wait_for_the_gate_names_its_holder() {
-        let tmp = tempfile::tempdir().unwrap();
-        let state = tmp.path().join("s");
-        let b = open(&state);
-        let held = b.gate(false).unwrap();
-        let line = gate_notice(&state.join(GATE), dir::FileId::of(&held));
-        let me = crate::identity::Identity::current();
-        assert!(
-            line.starts_with(&format!(
-                "Blocking waiting for the gate {}, held by pid {} ({})",
-                state.join(GATE).display(),
-                me.pid,
-                me.user
-            )),
-            "{line}"
-        );
-        drop(held);
-        let line = gate_notice(&state.join(GATE), None);
-        assert!(line.contains("held by another process"), "{line}");
     }
 
     #[test]
