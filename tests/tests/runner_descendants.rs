@@ -389,3 +389,91 @@ fn the_keeper_holds_none_of_the_caller_s_descriptors() {
     rx.recv_timeout(HANG_GUARD)
         .expect("the pipe reaches its end: the keeper does not hold it");
 }
+
+#[test]
+fn a_command_that_writes_over_its_task_file_still_holds_the_task() {
+    let site = Site::new(EXE);
+    // Finds its inherited task descriptor and writes a stray line into it.
+    site.external(
+        "scribble",
+        r#"#!/bin/sh
+python3 -c '
+import os
+for f in os.listdir("/proc/self/fd"):
+    try:
+        if os.readlink("/proc/self/fd/" + f).endswith(".task"):
+            os.write(int(f), b"oops\n")
+    except OSError:
+        pass
+'
+echo "started $$"
+exec sleep 600
+"#,
+    );
+    let (_p, pid) = site.start(&["scribble"]);
+    let pid: u32 = pid.parse().unwrap();
+    let _guard = Daemons(vec![pid]);
+    let task_file = std::fs::read_dir(site.state().join("tasks"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "task"))
+        .unwrap();
+    assert!(
+        std::fs::read_to_string(&task_file)
+            .unwrap()
+            .contains("oops"),
+        "the command wrote over its record"
+    );
+    let tasks = site.backend().tasks().unwrap();
+    assert_eq!(tasks.len(), 1, "still live: {tasks:?}");
+    let on = site.run(&["offline", "on", "--timeout", "1"]);
+    assert_eq!(on.code(), Some(124), "held off: {on}");
+}
+
+#[test]
+fn a_leftover_of_a_closed_window_that_starts_work_holds_off_the_next_offline() {
+    let site = Site::new(env!("CARGO_BIN_EXE_e2e-mysite"));
+    let go = site.dir().join("go");
+    let started = site.dir().join("started");
+    site.external("nap", "#!/bin/sh\nexec sleep 600\n");
+    site.external(
+        "late",
+        &format!(
+            "#!/bin/sh\n\
+             setsid sh -c 'i=0; while [ ! -e {go} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; \
+             touch {started}; exec \"$MANAGE\" nap' </dev/null >/dev/null 2>&1 &\n\
+             echo $!\n",
+            go = go.display(),
+            started = started.display()
+        ),
+    );
+    let out = site.run(&["offline", "run", "--timeout", "30", "--", "late"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let daemon: u32 = out
+        .stdout
+        .iter()
+        .find_map(|l| l.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    let _guard = Daemons(vec![daemon]);
+    std::fs::write(&go, "").unwrap();
+    wait_until("the leftover started its nap", || {
+        site.backend()
+            .tasks()
+            .unwrap()
+            .iter()
+            .any(|t| t.name == "nap")
+    });
+    let nap = site
+        .backend()
+        .tasks()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.name == "nap")
+        .unwrap();
+    assert!(
+        nap.holds_off_offline() && !nap.in_window,
+        "started ONLINE after the window closed: {nap:?}"
+    );
+    let on = site.run(&["offline", "on", "--timeout", "1"]);
+    assert_eq!(on.code(), Some(124), "the nap holds it off: {on}");
+}

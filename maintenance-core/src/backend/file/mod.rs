@@ -330,7 +330,7 @@ impl FileBackend {
                 return Err(Error::state(
                     self.root.join(MARKER),
                     format!(
-                        "the site is now {}, but this web-server marker could not be removed                          ({e}): the web server still turns visitors away; remove it by hand, or                          fix the cause and run any manage command, which puts it right",
+                        "the site is now {}, but this web-server marker could not be removed ({e}): the web server still turns visitors away; remove it by hand, or fix the cause and run any manage command, which puts it right",
                         record.mode
                     ),
                 ));
@@ -349,7 +349,7 @@ impl FileBackend {
                 return Err(Error::state(
                     self.root.join(MARKER),
                     format!(
-                        "{failed}; and this web-server marker, written for it, could not be                          taken back ({undo}): the web server turns visitors away although the                          site is still {}; remove it by hand, or fix the cause and run any                          manage command, which puts it right",
+                        "{failed}; and this web-server marker, written for it, could not be taken back ({undo}): the web server turns visitors away although the site is still {}; remove it by hand, or fix the cause and run any manage command, which puts it right",
                         previous.mode
                     ),
                 ));
@@ -789,12 +789,22 @@ impl Backend for FileBackend {
         };
         let view = self.view()?;
         let window_open = matches!(self.window()?, WindowState::Running(_));
-        admit_joined(request, &standing, &view, window_open)?;
+        // A task's standing inside a window lasts as long as the window: a
+        // leftover of a window's command that starts a run once the window
+        // closed is admitted, and stands, as a fresh start would be (it
+        // holds off the next OFFLINE if it starts ONLINE).
+        let (started_in, in_window) = if standing.in_window && !window_open {
+            admit(request, &view)?;
+            (view.mode, false)
+        } else {
+            admit_joined(request, &standing, &view, window_open)?;
+            (standing.started_in, standing.in_window)
+        };
         let stored = StoredTask {
             record: self.new_record(
                 request,
-                standing.started_in,
-                standing.in_window,
+                started_in,
+                in_window,
                 Some(standing.task_id().to_owned()),
             ),
             secret_sha256,
