@@ -125,6 +125,7 @@ macro_rules! backend_conformance {
             reaping_never_removes_a_live_task,
             a_touched_session_is_live_until_it_expires,
             logout_ends_a_session_at_once,
+            pruning_removes_only_what_every_process_judges_expired,
             touches_are_never_refused,
             hostile_session_ids_are_only_hashed,
             many_sessions_are_counted_once_each,
@@ -508,6 +509,26 @@ pub fn holders_are_the_processes_recorded_at_spawn(site: &dyn Fn() -> Site) {
     );
     drop(t);
     assert_eq!(names(&b), Vec::<String>::new());
+}
+
+/// Pruning removes sessions every process judges expired, and never a live
+/// one.
+pub fn pruning_removes_only_what_every_process_judges_expired(site: &dyn Fn() -> Site) {
+    let s = site();
+    let clock = ManualClock::starting_now();
+    let b = s.open_with(clock.clone());
+    b.touch_session(&key("old")).unwrap();
+    clock.advance(b.session_timeout() + Duration::from_secs(2 * 3600));
+    b.touch_session(&key("new")).unwrap();
+    assert!(
+        b.prune_sessions().unwrap() >= 1,
+        "the old one's bucket went"
+    );
+    let live: Vec<_> = b.sessions().unwrap();
+    assert_eq!(live.len(), 1);
+    assert!(b.session(&key("new")).unwrap().is_some());
+    assert_eq!(b.prune_sessions().unwrap(), 0, "nothing live goes");
+    assert!(b.session(&key("new")).unwrap().is_some());
 }
 
 /// A token naming a live task without proof — the id alone (which status

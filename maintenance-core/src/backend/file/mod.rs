@@ -1024,6 +1024,10 @@ impl Backend for FileBackend {
     fn sessions(&self) -> Result<Vec<SessionEntry>> {
         self.sessions.live(&Now::of(self.clock.as_ref()))
     }
+
+    fn prune_sessions(&self) -> Result<usize> {
+        self.sessions.prune(&Now::of(self.clock.as_ref()))
+    }
 }
 
 #[cfg(test)]

@@ -421,6 +421,19 @@ impl Sessions {
         Ok(out)
     }
 
+    /// Removes every bucket expired for its margin, reading only bucket
+    /// names (no entry listing); returns how many went.
+    pub fn prune(&self, now: &Now) -> Result<usize> {
+        let mut removed = 0;
+        for (name, standing) in self.buckets(now)? {
+            if standing.remaining_ms <= 0 && standing.removable && self.remove_bucket(&name).is_ok()
+            {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     fn remove_bucket(&self, name: &str) -> Result<()> {
         let d = self.dir.open_existing_subdir(name)?;
         for n in d.names()? {
