@@ -2,7 +2,6 @@
 //! tests' command (its usage is at the top of `src/bin/task-holder.rs`),
 //! and the one-line reports it prints.
 
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -10,7 +9,7 @@ use std::process::{Command, Stdio};
 use maintenance_core::TaskRecord;
 
 use crate::process::{Outcome, Proc};
-use crate::users::{UNPRIVILEGED, User};
+use crate::users::{UNPRIVILEGED, User, assert_reachable};
 
 /// Runs `task-holder` against one state directory.
 #[derive(Debug, Clone)]
@@ -35,18 +34,7 @@ impl Holder {
     /// do, when that user cannot reach the binary (a target directory under
     /// a private home): the test would otherwise fail for the wrong reason.
     pub fn as_user(&self, user: User) -> Holder {
-        for dir in self.exe.ancestors().skip(1) {
-            let Ok(meta) = std::fs::metadata(dir) else {
-                continue;
-            };
-            assert!(
-                meta.permissions().mode() & 0o001 != 0,
-                "{UNPRIVILEGED} cannot reach {}: {} is not searchable by others; \
-                 chmod o+x it or build elsewhere (CARGO_TARGET_DIR), as .ci/run does",
-                self.exe.display(),
-                dir.display()
-            );
-        }
+        assert_reachable(&self.exe, UNPRIVILEGED);
         Holder {
             user: Some(user),
             ..self.clone()

@@ -18,7 +18,8 @@
 //! - [`web`] and [`http`]: the example site's web app and the HTTP clients
 //!   that talk to it;
 //! - [`nginx`]: a real nginx in front of it;
-//! - [`users`]: the Unix users the permission tests run processes as.
+//! - [`users`]: the Unix users the permission tests run processes as, and
+//!   [`shared_site`]: a deployment whose state those users share.
 //!
 //! Nothing here measures time: the only durations are hang guards, far
 //! beyond anything a passing run needs.
@@ -31,6 +32,7 @@ pub mod nginx;
 pub mod process;
 pub mod race;
 pub mod scratch;
+pub mod shared_site;
 pub mod users;
 pub mod web;
 
@@ -43,6 +45,7 @@ pub use nginx::*;
 pub use process::*;
 pub use race::*;
 pub use scratch::*;
+pub use shared_site::*;
 pub use users::*;
 pub use web::*;
 

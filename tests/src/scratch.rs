@@ -1,10 +1,11 @@
 //! Scratch directories for one test, reachable by every user; snapshots of
 //! a directory tree, to prove nothing outside the state directory was
-//! touched; and a tiny tmpfs, a disk that fills up.
+//! touched; a tiny tmpfs, a disk that fills up; and the modes and owners of
+//! what is in them.
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -234,4 +235,23 @@ impl Drop for Tmpfs {
             let _ = Command::new("umount").arg("-l").arg(&self.path).status();
         }
     }
+}
+
+/// `chown uid:gid path` (not following a link).
+pub fn chown(path: &Path, uid: Option<u32>, gid: Option<u32>) {
+    std::os::unix::fs::lchown(path, uid, gid)
+        .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+}
+
+/// `chmod mode path`.
+pub fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
+
+/// Mode (the low 12 bits), owner and group of `path` (not following a link).
+pub fn meta(path: &Path) -> (u32, u32, u32) {
+    let m = std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("inspect {}: {e}", path.display()));
+    (m.mode() & 0o7777, m.uid(), m.gid())
 }

@@ -14,13 +14,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod users_support;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use manage_tests::{HANG_GUARD, Proc, Reply, free_port, poll_until, raw_request};
-use users_support::{OTHER, Site, Who, chmod, users};
+use manage_tests::{
+    HANG_GUARD, OTHER, Proc, Reply, SharedSite, Who, chmod, free_port, poll_until, raw_request,
+    users,
+};
+
+/// The example site's binary.
+const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
 
 const NGINX: &str = "/usr/sbin/nginx";
 
@@ -158,7 +161,7 @@ fn nginx_workers_who_are_not_root_see_the_marker_through_the_state_modes() {
     else {
         return;
     };
-    let site = Site::new(&users, "");
+    let site = SharedSite::new(MYSITE, &users, "");
     // Root creates the state, umask 077.
     site.run_ok(Who::Root, &["offline", "status"]);
     let nginx = Nginx::start(&site.dir().join("nginx"), &site.state(), OTHER);
