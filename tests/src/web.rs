@@ -76,9 +76,14 @@ impl MySite {
         Proc::spawn(self.command(args))
     }
 
+    /// Runs `mysite ARGS…` to its end (within the hang guard).
+    pub fn run(&self, args: &[&str]) -> Outcome {
+        self.spawn(args).finish()
+    }
+
     /// Runs `mysite ARGS…` to its end and checks that it exited 0.
     pub fn run_ok(&self, args: &[&str]) -> Outcome {
-        let out = self.spawn(args).finish();
+        let out = self.run(args);
         assert_eq!(out.code(), Some(0), "`mysite {}`: {out}", args.join(" "));
         out
     }

@@ -689,7 +689,7 @@ fn a_user_who_cannot_write_the_state_still_sees_its_live_tasks() {
 
 /// `manage …` against the state directory `state` of `site` (on a disk of
 /// the test's own), stdio piped.
-fn manage_on(site: &manage_tests::Site, state: &Path, args: &[&str]) -> manage_tests::Proc {
+fn manage_on(site: &manage_tests::CliSite, state: &Path, args: &[&str]) -> manage_tests::Proc {
     let mut cmd = site.command(args);
     cmd.env("MANAGE_STATE_DIR", state);
     manage_tests::Proc::spawn(cmd)
@@ -698,7 +698,7 @@ fn manage_on(site: &manage_tests::Site, state: &Path, args: &[&str]) -> manage_t
 #[test]
 fn a_full_disk_never_leaves_the_marker_and_the_record_disagreeing() {
     let test = "a_full_disk_never_leaves_the_marker_and_the_record_disagreeing";
-    let site = manage_tests::Site::new(env!("CARGO_BIN_EXE_e2e-manage"));
+    let site = manage_tests::CliSite::new(env!("CARGO_BIN_EXE_e2e-manage"));
     let Some(disk) = manage_tests::Tmpfs::mount(test, &site.dir().join("disk"), 16) else {
         return;
     };
