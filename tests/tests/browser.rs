@@ -14,7 +14,7 @@
 //! Screenshots of the PENDING banner and of the maintenance page are saved
 //! under the test's target temp directory, and their paths printed.
 //!
-//! chromium and chromium-driver are required: `.ci/run` installs them.
+//! chromium and chromium-driver are required: `scripts/test` installs them.
 //! Without them this test fails, saying so; it never skips.
 //!
 //! As root, chromium needs `--no-sandbox`; it gets
@@ -69,7 +69,7 @@ fn browser_programs() -> (PathBuf, PathBuf) {
             .flatten()
             .collect();
             panic!(
-                "the browser test needs {}, which is not installed: `.ci/run` installs it \
+                "the browser test needs {}, which is not installed: `scripts/test` installs it \
                  (`apt-get install -y chromium chromium-driver`); install it the same way \
                  to run this test",
                 missing.join(" and ")

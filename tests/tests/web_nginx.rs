@@ -1,5 +1,5 @@
 //! The web-server rule of examples/mysite/nginx/mysite.conf, with a real
-//! nginx (Debian's `/usr/sbin/nginx`; `.ci/run` installs it) started by the
+//! nginx (Debian's `/usr/sbin/nginx`; `scripts/test` installs it) started by the
 //! test on a loopback port in front of a real `mysite runserver`: ONLINE
 //! and PENDING the app answers; OFFLINE nginx answers 503 with its static
 //! maintenance page without reaching the app — except for the bypass path,
