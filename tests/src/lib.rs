@@ -79,3 +79,10 @@ pub fn poll_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The README's Rust snippets, compiled by `cargo test --doc` (and run,
+/// unless marked `no_run`), so that the README cannot drift from the API:
+/// this crate depends on every crate they use.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeSnippets;

@@ -13,7 +13,7 @@ use hello_plugin as _;
 use manage_tests as _;
 
 #[test]
-fn a_plug_in_author_tests_hello_in_five_lines() {
+fn a_plug_in_author_tests_hello_in_a_few_lines() {
     let out = testing::run(["hello", "Ada", "--times", "2"]);
     assert_eq!(out.code, 0);
     assert_eq!(out.stdout, "Hello, Ada!\nHello, Ada!\n");
