@@ -1,4 +1,4 @@
-//! Hostile input and bad state, against real processes (issue 8).
+//! Hostile input and bad state, against real processes.
 //!
 //! I4: nothing is ever created, read or removed outside the state
 //! directory, whatever the input — command names and join tokens with `/`,

@@ -26,8 +26,9 @@ const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
 const HEADER: &str =
     "Active sessions detected. Waiting for logout. (Session timeout set to 900 secs)";
 
-/// Starts `offline on ARGS…` and waits until it says it waits: the seed's
-/// header, then its first progress line, which it returns.
+/// Starts `offline on ARGS…` and waits until it says it waits: the header
+/// django-site-maintenance prints, kept word for word, then its first
+/// progress line, which it returns.
 fn waiting_on(site: &CliSite, args: &[&str]) -> (Proc, String) {
     let mut all = vec!["offline", "on"];
     all.extend_from_slice(args);

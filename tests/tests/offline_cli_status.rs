@@ -23,8 +23,9 @@ fn line_starting<'a>(lines: &'a [String], prefix: &str) -> &'a str {
     found[0]
 }
 
-/// Starts `offline on ARGS…` and waits until it says it waits: the seed's
-/// header, then its first progress line, which it returns.
+/// Starts `offline on ARGS…` and waits until it says it waits: the header
+/// django-site-maintenance prints, kept word for word, then its first
+/// progress line, which it returns.
 fn waiting_on(site: &CliSite, args: &[&str]) -> (Proc, String) {
     let mut all = vec!["offline", "on"];
     all.extend_from_slice(args);
@@ -46,7 +47,7 @@ fn last_expiry(site: &CliSite) -> String {
 }
 
 #[test]
-fn status_and_check_print_the_seed_line_and_exit_codes_in_every_mode() {
+fn status_and_check_print_the_status_line_and_exit_codes_in_every_mode() {
     let site = CliSite::new(EXE);
     let me = user_at_host();
     let state = site.state();

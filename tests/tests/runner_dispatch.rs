@@ -1,6 +1,6 @@
-//! The runner's dispatch and what it says about its commands, end to end
-//! (issue 10): the real binaries — `e2e-manage` (the runner, the `hello`
-//! plug-in and the test fixture), `e2e-mysite` (exactly the example site's
+//! The runner's dispatch and what it says about its commands, end to end:
+//! the real binaries — `e2e-manage` (the runner, the `hello` plug-in and
+//! the test fixture), `e2e-mysite` (exactly the example site's
 //! `main`) and `e2e-dupsite` (plug-ins whose names collide) — started as
 //! `manage` / `mysite` in a scratch site with its own `manage.toml` and a
 //! `bin/` of external `manage-<name>` scripts first on `PATH`.

@@ -1,7 +1,7 @@
-//! `manage::testing`, the harness a plug-in author tests commands with
-//! (issue 10): in this process, against a temporary state directory,
-//! through the runner's own path (dispatch, policy, task, exit code), with
-//! the output captured and no signal handlers installed.
+//! `manage::testing`, the harness a plug-in author tests commands with: in
+//! this process, against a temporary state directory, through the runner's
+//! own path (dispatch, policy, task, exit code), with the output captured
+//! and no signal handlers installed.
 
 #![allow(clippy::unwrap_used)]
 

@@ -1,4 +1,4 @@
-//! Runs tracked by the runner, end to end (issue 10): the real `manage`
+//! Runs tracked by the runner, end to end: the real `manage`
 //! binary (`e2e-manage`: the runner, the `hello` plug-in and the test
 //! fixture's commands) as real processes, with the site's state read from
 //! this test process through the core API (`Backend::tasks`, `mode`), and

@@ -1,4 +1,4 @@
-//! `mysite offline doctor` on a state shared by real users (issue 14): it
+//! `mysite offline doctor` on a state shared by real users: it
 //! checks the state as the running user sees it and prints one `problem:`
 //! line a problem, each saying what to run, then `N problem(s) in DIR`
 //! (exit 1) — or `healthy: DIR` (exit 0). Here: a healthy state passes for

@@ -1,7 +1,7 @@
 //! nginx's workers — an unprivileged user, not root and not in the site's
 //! group — see the web-server marker `<state>/OFFLINE` through the state
-//! directory's modes (issue 14): a real nginx (`/usr/sbin/nginx`, which
-//! `scripts/test` installs), started as root with `user manage-other;`, answers
+//! directory's modes: a real nginx (`/usr/sbin/nginx`, which `scripts/test`
+//! installs), started as root with `user manage-other;`, answers
 //! 503 when `-f <state>/OFFLINE` holds and 200 otherwise. 200 while ONLINE,
 //! 503 after root's `offline on --force`, 200 after `off` — and 200 even
 //! while OFFLINE once a directory on the way loses its `o+x`, which is what

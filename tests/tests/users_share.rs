@@ -1,4 +1,4 @@
-//! One state, three real Unix users (issue 14): root runs `offline on
+//! One state, three real Unix users: root runs `offline on
 //! --force` and `off`, the deploy user `manage-deploy` runs the site's
 //! tracked commands, the web app runs as `manage-web` behind the
 //! maintenance layer — and each sees the others' work: the web user's

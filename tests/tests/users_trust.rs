@@ -1,5 +1,5 @@
 //! A state directory others could tamper with is refused, for every user
-//! of the site, with a message naming the path and what to run (issue 14):
+//! of the site, with a message naming the path and what to run:
 //! world-writable (`chmod o-w`), group-writable by a group other than the
 //! configured one (`chgrp manage-site`), owned by a user who is neither
 //! root, the running user nor the configured `owner`. A refused run changes

@@ -1,6 +1,6 @@
 //! The web-server rule of examples/mysite/nginx/mysite.conf, with a real
-//! nginx (Debian's `/usr/sbin/nginx`; `scripts/test` installs it) started by the
-//! test on a loopback port in front of a real `mysite runserver`: ONLINE
+//! nginx (Debian's `/usr/sbin/nginx`; `scripts/test` installs it) started
+//! by the test on a loopback port in front of a real `mysite runserver`: ONLINE
 //! and PENDING the app answers; OFFLINE nginx answers 503 with its static
 //! maintenance page without reaching the app — except for the bypass path,
 //! bypass-cookie holders, the health and static prefixes and allow-listed
