@@ -34,12 +34,7 @@ impl CliSite {
     /// A fresh site whose `manage.toml` also holds `toml` (lines of
     /// settings, e.g. `session_timeout = "10m"`).
     pub fn with_config(exe: impl Into<PathBuf>, toml: &str) -> CliSite {
-        let scratch = Scratch::new();
-        std::fs::write(
-            scratch.path().join("manage.toml"),
-            format!("refresh_interval = \"50ms\"\n{toml}\n"),
-        )
-        .expect("write manage.toml");
+        let scratch = Scratch::with_manage_toml(&format!("refresh_interval = \"50ms\"\n{toml}\n"));
         std::fs::create_dir(scratch.path().join("bin")).expect("create bin/");
         CliSite {
             scratch,

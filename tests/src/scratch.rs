@@ -35,6 +35,14 @@ impl Scratch {
         Scratch { dir }
     }
 
+    /// A fresh scratch directory holding a `manage.toml` of `text`, the
+    /// configuration of a site whose runs start there.
+    pub fn with_manage_toml(text: &str) -> Scratch {
+        let scratch = Scratch::new();
+        std::fs::write(scratch.path().join("manage.toml"), text).expect("write manage.toml");
+        scratch
+    }
+
     /// The scratch directory itself: the state directory's parent.
     pub fn path(&self) -> &Path {
         self.dir.path()

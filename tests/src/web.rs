@@ -34,12 +34,9 @@ impl MySite {
 
     /// A fresh site whose `manage.toml` also holds `toml`.
     pub fn with_config(exe: impl Into<PathBuf>, toml: &str) -> MySite {
-        let scratch = Scratch::new();
-        std::fs::write(
-            scratch.path().join("manage.toml"),
-            format!("state_dir = \"state\"\nrefresh_interval = \"50ms\"\n{toml}\n"),
-        )
-        .expect("write manage.toml");
+        let scratch = Scratch::with_manage_toml(&format!(
+            "state_dir = \"state\"\nrefresh_interval = \"50ms\"\n{toml}\n"
+        ));
         MySite {
             scratch,
             exe: exe.into(),
