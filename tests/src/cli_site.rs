@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::HANG_GUARD;
 use crate::process::{Outcome, Proc, isolated};
 use crate::scratch::Scratch;
+use crate::wait::HANG_GUARD;
 
 /// A site for the end-to-end runs of a `manage` binary (`e2e-manage`): a
 /// scratch directory that is the working directory of every run, holding a

@@ -171,3 +171,10 @@ impl Report {
         }
     }
 }
+
+impl Outcome {
+    /// The first stdout line parsed as a `task-holder` report.
+    pub fn report(&self) -> Report {
+        Report::parse(self.stdout.first().map(String::as_str).unwrap_or(""))
+    }
+}

@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 
-use crate::HANG_GUARD;
+use crate::wait::HANG_GUARD;
 
 /// An HTTP response, as the tests look at it.
 #[derive(Debug, Clone)]

@@ -22,7 +22,9 @@
 //!   [`shared_site`]: a deployment whose state those users share.
 //!
 //! Nothing here measures time: the only durations are hang guards, far
-//! beyond anything a passing run needs.
+//! beyond anything a passing run needs ([`wait`]). The modules import one
+//! another downwards only: [`wait`] and [`scratch`] at the bottom, the
+//! sites at the top.
 
 pub mod cli_site;
 pub mod fixture;
@@ -34,9 +36,8 @@ pub mod race;
 pub mod scratch;
 pub mod shared_site;
 pub mod users;
+pub mod wait;
 pub mod web;
-
-use std::time::{Duration, Instant};
 
 pub use cli_site::*;
 pub use holder::*;
@@ -47,11 +48,8 @@ pub use race::*;
 pub use scratch::*;
 pub use shared_site::*;
 pub use users::*;
+pub use wait::*;
 pub use web::*;
-
-/// How long a test waits for a process to say or do something before it
-/// declares it hung. A hang guard, never an assertion about speed.
-pub const HANG_GUARD: Duration = Duration::from_secs(60);
 
 /// The exit code of a refusal (`EX_TEMPFAIL`), as maintenance-core defines it.
 pub const REFUSED: i32 = maintenance_core::exit::REFUSED as i32;
@@ -60,24 +58,6 @@ pub const REFUSED: i32 = maintenance_core::exit::REFUSED as i32;
 /// messages name it.
 pub fn user_at_host() -> String {
     maintenance_core::identity::Identity::current().user_at_host()
-}
-
-/// Calls `probe` until it returns something, and returns that; fails the
-/// test, naming `what`, after the hang guard. For changes another process
-/// makes that a server sees within its refresh interval: a hang guard, not
-/// a measure of that interval.
-pub fn poll_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + HANG_GUARD;
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still not {what} after {HANG_GUARD:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The README's Rust snippets, compiled by `cargo test --doc` (and run,

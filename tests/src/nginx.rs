@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::http::{Reply, raw_request};
 use crate::process::{Proc, children_of, uid_of};
 use crate::scratch::chmod;
-use crate::{HANG_GUARD, poll_until};
+use crate::wait::{HANG_GUARD, poll_until};
 
 /// Where the tests find nginx (Debian's package; `scripts/test` installs
 /// it).

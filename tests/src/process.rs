@@ -12,8 +12,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::HANG_GUARD;
-use crate::holder::Report;
+use crate::wait::HANG_GUARD;
 
 /// A running `task-holder` (or any command), its stdout read line by line
 /// in the background. Killed and reaped when dropped, so a failing test
@@ -210,11 +209,6 @@ impl Outcome {
         t.push('\n');
         t.push_str(&self.stderr);
         t
-    }
-
-    /// The first stdout line parsed as a report.
-    pub fn report(&self) -> Report {
-        Report::parse(self.stdout.first().map(String::as_str).unwrap_or(""))
     }
 
     /// Asserts it failed as an error should: an exit code that is neither

@@ -7,7 +7,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::HANG_GUARD;
+use crate::wait::HANG_GUARD;
 
 /// Creates a FIFO at `path`.
 pub fn mkfifo(path: &Path) {

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::http::{Reply, http_get, http_post};
-use crate::poll_until;
 use crate::process::{Outcome, Proc, isolated, send_signal};
 use crate::scratch::{Scratch, chmod, chown};
 use crate::users::{DEPLOY, GROUP, Users, WEB, Who, assert_reachable};
+use crate::wait::poll_until;
 use crate::web::MYSITE_KEY;
 
 /// A deployment of the example site in a scratch directory reachable by

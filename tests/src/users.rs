@@ -22,7 +22,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::HANG_GUARD;
+use crate::wait::HANG_GUARD;
 
 /// An unprivileged user to run processes as.
 #[derive(Debug, Clone, Copy)]

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::HANG_GUARD;
 use crate::http::{Reply, http_get, http_post, raw_get};
 use crate::process::{Outcome, Proc, isolated, send_signal};
 use crate::scratch::Scratch;
+use crate::wait::HANG_GUARD;
 
 /// (`MYSITE_SECRET_KEY`).
 pub const MYSITE_KEY: &str = "web-tests-signing-key";
