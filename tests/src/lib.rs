@@ -10,8 +10,9 @@
 //!   one-line reports;
 //! - [`process`]: spawning a process and reading its lines with a hang
 //!   guard (a hung process fails its test with a message instead of hanging
-//!   the suite), waiting for the death of any process — a grandchild too —
-//!   through a pidfd, signals, a shifted wall clock;
+//!   the suite), how it ended, a shifted wall clock;
+//! - [`pid`]: any process by its pid, a grandchild too: waiting for its
+//!   death through a pidfd, signals, what `/proc` says of it;
 //! - [`race`]: FIFOs and a start barrier for racing processes;
 //! - [`cli_site`]: a site run with the `manage` binary, and `offline on`'s
 //!   progress lines;
@@ -31,6 +32,7 @@ pub mod fixture;
 pub mod holder;
 pub mod http;
 pub mod nginx;
+pub mod pid;
 pub mod process;
 pub mod race;
 pub mod scratch;
@@ -43,6 +45,7 @@ pub use cli_site::*;
 pub use holder::*;
 pub use http::*;
 pub use nginx::*;
+pub use pid::*;
 pub use process::*;
 pub use race::*;
 pub use scratch::*;

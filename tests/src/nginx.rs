@@ -8,7 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::http::{Reply, raw_request};
-use crate::process::{Proc, children_of, uid_of};
+use crate::pid::{children_of, uid_of};
+use crate::process::Proc;
 use crate::scratch::chmod;
 use crate::wait::{HANG_GUARD, poll_until};
 

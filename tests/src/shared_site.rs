@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::http::{Reply, http_get, http_post};
-use crate::process::{Outcome, Proc, isolated, send_signal};
+use crate::pid::send_signal;
+use crate::process::{Outcome, Proc, isolated};
 use crate::scratch::{Scratch, chmod, chown};
 use crate::users::{DEPLOY, GROUP, Users, WEB, Who, assert_reachable};
 use crate::wait::poll_until;

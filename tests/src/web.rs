@@ -7,7 +7,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::http::{Reply, http_get, http_post, raw_get};
-use crate::process::{Outcome, Proc, isolated, send_signal};
+use crate::pid::send_signal;
+use crate::process::{Outcome, Proc, isolated};
 use crate::scratch::Scratch;
 use crate::wait::HANG_GUARD;
 
