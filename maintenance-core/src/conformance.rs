@@ -649,16 +649,36 @@ pub fn a_joined_required_run_needs_a_window(site: &dyn Fn() -> Site) {
     drop(w);
     drop(parent);
     assert_eq!(names(&b), Vec::<String>::new(), "nothing recorded");
-    // A task inside the window (`offline run -- deploy`).
+    // A task inside the window (`offline run -- deploy`), while that
+    // window's command runs.
     b.force_offline(&change()).unwrap();
+    let run = crate::backend::WindowRun {
+        argv: vec!["deploy".into()],
+        pid: std::process::id(),
+        by: change().by,
+        started_at: crate::clock::Timestamp::at(SystemTime::now()),
+        running: false,
+    };
+    let mut window = b.begin_window_run(&run).unwrap();
+    window
+        .command_started(crate::clock::Timestamp::at(SystemTime::now()))
+        .unwrap();
     let windowed =
         CommandTask::start("deploy", TaskOptions::new(Arc::clone(&b)).in_window(true)).unwrap();
     let t = join(&s.open(), "migrate", p, &token_of(&windowed)).expect("inside the window");
     assert!(t.record().in_window && !t.record().holds_off_offline());
     drop(t);
+    // ONLINE while the window's command still runs (`off --force`): its
+    // task is still inside the window.
     b.go_online(&change()).unwrap();
     let t = join(&s.open(), "migrate", p, &token_of(&windowed)).expect("the window's task");
     drop(t);
+    // The window closed: a leftover of its task cannot run `required`.
+    drop(window);
+    assert!(
+        join(&s.open(), "migrate", p, &token_of(&windowed)).is_err(),
+        "the window is over"
+    );
     drop(windowed);
     // While OFFLINE, a joined `required` run is admitted.
     let allowed = Policy::DEFAULT.maintenance(Maintenance::Allowed);

@@ -437,7 +437,14 @@ pub(crate) fn external(
     match status {
         Ok(code) => code,
         Err(e) => {
-            let _ = writeln!(err, "error: cannot run {}: {e}", path.display());
+            // ENOENT for a file that exists: its `#!` line names a missing
+            // interpreter.
+            let hint = if e.kind() == std::io::ErrorKind::NotFound && path.exists() {
+                " (the file exists: the interpreter its `#!` line names is missing)"
+            } else {
+                ""
+            };
+            let _ = writeln!(err, "error: cannot run {}: {e}{hint}", path.display());
             exit::FAILURE
         }
     }
@@ -534,16 +541,21 @@ fn kept(
     let handoff = task.handoff();
     env.extend(handoff.env.into_iter().map(|(k, v)| (k.into(), v.into())));
     let record = task.record().clone();
-    let drain_stop = policy.drain == Drain::Stop && record.holds_off_offline();
+    // Leftovers of a drain-`stop` command are asked to stop by the keeper,
+    // which looks at the mode itself (the file backend's record).
+    let probe = (policy.drain == Drain::Stop
+        && owned
+        && record.holds_off_offline()
+        && rt.config.backend == maintenance_core::config::BackendKind::File)
+        .then(|| maintenance_core::backend::file::ModeProbe::open(&rt.config.state_dir).ok())
+        .flatten();
     let mut running = crate::keeper::spawn(&crate::keeper::Spawn {
         path,
         args,
         env: &env,
         fds: &handoff.fds,
         release,
-        drain_stop,
-        config_file: rt.config.file.as_deref(),
-        state_dir: &rt.config.state_dir,
+        drain: probe.as_ref(),
     })?;
     let processes = Processes {
         keeper: ProcId::of(running.keeper).unwrap_or(ProcId {
@@ -575,10 +587,15 @@ fn kept(
             .filter(|h| !h.command)
             .map(|h| format!("pid {} ({})", h.pid, h.argv.join(" ")))
             .collect();
+        let waits = if record.holds_off_offline() {
+            "`offline on` waits for them"
+        } else {
+            "they run inside the maintenance window, so `offline on` does not wait for them"
+        };
         let _ = writeln!(
             err,
             "{}: `{name}` exited; what it left behind still holds its task: {}. \
-             `{} offline list` names them; `offline on` waits for them (manage.toml: \
+             `{} offline list` names them; {waits} (manage.toml: \
              [commands.{name}] descendants = \"release\" lets them go).",
             rt.bin,
             if holders.is_empty() {

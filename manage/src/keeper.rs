@@ -7,16 +7,20 @@
 //! command left behind keeps the task live in the keeper, which forwards
 //! SIGTERM (and a drain's stop request) to it.
 //!
-//! Between `fork` and `exec` only async-signal-safe calls are made: every
-//! string, array and path is prepared before the fork, and the keeper's loop
-//! is plain system calls. When leftovers remain after the command exits,
-//! the keeper execs this binary in keeper mode ([`KEEPER_FLAG`]): that
-//! closes every descriptor but the task's locks (an `offline run`'s window
-//! lock must not outlive its command) and lets it watch the mode for a
-//! drain `stop`.
+//! The keeper never execs: between `fork` and the command's `exec`, and
+//! for the whole of the keeper's life, only async-signal-safe calls are
+//! made — every string, array and path is prepared before the fork, and its
+//! loop is plain system calls. Right after starting the command it closes
+//! every descriptor but the task's locks and its own (an `offline run`'s
+//! window lock, a caller's pipe must not outlive the command), and holds no
+//! terminal. For a drain-`stop` command whose leftovers remain, it looks at
+//! the mode every 20 ms ([`ModeProbe`], file backend) and asks them to stop
+//! once the site leaves ONLINE.
 //!
 //! Limits: a keeper itself SIGKILLed while leftovers live loses them (they
-//! are reparented past it); without `/proc` (not Linux) there is no keeper.
+//! are reparented past it); without `/proc` (not Linux) there is no keeper;
+//! with another backend than the file backend, leftovers of a drain-`stop`
+//! command are not asked to stop.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
@@ -26,9 +30,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::ptr;
 
-/// The first argument that makes this binary a keeper (given only by a
-/// keeper to itself, never by a user).
-pub(crate) const KEEPER_FLAG: &str = "--manage-keeper";
+use maintenance_core::backend::file::ModeProbe;
+
+/// How often a keeper of a drain-`stop` command's leftovers looks at the
+/// mode, in milliseconds.
+const LOOK_MS: libc::c_long = 20;
 
 /// What to spawn, and how.
 pub(crate) struct Spawn<'a> {
@@ -44,13 +50,9 @@ pub(crate) struct Spawn<'a> {
     /// `descendants = "release"`: the command does not inherit the locks,
     /// and the keeper ends with the command, letting leftovers go.
     pub release: bool,
-    /// Whether leftovers are asked to stop when the site leaves ONLINE.
-    pub drain_stop: bool,
-    /// The configuration file and state directory, for a keeper that
-    /// watches the mode.
-    pub config_file: Option<&'a Path>,
-    /// The state directory in use.
-    pub state_dir: &'a Path,
+    /// For a drain-`stop` command: how the keeper looks at the mode, to ask
+    /// leftovers to stop when the site leaves ONLINE.
+    pub drain: Option<&'a ModeProbe>,
 }
 
 /// A spawned command and its keeper.
@@ -84,9 +86,11 @@ struct Prepared {
     argv_ptrs: Vec<*const libc::c_char>,
     _envp: Vec<CString>,
     envp_ptrs: Vec<*const libc::c_char>,
-    _keeper_argv: Vec<CString>,
-    keeper_argv_ptrs: Vec<*const libc::c_char>,
     fds: Vec<RawFd>,
+    /// Every descriptor the keeper keeps (sorted): the locks, its report
+    /// pipe, the probe's directory.
+    keep: Vec<RawFd>,
+    probe: Option<*const ModeProbe>,
     release: bool,
     /// The read end of the runner's go-ahead: the command execs only once
     /// the runner has recorded its processes (and never if the runner died
@@ -131,32 +135,15 @@ impl Prepared {
                 cstring(&kv)
             })
             .collect::<io::Result<_>>()?;
-        let fds_arg = s
-            .fds
-            .iter()
-            .map(|fd| fd.to_string())
-            .collect::<Vec<_>>()
-            .join(",");
-        let keeper_argv: Vec<CString> = [
-            OsStr::new("manage-keeper"),
-            OsStr::new(KEEPER_FLAG),
-            OsStr::new(&fds_arg),
-            OsStr::new(if s.drain_stop { "stop" } else { "wait" }),
-            s.config_file.map(Path::as_os_str).unwrap_or(OsStr::new("")),
-            s.state_dir.as_os_str(),
-        ]
-        .iter()
-        .map(|a| cstring(a))
-        .collect::<io::Result<_>>()?;
         Ok(Prepared {
             argv_ptrs: pointers(&argv),
             envp_ptrs: pointers(&envp),
-            keeper_argv_ptrs: pointers(&keeper_argv),
             path,
             _argv: argv,
             _envp: envp,
-            _keeper_argv: keeper_argv,
             fds: s.fds.to_vec(),
+            keep: Vec::new(),
+            probe: s.drain.map(|p| p as *const ModeProbe),
             release: s.release,
             go: -1,
         })
@@ -183,6 +170,14 @@ pub(crate) fn spawn(s: &Spawn<'_>) -> io::Result<Running> {
             return Err(e);
         }
         prepared.go = go[0];
+        let mut keep = prepared.fds.clone();
+        keep.push(pipe[1]);
+        if let Some(probe) = prepared.probe {
+            keep.push((*probe).fd());
+        }
+        keep.sort_unstable();
+        keep.dedup();
+        prepared.keep = keep;
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
@@ -400,8 +395,10 @@ unsafe fn keeper_main(p: &Prepared, runner_mask: &libc::sigset_t, report: RawFd)
             send(report, MSG_EXEC_FAILED, i32::from_ne_bytes(e), 0);
             libc::_exit(127);
         }
-        // The keeper holds no terminal and no pipe: `$(manage x)` must not
-        // wait for it.
+        // The keeper holds no terminal, no pipe and no lock but the task's:
+        // `$(manage x)` must not wait for it, nor an `offline run`'s window
+        // outlive its command.
+        close_all_but(&p.keep);
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
         if null >= 0 {
             for fd in 0..3 {
@@ -411,7 +408,7 @@ unsafe fn keeper_main(p: &Prepared, runner_mask: &libc::sigset_t, report: RawFd)
                 libc::close(null);
             }
         }
-        keep(command, Some(report), Some(p));
+        keep(command, report, p);
     }
 }
 
@@ -454,18 +451,55 @@ fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
+/// Closes every descriptor from 3 up but those in `keep` (sorted).
+/// Async-signal-safe.
+unsafe fn close_all_but(keep: &[RawFd]) {
+    let mut next: libc::c_uint = 3;
+    // SAFETY: closing descriptors of our own; `close_range` (Linux 5.9)
+    // with a loop over the usual range where it is missing.
+    unsafe {
+        let close = |from: libc::c_uint, to: libc::c_uint| {
+            if from > to {
+                return;
+            }
+            if libc::syscall(libc::SYS_close_range, from, to, 0) != 0 {
+                for fd in from..=to.min(4095) {
+                    libc::close(fd as RawFd);
+                }
+            }
+        };
+        for &k in keep {
+            let Ok(k) = libc::c_uint::try_from(k) else {
+                continue;
+            };
+            if k >= next {
+                close(next, k.saturating_sub(1));
+                next = k + 1;
+            }
+        }
+        close(next, libc::c_uint::MAX);
+    }
+}
+
 /// The keeper's loop: reaps every child, tells the runner how the command
-/// ended, forwards SIGTERM to every child, and exits once none is left.
-/// With `exec` (the forked keeper), leftovers make it exec this binary in
-/// keeper mode. Async-signal-safe.
-unsafe fn keep(command: libc::pid_t, mut report: Option<RawFd>, exec: Option<&Prepared>) -> ! {
+/// ended, forwards SIGTERM to every child (also those adopted after it
+/// came), for a drain-`stop` command asks leftovers to stop once the site
+/// leaves ONLINE, and exits once no child is left. Async-signal-safe.
+unsafe fn keep(command: libc::pid_t, report: RawFd, p: &Prepared) -> ! {
     let set = keeper_set();
-    let mut done = command == 0;
+    let mut report = Some(report);
+    let mut done = false;
     let mut status = 0;
     // Once asked to stop, every child is asked — also those adopted later,
     // when their parent exits.
     let mut terminating = false;
-    // SAFETY: system calls on our own children and descriptors.
+    let look = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: LOOK_MS * 1_000_000,
+    };
+    // SAFETY: system calls on our own children and descriptors; the probe
+    // was opened before the fork and outlives it (the runner's memory,
+    // copied).
     unsafe {
         loop {
             loop {
@@ -491,28 +525,26 @@ unsafe fn keep(command: libc::pid_t, mut report: Option<RawFd>, exec: Option<&Pr
                 break;
             }
             if done && let Some(fd) = report.take() {
-                if terminating {
-                    // Adopted as the command exited: asked too.
-                    terminate_children();
-                }
                 send(fd, MSG_EXITED, status, 1);
                 libc::close(fd);
-                if let Some(p) = exec {
-                    for &fd in &p.fds {
-                        libc::fcntl(fd, libc::F_SETFD, 0);
-                    }
-                    libc::execve(
-                        c"/proc/self/exe".as_ptr(),
-                        p.keeper_argv_ptrs.as_ptr(),
-                        p.envp_ptrs.as_ptr(),
-                    );
-                    // Could not exec: keep the leftovers from here.
-                }
+            }
+            // Leftovers of a drain-`stop` command: stop once the site
+            // leaves ONLINE.
+            let watching = done && !terminating && p.probe.is_some();
+            if watching
+                && let Some(probe) = p.probe
+                && (*probe).online() == Some(false)
+            {
+                terminating = true;
             }
             if terminating {
                 terminate_children();
             }
-            let sig = libc::sigwaitinfo(&set, ptr::null_mut());
+            let sig = if watching && !terminating {
+                libc::sigtimedwait(&set, ptr::null_mut(), &look)
+            } else {
+                libc::sigwaitinfo(&set, ptr::null_mut())
+            };
             if sig == libc::SIGTERM {
                 terminating = true;
                 if !done {
@@ -565,44 +597,4 @@ unsafe fn terminate_children() {
         }
         libc::close(fd);
     }
-}
-
-/// Keeper mode: this binary exec'd by a keeper whose command exited while
-/// leftovers remained. Holds the task's locks (inherited descriptors) until
-/// every leftover has exited; for a drain-`stop` command, watches the mode
-/// and asks them to stop when the site leaves ONLINE. Returns `None` when
-/// the arguments are not a keeper's.
-pub(crate) fn run_if_keeper(argv: &[OsString]) -> Option<u8> {
-    if argv.get(1).map(OsString::as_os_str) != Some(OsStr::new(KEEPER_FLAG)) || argv.len() != 6 {
-        return None;
-    }
-    let set = keeper_set();
-    // SAFETY: blocking the keeper's signals before any thread exists, so
-    // that every thread leaves them to `sigwaitinfo` in the main loop.
-    unsafe {
-        libc::pthread_sigmask(libc::SIG_SETMASK, &set, ptr::null_mut());
-    }
-    if argv[3] == "stop" {
-        let config_file = (!argv[4].is_empty()).then(|| std::path::PathBuf::from(&argv[4]));
-        let overrides = maintenance_core::config::Overrides {
-            config_file,
-            state_dir: Some(std::path::PathBuf::from(&argv[5])),
-            lock_timeout: None,
-        };
-        if let Ok(config) = maintenance_core::Config::load(&overrides)
-            && let Ok(backend) =
-                maintenance_core::backend::open(&config, maintenance_core::SystemClock::shared())
-        {
-            // The drain watch's SIGTERM goes to this process, whose loop
-            // forwards it to every leftover. Never dropped: the loop exits
-            // the process.
-            crate::signals::set_child(std::process::id() as i32);
-            std::mem::forget(crate::drain::watch(
-                backend,
-                maintenance_core::command::StopToken::new(),
-            ));
-        }
-    }
-    // SAFETY: the keeper's loop; its command has already ended.
-    unsafe { keep(0, None, None) }
 }

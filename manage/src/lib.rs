@@ -42,10 +42,6 @@ use commands as _;
 /// Runs the binary with the process's arguments: installs the signal
 /// handlers (once per process), dispatches, and returns the exit code.
 pub fn run() -> ExitCode {
-    #[cfg(target_os = "linux")]
-    if let Some(code) = keeper::run_if_keeper(&std::env::args_os().collect::<Vec<_>>()) {
-        return ExitCode::from(code);
-    }
     let stop = signals::install();
     let mut out = std::io::stdout().lock();
     // Not locked: the signal thread must be able to write a last word.

@@ -124,9 +124,9 @@ impl SharedSite {
         cmd
     }
 
-    /// Runs `sh -c SCRIPT` as `who` in the site's directory (umask 022)
-    /// and checks that it exited 0: what a user could do by hand.
-    pub fn shell(&self, who: Who, script: &str) -> Outcome {
+    /// The command line `sh -c SCRIPT` run by `who` in the site's
+    /// directory (umask 022), stdio piped: what a user could do by hand.
+    pub fn shell_command(&self, who: Who, script: &str) -> Command {
         let mut argv = who.argv_prefix();
         argv.extend(["sh", "-c", &format!("umask 022; {script}")].map(OsString::from));
         let mut cmd = Command::new(&argv[0]);
@@ -135,7 +135,13 @@ impl SharedSite {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let out = Proc::spawn(cmd).finish();
+        cmd
+    }
+
+    /// Runs `sh -c SCRIPT` as `who` in the site's directory (umask 022)
+    /// and checks that it exited 0: what a user could do by hand.
+    pub fn shell(&self, who: Who, script: &str) -> Outcome {
+        let out = Proc::spawn(self.shell_command(who, script)).finish();
         assert_eq!(out.code(), Some(0), "`{script}` as {}: {out}", who.name());
         out
     }
@@ -143,6 +149,21 @@ impl SharedSite {
     /// Starts `mysite ARGS…` as `who`, umask 077.
     pub fn spawn(&self, who: Who, args: &[&str]) -> Proc {
         Proc::spawn(self.command(who, Some(0o077), args))
+    }
+
+    /// Starts `mysite ARGS…` as `who`, umask 077, with its standard error
+    /// on its standard output, so that a test reads every line it says as
+    /// it says it.
+    pub fn spawn_merged(&self, who: Who, args: &[&str]) -> Proc {
+        let mut argv = who.argv_prefix();
+        argv.extend(["sh", "-c", "umask 077; exec \"$@\" 2>&1", "sh"].map(OsString::from));
+        argv.push(self.exe.clone().into());
+        argv.extend(args.iter().map(OsString::from));
+        let mut cmd = isolated(Command::new(&argv[0]));
+        cmd.args(&argv[1..])
+            .current_dir(self.dir())
+            .env("MYSITE_SECRET_KEY", MYSITE_KEY);
+        Proc::spawn(cmd)
     }
 
     /// Runs `mysite ARGS…` as `who` to its end, umask 077: whatever a
@@ -218,10 +239,13 @@ impl SharedSite {
     }
 
     /// Asserts the modes a shared state must have, whoever created what
-    /// and whatever their umask: every directory 2775 (setgid), every file
-    /// 0664, everything in [`GROUP`]. Session entries are empty files whose
-    /// names are all that matters (their mode is left to the umask): only
-    /// their group is checked. Returns the owners seen, by uid.
+    /// and whatever their umask: the state directory 2771 (setgid, and
+    /// only search for others, which nginx's workers need), every
+    /// directory inside 2770, every file 0660, everything in [`GROUP`]:
+    /// nothing others can list or open, and so lock. Session entries are
+    /// empty files whose names are all that matters (their mode is left to
+    /// the umask): only their group and that others have no permission are
+    /// checked. Returns the owners seen, by uid.
     pub fn assert_shared_modes(&self, users: &Users, context: &str) -> Vec<u32> {
         let mut owners = Vec::new();
         for (rel, ft, mode, uid, gid) in self.tree() {
@@ -235,13 +259,24 @@ impl SharedSite {
                 gid, users.site_gid,
                 "{context}: {shown} (mode {mode:04o}, uid {uid}) is not in group {GROUP}"
             );
-            if ft.is_dir() {
+            if rel.as_os_str().is_empty() {
                 assert_eq!(
-                    mode, 0o2775,
+                    mode, 0o2771,
+                    "{context}: the state directory {shown} has mode {mode:04o}"
+                );
+            } else if ft.is_dir() {
+                assert_eq!(
+                    mode, 0o2770,
                     "{context}: directory {shown} has mode {mode:04o}"
                 );
             } else if !rel.starts_with("sessions") {
-                assert_eq!(mode, 0o664, "{context}: file {shown} has mode {mode:04o}");
+                assert_eq!(mode, 0o660, "{context}: file {shown} has mode {mode:04o}");
+            } else {
+                assert_eq!(
+                    mode & 0o007,
+                    0,
+                    "{context}: session entry {shown} has mode {mode:04o}"
+                );
             }
             if !owners.contains(&uid) {
                 owners.push(uid);

@@ -11,8 +11,9 @@
 //!
 //! Bad state: a corrupt, truncated, binary, empty or oversized mode record, a
 //! state directory that is a file, an unknown format version, and a state
-//! directory the user cannot write (run as the unprivileged user
-//! `manage-test`), and a full disk (a tiny tmpfs, mounted as root) under a
+//! directory the user cannot write or even open, whose lock files it
+//! cannot open either (run as the unprivileged user `manage-test`), and a
+//! full disk (a tiny tmpfs, mounted as root) under a
 //! mode change. Each is a clear error naming the path — never a panic —
 //! and a full disk never leaves the marker and the record disagreeing.
 
@@ -20,6 +21,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use manage_tests::{
@@ -626,7 +628,8 @@ fn a_state_dir_the_user_cannot_write_is_a_clear_error_for_that_user() {
         return;
     };
     let (scratch, h) = site();
-    // Root made and owns it, 0755: the unprivileged user may read only.
+    // Root made and owns it, 0711: the unprivileged user may not even
+    // list it.
     let (_live, _) = h.hold(&["job"]);
     let them = h.as_user(user);
     let state_str = path_str(&scratch.state());
@@ -669,22 +672,50 @@ fn a_state_dir_the_user_cannot_write_is_a_clear_error_for_that_user() {
 }
 
 #[test]
-fn a_user_who_cannot_write_the_state_still_sees_its_live_tasks() {
+fn an_outsider_can_neither_list_the_live_tasks_nor_open_their_lock_files() {
     let Some(user) =
-        unprivileged_user("a_user_who_cannot_write_the_state_still_sees_its_live_tasks")
+        unprivileged_user("an_outsider_can_neither_list_the_live_tasks_nor_open_their_lock_files")
     else {
         return;
     };
-    let (_scratch, h) = site();
+    let (scratch, h) = site();
     let (_live, id) = h.hold(&["job"]);
-    let listed = h.as_user(user).list();
-    assert_eq!(
-        listed.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
-        [id.as_str()]
-    );
-    // And cannot take the name from under it: refused, not an error.
-    let out = h.as_user(user).run(&["run", "job"]);
-    assert_eq!(out.code(), Some(REFUSED), "{out}");
+    let state_str = path_str(&scratch.state());
+    // Whoever can open a lock file can flock it: an outsider who could
+    // would hold the task live after it died, or the command's name.
+    let tasks = scratch.state().join("tasks");
+    let files = names(&tasks);
+    assert!(files.contains(&format!("{id}.task")), "{files:?}");
+    assert!(files.iter().any(|n| n.ends_with(".instance")), "{files:?}");
+    for name in files.iter().map(String::as_str).chain(["../gate"]) {
+        let path = tasks.join(name);
+        let out = manage_tests::Proc::spawn({
+            let mut cmd = std::process::Command::new("flock");
+            cmd.args(["-s", "-n"])
+                .arg(&path)
+                .arg("true")
+                .uid(user.uid)
+                .gid(user.gid)
+                .current_dir("/")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            cmd
+        })
+        .finish();
+        assert!(
+            out.code() != Some(0) && out.stderr.contains("Permission denied"),
+            "the outsider opened {}: {out}",
+            path.display()
+        );
+    }
+    // Nor can it list them, or take the name: a clear error, not a refusal.
+    for args in [&["list"][..], &["run", "job"]] {
+        let out = h.as_user(user).run(args);
+        out.assert_clean_error(&[&state_str, "ermission denied", "join the group"]);
+        assert_ne!(out.code(), Some(REFUSED), "{out}");
+    }
+    assert_eq!(h.live_ids(), [id], "root still sees its task");
 }
 
 /// `manage …` against the state directory `state` of `site` (on a disk of

@@ -313,39 +313,6 @@ fn a_joined_external_drain_stop_command_is_asked_to_stop_when_pending_begins() {
 }
 
 #[test]
-fn a_processes_record_planted_by_another_user_names_nobody() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: needs root to plant a file as another user");
-        return;
-    }
-    let site = CliSite::new(EXE);
-    site.external("worker", "#!/bin/sh\necho \"started $$\"\nexec sleep 600\n");
-    let (_p, command) = site.start(&["worker"]);
-    let command: u32 = command.parse().unwrap();
-    let _guard = Daemons(vec![command]);
-    let task = site.backend().tasks().unwrap().remove(0);
-    assert_eq!(task.pids(), [command]);
-    // Another member of the site's group replaces the record, naming init
-    // as the keeper: every process on the host would be offered as "the
-    // pid to stop".
-    let procs = site
-        .state()
-        .join("tasks")
-        .join(format!("{}.procs", task.id));
-    let init_start = maintenance_core::process::start_time(1).unwrap();
-    std::fs::remove_file(&procs).unwrap();
-    std::fs::write(
-        &procs,
-        format!(r#"{{"keeper":{{"pid":1,"start":{init_start}}},"command":{{"pid":1,"start":{init_start}}}}}"#),
-    )
-    .unwrap();
-    std::os::unix::fs::chown(&procs, Some(65534), Some(65534)).unwrap();
-    let task = site.backend().tasks().unwrap().remove(0);
-    assert_eq!(task.processes, None, "a stranger's record is ignored");
-    assert_eq!(task.pids(), [task.pid], "{task:?}");
-}
-
-#[test]
 fn a_leftover_of_a_window_s_command_cannot_run_a_required_command_once_the_window_closed() {
     let site = CliSite::new(env!("CARGO_BIN_EXE_e2e-mysite"));
     let go = site.dir().join("go");
@@ -380,4 +347,45 @@ fn a_leftover_of_a_window_s_command_cannot_run_a_required_command_once_the_windo
         "75",
         "`migrate` is refused while ONLINE, window or no window"
     );
+}
+
+#[test]
+fn the_keeper_holds_none_of_the_caller_s_descriptors() {
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let site = CliSite::new(EXE);
+    site.external("pydaemon", PYDAEMON);
+    // The caller hands the runner one more pipe, as `{ manage x 5>&1; } |
+    // cat` does; the daemon closes it (Python closes descriptors 3 and up),
+    // so once the runner has exited, only the keeper could keep it open.
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let mut cmd = site.command(&["pydaemon"]);
+    let w = write.as_raw_fd();
+    // SAFETY: dup2 between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(w, 5) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = manage_tests::Proc::spawn(cmd).finish();
+    drop(write);
+    let daemon: u32 = out.stdout[0].parse().unwrap();
+    let _guard = Daemons(vec![daemon]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(live_tasks(&site), 1, "the daemon holds the task");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut f = std::fs::File::from(read);
+        let mut buf = Vec::new();
+        let _ = f.read_to_end(&mut buf);
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(HANG_GUARD)
+        .expect("the pipe reaches its end: the keeper does not hold it");
 }

@@ -119,17 +119,23 @@ fn doctor_reports_a_world_writable_state_dir_saying_chmod_o_w() {
                 &format!("run: chmod o-w {state}"),
             ],
         );
+        assert!(
+            out.stdout.iter().any(|l| l.starts_with("problem: ")
+                && l.contains(&format!("others can list {state}"))
+                && l.contains(&format!("run: chmod o-r {state}"))),
+            "{out}"
+        );
         assert_eq!(
             out.stdout.last().cloned(),
-            Some(format!("1 problem in {state}")),
+            Some(format!("2 problems in {state}")),
             "{out}"
         );
     }
     let tasks = site.state().join("tasks").display().to_string();
-    chmod(&site.state(), 0o2775);
+    chmod(&site.state(), 0o2771);
     chmod(&site.state().join("tasks"), 0o2777);
     assert_problem(&site, Who::Root, &[&format!("run: chmod o-w {tasks}")]);
-    chmod(&site.state().join("tasks"), 0o2775);
+    chmod(&site.state().join("tasks"), 0o2770);
     for who in [Who::Root, Who::Deploy, Who::Web] {
         assert_healthy(&site, who);
     }
@@ -143,7 +149,7 @@ fn doctor_reports_a_state_dir_of_another_group_saying_chgrp() {
     let site = lived_in(&users);
     let state = site.state_text();
     chown(&site.state(), None, Some(users.other_gid));
-    chmod(&site.state(), 0o2775);
+    chmod(&site.state(), 0o2771);
     for who in [Who::Root, Who::Deploy] {
         assert_problem(
             &site,
@@ -153,7 +159,7 @@ fn doctor_reports_a_state_dir_of_another_group_saying_chgrp() {
     }
     // Not group-writable, but still not the site's group: the group's
     // members could not write it.
-    chmod(&site.state(), 0o2755);
+    chmod(&site.state(), 0o2751);
     assert_problem(
         &site,
         Who::Root,
@@ -162,7 +168,7 @@ fn doctor_reports_a_state_dir_of_another_group_saying_chgrp() {
         )],
     );
     chown(&site.state(), None, Some(users.site_gid));
-    chmod(&site.state(), 0o2775);
+    chmod(&site.state(), 0o2771);
     assert_healthy(&site, Who::Root);
 }
 
@@ -175,22 +181,22 @@ fn doctor_reports_a_state_file_the_group_cannot_write_and_a_lost_setgid() {
     let site = lived_in(&users);
     let record = site.state().join("mode.json");
     let shown = record.display().to_string();
-    chmod(&record, 0o644);
+    chmod(&record, 0o640);
     assert_problem(
         &site,
         Who::Deploy,
         &[&shown, &format!("run: chmod g+rw {shown}")],
     );
-    chmod(&record, 0o664);
+    chmod(&record, 0o660);
     let sessions = site.state().join("sessions");
-    chmod(&sessions, 0o775);
+    chmod(&sessions, 0o770);
     let shown = sessions.display().to_string();
     assert_problem(
         &site,
         Who::Root,
         &[&shown, &format!("run: chmod g+s {shown}")],
     );
-    chmod(&sessions, 0o2775);
+    chmod(&sessions, 0o2770);
     assert_healthy(&site, Who::Web);
 }
 
@@ -218,7 +224,7 @@ fn doctor_reports_a_directory_nginx_workers_cannot_cross_saying_chmod_o_x() {
         Who::Root,
         &[&state, "nginx", &format!("run: chmod o+x {state}")],
     );
-    chmod(&site.state(), 0o2775);
+    chmod(&site.state(), 0o2771);
     assert_healthy(&site, Who::Root);
 }
 

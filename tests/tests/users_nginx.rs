@@ -6,7 +6,9 @@
 //! 503 after root's `offline on --force`, 200 after `off` — and 200 even
 //! while OFFLINE once a directory on the way loses its `o+x`, which is what
 //! `offline doctor` then reports: so it is the modes manage gives the state
-//! (2775) that let the workers in, and nothing else.
+//! (2771: search for others, and nothing more) that let the workers in —
+//! while the same workers can neither list the state nor open anything in
+//! it, marker included.
 //!
 //! Runs as root (it creates the users and switches to them); otherwise it
 //! prints `SKIPPED …` and passes. No wall-clock assertion: nginx stats the
@@ -16,7 +18,7 @@
 
 use std::path::Path;
 
-use manage_tests::{Nginx, OTHER, SharedSite, Who, chmod, uid_of, users};
+use manage_tests::{Nginx, OTHER, Proc, SharedSite, Who, chmod, uid_of, users};
 
 /// The example site's binary.
 const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
@@ -79,6 +81,21 @@ fn nginx_workers_who_are_not_root_see_the_marker_through_the_state_modes() {
         "OFFLINE\n",
         "after root's `offline on --force`",
     );
+    // What the workers' user can do, and all it can: stat the marker.
+    site.shell(Who::Other, "test -e var/state/OFFLINE");
+    for script in [
+        "ls var/state",
+        "cat var/state/OFFLINE",
+        "cat var/state/mode.json",
+        "flock -n var/state/gate true",
+        "ls var/state/tasks",
+    ] {
+        let out = Proc::spawn(site.shell_command(Who::Other, script)).finish();
+        assert!(
+            out.code() != Some(0) && out.stderr.contains("Permission denied"),
+            "`{script}` as {OTHER}, nginx's workers' user: {out}"
+        );
+    }
     site.run_ok(Who::Root, &["offline", "off"]);
     assert_answers(&nginx, 200, "ONLINE\n", "after root's `offline off`");
 
@@ -95,7 +112,7 @@ fn nginx_workers_who_are_not_root_see_the_marker_through_the_state_modes() {
     // see the marker — and doctor says what to run.
     for (dir, broken, fixed, fix) in [
         (site.var(), 0o770, 0o775, "chmod o+x"),
-        (site.state(), 0o2770, 0o2775, "chmod o+x"),
+        (site.state(), 0o2770, 0o2771, "chmod o+x"),
     ] {
         let shown = dir.display().to_string();
         chmod(&dir, broken);

@@ -7,8 +7,10 @@
 //!
 //! Files any of them creates stay usable by the rest, whatever the
 //! creator's umask (every process here runs with umask 077): the state is
-//! setgid to `manage-site`, directories 2775, files 0664, and an atomic
-//! replace keeps the mode and group. Whoever runs first creates it so.
+//! setgid to `manage-site`, the state directory 2771, the directories in
+//! it 2770, files 0660 — nothing for others but the search nginx's workers
+//! need — and an atomic replace keeps the mode and group. Whoever runs
+//! first creates it so.
 //!
 //! Runs as root (it creates the users and switches to them); otherwise
 //! each test prints `SKIPPED …` and passes. No wall-clock assertion: every
@@ -150,18 +152,18 @@ fn files_each_user_creates_under_umask_077_stay_usable_by_the_others() {
     for name in ["mode.json", "OFFLINE", "VERSION", "gate"] {
         assert_eq!(
             meta(&state.join(name)),
-            (0o664, 0, users.site_gid),
+            (0o660, 0, users.site_gid),
             "{name}, written by root with umask 077"
         );
     }
-    assert_eq!(meta(&state), (0o2775, 0, users.site_gid));
+    assert_eq!(meta(&state), (0o2771, 0, users.site_gid));
 
     // The deploy user replaces root's record and removes root's marker.
     let off = site.run_ok(Who::Deploy, &["offline", "off"]);
     assert_eq!(off.stdout, ["Status: ONLINE - Active sessions: 0"]);
     assert_eq!(
         meta(&state.join("mode.json")),
-        (0o664, users.deploy, users.site_gid),
+        (0o660, users.deploy, users.site_gid),
         "mode.json replaced by {DEPLOY}: same mode and group"
     );
     assert!(
@@ -176,7 +178,7 @@ fn files_each_user_creates_under_umask_077_stay_usable_by_the_others() {
     assert_eq!(buckets.len(), 1, "one bucket: {buckets:?}");
     assert_eq!(
         meta(&state.join("sessions").join(&buckets[0])),
-        (0o2775, users.web, users.site_gid),
+        (0o2770, users.web, users.site_gid),
         "the web user's bucket"
     );
     assert_eq!(site.status_json(Who::Root)["sessions"]["count"], 1);
@@ -194,7 +196,7 @@ fn files_each_user_creates_under_umask_077_stay_usable_by_the_others() {
     );
     assert_eq!(
         meta(&state.join("OFFLINE")),
-        (0o664, users.deploy, users.site_gid),
+        (0o660, users.deploy, users.site_gid),
         "the deploy user's marker"
     );
 
@@ -216,7 +218,7 @@ fn files_each_user_creates_under_umask_077_stay_usable_by_the_others() {
     assert!(run.stdout.iter().any(|l| l == "migrations done"), "{run}");
     assert_eq!(
         meta(&state.join("run.lock")),
-        (0o664, 0, users.site_gid),
+        (0o660, 0, users.site_gid),
         "root's run.lock"
     );
     site.run_ok(Who::Root, &["offline", "off"]);
@@ -271,9 +273,10 @@ fn first_run_by(who: Who, users: &Users) {
     };
     let creator = users.uid(who);
     for dir in ["", "tasks", "pending", "sessions"] {
+        let want = if dir.is_empty() { 0o2771 } else { 0o2770 };
         assert_eq!(
             meta(&state.join(dir)),
-            (0o2775, creator, users.site_gid),
+            (want, creator, users.site_gid),
             "{}/{dir}, created by {} with umask 077",
             state.display(),
             who.name()
@@ -281,7 +284,7 @@ fn first_run_by(who: Who, users: &Users) {
     }
     assert_eq!(
         meta(&state.join("VERSION")),
-        (0o664, creator, users.site_gid)
+        (0o660, creator, users.site_gid)
     );
 
     // Everyone accepts it and works in it.
@@ -335,8 +338,9 @@ fn the_web_app_running_first_creates_the_state_setgid_to_the_group() {
 }
 
 #[test]
-fn without_a_group_the_state_is_0755_and_0644_whatever_the_umask() {
-    let Some(users) = users("without_a_group_the_state_is_0755_and_0644_whatever_the_umask") else {
+fn without_a_group_the_state_is_0711_0700_and_0600_whatever_the_umask() {
+    let Some(users) = users("without_a_group_the_state_is_0711_0700_and_0600_whatever_the_umask")
+    else {
         return;
     };
     let site = SharedSite::with_config(MYSITE, &users, "");
@@ -349,7 +353,13 @@ fn without_a_group_the_state_is_0755_and_0644_whatever_the_umask() {
     let tree = site.tree();
     assert!(tree.len() > 6, "{tree:?}");
     for (rel, ft, mode, uid, gid) in tree {
-        let want = if ft.is_dir() { 0o755 } else { 0o644 };
+        let want = if rel.as_os_str().is_empty() {
+            0o711
+        } else if ft.is_dir() {
+            0o700
+        } else {
+            0o600
+        };
         assert_eq!(
             (mode, uid, gid),
             (want, 0, 0),
@@ -357,9 +367,20 @@ fn without_a_group_the_state_is_0755_and_0644_whatever_the_umask() {
             site.state().join(rel).display()
         );
     }
-    // Anyone may read it: the web user sees root's mode.
+    // The state is root's alone: another user is told so, naming the
+    // directory and what to do, and changes nothing.
+    let before = manage_tests::snapshot(&site.state(), &[]);
+    for args in [&["offline", "status"][..], &["hello"], &["offline", "off"]] {
+        site.run(Who::Web, args).assert_clean_error(&[
+            &site.state_text(),
+            "cannot be opened by you (manage-web)",
+            "Permission denied",
+            "join the group",
+        ]);
+    }
+    assert_eq!(manage_tests::snapshot(&site.state(), &[]), before);
     assert_eq!(
-        site.status_line(Who::Web),
+        site.status_line(Who::Root),
         "Status: OFFLINE - Active sessions: 0"
     );
 }
@@ -392,5 +413,5 @@ fn root_replacing_a_record_planted_world_writable_does_not_keep_that_mode() {
         "root wrote mode.json with mode {mode:04o}: world-writable or setuid, as {WEB} planted it \
          (group {GROUP})"
     );
-    assert_eq!(mode, 0o664, "root's mode.json");
+    assert_eq!(mode, 0o660, "root's mode.json");
 }

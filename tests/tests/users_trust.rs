@@ -86,7 +86,7 @@ fn a_world_writable_state_dir_is_refused_for_every_user_saying_chmod_o_w() {
         "the app served over an unsafe state: {r}"
     );
     assert_eq!(r.status, 303, "{r}");
-    chmod(&site.state(), 0o2775);
+    chmod(&site.state(), 0o2771);
     web.home_until("serving once the state is safe", None, |r| r.is_home_page());
     let session = web.login();
     web.get("/", Some(&session)).assert_home_page("once fixed");
@@ -117,7 +117,7 @@ fn a_state_dir_group_writable_by_another_group_is_refused_saying_chgrp() {
     site.run_ok(Who::Root, &["offline", "status"]);
     let state = site.state_text();
     chown(&site.state(), None, Some(users.other_gid));
-    chmod(&site.state(), 0o2775);
+    chmod(&site.state(), 0o2771);
     refused_for(
         &site,
         &[Who::Root, Who::Deploy, Who::Web],
@@ -128,7 +128,7 @@ fn a_state_dir_group_writable_by_another_group_is_refused_saying_chgrp() {
         ],
     );
     chown(&site.state(), None, Some(users.site_gid));
-    chmod(&site.state(), 0o2775);
+    chmod(&site.state(), 0o2771);
     site.run_ok(Who::Deploy, &["hello"]);
 
     // Without a configured group, a group-writable state is refused, and

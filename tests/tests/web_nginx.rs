@@ -287,8 +287,8 @@ fn nginx_rule_in_front_of_mysite() {
             "nginx says why: {}",
             nginx.error_log()
         );
-        chmod(&state, 0o755);
-        chmod(&marker, 0o644);
+        chmod(&state, 0o711);
+        chmod(&marker, 0o600);
         assert_nginx_maintenance(&nginx.get(VISITOR, "/", &[]), "permissions restored");
     }
 

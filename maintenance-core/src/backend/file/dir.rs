@@ -1,12 +1,22 @@
 //! Directory-relative file operations for the state directory: every file is
 //! opened relative to a directory descriptor with `O_NOFOLLOW`, so no name
 //! and no planted symlink can lead outside the state directory (I4).
+//!
+//! Whoever can open a lock file can `flock` it — read access is enough —
+//! and so hold off the site (the gate, a command's instance, a dead task's
+//! file). So nothing here is created with any permission for others: only
+//! the owner and the configured group open, lock or list anything, whatever
+//! the umask ([`Modes`]); others keep only the search (`x`) permission on
+//! the state directory itself, which nginx's workers need to `stat()` the
+//! `OFFLINE` marker. A lock file an older manage left open to others is
+//! narrowed by the next opener that may change its mode.
 
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,26 +30,32 @@ use crate::error::{Error, Result};
 pub(crate) struct Modes {
     /// Mode of created files.
     pub file: u32,
-    /// Mode of created directories.
+    /// Mode of the state directory itself, when manage creates it.
+    pub root: u32,
+    /// Mode of the directories created inside it.
     pub dir: u32,
     /// The group sharing the state, if configured.
     pub gid: Option<u32>,
 }
 
 impl Modes {
-    /// Without a shared group: owner writes, everyone reads (session files
-    /// hold only hashes). With one: the group writes too, and directories
-    /// are setgid so everything inside inherits the group.
+    /// Without a shared group: the owner alone (root passes anyway). With
+    /// one: the group too, and directories are setgid so everything inside
+    /// inherits the group. Others get nothing but search (`x`) on the
+    /// state directory, for nginx's workers to `stat()` the marker: they
+    /// cannot list it, and cannot open — so cannot lock — anything in it.
     pub fn for_group(gid: Option<u32>) -> Self {
         match gid {
             None => Modes {
-                file: 0o644,
-                dir: 0o755,
+                file: 0o600,
+                root: 0o711,
+                dir: 0o700,
                 gid: None,
             },
             Some(_) => Modes {
-                file: 0o664,
-                dir: 0o2775,
+                file: 0o660,
+                root: 0o2771,
+                dir: 0o2770,
                 gid,
             },
         }
@@ -127,7 +143,8 @@ impl Dir {
     }
 
     /// Creates the empty file `name` if it does not exist. Only its name
-    /// matters, so its mode is left to the directory's group and umask.
+    /// matters, so its mode is left to the directory's group and umask,
+    /// within the state's file mode (never open to others).
     pub fn create_empty(&self, name: &str, modes: Modes) -> std::result::Result<(), Errno> {
         let flags =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -238,6 +255,7 @@ impl Dir {
                 "is not a regular file: remove it",
             ));
         }
+        narrow_to(&file, meta.mode(), meta.uid(), modes.file);
         Ok(file)
     }
 
@@ -273,19 +291,20 @@ impl Dir {
     pub fn replace(&self, name: &str, bytes: &[u8], modes: Modes, durable: bool) -> Result<()> {
         let (mode, gid) = match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
             // Keep what an administrator chose, but never a bit another
-            // user of the state could have planted to widen access:
-            // setuid/setgid/sticky, execute, world-write; and the
-            // configured group when there is one.
+            // user of the state could have planted to widen access, nor
+            // one an older manage gave (others' read): nothing beyond the
+            // state's file mode; and the configured group when there is
+            // one.
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
-                (st.st_mode & 0o664, modes.gid.or(Some(st.st_gid)))
+                (st.st_mode & modes.file, modes.gid.or(Some(st.st_gid)))
             }
             _ => (modes.file, modes.gid),
         };
         let tmp = temp_name(name);
         let keep = Modes {
             file: mode,
-            dir: modes.dir,
             gid,
+            ..modes
         };
         // Errors name the file replaced, not the temporary one: that is the
         // file an operator knows (`cannot write …/mode.json: No space left
@@ -389,6 +408,92 @@ impl Dir {
     }
 }
 
+/// What identifies an open file to the kernel's lock table: its device
+/// (major, minor) and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileId {
+    major: u32,
+    minor: u32,
+    inode: u64,
+}
+
+impl FileId {
+    /// The id of `file`; `None` when it cannot be inspected.
+    pub fn of(file: &File) -> Option<FileId> {
+        let st = rustix::fs::fstat(file).ok()?;
+        Some(FileId {
+            major: rustix::fs::major(st.st_dev),
+            minor: rustix::fs::minor(st.st_dev),
+            inode: st.st_ino,
+        })
+    }
+}
+
+/// The processes that hold an `flock` on the file `id` (not those waiting
+/// for one), each with its real uid when known: on Linux from
+/// `/proc/locks`, which names the process that took the lock (a child
+/// that inherited it holds it too). Empty where the system does not tell.
+pub(crate) fn flock_holders(id: FileId) -> Vec<(u32, Option<u32>)> {
+    let Ok(table) = std::fs::read_to_string("/proc/locks") else {
+        return Vec::new();
+    };
+    let mut holders = Vec::new();
+    for line in table.lines() {
+        // `3: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF`; a waiter's
+        // line has `->` after the number.
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [_, "FLOCK", _, _, pid, file, ..] = fields.as_slice() else {
+            continue;
+        };
+        let mut parts = file.split(':');
+        let (Some(major), Some(minor), Some(inode), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let same = u32::from_str_radix(major, 16).ok() == Some(id.major)
+            && u32::from_str_radix(minor, 16).ok() == Some(id.minor)
+            && inode.parse::<u64>().ok() == Some(id.inode);
+        match pid.parse::<u32>() {
+            // 0: a process outside this pid namespace.
+            Ok(pid) if same && pid != 0 && !holders.iter().any(|(p, _)| *p == pid) => {
+                holders.push((pid, uid_of(pid)));
+            }
+            _ => {}
+        }
+    }
+    holders
+}
+
+/// The real uid of process `pid`, from `/proc/<pid>/status`.
+fn uid_of(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Takes from an open lock file every permission beyond `allowed` (the
+/// state's file mode) — an older manage created lock files readable, and
+/// so lockable, by every user — when this user may: its owner, or root.
+/// Never widens anything. Best effort: a file of another member of the
+/// group stays as it is, and `offline doctor` names it with the `chmod`
+/// that fixes it.
+fn narrow_to(file: &File, mode: u32, owner: u32, allowed: u32) {
+    let mode = mode & 0o7777;
+    if mode & !allowed == 0 {
+        return;
+    }
+    let me = rustix::process::geteuid();
+    if me.is_root() || me.as_raw() == owner {
+        let _ = rustix::fs::fchmod(file, FsMode::from_raw_mode(mode & allowed));
+    }
+}
+
 /// Reads an open file whole, up to `max` bytes, checking it is a regular
 /// file.
 pub(crate) fn read_regular(mut file: File, max: usize, path: &Path) -> Result<Vec<u8>> {
@@ -418,4 +523,102 @@ pub(crate) fn temp_name(name: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!(".{name}.{}.{n}.tmp", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+    }
+
+    fn me_gid() -> u32 {
+        rustix::process::getegid().as_raw()
+    }
+
+    #[test]
+    fn nothing_is_created_open_to_others_but_search_on_the_state_directory() {
+        for gid in [None, Some(me_gid())] {
+            let m = Modes::for_group(gid);
+            assert_eq!(m.file & 0o007, 0, "{m:?}");
+            assert_eq!(m.dir & 0o007, 0, "{m:?}");
+            assert_eq!(
+                m.root & 0o007,
+                0o001,
+                "nginx needs o+x, nothing more: {m:?}"
+            );
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Dir::open_root(tmp.path()).unwrap();
+        let modes = Modes::for_group(None);
+        drop(root.open_lock("gate", modes).unwrap());
+        drop(root.create_new("x.task", modes).unwrap());
+        root.replace("mode.json", b"{}", modes, false).unwrap();
+        let sub = root.subdir("tasks", modes).unwrap();
+        sub.create_empty("entry", modes).unwrap();
+        for (name, want) in [
+            ("gate", 0o600),
+            ("x.task", 0o600),
+            ("mode.json", 0o600),
+            ("tasks", 0o700),
+        ] {
+            assert_eq!(mode_of(&tmp.path().join(name)), want, "{name}");
+        }
+        assert_eq!(
+            mode_of(&tmp.path().join("tasks/entry")) & 0o077,
+            0,
+            "a session entry's mode is the umask's, within 0600"
+        );
+    }
+
+    #[test]
+    fn a_lock_file_an_older_manage_left_open_to_others_is_narrowed_by_its_next_opener() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Dir::open_root(tmp.path()).unwrap();
+        let (gate, instance) = (tmp.path().join("gate"), tmp.path().join("a.instance"));
+        for (path, old) in [(&gate, 0o644), (&instance, 0o664)] {
+            std::fs::write(path, "").unwrap();
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(old)).unwrap();
+        }
+        drop(root.open_lock("gate", Modes::for_group(None)).unwrap());
+        assert_eq!(mode_of(&gate), 0o600);
+        drop(
+            root.open_lock_rw("a.instance", Modes::for_group(Some(me_gid())))
+                .unwrap(),
+        );
+        assert_eq!(mode_of(&instance), 0o660, "the group keeps what it had");
+        // Never widened: a mode narrower than the state's stays.
+        std::fs::set_permissions(&instance, std::fs::Permissions::from_mode(0o640)).unwrap();
+        drop(
+            root.open_lock("a.instance", Modes::for_group(Some(me_gid())))
+                .unwrap(),
+        );
+        assert_eq!(mode_of(&instance), 0o640);
+        // The record an older manage wrote 0644 is replaced closed.
+        let record = tmp.path().join("mode.json");
+        std::fs::write(&record, "{}").unwrap();
+        std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o644)).unwrap();
+        root.replace("mode.json", b"{}", Modes::for_group(None), false)
+            .unwrap();
+        assert_eq!(mode_of(&record), 0o600);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_holder_of_an_flock_is_named_and_a_free_file_has_none() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Dir::open_root(tmp.path()).unwrap();
+        let held = root.open_lock("gate", Modes::for_group(None)).unwrap();
+        let id = FileId::of(&held).unwrap();
+        assert!(flock_holders(id).is_empty());
+        fs2::FileExt::try_lock_shared(&held).unwrap();
+        let me = std::process::id();
+        let uid = rustix::process::getuid().as_raw();
+        assert_eq!(flock_holders(id), [(me, Some(uid))]);
+        drop(held);
+        assert!(flock_holders(id).is_empty(), "released with its descriptor");
+    }
 }

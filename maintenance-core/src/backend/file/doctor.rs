@@ -1,15 +1,16 @@
 //! `offline doctor`: the state directory as the running user sees it —
-//! owner, group, modes, format version, leftovers, and whether the web
-//! user and nginx's workers can reach what they must — one finding a line,
-//! each saying what to run. Reads only; never changes anything.
+//! owner, group, modes, format version, leftovers, whether the web user and
+//! nginx's workers can reach what they must, and whether anyone else can
+//! list it or open (and so lock) its lock files — one finding a line, each
+//! saying what to run. Reads only; never changes anything.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use super::trust::Trust;
 use super::{
-    FORMAT_VERSION, FileBackend, KNOWN, MARKER, MODE, OLDEST_FORMAT, PENDING, SESSIONS, TASKS,
-    VERSION,
+    FORMAT_VERSION, FileBackend, GATE, KNOWN, MARKER, MODE, OLDEST_FORMAT, PENDING, RUN_LOCK,
+    SESSIONS, TASKS, VERSION,
 };
 use crate::backend::{Backend, WindowState};
 use crate::clock::SystemClock;
@@ -57,11 +58,10 @@ pub fn doctor(config: &Config) -> Vec<Finding> {
             out.push(note(format!(
                 "{} does not exist yet: the first manage run creates it{}",
                 root.display(),
-                config
-                    .group
-                    .as_deref()
-                    .map(|g| format!(" (group {g}, mode 2775)"))
-                    .unwrap_or_default()
+                match config.group.as_deref() {
+                    Some(g) => format!(" (group {g}, mode 2771)"),
+                    None => " (mode 0711)".to_owned(),
+                }
             )));
             ancestors(root, &mut out);
             return out;
@@ -80,6 +80,10 @@ pub fn doctor(config: &Config) -> Vec<Finding> {
     }
     directory(root, &meta, &trust, config, true, &mut out);
     ancestors(root, &mut out);
+    if !can_enter(root) {
+        // Said by `directory`: the rest is the site's users' to check.
+        return out;
+    }
     version(root, &mut out);
     for sub in [TASKS, PENDING, SESSIONS] {
         let p = root.join(sub);
@@ -97,6 +101,9 @@ pub fn doctor(config: &Config) -> Vec<Finding> {
         }
     }
     files(root, config, &mut out);
+    for sub in [TASKS, PENDING] {
+        lock_files_in(&root.join(sub), &mut out);
+    }
     strangers(root, &mut out);
     if !out.iter().any(|f| f.problem) {
         leftovers(config, &mut out);
@@ -153,12 +160,68 @@ fn directory(
             mode & 0o7777
         )));
     }
-    if rustix::fs::access(path, rustix::fs::Access::WRITE_OK).is_err() {
+    if mode & 0o004 != 0 {
         out.push(problem(format!(
-            "you ({}) cannot write {p}: run manage as root, its owner, or a member of its group",
+            "others can list {p} (mode {:04o}): only the site's users need to (nginx's workers \
+             need only o+x on the state directory); run: chmod o-r {p}",
+            mode & 0o7777
+        )));
+    }
+    if rustix::fs::access(path, rustix::fs::Access::WRITE_OK).is_err() {
+        let nor_read = if root && !can_enter(path) {
+            " nor read it (it is open only to its owner, root and its group)"
+        } else {
+            ""
+        };
+        out.push(problem(format!(
+            "you ({}) cannot write {p}{nor_read}: run manage as root, its owner, or a member of its group",
             user_name(trust.me)
         )));
     }
+}
+
+/// Whether the running user may list and search `dir`.
+fn can_enter(dir: &Path) -> bool {
+    rustix::fs::access(
+        dir,
+        rustix::fs::Access::READ_OK | rustix::fs::Access::EXEC_OK,
+    )
+    .is_ok()
+}
+
+/// Why a lock file others can open is a problem.
+const OTHERS_CAN_LOCK: &str = "whoever can open a lock file can flock it, and so stall task \
+     starts, `offline on`/`off` or a command, or make a dead task look live";
+
+/// The files in `tasks/` or `pending/` — lock files and task records, none
+/// for anyone but the site's users — that others can open.
+fn lock_files_in(dir: &Path, out: &mut Vec<Finding>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut open: Vec<String> = entries
+        .flatten()
+        .filter(|e| {
+            e.metadata()
+                .is_ok_and(|m| m.file_type().is_file() && m.permissions().mode() & 0o006 != 0)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if open.is_empty() {
+        return;
+    }
+    open.sort();
+    let n = open.len();
+    let shown = if n > 3 {
+        format!("{}, …", open[..3].join(", "))
+    } else {
+        open.join(", ")
+    };
+    let d = dir.display();
+    out.push(problem(format!(
+        "others can lock {n} file(s) in {d} ({shown}), left open to every user by an older \
+         manage: {OTHERS_CAN_LOCK}; run: chmod o-rwx {d}/*"
+    )));
 }
 
 fn is_root(trust: &Trust) -> bool {
@@ -209,9 +272,10 @@ fn version(root: &Path, out: &mut Vec<Finding>) {
     }
 }
 
-/// The state's own files: never symlinks, readable by the group.
+/// The state's own files: never symlinks, readable by the group, and the
+/// lock files closed to others.
 fn files(root: &Path, config: &Config, out: &mut Vec<Finding>) {
-    for name in [VERSION, MODE, MARKER, "gate", "run.lock"] {
+    for name in [VERSION, MODE, MARKER, GATE, RUN_LOCK] {
         let p = root.join(name);
         let Ok(m) = std::fs::symlink_metadata(&p) else {
             continue;
@@ -232,7 +296,14 @@ fn files(root: &Path, config: &Config, out: &mut Vec<Finding>) {
                 p.display()
             )));
         }
-        if mode & 0o002 != 0 {
+        if [GATE, RUN_LOCK].contains(&name) && mode & 0o006 != 0 {
+            out.push(problem(format!(
+                "others can lock {} (mode {:04o}): {OTHERS_CAN_LOCK}; run: chmod o-rwx {}",
+                p.display(),
+                mode & 0o7777,
+                p.display()
+            )));
+        } else if mode & 0o002 != 0 {
             out.push(problem(format!(
                 "{} is writable by every user; run: chmod o-w {}",
                 p.display(),

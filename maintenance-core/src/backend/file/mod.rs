@@ -21,6 +21,7 @@
 //! `O_NOFOLLOW` (I4). Locks are `flock(2)` through fs2, fully qualified.
 
 mod dir;
+mod probe;
 mod proof;
 mod sessions;
 mod tasks;
@@ -28,6 +29,7 @@ mod trust;
 mod watch;
 
 pub use self::doctor::{Finding, doctor};
+pub use self::probe::ModeProbe;
 pub use self::sessions::WALL_SKEW;
 
 mod doctor;
@@ -116,6 +118,19 @@ impl FileBackend {
                     "is not a directory: point state_dir (manage.toml, $MANAGE_STATE_DIR or --state-dir) at a directory",
                 ));
             }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                trust.check_unopened(path)?;
+                return Err(Error::state(
+                    path,
+                    format!(
+                        "cannot be opened by you ({}): {e}; the state is open only to its \
+                         owner, root and the members of its group (`group` in manage.toml), \
+                         through directories they may search: run as one of them, or join \
+                         the group",
+                        crate::identity::user_name(trust.me)
+                    ),
+                ));
+            }
             Err(e) => return Err(Error::io("open state directory", path, e)),
         };
         trust.check(root.path(), root.fd())?;
@@ -150,7 +165,7 @@ impl FileBackend {
                     Dir::open_root(path).map_err(|e| Error::io("open state directory", path, e))?;
                 let fd =
                     File::open(path).map_err(|e| Error::io("open state directory", path, e))?;
-                Dir::apply_modes_to(&fd, modes.dir, modes.gid)
+                Dir::apply_modes_to(&fd, modes.root, modes.gid)
                     .map_err(|e| Error::io("set permissions of", path, e))?;
                 Ok(root)
             }
@@ -169,13 +184,34 @@ impl FileBackend {
     /// Locks the gate: exclusively for a mode change, shared for a task
     /// start. A fresh descriptor each time, since flock locks belong to the
     /// open file, not the thread.
+    ///
+    /// Tries first. Mode changes and task starts hold the gate for moments,
+    /// so a wait that outlasts [`GATE_NOTICE`] says so on stderr, once,
+    /// naming the holders where the system tells (Linux), as Cargo's
+    /// "Blocking waiting for file lock" does: a process stuck holding it,
+    /// or a member of the site's group holding it by hand, would otherwise
+    /// hang `offline off` without a word. Only the site's users can open
+    /// the gate at all ([`Modes`]). The wait itself is the kernel's, so the
+    /// lock is granted the moment the holder lets go; the runner's second
+    /// Ctrl-C ends it.
     fn gate(&self, exclusive: bool) -> Result<File> {
         let f = self.root.open_lock(GATE, self.modes)?;
+        let tried = if exclusive {
+            fs2::FileExt::try_lock_exclusive(&f)
+        } else {
+            fs2::FileExt::try_lock_shared(&f)
+        };
+        if tried.is_ok() {
+            return Ok(f);
+        }
+        // Held (or failing: the blocking call below reports the error).
+        let notice = GateNotice::after(GATE_NOTICE, &f, self.root.join(GATE));
         let locked = if exclusive {
             fs2::FileExt::lock_exclusive(&f)
         } else {
             fs2::FileExt::lock_shared(&f)
         };
+        drop(notice);
         locked.map_err(|e| Error::io("lock", self.root.join(GATE), e))?;
         Ok(f)
     }
@@ -494,6 +530,69 @@ impl FileBackend {
     }
 }
 
+/// How long a wait for the gate stays silent.
+const GATE_NOTICE: Duration = Duration::from_secs(1);
+
+/// The line a long wait for the gate prints, from a helper thread, unless
+/// dropped (the lock granted) first.
+struct GateNotice {
+    done: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GateNotice {
+    fn after(delay: Duration, gate: &File, path: std::path::PathBuf) -> GateNotice {
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let id = dir::FileId::of(gate);
+        let thread = std::thread::Builder::new()
+            .name("manage-gate-notice".into())
+            .spawn(move || {
+                if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(delay) {
+                    eprintln!("{}", gate_notice(&path, id));
+                }
+            })
+            // Without a thread there is no notice; the wait is the same.
+            .ok();
+        GateNotice {
+            done: Some(done),
+            thread,
+        }
+    }
+}
+
+impl Drop for GateNotice {
+    fn drop(&mut self) {
+        drop(self.done.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `Blocking waiting for the gate …, held by pid N (user): …`.
+fn gate_notice(path: &Path, id: Option<dir::FileId>) -> String {
+    let holders: Vec<String> = id
+        .map(dir::flock_holders)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(pid, uid)| match uid {
+            Some(uid) => format!("pid {pid} ({})", crate::identity::user_name(uid)),
+            None => format!("pid {pid}"),
+        })
+        .collect();
+    let by = if holders.is_empty() {
+        "held by another process".to_owned()
+    } else {
+        format!("held by {}", holders.join(", "))
+    };
+    format!(
+        "Blocking waiting for the gate {}, {by}: mode changes and task starts hold it only for \
+         moments, so its holder is stuck or holds it by hand; end that process (or press Ctrl-C \
+         twice to give up)",
+        path.display()
+    )
+}
+
 /// The refusal for a token naming no live run of any task.
 fn join_gone(token: &JoinToken) -> Error {
     Error::Refused(crate::error::Refusal::JoinGone {
@@ -651,7 +750,6 @@ impl Backend for FileBackend {
             task: Some(task),
             instance,
             handed_to_child: false,
-            modes: self.modes,
         }))
     }
 
@@ -710,7 +808,6 @@ impl Backend for FileBackend {
             task: Some(task),
             instance,
             handed_to_child: false,
-            modes: self.modes,
         }))
     }
 
@@ -954,6 +1051,29 @@ mod tests {
         let _ = b.begin_pending(&me).unwrap();
         assert!(state.join(MARKER).exists(), "restored by the next writer");
         assert!(b.mode().unwrap().stray_marker.is_none());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_long_wait_for_the_gate_names_its_holder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("s");
+        let b = open(&state);
+        let held = b.gate(false).unwrap();
+        let line = gate_notice(&state.join(GATE), dir::FileId::of(&held));
+        let me = crate::identity::Identity::current();
+        assert!(
+            line.starts_with(&format!(
+                "Blocking waiting for the gate {}, held by pid {} ({})",
+                state.join(GATE).display(),
+                me.pid,
+                me.user
+            )),
+            "{line}"
+        );
+        drop(held);
+        let line = gate_notice(&state.join(GATE), None);
+        assert!(line.contains("held by another process"), "{line}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Proof that a process belongs to a task, for a nested run that joins it
 //! (DESIGN.md, "Tasks are capabilities"). Knowing a task's id proves
-//! nothing: task files are world-readable, and anyone can open one. What
+//! nothing: every member of the site's group can open a task file. What
 //! proves it is holding the lock — on Linux, a descriptor this process
 //! inherited (close-on-exec clear), open for writing, whose open file
 //! description holds the task file's `flock` (the `lock:` line of

@@ -33,9 +33,6 @@ use crate::task::{TaskLease, TaskRecord};
 
 /// Suffix of a live task's file.
 pub(super) const TASK_SUFFIX: &str = ".task";
-/// Suffix of the record of a task's processes (an external command's
-/// keeper and command), written beside its task file after the spawn.
-pub(super) const PROCS_SUFFIX: &str = ".procs";
 /// Suffix of a command's instance lock.
 const INSTANCE_SUFFIX: &str = ".instance";
 /// Largest task record read back: argv is bounded by the system's ARG_MAX.
@@ -66,7 +63,6 @@ pub(super) struct FileTaskLease {
     pub task: Option<File>,
     pub instance: Option<File>,
     pub handed_to_child: bool,
-    pub modes: super::dir::Modes,
 }
 
 impl TaskLease for FileTaskLease {
@@ -87,31 +83,38 @@ impl TaskLease for FileTaskLease {
     }
 
     fn set_processes(&mut self, processes: &Processes) -> Result<()> {
-        let json = serde_json::to_vec(processes).map_err(|e| Error::Invalid(e.to_string()))?;
-        let name = procs_file(&self.record.id);
-        // Replaced whole, by rename: a reader sees the old record or the new.
-        self.dir.replace(&name, &json, self.modes, false)
+        let Some(file) = &self.task else {
+            return Ok(());
+        };
+        // A second line after the record, which is never rewritten: a
+        // reader sees the record whole, and the line only once it is
+        // complete (it ends with a newline). One write, no new file.
+        let mut line = b"\n".to_vec();
+        serde_json::to_writer(&mut line, processes).map_err(|e| Error::Invalid(e.to_string()))?;
+        line.push(b'\n');
+        let path = self.dir.join(&self.file_name);
+        let end = file
+            .metadata()
+            .map_err(|e| Error::io("inspect", path.clone(), e))?
+            .len();
+        std::os::unix::fs::FileExt::write_all_at(file, &line, end)
+            .map_err(|e| Error::io("write", path, e))
     }
 }
 
-/// The name of the processes record of task `id`.
-fn procs_file(id: &str) -> String {
-    format!("{id}{PROCS_SUFFIX}")
-}
-
-/// The processes recorded for task `id`, if any (a registered command has
-/// none: its runner holds it). Only a record written by the task's own user
-/// counts — the owner of its task file, `owner` — so another member of the
-/// site's group cannot plant one that names strangers' processes.
-fn processes(dir: &Dir, id: &str, owner: u32) -> Option<Processes> {
-    use std::os::unix::fs::MetadataExt;
-    let name = procs_file(id);
-    let file = dir.open_read(&name).ok()??;
-    if file.metadata().ok()?.uid() != owner {
-        return None;
-    }
-    let bytes = read_regular(file, 4096, &dir.join(&name)).ok()?;
-    serde_json::from_slice::<Processes>(&bytes).ok()
+/// A task file's content: the stored record (one line of JSON), and the
+/// processes line an external command's runner adds after the spawn, once
+/// complete.
+fn parse_task_file(bytes: &[u8]) -> Option<(StoredTask, Option<Processes>)> {
+    let (record, rest) = match bytes.iter().position(|&b| b == b'\n') {
+        Some(i) => (&bytes[..i], &bytes[i + 1..]),
+        None => (bytes, &[][..]),
+    };
+    let stored = serde_json::from_slice::<StoredTask>(record).ok()?;
+    let processes = rest
+        .strip_suffix(b"\n")
+        .and_then(|line| serde_json::from_slice::<Processes>(line).ok());
+    Some((stored, processes))
 }
 
 impl Drop for FileTaskLease {
@@ -120,7 +123,6 @@ impl Drop for FileTaskLease {
             // Remove while still holding the lock; a reader that opened the
             // file before sees it dead once we close. Failure leaves a
             // leftover that never counts as live and is reaped later.
-            let _ = self.dir.remove(&procs_file(&self.record.id));
             let _ = self.dir.remove(&self.file_name);
             return;
         }
@@ -133,7 +135,6 @@ impl Drop for FileTaskLease {
         if let Ok(Some(file)) = self.dir.open_read(&self.file_name)
             && let Ok(false) = held(&file)
         {
-            let _ = self.dir.remove(&procs_file(&self.record.id));
             let _ = self.dir.remove(&self.file_name);
         }
     }
@@ -254,23 +255,18 @@ pub(super) fn probe(dir: &Dir, file_name: &str) -> Result<Option<StoredTask>> {
     if !held(&file).map_err(|e| Error::io("probe", dir.join(file_name), e))? {
         return Ok(None);
     }
-    let owner = std::os::unix::fs::MetadataExt::uid(
-        &file
-            .metadata()
-            .map_err(|e| Error::io("inspect", dir.join(file_name), e))?,
-    );
     let bytes = match read_regular(file, MAX_RECORD, &dir.join(file_name)) {
         Ok(b) => b,
         Err(Error::State { .. }) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let Ok(mut stored) = serde_json::from_slice::<StoredTask>(&bytes) else {
+    let Some((mut stored, processes)) = parse_task_file(&bytes) else {
         return Ok(None);
     };
-    // Never what the file says: what the recorded processes say now, and
-    // only on the host they run on.
+    // Never what the record says of its holders: what the recorded
+    // processes say now, and only on the host they run on.
     let record = &mut stored.record;
-    record.processes = processes(dir, &record.id, owner);
+    record.processes = processes;
     record.holders = match &record.processes {
         Some(p) if record.host == crate::identity::Identity::current().host => p.holders(),
         _ => Vec::new(),
@@ -331,13 +327,6 @@ pub(super) fn reap(dir: &Dir) -> Result<usize> {
         let Some(name) = name.to_str() else { continue };
         let is_task = name.ends_with(TASK_SUFFIX) && !name.starts_with('.');
         let is_temp = name.starts_with('.') && name.ends_with(".tmp");
-        if let Some(id) = name.strip_suffix(PROCS_SUFFIX) {
-            // The processes of a task whose file is gone: a leftover.
-            if !dir.exists(&format!("{id}{TASK_SUFFIX}"))? {
-                removed += usize::from(dir.remove(name)?);
-            }
-            continue;
-        }
         if !(is_task || is_temp) {
             continue;
         }
@@ -410,6 +399,35 @@ mod tests {
             );
         }
         assert_ne!(instance_file("../x"), instance_file("../y"));
+    }
+
+    #[test]
+    fn a_task_file_is_its_record_then_a_complete_processes_line() {
+        use crate::process::ProcId;
+        let stored = StoredTask {
+            record: serde_json::from_str(
+                r#"{"id":"1-2-3","name":"x","argv":["x"],"pid":1,"user":"u","host":"h",
+                "started_at":"2026-01-01T00:00:00.000Z","policy":{"tracking":"tracked",
+                "instances":"single","maintenance":"refused","drain":"wait"},"started_in":"ONLINE"}"#,
+            )
+            .unwrap(),
+            secret_sha256: None,
+        };
+        let record = serde_json::to_vec(&stored).unwrap();
+        assert!(!record.contains(&b'\n'), "one line");
+        let p = crate::process::Processes {
+            keeper: ProcId { pid: 10, start: 5 },
+            command: ProcId { pid: 11, start: 6 },
+        };
+        let line = serde_json::to_vec(&p).unwrap();
+        let whole = [&record[..], b"\n", &line, b"\n"].concat();
+        let (got, procs) = parse_task_file(&whole).unwrap();
+        assert_eq!(got.record.id, "1-2-3");
+        assert_eq!(procs, Some(p));
+        // Half-written: the record still reads, the line does not count.
+        let half = [&record[..], b"\n", &line[..line.len() / 2]].concat();
+        assert_eq!(parse_task_file(&half).unwrap().1, None);
+        assert_eq!(parse_task_file(&record).unwrap().1, None);
     }
 
     #[test]

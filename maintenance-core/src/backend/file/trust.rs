@@ -93,6 +93,22 @@ impl Trust {
     /// Refuses an unsafe directory of the state.
     pub fn check(&self, path: &Path, fd: impl std::os::fd::AsFd) -> Result<()> {
         let st = rustix::fs::fstat(fd).map_err(|e| Error::io("inspect", path, e.into()))?;
+        self.refuse(path, &st)
+    }
+
+    /// Refuses an unsafe state directory this user cannot open (only
+    /// search its way to), so that a member of the site shut out by a
+    /// wrong group or owner is told that, and what fixes it, rather than
+    /// only "permission denied". Nothing to say when it cannot even be
+    /// inspected.
+    pub fn check_unopened(&self, path: &Path) -> Result<()> {
+        match rustix::fs::stat(path) {
+            Ok(st) => self.refuse(path, &st),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn refuse(&self, path: &Path, st: &rustix::fs::Stat) -> Result<()> {
         match self.problem(path, st.st_uid, st.st_gid, st.st_mode) {
             None => Ok(()),
             Some(problem) => Err(Error::Invalid(format!(
