@@ -103,16 +103,17 @@ impl SharedSite {
     /// The command line `mysite ARGS…` run by `who`, with `umask` when
     /// given (through `sh -c 'umask …; exec "$@"'`), stdio piped.
     pub fn command(&self, who: Who, umask: Option<u32>, args: &[&str]) -> Command {
+        let shell = umask.map(|mask| format!("umask {mask:03o}; exec \"$@\""));
+        self.mysite_through(who, shell, args)
+    }
+
+    /// The command line `mysite ARGS…` run by `who`, through `sh -c SHELL`
+    /// when given (a script that ends with `exec "$@"`), stdio piped.
+    fn mysite_through(&self, who: Who, shell: Option<String>, args: &[&str]) -> Command {
         let mut argv = who.argv_prefix();
-        if let Some(mask) = umask {
+        if let Some(script) = shell {
             argv.extend(
-                [
-                    "sh".to_owned(),
-                    "-c".to_owned(),
-                    format!("umask {mask:03o}; exec \"$@\""),
-                    "sh".to_owned(),
-                ]
-                .map(OsString::from),
+                ["sh".to_owned(), "-c".to_owned(), script, "sh".to_owned()].map(OsString::from),
             );
         }
         argv.push(self.exe.clone().into());
@@ -155,15 +156,8 @@ impl SharedSite {
     /// on its standard output, so that a test reads every line it says as
     /// it says it.
     pub fn spawn_merged(&self, who: Who, args: &[&str]) -> Proc {
-        let mut argv = who.argv_prefix();
-        argv.extend(["sh", "-c", "umask 077; exec \"$@\" 2>&1", "sh"].map(OsString::from));
-        argv.push(self.exe.clone().into());
-        argv.extend(args.iter().map(OsString::from));
-        let mut cmd = isolated(Command::new(&argv[0]));
-        cmd.args(&argv[1..])
-            .current_dir(self.dir())
-            .env("MYSITE_SECRET_KEY", MYSITE_KEY);
-        Proc::spawn(cmd)
+        let shell = "umask 077; exec \"$@\" 2>&1".to_owned();
+        Proc::spawn(self.mysite_through(who, Some(shell), args))
     }
 
     /// Runs `mysite ARGS…` as `who` to its end, umask 077: whatever a
