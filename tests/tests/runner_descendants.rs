@@ -9,7 +9,7 @@
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used)]
 
-use manage_tests::{HANG_GUARD, Site, is_alive, kill9_pid, send_signal, wait_dead};
+use manage_tests::{CliSite, HANG_GUARD, is_alive, kill9_pid, send_signal, wait_dead};
 use rustix::process::Signal;
 use std::time::{Duration, Instant};
 
@@ -46,13 +46,13 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn live_tasks(site: &Site) -> usize {
+fn live_tasks(site: &CliSite) -> usize {
     site.backend().tasks().unwrap().len()
 }
 
 #[test]
 fn a_daemon_that_closed_its_descriptors_holds_the_task_after_its_command_returned() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.external("pydaemon", PYDAEMON);
     let out = site.run(&["pydaemon"]);
     let daemon: u32 = out.stdout[0].parse().unwrap();
@@ -106,7 +106,7 @@ fn a_daemon_that_closed_its_descriptors_holds_the_task_after_its_command_returne
 
 #[test]
 fn a_command_that_leaves_a_daemon_behind_returns_its_own_code_and_never_hangs_the_caller() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     // `sleep` in the background with its output elsewhere, the way
     // `service … restart` leaves one: the runner's caller reads its stdout
     // to the end, which must come when the command exits.
@@ -125,7 +125,7 @@ fn a_command_that_leaves_a_daemon_behind_returns_its_own_code_and_never_hangs_th
 
 #[test]
 fn sigterm_to_the_runner_reaches_the_command_and_what_it_left_behind() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let mark = site.dir().join("daemon-got-term");
     site.external(
         "spawner",
@@ -158,7 +158,7 @@ fn sigterm_to_the_runner_reaches_the_command_and_what_it_left_behind() {
 
 #[test]
 fn a_drain_stop_command_s_leftovers_are_asked_to_stop_when_the_site_goes_offline() {
-    let site = Site::with_config(EXE, "[commands.feeder]\ndrain = \"stop\"\n");
+    let site = CliSite::with_config(EXE, "[commands.feeder]\ndrain = \"stop\"\n");
     let mark = site.dir().join("leftover-got-term");
     site.external(
         "feeder",
@@ -185,7 +185,7 @@ fn a_drain_stop_command_s_leftovers_are_asked_to_stop_when_the_site_goes_offline
 
 #[test]
 fn descendants_release_lets_a_command_s_leftovers_go() {
-    let site = Site::with_config(EXE, "[commands.pydaemon]\ndescendants = \"release\"\n");
+    let site = CliSite::with_config(EXE, "[commands.pydaemon]\ndescendants = \"release\"\n");
     site.external("pydaemon", PYDAEMON);
     let out = site.run(&["pydaemon"]);
     let daemon: u32 = out.stdout[0].parse().unwrap();
@@ -198,7 +198,7 @@ fn descendants_release_lets_a_command_s_leftovers_go() {
 
 #[test]
 fn offline_list_names_the_command_not_the_dead_runner_after_the_runner_is_killed() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.external("worker", "#!/bin/sh\necho \"started $$\"\nexec sleep 600\n");
     let (mut p, command) = site.start(&["worker"]);
     let command: u32 = command.parse().unwrap();
@@ -225,7 +225,7 @@ fn offline_list_names_the_command_not_the_dead_runner_after_the_runner_is_killed
 
 #[test]
 fn offline_run_of_a_command_that_leaves_a_daemon_returns_and_restores_the_mode() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.external(
         "deploy",
         "#!/bin/sh\nsetsid sleep 600 </dev/null >/dev/null 2>&1 &\necho $!\n",
@@ -250,7 +250,7 @@ fn offline_run_of_a_command_that_leaves_a_daemon_returns_and_restores_the_mode()
 
 #[test]
 fn with_its_keeper_killed_a_task_held_by_a_leftover_names_no_wrong_pid() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     // A leftover that keeps the inherited descriptors (a shell's `&`).
     site.external(
         "restart",
@@ -288,7 +288,7 @@ fn with_its_keeper_killed_a_task_held_by_a_leftover_names_no_wrong_pid() {
 
 #[test]
 fn a_joined_external_drain_stop_command_is_asked_to_stop_when_pending_begins() {
-    let site = Site::with_config(EXE, "[commands.inner]\ndrain = \"stop\"\n");
+    let site = CliSite::with_config(EXE, "[commands.inner]\ndrain = \"stop\"\n");
     site.external(
         "inner",
         "#!/bin/sh\ntrap 'echo \"inner got TERM\"; exit 0' TERM\necho \"started $$\"\n\
@@ -314,7 +314,7 @@ fn a_joined_external_drain_stop_command_is_asked_to_stop_when_pending_begins() {
 
 #[test]
 fn a_leftover_of_a_window_s_command_cannot_run_a_required_command_once_the_window_closed() {
-    let site = Site::new(env!("CARGO_BIN_EXE_e2e-mysite"));
+    let site = CliSite::new(env!("CARGO_BIN_EXE_e2e-mysite"));
     let go = site.dir().join("go");
     let rc = site.dir().join("rc");
     // Leaves a daemon behind that, once told, runs `migrate` through the
@@ -354,7 +354,7 @@ fn the_keeper_holds_none_of_the_caller_s_descriptors() {
     use std::io::Read;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::process::CommandExt;
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.external("pydaemon", PYDAEMON);
     // The caller hands the runner one more pipe, as `{ manage x 5>&1; } |
     // cat` does; the daemon closes it (Python closes descriptors 3 and up),
