@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Whole-process benchmarks of manage (issues 9, 10, 11): builds bench-cli in
-# the release profile, then
+# Whole-process benchmarks of manage: builds bench-cli in the release
+# profile, then
 #   1. `reaction`: last task's end (dropped / SIGKILLed) and another
-#      process's deactivate → the waiter's return (issue 9, ≤ 100 ms);
-#   2. hyperfine, each comparison in one run, side by side (issue 10):
+#      process's deactivate → the waiter's return (target ≤ 100 ms);
+#   2. hyperfine, each comparison in one run, side by side (targets in
+#      brackets):
 #      a. `bench-manage noop` vs `bench-empty`              (≤ 1.25×)
 #      b. `bench-manage --help` vs `bench-empty`            (≤ 2×)
 #      c. peak RSS of `bench-manage noop` (/usr/bin/time -v) (≤ 4 MiB)
@@ -11,7 +12,7 @@
 #      e. `bench-manage nop` (external `manage-nop`) vs the script itself
 #                                                           (≤ +1.5 ms)
 #   3. `bench-manage offline status`, empty state and with 100 live tasks +
-#      10,000 live sessions, vs `bench-empty` (issue 11);
+#      10,000 live sessions, vs `bench-empty`;
 #   4. diagnostics: start-up costs one at a time (`bench-probe`), and
 #      `--help` with only the benchmark's own directory on PATH;
 # and prints a summary: wall-clock medians and their ratios (the targets),
@@ -63,7 +64,7 @@ hf() { # hf NAME [hyperfine args…]: one comparison, exported to NAME.json
     "$hyperfine" -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$work/$name.json" "$@"
 }
 
-echo; echo "== reaction (issue 9)"
+echo; echo "== reaction"
 "$bin/reaction" "$REACTION_RUNS" | tee "$work/reaction.txt"
 
 hf a_noop_vs_empty \
@@ -92,7 +93,7 @@ rss noop "$bin/bench-manage" --state-dir "$work/state-c" noop
 rss help "$bin/bench-manage" --help
 rss status "$bin/bench-manage" --state-dir "$work/state-c" offline status
 
-echo; echo "== offline status (issue 11): preparing $TASKS live tasks + $SESSIONS sessions"
+echo; echo "== offline status: preparing $TASKS live tasks + $SESSIONS sessions"
 "$bin/bench-state" sessions "$work/state-loaded" "$SESSIONS"
 "$bin/bench-state" hold "$work/state-loaded" "$TASKS" "$work/ready" &
 holder=$!

@@ -1,6 +1,6 @@
-//! Whole-process benchmarks of `manage` (issues 9, 10 and 11): the binaries
-//! hyperfine times, the helper that prepares a state directory, and the
-//! reaction-time measurer. `run.sh` builds and runs them all.
+//! Whole-process benchmarks of `manage`: the binaries hyperfine times, the
+//! helper that prepares a state directory, and the reaction-time measurer.
+//! `run.sh` builds and runs them all.
 //!
 //! - `bench-empty`: `fn main() {}`, the baseline every figure is set against;
 //! - `bench-manage`: `manage::run()` plus this crate's [`Noop`] command;

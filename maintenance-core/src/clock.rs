@@ -295,8 +295,9 @@ impl Timestamp {
         } else {
             t.checked_add(shift)
         };
-        utc.map(Timestamp::at)
-            .ok_or_else(|| bad("it lies out of range"))
+        utc.filter(|t| *t <= latest())
+            .map(Timestamp::at)
+            .ok_or_else(|| bad("it lies out of range (after 9999-12-31T23:59:59Z in UTC)"))
     }
 
     /// Seconds since the Unix epoch (zero before it).
@@ -305,6 +306,19 @@ impl Timestamp {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod far_future_tests {
+    use super::*;
+
+    #[test]
+    fn instants_past_year_9999_are_refused_when_read_and_capped_when_written() {
+        assert!(Timestamp::parse_rfc3339("9999-12-31T23:59:59-01:00").is_err());
+        assert!(Timestamp::parse_rfc3339("9999-12-31T23:59:59Z").is_ok());
+        let far = Timestamp::at(SystemTime::UNIX_EPOCH + Duration::from_secs(300_000_000_000));
+        assert_eq!(far.to_string(), "9999-12-31T23:59:59.999Z");
     }
 }
 
@@ -326,9 +340,21 @@ impl From<SystemTime> for Timestamp {
     }
 }
 
+/// The latest instant RFC 3339 can write: 9999-12-31T23:59:59.999Z.
+fn latest() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(253_402_300_799_999)
+}
+
 impl fmt::Display for Timestamp {
+    /// RFC 3339 in UTC, to the millisecond; an instant past year 9999 (only
+    /// hostile input makes one) is written as the latest one can be, never
+    /// as an error.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_rfc3339_millis(self.0))
+        write!(
+            f,
+            "{}",
+            humantime::format_rfc3339_millis(self.0.min(latest()))
+        )
     }
 }
 

@@ -32,11 +32,11 @@ pub struct Output {
 /// (empty unless given), removed when dropped. Runs never read the
 /// `manage.toml` of the directory the tests run in.
 #[derive(Debug)]
-pub struct Site {
+pub struct TempSite {
     dir: tempfile::TempDir,
 }
 
-impl Site {
+impl TempSite {
     /// A fresh site with an empty configuration.
     pub fn new() -> Self {
         Self::with_config("")
@@ -51,7 +51,7 @@ impl Site {
             .expect("a temporary directory for the test site");
         std::fs::create_dir(dir.path().join("state")).expect("the test site's state directory");
         std::fs::write(dir.path().join("manage.toml"), toml).expect("the test site's manage.toml");
-        Site { dir }
+        TempSite { dir }
     }
 
     /// Its state directory.
@@ -98,7 +98,14 @@ impl Site {
     }
 }
 
-impl Default for Site {
+/// The former name of [`TempSite`].
+#[deprecated(
+    since = "0.1.0",
+    note = "renamed `TempSite`: a temporary site of its own"
+)]
+pub type Site = TempSite;
+
+impl Default for TempSite {
     fn default() -> Self {
         Self::new()
     }
@@ -110,5 +117,5 @@ where
     I: IntoIterator<Item = S>,
     S: Into<OsString>,
 {
-    Site::new().run(args)
+    TempSite::new().run(args)
 }

@@ -14,7 +14,7 @@
 //! Screenshots of the PENDING banner and of the maintenance page are saved
 //! under the test's target temp directory, and their paths printed.
 //!
-//! chromium and chromium-driver are required: `.ci/run` installs them.
+//! chromium and chromium-driver are required: `scripts/test` installs them.
 //! Without them this test fails, saying so; it never skips.
 //!
 //! As root, chromium needs `--no-sandbox`; it gets
@@ -26,14 +26,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use manage_tests::{HANG_GUARD, Outcome, Proc, Scratch, send_signal};
+use manage_tests::{HANG_GUARD, MySite, free_port};
 use serde_json::{Value, json};
 
 const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
@@ -71,7 +69,7 @@ fn browser_programs() -> (PathBuf, PathBuf) {
             .flatten()
             .collect();
             panic!(
-                "the browser test needs {}, which is not installed: `.ci/run` installs it \
+                "the browser test needs {}, which is not installed: `scripts/test` installs it \
                  (`apt-get install -y chromium chromium-driver`); install it the same way \
                  to run this test",
                 missing.join(" and ")
@@ -94,65 +92,6 @@ fn eventually<T>(guard: Duration, what: &str, mut probe: impl FnMut() -> Result<
             ),
         }
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A free port on 127.0.0.1, for a program that wants a number (another
-/// process may take it before that program binds it: callers retry).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-/// The example site in a scratch directory: its `manage.toml` and state,
-/// and every `mysite …` run from there.
-struct Site {
-    scratch: Scratch,
-}
-
-impl Site {
-    fn new() -> Site {
-        let scratch = Scratch::new();
-        std::fs::write(
-            scratch.path().join("manage.toml"),
-            "state_dir = \"state\"\nrefresh_interval = \"50ms\"\n",
-        )
-        .expect("write manage.toml");
-        Site { scratch }
-    }
-
-    /// `mysite ARGS…`, stdio piped.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = manage_tests::isolated(Command::new(MYSITE));
-        cmd.arg0("mysite")
-            .args(args)
-            .current_dir(self.scratch.path())
-            .env("MYSITE_SECRET_KEY", "a key for the browser test only");
-        cmd
-    }
-
-    fn spawn(&self, args: &[&str]) -> Proc {
-        Proc::spawn(self.command(args))
-    }
-
-    fn run(&self, args: &[&str]) -> Outcome {
-        self.spawn(args).finish()
-    }
-
-    /// `mysite runserver` on a free loopback port; the server and its base
-    /// URL (`http://127.0.0.1:PORT`).
-    fn serve(&self) -> (Proc, String) {
-        let mut server = self.spawn(&["runserver", "--addr", "127.0.0.1:0"]);
-        let line = server.line();
-        let Some(addr) = line
-            .strip_prefix("serving http://")
-            .and_then(|rest| rest.strip_suffix('/'))
-        else {
-            panic!("runserver did not say where it serves: {line:?}");
-        };
-        (server, format!("http://{addr}"))
     }
 }
 
@@ -551,8 +490,9 @@ fn visitor_sees(url: &str) -> (u16, Option<String>) {
 #[test]
 fn the_drill_in_a_real_browser() {
     let (chromium, chromedriver) = browser_programs();
-    let site = Site::new();
-    let (server, base) = site.serve();
+    let site = MySite::new(MYSITE);
+    let server = site.serve(&[]);
+    let base = format!("http://{}", server.addr());
     let home = format!("{base}/");
     let maintenance = format!("{base}/maintenance.html");
     let mut browser = Browser::start(&chromium, &chromedriver);
@@ -690,8 +630,7 @@ fn the_drill_in_a_real_browser() {
 
     // The server stops gracefully on SIGTERM, with the runner's code for
     // an interrupted command.
-    send_signal(server.pid(), rustix::process::Signal::TERM);
-    let stopped = server.finish();
+    let stopped = server.stop();
     assert_eq!(
         stopped.code(),
         Some(i32::from(maintenance_core::exit::INTERRUPTED)),

@@ -7,13 +7,13 @@
 #![allow(clippy::unwrap_used)]
 
 use maintenance_core::Mode;
-use manage_tests::{Outcome, Site, user_at_host};
+use manage_tests::{CliSite, Outcome, user_at_host};
 
 const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
 const MANAGE: &str = env!("CARGO_BIN_EXE_e2e-manage");
 
 /// manage.toml's own lines (`refresh_interval = "50ms"` comes from
-/// [`Site`]).
+/// [`CliSite`]).
 const CONFIG: &str = "state_dir = \"state\"\n";
 
 /// Asserts `out` is the `block` refusal naming `name` run by `pid`, and
@@ -43,7 +43,7 @@ fn assert_blocked_by(out: &Outcome, name: &str, pid: u32) {
 /// Asserts the site is ONLINE and its mode record is still `before`: any
 /// write (a PENDING begun, then left) would have replaced it.
 #[track_caller]
-fn assert_never_pending(site: &Site, before: &maintenance_core::ModeRecord) {
+fn assert_never_pending(site: &CliSite, before: &maintenance_core::ModeRecord) {
     let view = site.mode();
     assert_eq!(view.mode, Mode::Online, "{view:?}");
     assert_eq!(&view.record, before, "the mode record was rewritten");
@@ -55,7 +55,7 @@ fn assert_never_pending(site: &Site, before: &maintenance_core::ModeRecord) {
 
 #[test]
 fn a_running_backup_blocks_offline_on_and_run_until_forced_and_then_runs_to_its_end() {
-    let site = Site::with_config(MYSITE, CONFIG);
+    let site = CliSite::with_config(MYSITE, CONFIG);
     let mut backup = site.spawn_mysite(&["backup", "--ms", "5000"]);
     assert_eq!(backup.line(), "backup started");
     let before = site.mode().record;
@@ -95,7 +95,7 @@ fn a_running_backup_blocks_offline_on_and_run_until_forced_and_then_runs_to_its_
 fn a_backup_started_inside_the_window_does_not_block() {
     // Only a blocker that started ONLINE holds the site off: one started
     // while OFFLINE (maintenance allowed) runs inside the window.
-    let site = Site::with_config(MYSITE, CONFIG);
+    let site = CliSite::with_config(MYSITE, CONFIG);
     let forced = site.run_mysite(&["offline", "on", "--force"]);
     assert_eq!(forced.code(), Some(0), "{forced}");
     let mut backup = site.spawn_mysite(&["backup", "--ms", "5000"]);
@@ -109,7 +109,7 @@ fn a_backup_started_inside_the_window_does_not_block() {
 
 #[test]
 fn manage_toml_makes_a_wait_command_block_and_without_it_offline_on_waits() {
-    let site = Site::with_config(
+    let site = CliSite::with_config(
         MANAGE,
         &format!(
             "{CONFIG}[commands.sleeper]\ndrain = \"block\"\n[commands.hello]\ndrain = \"block\"\n"
@@ -135,7 +135,7 @@ fn manage_toml_makes_a_wait_command_block_and_without_it_offline_on_waits() {
     drop(sleeper);
 
     // The same command without the table: waited for, never refused.
-    let plain = Site::with_config(MANAGE, CONFIG);
+    let plain = CliSite::with_config(MANAGE, CONFIG);
     let (_sleeper, _) = plain.start(&["sleeper", "--secs", "60"]);
     let on = plain.run(&["offline", "on", "--timeout", "0.5"]);
     assert_eq!(on.code(), Some(124), "{on}");

@@ -8,13 +8,13 @@
 
 use std::collections::BTreeMap;
 
-use manage_tests::{Outcome, Site};
+use manage_tests::{CliSite, Outcome};
 
 const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
 const MANAGE: &str = env!("CARGO_BIN_EXE_e2e-manage");
 
 /// manage.toml's own lines (`refresh_interval = "50ms"` comes from
-/// [`Site`]).
+/// [`CliSite`]).
 const CONFIG: &str = "state_dir = \"state\"\n";
 
 /// Parses a JSON document printed on stdout by a run that exited 0.
@@ -35,7 +35,7 @@ fn policy(tracking: &str, instances: &str, maintenance: &str, drain: &str) -> se
 }
 
 /// `mysite --list --json`: each command's policy, by name.
-fn listed_policies(site: &Site) -> BTreeMap<String, serde_json::Value> {
+fn listed_policies(site: &CliSite) -> BTreeMap<String, serde_json::Value> {
     let doc = json(&site.run_mysite(&["--list", "--json"]));
     doc["commands"]
         .as_array()
@@ -46,7 +46,7 @@ fn listed_policies(site: &Site) -> BTreeMap<String, serde_json::Value> {
 }
 
 /// `mysite offline list --json`: each live task's policy, by name.
-fn live_policies(site: &Site) -> BTreeMap<String, serde_json::Value> {
+fn live_policies(site: &CliSite) -> BTreeMap<String, serde_json::Value> {
     let doc = json(&site.run_mysite(&["offline", "list", "--json"]));
     doc["tasks"]
         .as_array()
@@ -67,7 +67,7 @@ fn row<'a>(lines: &'a [String], name: &str) -> &'a str {
 
 #[test]
 fn the_lists_show_each_command_s_policy() {
-    let site = Site::with_config(MYSITE, CONFIG);
+    let site = CliSite::with_config(MYSITE, CONFIG);
     let listed = listed_policies(&site);
     let worker = policy("tracked", "concurrent", "refused", "stop");
     let backup = policy("tracked", "single", "allowed", "block");
@@ -138,7 +138,7 @@ fn the_lists_show_each_command_s_policy() {
 #[test]
 fn a_stricter_policy_in_manage_toml_changes_what_a_registered_command_does() {
     // Without the file: backup runs while OFFLINE, two workers at once.
-    let plain = Site::with_config(MYSITE, CONFIG);
+    let plain = CliSite::with_config(MYSITE, CONFIG);
     let (mut w1, mut w2) = (
         plain.spawn_mysite(&["worker", "--job-ms", "100"]),
         plain.spawn_mysite(&["--lock-timeout", "0", "worker", "--job-ms", "100"]),
@@ -153,7 +153,7 @@ fn a_stricter_policy_in_manage_toml_changes_what_a_registered_command_does() {
     let out = plain.run_mysite(&["backup", "--ms", "1"]);
     assert_eq!(out.code(), Some(0), "{out}");
 
-    let strict = Site::with_config(
+    let strict = CliSite::with_config(
         MYSITE,
         &format!(
             "{CONFIG}[commands.worker]\ninstances = \"single\"\n\
@@ -194,7 +194,7 @@ fn a_stricter_policy_in_manage_toml_changes_what_a_registered_command_does() {
 /// Asserts `out` is the usage error (2) for a looser `[commands.NAME] KEY`
 /// in `site`'s manage.toml, and that the command never ran.
 #[track_caller]
-fn assert_looser_refused(site: &Site, out: &Outcome, name: &str, key: &str) {
+fn assert_looser_refused(site: &CliSite, out: &Outcome, name: &str, key: &str) {
     assert_eq!(out.code(), Some(2), "{out}");
     assert!(out.stdout.is_empty(), "the command ran: {out}");
     let file = site.dir().join("manage.toml");
@@ -211,7 +211,7 @@ fn assert_looser_refused(site: &Site, out: &Outcome, name: &str, key: &str) {
 
 #[test]
 fn a_looser_policy_in_manage_toml_is_refused_naming_the_file_and_the_key() {
-    let site = Site::with_config(
+    let site = CliSite::with_config(
         MANAGE,
         &format!("{CONFIG}[commands.sleeper]\ndrain = \"stop\"\n"),
     );
@@ -227,7 +227,7 @@ fn a_looser_policy_in_manage_toml_is_refused_naming_the_file_and_the_key() {
         "the refused table is not shown as in force: {list}"
     );
 
-    let site = Site::with_config(
+    let site = CliSite::with_config(
         MYSITE,
         &format!(
             "{CONFIG}[commands.worker]\ndrain = \"wait\"\n\

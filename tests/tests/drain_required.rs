@@ -6,12 +6,12 @@
 #![allow(clippy::unwrap_used)]
 
 use maintenance_core::Mode;
-use manage_tests::{Outcome, Site};
+use manage_tests::{CliSite, Outcome};
 
 const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
 
 /// manage.toml's own lines (`refresh_interval = "50ms"` comes from
-/// [`Site`]).
+/// [`CliSite`]).
 const CONFIG: &str = "state_dir = \"state\"\n";
 
 /// Everything a successful `migrate` (3 steps) says.
@@ -33,7 +33,7 @@ fn assert_refused_without_migrating(out: &Outcome, needle: &str) {
 
 /// Asserts the site is ONLINE with nothing live and no window.
 #[track_caller]
-fn assert_online_and_idle(site: &Site) {
+fn assert_online_and_idle(site: &CliSite) {
     let status = site.status_json();
     assert_eq!(status["mode"], "ONLINE", "{status:#}");
     assert_eq!(status["tasks"], serde_json::json!([]), "{status:#}");
@@ -42,7 +42,7 @@ fn assert_online_and_idle(site: &Site) {
 
 #[test]
 fn migrate_is_refused_while_online_and_runs_inside_offline_run() {
-    let site = Site::with_config(MYSITE, CONFIG);
+    let site = CliSite::with_config(MYSITE, CONFIG);
     let before = site.mode().record;
     let out = site.run_mysite(&["migrate"]);
     assert_refused_without_migrating(&out, "refusing to run `migrate`");
@@ -73,7 +73,7 @@ fn migrate_is_refused_while_online_and_runs_inside_offline_run() {
 
 #[test]
 fn migrate_is_refused_while_pending_and_runs_while_offline() {
-    let site = Site::with_config(MYSITE, CONFIG);
+    let site = CliSite::with_config(MYSITE, CONFIG);
     // A logged-in user holds the site PENDING.
     site.touch_session("alice");
     let waiting = site.spawn_mysite(&["offline", "on", "--timeout", "60"]);

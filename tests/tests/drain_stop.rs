@@ -14,14 +14,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use maintenance_core::{Mode, TaskRecord};
-use manage_tests::{Outcome, Proc, Site, is_alive, lines_until, send_signal};
+use manage_tests::{CliSite, Outcome, Proc, is_alive, lines_until, send_signal};
 use rustix::process::Signal;
 
 const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
 const MANAGE: &str = env!("CARGO_BIN_EXE_e2e-manage");
 
 /// manage.toml's own lines (`refresh_interval = "50ms"` comes from
-/// [`Site`]).
+/// [`CliSite`]).
 const CONFIG: &str = "state_dir = \"state\"\n";
 
 const HEADER: &str =
@@ -174,7 +174,7 @@ fn assert_offline_after_asking(out: &Outcome, asked: bool) {
 }
 
 /// The `--list` line of `name`.
-fn list_line(site: &Site, name: &str) -> String {
+fn list_line(site: &CliSite, name: &str) -> String {
     let out = site.run(&["--list"]);
     assert_eq!(out.code(), Some(0), "{out}");
     out.stdout
@@ -190,7 +190,7 @@ fn ms(d: Duration) -> String {
 
 #[test]
 fn a_worker_asked_to_stop_finishes_its_job_exits_0_and_offline_on_waits_for_it() {
-    let site = Site::with_config(MYSITE, CONFIG);
+    let site = CliSite::with_config(MYSITE, CONFIG);
     // Long jobs, and `offline on` started just as one begins: the worker is
     // mid-job, and still live when `offline on` first looks.
     let mut worker = site.spawn_mysite(&["worker", "--job-ms", "1000"]);
@@ -233,7 +233,7 @@ fn a_worker_asked_to_stop_finishes_its_job_exits_0_and_offline_on_waits_for_it()
 #[test]
 fn a_worker_stops_when_pending_begins_ten_runs_printing_the_median_delay() {
     const RUNS: usize = 10;
-    let site = Site::with_config(MYSITE, CONFIG);
+    let site = CliSite::with_config(MYSITE, CONFIG);
     // From the PENDING record's `since`, and from the watch's first read
     // of it, to the worker's stop line.
     let (mut from_since, mut from_read) = (Vec::new(), Vec::new());
@@ -305,7 +305,7 @@ fn a_worker_stops_when_pending_begins_ten_runs_printing_the_median_delay() {
 
 /// Starts the feeder (exit code `code` when asked to stop) and returns its
 /// runner and the script's own pid.
-fn start_feeder(site: &Site, code: &str) -> (Proc, u32) {
+fn start_feeder(site: &CliSite, code: &str) -> (Proc, u32) {
     let mut feeder = site.spawn(&["feeder", code]);
     let line = feeder.line();
     let pid = line
@@ -317,7 +317,7 @@ fn start_feeder(site: &Site, code: &str) -> (Proc, u32) {
 
 #[test]
 fn an_external_stop_command_gets_sigterm_from_its_runner_and_offline_on_completes() {
-    let site = Site::with_config(
+    let site = CliSite::with_config(
         MANAGE,
         &format!("{CONFIG}[commands.feeder]\ndrain = \"stop\"\n"),
     );
@@ -354,7 +354,7 @@ fn an_external_stop_command_gets_sigterm_from_its_runner_and_offline_on_complete
 
 #[test]
 fn without_its_manage_toml_table_an_external_command_is_waited_for_not_stopped() {
-    let site = Site::with_config(MANAGE, CONFIG);
+    let site = CliSite::with_config(MANAGE, CONFIG);
     site.external("feeder", FEEDER);
     let listed = list_line(&site, "feeder");
     assert!(

@@ -1,4 +1,4 @@
-//! Hostile input and bad state, against real processes (issue 8).
+//! Hostile input and bad state, against real processes.
 //!
 //! I4: nothing is ever created, read or removed outside the state
 //! directory, whatever the input — command names and join tokens with `/`,
@@ -720,7 +720,7 @@ fn an_outsider_can_neither_list_the_live_tasks_nor_open_their_lock_files() {
 
 /// `manage …` against the state directory `state` of `site` (on a disk of
 /// the test's own), stdio piped.
-fn manage_on(site: &manage_tests::Site, state: &Path, args: &[&str]) -> manage_tests::Proc {
+fn manage_on(site: &manage_tests::CliSite, state: &Path, args: &[&str]) -> manage_tests::Proc {
     let mut cmd = site.command(args);
     cmd.env("MANAGE_STATE_DIR", state);
     manage_tests::Proc::spawn(cmd)
@@ -729,7 +729,7 @@ fn manage_on(site: &manage_tests::Site, state: &Path, args: &[&str]) -> manage_t
 #[test]
 fn a_full_disk_never_leaves_the_marker_and_the_record_disagreeing() {
     let test = "a_full_disk_never_leaves_the_marker_and_the_record_disagreeing";
-    let site = manage_tests::Site::new(env!("CARGO_BIN_EXE_e2e-manage"));
+    let site = manage_tests::CliSite::new(env!("CARGO_BIN_EXE_e2e-manage"));
     let Some(disk) = manage_tests::Tmpfs::mount(test, &site.dir().join("disk"), 16) else {
         return;
     };

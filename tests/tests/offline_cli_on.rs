@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use maintenance_core::Mode;
 use manage_tests::{
-    HANG_GUARD, Outcome, Proc, Site, assert_exact, is_alive, parse_progress, plain_progress,
+    CliSite, HANG_GUARD, Outcome, Proc, assert_exact, is_alive, parse_progress, plain_progress,
     send_signal, user_at_host,
 };
 use rustix::process::Signal;
@@ -26,9 +26,10 @@ const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
 const HEADER: &str =
     "Active sessions detected. Waiting for logout. (Session timeout set to 900 secs)";
 
-/// Starts `offline on ARGS…` and waits until it says it waits: the seed's
-/// header, then its first progress line, which it returns.
-fn waiting_on(site: &Site, args: &[&str]) -> (Proc, String) {
+/// Starts `offline on ARGS…` and waits until it says it waits: the header
+/// django-site-maintenance prints, kept word for word, then its first
+/// progress line, which it returns.
+fn waiting_on(site: &CliSite, args: &[&str]) -> (Proc, String) {
     let mut all = vec!["offline", "on"];
     all.extend_from_slice(args);
     let mut on = site.spawn(&all);
@@ -46,7 +47,7 @@ fn task_line_prefix(name: &str, pid: u32) -> String {
 }
 
 /// The sessions' last expiry as the core reads it.
-fn last_expiry(site: &Site) -> String {
+fn last_expiry(site: &CliSite) -> String {
     let sessions = site.backend().sessions().unwrap();
     sessions
         .iter()
@@ -70,7 +71,7 @@ fn assert_after_progress(out: &Outcome, code: i32, prev: &str, rest: &[&str]) {
 /// Asserts the site is ONLINE after a clean leave: status says so, nothing
 /// lapsed, and a tracked command may start.
 #[track_caller]
-fn assert_online_cleanly(site: &Site, active: usize) {
+fn assert_online_cleanly(site: &CliSite, active: usize) {
     assert_exact(
         &site.run(&["offline", "status", "--exit-code"]),
         0,
@@ -84,7 +85,7 @@ fn assert_online_cleanly(site: &Site, active: usize) {
 
 #[test]
 fn on_waits_for_a_running_command_and_goes_offline_soon_after_it_ends() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let (sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
     let (mut on, progress) = waiting_on(&site, &[]);
     assert_eq!(progress, "1 pending sessions. * (0 sec)");
@@ -113,7 +114,7 @@ fn on_waits_for_a_running_command_and_goes_offline_soon_after_it_ends() {
 
 #[test]
 fn in_a_log_progress_is_plain_lines_at_most_once_a_second_and_only_on_a_change() {
-    let site = Site::with_config(EXE, "session_timeout = \"10m\"");
+    let site = CliSite::with_config(EXE, "session_timeout = \"10m\"");
     let (first, _) = site.start(&["sleeper-many", "--secs", "60"]);
     let (second, _) = site.start(&["sleeper-many", "--secs", "60"]);
     let mut on = site.spawn(&["offline", "on"]);
@@ -170,7 +171,7 @@ fn pty() -> (std::fs::File, OwnedFd) {
 
 #[test]
 fn on_a_terminal_the_progress_line_is_redrawn_in_place() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let (sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
     let (mut master, terminal) = pty();
     let mut cmd = site.command(&["offline", "on"]);
@@ -264,7 +265,7 @@ fn on_a_terminal_the_progress_line_is_redrawn_in_place() {
 
 #[test]
 fn a_timeout_goes_back_online_exits_124_and_names_what_was_live() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let (sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
     site.touch_session("alice");
     site.touch_session("bob");
@@ -295,7 +296,7 @@ fn a_timeout_goes_back_online_exits_124_and_names_what_was_live() {
 #[test]
 fn sigint_or_sigterm_during_the_wait_goes_back_online_with_130() {
     for signal in [Signal::INT, Signal::TERM] {
-        let site = Site::new(EXE);
+        let site = CliSite::new(EXE);
         let (sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
         site.touch_session("alice");
         let (on, progress) = waiting_on(&site, &[]);
@@ -317,7 +318,7 @@ fn sigint_or_sigterm_during_the_wait_goes_back_online_with_130() {
 
 #[test]
 fn sigkill_of_the_waiter_leaves_the_site_online_at_once_and_status_says_it_lapsed() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let me = user_at_host();
     let (sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
     let (mut on, _) = waiting_on(&site, &[]);
@@ -360,7 +361,7 @@ fn sigkill_of_the_waiter_leaves_the_site_online_at_once_and_status_says_it_lapse
 
 #[test]
 fn a_second_on_joins_the_wait_updates_the_message_and_both_return_when_offline() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let (sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
     let (first, first_progress) = waiting_on(&site, &["--message", "Back at two"]);
     let since = site.mode().record.since;
@@ -424,7 +425,7 @@ fn a_second_on_joins_the_wait_updates_the_message_and_both_return_when_offline()
 
 #[test]
 fn on_with_nothing_live_goes_offline_without_a_wait_line() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     assert_exact(
         &site.run(&["offline", "on"]),
         0,
@@ -435,7 +436,7 @@ fn on_with_nothing_live_goes_offline_without_a_wait_line() {
 
 #[test]
 fn a_logout_ends_the_wait() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.touch_session("alice");
     let (on, progress) = waiting_on(&site, &[]);
     assert_eq!(progress, "1 pending sessions. * (0 sec)");
@@ -450,7 +451,7 @@ fn a_logout_ends_the_wait() {
 
 #[test]
 fn grace_lets_sessions_go_while_a_running_command_still_holds() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let (sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
     site.touch_session("alice");
     let out = site.run(&["offline", "on", "--grace", "0.3", "--timeout", "2"]);
@@ -478,7 +479,7 @@ fn grace_lets_sessions_go_while_a_running_command_still_holds() {
 
 #[test]
 fn grace_lets_sessions_go_when_no_command_runs() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.touch_session("alice");
     let out = site.run(&["offline", "on", "--grace", "0.5", "--timeout", "30"]);
     assert_eq!(
@@ -498,7 +499,7 @@ fn grace_lets_sessions_go_when_no_command_runs() {
 
 #[test]
 fn off_cancels_another_process_s_wait_which_exits_75_naming_who() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let (sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
     let (on, _) = waiting_on(&site, &[]);
     assert_exact(
@@ -524,7 +525,7 @@ fn off_cancels_another_process_s_wait_which_exits_75_naming_who() {
 /// on` and `offline run` (each with a 10 s timeout, which a wait for itself
 /// would reach) and prints their exit codes; checks both were refused at
 /// once with the message, and returns the two codes.
-fn on_and_run_inside_an_external_command(site: &Site) -> (i32, i32) {
+fn on_and_run_inside_an_external_command(site: &CliSite) -> (i32, i32) {
     let out = site.run(&["deploy"]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert_eq!(out.stdout.len(), 2, "{out}");
@@ -554,7 +555,7 @@ const DEPLOY: &str = "#!/bin/sh\n\"$MANAGE\" offline on --timeout 10\necho \"on:
 
 #[test]
 fn on_or_run_from_inside_a_tracked_command_is_refused_at_once() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.external("deploy", DEPLOY);
     let (on, run) = on_and_run_inside_an_external_command(&site);
     for code in [on, run] {
@@ -577,7 +578,7 @@ fn on_or_run_from_inside_a_tracked_command_is_refused_at_once() {
 
 #[test]
 fn on_or_run_from_inside_a_tracked_command_exits_75() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.external("deploy", DEPLOY);
     assert_eq!(on_and_run_inside_an_external_command(&site), (75, 75));
     let out = site.run(&["nest", "offline", "on", "--timeout", "10"]);

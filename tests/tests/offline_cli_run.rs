@@ -10,7 +10,9 @@
 #![allow(clippy::unwrap_used)]
 
 use maintenance_core::Mode;
-use manage_tests::{Outcome, Proc, Site, assert_exact, plain_progress, send_signal, user_at_host};
+use manage_tests::{
+    CliSite, Outcome, Proc, assert_exact, plain_progress, send_signal, user_at_host,
+};
 use rustix::process::Signal;
 
 const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
@@ -32,7 +34,7 @@ fn assert_after_progress(out: &Outcome, code: i32, prev: &str, rest: &[&str]) {
 /// Asserts the site is ONLINE with `active` live, and no `offline run`
 /// holds or held the window.
 #[track_caller]
-fn assert_online(site: &Site, active: usize) {
+fn assert_online(site: &CliSite, active: usize) {
     assert_exact(
         &site.run(&["offline", "status", "--exit-code"]),
         0,
@@ -44,7 +46,7 @@ fn assert_online(site: &Site, active: usize) {
 
 /// Starts `offline run -- sleeper --secs 30` and waits until its command
 /// runs inside the window.
-fn run_with_sleeper(site: &Site) -> Proc {
+fn run_with_sleeper(site: &CliSite) -> Proc {
     let (run, _) = site.start(&["offline", "run", "--", "sleeper", "--secs", "30"]);
     assert_eq!(site.mode().mode, Mode::Offline);
     run
@@ -54,7 +56,7 @@ const EXIT3: &str = "#!/bin/sh\necho \"in the window: $(\"$MANAGE\" offline stat
 
 #[test]
 fn run_passes_the_command_s_exit_code_through_and_puts_the_site_back_online() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.external("exit3", EXIT3);
     let me = user_at_host();
 
@@ -139,7 +141,7 @@ fn run_passes_the_command_s_exit_code_through_and_puts_the_site_back_online() {
 
 #[test]
 fn run_refuses_a_cyclic_alias_before_taking_the_site_offline() {
-    let site = Site::with_config(
+    let site = CliSite::with_config(
         EXE,
         "[alias]\na = \"b\"\nb = \"a\"\nx = \"y\"\ny = \"z\"\nz = \"x\"\n",
     );
@@ -160,7 +162,7 @@ fn run_refuses_a_cyclic_alias_before_taking_the_site_offline() {
 
 #[test]
 fn run_of_a_command_that_calls_a_cyclic_alias_puts_the_site_back_and_passes_its_code_on() {
-    let site = Site::with_config(EXE, "[alias]\na = \"b\"\nb = \"a\"\n");
+    let site = CliSite::with_config(EXE, "[alias]\na = \"b\"\nb = \"a\"\n");
     // `relay` is a registered command, so the check passes and the site
     // goes offline; what it calls is the cycle.
     let out = site.run(&["offline", "run", "--", "relay", "a"]);
@@ -176,7 +178,7 @@ fn run_of_a_command_that_calls_a_cyclic_alias_puts_the_site_back_and_passes_its_
 
 #[test]
 fn run_follows_an_alias_chain_that_ends() {
-    let site = Site::with_config(
+    let site = CliSite::with_config(
         EXE,
         "[alias]\ndeploy = \"inner --times 2\"\ninner = \"hello Ann\"\n",
     );
@@ -190,7 +192,7 @@ fn run_follows_an_alias_chain_that_ends() {
 
 #[test]
 fn run_waits_like_on_then_runs_the_command() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let (sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
     let mut run = site.spawn(&["offline", "run", "--", "backup-ok"]);
     assert_eq!(run.line(), HEADER);
@@ -205,7 +207,7 @@ fn run_waits_like_on_then_runs_the_command() {
 
 #[test]
 fn run_with_force_goes_offline_at_once_while_a_command_is_live() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let (mut sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
     assert_exact(
         &site.run(&["offline", "run", "--force", "--", "backup-ok"]),
@@ -218,7 +220,7 @@ fn run_with_force_goes_offline_at_once_while_a_command_is_live() {
 
 #[test]
 fn run_while_already_offline_leaves_the_site_offline() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.external("exit3", EXIT3);
     assert_exact(
         &site.run(&["offline", "on", "--message", "Planned work"]),
@@ -253,7 +255,7 @@ fn run_while_already_offline_leaves_the_site_offline() {
 
 #[test]
 fn run_that_times_out_never_runs_the_command_and_leaves_the_site_online() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let (sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
     let out = site.run(&["offline", "run", "--timeout", "1", "--", "hello"]);
     assert_eq!(out.code(), Some(124), "{out}");
@@ -281,7 +283,7 @@ fn run_that_times_out_never_runs_the_command_and_leaves_the_site_online() {
 
 #[test]
 fn a_second_run_is_refused_with_75_while_one_is_under_way() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let me = user_at_host();
     let first = run_with_sleeper(&site);
     let out = site.run(&["offline", "run", "--", "hello"]);
@@ -310,7 +312,7 @@ fn a_second_run_is_refused_with_75_while_one_is_under_way() {
 
 #[test]
 fn a_second_run_started_during_the_first_s_wait_is_refused_too() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let (sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
     let mut first = site.spawn(&["offline", "run", "--", "backup-ok"]);
     assert_eq!(first.line(), HEADER);
@@ -330,7 +332,7 @@ fn a_second_run_started_during_the_first_s_wait_is_refused_too() {
 
 #[test]
 fn a_run_while_another_process_waits_in_pending_is_refused() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let (sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
     let mut on = site.spawn(&["offline", "on"]);
     assert_eq!(on.line(), HEADER);
@@ -361,7 +363,7 @@ fn a_run_while_another_process_waits_in_pending_is_refused() {
 
 #[test]
 fn a_run_while_another_process_waits_in_pending_exits_75() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let (sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
     let mut on = site.spawn(&["offline", "on"]);
     assert_eq!(on.line(), HEADER);
@@ -373,7 +375,7 @@ fn a_run_while_another_process_waits_in_pending_exits_75() {
 
 #[test]
 fn off_refuses_while_a_run_s_command_runs_unless_forced() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let me = user_at_host();
     let run = run_with_sleeper(&site);
 
@@ -439,7 +441,7 @@ fn off_refuses_while_a_run_s_command_runs_unless_forced() {
 
 #[test]
 fn a_run_killed_mid_command_leaves_the_site_offline_and_status_names_it() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let me = user_at_host();
     let mut run = run_with_sleeper(&site);
     let pid = run.pid();
@@ -478,7 +480,7 @@ fn a_run_killed_mid_command_leaves_the_site_offline_and_status_names_it() {
 
 #[test]
 fn off_cancels_a_run_that_is_still_waiting() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let (sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
     let mut run = site.spawn(&["offline", "run", "--", "hello"]);
     assert_eq!(run.line(), HEADER);
@@ -497,7 +499,7 @@ fn off_cancels_a_run_that_is_still_waiting() {
 
 #[test]
 fn a_run_killed_while_waiting_is_not_blamed_for_a_later_offline() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let (sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
     let mut run = site.spawn(&["offline", "run", "--", "hello"]);
     assert_eq!(run.line(), HEADER);

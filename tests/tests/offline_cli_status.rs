@@ -8,7 +8,7 @@
 
 use maintenance_core::session::SessionKey;
 use maintenance_core::{Mode, Timestamp};
-use manage_tests::{Proc, Site, assert_exact, user_at_host};
+use manage_tests::{CliSite, Proc, assert_exact, user_at_host};
 
 const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
 
@@ -23,9 +23,10 @@ fn line_starting<'a>(lines: &'a [String], prefix: &str) -> &'a str {
     found[0]
 }
 
-/// Starts `offline on ARGS…` and waits until it says it waits: the seed's
-/// header, then its first progress line, which it returns.
-fn waiting_on(site: &Site, args: &[&str]) -> (Proc, String) {
+/// Starts `offline on ARGS…` and waits until it says it waits: the header
+/// django-site-maintenance prints, kept word for word, then its first
+/// progress line, which it returns.
+fn waiting_on(site: &CliSite, args: &[&str]) -> (Proc, String) {
     let mut all = vec!["offline", "on"];
     all.extend_from_slice(args);
     let mut on = site.spawn(&all);
@@ -35,7 +36,7 @@ fn waiting_on(site: &Site, args: &[&str]) -> (Proc, String) {
 }
 
 /// The sessions' last expiry as the core reads it.
-fn last_expiry(site: &Site) -> String {
+fn last_expiry(site: &CliSite) -> String {
     let sessions = site.backend().sessions().unwrap();
     sessions
         .iter()
@@ -46,8 +47,8 @@ fn last_expiry(site: &Site) -> String {
 }
 
 #[test]
-fn status_and_check_print_the_seed_line_and_exit_codes_in_every_mode() {
-    let site = Site::new(EXE);
+fn status_and_check_print_the_status_line_and_exit_codes_in_every_mode() {
+    let site = CliSite::new(EXE);
     let me = user_at_host();
     let state = site.state();
     let (single, _) = site.start(&["sleeper", "--secs", "60"]);
@@ -231,7 +232,7 @@ fn status_and_check_print_the_seed_line_and_exit_codes_in_every_mode() {
 
 #[test]
 fn force_goes_offline_at_once_naming_what_is_still_live() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let me = user_at_host();
     let (mut sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
 
@@ -307,7 +308,7 @@ fn force_goes_offline_at_once_naming_what_is_still_live() {
 /// (exit 2) that says how to write it, and changes nothing.
 #[test]
 fn retry_after_takes_a_time_with_any_offset_and_keeps_it_in_utc() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     for (given, utc) in [
         ("2099-01-01T00:00:00+14:00", "2098-12-31T10:00:00.000Z"),
         ("2099-01-01T00:00:00-05:30", "2099-01-01T05:30:00.000Z"),
@@ -365,7 +366,7 @@ fn cells(row: &str, fixed: usize) -> Vec<String> {
 
 #[test]
 fn list_shows_live_commands_and_sessions_as_a_table_and_as_json() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let me = user_at_host();
 
     assert_exact(
@@ -502,7 +503,7 @@ fn words(text: &str) -> Vec<&str> {
 
 #[test]
 fn a_wrong_verb_or_flag_is_clap_s_usage_error_with_exit_2() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     for (args, needle) in [
         (
             &["offline", "bogus"][..],
@@ -560,7 +561,7 @@ fn a_wrong_verb_or_flag_is_clap_s_usage_error_with_exit_2() {
 
 #[test]
 fn a_wrong_verb_lists_the_verbs() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let out = site.run(&["offline", "bogus"]);
     assert_eq!(out.code(), Some(2), "{out}");
     for verb in ["status", "on", "off", "list", "run"] {

@@ -366,7 +366,7 @@ fn last_expiry_ms(status: &serde_json::Value) -> i128 {
 #[test]
 fn a_process_whose_wall_clock_is_stepped_neither_expires_nor_removes_anyones_sessions() {
     let test = "a_process_whose_wall_clock_is_stepped_neither_expires_nor_removes_anyones_sessions";
-    let site = manage_tests::Site::new(env!("CARGO_BIN_EXE_e2e-manage"));
+    let site = manage_tests::CliSite::new(env!("CARGO_BIN_EXE_e2e-manage"));
     let Some(shim) = manage_tests::clock_shim(test, site.dir()) else {
         return;
     };

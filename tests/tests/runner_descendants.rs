@@ -9,7 +9,7 @@
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used)]
 
-use manage_tests::{HANG_GUARD, Site, is_alive, kill9_pid, send_signal, wait_dead};
+use manage_tests::{CliSite, HANG_GUARD, is_alive, kill9_pid, send_signal, wait_dead};
 use rustix::process::Signal;
 use std::time::{Duration, Instant};
 
@@ -46,13 +46,13 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn live_tasks(site: &Site) -> usize {
+fn live_tasks(site: &CliSite) -> usize {
     site.backend().tasks().unwrap().len()
 }
 
 #[test]
 fn a_daemon_that_closed_its_descriptors_holds_the_task_after_its_command_returned() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.external("pydaemon", PYDAEMON);
     let out = site.run(&["pydaemon"]);
     let daemon: u32 = out.stdout[0].parse().unwrap();
@@ -106,7 +106,7 @@ fn a_daemon_that_closed_its_descriptors_holds_the_task_after_its_command_returne
 
 #[test]
 fn a_command_that_leaves_a_daemon_behind_returns_its_own_code_and_never_hangs_the_caller() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     // `sleep` in the background with its output elsewhere, the way
     // `service … restart` leaves one: the runner's caller reads its stdout
     // to the end, which must come when the command exits.
@@ -125,7 +125,7 @@ fn a_command_that_leaves_a_daemon_behind_returns_its_own_code_and_never_hangs_th
 
 #[test]
 fn sigterm_to_the_runner_reaches_the_command_and_what_it_left_behind() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let mark = site.dir().join("daemon-got-term");
     site.external(
         "spawner",
@@ -158,7 +158,7 @@ fn sigterm_to_the_runner_reaches_the_command_and_what_it_left_behind() {
 
 #[test]
 fn a_drain_stop_command_s_leftovers_are_asked_to_stop_when_the_site_goes_offline() {
-    let site = Site::with_config(EXE, "[commands.feeder]\ndrain = \"stop\"\n");
+    let site = CliSite::with_config(EXE, "[commands.feeder]\ndrain = \"stop\"\n");
     let mark = site.dir().join("leftover-got-term");
     site.external(
         "feeder",
@@ -185,7 +185,7 @@ fn a_drain_stop_command_s_leftovers_are_asked_to_stop_when_the_site_goes_offline
 
 #[test]
 fn descendants_release_lets_a_command_s_leftovers_go() {
-    let site = Site::with_config(EXE, "[commands.pydaemon]\ndescendants = \"release\"\n");
+    let site = CliSite::with_config(EXE, "[commands.pydaemon]\ndescendants = \"release\"\n");
     site.external("pydaemon", PYDAEMON);
     let out = site.run(&["pydaemon"]);
     let daemon: u32 = out.stdout[0].parse().unwrap();
@@ -198,7 +198,7 @@ fn descendants_release_lets_a_command_s_leftovers_go() {
 
 #[test]
 fn offline_list_names_the_command_not_the_dead_runner_after_the_runner_is_killed() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.external("worker", "#!/bin/sh\necho \"started $$\"\nexec sleep 600\n");
     let (mut p, command) = site.start(&["worker"]);
     let command: u32 = command.parse().unwrap();
@@ -225,7 +225,7 @@ fn offline_list_names_the_command_not_the_dead_runner_after_the_runner_is_killed
 
 #[test]
 fn offline_run_of_a_command_that_leaves_a_daemon_returns_and_restores_the_mode() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.external(
         "deploy",
         "#!/bin/sh\nsetsid sleep 600 </dev/null >/dev/null 2>&1 &\necho $!\n",
@@ -250,7 +250,7 @@ fn offline_run_of_a_command_that_leaves_a_daemon_returns_and_restores_the_mode()
 
 #[test]
 fn with_its_keeper_killed_a_task_held_by_a_leftover_names_no_wrong_pid() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     // A leftover that keeps the inherited descriptors (a shell's `&`).
     site.external(
         "restart",
@@ -288,7 +288,7 @@ fn with_its_keeper_killed_a_task_held_by_a_leftover_names_no_wrong_pid() {
 
 #[test]
 fn a_joined_external_drain_stop_command_is_asked_to_stop_when_pending_begins() {
-    let site = Site::with_config(EXE, "[commands.inner]\ndrain = \"stop\"\n");
+    let site = CliSite::with_config(EXE, "[commands.inner]\ndrain = \"stop\"\n");
     site.external(
         "inner",
         "#!/bin/sh\ntrap 'echo \"inner got TERM\"; exit 0' TERM\necho \"started $$\"\n\
@@ -314,7 +314,7 @@ fn a_joined_external_drain_stop_command_is_asked_to_stop_when_pending_begins() {
 
 #[test]
 fn a_leftover_of_a_window_s_command_cannot_run_a_required_command_once_the_window_closed() {
-    let site = Site::new(env!("CARGO_BIN_EXE_e2e-mysite"));
+    let site = CliSite::new(env!("CARGO_BIN_EXE_e2e-mysite"));
     let go = site.dir().join("go");
     let rc = site.dir().join("rc");
     // Leaves a daemon behind that, once told, runs `migrate` through the
@@ -354,7 +354,7 @@ fn the_keeper_holds_none_of_the_caller_s_descriptors() {
     use std::io::Read;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::process::CommandExt;
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.external("pydaemon", PYDAEMON);
     // The caller hands the runner one more pipe, as `{ manage x 5>&1; } |
     // cat` does; the daemon closes it (Python closes descriptors 3 and up),
@@ -388,4 +388,92 @@ fn the_keeper_holds_none_of_the_caller_s_descriptors() {
     });
     rx.recv_timeout(HANG_GUARD)
         .expect("the pipe reaches its end: the keeper does not hold it");
+}
+
+#[test]
+fn a_command_that_writes_over_its_task_file_still_holds_the_task() {
+    let site = CliSite::new(EXE);
+    // Finds its inherited task descriptor and writes a stray line into it.
+    site.external(
+        "scribble",
+        r#"#!/bin/sh
+python3 -c '
+import os
+for f in os.listdir("/proc/self/fd"):
+    try:
+        if os.readlink("/proc/self/fd/" + f).endswith(".task"):
+            os.write(int(f), b"oops\n")
+    except OSError:
+        pass
+'
+echo "started $$"
+exec sleep 600
+"#,
+    );
+    let (_p, pid) = site.start(&["scribble"]);
+    let pid: u32 = pid.parse().unwrap();
+    let _guard = Daemons(vec![pid]);
+    let task_file = std::fs::read_dir(site.state().join("tasks"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "task"))
+        .unwrap();
+    assert!(
+        std::fs::read_to_string(&task_file)
+            .unwrap()
+            .contains("oops"),
+        "the command wrote over its record"
+    );
+    let tasks = site.backend().tasks().unwrap();
+    assert_eq!(tasks.len(), 1, "still live: {tasks:?}");
+    let on = site.run(&["offline", "on", "--timeout", "1"]);
+    assert_eq!(on.code(), Some(124), "held off: {on}");
+}
+
+#[test]
+fn a_leftover_of_a_closed_window_that_starts_work_holds_off_the_next_offline() {
+    let site = CliSite::new(env!("CARGO_BIN_EXE_e2e-mysite"));
+    let go = site.dir().join("go");
+    let started = site.dir().join("started");
+    site.external("nap", "#!/bin/sh\nexec sleep 600\n");
+    site.external(
+        "late",
+        &format!(
+            "#!/bin/sh\n\
+             setsid sh -c 'i=0; while [ ! -e {go} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; \
+             touch {started}; exec \"$MANAGE\" nap' </dev/null >/dev/null 2>&1 &\n\
+             echo $!\n",
+            go = go.display(),
+            started = started.display()
+        ),
+    );
+    let out = site.run(&["offline", "run", "--timeout", "30", "--", "late"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let daemon: u32 = out
+        .stdout
+        .iter()
+        .find_map(|l| l.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    let _guard = Daemons(vec![daemon]);
+    std::fs::write(&go, "").unwrap();
+    wait_until("the leftover started its nap", || {
+        site.backend()
+            .tasks()
+            .unwrap()
+            .iter()
+            .any(|t| t.name == "nap")
+    });
+    let nap = site
+        .backend()
+        .tasks()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.name == "nap")
+        .unwrap();
+    assert!(
+        nap.holds_off_offline() && !nap.in_window,
+        "started ONLINE after the window closed: {nap:?}"
+    );
+    let on = site.run(&["offline", "on", "--timeout", "1"]);
+    assert_eq!(on.code(), Some(124), "the nap holds it off: {on}");
 }

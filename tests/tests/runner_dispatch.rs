@@ -1,6 +1,6 @@
-//! The runner's dispatch and what it says about its commands, end to end
-//! (issue 10): the real binaries — `e2e-manage` (the runner, the `hello`
-//! plug-in and the test fixture), `e2e-mysite` (exactly the example site's
+//! The runner's dispatch and what it says about its commands, end to end:
+//! the real binaries — `e2e-manage` (the runner, the `hello` plug-in and
+//! the test fixture), `e2e-mysite` (exactly the example site's
 //! `main`) and `e2e-dupsite` (plug-ins whose names collide) — started as
 //! `manage` / `mysite` in a scratch site with its own `manage.toml` and a
 //! `bin/` of external `manage-<name>` scripts first on `PATH`.
@@ -22,7 +22,7 @@ use std::path::Path;
 use std::process::Command;
 
 use maintenance_core::backend::ModeChange;
-use manage_tests::{Outcome, Site, assert_exact};
+use manage_tests::{CliSite, Outcome, assert_exact};
 use serde_json::Value;
 
 const MANAGE: &str = env!("CARGO_BIN_EXE_e2e-manage");
@@ -35,8 +35,8 @@ const PUBLISH: &str = "#!/bin/sh\necho \"publishing $*\"\n";
 
 /// A site with an alias, a shadowing alias left out (it warns on every
 /// run), and an external command.
-fn site_with_every_kind(exe: &str) -> Site {
-    let site = Site::with_config(
+fn site_with_every_kind(exe: &str) -> CliSite {
+    let site = CliSite::with_config(
         exe,
         "[alias]\nhi = \"hello Ada\"\ngreet = [\"hello\", \"Bob Smith\"]\n",
     );
@@ -103,7 +103,7 @@ fn registered(commands: &[Value]) -> BTreeMap<String, (String, String)> {
 
 #[test]
 fn mysite_runs_the_hello_plug_in_it_links() {
-    let site = Site::new(MYSITE);
+    let site = CliSite::new(MYSITE);
     assert_exact(&site.run_mysite(&["hello"]), 0, &["Hello, world!"]);
     assert_exact(
         &site.run_mysite(&["hello", "Ada", "--times", "2"]),
@@ -114,10 +114,10 @@ fn mysite_runs_the_hello_plug_in_it_links() {
 
 #[test]
 fn mysite_has_exactly_its_expected_commands_so_a_dropped_plug_in_fails_the_suite() {
-    let site = Site::new(MYSITE);
+    let site = CliSite::new(MYSITE);
     // The built-ins, whatever they are now: every binary built on
     // `manage::run()` has them.
-    let manage = Site::new(MANAGE);
+    let manage = CliSite::new(MANAGE);
     let builtins: BTreeMap<_, _> = registered(&list_json(&manage.run(&["--list", "--json"])))
         .into_iter()
         .filter(|(_, (kind, _))| kind == "built-in")
@@ -141,7 +141,7 @@ fn mysite_has_exactly_its_expected_commands_so_a_dropped_plug_in_fails_the_suite
 
 #[test]
 fn mysite_help_lists_hello_under_plug_ins_by_its_own_name() {
-    let site = Site::new(MYSITE);
+    let site = CliSite::new(MYSITE);
     let out = site.run_mysite(&["--help"]);
     assert_eq!(out.code(), Some(0), "{out}");
     let text = out.stdout.join("\n");
@@ -161,7 +161,7 @@ fn mysite_help_lists_hello_under_plug_ins_by_its_own_name() {
 
 #[test]
 fn mysite_help_hello_shows_the_command_s_usage_under_mysite() {
-    let site = Site::new(MYSITE);
+    let site = CliSite::new(MYSITE);
     let out = site.run_mysite(&["help", "hello"]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert!(
@@ -189,8 +189,8 @@ fn section<'a>(lines: &'a [String], heading: &str) -> &'a [String] {
 // ----------------------------------------------------------- completions
 
 /// `mysite completions SHELL` in a site with the alias `hi`.
-fn completions(shell: &str) -> (Site, String) {
-    let site = Site::with_config(MYSITE, "[alias]\nhi = \"hello Ada\"\n");
+fn completions(shell: &str) -> (CliSite, String) {
+    let site = CliSite::with_config(MYSITE, "[alias]\nhi = \"hello Ada\"\n");
     let out = site.run_mysite(&["completions", shell]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert_eq!(out.stderr, "", "{out}");
@@ -286,7 +286,7 @@ fn fish_completions_are_for_mysite_and_complete_hello_its_options_and_aliases() 
 
 #[test]
 fn completions_for_another_shell_or_none_is_a_usage_error() {
-    let site = Site::new(MYSITE);
+    let site = CliSite::new(MYSITE);
     for args in [&["completions"][..], &["completions", "powershell"]] {
         let out = site.run_mysite(args);
         assert_eq!(out.code(), Some(2), "{out}");
@@ -341,7 +341,7 @@ fn help_groups_every_kind_of_command_and_lists_the_exit_codes() {
 
 #[test]
 fn help_hello_and_hello_dash_dash_help_print_the_same_command_help() {
-    let site = Site::new(MANAGE);
+    let site = CliSite::new(MANAGE);
     let a = site.run(&["help", "hello"]);
     let b = site.run(&["hello", "--help"]);
     for out in [&a, &b] {
@@ -370,7 +370,7 @@ fn help_hello_and_hello_dash_dash_help_print_the_same_command_help() {
 
 #[test]
 fn version_prints_the_binary_s_name_and_version() {
-    let site = Site::new(MANAGE);
+    let site = CliSite::new(MANAGE);
     assert_exact(
         &site.run(&["--version"]),
         0,
@@ -500,7 +500,7 @@ fn an_alias_expands_to_its_command_with_the_arguments_that_follow() {
 
 #[test]
 fn an_alias_shadowing_a_command_is_ignored_with_a_warning_and_the_command_runs() {
-    let site = Site::with_config(MANAGE, "[alias]\nhello = \"offline status\"\n");
+    let site = CliSite::with_config(MANAGE, "[alias]\nhello = \"offline status\"\n");
     let out = site.run(&["hello", "Ada"]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert_eq!(
@@ -518,7 +518,7 @@ fn an_alias_shadowing_a_command_is_ignored_with_a_warning_and_the_command_runs()
 
 #[test]
 fn a_recursive_alias_is_a_usage_error_naming_the_chain() {
-    let site = Site::with_config(MANAGE, "[alias]\na = \"b\"\nb = \"a --x\"\n");
+    let site = CliSite::with_config(MANAGE, "[alias]\na = \"b\"\nb = \"a --x\"\n");
     let out = site.run(&["a"]);
     assert_eq!(out.code(), Some(2), "{out}");
     assert!(out.stdout.is_empty(), "{out}");
@@ -532,8 +532,8 @@ fn a_recursive_alias_is_a_usage_error_naming_the_chain() {
 /// `b`) and three (`x`, `y`, `z`) — beside a chain that ends (`deploy` →
 /// `greet` → `hello`) and an alias reached through `ctx.call`'s
 /// `relay`/`call` commands.
-fn site_with_cycles() -> Site {
-    Site::with_config(
+fn site_with_cycles() -> CliSite {
+    CliSite::with_config(
         MANAGE,
         "[alias]
          me = \"me --again\"\n\
@@ -676,7 +676,7 @@ fn help_for_a_cyclic_alias_says_what_it_expands_to_and_that_it_is_recursive() {
 
 #[test]
 fn an_alias_in_a_bad_manage_toml_reports_the_file_not_an_unknown_command() {
-    let site = Site::with_config(MANAGE, "[alias]\nhi = \"hello Ada\"\nnot_a_key = 3\n");
+    let site = CliSite::with_config(MANAGE, "[alias]\nhi = \"hello Ada\"\nnot_a_key = 3\n");
     // A registered command reports the file …
     let out = site.run(&["hello"]);
     assert_eq!(out.code(), Some(1), "{out}");
@@ -698,7 +698,7 @@ fn an_alias_in_a_bad_manage_toml_reports_the_file_not_an_unknown_command() {
 
 /// Asserts typing `typed` is a usage error suggesting `name`.
 #[track_caller]
-fn assert_suggests(site: &Site, typed: &str, name: &str) {
+fn assert_suggests(site: &CliSite, typed: &str, name: &str) {
     let out = site.run(&[typed]);
     assert_eq!(out.code(), Some(2), "{out}");
     assert!(out.stdout.is_empty(), "{out}");
@@ -746,7 +746,7 @@ fn an_unknown_command_is_a_usage_error_without_a_far_fetched_tip() {
 
 #[test]
 fn a_name_two_plug_ins_register_fails_naming_both_crates() {
-    let site = Site::new(DUPSITE);
+    let site = CliSite::new(DUPSITE);
     let out = site.run(&["hello"]);
     assert_eq!(out.code(), Some(2), "{out}");
     assert!(out.stdout.is_empty(), "neither ran: {out}");
@@ -767,7 +767,7 @@ fn a_name_two_plug_ins_register_fails_naming_both_crates() {
 
 #[test]
 fn with_a_duplicate_name_every_other_command_still_works() {
-    let site = Site::new(DUPSITE);
+    let site = CliSite::new(DUPSITE);
     let all = list_json(&site.run(&["--list", "--json"]));
     let hello = entry(&all, "hello");
     assert_eq!(hello["kind"], "duplicate", "{hello:#}");
@@ -794,7 +794,7 @@ fn with_a_duplicate_name_every_other_command_still_works() {
 
     // `offline` is built in: the built-in runs, the squatter is ignored
     // with a warning.
-    let builtins = registered(&list_json(&Site::new(MANAGE).run(&["--list", "--json"])));
+    let builtins = registered(&list_json(&CliSite::new(MANAGE).run(&["--list", "--json"])));
     if builtins
         .get("offline")
         .is_some_and(|(k, _)| k == "built-in")
@@ -817,7 +817,7 @@ fn with_a_duplicate_name_every_other_command_still_works() {
 
 #[test]
 fn dash_v_is_accepted_before_and_after_the_command_name() {
-    let site = Site::new(MANAGE);
+    let site = CliSite::new(MANAGE);
     let quiet = site.run(&["offline", "status"]);
     assert_exact(&quiet, 0, &["Status: ONLINE - Active sessions: 0"]);
     let state = format!("  state: state directory {}", site.state().display());
@@ -846,7 +846,7 @@ fn dash_v_is_accepted_before_and_after_the_command_name() {
 
 #[test]
 fn state_dir_is_accepted_before_and_after_the_command_name() {
-    let site = Site::new(MANAGE);
+    let site = CliSite::new(MANAGE);
     // Another site, OFFLINE: a run against it is refused, against ours not.
     let other = site.dir().join("other-state");
     let backend = maintenance_core::backend::open(

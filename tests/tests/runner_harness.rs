@@ -1,19 +1,19 @@
-//! `manage::testing`, the harness a plug-in author tests commands with
-//! (issue 10): in this process, against a temporary state directory,
-//! through the runner's own path (dispatch, policy, task, exit code), with
-//! the output captured and no signal handlers installed.
+//! `manage::testing`, the harness a plug-in author tests commands with: in
+//! this process, against a temporary state directory, through the runner's
+//! own path (dispatch, policy, task, exit code), with the output captured
+//! and no signal handlers installed.
 
 #![allow(clippy::unwrap_used)]
 
 use maintenance_core::backend::ModeChange;
-use manage::testing::{self, Site};
+use manage::testing::{self, TempSite};
 
 // Linked so that their commands are registered in this test binary.
 use hello_plugin as _;
 use manage_tests as _;
 
 #[test]
-fn a_plug_in_author_tests_hello_in_five_lines() {
+fn a_plug_in_author_tests_hello_in_a_few_lines() {
     let out = testing::run(["hello", "Ada", "--times", "2"]);
     assert_eq!(out.code, 0);
     assert_eq!(out.stdout, "Hello, Ada!\nHello, Ada!\n");
@@ -22,7 +22,7 @@ fn a_plug_in_author_tests_hello_in_five_lines() {
 
 #[test]
 fn the_harness_gives_exit_75_while_offline_and_the_override_runs_it() {
-    let site = Site::new();
+    let site = TempSite::new();
     site.backend()
         .force_offline(&ModeChange::by_this_process())
         .unwrap();
@@ -37,7 +37,7 @@ fn the_harness_gives_exit_75_while_offline_and_the_override_runs_it() {
 
 #[test]
 fn the_harness_tracks_the_run_in_its_own_state_and_releases_the_task() {
-    let site = Site::new();
+    let site = TempSite::new();
     let out = site.run(["task-info"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
@@ -50,7 +50,7 @@ fn the_harness_tracks_the_run_in_its_own_state_and_releases_the_task() {
 
 #[test]
 fn a_panic_under_the_harness_is_101_and_releases_the_task_in_the_live_process() {
-    let site = Site::new();
+    let site = TempSite::new();
     let out = site.run(["boom"]);
     assert_eq!(out.code, 101, "{out:?}");
     assert!(out.stderr.contains("command `boom` panicked"), "{out:?}");
@@ -61,7 +61,7 @@ fn a_panic_under_the_harness_is_101_and_releases_the_task_in_the_live_process() 
 
 #[test]
 fn the_harness_captures_an_error_chain_and_a_usage_error() {
-    let site = Site::new();
+    let site = TempSite::new();
     let out = site.run(["fail"]);
     assert_eq!(out.code, 1);
     // (A backtrace may follow when this test process has RUST_BACKTRACE.)

@@ -1,4 +1,4 @@
-//! Runs tracked by the runner, end to end (issue 10): the real `manage`
+//! Runs tracked by the runner, end to end: the real `manage`
 //! binary (`e2e-manage`: the runner, the `hello` plug-in and the test
 //! fixture's commands) as real processes, with the site's state read from
 //! this test process through the core API (`Backend::tasks`, `mode`), and
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use maintenance_core::backend::{ModeChange, PendingStart, WaiterLease};
 use maintenance_core::{Backend, Mode};
 use manage_tests::{
-    HANG_GUARD, Outcome, Proc, Site, assert_exact, is_alive, send_signal, wait_dead,
+    CliSite, HANG_GUARD, Outcome, Proc, assert_exact, is_alive, send_signal, wait_dead,
     wait_until_catching, wait_until_waiting_for_a_child,
 };
 use rustix::process::Signal;
@@ -31,7 +31,7 @@ use rustix::process::Signal;
 const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
 
 /// The ids of the live tasks, read in this process.
-fn live(site: &Site) -> Vec<String> {
+fn live(site: &CliSite) -> Vec<String> {
     site.backend()
         .tasks()
         .unwrap()
@@ -96,7 +96,7 @@ const PROBE: &str = "#!/bin/sh\n\
 
 #[test]
 fn an_external_command_is_a_live_task_while_it_runs_with_the_manage_env_vars() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.external("probe", PROBE);
     let (mut p, token) = site.start(&["probe", "a b", "-v"]);
     let script_pid: u32 = p.line().strip_prefix("pid ").unwrap().parse().unwrap();
@@ -134,7 +134,7 @@ fn an_external_command_is_a_live_task_while_it_runs_with_the_manage_env_vars() {
 
 #[test]
 fn a_nested_manage_run_from_an_external_command_joins_its_task_while_pending() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.external(
         "job",
         "#!/bin/sh\n\
@@ -174,7 +174,7 @@ fn a_nested_manage_run_from_an_external_command_joins_its_task_while_pending() {
 
 #[test]
 fn kill_9_of_manage_alone_leaves_the_task_live_until_its_external_command_ends() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.external("probe", PROBE);
     let (mut p, token) = site.start(&["--lock-timeout", "0.2", "probe"]);
     let script_pid: u32 = p.line().strip_prefix("pid ").unwrap().parse().unwrap();
@@ -207,7 +207,7 @@ fn kill_9_of_manage_alone_leaves_the_task_live_until_its_external_command_ends()
 
 #[test]
 fn an_external_command_killed_by_a_signal_exits_128_plus_n_and_releases_its_task() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.external("term", "#!/bin/sh\nkill -TERM $$\nsleep 60\n");
     site.external("kill9", "#!/bin/sh\nkill -9 $$\nsleep 60\n");
     let out = site.run(&["term"]);
@@ -229,7 +229,7 @@ const TRAPPER: &str = "#!/bin/sh\n\
 
 #[test]
 fn sigterm_to_manage_is_forwarded_to_its_external_command_whose_exit_code_it_returns() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.external("trapper", TRAPPER);
     let (mut p, _) = site.start(&["trapper"]);
     // The runner has the child's pid to forward to once it waits for it.
@@ -243,7 +243,7 @@ fn sigterm_to_manage_is_forwarded_to_its_external_command_whose_exit_code_it_ret
 
 #[test]
 fn sigterm_to_manage_before_its_external_command_starts_still_reaches_the_command() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.external("trapper", TRAPPER);
     let (mut first, _) = site.start(&["trapper"]);
     // A second run waits for the first's single instance …
@@ -270,7 +270,7 @@ fn sigterm_to_manage_before_its_external_command_starts_still_reaches_the_comman
 
 #[test]
 fn a_tracked_command_is_refused_while_pending_and_offline_unless_ignore_maintenance() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.external("probe", PROBE);
     let backend = site.backend();
 
@@ -310,7 +310,7 @@ fn a_tracked_command_is_refused_while_pending_and_offline_unless_ignore_maintena
 
 #[test]
 fn an_untracked_command_is_never_refused() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let backend = site.backend();
     let waiter = go_pending(backend.as_ref());
     assert_exact(
@@ -333,7 +333,7 @@ fn an_untracked_command_is_never_refused() {
 
 #[test]
 fn a_second_run_of_a_single_instance_command_is_refused_naming_the_first_s_pid() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let (mut first, id) = site.start(&["sleeper"]);
     let out = site.run(&["--lock-timeout", "0.2", "sleeper"]);
     assert_eq!(out.code(), Some(75), "{out}");
@@ -351,7 +351,7 @@ fn a_second_run_of_a_single_instance_command_is_refused_naming_the_first_s_pid()
 
 #[test]
 fn two_runs_of_a_concurrent_command_both_run() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let (mut a, id_a) = site.start(&["sleeper-many"]);
     let (mut b, id_b) = site.start(&["--lock-timeout", "0", "sleeper-many"]);
     assert_ne!(id_a, id_b);
@@ -374,7 +374,7 @@ fn two_runs_of_a_concurrent_command_both_run() {
 /// Starts `sleeper`, sends it `signals` back to back, and returns how it
 /// ended; asserts its task was released.
 fn interrupt_sleeper(signals: &[Signal]) -> Outcome {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let (p, id) = site.start(&["sleeper"]);
     assert_eq!(live(&site), [id]);
     for s in signals {
@@ -413,7 +413,7 @@ fn sigint_twice_in_quick_succession_exits_130_its_task_released() {
 
 #[test]
 fn a_second_sigint_ends_a_run_that_does_not_stop_on_the_first() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let (mut first, id) = site.start(&["sleeper", "--secs", "600"]);
     // The second waits for the first's single instance, and a waiting run
     // does not look at its stop request.
@@ -441,7 +441,7 @@ fn a_second_sigint_ends_a_run_that_does_not_stop_on_the_first() {
 
 #[test]
 fn a_panicking_command_prints_its_message_exits_101_and_releases_its_task() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let out = site.run(&["boom"]);
     assert_eq!(out.code(), Some(101), "{out}");
     assert!(out.stdout.is_empty(), "{out}");
@@ -458,7 +458,7 @@ fn a_panicking_command_prints_its_message_exits_101_and_releases_its_task() {
 
 #[test]
 fn a_failing_command_exits_1_printing_its_error_chain_one_cause_a_line() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let out = site.run(&["fail"]);
     assert_eq!(out.code(), Some(1), "{out}");
     assert!(out.stdout.is_empty(), "{out}");
@@ -471,7 +471,7 @@ fn a_failing_command_exits_1_printing_its_error_chain_one_cause_a_line() {
 
 #[test]
 fn a_failing_command_prints_a_backtrace_only_when_rust_backtrace_asks() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     let mut cmd = site.command(&["fail"]);
     cmd.env("RUST_BACKTRACE", "1");
     let out = Proc::spawn(cmd).finish();

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use maintenance_core::task::TaskSecret;
 use maintenance_core::{Mode, TaskRecord};
 use manage_tests::{
-    Outcome, Proc, REFUSED, Site, kill9_pid, lines_until, names, parse_progress, send_signal,
+    CliSite, Outcome, Proc, REFUSED, kill9_pid, lines_until, names, parse_progress, send_signal,
     wait_dead,
 };
 use rustix::process::Signal;
@@ -33,13 +33,13 @@ const NAP: &str = "#!/bin/sh\n\
     exec sleep \"$1\"\n";
 
 /// The live tasks, read in this process.
-fn live(site: &Site) -> Vec<TaskRecord> {
+fn live(site: &CliSite) -> Vec<TaskRecord> {
     site.backend().tasks().unwrap()
 }
 
 /// `manage ARGS…` run with `MANAGE_TASK=token`, as a shell that exported
 /// it would run it.
-fn run_with_token(site: &Site, token: &str, args: &[&str]) -> Outcome {
+fn run_with_token(site: &CliSite, token: &str, args: &[&str]) -> Outcome {
     let mut cmd = site.command(args);
     cmd.env("MANAGE_TASK", token);
     Proc::spawn(cmd).finish()
@@ -66,7 +66,7 @@ fn pid(text: &str) -> u32 {
 }
 
 /// Polls until a live run joined task `root`; returns it.
-fn wait_for_joined(site: &Site, root: &str) -> TaskRecord {
+fn wait_for_joined(site: &CliSite, root: &str) -> TaskRecord {
     let deadline = std::time::Instant::now() + manage_tests::HANG_GUARD;
     loop {
         if let Some(t) = live(site)
@@ -99,7 +99,7 @@ fn assert_refused_as_stranger(out: &Outcome, id: &str) {
 
 #[test]
 fn a_forged_task_id_is_refused_during_pending_and_the_site_goes_offline_once_the_task_dies() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.external("nap", NAP);
     let mut root = site.spawn(&["nap", "600"]);
     let said = tagged(&mut root, &["nap"]);
@@ -134,7 +134,7 @@ fn a_nested_run_that_closed_its_descriptors_joins_with_the_secret_and_holds_the_
  {
     // Released descendants: the backgrounded joiner does not keep the
     // root's task through the command's keeper, so only its own join does.
-    let site = Site::with_config(EXE, "[commands.job]\ndescendants = \"release\"\n");
+    let site = CliSite::with_config(EXE, "[commands.job]\ndescendants = \"release\"\n");
     site.external("nap", NAP);
     site.external(
         "job",
@@ -197,7 +197,7 @@ fn a_nested_run_that_closed_its_descriptors_joins_with_the_secret_and_holds_the_
 #[cfg(target_os = "linux")]
 #[test]
 fn the_id_alone_joins_only_a_process_that_inherited_the_task_lock() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.external(
         "job",
         &format!(
@@ -250,7 +250,7 @@ const MYSITE_CONFIG: &str = "state_dir = \"state\"\n";
 
 #[test]
 fn a_joined_migrate_is_refused_while_online_and_runs_inside_offline_run() {
-    let site = Site::with_config(MYSITE, MYSITE_CONFIG);
+    let site = CliSite::with_config(MYSITE, MYSITE_CONFIG);
     site.external(
         "deploy",
         "#!/bin/sh\n\"$MANAGE\" migrate --step-ms 1\necho \"migrate exit $?\"\n",
@@ -273,7 +273,7 @@ fn a_joined_migrate_is_refused_while_online_and_runs_inside_offline_run() {
 
 #[test]
 fn a_joined_backup_makes_offline_on_refuse() {
-    let site = Site::with_config(MYSITE, MYSITE_CONFIG);
+    let site = CliSite::with_config(MYSITE, MYSITE_CONFIG);
     site.external("nightly", "#!/bin/sh\n\"$MANAGE\" backup --ms 600000\n");
     let mut nightly = site.spawn_mysite(&["nightly"]);
     assert_eq!(nightly.line(), "backup started");
@@ -302,7 +302,7 @@ fn a_joined_backup_makes_offline_on_refuse() {
 
 #[test]
 fn a_joined_worker_is_asked_to_stop_when_pending_begins_and_the_site_then_goes_offline() {
-    let site = Site::with_config(MYSITE, MYSITE_CONFIG);
+    let site = CliSite::with_config(MYSITE, MYSITE_CONFIG);
     site.external(
         "queue",
         "#!/bin/sh\n\"$MANAGE\" worker --job-ms 20\necho \"worker exit $?\"\n",
@@ -328,7 +328,7 @@ fn a_joined_worker_is_asked_to_stop_when_pending_begins_and_the_site_then_goes_o
 
 #[test]
 fn the_secret_is_never_shown_nor_stored() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     site.external(
         "job",
         "#!/bin/sh\n\

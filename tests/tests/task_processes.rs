@@ -1,4 +1,4 @@
-//! Tasks across real processes (issue 8): I3 — a task counts exactly as
+//! Tasks across real processes: I3 — a task counts exactly as
 //! long as a process of its command lives, whoever holds its locks and
 //! however its processes die — and races between processes starting,
 //! probing and waiting on one command at once. Every process here is a real

@@ -1,4 +1,4 @@
-//! `mysite offline doctor` on a state shared by real users (issue 14): it
+//! `mysite offline doctor` on a state shared by real users: it
 //! checks the state as the running user sees it and prints one `problem:`
 //! line a problem, each saying what to run, then `N problem(s) in DIR`
 //! (exit 1) — or `healthy: DIR` (exit 0). Here: a healthy state passes for
@@ -13,15 +13,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod users_support;
+use manage_tests::{DEPLOY, GROUP, OTHER, Outcome, SharedSite, Users, Who, chmod, chown, users};
 
-use manage_tests::Outcome;
-use users_support::{DEPLOY, GROUP, OTHER, Site, Users, Who, chmod, chown, users};
+/// The example site's binary.
+const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
 
 /// A state used by all three: root created it, the deploy user ran a
 /// command, the web user logged a visitor in, root went offline and back.
-fn lived_in(users: &Users) -> Site {
-    let site = Site::new(users, &format!("owner = \"{DEPLOY}\""));
+fn lived_in(users: &Users) -> SharedSite {
+    let site = SharedSite::new(MYSITE, users, &format!("owner = \"{DEPLOY}\""));
     site.run_ok(Who::Root, &["offline", "status"]);
     site.run_ok(Who::Deploy, &["hello"]);
     let web = site.serve(Who::Web);
@@ -31,12 +31,12 @@ fn lived_in(users: &Users) -> Site {
     site
 }
 
-fn doctor(site: &Site, who: Who) -> Outcome {
+fn doctor(site: &SharedSite, who: Who) -> Outcome {
     site.run(who, &["offline", "doctor"])
 }
 
 /// `doctor` as `who` passes: exit 0, no problem, `healthy: DIR` last.
-fn assert_healthy(site: &Site, who: Who) {
+fn assert_healthy(site: &SharedSite, who: Who) {
     let out = doctor(site, who);
     assert_eq!(out.code(), Some(0), "doctor as {}: {out}", who.name());
     assert!(
@@ -54,7 +54,7 @@ fn assert_healthy(site: &Site, who: Who) {
 
 /// `doctor` as `who` fails (exit 1) with a `problem:` line holding every
 /// one of `needles`, and the count last; returns its output.
-fn assert_problem(site: &Site, who: Who, needles: &[&str]) -> Outcome {
+fn assert_problem(site: &SharedSite, who: Who, needles: &[&str]) -> Outcome {
     let out = doctor(site, who);
     assert_eq!(out.code(), Some(1), "doctor as {}: {out}", who.name());
     assert!(

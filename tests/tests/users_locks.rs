@@ -1,4 +1,4 @@
-//! No one outside the site can take a lock in its state (issue 17). `flock`
+//! No one outside the site can take a lock in its state. `flock`
 //! needs only an open descriptor, and read permission gives one: with the
 //! state's old modes (0644 files, 0755 directories) any local user could
 //! hold the gate (`offline off` hung for ever), a command's instance lock
@@ -18,12 +18,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod users_support;
-
 use std::os::unix::process::CommandExt;
 
-use manage_tests::{Outcome, Proc, lines_until, poll_until};
-use users_support::{DEPLOY, OTHER, Site, Users, Who, chmod, meta, users};
+use manage_tests::{
+    DEPLOY, OTHER, Outcome, Proc, SharedSite, Users, Who, chmod, lines_until, meta, poll_until,
+    users,
+};
+
+/// The example site's binary.
+const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
 
 /// `flock FLAGS PATH` run by `who`, which prints `held` and holds the
 /// lock for ten minutes if it gets one, as the attack did (`flock -s -n
@@ -32,7 +35,7 @@ use users_support::{DEPLOY, OTHER, Site, Users, Who, chmod, meta, users};
 struct Flock(Option<Proc>);
 
 impl Flock {
-    fn spawn(site: &Site, who: Who, flags: &str, path: &str) -> Flock {
+    fn spawn(site: &SharedSite, who: Who, flags: &str, path: &str) -> Flock {
         let mut cmd = site.shell_command(
             who,
             &format!("exec flock {flags} {path} sh -c 'echo held; exec sleep 600'"),
@@ -63,7 +66,7 @@ impl Drop for Flock {
 
 /// Tries `flock FLAGS PATH` as `who`; returns what it said once refused,
 /// and fails the test if it got the lock.
-fn try_to_hold(site: &Site, who: Who, flags: &str, path: &str) -> Outcome {
+fn try_to_hold(site: &SharedSite, who: Who, flags: &str, path: &str) -> Outcome {
     let mut f = Flock::spawn(site, who, flags, path);
     let held = poll_until(
         &format!("`flock {flags} {path}` to lock or give up"),
@@ -80,7 +83,7 @@ fn try_to_hold(site: &Site, who: Who, flags: &str, path: &str) -> Outcome {
 
 /// `who` cannot open `path` (relative to the site) to lock it.
 #[track_caller]
-fn refused_to(site: &Site, who: Who, flags: &str, path: &str) {
+fn refused_to(site: &SharedSite, who: Who, flags: &str, path: &str) {
     let out = try_to_hold(site, who, flags, path);
     assert!(
         out.code() != Some(0) && out.stderr.contains("Permission denied"),
@@ -90,7 +93,7 @@ fn refused_to(site: &Site, who: Who, flags: &str, path: &str) {
 }
 
 /// The names of the files in the state's `tasks/` ending in `suffix`.
-fn task_files(site: &Site, suffix: &str) -> Vec<String> {
+fn task_files(site: &SharedSite, suffix: &str) -> Vec<String> {
     manage_tests::names(&site.state().join("tasks"))
         .into_iter()
         .filter(|n| n.ends_with(suffix) && !n.starts_with('.'))
@@ -109,7 +112,7 @@ fn an_outsider_cannot_lock_the_gate_and_offline_off_brings_the_site_back() {
     else {
         return;
     };
-    let site = Site::new(&users, "");
+    let site = SharedSite::new(MYSITE, &users, "");
     site.run_ok(Who::Root, &["offline", "on", "--force"]);
     // Shared: `offline off` would wait for ever. Exclusive: every tracked
     // start and every `offline on` would.
@@ -134,7 +137,7 @@ fn an_outsider_cannot_lock_a_commands_instance_and_offline_run_runs_it() {
     else {
         return;
     };
-    let site = Site::new(&users, "");
+    let site = SharedSite::new(MYSITE, &users, "");
     let migrate = [
         "offline",
         "run",
@@ -167,7 +170,7 @@ fn an_outsider_cannot_bring_a_dead_task_back_to_life_nor_wait_for_a_live_ones_lo
     else {
         return;
     };
-    let site = Site::new(&users, "");
+    let site = SharedSite::new(MYSITE, &users, "");
     // A live task of the deploy user: an outsider cannot even queue for
     // its lock (to win it the moment the task dies).
     let mut worker = site.spawn(Who::Deploy, &["worker", "--job-ms", "10"]);
@@ -200,7 +203,7 @@ fn a_member_holding_the_gate_makes_offline_off_say_who_and_off_ends_when_it_lets
     else {
         return;
     };
-    let site = Site::new(&users, "");
+    let site = SharedSite::new(MYSITE, &users, "");
     site.run_ok(Who::Root, &["offline", "on", "--force"]);
     // A member of the group may open the gate: it can write the state.
     let mut holder = Flock::spawn(&site, Who::Deploy, "-s", "var/state/gate");
@@ -242,12 +245,12 @@ fn a_member_holding_the_gate_makes_offline_off_say_who_and_off_ends_when_it_lets
 }
 
 /// Gives `path` (relative to the state) the mode an older manage gave it.
-fn as_older_manage_left_it(site: &Site, path: &str, mode: u32) {
+fn as_older_manage_left_it(site: &SharedSite, path: &str, mode: u32) {
     chmod(&site.state().join(path), mode);
 }
 
 /// The `problem:` lines of `offline doctor` as root.
-fn doctor_problems(site: &Site) -> Vec<String> {
+fn doctor_problems(site: &SharedSite) -> Vec<String> {
     let out = site.run(Who::Root, &["offline", "doctor"]);
     out.stdout
         .iter()
@@ -256,8 +259,8 @@ fn doctor_problems(site: &Site) -> Vec<String> {
         .collect()
 }
 
-fn state_made_by_an_older_manage(users: &Users) -> Site {
-    let site = Site::new(users, "");
+fn state_made_by_an_older_manage(users: &Users) -> SharedSite {
+    let site = SharedSite::new(MYSITE, users, "");
     site.run_ok(Who::Root, &["offline", "status"]);
     site.run_ok(Who::Deploy, &["hello"]);
     site.run_ok(
@@ -389,7 +392,7 @@ fn an_outsider_can_list_nothing_in_the_state_and_a_member_still_can() {
     else {
         return;
     };
-    let site = Site::new(&users, "");
+    let site = SharedSite::new(MYSITE, &users, "");
     let mut worker = site.spawn(Who::Deploy, &["worker", "--job-ms", "10"]);
     assert_eq!(worker.line(), "worker started");
     let web = site.serve(Who::Web);

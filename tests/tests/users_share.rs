@@ -1,4 +1,4 @@
-//! One state, three real Unix users (issue 14): root runs `offline on
+//! One state, three real Unix users: root runs `offline on
 //! --force` and `off`, the deploy user `manage-deploy` runs the site's
 //! tracked commands, the web app runs as `manage-web` behind the
 //! maintenance layer — and each sees the others' work: the web user's
@@ -18,10 +18,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod users_support;
+use manage_tests::{DEPLOY, GROUP, REFUSED, SharedSite, Users, WEB, Who, lines_until, meta, users};
 
-use manage_tests::{REFUSED, lines_until};
-use users_support::{DEPLOY, GROUP, Site, Users, WEB, Who, meta, users};
+/// The example site's binary.
+const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
 
 /// The live tasks in a `status --json` object.
 fn tasks(st: &serde_json::Value) -> Vec<serde_json::Value> {
@@ -34,7 +34,7 @@ fn root_deploy_and_web_users_see_each_others_sessions_tasks_and_modes() {
     else {
         return;
     };
-    let site = Site::new(&users, "");
+    let site = SharedSite::new(MYSITE, &users, "");
     assert_eq!(
         site.status_line(Who::Root),
         "Status: ONLINE - Active sessions: 0"
@@ -144,7 +144,7 @@ fn files_each_user_creates_under_umask_077_stay_usable_by_the_others() {
     else {
         return;
     };
-    let site = Site::new(&users, "");
+    let site = SharedSite::new(MYSITE, &users, "");
     let state = site.state();
 
     // Root, umask 077, creates the state and the mode record.
@@ -258,7 +258,7 @@ fn files_each_user_creates_under_umask_077_stay_usable_by_the_others() {
 /// the deployment guide does. Everyone else accepts the state and works
 /// in it.
 fn first_run_by(who: Who, users: &Users) {
-    let site = Site::new(users, &format!("owner = \"{DEPLOY}\""));
+    let site = SharedSite::new(MYSITE, users, &format!("owner = \"{DEPLOY}\""));
     let state = site.state();
     let web = match who {
         Who::Web => {
@@ -343,7 +343,7 @@ fn without_a_group_the_state_is_0711_0700_and_0600_whatever_the_umask() {
     else {
         return;
     };
-    let site = Site::with_config(&users, "");
+    let site = SharedSite::with_config(MYSITE, &users, "");
     site.run_ok(Who::Root, &["hello"]);
     site.run_ok(Who::Root, &["offline", "on", "--force"]);
     site.run_ok(
@@ -392,7 +392,7 @@ fn root_replacing_a_record_planted_world_writable_does_not_keep_that_mode() {
     else {
         return;
     };
-    let site = Site::new(&users, "");
+    let site = SharedSite::new(MYSITE, &users, "");
     site.run_ok(Who::Root, &["offline", "on", "--force"]);
     site.run_ok(Who::Root, &["offline", "off"]);
     // The web user, a member of the group, may replace the record: it

@@ -1,5 +1,5 @@
 //! A state directory others could tamper with is refused, for every user
-//! of the site, with a message naming the path and what to run (issue 14):
+//! of the site, with a message naming the path and what to run:
 //! world-writable (`chmod o-w`), group-writable by a group other than the
 //! configured one (`chgrp manage-site`), owned by a user who is neither
 //! root, the running user nor the configured `owner`. A refused run changes
@@ -17,16 +17,19 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod users_support;
-
 use std::fs::File;
 
-use manage_tests::{lock_exclusive, send_signal, snapshot};
-use users_support::{DEPLOY, GROUP, OTHER, Site, Who, chmod, chown, meta, users};
+use manage_tests::{
+    DEPLOY, GROUP, OTHER, SharedSite, Who, chmod, chown, lock_exclusive, meta, send_signal,
+    snapshot, users,
+};
+
+/// The example site's binary.
+const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
 
 /// Every run of `who` in `site` is refused, with a clean error naming each
 /// of `needles`; nothing in the state changes.
-fn refused_for(site: &Site, whos: &[Who], needles: &[&str]) {
+fn refused_for(site: &SharedSite, whos: &[Who], needles: &[&str]) {
     let before = snapshot(&site.state(), &[]);
     for &who in whos {
         for args in [
@@ -58,7 +61,7 @@ fn a_world_writable_state_dir_is_refused_for_every_user_saying_chmod_o_w() {
     else {
         return;
     };
-    let site = Site::new(&users, "");
+    let site = SharedSite::new(MYSITE, &users, "");
     site.run_ok(Who::Root, &["offline", "status"]);
     let state = site.state_text();
 
@@ -110,7 +113,7 @@ fn a_state_dir_group_writable_by_another_group_is_refused_saying_chgrp() {
     else {
         return;
     };
-    let site = Site::new(&users, "");
+    let site = SharedSite::new(MYSITE, &users, "");
     site.run_ok(Who::Root, &["offline", "status"]);
     let state = site.state_text();
     chown(&site.state(), None, Some(users.other_gid));
@@ -149,7 +152,7 @@ fn a_state_dir_owned_by_another_user_is_refused_unless_it_is_the_configured_owne
     else {
         return;
     };
-    let site = Site::new(&users, "");
+    let site = SharedSite::new(MYSITE, &users, "");
     let state = site.state_text();
     site.run_ok(Who::Root, &["offline", "status"]);
     // A user outside the site's group now owns it: it could chmod it at
@@ -195,7 +198,7 @@ fn a_state_dir_owned_by_another_user_is_refused_unless_it_is_the_configured_owne
 /// A valid record of a live task, as `offline list --json` gives it, of a
 /// task named `name` with id `id`: bait that a reader following a link
 /// would count.
-fn task_record(site: &Site, id: &str, name: &str) -> Vec<u8> {
+fn task_record(site: &SharedSite, id: &str, name: &str) -> Vec<u8> {
     let mut worker = site.spawn(Who::Deploy, &["worker", "--job-ms", "10"]);
     assert_eq!(worker.line(), "worker started");
     let list = site.run_ok(Who::Root, &["offline", "list", "--json"]);
@@ -216,7 +219,7 @@ fn symlinks_the_web_user_plants_are_not_followed_by_root_or_the_deploy_user() {
     else {
         return;
     };
-    let site = Site::new(&users, "");
+    let site = SharedSite::new(MYSITE, &users, "");
     site.run_ok(Who::Root, &["offline", "status"]);
     site.run_ok(Who::Deploy, &["hello"]);
     let outside = site.outside(users.web);
@@ -286,7 +289,7 @@ fn sessions_replaced_by_a_symlink_is_refused_by_every_other_user() {
     let Some(users) = users("sessions_replaced_by_a_symlink_is_refused_by_every_other_user") else {
         return;
     };
-    let site = Site::new(&users, "");
+    let site = SharedSite::new(MYSITE, &users, "");
     site.run_ok(Who::Root, &["offline", "status"]);
     let outside = site.outside(users.web);
     let o = outside.display();

@@ -1,6 +1,6 @@
 //! The web-server rule of examples/mysite/nginx/mysite.conf, with a real
-//! nginx (Debian's `/usr/sbin/nginx`; `.ci/run` installs it) started by the
-//! test on a loopback port in front of a real `mysite runserver`: ONLINE
+//! nginx (Debian's `/usr/sbin/nginx`; `scripts/test` installs it) started
+//! by the test on a loopback port in front of a real `mysite runserver`: ONLINE
 //! and PENDING the app answers; OFFLINE nginx answers 503 with its static
 //! maintenance page without reaching the app — except for the bypass path,
 //! bypass-cookie holders, the health and static prefixes and allow-listed
@@ -20,15 +20,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-use manage_tests::{HANG_GUARD, MySite, Proc, Reply, free_port, poll_until, raw_request};
+use manage_tests::{MySite, Nginx, Reply, chmod, poll_until, uid_of};
 
 const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
-const NGINX: &str = "/usr/sbin/nginx";
 /// The rule under test, as documented.
 const SITE_CONF: &str = include_str!("../../examples/mysite/nginx/mysite.conf");
 /// nginx's maintenance page.
@@ -36,15 +34,6 @@ const PAGE: &str = include_str!("../../examples/mysite/nginx/maintenance.html");
 
 const VISITOR: &str = "127.0.0.2";
 const ALLOWED: &str = "127.0.0.3";
-
-fn ip(text: &str) -> IpAddr {
-    text.parse().unwrap()
-}
-
-fn chmod(path: &Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
-}
 
 /// The unprivileged user (and its group) nginx's workers run as when the
 /// test runs as root: `www-data` (Debian's nginx user), else `nobody`.
@@ -69,41 +58,25 @@ fn worker_user() -> Option<(String, String, u32)> {
     panic!("neither www-data nor nobody exists to run nginx's workers as");
 }
 
-/// A running nginx (master and workers), stopped when dropped.
-struct Nginx {
-    proc: Proc,
-    addr: SocketAddr,
-    dir: PathBuf,
-    workers: Vec<u32>,
-}
-
-impl Nginx {
-    /// Starts nginx with a full configuration in `dir` (which must be
-    /// reachable by the workers' user): mysite.conf with the placeholders
-    /// filled in, on a free port (another is tried when a port is taken
-    /// meanwhile).
-    fn start(
-        dir: &Path,
-        upstream: SocketAddr,
-        state: &Path,
-        user: Option<&(String, String, u32)>,
-    ) -> Nginx {
-        assert!(
-            Path::new(NGINX).exists(),
-            "{NGINX} is missing: this test runs a real nginx. `.ci/run` installs it (CI does); \
-             locally run `apt-get install -y nginx`"
-        );
-        let root = dir.join("www");
-        let tmp = dir.join("tmp");
-        for d in [dir, &root, &tmp] {
-            std::fs::create_dir_all(d).unwrap();
-            chmod(d, 0o755);
-        }
-        std::fs::write(root.join("maintenance.html"), PAGE).unwrap();
-        chmod(&root.join("maintenance.html"), 0o644);
-        let error_log = dir.join("error.log");
-        for attempt in 1..=20 {
-            let port = free_port();
+/// Starts nginx in `dir` (which must be reachable by the workers' user)
+/// with mysite.conf, its placeholders filled in, in front of the app at
+/// `upstream`.
+fn start_nginx(
+    dir: &Path,
+    upstream: SocketAddr,
+    state: &Path,
+    user: Option<&(String, String, u32)>,
+) -> Nginx {
+    let root = dir.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    chmod(dir, 0o755);
+    chmod(&root, 0o755);
+    std::fs::write(root.join("maintenance.html"), PAGE).unwrap();
+    chmod(&root.join("maintenance.html"), 0o644);
+    Nginx::start(
+        dir,
+        user.map(|(u, g, _)| (u.as_str(), g.as_str())),
+        |port| {
             let site = SITE_CONF
                 .replace("__LISTEN_PORT__", &port.to_string())
                 .replace("__UPSTREAM_PORT__", &upstream.port().to_string())
@@ -111,114 +84,12 @@ impl Nginx {
                 .replace("__ROOT__", root.to_str().unwrap())
                 .replace("__ALLOWED__", ALLOWED);
             assert!(!site.contains("__"), "a placeholder left: {site}");
-            std::fs::write(dir.join("mysite.conf"), site).unwrap();
-            let d = dir.display();
-            let user_line = user
-                .map(|(u, g, _)| format!("user {u} {g};"))
-                .unwrap_or_default();
-            let conf = format!(
-                "daemon off;\nmaster_process on;\nworker_processes 1;\n{user_line}\n\
-                 pid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
-                 events {{ worker_connections 64; }}\n\
-                 http {{\n\
-                 \x20   types {{ text/html html; text/css css; }}\n\
-                 \x20   default_type application/octet-stream;\n\
-                 \x20   access_log {d}/access.log;\n\
-                 \x20   client_body_temp_path {d}/tmp/client_body;\n\
-                 \x20   proxy_temp_path {d}/tmp/proxy;\n\
-                 \x20   fastcgi_temp_path {d}/tmp/fastcgi;\n\
-                 \x20   uwsgi_temp_path {d}/tmp/uwsgi;\n\
-                 \x20   scgi_temp_path {d}/tmp/scgi;\n\
-                 \x20   include {d}/mysite.conf;\n}}\n"
-            );
-            std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-            let Some(proc) = manage_tests::start_nginx(NGINX, dir, &error_log, attempt) else {
-                continue;
-            };
-            let master = proc.pid();
-            let workers = poll_until("nginx's workers", || {
-                let w = children_of(master);
-                (!w.is_empty()).then_some(w)
-            });
-            return Nginx {
-                proc,
-                addr: SocketAddr::from(([127, 0, 0, 1], port)),
-                dir: dir.to_path_buf(),
-                workers,
-            };
-        }
-        unreachable!("the loop returns or fails")
-    }
-
-    /// `METHOD PATH` with `headers` through nginx, from local address `from`.
-    fn request(&self, from: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
-        raw_request(self.addr, Some(ip(from)), method, path, headers)
-    }
-
-    fn get(&self, from: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
-        self.request(from, "GET", path, headers)
-    }
-
-    fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM: the master stops its workers and waits for them.
-        if self.proc.is_running() {
-            let pid = rustix::process::Pid::from_raw(self.proc.pid() as i32).unwrap();
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            let deadline = std::time::Instant::now() + HANG_GUARD;
-            while self.proc.is_running() && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            self.proc.kill9();
-        }
-        // A worker left behind by a killed master.
-        for &w in &self.workers {
-            let cmdline = std::fs::read(format!("/proc/{w}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains("nginx: worker") {
-                let _ = rustix::process::kill_process(
-                    rustix::process::Pid::from_raw(w as i32).unwrap(),
-                    rustix::process::Signal::KILL,
-                );
-            }
-        }
-    }
-}
-
-/// The processes whose parent is `pid`.
-fn children_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(pid) {
-            out.push(child);
-        }
-    }
-    out
-}
-
-/// The real uid of process `pid`.
-fn uid_of(pid: u32) -> u32 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|u| u.parse().ok())
-        .unwrap()
+            format!(
+                "types {{ text/html html; text/css css; }}\n\
+             default_type application/octet-stream;\n{site}"
+            )
+        },
+    )
 }
 
 /// nginx's own 503: the static maintenance page, marked as nginx's, not
@@ -256,7 +127,7 @@ fn nginx_rule_in_front_of_mysite() {
     assert_eq!(site.status(), "Status: ONLINE - Active sessions: 0");
     let app = site.serve(&["--trust-proxy", "127.0.0.1", "--allow", ALLOWED]);
     let user = worker_user();
-    let nginx = Nginx::start(
+    let nginx = start_nginx(
         &site.dir().join("nginx"),
         app.addr(),
         &site.state(),
@@ -267,8 +138,12 @@ fn nginx_rule_in_front_of_mysite() {
     // real deployment's workers can do.
     match &user {
         Some((name, _, uid)) => {
-            for &w in &nginx.workers {
-                assert_eq!(uid_of(w), *uid, "nginx's worker {w} does not run as {name}");
+            for &w in nginx.workers() {
+                assert_eq!(
+                    uid_of(w),
+                    Some(*uid),
+                    "nginx's worker {w} does not run as {name}"
+                );
             }
         }
         None => eprintln!(

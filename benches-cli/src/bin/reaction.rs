@@ -1,4 +1,5 @@
-//! Measures how fast `offline::activate` reacts (issue 9: within 100 ms):
+//! Measures how fast `offline::activate` reacts (the target: within
+//! 100 ms):
 //!
 //! - `drop`: a task held by another process ends normally (its guard is
 //!   dropped) → time until `activate` returns OFFLINE;

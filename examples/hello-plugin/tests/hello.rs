@@ -18,7 +18,7 @@ fn greets_the_world_by_default() {
 
 #[test]
 fn is_refused_while_the_site_is_offline() {
-    let site = manage::testing::Site::new();
+    let site = manage::testing::TempSite::new();
     let change = maintenance_core::backend::ModeChange::by_this_process();
     site.backend().force_offline(&change).unwrap();
     let out = site.run(["hello"]);
@@ -44,6 +44,6 @@ fn a_bad_option_is_a_usage_error() {
 
 #[test]
 fn a_site_configuration_of_the_tests_own() {
-    let site = manage::testing::Site::with_config("[alias]\nhi = \"hello Ada\"\n");
+    let site = manage::testing::TempSite::with_config("[alias]\nhi = \"hello Ada\"\n");
     assert_eq!(site.run(["hi"]).stdout, "Hello, Ada!\n");
 }

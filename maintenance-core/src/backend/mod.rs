@@ -309,6 +309,15 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// removed in bulk on the way, never before every process would judge
     /// them expired (see "Time" above).
     fn sessions(&self) -> Result<Vec<SessionEntry>>;
+
+    /// Removes what every process judges expired, as [`sessions`] does on
+    /// its way, without listing the live ones; returns how much went. Web
+    /// layers call it now and then, so that a site nobody runs `status` on
+    /// does not gather expired sessions (each logout would look through
+    /// them all).
+    ///
+    /// [`sessions`]: Backend::sessions
+    fn prune_sessions(&self) -> Result<usize>;
 }
 
 /// A backend opened on first use and shared after: the runner's, and every

@@ -160,6 +160,7 @@ macro_rules! backend_conformance {
             joins::completing_is_held_while_a_task_that_holds_off_is_live,
             sessions::a_touched_session_is_live_until_it_expires,
             sessions::logout_ends_a_session_at_once,
+            sessions::pruning_removes_only_what_every_process_judges_expired,
             sessions::touches_are_never_refused,
             sessions::hostile_session_ids_are_only_hashed,
             sessions::many_sessions_are_counted_once_each,

@@ -49,6 +49,26 @@ pub fn logout_ends_a_session_at_once(site: &dyn Fn() -> FreshState) {
         .expect("ending an unknown session is fine");
 }
 
+/// Pruning removes sessions every process judges expired, and never a live
+/// one.
+pub fn pruning_removes_only_what_every_process_judges_expired(site: &dyn Fn() -> FreshState) {
+    let s = site();
+    let clock = ManualClock::starting_now();
+    let b = s.open_with(clock.clone());
+    b.touch_session(&key("old")).unwrap();
+    clock.advance(b.session_timeout() + Duration::from_secs(2 * 3600));
+    b.touch_session(&key("new")).unwrap();
+    assert!(
+        b.prune_sessions().unwrap() >= 1,
+        "the old one's bucket went"
+    );
+    let live: Vec<_> = b.sessions().unwrap();
+    assert_eq!(live.len(), 1);
+    assert!(b.session(&key("new")).unwrap().is_some());
+    assert_eq!(b.prune_sessions().unwrap(), 0, "nothing live goes");
+    assert!(b.session(&key("new")).unwrap().is_some());
+}
+
 /// Touches are recorded in every mode (I2: the layer decides, the backend
 /// counts).
 pub fn touches_are_never_refused(site: &dyn Fn() -> FreshState) {

@@ -337,6 +337,10 @@ fn run(
         }
         if last_prune.elapsed() >= Duration::from_secs(30) {
             prune(&shared);
+            // Expired buckets go even where nobody runs `status`.
+            if let Some(b) = &backend {
+                let _ = b.prune_sessions();
+            }
             shared
                 .rejected
                 .write()

@@ -368,12 +368,22 @@ impl Backend for FileBackend {
         };
         let view = self.view()?;
         let window_open = matches!(self.window()?, WindowState::Running(_));
-        admit_joined(request, &standing, &view, window_open)?;
+        // A task's standing inside a window lasts as long as the window: a
+        // leftover of a window's command that starts a run once the window
+        // closed is admitted, and stands, as a fresh start would be (it
+        // holds off the next OFFLINE if it starts ONLINE).
+        let (started_in, in_window) = if standing.in_window && !window_open {
+            admit(request, &view)?;
+            (view.mode, false)
+        } else {
+            admit_joined(request, &standing, &view, window_open)?;
+            (standing.started_in, standing.in_window)
+        };
         let stored = StoredTask {
             record: self.new_record(
                 request,
-                standing.started_in,
-                standing.in_window,
+                started_in,
+                in_window,
                 Some(standing.task_id().to_owned()),
             ),
             secret_sha256,
@@ -592,6 +602,10 @@ impl Backend for FileBackend {
 
     fn sessions(&self) -> Result<Vec<SessionEntry>> {
         self.sessions.live(&Now::of(self.clock.as_ref()))
+    }
+
+    fn prune_sessions(&self) -> Result<usize> {
+        self.sessions.prune(&Now::of(self.clock.as_ref()))
     }
 }
 

@@ -257,6 +257,22 @@ impl Sessions {
                 SystemTime::UNIX_EPOCH,
             ),
         };
+        // A bucket that begins after now (beyond the bucket in progress, or
+        // on the wall clock beyond the tolerated skew) was made by no process
+        // of ours: planted. It never counts, so it cannot hold off OFFLINE
+        // for ever, and it may go.
+        let begins = ends - life;
+        let ahead = match bucket {
+            Bucket::Boot { .. } => ms(BUCKET) + 1000,
+            Bucket::Wall { .. } => ms(WALL_SKEW),
+        };
+        if begins > at + ahead {
+            return Standing {
+                remaining_ms: -1,
+                removable: true,
+                expires_at: now.wall,
+            };
+        }
         let remaining_ms = ends - at;
         Standing {
             remaining_ms,
@@ -397,6 +413,19 @@ impl Sessions {
         Ok(out)
     }
 
+    /// Removes every bucket expired for its margin, reading only bucket
+    /// names (no entry listing); returns how many went.
+    pub fn prune(&self, now: &Now) -> Result<usize> {
+        let mut removed = 0;
+        for (name, standing) in self.buckets(now)? {
+            if standing.remaining_ms <= 0 && standing.removable && self.remove_bucket(&name).is_ok()
+            {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     fn remove_bucket(&self, name: &str) -> Result<()> {
         let d = self.dir.open_existing_subdir(name)?;
         for n in d.names()? {
@@ -434,6 +463,27 @@ mod tests {
     fn sessions(tmp: &tempfile::TempDir) -> Sessions {
         let dir = Dir::open_root(tmp.path()).unwrap();
         Sessions::new(dir, Modes::for_group(None), Duration::from_secs(900))
+    }
+
+    #[test]
+    fn a_bucket_from_the_future_is_planted_and_never_counts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = sessions(&tmp);
+        s.touch(&SessionKey::of(b"alice"), &at(1_900_000_000, Some(10_000)))
+            .unwrap();
+        for planted in [
+            format!("99999999999999@{BOOT}"),
+            format!("20000@{BOOT}"),
+            "300000000000".to_owned(),
+        ] {
+            let d = tmp.path().join(&planted);
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join(SessionKey::of(b"mallory").as_str()), "").unwrap();
+        }
+        let live = s.live(&at(1_900_000_001, Some(10_001))).unwrap();
+        assert_eq!(live.len(), 1, "only alice: {live:?}");
+        // Shown times stay writable.
+        assert!(!live[0].expires_at.to_string().is_empty());
     }
 
     #[test]

@@ -103,6 +103,30 @@ impl TaskLease for FileTaskLease {
     }
 }
 
+/// What is known of a live task whose record cannot be read: that it is
+/// live, and holds off OFFLINE as a task started ONLINE would.
+fn unreadable_task(file_name: &str) -> StoredTask {
+    let id = file_name.strip_suffix(TASK_SUFFIX).unwrap_or(file_name);
+    StoredTask {
+        record: TaskRecord {
+            id: id.to_owned(),
+            name: format!("(unreadable task file {file_name})"),
+            argv: Vec::new(),
+            pid: 0,
+            user: "?".into(),
+            host: "?".into(),
+            started_at: crate::clock::Timestamp::at(std::time::UNIX_EPOCH),
+            policy: crate::policy::Policy::DEFAULT,
+            started_in: crate::mode::Mode::Online,
+            in_window: false,
+            holders: Vec::new(),
+            processes: None,
+            joined: None,
+        },
+        secret_sha256: None,
+    }
+}
+
 /// A task file's content: the stored record (one line of JSON), and the
 /// processes line an external command's runner adds after the spawn, once
 /// complete.
@@ -258,13 +282,17 @@ pub(super) fn probe(dir: &Dir, file_name: &str) -> Result<Option<StoredTask>> {
     if !held(&file).map_err(|e| Error::io("probe", dir.join(file_name), e))? {
         return Ok(None);
     }
+    // Held is live, whatever the file says: a record that cannot be read
+    // (too large, written over by the command through its inherited
+    // descriptor, by a member of the group) still counts (I1, I3).
+    let unreadable = || Some(unreadable_task(file_name));
     let bytes = match read_regular(file, MAX_RECORD, &dir.join(file_name)) {
         Ok(b) => b,
-        Err(Error::State { .. }) => return Ok(None),
+        Err(Error::State { .. }) => return Ok(unreadable()),
         Err(e) => return Err(e),
     };
     let Some((mut stored, processes)) = parse_task_file(&bytes) else {
-        return Ok(None);
+        return Ok(unreadable());
     };
     // Never what the record says of its holders: what the recorded
     // processes say now, and only on the host they run on.

@@ -1,282 +1,20 @@
-//! What the `users_*` tests share: the Unix users of a real deployment,
-//! created when missing, a site whose state every one of them uses, and
-//! runs of the example site's binary as any of them.
-//!
-//! - root, the operator: runs `offline on`/`off`;
-//! - `manage-deploy`, the deploy user: runs the site's tracked commands;
-//! - `manage-web`, the web app's user: runs `mysite runserver`;
-//! - both of the latter are members of the group `manage-site`, the group
-//!   `manage.toml` names (`group = "manage-site"`);
-//! - `manage-other` (with its own group `manage-other`) belongs to nobody's
-//!   group: a stranger, a wrong group, and nginx's workers.
-//!
-//! A process runs as a user through `setpriv --reuid --regid
-//! --init-groups` (util-linux), which sets the supplementary groups the
-//! way a login or systemd's `User=` does (`CommandExt::groups` is not
-//! stable; without it std clears them). Only root can do this: when not
-//! root, each test prints a `SKIPPED` line and returns.
-
-#![allow(dead_code)]
+//! A deployment of the example site whose state its users share
+//! (`tests/users_*.rs`): a scratch directory every user can reach, runs of
+//! the site's binary as any of the users of [`crate::users`], and its web
+//! app run as one of them.
 
 use std::ffi::OsString;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use manage_tests::{HANG_GUARD, MYSITE_KEY, Outcome, Proc, Reply, Scratch, http_get, http_post};
-
-/// The example site's binary.
-pub const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
-/// The group that shares the state.
-pub const GROUP: &str = "manage-site";
-/// The deploy user (a member of [`GROUP`]).
-pub const DEPLOY: &str = "manage-deploy";
-/// The web app's user (a member of [`GROUP`]).
-pub const WEB: &str = "manage-web";
-/// A user outside [`GROUP`], with its own group of the same name.
-pub const OTHER: &str = "manage-other";
-
-/// Where `setpriv` lives (util-linux, on every Debian).
-const SETPRIV: &str = "/usr/bin/setpriv";
-
-/// Who runs a process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Who {
-    /// root, the operator.
-    Root,
-    /// The deploy user.
-    Deploy,
-    /// The web app's user.
-    Web,
-    /// A user outside the group.
-    Other,
-}
-
-impl Who {
-    /// The user's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Who::Root => "root",
-            Who::Deploy => DEPLOY,
-            Who::Web => WEB,
-            Who::Other => OTHER,
-        }
-    }
-}
-
-/// The ids of the deployment's users and groups.
-#[derive(Debug, Clone, Copy)]
-pub struct Users {
-    /// The deploy user's uid.
-    pub deploy: u32,
-    /// The web user's uid.
-    pub web: u32,
-    /// The outsider's uid.
-    pub other: u32,
-    /// [`GROUP`]'s gid.
-    pub site_gid: u32,
-    /// The outsider's own group's gid.
-    pub other_gid: u32,
-}
-
-impl Users {
-    /// The uid of `who`.
-    pub fn uid(&self, who: Who) -> u32 {
-        match who {
-            Who::Root => 0,
-            Who::Deploy => self.deploy,
-            Who::Web => self.web,
-            Who::Other => self.other,
-        }
-    }
-}
-
-fn id(flag: &str, name: &str) -> Option<String> {
-    let out = Command::new("id")
-        .args([flag, name])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-fn gid_of_group(name: &str) -> Option<u32> {
-    let out = Command::new("getent")
-        .args(["group", name])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .split(':')
-        .nth(2)?
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// Runs an account tool (`groupadd`, `useradd`, `usermod`) until `done`
-/// holds: another test process may hold the account files' lock for a
-/// moment, or create the same account first.
-fn account_tool(args: &[&str], done: impl Fn() -> bool) {
-    let deadline = Instant::now() + HANG_GUARD;
-    loop {
-        if done() {
-            return;
-        }
-        let out = Command::new(args[0])
-            .args(&args[1..])
-            .output()
-            .unwrap_or_else(|e| panic!("run {}: {e}", args[0]));
-        if done() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "`{}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn member_of(user: &str, group: &str) -> bool {
-    id("-Gn", user).is_some_and(|groups| groups.split_whitespace().any(|g| g == group))
-}
-
-/// The deployment's users and groups, created when missing (as root,
-/// serialised between test processes by a lock file). When not root,
-/// prints `SKIPPED <test>: …` and returns `None`.
-pub fn users(test: &str) -> Option<Users> {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!(
-            "SKIPPED {test}: needs root — it runs processes as the users {DEPLOY} and {WEB} \
-             (group {GROUP}) and {OTHER}, which only root can create and switch to"
-        );
-        return None;
-    }
-    assert!(
-        Path::new(SETPRIV).exists(),
-        "{SETPRIV} is missing: these tests run processes as other users with it \
-         (apt-get install util-linux)"
-    );
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(std::env::temp_dir().join("manage-tests-users.lock"))
-        .expect("open the users' lock file");
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-        .expect("lock the users' lock file");
-    let nologin = [
-        "--system",
-        "--no-create-home",
-        "--shell",
-        "/usr/sbin/nologin",
-    ];
-    account_tool(&["groupadd", "--system", GROUP], || {
-        gid_of_group(GROUP).is_some()
-    });
-    for user in [DEPLOY, WEB] {
-        let mut args = vec!["useradd"];
-        args.extend(nologin);
-        // Its own group, as useradd makes by default on Debian (or the one
-        // of that name a previous run left).
-        if gid_of_group(user).is_some() {
-            args.extend(["--gid", user]);
-        } else {
-            args.push("--user-group");
-        }
-        args.extend(["--groups", GROUP, user]);
-        account_tool(&args, || id("-u", user).is_some());
-        account_tool(&["usermod", "--append", "--groups", GROUP, user], || {
-            member_of(user, GROUP)
-        });
-    }
-    account_tool(&["groupadd", "--system", OTHER], || {
-        gid_of_group(OTHER).is_some()
-    });
-    let mut args = vec!["useradd"];
-    args.extend(nologin);
-    args.extend(["--gid", OTHER, OTHER]);
-    account_tool(&args, || id("-u", OTHER).is_some());
-    assert!(
-        !member_of(OTHER, GROUP),
-        "{OTHER} must not be a member of {GROUP}: remove it (gpasswd -d {OTHER} {GROUP})"
-    );
-    drop(lock);
-    let uid = |name: &str| -> u32 {
-        id("-u", name)
-            .and_then(|u| u.parse().ok())
-            .unwrap_or_else(|| panic!("the uid of {name}"))
-    };
-    let users = Users {
-        deploy: uid(DEPLOY),
-        web: uid(WEB),
-        other: uid(OTHER),
-        site_gid: gid_of_group(GROUP).expect("the site's group"),
-        other_gid: gid_of_group(OTHER).expect("the other group"),
-    };
-    for who in [Who::Deploy, Who::Web, Who::Other] {
-        assert_ne!(users.uid(who), 0, "{} must not be root", who.name());
-    }
-    // Every directory above the binary must let them reach it.
-    for dir in Path::new(MYSITE).ancestors().skip(1) {
-        if let Ok(meta) = std::fs::metadata(dir) {
-            assert!(
-                meta.permissions().mode() & 0o001 != 0,
-                "{DEPLOY} and {WEB} cannot reach {MYSITE}: {} is not searchable by others; \
-                 chmod o+x it or build elsewhere (CARGO_TARGET_DIR), as .ci/run does",
-                dir.display()
-            );
-        }
-    }
-    Some(users)
-}
-
-/// `chown uid:gid path` (not following a link).
-pub fn chown(path: &Path, uid: Option<u32>, gid: Option<u32>) {
-    std::os::unix::fs::lchown(path, uid, gid)
-        .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
-}
-
-/// `chmod mode path`.
-pub fn chmod(path: &Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
-}
-
-/// Mode (the low 12 bits), owner and group of `path` (not following a link).
-pub fn meta(path: &Path) -> (u32, u32, u32) {
-    let m = std::fs::symlink_metadata(path)
-        .unwrap_or_else(|e| panic!("inspect {}: {e}", path.display()));
-    (m.mode() & 0o7777, m.uid(), m.gid())
-}
-
-/// The start of a command line that runs the rest as `who`: `setpriv
-/// --reuid=USER --regid=GID --init-groups --`, or nothing for root.
-fn as_user(who: Who) -> Vec<OsString> {
-    if who == Who::Root {
-        return Vec::new();
-    }
-    let name = who.name();
-    let gid = id("-g", name).unwrap_or_else(|| panic!("the gid of {name}"));
-    [
-        SETPRIV.to_owned(),
-        format!("--reuid={name}"),
-        format!("--regid={gid}"),
-        "--init-groups".to_owned(),
-        "--".to_owned(),
-    ]
-    .map(OsString::from)
-    .to_vec()
-}
+use crate::http::{Reply, http_get, http_post};
+use crate::pid::send_signal;
+use crate::process::{Outcome, Proc, isolated};
+use crate::scratch::{Scratch, chmod, chown};
+use crate::users::{DEPLOY, GROUP, Users, WEB, Who, assert_reachable};
+use crate::wait::poll_until;
+use crate::web::MYSITE_KEY;
 
 /// A deployment of the example site in a scratch directory reachable by
 /// every user: `manage.toml` (state in `var/state`, the group
@@ -287,22 +25,29 @@ fn as_user(who: Who) -> Vec<OsString> {
 /// set, and neither `RUST_BACKTRACE`, a task token, `MANAGE_STATE_DIR`
 /// nor `MANAGE_CONFIG` in its environment.
 #[derive(Debug)]
-pub struct Site {
+pub struct SharedSite {
     scratch: Scratch,
+    exe: PathBuf,
 }
 
-impl Site {
-    /// A site sharing its state with [`GROUP`], with `extra` lines in
+impl SharedSite {
+    /// A site run with `exe` (`env!("CARGO_BIN_EXE_e2e-mysite")`),
+    /// sharing its state with [`GROUP`], with `extra` lines in
     /// `manage.toml`.
-    pub fn new(users: &Users, extra: &str) -> Site {
-        Site::with_config(users, &format!("group = \"{GROUP}\"\n{extra}"))
+    pub fn new(exe: impl Into<PathBuf>, users: &Users, extra: &str) -> SharedSite {
+        SharedSite::with_config(exe, users, &format!("group = \"{GROUP}\"\n{extra}"))
     }
 
-    /// A site whose `manage.toml` holds `toml` after the state directory
-    /// and refresh interval (no group unless `toml` names one).
-    pub fn with_config(users: &Users, toml: &str) -> Site {
-        let site = Site {
+    /// A site run with `exe` whose `manage.toml` holds `toml` after the
+    /// state directory and refresh interval (no group unless `toml` names
+    /// one). Fails the test, saying what to do, when the deployment's users
+    /// cannot reach `exe`.
+    pub fn with_config(exe: impl Into<PathBuf>, users: &Users, toml: &str) -> SharedSite {
+        let exe = exe.into();
+        assert_reachable(&exe, &format!("{DEPLOY} and {WEB}"));
+        let site = SharedSite {
             scratch: Scratch::new(),
+            exe,
         };
         let var = site.var();
         std::fs::create_dir(&var).expect("create var/");
@@ -358,21 +103,22 @@ impl Site {
     /// The command line `mysite ARGS…` run by `who`, with `umask` when
     /// given (through `sh -c 'umask …; exec "$@"'`), stdio piped.
     pub fn command(&self, who: Who, umask: Option<u32>, args: &[&str]) -> Command {
-        let mut argv = as_user(who);
-        if let Some(mask) = umask {
+        let shell = umask.map(|mask| format!("umask {mask:03o}; exec \"$@\""));
+        self.mysite_through(who, shell, args)
+    }
+
+    /// The command line `mysite ARGS…` run by `who`, through `sh -c SHELL`
+    /// when given (a script that ends with `exec "$@"`), stdio piped.
+    fn mysite_through(&self, who: Who, shell: Option<String>, args: &[&str]) -> Command {
+        let mut argv = who.argv_prefix();
+        if let Some(script) = shell {
             argv.extend(
-                [
-                    "sh".to_owned(),
-                    "-c".to_owned(),
-                    format!("umask {mask:03o}; exec \"$@\""),
-                    "sh".to_owned(),
-                ]
-                .map(OsString::from),
+                ["sh".to_owned(), "-c".to_owned(), script, "sh".to_owned()].map(OsString::from),
             );
         }
-        argv.push(MYSITE.into());
+        argv.push(self.exe.clone().into());
         argv.extend(args.iter().map(OsString::from));
-        let mut cmd = manage_tests::isolated(Command::new(&argv[0]));
+        let mut cmd = isolated(Command::new(&argv[0]));
         cmd.args(&argv[1..])
             .current_dir(self.dir())
             .env("MYSITE_SECRET_KEY", MYSITE_KEY);
@@ -382,7 +128,7 @@ impl Site {
     /// The command line `sh -c SCRIPT` run by `who` in the site's
     /// directory (umask 022), stdio piped: what a user could do by hand.
     pub fn shell_command(&self, who: Who, script: &str) -> Command {
-        let mut argv = as_user(who);
+        let mut argv = who.argv_prefix();
         argv.extend(["sh", "-c", &format!("umask 022; {script}")].map(OsString::from));
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
@@ -410,14 +156,8 @@ impl Site {
     /// on its standard output, so that a test reads every line it says as
     /// it says it.
     pub fn spawn_merged(&self, who: Who, args: &[&str]) -> Proc {
-        let mut argv = as_user(who);
-        argv.extend(["sh", "-c", "umask 077; exec \"$@\" 2>&1", "sh", MYSITE].map(OsString::from));
-        argv.extend(args.iter().map(OsString::from));
-        let mut cmd = manage_tests::isolated(Command::new(&argv[0]));
-        cmd.args(&argv[1..])
-            .current_dir(self.dir())
-            .env("MYSITE_SECRET_KEY", MYSITE_KEY);
-        Proc::spawn(cmd)
+        let shell = "umask 077; exec \"$@\" 2>&1".to_owned();
+        Proc::spawn(self.mysite_through(who, Some(shell), args))
     }
 
     /// Runs `mysite ARGS…` as `who` to its end, umask 077: whatever a
@@ -560,7 +300,7 @@ impl WebApp {
 
     /// Stops it with SIGTERM, as systemd does, and returns what it said.
     pub fn stop(mut self) -> Outcome {
-        manage_tests::send_signal(self.proc.pid(), rustix::process::Signal::TERM);
+        send_signal(self.proc.pid(), rustix::process::Signal::TERM);
         self.proc.wait_exit();
         self.proc.finish()
     }
@@ -596,7 +336,7 @@ impl WebApp {
         session: Option<&str>,
         done: impl Fn(&Reply) -> bool,
     ) -> Reply {
-        manage_tests::poll_until(what, || {
+        poll_until(what, || {
             let r = self.get("/", session);
             done(&r).then_some(r)
         })

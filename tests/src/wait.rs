@@ -1,0 +1,26 @@
+//! The hang guard every wait of the tests is bounded by, and polling for a
+//! state another process brings about.
+
+use std::time::{Duration, Instant};
+
+/// How long a test waits for a process to say or do something before it
+/// declares it hung. A hang guard, never an assertion about speed.
+pub const HANG_GUARD: Duration = Duration::from_secs(60);
+
+/// Calls `probe` until it returns something, and returns that; fails the
+/// test, naming `what`, after the hang guard. For changes another process
+/// makes that a server sees within its refresh interval: a hang guard, not
+/// a measure of that interval.
+pub fn poll_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still not {what} after {HANG_GUARD:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

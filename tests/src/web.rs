@@ -1,0 +1,194 @@
+//! The example site's web app, for `tests/web*.rs`: `mysite runserver`
+//! and its operator CLI in a scratch site.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::http::{Reply, http_get, http_post, raw_get};
+use crate::pid::send_signal;
+use crate::process::{Outcome, Proc, isolated};
+use crate::scratch::Scratch;
+use crate::wait::HANG_GUARD;
+
+/// (`MYSITE_SECRET_KEY`).
+pub const MYSITE_KEY: &str = "web-tests-signing-key";
+
+/// A deployment of the example site (`e2e-mysite`, run as `mysite`) for the
+/// web tests: a scratch directory holding `manage.toml` (`state_dir =
+/// "state"`, `refresh_interval = "50ms"`, plus whatever the test adds) that
+/// is the working directory of every run. Every run has `argv[0]` `mysite`,
+/// `MYSITE_SECRET_KEY` set, and neither `RUST_BACKTRACE`, a task token,
+/// `MANAGE_STATE_DIR` nor `MANAGE_CONFIG` in its environment.
+#[derive(Debug)]
+pub struct MySite {
+    scratch: Scratch,
+    exe: PathBuf,
+}
+
+impl MySite {
+    /// A fresh site run with `exe` (`env!("CARGO_BIN_EXE_e2e-mysite")`).
+    pub fn new(exe: impl Into<PathBuf>) -> MySite {
+        MySite::with_config(exe, "")
+    }
+
+    /// A fresh site whose `manage.toml` also holds `toml`.
+    pub fn with_config(exe: impl Into<PathBuf>, toml: &str) -> MySite {
+        let scratch = Scratch::with_manage_toml(&format!(
+            "state_dir = \"state\"\nrefresh_interval = \"50ms\"\n{toml}\n"
+        ));
+        MySite {
+            scratch,
+            exe: exe.into(),
+        }
+    }
+
+    /// The site's directory: every run's working directory.
+    pub fn dir(&self) -> &Path {
+        self.scratch.path()
+    }
+
+    /// The state directory.
+    pub fn state(&self) -> PathBuf {
+        self.scratch.state()
+    }
+
+    /// The command line `mysite ARGS…`, signing with `key`, stdio piped.
+    pub fn command_with_key(&self, key: &str, args: &[&str]) -> Command {
+        let mut cmd = isolated(Command::new(&self.exe));
+        cmd.arg0("mysite")
+            .args(args)
+            .current_dir(self.dir())
+            .env("MYSITE_SECRET_KEY", key);
+        cmd
+    }
+
+    /// The command line `mysite ARGS…`, stdio piped.
+    pub fn command(&self, args: &[&str]) -> Command {
+        self.command_with_key(MYSITE_KEY, args)
+    }
+
+    /// Starts `mysite ARGS…`.
+    pub fn spawn(&self, args: &[&str]) -> Proc {
+        Proc::spawn(self.command(args))
+    }
+
+    /// Runs `mysite ARGS…` to its end (within the hang guard).
+    pub fn run(&self, args: &[&str]) -> Outcome {
+        self.spawn(args).finish()
+    }
+
+    /// Runs `mysite ARGS…` to its end and checks that it exited 0.
+    pub fn run_ok(&self, args: &[&str]) -> Outcome {
+        let out = self.run(args);
+        assert_eq!(out.code(), Some(0), "`mysite {}`: {out}", args.join(" "));
+        out
+    }
+
+    /// `mysite offline status`'s line: `Status: <MODE> - Active sessions: <N>`.
+    pub fn status(&self) -> String {
+        let out = self.run_ok(&["offline", "status"]);
+        out.stdout.first().cloned().unwrap_or_default()
+    }
+
+    /// Starts `mysite runserver --addr 127.0.0.1:0 ARGS…` and waits until it
+    /// says where it serves.
+    pub fn serve(&self, args: &[&str]) -> Server {
+        self.serve_with_key(MYSITE_KEY, args)
+    }
+
+    /// The same, signing bypass cookies with `key`.
+    pub fn serve_with_key(&self, key: &str, args: &[&str]) -> Server {
+        let mut all = vec!["runserver", "--addr", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut proc = Proc::spawn(self.command_with_key(key, &all));
+        let line = proc.line();
+        let addr = line
+            .strip_prefix("serving http://")
+            .and_then(|rest| rest.strip_suffix('/'))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("`mysite {}` said {line:?}", all.join(" ")));
+        Server { proc, addr }
+    }
+
+    /// Starts `mysite offline on --timeout 300 ARGS…` and waits until it
+    /// says it waits for a live session: from then on the site is PENDING,
+    /// held by that process (dropping it kills it).
+    pub fn go_pending(&self, args: &[&str]) -> Proc {
+        let mut all = vec!["offline", "on", "--timeout", "300"];
+        all.extend_from_slice(args);
+        let mut p = self.spawn(&all);
+        loop {
+            let line = p.line();
+            if line.starts_with("Active sessions detected") {
+                return p;
+            }
+            assert!(
+                !line.starts_with("Status:"),
+                "`mysite {}` did not wait for a session: {line:?}",
+                all.join(" ")
+            );
+        }
+    }
+}
+
+/// A running `mysite runserver`; killed when dropped.
+#[derive(Debug)]
+pub struct Server {
+    proc: Proc,
+    addr: std::net::SocketAddr,
+}
+
+impl Server {
+    /// Where it listens.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Stops it as an operator would (SIGTERM: a graceful shutdown) and
+    /// returns how it ended (within the hang guard).
+    pub fn stop(self) -> Outcome {
+        send_signal(self.proc.pid(), rustix::process::Signal::TERM);
+        self.proc.finish()
+    }
+
+    /// `GET path` with `headers`, from 127.0.0.1 (no redirect followed).
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        http_get(self.addr, path, headers)
+    }
+
+    /// `POST path` with `headers` and no body.
+    pub fn post(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        http_post(self.addr, path, headers)
+    }
+
+    /// `GET path` with `headers` from the local address `from` (say
+    /// 127.0.0.2), over a plain socket.
+    pub fn get_from(&self, from: std::net::IpAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+        raw_get(self.addr, Some(from), path, headers)
+    }
+
+    /// Polls `GET path` until `done` holds for the reply, and returns it;
+    /// fails the test after the hang guard.
+    pub fn get_until(
+        &self,
+        what: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        done: impl Fn(&Reply) -> bool,
+    ) -> Reply {
+        let deadline = Instant::now() + HANG_GUARD;
+        loop {
+            let r = self.get(path, headers);
+            if done(&r) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still not {what} after {HANG_GUARD:?}; GET {path} answers {r}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
