@@ -28,7 +28,7 @@ use maintenance_core::policy::{Drain, Policy, Tracking};
 use maintenance_core::task::{ENV_TASK, TaskRecord};
 use maintenance_core::{Backend, CommandTask, Error, TaskOptions, backend, exit};
 
-use crate::dispatch::{self, Globals};
+use crate::cli::{self, Globals};
 use crate::resolve::{self, Resolved, Target};
 use crate::signals;
 use maintenance_core::backend::BackendSlot;
@@ -276,7 +276,7 @@ fn outcome(name: &str, result: std::thread::Result<anyhow::Result<()>>, err: &mu
             if let Some(Exit(code)) = e.downcast_ref::<Exit>() {
                 return *code;
             }
-            dispatch::print_error(err, &e);
+            cli::print_error(err, &e);
             let refused = e.downcast_ref::<maintenance_core::Refusal>().is_some()
                 || e.downcast_ref::<Error>()
                     .is_some_and(|c| c.exit_code() == exit::REFUSED);
@@ -307,12 +307,12 @@ pub(crate) fn top_level_registered(
         terminal,
         preloaded,
     } = launch;
-    let mut cmd = dispatch::top_command(bin).subcommand((reg.build)());
+    let mut cmd = cli::top_command(bin).subcommand((reg.build)());
     let matches = match cmd.try_get_matches_from_mut(argv) {
         Ok(m) => m,
         Err(e) => {
             let kind = e.kind();
-            let code = dispatch::clap_exit(e, out, err);
+            let code = cli::clap_exit(e, out, err);
             if matches!(
                 kind,
                 clap::error::ErrorKind::InvalidSubcommand
@@ -330,11 +330,11 @@ pub(crate) fn top_level_registered(
     let reuse = preloaded.and_then(|(g, c)| (g == globals).then_some(c));
     let config = match reuse
         .map(Ok)
-        .unwrap_or_else(|| dispatch::load_config(&globals, state_dir))
+        .unwrap_or_else(|| cli::load_config(&globals, state_dir))
     {
         Ok(c) => c,
         Err(e) => {
-            dispatch::print_error(err, &e);
+            cli::print_error(err, &e);
             return exit::FAILURE;
         }
     };
@@ -706,7 +706,7 @@ impl Runner for Runtime<'_> {
                     };
                     self.run_registered(reg, &m, how, out, err)
                 }
-                Err(e) => dispatch::clap_exit(e, out, err),
+                Err(e) => cli::clap_exit(e, out, err),
             },
             Target::External(path) => external(
                 self,

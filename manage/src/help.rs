@@ -14,7 +14,7 @@ use maintenance_core::exit;
 use maintenance_core::policy::Policy;
 use serde::Serialize;
 
-use crate::dispatch;
+use crate::cli;
 use crate::registry::{self, BUILTIN_CRATE, Found, RUNNER_NAMES};
 use crate::resolve::{self, EXTERNAL_PREFIX, Target};
 use crate::suggest;
@@ -251,7 +251,7 @@ pub(crate) fn top_help(bin: &str, config: Option<&Config>, out: &mut dyn Write) 
         "help <COMMAND>", "completions <SHELL>"
     ));
     text.push_str("\nOptions:\n");
-    let top = dispatch::top_command(bin);
+    let top = cli::top_command(bin);
     for arg in top
         .get_arguments()
         .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
@@ -331,10 +331,10 @@ fn help_for_target(
 ) -> u8 {
     match target {
         Target::Registered(reg) => {
-            let cmd = dispatch::top_command(bin).subcommand((reg.build)());
+            let cmd = cli::top_command(bin).subcommand((reg.build)());
             match cmd.try_get_matches_from([bin, reg.name, "--help"]) {
                 Ok(_) => exit::SUCCESS,
-                Err(e) => dispatch::clap_exit(e, out, err),
+                Err(e) => cli::clap_exit(e, out, err),
             }
         }
         Target::External(path) => {
@@ -452,7 +452,7 @@ pub(crate) fn completions(
         return exit::USAGE;
     };
     let mut warnings = Vec::new();
-    let mut cmd = dispatch::top_command(bin);
+    let mut cmd = cli::top_command(bin);
     for (_, found) in registry::all(&mut warnings) {
         if let Found::One(r) = found {
             cmd = cmd.subcommand((r.build)());

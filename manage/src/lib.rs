@@ -17,6 +17,7 @@
 //! which a name is looked up is in `resolve.rs`, and in the README), and
 //! [`maintenance_core::exit`] for the exit codes.
 
+mod cli;
 pub mod dispatch;
 mod drain;
 mod exec;
