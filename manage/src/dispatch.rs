@@ -132,7 +132,7 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
                 "error: unrecognized command `{name}`{}",
                 resolved.via()
             );
-            if let Some(s) = help::suggestion(&name, config.as_ref()) {
+            if let Some(s) = resolve::suggestion(&name, config.as_ref()) {
                 let _ = writeln!(err, "\n  tip: a similar command exists: `{s}`");
             }
             let _ = writeln!(

@@ -633,7 +633,7 @@ fn not_runnable(resolved: &Resolved, config: &Config) -> Option<String> {
             "`{name}`{} is not a command that can be run here",
             resolved.via()
         )),
-        Target::Unknown => Some(match crate::help::suggestion(&name, Some(config)) {
+        Target::Unknown => Some(match resolve::suggestion(&name, Some(config)) {
             Some(s) => format!(
                 "unrecognized command `{name}`{}; a similar command exists: `{s}`",
                 resolved.via()

@@ -15,9 +15,8 @@ use maintenance_core::policy::Policy;
 use serde::Serialize;
 
 use crate::cli;
-use crate::registry::{self, BUILTIN_CRATE, Found, RUNNER_NAMES};
+use crate::registry::{self, BUILTIN_CRATE, Found};
 use crate::resolve::{self, EXTERNAL_PREFIX, Target};
-use crate::suggest;
 
 /// Where a listed command comes from.
 #[derive(Debug, Clone, Serialize)]
@@ -54,37 +53,6 @@ struct Listed {
     /// `descendants = "release"` from manage.toml (external commands only).
     #[serde(skip_serializing_if = "Option::is_none")]
     descendants: Option<maintenance_core::policy::Descendants>,
-}
-
-/// Every `manage-*` executable on PATH, by name, the first on PATH winning.
-pub(crate) fn externals() -> BTreeMap<String, PathBuf> {
-    let mut found = BTreeMap::new();
-    let Some(path) = std::env::var_os("PATH") else {
-        return found;
-    };
-    for dir in std::env::split_paths(&path) {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let file = e.file_name();
-            use std::os::unix::ffi::OsStrExt;
-            if !file.as_bytes().starts_with(EXTERNAL_PREFIX.as_bytes()) {
-                continue;
-            }
-            let Some(name) = file.to_str().and_then(|f| f.strip_prefix(EXTERNAL_PREFIX)) else {
-                continue;
-            };
-            if name.is_empty() || found.contains_key(name) {
-                continue;
-            }
-            let p = e.path();
-            if resolve::is_executable(&p) {
-                found.insert(name.to_owned(), p);
-            }
-        }
-    }
-    found
 }
 
 fn about_of(cmd: &Command) -> String {
@@ -176,7 +144,7 @@ fn everything(config: Option<&Config>, warnings: &mut Vec<String>) -> Vec<Listed
             );
         }
     }
-    for (name, path) in externals() {
+    for (name, path) in resolve::externals() {
         let policy = config
             .and_then(|c| c.commands.get(&name))
             .map(|o| o.for_external())
@@ -374,7 +342,7 @@ fn help_for_target(
         }
         Target::Unknown => {
             let _ = writeln!(err, "error: no command named `{topic}`");
-            if let Some(s) = suggestion(topic, config) {
+            if let Some(s) = resolve::suggestion(topic, config) {
                 let _ = writeln!(err, "\n  tip: a similar command exists: `{s}`");
             }
             exit::USAGE
@@ -466,7 +434,7 @@ pub(crate) fn completions(
             );
         }
     }
-    for (name, path) in externals() {
+    for (name, path) in resolve::externals() {
         if cmd.find_subcommand(&name).is_none() {
             cmd = cmd.subcommand(Command::new(name).about(format!("external: {}", path.display())));
         }
@@ -483,19 +451,4 @@ pub(crate) fn completions(
     clap_complete::generate(shell, &mut cmd, bin, &mut script);
     let _ = out.write_all(&script);
     exit::SUCCESS
-}
-
-/// The closest known name of any kind to `typed`.
-pub(crate) fn suggestion(typed: &str, config: Option<&Config>) -> Option<String> {
-    let mut warnings = Vec::new();
-    let mut names: Vec<String> = registry::all(&mut warnings)
-        .keys()
-        .map(|n| n.to_string())
-        .collect();
-    names.extend(RUNNER_NAMES.iter().map(|n| n.to_string()));
-    if let Some(c) = config {
-        names.extend(c.aliases.keys().cloned());
-    }
-    names.extend(externals().into_keys());
-    suggest::closest(typed, names.iter().map(String::as_str)).map(str::to_owned)
 }

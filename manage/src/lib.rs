@@ -28,7 +28,6 @@ mod registry;
 mod resolve;
 mod scan;
 mod signals;
-mod suggest;
 pub mod testing;
 
 use std::ffi::OsString;

@@ -21,9 +21,15 @@
 //! `a → b → c → a` — reported naming the chain and never followed; a chain
 //! longer than [`MAX_ALIAS_DEPTH`] is refused too. Either is a usage error
 //! (exit 2).
+//!
+//! Beside the resolver: `path.rs` finds external commands on `PATH`, and
+//! `suggest.rs` the closest name of any kind for an unknown one.
+
+mod path;
+mod suggest;
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use maintenance_core::command::Registration;
 use maintenance_core::config::Config;
@@ -31,8 +37,9 @@ use maintenance_core::exit;
 
 use crate::registry::{self, Found};
 
-/// The prefix of external commands' executables.
-pub const EXTERNAL_PREFIX: &str = "manage-";
+pub use path::EXTERNAL_PREFIX;
+pub(crate) use path::externals;
+pub(crate) use suggest::suggestion;
 
 /// How many aliases one name may expand through.
 pub(crate) const MAX_ALIAS_DEPTH: usize = 16;
@@ -231,7 +238,7 @@ fn lookup<'c>(name: &str, config: Option<&'c Config>, warnings: &mut Vec<String>
     if let Some(words) = alias {
         return Step::Alias(words);
     }
-    Step::Is(match find_external(name) {
+    Step::Is(match path::find_external(name) {
         Some(path) => Target::External(path),
         None => Target::Unknown,
     })
@@ -344,23 +351,6 @@ pub(crate) fn aliases<'c>(config: &'c Config, warnings: &mut Vec<String>) -> Vec
             })
         })
         .collect()
-}
-
-/// The executable `manage-<name>` on PATH, if any.
-pub(crate) fn find_external(name: &str) -> Option<PathBuf> {
-    if name.is_empty() || name.contains('/') || name.contains('\0') {
-        return None;
-    }
-    let file = format!("{EXTERNAL_PREFIX}{name}");
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(&file))
-        .find(|p| is_executable(p))
-}
-
-/// Whether `p` is a file someone may execute.
-pub(crate) fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 #[cfg(test)]
