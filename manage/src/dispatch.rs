@@ -23,9 +23,11 @@ use maintenance_core::exit;
 
 use crate::Invocation;
 use crate::cli::{Globals, bin_name, clap_exit, load_config, print_error, top_command};
-use crate::exec::{self, Runtime};
+use crate::exec;
+use crate::external::external;
 use crate::registry;
 use crate::resolve::{self, Target};
+use crate::runtime::Runtime;
 use crate::{help, scan};
 
 pub use crate::resolve::EXTERNAL_PREFIX;
@@ -119,7 +121,7 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
                 }
             };
             let rt = Runtime::new(&bin, &config, &globals, stop, true);
-            exec::external(&rt, &name, path, resolved.args(), None, err)
+            external(&rt, &name, path, resolved.args(), None, err)
         }
         Target::Unknown => {
             // An alias in a broken manage.toml: say what is broken.

@@ -21,11 +21,13 @@ mod cli;
 pub mod dispatch;
 mod drain;
 mod exec;
+mod external;
 mod help;
 #[cfg(target_os = "linux")]
 mod keeper;
 mod registry;
 mod resolve;
+mod runtime;
 mod scan;
 mod signals;
 pub mod testing;
