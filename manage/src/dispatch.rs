@@ -28,7 +28,7 @@ use crate::external::external;
 use crate::registry;
 use crate::resolve::{self, Target};
 use crate::runtime::Runtime;
-use crate::{help, scan};
+use crate::{help, install, list, scan};
 
 pub use crate::resolve::EXTERNAL_PREFIX;
 
@@ -90,7 +90,7 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
             help::help_for(&bin, topic.as_deref(), config.as_ref(), out, err)
         }
         Target::Completions => {
-            help::completions(&bin, &argv[index + 1..], config.as_ref(), out, err)
+            install::completions(&bin, &argv[index + 1..], config.as_ref(), out, err)
         }
         Target::Registered(reg) => {
             let launch = exec::Launch {
@@ -156,7 +156,7 @@ fn top_level(
 ) -> u8 {
     let config = load_config(globals, state_dir).ok();
     if top.get_flag("list") {
-        return help::list(config.as_ref(), top.get_flag("json"), out, err);
+        return list::list(config.as_ref(), top.get_flag("json"), out, err);
     }
     help::top_help(bin, config.as_ref(), err);
     exit::USAGE

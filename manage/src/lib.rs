@@ -23,8 +23,10 @@ mod drain;
 mod exec;
 mod external;
 mod help;
+mod install;
 #[cfg(target_os = "linux")]
 mod keeper;
+mod list;
 mod registry;
 mod resolve;
 mod runtime;
