@@ -120,7 +120,7 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
                     return exit::FAILURE;
                 }
             };
-            let rt = Runtime::new(&bin, &config, &globals, stop, true);
+            let rt = Runtime::new(&bin, &config, &globals, stop);
             external(&rt, &name, path, resolved.args(), None, err)
         }
         Target::Unknown => {

@@ -193,7 +193,7 @@ pub(crate) fn top_level_registered(
             return exit::FAILURE;
         }
     };
-    let mut rt = Runtime::new(bin, &config, &globals, stop, true);
+    let mut rt = Runtime::new(bin, &config, &globals, stop);
     rt.terminal = terminal;
     let words: Vec<String> = argv[1..]
         .iter()

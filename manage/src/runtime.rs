@@ -24,32 +24,23 @@ pub(crate) struct Runtime<'a> {
     pub(crate) globals: Globals,
     pub(crate) stop: StopToken,
     pub(crate) backend: BackendSlot,
-    /// Whether this is a fresh invocation, which may join the task named in
-    /// the environment (a nested `$MANAGE sub` from an external command).
-    pub(crate) top: bool,
     /// The task this invocation owns, for nested external commands to
     /// inherit.
     pub(crate) task: RefCell<Option<CommandTask>>,
+    /// How deep `ctx.call` runs are nested (bounded at 16).
     pub(crate) depth: Cell<usize>,
     /// Whether standard output is a terminal.
     pub(crate) terminal: bool,
 }
 
 impl<'a> Runtime<'a> {
-    pub(crate) fn new(
-        bin: &str,
-        config: &'a Config,
-        globals: &Globals,
-        stop: StopToken,
-        top: bool,
-    ) -> Self {
+    pub(crate) fn new(bin: &str, config: &'a Config, globals: &Globals, stop: StopToken) -> Self {
         Runtime {
             bin: bin.to_owned(),
             config,
             globals: globals.clone(),
             stop,
             backend: BackendSlot::new(),
-            top,
             task: RefCell::new(None),
             depth: Cell::new(0),
             terminal: false,
@@ -60,8 +51,9 @@ impl<'a> Runtime<'a> {
         backend::open_once(&self.backend, self.config)
     }
 
-    /// Starts (or, at the top, joins) the task of a tracked run. At the top,
-    /// `MANAGE_TASK` asks to join: a run that proves it belongs to that task
+    /// Starts (or joins) the task of a tracked run. `MANAGE_TASK` in the
+    /// environment (a nested `$MANAGE sub` from an external command) asks
+    /// to join: a run that proves it belongs to that task
     /// joins it, one that does not is refused (75, said on `err`), and a
     /// token whose task has ended starts a task of its own under the usual
     /// rules. `Err` holds the exit code after the reason was printed.
@@ -83,9 +75,7 @@ impl<'a> Runtime<'a> {
             .ignore_maintenance(self.globals.ignore_maintenance)
             .in_window(in_window)
             .lock_timeout(self.config.lock_timeout);
-        if self.top
-            && let Some(token) = std::env::var_os(ENV_TASK)
-        {
+        if let Some(token) = std::env::var_os(ENV_TASK) {
             let joined = CommandTask::start(
                 name,
                 options
