@@ -2,8 +2,9 @@
 //! help: the global options every command accepts, the top-level command,
 //! loading `manage.toml` as the globals say, and how errors are printed.
 
+use std::backtrace::BacktraceStatus;
 use std::ffi::OsString;
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -127,8 +128,11 @@ pub(crate) fn clap_exit(e: clap::Error, out: &mut dyn Write, err: &mut dyn Write
     e.exit_code().clamp(0, 255) as u8
 }
 
-/// Prints an error and its causes, one a line.
-pub(crate) fn print_error(err: &mut dyn Write, e: &anyhow::Error) {
+/// Prints an error and its causes, one a line. A backtrace, when one was
+/// captured (`RUST_BACKTRACE=1`), follows only at `-vv` and never for a
+/// refusal: a mistyped `manage.toml` is not a crash. Panics print their
+/// own, through the panic hook.
+pub(crate) fn print_error(err: &mut dyn Write, e: &anyhow::Error, verbosity: i8) {
     let _ = writeln!(err, "error: {e}");
     for cause in e.chain().skip(1) {
         let _ = writeln!(err, "  caused by: {cause}");
@@ -136,9 +140,27 @@ pub(crate) fn print_error(err: &mut dyn Write, e: &anyhow::Error) {
     let refusal = e
         .downcast_ref::<maintenance_core::Error>()
         .is_some_and(|c| matches!(c, maintenance_core::Error::Refused(_)));
-    if !refusal && std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+    if verbosity >= 2 && !refusal && e.backtrace().status() == BacktraceStatus::Captured {
         let _ = writeln!(err, "{}", e.backtrace());
     }
+}
+
+/// The exit code of a run whose standard output was closed under it
+/// (`manage … | head -1`): 128 + SIGPIPE, what the shell reports for any
+/// program that SIGPIPE ends, and nothing is printed.
+pub(crate) const BROKEN_PIPE: u8 = 128 + libc::SIGPIPE as u8;
+
+/// Whether `e` comes of writing to a pipe whose reader has gone.
+pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let kind = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => Some(io.kind()),
+            None => cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind),
+        };
+        kind == Some(ErrorKind::BrokenPipe)
+    })
 }
 
 /// Loads the configuration as the globals say.

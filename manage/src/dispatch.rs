@@ -116,7 +116,7 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
             let config = match loaded {
                 Ok(c) => c,
                 Err(e) => {
-                    print_error(err, &e);
+                    print_error(err, &e, globals.verbosity);
                     return exit::FAILURE;
                 }
             };
@@ -126,7 +126,7 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
         Target::Unknown => {
             // An alias in a broken manage.toml: say what is broken.
             if let Err(e) = &loaded {
-                print_error(err, e);
+                print_error(err, e, globals.verbosity);
                 return exit::FAILURE;
             }
             let _ = writeln!(

@@ -85,7 +85,7 @@ impl Runtime<'_> {
             drop(self.task.borrow_mut().take());
         }
         let _ = out.flush();
-        outcome(reg.name, result, err)
+        outcome(reg.name, result, self.globals.verbosity, err)
     }
 }
 
@@ -109,7 +109,12 @@ struct How {
 }
 
 /// Maps a run's result to its exit code, in the documented precedence.
-fn outcome(name: &str, result: std::thread::Result<anyhow::Result<()>>, err: &mut dyn Write) -> u8 {
+fn outcome(
+    name: &str,
+    result: std::thread::Result<anyhow::Result<()>>,
+    verbosity: i8,
+    err: &mut dyn Write,
+) -> u8 {
     let interrupted = signals::received();
     match result {
         Err(_) => {
@@ -131,7 +136,11 @@ fn outcome(name: &str, result: std::thread::Result<anyhow::Result<()>>, err: &mu
             if let Some(Exit(code)) = e.downcast_ref::<Exit>() {
                 return *code;
             }
-            cli::print_error(err, &e);
+            // `… | head -1`: the reader has what it wanted.
+            if cli::is_broken_pipe(&e) {
+                return cli::BROKEN_PIPE;
+            }
+            cli::print_error(err, &e, verbosity);
             let refused = e.downcast_ref::<maintenance_core::Refusal>().is_some()
                 || e.downcast_ref::<Error>()
                     .is_some_and(|c| c.exit_code() == exit::REFUSED);
@@ -189,7 +198,7 @@ pub(crate) fn top_level_registered(
     {
         Ok(c) => c,
         Err(e) => {
-            cli::print_error(err, &e);
+            cli::print_error(err, &e, globals.verbosity);
             return exit::FAILURE;
         }
     };

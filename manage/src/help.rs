@@ -79,6 +79,10 @@ pub(crate) fn top_help(bin: &str, config: Option<&Config>, out: &mut dyn Write) 
     for (code, meaning) in exit::TABLE {
         text.push_str(&format!("  {code:>3}  {meaning}\n"));
     }
+    text.push_str(&format!(
+        "  {:>3}  the command's output was closed under it (`| head -1`); nothing is printed\n",
+        cli::BROKEN_PIPE
+    ));
     text.push_str(
         "  external commands exit with their own code, or 128+N if signal N killed them\n",
     );
