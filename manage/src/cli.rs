@@ -163,6 +163,22 @@ pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// The configuration for what only lists or describes commands (`--help`,
+/// `--list`, `help`, `completions`, `man`), which a broken `manage.toml`
+/// does not stop: then none, and a warning that names the file and the
+/// line (the error's own words) and what is left out.
+pub(crate) fn listing_config(loaded: &anyhow::Result<Config>) -> (Option<&Config>, Option<String>) {
+    match loaded {
+        Ok(config) => (Some(config), None),
+        Err(e) => (
+            None,
+            Some(format!(
+                "{e:#}; the file's aliases and [commands] settings are left out until it is fixed"
+            )),
+        ),
+    }
+}
+
 /// Loads the configuration as the globals say.
 pub(crate) fn load_config(
     globals: &Globals,

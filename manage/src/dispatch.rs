@@ -22,7 +22,9 @@ use clap::{ArgMatches, value_parser};
 use maintenance_core::exit;
 
 use crate::Invocation;
-use crate::cli::{Globals, bin_name, clap_exit, load_config, print_error, top_command};
+use crate::cli::{
+    Globals, bin_name, clap_exit, listing_config, load_config, print_error, top_command,
+};
 use crate::exec;
 use crate::external::external;
 use crate::registry;
@@ -52,8 +54,10 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
         Ok(m) => m,
         // `--help` before any command: our own help, with every command.
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
-            let config = load_config(&Globals::default(), &state_dir).ok();
-            return help::top_help(&bin, config.as_ref(), out);
+            let loaded = load_config(&Globals::default(), &state_dir);
+            let (config, broken) = listing_config(&loaded);
+            warn(err, broken.as_deref());
+            return help::top_help(&bin, config, out);
         }
         Err(e) => return clap_exit(e, out, err),
     };
@@ -82,6 +86,9 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
     };
     let name = resolved.name();
     let (argv, index) = (&resolved.argv, resolved.index);
+    if matches!(resolved.target, Target::Help | Target::Completions) {
+        warn(err, listing_config(&loaded).1.as_deref());
+    }
     match &resolved.target {
         Target::Help => {
             let topic = argv
@@ -154,10 +161,19 @@ fn top_level(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
-    let config = load_config(globals, state_dir).ok();
+    let loaded = load_config(globals, state_dir);
+    let (config, broken) = listing_config(&loaded);
     if top.get_flag("list") {
-        return list::list(config.as_ref(), top.get_flag("json"), out, err);
+        return list::list(config, broken, top.get_flag("json"), out, err);
     }
-    help::top_help(bin, config.as_ref(), err);
+    warn(err, broken.as_deref());
+    help::top_help(bin, config, err);
     exit::USAGE
+}
+
+/// Prints a warning, if there is one.
+fn warn(err: &mut dyn Write, warning: Option<&str>) {
+    if let Some(w) = warning {
+        let _ = writeln!(err, "warning: {w}");
+    }
 }

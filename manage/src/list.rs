@@ -173,14 +173,16 @@ pub(crate) fn warn_all(err: &mut dyn Write, warnings: &[String]) -> Vec<String> 
     once
 }
 
-/// `--list [--json]`.
+/// `--list [--json]`; `broken` says why `manage.toml` is left out, if it
+/// is, first among the warnings.
 pub(crate) fn list(
     config: Option<&Config>,
+    broken: Option<String>,
     json: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<String> = broken.into_iter().collect();
     let all = everything(config, &mut warnings);
     let warnings = warn_all(err, &warnings);
     if json {

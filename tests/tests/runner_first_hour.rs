@@ -8,6 +8,7 @@
 use std::process::{Command, ExitStatus};
 
 use manage_tests::{Outcome, Proc, Site};
+use serde_json::Value;
 
 const MANAGE: &str = env!("CARGO_BIN_EXE_e2e-manage");
 
@@ -112,4 +113,50 @@ fn a_closed_stdout_ends_a_command_quietly_as_sigpipe_would() {
         assert_eq!(stderr, "", "{args:?}: nothing on stderr");
         assert!(status.code().is_some(), "{args:?}: {status}");
     }
+}
+
+// ------------------------------------------------- a broken manage.toml
+// `--help`, `--list`, `help` and `completions` name a broken
+// `manage.toml`, file and line, instead of silently leaving its aliases out.
+
+#[test]
+fn a_broken_manage_toml_is_named_by_help_list_and_completions_not_ignored() {
+    let site = Site::with_config(MANAGE, BROKEN);
+    let warning = format!("warning: {}", broken_at(&site));
+    for args in [
+        &["--help"][..],
+        &["--list"],
+        &["--list", "--json"],
+        &["help"],
+        &["help", "hello"],
+        &["completions", "bash"],
+    ] {
+        let out = site.run(args);
+        assert_eq!(out.code(), Some(0), "{args:?}: {out}");
+        assert!(
+            out.stderr.lines().any(|l| l.starts_with(&warning)
+                && l.contains("session_timeout")
+                && l.contains("aliases")),
+            "{args:?} warns, naming the file, the line and what is left out: {out}"
+        );
+        assert!(
+            !out.stderr.contains("   0: "),
+            "{args:?}: no backtrace: {out}"
+        );
+    }
+    // In the JSON too, among the listing's warnings.
+    let out = site.run(&["--list", "--json"]);
+    let doc: Value = serde_json::from_str(&out.stdout.join("\n")).unwrap();
+    assert!(
+        doc["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().is_some_and(|w| w.starts_with(&broken_at(&site)))),
+        "{doc:#}"
+    );
+    // `manage` alone: the usage, and the same warning.
+    let out = site.run(&[]);
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(out.stderr.contains(&warning), "{out}");
 }
