@@ -146,7 +146,23 @@ fn help_for_target(
             }
         }
         Target::External(path) => {
-            let _ = writeln!(out, "`{topic}` is an external command: {}", path.display());
+            // What is known, then its own help: run untracked, so help is
+            // never refused during maintenance, when an operator needs it.
+            let settings = config.and_then(|c| c.commands.get(topic));
+            let mut policy = settings
+                .map(|o| o.for_external())
+                .unwrap_or_default()
+                .to_string();
+            if let Some(d) = settings.and_then(|o| o.descendants) {
+                policy.push_str(&format!(", descendants {d}"));
+            }
+            let _ = writeln!(
+                out,
+                "`{topic}` is an external command: {}\n  policy: {policy}\n  \
+                 its own help, from `{} --help` (run untracked):",
+                path.display(),
+                path.display()
+            );
             let _ = out.flush();
             match std::process::Command::new(&path).arg("--help").status() {
                 Ok(s) => s.code().unwrap_or(1).clamp(0, 255) as u8,

@@ -33,6 +33,9 @@ pub(crate) enum Origin {
         /// Why it cannot run (a cycle, an empty alias); absent when it can.
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// The same in a few words, for the text listing.
+        #[serde(skip)]
+        reason: Option<&'static str>,
     },
     External {
         path: PathBuf,
@@ -50,6 +53,62 @@ pub(crate) struct Listed {
     /// `descendants = "release"` from manage.toml (external commands only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) descendants: Option<maintenance_core::policy::Descendants>,
+}
+
+impl Origin {
+    /// The origin's name, the same word as the JSON's `kind`.
+    fn kind(&self) -> &'static str {
+        match self {
+            Origin::BuiltIn { .. } => "built-in",
+            Origin::Plugin { .. } => "plugin",
+            Origin::Duplicate { .. } => "duplicate",
+            Origin::Alias { .. } => "alias",
+            Origin::External { .. } => "external",
+        }
+    }
+
+    /// Where it comes from: its crate (or crates), what the alias runs,
+    /// the external command's path.
+    fn from(&self) -> String {
+        match self {
+            Origin::BuiltIn { crate_name } | Origin::Plugin { crate_name } => crate_name.clone(),
+            Origin::Duplicate { crates } => crates.join(", "),
+            Origin::Alias { expands_to, .. } => expands_to.join(" "),
+            Origin::External { path } => path.display().to_string(),
+        }
+    }
+}
+
+impl Listed {
+    /// The columns of its `--list` line: name, kind, where it comes from,
+    /// policy, and the about line (an alias's or an external command's
+    /// would only repeat the origin: only why an alias cannot run).
+    fn columns(&self) -> [String; 5] {
+        let mut policy = match self.policy {
+            Some(p) => format!("[{p}"),
+            None => "-".to_owned(),
+        };
+        if let Some(d) = self.descendants {
+            policy.push_str(&format!(", descendants {d}"));
+        }
+        if self.policy.is_some() {
+            policy.push(']');
+        }
+        let about = match &self.origin {
+            Origin::Alias { reason, .. } => reason
+                .map(|r| format!("(unusable: {r})"))
+                .unwrap_or_default(),
+            Origin::External { .. } => String::new(),
+            _ => self.about.clone(),
+        };
+        [
+            self.name.clone(),
+            self.origin.kind().to_owned(),
+            self.origin.from(),
+            policy,
+            about,
+        ]
+    }
 }
 
 fn about_of(cmd: &Command) -> String {
@@ -121,9 +180,10 @@ pub(crate) fn everything(config: Option<&Config>, warnings: &mut Vec<String>) ->
                     Some(e)
                 }
             };
+            let reason = error.map(|e| e.reason());
             let mut about = format!("alias for `{}`", alias.words.join(" "));
-            if let Some(e) = error {
-                about.push_str(&format!(" (unusable: {})", e.reason()));
+            if let Some(reason) = reason {
+                about.push_str(&format!(" (unusable: {reason})"));
             }
             let error = error.map(ToString::to_string);
             listed.insert(
@@ -134,6 +194,7 @@ pub(crate) fn everything(config: Option<&Config>, warnings: &mut Vec<String>) ->
                     origin: Origin::Alias {
                         expands_to: alias.words.to_vec(),
                         error,
+                        reason,
                     },
                     policy: None,
                     descendants: None,
@@ -194,23 +255,49 @@ pub(crate) fn list(
         );
         return exit::SUCCESS;
     }
-    let width = all.iter().map(|l| l.name.len()).max().unwrap_or(0);
-    for l in &all {
-        let origin = match &l.origin {
-            Origin::BuiltIn { .. } => "built-in".to_owned(),
-            Origin::Plugin { crate_name } => format!("crate {crate_name}"),
-            Origin::Duplicate { crates } => format!("crates {}", crates.join(", ")),
-            Origin::Alias { expands_to, .. } => format!("alias: {}", expands_to.join(" ")),
-            Origin::External { path } => format!("path {}", path.display()),
-        };
-        let mut policy = l
-            .policy
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "-".into());
-        if let Some(d) = l.descendants {
-            policy.push_str(&format!(", descendants {d}"));
+    let rows: Vec<[String; 5]> = all.iter().map(Listed::columns).collect();
+    let mut widths = [0; 4];
+    for row in &rows {
+        for (w, col) in widths.iter_mut().zip(row) {
+            *w = (*w).max(col.chars().count());
         }
-        let _ = writeln!(out, "{:width$}  {origin}  [{policy}]  {}", l.name, l.about);
+    }
+    for [name, kind, from, policy, about] in &rows {
+        let [wn, wk, wf, wp] = widths;
+        let line = format!("{name:wn$}  {kind:wk$}  {from:wf$}  {policy:wp$}  {about}");
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     exit::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_listing_names_each_origin_as_the_json_kind_does() {
+        let origins = [
+            Origin::BuiltIn {
+                crate_name: "commands".into(),
+            },
+            Origin::Plugin {
+                crate_name: "p".into(),
+            },
+            Origin::Duplicate {
+                crates: vec!["a".into(), "b".into()],
+            },
+            Origin::Alias {
+                expands_to: vec!["x".into()],
+                error: None,
+                reason: None,
+            },
+            Origin::External {
+                path: PathBuf::from("/bin/manage-x"),
+            },
+        ];
+        for origin in origins {
+            let json = serde_json::to_value(&origin).expect("an origin serializes");
+            assert_eq!(json["kind"], origin.kind(), "{json}");
+        }
+    }
 }

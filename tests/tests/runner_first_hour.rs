@@ -5,8 +5,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::process::{Command, ExitStatus};
 
+use maintenance_core::backend::ModeChange;
 use manage_tests::{Outcome, Proc, Site};
 use serde_json::Value;
 
@@ -159,4 +161,151 @@ fn a_broken_manage_toml_is_named_by_help_list_and_completions_not_ignored() {
     let out = site.run(&[]);
     assert_eq!(out.code(), Some(2), "{out}");
     assert!(out.stderr.contains(&warning), "{out}");
+}
+
+// ------------------------------------------------------------- listings
+// `--list` is aligned and names origins in the words of its JSON; `help
+// <external>` says what is known and runs `manage-<name> --help`
+// untracked; help of every kind works while the site is OFFLINE.
+
+/// The columns of a `--list` line: each run of text between gaps of two
+/// spaces or more, with where it starts.
+fn columns(line: &str) -> Vec<(usize, String)> {
+    let mut cols = Vec::new();
+    let mut start = None;
+    let mut spaces = 0;
+    for (i, c) in line.char_indices() {
+        if c == ' ' {
+            spaces += 1;
+            continue;
+        }
+        if start.is_none() || spaces >= 2 {
+            if let Some(s) = start {
+                cols.push((s, line[s..i - spaces].to_owned()));
+            }
+            start = Some(i);
+        }
+        spaces = 0;
+    }
+    if let Some(s) = start {
+        cols.push((s, line[s..].trim_end().to_owned()));
+    }
+    cols
+}
+
+#[test]
+fn list_is_aligned_and_names_each_origin_as_its_json_kind_does() {
+    let site = Site::with_config(MANAGE, "[alias]\nhi = \"hello Ada\"\n");
+    let publish = site.external("publish", "#!/bin/sh\necho publishing\n");
+    let text = site.run(&["--list"]);
+    assert_eq!(text.code(), Some(0), "{text}");
+    let json = site.run(&["--list", "--json"]);
+    let doc: Value = serde_json::from_str(&json.stdout.join("\n")).unwrap();
+    let kinds: BTreeMap<String, String> = doc["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                c["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(text.stdout.len(), kinds.len(), "a line each: {text}");
+
+    let rows: BTreeMap<String, Vec<(usize, String)>> = text
+        .stdout
+        .iter()
+        .map(|l| {
+            let cols = columns(l);
+            (cols[0].1.clone(), cols)
+        })
+        .collect();
+    for (name, kind) in &kinds {
+        let row = &rows[name];
+        assert_eq!(
+            &row[1].1, kind,
+            "{name}'s kind, in the JSON's words: {row:?}"
+        );
+    }
+    // The name, kind, origin and policy columns start at the same place on
+    // every line.
+    let hello = &rows["hello"];
+    for (name, row) in &rows {
+        for col in 0..4 {
+            assert_eq!(
+                row[col].0, hello[col].0,
+                "column {col} of {name} is not aligned with hello's: {text}"
+            );
+        }
+    }
+    assert_eq!(hello[2].1, "hello-plugin", "{hello:?}");
+    assert_eq!(
+        hello[3].1, "[tracked, single, maintenance refused, drain wait]",
+        "{hello:?}"
+    );
+    assert_eq!(hello[4].1, "Greet someone", "{hello:?}");
+    assert_eq!(rows["offline"][2].1, "commands", "its crate");
+    assert_eq!(rows["hi"][2].1, "hello Ada", "what the alias runs");
+    assert_eq!(
+        rows["publish"][2].1,
+        publish.display().to_string(),
+        "where the external command is"
+    );
+}
+
+/// An external command that says how it was called and whether it runs
+/// inside a task.
+const SAY_HOW: &str = "#!/bin/sh\necho \"args: $*\"\necho \"task: ${MANAGE_TASK:-none}\"\n";
+
+#[test]
+fn help_for_an_external_command_says_what_is_known_and_runs_it_with_help_untracked() {
+    let site = Site::with_config(MANAGE, "[commands.publish]\nmaintenance = \"allowed\"\n");
+    let path = site.external("publish", SAY_HOW);
+    let out = site.run(&["help", "publish"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(
+        out.stdout,
+        [
+            format!("`publish` is an external command: {}", path.display()),
+            "  policy: tracked, single, maintenance allowed, drain wait".to_owned(),
+            format!(
+                "  its own help, from `{} --help` (run untracked):",
+                path.display()
+            ),
+            "args: --help".to_owned(),
+            "task: none".to_owned(),
+        ],
+        "{out}"
+    );
+}
+
+#[test]
+fn help_of_every_kind_is_never_refused_while_the_site_is_offline() {
+    let site = Site::with_config(MANAGE, "[alias]\nhi = \"hello Ada\"\n");
+    site.external("publish", SAY_HOW);
+    site.backend()
+        .force_offline(&ModeChange::by_this_process())
+        .unwrap();
+    // Offline indeed: the command itself is refused.
+    assert_eq!(site.run(&["hello"]).code(), Some(75));
+    for args in [
+        &["--help"][..],
+        &["help"],
+        &["help", "hello"],
+        &["hello", "--help"],
+        &["help", "hi"],
+        &["help", "publish"],
+        &["help", "offline"],
+        &["offline", "on", "--help"],
+        &["--list"],
+        &["completions", "zsh"],
+    ] {
+        let out = site.run(args);
+        assert_eq!(out.code(), Some(0), "{args:?} while OFFLINE: {out}");
+        assert!(!out.stdout.is_empty(), "{args:?}: {out}");
+    }
+    let out = site.run(&["help", "publish"]);
+    assert!(out.stdout.iter().any(|l| l == "args: --help"), "{out}");
 }
