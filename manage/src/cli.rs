@@ -11,6 +11,9 @@ use std::time::Duration;
 use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 use maintenance_core::config::{Config, Overrides};
 
+/// What the binary is for, in `--help` and the man page.
+pub(crate) const ABOUT: &str = "run this site's commands, each tracked so maintenance waits for it";
+
 /// The options every command accepts.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Globals {

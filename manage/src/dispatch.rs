@@ -1,13 +1,13 @@
 //! Dispatch: from a command line to the command that runs it. The name is
-//! looked up — in the order written down in `resolve.rs`, aliases expanded
-//! there with their cycles caught — and `run()` runs what it names: a
-//! registered command in this process, an external one as a child, the
-//! runner's own `help` and `completions`, or an error for an unknown name
-//! (exit 2) with the closest name of all kinds suggested.
+//! looked up — in the order written down in `resolve/mod.rs`, aliases
+//! expanded there with their cycles caught — and `run()` runs what it
+//! names: a registered command in this process, an external one as a
+//! child, the runner's own `help`, `completions` and `man`, or an error for
+//! an unknown name (exit 2) with the closest name of all kinds suggested.
 //!
 //! Only the matched command's arguments are built, so start-up does not
-//! grow with the number of registered commands; `--help`, `--list` and
-//! `completions` build everything.
+//! grow with the number of registered commands; `--help`, `--list`,
+//! `completions` and `man` build everything.
 //!
 //! Global options — `--state-dir`, `--config`, `-v`/`-q`,
 //! `--lock-timeout`, `--ignore-maintenance` — are accepted before or after a
@@ -86,7 +86,10 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
     };
     let name = resolved.name();
     let (argv, index) = (&resolved.argv, resolved.index);
-    if matches!(resolved.target, Target::Help | Target::Completions) {
+    if matches!(
+        resolved.target,
+        Target::Help | Target::Completions | Target::Man
+    ) {
         warn(err, listing_config(&loaded).1.as_deref());
     }
     match &resolved.target {
@@ -99,6 +102,7 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
         Target::Completions => {
             install::completions(&bin, &argv[index + 1..], config.as_ref(), out, err)
         }
+        Target::Man => install::man(&bin, &argv[index + 1..], config.as_ref(), out, err),
         Target::Registered(reg) => {
             let launch = exec::Launch {
                 bin: &bin,

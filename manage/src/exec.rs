@@ -261,7 +261,7 @@ fn not_runnable(resolved: &Resolved, config: &Config) -> Option<String> {
     match &resolved.target {
         Target::Registered(_) | Target::External(_) => None,
         Target::Duplicate(origins) => Some(crate::registry::duplicate_message(&name, origins)),
-        Target::Help | Target::Completions => Some(format!(
+        Target::Help | Target::Completions | Target::Man => Some(format!(
             "`{name}`{} is not a command that can be run here",
             resolved.via()
         )),
@@ -349,9 +349,11 @@ impl Runner for Runtime<'_> {
                 err,
             ),
             // Answered by `not_runnable` above.
-            Target::Duplicate(_) | Target::Help | Target::Completions | Target::Unknown => {
-                exit::USAGE
-            }
+            Target::Duplicate(_)
+            | Target::Help
+            | Target::Completions
+            | Target::Man
+            | Target::Unknown => exit::USAGE,
         };
         self.depth.set(self.depth.get() - 1);
         Ok(code)

@@ -21,9 +21,10 @@ pub(crate) fn top_help(bin: &str, config: Option<&Config>, out: &mut dyn Write) 
     let mut warnings = Vec::new();
     let all = everything(config, &mut warnings);
     let mut text = format!(
-        "{bin} {} — run this site's commands, each tracked so maintenance waits for it\n\n\
+        "{bin} {} — {}\n\n\
          Usage: {bin} [OPTIONS] <COMMAND> [ARGS]...\n",
-        env!("CARGO_PKG_VERSION")
+        env!("CARGO_PKG_VERSION"),
+        cli::ABOUT
     );
     let groups: [Group; 4] = [
         ("Built-in commands", |o| matches!(o, Origin::BuiltIn { .. })),
@@ -51,8 +52,8 @@ pub(crate) fn top_help(bin: &str, config: Option<&Config>, out: &mut dyn Write) 
         }
     }
     text.push_str(&format!(
-        "\nRunner commands:\n  {:width$}  Print a command's help\n  {:width$}  Print shell completions: bash, zsh or fish\n",
-        "help <COMMAND>", "completions <SHELL>"
+        "\nRunner commands:\n  {:width$}  Print a command's help\n  {:width$}  Print shell completions: bash, zsh or fish\n  {:width$}  Print the man page, or write one per command into DIR\n",
+        "help <COMMAND>", "completions <SHELL>", "man [--dir DIR]"
     ));
     text.push_str("\nOptions:\n");
     let top = cli::top_command(bin);
@@ -185,6 +186,16 @@ fn help_for_target(
                 "Usage: {bin} completions <SHELL>\n\nPrints completions for bash, zsh or fish, \
                  for this binary ({bin}): commands, their options and aliases.\n\n\
                  Example: {bin} completions bash > /etc/bash_completion.d/{bin}"
+            );
+            exit::SUCCESS
+        }
+        Target::Man => {
+            let _ = writeln!(
+                out,
+                "Usage: {bin} man [--dir DIR]\n\nPrints the man page of this binary ({bin}): its \
+                 options, every command, the exit codes. With --dir, writes a page per command \
+                 ({bin}.1, {bin}-offline.1, …) into DIR instead.\n\n\
+                 Example: {bin} man --dir /usr/local/share/man/man1"
             );
             exit::SUCCESS
         }

@@ -13,6 +13,7 @@ use manage_tests::{Outcome, Proc, Site};
 use serde_json::Value;
 
 const MANAGE: &str = env!("CARGO_BIN_EXE_e2e-manage");
+const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
 
 /// A `manage.toml` (after the site's own first line) whose line 2 is
 /// wrong, and an alias after it that the error must not hide silently.
@@ -118,7 +119,7 @@ fn a_closed_stdout_ends_a_command_quietly_as_sigpipe_would() {
 }
 
 // ------------------------------------------------- a broken manage.toml
-// `--help`, `--list`, `help` and `completions` name a broken
+// `--help`, `--list`, `help`, `completions` and `man` name a broken
 // `manage.toml`, file and line, instead of silently leaving its aliases out.
 
 #[test]
@@ -132,6 +133,7 @@ fn a_broken_manage_toml_is_named_by_help_list_and_completions_not_ignored() {
         &["help"],
         &["help", "hello"],
         &["completions", "bash"],
+        &["man"],
     ] {
         let out = site.run(args);
         assert_eq!(out.code(), Some(0), "{args:?}: {out}");
@@ -301,6 +303,7 @@ fn help_of_every_kind_is_never_refused_while_the_site_is_offline() {
         &["offline", "on", "--help"],
         &["--list"],
         &["completions", "zsh"],
+        &["man"],
     ] {
         let out = site.run(args);
         assert_eq!(out.code(), Some(0), "{args:?} while OFFLINE: {out}");
@@ -308,4 +311,65 @@ fn help_of_every_kind_is_never_refused_while_the_site_is_offline() {
     }
     let out = site.run(&["help", "publish"]);
     assert!(out.stdout.iter().any(|l| l == "args: --help"), "{out}");
+}
+
+// ------------------------------------------------------------------ man
+// `man` prints the page of the whole command tree under the binary's own
+// name, or writes a page per command.
+
+#[test]
+fn man_prints_a_page_for_the_binary_s_own_name_listing_every_command() {
+    let site = Site::with_config(MYSITE, "[alias]\nhi = \"hello Ada\"\n");
+    site.external("publish", "#!/bin/sh\n");
+    let out = site.run_mysite(&["man"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(out.stderr, "", "{out}");
+    let page = out.stdout.join("\n");
+    assert!(page.starts_with(".ie \\n(.g .ds Aq"), "roff: {page}");
+    assert!(
+        page.contains("\n.TH mysite 1 "),
+        "titled for mysite: {page}"
+    );
+    assert!(!page.contains("e2e"), "never under another name: {page}");
+    for needle in [
+        "mysite\\-hello(1)",
+        "mysite\\-offline(1)",
+        "mysite\\-migrate(1)",
+        "mysite\\-hi(1)",
+        "mysite\\-publish(1)",
+        "mysite\\-completions(1)",
+        "mysite\\-man(1)",
+        "\\-\\-ignore\\-maintenance",
+        ".SH \"EXIT STATUS\"",
+        "128+N",
+    ] {
+        assert!(page.contains(needle), "{needle} in the page: {page}");
+    }
+}
+
+#[test]
+fn man_dir_writes_a_page_for_every_command_of_the_tree() {
+    let site = Site::new(MYSITE);
+    let dir = site.dir().join("man1");
+    std::fs::create_dir(&dir).unwrap();
+    let out = site.run_mysite(&["man", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let on = dir.join("mysite-offline-on.1");
+    for page in ["mysite.1", "mysite-hello.1", "mysite-offline.1"] {
+        assert!(dir.join(page).is_file(), "{page}: {out}");
+    }
+    let text = std::fs::read_to_string(&on).unwrap();
+    assert!(
+        text.contains("\\-\\-timeout"),
+        "offline on's options: {text}"
+    );
+    assert!(
+        out.stdout.iter().any(|l| l == &on.display().to_string()),
+        "names each page it wrote: {out}"
+    );
+
+    let missing = site.dir().join("no-such-dir");
+    let out = site.run_mysite(&["man", "--dir", missing.to_str().unwrap()]);
+    out.assert_clean_error(&[&missing.display().to_string()]);
+    assert_eq!(out.code(), Some(1), "{out}");
 }

@@ -5,7 +5,7 @@
 //!
 //! A name is looked up in this order:
 //!
-//! 1. the runner's own commands: `help`, `completions`;
+//! 1. the runner's own commands: `help`, `completions`, `man`;
 //! 2. a registered command — built in (crate `commands`) or from a plug-in
 //!    crate linked into the binary;
 //! 3. an alias from `[alias]` in `manage.toml` (an alias named like one of
@@ -50,6 +50,8 @@ pub(crate) enum Target {
     Help,
     /// The runner's `completions`.
     Completions,
+    /// The runner's `man`.
+    Man,
     /// A registered command.
     Registered(&'static Registration),
     /// A name several crates register: the crates, sorted.
@@ -225,6 +227,10 @@ fn lookup<'c>(name: &str, config: Option<&'c Config>, warnings: &mut Vec<String>
         "completions" => {
             shadowed(warnings);
             return Step::Is(Target::Completions);
+        }
+        "man" => {
+            shadowed(warnings);
+            return Step::Is(Target::Man);
         }
         _ => {}
     }
