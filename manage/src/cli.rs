@@ -76,6 +76,8 @@ pub(crate) fn with_globals(cmd: Command) -> Command {
             .long("lock-timeout")
             .value_name("SECS")
             .value_parser(maintenance_core::config::parse_seconds)
+            // `-1` is a value for the parser to judge, not a flag.
+            .allow_negative_numbers(true)
             .global(true)
             .help("How long a single-instance command waits for the running one"),
     )

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, ExitStatus};
 
 use maintenance_core::backend::ModeChange;
-use manage_tests::{Outcome, Proc, Site};
+use manage_tests::{Outcome, Proc, Site, assert_exact};
 use serde_json::Value;
 
 const MANAGE: &str = env!("CARGO_BIN_EXE_e2e-manage");
@@ -372,4 +372,33 @@ fn man_dir_writes_a_page_for_every_command_of_the_tree() {
     let out = site.run_mysite(&["man", "--dir", missing.to_str().unwrap()]);
     out.assert_clean_error(&[&missing.display().to_string()]);
     assert_eq!(out.code(), Some(1), "{out}");
+}
+
+// ------------------------------------------------------------ durations
+// `--lock-timeout -1` reaches its parser, which says what is wrong with it.
+
+#[test]
+fn a_negative_lock_timeout_reaches_its_parser_before_or_after_the_name() {
+    let site = Site::new(MANAGE);
+    for args in [
+        &["--lock-timeout", "-1", "hello"][..],
+        &["hello", "--lock-timeout", "-1"],
+    ] {
+        let out = site.run(args);
+        assert_eq!(out.code(), Some(2), "{args:?}: {out}");
+        assert!(
+            !out.stderr.contains("unexpected argument"),
+            "{args:?}: {out}"
+        );
+        assert!(
+            out.stderr
+                .contains("invalid value '-1' for '--lock-timeout <SECS>'"),
+            "{args:?}: the parser's own word on -1: {out}"
+        );
+    }
+    assert_exact(
+        &site.run(&["--lock-timeout", "1", "hello"]),
+        0,
+        &["Hello, world!"],
+    );
 }
