@@ -99,10 +99,17 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
                 .map(|a| a.to_string_lossy().into_owned());
             help::help_for(&bin, topic.as_deref(), config.as_ref(), out, err)
         }
-        Target::Completions => {
-            install::completions(&bin, &argv[index + 1..], config.as_ref(), out, err)
+        Target::Completions | Target::Man => {
+            let asked = install::Asked {
+                bin: &bin,
+                args: &argv[index + 1..],
+                config: config.as_ref(),
+            };
+            match resolved.target {
+                Target::Man => install::man(asked, out, err),
+                _ => install::completions(asked, out, err),
+            }
         }
-        Target::Man => install::man(&bin, &argv[index + 1..], config.as_ref(), out, err),
         Target::Registered(reg) => {
             let launch = exec::Launch {
                 bin: &bin,

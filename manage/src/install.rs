@@ -16,14 +16,20 @@ use crate::cli;
 use crate::registry::{self, Found};
 use crate::resolve;
 
+/// A runner command's call: the binary's name, the words after the
+/// command's name, and the configuration, if it could be read.
+pub(crate) struct Asked<'a> {
+    /// The binary's own name (`manage`, `mysite`).
+    pub bin: &'a str,
+    /// The words after `completions` or `man`.
+    pub args: &'a [OsString],
+    /// The configuration, for its aliases; `None` when it is broken.
+    pub config: Option<&'a Config>,
+}
+
 /// `completions <shell>`, under the binary's own name.
-pub(crate) fn completions(
-    bin: &str,
-    args: &[OsString],
-    config: Option<&Config>,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> u8 {
+pub(crate) fn completions(asked: Asked<'_>, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let Asked { bin, args, config } = asked;
     let shell = args.first().map(|a| a.to_string_lossy().into_owned());
     let Some(shell) = shell
         .as_deref()
@@ -104,13 +110,8 @@ fn man_command() -> Command {
 /// the exit codes) on stdout; with `--dir`, one page per command of the
 /// tree (`manage.1`, `manage-offline.1`, `manage-offline-on.1`, …) written
 /// into DIR, each path printed.
-pub(crate) fn man(
-    bin: &str,
-    args: &[OsString],
-    config: Option<&Config>,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> u8 {
+pub(crate) fn man(asked: Asked<'_>, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let Asked { bin, args, config } = asked;
     let words = std::iter::once(OsString::from("man")).chain(args.iter().cloned());
     let matches = match man_command()
         .bin_name(format!("{bin} man"))
