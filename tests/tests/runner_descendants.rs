@@ -392,7 +392,7 @@ fn the_keeper_holds_none_of_the_caller_s_descriptors() {
 
 #[test]
 fn a_command_that_writes_over_its_task_file_still_holds_the_task() {
-    let site = Site::new(EXE);
+    let site = CliSite::new(EXE);
     // Finds its inherited task descriptor and writes a stray line into it.
     site.external(
         "scribble",
@@ -432,7 +432,7 @@ exec sleep 600
 
 #[test]
 fn a_leftover_of_a_closed_window_that_starts_work_holds_off_the_next_offline() {
-    let site = Site::new(env!("CARGO_BIN_EXE_e2e-mysite"));
+    let site = CliSite::new(env!("CARGO_BIN_EXE_e2e-mysite"));
     let go = site.dir().join("go");
     let started = site.dir().join("started");
     site.external("nap", "#!/bin/sh\nexec sleep 600\n");
