@@ -1,13 +1,13 @@
 //! Dispatch: from a command line to the command that runs it. The name is
-//! looked up — in the order written down in `resolve.rs`, aliases expanded
-//! there with their cycles caught — and `run()` runs what it names: a
-//! registered command in this process, an external one as a child, the
-//! runner's own `help` and `completions`, or an error for an unknown name
-//! (exit 2) with the closest name of all kinds suggested.
+//! looked up — in the order written down in `resolve/mod.rs`, aliases
+//! expanded there with their cycles caught — and `run()` runs what it
+//! names: a registered command in this process, an external one as a
+//! child, the runner's own `help`, `completions` and `man`, or an error for
+//! an unknown name (exit 2) with the closest name of all kinds suggested.
 //!
 //! Only the matched command's arguments are built, so start-up does not
-//! grow with the number of registered commands; `--help`, `--list` and
-//! `completions` build everything.
+//! grow with the number of registered commands; `--help`, `--list`,
+//! `completions` and `man` build everything.
 //!
 //! Global options — `--state-dir`, `--config`, `-v`/`-q`,
 //! `--lock-timeout`, `--ignore-maintenance` — are accepted before or after a
@@ -16,164 +16,23 @@
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
-use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
-use maintenance_core::config::{Config, Overrides};
+use clap::{ArgMatches, value_parser};
 use maintenance_core::exit;
 
 use crate::Invocation;
-use crate::exec::{self, Runtime};
+use crate::cli::{
+    Globals, bin_name, clap_exit, listing_config, load_config, print_error, top_command,
+};
+use crate::exec;
+use crate::external::external;
 use crate::registry;
 use crate::resolve::{self, Target};
-use crate::{help, scan};
+use crate::runtime::Runtime;
+use crate::{help, install, list, scan};
 
 pub use crate::resolve::EXTERNAL_PREFIX;
-
-/// The options every command accepts.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Globals {
-    pub state_dir: Option<PathBuf>,
-    pub config: Option<PathBuf>,
-    pub verbosity: i8,
-    pub lock_timeout: Option<Duration>,
-    pub ignore_maintenance: bool,
-}
-
-impl Globals {
-    pub(crate) fn from_matches(m: &ArgMatches) -> Self {
-        let count = |id: &str| m.get_count(id) as i8;
-        Globals {
-            state_dir: m.get_one::<PathBuf>("state-dir").cloned(),
-            config: m.get_one::<PathBuf>("config").cloned(),
-            verbosity: count("verbose") - count("quiet"),
-            lock_timeout: m.get_one::<Duration>("lock-timeout").copied(),
-            ignore_maintenance: m.get_flag("ignore-maintenance"),
-        }
-    }
-}
-
-/// Adds the global options to `cmd`.
-pub(crate) fn with_globals(cmd: Command) -> Command {
-    cmd.arg(
-        Arg::new("state-dir")
-            .long("state-dir")
-            .value_name("DIR")
-            .value_parser(value_parser!(PathBuf))
-            .global(true)
-            .help("The state directory (overrides $MANAGE_STATE_DIR and manage.toml)"),
-    )
-    .arg(
-        Arg::new("config")
-            .long("config")
-            .value_name("FILE")
-            .value_parser(value_parser!(PathBuf))
-            .global(true)
-            .help("The configuration file (default: manage.toml, searched upwards)"),
-    )
-    .arg(
-        Arg::new("verbose")
-            .short('v')
-            .long("verbose")
-            .action(ArgAction::Count)
-            .global(true)
-            .help("Say more"),
-    )
-    .arg(
-        Arg::new("quiet")
-            .short('q')
-            .long("quiet")
-            .action(ArgAction::Count)
-            .global(true)
-            .help("Say less"),
-    )
-    .arg(
-        Arg::new("lock-timeout")
-            .long("lock-timeout")
-            .value_name("SECS")
-            .value_parser(maintenance_core::config::parse_seconds)
-            .global(true)
-            .help("How long a single-instance command waits for the running one"),
-    )
-    .arg(
-        Arg::new("ignore-maintenance")
-            .long("ignore-maintenance")
-            .action(ArgAction::SetTrue)
-            .global(true)
-            .help("Run a tracked command even during maintenance, inside the window"),
-    )
-}
-
-/// The top-level command: the binary's name, the global options, and the
-/// runner's own flags; no subcommand yet.
-pub(crate) fn top_command(bin: &str) -> Command {
-    with_globals(
-        Command::new(bin.to_owned())
-            .version(env!("CARGO_PKG_VERSION"))
-            .disable_help_subcommand(true)
-            .arg(
-                Arg::new("list")
-                    .long("list")
-                    .action(ArgAction::SetTrue)
-                    .help("List every command with its origin and policy"),
-            )
-            .arg(
-                Arg::new("json")
-                    .long("json")
-                    .action(ArgAction::SetTrue)
-                    .requires("list")
-                    .help("With --list: as JSON"),
-            ),
-    )
-}
-
-/// The binary's own name, as the user typed it (`manage`, `mysite`).
-pub(crate) fn bin_name(argv: &[OsString]) -> String {
-    argv.first()
-        .map(Path::new)
-        .and_then(Path::file_name)
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "manage".to_owned())
-}
-
-/// Writes clap's message where it belongs and returns its exit code.
-pub(crate) fn clap_exit(e: clap::Error, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
-    let text = e.render().to_string();
-    if e.use_stderr() {
-        let _ = write!(err, "{text}");
-    } else {
-        let _ = write!(out, "{text}");
-    }
-    e.exit_code().clamp(0, 255) as u8
-}
-
-/// Prints an error and its causes, one a line.
-pub(crate) fn print_error(err: &mut dyn Write, e: &anyhow::Error) {
-    let _ = writeln!(err, "error: {e}");
-    for cause in e.chain().skip(1) {
-        let _ = writeln!(err, "  caused by: {cause}");
-    }
-    let refusal = e
-        .downcast_ref::<maintenance_core::Error>()
-        .is_some_and(|c| matches!(c, maintenance_core::Error::Refused(_)));
-    if !refusal && std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
-        let _ = writeln!(err, "{}", e.backtrace());
-    }
-}
-
-/// Loads the configuration as the globals say.
-pub(crate) fn load_config(
-    globals: &Globals,
-    state_dir: &Option<PathBuf>,
-) -> anyhow::Result<Config> {
-    let overrides = Overrides {
-        config_file: globals.config.clone(),
-        state_dir: state_dir.clone().or_else(|| globals.state_dir.clone()),
-        lock_timeout: globals.lock_timeout,
-    };
-    Ok(Config::load(&overrides)?)
-}
 
 /// The runner's main path: the binary and the testing harness both come
 /// here.
@@ -195,8 +54,10 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
         Ok(m) => m,
         // `--help` before any command: our own help, with every command.
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
-            let config = load_config(&Globals::default(), &state_dir).ok();
-            return help::top_help(&bin, config.as_ref(), out);
+            let loaded = load_config(&Globals::default(), &state_dir);
+            let (config, broken) = listing_config(&loaded);
+            warn(err, broken.as_deref());
+            return help::top_help(&bin, config, out);
         }
         Err(e) => return clap_exit(e, out, err),
     };
@@ -225,6 +86,12 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
     };
     let name = resolved.name();
     let (argv, index) = (&resolved.argv, resolved.index);
+    if matches!(
+        resolved.target,
+        Target::Help | Target::Completions | Target::Man
+    ) {
+        warn(err, listing_config(&loaded).1.as_deref());
+    }
     match &resolved.target {
         Target::Help => {
             let topic = argv
@@ -232,8 +99,16 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
                 .map(|a| a.to_string_lossy().into_owned());
             help::help_for(&bin, topic.as_deref(), config.as_ref(), out, err)
         }
-        Target::Completions => {
-            help::completions(&bin, &argv[index + 1..], config.as_ref(), out, err)
+        Target::Completions | Target::Man => {
+            let asked = install::Asked {
+                bin: &bin,
+                args: &argv[index + 1..],
+                config: config.as_ref(),
+            };
+            match resolved.target {
+                Target::Man => install::man(asked, out, err),
+                _ => install::completions(asked, out, err),
+            }
         }
         Target::Registered(reg) => {
             let launch = exec::Launch {
@@ -259,17 +134,17 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
             let config = match loaded {
                 Ok(c) => c,
                 Err(e) => {
-                    print_error(err, &e);
+                    print_error(err, &e, globals.verbosity);
                     return exit::FAILURE;
                 }
             };
-            let rt = Runtime::new(&bin, &config, &globals, stop, true);
-            exec::external(&rt, &name, path, resolved.args(), None, err)
+            let rt = Runtime::new(&bin, &config, &globals, stop);
+            external(&rt, &name, path, resolved.args(), None, err)
         }
         Target::Unknown => {
             // An alias in a broken manage.toml: say what is broken.
             if let Err(e) = &loaded {
-                print_error(err, e);
+                print_error(err, e, globals.verbosity);
                 return exit::FAILURE;
             }
             let _ = writeln!(
@@ -277,7 +152,7 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
                 "error: unrecognized command `{name}`{}",
                 resolved.via()
             );
-            if let Some(s) = help::suggestion(&name, config.as_ref()) {
+            if let Some(s) = resolve::suggestion(&name, config.as_ref()) {
                 let _ = writeln!(err, "\n  tip: a similar command exists: `{s}`");
             }
             let _ = writeln!(
@@ -297,10 +172,19 @@ fn top_level(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
-    let config = load_config(globals, state_dir).ok();
+    let loaded = load_config(globals, state_dir);
+    let (config, broken) = listing_config(&loaded);
     if top.get_flag("list") {
-        return help::list(config.as_ref(), top.get_flag("json"), out, err);
+        return list::list(config, broken, top.get_flag("json"), out, err);
     }
-    help::top_help(bin, config.as_ref(), err);
+    warn(err, broken.as_deref());
+    help::top_help(bin, config, err);
     exit::USAGE
+}
+
+/// Prints a warning, if there is one.
+fn warn(err: &mut dyn Write, warning: Option<&str>) {
+    if let Some(w) = warning {
+        let _ = writeln!(err, "warning: {w}");
+    }
 }

@@ -1,212 +1,16 @@
 //! What the runner prints about its commands: `--help` (every command in
-//! groups, the options, the exit codes), `help <command>`, `--list
-//! [--json]`, `completions <shell>` and the "did you mean" suggestion. These
-//! build every command; dispatch builds only one.
+//! groups, the options, the exit codes) and `help <command>`.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Write;
-use std::path::PathBuf;
 
-use clap::Command;
 use maintenance_core::config::Config;
 use maintenance_core::exit;
-use maintenance_core::policy::Policy;
-use serde::Serialize;
 
-use crate::dispatch;
-use crate::registry::{self, BUILTIN_CRATE, Found, RUNNER_NAMES};
-use crate::resolve::{self, EXTERNAL_PREFIX, Target};
-use crate::suggest;
-
-/// Where a listed command comes from.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "kebab-case", tag = "kind")]
-enum Origin {
-    BuiltIn {
-        crate_name: String,
-    },
-    Plugin {
-        crate_name: String,
-    },
-    Duplicate {
-        crates: Vec<String>,
-    },
-    Alias {
-        expands_to: Vec<String>,
-        /// Why it cannot run (a cycle, an empty alias); absent when it can.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<String>,
-    },
-    External {
-        path: PathBuf,
-    },
-}
-
-/// One line of `--list`.
-#[derive(Debug, Clone, Serialize)]
-struct Listed {
-    name: String,
-    #[serde(flatten)]
-    origin: Origin,
-    about: String,
-    policy: Option<Policy>,
-    /// `descendants = "release"` from manage.toml (external commands only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    descendants: Option<maintenance_core::policy::Descendants>,
-}
-
-/// Every `manage-*` executable on PATH, by name, the first on PATH winning.
-pub(crate) fn externals() -> BTreeMap<String, PathBuf> {
-    let mut found = BTreeMap::new();
-    let Some(path) = std::env::var_os("PATH") else {
-        return found;
-    };
-    for dir in std::env::split_paths(&path) {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let file = e.file_name();
-            use std::os::unix::ffi::OsStrExt;
-            if !file.as_bytes().starts_with(EXTERNAL_PREFIX.as_bytes()) {
-                continue;
-            }
-            let Some(name) = file.to_str().and_then(|f| f.strip_prefix(EXTERNAL_PREFIX)) else {
-                continue;
-            };
-            if name.is_empty() || found.contains_key(name) {
-                continue;
-            }
-            let p = e.path();
-            if resolve::is_executable(&p) {
-                found.insert(name.to_owned(), p);
-            }
-        }
-    }
-    found
-}
-
-fn about_of(cmd: &Command) -> String {
-    cmd.get_about().map(|a| a.to_string()).unwrap_or_default()
-}
-
-/// Every command of every kind, in dispatch order per name, sorted.
-fn everything(config: Option<&Config>, warnings: &mut Vec<String>) -> Vec<Listed> {
-    let mut listed: BTreeMap<String, Listed> = BTreeMap::new();
-    for (name, found) in registry::all(warnings) {
-        let (origin, about, policy) = match found {
-            Found::One(r) => {
-                let origin = if r.origin == BUILTIN_CRATE {
-                    Origin::BuiltIn {
-                        crate_name: r.origin.to_owned(),
-                    }
-                } else {
-                    Origin::Plugin {
-                        crate_name: r.origin.to_owned(),
-                    }
-                };
-                let policy = match config.and_then(|c| c.commands.get(name)) {
-                    None => r.policy,
-                    Some(o) => o.for_registered(name, r.policy).unwrap_or_else(|msg| {
-                        warnings.push(format!(
-                            "{msg}; running `{name}` is refused until this is fixed"
-                        ));
-                        r.policy
-                    }),
-                };
-                (origin, about_of(&(r.build)()), Some(policy))
-            }
-            Found::Duplicate(crates) => (
-                Origin::Duplicate {
-                    crates: crates.iter().map(|c| c.to_string()).collect(),
-                },
-                "(unusable: registered by more than one crate)".to_owned(),
-                None,
-            ),
-        };
-        listed.insert(
-            name.to_owned(),
-            Listed {
-                name: name.to_owned(),
-                origin,
-                about,
-                policy,
-                descendants: None,
-            },
-        );
-    }
-    if let Some(config) = config {
-        for alias in resolve::aliases(config, warnings) {
-            let error = match &alias.resolved {
-                Ok(r) => {
-                    if matches!(r.target, Target::Unknown) {
-                        warnings.push(format!(
-                            "alias `{}` in {} leads to `{name}`, which is not a command \
-                             (neither registered nor `{EXTERNAL_PREFIX}{name}` on PATH)",
-                            alias.name,
-                            resolve::file_of(Some(config)),
-                            name = r.name()
-                        ));
-                    }
-                    None
-                }
-                Err(e) => {
-                    warnings.push(e.to_string());
-                    Some(e)
-                }
-            };
-            let mut about = format!("alias for `{}`", alias.words.join(" "));
-            if let Some(e) = error {
-                about.push_str(&format!(" (unusable: {})", e.reason()));
-            }
-            let error = error.map(ToString::to_string);
-            listed.insert(
-                alias.name.to_owned(),
-                Listed {
-                    name: alias.name.to_owned(),
-                    about,
-                    origin: Origin::Alias {
-                        expands_to: alias.words.to_vec(),
-                        error,
-                    },
-                    policy: None,
-                    descendants: None,
-                },
-            );
-        }
-    }
-    for (name, path) in externals() {
-        let policy = config
-            .and_then(|c| c.commands.get(&name))
-            .map(|o| o.for_external())
-            .unwrap_or_default();
-        let descendants = config
-            .and_then(|c| c.commands.get(&name))
-            .and_then(|o| o.descendants);
-        listed.entry(name.clone()).or_insert(Listed {
-            name,
-            about: format!("external: {}", path.display()),
-            origin: Origin::External { path },
-            policy: Some(policy),
-            descendants,
-        });
-    }
-    listed.into_values().collect()
-}
-
-/// Prints each warning once, in the order first given; returns them.
-fn warn_all(err: &mut dyn Write, warnings: &[String]) -> Vec<String> {
-    let mut seen = std::collections::BTreeSet::new();
-    let mut once = Vec::new();
-    for w in warnings {
-        if seen.insert(w) {
-            let _ = writeln!(err, "warning: {w}");
-            once.push(w.clone());
-        }
-    }
-    once
-}
+use crate::cli;
+use crate::list::{Listed, Origin, everything, warn_all};
+use crate::registry;
+use crate::resolve::{self, Target};
 
 /// A group of `--help`: its title and who belongs.
 type Group = (&'static str, fn(&Origin) -> bool);
@@ -217,9 +21,10 @@ pub(crate) fn top_help(bin: &str, config: Option<&Config>, out: &mut dyn Write) 
     let mut warnings = Vec::new();
     let all = everything(config, &mut warnings);
     let mut text = format!(
-        "{bin} {} — run this site's commands, each tracked so maintenance waits for it\n\n\
+        "{bin} {} — {}\n\n\
          Usage: {bin} [OPTIONS] <COMMAND> [ARGS]...\n",
-        env!("CARGO_PKG_VERSION")
+        env!("CARGO_PKG_VERSION"),
+        cli::ABOUT
     );
     let groups: [Group; 4] = [
         ("Built-in commands", |o| matches!(o, Origin::BuiltIn { .. })),
@@ -247,11 +52,11 @@ pub(crate) fn top_help(bin: &str, config: Option<&Config>, out: &mut dyn Write) 
         }
     }
     text.push_str(&format!(
-        "\nRunner commands:\n  {:width$}  Print a command's help\n  {:width$}  Print shell completions: bash, zsh or fish\n",
-        "help <COMMAND>", "completions <SHELL>"
+        "\nRunner commands:\n  {:width$}  Print a command's help\n  {:width$}  Print shell completions: bash, zsh or fish\n  {:width$}  Print the man page, or write one per command into DIR\n",
+        "help <COMMAND>", "completions <SHELL>", "man [--dir DIR]"
     ));
     text.push_str("\nOptions:\n");
-    let top = dispatch::top_command(bin);
+    let top = cli::top_command(bin);
     for arg in top
         .get_arguments()
         .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
@@ -275,6 +80,10 @@ pub(crate) fn top_help(bin: &str, config: Option<&Config>, out: &mut dyn Write) 
     for (code, meaning) in exit::TABLE {
         text.push_str(&format!("  {code:>3}  {meaning}\n"));
     }
+    text.push_str(&format!(
+        "  {:>3}  the command's output was closed under it (`| head -1`); nothing is printed\n",
+        cli::BROKEN_PIPE
+    ));
     text.push_str(
         "  external commands exit with their own code, or 128+N if signal N killed them\n",
     );
@@ -331,14 +140,30 @@ fn help_for_target(
 ) -> u8 {
     match target {
         Target::Registered(reg) => {
-            let cmd = dispatch::top_command(bin).subcommand((reg.build)());
+            let cmd = cli::top_command(bin).subcommand((reg.build)());
             match cmd.try_get_matches_from([bin, reg.name, "--help"]) {
                 Ok(_) => exit::SUCCESS,
-                Err(e) => dispatch::clap_exit(e, out, err),
+                Err(e) => cli::clap_exit(e, out, err),
             }
         }
         Target::External(path) => {
-            let _ = writeln!(out, "`{topic}` is an external command: {}", path.display());
+            // What is known, then its own help: run untracked, so help is
+            // never refused during maintenance, when an operator needs it.
+            let settings = config.and_then(|c| c.commands.get(topic));
+            let mut policy = settings
+                .map(|o| o.for_external())
+                .unwrap_or_default()
+                .to_string();
+            if let Some(d) = settings.and_then(|o| o.descendants) {
+                policy.push_str(&format!(", descendants {d}"));
+            }
+            let _ = writeln!(
+                out,
+                "`{topic}` is an external command: {}\n  policy: {policy}\n  \
+                 its own help, from `{} --help` (run untracked):",
+                path.display(),
+                path.display()
+            );
             let _ = out.flush();
             match std::process::Command::new(&path).arg("--help").status() {
                 Ok(s) => s.code().unwrap_or(1).clamp(0, 255) as u8,
@@ -364,6 +189,16 @@ fn help_for_target(
             );
             exit::SUCCESS
         }
+        Target::Man => {
+            let _ = writeln!(
+                out,
+                "Usage: {bin} man [--dir DIR]\n\nPrints the man page of this binary ({bin}): its \
+                 options, every command, the exit codes. With --dir, writes a page per command \
+                 ({bin}.1, {bin}-offline.1, …) into DIR instead.\n\n\
+                 Example: {bin} man --dir /usr/local/share/man/man1"
+            );
+            exit::SUCCESS
+        }
         Target::Duplicate(origins) => {
             let _ = writeln!(
                 err,
@@ -374,128 +209,10 @@ fn help_for_target(
         }
         Target::Unknown => {
             let _ = writeln!(err, "error: no command named `{topic}`");
-            if let Some(s) = suggestion(topic, config) {
+            if let Some(s) = resolve::suggestion(topic, config) {
                 let _ = writeln!(err, "\n  tip: a similar command exists: `{s}`");
             }
             exit::USAGE
         }
     }
-}
-
-/// `--list [--json]`.
-pub(crate) fn list(
-    config: Option<&Config>,
-    json: bool,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> u8 {
-    let mut warnings = Vec::new();
-    let all = everything(config, &mut warnings);
-    let warnings = warn_all(err, &warnings);
-    if json {
-        let doc = serde_json::json!({ "version": 1, "commands": all, "warnings": warnings });
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&doc).unwrap_or_default()
-        );
-        return exit::SUCCESS;
-    }
-    let width = all.iter().map(|l| l.name.len()).max().unwrap_or(0);
-    for l in &all {
-        let origin = match &l.origin {
-            Origin::BuiltIn { .. } => "built-in".to_owned(),
-            Origin::Plugin { crate_name } => format!("crate {crate_name}"),
-            Origin::Duplicate { crates } => format!("crates {}", crates.join(", ")),
-            Origin::Alias { expands_to, .. } => format!("alias: {}", expands_to.join(" ")),
-            Origin::External { path } => format!("path {}", path.display()),
-        };
-        let mut policy = l
-            .policy
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "-".into());
-        if let Some(d) = l.descendants {
-            policy.push_str(&format!(", descendants {d}"));
-        }
-        let _ = writeln!(out, "{:width$}  {origin}  [{policy}]  {}", l.name, l.about);
-    }
-    exit::SUCCESS
-}
-
-/// `completions <shell>`, under the binary's own name.
-pub(crate) fn completions(
-    bin: &str,
-    args: &[OsString],
-    config: Option<&Config>,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> u8 {
-    let shell = args.first().map(|a| a.to_string_lossy().into_owned());
-    let Some(shell) = shell
-        .as_deref()
-        .and_then(|s| s.parse::<clap_complete::Shell>().ok())
-        .filter(|s| {
-            matches!(
-                s,
-                clap_complete::Shell::Bash | clap_complete::Shell::Zsh | clap_complete::Shell::Fish
-            )
-        })
-    else {
-        let _ = writeln!(
-            err,
-            "error: `{bin} completions` needs a shell: bash, zsh or fish (got {})",
-            shell
-                .as_deref()
-                .map(|s| format!("{s:?}"))
-                .unwrap_or_else(|| "nothing".into())
-        );
-        return exit::USAGE;
-    };
-    let mut warnings = Vec::new();
-    let mut cmd = dispatch::top_command(bin);
-    for (_, found) in registry::all(&mut warnings) {
-        if let Found::One(r) = found {
-            cmd = cmd.subcommand((r.build)());
-        }
-    }
-    if let Some(config) = config {
-        for alias in resolve::aliases(config, &mut warnings) {
-            cmd = cmd.subcommand(
-                Command::new(alias.name.to_owned())
-                    .about(format!("alias for `{}`", alias.words.join(" "))),
-            );
-        }
-    }
-    for (name, path) in externals() {
-        if cmd.find_subcommand(&name).is_none() {
-            cmd = cmd.subcommand(Command::new(name).about(format!("external: {}", path.display())));
-        }
-    }
-    cmd = cmd
-        .subcommand(Command::new("help").about("Print a command's help"))
-        .subcommand(
-            Command::new("completions")
-                .about("Print shell completions")
-                .arg(clap::Arg::new("shell").value_parser(["bash", "zsh", "fish"])),
-        );
-    // Into memory first: clap_complete panics on a closed pipe.
-    let mut script = Vec::new();
-    clap_complete::generate(shell, &mut cmd, bin, &mut script);
-    let _ = out.write_all(&script);
-    exit::SUCCESS
-}
-
-/// The closest known name of any kind to `typed`.
-pub(crate) fn suggestion(typed: &str, config: Option<&Config>) -> Option<String> {
-    let mut warnings = Vec::new();
-    let mut names: Vec<String> = registry::all(&mut warnings)
-        .keys()
-        .map(|n| n.to_string())
-        .collect();
-    names.extend(RUNNER_NAMES.iter().map(|n| n.to_string()));
-    if let Some(c) = config {
-        names.extend(c.aliases.keys().cloned());
-    }
-    names.extend(externals().into_keys());
-    suggest::closest(typed, names.iter().map(String::as_str)).map(str::to_owned)
 }

@@ -21,6 +21,11 @@
 //! are reparented past it); without `/proc` (not Linux) there is no keeper;
 //! with another backend than the file backend, leftovers of a drain-`stop`
 //! command are not asked to stop.
+//!
+//! One file, though over 500 lines: everything that runs in the forked
+//! keeper, and everything prepared for it before the fork, stays together
+//! so that the rule above (only async-signal-safe calls after `fork`) can
+//! be checked in one place.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;

@@ -14,20 +14,39 @@
 //! ```
 //!
 //! See [`dispatch`] for how a command line is dispatched (the order in
-//! which a name is looked up is in `resolve.rs`, and in the README), and
-//! [`maintenance_core::exit`] for the exit codes.
+//! which a name is looked up is in `resolve/mod.rs`, and in the README), and
+//! [`maintenance_core::exit`] for the exit codes. Where the rest lives:
+//!
+//! - `cli.rs`: the global options, the top command, loading `manage.toml`,
+//!   printing errors — what dispatch, the runs and the help share;
+//! - `resolve/`: name lookup — the resolver and aliases, external commands
+//!   on `PATH`, the "did you mean" suggestion; `registry.rs`, the linked
+//!   registrations by name; `scan.rs`, where the name stands in argv;
+//! - `exec.rs`: a registered command's run, and the `Runner` behind
+//!   `ctx.call`; `runtime.rs`, what one invocation's runs share;
+//! - `external.rs`: how an external command runs and keeps its task, with
+//!   `keeper.rs`, the process that holds it while anything the command
+//!   started lives;
+//! - `help.rs` (`--help`, `help <command>`), `list.rs` (`--list`),
+//!   `install.rs` (`completions`, `man`);
+//! - `signals.rs`, `drain.rs`: stop requests from signals and from a drain;
+//! - `testing.rs`: the in-process harness for command authors.
 
+mod cli;
 pub mod dispatch;
 mod drain;
 mod exec;
+mod external;
 mod help;
+mod install;
 #[cfg(target_os = "linux")]
 mod keeper;
+mod list;
 mod registry;
 mod resolve;
+mod runtime;
 mod scan;
 mod signals;
-mod suggest;
 pub mod testing;
 
 use std::ffi::OsString;

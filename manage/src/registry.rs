@@ -10,7 +10,7 @@ use maintenance_core::command::{Registration, registrations};
 /// The crate whose commands are built in.
 pub(crate) const BUILTIN_CRATE: &str = "commands";
 /// Names the runner answers itself.
-pub(crate) const RUNNER_NAMES: &[&str] = &["help", "completions"];
+pub(crate) const RUNNER_NAMES: &[&str] = &["help", "completions", "man"];
 
 /// What a name resolves to among the registrations.
 #[derive(Debug, Clone)]

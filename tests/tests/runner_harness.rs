@@ -64,7 +64,6 @@ fn the_harness_captures_an_error_chain_and_a_usage_error() {
     let site = TempSite::new();
     let out = site.run(["fail"]);
     assert_eq!(out.code, 1);
-    // (A backtrace may follow when this test process has RUST_BACKTRACE.)
     assert!(
         out.stderr
             .starts_with("error: cannot write the report\n  caused by: disk full\n"),

@@ -470,9 +470,9 @@ fn a_failing_command_exits_1_printing_its_error_chain_one_cause_a_line() {
 }
 
 #[test]
-fn a_failing_command_prints_a_backtrace_only_when_rust_backtrace_asks() {
+fn a_failing_command_prints_a_backtrace_only_when_rust_backtrace_and_dash_vv_ask() {
     let site = CliSite::new(EXE);
-    let mut cmd = site.command(&["fail"]);
+    let mut cmd = site.command(&["-vv", "fail"]);
     cmd.env("RUST_BACKTRACE", "1");
     let out = Proc::spawn(cmd).finish();
     assert_eq!(out.code(), Some(1), "{out}");

@@ -1,11 +1,28 @@
-//! "Did you mean": the closest known name by edit distance, computed here
-//! because clap stops suggesting once external subcommands are allowed.
+//! "Did you mean": the closest known name of any kind (registered, the
+//! runner's own, alias, external) by edit distance, computed here because
+//! clap stops suggesting once external subcommands are allowed.
+
+use maintenance_core::config::Config;
+
+use crate::registry::{self, RUNNER_NAMES};
+
+/// The closest known name of any kind to `typed`.
+pub(crate) fn suggestion(typed: &str, config: Option<&Config>) -> Option<String> {
+    let mut warnings = Vec::new();
+    let mut names: Vec<String> = registry::all(&mut warnings)
+        .keys()
+        .map(|n| n.to_string())
+        .collect();
+    names.extend(RUNNER_NAMES.iter().map(|n| n.to_string()));
+    if let Some(c) = config {
+        names.extend(c.aliases.keys().cloned());
+    }
+    names.extend(super::path::externals().into_keys());
+    closest(typed, names.iter().map(String::as_str)).map(str::to_owned)
+}
 
 /// The candidate closest to `typed`, if within an edit distance of 3.
-pub(crate) fn closest<'a>(
-    typed: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+fn closest<'a>(typed: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (distance(typed, c), c))

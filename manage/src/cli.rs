@@ -1,0 +1,198 @@
+//! The runner's own command line, shared by dispatch, the runs and the
+//! help: the global options every command accepts, the top-level command,
+//! loading `manage.toml` as the globals say, and how errors are printed.
+
+use std::backtrace::BacktraceStatus;
+use std::ffi::OsString;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
+use maintenance_core::config::{Config, Overrides};
+
+/// What the binary is for, in `--help` and the man page.
+pub(crate) const ABOUT: &str = "run this site's commands, each tracked so maintenance waits for it";
+
+/// The options every command accepts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Globals {
+    pub state_dir: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub verbosity: i8,
+    pub lock_timeout: Option<Duration>,
+    pub ignore_maintenance: bool,
+}
+
+impl Globals {
+    pub(crate) fn from_matches(m: &ArgMatches) -> Self {
+        let count = |id: &str| m.get_count(id) as i8;
+        Globals {
+            state_dir: m.get_one::<PathBuf>("state-dir").cloned(),
+            config: m.get_one::<PathBuf>("config").cloned(),
+            verbosity: count("verbose") - count("quiet"),
+            lock_timeout: m.get_one::<Duration>("lock-timeout").copied(),
+            ignore_maintenance: m.get_flag("ignore-maintenance"),
+        }
+    }
+}
+
+/// Adds the global options to `cmd`.
+pub(crate) fn with_globals(cmd: Command) -> Command {
+    cmd.arg(
+        Arg::new("state-dir")
+            .long("state-dir")
+            .value_name("DIR")
+            .value_parser(value_parser!(PathBuf))
+            .global(true)
+            .help("The state directory (overrides $MANAGE_STATE_DIR and manage.toml)"),
+    )
+    .arg(
+        Arg::new("config")
+            .long("config")
+            .value_name("FILE")
+            .value_parser(value_parser!(PathBuf))
+            .global(true)
+            .help("The configuration file (default: manage.toml, searched upwards)"),
+    )
+    .arg(
+        Arg::new("verbose")
+            .short('v')
+            .long("verbose")
+            .action(ArgAction::Count)
+            .global(true)
+            .help("Say more"),
+    )
+    .arg(
+        Arg::new("quiet")
+            .short('q')
+            .long("quiet")
+            .action(ArgAction::Count)
+            .global(true)
+            .help("Say less"),
+    )
+    .arg(
+        Arg::new("lock-timeout")
+            .long("lock-timeout")
+            .value_name("SECS")
+            .value_parser(maintenance_core::config::parse_seconds)
+            // `-1` is a value for the parser to judge, not a flag.
+            .allow_negative_numbers(true)
+            .global(true)
+            .help("How long a single-instance command waits for the running one"),
+    )
+    .arg(
+        Arg::new("ignore-maintenance")
+            .long("ignore-maintenance")
+            .action(ArgAction::SetTrue)
+            .global(true)
+            .help("Run a tracked command even during maintenance, inside the window"),
+    )
+}
+
+/// The top-level command: the binary's name, the global options, and the
+/// runner's own flags; no subcommand yet.
+pub(crate) fn top_command(bin: &str) -> Command {
+    with_globals(
+        Command::new(bin.to_owned())
+            .version(env!("CARGO_PKG_VERSION"))
+            .disable_help_subcommand(true)
+            .arg(
+                Arg::new("list")
+                    .long("list")
+                    .action(ArgAction::SetTrue)
+                    .help("List every command with its origin and policy"),
+            )
+            .arg(
+                Arg::new("json")
+                    .long("json")
+                    .action(ArgAction::SetTrue)
+                    .requires("list")
+                    .help("With --list: as JSON"),
+            ),
+    )
+}
+
+/// The binary's own name, as the user typed it (`manage`, `mysite`).
+pub(crate) fn bin_name(argv: &[OsString]) -> String {
+    argv.first()
+        .map(Path::new)
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "manage".to_owned())
+}
+
+/// Writes clap's message where it belongs and returns its exit code.
+pub(crate) fn clap_exit(e: clap::Error, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let text = e.render().to_string();
+    if e.use_stderr() {
+        let _ = write!(err, "{text}");
+    } else {
+        let _ = write!(out, "{text}");
+    }
+    e.exit_code().clamp(0, 255) as u8
+}
+
+/// Prints an error and its causes, one a line. A backtrace, when one was
+/// captured (`RUST_BACKTRACE=1`), follows only at `-vv` and never for a
+/// refusal: a mistyped `manage.toml` is not a crash. Panics print their
+/// own, through the panic hook.
+pub(crate) fn print_error(err: &mut dyn Write, e: &anyhow::Error, verbosity: i8) {
+    let _ = writeln!(err, "error: {e}");
+    for cause in e.chain().skip(1) {
+        let _ = writeln!(err, "  caused by: {cause}");
+    }
+    let refusal = e
+        .downcast_ref::<maintenance_core::Error>()
+        .is_some_and(|c| matches!(c, maintenance_core::Error::Refused(_)));
+    if verbosity >= 2 && !refusal && e.backtrace().status() == BacktraceStatus::Captured {
+        let _ = writeln!(err, "{}", e.backtrace());
+    }
+}
+
+/// The exit code of a run whose standard output was closed under it
+/// (`manage … | head -1`): 128 + SIGPIPE, what the shell reports for any
+/// program that SIGPIPE ends, and nothing is printed.
+pub(crate) const BROKEN_PIPE: u8 = 128 + libc::SIGPIPE as u8;
+
+/// Whether `e` comes of writing to a pipe whose reader has gone.
+pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let kind = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => Some(io.kind()),
+            None => cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind),
+        };
+        kind == Some(ErrorKind::BrokenPipe)
+    })
+}
+
+/// The configuration for what only lists or describes commands (`--help`,
+/// `--list`, `help`, `completions`, `man`), which a broken `manage.toml`
+/// does not stop: then none, and a warning that names the file and the
+/// line (the error's own words) and what is left out.
+pub(crate) fn listing_config(loaded: &anyhow::Result<Config>) -> (Option<&Config>, Option<String>) {
+    match loaded {
+        Ok(config) => (Some(config), None),
+        Err(e) => (
+            None,
+            Some(format!(
+                "{e:#}; the file's aliases and [commands] settings are left out until it is fixed"
+            )),
+        ),
+    }
+}
+
+/// Loads the configuration as the globals say.
+pub(crate) fn load_config(
+    globals: &Globals,
+    state_dir: &Option<PathBuf>,
+) -> anyhow::Result<Config> {
+    let overrides = Overrides {
+        config_file: globals.config.clone(),
+        state_dir: state_dir.clone().or_else(|| globals.state_dir.clone()),
+        lock_timeout: globals.lock_timeout,
+    };
+    Ok(Config::load(&overrides)?)
+}
