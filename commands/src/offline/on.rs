@@ -1,0 +1,240 @@
+//! `manage offline on|activate`: goes PENDING, then OFFLINE once nobody is
+//! in the middle of something (maintenance-core's `offline::activate`), or
+//! at once with `--force`. What happens on a timeout is here: the library
+//! leaves PENDING (the site goes back ONLINE unless another `on` still
+//! waits), and [`not_offline`] names what held the site and exits 124.
+//! `offline run` waits with the same flags and reports (run.rs).
+
+use std::time::{Duration, SystemTime};
+
+use maintenance_core::backend::{Backend, ModeChange};
+use maintenance_core::clock::Timestamp;
+use maintenance_core::command::{Context, Exit};
+use maintenance_core::mode::{Mode, RetryAfter};
+use maintenance_core::offline::{self, Activation, Outcome};
+use maintenance_core::task::{ENV_TASK, JoinToken, Membership};
+use maintenance_core::{Refusal, anyhow, clap, exit};
+
+use super::progress::Meter;
+use super::status::status_line;
+
+/// The flags of a wait for OFFLINE, shared by `offline on` and `offline run`.
+#[derive(Debug, clap::Args)]
+pub(super) struct WaitArgs {
+    /// Give up after this many seconds; the site goes back ONLINE (124).
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = maintenance_core::config::parse_seconds)]
+    pub(super) timeout: Duration,
+    /// Go OFFLINE at once, whatever is live.
+    #[arg(long)]
+    pub(super) force: bool,
+}
+
+/// The flags of `offline on`.
+#[derive(Debug, clap::Args)]
+pub(super) struct OnArgs {
+    #[command(flatten)]
+    wait: WaitArgs,
+    /// After this many seconds in PENDING, web sessions stop holding it off
+    /// (running commands still do).
+    #[arg(long, value_name = "SECS", value_parser = maintenance_core::config::parse_seconds)]
+    grace: Option<Duration>,
+    /// A message for users, shown by the web layer and `status -v`.
+    #[arg(long, value_name = "TEXT")]
+    message: Option<String>,
+    /// When users should come back: seconds, or an RFC 3339 time with its
+    /// offset (2026-11-25T06:00:00Z, 2026-11-25T07:00:00+01:00).
+    #[arg(long, value_name = "SECS|TIME", value_parser = retry_after)]
+    retry_after: Option<RetryAfter>,
+    /// A secret that lets its holder browse during maintenance: visiting
+    /// the bypass path with it sets a cookie. Without a value, one is
+    /// generated and printed. Only its hash is stored.
+    #[arg(long, value_name = "S", num_args = 0..=1, default_missing_value = "", value_parser = bypass_secret)]
+    secret: Option<String>,
+}
+
+/// `--retry-after`: seconds, or an RFC 3339 time with any offset (stored,
+/// like every time, in UTC).
+fn retry_after(text: &str) -> Result<RetryAfter, String> {
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(RetryAfter::Seconds(secs));
+    }
+    Timestamp::parse_rfc3339(text)
+        .map(RetryAfter::At)
+        .map_err(|e| format!("neither a number of seconds nor a time: {e}"))
+}
+
+/// `--secret`: empty (generate one), or a secret that fits in one segment
+/// of the bypass path, so the printed link works.
+fn bypass_secret(text: &str) -> Result<String, String> {
+    match text
+        .chars()
+        .find(|&c| c == '/' || c == '\\' || c.is_control())
+    {
+        Some(c) => Err(format!(
+            "{c:?} cannot be part of a bypass secret (it is one segment of a URL path); \
+             choose one without `/`, `\\` or control characters, or give none to have one generated"
+        )),
+        None => Ok(text.to_owned()),
+    }
+}
+
+/// Refuses a wait for OFFLINE from inside a running task: it would wait
+/// for itself.
+pub(super) fn refuse_inside_task(ctx: &Context<'_>, backend: &dyn Backend) -> anyhow::Result<()> {
+    if let Some(task) = ctx.task() {
+        return Err(maintenance_core::Error::Refused(Refusal::InsideTask {
+            command: task.name.clone(),
+            token: task.id.clone(),
+        })
+        .into());
+    }
+    // Only a process that proves it belongs to the task would wait for
+    // itself; a stranger that merely names a task is not inside it.
+    if let Some(token) = std::env::var_os(ENV_TASK)
+        && let Ok(Membership::Member(task)) =
+            backend.membership(&JoinToken::parse(&token.to_string_lossy()))
+    {
+        return Err(maintenance_core::Error::Refused(Refusal::InsideTask {
+            command: task.name,
+            token: task.id,
+        })
+        .into());
+    }
+    Ok(())
+}
+
+/// The activation a wait's flags ask for.
+pub(super) fn activation(
+    ctx: &Context<'_>,
+    wait: &WaitArgs,
+    change: ModeChange,
+    grace: Option<Duration>,
+) -> Activation {
+    Activation {
+        change,
+        timeout: wait.timeout,
+        grace,
+        // Twice the layers' refresh interval: one for the age of a layer's
+        // snapshot, one of margin for the write of the session it let in.
+        settle: ctx.config().refresh_interval * 2,
+    }
+}
+
+/// Reports an activation that did not end OFFLINE and returns its code.
+pub(super) fn not_offline(
+    ctx: &mut Context<'_>,
+    outcome: &Outcome,
+    timeout: Duration,
+) -> anyhow::Result<u8> {
+    let now = SystemTime::now();
+    let err = ctx.err();
+    let (live, record, code, what) = match outcome {
+        Outcome::TimedOut { live, record } => (
+            live,
+            record,
+            exit::TIMED_OUT,
+            format!("timed out after {} s; still live:", timeout.as_secs_f64()),
+        ),
+        Outcome::Interrupted { live, record } => (
+            live,
+            record,
+            exit::INTERRUPTED,
+            "interrupted; still live:".into(),
+        ),
+        Outcome::Cancelled { by, .. } => {
+            writeln!(err, "error: cancelled by {by}: the site is ONLINE")?;
+            return Ok(exit::REFUSED);
+        }
+        Outcome::Offline { .. } => return Ok(exit::SUCCESS),
+    };
+    writeln!(err, "error: {what}")?;
+    for l in live.describe(now) {
+        writeln!(err, "  - {l}")?;
+    }
+    if record.mode == Mode::Pending {
+        writeln!(
+            err,
+            "The site stays PENDING: another `offline on` is still waiting."
+        )?;
+    } else {
+        writeln!(err, "The site is back ONLINE.")?;
+    }
+    Ok(code)
+}
+
+/// Runs `offline on`.
+pub(super) fn exec(ctx: &mut Context<'_>, args: OnArgs) -> anyhow::Result<()> {
+    let backend = ctx.backend()?;
+    let backend: &dyn Backend = backend.as_ref();
+    refuse_inside_task(ctx, backend)?;
+    let secret = args.secret.map(|s| {
+        if s.is_empty() {
+            maintenance_core::mode::new_secret()
+        } else {
+            s
+        }
+    });
+    let change = ModeChange::by_this_process()
+        .message(args.message)
+        .retry_after(args.retry_after)
+        .bypass(secret.as_deref().map(maintenance_core::mode::hash_secret));
+    if let Some(secret) = &secret {
+        let url = ctx.config().bypass_prefix.join(secret);
+        writeln!(
+            ctx.out(),
+            "Bypass: visit {url} once to browse the site during maintenance"
+        )?;
+    }
+    // The web layers see a new secret within one refresh interval: wait
+    // that long where nothing else did, so the printed link works at once.
+    let settle_secret = |ctx: &Context<'_>| {
+        if secret.is_some() {
+            std::thread::sleep(ctx.config().refresh_interval);
+        }
+    };
+    if args.wait.force {
+        let (record, live) = offline::force(backend, &change)?;
+        settle_secret(ctx);
+        writeln!(ctx.out(), "{}", status_line(record.mode, live.active()))?;
+        if ctx.verbosity() > 0 {
+            for l in live.describe(SystemTime::now()) {
+                writeln!(ctx.out(), "  - {l}")?;
+            }
+        }
+        return Ok(());
+    }
+    let a = activation(ctx, &args.wait, change, args.grace);
+    let outcome = wait_offline(ctx, backend, &a)?;
+    if let Outcome::Offline { already: true, .. } = outcome {
+        settle_secret(ctx);
+    }
+    finish_wait(ctx, &outcome, a.timeout)
+}
+
+/// Runs the activation, drawing its progress.
+fn wait_offline(
+    ctx: &mut Context<'_>,
+    backend: &dyn Backend,
+    a: &Activation,
+) -> anyhow::Result<Outcome> {
+    let mut meter = Meter::new(ctx, backend.session_timeout());
+    let stop = ctx.stop_token().clone();
+    let outcome = {
+        let out = ctx.out();
+        let result = offline::activate(backend, a, &|| stop.requested(), &mut |p| {
+            meter.update(out, &p)
+        });
+        meter.finish(out);
+        result?
+    };
+    Ok(outcome)
+}
+
+fn finish_wait(ctx: &mut Context<'_>, outcome: &Outcome, timeout: Duration) -> anyhow::Result<()> {
+    if let Outcome::Offline { record, live, .. } = outcome {
+        writeln!(ctx.out(), "{}", status_line(record.mode, live.active()))?;
+        return Ok(());
+    }
+    let code = not_offline(ctx, outcome, timeout)?;
+    Err(Exit(code).into())
+}
