@@ -4,7 +4,7 @@
 
 use maintenance_core::backend::{Backend, ModeChange};
 use maintenance_core::command::{CallOptions, Context, Exit};
-use maintenance_core::offline::{self, RunOutcome};
+use maintenance_core::offline::{self, Progress, RunOutcome, WindowObserver};
 use maintenance_core::{anyhow, clap, exit};
 
 use super::on::{WaitArgs, activation, not_offline, refuse_inside_task};
@@ -34,27 +34,14 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: RunArgs) -> anyhow::Result<()> {
         return Err(Exit(exit::USAGE).into());
     }
     let a = activation(ctx, &args.wait, ModeChange::by_this_process(), None);
-    let stop = ctx.stop_token().clone();
-    let meter = std::cell::RefCell::new(Meter::new(ctx, backend.session_timeout()));
-    let argv = args.command.clone();
-    let outcome = {
-        // The wait draws on stdout; the command then writes through the
-        // same context.
-        let ctx_cell = std::cell::RefCell::new(&mut *ctx);
-        offline::run_in_window(
-            backend,
-            &a,
-            args.wait.force,
-            &argv,
-            &|| stop.requested(),
-            &mut |p| meter.borrow_mut().update(ctx_cell.borrow_mut().out(), &p),
-            &mut || {
-                let mut c = ctx_cell.borrow_mut();
-                meter.borrow_mut().finish(c.out());
-                c.call(&argv, CallOptions { in_window: true })
-            },
-        )?
+    let meter = Meter::new(ctx, backend.session_timeout());
+    let mut window = Window {
+        ctx: &mut *ctx,
+        meter,
+        argv: &args.command,
     };
+    let outcome = offline::run_in_window(backend, &a, args.wait.force, &args.command, &mut window)?;
+    let Window { mut meter, .. } = window;
     match outcome {
         RunOutcome::Ran { code, .. } => {
             if code == exit::SUCCESS {
@@ -64,9 +51,32 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: RunArgs) -> anyhow::Result<()> {
             }
         }
         RunOutcome::NotRun(outcome) => {
-            meter.borrow_mut().finish(ctx.out());
+            meter.finish(ctx.out());
             let code = not_offline(ctx, &outcome, a.timeout)?;
             Err(Exit(code).into())
         }
+    }
+}
+
+/// The run as its observer sees it: the wait is drawn on the context's
+/// standard output, then the command writes through the same context.
+struct Window<'w, 'c> {
+    ctx: &'w mut Context<'c>,
+    meter: Meter,
+    argv: &'w [String],
+}
+
+impl WindowObserver for Window<'_, '_> {
+    fn stop_requested(&self) -> bool {
+        self.ctx.stop_requested()
+    }
+
+    fn progress(&mut self, progress: Progress<'_>) {
+        self.meter.update(self.ctx.out(), &progress);
+    }
+
+    fn run_command(&mut self) -> anyhow::Result<u8> {
+        self.meter.finish(self.ctx.out());
+        self.ctx.call(self.argv, CallOptions { in_window: true })
     }
 }
