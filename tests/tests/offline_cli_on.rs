@@ -87,7 +87,7 @@ fn on_waits_for_a_running_command_and_goes_offline_soon_after_it_ends() {
     let site = Site::new(EXE);
     let (sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
     let (mut on, progress) = waiting_on(&site, &[]);
-    assert_eq!(progress, "1 pending sessions. * (0 sec)");
+    assert_eq!(progress, "1 pending session. * (0 sec)");
     assert_eq!(site.mode().mode, Mode::Pending);
     assert!(on.is_running(), "it waits while the command runs");
 
@@ -128,7 +128,7 @@ fn in_a_log_progress_is_plain_lines_at_most_once_a_second_and_only_on_a_change()
     send_signal(first.pid(), Signal::TERM);
     let line = on.line();
     let secs: u64 = line
-        .strip_prefix("1 pending sessions. - (")
+        .strip_prefix("1 pending session. - (")
         .and_then(|l| l.strip_suffix(" sec)"))
         .unwrap_or_else(|| panic!("{line:?}"))
         .parse()
@@ -368,7 +368,7 @@ fn a_second_on_joins_the_wait_updates_the_message_and_both_return_when_offline()
         &site,
         &["--message", "Back at three", "--retry-after", "900"],
     );
-    assert_eq!(progress, "1 pending sessions. * (0 sec)");
+    assert_eq!(progress, "1 pending session. * (0 sec)");
     assert_eq!(site.mode().record.since, since, "joined, not restarted");
 
     let v = site.run(&["offline", "status", "-v"]);
@@ -438,7 +438,7 @@ fn a_logout_ends_the_wait() {
     let site = Site::new(EXE);
     site.touch_session("alice");
     let (on, progress) = waiting_on(&site, &[]);
-    assert_eq!(progress, "1 pending sessions. * (0 sec)");
+    assert_eq!(progress, "1 pending session. * (0 sec)");
     site.end_session("alice");
     assert_after_progress(
         &on.finish(),
@@ -464,7 +464,7 @@ fn grace_lets_sessions_go_while_a_running_command_still_holds() {
     let n = plain_progress(Some(&out.stdout[1]), &out.stdout[2..]);
     assert_eq!(n, out.stdout.len() - 2, "{out}");
     for l in &out.stdout[2..] {
-        assert!(l.starts_with("1 pending sessions. - ("), "{out}");
+        assert!(l.starts_with("1 pending session. - ("), "{out}");
     }
     let err: Vec<&str> = out.stderr.lines().collect();
     assert_eq!(err.len(), 3, "only the command is named: {out}");
@@ -483,7 +483,7 @@ fn grace_lets_sessions_go_when_no_command_runs() {
     let out = site.run(&["offline", "on", "--grace", "0.5", "--timeout", "30"]);
     assert_eq!(
         out.stdout[..2],
-        [HEADER, "1 pending sessions. * (0 sec)"],
+        [HEADER, "1 pending session. * (0 sec)"],
         "{out}"
     );
     let n = plain_progress(Some(&out.stdout[1]), &out.stdout[2..]);

@@ -1,5 +1,6 @@
 //! The progress of a wait for OFFLINE, as `offline on` and `offline run`
-//! draw it: the header line, then `<N> pending sessions. <*|-> (<S> sec)`,
+//! draw it: the header line, then `<N> pending sessions. <*|-> (<S> sec)`
+//! (`1 pending session.` for one),
 //! both word for word as django-site-maintenance's `offline` command
 //! prints them.
 
@@ -76,11 +77,7 @@ impl Meter {
                 self.star = !self.star;
             }
             self.drawn = Some((secs, n));
-            let _ = write!(
-                out,
-                "\r{n} pending sessions. {} ({secs} sec)\x1b[K",
-                self.mark()
-            );
+            let _ = write!(out, "\r{}\x1b[K", self.line(n, secs));
         } else {
             let due = self
                 .plain
@@ -90,9 +87,16 @@ impl Meter {
             }
             self.star = !self.star;
             self.plain = Some((Instant::now(), n));
-            let _ = writeln!(out, "{n} pending sessions. {} ({secs} sec)", self.mark());
+            let _ = writeln!(out, "{}", self.line(n, secs));
         }
         let _ = out.flush();
+    }
+
+    /// The progress line: `<N> pending sessions. <*|-> (<S> sec)`, and
+    /// `1 pending session.` for one.
+    fn line(&self, n: usize, secs: u64) -> String {
+        let s = if n == 1 { "" } else { "s" };
+        format!("{n} pending session{s}. {} ({secs} sec)", self.mark())
     }
 
     fn mark(&self) -> char {
@@ -104,5 +108,73 @@ impl Meter {
         if self.terminal && self.drawn.take().is_some() {
             let _ = writeln!(out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use maintenance_core::clock::Timestamp;
+    use maintenance_core::mode::ModeRecord;
+    use maintenance_core::offline::Live;
+    use maintenance_core::session::{SessionEntry, SessionKey};
+
+    use super::*;
+
+    fn meter(terminal: bool) -> Meter {
+        Meter {
+            terminal,
+            session_timeout: Duration::from_secs(900),
+            header: false,
+            drawn: None,
+            plain: None,
+            star: false,
+            asked: 0,
+        }
+    }
+
+    fn live(sessions: usize) -> Live {
+        Live {
+            tasks: Vec::new(),
+            sessions: (0..sessions)
+                .map(|i| SessionEntry {
+                    key: SessionKey::of(format!("user{i}").as_bytes()),
+                    last_seen: Timestamp::EPOCH,
+                    expires_at: Timestamp::EPOCH,
+                })
+                .collect(),
+        }
+    }
+
+    /// What `meter` draws for one look with `sessions` live.
+    fn draw(meter: &mut Meter, sessions: usize) -> String {
+        let record = ModeRecord::initial();
+        let holding = live(sessions);
+        let mut out = Vec::new();
+        meter.update(
+            &mut out,
+            &Progress {
+                holding: &holding,
+                waited: Duration::ZERO,
+                sessions_released: false,
+                record: &record,
+                asked_to_stop: &[],
+            },
+        );
+        String::from_utf8(out).unwrap()
+    }
+
+    const HEADER: &str =
+        "Active sessions detected. Waiting for logout. (Session timeout set to 900 secs)\n";
+
+    #[test]
+    fn one_pending_session_is_singular_and_other_counts_plural() {
+        assert_eq!(
+            draw(&mut meter(false), 1),
+            format!("{HEADER}1 pending session. * (0 sec)\n")
+        );
+        assert_eq!(
+            draw(&mut meter(false), 2),
+            format!("{HEADER}2 pending sessions. * (0 sec)\n")
+        );
     }
 }
