@@ -38,7 +38,8 @@ const TICK: Duration = Duration::from_millis(50);
 pub struct Activation {
     /// Who asks, and the message and retry-after to store.
     pub change: ModeChange,
-    /// How long to wait before giving up and going back ONLINE.
+    /// How long to wait before giving up and going back ONLINE;
+    /// `Duration::MAX` waits with no limit.
     pub timeout: Duration,
     /// After this long in PENDING, live sessions stop holding it off.
     pub grace: Option<Duration>,

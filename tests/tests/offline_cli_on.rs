@@ -219,7 +219,11 @@ fn on_a_terminal_the_progress_line_is_redrawn_in_place() {
     assert_eq!(status.code(), Some(0));
 
     let text = String::from_utf8(seen.lock().unwrap().clone()).unwrap();
-    let head = format!("{HEADER}\n");
+    // Under the header, on a terminal only, how to bound or cancel the wait.
+    let head = format!(
+        "{HEADER}\nNo time limit: Ctrl-C cancels (the site goes back ONLINE); --timeout SECS \
+         bounds the wait.\n"
+    );
     let tail = "\nStatus: OFFLINE - Active sessions: 0\n";
     assert!(text.starts_with(&head), "{text:?}");
     assert!(text.ends_with(tail), "{text:?}");

@@ -21,9 +21,10 @@ use super::status::status_line;
 /// The flags of a wait for OFFLINE, shared by `offline on` and `offline run`.
 #[derive(Debug, clap::Args)]
 pub(super) struct WaitArgs {
-    /// Give up after this many seconds; the site goes back ONLINE (124).
-    #[arg(long, value_name = "SECS", default_value = "60", value_parser = maintenance_core::config::parse_seconds)]
-    pub(super) timeout: Duration,
+    /// Give up after this many seconds: the site goes back ONLINE (exit
+    /// 124). Without it, wait until nothing is live, however long.
+    #[arg(long, value_name = "SECS", value_parser = maintenance_core::config::parse_seconds)]
+    pub(super) timeout: Option<Duration>,
     /// Go OFFLINE at once, whatever is live.
     #[arg(long)]
     pub(super) force: bool,
@@ -112,7 +113,7 @@ pub(super) fn activation(
 ) -> Activation {
     Activation {
         change,
-        timeout: wait.timeout,
+        timeout: wait.timeout.unwrap_or(Duration::MAX),
         grace,
         // Twice the layers' refresh interval: one for the age of a layer's
         // snapshot, one of margin for the write of the session it let in.
@@ -204,20 +205,21 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: OnArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let a = activation(ctx, &args.wait, change, args.grace);
-    let outcome = wait_offline(ctx, backend, &a)?;
+    let outcome = wait_offline(ctx, backend, &a, args.wait.timeout)?;
     if let Outcome::Offline { already: true, .. } = outcome {
         settle_secret(ctx);
     }
     finish_wait(ctx, &outcome, a.timeout)
 }
 
-/// Runs the activation, drawing its progress.
+/// Runs the activation, drawing its progress; `limit` is `--timeout`.
 fn wait_offline(
     ctx: &mut Context<'_>,
     backend: &dyn Backend,
     a: &Activation,
+    limit: Option<Duration>,
 ) -> anyhow::Result<Outcome> {
-    let mut meter = Meter::new(ctx, backend.session_timeout());
+    let mut meter = Meter::new(ctx, backend.session_timeout(), limit);
     let stop = ctx.stop_token().clone();
     let outcome = {
         let out = ctx.out();

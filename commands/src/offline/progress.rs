@@ -2,7 +2,8 @@
 //! draw it: the header line, then `<N> pending sessions. <*|-> (<S> sec)`
 //! (`1 pending session.` for one),
 //! both word for word as django-site-maintenance's `offline` command
-//! prints them.
+//! prints them, and on a terminal one line between them on how to bound or
+//! cancel the wait.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use maintenance_core::offline::Progress;
 pub(super) struct Meter {
     terminal: bool,
     session_timeout: Duration,
+    limit: Option<Duration>,
     header: bool,
     drawn: Option<(u64, usize)>,
     plain: Option<(Instant, usize)>,
@@ -24,11 +26,17 @@ pub(super) struct Meter {
 }
 
 impl Meter {
-    /// A meter for a wait on `ctx`'s standard output.
-    pub(super) fn new(ctx: &Context<'_>, session_timeout: Duration) -> Self {
+    /// A meter for a wait on `ctx`'s standard output that gives up after
+    /// `limit` (`--timeout`), or never.
+    pub(super) fn new(
+        ctx: &Context<'_>,
+        session_timeout: Duration,
+        limit: Option<Duration>,
+    ) -> Self {
         Meter {
             terminal: ctx.is_terminal(),
             session_timeout,
+            limit,
             header: false,
             drawn: None,
             plain: None,
@@ -51,6 +59,12 @@ impl Meter {
                 "Active sessions detected. Waiting for logout. (Session timeout set to {} secs)",
                 self.session_timeout.as_secs()
             );
+            // An operator watching learns how to end the wait; a deploy
+            // log, whose script chose its --timeout, gets exactly the lines
+            // above.
+            if self.terminal {
+                let _ = writeln!(out, "{}", hint(self.limit));
+            }
         }
         // Drain `stop` commands were asked to stop when PENDING began; say so
         // once for each new one, above the progress line.
@@ -111,6 +125,21 @@ impl Meter {
     }
 }
 
+/// The line a terminal shows under the header: how the wait ends, and how
+/// to bound or cancel it.
+fn hint(limit: Option<Duration>) -> String {
+    match limit {
+        None => "No time limit: Ctrl-C cancels (the site goes back ONLINE); \
+                 --timeout SECS bounds the wait."
+            .to_owned(),
+        Some(t) => format!(
+            "Giving up after {} s (--timeout); Ctrl-C cancels sooner. Either way the site goes \
+             back ONLINE.",
+            t.as_secs_f64()
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use maintenance_core::clock::Timestamp;
@@ -120,10 +149,11 @@ mod tests {
 
     use super::*;
 
-    fn meter(terminal: bool) -> Meter {
+    fn meter(terminal: bool, limit: Option<Duration>) -> Meter {
         Meter {
             terminal,
             session_timeout: Duration::from_secs(900),
+            limit,
             header: false,
             drawn: None,
             plain: None,
@@ -169,12 +199,35 @@ mod tests {
     #[test]
     fn one_pending_session_is_singular_and_other_counts_plural() {
         assert_eq!(
-            draw(&mut meter(false), 1),
+            draw(&mut meter(false, None), 1),
             format!("{HEADER}1 pending session. * (0 sec)\n")
         );
         assert_eq!(
-            draw(&mut meter(false), 2),
+            draw(&mut meter(false, None), 2),
             format!("{HEADER}2 pending sessions. * (0 sec)\n")
+        );
+    }
+
+    #[test]
+    fn a_terminal_is_told_under_the_header_how_to_bound_or_cancel_the_wait() {
+        assert_eq!(
+            draw(&mut meter(true, None), 3),
+            format!(
+                "{HEADER}No time limit: Ctrl-C cancels (the site goes back ONLINE); \
+                 --timeout SECS bounds the wait.\n\r3 pending sessions. * (0 sec)\x1b[K"
+            )
+        );
+        assert_eq!(
+            draw(&mut meter(true, Some(Duration::from_millis(2500))), 1),
+            format!(
+                "{HEADER}Giving up after 2.5 s (--timeout); Ctrl-C cancels sooner. Either way \
+                 the site goes back ONLINE.\n\r1 pending session. * (0 sec)\x1b[K"
+            )
+        );
+        // A log gets the header alone: the script chose its timeout.
+        assert!(
+            !draw(&mut meter(false, None), 3).contains("Ctrl-C"),
+            "no hint in a log"
         );
     }
 }

@@ -34,7 +34,7 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: RunArgs) -> anyhow::Result<()> {
         return Err(Exit(exit::USAGE).into());
     }
     let a = activation(ctx, &args.wait, ModeChange::by_this_process(), None);
-    let meter = Meter::new(ctx, backend.session_timeout());
+    let meter = Meter::new(ctx, backend.session_timeout(), args.wait.timeout);
     let mut window = Window {
         ctx: &mut *ctx,
         meter,
