@@ -38,8 +38,9 @@ const TICK: Duration = Duration::from_millis(50);
 pub struct Activation {
     /// Who asks, and the message and retry-after to store.
     pub change: ModeChange,
-    /// How long to wait before giving up and going back ONLINE;
-    /// `Duration::MAX` waits with no limit.
+    /// How long to wait for what is live before giving up and going back
+    /// ONLINE (never cut short: the settle time); `Duration::MAX` waits with
+    /// no limit.
     pub timeout: Duration,
     /// After this long in PENDING, live sessions stop holding it off.
     pub grace: Option<Duration>,
@@ -185,7 +186,9 @@ pub struct Progress<'a> {
 
 /// Takes the site offline as [`Activation`] says, calling `progress` after
 /// each look and `stop` to learn of an interruption (checked at least every
-/// 50 ms).
+/// 50 ms). The timeout ends the wait only while something is live: with
+/// nothing live the site goes OFFLINE once the settle time has passed, even
+/// with a timeout of zero.
 pub fn activate(
     backend: &dyn Backend,
     activation: &Activation,
@@ -346,7 +349,10 @@ fn wait_offline(
                 record,
             });
         }
-        if waited >= activation.timeout {
+        // The timeout bounds the wait for what is live, never the settle
+        // time: with nothing live, the site goes OFFLINE once settled.
+        let held = holding.active() > 0;
+        if held && waited >= activation.timeout {
             let record = backend.leave_pending(waiter, &activation.change)?;
             return Ok(Outcome::TimedOut {
                 live: holding,
@@ -367,7 +373,9 @@ fn wait_offline(
         {
             wake = wake.min(next.duration_since(now).unwrap_or_default());
         }
-        wake = wake.min(activation.timeout.saturating_sub(waited));
+        if held {
+            wake = wake.min(activation.timeout.saturating_sub(waited));
+        }
         backend.wait_for_change(
             view.record.generation,
             &holding.tasks,

@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use maintenance_core::Mode;
-use manage_tests::Site;
+use manage_tests::{Site, assert_exact};
 
 const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
 
@@ -68,4 +68,45 @@ fn without_timeout_on_and_run_wait_past_the_old_60_s_limit_until_nothing_is_live
         Some("Hello, world!"),
         "{out}"
     );
+}
+
+#[test]
+fn timeout_zero_with_nothing_live_goes_offline_and_with_something_live_names_it() {
+    let site = Site::new(EXE);
+    assert_exact(
+        &site.run(&["offline", "on", "--timeout", "0"]),
+        0,
+        &["Status: OFFLINE - Active sessions: 0"],
+    );
+    assert_eq!(site.mode().mode, Mode::Offline);
+    assert_exact(
+        &site.run(&["offline", "off"]),
+        0,
+        &["Status: ONLINE - Active sessions: 0"],
+    );
+    assert_exact(
+        &site.run(&["offline", "run", "--timeout", "0", "--", "hello"]),
+        0,
+        &["Hello, world!"],
+    );
+    assert_eq!(site.mode().mode, Mode::Online, "restored");
+
+    // Something live: it gives up at once, naming it.
+    site.touch_session("alice");
+    let out = site.run(&["offline", "on", "--timeout", "0"]);
+    assert_eq!(out.code(), Some(124), "{out}");
+    assert_eq!(
+        out.stdout,
+        [HEADER, "1 pending session. * (0 sec)"],
+        "{out}"
+    );
+    let err: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(err.len(), 3, "{out}");
+    assert_eq!(err[0], "error: timed out after 0 s; still live:");
+    assert!(
+        err[1].starts_with("  - 1 web session (the last expires in "),
+        "{out}"
+    );
+    assert_eq!(err[2], "The site is back ONLINE.");
+    assert_eq!(site.mode().mode, Mode::Online);
 }
