@@ -110,3 +110,86 @@ fn timeout_zero_with_nothing_live_goes_offline_and_with_something_live_names_it(
     assert_eq!(err[2], "The site is back ONLINE.");
     assert_eq!(site.mode().mode, Mode::Online);
 }
+
+/// `offline run -v`'s lines on stderr, without the `offline run: ` prefix.
+fn mode_lines(out: &manage_tests::Outcome) -> Vec<&str> {
+    out.stderr
+        .lines()
+        .map(|l| {
+            l.strip_prefix("offline run: ")
+                .unwrap_or_else(|| panic!("not a mode line {l:?}: {out}"))
+        })
+        .collect()
+}
+
+#[test]
+fn run_with_v_says_each_mode_change_on_stderr() {
+    let site = Site::new(EXE);
+    let out = site.run(&["offline", "run", "-v", "--", "hello"]);
+    assert_eq!(
+        (out.code(), &out.stdout[..]),
+        (Some(0), &["Hello, world!".to_owned()][..]),
+        "{out}"
+    );
+    assert_eq!(
+        mode_lines(&out),
+        [
+            "PENDING: nobody new gets in; waiting for what is live to end",
+            "OFFLINE: running `hello` inside the window",
+            "restored to ONLINE",
+        ],
+        "{out}"
+    );
+
+    // Waiting for a session first: the same steps around the progress.
+    site.touch_session("alice");
+    let mut run = site.spawn(&["offline", "run", "-v", "--", "hello", "Ann"]);
+    assert_eq!(run.line(), HEADER);
+    assert_eq!(run.line(), "1 pending session. * (0 sec)");
+    site.end_session("alice");
+    let out = run.finish();
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(
+        out.stdout.last().map(String::as_str),
+        Some("Hello, Ann!"),
+        "{out}"
+    );
+    assert_eq!(
+        mode_lines(&out),
+        [
+            "PENDING: nobody new gets in; waiting for what is live to end",
+            "OFFLINE: running `hello Ann` inside the window",
+            "restored to ONLINE",
+        ],
+        "{out}"
+    );
+
+    let out = site.run(&["offline", "run", "-v", "--force", "--", "hello"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(
+        mode_lines(&out),
+        [
+            "OFFLINE at once (--force): running `hello` inside the window",
+            "restored to ONLINE",
+        ],
+        "{out}"
+    );
+
+    site.run(&["offline", "on"]);
+    assert_eq!(site.mode().mode, Mode::Offline);
+    let out = site.run(&["offline", "run", "-v", "--", "hello"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(
+        mode_lines(&out),
+        [
+            "already OFFLINE: running `hello` inside the window; the site stays OFFLINE",
+            "left OFFLINE, as it was found",
+        ],
+        "{out}"
+    );
+    assert_eq!(site.mode().mode, Mode::Offline);
+
+    // Without -v, none of it.
+    let out = site.run(&["offline", "run", "--", "hello"]);
+    assert_eq!((out.code(), out.stderr.as_str()), (Some(0), ""), "{out}");
+}

@@ -4,7 +4,8 @@
 
 use maintenance_core::backend::{Backend, ModeChange};
 use maintenance_core::command::{CallOptions, Context, Exit};
-use maintenance_core::offline::{self, Progress, RunOutcome, WindowObserver};
+use maintenance_core::mode::Mode;
+use maintenance_core::offline::{self, Progress, RunOutcome, WindowObserver, WindowStep};
 use maintenance_core::{anyhow, clap, exit};
 
 use super::on::{WaitArgs, activation, not_offline, refuse_inside_task};
@@ -73,6 +74,30 @@ impl WindowObserver for Window<'_, '_> {
 
     fn progress(&mut self, progress: Progress<'_>) {
         self.meter.update(self.ctx.out(), &progress);
+    }
+
+    /// With `-v`, each mode change on stderr, as it happens.
+    fn mode_changed(&mut self, step: WindowStep) {
+        if self.ctx.verbosity() <= 0 {
+            return;
+        }
+        let running = format!("running `{}` inside the window", self.argv.join(" "));
+        let line = match step {
+            WindowStep::Pending => {
+                "PENDING: nobody new gets in; waiting for what is live to end".to_owned()
+            }
+            WindowStep::Offline { forced: false } => format!("OFFLINE: {running}"),
+            WindowStep::Offline { forced: true } => {
+                format!("OFFLINE at once (--force): {running}")
+            }
+            WindowStep::AlreadyOffline => {
+                format!("already OFFLINE: {running}; the site stays OFFLINE")
+            }
+            WindowStep::Restored(Mode::Offline) => "left OFFLINE, as it was found".to_owned(),
+            WindowStep::Restored(mode) => format!("restored to {mode}"),
+        };
+        self.meter.finish(self.ctx.out());
+        let _ = writeln!(self.ctx.err(), "offline run: {line}");
     }
 
     fn run_command(&mut self) -> anyhow::Result<u8> {
