@@ -13,6 +13,7 @@
 use std::time::{Duration, Instant};
 
 use maintenance_core::Mode;
+use maintenance_core::backend::ModeChange;
 use manage_tests::{Site, assert_exact};
 
 const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
@@ -192,4 +193,46 @@ fn run_with_v_says_each_mode_change_on_stderr() {
     // Without -v, none of it.
     let out = site.run(&["offline", "run", "--", "hello"]);
     assert_eq!((out.code(), out.stderr.as_str()), (Some(0), ""), "{out}");
+}
+
+#[test]
+fn a_message_with_control_characters_is_refused_and_a_stored_one_is_escaped_by_status_v() {
+    let site = Site::new(EXE);
+    for given in ["\x1b[2J\x1b[31mGone", "two\nlines", "bell\x07"] {
+        let out = site.run(&["offline", "on", "--message", given]);
+        assert_eq!(out.code(), Some(2), "{given:?}: {out}");
+        out.assert_clean_error(&["--message", "is a control character", "a tab is fine"]);
+        assert_eq!(
+            site.mode().record.generation,
+            0,
+            "{given:?} changed nothing"
+        );
+    }
+    assert_exact(
+        &site.run(&["offline", "on", "--message", "Back at 6\tsharp"]),
+        0,
+        &["Status: OFFLINE - Active sessions: 0"],
+    );
+    assert_eq!(
+        site.mode().record.message.as_deref(),
+        Some("Back at 6\tsharp")
+    );
+
+    // Another program may store anything through the core API.
+    let raw = "\x1b[2J\x1b[31mBack\x07 soon\r";
+    site.backend()
+        .force_offline(&ModeChange::by_this_process().message(Some(raw.into())))
+        .unwrap();
+    let v = site.run(&["offline", "status", "-v"]);
+    assert_eq!(v.code(), Some(0), "{v}");
+    assert!(
+        v.stdout
+            .contains(&"  message: \\u{1b}[2J\\u{1b}[31mBack\\u{7} soon\\r".to_owned()),
+        "{v}"
+    );
+    assert!(
+        !v.text().chars().any(|c| c.is_control() && c != '\n'),
+        "no control character reaches the terminal: {v}"
+    );
+    assert_eq!(site.status_json()["message"], raw, "JSON keeps it exact");
 }

@@ -39,8 +39,9 @@ pub(super) struct OnArgs {
     /// (running commands still do).
     #[arg(long, value_name = "SECS", value_parser = maintenance_core::config::parse_seconds)]
     grace: Option<Duration>,
-    /// A message for users, shown by the web layer and `status -v`.
-    #[arg(long, value_name = "TEXT")]
+    /// A message for users, shown by the web layer and `status -v`: one
+    /// line, no control characters (a tab is fine).
+    #[arg(long, value_name = "TEXT", value_parser = message)]
     message: Option<String>,
     /// When users should come back: seconds, or an RFC 3339 time with its
     /// offset (2026-11-25T06:00:00Z, 2026-11-25T07:00:00+01:00).
@@ -62,6 +63,20 @@ fn retry_after(text: &str) -> Result<RetryAfter, String> {
     Timestamp::parse_rfc3339(text)
         .map(RetryAfter::At)
         .map_err(|e| format!("neither a number of seconds nor a time: {e}"))
+}
+
+/// `--message`: any text without control characters (a tab is fine).
+/// Users see it in a page, operators in `status -v`, where a newline or an
+/// ANSI escape sequence (which starts with one) would do harm.
+fn message(text: &str) -> Result<String, String> {
+    match text.chars().find(|&c| c.is_control() && c != '\t') {
+        Some(c) => Err(format!(
+            "{c:?} is a control character, which a message for users cannot hold (a newline, \
+             or the start of a terminal escape sequence); write it on one line without control \
+             characters (a tab is fine)"
+        )),
+        None => Ok(text.to_owned()),
+    }
 }
 
 /// `--secret`: empty (generate one), or a secret that fits in one segment

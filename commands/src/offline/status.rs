@@ -2,6 +2,7 @@
 //! the `--json` object (maintenance-core's `offline::status`), and the
 //! status line every other verb ends with.
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 use maintenance_core::backend::{Backend, WindowState};
@@ -26,6 +27,25 @@ pub(super) struct StatusArgs {
 /// as django-site-maintenance's `offline` command prints it.
 pub(super) fn status_line(mode: Mode, active: usize) -> String {
     format!("Status: {mode} - Active sessions: {active}")
+}
+
+/// `text` as a terminal may show it: each control character but tab (an
+/// ANSI escape starts with one) written as its Rust escape, `\u{1b}`, so
+/// stored text can neither move the cursor nor recolour the screen. The
+/// JSON output keeps the text exact.
+pub(super) fn terminal_safe(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return Cow::Borrowed(text);
+    }
+    let mut safe = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() && c != '\t' {
+            safe.extend(c.escape_default());
+        } else {
+            safe.push(c);
+        }
+    }
+    Cow::Owned(safe)
 }
 
 /// Runs `offline status`.
@@ -84,7 +104,7 @@ fn details(
         ));
     }
     if let Some(m) = &r.message {
-        lines.push(format!("message: {m}"));
+        lines.push(format!("message: {}", terminal_safe(m)));
     }
     if let Some(ra) = &r.retry_after {
         lines.push(match ra {
@@ -116,19 +136,19 @@ fn details(
             "window: `offline run` (pid {}, {}) is running `{}` since {}",
             run.pid,
             run.by,
-            run.argv.join(" "),
+            terminal_safe(&run.argv.join(" ")),
             run.started_at
         )),
         WindowState::Waiting(run) => lines.push(format!(
             "window: `offline run` (pid {}, {}) is waiting to go offline to run `{}`",
             run.pid,
             run.by,
-            run.argv.join(" ")
+            terminal_safe(&run.argv.join(" "))
         )),
         WindowState::Abandoned(run) if st.view.mode == Mode::Offline => lines.push(format!(
             "window: left OFFLINE by `offline run -- {}` (pid {}, {}), which was killed while its \
              command ran; check the command's work, then `offline off`",
-            run.argv.join(" "),
+            terminal_safe(&run.argv.join(" ")),
             run.pid,
             run.by
         )),
@@ -171,4 +191,18 @@ fn status_json(
         "state": backend.location(),
         "state_dir": ctx.config().state_dir,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_safe;
+
+    #[test]
+    fn control_characters_but_tab_are_escaped_for_a_terminal() {
+        assert_eq!(terminal_safe("Back at 6\tsharp"), "Back at 6\tsharp");
+        assert_eq!(
+            terminal_safe("\x1b[2Jgone\r\nnext\u{9b}31m\x07"),
+            "\\u{1b}[2Jgone\\r\\nnext\\u{9b}31m\\u{7}"
+        );
+    }
 }
