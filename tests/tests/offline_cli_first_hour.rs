@@ -236,3 +236,33 @@ fn a_message_with_control_characters_is_refused_and_a_stored_one_is_escaped_by_s
     );
     assert_eq!(site.status_json()["message"], raw, "JSON keeps it exact");
 }
+
+#[test]
+fn a_retry_after_time_in_the_past_is_refused_with_2_and_changes_nothing() {
+    let site = Site::new(EXE);
+    for given in ["2020-01-01T00:00:00Z", "1999-12-31T23:00:00-01:00"] {
+        for verb in [&["offline", "on"][..], &["offline", "on", "--force"]] {
+            let mut args = verb.to_vec();
+            args.extend(["--retry-after", given]);
+            let out = site.run(&args);
+            assert_eq!(out.code(), Some(2), "{args:?}: {out}");
+            out.assert_clean_error(&[
+                "--retry-after",
+                &format!("{given:?} is not in the future"),
+                "give a later time, or seconds from now (600)",
+            ]);
+        }
+    }
+    assert_eq!(site.mode().record.generation, 0, "nothing changed");
+    // A time to come and seconds are taken.
+    assert_exact(
+        &site.run(&["offline", "on", "--retry-after", "2099-01-01T00:00:00Z"]),
+        0,
+        &["Status: OFFLINE - Active sessions: 0"],
+    );
+    assert_exact(
+        &site.run(&["offline", "on", "--retry-after", "600"]),
+        0,
+        &["Status: OFFLINE - Active sessions: 0"],
+    );
+}

@@ -55,14 +55,21 @@ pub(super) struct OnArgs {
 }
 
 /// `--retry-after`: seconds, or an RFC 3339 time with any offset (stored,
-/// like every time, in UTC).
+/// like every time, in UTC) that is still to come.
 fn retry_after(text: &str) -> Result<RetryAfter, String> {
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(RetryAfter::Seconds(secs));
     }
-    Timestamp::parse_rfc3339(text)
-        .map(RetryAfter::At)
-        .map_err(|e| format!("neither a number of seconds nor a time: {e}"))
+    let at = Timestamp::parse_rfc3339(text)
+        .map_err(|e| format!("neither a number of seconds nor a time: {e}"))?;
+    let now = Timestamp::at(SystemTime::now());
+    if at <= now {
+        return Err(format!(
+            "{text:?} is not in the future (it is {at}; now is {now}): give a later time, or \
+             seconds from now (600)"
+        ));
+    }
+    Ok(RetryAfter::At(at))
 }
 
 /// `--message`: any text without control characters (a tab is fine).
