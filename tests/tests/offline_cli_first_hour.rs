@@ -266,3 +266,37 @@ fn a_retry_after_time_in_the_past_is_refused_with_2_and_changes_nothing() {
         &["Status: OFFLINE - Active sessions: 0"],
     );
 }
+
+#[test]
+fn negative_durations_reach_the_parser_which_says_what_is_wrong() {
+    let site = Site::new(EXE);
+    for (args, flag) in [
+        (
+            &["offline", "on", "--timeout", "-1"][..],
+            "--timeout <SECS>",
+        ),
+        (&["offline", "on", "--grace", "-1"], "--grace <SECS>"),
+        (
+            &["offline", "run", "--timeout", "-1", "--", "hello"],
+            "--timeout <SECS>",
+        ),
+        (
+            &["offline", "on", "--retry-after", "-5"],
+            "--retry-after <SECS|TIME>",
+        ),
+    ] {
+        let out = site.run(args);
+        assert_eq!(out.code(), Some(2), "{args:?}: {out}");
+        let value = args[args.iter().position(|a| a.starts_with("--")).unwrap() + 1];
+        out.assert_clean_error(&[&format!("invalid value '{value}' for '{flag}'")]);
+        assert!(
+            !out.stderr.contains("unexpected argument"),
+            "{args:?}: {out}"
+        );
+        assert!(
+            out.stderr.contains("negative") || out.stderr.contains("≥ 0"),
+            "it says the value cannot be negative: {out}"
+        );
+    }
+    assert_eq!(site.mode().record.generation, 0, "nothing changed");
+}

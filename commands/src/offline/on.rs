@@ -21,9 +21,11 @@ use super::status::status_line;
 /// The flags of a wait for OFFLINE, shared by `offline on` and `offline run`.
 #[derive(Debug, clap::Args)]
 pub(super) struct WaitArgs {
+    // Negative numbers reach the value parsers, which say what is wrong
+    // with them, instead of clap's "unexpected argument '-1'".
     /// Give up after this many seconds: the site goes back ONLINE (exit
     /// 124). Without it, wait until nothing is live, however long.
-    #[arg(long, value_name = "SECS", value_parser = maintenance_core::config::parse_seconds)]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = maintenance_core::config::parse_seconds)]
     pub(super) timeout: Option<Duration>,
     /// Go OFFLINE at once, whatever is live.
     #[arg(long)]
@@ -37,7 +39,7 @@ pub(super) struct OnArgs {
     wait: WaitArgs,
     /// After this many seconds in PENDING, web sessions stop holding it off
     /// (running commands still do).
-    #[arg(long, value_name = "SECS", value_parser = maintenance_core::config::parse_seconds)]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = maintenance_core::config::parse_seconds)]
     grace: Option<Duration>,
     /// A message for users, shown by the web layer and `status -v`: one
     /// line, no control characters (a tab is fine).
@@ -45,7 +47,7 @@ pub(super) struct OnArgs {
     message: Option<String>,
     /// When users should come back: seconds, or an RFC 3339 time with its
     /// offset (2026-11-25T06:00:00Z, 2026-11-25T07:00:00+01:00).
-    #[arg(long, value_name = "SECS|TIME", value_parser = retry_after)]
+    #[arg(long, value_name = "SECS|TIME", allow_negative_numbers = true, value_parser = retry_after)]
     retry_after: Option<RetryAfter>,
     /// A secret that lets its holder browse during maintenance: visiting
     /// the bypass path with it sets a cookie. Without a value, one is
@@ -59,6 +61,11 @@ pub(super) struct OnArgs {
 fn retry_after(text: &str) -> Result<RetryAfter, String> {
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(RetryAfter::Seconds(secs));
+    }
+    if text.parse::<i64>().is_ok_and(|n| n < 0) {
+        return Err(format!(
+            "{text:?} is negative: give seconds from now (600) or a time still to come"
+        ));
     }
     let at = Timestamp::parse_rfc3339(text)
         .map_err(|e| format!("neither a number of seconds nor a time: {e}"))?;
