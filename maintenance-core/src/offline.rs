@@ -496,7 +496,8 @@ pub enum WindowStep {
     /// started (said at the first look).
     Pending,
     /// The site is OFFLINE and the command runs next: after the wait, or
-    /// at once when `forced`.
+    /// at once when `forced` (then the command waits for the settle time,
+    /// so every web layer has seen OFFLINE first).
     Offline {
         /// Whether `--force` took it OFFLINE at once.
         forced: bool,
@@ -530,8 +531,26 @@ impl Watcher for WindowWait<'_> {
     }
 }
 
+/// Waits `settle`, asking `observer` for a stop every [`TICK`]; `false` when
+/// a stop came first.
+fn settled_unless_stopped(settle: Duration, observer: &dyn WindowObserver) -> bool {
+    let until = Instant::now() + settle;
+    loop {
+        if observer.stop_requested() {
+            return false;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(TICK));
+    }
+}
+
 /// The deploy one-liner: takes the site offline as [`activate`] does (or
-/// at once with `forced`), runs the command while OFFLINE holding
+/// at once with `forced`, then waits the settle time so that no web layer
+/// still serves on an ONLINE snapshot; a stop during it puts the site back
+/// ONLINE, and the command never runs), runs the command while OFFLINE holding
 /// the window, then restores the mode it found — ONLINE if it took the site
 /// offline, OFFLINE if the site already was — whether the command succeeded
 /// or not. `observer` draws the wait, hears each mode change and runs the
@@ -566,6 +585,15 @@ pub fn run_in_window(
         if forced {
             force(backend, me)?;
             observer.mode_changed(WindowStep::Offline { forced: true });
+            // Web layers serve on their last snapshot for up to one refresh
+            // interval: the command runs once every one has seen OFFLINE.
+            if !settled_unless_stopped(activation.settle, observer) {
+                let record = backend.go_online(me)?;
+                return Ok(RunOutcome::NotRun(Outcome::Interrupted {
+                    live: Live::read(backend)?,
+                    record,
+                }));
+            }
         } else {
             let mut wait = WindowWait {
                 observer: &mut *observer,

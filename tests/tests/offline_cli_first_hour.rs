@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use maintenance_core::Mode;
 use maintenance_core::backend::ModeChange;
-use manage_tests::{Site, assert_exact};
+use manage_tests::{MySite, Site, TurnedAway, assert_exact, poll_until};
 
 const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
 
@@ -299,4 +299,61 @@ fn negative_durations_reach_the_parser_which_says_what_is_wrong() {
         );
     }
     assert_eq!(site.mode().record.generation, 0, "nothing changed");
+}
+
+const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
+
+/// A deployment of the example site whose app refreshes its view of the
+/// mode every second (the tests' usual 50 ms would hide a missing wait),
+/// serving, its home page answered.
+fn slow_refresh_site() -> (MySite, manage_tests::Server) {
+    let site = MySite::new(MYSITE);
+    std::fs::write(
+        site.dir().join("manage.toml"),
+        "state_dir = \"state\"\nrefresh_interval = \"1s\"\n",
+    )
+    .unwrap();
+    let server = site.serve(&[]);
+    server.get("/", &[]).assert_home_page("ONLINE");
+    (site, server)
+}
+
+#[test]
+fn on_force_returns_only_once_the_app_turns_users_away() {
+    let (site, server) = slow_refresh_site();
+    let out = site.run_ok(&["offline", "on", "--force"]);
+    assert_eq!(
+        out.stdout,
+        ["Status: OFFLINE - Active sessions: 0"],
+        "{out}"
+    );
+    // At once: a deploy script's next step finds the site closed.
+    server
+        .get("/", &[])
+        .assert_turned_away(TurnedAway::Redirect, None, "right after `on --force`");
+}
+
+#[test]
+fn run_force_runs_its_command_only_once_the_app_turns_users_away() {
+    let (site, server) = slow_refresh_site();
+    let _run = site.spawn(&[
+        "offline",
+        "run",
+        "--force",
+        "--",
+        "migrate",
+        "--steps",
+        "1",
+        "--step-ms",
+        "30000",
+    ]);
+    // The window says its command runs just before it starts it.
+    poll_until("the window's command to run", || {
+        let out = site.run_ok(&["offline", "status", "--json"]);
+        let j: serde_json::Value = serde_json::from_str(&out.stdout.join("\n")).unwrap();
+        (j["window"]["state"] == "running").then_some(())
+    });
+    server
+        .get("/", &[])
+        .assert_turned_away(TurnedAway::Redirect, None, "while `migrate` runs");
 }

@@ -215,16 +215,11 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: OnArgs) -> anyhow::Result<()> {
             "Bypass: visit {url} once to browse the site during maintenance"
         )?;
     }
-    // The web layers see a new secret within one refresh interval: wait
-    // that long where nothing else did, so the printed link works at once.
-    let settle_secret = |ctx: &Context<'_>| {
-        if secret.is_some() {
-            std::thread::sleep(ctx.config().refresh_interval);
-        }
-    };
+    let a = activation(ctx, &args.wait, change, args.grace);
     if args.wait.force {
-        let (record, live) = offline::force(backend, &change)?;
-        settle_secret(ctx);
+        let was_offline = backend.mode()?.mode == Mode::Offline;
+        let (record, live) = offline::force(backend, &a.change)?;
+        let_layers_see(ctx, &a, !was_offline, secret.is_some());
         writeln!(ctx.out(), "{}", status_line(record.mode, live.active()))?;
         if ctx.verbosity() > 0 {
             for l in live.describe(SystemTime::now()) {
@@ -233,12 +228,33 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: OnArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let a = activation(ctx, &args.wait, change, args.grace);
     let outcome = wait_offline(ctx, backend, &a, args.wait.timeout)?;
-    if let Outcome::Offline { already: true, .. } = outcome {
-        settle_secret(ctx);
+    if let Outcome::Offline { already, live, .. } = &outcome {
+        // Sessions let go by --grace still pass on a PENDING snapshot; a
+        // new secret is seen within PENDING's settle time, unless the site
+        // was OFFLINE already.
+        let closed = !already && !live.sessions.is_empty();
+        let_layers_see(ctx, &a, closed, secret.is_some() && *already);
     }
     finish_wait(ctx, &outcome, a.timeout)
+}
+
+/// Waits, before `on` returns, until every web layer has seen what it
+/// wrote: a layer serves on a snapshot up to one refresh interval old. When
+/// OFFLINE `closed` a mode that still let users in (ONLINE before
+/// `--force`, or sessions let go by `--grace`), it waits the settle time,
+/// so a deploy script's next step finds every layer turning users away;
+/// for a new bypass `secret` alone, one interval, so the printed link
+/// works. A Ctrl-C cuts the wait short (the mode is written already).
+fn let_layers_see(ctx: &Context<'_>, a: &Activation, closed: bool, secret: bool) {
+    let wait = if closed {
+        a.settle
+    } else if secret {
+        ctx.config().refresh_interval
+    } else {
+        return;
+    };
+    ctx.stop_token().wait_timeout(wait);
 }
 
 /// Runs the activation, drawing its progress; `limit` is `--timeout`.
