@@ -33,8 +33,13 @@ impl Meter {
         session_timeout: Duration,
         limit: Option<Duration>,
     ) -> Self {
+        Self::drawing(ctx.is_terminal(), session_timeout, limit)
+    }
+
+    /// A meter that draws for a terminal, or for a log.
+    fn drawing(terminal: bool, session_timeout: Duration, limit: Option<Duration>) -> Self {
         Meter {
-            terminal: ctx.is_terminal(),
+            terminal,
             session_timeout,
             limit,
             header: false,
@@ -150,16 +155,7 @@ mod tests {
     use super::*;
 
     fn meter(terminal: bool, limit: Option<Duration>) -> Meter {
-        Meter {
-            terminal,
-            session_timeout: Duration::from_secs(900),
-            limit,
-            header: false,
-            drawn: None,
-            plain: None,
-            star: false,
-            asked: 0,
-        }
+        Meter::drawing(terminal, Duration::from_secs(900), limit)
     }
 
     fn live(sessions: usize) -> Live {
