@@ -27,7 +27,9 @@ pub(super) struct WaitArgs {
     /// 124). Without it, wait until nothing is live, however long.
     #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = maintenance_core::config::parse_seconds)]
     pub(super) timeout: Option<Duration>,
-    /// Go OFFLINE at once, whatever is live.
+    /// Go OFFLINE at once, whatever is live; go on (return, or run the
+    /// command) after twice refresh_interval, once every web layer has
+    /// seen it.
     #[arg(long)]
     pub(super) force: bool,
 }
