@@ -38,7 +38,9 @@ const TICK: Duration = Duration::from_millis(50);
 pub struct Activation {
     /// Who asks, and the message and retry-after to store.
     pub change: ModeChange,
-    /// How long to wait before giving up and going back ONLINE.
+    /// How long to wait for what is live before giving up and going back
+    /// ONLINE (never cut short: the settle time); `Duration::MAX` waits with
+    /// no limit.
     pub timeout: Duration,
     /// After this long in PENDING, live sessions stop holding it off.
     pub grace: Option<Duration>,
@@ -185,12 +187,48 @@ pub struct Progress<'a> {
 
 /// Takes the site offline as [`Activation`] says, calling `progress` after
 /// each look and `stop` to learn of an interruption (checked at least every
-/// 50 ms).
+/// 50 ms). The timeout ends the wait only while something is live: with
+/// nothing live the site goes OFFLINE once the settle time has passed, even
+/// with a timeout of zero.
 pub fn activate(
     backend: &dyn Backend,
     activation: &Activation,
     stop: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Outcome> {
+    wait_offline(backend, activation, &mut Closures { stop, progress })
+}
+
+/// What a wait for OFFLINE asks of its caller: [`activate`]'s two
+/// closures, or the [`WindowObserver`] of [`run_in_window`].
+trait Watcher {
+    /// Whether a stop was requested.
+    fn stop_requested(&self) -> bool;
+    /// One look at the wait.
+    fn progress(&mut self, progress: Progress<'_>);
+}
+
+/// [`activate`]'s closures as a [`Watcher`].
+struct Closures<'s, 'p> {
+    stop: &'s dyn Fn() -> bool,
+    progress: &'p mut dyn FnMut(Progress<'_>),
+}
+
+impl Watcher for Closures<'_, '_> {
+    fn stop_requested(&self) -> bool {
+        (self.stop)()
+    }
+
+    fn progress(&mut self, progress: Progress<'_>) {
+        (self.progress)(progress)
+    }
+}
+
+/// The body of [`activate`], for either kind of caller.
+fn wait_offline(
+    backend: &dyn Backend,
+    activation: &Activation,
+    watcher: &mut dyn Watcher,
 ) -> Result<Outcome> {
     let before = refuse_blockers(backend)?;
     let (waiter, record, joined) = match backend.begin_pending(&activation.change)? {
@@ -264,7 +302,7 @@ pub fn activate(
                 sessions.clone()
             },
         };
-        progress(Progress {
+        watcher.progress(Progress {
             holding: &holding,
             waited,
             sessions_released: released,
@@ -305,14 +343,17 @@ pub fn activate(
             sessions_read = Some(Instant::now());
             continue;
         }
-        if stop() {
+        if watcher.stop_requested() {
             let record = backend.leave_pending(waiter, &activation.change)?;
             return Ok(Outcome::Interrupted {
                 live: holding,
                 record,
             });
         }
-        if waited >= activation.timeout {
+        // The timeout bounds the wait for what is live, never the settle
+        // time: with nothing live, the site goes OFFLINE once settled.
+        let held = holding.active() > 0;
+        if held && waited >= activation.timeout {
             let record = backend.leave_pending(waiter, &activation.change)?;
             return Ok(Outcome::TimedOut {
                 live: holding,
@@ -333,7 +374,9 @@ pub fn activate(
         {
             wake = wake.min(next.duration_since(now).unwrap_or_default());
         }
-        wake = wake.min(activation.timeout.saturating_sub(waited));
+        if held {
+            wake = wake.min(activation.timeout.saturating_sub(waited));
+        }
         backend.wait_for_change(
             view.record.generation,
             &holding.tasks,
@@ -425,21 +468,102 @@ pub enum RunOutcome {
     NotRun(Outcome),
 }
 
+/// What [`run_in_window`] tells its caller and asks of it: the `offline
+/// run` command draws the wait, says each mode change with `-v`, and runs
+/// the command through the runner, all with one `&mut` borrow.
+pub trait WindowObserver {
+    /// Whether a stop was requested (Ctrl-C, SIGTERM): asked at least every
+    /// 50 ms while waiting; the run then leaves without running the command.
+    fn stop_requested(&self) -> bool;
+
+    /// One look at the wait for OFFLINE, as [`activate`] gives it.
+    fn progress(&mut self, progress: Progress<'_>);
+
+    /// A mode change the run made or found, in order; the last comes after
+    /// the command. Does nothing unless implemented.
+    fn mode_changed(&mut self, step: WindowStep) {
+        let _ = step;
+    }
+
+    /// Runs the command inside the window and returns its exit code.
+    fn run_command(&mut self) -> anyhow::Result<u8>;
+}
+
+/// A mode change of [`run_in_window`], as [`WindowObserver::mode_changed`]
+/// hears of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowStep {
+    /// PENDING began: nobody new gets in, and the wait for what is live
+    /// started (said at the first look).
+    Pending,
+    /// The site is OFFLINE and the command runs next: after the wait, or
+    /// at once when `forced` (then the command waits for the settle time,
+    /// so every web layer has seen OFFLINE first).
+    Offline {
+        /// Whether `--force` took it OFFLINE at once.
+        forced: bool,
+    },
+    /// The site was OFFLINE already: the command runs in that window, and
+    /// the site stays OFFLINE.
+    AlreadyOffline,
+    /// The command has ended and the site is back in this mode, the one the
+    /// run found.
+    Restored(Mode),
+}
+
+/// A [`WindowObserver`] as the wait's [`Watcher`]: says PENDING at the
+/// first look.
+struct WindowWait<'o> {
+    observer: &'o mut dyn WindowObserver,
+    said_pending: bool,
+}
+
+impl Watcher for WindowWait<'_> {
+    fn stop_requested(&self) -> bool {
+        self.observer.stop_requested()
+    }
+
+    fn progress(&mut self, progress: Progress<'_>) {
+        if !self.said_pending {
+            self.said_pending = true;
+            self.observer.mode_changed(WindowStep::Pending);
+        }
+        self.observer.progress(progress);
+    }
+}
+
+/// Waits `settle`, asking `observer` for a stop every [`TICK`]; `false` when
+/// a stop came first.
+fn settled_unless_stopped(settle: Duration, observer: &dyn WindowObserver) -> bool {
+    let until = Instant::now() + settle;
+    loop {
+        if observer.stop_requested() {
+            return false;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(TICK));
+    }
+}
+
 /// The deploy one-liner: takes the site offline as [`activate`] does (or
-/// at once with `force`), runs `command` while OFFLINE holding the window,
-/// then restores the mode it found — ONLINE if it took the site offline,
-/// OFFLINE if the site already was — whether the command succeeded or not.
-/// Refused while another `offline run` holds the window or another process
-/// waits in PENDING. If this process dies while the command runs, the site
-/// stays OFFLINE and [`Backend::window`] says which run left it so.
+/// at once with `forced`, then waits the settle time so that no web layer
+/// still serves on an ONLINE snapshot; a stop during it puts the site back
+/// ONLINE, and the command never runs), runs the command while OFFLINE holding
+/// the window, then restores the mode it found — ONLINE if it took the site
+/// offline, OFFLINE if the site already was — whether the command succeeded
+/// or not. `observer` draws the wait, hears each mode change and runs the
+/// command. Refused while another `offline run` holds the window or another
+/// process waits in PENDING. If this process dies while the command runs,
+/// the site stays OFFLINE and [`Backend::window`] says which run left it so.
 pub fn run_in_window(
     backend: &dyn Backend,
     activation: &Activation,
     forced: bool,
     argv: &[String],
-    stop: &dyn Fn() -> bool,
-    progress: &mut dyn FnMut(Progress<'_>),
-    command: &mut dyn FnMut() -> anyhow::Result<u8>,
+    observer: &mut dyn WindowObserver,
 ) -> anyhow::Result<RunOutcome> {
     let me = &activation.change;
     let mut window = backend.begin_window_run(&WindowRun {
@@ -461,21 +585,39 @@ pub fn run_in_window(
     if found == Mode::Online {
         if forced {
             force(backend, me)?;
+            observer.mode_changed(WindowStep::Offline { forced: true });
+            // Web layers serve on their last snapshot for up to one refresh
+            // interval: the command runs once every one has seen OFFLINE.
+            if !settled_unless_stopped(activation.settle, observer) {
+                let record = backend.go_online(me)?;
+                return Ok(RunOutcome::NotRun(Outcome::Interrupted {
+                    live: Live::read(backend)?,
+                    record,
+                }));
+            }
         } else {
-            let outcome = activate(backend, activation, stop, progress)?;
+            let mut wait = WindowWait {
+                observer: &mut *observer,
+                said_pending: false,
+            };
+            let outcome = wait_offline(backend, activation, &mut wait)?;
             if !matches!(outcome, Outcome::Offline { .. }) {
                 return Ok(RunOutcome::NotRun(outcome));
             }
+            observer.mode_changed(WindowStep::Offline { forced: false });
         }
+    } else {
+        observer.mode_changed(WindowStep::AlreadyOffline);
     }
     window.command_started(Timestamp::at(backend.clock().now()))?;
-    let code = command();
+    let code = observer.run_command();
     let restored = if found == Mode::Online {
         backend.go_online(me)?;
         Mode::Online
     } else {
         Mode::Offline
     };
+    observer.mode_changed(WindowStep::Restored(restored));
     drop(window);
     Ok(RunOutcome::Ran {
         code: code?,

@@ -173,9 +173,10 @@ impl CliSite {
 pub type Site = CliSite;
 
 /// One plain progress line of `offline on` — `<N> pending sessions. <*|->
-/// (<S> sec)` — parsed into N, the mark and S.
+/// (<S> sec)`, `1 pending session.` for one — parsed into N, the mark and S.
 pub fn parse_progress(line: &str) -> Option<(usize, char, u64)> {
-    let (n, rest) = line.split_once(" pending sessions. ")?;
+    let (n, rest) = line.split_once(" pending session")?;
+    let rest = rest.strip_prefix(if n == "1" { ". " } else { "s. " })?;
     let mut chars = rest.chars();
     let mark = chars.next().filter(|c| matches!(c, '*' | '-'))?;
     let secs = chars

@@ -88,7 +88,7 @@ fn on_waits_for_a_running_command_and_goes_offline_soon_after_it_ends() {
     let site = CliSite::new(EXE);
     let (sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
     let (mut on, progress) = waiting_on(&site, &[]);
-    assert_eq!(progress, "1 pending sessions. * (0 sec)");
+    assert_eq!(progress, "1 pending session. * (0 sec)");
     assert_eq!(site.mode().mode, Mode::Pending);
     assert!(on.is_running(), "it waits while the command runs");
 
@@ -129,7 +129,7 @@ fn in_a_log_progress_is_plain_lines_at_most_once_a_second_and_only_on_a_change()
     send_signal(first.pid(), Signal::TERM);
     let line = on.line();
     let secs: u64 = line
-        .strip_prefix("1 pending sessions. - (")
+        .strip_prefix("1 pending session. - (")
         .and_then(|l| l.strip_suffix(" sec)"))
         .unwrap_or_else(|| panic!("{line:?}"))
         .parse()
@@ -220,7 +220,11 @@ fn on_a_terminal_the_progress_line_is_redrawn_in_place() {
     assert_eq!(status.code(), Some(0));
 
     let text = String::from_utf8(seen.lock().unwrap().clone()).unwrap();
-    let head = format!("{HEADER}\n");
+    // Under the header, on a terminal only, how to bound or cancel the wait.
+    let head = format!(
+        "{HEADER}\nNo time limit: Ctrl-C cancels (the site goes back ONLINE); --timeout SECS \
+         bounds the wait.\n"
+    );
     let tail = "\nStatus: OFFLINE - Active sessions: 0\n";
     assert!(text.starts_with(&head), "{text:?}");
     assert!(text.ends_with(tail), "{text:?}");
@@ -369,7 +373,7 @@ fn a_second_on_joins_the_wait_updates_the_message_and_both_return_when_offline()
         &site,
         &["--message", "Back at three", "--retry-after", "900"],
     );
-    assert_eq!(progress, "1 pending sessions. * (0 sec)");
+    assert_eq!(progress, "1 pending session. * (0 sec)");
     assert_eq!(site.mode().record.since, since, "joined, not restarted");
 
     let v = site.run(&["offline", "status", "-v"]);
@@ -439,7 +443,7 @@ fn a_logout_ends_the_wait() {
     let site = CliSite::new(EXE);
     site.touch_session("alice");
     let (on, progress) = waiting_on(&site, &[]);
-    assert_eq!(progress, "1 pending sessions. * (0 sec)");
+    assert_eq!(progress, "1 pending session. * (0 sec)");
     site.end_session("alice");
     assert_after_progress(
         &on.finish(),
@@ -465,7 +469,7 @@ fn grace_lets_sessions_go_while_a_running_command_still_holds() {
     let n = plain_progress(Some(&out.stdout[1]), &out.stdout[2..]);
     assert_eq!(n, out.stdout.len() - 2, "{out}");
     for l in &out.stdout[2..] {
-        assert!(l.starts_with("1 pending sessions. - ("), "{out}");
+        assert!(l.starts_with("1 pending session. - ("), "{out}");
     }
     let err: Vec<&str> = out.stderr.lines().collect();
     assert_eq!(err.len(), 3, "only the command is named: {out}");
@@ -484,7 +488,7 @@ fn grace_lets_sessions_go_when_no_command_runs() {
     let out = site.run(&["offline", "on", "--grace", "0.5", "--timeout", "30"]);
     assert_eq!(
         out.stdout[..2],
-        [HEADER, "1 pending sessions. * (0 sec)"],
+        [HEADER, "1 pending session. * (0 sec)"],
         "{out}"
     );
     let n = plain_progress(Some(&out.stdout[1]), &out.stdout[2..]);

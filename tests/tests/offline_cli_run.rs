@@ -197,7 +197,7 @@ fn run_waits_like_on_then_runs_the_command() {
     let mut run = site.spawn(&["offline", "run", "--", "backup-ok"]);
     assert_eq!(run.line(), HEADER);
     let progress = run.line();
-    assert_eq!(progress, "1 pending sessions. * (0 sec)");
+    assert_eq!(progress, "1 pending session. * (0 sec)");
     assert_eq!(site.mode().mode, Mode::Pending);
     send_signal(sleeper.pid(), Signal::TERM);
     assert_after_progress(&run.finish(), 0, &progress, &["backup while OFFLINE"]);
@@ -261,7 +261,7 @@ fn run_that_times_out_never_runs_the_command_and_leaves_the_site_online() {
     assert_eq!(out.code(), Some(124), "{out}");
     assert_eq!(
         out.stdout,
-        [HEADER, "1 pending sessions. * (0 sec)"],
+        [HEADER, "1 pending session. * (0 sec)"],
         "never ran: {out}"
     );
     let err: Vec<&str> = out.stderr.lines().collect();

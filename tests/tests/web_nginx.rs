@@ -138,7 +138,9 @@ fn nginx_rule_in_front_of_mysite() {
     // real deployment's workers can do.
     match &user {
         Some((name, _, uid)) => {
-            for &w in nginx.workers() {
+            // Read once each worker has dropped to its user (forked as root,
+            // it switches a moment later).
+            for w in nginx.workers_as(*uid) {
                 assert_eq!(
                     uid_of(w),
                     Some(*uid),

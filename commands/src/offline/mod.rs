@@ -1,0 +1,65 @@
+//! `manage offline`: takes the site offline and back, shows its status and
+//! what is live, and runs a command inside a maintenance window. One file a
+//! verb, as Cargo's commands are: each parses its flags, calls one
+//! operation of maintenance-core's offline state machine, and writes the
+//! lines. This file only builds the verb list and dispatches.
+
+mod doctor;
+mod list;
+mod off;
+mod on;
+mod progress;
+mod run;
+mod status;
+
+use maintenance_core::command::{Context, ManageCommand, register};
+use maintenance_core::policy::{Policy, Tracking};
+use maintenance_core::{anyhow, clap};
+
+/// Take the site offline and back; show what is live.
+#[derive(Debug, clap::Args)]
+#[command(
+    subcommand_required = true,
+    after_help = "Exit codes: 0 done; 75 refused or cancelled; 124 timed out (the site went back \
+                  ONLINE); 130 interrupted. `status --exit-code`: 0 ONLINE, 3 PENDING, 4 OFFLINE."
+)]
+pub struct Offline {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Verb {
+    /// Print the status: `Status: <MODE> - Active sessions: <N>`.
+    #[command(visible_alias = "check")]
+    Status(status::StatusArgs),
+    /// Go offline once nobody is in the middle of something.
+    #[command(visible_alias = "activate")]
+    On(on::OnArgs),
+    /// Go back online, from any state.
+    #[command(visible_alias = "deactivate")]
+    Off(off::OffArgs),
+    /// List live commands and web sessions.
+    List(list::ListArgs),
+    /// Go offline, run a command inside the window, restore the mode.
+    Run(run::RunArgs),
+    /// Check the state directory as this user sees it; say what to fix.
+    Doctor,
+}
+
+impl ManageCommand for Offline {
+    const NAME: &'static str = "offline";
+    const POLICY: Policy = Policy::DEFAULT.tracking(Tracking::Untracked);
+
+    fn run(self, ctx: &mut Context<'_>) -> anyhow::Result<()> {
+        match self.verb {
+            Verb::Status(args) => status::exec(ctx, &args),
+            Verb::On(args) => on::exec(ctx, args),
+            Verb::Off(args) => off::exec(ctx, &args),
+            Verb::List(args) => list::exec(ctx, &args),
+            Verb::Run(args) => run::exec(ctx, args),
+            Verb::Doctor => doctor::exec(ctx),
+        }
+    }
+}
+register!(Offline);

@@ -1,0 +1,27 @@
+//! `manage offline off|deactivate`: ONLINE from any state, cancelling
+//! another process's wait; refused while an `offline run` runs its command,
+//! unless `--force` (maintenance-core's `offline::deactivate`).
+
+use maintenance_core::backend::ModeChange;
+use maintenance_core::command::Context;
+use maintenance_core::transition::{self as offline, Live};
+use maintenance_core::{anyhow, clap};
+
+use super::status::status_line;
+
+/// The flags of `offline off`.
+#[derive(Debug, clap::Args)]
+pub(super) struct OffArgs {
+    /// Go ONLINE even while an `offline run` is running its command.
+    #[arg(long)]
+    force: bool,
+}
+
+/// Runs `offline off`: goes ONLINE and prints the status line.
+pub(super) fn exec(ctx: &mut Context<'_>, args: &OffArgs) -> anyhow::Result<()> {
+    let backend = ctx.backend()?;
+    let record = offline::deactivate(backend.as_ref(), &ModeChange::by_this_process(), args.force)?;
+    let live = Live::read(backend.as_ref())?;
+    writeln!(ctx.out(), "{}", status_line(record.mode, live.active()))?;
+    Ok(())
+}

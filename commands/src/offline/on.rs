@@ -1,0 +1,289 @@
+//! `manage offline on|activate`: goes PENDING, then OFFLINE once nobody is
+//! in the middle of something (maintenance-core's `offline::activate`), or
+//! at once with `--force`. What happens on a timeout is here: the library
+//! leaves PENDING (the site goes back ONLINE unless another `on` still
+//! waits), and [`not_offline`] names what held the site and exits 124.
+//! `offline run` waits with the same flags and reports (run.rs).
+
+use std::time::{Duration, SystemTime};
+
+use maintenance_core::backend::{Backend, ModeChange};
+use maintenance_core::clock::Timestamp;
+use maintenance_core::command::{Context, Exit};
+use maintenance_core::mode::{Mode, RetryAfter};
+use maintenance_core::task::{ENV_TASK, JoinToken, Membership};
+use maintenance_core::transition::{self as offline, Activation, Outcome};
+use maintenance_core::{Refusal, anyhow, clap, exit};
+
+use super::progress::Meter;
+use super::status::status_line;
+
+/// The flags of a wait for OFFLINE, shared by `offline on` and `offline run`.
+#[derive(Debug, clap::Args)]
+pub(super) struct WaitArgs {
+    // Negative numbers reach the value parsers, which say what is wrong
+    // with them, instead of clap's "unexpected argument '-1'".
+    /// Give up after this many seconds: the site goes back ONLINE (exit
+    /// 124). Without it, wait until nothing is live, however long.
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = maintenance_core::config::parse_seconds)]
+    pub(super) timeout: Option<Duration>,
+    /// Go OFFLINE at once, whatever is live; go on (return, or run the
+    /// command) after twice refresh_interval, once every web layer has
+    /// seen it.
+    #[arg(long)]
+    pub(super) force: bool,
+}
+
+/// The flags of `offline on`.
+#[derive(Debug, clap::Args)]
+pub(super) struct OnArgs {
+    #[command(flatten)]
+    wait: WaitArgs,
+    /// After this many seconds in PENDING, web sessions stop holding it off
+    /// (running commands still do).
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = maintenance_core::config::parse_seconds)]
+    grace: Option<Duration>,
+    /// A message for users, shown by the web layer and `status -v`: one
+    /// line, no control characters (a tab is fine).
+    #[arg(long, value_name = "TEXT", value_parser = message)]
+    message: Option<String>,
+    /// When users should come back: seconds, or an RFC 3339 time with its
+    /// offset (2026-11-25T06:00:00Z, 2026-11-25T07:00:00+01:00).
+    #[arg(long, value_name = "SECS|TIME", allow_negative_numbers = true, value_parser = retry_after)]
+    retry_after: Option<RetryAfter>,
+    /// A secret that lets its holder browse during maintenance: visiting
+    /// the bypass path with it sets a cookie. Without a value, one is
+    /// generated and printed. Only its hash is stored.
+    #[arg(long, value_name = "S", num_args = 0..=1, default_missing_value = "", value_parser = bypass_secret)]
+    secret: Option<String>,
+}
+
+/// `--retry-after`: seconds, or an RFC 3339 time with any offset (stored,
+/// like every time, in UTC) that is still to come.
+fn retry_after(text: &str) -> Result<RetryAfter, String> {
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(RetryAfter::Seconds(secs));
+    }
+    if text.parse::<i64>().is_ok_and(|n| n < 0) {
+        return Err(format!(
+            "{text:?} is negative: give seconds from now (600) or a time still to come"
+        ));
+    }
+    let at = Timestamp::parse_rfc3339(text)
+        .map_err(|e| format!("neither a number of seconds nor a time: {e}"))?;
+    let now = Timestamp::at(SystemTime::now());
+    if at <= now {
+        return Err(format!(
+            "{text:?} is not in the future (it is {at}; now is {now}): give a later time, or \
+             seconds from now (600)"
+        ));
+    }
+    Ok(RetryAfter::At(at))
+}
+
+/// `--message`: any text without control characters (a tab is fine).
+/// Users see it in a page, operators in `status -v`, where a newline or an
+/// ANSI escape sequence (which starts with one) would do harm.
+fn message(text: &str) -> Result<String, String> {
+    match text.chars().find(|&c| c.is_control() && c != '\t') {
+        Some(c) => Err(format!(
+            "{c:?} is a control character, which a message for users cannot hold (a newline, \
+             or the start of a terminal escape sequence); write it on one line without control \
+             characters (a tab is fine)"
+        )),
+        None => Ok(text.to_owned()),
+    }
+}
+
+/// `--secret`: empty (generate one), or a secret that fits in one segment
+/// of the bypass path, so the printed link works.
+fn bypass_secret(text: &str) -> Result<String, String> {
+    match text
+        .chars()
+        .find(|&c| c == '/' || c == '\\' || c.is_control())
+    {
+        Some(c) => Err(format!(
+            "{c:?} cannot be part of a bypass secret (it is one segment of a URL path); \
+             choose one without `/`, `\\` or control characters, or give none to have one generated"
+        )),
+        None => Ok(text.to_owned()),
+    }
+}
+
+/// Refuses a wait for OFFLINE from inside a running task: it would wait
+/// for itself.
+pub(super) fn refuse_inside_task(ctx: &Context<'_>, backend: &dyn Backend) -> anyhow::Result<()> {
+    if let Some(task) = ctx.task() {
+        return Err(maintenance_core::Error::Refused(Refusal::InsideTask {
+            command: task.name.clone(),
+            token: task.id.clone(),
+        })
+        .into());
+    }
+    // Only a process that proves it belongs to the task would wait for
+    // itself; a stranger that merely names a task is not inside it.
+    if let Some(token) = std::env::var_os(ENV_TASK)
+        && let Ok(Membership::Member(task)) =
+            backend.membership(&JoinToken::parse(&token.to_string_lossy()))
+    {
+        return Err(maintenance_core::Error::Refused(Refusal::InsideTask {
+            command: task.name,
+            token: task.id,
+        })
+        .into());
+    }
+    Ok(())
+}
+
+/// The activation a wait's flags ask for.
+pub(super) fn activation(
+    ctx: &Context<'_>,
+    wait: &WaitArgs,
+    change: ModeChange,
+    grace: Option<Duration>,
+) -> Activation {
+    Activation {
+        change,
+        timeout: wait.timeout.unwrap_or(Duration::MAX),
+        grace,
+        // Twice the layers' refresh interval: one for the age of a layer's
+        // snapshot, one of margin for the write of the session it let in.
+        settle: ctx.config().refresh_interval * 2,
+    }
+}
+
+/// Reports an activation that did not end OFFLINE and returns its code.
+pub(super) fn not_offline(
+    ctx: &mut Context<'_>,
+    outcome: &Outcome,
+    timeout: Duration,
+) -> anyhow::Result<u8> {
+    let now = SystemTime::now();
+    let err = ctx.err();
+    let (live, record, code, what) = match outcome {
+        Outcome::TimedOut { live, record } => (
+            live,
+            record,
+            exit::TIMED_OUT,
+            format!("timed out after {} s; still live:", timeout.as_secs_f64()),
+        ),
+        Outcome::Interrupted { live, record } => (
+            live,
+            record,
+            exit::INTERRUPTED,
+            "interrupted; still live:".into(),
+        ),
+        Outcome::Cancelled { by, .. } => {
+            writeln!(err, "error: cancelled by {by}: the site is ONLINE")?;
+            return Ok(exit::REFUSED);
+        }
+        Outcome::Offline { .. } => return Ok(exit::SUCCESS),
+    };
+    writeln!(err, "error: {what}")?;
+    for l in live.describe(now) {
+        writeln!(err, "  - {l}")?;
+    }
+    if record.mode == Mode::Pending {
+        writeln!(
+            err,
+            "The site stays PENDING: another `offline on` is still waiting."
+        )?;
+    } else {
+        writeln!(err, "The site is back ONLINE.")?;
+    }
+    Ok(code)
+}
+
+/// Runs `offline on`.
+pub(super) fn exec(ctx: &mut Context<'_>, args: OnArgs) -> anyhow::Result<()> {
+    let backend = ctx.backend()?;
+    let backend: &dyn Backend = backend.as_ref();
+    refuse_inside_task(ctx, backend)?;
+    let secret = args.secret.map(|s| {
+        if s.is_empty() {
+            maintenance_core::mode::new_secret()
+        } else {
+            s
+        }
+    });
+    let change = ModeChange::by_this_process()
+        .message(args.message)
+        .retry_after(args.retry_after)
+        .bypass(secret.as_deref().map(maintenance_core::mode::hash_secret));
+    if let Some(secret) = &secret {
+        let url = ctx.config().bypass_prefix.join(secret);
+        writeln!(
+            ctx.out(),
+            "Bypass: visit {url} once to browse the site during maintenance"
+        )?;
+    }
+    let a = activation(ctx, &args.wait, change, args.grace);
+    if args.wait.force {
+        let was_offline = backend.mode()?.mode == Mode::Offline;
+        let (record, live) = offline::force(backend, &a.change)?;
+        let_layers_see(ctx, &a, !was_offline, secret.is_some());
+        writeln!(ctx.out(), "{}", status_line(record.mode, live.active()))?;
+        if ctx.verbosity() > 0 {
+            for l in live.describe(SystemTime::now()) {
+                writeln!(ctx.out(), "  - {l}")?;
+            }
+        }
+        return Ok(());
+    }
+    let outcome = wait_offline(ctx, backend, &a, args.wait.timeout)?;
+    if let Outcome::Offline { already, live, .. } = &outcome {
+        // Sessions let go by --grace still pass on a PENDING snapshot; a
+        // new secret is seen within PENDING's settle time, unless the site
+        // was OFFLINE already.
+        let closed = !already && !live.sessions.is_empty();
+        let_layers_see(ctx, &a, closed, secret.is_some() && *already);
+    }
+    finish_wait(ctx, &outcome, a.timeout)
+}
+
+/// Waits, before `on` returns, until every web layer has seen what it
+/// wrote: a layer serves on a snapshot up to one refresh interval old. When
+/// OFFLINE `closed` a mode that still let users in (ONLINE before
+/// `--force`, or sessions let go by `--grace`), it waits the settle time,
+/// so a deploy script's next step finds every layer turning users away;
+/// for a new bypass `secret` alone, one interval, so the printed link
+/// works. A Ctrl-C cuts the wait short (the mode is written already).
+fn let_layers_see(ctx: &Context<'_>, a: &Activation, closed: bool, secret: bool) {
+    let wait = if closed {
+        a.settle
+    } else if secret {
+        ctx.config().refresh_interval
+    } else {
+        return;
+    };
+    ctx.stop_token().wait_timeout(wait);
+}
+
+/// Runs the activation, drawing its progress; `limit` is `--timeout`.
+fn wait_offline(
+    ctx: &mut Context<'_>,
+    backend: &dyn Backend,
+    a: &Activation,
+    limit: Option<Duration>,
+) -> anyhow::Result<Outcome> {
+    let mut meter = Meter::new(ctx, backend.session_timeout(), limit);
+    let stop = ctx.stop_token().clone();
+    let outcome = {
+        let out = ctx.out();
+        let result = offline::activate(backend, a, &|| stop.requested(), &mut |p| {
+            meter.update(out, &p)
+        });
+        meter.finish(out);
+        result?
+    };
+    Ok(outcome)
+}
+
+fn finish_wait(ctx: &mut Context<'_>, outcome: &Outcome, timeout: Duration) -> anyhow::Result<()> {
+    if let Outcome::Offline { record, live, .. } = outcome {
+        writeln!(ctx.out(), "{}", status_line(record.mode, live.active()))?;
+        return Ok(());
+    }
+    let code = not_offline(ctx, outcome, timeout)?;
+    Err(Exit(code).into())
+}

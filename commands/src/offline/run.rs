@@ -1,0 +1,109 @@
+//! `manage offline run`: goes offline as `offline on` does (same flags, same
+//! wait, same reports: on.rs), runs one command inside the window, then
+//! restores the mode it found (maintenance-core's `offline::run_in_window`).
+
+use maintenance_core::backend::{Backend, ModeChange};
+use maintenance_core::command::{CallOptions, Context, Exit};
+use maintenance_core::mode::Mode;
+use maintenance_core::transition::{
+    self as offline, Progress, RunOutcome, WindowObserver, WindowStep,
+};
+use maintenance_core::{anyhow, clap, exit};
+
+use super::on::{WaitArgs, activation, not_offline, refuse_inside_task};
+use super::progress::Meter;
+
+/// The flags of `offline run`.
+#[derive(Debug, clap::Args)]
+pub(super) struct RunArgs {
+    #[command(flatten)]
+    wait: WaitArgs,
+    /// The command to run inside the window, and its arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+/// Runs `offline run`.
+pub(super) fn exec(ctx: &mut Context<'_>, args: RunArgs) -> anyhow::Result<()> {
+    let backend = ctx.backend()?;
+    let backend: &dyn Backend = backend.as_ref();
+    refuse_inside_task(ctx, backend)?;
+    // A typo in a deploy script must not take the site offline first.
+    if let Err(problem) = ctx.check_call(&args.command) {
+        writeln!(
+            ctx.err(),
+            "error: {problem}\nThe site was not taken offline."
+        )?;
+        return Err(Exit(exit::USAGE).into());
+    }
+    let a = activation(ctx, &args.wait, ModeChange::by_this_process(), None);
+    let meter = Meter::new(ctx, backend.session_timeout(), args.wait.timeout);
+    let mut window = Window {
+        ctx: &mut *ctx,
+        meter,
+        argv: &args.command,
+    };
+    let outcome = offline::run_in_window(backend, &a, args.wait.force, &args.command, &mut window)?;
+    let Window { mut meter, .. } = window;
+    match outcome {
+        RunOutcome::Ran { code, .. } => {
+            if code == exit::SUCCESS {
+                Ok(())
+            } else {
+                Err(Exit(code).into())
+            }
+        }
+        RunOutcome::NotRun(outcome) => {
+            meter.finish(ctx.out());
+            let code = not_offline(ctx, &outcome, a.timeout)?;
+            Err(Exit(code).into())
+        }
+    }
+}
+
+/// The run as its observer sees it: the wait is drawn on the context's
+/// standard output, then the command writes through the same context.
+struct Window<'w, 'c> {
+    ctx: &'w mut Context<'c>,
+    meter: Meter,
+    argv: &'w [String],
+}
+
+impl WindowObserver for Window<'_, '_> {
+    fn stop_requested(&self) -> bool {
+        self.ctx.stop_requested()
+    }
+
+    fn progress(&mut self, progress: Progress<'_>) {
+        self.meter.update(self.ctx.out(), &progress);
+    }
+
+    /// With `-v`, each mode change on stderr, as it happens.
+    fn mode_changed(&mut self, step: WindowStep) {
+        if self.ctx.verbosity() <= 0 {
+            return;
+        }
+        let running = format!("running `{}` inside the window", self.argv.join(" "));
+        let line = match step {
+            WindowStep::Pending => {
+                "PENDING: nobody new gets in; waiting for what is live to end".to_owned()
+            }
+            WindowStep::Offline { forced: false } => format!("OFFLINE: {running}"),
+            WindowStep::Offline { forced: true } => {
+                format!("OFFLINE at once (--force): {running}")
+            }
+            WindowStep::AlreadyOffline => {
+                format!("already OFFLINE: {running}; the site stays OFFLINE")
+            }
+            WindowStep::Restored(Mode::Offline) => "left OFFLINE, as it was found".to_owned(),
+            WindowStep::Restored(mode) => format!("restored to {mode}"),
+        };
+        self.meter.finish(self.ctx.out());
+        let _ = writeln!(self.ctx.err(), "offline run: {line}");
+    }
+
+    fn run_command(&mut self) -> anyhow::Result<u8> {
+        self.meter.finish(self.ctx.out());
+        self.ctx.call(self.argv, CallOptions { in_window: true })
+    }
+}

@@ -1,0 +1,208 @@
+//! `manage offline status|check`: the status line, the `-v` breakdown and
+//! the `--json` object (maintenance-core's `offline::status`), and the
+//! status line every other verb ends with.
+
+use std::borrow::Cow;
+use std::time::SystemTime;
+
+use maintenance_core::backend::{Backend, WindowState};
+use maintenance_core::clock::format_age;
+use maintenance_core::command::{Context, Exit};
+use maintenance_core::mode::{Mode, RetryAfter};
+use maintenance_core::transition::{self as offline, Status};
+use maintenance_core::{anyhow, clap, exit};
+
+/// The flags of `offline status`.
+#[derive(Debug, clap::Args)]
+pub(super) struct StatusArgs {
+    /// One JSON object (documented in the README), for scripts.
+    #[arg(long)]
+    json: bool,
+    /// Exit 0 when ONLINE, 3 when PENDING, 4 when OFFLINE.
+    #[arg(long)]
+    exit_code: bool,
+}
+
+/// The status line, `Status: <MODE> - Active sessions: <N>`, word for word
+/// as django-site-maintenance's `offline` command prints it.
+pub(super) fn status_line(mode: Mode, active: usize) -> String {
+    format!("Status: {mode} - Active sessions: {active}")
+}
+
+/// `text` as a terminal may show it: each control character but tab (an
+/// ANSI escape starts with one) written as its Rust escape, `\u{1b}`, so
+/// stored text can neither move the cursor nor recolour the screen. The
+/// JSON output keeps the text exact.
+pub(super) fn terminal_safe(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return Cow::Borrowed(text);
+    }
+    let mut safe = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() && c != '\t' {
+            safe.extend(c.escape_default());
+        } else {
+            safe.push(c);
+        }
+    }
+    Cow::Owned(safe)
+}
+
+/// Runs `offline status`.
+pub(super) fn exec(ctx: &mut Context<'_>, args: &StatusArgs) -> anyhow::Result<()> {
+    let backend = ctx.backend()?;
+    let backend = backend.as_ref();
+    let st = offline::status(backend)?;
+    let window = backend.window()?;
+    if args.json {
+        let doc = status_json(&st, &window, backend, ctx);
+        writeln!(ctx.out(), "{}", serde_json::to_string_pretty(&doc)?)?;
+    } else {
+        writeln!(
+            ctx.out(),
+            "{}",
+            status_line(st.view.mode, st.active_sessions())
+        )?;
+        if ctx.verbosity() > 0 {
+            let lines = details(&st, &window, backend, ctx);
+            for l in lines {
+                writeln!(ctx.out(), "  {l}")?;
+            }
+        }
+    }
+    if args.exit_code {
+        let code = match st.view.mode {
+            Mode::Online => exit::SUCCESS,
+            Mode::Pending => exit::STATUS_PENDING,
+            Mode::Offline => exit::STATUS_OFFLINE,
+        };
+        if code != exit::SUCCESS {
+            return Err(Exit(code).into());
+        }
+    }
+    Ok(())
+}
+
+/// The `-v` breakdown: since / by / message, the state in use, users and
+/// commands, and anything odd.
+fn details(
+    st: &Status,
+    window: &WindowState,
+    backend: &dyn Backend,
+    ctx: &Context<'_>,
+) -> Vec<String> {
+    let now = SystemTime::now();
+    let r = &st.view.record;
+    let mut lines = Vec::new();
+    if r.pid != 0 && st.view.lapsed.is_none() {
+        lines.push(format!(
+            "since: {} ({} ago), by {} (pid {})",
+            r.since,
+            format_age(r.since.age(now)),
+            r.by,
+            r.pid
+        ));
+    }
+    if let Some(m) = &r.message {
+        lines.push(format!("message: {}", terminal_safe(m)));
+    }
+    if let Some(ra) = &r.retry_after {
+        lines.push(match ra {
+            RetryAfter::Seconds(s) => format!("retry after: {s} s"),
+            RetryAfter::At(t) => format!("retry after: {t}"),
+        });
+    }
+    lines.push(format!(
+        "state: {} (from {})",
+        backend.location(),
+        ctx.config().state_dir_source
+    ));
+    lines.push(format!(
+        "users: {} live web session(s)",
+        st.live.sessions.len()
+    ));
+    lines.push(format!("commands: {} live", st.live.tasks.len()));
+    for l in st.live.describe(now) {
+        lines.push(format!("  - {l}"));
+    }
+    if let Some(lapse) = &st.view.lapsed {
+        lines.push(format!("note: {}", lapse.reason));
+    }
+    if let Some(stray) = &st.view.stray_marker {
+        lines.push(format!("warning: {stray}"));
+    }
+    match window {
+        WindowState::Running(run) => lines.push(format!(
+            "window: `offline run` (pid {}, {}) is running `{}` since {}",
+            run.pid,
+            run.by,
+            terminal_safe(&run.argv.join(" ")),
+            run.started_at
+        )),
+        WindowState::Waiting(run) => lines.push(format!(
+            "window: `offline run` (pid {}, {}) is waiting to go offline to run `{}`",
+            run.pid,
+            run.by,
+            terminal_safe(&run.argv.join(" "))
+        )),
+        WindowState::Abandoned(run) if st.view.mode == Mode::Offline => lines.push(format!(
+            "window: left OFFLINE by `offline run -- {}` (pid {}, {}), which was killed while its \
+             command ran; check the command's work, then `offline off`",
+            terminal_safe(&run.argv.join(" ")),
+            run.pid,
+            run.by
+        )),
+        _ => {}
+    }
+    lines
+}
+
+/// The `status --json` object, version 1.
+fn status_json(
+    st: &Status,
+    window: &WindowState,
+    backend: &dyn Backend,
+    ctx: &Context<'_>,
+) -> serde_json::Value {
+    let r = &st.view.record;
+    let window = match window {
+        WindowState::Free => serde_json::Value::Null,
+        WindowState::Running(run) => serde_json::json!({ "state": "running", "run": run }),
+        WindowState::Waiting(run) => serde_json::json!({ "state": "waiting", "run": run }),
+        WindowState::Abandoned(run) => serde_json::json!({ "state": "abandoned", "run": run }),
+    };
+    serde_json::json!({
+        "version": 1,
+        "mode": st.view.mode,
+        "since": (r.pid != 0).then_some(r.since),
+        "by": (!r.by.is_empty()).then_some(&r.by),
+        "pid": (r.pid != 0).then_some(r.pid),
+        "message": r.message,
+        "retry_after": r.retry_after,
+        "active_sessions": st.active_sessions(),
+        "sessions": {
+            "count": st.live.sessions.len(),
+            "last_expires_at": st.live.last_session_expiry(),
+        },
+        "tasks": st.live.tasks,
+        "lapsed": st.view.lapsed.as_ref().map(|l| &l.reason),
+        "stray_marker": st.view.stray_marker,
+        "window": window,
+        "state": backend.location(),
+        "state_dir": ctx.config().state_dir,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_safe;
+
+    #[test]
+    fn control_characters_but_tab_are_escaped_for_a_terminal() {
+        assert_eq!(terminal_safe("Back at 6\tsharp"), "Back at 6\tsharp");
+        assert_eq!(
+            terminal_safe("\x1b[2Jgone\r\nnext\u{9b}31m\x07"),
+            "\\u{1b}[2Jgone\\r\\nnext\\u{9b}31m\\u{7}"
+        );
+    }
+}
