@@ -1,6 +1,9 @@
 //! The mode transitions (the offline state machine): take a site from
 //! ONLINE through PENDING to OFFLINE only when nobody is in the middle of
 //! something, and back. A library API; the `offline` command only presents it.
+//! Every transition is here, which makes the file long: `activate`'s wait,
+//! `force`, `deactivate` and `run_in_window` share one set of outcomes and
+//! are read together.
 //!
 //! [`activate`] goes PENDING (or joins a PENDING under way), then OFFLINE as
 //! soon as no live task that started while ONLINE and no live session

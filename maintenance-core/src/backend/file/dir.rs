@@ -1,6 +1,8 @@
 //! Directory-relative file operations for the state directory: every file is
 //! opened relative to a directory descriptor with `O_NOFOLLOW`, so no name
-//! and no planted symlink can lead outside the state directory (I4).
+//! and no planted symlink can lead outside the state directory (I4). Every
+//! system call on the state goes through here (with who holds a lock, from
+//! `/proc/locks`), which makes the file long: one place to check for I4.
 //!
 //! Whoever can open a lock file can `flock` it — read access is enough —
 //! and so hold off the site (the gate, a command's instance, a dead task's
