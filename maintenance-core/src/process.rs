@@ -129,6 +129,19 @@ pub fn children(pid: u32) -> Vec<u32> {
     out
 }
 
+/// The real uid of process `pid`, from `/proc/PID/status`; `None` once it is
+/// gone.
+pub fn uid_of(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The command line of `pid`, as far as it can be read.
 pub fn argv(pid: u32) -> Vec<String> {
     std::fs::read(format!("/proc/{pid}/cmdline"))

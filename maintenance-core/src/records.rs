@@ -70,6 +70,20 @@ impl TaskRecord {
         self.joined.as_deref().unwrap_or(&self.id)
     }
 
+    /// What a listing says of its standing besides its policy: `joined
+    /// task ID` for a nested run that joined a task, `inside the window`
+    /// for a run that does not hold off OFFLINE.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let Some(id) = &self.joined {
+            notes.push(format!("joined task {id}"));
+        }
+        if !self.holds_off_offline() {
+            notes.push("inside the window".to_owned());
+        }
+        notes
+    }
+
     /// `user@host`.
     pub fn user_at_host(&self) -> String {
         format!("{}@{}", self.user, self.host)

@@ -103,20 +103,15 @@ impl Live {
             .iter()
             .map(|t| {
                 format!(
-                    "command `{}` ({}, {}, running for {}{}{})",
+                    "command `{}` ({}, {}, running for {}{})",
                     t.name,
                     t.held_by(),
                     t.user_at_host(),
                     format_age(t.started_at.age(now)),
-                    t.joined
-                        .as_deref()
-                        .map(|id| format!(", joined task {id}"))
-                        .unwrap_or_default(),
-                    if t.holds_off_offline() {
-                        ""
-                    } else {
-                        ", inside the window"
-                    }
+                    t.notes()
+                        .iter()
+                        .map(|n| format!(", {n}"))
+                        .collect::<String>(),
                 )
             })
             .collect();

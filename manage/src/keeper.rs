@@ -278,7 +278,7 @@ fn wait_readable(f: &File) {
     };
     // SAFETY: one valid pollfd for the duration of the call.
     while unsafe { libc::poll(&mut pfd, 1, -1) } < 0
-        && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+        && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
     {}
 }
 
@@ -286,7 +286,7 @@ fn reap(pid: libc::pid_t) {
     let mut st = 0;
     // SAFETY: waiting for our own child.
     while unsafe { libc::waitpid(pid, &mut st, 0) } < 0
-        && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+        && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
     {}
 }
 

@@ -91,17 +91,7 @@ pub fn children_of(pid: u32) -> Vec<u32> {
     out
 }
 
-/// The real uid of process `pid`; `None` once it is gone.
-pub fn uid_of(pid: u32) -> Option<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
+pub use maintenance_core::process::uid_of;
 
 /// Sends `signal` to process `pid` (a child or any process of the test).
 pub fn send_signal(pid: u32, signal: rustix::process::Signal) {

@@ -55,17 +55,12 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: &ListArgs) -> anyhow::Result<()>
                     t.user_at_host(),
                     format_age(t.started_at.age(now)),
                     format!(
-                        "{}{}{}",
+                        "{}{}",
                         t.policy,
-                        t.joined
-                            .as_deref()
-                            .map(|id| format!(" (joined task {id})"))
-                            .unwrap_or_default(),
-                        if t.holds_off_offline() {
-                            ""
-                        } else {
-                            " (inside the window)"
-                        }
+                        t.notes()
+                            .iter()
+                            .map(|n| format!(" ({n})"))
+                            .collect::<String>(),
                     ),
                 ]
             })

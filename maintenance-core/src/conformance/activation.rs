@@ -7,7 +7,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{FreshState, activation, change, key, never, run_activate, task};
+use super::{FreshState, activate_in_thread, activation, change, key, never, run_activate, task};
 use crate::error::{Error, Refusal};
 use crate::mode::Mode;
 use crate::policy::Policy;
@@ -78,26 +78,13 @@ pub fn activate_waits_for_a_session_until_logout(site: &dyn Fn() -> FreshState) 
     let s = site();
     let b = s.open();
     b.touch_session(&key("alice")).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let wb = s.open();
-    let h = std::thread::spawn(move || {
-        let mut sent = false;
-        transition::activate(
-            wb.as_ref(),
-            &activation(Duration::from_secs(30)),
-            &never,
-            &mut |p| {
-                if !sent {
-                    sent = true;
-                    tx.send(p.holding.sessions.len()).unwrap();
-                }
-            },
-        )
-        .unwrap()
-    });
+    let (rx, h) = activate_in_thread(s.open(), Duration::from_secs(30));
     assert_eq!(rx.recv().unwrap(), 1);
     b.end_session(&key("alice")).unwrap();
-    assert!(matches!(h.join().unwrap(), Outcome::Offline { .. }));
+    assert!(matches!(
+        h.join().unwrap().unwrap(),
+        Outcome::Offline { .. }
+    ));
 }
 
 /// A timeout goes back ONLINE and names what still held it off.

@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::{FreshState, activation, change, join, names, never, pending, task, token_of};
+use super::{
+    FreshState, activate_in_thread, activation, change, join, names, never, pending, task, token_of,
+};
 use crate::backend::Completion;
 use crate::error::{Error, Refusal};
 use crate::mode::Mode;
@@ -304,22 +306,7 @@ pub fn a_block_run_joining_during_pending_ends_the_wait_refused(site: &dyn Fn() 
     let s = site();
     let b = s.open();
     let parent = task(&b, "deploy", Policy::DEFAULT).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let wb = s.open();
-    let h = std::thread::spawn(move || {
-        let mut sent = false;
-        transition::activate(
-            wb.as_ref(),
-            &activation(Duration::from_secs(60)),
-            &never,
-            &mut |_| {
-                if !sent {
-                    sent = true;
-                    tx.send(()).unwrap();
-                }
-            },
-        )
-    });
+    let (rx, h) = activate_in_thread(s.open(), Duration::from_secs(60));
     rx.recv().unwrap();
     assert_eq!(b.mode().unwrap().mode, Mode::Pending);
     let backup = join(

@@ -261,6 +261,28 @@ fn never() -> bool {
     false
 }
 
+/// Starts an activation of `b` in a thread; the receiver gets the number
+/// of live sessions at its first look (by then it is PENDING).
+fn activate_in_thread(
+    b: Arc<dyn Backend>,
+    timeout: Duration,
+) -> (
+    std::sync::mpsc::Receiver<usize>,
+    std::thread::JoinHandle<crate::error::Result<Outcome>>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let mut sent = false;
+        transition::activate(b.as_ref(), &activation(timeout), &never, &mut |p| {
+            if !sent {
+                sent = true;
+                let _ = tx.send(p.holding.sessions.len());
+            }
+        })
+    });
+    (rx, h)
+}
+
 fn run_activate(b: &Arc<dyn Backend>, a: &Activation) -> Outcome {
     transition::activate(b.as_ref(), a, &never, &mut |_| {}).expect("activate")
 }

@@ -1,5 +1,9 @@
 //! `MaintenanceLayer`: the tower middleware that gates web requests by the
 //! site's mode — django-site-maintenance's `MaintenanceMiddleware` and context processor.
+//! It stays one file of about 800 lines, as tower-http's middlewares do:
+//! the layer, its service, its response future and the one `decide` that
+//! every request goes through belong together; the builder, the responses,
+//! the state thread and vouching have files of their own.
 //!
 //! ```
 //! use std::convert::Infallible;

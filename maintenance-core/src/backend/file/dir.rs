@@ -459,24 +459,12 @@ pub(crate) fn flock_holders(id: FileId) -> Vec<(u32, Option<u32>)> {
         match pid.parse::<u32>() {
             // 0: a process outside this pid namespace.
             Ok(pid) if same && pid != 0 && !holders.iter().any(|(p, _)| *p == pid) => {
-                holders.push((pid, uid_of(pid)));
+                holders.push((pid, crate::process::uid_of(pid)));
             }
             _ => {}
         }
     }
     holders
-}
-
-/// The real uid of process `pid`, from `/proc/<pid>/status`.
-fn uid_of(pid: u32) -> Option<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// Takes from an open lock file every permission beyond `allowed` (the
