@@ -7,8 +7,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{FreshState, activate_in_thread, activation, change, key, never, run_activate, task};
-use crate::error::{Error, Refusal};
+use super::{
+    FreshState, activate_blocked, activate_in_thread, activation, change, key, never, run_activate,
+    task,
+};
 use crate::mode::Mode;
 use crate::policy::Policy;
 use crate::transition::{self, Outcome};
@@ -274,16 +276,7 @@ pub fn a_blocking_task_refuses_activation_and_the_site_stays_online(site: &dyn F
     let b = s.open();
     let t = task(&s.open(), "backup", Policy::DEFAULT.drain(Drain::Block)).unwrap();
     let before = b.mode().unwrap().record;
-    let err = transition::activate(
-        b.as_ref(),
-        &activation(Duration::from_secs(30)),
-        &never,
-        &mut |_| {},
-    )
-    .unwrap_err();
-    let Error::Refused(Refusal::Blocked { tasks }) = &err else {
-        panic!("blocked, got {err}");
-    };
+    let (tasks, err) = activate_blocked(&b);
     assert_eq!(tasks[0].id, t.record().id);
     assert!(err.to_string().contains("`backup`"), "{err}");
     let view = b.mode().unwrap();

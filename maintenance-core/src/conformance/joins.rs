@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::{
-    FreshState, activate_in_thread, activation, change, join, names, never, pending, task, token_of,
+    FreshState, activate_blocked, activate_in_thread, change, join, names, pending, task, token_of,
 };
 use crate::backend::Completion;
 use crate::error::{Error, Refusal};
@@ -284,16 +284,7 @@ pub fn a_joined_block_run_refuses_activation(site: &dyn Fn() -> FreshState) {
     )
     .unwrap();
     let before = b.mode().unwrap().record;
-    let err = transition::activate(
-        b.as_ref(),
-        &activation(Duration::from_secs(30)),
-        &never,
-        &mut |_| {},
-    )
-    .unwrap_err();
-    let Error::Refused(Refusal::Blocked { tasks }) = &err else {
-        panic!("blocked, got {err}");
-    };
+    let (tasks, _) = activate_blocked(&b);
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0].id, backup.record().id);
     assert_eq!(b.mode().unwrap().record, before, "PENDING never began");

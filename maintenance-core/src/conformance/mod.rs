@@ -283,6 +283,22 @@ fn activate_in_thread(
     (rx, h)
 }
 
+/// Activates `b`, which must refuse at once because of drain-`block` tasks;
+/// returns them and the error.
+fn activate_blocked(b: &Arc<dyn Backend>) -> (Vec<crate::records::TaskRecord>, Error) {
+    let err = transition::activate(
+        b.as_ref(),
+        &activation(Duration::from_secs(30)),
+        &never,
+        &mut |_| {},
+    )
+    .expect_err("blocked");
+    let crate::error::Error::Refused(crate::error::Refusal::Blocked { tasks }) = &err else {
+        panic!("blocked, got {err}");
+    };
+    (tasks.clone(), err)
+}
+
 fn run_activate(b: &Arc<dyn Backend>, a: &Activation) -> Outcome {
     transition::activate(b.as_ref(), a, &never, &mut |_| {}).expect("activate")
 }
