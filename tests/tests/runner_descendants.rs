@@ -454,7 +454,7 @@ fn a_leftover_of_a_closed_window_that_starts_work_holds_off_the_next_offline() {
         .iter()
         .find_map(|l| l.parse().ok())
         .unwrap_or_else(|| panic!("{out}"));
-    let _guard = Daemons(vec![daemon]);
+    let mut guard = Daemons(vec![daemon]);
     std::fs::write(&go, "").unwrap();
     wait_until("the leftover started its nap", || {
         site.backend()
@@ -470,6 +470,9 @@ fn a_leftover_of_a_closed_window_that_starts_work_holds_off_the_next_offline() {
         .into_iter()
         .find(|t| t.name == "nap")
         .unwrap();
+    // Its runner is the daemon; its keeper and `sleep` outlive a kill of
+    // that runner, so they go too.
+    guard.0.extend(nap.pids());
     assert!(
         nap.holds_off_offline() && !nap.in_window,
         "started ONLINE after the window closed: {nap:?}"
