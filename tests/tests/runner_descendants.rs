@@ -37,6 +37,16 @@ impl Drop for Daemons {
     }
 }
 
+/// The daemon a command printed the pid of on its first line, guarded.
+fn daemon_of(out: &manage_tests::Outcome) -> (u32, Daemons) {
+    let daemon: u32 = out
+        .stdout
+        .first()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or_else(|| panic!("no daemon pid: {out}"));
+    (daemon, Daemons(vec![daemon]))
+}
+
 /// Polls until `f` holds; fails the test after the hang guard.
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + HANG_GUARD;
@@ -55,8 +65,7 @@ fn a_daemon_that_closed_its_descriptors_holds_the_task_after_its_command_returne
     let site = CliSite::new(EXE);
     site.external("pydaemon", PYDAEMON);
     let out = site.run(&["pydaemon"]);
-    let daemon: u32 = out.stdout[0].parse().unwrap();
-    let _guard = Daemons(vec![daemon]);
+    let (daemon, _guard) = daemon_of(&out);
     assert_eq!(
         out.code(),
         Some(0),
@@ -115,8 +124,7 @@ fn a_command_that_leaves_a_daemon_behind_returns_its_own_code_and_never_hangs_th
         "#!/bin/sh\nsetsid sleep 600 </dev/null >/dev/null 2>&1 &\necho $!\nexit 3\n",
     );
     let out = site.run(&["restart"]);
-    let daemon: u32 = out.stdout[0].parse().unwrap();
-    let _guard = Daemons(vec![daemon]);
+    let (daemon, _guard) = daemon_of(&out);
     assert_eq!(out.code(), Some(3), "{out}");
     assert_eq!(live_tasks(&site), 1, "the daemon holds the task");
     kill9_pid(daemon);
@@ -172,8 +180,7 @@ fn a_drain_stop_command_s_leftovers_are_asked_to_stop_when_the_site_goes_offline
     );
     let out = site.run(&["feeder"]);
     assert_eq!(out.code(), Some(0), "{out}");
-    let daemon: u32 = out.stdout[0].parse().unwrap();
-    let _guard = Daemons(vec![daemon]);
+    let (daemon, _guard) = daemon_of(&out);
     assert_eq!(live_tasks(&site), 1, "its leftover holds the task");
     // `on` goes PENDING; the keeper sees it and asks the leftover to stop;
     // then the site goes OFFLINE.
@@ -188,8 +195,7 @@ fn descendants_release_lets_a_command_s_leftovers_go() {
     let site = CliSite::with_config(EXE, "[commands.pydaemon]\ndescendants = \"release\"\n");
     site.external("pydaemon", PYDAEMON);
     let out = site.run(&["pydaemon"]);
-    let daemon: u32 = out.stdout[0].parse().unwrap();
-    let _guard = Daemons(vec![daemon]);
+    let (daemon, _guard) = daemon_of(&out);
     assert_eq!(out.code(), Some(0), "{out}");
     assert!(!out.stderr.contains("still holds"), "{out}");
     assert!(is_alive(daemon));
@@ -257,8 +263,7 @@ fn with_its_keeper_killed_a_task_held_by_a_leftover_names_no_wrong_pid() {
         "#!/bin/sh\nsetsid sleep 600 </dev/null >/dev/null 2>&1 &\necho $!\n",
     );
     let out = site.run(&["restart"]);
-    let daemon: u32 = out.stdout[0].parse().unwrap();
-    let _guard = Daemons(vec![daemon]);
+    let (daemon, _guard) = daemon_of(&out);
     let status = site.status_json();
     let keeper = status["tasks"][0]["processes"]["keeper"]["pid"]
         .as_u64()
@@ -375,8 +380,7 @@ fn the_keeper_holds_none_of_the_caller_s_descriptors() {
     }
     let out = manage_tests::Proc::spawn(cmd).finish();
     drop(write);
-    let daemon: u32 = out.stdout[0].parse().unwrap();
-    let _guard = Daemons(vec![daemon]);
+    let (_daemon, _guard) = daemon_of(&out);
     assert_eq!(out.code(), Some(0), "{out}");
     assert_eq!(live_tasks(&site), 1, "the daemon holds the task");
     let (tx, rx) = std::sync::mpsc::channel();

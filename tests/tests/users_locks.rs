@@ -25,6 +25,19 @@ use manage_tests::{
     users,
 };
 
+/// `offline run -- migrate` with one quick step: a window, its lock and its
+/// instance file, as a deploy makes them.
+const MIGRATE_ONE_STEP: &[&str] = &[
+    "offline",
+    "run",
+    "--",
+    "migrate",
+    "--steps",
+    "1",
+    "--step-ms",
+    "1",
+];
+
 /// The example site's binary.
 const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
 
@@ -263,19 +276,7 @@ fn state_made_by_an_older_manage(users: &Users) -> SharedSite {
     let site = SharedSite::new(MYSITE, users, "");
     site.run_ok(Who::Root, &["offline", "status"]);
     site.run_ok(Who::Deploy, &["hello"]);
-    site.run_ok(
-        Who::Root,
-        &[
-            "offline",
-            "run",
-            "--",
-            "migrate",
-            "--steps",
-            "1",
-            "--step-ms",
-            "1",
-        ],
-    );
+    site.run_ok(Who::Root, MIGRATE_ONE_STEP);
     for dir in ["", "tasks", "pending", "sessions"] {
         as_older_manage_left_it(&site, dir, 0o2775);
     }
@@ -334,19 +335,7 @@ fn lock_files_an_older_manage_left_open_are_closed_by_their_next_opener_and_doct
     site.run_ok(Who::Deploy, &["hello"]);
     assert_eq!(meta(&site.state().join("tasks/hello.instance")).0, 0o660);
     site.run_ok(Who::Root, &["offline", "on", "--force"]);
-    site.run_ok(
-        Who::Root,
-        &[
-            "offline",
-            "run",
-            "--",
-            "migrate",
-            "--steps",
-            "1",
-            "--step-ms",
-            "1",
-        ],
-    );
+    site.run_ok(Who::Root, MIGRATE_ONE_STEP);
     for file in ["gate", "run.lock", "mode.json", "tasks/migrate.instance"] {
         assert_eq!(
             meta(&site.state().join(file)).0,
