@@ -91,6 +91,7 @@ pub mod policy;
 pub mod process;
 pub mod random;
 pub mod records;
+pub mod schedule;
 pub mod session;
 pub mod site_path;
 pub mod task;
