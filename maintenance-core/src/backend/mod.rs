@@ -336,9 +336,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn end_schedule(&self, end: &ScheduleEnd) -> Result<Option<ScheduleRecord>>;
 
     /// The schedule's time came: as [`begin_pending`](Self::begin_pending),
-    /// and in the same step, under the gate, the schedule ends (`due`) —
-    /// unless someone ended it first, then refused with
-    /// [`Refusal::ScheduleEnded`], saying who, and nothing changes.
+    /// and in the same step, under the gate, the schedule ends (`due`; no
+    /// reader sees both the schedule and its PENDING) — unless someone
+    /// ended it first, then refused with [`Refusal::ScheduleEnded`], saying
+    /// who, and nothing changes.
     ///
     /// [`Refusal::ScheduleEnded`]: crate::error::Refusal::ScheduleEnded
     fn begin_scheduled_pending(

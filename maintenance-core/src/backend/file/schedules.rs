@@ -278,17 +278,19 @@ impl FileBackend {
                 end,
             }));
         }
-        let start = self.begin_pending_under_gate(change)?;
-        // PENDING is written: from now on readers see it, not the schedule.
-        // Should the end not be written, the schedule still goes with its
-        // process's lock.
-        let _ = write_end(
+        // The end first, then PENDING: no reader sees both. Should PENDING
+        // fail, the schedule stands again, as it was.
+        write_end(
             &self.pending,
             &record.id,
             &ScheduleEnd::new(ScheduleEndReason::Due, change.by.clone(), change.pid),
             self.modes,
             &self.clock,
-        );
-        Ok(start)
+        )?;
+        let start = self.begin_pending_under_gate(change);
+        if start.is_err() {
+            let _ = self.pending.remove(&ended_name(&record.id));
+        }
+        start
     }
 }
