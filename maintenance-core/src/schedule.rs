@@ -179,8 +179,8 @@ fn parse_at_in(text: &str, now: SystemTime, tz: &jiff::tz::TimeZone) -> Result<T
     let now_ts = jiff::Timestamp::try_from(now)
         .map_err(|e| format!("the system clock is out of range ({e})"))?;
     let at = if let Some(rest) = t.strip_prefix('+') {
-        let d = crate::config::parse_seconds(rest)
-            .map_err(|e| format!("{text:?}: after `+`, {e}"))?;
+        let d =
+            crate::config::parse_seconds(rest).map_err(|e| format!("{text:?}: after `+`, {e}"))?;
         if d.is_zero() {
             return Err(format!("{text:?} is now, not a time to come: {how}"));
         }
@@ -207,9 +207,9 @@ fn parse_at_in(text: &str, now: SystemTime, tz: &jiff::tz::TimeZone) -> Result<T
         };
         SystemTime::try_from(next.timestamp()).map_err(|e| format!("{text:?}: {e}"))?
     } else {
-        let instant = t.parse::<jiff::Timestamp>().map_err(|e| {
-            format!("{text:?} is not a time ({e}); {how}")
-        })?;
+        let instant = t
+            .parse::<jiff::Timestamp>()
+            .map_err(|e| format!("{text:?} is not a time ({e}); {how}"))?;
         SystemTime::try_from(instant).map_err(|e| format!("{text:?}: {e}"))?
     };
     let at = Timestamp::at(at);
@@ -321,7 +321,10 @@ mod tests {
     fn a_time_not_to_come_or_not_a_time_is_refused_naming_it() {
         let now = "2026-01-10T22:30:00Z";
         let past = parsed("2020-01-01T00:00:00Z", now).unwrap_err();
-        assert!(past.contains("\"2020-01-01T00:00:00Z\" is in the past"), "{past}");
+        assert!(
+            past.contains("\"2020-01-01T00:00:00Z\" is in the past"),
+            "{past}"
+        );
         assert!(past.contains("now is 2026-01-10T23:30:00+01:00"), "{past}");
         assert!(past.contains("+30m"), "{past}");
         for (text, why) in [
@@ -375,9 +378,6 @@ mod tests {
         );
         assert!(r.in_notice(now));
         assert!(!r.in_notice(at("2026-01-10T21:59:59Z")));
-        assert_eq!(
-            local_time_in(r.at, &paris()),
-            "2026-01-11T02:00:00+01:00"
-        );
+        assert_eq!(local_time_in(r.at, &paris()), "2026-01-11T02:00:00+01:00");
     }
 }

@@ -514,7 +514,10 @@ pub enum Notice {
 
 /// Schedules a window: see [`Backend::begin_schedule`]. The schedule lives
 /// as long as the returned lease (and so this process) does.
-pub fn schedule(backend: &dyn Backend, schedule: &ScheduleRecord) -> Result<Box<dyn ScheduleLease>> {
+pub fn schedule(
+    backend: &dyn Backend,
+    schedule: &ScheduleRecord,
+) -> Result<Box<dyn ScheduleLease>> {
     backend.begin_schedule(schedule)
 }
 
@@ -723,7 +726,14 @@ pub fn run_in_window_scheduled(
     argv: &[String],
     observer: &mut dyn WindowObserver,
 ) -> anyhow::Result<RunOutcome> {
-    let outcome = run_window(backend, activation, false, argv, observer, Some(&mut *lease));
+    let outcome = run_window(
+        backend,
+        activation,
+        false,
+        argv,
+        observer,
+        Some(&mut *lease),
+    );
     withdraw_unless_ended(lease);
     outcome
 }

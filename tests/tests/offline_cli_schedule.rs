@@ -41,7 +41,11 @@ fn scheduled_with(site: &CliSite, args: &[&str], env: &[(&str, &str)]) -> (Proc,
         .and_then(|rest| rest.split_once(" (in "))
         .map(|(when, _)| when.to_owned())
     else {
-        panic!("`manage {}` did not schedule: {line:?}; {}", args.join(" "), p.finish())
+        panic!(
+            "`manage {}` did not schedule: {line:?}; {}",
+            args.join(" "),
+            p.finish()
+        )
     };
     (p, line, when)
 }
@@ -101,7 +105,14 @@ fn the_notice_line_json_and_details_show_the_schedule_while_it_waits() {
     let me = user_at_host();
     let (on, line, when) = scheduled(
         &site,
-        &["offline", "on", "--at", "+1h", "--message", "Upgrading the database"],
+        &[
+            "offline",
+            "on",
+            "--at",
+            "+1h",
+            "--message",
+            "Upgrading the database",
+        ],
     );
     let tail = format!(" by {me}: Upgrading the database");
     assert!(line.ends_with(&tail), "{line:?}");
@@ -111,7 +122,10 @@ fn the_notice_line_json_and_details_show_the_schedule_while_it_waits() {
     let out = site.run(&["offline", "status"]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert_eq!(out.stdout.len(), 2, "{out}");
-    assert_eq!(out.stdout[0], "Status: ONLINE - Active sessions: 0", "{out}");
+    assert_eq!(
+        out.stdout[0], "Status: ONLINE - Active sessions: 0",
+        "{out}"
+    );
     let second = &out.stdout[1];
     assert!(
         second.starts_with(&format!("Offline scheduled at {when} (in ")) && second.ends_with(&tail),
@@ -148,7 +162,9 @@ fn the_notice_line_json_and_details_show_the_schedule_while_it_waits() {
     let s = &j["schedule"];
     assert_eq!(s["in_notice"], false, "{j:#}");
     assert_eq!(
-        time_of(&s["at"]).duration_since(time_of(&s["notice_from"])).unwrap(),
+        time_of(&s["at"])
+            .duration_since(time_of(&s["notice_from"]))
+            .unwrap(),
         Duration::from_secs(600),
         "{j:#}"
     );
@@ -159,12 +175,19 @@ fn the_notice_line_json_and_details_show_the_schedule_while_it_waits() {
 #[test]
 fn a_clock_time_is_its_next_occurrence_in_the_local_zone() {
     let site = CliSite::new(EXE);
-    let (on, line, when) = scheduled_with(&site, &["offline", "on", "--at", "03:00"], &[("TZ", "UTC")]);
+    let (on, line, when) =
+        scheduled_with(&site, &["offline", "on", "--at", "03:00"], &[("TZ", "UTC")]);
     assert!(when.ends_with("T03:00:00+00:00"), "{line:?}");
     let at = time_of(&site.status_json()["schedule"]["at"]);
     let now = SystemTime::now();
-    assert!(at > now && at <= now + Duration::from_secs(86_400), "{line:?}");
-    assert_eq!(at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() % 86_400, 3 * 3600);
+    assert!(
+        at > now && at <= now + Duration::from_secs(86_400),
+        "{line:?}"
+    );
+    assert_eq!(
+        at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() % 86_400,
+        3 * 3600
+    );
     // The waiter shows it in its own zone; `off` in its own (here the
     // test's): the same instant.
     let off = site.spawn(&["offline", "off"]);
@@ -274,10 +297,20 @@ fn a_time_in_the_past_or_not_a_time_is_refused_saying_how_to_write_one() {
             ][..],
         ),
         (
-            &["offline", "run", "--at", "2020-01-01T00:00:00+02:00", "--", "hello"],
+            &[
+                "offline",
+                "run",
+                "--at",
+                "2020-01-01T00:00:00+02:00",
+                "--",
+                "hello",
+            ],
             &["is in the past"],
         ),
-        (&["offline", "on", "--at", "soon"], &["\"soon\" is not a time", "+30m"]),
+        (
+            &["offline", "on", "--at", "soon"],
+            &["\"soon\" is not a time", "+30m"],
+        ),
         (&["offline", "on", "--at", "+0s"], &["\"+0s\" is now"]),
         (&["offline", "on", "--notice", "5m"], &["--at <TIME>"]),
         (
@@ -361,15 +394,30 @@ fn run_at_schedules_the_one_liner_and_runs_it_at_its_time() {
     let site = CliSite::new(EXE);
     let me = user_at_host();
     // Scheduled ahead, status says what it runs; `off` cancels it unrun.
-    let (run, _, when) = scheduled(&site, &["offline", "run", "--at", "+1h", "--", "hello", "Bob"]);
+    let (run, _, when) = scheduled(
+        &site,
+        &["offline", "run", "--at", "+1h", "--", "hello", "Bob"],
+    );
     let j = site.status_json();
-    assert_eq!(j["schedule"]["argv"], serde_json::json!(["hello", "Bob"]), "{j:#}");
+    assert_eq!(
+        j["schedule"]["argv"],
+        serde_json::json!(["hello", "Bob"]),
+        "{j:#}"
+    );
     let v = site.run(&["offline", "status", "-v"]);
-    assert!(v.stdout.iter().any(|l| l.contains("; then runs `hello Bob`")), "{v}");
+    assert!(
+        v.stdout
+            .iter()
+            .any(|l| l.contains("; then runs `hello Bob`")),
+        "{v}"
+    );
     cancel(&site, run, &when);
 
     // At its time: offline, the command, back ONLINE.
-    let (run, line, _) = scheduled(&site, &["offline", "run", "--at", "+2s", "--", "hello", "Bob"]);
+    let (run, line, _) = scheduled(
+        &site,
+        &["offline", "run", "--at", "+2s", "--", "hello", "Bob"],
+    );
     assert!(line.ends_with(&format!(" by {me}")), "{line:?}");
     let out = run.finish();
     assert_exact(&out, 0, &["Hello, Bob!"]);

@@ -341,7 +341,8 @@ pub(super) fn schedule_window(
     argv: Option<&[String]>,
 ) -> anyhow::Result<Box<dyn ScheduleLease>> {
     let now = backend.clock().now();
-    let mut record = ScheduleRecord::by_this_process(at, schedule::notice_from(at, args.notice, now));
+    let mut record =
+        ScheduleRecord::by_this_process(at, schedule::notice_from(at, args.notice, now));
     record.by = change.by.clone();
     record.pid = change.pid;
     record.message = change.message.clone();

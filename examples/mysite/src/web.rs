@@ -21,11 +21,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use maintenance_core::clock::format_age;
 use maintenance_core::command::{Context, ManageCommand, StopToken, register};
 use maintenance_core::middleware::{
     EndedSession, MaintenanceHandle, MaintenanceLayer, MaintenanceStatus, VouchedSession,
 };
-use maintenance_core::clock::format_age;
 use maintenance_core::mode::Mode;
 use maintenance_core::policy::{Policy, Tracking};
 use maintenance_core::schedule::local_time;
@@ -274,8 +274,9 @@ async fn api_status(status: Option<Extension<MaintenanceStatus>>) -> Json<serde_
         .as_ref()
         .map(|s| s.0.mode.to_string())
         .unwrap_or_else(|| "ONLINE".into());
-    let scheduled = status.as_ref().and_then(|s| s.0.scheduled.as_deref()).map(|w| {
-        serde_json::json!({ "at": w.at, "message": w.message })
-    });
+    let scheduled = status
+        .as_ref()
+        .and_then(|s| s.0.scheduled.as_deref())
+        .map(|w| serde_json::json!({ "at": w.at, "message": w.message }));
     Json(serde_json::json!({ "ok": true, "mode": mode, "scheduled": scheduled }))
 }

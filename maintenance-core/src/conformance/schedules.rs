@@ -71,7 +71,11 @@ pub fn a_schedule_lives_exactly_as_long_as_its_holder(site: &dyn Fn() -> FreshSt
         )
     );
     assert_eq!(s.open().schedule().unwrap(), Some(stored.clone()));
-    assert_eq!(s.open().mode().unwrap().mode, Mode::Online, "only scheduled");
+    assert_eq!(
+        s.open().mode().unwrap().mode,
+        Mode::Online,
+        "only scheduled"
+    );
     drop(lease);
     assert_eq!(s.open().schedule().unwrap(), None, "gone at once");
     // What it left never counts, and the next mode change cleans it.
@@ -99,7 +103,10 @@ pub fn a_second_schedule_is_refused_naming_the_first(site: &dyn Fn() -> FreshSta
     assert_eq!(**schedule, *first.record());
     let msg = err.to_string();
     assert!(msg.contains("already scheduled"), "{msg}");
-    assert!(msg.contains(&format!("pid {}", first.record().pid)), "{msg}");
+    assert!(
+        msg.contains(&format!("pid {}", first.record().pid)),
+        "{msg}"
+    );
     assert_eq!(err.exit_code(), crate::exit::REFUSED);
 }
 
@@ -161,7 +168,10 @@ pub fn a_schedule_goes_pending_once_and_only_if_nobody_ended_it(site: &dyn Fn() 
     let Error::Refused(Refusal::ScheduleEnded { end, schedule }) = &err else {
         panic!("refused as ended, got {err}");
     };
-    assert_eq!((end.why, end.by.as_str()), (ScheduleEndReason::Superseded, "ops@now"));
+    assert_eq!(
+        (end.why, end.by.as_str()),
+        (ScheduleEndReason::Superseded, "ops@now")
+    );
     assert_eq!(**schedule, *lease.record());
     assert!(err.to_string().contains("ops@now"), "{err}");
     assert_eq!(s.open().mode().unwrap().mode, Mode::Online);
@@ -180,7 +190,10 @@ pub fn a_schedule_goes_pending_once_and_only_if_nobody_ended_it(site: &dyn Fn() 
     assert_eq!(record.message.as_deref(), Some("due"));
     assert_eq!(s.open().mode().unwrap().mode, Mode::Pending);
     assert_eq!(s.open().schedule().unwrap(), None, "the schedule is over");
-    let end = lease.wait_ended(Duration::ZERO).unwrap().expect("ended due");
+    let end = lease
+        .wait_ended(Duration::ZERO)
+        .unwrap()
+        .expect("ended due");
     assert_eq!(end.why, ScheduleEndReason::Due);
     assert_eq!(
         s.open()
@@ -196,9 +209,7 @@ pub fn a_schedule_goes_pending_once_and_only_if_nobody_ended_it(site: &dyn Fn() 
 /// wait for OFFLINE that follows has its timeout counted from that time:
 /// a schedule set an hour ahead, with a ten-minute timeout, still waits
 /// for the task that holds it off, and goes OFFLINE when it ends.
-pub fn a_schedule_waits_for_its_time_and_its_timeout_counts_from_it(
-    site: &dyn Fn() -> FreshState,
-) {
+pub fn a_schedule_waits_for_its_time_and_its_timeout_counts_from_it(site: &dyn Fn() -> FreshState) {
     let s = site();
     let clock = ManualClock::starting_now();
     let b = s.open_with(clock.clone());
@@ -225,7 +236,10 @@ pub fn a_schedule_waits_for_its_time_and_its_timeout_counts_from_it(
         s.open().mode().unwrap().mode == Mode::Pending
     });
     assert_eq!(s.open().schedule().unwrap(), None);
-    assert!(!h.is_finished(), "still waiting for the task, not timed out");
+    assert!(
+        !h.is_finished(),
+        "still waiting for the task, not timed out"
+    );
     drop(job);
     // The settle time passes on the backend's clock.
     clock.advance(Duration::from_secs(1));

@@ -897,7 +897,11 @@ async fn the_status_carries_a_scheduled_window_from_its_notice_on() {
             .get::<MaintenanceStatus>()
             .and_then(|s| s.scheduled.as_deref())
         {
-            Some(w) => format!("maintenance at {}: {}", w.at, w.message.as_deref().unwrap_or("")),
+            Some(w) => format!(
+                "maintenance at {}: {}",
+                w.at,
+                w.message.as_deref().unwrap_or("")
+            ),
             None => "nothing scheduled".into(),
         };
         Ok::<_, Infallible>(Response::new(said))
@@ -932,8 +936,5 @@ async fn the_status_carries_a_scheduled_window_from_its_notice_on() {
     // Its waiting process gone: no longer carried.
     drop(lease);
     until("the schedule gone", || seen(&layer).is_none()).await;
-    assert_eq!(
-        get(&mut a, req("/")).await.into_body(),
-        "nothing scheduled"
-    );
+    assert_eq!(get(&mut a, req("/")).await.into_body(), "nothing scheduled");
 }

@@ -148,7 +148,8 @@ impl FileBackend {
         let Some(file) = self.pending.open_read(&name)? else {
             return Ok(None);
         };
-        let held = tasks::held(&file).map_err(|e| Error::io("probe", self.pending.join(&name), e))?;
+        let held =
+            tasks::held(&file).map_err(|e| Error::io("probe", self.pending.join(&name), e))?;
         let ended = self.pending.exists(&ended_name(id))?;
         let record = || -> Option<ScheduleRecord> {
             let bytes =
