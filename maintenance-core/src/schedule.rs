@@ -155,6 +155,18 @@ impl ScheduleEnd {
     }
 }
 
+/// A schedule that someone ended, and how: what [`Backend::end_schedule`]
+/// returns, for the record of what happened to it.
+///
+/// [`Backend::end_schedule`]: crate::Backend::end_schedule
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndedSchedule {
+    /// The schedule, as it was while live.
+    pub schedule: ScheduleRecord,
+    /// Its end, as stored (timed by the backend).
+    pub end: ScheduleEnd,
+}
+
 /// Reads TIME as `offline on --at` takes it, relative to now and the
 /// host's time zone (`TZ`, else `/etc/localtime`):
 ///

@@ -35,7 +35,7 @@ use crate::error::Result;
 use crate::mode::{Mode, ModeRecord, ModeView};
 use crate::policy::Drain;
 use crate::records::TaskRecord;
-use crate::schedule::{ScheduleEnd, ScheduleEndReason, ScheduleRecord};
+use crate::schedule::{EndedSchedule, ScheduleEnd, ScheduleEndReason, ScheduleRecord};
 use crate::session::SessionEntry;
 
 /// How often sessions are re-counted while waiting (tasks are watched
@@ -459,15 +459,15 @@ pub fn deactivate(backend: &dyn Backend, change: &ModeChange, force: bool) -> Re
     deactivate_cancelling(backend, change, force).map(|(record, _)| record)
 }
 
-/// [`deactivate`], which also returns the schedule it cancelled, if one
-/// was live. The schedule ends first, then the site goes ONLINE: a
+/// [`deactivate`], which also returns the schedule it cancelled (with its
+/// end), if one was live. The schedule ends first, then the site goes ONLINE: a
 /// schedule whose time comes in between goes PENDING and is cancelled as
 /// any wait is.
 pub fn deactivate_cancelling(
     backend: &dyn Backend,
     change: &ModeChange,
     force: bool,
-) -> Result<(ModeRecord, Option<ScheduleRecord>)> {
+) -> Result<(ModeRecord, Option<EndedSchedule>)> {
     if !force && let WindowState::Running(run) = backend.window()? {
         return Err(crate::Error::Refused(Refusal::RunUnderWay {
             run,
@@ -486,12 +486,12 @@ pub fn deactivate_cancelling(
 
 /// Ends the live schedule because `change`'s operator goes offline now
 /// (`offline on` without `--at`): its waiting process exits refused.
-/// Returns it, if one was live. Called before the wait begins, so a
+/// Returns it with its end, if one was live. Called before the wait begins, so a
 /// schedule whose time comes first is joined as any PENDING is.
 pub fn supersede_schedule(
     backend: &dyn Backend,
     change: &ModeChange,
-) -> Result<Option<ScheduleRecord>> {
+) -> Result<Option<EndedSchedule>> {
     backend.end_schedule(&ScheduleEnd::new(
         ScheduleEndReason::Superseded,
         change.by.clone(),

@@ -28,7 +28,7 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: &OffArgs) -> anyhow::Result<()> 
         &ModeChange::by_this_process(),
         args.force,
     )?;
-    if let Some(s) = cancelled {
+    if let Some(s) = cancelled.map(|c| c.schedule) {
         writeln!(
             ctx.out(),
             "Cancelled the offline window scheduled at {} by {} (pid {}).",

@@ -248,7 +248,8 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: OnArgs) -> anyhow::Result<()> {
             Some(lease)
         }
         None => {
-            if let Some(s) = offline::supersede_schedule(backend, &a.change)? {
+            if let Some(ended) = offline::supersede_schedule(backend, &a.change)? {
+                let s = ended.schedule;
                 writeln!(
                     ctx.out(),
                     "Ended the offline window scheduled at {} by {} (pid {}): going offline now.",

@@ -22,7 +22,7 @@ use crate::records::{TaskRecord, TaskRequest};
 use crate::session::{SessionEntry, SessionKey};
 
 pub use crate::records::WindowRun;
-pub use crate::schedule::{ScheduleEnd, ScheduleEndReason, ScheduleRecord};
+pub use crate::schedule::{EndedSchedule, ScheduleEnd, ScheduleEndReason, ScheduleRecord};
 pub use file::FileBackend;
 
 /// Who asks for a mode change, and what they want users to read.
@@ -330,10 +330,11 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Ends the live schedule as `end` says (`offline off` cancels it;
     /// `offline on` without `--at` supersedes it); its waiting process
     /// learns of it within 100 ms ([`ScheduleLease::wait_ended`]). Returns
-    /// the schedule ended, `None` when none was live. Ordered against
+    /// the schedule ended with its end as stored, `None` when none was
+    /// live. Ordered against
     /// [`begin_scheduled_pending`](Self::begin_scheduled_pending) by the
     /// gate: a schedule ended first never goes PENDING.
-    fn end_schedule(&self, end: &ScheduleEnd) -> Result<Option<ScheduleRecord>>;
+    fn end_schedule(&self, end: &ScheduleEnd) -> Result<Option<EndedSchedule>>;
 
     /// The schedule's time came: as [`begin_pending`](Self::begin_pending),
     /// and in the same step, under the gate, the schedule ends (`due`; no

@@ -124,7 +124,8 @@ pub fn ending_a_schedule_tells_its_holder_and_every_reader(site: &dyn Fn() -> Fr
         .open()
         .end_schedule(&ended_by(ScheduleEndReason::Cancelled, "ops@elsewhere"))
         .unwrap();
-    assert_eq!(ended.as_ref(), Some(lease.record()));
+    let ended = ended.expect("the live schedule ended");
+    assert_eq!(&ended.schedule, lease.record());
     assert_eq!(s.open().schedule().unwrap(), None);
     let end = lease
         .wait_ended(Duration::from_secs(5))
@@ -135,6 +136,7 @@ pub fn ending_a_schedule_tells_its_holder_and_every_reader(site: &dyn Fn() -> Fr
         (ScheduleEndReason::Cancelled, "ops@elsewhere", 4242)
     );
     assert!(end.at > Timestamp::EPOCH, "the backend times it");
+    assert_eq!(end, ended.end, "the end returned is the end stored");
     assert_eq!(
         s.open()
             .end_schedule(&ended_by(ScheduleEndReason::Cancelled, "x"))
@@ -295,7 +297,7 @@ pub fn deactivating_cancels_a_schedule_and_activating_now_supersedes_it(
             }
             _ => transition::supersede_schedule(s.open().as_ref(), &ops).unwrap(),
         };
-        assert_eq!(ended.map(|r| r.id), Some(id));
+        assert_eq!(ended.map(|e| (e.schedule.id, e.end.why)), Some((id, why)));
         let err = h.join().unwrap().unwrap_err();
         let Error::Refused(Refusal::ScheduleEnded { end, .. }) = &err else {
             panic!("refused as ended, got {err}");

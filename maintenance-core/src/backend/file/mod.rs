@@ -62,8 +62,8 @@ use self::sessions::{Now, Sessions};
 use self::tasks::{FileTaskLease, StoredTask};
 use self::watch::Watchers;
 use super::{
-    Backend, Completion, Membership, ModeChange, PendingStart, ScheduleEnd, ScheduleLease,
-    ScheduleRecord, TaskLease, WaiterLease, WindowLease, WindowRun, WindowState,
+    Backend, Completion, EndedSchedule, Membership, ModeChange, PendingStart, ScheduleEnd,
+    ScheduleLease, ScheduleRecord, TaskLease, WaiterLease, WindowLease, WindowRun, WindowState,
 };
 use crate::admission::{admit, admit_joined};
 use crate::clock::{SharedClock, Timestamp};
@@ -594,7 +594,7 @@ impl Backend for FileBackend {
         self.live_schedule()
     }
 
-    fn end_schedule(&self, end: &ScheduleEnd) -> Result<Option<ScheduleRecord>> {
+    fn end_schedule(&self, end: &ScheduleEnd) -> Result<Option<EndedSchedule>> {
         self.end_live_schedule(end)
     }
 

@@ -21,7 +21,7 @@ use super::{FileBackend, MAX_MODE_RECORD, tasks};
 use crate::backend::{ModeChange, PendingStart, ScheduleLease};
 use crate::clock::{SharedClock, Timestamp};
 use crate::error::{Error, Refusal, Result};
-use crate::schedule::{ScheduleEnd, ScheduleEndReason, ScheduleRecord};
+use crate::schedule::{EndedSchedule, ScheduleEnd, ScheduleEndReason, ScheduleRecord};
 
 const SCHEDULE_SUFFIX: &str = ".schedule";
 const ENDED_SUFFIX: &str = ".ended";
@@ -58,7 +58,7 @@ impl ScheduleLease for FileScheduleLease {
     }
 
     fn end(&mut self, end: &ScheduleEnd) -> Result<()> {
-        write_end(&self.dir, &self.record.id, end, self.modes, &self.clock)
+        write_end(&self.dir, &self.record.id, end, self.modes, &self.clock).map(drop)
     }
 }
 
@@ -96,20 +96,21 @@ fn read_end(dir: &Dir, id: &str) -> Result<Option<ScheduleEnd>> {
 }
 
 /// Writes the end of schedule `id` (atomically: readers see it whole or
-/// not at all), timed by `clock`.
+/// not at all), timed by `clock`; returns it as written.
 fn write_end(
     dir: &Dir,
     id: &str,
     end: &ScheduleEnd,
     modes: Modes,
     clock: &SharedClock,
-) -> Result<()> {
+) -> Result<ScheduleEnd> {
     let end = ScheduleEnd {
         at: Timestamp::at(clock.now()),
         ..end.clone()
     };
     let json = serde_json::to_vec(&end).map_err(|e| Error::Invalid(e.to_string()))?;
-    dir.replace(&ended_name(id), &json, modes, false)
+    dir.replace(&ended_name(id), &json, modes, false)?;
+    Ok(end)
 }
 
 /// What one `*.schedule` file stands for.
@@ -256,13 +257,13 @@ impl FileBackend {
     }
 
     /// [`Backend::end_schedule`](crate::Backend::end_schedule).
-    pub(super) fn end_live_schedule(&self, end: &ScheduleEnd) -> Result<Option<ScheduleRecord>> {
+    pub(super) fn end_live_schedule(&self, end: &ScheduleEnd) -> Result<Option<EndedSchedule>> {
         let _gate = self.gate(true)?;
-        let Some(live) = self.live_schedule()? else {
+        let Some(schedule) = self.live_schedule()? else {
             return Ok(None);
         };
-        write_end(&self.pending, &live.id, end, self.modes, &self.clock)?;
-        Ok(Some(live))
+        let end = write_end(&self.pending, &schedule.id, end, self.modes, &self.clock)?;
+        Ok(Some(EndedSchedule { schedule, end }))
     }
 
     /// [`Backend::begin_scheduled_pending`](crate::Backend::begin_scheduled_pending).
