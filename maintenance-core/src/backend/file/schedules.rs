@@ -83,16 +83,19 @@ fn ended_name(id: &str) -> String {
     format!("{id}{ENDED_SUFFIX}")
 }
 
-/// The end written for schedule `id`, if any; an unreadable one counts as
-/// an end by nobody known (the schedule is over either way).
+/// The end written for schedule `id`, if any; one that is not a regular
+/// file we wrote (unreadable, a planted link) counts as an end by nobody
+/// known: the schedule is over either way.
 fn read_end(dir: &Dir, id: &str) -> Result<Option<ScheduleEnd>> {
-    let name = ended_name(id);
-    let Some(bytes) = dir.read_small(&name, MAX_MODE_RECORD)? else {
-        return Ok(None);
-    };
-    Ok(Some(serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-        ScheduleEnd::new(ScheduleEndReason::Withdrawn, "an unknown process", 0)
-    })))
+    let unknown = || ScheduleEnd::new(ScheduleEndReason::Withdrawn, "an unknown process", 0);
+    match dir.read_small(&ended_name(id), MAX_MODE_RECORD) {
+        Ok(None) => Ok(None),
+        Ok(Some(bytes)) => Ok(Some(
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| unknown()),
+        )),
+        Err(Error::State { .. }) => Ok(Some(unknown())),
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes the end of schedule `id` (atomically: readers see it whole or
@@ -119,6 +122,9 @@ enum Found {
     Live(ScheduleRecord),
     /// Held, and ended: its process is about to let go.
     Ended,
+    /// Not a file we wrote (a planted link, a directory): never a
+    /// schedule; the next mode change removes it.
+    Stranger,
     /// Nobody holds it: its process is gone.
     Dead {
         /// Its record, when readable.
@@ -146,8 +152,11 @@ impl FileBackend {
 
     fn look_at_schedule(&self, id: &str) -> Result<Option<Found>> {
         let name = schedule_name(id);
-        let Some(file) = self.pending.open_read(&name)? else {
-            return Ok(None);
+        let file = match self.pending.open_read(&name) {
+            Ok(Some(file)) => file,
+            Ok(None) => return Ok(None),
+            Err(Error::State { .. }) => return Ok(Some(Found::Stranger)),
+            Err(e) => return Err(e),
         };
         let held =
             tasks::held(&file).map_err(|e| Error::io("probe", self.pending.join(&name), e))?;
@@ -195,16 +204,26 @@ impl FileBackend {
                 && tasks::is_id(id)
                 && !self.pending.exists(&schedule_name(id))?
             {
-                self.pending.remove(name)?;
+                let _ = self.pending.remove(name);
             }
         }
         for id in self.schedule_ids()? {
-            if let Some(Found::Dead { record, ended }) = self.look_at_schedule(&id)? {
-                self.pending.remove(&schedule_name(&id))?;
-                self.pending.remove(&ended_name(&id))?;
-                if let (Some(record), false) = (record, ended) {
-                    lapsed.push(record);
+            match self.look_at_schedule(&id)? {
+                // Best effort, as what cannot be removed (a planted
+                // directory) never counts anyway; a lapse is told by the one
+                // writer that removed it.
+                Some(Found::Dead { record, ended }) => {
+                    let removed = matches!(self.pending.remove(&schedule_name(&id)), Ok(true));
+                    let _ = self.pending.remove(&ended_name(&id));
+                    if let (true, Some(record), false) = (removed, record, ended) {
+                        lapsed.push(record);
+                    }
                 }
+                Some(Found::Stranger) => {
+                    // Unlinks the link itself, never what it names (I4).
+                    let _ = self.pending.remove(&schedule_name(&id));
+                }
+                _ => {}
             }
         }
         Ok(lapsed)
@@ -294,5 +313,51 @@ impl FileBackend {
             let _ = self.pending.remove(&ended_name(&record.id));
         }
         start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::backend::{Backend, FileBackend, ModeChange};
+    use crate::clock::{SystemClock, Timestamp};
+    use crate::config::Config;
+    use crate::schedule::ScheduleRecord;
+
+    fn open(state: &std::path::Path) -> FileBackend {
+        FileBackend::open(&Config::with_state_dir(state), SystemClock::shared()).unwrap()
+    }
+
+    #[test]
+    fn what_is_planted_in_place_of_a_schedule_is_no_schedule_and_stops_no_mode_change() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("s");
+        let b = open(&state);
+        let outside = tmp.path().join("outside");
+        std::fs::write(&outside, r#"{"not":"a schedule"}"#).unwrap();
+        let pending = state.join(super::super::PENDING);
+        std::os::unix::fs::symlink(&outside, pending.join("aa-1.schedule")).unwrap();
+        std::fs::create_dir(pending.join("bb-2.schedule")).unwrap();
+        std::fs::write(pending.join("cc-3.schedule"), "garbage").unwrap();
+        assert_eq!(b.schedule().unwrap(), None);
+        b.go_online(&ModeChange::by_this_process()).unwrap();
+        assert_eq!(b.schedule().unwrap(), None);
+        // A real one is still taken, and seen.
+        let now = std::time::SystemTime::now();
+        let lease = b
+            .begin_schedule(&ScheduleRecord::by_this_process(
+                Timestamp::at(now + Duration::from_secs(60)),
+                Timestamp::at(now),
+            ))
+            .unwrap();
+        assert_eq!(b.schedule().unwrap().as_ref(), Some(lease.record()));
+        assert_eq!(
+            std::fs::read_to_string(&outside).unwrap(),
+            r#"{"not":"a schedule"}"#,
+            "nothing outside was touched"
+        );
+        assert!(!pending.join("aa-1.schedule").exists(), "the link went");
+        assert!(!pending.join("cc-3.schedule").exists(), "the garbage went");
     }
 }
