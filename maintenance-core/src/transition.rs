@@ -231,7 +231,7 @@ impl Watcher for Closures<'_, '_> {
 }
 
 /// The body of [`activate`], for either kind of caller; with `schedule`,
-/// PENDING begins as that schedule's time come
+/// whose time has come, PENDING begins as that schedule's
 /// ([`Backend::begin_scheduled_pending`]).
 fn wait_offline(
     backend: &dyn Backend,
@@ -460,9 +460,9 @@ pub fn deactivate(backend: &dyn Backend, change: &ModeChange, force: bool) -> Re
 }
 
 /// [`deactivate`], which also returns the schedule it cancelled (with its
-/// end), if one was live. The schedule ends first, then the site goes ONLINE: a
-/// schedule whose time comes in between goes PENDING and is cancelled as
-/// any wait is.
+/// end), if one was live. The schedule ends first, then the site goes
+/// ONLINE: a schedule whose time comes in between goes PENDING and is
+/// cancelled as any wait is.
 pub fn deactivate_cancelling(
     backend: &dyn Backend,
     change: &ModeChange,
@@ -486,8 +486,9 @@ pub fn deactivate_cancelling(
 
 /// Ends the live schedule because `change`'s operator goes offline now
 /// (`offline on` without `--at`): its waiting process exits refused.
-/// Returns it with its end, if one was live. Called before the wait begins, so a
-/// schedule whose time comes first is joined as any PENDING is.
+/// Returns it with its end, if one was live. Called before the wait
+/// begins, so a schedule whose time comes first is joined as any PENDING
+/// is.
 pub fn supersede_schedule(
     backend: &dyn Backend,
     change: &ModeChange,
