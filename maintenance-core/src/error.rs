@@ -10,6 +10,7 @@ use crate::exit;
 use crate::identity::program_name;
 use crate::mode::Mode;
 use crate::records::{TaskRecord, WindowRun};
+use crate::schedule::{ScheduleEnd, ScheduleEndReason, ScheduleRecord, local_time};
 
 /// This crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -185,6 +186,21 @@ pub enum Refusal {
         /// The live task it named.
         task: Box<TaskRecord>,
     },
+    /// A window is already scheduled: one at a time (`offline on --at`).
+    #[error("{}", scheduled_message(schedule))]
+    Scheduled {
+        /// The live schedule.
+        schedule: Box<ScheduleRecord>,
+    },
+    /// The schedule this process waited for was ended by someone else:
+    /// `offline off` cancelled it, or `offline on` went offline now.
+    #[error("{}", schedule_ended_message(schedule, end))]
+    ScheduleEnded {
+        /// The schedule.
+        schedule: Box<ScheduleRecord>,
+        /// How it ended.
+        end: ScheduleEnd,
+    },
 }
 
 /// For a permission error on the state: the command that says who may
@@ -227,6 +243,41 @@ fn blocked_message(tasks: &[TaskRecord]) -> String {
         },
         if tasks.len() == 1 { "it" } else { "them" },
     )
+}
+
+fn scheduled_message(schedule: &ScheduleRecord) -> String {
+    format!(
+        "an offline window is already scheduled at {} by {} (pid {}){}; only one at a time: \
+         cancel it with `{} offline off`, or let it run and schedule the next one afterwards",
+        local_time(schedule.at),
+        schedule.by,
+        schedule.pid,
+        schedule
+            .argv
+            .as_ref()
+            .map(|a| format!(", to run `{}`", a.join(" ")))
+            .unwrap_or_default(),
+        program_name()
+    )
+}
+
+fn schedule_ended_message(schedule: &ScheduleRecord, end: &ScheduleEnd) -> String {
+    let when = local_time(schedule.at);
+    let who = format!("{} (pid {})", end.by, end.pid);
+    match end.why {
+        ScheduleEndReason::Cancelled => format!(
+            "the offline window scheduled at {when} was cancelled by {who} with `offline off`: \
+             the site is ONLINE"
+        ),
+        ScheduleEndReason::Superseded => format!(
+            "the offline window scheduled at {when} ended: {who} took the site offline now with \
+             `offline on`"
+        ),
+        why => format!(
+            "the offline window scheduled at {when} ended ({}) by {who}",
+            why.as_str()
+        ),
+    }
 }
 
 fn already_running_message(command: &str, holder: Option<&TaskRecord>, waited_ms: u64) -> String {

@@ -58,18 +58,23 @@
 //!   stray marker that the view flags and the next look at the mode, task
 //!   start or writer puts right under the gate. PENDING holds only
 //!   while a waiter's lock is held: a killed waiter leaves the site ONLINE,
-//!   and the view says why. OFFLINE persists until someone turns it off.
+//!   and the view says why. A scheduled window ([`schedule`]) likewise
+//!   lives only while its waiting process holds its lock
+//!   ([`Backend::begin_schedule`]); its end and its own PENDING are
+//!   written under the gate, so a cancel never loses to its time coming.
+//!   OFFLINE persists until someone turns it off.
 //!
 //! Locks are `flock(2)`, which is not to be trusted on NFS: keep the state
 //! directory on a local file system. Unix only.
 //!
 //! # Where things are
 //!
-//! Imports run one way: [`records`] (what a backend stores) → [`error`] →
-//! [`admission`] (the one rule that admits a task) → [`backend`] (the trait,
-//! its leases, the file backend) → [`task`] (the `CommandTask` guard) →
-//! [`transition`] (the state machine: what `offline on` does, on a timeout
-//! too). How a web session counts: [`session`] and the file backend's
+//! Imports run one way: [`records`] and [`schedule`] (what a backend
+//! stores) → [`error`] → [`admission`] (the one rule that admits a task) →
+//! [`backend`] (the trait, its leases, the file backend) → [`task`] (the
+//! `CommandTask` guard) → [`transition`] (the state machine: what `offline
+//! on` does, on a timeout too, and the wait for a scheduled window's time
+//! before it). How a web session counts: [`session`] and the file backend's
 //! `sessions.rs`. How a child keeps its task: [`CommandTask::handoff`] and
 //! [`join`] (the proof a nested run presents).
 
@@ -91,6 +96,7 @@ pub mod policy;
 pub mod process;
 pub mod random;
 pub mod records;
+pub mod schedule;
 pub mod session;
 pub mod site_path;
 pub mod task;

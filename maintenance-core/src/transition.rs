@@ -15,12 +15,19 @@
 //! spinning. A timeout or an interruption leaves the wait; the site goes
 //! back ONLINE when the last waiter leaves (I5).
 //!
+//! A scheduled window (`offline on --at`) waits in the foreground for its
+//! time first ([`wait_for_schedule`], as `shutdown +m` does), holding the
+//! schedule for as long as the process lives, then goes on exactly as
+//! [`activate`] ([`activate_scheduled`]) or [`run_in_window`]
+//! ([`run_in_window_scheduled`]); its `--timeout` counts from its time.
+//!
 //! [`wait_for_change`]: crate::backend::Backend::wait_for_change
 
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::{
-    Backend, Completion, ModeChange, PendingStart, WaiterLease, WindowRun, WindowState,
+    Backend, Completion, ModeChange, PendingStart, ScheduleLease, WaiterLease, WindowRun,
+    WindowState,
 };
 use crate::clock::{Timestamp, format_age};
 use crate::error::Refusal;
@@ -28,6 +35,7 @@ use crate::error::Result;
 use crate::mode::{Mode, ModeRecord, ModeView};
 use crate::policy::Drain;
 use crate::records::TaskRecord;
+use crate::schedule::{EndedSchedule, ScheduleEnd, ScheduleEndReason, ScheduleRecord};
 use crate::session::SessionEntry;
 
 /// How often sessions are re-counted while waiting (tasks are watched
@@ -194,7 +202,7 @@ pub fn activate(
     stop: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Outcome> {
-    wait_offline(backend, activation, &mut Closures { stop, progress })
+    wait_offline(backend, activation, &mut Closures { stop, progress }, None)
 }
 
 /// What a wait for OFFLINE asks of its caller: [`activate`]'s two
@@ -222,14 +230,21 @@ impl Watcher for Closures<'_, '_> {
     }
 }
 
-/// The body of [`activate`], for either kind of caller.
+/// The body of [`activate`], for either kind of caller; with `schedule`,
+/// whose time has come, PENDING begins as that schedule's
+/// ([`Backend::begin_scheduled_pending`]).
 fn wait_offline(
     backend: &dyn Backend,
     activation: &Activation,
     watcher: &mut dyn Watcher,
+    schedule: Option<&dyn ScheduleLease>,
 ) -> Result<Outcome> {
     let before = refuse_blockers(backend)?;
-    let (waiter, record, joined) = match backend.begin_pending(&activation.change)? {
+    let start = match schedule {
+        Some(s) => backend.begin_scheduled_pending(s, &activation.change)?,
+        None => backend.begin_pending(&activation.change)?,
+    };
+    let (waiter, record, joined) = match start {
         PendingStart::AlreadyOffline(record) => {
             return Ok(Outcome::Offline {
                 record,
@@ -436,10 +451,23 @@ pub fn force(backend: &dyn Backend, change: &ModeChange) -> Result<(ModeRecord, 
 }
 
 /// ONLINE from any state; a process waiting in PENDING sees it within
-/// 100 ms and ends cancelled. While an `offline run` is running its command
-/// this is refused unless `force`: reopening mid-migration is what the
-/// window exists to prevent.
+/// 100 ms and ends cancelled, and so does one waiting for a scheduled
+/// window's time: the schedule is cancelled. While an `offline run` is
+/// running its command this is refused unless `force`: reopening
+/// mid-migration is what the window exists to prevent.
 pub fn deactivate(backend: &dyn Backend, change: &ModeChange, force: bool) -> Result<ModeRecord> {
+    deactivate_cancelling(backend, change, force).map(|(record, _)| record)
+}
+
+/// [`deactivate`], which also returns the schedule it cancelled (with its
+/// end), if one was live. The schedule ends first, then the site goes
+/// ONLINE: a schedule whose time comes in between goes PENDING and is
+/// cancelled as any wait is.
+pub fn deactivate_cancelling(
+    backend: &dyn Backend,
+    change: &ModeChange,
+    force: bool,
+) -> Result<(ModeRecord, Option<EndedSchedule>)> {
     if !force && let WindowState::Running(run) = backend.window()? {
         return Err(crate::Error::Refused(Refusal::RunUnderWay {
             run,
@@ -448,7 +476,128 @@ pub fn deactivate(backend: &dyn Backend, change: &ModeChange, force: bool) -> Re
                 .into(),
         }));
     }
-    backend.go_online(change)
+    let cancelled = backend.end_schedule(&ScheduleEnd::new(
+        ScheduleEndReason::Cancelled,
+        change.by.clone(),
+        change.pid,
+    ))?;
+    Ok((backend.go_online(change)?, cancelled))
+}
+
+/// Ends the live schedule because `change`'s operator goes offline now
+/// (`offline on` without `--at`): its waiting process exits refused.
+/// Returns it with its end, if one was live. Called before the wait
+/// begins, so a schedule whose time comes first is joined as any PENDING
+/// is.
+pub fn supersede_schedule(
+    backend: &dyn Backend,
+    change: &ModeChange,
+) -> Result<Option<EndedSchedule>> {
+    backend.end_schedule(&ScheduleEnd::new(
+        ScheduleEndReason::Superseded,
+        change.by.clone(),
+        change.pid,
+    ))
+}
+
+/// How the wait for a scheduled window's time ended, when nobody else
+/// ended the schedule (then [`wait_for_schedule`] is refused with
+/// [`Refusal::ScheduleEnded`], saying who).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// The time came: go on with [`activate_scheduled`] or
+    /// [`run_in_window_scheduled`].
+    Due,
+    /// The stop request came first; the schedule was withdrawn and the
+    /// site stays as it was.
+    Interrupted,
+}
+
+/// Schedules a window: see [`Backend::begin_schedule`]. The schedule lives
+/// as long as the returned lease (and so this process) does.
+pub fn schedule(
+    backend: &dyn Backend,
+    schedule: &ScheduleRecord,
+) -> Result<Box<dyn ScheduleLease>> {
+    backend.begin_schedule(schedule)
+}
+
+/// Waits in the foreground until the schedule's time, by the backend's
+/// clock (re-read at least every 50 ms, so a stepped clock is followed),
+/// asking `stop` as often. Once the time has come, an `offline run` that
+/// holds the window is waited for: a run started during the notice keeps
+/// the schedule, which goes on after it. Refused with
+/// [`Refusal::ScheduleEnded`] as soon as someone ends the schedule
+/// (`offline off`, `offline on`); on a stop the schedule is withdrawn.
+pub fn wait_for_schedule(
+    backend: &dyn Backend,
+    lease: &mut dyn ScheduleLease,
+    stop: &dyn Fn() -> bool,
+) -> Result<Notice> {
+    let clock = backend.clock();
+    loop {
+        if let Some(end) = lease.wait_ended(Duration::ZERO)? {
+            return Err(ended_refusal(lease.record(), end));
+        }
+        if stop() {
+            let me = lease.record();
+            let end = ScheduleEnd::new(ScheduleEndReason::Withdrawn, me.by.clone(), me.pid);
+            lease.end(&end)?;
+            return Ok(Notice::Interrupted);
+        }
+        let left = lease.record().left(clock.now());
+        let wait = if left.is_zero() {
+            match backend.window()? {
+                WindowState::Waiting(_) | WindowState::Running(_) => TICK,
+                WindowState::Free | WindowState::Abandoned(_) => return Ok(Notice::Due),
+            }
+        } else {
+            left.min(TICK)
+        };
+        if let Some(end) = lease.wait_ended(wait)? {
+            return Err(ended_refusal(lease.record(), end));
+        }
+    }
+}
+
+fn ended_refusal(schedule: &ScheduleRecord, end: ScheduleEnd) -> crate::Error {
+    crate::Error::Refused(Refusal::ScheduleEnded {
+        schedule: Box::new(schedule.clone()),
+        end,
+    })
+}
+
+/// Withdraws a schedule that nothing ended (its wait failed or was
+/// refused before PENDING began), so every reader sees it gone now. Best
+/// effort: the schedule goes with this process's lock in any case.
+fn withdraw_unless_ended(lease: &mut dyn ScheduleLease) {
+    if let Ok(None) = lease.wait_ended(Duration::ZERO) {
+        let me = lease.record();
+        let end = ScheduleEnd::new(ScheduleEndReason::Withdrawn, me.by.clone(), me.pid);
+        let _ = lease.end(&end);
+    }
+}
+
+/// [`activate`] once a schedule's time has come ([`wait_for_schedule`]
+/// returned [`Notice::Due`]): PENDING begins and the schedule ends in one
+/// step, unless someone ended it first (refused with
+/// [`Refusal::ScheduleEnded`]). The timeout counts from now, the
+/// schedule's time.
+pub fn activate_scheduled(
+    backend: &dyn Backend,
+    lease: &mut dyn ScheduleLease,
+    activation: &Activation,
+    stop: &dyn Fn() -> bool,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Outcome> {
+    let outcome = wait_offline(
+        backend,
+        activation,
+        &mut Closures { stop, progress },
+        Some(&*lease),
+    );
+    withdraw_unless_ended(lease);
+    outcome
 }
 
 /// How an `offline run` ended.
@@ -563,6 +712,42 @@ pub fn run_in_window(
     argv: &[String],
     observer: &mut dyn WindowObserver,
 ) -> anyhow::Result<RunOutcome> {
+    run_window(backend, activation, forced, argv, observer, None)
+}
+
+/// [`run_in_window`] once a schedule's time has come ([`wait_for_schedule`]
+/// returned [`Notice::Due`]): PENDING begins and the schedule ends in one
+/// step (refused with [`Refusal::ScheduleEnded`] if someone ended it
+/// first); a site found OFFLINE ends it too, and the command runs in that
+/// window. Never forced: a schedule's time comes with the drain.
+pub fn run_in_window_scheduled(
+    backend: &dyn Backend,
+    lease: &mut dyn ScheduleLease,
+    activation: &Activation,
+    argv: &[String],
+    observer: &mut dyn WindowObserver,
+) -> anyhow::Result<RunOutcome> {
+    let outcome = run_window(
+        backend,
+        activation,
+        false,
+        argv,
+        observer,
+        Some(&mut *lease),
+    );
+    withdraw_unless_ended(lease);
+    outcome
+}
+
+/// The body of [`run_in_window`] and [`run_in_window_scheduled`].
+fn run_window(
+    backend: &dyn Backend,
+    activation: &Activation,
+    forced: bool,
+    argv: &[String],
+    observer: &mut dyn WindowObserver,
+    mut schedule: Option<&mut dyn ScheduleLease>,
+) -> anyhow::Result<RunOutcome> {
     let me = &activation.change;
     let mut window = backend.begin_window_run(&WindowRun {
         argv: argv.to_vec(),
@@ -598,13 +783,17 @@ pub fn run_in_window(
                 observer: &mut *observer,
                 said_pending: false,
             };
-            let outcome = wait_offline(backend, activation, &mut wait)?;
+            let outcome = wait_offline(backend, activation, &mut wait, schedule.as_deref())?;
             if !matches!(outcome, Outcome::Offline { .. }) {
                 return Ok(RunOutcome::NotRun(outcome));
             }
             observer.mode_changed(WindowStep::Offline { forced: false });
         }
     } else {
+        if let Some(lease) = schedule.as_mut() {
+            let end = ScheduleEnd::new(ScheduleEndReason::Due, me.by.clone(), me.pid);
+            lease.end(&end)?;
+        }
         observer.mode_changed(WindowStep::AlreadyOffline);
     }
     window.command_started(Timestamp::at(backend.clock().now()))?;

@@ -4,14 +4,18 @@
 //! loopback port, with the site's own `offline` commands run as separate
 //! processes.
 //!
-//! The user logs in; `offline on` waits for them (PENDING) and their page
-//! shows the "going offline soon" banner; they log out, `offline on` ends
+//! The user logs in; a window scheduled an hour ahead (`offline on --at`)
+//! shows on their page as "maintenance is scheduled at …" with the
+//! operator's message, and goes once `offline off` cancels it; `offline
+//! on` waits for them (PENDING) and their page shows the "going offline
+//! soon" banner; they log out, `offline on` ends
 //! OFFLINE and the browser lands on the maintenance page; `offline on
 //! --secret` gives a bypass secret, and visiting the path it prints lets the
 //! browser browse the site normally while everyone else is still turned
 //! away; `offline off` brings the site back ONLINE, without the banner.
 //!
-//! Screenshots of the PENDING banner and of the maintenance page are saved
+//! Screenshots of the schedule's banner, the PENDING banner and of the
+//! maintenance page are saved
 //! under the test's target temp directory, and their paths printed.
 //!
 //! chromium and chromium-driver are required: `scripts/test` installs them.
@@ -509,6 +513,54 @@ fn the_drill_in_a_real_browser() {
     browser.click("#login");
     browser.wait_for(&home, "#who", "You are logged in.", false);
     assert!(browser.find("#banner").is_none(), "{}", browser.describe());
+
+    // A window scheduled an hour ahead: the page says when, and why, from
+    // its notice on (all of the wait); `offline off` cancels it, and the
+    // banner goes.
+    let mut scheduled = site.spawn(&[
+        "offline",
+        "on",
+        "--at",
+        "+1h",
+        "--message",
+        "Upgrading the database",
+    ]);
+    let line = scheduled.line();
+    let when = line
+        .strip_prefix("Offline scheduled at ")
+        .and_then(|rest| rest.split_once(" (in "))
+        .map(|(when, _)| when.to_owned())
+        .unwrap_or_else(|| panic!("`offline on --at` did not schedule: {line:?}"));
+    browser.refresh();
+    browser.wait_for(
+        &home,
+        "#banner",
+        &format!("Maintenance is scheduled at {when} (in "),
+        true,
+    );
+    let banner = browser.text("#banner").unwrap_or_default();
+    assert!(
+        banner.ends_with("Upgrading the database"),
+        "{}",
+        browser.describe()
+    );
+    browser.screenshot("scheduled.png");
+    let off = site.run(&["offline", "off"]);
+    assert!(off.success(), "offline off: {off}");
+    let cancelled = scheduled.finish();
+    assert_eq!(
+        cancelled.code(),
+        Some(maintenance_core::exit::REFUSED.into()),
+        "the waiter, cancelled: {cancelled}"
+    );
+    eventually(PAGE_GUARD, "the page without the schedule's banner", || {
+        browser.refresh();
+        if browser.url() == home && browser.find("#banner").is_none() {
+            Ok(())
+        } else {
+            Err(browser.describe())
+        }
+    });
 
     // PENDING: `offline on` waits for the browser's session, whose page
     // shows the banner.

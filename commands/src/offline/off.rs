@@ -1,9 +1,11 @@
 //! `manage offline off|deactivate`: ONLINE from any state, cancelling
-//! another process's wait; refused while an `offline run` runs its command,
-//! unless `--force` (maintenance-core's `offline::deactivate`).
+//! another process's wait and a scheduled window; refused while an
+//! `offline run` runs its command, unless `--force` (maintenance-core's
+//! `offline::deactivate_cancelling`).
 
 use maintenance_core::backend::ModeChange;
 use maintenance_core::command::Context;
+use maintenance_core::schedule::local_time;
 use maintenance_core::transition::{self as offline, Live};
 use maintenance_core::{anyhow, clap};
 
@@ -17,10 +19,24 @@ pub(super) struct OffArgs {
     force: bool,
 }
 
-/// Runs `offline off`: goes ONLINE and prints the status line.
+/// Runs `offline off`: cancels a scheduled window (saying which), goes
+/// ONLINE and prints the status line.
 pub(super) fn exec(ctx: &mut Context<'_>, args: &OffArgs) -> anyhow::Result<()> {
     let backend = ctx.backend()?;
-    let record = offline::deactivate(backend.as_ref(), &ModeChange::by_this_process(), args.force)?;
+    let (record, cancelled) = offline::deactivate_cancelling(
+        backend.as_ref(),
+        &ModeChange::by_this_process(),
+        args.force,
+    )?;
+    if let Some(s) = cancelled.map(|c| c.schedule) {
+        writeln!(
+            ctx.out(),
+            "Cancelled the offline window scheduled at {} by {} (pid {}).",
+            local_time(s.at),
+            s.by,
+            s.pid
+        )?;
+    }
     let live = Live::read(backend.as_ref())?;
     writeln!(ctx.out(), "{}", status_line(record.mode, live.active()))?;
     Ok(())

@@ -3,20 +3,23 @@
 //! at once with `--force`. What happens on a timeout is here: the library
 //! leaves PENDING (the site goes back ONLINE unless another `on` still
 //! waits), and [`not_offline`] names what held the site and exits 124.
+//! With `--at`, it first waits in the foreground for that time, holding the
+//! schedule ([`wait_for_time`]); `offline on` without it ends a schedule.
 //! `offline run` waits with the same flags and reports (run.rs).
 
 use std::time::{Duration, SystemTime};
 
-use maintenance_core::backend::{Backend, ModeChange};
+use maintenance_core::backend::{Backend, ModeChange, ScheduleLease, ScheduleRecord};
 use maintenance_core::clock::Timestamp;
 use maintenance_core::command::{Context, Exit};
 use maintenance_core::mode::{Mode, RetryAfter};
+use maintenance_core::schedule::{self, local_time};
 use maintenance_core::task::{ENV_TASK, JoinToken, Membership};
-use maintenance_core::transition::{self as offline, Activation, Outcome};
+use maintenance_core::transition::{self as offline, Activation, Notice, Outcome};
 use maintenance_core::{Refusal, anyhow, clap, exit};
 
 use super::progress::Meter;
-use super::status::status_line;
+use super::status::{status_line, terminal_safe};
 
 /// The flags of a wait for OFFLINE, shared by `offline on` and `offline run`.
 #[derive(Debug, clap::Args)]
@@ -34,11 +37,31 @@ pub(super) struct WaitArgs {
     pub(super) force: bool,
 }
 
+/// The flags of a scheduled window, shared by `offline on` and `offline
+/// run`.
+#[derive(Debug, clap::Args)]
+pub(super) struct ScheduleArgs {
+    /// Start going offline at TIME instead of now: `02:00` (the next 02:00,
+    /// local time), `+30m` (from now), or an RFC 3339 time with its offset
+    /// (2026-11-25T02:00:00+01:00). Waits in the foreground until then, as
+    /// `shutdown +m` does: the schedule lasts as long as this process, and
+    /// `offline off` cancels it. --timeout counts from TIME.
+    #[arg(long, value_name = "TIME", value_parser = schedule::parse_at, conflicts_with = "force")]
+    pub(super) at: Option<Timestamp>,
+    /// Tell users this long before TIME (the web layer carries the
+    /// schedule from then on): seconds or units (`15m`). Without it, all of
+    /// the wait.
+    #[arg(long, value_name = "DURATION", requires = "at", allow_negative_numbers = true, value_parser = maintenance_core::config::parse_seconds)]
+    pub(super) notice: Option<Duration>,
+}
+
 /// The flags of `offline on`.
 #[derive(Debug, clap::Args)]
 pub(super) struct OnArgs {
     #[command(flatten)]
     wait: WaitArgs,
+    #[command(flatten)]
+    schedule: ScheduleArgs,
     /// After this many seconds in PENDING, web sessions stop holding it off
     /// (running commands still do).
     #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = maintenance_core::config::parse_seconds)]
@@ -218,6 +241,26 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: OnArgs) -> anyhow::Result<()> {
         )?;
     }
     let a = activation(ctx, &args.wait, change, args.grace);
+    let mut scheduled = match args.schedule.at {
+        Some(at) => {
+            let mut lease = schedule_window(ctx, backend, &args.schedule, at, &a.change, None)?;
+            wait_for_time(ctx, backend, lease.as_mut())?;
+            Some(lease)
+        }
+        None => {
+            if let Some(ended) = offline::supersede_schedule(backend, &a.change)? {
+                let s = ended.schedule;
+                writeln!(
+                    ctx.out(),
+                    "Ended the offline window scheduled at {} by {} (pid {}): going offline now.",
+                    local_time(s.at),
+                    s.by,
+                    s.pid
+                )?;
+            }
+            None
+        }
+    };
     if args.wait.force {
         let was_offline = backend.mode()?.mode == Mode::Offline;
         let (record, live) = offline::force(backend, &a.change)?;
@@ -230,7 +273,10 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: OnArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let outcome = wait_offline(ctx, backend, &a, args.wait.timeout)?;
+    let lease = scheduled
+        .as_mut()
+        .map(|l| &mut **l as &mut dyn ScheduleLease);
+    let outcome = wait_offline(ctx, backend, &a, args.wait.timeout, lease)?;
     if let Outcome::Offline { already, live, .. } = &outcome {
         // Sessions let go by --grace still pass on a PENDING snapshot; a
         // new secret is seen within PENDING's settle time, unless the site
@@ -260,23 +306,87 @@ fn let_layers_see(ctx: &Context<'_>, a: &Activation, closed: bool, secret: bool)
 }
 
 /// Runs the activation, drawing its progress; `limit` is `--timeout`.
+/// With `scheduled`, the schedule whose time has come: PENDING begins as
+/// its time, and ends the schedule.
 fn wait_offline(
     ctx: &mut Context<'_>,
     backend: &dyn Backend,
     a: &Activation,
     limit: Option<Duration>,
+    scheduled: Option<&mut dyn ScheduleLease>,
 ) -> anyhow::Result<Outcome> {
     let mut meter = Meter::new(ctx, backend.session_timeout(), limit);
     let stop = ctx.stop_token().clone();
     let outcome = {
         let out = ctx.out();
-        let result = offline::activate(backend, a, &|| stop.requested(), &mut |p| {
-            meter.update(out, &p)
-        });
+        let stop = || stop.requested();
+        let mut progress = |p: offline::Progress<'_>| meter.update(out, &p);
+        let result = match scheduled {
+            Some(lease) => offline::activate_scheduled(backend, lease, a, &stop, &mut progress),
+            None => offline::activate(backend, a, &stop, &mut progress),
+        };
         meter.finish(out);
         result?
     };
     Ok(outcome)
+}
+
+/// Schedules the window `args` ask for at `at` (for `offline run`, to run
+/// `argv`), and says so with the line `offline status` prints for it.
+pub(super) fn schedule_window(
+    ctx: &mut Context<'_>,
+    backend: &dyn Backend,
+    args: &ScheduleArgs,
+    at: Timestamp,
+    change: &ModeChange,
+    argv: Option<&[String]>,
+) -> anyhow::Result<Box<dyn ScheduleLease>> {
+    let now = backend.clock().now();
+    let mut record =
+        ScheduleRecord::by_this_process(at, schedule::notice_from(at, args.notice, now));
+    record.by = change.by.clone();
+    record.pid = change.pid;
+    record.message = change.message.clone();
+    record.argv = argv.map(<[String]>::to_vec);
+    let lease = offline::schedule(backend, &record)?;
+    writeln!(
+        ctx.out(),
+        "{}",
+        terminal_safe(&lease.record().line(backend.clock().now()))
+    )?;
+    if ctx.is_terminal() {
+        writeln!(
+            ctx.out(),
+            "Waiting until then: the schedule lasts as long as this process; Ctrl-C or `offline \
+             off` cancels it."
+        )?;
+    }
+    ctx.out().flush()?;
+    Ok(lease)
+}
+
+/// Waits in the foreground for the schedule's time. Someone ending the
+/// schedule is an error that says who (exit 75); a stop (Ctrl-C, SIGTERM)
+/// withdraws it and exits 130, the site as it was.
+pub(super) fn wait_for_time(
+    ctx: &mut Context<'_>,
+    backend: &dyn Backend,
+    lease: &mut dyn ScheduleLease,
+) -> anyhow::Result<()> {
+    let stop = ctx.stop_token().clone();
+    match offline::wait_for_schedule(backend, lease, &|| stop.requested())? {
+        Notice::Due => Ok(()),
+        Notice::Interrupted => {
+            writeln!(
+                ctx.err(),
+                "error: interrupted: the offline window scheduled at {} is withdrawn; the site \
+                 stays {}",
+                local_time(lease.record().at),
+                backend.mode()?.mode
+            )?;
+            Err(Exit(exit::INTERRUPTED).into())
+        }
+    }
 }
 
 fn finish_wait(ctx: &mut Context<'_>, outcome: &Outcome, timeout: Duration) -> anyhow::Result<()> {

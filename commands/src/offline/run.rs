@@ -1,16 +1,22 @@
 //! `manage offline run`: goes offline as `offline on` does (same flags, same
-//! wait, same reports: on.rs), runs one command inside the window, then
-//! restores the mode it found (maintenance-core's `offline::run_in_window`).
+//! wait, same reports, and `--at` to schedule it: on.rs), runs one command
+//! inside the window, then restores the mode it found (maintenance-core's
+//! `offline::run_in_window`). A run started while a window is scheduled
+//! keeps that schedule, and says so.
 
-use maintenance_core::backend::{Backend, ModeChange};
+use maintenance_core::backend::{Backend, ModeChange, ScheduleLease};
 use maintenance_core::command::{CallOptions, Context, Exit};
 use maintenance_core::mode::Mode;
+use maintenance_core::schedule::local_time;
 use maintenance_core::transition::{
     self as offline, Progress, RunOutcome, WindowObserver, WindowStep,
 };
 use maintenance_core::{anyhow, clap, exit};
 
-use super::on::{WaitArgs, activation, not_offline, refuse_inside_task};
+use super::on::{
+    ScheduleArgs, WaitArgs, activation, not_offline, refuse_inside_task, schedule_window,
+    wait_for_time,
+};
 use super::progress::Meter;
 
 /// The flags of `offline run`.
@@ -18,6 +24,8 @@ use super::progress::Meter;
 pub(super) struct RunArgs {
     #[command(flatten)]
     wait: WaitArgs,
+    #[command(flatten)]
+    schedule: ScheduleArgs,
     /// The command to run inside the window, and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -37,13 +45,49 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: RunArgs) -> anyhow::Result<()> {
         return Err(Exit(exit::USAGE).into());
     }
     let a = activation(ctx, &args.wait, ModeChange::by_this_process(), None);
+    let mut scheduled = match args.schedule.at {
+        Some(at) => {
+            let mut lease = schedule_window(
+                ctx,
+                backend,
+                &args.schedule,
+                at,
+                &a.change,
+                Some(&args.command),
+            )?;
+            wait_for_time(ctx, backend, lease.as_mut())?;
+            Some(lease)
+        }
+        None => {
+            if let Some(s) = backend.schedule()? {
+                writeln!(
+                    ctx.err(),
+                    "note: the offline window scheduled at {} by {} (pid {}) stays scheduled; \
+                     this run goes offline now and puts the site back as it found it",
+                    local_time(s.at),
+                    s.by,
+                    s.pid
+                )?;
+            }
+            None
+        }
+    };
     let meter = Meter::new(ctx, backend.session_timeout(), args.wait.timeout);
     let mut window = Window {
         ctx: &mut *ctx,
         meter,
         argv: &args.command,
     };
-    let outcome = offline::run_in_window(backend, &a, args.wait.force, &args.command, &mut window)?;
+    let outcome = match scheduled.as_mut() {
+        Some(lease) => offline::run_in_window_scheduled(
+            backend,
+            &mut **lease as &mut dyn ScheduleLease,
+            &a,
+            &args.command,
+            &mut window,
+        )?,
+        None => offline::run_in_window(backend, &a, args.wait.force, &args.command, &mut window)?,
+    };
     let Window { mut meter, .. } = window;
     match outcome {
         RunOutcome::Ran { code, .. } => {

@@ -1,11 +1,12 @@
-//! `manage offline status|check`: the status line, the `-v` breakdown and
-//! the `--json` object (maintenance-core's `offline::status`), and the
-//! status line every other verb ends with.
+//! `manage offline status|check`: the status line (and under it the line
+//! of a scheduled window), the `-v` breakdown and the `--json` object
+//! (maintenance-core's `offline::status`), and the status line every other
+//! verb ends with.
 
 use std::borrow::Cow;
 use std::time::SystemTime;
 
-use maintenance_core::backend::{Backend, WindowState};
+use maintenance_core::backend::{Backend, ScheduleRecord, WindowState};
 use maintenance_core::clock::format_age;
 use maintenance_core::command::{Context, Exit};
 use maintenance_core::mode::{Mode, RetryAfter};
@@ -54,8 +55,9 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: &StatusArgs) -> anyhow::Result<(
     let backend = backend.as_ref();
     let st = offline::status(backend)?;
     let window = backend.window()?;
+    let schedule = backend.schedule()?;
     if args.json {
-        let doc = status_json(&st, &window, backend, ctx);
+        let doc = status_json(&st, &window, schedule.as_ref(), backend, ctx);
         writeln!(ctx.out(), "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
         writeln!(
@@ -63,8 +65,14 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: &StatusArgs) -> anyhow::Result<(
             "{}",
             status_line(st.view.mode, st.active_sessions())
         )?;
+        if let Some(s) = &schedule {
+            writeln!(ctx.out(), "{}", terminal_safe(&s.line(SystemTime::now())))?;
+        }
         if ctx.verbosity() > 0 {
-            let lines = details(&st, &window, backend, ctx);
+            let mut lines = details(&st, &window, backend, ctx);
+            if let Some(s) = &schedule {
+                lines.push(schedule_details(s));
+            }
             for l in lines {
                 writeln!(ctx.out(), "  {l}")?;
             }
@@ -157,13 +165,40 @@ fn details(
     lines
 }
 
+/// The `-v` line of a scheduled window: who holds it, since when, from
+/// when users are told, what it runs.
+fn schedule_details(s: &ScheduleRecord) -> String {
+    format!(
+        "schedule: held by pid {} ({}), set at {}; users are told from {}{}; `offline off` \
+         cancels it",
+        s.pid,
+        s.by,
+        s.set_at,
+        s.notice_from,
+        s.argv
+            .as_ref()
+            .map(|a| format!("; then runs `{}`", terminal_safe(&a.join(" "))))
+            .unwrap_or_default()
+    )
+}
+
 /// The `status --json` object, version 1.
 fn status_json(
     st: &Status,
     window: &WindowState,
+    schedule: Option<&ScheduleRecord>,
     backend: &dyn Backend,
     ctx: &Context<'_>,
 ) -> serde_json::Value {
+    let now = SystemTime::now();
+    let schedule = schedule.map(|s| {
+        let mut doc = serde_json::to_value(s).unwrap_or_default();
+        if let Some(map) = doc.as_object_mut() {
+            map.insert("in_notice".into(), s.in_notice(now).into());
+            map.insert("seconds_left".into(), s.left(now).as_secs().into());
+        }
+        doc
+    });
     let r = &st.view.record;
     let window = match window {
         WindowState::Free => serde_json::Value::Null,
@@ -188,6 +223,7 @@ fn status_json(
         "lapsed": st.view.lapsed.as_ref().map(|l| &l.reason),
         "stray_marker": st.view.stray_marker,
         "window": window,
+        "schedule": schedule,
         "state": backend.location(),
         "state_dir": ctx.config().state_dir,
     })

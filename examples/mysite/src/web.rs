@@ -6,7 +6,8 @@
 //!   the layer — the login and logout responses carry the layer's
 //!   markers, and its validator asks the same store about any other
 //!   cookie, so a forged one is no session;
-//! - `GET /` shows a page, with a banner while the site is going offline;
+//! - `GET /` shows a page, with a banner while the site is going offline,
+//!   and one during a scheduled window's notice ("maintenance at …");
 //! - `/maintenance.html` is the maintenance page, `/healthz` always
 //!   answers, `/api/…` answers JSON.
 
@@ -20,12 +21,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use maintenance_core::clock::format_age;
 use maintenance_core::command::{Context, ManageCommand, StopToken, register};
 use maintenance_core::middleware::{
     EndedSession, MaintenanceHandle, MaintenanceLayer, MaintenanceStatus, VouchedSession,
 };
 use maintenance_core::mode::Mode;
 use maintenance_core::policy::{Policy, Tracking};
+use maintenance_core::schedule::local_time;
 use maintenance_core::{Config, anyhow, clap};
 
 /// Serve the site's web app.
@@ -185,7 +188,19 @@ async fn home(
         Some(s) if s.mode == Mode::Offline => {
             "<p id=\"banner\">You are browsing during maintenance.</p>\n".into()
         }
-        _ => String::new(),
+        Some(s) => match s.scheduled.as_deref() {
+            Some(w) => format!(
+                "<p id=\"banner\">Maintenance is scheduled at {} (in {}).{}</p>\n",
+                local_time(w.at),
+                format_age(w.left(std::time::SystemTime::now())),
+                w.message
+                    .as_deref()
+                    .map(|m| format!(" {}", escape(m)))
+                    .unwrap_or_default()
+            ),
+            None => String::new(),
+        },
+        None => String::new(),
     };
     let who = if session_id(&headers).is_some_and(|id| logins.contains(&id)) {
         "<p id=\"who\">You are logged in.</p>\n<form method=\"post\" action=\"/logout\"><button id=\"logout\">Log out</button></form>\n"
@@ -256,7 +271,12 @@ async fn maintenance_page() -> Html<&'static str> {
 
 async fn api_status(status: Option<Extension<MaintenanceStatus>>) -> Json<serde_json::Value> {
     let mode = status
+        .as_ref()
         .map(|s| s.0.mode.to_string())
         .unwrap_or_else(|| "ONLINE".into());
-    Json(serde_json::json!({ "ok": true, "mode": mode }))
+    let scheduled = status
+        .as_ref()
+        .and_then(|s| s.0.scheduled.as_deref())
+        .map(|w| serde_json::json!({ "at": w.at, "message": w.message }));
+    Json(serde_json::json!({ "ok": true, "mode": mode, "scheduled": scheduled }))
 }

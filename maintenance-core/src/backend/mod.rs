@@ -22,6 +22,7 @@ use crate::records::{TaskRecord, TaskRequest};
 use crate::session::{SessionEntry, SessionKey};
 
 pub use crate::records::WindowRun;
+pub use crate::schedule::{EndedSchedule, ScheduleEnd, ScheduleEndReason, ScheduleRecord};
 pub use file::FileBackend;
 
 /// Who asks for a mode change, and what they want users to read.
@@ -119,6 +120,28 @@ pub trait WaiterLease: Send + fmt::Debug {
 pub trait WindowLease: Send + fmt::Debug {
     /// Records that the run's command starts now, inside the window.
     fn command_started(&mut self, at: Timestamp) -> Result<()>;
+}
+
+/// A scheduled window's hold, kept by the process waiting for its time
+/// (`offline on --at`): the schedule lives exactly as long as this lease's
+/// process does, as a PENDING waiter's lock (I5) — killed, by any signal,
+/// the schedule is gone for every reader at once. Dropping it without an
+/// end (a crash, or a kill) leaves the schedule lapsed; every other end is
+/// written, once, by whoever ended it.
+pub trait ScheduleLease: Send + fmt::Debug {
+    /// The stored schedule, with the id and `set_at` the backend gave it.
+    fn record(&self) -> &ScheduleRecord;
+
+    /// Blocks until someone ends this schedule ([`Backend::end_schedule`],
+    /// or its time came through [`Backend::begin_scheduled_pending`]) or
+    /// `timeout` passes; returns the end, if there is one. Returns within
+    /// 100 ms of an end.
+    fn wait_ended(&self, timeout: Duration) -> Result<Option<ScheduleEnd>>;
+
+    /// Ends this schedule by its own process (its wait interrupted, or an
+    /// error before its time, or an `offline run` that found its window
+    /// open already): every reader sees no schedule from now on.
+    fn end(&mut self, end: &ScheduleEnd) -> Result<()>;
 }
 
 /// What is known of the window's holder.
@@ -291,6 +314,40 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// Who holds the window, or which run died holding it.
     fn window(&self) -> Result<WindowState>;
+
+    /// Schedules a window (`offline on --at`), held by this process for as
+    /// long as it lives ([`ScheduleLease`]); the backend gives the record
+    /// its id and `set_at`. Refused ([`Refusal::Scheduled`], naming it)
+    /// while another schedule is live: one at a time.
+    ///
+    /// [`Refusal::Scheduled`]: crate::error::Refusal::Scheduled
+    fn begin_schedule(&self, schedule: &ScheduleRecord) -> Result<Box<dyn ScheduleLease>>;
+
+    /// The live schedule, if any: one whose process still holds it and
+    /// that nobody ended. A killed holder's schedule is never returned.
+    fn schedule(&self) -> Result<Option<ScheduleRecord>>;
+
+    /// Ends the live schedule as `end` says (`offline off` cancels it;
+    /// `offline on` without `--at` supersedes it); its waiting process
+    /// learns of it within 100 ms ([`ScheduleLease::wait_ended`]). Returns
+    /// the schedule ended with its end as stored, `None` when none was
+    /// live. Ordered against
+    /// [`begin_scheduled_pending`](Self::begin_scheduled_pending) by the
+    /// gate: a schedule ended first never goes PENDING.
+    fn end_schedule(&self, end: &ScheduleEnd) -> Result<Option<EndedSchedule>>;
+
+    /// The schedule's time came: as [`begin_pending`](Self::begin_pending),
+    /// and in the same step, under the gate, the schedule ends (`due`; no
+    /// reader sees both the schedule and its PENDING) — unless someone
+    /// ended it first, then refused with [`Refusal::ScheduleEnded`], saying
+    /// who, and nothing changes.
+    ///
+    /// [`Refusal::ScheduleEnded`]: crate::error::Refusal::ScheduleEnded
+    fn begin_scheduled_pending(
+        &self,
+        schedule: &dyn ScheduleLease,
+        change: &ModeChange,
+    ) -> Result<PendingStart>;
 
     /// How long a session stays live after its last activity.
     fn session_timeout(&self) -> Duration;

@@ -11,7 +11,7 @@
 //! it.
 //!
 //! The cases live by area, one file each under `conformance/`: `tasks`,
-//! `joins`, `modes`, `sessions`, `activation` and `window`. The list in [`backend_conformance!`] is
+//! `joins`, `modes`, `sessions`, `activation`, `window` and `schedules`. The list in [`backend_conformance!`] is
 //! the only list of them, and forgetting a case there fails the build: the
 //! area modules are private and deny dead code, and only the listed cases
 //! are re-exported here (and so used), so an unlisted one is dead code.
@@ -41,6 +41,8 @@ mod activation;
 mod joins;
 #[deny(dead_code)]
 mod modes;
+#[deny(dead_code)]
+mod schedules;
 #[deny(dead_code)]
 mod sessions;
 #[deny(dead_code)]
@@ -180,6 +182,13 @@ macro_rules! backend_conformance {
             activation::a_blocking_task_refuses_activation_and_the_site_stays_online,
             window::tasks_started_inside_the_window_do_not_hold_it_off,
             window::an_offline_run_holds_the_window_alone_and_says_when_its_command_runs,
+            schedules::a_schedule_lives_exactly_as_long_as_its_holder,
+            schedules::a_second_schedule_is_refused_naming_the_first,
+            schedules::ending_a_schedule_tells_its_holder_and_every_reader,
+            schedules::a_schedule_goes_pending_once_and_only_if_nobody_ended_it,
+            schedules::a_schedule_waits_for_its_time_and_its_timeout_counts_from_it,
+            schedules::a_stopped_wait_withdraws_the_schedule,
+            schedules::deactivating_cancels_a_schedule_and_activating_now_supersedes_it,
         );
     };
     (@tests $state:path; $($area:ident::$case:ident),* $(,)?) => {

@@ -62,7 +62,8 @@
 //!   files), a holder of the bypass cookie, allow-listed addresses, and the
 //!   app's own predicate. Paths match by whole decoded segments, and a path
 //!   that could mean two things matches none ([`crate::site_path`]).
-//! - Every request that passes carries a [`MaintenanceStatus`].
+//! - Every request that passes carries a [`MaintenanceStatus`], with the
+//!   scheduled window once its notice period has begun.
 //!
 //! Whatever arrives, what the layer writes and remembers is bounded by its
 //! session cap ([`DEFAULT_SESSION_CAP`] per refresh interval, see
@@ -102,6 +103,7 @@ use self::vouch::Then;
 use crate::clock::Timestamp;
 use crate::config::Config;
 use crate::mode::{Mode, RetryAfter};
+use crate::schedule::ScheduleRecord;
 use crate::session::SessionKey;
 use crate::site_path::{RequestPath, SitePath};
 
@@ -117,6 +119,12 @@ pub struct MaintenanceStatus {
     pub message: Option<String>,
     /// When users should come back.
     pub retry_after: Option<RetryAfter>,
+    /// A window scheduled ahead (`offline on --at`), once its notice
+    /// period has begun, so a page can say "maintenance at 02:00": when
+    /// ([`ScheduleRecord::at`]), and the operator's message. Each layer
+    /// sees it set, ended, or gone with its killed waiting process within
+    /// one refresh interval.
+    pub scheduled: Option<Arc<ScheduleRecord>>,
 }
 
 /// In the extensions of a request that passed only because it is exempt —
@@ -603,6 +611,7 @@ fn status_of(snapshot: Option<&Snapshot>) -> Option<MaintenanceStatus> {
         since: s.since,
         message: s.message.clone(),
         retry_after: s.retry_after,
+        scheduled: s.scheduled.clone(),
     })
 }
 

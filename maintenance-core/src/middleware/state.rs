@@ -25,6 +25,7 @@ use crate::backend::{self, Backend};
 use crate::clock::{SystemClock, Timestamp};
 use crate::config::Config;
 use crate::mode::{Mode, RetryAfter};
+use crate::schedule::ScheduleRecord;
 use crate::session::SessionKey;
 
 /// What the layer knows of the mode, refreshed in the background.
@@ -40,6 +41,9 @@ pub struct Snapshot {
     pub retry_after: Option<RetryAfter>,
     /// The SHA-256 of the bypass secret, if one is set.
     pub(crate) bypass: Option<[u8; 32]>,
+    /// The scheduled window, once its notice period has begun (decided
+    /// here, at each refresh, so the hot path reads no clock).
+    pub scheduled: Option<Arc<ScheduleRecord>>,
 }
 
 /// One session this process has seen: when it last wrote it, in seconds
@@ -477,7 +481,8 @@ impl Writer {
 }
 
 /// Reads the mode into the snapshot; keeps the last one (and says so once)
-/// when the state cannot be read.
+/// when the state cannot be read. A schedule that cannot be read is none:
+/// the mode is what decides who gets in.
 fn refresh(shared: &Shared, backend: &dyn Backend, complained: &mut bool) {
     match backend.mode() {
         Ok(view) => {
@@ -486,12 +491,20 @@ fn refresh(shared: &Shared, backend: &dyn Backend, complained: &mut bool) {
                 .bypass
                 .as_deref()
                 .and_then(|h| crate::hex::decode::<32>(h.as_bytes()));
+            let now = backend.clock().now();
+            let scheduled = backend
+                .schedule()
+                .ok()
+                .flatten()
+                .filter(|s| s.in_notice(now))
+                .map(Arc::new);
             shared.snapshot.store(Some(Arc::new(Snapshot {
                 mode: view.mode,
                 since: view.record.since,
                 message: view.record.message,
                 retry_after: view.record.retry_after,
                 bypass,
+                scheduled,
             })));
             *complained = false;
         }

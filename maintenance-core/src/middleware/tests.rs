@@ -875,3 +875,66 @@ async fn without_a_readable_state_it_fails_closed_by_default() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.into_body(), "app sees nothing");
 }
+
+/// A passing request carries the scheduled window once its notice period
+/// has begun, and not before; a schedule whose waiting process is gone is
+/// no longer carried.
+#[tokio::test]
+async fn the_status_carries_a_scheduled_window_from_its_notice_on() {
+    use crate::clock::Timestamp;
+    use crate::schedule::ScheduleRecord;
+    let s = site();
+    let layer = patient(&s.config).build();
+    let seen = |layer: &MaintenanceLayer| {
+        layer
+            .snapshot()
+            .and_then(|snap| status_of(Some(&snap)))
+            .and_then(|st| st.scheduled)
+    };
+    let inner = service_fn(|req: Request<String>| async move {
+        let said = match req
+            .extensions()
+            .get::<MaintenanceStatus>()
+            .and_then(|s| s.scheduled.as_deref())
+        {
+            Some(w) => format!(
+                "maintenance at {}: {}",
+                w.at,
+                w.message.as_deref().unwrap_or("")
+            ),
+            None => "nothing scheduled".into(),
+        };
+        Ok::<_, Infallible>(Response::new(said))
+    });
+    let mut a = layer.layer(tower::util::BoxCloneService::new(inner));
+    let now = std::time::SystemTime::now();
+    let at = Timestamp::at(now + Duration::from_secs(7200));
+    // Told only from an hour before: not yet.
+    let mut later =
+        ScheduleRecord::by_this_process(at, Timestamp::at(now + Duration::from_secs(3600)));
+    later.message = Some("Upgrading".into());
+    let lease = s.backend.begin_schedule(&later).unwrap();
+    // Two new snapshots later, one was read wholly after the schedule was
+    // set (each snapshot is a new allocation; kept alive, so never reused).
+    for _ in 0..2 {
+        let before = layer.snapshot().unwrap();
+        until("a refresh", || {
+            !Arc::ptr_eq(&layer.snapshot().unwrap(), &before)
+        })
+        .await;
+    }
+    assert_eq!(seen(&layer), None, "told before its notice period");
+    drop(lease);
+    // Told from now.
+    let mut told = ScheduleRecord::by_this_process(at, Timestamp::at(now));
+    told.message = Some("Upgrading".into());
+    let lease = s.backend.begin_schedule(&told).unwrap();
+    until("the schedule carried", || seen(&layer).is_some()).await;
+    let res = get(&mut a, req("/")).await;
+    assert_eq!(res.into_body(), format!("maintenance at {at}: Upgrading"));
+    assert_eq!(layer.snapshot().unwrap().mode, Mode::Online);
+    // Its waiting process gone: no longer carried.
+    drop(lease);
+    until("the schedule gone", || seen(&layer).is_none()).await;
+    assert_eq!(get(&mut a, req("/")).await.into_body(), "nothing scheduled");
+}

@@ -11,7 +11,9 @@
 //!               shared, so a task is either seen by the mode change or
 //!               sees the new mode (I1, I2)
 //!   pending/    one locked file per process waiting to go offline; PENDING
-//!               holds only while one is held (I5)
+//!               holds only while one is held (I5); and a scheduled
+//!               window's, held by the process waiting for its time, with
+//!               its end once someone ends it (`schedules.rs`)
 //!   tasks/      one locked file per live task, one lock per command name
 //!   sessions/   one directory per 5-second bucket of the boot clock
 //!               (`<secs>@<boot id>`), one empty file per session inside
@@ -35,6 +37,7 @@ mod open;
 mod probe;
 mod proof;
 mod record;
+mod schedules;
 mod sessions;
 mod tasks;
 mod trust;
@@ -59,8 +62,8 @@ use self::sessions::{Now, Sessions};
 use self::tasks::{FileTaskLease, StoredTask};
 use self::watch::Watchers;
 use super::{
-    Backend, Completion, Membership, ModeChange, PendingStart, TaskLease, WaiterLease, WindowLease,
-    WindowRun, WindowState,
+    Backend, Completion, EndedSchedule, Membership, ModeChange, PendingStart, ScheduleEnd,
+    ScheduleLease, ScheduleRecord, TaskLease, WaiterLease, WindowLease, WindowRun, WindowState,
 };
 use crate::admission::{admit, admit_joined};
 use crate::clock::{SharedClock, Timestamp};
@@ -100,7 +103,7 @@ const MAX_MODE_RECORD: usize = 64 * 1024;
 pub struct FileBackend {
     root: Dir,
     tasks: Arc<Dir>,
-    pending: Dir,
+    pending: Arc<Dir>,
     sessions: Sessions,
     watchers: Arc<Watchers>,
     modes: Modes,
@@ -115,11 +118,14 @@ impl FileBackend {
     }
 
     /// Cleans what crashed processes left, under the exclusive gate: dead
-    /// waiters, and a marker that disagrees with the record.
+    /// waiters and schedules, and a marker that disagrees with the record.
     fn clean_under_gate(&self, record: &ModeRecord) -> Result<()> {
         // Task files of commands that died (never live: no lock), as
         // `offline doctor` promises.
         tasks::reap(&self.tasks)?;
+        // Schedules whose process died; those killed before anyone ended
+        // them lapsed, each found here exactly once (under the gate).
+        let _lapsed: Vec<ScheduleRecord> = self.reap_schedules()?;
         for name in self.pending.names()? {
             let Some(name) = name.to_str() else { continue };
             if !name.ends_with(WAITER_SUFFIX) {
@@ -141,6 +147,54 @@ impl FileBackend {
             }
         }
         self.marker_follows(record)
+    }
+
+    /// [`Backend::begin_pending`], for a holder of the exclusive gate.
+    fn begin_pending_under_gate(&self, change: &ModeChange) -> Result<PendingStart> {
+        let current = self.record_for_writer();
+        self.clean_under_gate(&current)?;
+        let view = self.view()?;
+        match view.mode {
+            Mode::Offline => {
+                let mut r = view.record.clone();
+                if change.update(&mut r) {
+                    r = self.write_record(r, &view.record)?;
+                }
+                Ok(PendingStart::AlreadyOffline(r))
+            }
+            Mode::Pending => {
+                let mut r = view.record.clone();
+                let waiter = self.new_waiter(r.since)?;
+                if change.update(&mut r) {
+                    r = self.write_record(r, &view.record)?;
+                }
+                Ok(PendingStart::Waiting {
+                    waiter: Box::new(waiter),
+                    record: r,
+                    joined: true,
+                })
+            }
+            Mode::Online => {
+                let since = Timestamp::at(self.clock.now());
+                let waiter = self.new_waiter(since)?;
+                let r = ModeRecord {
+                    mode: Mode::Pending,
+                    since,
+                    by: change.by.clone(),
+                    pid: change.pid,
+                    message: change.message.clone(),
+                    retry_after: change.retry_after,
+                    bypass: change.bypass.clone(),
+                    generation: view.record.generation,
+                };
+                let r = self.write_record(r, &view.record)?;
+                Ok(PendingStart::Waiting {
+                    waiter: Box::new(waiter),
+                    record: r,
+                    joined: false,
+                })
+            }
+        }
     }
 
     fn read_run(&self, file: File) -> Result<Option<WindowRun>> {
@@ -424,50 +478,7 @@ impl Backend for FileBackend {
 
     fn begin_pending(&self, change: &ModeChange) -> Result<PendingStart> {
         let _gate = self.gate(true)?;
-        let current = self.record_for_writer();
-        self.clean_under_gate(&current)?;
-        let view = self.view()?;
-        match view.mode {
-            Mode::Offline => {
-                let mut r = view.record.clone();
-                if change.update(&mut r) {
-                    r = self.write_record(r, &view.record)?;
-                }
-                Ok(PendingStart::AlreadyOffline(r))
-            }
-            Mode::Pending => {
-                let mut r = view.record.clone();
-                let waiter = self.new_waiter(r.since)?;
-                if change.update(&mut r) {
-                    r = self.write_record(r, &view.record)?;
-                }
-                Ok(PendingStart::Waiting {
-                    waiter: Box::new(waiter),
-                    record: r,
-                    joined: true,
-                })
-            }
-            Mode::Online => {
-                let since = Timestamp::at(self.clock.now());
-                let waiter = self.new_waiter(since)?;
-                let r = ModeRecord {
-                    mode: Mode::Pending,
-                    since,
-                    by: change.by.clone(),
-                    pid: change.pid,
-                    message: change.message.clone(),
-                    retry_after: change.retry_after,
-                    bypass: change.bypass.clone(),
-                    generation: view.record.generation,
-                };
-                let r = self.write_record(r, &view.record)?;
-                Ok(PendingStart::Waiting {
-                    waiter: Box::new(waiter),
-                    record: r,
-                    joined: false,
-                })
-            }
-        }
+        self.begin_pending_under_gate(change)
     }
 
     fn complete_offline(&self, waiter: &dyn WaiterLease) -> Result<Completion> {
@@ -573,6 +584,26 @@ impl Backend for FileBackend {
             // A run killed while it waited left nothing half-done.
             (false, Some(_)) | (_, None) => WindowState::Free,
         })
+    }
+
+    fn begin_schedule(&self, schedule: &ScheduleRecord) -> Result<Box<dyn ScheduleLease>> {
+        self.schedule_window(schedule)
+    }
+
+    fn schedule(&self) -> Result<Option<ScheduleRecord>> {
+        self.live_schedule()
+    }
+
+    fn end_schedule(&self, end: &ScheduleEnd) -> Result<Option<EndedSchedule>> {
+        self.end_live_schedule(end)
+    }
+
+    fn begin_scheduled_pending(
+        &self,
+        schedule: &dyn ScheduleLease,
+        change: &ModeChange,
+    ) -> Result<PendingStart> {
+        self.begin_pending_as_scheduled(schedule, change)
     }
 
     fn wait_for_change(

@@ -79,9 +79,9 @@ impl FileBackend {
         trust.check(root.path(), root.fd())?;
         check_version(&root, modes)?;
         let tasks = Arc::new(root.subdir(TASKS, modes)?);
-        let pending = root.subdir(PENDING, modes)?;
+        let pending = Arc::new(root.subdir(PENDING, modes)?);
         let sessions_dir = root.subdir(SESSIONS, modes)?;
-        for d in [&*tasks, &pending, &sessions_dir] {
+        for d in [&*tasks, &*pending, &sessions_dir] {
             trust.check(d.path(), d.fd())?;
         }
         let sessions = Sessions::new(sessions_dir, modes, session_timeout);

@@ -1,0 +1,308 @@
+//! Conformance: scheduled windows (`offline on --at`) — a schedule lives as
+//! long as its holder, one at a time, ended once (cancelled, superseded, or
+//! its time come) and ordered against its own PENDING, waited for by the
+//! backend's clock, with the timeout counted from its time.
+
+// A test suite: a panic is how it reports a failed behaviour.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{FreshState, activation, change, never, task};
+use crate::backend::{Backend, PendingStart};
+use crate::clock::{ManualClock, Timestamp};
+use crate::error::{Error, Refusal};
+use crate::mode::Mode;
+use crate::policy::Policy;
+use crate::schedule::{ScheduleEnd, ScheduleEndReason, ScheduleRecord};
+use crate::transition::{self, Notice, Outcome};
+
+/// A schedule `ahead` from `b`'s clock's now, told from now, by this
+/// process.
+fn window(b: &Arc<dyn Backend>, ahead: Duration, message: &str) -> ScheduleRecord {
+    let now = b.clock().now();
+    let mut r = ScheduleRecord::by_this_process(Timestamp::at(now + ahead), Timestamp::at(now));
+    r.message = Some(message.into());
+    r
+}
+
+fn ended_by(why: ScheduleEndReason, by: &str) -> ScheduleEnd {
+    ScheduleEnd::new(why, by, 4242)
+}
+
+/// Polls `check` until it holds (a hang guard of a minute, never a
+/// measure of speed).
+#[track_caller]
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "not {what} within a minute");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Every reader sees the schedule while its holder lives, with the id and
+/// time the backend gave it; once the holder is gone (a crash: the lease
+/// dropped without an end), no reader does, and a new one may be set.
+pub fn a_schedule_lives_exactly_as_long_as_its_holder(site: &dyn Fn() -> FreshState) {
+    let s = site();
+    let b = s.open();
+    assert_eq!(b.schedule().unwrap(), None);
+    let asked = window(&b, Duration::from_secs(3600), "Upgrading");
+    let lease = b.begin_schedule(&asked).unwrap();
+    let stored = lease.record().clone();
+    assert!(!stored.id.is_empty(), "the backend gives it an id");
+    assert!(stored.set_at >= Timestamp::at(b.clock().now() - Duration::from_secs(60)));
+    assert_eq!(
+        (
+            stored.at,
+            stored.notice_from,
+            &stored.by,
+            stored.pid,
+            &stored.message
+        ),
+        (
+            asked.at,
+            asked.notice_from,
+            &asked.by,
+            asked.pid,
+            &asked.message
+        )
+    );
+    assert_eq!(s.open().schedule().unwrap(), Some(stored.clone()));
+    assert_eq!(
+        s.open().mode().unwrap().mode,
+        Mode::Online,
+        "only scheduled"
+    );
+    drop(lease);
+    assert_eq!(s.open().schedule().unwrap(), None, "gone at once");
+    // What it left never counts, and the next mode change cleans it.
+    let again = s.open().begin_schedule(&asked).unwrap();
+    assert_ne!(again.record().id, stored.id);
+    drop(again);
+    s.open().go_online(&change()).unwrap();
+    assert_eq!(s.open().schedule().unwrap(), None);
+}
+
+/// One schedule at a time: a second is refused, naming the first.
+pub fn a_second_schedule_is_refused_naming_the_first(site: &dyn Fn() -> FreshState) {
+    let s = site();
+    let b = s.open();
+    let first = b
+        .begin_schedule(&window(&b, Duration::from_secs(3600), "first"))
+        .unwrap();
+    let err = s
+        .open()
+        .begin_schedule(&window(&b, Duration::from_secs(60), "second"))
+        .unwrap_err();
+    let Error::Refused(Refusal::Scheduled { schedule }) = &err else {
+        panic!("refused as scheduled, got {err}");
+    };
+    assert_eq!(**schedule, *first.record());
+    let msg = err.to_string();
+    assert!(msg.contains("already scheduled"), "{msg}");
+    assert!(
+        msg.contains(&format!("pid {}", first.record().pid)),
+        "{msg}"
+    );
+    assert_eq!(err.exit_code(), crate::exit::REFUSED);
+}
+
+/// Ending the live schedule returns it, tells its holder who ended it and
+/// why, and every reader sees it gone; nothing is left to end after, and a
+/// new schedule may be set while the ended one's holder still lives.
+pub fn ending_a_schedule_tells_its_holder_and_every_reader(site: &dyn Fn() -> FreshState) {
+    let s = site();
+    let b = s.open();
+    let lease = b
+        .begin_schedule(&window(&b, Duration::from_secs(3600), "m"))
+        .unwrap();
+    assert_eq!(lease.wait_ended(Duration::ZERO).unwrap(), None);
+    let ended = s
+        .open()
+        .end_schedule(&ended_by(ScheduleEndReason::Cancelled, "ops@elsewhere"))
+        .unwrap();
+    let ended = ended.expect("the live schedule ended");
+    assert_eq!(&ended.schedule, lease.record());
+    assert_eq!(s.open().schedule().unwrap(), None);
+    let end = lease
+        .wait_ended(Duration::from_secs(5))
+        .unwrap()
+        .expect("its holder learns of it");
+    assert_eq!(
+        (end.why, end.by.as_str(), end.pid),
+        (ScheduleEndReason::Cancelled, "ops@elsewhere", 4242)
+    );
+    assert!(end.at > Timestamp::EPOCH, "the backend times it");
+    assert_eq!(end, ended.end, "the end returned is the end stored");
+    assert_eq!(
+        s.open()
+            .end_schedule(&ended_by(ScheduleEndReason::Cancelled, "x"))
+            .unwrap(),
+        None,
+        "nothing left to end"
+    );
+    let next = s
+        .open()
+        .begin_schedule(&window(&b, Duration::from_secs(60), "next"))
+        .expect("the ended one no longer counts");
+    assert_eq!(s.open().schedule().unwrap().as_ref(), Some(next.record()));
+}
+
+/// A schedule's time coming and someone ending it are ordered: ended
+/// first, it is refused PENDING, saying who ended it, and the site stays
+/// ONLINE; come first, PENDING begins and the schedule ends in the same
+/// step — no reader sees both, and nobody can end it any more.
+pub fn a_schedule_goes_pending_once_and_only_if_nobody_ended_it(site: &dyn Fn() -> FreshState) {
+    let s = site();
+    let b = s.open();
+    let lease = b
+        .begin_schedule(&window(&b, Duration::from_secs(1), "m"))
+        .unwrap();
+    s.open()
+        .end_schedule(&ended_by(ScheduleEndReason::Superseded, "ops@now"))
+        .unwrap();
+    let err = b
+        .begin_scheduled_pending(lease.as_ref(), &change())
+        .unwrap_err();
+    let Error::Refused(Refusal::ScheduleEnded { end, schedule }) = &err else {
+        panic!("refused as ended, got {err}");
+    };
+    assert_eq!(
+        (end.why, end.by.as_str()),
+        (ScheduleEndReason::Superseded, "ops@now")
+    );
+    assert_eq!(**schedule, *lease.record());
+    assert!(err.to_string().contains("ops@now"), "{err}");
+    assert_eq!(s.open().mode().unwrap().mode, Mode::Online);
+    drop(lease);
+
+    let lease = b
+        .begin_schedule(&window(&b, Duration::from_secs(1), "due"))
+        .unwrap();
+    let PendingStart::Waiting { waiter, record, .. } = b
+        .begin_scheduled_pending(lease.as_ref(), &change().message(Some("due".into())))
+        .unwrap()
+    else {
+        panic!("PENDING begins");
+    };
+    assert_eq!(record.mode, Mode::Pending);
+    assert_eq!(record.message.as_deref(), Some("due"));
+    assert_eq!(s.open().mode().unwrap().mode, Mode::Pending);
+    assert_eq!(s.open().schedule().unwrap(), None, "the schedule is over");
+    let end = lease
+        .wait_ended(Duration::ZERO)
+        .unwrap()
+        .expect("ended due");
+    assert_eq!(end.why, ScheduleEndReason::Due);
+    assert_eq!(
+        s.open()
+            .end_schedule(&ended_by(ScheduleEndReason::Cancelled, "late"))
+            .unwrap(),
+        None
+    );
+    drop(lease);
+    b.leave_pending(waiter, &change()).unwrap();
+}
+
+/// The wait for a schedule's time follows the backend's clock, and the
+/// wait for OFFLINE that follows has its timeout counted from that time:
+/// a schedule set an hour ahead, with a ten-minute timeout, still waits
+/// for the task that holds it off, and goes OFFLINE when it ends.
+pub fn a_schedule_waits_for_its_time_and_its_timeout_counts_from_it(site: &dyn Fn() -> FreshState) {
+    let s = site();
+    let clock = ManualClock::starting_now();
+    let b = s.open_with(clock.clone());
+    let job = task(&s.open(), "job", Policy::DEFAULT).unwrap();
+    let mut lease = b
+        .begin_schedule(&window(&b, Duration::from_secs(3600), "m"))
+        .unwrap();
+    let waiting = Arc::clone(&b);
+    let h = std::thread::spawn(move || {
+        let notice = transition::wait_for_schedule(waiting.as_ref(), lease.as_mut(), &never)?;
+        assert_eq!(notice, Notice::Due);
+        transition::activate_scheduled(
+            waiting.as_ref(),
+            lease.as_mut(),
+            &activation(Duration::from_secs(600)),
+            &never,
+            &mut |_| {},
+        )
+    });
+    assert!(s.open().schedule().unwrap().is_some());
+    assert_eq!(s.open().mode().unwrap().mode, Mode::Online);
+    clock.advance(Duration::from_secs(3600));
+    eventually("PENDING at the schedule's time", || {
+        s.open().mode().unwrap().mode == Mode::Pending
+    });
+    assert_eq!(s.open().schedule().unwrap(), None);
+    assert!(
+        !h.is_finished(),
+        "still waiting for the task, not timed out"
+    );
+    drop(job);
+    // The settle time passes on the backend's clock.
+    clock.advance(Duration::from_secs(1));
+    let out = h.join().unwrap().unwrap();
+    assert!(
+        matches!(out, Outcome::Offline { .. }),
+        "the timeout counts from the schedule's time: {out:?}"
+    );
+    assert_eq!(s.open().mode().unwrap().mode, Mode::Offline);
+}
+
+/// A stop during the wait withdraws the schedule: gone for every reader,
+/// the site as it was.
+pub fn a_stopped_wait_withdraws_the_schedule(site: &dyn Fn() -> FreshState) {
+    let s = site();
+    let b = s.open();
+    let mut lease = b
+        .begin_schedule(&window(&b, Duration::from_secs(3600), "m"))
+        .unwrap();
+    let notice = transition::wait_for_schedule(b.as_ref(), lease.as_mut(), &|| true).unwrap();
+    assert_eq!(notice, Notice::Interrupted);
+    assert_eq!(s.open().schedule().unwrap(), None);
+    let end = lease.wait_ended(Duration::ZERO).unwrap().unwrap();
+    assert_eq!(end.why, ScheduleEndReason::Withdrawn);
+    assert_eq!(end.pid, std::process::id());
+    assert_eq!(s.open().mode().unwrap().mode, Mode::Online);
+}
+
+/// `offline off` cancels a schedule and `offline on` without `--at`
+/// supersedes one: each returns it, and its waiting process is refused,
+/// naming who ended it.
+pub fn deactivating_cancels_a_schedule_and_activating_now_supersedes_it(
+    site: &dyn Fn() -> FreshState,
+) {
+    let s = site();
+    for why in [ScheduleEndReason::Cancelled, ScheduleEndReason::Superseded] {
+        let b = s.open();
+        let mut lease = b
+            .begin_schedule(&window(&b, Duration::from_secs(3600), "m"))
+            .unwrap();
+        let id = lease.record().id.clone();
+        let waiting = Arc::clone(&b);
+        let h = std::thread::spawn(move || {
+            transition::wait_for_schedule(waiting.as_ref(), lease.as_mut(), &never)
+        });
+        let ops = change();
+        let ended = match why {
+            ScheduleEndReason::Cancelled => {
+                let (record, cancelled) =
+                    transition::deactivate_cancelling(s.open().as_ref(), &ops, false).unwrap();
+                assert_eq!(record.mode, Mode::Online);
+                cancelled
+            }
+            _ => transition::supersede_schedule(s.open().as_ref(), &ops).unwrap(),
+        };
+        assert_eq!(ended.map(|e| (e.schedule.id, e.end.why)), Some((id, why)));
+        let err = h.join().unwrap().unwrap_err();
+        let Error::Refused(Refusal::ScheduleEnded { end, .. }) = &err else {
+            panic!("refused as ended, got {err}");
+        };
+        assert_eq!((end.why, &end.by, end.pid), (why, &ops.by, ops.pid));
+        assert_eq!(s.open().schedule().unwrap(), None);
+    }
+}
