@@ -133,6 +133,29 @@ pub fn wait_until_catching(pid: u32, signals: &[i32]) {
     }
 }
 
+/// Waits until process `pid` runs a program whose command line contains
+/// `program` and has installed handlers for every one of `signals`. A
+/// shell's forked child inherits its parent's traps until it execs, so
+/// [`wait_until_catching`] alone can be satisfied by the copy of the
+/// parent's trap before the child's own program set its own. Fails the
+/// test after the hang guard.
+pub fn wait_until_catching_in(pid: u32, program: &str, signals: &[i32]) {
+    let deadline = Instant::now() + HANG_GUARD;
+    let runs = || {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(program))
+    };
+    while !runs() {
+        assert!(is_alive(pid), "pid {pid} died before it ran {program:?}");
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} does not run {program:?} after {HANG_GUARD:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    wait_until_catching(pid, signals);
+}
+
 /// Whether the main thread of process `pid` is blocked waiting for a child:
 /// in `wait4`/`waitid`, or — a runner waiting for its external command
 /// through the command's keeper — in `poll` on the keeper's pipe. Its

@@ -150,8 +150,9 @@ fn sigterm_to_the_runner_reaches_the_command_and_what_it_left_behind() {
     let (p, daemon) = site.start(&["spawner"]);
     let daemon: u32 = daemon.parse().unwrap();
     let _guard = Daemons(vec![daemon]);
-    // The daemon, still the command's child, has set its trap.
-    manage_tests::wait_until_catching(daemon, &[libc::SIGTERM]);
+    // The daemon, still the command's child, has set its own trap (not the
+    // copy of the command's it had before it exec'd its own shell).
+    manage_tests::wait_until_catching_in(daemon, "touch", &[libc::SIGTERM]);
     manage_tests::wait_until_waiting_for_a_child(p.pid());
     send_signal(p.pid(), Signal::TERM);
     let out = p.finish();
@@ -182,6 +183,8 @@ fn a_drain_stop_command_s_leftovers_are_asked_to_stop_when_the_site_goes_offline
     assert_eq!(out.code(), Some(0), "{out}");
     let (daemon, _guard) = daemon_of(&out);
     assert_eq!(live_tasks(&site), 1, "its leftover holds the task");
+    // The leftover's own trap is set before it is asked to stop.
+    manage_tests::wait_until_catching_in(daemon, "touch", &[libc::SIGTERM]);
     // `on` goes PENDING; the keeper sees it and asks the leftover to stop;
     // then the site goes OFFLINE.
     let on = site.run(&["offline", "on", "--timeout", "60"]);
