@@ -10,7 +10,7 @@
 //! this process until later intervals write it (I2: no real user is cut
 //! off, and the backend never refuses a touch).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use tokio::sync::oneshot;
 
+use super::known::Known;
 use super::options::{LayerOptions, REJECTED_PER_CAP};
 use super::vouch::{self, Lookup, Registry, Rejected};
 use crate::backend::{self, Backend};
@@ -40,13 +41,6 @@ pub struct Snapshot {
     pub retry_after: Option<RetryAfter>,
     /// The SHA-256 of the bypass secret, if one is set.
     pub(crate) bypass: Option<[u8; 32]>,
-}
-
-/// One session this process has seen: when it last wrote it, in seconds
-/// since the layer started.
-#[derive(Debug)]
-pub(crate) struct Seen {
-    pub written: AtomicU64,
 }
 
 pub(crate) enum Job {
@@ -92,7 +86,8 @@ pub(crate) type BuildFnv = std::hash::BuildHasherDefault<Fnv>;
 pub(crate) struct Shared {
     pub options: LayerOptions,
     pub snapshot: ArcSwapOption<Snapshot>,
-    pub sessions: RwLock<HashMap<Box<str>, Seen, BuildFnv>>,
+    /// The sessions this process knows, looked up without a lock.
+    pub sessions: Known,
     pub jobs: Mutex<mpsc::Sender<Job>>,
     pub started: Instant,
     /// Seconds since `started`, kept by the layer's thread at least every
@@ -128,8 +123,7 @@ impl Shared {
 
     /// Whether this process knows session `id`.
     pub fn knows(&self, id: &str) -> bool {
-        let sessions = self.sessions.read().unwrap_or_else(|e| e.into_inner());
-        sessions.contains_key(id)
+        self.sessions.knows(id.as_bytes())
     }
 
     /// Whether the validator rejected `id` lately.
@@ -175,18 +169,7 @@ impl Shared {
     /// Notes session `id` as active now; a new one is remembered while the
     /// map has room (else only written, and looked at again next time).
     pub fn remember(&self, id: &str) {
-        let now = self.now_secs();
-        let mut sessions = self.sessions.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(seen) = sessions.get(id) {
-            seen.written.store(now, Ordering::Relaxed);
-        } else if sessions.len() < self.options.max_known() {
-            sessions.insert(
-                id.into(),
-                Seen {
-                    written: now.into(),
-                },
-            );
-        }
+        self.sessions.remember(id.as_bytes(), self.now_secs());
     }
 
     /// Records a session the app vouched for: remembered, and written at
@@ -198,10 +181,7 @@ impl Shared {
 
     /// Ends session `id` (a logout).
     pub fn end(&self, id: &str) {
-        self.sessions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        self.sessions.end(id.as_bytes());
         self.send(Job::End(SessionKey::of(id.as_bytes())));
     }
 }
@@ -249,10 +229,11 @@ pub(crate) fn start(config: &Config, options: LayerOptions) -> Arc<Shared> {
         }
         None => (None, None),
     };
+    let known = Known::new(options.max_known());
     let shared = Arc::new(Shared {
         options,
         snapshot: ArcSwapOption::empty(),
-        sessions: RwLock::new(HashMap::default()),
+        sessions: known,
         jobs: Mutex::new(tx),
         started: Instant::now(),
         clock: AtomicU64::new(0),
@@ -311,9 +292,11 @@ fn run(
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        shared
-            .clock
-            .store(shared.started.elapsed().as_secs(), Ordering::Relaxed);
+        // Stored only when it moves: every request reads this line.
+        let now = shared.started.elapsed().as_secs();
+        if shared.clock.load(Ordering::Relaxed) != now {
+            shared.clock.store(now, Ordering::Relaxed);
+        }
         if backend.is_none() {
             match backend::open(&config, SystemClock::shared()) {
                 Ok(b) => backend = Some(b),
@@ -333,10 +316,16 @@ fn run(
                 writer.next_interval(b.as_ref());
             }
             shared.lookups.store(0, Ordering::Relaxed);
+            shared
+                .sessions
+                .merge(shared.now_secs(), shared.session_timeout.as_secs());
             next = Instant::now() + every;
         }
         if last_prune.elapsed() >= Duration::from_secs(30) {
-            prune(&shared);
+            // Forgets sessions this process has not seen for a whole timeout.
+            shared
+                .sessions
+                .replace(shared.now_secs(), shared.session_timeout.as_secs());
             // Expired buckets go even where nobody runs `status`.
             if let Some(b) = &backend {
                 let _ = b.prune_sessions();
@@ -504,12 +493,4 @@ fn refresh(shared: &Shared, backend: &dyn Backend, complained: &mut bool) {
             }
         }
     }
-}
-
-/// Forgets sessions this process has not seen for a whole timeout.
-fn prune(shared: &Shared) {
-    let now = shared.now_secs();
-    let timeout = shared.session_timeout.as_secs();
-    let mut sessions = shared.sessions.write().unwrap_or_else(|e| e.into_inner());
-    sessions.retain(|_, seen| now.saturating_sub(seen.written.load(Ordering::Relaxed)) < timeout);
 }
