@@ -357,8 +357,26 @@ impl<'a> RequestPath<'a> {
     }
 
     /// Its non-empty raw segments.
-    fn segments(&self) -> impl Iterator<Item = &'a str> + 'a {
-        self.raw.split('/').filter(|s| !s.is_empty())
+    fn segments(&self) -> Segments<'a> {
+        Segments { rest: self.raw }
+    }
+}
+
+/// The non-empty segments of a raw path, split at each `/` (a byte search:
+/// the web layer does this on every request).
+struct Segments<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.rest.trim_start_matches('/');
+        let end = rest.bytes().position(|b| b == b'/').unwrap_or(rest.len());
+        let (segment, rest) = rest.split_at(end);
+        self.rest = rest;
+        (!segment.is_empty()).then_some(segment)
     }
 }
 

@@ -92,6 +92,7 @@ use tokio::sync::oneshot;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use self::known::View;
 pub use self::options::{
     DEFAULT_BYPASS_COOKIE, DEFAULT_COOKIE, DEFAULT_SESSION_CAP, LayerOptions, LogSink, PeerAddress,
     Predicate, RequestHead, SessionValidator, TurnAway, WithoutState, parse_cidr,
@@ -191,7 +192,7 @@ impl MaintenanceLayer {
 
     /// The current snapshot, if the state was ever read.
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
-        self.shared.snapshot.load_full()
+        self.shared.sessions.snapshot()
     }
 }
 
@@ -440,7 +441,8 @@ enum Decision {
 }
 
 impl<S> Maintenance<S> {
-    fn decide<B>(&self, req: &Request<B>, snapshot: Option<&Snapshot>) -> Decision {
+    fn decide<B>(&self, req: &Request<B>, view: &View) -> Decision {
+        let snapshot = view.snapshot.as_deref();
         let o = &self.shared.options;
         // `None`: a path that could mean two things passes no prefix.
         let path = RequestPath::parse(req.uri().path());
@@ -466,12 +468,12 @@ impl<S> Maintenance<S> {
         let session = response::session_cookie(req.headers(), &o.cookie_name);
         match snap.mode {
             Mode::Online => match session {
-                Some(id) => self.note_session(id),
+                Some(id) => self.note_session(view, id),
                 None => Decision::Pass,
             },
             _ if self.exempt(req, Some(snap)) => Decision::PassExempt,
             Mode::Pending => match session {
-                Some(id) if self.touch_known(id, true) => Decision::Pass,
+                Some(id) if self.touch_known(view, id, true) => Decision::Pass,
                 Some(id) => self.admit(id, json()),
                 None => Decision::TurnAway(json()),
             },
@@ -483,8 +485,8 @@ impl<S> Maintenance<S> {
     /// at most every `touch_every`; a new one is asked of the app's
     /// validator (within the cap), and written before the request goes on
     /// if it vouches for it. Without a validator a new id is no session.
-    fn note_session(&self, id: &[u8]) -> Decision {
-        if self.touch_known(id, false) {
+    fn note_session(&self, view: &View, id: &[u8]) -> Decision {
+        if self.touch_known(view, id, false) {
             return Decision::Pass;
         }
         let Some(id) = session_id(id) else {
@@ -525,9 +527,9 @@ impl<S> Maintenance<S> {
     /// For a session this process knows (and, with `live`, saw within the
     /// timeout): notes its activity — written again at most every
     /// `touch_every` — and says `true`. One lookup, one clock read.
-    fn touch_known(&self, id: &[u8], live: bool) -> bool {
+    fn touch_known(&self, view: &View, id: &[u8], live: bool) -> bool {
         let shared = &self.shared;
-        let touched = shared.sessions.with(id, |seen| {
+        let touched = shared.sessions.with(view, id, |seen| {
             let last = seen.written()?;
             let now = shared.now_secs();
             let idle = now.saturating_sub(last);
@@ -631,9 +633,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let snapshot = self.shared.snapshot.load();
-        let snap = snapshot.as_deref();
-        let decision = self.decide(&req, snap);
+        let view = self.shared.sessions.view();
+        let snap = view.snapshot.as_deref();
+        let decision = self.decide(&req, &view);
         let o = &self.shared.options;
         let pass = |req: &mut Request<ReqBody>| {
             if let Some(status) = status_of(snap) {

@@ -16,7 +16,6 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
 use tokio::sync::oneshot;
 
 use super::known::Known;
@@ -55,38 +54,11 @@ pub(crate) enum Job {
     Ack(oneshot::Sender<()>),
 }
 
-/// FNV-1a: session ids are short, so a fast hash beats SipHash on the hot
-/// path; only sessions the app vouched for enter the map, so flooding it
-/// needs valid sessions the app issued.
-#[derive(Default)]
-pub(crate) struct Fnv(u64);
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
-pub(crate) type BuildFnv = std::hash::BuildHasherDefault<Fnv>;
-
 /// Shared by every clone of the layer and its services.
 pub(crate) struct Shared {
     pub options: LayerOptions,
-    pub snapshot: ArcSwapOption<Snapshot>,
-    /// The sessions this process knows, looked up without a lock.
+    /// The mode snapshot and the sessions this process knows, read
+    /// without a lock.
     pub sessions: Known,
     pub jobs: Mutex<mpsc::Sender<Job>>,
     pub started: Instant,
@@ -232,7 +204,6 @@ pub(crate) fn start(config: &Config, options: LayerOptions) -> Arc<Shared> {
     let known = Known::new(options.max_known());
     let shared = Arc::new(Shared {
         options,
-        snapshot: ArcSwapOption::empty(),
         sessions: known,
         jobs: Mutex::new(tx),
         started: Instant::now(),
@@ -475,13 +446,13 @@ fn refresh(shared: &Shared, backend: &dyn Backend, complained: &mut bool) {
                 .bypass
                 .as_deref()
                 .and_then(|h| crate::hex::decode::<32>(h.as_bytes()));
-            shared.snapshot.store(Some(Arc::new(Snapshot {
+            shared.sessions.set_snapshot(Snapshot {
                 mode: view.mode,
                 since: view.record.since,
                 message: view.record.message,
                 retry_after: view.record.retry_after,
                 bypass,
-            })));
+            });
             *complained = false;
         }
         Err(e) => {
