@@ -381,6 +381,28 @@ mod tests {
         assert_eq!(known.read().unwrap().len(), 3);
     }
 
+    #[test]
+    fn a_new_snapshot_keeps_the_sessions_and_a_new_map_keeps_the_snapshot() {
+        use crate::clock::Timestamp;
+        use crate::mode::Mode;
+        let known = Known::new(10);
+        known.remember(b"carol", 1);
+        known.replace(1, 900);
+        known.set_snapshot(Snapshot {
+            mode: Mode::Pending,
+            since: Timestamp::at(std::time::SystemTime::UNIX_EPOCH),
+            message: Some("soon".into()),
+            retry_after: None,
+            bypass: None,
+        });
+        assert!(known.view().sessions.contains_key(&b"carol"[..]));
+        known.remember(b"dave", 2);
+        known.replace(2, 900);
+        let view = known.view();
+        assert_eq!(view.snapshot.as_ref().map(|s| s.mode), Some(Mode::Pending));
+        assert!(view.sessions.contains_key(&b"dave"[..]));
+    }
+
     /// Readers never miss a session remembered before they looked, however
     /// the layer's thread moves sessions between the maps meanwhile.
     #[test]
