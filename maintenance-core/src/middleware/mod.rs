@@ -74,6 +74,7 @@
 //! bound. If the state cannot be read the last snapshot stays (logged once);
 //! before any snapshot the layer fails closed unless told otherwise.
 
+mod known;
 mod options;
 mod response;
 mod state;
@@ -84,7 +85,6 @@ mod vouch;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -93,6 +93,7 @@ use tokio::sync::oneshot;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use self::known::View;
 pub use self::options::{
     DEFAULT_BYPASS_COOKIE, DEFAULT_COOKIE, DEFAULT_SESSION_CAP, LayerOptions, LogSink, PeerAddress,
     Predicate, RequestHead, SessionValidator, TurnAway, WithoutState, parse_cidr,
@@ -199,7 +200,7 @@ impl MaintenanceLayer {
 
     /// The current snapshot, if the state was ever read.
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
-        self.shared.snapshot.load_full()
+        self.shared.sessions.snapshot()
     }
 }
 
@@ -448,7 +449,8 @@ enum Decision {
 }
 
 impl<S> Maintenance<S> {
-    fn decide<B>(&self, req: &Request<B>, snapshot: Option<&Snapshot>) -> Decision {
+    fn decide<B>(&self, req: &Request<B>, view: &View) -> Decision {
+        let snapshot = view.snapshot.as_deref();
         let o = &self.shared.options;
         // `None`: a path that could mean two things passes no prefix.
         let path = RequestPath::parse(req.uri().path());
@@ -471,16 +473,15 @@ impl<S> Maintenance<S> {
                 WithoutState::FailClosed => Decision::TurnAway(json()),
             };
         };
-        let session = response::cookie(req.headers(), &o.cookie_name)
-            .filter(|id| response::valid_session_id(id));
+        let session = response::session_cookie(req.headers(), &o.cookie_name);
         match snap.mode {
             Mode::Online => match session {
-                Some(id) => self.note_session(id),
+                Some(id) => self.note_session(view, id),
                 None => Decision::Pass,
             },
             _ if self.exempt(req, Some(snap)) => Decision::PassExempt,
             Mode::Pending => match session {
-                Some(id) if self.touch_known(id, true) => Decision::Pass,
+                Some(id) if self.touch_known(view, id, true) => Decision::Pass,
                 Some(id) => self.admit(id, json()),
                 None => Decision::TurnAway(json()),
             },
@@ -492,10 +493,13 @@ impl<S> Maintenance<S> {
     /// at most every `touch_every`; a new one is asked of the app's
     /// validator (within the cap), and written before the request goes on
     /// if it vouches for it. Without a validator a new id is no session.
-    fn note_session(&self, id: &str) -> Decision {
-        if self.touch_known(id, false) {
+    fn note_session(&self, view: &View, id: &[u8]) -> Decision {
+        if self.touch_known(view, id, false) {
             return Decision::Pass;
         }
+        let Some(id) = session_id(id) else {
+            return Decision::Pass;
+        };
         let shared = &self.shared;
         if shared.vouch.is_none() || shared.is_rejected(id) || !shared.take_lookup() {
             return Decision::Pass;
@@ -511,7 +515,10 @@ impl<S> Maintenance<S> {
     /// While PENDING, a session this process did not see live: it passes if
     /// the app vouches for it (when there is a validator) and the storage
     /// says it was live; looked at within the cap, else turned away.
-    fn admit(&self, id: &str, json: bool) -> Decision {
+    fn admit(&self, id: &[u8], json: bool) -> Decision {
+        let Some(id) = session_id(id) else {
+            return Decision::TurnAway(json);
+        };
         let shared = &self.shared;
         if shared.is_rejected(id) || !shared.take_lookup() {
             return Decision::TurnAway(json);
@@ -528,27 +535,26 @@ impl<S> Maintenance<S> {
     /// For a session this process knows (and, with `live`, saw within the
     /// timeout): notes its activity — written again at most every
     /// `touch_every` — and says `true`. One lookup, one clock read.
-    fn touch_known(&self, id: &str, live: bool) -> bool {
+    fn touch_known(&self, view: &View, id: &[u8], live: bool) -> bool {
         let shared = &self.shared;
-        let sessions = shared.sessions.read().unwrap_or_else(|e| e.into_inner());
-        let Some(seen) = sessions.get(id) else {
-            return false;
-        };
-        let now = shared.now_secs();
-        let last = seen.written.load(Ordering::Relaxed);
-        let idle = now.saturating_sub(last);
-        if live && idle >= shared.session_timeout.as_secs() {
-            return false;
+        let touched = shared.sessions.with(view, id, |seen| {
+            let last = seen.written()?;
+            let now = shared.now_secs();
+            let idle = now.saturating_sub(last);
+            if live && idle >= shared.session_timeout.as_secs() {
+                return None;
+            }
+            Some(idle >= shared.options.touch_every.as_secs() && seen.rewrite(last, now))
+        });
+        match touched.flatten() {
+            None => false,
+            Some(again) => {
+                if again {
+                    shared.send(Job::Again(SessionKey::of(id)));
+                }
+                true
+            }
         }
-        if idle >= shared.options.touch_every.as_secs()
-            && seen
-                .written
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            shared.send(Job::Again(SessionKey::of(id.as_bytes())));
-        }
-        true
     }
 
     /// Who passes whatever the mode: bypass cookie, allow-list, predicate.
@@ -605,6 +611,11 @@ impl<S> Maintenance<S> {
     }
 }
 
+/// A session id checked by [`response::session_cookie`] (ASCII), as text.
+fn session_id(id: &[u8]) -> Option<&str> {
+    std::str::from_utf8(id).ok()
+}
+
 fn status_of(snapshot: Option<&Snapshot>) -> Option<MaintenanceStatus> {
     snapshot.map(|s| MaintenanceStatus {
         mode: s.mode,
@@ -631,9 +642,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let snapshot = self.shared.snapshot.load();
-        let snap = snapshot.as_deref();
-        let decision = self.decide(&req, snap);
+        let view = self.shared.sessions.view();
+        let snap = view.snapshot.as_deref();
+        let decision = self.decide(&req, &view);
         let o = &self.shared.options;
         let pass = |req: &mut Request<ReqBody>| {
             if let Some(status) = status_of(snap) {
@@ -738,10 +749,11 @@ pin_project_lite::pin_project! {
         Inner { #[pin] future: F },
         Early { response: Option<Response<B>> },
         Waiting { future: Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>> },
+        // Boxed: a timer is large, and rare here; every other request's
+        // future stays small.
         Written {
             response: Option<Response<B>>,
-            #[pin]
-            write: tokio::time::Timeout<oneshot::Receiver<()>>,
+            write: Pin<Box<tokio::time::Timeout<oneshot::Receiver<()>>>>,
         },
     }
 }
@@ -793,7 +805,7 @@ where
                 KindProj::Waiting { future } => ready!(future.as_mut().poll(cx)),
                 KindProj::Written { response, write } => {
                     // Written, or the disk is slow: the write still lands.
-                    let _ = ready!(write.poll(cx));
+                    let _ = ready!(write.as_mut().poll(cx));
                     return Poll::Ready(Ok(response.take().expect("polled after completion")));
                 }
             };
@@ -806,7 +818,7 @@ where
             };
             this.kind.set(Kind::Written {
                 response: Some(response),
-                write: tokio::time::timeout(shared.options.check_timeout, written),
+                write: Box::pin(tokio::time::timeout(shared.options.check_timeout, written)),
             });
         }
     }

@@ -194,23 +194,138 @@ pub(crate) fn bypass_cookie_valid(options: &LayerOptions, hash: &[u8; 32], value
         .is_ok()
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
+/// The value of cookie `name` in the request's `Cookie` headers, when it
+/// is UTF-8 (the bypass cookie; its reader checks it further).
 pub(crate) fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    std::str::from_utf8(cookie_bytes(headers, name)?).ok()
+}
+
+/// The session id in cookie `name`, when it is one the layer would record
+/// ([`valid_session_id`]): ASCII, borrowed from the header.
+pub(crate) fn session_cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a [u8]> {
+    cookie_bytes(headers, name).filter(|id| valid_session_id(id))
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers: the first
+/// pair whose name is exactly `name`, its value without surrounding
+/// double quotes, borrowed from the header (no allocation, no copy). A
+/// scan of the header's bytes, since it runs on every request: pairs are
+/// separated by `;`, and spaces and tabs around a pair are ignored.
+fn cookie_bytes<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a [u8]> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
+        .find_map(|v| cookie_in(v.as_bytes(), name.as_bytes()))
 }
+
+/// The value of cookie `name` in one `Cookie` header's bytes: at each
+/// pair's start the name is compared, and the next `;` is found with
+/// `memchr` (many bytes at a time), so a pair of another name costs a
+/// comparison and a jump.
+fn cookie_in<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let mut rest = header;
+    loop {
+        let start = rest.iter().position(|b| !blank(b)).unwrap_or(rest.len());
+        rest = &rest[start..];
+        let end = memchr::memchr(b';', rest);
+        if end.is_none_or(|end| end > name.len())
+            && rest.len() > name.len()
+            && rest[name.len()] == b'='
+            && rest.starts_with(name)
+        {
+            let mut value = &rest[name.len() + 1..end.unwrap_or(rest.len())];
+            while let [rest @ .., last] = value
+                && blank(last)
+            {
+                value = rest;
+            }
+            while let [b'"', rest @ ..] = value {
+                value = rest;
+            }
+            while let [rest @ .., b'"'] = value {
+                value = rest;
+            }
+            return Some(value);
+        }
+        rest = &rest[end? + 1..];
+    }
+}
+
+/// The bytes a session id may hold: ASCII letters, digits, `-` and `_`.
+const SESSION_ID_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+        b += 1;
+    }
+    table
+};
 
 /// Whether a session id is one the layer will record: short, and only
 /// letters, digits, `-` and `_` — never a path, never NUL, never 10 kB.
-pub(crate) fn valid_session_id(id: &str) -> bool {
-    (1..=256).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+pub(crate) fn valid_session_id(id: impl AsRef<[u8]>) -> bool {
+    let id = id.as_ref();
+    (1..=256).contains(&id.len()) && id.iter().all(|&b| SESSION_ID_BYTES[usize::from(b)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the layer read before it scanned bytes: the reference.
+    fn cookie_by_str<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+        header
+            .split(';')
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.trim_matches('"'))
+    }
+
+    #[test]
+    fn the_byte_scan_reads_every_cookie_header_as_the_string_parser_did() {
+        let headers = [
+            "sessionid=abc",
+            "a=1; sessionid=abc; b=2",
+            "a=1;sessionid=abc;b=2",
+            "  sessionid=abc  ",
+            "\tsessionid=abc\t; x=y",
+            "sessionid=\"abc\"",
+            "sessionid=\"\"abc\"\"",
+            "sessionid=\"",
+            "sessionid=",
+            "sessionid= abc",
+            "sessionid =abc",
+            "xsessionid=abc; sessionid=def",
+            "sessionidx=abc",
+            "sessionid",
+            "sessionid=a=b",
+            "sessionid=one; sessionid=two",
+            "",
+            ";;;",
+            "=abc; sessionid=abc",
+            "theme=dark; _ga=GA1.1.1234; sessionid=s3ss10n-_X; csrftoken=zz",
+        ];
+        for header in headers {
+            for name in ["sessionid", "theme", "a", ""] {
+                assert_eq!(
+                    cookie_in(header.as_bytes(), name.as_bytes()),
+                    cookie_by_str(header, name).map(str::as_bytes),
+                    "{name:?} in {header:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_session_id_is_short_ascii_letters_digits_dashes_and_underscores() {
+        assert!(valid_session_id("s3ss10n-_X"));
+        assert!(valid_session_id("x".repeat(256)));
+        for id in ["", "a/b", "..", "a%00b", "a b", "é", "a\0"] {
+            assert!(!valid_session_id(id), "{id:?}");
+        }
+        assert!(!valid_session_id("x".repeat(257)));
+    }
 }

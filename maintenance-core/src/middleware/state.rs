@@ -10,15 +10,15 @@
 //! this process until later intervals write it (I2: no real user is cut
 //! off, and the backend never refuses a touch).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
 use tokio::sync::oneshot;
 
+use super::known::Known;
 use super::options::{LayerOptions, REJECTED_PER_CAP};
 use super::vouch::{self, Lookup, Registry, Rejected};
 use crate::backend::{self, Backend};
@@ -46,13 +46,6 @@ pub struct Snapshot {
     pub scheduled: Option<Arc<ScheduleRecord>>,
 }
 
-/// One session this process has seen: when it last wrote it, in seconds
-/// since the layer started.
-#[derive(Debug)]
-pub(crate) struct Seen {
-    pub written: AtomicU64,
-}
-
 pub(crate) enum Job {
     /// A new vouched session: written at once (within the cap, else held
     /// by the overflow entry), then acknowledged.
@@ -65,38 +58,12 @@ pub(crate) enum Job {
     Ack(oneshot::Sender<()>),
 }
 
-/// FNV-1a: session ids are short, so a fast hash beats SipHash on the hot
-/// path; only sessions the app vouched for enter the map, so flooding it
-/// needs valid sessions the app issued.
-#[derive(Default)]
-pub(crate) struct Fnv(u64);
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
-pub(crate) type BuildFnv = std::hash::BuildHasherDefault<Fnv>;
-
 /// Shared by every clone of the layer and its services.
 pub(crate) struct Shared {
     pub options: LayerOptions,
-    pub snapshot: ArcSwapOption<Snapshot>,
-    pub sessions: RwLock<HashMap<Box<str>, Seen, BuildFnv>>,
+    /// The mode snapshot and the sessions this process knows, read
+    /// without a lock.
+    pub sessions: Known,
     pub jobs: Mutex<mpsc::Sender<Job>>,
     pub started: Instant,
     /// Seconds since `started`, kept by the layer's thread at least every
@@ -132,8 +99,7 @@ impl Shared {
 
     /// Whether this process knows session `id`.
     pub fn knows(&self, id: &str) -> bool {
-        let sessions = self.sessions.read().unwrap_or_else(|e| e.into_inner());
-        sessions.contains_key(id)
+        self.sessions.knows(id.as_bytes())
     }
 
     /// Whether the validator rejected `id` lately.
@@ -179,18 +145,7 @@ impl Shared {
     /// Notes session `id` as active now; a new one is remembered while the
     /// map has room (else only written, and looked at again next time).
     pub fn remember(&self, id: &str) {
-        let now = self.now_secs();
-        let mut sessions = self.sessions.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(seen) = sessions.get(id) {
-            seen.written.store(now, Ordering::Relaxed);
-        } else if sessions.len() < self.options.max_known() {
-            sessions.insert(
-                id.into(),
-                Seen {
-                    written: now.into(),
-                },
-            );
-        }
+        self.sessions.remember(id.as_bytes(), self.now_secs());
     }
 
     /// Records a session the app vouched for: remembered, and written at
@@ -202,10 +157,7 @@ impl Shared {
 
     /// Ends session `id` (a logout).
     pub fn end(&self, id: &str) {
-        self.sessions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        self.sessions.end(id.as_bytes());
         self.send(Job::End(SessionKey::of(id.as_bytes())));
     }
 }
@@ -253,10 +205,10 @@ pub(crate) fn start(config: &Config, options: LayerOptions) -> Arc<Shared> {
         }
         None => (None, None),
     };
+    let known = Known::new(options.max_known());
     let shared = Arc::new(Shared {
         options,
-        snapshot: ArcSwapOption::empty(),
-        sessions: RwLock::new(HashMap::default()),
+        sessions: known,
         jobs: Mutex::new(tx),
         started: Instant::now(),
         clock: AtomicU64::new(0),
@@ -315,9 +267,11 @@ fn run(
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        shared
-            .clock
-            .store(shared.started.elapsed().as_secs(), Ordering::Relaxed);
+        // Stored only when it moves: every request reads this line.
+        let now = shared.started.elapsed().as_secs();
+        if shared.clock.load(Ordering::Relaxed) != now {
+            shared.clock.store(now, Ordering::Relaxed);
+        }
         if backend.is_none() {
             match backend::open(&config, SystemClock::shared()) {
                 Ok(b) => backend = Some(b),
@@ -337,10 +291,16 @@ fn run(
                 writer.next_interval(b.as_ref());
             }
             shared.lookups.store(0, Ordering::Relaxed);
+            shared
+                .sessions
+                .merge(shared.now_secs(), shared.session_timeout.as_secs());
             next = Instant::now() + every;
         }
         if last_prune.elapsed() >= Duration::from_secs(30) {
-            prune(&shared);
+            // Forgets sessions this process has not seen for a whole timeout.
+            shared
+                .sessions
+                .replace(shared.now_secs(), shared.session_timeout.as_secs());
             // Expired buckets go even where nobody runs `status`.
             if let Some(b) = &backend {
                 let _ = b.prune_sessions();
@@ -498,14 +458,14 @@ fn refresh(shared: &Shared, backend: &dyn Backend, complained: &mut bool) {
                 .flatten()
                 .filter(|s| s.in_notice(now))
                 .map(Arc::new);
-            shared.snapshot.store(Some(Arc::new(Snapshot {
+            shared.sessions.set_snapshot(Snapshot {
                 mode: view.mode,
                 since: view.record.since,
                 message: view.record.message,
                 retry_after: view.record.retry_after,
                 bypass,
                 scheduled,
-            })));
+            });
             *complained = false;
         }
         Err(e) => {
@@ -517,12 +477,4 @@ fn refresh(shared: &Shared, backend: &dyn Backend, complained: &mut bool) {
             }
         }
     }
-}
-
-/// Forgets sessions this process has not seen for a whole timeout.
-fn prune(shared: &Shared) {
-    let now = shared.now_secs();
-    let timeout = shared.session_timeout.as_secs();
-    let mut sessions = shared.sessions.write().unwrap_or_else(|e| e.into_inner());
-    sessions.retain(|_, seen| now.saturating_sub(seen.written.load(Ordering::Relaxed)) < timeout);
 }
