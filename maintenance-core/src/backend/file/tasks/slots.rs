@@ -1,0 +1,197 @@
+//! Slot files (Linux): a pool of task files kept for reuse under the names
+//! `tasks/.<k>.slot`, so that a task start allocates no inode and a task's
+//! end frees none. (On ext4 without a journal, allocating an inode scans
+//! the recently deleted ones: 70–80% of a start, hundreds of µs once tasks
+//! come and go quickly.)
+//!
+//! - **claim**: open a slot, take its claim lock — an open file
+//!   description's record lock (`F_OFD_SETLK`) on byte 0, which never
+//!   conflicts with the `flock` that says a task is live — and check that
+//!   the slot's name still leads to the file opened. A file leaves a slot
+//!   name only in the hands of its claim lock's holder, so once claimed
+//!   and checked, it is free and stays this claimant's: never the file of
+//!   a task, live or dead, and its `flock` is taken by nobody else. A file
+//!   that another claimant took between the open and the claim lock (and
+//!   perhaps died holding) fails the check and is left alone, its `flock`
+//!   never taken, so a dead task never looks live to a probe.
+//! - **write** the record while the file has only its slot name, so no
+//!   reader that looks for tasks finds it half-written: padded with
+//!   spaces to the old length (JSON ignores them), or truncated when more
+//!   than [`PAD`] bytes would be left.
+//! - **lock** it exclusively (`flock`) and **rename** it to `<id>.task`:
+//!   the name appears complete and locked (I3), and the open descriptor's
+//!   path (`/proc/self/fd`) is the task's.
+//! - **end**: a task's end renames `<id>.task` back to a free slot name
+//!   (never over one that exists) while it still holds its locks, and
+//!   closes; with every slot name taken, it removes the file as before.
+//!   A dead task's file goes back the same way when a reaper finds it
+//!   unlocked.
+//!
+//! A reader that opened `<id>.task` before that task ended may read the
+//! file while a new task rewrites it: after reading, it checks that the
+//! name still leads to the file it read
+//! ([`Dir::read_still_named`](super::Dir::read_still_named)). A task's
+//! name is given once, to one file, so a file still under it holds that
+//! task's record.
+//!
+//! A child that inherits a task's descriptor (an external command) shares
+//! both of its locks: that file is never a free slot while the child
+//! lives.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
+
+use rustix::io::Errno;
+
+use super::super::dir::Dir;
+
+/// How many slot names `tasks/` keeps. More tasks than this ending at
+/// once: the others' files are removed; more free slots taken at once
+/// than there are: the others get fresh files.
+const SLOTS: usize = 32;
+/// A start stops looking after this many slot names in a row are
+/// missing: free slots gather at the lowest names, since starts take
+/// the lowest and ends fill the lowest free.
+const MISSES: usize = 4;
+/// Suffix of a slot's name.
+pub(in super::super) const SLOT_SUFFIX: &str = ".slot";
+/// How many bytes of padding a shorter record may leave behind before the
+/// slot is truncated instead (truncation costs a few µs more).
+const PAD: u64 = 1024;
+
+/// The name of slot `k`.
+fn slot_name(k: usize) -> String {
+    format!(".{k}{SLOT_SUFFIX}")
+}
+
+/// Publishes `record` (one line of JSON) as the live task file
+/// `task_name` in a free slot: returns its file, locked and claimed for
+/// as long as it stays open, or `None` when no slot can be had (none
+/// free, or this file system lacks what slots need) and the caller must
+/// use a fresh file.
+pub(in super::super) fn publish(dir: &Dir, record: &[u8], task_name: &str) -> Option<File> {
+    let mut misses = 0;
+    for k in 0..SLOTS {
+        let name = slot_name(k);
+        let (file, size) = match claim(dir, &name) {
+            Claim::Free(file, size) => (file, size),
+            Claim::Missing => {
+                misses += 1;
+                if misses == MISSES {
+                    return None;
+                }
+                continue;
+            }
+            Claim::Taken => {
+                misses = 0;
+                continue;
+            }
+            Claim::Unsupported => return None,
+        };
+        // Failing here leaves the file a free slot under its name, its
+        // content whatever the next claimant overwrites.
+        if fill(&file, record, size).is_err() || dir.rename(&name, task_name).is_err() {
+            return None;
+        }
+        return Some(file);
+    }
+    None
+}
+
+/// Gives the file of the ended task `task_name` (its locks still held by
+/// the caller, or freed by the kernel) a free slot name; `false` when none
+/// is free or it cannot be moved (the caller removes it instead).
+pub(in super::super) fn release(dir: &Dir, task_name: &str) -> bool {
+    for k in 0..SLOTS {
+        match dir.rename_noreplace(task_name, &slot_name(k)) {
+            Ok(()) => return true,
+            Err(Errno::EXIST) => continue,
+            // Gone already (a reaper took it), or the file system cannot
+            // rename without replacing.
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// What a claim of one slot name found.
+enum Claim {
+    /// Claimed and locked: the file and its size.
+    Free(File, u64),
+    /// No file has this name now.
+    Missing,
+    /// Claimed by another start, moved on meanwhile, probed at this moment,
+    /// or not a slot at all (a planted link, a directory): try the next.
+    Taken,
+    /// Record locks do not work here: no slot will.
+    Unsupported,
+}
+
+fn claim(dir: &Dir, name: &str) -> Claim {
+    let file = match dir.open_slot(name) {
+        Ok(f) => f,
+        Err(Errno::NOENT) => return Claim::Missing,
+        Err(_) => return Claim::Taken,
+    };
+    match try_claim_lock(&file) {
+        Ok(()) => {}
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => {
+            return Claim::Taken;
+        }
+        Err(_) => return Claim::Unsupported,
+    }
+    let Ok(meta) = file.metadata() else {
+        return Claim::Taken;
+    };
+    // A second name would be a planted hard link: its other name may lie
+    // anywhere this user can write.
+    if !meta.is_file() || meta.nlink() != 1 || !dir.still_names(name, meta.dev(), meta.ino()) {
+        return Claim::Taken;
+    }
+    // A reader probing this file's previous task, or a watcher woken by
+    // that task's end, may hold a shared flock for a moment: another slot
+    // will do.
+    if fs2::FileExt::try_lock_exclusive(&file).is_err() {
+        return Claim::Taken;
+    }
+    Claim::Free(file, meta.len())
+}
+
+/// Writes `record` over the slot's previous content (`size` bytes).
+fn fill(file: &File, record: &[u8], size: u64) -> io::Result<()> {
+    let len = record.len() as u64;
+    if size <= len {
+        return file.write_all_at(record, 0);
+    }
+    if size - len > PAD {
+        file.set_len(len)?;
+        return file.write_all_at(record, 0);
+    }
+    let mut padded = Vec::with_capacity(size as usize);
+    padded.extend_from_slice(record);
+    padded.resize(size as usize, b' ');
+    file.write_all_at(&padded, 0)
+}
+
+/// Takes the slot's claim lock without waiting: an open file
+/// description's write lock on byte 0, released when the last descriptor
+/// of that description closes (in a child that inherited it, too).
+fn try_claim_lock(file: &File) -> io::Result<()> {
+    // SAFETY: all zeros is a valid `flock`, a plain C struct of integers;
+    // the fields that matter are set below (an OFD lock needs `l_pid` 0).
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = 0;
+    lock.l_len = 1;
+    // SAFETY: `file` is an open descriptor for the whole call, and `lock`
+    // a valid `flock` that fcntl only reads.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
