@@ -135,6 +135,14 @@ fn claim(dir: &Dir, name: &str) -> Claim {
         Err(Errno::NOENT) => return Claim::Missing,
         Err(_) => return Claim::Taken,
     };
+    let Ok(meta) = file.metadata() else {
+        return Claim::Taken;
+    };
+    // A second name would be a planted hard link: its other name may lie
+    // anywhere this user can write.
+    if !meta.is_file() || meta.nlink() != 1 {
+        return Claim::Taken;
+    }
     match try_claim_lock(&file) {
         Ok(()) => {}
         Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => {
@@ -142,12 +150,7 @@ fn claim(dir: &Dir, name: &str) -> Claim {
         }
         Err(_) => return Claim::Unsupported,
     }
-    let Ok(meta) = file.metadata() else {
-        return Claim::Taken;
-    };
-    // A second name would be a planted hard link: its other name may lie
-    // anywhere this user can write.
-    if !meta.is_file() || meta.nlink() != 1 || !dir.still_names(name, meta.dev(), meta.ino()) {
+    if !dir.still_names(name, meta.dev(), meta.ino()) {
         return Claim::Taken;
     }
     // A reader probing this file's previous task, or a watcher woken by
@@ -193,5 +196,141 @@ fn try_claim_lock(file: &File) -> io::Result<()> {
         Err(io::Error::last_os_error())
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::super::{MAX_RECORD, probe};
+    use super::slot_name;
+    use crate::backend::file::FileBackend;
+    use crate::backend::{Backend, TaskLease};
+    use crate::clock::SystemClock;
+    use crate::config::Config;
+    use crate::policy::{Instances, Policy};
+    use crate::records::TaskRequest;
+
+    fn open(state: &Path) -> FileBackend {
+        FileBackend::open(&Config::with_state_dir(state), SystemClock::shared()).unwrap()
+    }
+
+    fn start(b: &FileBackend, name: &str, argv_len: usize) -> Box<dyn TaskLease> {
+        let request = TaskRequest {
+            name: name.into(),
+            argv: vec![name.into(), "x".repeat(argv_len)],
+            policy: Policy::DEFAULT.instances(Instances::Concurrent),
+            ignore_maintenance: false,
+            in_window: false,
+            lock_timeout: Duration::ZERO,
+        };
+        b.start_task(&request, "00").unwrap()
+    }
+
+    fn file_of(lease: &dyn TaskLease) -> String {
+        format!("{}{}", lease.record().id, super::super::TASK_SUFFIX)
+    }
+
+    fn inode(path: &Path) -> u64 {
+        std::fs::symlink_metadata(path).unwrap().ino()
+    }
+
+    #[test]
+    fn a_reader_that_opened_an_ended_tasks_file_takes_nothing_from_the_task_that_reuses_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = open(&tmp.path().join("s"));
+        drop(start(&b, "first", 10));
+        let a = start(&b, "a", 10);
+        let a_name = file_of(a.as_ref());
+        // A reader opens a's file, as a listing does, and is preempted.
+        let stale = b.tasks.open_read(&a_name).unwrap().unwrap();
+        let stale_inode = stale.metadata().unwrap().ino();
+        drop(a);
+        // The next task takes the same file, rewritten and locked.
+        let next = start(&b, "next", 700);
+        let next_name = file_of(next.as_ref());
+        assert_eq!(inode(&b.tasks.join(&next_name)), stale_inode, "reused");
+        assert!(
+            super::super::held(&stale).unwrap(),
+            "locked by the next task"
+        );
+        // What the reader reads now is the next task's: not a's.
+        assert_eq!(
+            b.tasks
+                .read_still_named(&a_name, stale, MAX_RECORD)
+                .unwrap(),
+            None
+        );
+        assert!(probe(&b.tasks, &a_name).unwrap().is_none());
+        let listed = b.tasks().unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].id, next.record().id);
+        assert_eq!(listed[0].argv, next.record().argv);
+    }
+
+    #[test]
+    fn a_slot_rewritten_shorter_or_longer_reads_as_its_new_record_with_its_processes_line() {
+        use crate::process::{ProcId, Processes};
+        let tmp = tempfile::tempdir().unwrap();
+        let b = open(&tmp.path().join("s"));
+        let slot = b.tasks.join(&slot_name(0));
+        let mut previous = None;
+        // Longer (appended), a little shorter (padded), much shorter
+        // (truncated), then longer again over the padding.
+        for len in [100, 2000, 1500, 10, 600] {
+            let mut t = start(&b, "job", len);
+            let name = file_of(t.as_ref());
+            if let Some(ino) = previous {
+                assert_eq!(inode(&b.tasks.join(&name)), ino, "reused at {len}");
+            }
+            let p = Processes {
+                keeper: ProcId { pid: 1, start: 2 },
+                command: ProcId { pid: 3, start: 4 },
+            };
+            t.set_processes(&p).unwrap();
+            let got = probe(&b.tasks, &name).unwrap().unwrap();
+            assert_eq!(got.record.argv, t.record().argv, "at {len}");
+            assert_eq!(got.record.processes, Some(p), "at {len}");
+            let size = std::fs::metadata(b.tasks.join(&name)).unwrap().len();
+            drop(t);
+            assert!(slot.exists(), "back to the slot at {len}");
+            assert!(size < 2 * (len as u64) + 1400, "{size} bytes for {len}");
+            previous = Some(inode(&slot));
+        }
+    }
+
+    #[test]
+    fn a_slot_planted_as_a_link_a_fifo_a_directory_or_a_hard_link_is_never_claimed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::write(&outside, b"precious").unwrap();
+        let b = open(&tmp.path().join("s"));
+        let tasks = b.tasks.path().to_path_buf();
+        std::os::unix::fs::symlink(&outside, tasks.join(slot_name(0))).unwrap();
+        std::fs::hard_link(&outside, tasks.join(slot_name(1))).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            tasks.join(slot_name(2)),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        std::fs::create_dir(tasks.join(slot_name(3))).unwrap();
+        for _ in 0..3 {
+            let t = start(&b, "job", 10);
+            let name = file_of(t.as_ref());
+            assert_ne!(inode(&tasks.join(&name)), inode(&outside));
+            assert_eq!(b.tasks().unwrap().len(), 1);
+            drop(t);
+        }
+        assert_eq!(std::fs::read(&outside).unwrap(), b"precious");
+        assert_eq!(std::fs::metadata(&outside).unwrap().nlink(), 2);
+        // The tasks' files went to the first free slot names, past the
+        // planted ones.
+        assert!(tasks.join(slot_name(4)).is_file());
     }
 }
