@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use manage_tests::{Holder, Proc, Report, Scratch, names};
+use manage_tests::{Holder, Proc, Scratch, names};
 
 const EXE: &str = env!("CARGO_BIN_EXE_task-holder");
 
@@ -18,13 +18,6 @@ fn site() -> (Scratch, Holder) {
     let scratch = Scratch::new();
     let holder = Holder::new(EXE, scratch.state());
     (scratch, holder)
-}
-
-fn started(line: &str) -> String {
-    match Report::parse(line) {
-        Report::Started { id, .. } => id,
-        other => panic!("expected `started`, got {other:?}"),
-    }
 }
 
 /// The names of the slot files in `tasks/`.
