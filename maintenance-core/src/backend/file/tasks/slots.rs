@@ -302,6 +302,58 @@ mod tests {
         }
     }
 
+    /// Whether some process waits for an `flock` on the file `ino`
+    /// (`/proc/locks` marks a waiter's line with `->`).
+    fn flock_waited_for(ino: u64) -> bool {
+        let table = std::fs::read_to_string("/proc/locks").unwrap();
+        table.lines().any(|l| {
+            l.contains("->")
+                && l.contains("FLOCK")
+                && l.split_whitespace()
+                    .any(|f| f.rsplit(':').next() == Some(&ino.to_string()))
+        })
+    }
+
+    #[test]
+    fn a_wait_for_a_task_ends_when_its_file_passes_to_the_next_task() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = std::sync::Arc::new(open(&tmp.path().join("s")));
+        drop(start(&b, "first", 10));
+        let a = start(&b, "a", 10);
+        let ino = inode(&b.tasks.join(&file_of(a.as_ref())));
+        let generation = b.mode().unwrap().record.generation;
+        let record = a.record().clone();
+        let waiter = {
+            let b = std::sync::Arc::clone(&b);
+            std::thread::spawn(move || {
+                b.wait_for_change(generation, &[record], Duration::from_secs(600))
+            })
+        };
+        // The wait's helper thread blocks on a's lock.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !flock_waited_for(ino) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no helper thread waits"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // a ends, and the next task takes its file at once: often before
+        // the helper thread takes the lock a's end freed.
+        drop(a);
+        let next = start(&b, "next", 10);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !waiter.is_finished() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the wait missed the end of a task whose file the next task took"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        waiter.join().unwrap().unwrap();
+        drop(next);
+    }
+
     #[test]
     fn a_slot_planted_as_a_link_a_fifo_a_directory_or_a_hard_link_is_never_claimed() {
         let tmp = tempfile::tempdir().unwrap();
