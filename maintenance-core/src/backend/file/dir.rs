@@ -541,13 +541,26 @@ pub(crate) fn read_regular(file: File, max: usize, path: &Path) -> Result<Vec<u8
     read_open(file, meta.len() as usize, max, path)
 }
 
-/// Reads an open regular file of about `size` bytes whole, up to `max`.
+/// Reads an open regular file of about `size` bytes whole, up to `max`:
+/// one `read` when it still has `size` bytes (the byte asked for beyond
+/// them says it ends there), more when it changed since.
 fn read_open(mut file: File, size: usize, max: usize, path: &Path) -> Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity(size.min(max) + 1);
-    (&mut file)
-        .take(max as u64 + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| Error::io("read", path, e))?;
+    let want = size.min(max) + 1;
+    let mut buf = vec![0; want];
+    let n = loop {
+        match file.read(&mut buf) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read", path, e)),
+        }
+    };
+    buf.truncate(n);
+    if n != size || size >= want {
+        (&mut file)
+            .take((max as u64 + 1).saturating_sub(n as u64))
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::io("read", path, e))?;
+    }
     if buf.len() > max {
         return Err(Error::state(
             path,
