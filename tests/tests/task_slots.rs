@@ -10,9 +10,13 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use manage_tests::{Holder, Proc, Scratch, names};
+use manage_tests::{
+    Holder, Proc, Scratch, SharedSite, WEB, Who, chmod, meta, names, send_signal, users,
+};
 
 const EXE: &str = env!("CARGO_BIN_EXE_task-holder");
+/// The example site's binary, for the tests with real users.
+const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
 
 fn site() -> (Scratch, Holder) {
     let scratch = Scratch::new();
@@ -198,4 +202,86 @@ fn a_reader_never_sees_a_half_written_or_foreign_record_in_a_reused_slot() {
     for r in readers {
         assert_ok(r, "a reader saw a torn or foreign record");
     }
+}
+
+/// The one live task file in `tasks/`.
+fn the_task_file(tasks: &Path) -> std::path::PathBuf {
+    let live: Vec<String> = names(tasks)
+        .into_iter()
+        .filter(|n| n.ends_with(".task"))
+        .collect();
+    let [one] = live.as_slice() else {
+        panic!("not one task file: {live:?}");
+    };
+    tasks.join(one)
+}
+
+/// Starts the web user's `worker` and returns it once it runs.
+fn web_worker(site: &SharedSite) -> Proc {
+    let mut worker = site.spawn(Who::Web, &["worker", "--job-ms", "20"]);
+    assert_eq!(worker.line(), "worker started");
+    worker
+}
+
+/// Asks `worker` to stop (SIGTERM) and waits for its end (130: stopped
+/// by a signal, as the runner reports it).
+fn stop(worker: Proc) {
+    send_signal(worker.pid(), rustix::process::Signal::TERM);
+    let out = worker.finish();
+    assert_eq!(out.code(), Some(130), "{out}");
+}
+
+#[test]
+fn a_slot_one_member_left_serves_anothers_task_and_one_it_cannot_open_is_passed_over() {
+    let Some(users) =
+        users("a_slot_one_member_left_serves_anothers_task_and_one_it_cannot_open_is_passed_over")
+    else {
+        return;
+    };
+    let site = SharedSite::new(MYSITE, &users, "");
+    let tasks = site.state().join("tasks");
+    // The deploy user's command leaves its task file as a slot, the
+    // group's to use.
+    site.run_ok(Who::Deploy, &["hello"]);
+    let [slot] = slots(&tasks).try_into().expect("one slot");
+    let slot = tasks.join(slot);
+    let (mode, uid, gid) = meta(&slot);
+    assert_eq!((mode, uid, gid), (0o660, users.deploy, users.site_gid));
+    let slot_inode = inode(&slot);
+
+    // The web user's task runs in it, and everyone sees it as the web
+    // user's.
+    let worker = web_worker(&site);
+    assert_eq!(inode(&the_task_file(&tasks)), slot_inode);
+    let st = site.status_json(Who::Deploy);
+    assert_eq!(st["tasks"][0]["user"], WEB, "{st:#}");
+    assert_eq!(st["tasks"].as_array().map(Vec::len), Some(1), "{st:#}");
+    stop(worker);
+    assert!(!slot.exists() || inode(&slot) == slot_inode);
+    let back: Vec<u64> = slots(&tasks)
+        .iter()
+        .map(|n| inode(&tasks.join(n)))
+        .collect();
+    assert!(back.contains(&slot_inode), "{back:?}");
+
+    // Closed to its owner alone, the slot is passed over: the web user's
+    // next task gets a file of its own, and runs as well.
+    let owned = tasks.join(
+        slots(&tasks)
+            .into_iter()
+            .find(|n| inode(&tasks.join(n)) == slot_inode)
+            .expect("the slot"),
+    );
+    chmod(&owned, 0o600);
+    let worker = web_worker(&site);
+    assert_ne!(inode(&the_task_file(&tasks)), slot_inode);
+    let st = site.status_json(Who::Root);
+    assert_eq!(st["tasks"][0]["user"], WEB, "{st:#}");
+    stop(worker);
+    assert_eq!(inode(&owned), slot_inode, "the closed slot stays as it was");
+    assert!(
+        site.status_json(Who::Root)["tasks"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    );
 }
