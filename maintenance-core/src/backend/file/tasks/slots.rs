@@ -302,6 +302,29 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_slot_a_killed_start_left_half_written_counts_for_nothing_and_is_rewritten_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = open(&tmp.path().join("s"));
+        drop(start(&b, "first", 10));
+        let slot = b.tasks.join(&slot_name(0));
+        // A start killed in the middle of writing its record, over a longer
+        // record with a processes line: a head of JSON, then old bytes.
+        for garbage in [
+            b"{\"id\":\"dead-1-1\",\"name\":\"half".to_vec(),
+            [&b"{\"id\":\"dead-1-2\""[..], &[b'\n'; 3], &[b'z'; 3000]].concat(),
+        ] {
+            std::fs::write(&slot, &garbage).unwrap();
+            assert!(b.tasks().unwrap().is_empty(), "a free slot is no task");
+            let t = start(&b, "job", 20);
+            let listed = b.tasks().unwrap();
+            assert_eq!(listed.len(), 1, "{listed:?}");
+            assert_eq!(listed[0].id, t.record().id);
+            assert_eq!(listed[0].argv, t.record().argv);
+            drop(t);
+        }
+    }
+
     /// Whether some process waits for an `flock` on the file `ino`
     /// (`/proc/locks` marks a waiter's line with `->`).
     fn flock_waited_for(ino: u64) -> bool {
