@@ -32,7 +32,11 @@
 //!   exited; [`process`] names those processes from what was recorded at
 //!   spawn. The kernel drops the lock
 //!   when the last holder dies, by any signal; probes take shared try-locks,
-//!   so a dead task never looks live, and its file is reaped later. A nested
+//!   so a dead task never looks live, and its file is reaped later. On
+//!   Linux a task file is a reused slot (`backend/file/tasks/slots.rs`): a
+//!   start locks only a free slot it claimed and checked under a lock of
+//!   its own, never a dead task's file, and a reader checks after reading
+//!   that the task's name still leads to the file it read. A nested
 //!   run joins the task it runs in only with proof that it belongs to it
 //!   ([`Backend::join_task`]): a descriptor holding the task's lock that it
 //!   inherited (the file backend on Linux reads `/proc/self/fdinfo`), or

@@ -23,6 +23,17 @@
 //!                    (as Python's `subprocess` does to its children): the
 //!                    program keeps the environment and nothing else of a
 //!                    task; everything after PROG is its own
+//! churn NAME         start and end a task --rounds times, each with a command
+//!                    line of another length (`NAME <pid> <round> <len>
+//!                    x…`), checking after each start that a listing shows
+//!                    it once, with that command line (unless --unchecked:
+//!                    as fast as it can); print `ok <rounds>`, or
+//!                    `violation …` (exit 3)
+//! check-loop         list the live tasks --rounds times, or until --flag
+//!                    exists; print `violation …` (exit 3) if a listing holds
+//!                    an unreadable task, one id twice, or a task whose
+//!                    command line `churn` wrote is not whole, else
+//!                    `ok <rounds made>`; says `checking` after its first
 //! probe-loop         list tasks (and probe --dead-id by asking whether it is
 //!                    live) over and
 //!                    over; once --flag exists, --after more rounds; print
@@ -44,6 +55,8 @@
 //!                         until the test opens it for writing), then start
 //! --announce              print `starting` just before the first start
 //!                         attempt (a waiter says it is about to wait)
+//! --rounds N              how many rounds `churn` and `check-loop` make
+//! --unchecked             `churn` lists nothing
 //! ```
 //!
 //! A refusal prints `refused <exit code> <message>` and exits with that code
@@ -86,6 +99,8 @@ struct Args {
     dead_id: Option<String>,
     flag: Option<PathBuf>,
     after: u64,
+    rounds: u64,
+    unchecked: bool,
 }
 
 /// Why this run ends early, with its exit code.
@@ -136,6 +151,8 @@ fn parse(mut raw: impl Iterator<Item = String>) -> Result<Args, Exit> {
         dead_id: None,
         flag: None,
         after: 1000,
+        rounds: 100,
+        unchecked: false,
     };
     let value = |raw: &mut dyn Iterator<Item = String>, flag: &str| {
         raw.next()
@@ -162,6 +179,7 @@ fn parse(mut raw: impl Iterator<Item = String>) -> Result<Args, Exit> {
             "--join-json" => args.join_json = Some(value(&mut raw, &arg)?),
             "--retry" => args.retry = true,
             "--announce" => args.announce = true,
+            "--unchecked" => args.unchecked = true,
             "--barrier" => args.barrier = Some(value(&mut raw, &arg)?.into()),
             "--then" => {
                 args.then = match value(&mut raw, &arg)?.as_str() {
@@ -178,6 +196,12 @@ fn parse(mut raw: impl Iterator<Item = String>) -> Result<Args, Exit> {
                 args.after = n
                     .parse()
                     .map_err(|_| usage(&format!("bad --after {n:?}")))?;
+            }
+            "--rounds" => {
+                let n = value(&mut raw, &arg)?;
+                args.rounds = n
+                    .parse()
+                    .map_err(|_| usage(&format!("bad --rounds {n:?}")))?;
             }
             flag if flag.starts_with("--") => {
                 return Err(usage(&format!("unknown option {flag}")));
@@ -357,6 +381,8 @@ fn act(args: &Args) -> Result<(), Exit> {
             say(&format!("mode {}", record.mode));
             Ok(())
         }
+        "churn" => churn(args),
+        "check-loop" => check_loop(args),
         "probe-loop" => probe_loop(args),
         "exec-closed" => exec_closed(&args.positional),
         other => Err(usage(&format!("unknown action {other:?}"))),
@@ -385,6 +411,92 @@ fn exec_closed(argv: &[String]) -> Result<(), Exit> {
     let err = Command::new(program).args(rest).exec();
     eprintln!("task-holder: cannot exec {program}: {err}");
     Err(Exit(1))
+}
+
+/// The command line of `churn`'s round `round`: its length varies from
+/// round to round, so a task file reused from a longer or a shorter record
+/// is rewritten both ways.
+fn churn_argv(name: &str, round: u64) -> Vec<String> {
+    let len = (round * 397 % 1500) as usize;
+    vec![
+        name.to_owned(),
+        std::process::id().to_string(),
+        round.to_string(),
+        len.to_string(),
+        "x".repeat(len),
+    ]
+}
+
+/// Whether `argv` is a whole command line of `churn`'s, as its record says
+/// it was started (`pid`).
+fn churn_argv_is_whole(argv: &[String], pid: u32) -> bool {
+    match argv {
+        [_, p, round, len, xs] => {
+            p.parse() == Ok(pid)
+                && round.parse::<u64>().is_ok()
+                && len.parse() == Ok(xs.len())
+                && xs.bytes().all(|b| b == b'x')
+        }
+        _ => false,
+    }
+}
+
+/// Starts and ends a task `--rounds` times (see `churn_argv`), checking
+/// after each start that a listing shows it once, as it was started.
+fn churn(args: &Args) -> Result<(), Exit> {
+    let backend = args.backend()?;
+    let name = args.name()?;
+    let policy = Policy::DEFAULT.instances(Instances::Concurrent);
+    for round in 0..args.rounds {
+        let argv = churn_argv(&name, round);
+        let options = TaskOptions::new(Arc::clone(&backend))
+            .argv(argv.clone())
+            .policy(policy);
+        let task = CommandTask::start(&name, options).map_err(|e| report(&e))?;
+        if args.unchecked {
+            continue;
+        }
+        let id = task.record().id.clone();
+        let listed = backend.tasks().map_err(|e| report(&e))?;
+        let mine: Vec<_> = listed.iter().filter(|t| t.id == id).collect();
+        if mine.len() != 1 || mine[0].argv != argv {
+            say(&format!(
+                "violation round {round}: task {id} listed {} time(s): {mine:?}",
+                mine.len()
+            ));
+            return Err(Exit(3));
+        }
+        drop(task);
+    }
+    say(&format!("ok {}", args.rounds));
+    Ok(())
+}
+
+/// Lists the live tasks `--rounds` times, or until `--flag` exists,
+/// checking every listing is made of whole records, each task once.
+fn check_loop(args: &Args) -> Result<(), Exit> {
+    let backend = args.backend()?;
+    let mut made = 0;
+    for round in 0..args.rounds {
+        if args.flag.as_ref().is_some_and(|f| f.exists()) {
+            break;
+        }
+        made += 1;
+        let listed = backend.tasks().map_err(|e| report(&e))?;
+        let mut ids = std::collections::HashSet::new();
+        for t in &listed {
+            let whole = t.name != "churn" || churn_argv_is_whole(&t.argv, t.pid);
+            if t.name.starts_with("(unreadable") || !whole || !ids.insert(t.id.as_str()) {
+                say(&format!("violation round {round}: {t:?} in {listed:?}"));
+                return Err(Exit(3));
+            }
+        }
+        if round == 0 {
+            say("checking");
+        }
+    }
+    say(&format!("ok {made}"));
+    Ok(())
 }
 
 /// Lists tasks over and over, checking that the task `--dead-id` names is

@@ -343,6 +343,53 @@ impl Dir {
             .map_err(|e| Error::io("rename", self.join(from), io_err(e)))
     }
 
+    /// Opens the existing file `name` for reading and writing, never
+    /// through a symlink and never blocking on a FIFO (a slot file of
+    /// `tasks/`); the error as the system gives it (`NOENT`: no such name).
+    #[cfg(target_os = "linux")]
+    pub fn open_slot(&self, name: &str) -> std::result::Result<File, Errno> {
+        let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        rustix::fs::openat(&self.fd, name, flags, FsMode::empty()).map(File::from)
+    }
+
+    /// Whether `name` names the file with this device and inode now.
+    #[cfg(target_os = "linux")]
+    pub fn still_names(&self, name: &str, dev: u64, ino: u64) -> bool {
+        rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| (st.st_dev, st.st_ino) == (dev, ino))
+    }
+
+    /// Renames `from` to `to` unless `to` exists; the error as the system
+    /// gives it (`EXIST`: `to` is taken).
+    #[cfg(target_os = "linux")]
+    pub fn rename_noreplace(&self, from: &str, to: &str) -> std::result::Result<(), Errno> {
+        rustix::fs::renameat_with(
+            &self.fd,
+            from,
+            &self.fd,
+            to,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+    }
+
+    /// Reads the open `file`, opened as `name`, whole (up to `max` bytes,
+    /// as [`read_regular`]) — or `Ok(None)` when, once read, `name` no
+    /// longer names that file: it was renamed or removed meanwhile, so
+    /// what was read may belong to whoever uses the file now.
+    pub fn read_still_named(&self, name: &str, file: File, max: usize) -> Result<Option<Vec<u8>>> {
+        let path = self.join(name);
+        let st = rustix::fs::fstat(&file).map_err(|e| Error::io("inspect", &path, io_err(e)))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(Error::state(path, "is not a regular file: remove it"));
+        }
+        let bytes = read_open(file, st.st_size as usize, max, &path)?;
+        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(now) if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino) => Ok(Some(bytes)),
+            Ok(_) | Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(Error::io("inspect", path, io_err(e))),
+        }
+    }
+
     /// Removes `name`; `false` when it was already gone.
     pub fn remove(&self, name: &str) -> Result<bool> {
         match rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()) {
@@ -486,16 +533,34 @@ fn narrow_to(file: &File, mode: u32, owner: u32, allowed: u32) {
 
 /// Reads an open file whole, up to `max` bytes, checking it is a regular
 /// file.
-pub(crate) fn read_regular(mut file: File, max: usize, path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_regular(file: File, max: usize, path: &Path) -> Result<Vec<u8>> {
     let meta = file.metadata().map_err(|e| Error::io("inspect", path, e))?;
     if !meta.is_file() {
         return Err(Error::state(path, "is not a regular file: remove it"));
     }
-    let mut buf = Vec::with_capacity((meta.len() as usize).min(max) + 1);
-    (&mut file)
-        .take(max as u64 + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| Error::io("read", path, e))?;
+    read_open(file, meta.len() as usize, max, path)
+}
+
+/// Reads an open regular file of about `size` bytes whole, up to `max`:
+/// one `read` when it still has `size` bytes (the byte asked for beyond
+/// them says it ends there), more when it changed since.
+fn read_open(mut file: File, size: usize, max: usize, path: &Path) -> Result<Vec<u8>> {
+    let want = size.min(max) + 1;
+    let mut buf = vec![0; want];
+    let n = loop {
+        match file.read(&mut buf) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read", path, e)),
+        }
+    };
+    buf.truncate(n);
+    if n != size || size >= want {
+        (&mut file)
+            .take((max as u64 + 1).saturating_sub(n as u64))
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::io("read", path, e))?;
+    }
     if buf.len() > max {
         return Err(Error::state(
             path,

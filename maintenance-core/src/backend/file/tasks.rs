@@ -1,14 +1,24 @@
 //! Tasks in the file backend: one locked file per live task in `tasks/`,
-//! created under a temporary name, locked, written, then renamed into place,
-//! so a visible task file is always locked while its task lives; one
-//! instance lock file per command name, never removed (removing a lock file
-//! would let two holders lock two different files of one name).
+//! named `<id>.task` only once it is locked and its record written, so a
+//! visible task file is always locked while its task lives; one instance
+//! lock file per command name, never removed (removing a lock file would
+//! let two holders lock two different files of one name).
+//!
+//! On Linux a task file is a reused slot ([`slots`]): a free slot file,
+//! claimed, written and locked under its hidden slot name, then renamed
+//! to `<id>.task`, and renamed back to a free slot name at the task's end.
+//! Elsewhere, and when no slot is free, it is a fresh file created under a
+//! temporary name, locked, written, then renamed into place; at its end it
+//! becomes a slot, or is removed when every slot name is taken.
 //!
 //! Holders lock exclusively; probes take shared try-locks, so a probe of a
 //! dead task never makes it look live to another reader (I3). The kernel
 //! drops a lock the moment the last process holding its descriptor dies, by
 //! any signal: a dead task stops counting at once, and its file is a
-//! leftover that [`reap`](super::FileBackend) removes later.
+//! leftover that [`reap`](super::FileBackend) removes later. A task id is
+//! never reused, so a name `<id>.task` only ever names one file; a probe
+//! reads a task file and then checks the name still leads to it, since a
+//! slot may be reused by the next task the moment this one ends.
 //!
 //! A task file holds the task's record and the SHA-256 of its secret
 //! ([`StoredTask`]), never the secret; the hash stays inside this backend
@@ -16,9 +26,13 @@
 //! with its own lock, carrying the same hash, so the task can still be
 //! joined by secret after its root died.
 
+#[cfg(target_os = "linux")]
+mod slots;
+
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -26,7 +40,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::dir::{Dir, read_regular};
+use super::dir::Dir;
 use crate::backend::TaskLease;
 use crate::error::{Error, Refusal, Result};
 use crate::process::Processes;
@@ -145,10 +159,11 @@ fn parse_task_file(bytes: &[u8]) -> Option<(StoredTask, Option<Processes>)> {
 impl Drop for FileTaskLease {
     fn drop(&mut self) {
         if !self.handed_to_child {
-            // Remove while still holding the lock; a reader that opened the
-            // file before sees it dead once we close. Failure leaves a
-            // leftover that never counts as live and is reaped later.
-            let _ = self.dir.remove(&self.file_name);
+            // Retire while still holding the lock; a reader that opened the
+            // file before sees it dead once we close, or its name gone.
+            // Failure leaves a leftover that never counts as live and is
+            // reaped later.
+            let _ = retire(&self.dir, &self.file_name);
             return;
         }
         // A child holds the locks: closing our descriptors is all we may do;
@@ -160,9 +175,20 @@ impl Drop for FileTaskLease {
         if let Ok(Some(file)) = self.dir.open_read(&self.file_name)
             && let Ok(false) = held(&file)
         {
-            let _ = self.dir.remove(&self.file_name);
+            let _ = retire(&self.dir, &self.file_name);
         }
     }
+}
+
+/// Takes the name of an ended or dead task's file away: back to a free
+/// slot name where one is free (Linux), else removed. `false` when the
+/// name was gone already.
+fn retire(dir: &Dir, name: &str) -> Result<bool> {
+    #[cfg(target_os = "linux")]
+    if slots::release(dir, name) {
+        return Ok(true);
+    }
+    dir.remove(name)
 }
 
 /// A fresh task id: unique across processes (pid) and time.
@@ -245,16 +271,23 @@ pub(super) fn lock_instance(
     }
 }
 
-/// Writes `record` as a new live task file: temporary name, exclusive lock,
-/// content, rename. Returns the locked file and its final name.
+/// Writes `stored` as a new live task file, `<id>.task`, locked before the
+/// name appears: a free slot where there is one, else a fresh file
+/// (temporary name, exclusive lock, content, rename). Returns the locked
+/// file and its name.
 pub(super) fn publish(
     dir: &Dir,
     stored: &StoredTask,
     modes: super::dir::Modes,
 ) -> Result<(File, String)> {
     let record = &stored.record;
-    let tmp = format!(".{}.tmp", record.id);
     let final_name = format!("{}{TASK_SUFFIX}", record.id);
+    let json = serde_json::to_vec(stored).map_err(|e| Error::Invalid(e.to_string()))?;
+    #[cfg(target_os = "linux")]
+    if let Some(file) = slots::publish(dir, &json, &final_name) {
+        return Ok((file, final_name));
+    }
+    let tmp = format!(".{}.tmp", record.id);
     let mut file = dir.create_new(&tmp, modes)?;
     let cleanup = |e: Error| {
         let _ = dir.remove(&tmp);
@@ -262,7 +295,6 @@ pub(super) fn publish(
     };
     fs2::FileExt::try_lock_exclusive(&file)
         .map_err(|e| cleanup(Error::io("lock", dir.join(&tmp), e)))?;
-    let json = serde_json::to_vec(stored).map_err(|e| cleanup(Error::Invalid(e.to_string())))?;
     file.write_all(&json)
         .map_err(|e| cleanup(Error::io("write", dir.join(&tmp), e)))?;
     dir.rename(&tmp, &final_name).map_err(cleanup)?;
@@ -286,8 +318,11 @@ pub(super) fn probe(dir: &Dir, file_name: &str) -> Result<Option<StoredTask>> {
     // (too large, written over by the command through its inherited
     // descriptor, by a member of the group) still counts (I1, I3).
     let unreadable = || Some(unreadable_task(file_name));
-    let bytes = match read_regular(file, MAX_RECORD, &dir.join(file_name)) {
-        Ok(b) => b,
+    let bytes = match dir.read_still_named(file_name, file, MAX_RECORD) {
+        Ok(Some(b)) => b,
+        // The name moved on while we read: that task ended (and its slot
+        // may hold another's record by now).
+        Ok(None) => return Ok(None),
         Err(Error::State { .. }) => return Ok(unreadable()),
         Err(e) => return Err(e),
     };
@@ -390,8 +425,13 @@ pub(super) fn reap(dir: &Dir) -> Result<usize> {
         }
         if !held(&file).map_err(|e| Error::io("probe", dir.join(name), e))? {
             // Dead for good: a task id is never reused, and a task file is
-            // locked before it becomes visible.
-            removed += usize::from(dir.remove(name)?);
+            // locked before it becomes visible. Its file may serve the next
+            // task, unless it has a second name (a planted hard link).
+            removed += usize::from(if is_task && meta.nlink() == 1 {
+                retire(dir, name)?
+            } else {
+                dir.remove(name)?
+            });
         }
     }
     Ok(removed)

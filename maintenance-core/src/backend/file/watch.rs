@@ -2,8 +2,9 @@
 //! task blocks on the task's lock (granted by the kernel the instant the
 //! task's last process dies, by any signal — a killed task sends no
 //! message), and the mode record's generation is re-read every few tens of
-//! milliseconds (a read costs microseconds). The caller's wait stays
-//! interruptible: it never blocks longer than one short tick.
+//! milliseconds (a read costs microseconds), as is whether each watched
+//! task's file still has its name. The caller's wait stays interruptible:
+//! it never blocks longer than one short tick.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Condvar, Mutex};
@@ -43,7 +44,7 @@ impl Watchers {
         let spawned = std::thread::Builder::new()
             .name("manage-task-watch".into())
             .spawn(move || {
-                let name = format!("{id}{}", super::tasks::TASK_SUFFIX);
+                let name = task_file(&id);
                 if let Ok(Some(file)) = dir.open_read(&name) {
                     // Blocks until every process holding the task is gone.
                     let _ = fs2::FileExt::lock_shared(&file);
@@ -75,6 +76,11 @@ impl Watchers {
     }
 }
 
+/// The name of task `id`'s file.
+fn task_file(id: &str) -> String {
+    format!("{id}{}", super::tasks::TASK_SUFFIX)
+}
+
 /// The file backend's `wait_for_change`.
 pub(super) fn wait(
     backend: &FileBackend,
@@ -93,6 +99,15 @@ pub(super) fn wait(
             return Ok(());
         }
         if backend.watchers.wait_ended(seen, TICK.min(deadline - now)) {
+            return Ok(());
+        }
+        // A task whose name is gone has ended, even if its helper thread
+        // still blocks: its slot may have been locked by the next task
+        // before the thread took the lock the end freed.
+        if tasks
+            .iter()
+            .any(|t| matches!(backend.tasks.exists(&task_file(&t.id)), Ok(false)))
+        {
             return Ok(());
         }
         let record_generation = backend
