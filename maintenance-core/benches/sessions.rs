@@ -137,7 +137,7 @@ fn status<M: Measurement>(c: &mut Criterion<M>, suffix: &str) {
             add_sessions(&dir, n, SPREAD);
             let tasks = hold_tasks(&backend, 100);
             let s = transition::status(backend.as_ref()).expect("status");
-            assert_eq!((s.live.tasks.len(), s.live.sessions.len()), (100, n));
+            assert_eq!((s.tasks.len(), s.sessions.count), (100, n));
             (n, dir, backend, tasks)
         })
         .collect();

@@ -59,8 +59,8 @@ use self::sessions::{Now, Sessions};
 use self::tasks::{FileTaskLease, StoredTask};
 use self::watch::Watchers;
 use super::{
-    Backend, Completion, Membership, ModeChange, PendingStart, TaskLease, WaiterLease, WindowLease,
-    WindowRun, WindowState,
+    Backend, Completion, Membership, ModeChange, PendingStart, SessionSummary, TaskLease,
+    WaiterLease, WindowLease, WindowRun, WindowState,
 };
 use crate::admission::{admit, admit_joined};
 use crate::clock::{SharedClock, Timestamp};
@@ -602,6 +602,10 @@ impl Backend for FileBackend {
 
     fn sessions(&self) -> Result<Vec<SessionEntry>> {
         self.sessions.live(&Now::of(self.clock.as_ref()))
+    }
+
+    fn session_summary(&self) -> Result<SessionSummary> {
+        self.sessions.summary(&Now::of(self.clock.as_ref()))
     }
 
     fn prune_sessions(&self) -> Result<usize> {
