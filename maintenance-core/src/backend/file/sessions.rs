@@ -874,6 +874,7 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Backend;
 
     /// Session entries in all buckets (the tallies beside them left out).
     fn files(root: &std::path::Path) -> usize {
@@ -1062,5 +1063,319 @@ mod tests {
         assert_eq!(parse_key(b"0000000000000000000000000000000f"), Some(15));
         assert_eq!(parse_key(b"0000000000000000000000000000000F"), None);
         assert_eq!(parse_key(b"../../etc/passwd"), None);
+    }
+
+    fn summary(s: &Sessions, now: &Now) -> usize {
+        s.summary(now).unwrap().count
+    }
+
+    /// Writes `bytes` bytes into the tally `name` of the state at `root`.
+    fn bump(root: &std::path::Path, name: &str, bytes: usize) {
+        use std::io::Write as _;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(root.join(name))
+            .unwrap()
+            .write_all(&vec![b'+'; bytes])
+            .unwrap();
+    }
+
+    #[test]
+    fn a_session_two_processes_recorded_is_counted_twice_until_a_listing_removes_the_older_entry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (sessions(&tmp), sessions(&tmp));
+        let key = SessionKey::of(b"alice");
+        a.touch(&key, &at(1_900_000_000, Some(10_000))).unwrap();
+        b.touch(&key, &at(1_900_000_006, Some(10_006))).unwrap();
+        let now = at(1_900_000_007, Some(10_007));
+        assert_eq!(summary(&a, &now), 2, "one entry each, both counted");
+        assert_eq!(files(tmp.path()), 2);
+        assert_eq!(a.live(&now).unwrap().len(), 1);
+        assert_eq!(files(tmp.path()), 1, "the listing removed the older entry");
+        assert_eq!(summary(&a, &now), 1, "and put the summary right");
+        b.end(&key).unwrap();
+        assert_eq!(summary(&a, &now), 0);
+    }
+
+    #[test]
+    fn expired_and_future_buckets_never_count_in_the_summary_and_go_with_their_tallies() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = sessions(&tmp);
+        s.touch(&SessionKey::of(b"old"), &at(1_900_000_000, Some(10_000)))
+            .unwrap();
+        s.touch(&SessionKey::of(b"new"), &at(1_900_000_500, Some(10_500)))
+            .unwrap();
+        // A planted bucket from the future, with a count of a thousand.
+        let planted = format!("99999999@{BOOT}");
+        std::fs::create_dir(tmp.path().join(&planted)).unwrap();
+        bump(tmp.path(), &format!("{planted}.added"), 1000);
+        assert_eq!(summary(&s, &at(1_900_000_501, Some(10_501))), 2);
+        // `old` expired 905 s after its bucket began, `new` not.
+        let later = at(1_900_000_906, Some(10_906));
+        let counted = s.summary(&later).unwrap();
+        assert_eq!(counted.count, 1);
+        let live = s.live(&later).unwrap();
+        assert_eq!(counted.last_expires_at, Some(live[0].expires_at));
+        let names = |p: &std::path::Path| -> Vec<String> {
+            let mut n: Vec<String> = std::fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            n.sort();
+            n
+        };
+        // Past its margin, the expired bucket went whole, tallies and all,
+        // and so did the planted one.
+        assert_eq!(summary(&s, &at(1_900_000_911, Some(10_911))), 1);
+        assert_eq!(
+            names(tmp.path()),
+            [format!("10500@{BOOT}"), format!("10500@{BOOT}.added")]
+        );
+    }
+
+    #[test]
+    fn a_bucket_without_a_plain_count_is_listed_and_nothing_outside_is_touched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("sessions");
+        std::fs::create_dir(&root).unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::write(&outside, "+".repeat(1000)).unwrap();
+        let s = Sessions::new(
+            Dir::open_root(&root).unwrap(),
+            Modes::for_group(None),
+            Duration::from_secs(900),
+        );
+        // A bucket an older writer made (no count at all), one whose count
+        // is a link to a file outside, one whose count is a FIFO nobody
+        // reads, and one whose count is a directory.
+        let bucket = |secs: u64| format!("{secs}@{BOOT}");
+        std::fs::create_dir(root.join(bucket(10_000))).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join(format!("{}.added", bucket(10_005))))
+            .unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            root.join(format!("{}.added", bucket(10_010))),
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        std::fs::create_dir(root.join(format!("{}.added", bucket(10_015)))).unwrap();
+        let mut n = 0;
+        for secs in [10_000, 10_005, 10_010, 10_015] {
+            for i in 0..3 {
+                n += 1;
+                s.touch(
+                    &SessionKey::of(format!("user-{n}").as_bytes()),
+                    &at(1_900_000_000 + secs, Some(secs + i)),
+                )
+                .unwrap();
+            }
+        }
+        let now = at(1_900_010_020, Some(10_020));
+        assert_eq!(summary(&s, &now), 12, "each bucket listed");
+        assert_eq!(s.live(&now).unwrap().len(), 12);
+        assert_eq!(
+            std::fs::read(&outside).unwrap(),
+            "+".repeat(1000).as_bytes()
+        );
+    }
+
+    /// The environment variable that makes [`session_writer_process`] a
+    /// writer: `<state dir>\t<writer>\t<boot-clock start, ns>`.
+    const WRITER: &str = "MANAGE_TEST_SESSION_WRITER";
+    /// How many times faster than the real boot clock the writers' and the
+    /// reader's clocks run: buckets change every 100 ms.
+    const SPEED: u32 = 50;
+    const OWN: usize = 10;
+    const SHARED: usize = 4;
+
+    /// The real boot clock.
+    fn real_since_boot() -> Duration {
+        crate::clock::SystemClock
+            .boot_time()
+            .expect("a boot clock (Linux)")
+            .since_boot
+    }
+
+    /// Moves `clock` to where a boot clock started at `start` and running
+    /// [`SPEED`] times faster stands now (plus `lead`): the same reading in
+    /// every process at the same moment.
+    fn follow(clock: &crate::clock::ManualClock, start: Duration, lead: Duration) {
+        let target = start + (real_since_boot() - start) * SPEED + lead;
+        let now = clock.boot_time().expect("a boot clock").since_boot;
+        if target > now {
+            clock.advance(target - now);
+        }
+    }
+
+    fn own_key(w: usize, i: usize) -> SessionKey {
+        SessionKey::of(format!("user-{w}-{i}").as_bytes())
+    }
+
+    fn shared_key(i: usize) -> SessionKey {
+        SessionKey::of(format!("shared-{i}").as_bytes())
+    }
+
+    /// A writer process of
+    /// [`the_summary_never_undercounts_writers_in_other_processes_killed_at_any_moment`]:
+    /// that test runs this test binary with this test alone and [`WRITER`]
+    /// set. Touches its own sessions and the shared ones over and over, and
+    /// logs in and out one more each round, until `stop` appears beside
+    /// the state.
+    #[test]
+    #[ignore = "a child process of another test; does nothing alone"]
+    fn session_writer_process() {
+        let Ok(spec) = std::env::var(WRITER) else {
+            return;
+        };
+        #[cfg(target_os = "linux")]
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+            .unwrap();
+        let parts: Vec<&str> = spec.split('\t').collect();
+        let state = std::path::Path::new(parts[0]);
+        let w: usize = parts[1].parse().unwrap();
+        let start = Duration::from_nanos(parts[2].parse().unwrap());
+        let clock = crate::clock::ManualClock::starting_now();
+        let b = crate::backend::FileBackend::open(
+            &crate::config::Config::with_state_dir(state),
+            clock.clone(),
+        )
+        .unwrap();
+        let stop = state.with_file_name("stop");
+        for round in 0.. {
+            if stop.exists() {
+                return;
+            }
+            follow(&clock, start, Duration::ZERO);
+            for i in 0..OWN {
+                b.touch_session(&own_key(w, i)).unwrap();
+            }
+            for i in 0..SHARED {
+                b.touch_session(&shared_key(i)).unwrap();
+            }
+            let churn =
+                SessionKey::of(format!("churn-{w}-{}-{round}", std::process::id()).as_bytes());
+            b.touch_session(&churn).unwrap();
+            b.end_session(&churn).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_summary_never_undercounts_writers_in_other_processes_killed_at_any_moment() {
+        use std::process::{Child, Command, Stdio};
+        const WRITERS: usize = 3;
+        const READS: usize = 300;
+        const KILL_EVERY: usize = 20;
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        let start = real_since_boot();
+        let spawn = |w: usize| -> Child {
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "backend::file::sessions::tests::session_writer_process",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(
+                    WRITER,
+                    format!("{}\t{w}\t{}", state.display(), start.as_nanos()),
+                )
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        struct Writers(Vec<Child>);
+        impl Drop for Writers {
+            fn drop(&mut self) {
+                for c in &mut self.0 {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+        }
+        let config = crate::config::Config::with_state_dir(&state);
+        let clock = crate::clock::ManualClock::starting_now();
+        let reader = crate::backend::FileBackend::open(&config, clock.clone()).unwrap();
+        let mut writers = Writers((0..WRITERS).map(spawn).collect());
+        let mut stable: Vec<SessionKey> = (0..SHARED).map(shared_key).collect();
+        for w in 0..WRITERS {
+            stable.extend((0..OWN).map(|i| own_key(w, i)));
+        }
+        // Readers judge by a clock a little ahead of the writers', so that
+        // a bucket a writer opens while a read is under way is never from
+        // the reader's future (3 s of real time; the sessions stay live
+        // for 15 s of it without a touch).
+        let lead = Duration::from_secs(150);
+        let listed_once = |listed: &[SessionEntry]| -> Vec<SessionKey> {
+            stable
+                .iter()
+                .filter(|k| listed.iter().filter(|e| &e.key == *k).count() != 1)
+                .cloned()
+                .collect()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            follow(&clock, start, lead);
+            if listed_once(&reader.sessions().unwrap()).is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writers never recorded every session"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut kills = 0;
+        let mut rng = crate::random::bytes::<8>()[0] as usize;
+        for read in 0..READS {
+            follow(&clock, start, lead);
+            let summary = reader.session_summary().unwrap();
+            assert!(
+                summary.count >= stable.len(),
+                "read {read}: the summary counts {} of {} live sessions",
+                summary.count,
+                stable.len()
+            );
+            let missed = listed_once(&reader.sessions().unwrap());
+            assert!(
+                missed.is_empty(),
+                "read {read}: listed other than once: {missed:?}"
+            );
+            if read % KILL_EVERY == KILL_EVERY - 1 {
+                rng = rng
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let w = (rng >> 33) % WRITERS;
+                writers.0[w].kill().unwrap();
+                writers.0[w].wait().unwrap();
+                kills += 1;
+                writers.0[w] = spawn(w);
+            }
+        }
+        std::fs::write(tmp.path().join("stop"), "").unwrap();
+        for c in &mut writers.0 {
+            assert!(c.wait().unwrap().success());
+        }
+        follow(&clock, start, lead);
+        let listed = reader.sessions().unwrap();
+        assert!(listed_once(&listed).is_empty());
+        let summary = reader.session_summary().unwrap();
+        // What killed writers left: one churn session each at most, and one
+        // count too many each at most (a count written, its entry not yet;
+        // an entry removed, its count not yet).
+        assert!(
+            listed.len() <= stable.len() + kills,
+            "{} listed",
+            listed.len()
+        );
+        assert!(
+            summary.count >= listed.len() && summary.count <= listed.len() + kills,
+            "the summary counts {} after {kills} kills, the listing {}",
+            summary.count,
+            listed.len()
+        );
     }
 }
