@@ -163,6 +163,29 @@ impl Dir {
         }
     }
 
+    /// Moves `name` into the directory `to`, keeping its name, unless `to`
+    /// holds that name already (`EEXIST`: nothing moves). One rename, so
+    /// the file is in exactly one of the two at every moment, and no new
+    /// file is made. `ENOENT` when `name` is gone; where the system cannot
+    /// refuse to replace, `EINVAL` or `ENOSYS`, and nothing moves.
+    pub fn move_to(&self, name: &str, to: &Dir) -> std::result::Result<(), Errno> {
+        #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+        {
+            rustix::fs::renameat_with(
+                &self.fd,
+                name,
+                &to.fd,
+                name,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
+        {
+            let _ = (name, to);
+            Err(Errno::NOSYS)
+        }
+    }
+
     /// Opens `name` for appending (`O_APPEND`: every write lands at the
     /// end, whole, whoever else appends), creating it with the state's
     /// modes when `create` says so; `None` when it does not exist and

@@ -253,7 +253,7 @@ struct Current {
 }
 
 impl Current {
-    /// Counts one entry more, before it is created: a writer that dies in
+    /// Counts one entry more, before it is created (or moved in): a writer that dies in
     /// between leaves one too many, never one too few. A count that cannot
     /// be written leaves the bucket uncounted.
     fn add(&mut self, sessions: &Sessions) {
@@ -265,9 +265,11 @@ impl Current {
         }
     }
 
-    /// Takes back one [`add`](Self::add) whose entry was not created (it
-    /// was there already, or could not be written).
-    fn take_back(&mut self, sessions: &Sessions) {
+    /// Counts one entry less: after one left this bucket, or to take back
+    /// an [`add`](Self::add) whose entry was not created (it was there
+    /// already, or could not be written). Nothing to count in an uncounted
+    /// bucket.
+    fn count_removed(&mut self, sessions: &Sessions) {
         if self.added.is_none() {
             return;
         }
@@ -282,6 +284,26 @@ impl Current {
             let _ = f.write_all(b"-");
         }
     }
+}
+
+/// The buckets this process writes to: the current one, and the one before
+/// (where most of the entries it moves come from), kept open.
+#[derive(Debug, Default)]
+struct Open {
+    current: Option<Current>,
+    previous: Option<Current>,
+}
+
+/// What became of a session's older entry when a touch tried to move it.
+enum Moved {
+    /// It is the entry in the current bucket now.
+    Here,
+    /// The current bucket had one already (another process's): the older
+    /// one was removed.
+    AlreadyHere,
+    /// It was gone (a logout, a listing), or cannot be moved here: a new
+    /// entry is to be made.
+    No,
 }
 
 /// A bucket as a reader found it in `sessions/`: its directory and
@@ -309,8 +331,8 @@ pub(super) struct Sessions {
     dir: Dir,
     modes: Modes,
     timeout: Duration,
-    /// The bucket last touched by this process, kept open.
-    current: Mutex<Option<Current>>,
+    /// The buckets this process touches now, kept open.
+    open: Mutex<Open>,
     /// Where this process last wrote each session: a touch in a newer
     /// bucket removes the older entry, so a session active for an hour is
     /// one entry, not 720.
@@ -353,7 +375,7 @@ impl Sessions {
             dir,
             modes,
             timeout,
-            current: Mutex::new(None),
+            open: Mutex::new(Open::default()),
             last: Mutex::new(HashMap::new()),
         }
     }
@@ -470,28 +492,49 @@ impl Sessions {
         }
     }
 
-    /// Records activity of `key` at `now`.
+    /// Records activity of `key` at `now`: a new entry in the current
+    /// bucket, or this process's older entry moved there by one rename (no
+    /// new file: a busy ext4 spends most of a file's creation looking for a
+    /// free inode), counted as the module says.
     pub fn touch(&self, key: &SessionKey, now: &Now) -> Result<()> {
         let bucket = Bucket::at(now);
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         for attempt in 0..2 {
-            if attempt == 1 || current.as_ref().is_none_or(|c| c.bucket != bucket) {
-                *current = Some(self.open_current(bucket)?);
+            if attempt == 1 || open.current.as_ref().is_none_or(|c| c.bucket != bucket) {
+                let fresh = self.open_current(bucket)?;
+                let was = open.current.replace(fresh);
+                if attempt == 0 {
+                    open.previous = was;
+                }
             }
+            let Open { current, previous } = &mut *open;
             let c = current.as_mut().expect("set just above");
+            let old = self.last_bucket(key);
             // A repeat in this bucket: nothing to write while its entry
             // stands.
-            if attempt == 0
-                && self.last_bucket(key) == Some(bucket)
-                && c.dir.exists(key.as_str()).unwrap_or(false)
-            {
+            if attempt == 0 && old == Some(bucket) && c.dir.exists(key.as_str()).unwrap_or(false) {
                 return Ok(());
             }
             c.add(self);
+            if let Some(old) = old.filter(|o| *o != bucket) {
+                let from = previous.as_mut().filter(|p| p.bucket == old);
+                match self.move_entry(key, old, from, c) {
+                    Moved::Here => {
+                        self.note(key, bucket);
+                        return Ok(());
+                    }
+                    Moved::AlreadyHere => {
+                        c.count_removed(self);
+                        self.note(key, bucket);
+                        return Ok(());
+                    }
+                    Moved::No => {}
+                }
+            }
             match c.dir.create_empty(key.as_str(), self.modes) {
                 Ok(created) => {
                     if !created {
-                        c.take_back(self);
+                        c.count_removed(self);
                     }
                     self.forget_older(key, bucket);
                     return Ok(());
@@ -500,12 +543,46 @@ impl Sessions {
                 // its expiry): reopen.
                 Err(Errno::NOENT) if attempt == 0 => continue,
                 Err(e) => {
-                    c.take_back(self);
+                    c.count_removed(self);
                     return Err(Error::io("record session in", c.dir.path(), e.into()));
                 }
             }
         }
         Ok(())
+    }
+
+    /// Moves `key`'s entry in bucket `old` (open as `from`, when this
+    /// process has it open) into the current bucket `to`, whose count
+    /// already has it; counts it out of `old` once it has left.
+    fn move_entry(
+        &self,
+        key: &SessionKey,
+        old: Bucket,
+        from: Option<&mut Current>,
+        to: &Current,
+    ) -> Moved {
+        let opened;
+        let dir = match &from {
+            Some(c) => &c.dir,
+            None => match self.dir.open_existing_subdir(&old.name()) {
+                Ok(d) => {
+                    opened = d;
+                    &opened
+                }
+                Err(_) => return Moved::No,
+            },
+        };
+        let moved = match dir.move_to(key.as_str(), &to.dir) {
+            Ok(()) => Moved::Here,
+            Err(Errno::EXIST) if dir.remove(key.as_str()).unwrap_or(false) => Moved::AlreadyHere,
+            Err(Errno::EXIST) => return Moved::AlreadyHere,
+            Err(_) => return Moved::No,
+        };
+        match from {
+            Some(c) => c.count_removed(self),
+            None => self.count_removal(&old.name()),
+        }
+        moved
     }
 
     /// The bucket this process last wrote `key` in.
@@ -514,18 +591,21 @@ impl Sessions {
         last.get(key).copied()
     }
 
+    /// Notes that this process's entry of `key` is in `bucket` now;
+    /// returns where it was.
+    fn note(&self, key: &SessionKey, bucket: Bucket) -> Option<Bucket> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.len() > 1_000_000 {
+            last.clear();
+        }
+        last.insert(key.clone(), bucket)
+    }
+
     /// Removes this process's previous entry of `key`, now that it has a
     /// newer one (best effort: a leftover only counts until it expires, or
     /// until a listing removes it).
     fn forget_older(&self, key: &SessionKey, bucket: Bucket) {
-        let old = {
-            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-            if last.len() > 1_000_000 {
-                last.clear();
-            }
-            last.insert(key.clone(), bucket)
-        };
-        if let Some(old) = old
+        if let Some(old) = self.note(key, bucket)
             && old != bucket
         {
             let name = old.name();
