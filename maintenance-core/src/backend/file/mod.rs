@@ -14,7 +14,8 @@
 //!               holds only while one is held (I5)
 //!   tasks/      one locked file per live task, one lock per command name
 //!   sessions/   one directory per 5-second bucket of the boot clock
-//!               (`<secs>@<boot id>`), one empty file per session inside
+//!               (`<secs>@<boot id>`), one empty file per session inside;
+//!               beside it, `<bucket>.added` and `.removed`, its count
 //! ```
 //!
 //! Every name inside is opened relative to a directory descriptor with
