@@ -22,7 +22,11 @@
 //!   The backend never refuses a touch. Only sessions the app vouched for
 //!   count; one vouched past the layer's per-interval cap is held off
 //!   OFFLINE by that layer's overflow entry until it is written
-//!   (`middleware::state`).
+//!   (`middleware::state`). `activate` counts sessions from the backend's
+//!   listing, which never misses a session its writer moves to a newer
+//!   time bucket meanwhile (the file backend reads buckets oldest first);
+//!   `status` shows [`Backend::session_summary`], which never counts fewer
+//!   and no decision rests on.
 //! - **I3** A task counts exactly as long as a process of its command lives:
 //!   it is an `flock` held on a file whose descriptor a child may inherit
 //!   ([`CommandTask::prepare_child`](task::CommandTask::prepare_child));

@@ -26,8 +26,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::{
-    Backend, Completion, ModeChange, PendingStart, ScheduleLease, WaiterLease, WindowRun,
-    WindowState,
+    Backend, Completion, ModeChange, PendingStart, ScheduleLease, SessionSummary, WaiterLease,
+    WindowRun, WindowState,
 };
 use crate::clock::{Timestamp, format_age};
 use crate::error::Refusal;
@@ -87,10 +87,7 @@ impl Live {
     /// How many distinct tasks are live: runs that joined a task count as
     /// that task.
     pub fn task_count(&self) -> usize {
-        let mut ids: Vec<&str> = self.tasks.iter().map(TaskRecord::task_id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids.len()
+        distinct_tasks(&self.tasks)
     }
 
     /// The tasks that hold off OFFLINE: those started while ONLINE (I1).
@@ -103,37 +100,61 @@ impl Live {
         self.sessions.iter().map(|s| s.expires_at).max()
     }
 
+    /// The sessions listed, as a summary.
+    pub fn session_summary(&self) -> SessionSummary {
+        SessionSummary {
+            count: self.sessions.len(),
+            last_expires_at: self.last_session_expiry(),
+        }
+    }
+
     /// One line per holder, as a timeout or a status names them: each task
     /// with pid, user@host and age; the sessions with when the last expires.
     pub fn describe(&self, now: SystemTime) -> Vec<String> {
-        let mut lines: Vec<String> = self
-            .tasks
-            .iter()
-            .map(|t| {
-                format!(
-                    "command `{}` ({}, {}, running for {}{})",
-                    t.name,
-                    t.held_by(),
-                    t.user_at_host(),
-                    format_age(t.started_at.age(now)),
-                    t.notes()
-                        .iter()
-                        .map(|n| format!(", {n}"))
-                        .collect::<String>(),
-                )
-            })
-            .collect();
-        if let Some(last) = self.last_session_expiry() {
-            let n = self.sessions.len();
-            let left = last.system_time().duration_since(now).unwrap_or_default();
-            lines.push(format!(
-                "{n} web session{} (the last expires in {}, at {last})",
-                if n == 1 { "" } else { "s" },
-                format_age(left)
-            ));
-        }
-        lines
+        describe(&self.tasks, &self.session_summary(), now)
     }
+}
+
+/// How many distinct tasks `tasks` are: runs that joined a task count as
+/// that task.
+fn distinct_tasks(tasks: &[TaskRecord]) -> usize {
+    let mut ids: Vec<&str> = tasks.iter().map(TaskRecord::task_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.len()
+}
+
+/// One line per holder: each task with pid, user@host and age; the
+/// sessions with when the last expires.
+fn describe(tasks: &[TaskRecord], sessions: &SessionSummary, now: SystemTime) -> Vec<String> {
+    let mut lines: Vec<String> = tasks
+        .iter()
+        .map(|t| {
+            format!(
+                "command `{}` ({}, {}, running for {}{})",
+                t.name,
+                t.held_by(),
+                t.user_at_host(),
+                format_age(t.started_at.age(now)),
+                t.notes()
+                    .iter()
+                    .map(|n| format!(", {n}"))
+                    .collect::<String>(),
+            )
+        })
+        .collect();
+    if let Some(last) = sessions.last_expires_at
+        && sessions.count > 0
+    {
+        let n = sessions.count;
+        let left = last.system_time().duration_since(now).unwrap_or_default();
+        lines.push(format!(
+            "{n} web session{} (the last expires in {}, at {last})",
+            if n == 1 { "" } else { "s" },
+            format_age(left)
+        ));
+    }
+    lines
 }
 
 /// How an activation ended.
@@ -812,28 +833,39 @@ fn run_window(
     })
 }
 
-/// Where the site stands: the mode (with why a PENDING lapsed), live
-/// sessions and live tasks.
+/// Where the site stands: the mode (with why a PENDING lapsed), live tasks,
+/// and the live sessions' summary: counted without listing them (see
+/// [`Backend::session_summary`]), so never fewer than are live and, for a
+/// while, possibly more.
 #[derive(Debug, Clone)]
 pub struct Status {
     /// The mode view.
     pub view: ModeView,
-    /// What is live.
-    pub live: Live,
+    /// Live tasks.
+    pub tasks: Vec<TaskRecord>,
+    /// Live sessions: how many, and when the last expires.
+    pub sessions: SessionSummary,
 }
 
 impl Status {
     /// The status line's "Active sessions": live sessions plus live tasks
     /// (a task and the runs that joined it counting once).
     pub fn active_sessions(&self) -> usize {
-        self.live.active()
+        distinct_tasks(&self.tasks) + self.sessions.count
+    }
+
+    /// One line per holder, as [`Live::describe`] writes them.
+    pub fn describe(&self, now: SystemTime) -> Vec<String> {
+        describe(&self.tasks, &self.sessions, now)
     }
 }
 
-/// Reads the status.
+/// Reads the status: the mode, the live tasks, and the sessions' summary
+/// (no listing of sessions: at 100,000 that costs tens of milliseconds).
 pub fn status(backend: &dyn Backend) -> Result<Status> {
     Ok(Status {
         view: backend.mode()?,
-        live: Live::read(backend)?,
+        tasks: backend.tasks()?,
+        sessions: backend.session_summary()?,
     })
 }

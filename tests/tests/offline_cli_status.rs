@@ -571,3 +571,59 @@ fn a_wrong_verb_lists_the_verbs() {
         );
     }
 }
+
+/// `status` counts sessions from the backend's summary, not from a listing:
+/// for sessions spread over ten minutes of buckets, written by two
+/// processes (one of them recorded twice), with a logout, its line, `-v`
+/// lines and JSON keep their format, never count fewer than `list` lists,
+/// and after a listing count exactly what it lists, with its last expiry.
+#[test]
+fn status_counts_sessions_over_many_buckets_as_list_lists_them_in_the_same_format() {
+    let site = CliSite::new(EXE);
+    let config = maintenance_core::Config::with_state_dir(site.state());
+    let clock = maintenance_core::ManualClock::ago(std::time::Duration::from_secs(600));
+    let earlier = maintenance_core::FileBackend::open(&config, clock.clone()).unwrap();
+    let (_task, _) = site.start(&["sleeper", "--secs", "60"]);
+    use maintenance_core::Backend as _;
+    for i in 0..60 {
+        earlier
+            .touch_session(&SessionKey::of(format!("user-{i}").as_bytes()))
+            .unwrap();
+        clock.advance(std::time::Duration::from_secs(10));
+    }
+    site.end_session("user-7");
+    // Another process records user-0 again, now: a second entry.
+    site.touch_session("user-0");
+
+    let before = site.status_json();
+    let listed = site.run(&["offline", "list", "--json"]);
+    assert_eq!(listed.code(), Some(0), "{listed}");
+    let listed: serde_json::Value = serde_json::from_str(&listed.stdout.join("\n")).unwrap();
+    let n = listed["sessions"].as_array().unwrap().len();
+    assert_eq!(n, 59);
+    assert!(
+        before["sessions"]["count"].as_u64().unwrap() >= n as u64,
+        "never fewer than listed: {before:#}"
+    );
+
+    let j = site.status_json();
+    assert_eq!(j["sessions"]["count"], n, "{j:#}");
+    assert_eq!(j["sessions"]["last_expires_at"], last_expiry(&site));
+    assert_eq!(j["active_sessions"], n + 1);
+    assert_exact(
+        &site.run(&["offline", "status"]),
+        0,
+        &[&format!("Status: ONLINE - Active sessions: {}", n + 1)],
+    );
+    let v = site.run(&["offline", "status", "-v"]);
+    assert!(
+        v.stdout
+            .contains(&format!("  users: {n} live web session(s)")),
+        "{v}"
+    );
+    let l = line_starting(
+        &v.stdout,
+        &format!("    - {n} web sessions (the last expires in "),
+    );
+    assert!(l.ends_with(&format!(", at {})", last_expiry(&site))), "{l}");
+}

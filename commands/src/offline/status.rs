@@ -125,12 +125,9 @@ fn details(
         backend.location(),
         ctx.config().state_dir_source
     ));
-    lines.push(format!(
-        "users: {} live web session(s)",
-        st.live.sessions.len()
-    ));
-    lines.push(format!("commands: {} live", st.live.tasks.len()));
-    for l in st.live.describe(now) {
+    lines.push(format!("users: {} live web session(s)", st.sessions.count));
+    lines.push(format!("commands: {} live", st.tasks.len()));
+    for l in st.describe(now) {
         lines.push(format!("  - {l}"));
     }
     if let Some(lapse) = &st.view.lapsed {
@@ -216,10 +213,10 @@ fn status_json(
         "retry_after": r.retry_after,
         "active_sessions": st.active_sessions(),
         "sessions": {
-            "count": st.live.sessions.len(),
-            "last_expires_at": st.live.last_session_expiry(),
+            "count": st.sessions.count,
+            "last_expires_at": st.sessions.last_expires_at,
         },
-        "tasks": st.live.tasks,
+        "tasks": st.tasks,
         "lapsed": st.view.lapsed.as_ref().map(|l| &l.reason),
         "stray_marker": st.view.stray_marker,
         "window": window,

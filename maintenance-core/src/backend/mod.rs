@@ -367,6 +367,20 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// them expired (see "Time" above).
     fn sessions(&self) -> Result<Vec<SessionEntry>>;
 
+    /// How many sessions are live, and when the last expires, without
+    /// listing them: what `offline status` shows (the file backend reads
+    /// one count per time bucket; a database would read an index). Never
+    /// fewer than [`sessions`] would list at the same moment, whatever
+    /// writers in other processes do meanwhile and wherever one is killed.
+    /// It may count more — a session with entries from several processes,
+    /// a writer killed between its count and its entry — until the next
+    /// listing puts the first right, or the entry's time runs out for the
+    /// second. Expired sessions never count. No decision rests on it:
+    /// `offline on` and the drain count from [`sessions`] (I1, I2).
+    ///
+    /// [`sessions`]: Backend::sessions
+    fn session_summary(&self) -> Result<SessionSummary>;
+
     /// Removes what every process judges expired, as [`sessions`] does on
     /// its way, without listing the live ones; returns how much went. Web
     /// layers call it now and then, so that a site nobody runs `status` on
@@ -375,6 +389,18 @@ pub trait Backend: Send + Sync + fmt::Debug {
     ///
     /// [`sessions`]: Backend::sessions
     fn prune_sessions(&self) -> Result<usize>;
+}
+
+/// How many web sessions are live, as `offline status` shows them, read
+/// without listing them: see [`Backend::session_summary`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionSummary {
+    /// Live sessions: never fewer than a listing at the same moment finds,
+    /// at times more.
+    pub count: usize,
+    /// When the last of them expires if nothing touches it again; `None`
+    /// when none is live.
+    pub last_expires_at: Option<Timestamp>,
 }
 
 /// A backend opened on first use and shared after: the runner's, and every

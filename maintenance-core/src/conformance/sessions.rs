@@ -7,6 +7,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::{FreshState, change, key, pending};
+use crate::backend::SessionSummary;
 use crate::clock::ManualClock;
 use crate::session::SessionKey;
 use crate::transition::{self};
@@ -198,4 +199,185 @@ pub fn a_reboot_cuts_no_one_off_and_ends_the_earlier_boots_sessions_within_a_tim
         .map(|e| e.key)
         .collect();
     assert_eq!(live, [key("bob")], "alice's last touch lies a timeout back");
+}
+
+/// The summary `offline status` shows counts what a listing lists when one
+/// process writes: every live session once, logged-out ones not at all,
+/// and the listing's last expiry.
+pub fn the_summary_counts_what_the_listing_lists(site: &dyn Fn() -> FreshState) {
+    let s = site();
+    let clock = ManualClock::starting_now();
+    let b = s.open_with(clock.clone());
+    assert_eq!(
+        b.session_summary().unwrap(),
+        SessionSummary::default(),
+        "nothing live: no count, no expiry"
+    );
+    for round in 0..12 {
+        for i in 0..10 {
+            b.touch_session(&key(&format!("user-{}", (round * 3 + i) % 25)))
+                .unwrap();
+        }
+        clock.advance(Duration::from_secs(7));
+    }
+    b.end_session(&key("user-3")).unwrap();
+    let listed = b.sessions().unwrap();
+    assert_eq!(listed.len(), 24);
+    let reader = s.open_with(clock.clone());
+    let summary = reader.session_summary().unwrap();
+    assert_eq!(summary.count, listed.len());
+    assert_eq!(
+        summary.last_expires_at,
+        listed.iter().map(|e| e.expires_at).max()
+    );
+    assert_eq!(
+        transition::status(reader.as_ref())
+            .unwrap()
+            .active_sessions(),
+        24
+    );
+}
+
+/// An expired session never counts in the summary; the summary's last
+/// expiry is the live one's.
+pub fn the_summary_never_counts_an_expired_session(site: &dyn Fn() -> FreshState) {
+    let s = site();
+    let clock = ManualClock::starting_now();
+    let b = s.open_with(clock.clone());
+    let timeout = b.session_timeout();
+    b.touch_session(&key("old")).unwrap();
+    clock.advance(timeout / 2);
+    b.touch_session(&key("new")).unwrap();
+    assert_eq!(b.session_summary().unwrap().count, 2);
+    clock.advance(timeout / 2 + Duration::from_secs(11));
+    let reader = s.open_with(clock.clone());
+    let summary = reader.session_summary().unwrap();
+    assert_eq!(summary.count, 1, "only `new` is live: {summary:?}");
+    assert_eq!(
+        summary.last_expires_at,
+        reader.session(&key("new")).unwrap().map(|e| e.expires_at)
+    );
+    clock.advance(timeout);
+    assert_eq!(
+        s.open_with(clock.clone()).session_summary().unwrap(),
+        SessionSummary::default()
+    );
+}
+
+/// A session two processes recorded at different times counts at least
+/// once, and exactly once after the next listing: the listing puts the
+/// summary right. Logout ends it in the summary too.
+pub fn a_session_two_processes_recorded_counts_once_after_the_next_listing(
+    site: &dyn Fn() -> FreshState,
+) {
+    let s = site();
+    let clock = ManualClock::starting_now();
+    let a = s.open_with(clock.clone());
+    let b = s.open_with(clock.clone());
+    a.touch_session(&key("alice")).unwrap();
+    clock.advance(Duration::from_secs(6));
+    b.touch_session(&key("alice")).unwrap();
+    assert!(a.session_summary().unwrap().count >= 1);
+    assert_eq!(a.sessions().unwrap().len(), 1);
+    assert_eq!(b.session_summary().unwrap().count, 1, "put right");
+    b.end_session(&key("alice")).unwrap();
+    assert_eq!(a.session_summary().unwrap(), SessionSummary::default());
+}
+
+/// Writers in several processes move sessions from bucket to bucket (one
+/// clock, as on one host) while another process reads: no read — the
+/// summary, the listing, one session's look — ever misses a session that
+/// stays live throughout; sessions recorded by every writer count once in
+/// the listing. Once the writers stop, one listing makes the summary
+/// exact.
+pub fn sessions_on_the_move_are_never_missed(site: &dyn Fn() -> FreshState) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    const WRITERS: usize = 3;
+    const OWN: usize = 12;
+    const SHARED: usize = 4;
+    const READS: usize = 100;
+    let s = site();
+    let clock = ManualClock::starting_now();
+    // Each writer's own sessions, and those every writer records.
+    let own = |w: usize, i: usize| key(&format!("user-{w}-{i}"));
+    let shared = |i: usize| key(&format!("shared-{i}"));
+    let mut stable: Vec<SessionKey> = (0..SHARED).map(shared).collect();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let b = s.open_with(clock.clone());
+            for i in 0..OWN {
+                b.touch_session(&own(w, i)).unwrap();
+                stable.push(own(w, i));
+            }
+            for i in 0..SHARED {
+                b.touch_session(&shared(i)).unwrap();
+            }
+            b
+        })
+        .collect();
+    let reader = s.open_with(clock.clone());
+    let stop = AtomicBool::new(false);
+    // Rounds each writer has finished.
+    let rounds: Vec<AtomicUsize> = (0..WRITERS).map(|_| AtomicUsize::new(0)).collect();
+    std::thread::scope(|scope| {
+        for (w, b) in writers.iter().enumerate() {
+            let (stop, rounds) = (&stop, &rounds);
+            scope.spawn(move || {
+                let mut r = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    for i in 0..OWN {
+                        b.touch_session(&own(w, i)).unwrap();
+                    }
+                    for i in 0..SHARED {
+                        b.touch_session(&shared(i)).unwrap();
+                    }
+                    let churn = key(&format!("churn-{w}-{r}"));
+                    b.touch_session(&churn).unwrap();
+                    b.end_session(&churn).unwrap();
+                    r += 1;
+                    rounds[w].store(r, Ordering::Relaxed);
+                }
+            });
+        }
+        let finish = || stop.store(true, Ordering::Relaxed);
+        let mut seen = [0; WRITERS];
+        for read in 0..READS {
+            // The clock moves on between reads, once every writer has
+            // finished a round since it last moved (so none falls a
+            // timeout behind): their touches then land in a newer bucket,
+            // and the older entries go, while the reader reads.
+            for (w, n) in rounds.iter().enumerate() {
+                while n.load(Ordering::Relaxed) == seen[w] {
+                    std::thread::yield_now();
+                }
+                seen[w] = n.load(Ordering::Relaxed);
+            }
+            clock.advance(Duration::from_secs(3));
+            let summary = reader.session_summary().unwrap_or_else(|e| {
+                finish();
+                panic!("{e}")
+            });
+            let listed = reader.sessions().unwrap();
+            let mut missing: Vec<&SessionKey> = stable
+                .iter()
+                .filter(|k| listed.iter().filter(|e| &e.key == *k).count() != 1)
+                .collect();
+            let one = &stable[read % stable.len()];
+            if reader.session(one).unwrap().is_none() {
+                missing.push(one);
+            }
+            if summary.count < stable.len() || !missing.is_empty() {
+                finish();
+                panic!(
+                    "read {read}: summary {summary:?} of {} live; not listed exactly once or \
+                     not found: {missing:?}",
+                    stable.len()
+                );
+            }
+        }
+        finish();
+    });
+    let listed = reader.sessions().unwrap();
+    assert_eq!(listed.len(), stable.len(), "churn all ended");
+    assert_eq!(reader.session_summary().unwrap().count, stable.len());
 }

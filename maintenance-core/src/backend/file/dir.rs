@@ -144,10 +144,11 @@ impl Dir {
         }
     }
 
-    /// Creates the empty file `name` if it does not exist. Only its name
-    /// matters, so its mode is left to the directory's group and umask,
-    /// within the state's file mode (never open to others).
-    pub fn create_empty(&self, name: &str, modes: Modes) -> std::result::Result<(), Errno> {
+    /// Creates the empty file `name` if it does not exist; `true` when this
+    /// call created it. Only its name matters, so its mode is left to the
+    /// directory's group and umask, within the state's file mode (never
+    /// open to others).
+    pub fn create_empty(&self, name: &str, modes: Modes) -> std::result::Result<bool, Errno> {
         let flags =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         match rustix::fs::openat(
@@ -156,8 +157,88 @@ impl Dir {
             flags,
             FsMode::from_raw_mode(modes.file & 0o666),
         ) {
-            Ok(_fd) => Ok(()),
-            Err(Errno::EXIST) => Ok(()),
+            Ok(_fd) => Ok(true),
+            Err(Errno::EXIST) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves `name` into the directory `to`, keeping its name, unless `to`
+    /// holds that name already (`EEXIST`: nothing moves). One rename, so
+    /// the file is in exactly one of the two at every moment, and no new
+    /// file is made. `ENOENT` when `name` is gone; where the system cannot
+    /// refuse to replace, `EINVAL` or `ENOSYS`, and nothing moves.
+    pub fn move_to(&self, name: &str, to: &Dir) -> std::result::Result<(), Errno> {
+        #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+        {
+            rustix::fs::renameat_with(
+                &self.fd,
+                name,
+                &to.fd,
+                name,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
+        {
+            let _ = (name, to);
+            Err(Errno::NOSYS)
+        }
+    }
+
+    /// Opens `name` for appending (`O_APPEND`: every write lands at the
+    /// end, whole, whoever else appends), creating it with the state's
+    /// modes when `create` says so; `None` when it does not exist and
+    /// `create` does not. Never follows a link and never blocks on a
+    /// planted FIFO.
+    pub fn open_append(
+        &self,
+        name: &str,
+        modes: Modes,
+        create: bool,
+    ) -> std::result::Result<Option<File>, Errno> {
+        let flags = OFlags::WRONLY
+            | OFlags::APPEND
+            | OFlags::NOFOLLOW
+            | OFlags::NONBLOCK
+            | OFlags::NOCTTY
+            | OFlags::CLOEXEC;
+        match rustix::fs::openat(&self.fd, name, flags, FsMode::empty()) {
+            Ok(fd) => return Ok(Some(File::from(fd))),
+            Err(Errno::NOENT) if create => {}
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let created = rustix::fs::openat(
+            &self.fd,
+            name,
+            flags | OFlags::CREATE | OFlags::EXCL,
+            FsMode::from_raw_mode(modes.file),
+        );
+        match created {
+            Ok(fd) => {
+                // Every writer of the site appends to it, whatever this
+                // creator's umask.
+                Self::apply_modes_to(&fd, modes.file, modes.gid)
+                    .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::ACCESS))?;
+                Ok(Some(File::from(fd)))
+            }
+            // Another writer created it a moment ago.
+            Err(Errno::EXIST) => rustix::fs::openat(&self.fd, name, flags, FsMode::empty())
+                .map(|fd| Some(File::from(fd))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What `name` is (never following a link) and its size; `None` when
+    /// it does not exist.
+    pub fn kind_and_size(&self, name: &str) -> std::result::Result<Option<(FileType, u64)>, Errno> {
+        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some((
+                FileType::from_raw_mode(st.st_mode),
+                u64::try_from(st.st_size).unwrap_or(0),
+            ))),
+            Err(Errno::NOENT) => Ok(None),
             Err(e) => Err(e),
         }
     }

@@ -16,7 +16,8 @@
 //!               its end once someone ends it (`schedules.rs`)
 //!   tasks/      one locked file per live task, one lock per command name
 //!   sessions/   one directory per 5-second bucket of the boot clock
-//!               (`<secs>@<boot id>`), one empty file per session inside
+//!               (`<secs>@<boot id>`), one empty file per session inside;
+//!               beside it, `<bucket>.added` and `.removed`, its count
 //! ```
 //!
 //! Every name inside is opened relative to a directory descriptor with
@@ -63,7 +64,8 @@ use self::tasks::{FileTaskLease, StoredTask};
 use self::watch::Watchers;
 use super::{
     Backend, Completion, EndedSchedule, Membership, ModeChange, PendingStart, ScheduleEnd,
-    ScheduleLease, ScheduleRecord, TaskLease, WaiterLease, WindowLease, WindowRun, WindowState,
+    ScheduleLease, ScheduleRecord, SessionSummary, TaskLease, WaiterLease, WindowLease, WindowRun,
+    WindowState,
 };
 use crate::admission::{admit, admit_joined};
 use crate::clock::{SharedClock, Timestamp};
@@ -633,6 +635,10 @@ impl Backend for FileBackend {
 
     fn sessions(&self) -> Result<Vec<SessionEntry>> {
         self.sessions.live(&Now::of(self.clock.as_ref()))
+    }
+
+    fn session_summary(&self) -> Result<SessionSummary> {
+        self.sessions.summary(&Now::of(self.clock.as_ref()))
     }
 
     fn prune_sessions(&self) -> Result<usize> {
