@@ -36,6 +36,7 @@ use std::path::Path;
 use std::ptr;
 
 use maintenance_core::backend::file::ModeProbe;
+use maintenance_core::process::ProcId;
 
 /// How often a keeper of a drain-`stop` command's leftovers looks at the
 /// mode, in milliseconds.
@@ -62,8 +63,8 @@ pub(crate) struct Spawn<'a> {
 
 /// A spawned command and its keeper.
 pub(crate) struct Running {
-    /// The keeper's pid (the runner's child).
-    pub keeper: u32,
+    /// The keeper (the runner's child), as it was when forked.
+    pub keeper: ProcId,
     /// The command's pid (the keeper's child).
     pub command: u32,
     status: File,
@@ -76,6 +77,38 @@ pub(crate) struct Ended {
     pub status: i32,
     /// Whether processes it left behind still hold the task.
     pub leftovers: bool,
+    /// The keeper, once it has let go of the task, still to be reaped
+    /// (when nothing was left behind).
+    pub keeper: Option<Reap>,
+}
+
+/// A keeper that has closed the task's locks and is exiting. Dropped
+/// (after the task), it is reaped if it is gone already, and otherwise at
+/// the next spawn: the runner never waits for the keeper's exit, which
+/// costs as much as a fork's, and a runner that exits leaves it to init.
+pub(crate) struct Reap(libc::pid_t);
+
+/// Keepers that were still exiting when their [`Reap`] was dropped.
+static EXITING: std::sync::Mutex<Vec<libc::pid_t>> = std::sync::Mutex::new(Vec::new());
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let mut st = 0;
+        // SAFETY: a non-blocking wait for our own child.
+        if unsafe { libc::waitpid(self.0, &mut st, libc::WNOHANG) } == 0 {
+            let mut exiting = EXITING.lock().unwrap_or_else(|e| e.into_inner());
+            exiting.push(self.0);
+        }
+    }
+}
+
+/// Reaps the keepers that were still exiting (they have let go of their
+/// tasks, and are gone or about to be).
+fn reap_exited() {
+    let pids = std::mem::take(&mut *EXITING.lock().unwrap_or_else(|e| e.into_inner()));
+    for pid in pids {
+        reap(pid);
+    }
 }
 
 const MSG_STARTED: u8 = b'S';
@@ -83,13 +116,19 @@ const MSG_EXEC_FAILED: u8 = b'E';
 const MSG_EXITED: u8 = b'X';
 const MSG_LEN: usize = 9;
 
+unsafe extern "C" {
+    /// The process's environment (POSIX): the command's starts from it.
+    static environ: *const *const libc::c_char;
+}
+
 /// Everything the forked processes use, prepared before the fork.
 struct Prepared {
     path: CString,
-    // Owners of what the pointer arrays point into.
+    // Owners of what the pointer arrays point into (with the process's own
+    // environment, which is never freed).
     _argv: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
-    _envp: Vec<CString>,
+    _env: Vec<CString>,
     envp_ptrs: Vec<*const libc::c_char>,
     fds: Vec<RawFd>,
     /// Every descriptor the keeper keeps (sorted): the locks, its report
@@ -120,17 +159,38 @@ fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
         .collect()
 }
 
+/// The command's environment: the runner's own entries as they are (no
+/// copy), less those `env` sets, then `env`'s, which `own` holds.
+fn environment(env: &[(OsString, OsString)], own: &[CString]) -> Vec<*const libc::c_char> {
+    let mut envp = Vec::with_capacity(64 + own.len());
+    // SAFETY: `environ` is a null-terminated array of C strings; nothing
+    // in this program changes the environment while it runs (std's
+    // `set_var` is unsafe for that reason), and a C library never frees an
+    // entry it handed out, so the pointers stay valid until the exec.
+    unsafe {
+        let mut entry = environ;
+        while !entry.is_null() && !(*entry).is_null() {
+            let bytes = std::ffi::CStr::from_ptr(*entry).to_bytes();
+            let key = bytes.split(|&b| b == b'=').next().unwrap_or(bytes);
+            if !env.iter().any(|(k, _)| k.as_bytes() == key) {
+                envp.push(*entry);
+            }
+            entry = entry.add(1);
+        }
+    }
+    envp.extend(own.iter().map(|s| s.as_ptr()));
+    envp.push(ptr::null());
+    envp
+}
+
 impl Prepared {
     fn new(s: &Spawn<'_>) -> io::Result<Prepared> {
         let path = cstring(s.path.as_os_str())?;
         let argv: Vec<CString> = std::iter::once(Ok(path.clone()))
             .chain(s.args.iter().map(|a| cstring(a)))
             .collect::<io::Result<_>>()?;
-        let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
-            .filter(|(k, _)| !s.env.iter().any(|(k2, _)| k2 == k))
-            .collect();
-        env.extend(s.env.iter().cloned());
-        let envp: Vec<CString> = env
+        let own: Vec<CString> = s
+            .env
             .iter()
             .filter(|(k, _)| !k.is_empty() && !k.as_bytes().contains(&b'='))
             .map(|(k, v)| {
@@ -142,10 +202,10 @@ impl Prepared {
             .collect::<io::Result<_>>()?;
         Ok(Prepared {
             argv_ptrs: pointers(&argv),
-            envp_ptrs: pointers(&envp),
+            envp_ptrs: environment(s.env, &own),
             path,
             _argv: argv,
-            _envp: envp,
+            _env: own,
             fds: s.fds.to_vec(),
             keep: Vec::new(),
             probe: s.drain.map(|p| p as *const ModeProbe),
@@ -155,10 +215,11 @@ impl Prepared {
     }
 }
 
-/// Forks the keeper, which forks the command. Returns once the command's
+/// Forks the keeper, which starts the command. Returns once the command's
 /// pid is known; the command execs at [`Running::go`] (an exec that fails
 /// is reported by [`Running::wait`]).
 pub(crate) fn spawn(s: &Spawn<'_>) -> io::Result<Running> {
+    reap_exited();
     let mut prepared = Prepared::new(s)?;
     let mut pipe = [0 as RawFd; 2];
     let mut go = [0 as RawFd; 2];
@@ -206,11 +267,16 @@ pub(crate) fn spawn(s: &Spawn<'_>) -> io::Result<Running> {
         }
         pid
     };
+    // Read while the keeper starts the command, not after.
+    let keeper_id = ProcId::of(keeper as u32).unwrap_or(ProcId {
+        pid: keeper as u32,
+        start: 0,
+    });
     // SAFETY: pipe[0] and go[1] are ours, open, and owned by nothing else.
     let (mut status, go) = unsafe { (File::from_raw_fd(pipe[0]), File::from_raw_fd(go[1])) };
     match read_msg(&mut status)? {
         Some((MSG_STARTED, command, _)) => Ok(Running {
-            keeper: keeper as u32,
+            keeper: keeper_id,
             command: command as u32,
             status,
             go: Some(go),
@@ -237,9 +303,11 @@ impl Running {
         }
     }
 
-    /// Waits for the command to exit (or for its exec to fail: the error). The keeper lives on when leftovers
-    /// hold the task; otherwise it is reaped here.
+    /// Waits for the command to exit (or for its exec to fail: the error).
+    /// The keeper lives on when leftovers hold the task; otherwise it has
+    /// closed the task's locks, and [`Ended::keeper`] reaps it.
     pub(crate) fn wait(mut self) -> io::Result<Ended> {
+        let keeper = self.keeper.pid as libc::pid_t;
         // Blocked in poll(2), not read(2): a test can tell this wait (the
         // child's pid set up for forwarding) from the spawn's.
         wait_readable(&self.status);
@@ -247,22 +315,18 @@ impl Running {
         self.go();
         match read_msg(&mut self.status)? {
             Some((MSG_EXEC_FAILED, errno, _)) => {
-                reap(self.keeper as libc::pid_t);
+                reap(keeper);
                 Err(io::Error::from_raw_os_error(errno))
             }
-            Some((MSG_EXITED, status, leftovers)) => {
-                if leftovers == 0 {
-                    reap(self.keeper as libc::pid_t);
-                }
-                Ok(Ended {
-                    status,
-                    leftovers: leftovers != 0,
-                })
-            }
+            Some((MSG_EXITED, status, leftovers)) => Ok(Ended {
+                status,
+                leftovers: leftovers != 0,
+                keeper: (leftovers == 0).then_some(Reap(keeper)),
+            }),
             _ => Err(io::Error::other(format!(
-                "the command's keeper process (pid {}) died before the command ended; \
+                "the command's keeper process (pid {keeper}) died before the command ended; \
                  the command (pid {}) may still run",
-                self.keeper, self.command
+                self.command
             ))),
         }
     }
@@ -352,54 +416,59 @@ unsafe fn keeper_main(p: &Prepared, runner_mask: &libc::sigset_t, report: RawFd)
     // SAFETY: every call below is an async-signal-safe system call on
     // memory prepared before the fork.
     unsafe {
-        for s in SURVIVED {
-            set_disposition(s, libc::SIG_IGN);
-        }
-        set_disposition(libc::SIGTERM, libc::SIG_DFL);
-        set_disposition(libc::SIGCHLD, libc::SIG_DFL);
-        let set = keeper_set();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &set, ptr::null_mut());
+        // Every signal stays blocked (as the runner forked it) until the
+        // command has exec'd: its dispositions are set after, off the
+        // command's way.
         if !p.release {
             libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
         }
-        let mut errpipe = [0 as RawFd; 2];
-        if libc::pipe2(errpipe.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+        // Before the command can exit: children of a keeper that ignores
+        // SIGCHLD (inherited from whoever ran the runner) would be reaped
+        // unseen.
+        set_disposition(libc::SIGCHLD, libc::SIG_DFL);
+        let Some(stack) = Stack::map() else {
             send(report, MSG_EXEC_FAILED, errno(), 0);
             libc::_exit(127);
-        }
-        let command = libc::fork();
-        if command == 0 {
-            libc::close(errpipe[0]);
-            command_main(p, runner_mask, errpipe[1]);
-        }
-        libc::close(errpipe[1]);
+        };
+        let mut start = Start {
+            p,
+            runner_mask,
+            report,
+            exec_errno: 0,
+        };
+        // The command shares the keeper's memory until it execs, and the
+        // keeper sleeps until then (CLONE_VFORK): no page table is copied
+        // and no copy is torn down at the exec. The keeper is
+        // single-threaded (a fork's child), so nothing else runs on this
+        // memory meanwhile.
+        let command = libc::clone(
+            command_entry,
+            stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&raw mut start).cast(),
+        );
         if command < 0 {
             send(report, MSG_EXEC_FAILED, errno(), 0);
             libc::_exit(127);
         }
-        // The runner records the command's pid, then lets it exec.
-        send(report, MSG_STARTED, command, 0);
-        let mut e = [0u8; 4];
-        let mut got = 0usize;
-        loop {
-            let n = libc::read(errpipe[0], e.as_mut_ptr().add(got).cast(), 4 - got);
-            if n > 0 {
-                got += n as usize;
-                if got == 4 {
-                    break;
-                }
-            } else if n == 0 || errno() != libc::EINTR {
-                break;
-            }
-        }
-        libc::close(errpipe[0]);
+        stack.unmap();
         libc::close(p.go);
-        if got == 4 {
+        // Written by the command before it exited, if its exec failed.
+        let exec_errno = ptr::read_volatile(&raw const start.exec_errno);
+        if exec_errno != 0 {
             let mut st = 0;
             libc::waitpid(command, &mut st, 0);
-            send(report, MSG_EXEC_FAILED, i32::from_ne_bytes(e), 0);
+            send(report, MSG_EXEC_FAILED, exec_errno, 0);
             libc::_exit(127);
         }
+        // A pending Ctrl-C is discarded here; a pending SIGTERM waits for
+        // `keep`, which forwards it.
+        for s in SURVIVED {
+            set_disposition(s, libc::SIG_IGN);
+        }
+        set_disposition(libc::SIGTERM, libc::SIG_DFL);
+        let set = keeper_set();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, ptr::null_mut());
         // The keeper holds no terminal, no pipe and no lock but the task's:
         // `$(manage x)` must not wait for it, nor an `offline run`'s window
         // outlive its command.
@@ -417,16 +486,85 @@ unsafe fn keeper_main(p: &Prepared, runner_mask: &libc::sigset_t, report: RawFd)
     }
 }
 
-/// The command, right after the keeper's fork: async-signal-safe calls only.
-unsafe fn command_main(p: &Prepared, runner_mask: &libc::sigset_t, errpipe: RawFd) -> ! {
+/// What the keeper shares with the command it starts: the command runs
+/// in the keeper's memory, on its own stack, until it execs.
+struct Start<'a> {
+    p: &'a Prepared,
+    runner_mask: &'a libc::sigset_t,
+    /// The runner's report pipe: the command says it exists.
+    report: RawFd,
+    /// Set by the command when its exec fails; read by the keeper once the
+    /// command has exec'd or exited.
+    exec_errno: i32,
+}
+
+/// The command's stack while it shares the keeper's memory, with a guard
+/// page below it.
+struct Stack {
+    base: *mut libc::c_void,
+}
+
+impl Stack {
+    const GUARD: usize = 4096;
+    const SIZE: usize = 64 * 1024;
+
+    /// Maps it; async-signal-safe.
+    unsafe fn map() -> Option<Stack> {
+        // SAFETY: a fresh anonymous mapping of our own.
+        unsafe {
+            let base = libc::mmap(
+                ptr::null_mut(),
+                Self::GUARD + Self::SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            );
+            if base == libc::MAP_FAILED {
+                return None;
+            }
+            libc::mprotect(base, Self::GUARD, libc::PROT_NONE);
+            Some(Stack { base })
+        }
+    }
+
+    /// Its highest address, where a stack that grows down starts.
+    fn top(&self) -> *mut libc::c_void {
+        self.base.wrapping_byte_add(Self::GUARD + Self::SIZE)
+    }
+
+    /// Unmaps it, once the command has exec'd or exited; async-signal-safe.
+    unsafe fn unmap(self) {
+        // SAFETY: our own mapping, no longer used by anyone.
+        unsafe {
+            libc::munmap(self.base, Self::GUARD + Self::SIZE);
+        }
+    }
+}
+
+extern "C" fn command_entry(start: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `start` is the keeper's `Start`, which outlives the command's
+    // time in the keeper's memory (the keeper sleeps until it execs or
+    // exits).
+    unsafe { command_main(&mut *start.cast::<Start<'_>>()) }
+}
+
+/// The command, in the keeper's memory until it execs: async-signal-safe
+/// calls only, and nothing the keeper relies on is changed but
+/// `exec_errno`.
+unsafe fn command_main(start: &mut Start<'_>) -> ! {
+    let p = start.p;
     // SAFETY: async-signal-safe system calls on memory prepared before the
-    // fork.
+    // fork. Signal dispositions and descriptors are the command's own (no
+    // CLONE_SIGHAND, no CLONE_FILES).
     unsafe {
         for s in SURVIVED {
             set_disposition(s, libc::SIG_DFL);
         }
         set_disposition(libc::SIGTERM, libc::SIG_DFL);
-        libc::pthread_sigmask(libc::SIG_SETMASK, runner_mask, ptr::null_mut());
+        libc::pthread_sigmask(libc::SIG_SETMASK, start.runner_mask, ptr::null_mut());
+        // The runner records the command's pid, then lets it exec.
+        send(start.report, MSG_STARTED, libc::getpid(), 0);
         // Wait for the runner's go-ahead; without it (the runner died
         // first), never run.
         let mut b = 0u8;
@@ -446,8 +584,7 @@ unsafe fn command_main(p: &Prepared, runner_mask: &libc::sigset_t, errpipe: RawF
             }
         }
         libc::execve(p.path.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
-        let e = errno().to_ne_bytes();
-        libc::write(errpipe, e.as_ptr().cast(), 4);
+        ptr::write_volatile(&raw mut start.exec_errno, errno().max(1));
         libc::_exit(127);
     }
 }
@@ -521,8 +658,13 @@ unsafe fn keep(command: libc::pid_t, report: RawFd, p: &Prepared) -> ! {
                     continue;
                 }
                 if r < 0 {
-                    // No child is left: the task is over.
+                    // No child is left: the task is over. Its locks are
+                    // let go before the runner is told, so the runner can
+                    // end the task without waiting for this exit.
                     if let Some(fd) = report {
+                        for &lock in &p.fds {
+                            libc::close(lock);
+                        }
                         send(fd, MSG_EXITED, status, 0);
                     }
                     libc::_exit(0);
@@ -601,5 +743,70 @@ unsafe fn terminate_children() {
             libc::kill(pid, libc::SIGTERM);
         }
         libc::close(fd);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn median(v: &mut [Duration]) -> Duration {
+        v.sort_unstable();
+        v[v.len() / 2]
+    }
+
+    /// The keeper's share of an external command's cost, beside std's own
+    /// spawn of the same program: `cargo test --release -p manage --lib
+    /// spawn_costs -- --ignored --nocapture` (RUNS runs, 500 by default;
+    /// PROGRAM, `/bin/true` by default). Each step's median: the spawn
+    /// (keeper forked, command started, its pid known), from the go-ahead
+    /// to the command's end reported, and the keeper's reaping.
+    #[test]
+    #[ignore = "a measurement: run it by name, in the release profile"]
+    fn spawn_costs() {
+        let runs: usize = std::env::var("RUNS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(500);
+        let program = std::env::var_os("PROGRAM").unwrap_or_else(|| "/bin/true".into());
+        let path = Path::new(&program);
+        let lock = tempfile::tempfile().expect("a scratch file");
+        let fds = [std::os::fd::AsRawFd::as_raw_fd(&lock)];
+        let env = [(OsString::from("MANAGE_TASK"), OsString::from("x"))];
+        let mut steps: [Vec<Duration>; 5] = Default::default();
+        for _ in 0..runs {
+            let t0 = Instant::now();
+            let st = std::process::Command::new(path).status().expect("spawn");
+            assert!(st.success(), "{program:?} failed: {st}");
+            steps[0].push(t0.elapsed());
+            let t0 = Instant::now();
+            let mut running = spawn(&Spawn {
+                path,
+                args: &[],
+                env: &env,
+                fds: &fds,
+                release: false,
+                drain: None,
+            })
+            .expect("spawn");
+            let t1 = Instant::now();
+            running.go();
+            let ended = running.wait().expect("wait");
+            let t2 = Instant::now();
+            assert_eq!(ended.status, 0);
+            assert!(!ended.leftovers);
+            drop(ended);
+            let t3 = Instant::now();
+            steps[1].push(t1 - t0);
+            steps[2].push(t2 - t1);
+            steps[3].push(t3 - t2);
+            steps[4].push(t3 - t0);
+        }
+        let [direct, spawned, ran, reaped, kept] = steps.each_mut().map(|v| median(v));
+        eprintln!(
+            "medians of {runs}: std spawn+wait {direct:?}; kept {kept:?} = spawn {spawned:?} \
+             + go..end {ran:?} + reap {reaped:?}"
+        );
     }
 }
