@@ -10,12 +10,20 @@
 //! The keeper never execs: between `fork` and the command's `exec`, and
 //! for the whole of the keeper's life, only async-signal-safe calls are
 //! made — every string, array and path is prepared before the fork, and its
-//! loop is plain system calls. Right after starting the command it closes
-//! every descriptor but the task's locks and its own (an `offline run`'s
-//! window lock, a caller's pipe must not outlive the command), and holds no
-//! terminal. For a drain-`stop` command whose leftovers remain, it looks at
-//! the mode every 20 ms ([`ModeProbe`], file backend) and asks them to stop
-//! once the site leaves ONLINE.
+//! loop is plain system calls. The fork is bare (no C library handlers:
+//! they would only copy the runner's pages), and the keeper starts the
+//! command as `posix_spawn` does, in its own memory (`CLONE_VM |
+//! CLONE_VFORK`, on a stack of its own), so the runner's page tables are
+//! copied once. The command says it exists, and execs only once the
+//! runner has recorded its processes. The keeper keeps every signal
+//! blocked and waits for SIGCHLD and SIGTERM. When the command ends with
+//! nothing left behind, the keeper lets go of the locks, tells the runner,
+//! and exits without being waited for ([`Reap`]); when something is left,
+//! it first closes every descriptor but the task's locks and its own (an
+//! `offline run`'s window lock, a caller's pipe must not outlive the
+//! command) and holds no terminal. For a drain-`stop` command whose
+//! leftovers remain, it looks at the mode every 20 ms ([`ModeProbe`], file
+//! backend) and asks them to stop once the site leaves ONLINE.
 //!
 //! Limits: a keeper itself SIGKILLed while leftovers live loses them (they
 //! are reparented past it); without `/proc` (not Linux) there is no keeper;
@@ -809,6 +817,145 @@ unsafe fn terminate_children() {
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
+
+    /// Starts `path` with `args` under a keeper, holding `fds`.
+    fn start(path: &Path, args: &[&str], env: &[(OsString, OsString)], fds: &[RawFd]) -> Running {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        spawn(&Spawn {
+            path,
+            args: &args,
+            env,
+            fds,
+            release: false,
+            drain: None,
+        })
+        .expect("the keeper starts")
+    }
+
+    /// Whether `pid` is a child of this process not yet reaped.
+    fn is_our_unreaped_child(pid: libc::pid_t) -> bool {
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid into a zeroed siginfo of our own; WNOWAIT leaves
+        // the child as it is.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        r == 0
+    }
+
+    #[test]
+    fn an_exec_that_fails_is_reported_with_its_errno_and_its_keeper_reaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "not a program\n").unwrap();
+        for (path, kind) in [
+            (&missing, io::ErrorKind::NotFound),
+            (&plain, io::ErrorKind::PermissionDenied),
+        ] {
+            let mut running = start(path, &[], &[], &[]);
+            let keeper = running.keeper.pid as libc::pid_t;
+            running.go();
+            let e = running.wait().err().expect("the exec fails");
+            assert_eq!(e.kind(), kind, "{}: {e}", path.display());
+            assert!(!is_our_unreaped_child(keeper), "the keeper was reaped");
+        }
+    }
+
+    #[test]
+    fn the_command_gets_the_runner_s_environment_with_each_variable_set_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("env");
+        // Over one variable the runner has (PATH), and one it has not.
+        let env = [
+            (OsString::from("PATH"), OsString::from("/bin:/usr/bin:/set")),
+            (OsString::from("MANAGE_TEST_NEW"), OsString::from("new")),
+        ];
+        let script = format!("env > '{}'", out.display());
+        let mut running = start(Path::new("/bin/sh"), &["-c", &script], &env, &[]);
+        running.go();
+        let ended = running.wait().expect("the command runs");
+        assert_eq!(ended.status, 0);
+        let bytes = std::fs::read(&out).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+        let count = |prefix: &[u8]| lines.iter().filter(|l| l.starts_with(prefix)).count();
+        assert_eq!(count(b"PATH="), 1, "{text}");
+        assert!(lines.contains(&&b"PATH=/bin:/usr/bin:/set"[..]), "{text}");
+        assert!(lines.contains(&&b"MANAGE_TEST_NEW=new"[..]), "{text}");
+        // Everything else is the runner's own, as it is (but what the shell
+        // itself sets).
+        for (key, value) in std::env::vars_os() {
+            let key = key.as_bytes();
+            let value = value.as_bytes();
+            if key.is_empty()
+                || value.contains(&b'\n')
+                || [&b"PATH"[..], b"PWD", b"SHLVL", b"_", b"OLDPWD"].contains(&key)
+            {
+                continue;
+            }
+            let entry = [key, b"=", value].concat();
+            assert!(
+                lines.contains(&entry.as_slice()),
+                "{} is passed on: {text}",
+                String::from_utf8_lossy(key)
+            );
+        }
+    }
+
+    #[test]
+    fn the_task_s_locks_are_free_once_the_command_ended_before_its_keeper_is_reaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let lock = File::create(&path).unwrap();
+        let exclusive = rustix::fs::FlockOperation::NonBlockingLockExclusive;
+        rustix::fs::flock(&lock, exclusive).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&lock);
+        let mut running = start(Path::new("/bin/true"), &[], &[], &[fd]);
+        // From now on only the keeper (and the command) hold the lock.
+        drop(lock);
+        running.go();
+        let ended = running.wait().expect("the command runs");
+        assert!(!ended.leftovers);
+        let other = File::open(&path).unwrap();
+        assert!(
+            rustix::fs::flock(&other, exclusive).is_ok(),
+            "the keeper let go of the lock before it reported the end"
+        );
+        drop(ended);
+    }
+
+    #[test]
+    fn a_keeper_that_let_go_is_reaped_by_the_next_spawn_at_the_latest() {
+        let mut first = start(Path::new("/bin/true"), &[], &[], &[]);
+        let keeper = first.keeper.pid as libc::pid_t;
+        first.go();
+        drop(first.wait().expect("the command runs"));
+        let mut second = start(Path::new("/bin/true"), &[], &[], &[]);
+        assert!(!is_our_unreaped_child(keeper), "no zombie keeper is left");
+        second.go();
+        drop(second.wait().expect("the command runs"));
+    }
+
+    #[test]
+    fn a_command_whose_runner_gives_no_go_ahead_never_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let ran = dir.path().join("ran");
+        let script = format!("touch '{}'", ran.display());
+        let running = start(Path::new("/bin/sh"), &["-c", &script], &[], &[]);
+        let keeper = running.keeper.pid as libc::pid_t;
+        // The runner dies before it has recorded the command: its pipes
+        // close.
+        drop(running);
+        // The keeper ends only after its command has.
+        reap(keeper);
+        assert!(!ran.exists(), "the command ran without the go-ahead");
+    }
 
     fn median(v: &mut [Duration]) -> Duration {
         v.sort_unstable();
