@@ -725,11 +725,14 @@ unsafe fn keep(command: libc::pid_t, report: RawFd, p: &Prepared, stack: Stack) 
                         for &lock in &p.fds {
                             libc::close(lock);
                         }
+                        // What is left of this keeper's life — its exit,
+                        // which tears down a copy of the runner's memory —
+                        // is nobody's business: it runs only where nothing
+                        // else wants the CPU, so the runner woken below
+                        // takes the CPU at once.
+                        let idle = libc::sched_param { sched_priority: 0 };
+                        libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle);
                         send(fd, MSG_EXITED, status, 0);
-                        // The runner first: this exit, which tears down
-                        // a copy of the runner's memory, is on nobody's
-                        // way unless it holds the runner's CPU.
-                        libc::sched_yield();
                     }
                     libc::_exit(0);
                 }
