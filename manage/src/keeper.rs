@@ -110,13 +110,17 @@ impl Drop for Reap {
     }
 }
 
-/// Reaps the keepers that were still exiting (they have let go of their
-/// tasks, and are gone or about to be).
+/// Reaps the keepers that were still exiting and are gone now (they have
+/// let go of their tasks; one that runs at idle priority on a busy machine
+/// may take a while, and is never waited for).
 fn reap_exited() {
-    let pids = std::mem::take(&mut *EXITING.lock().unwrap_or_else(|e| e.into_inner()));
-    for pid in pids {
-        reap(pid);
-    }
+    let mut exiting = EXITING.lock().unwrap_or_else(|e| e.into_inner());
+    exiting.retain(|&pid| {
+        let mut st = 0;
+        // SAFETY: a non-blocking wait for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+        r == 0 || (r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted)
+    });
 }
 
 const MSG_STARTED: u8 = b'S';
@@ -835,8 +839,9 @@ mod tests {
         .expect("the keeper starts")
     }
 
-    /// Whether `pid` is a child of this process not yet reaped.
-    fn is_our_unreaped_child(pid: libc::pid_t) -> bool {
+    /// Whether `pid` is a child of this process not yet reaped
+    /// (`Some`), and if so whether it has exited.
+    fn child_state(pid: libc::pid_t) -> Option<bool> {
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: waitid into a zeroed siginfo of our own; WNOWAIT leaves
         // the child as it is.
@@ -848,7 +853,8 @@ mod tests {
                 libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
             )
         };
-        r == 0
+        // SAFETY: filled in by waitid (zero when no child has exited).
+        (r == 0).then(|| unsafe { info.si_pid() } != 0)
     }
 
     #[test]
@@ -866,7 +872,7 @@ mod tests {
             running.go();
             let e = running.wait().err().expect("the exec fails");
             assert_eq!(e.kind(), kind, "{}: {e}", path.display());
-            assert!(!is_our_unreaped_child(keeper), "the keeper was reaped");
+            assert_eq!(child_state(keeper), None, "the keeper was reaped");
         }
     }
 
@@ -934,13 +940,18 @@ mod tests {
     }
 
     #[test]
-    fn a_keeper_that_let_go_is_reaped_by_the_next_spawn_at_the_latest() {
+    fn a_keeper_that_let_go_is_reaped_by_the_next_spawn_once_it_is_gone() {
         let mut first = start(Path::new("/bin/true"), &[], &[], &[]);
         let keeper = first.keeper.pid as libc::pid_t;
         first.go();
         drop(first.wait().expect("the command runs"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child_state(keeper) == Some(false) {
+            assert!(Instant::now() < deadline, "the keeper never exited");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let mut second = start(Path::new("/bin/true"), &[], &[], &[]);
-        assert!(!is_our_unreaped_child(keeper), "no zombie keeper is left");
+        assert_eq!(child_state(keeper), None, "no zombie keeper is left");
         second.go();
         drop(second.wait().expect("the command runs"));
     }
@@ -1010,7 +1021,15 @@ mod tests {
             running.go();
             drop(running.wait().expect("wait"));
         }
-        reap_exited();
+        // Every keeper counted, the last ones too.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while {
+            reap_exited();
+            !EXITING.lock().expect("not poisoned").is_empty()
+        } {
+            assert!(Instant::now() < deadline, "a keeper never exited");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let after = (usage(libc::RUSAGE_SELF), usage(libc::RUSAGE_CHILDREN));
         let per = |a: ((f64, f64), (f64, f64)), b: ((f64, f64), (f64, f64))| {
             let n = runs as f64;
