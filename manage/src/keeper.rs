@@ -621,13 +621,14 @@ unsafe fn command_main(start: &mut Start<'_>) -> ! {
     // fork. Signal dispositions and descriptors are the command's own (no
     // CLONE_SIGHAND, no CLONE_FILES).
     unsafe {
+        // The runner records the command's pid, then lets it exec: told
+        // first, it does so while the command gets ready.
+        send(start.report, MSG_STARTED, libc::getpid(), 0);
         // SIGTERM is at its default already (the keeper's).
         for s in SURVIVED {
             set_disposition(s, libc::SIG_DFL);
         }
         libc::pthread_sigmask(libc::SIG_SETMASK, start.runner_mask, ptr::null_mut());
-        // The runner records the command's pid, then lets it exec.
-        send(start.report, MSG_STARTED, libc::getpid(), 0);
         // Wait for the runner's go-ahead; without it (the runner died
         // first), never run.
         let mut b = 0u8;
