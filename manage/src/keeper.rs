@@ -18,9 +18,9 @@
 //! runner has recorded its processes. The keeper keeps every signal
 //! blocked and waits for SIGCHLD and SIGTERM. When the command ends with
 //! nothing left behind, the keeper lets go of the locks, tells the runner,
-//! and exits without being waited for ([`Reap`]); when something is left,
-//! it first closes every descriptor but the task's locks and its own (an
-//! `offline run`'s window lock, a caller's pipe must not outlive the
+//! and exits while the runner ends the task ([`Reap`]); when something is
+//! left, it first closes every descriptor but the task's locks and its own
+//! (an `offline run`'s window lock, a caller's pipe must not outlive the
 //! command) and holds no terminal. For a drain-`stop` command whose
 //! leftovers remain, it looks at the mode every 20 ms ([`ModeProbe`], file
 //! backend) and asks them to stop once the site leaves ONLINE.
@@ -90,37 +90,18 @@ pub(crate) struct Ended {
     pub keeper: Option<Reap>,
 }
 
-/// A keeper that has closed the task's locks and is exiting. Dropped
-/// (after the task), it is reaped if it is gone already, and otherwise at
-/// the next spawn: the runner never waits for the keeper's exit, which
-/// costs as much as a fork's, and a runner that exits leaves it to init.
+/// A keeper that has closed the task's locks and is exiting: reaped when
+/// dropped. Drop it after the task, so that the runner ends the task while
+/// the keeper's exit tears down its copy of the runner's memory. The
+/// runner still waits for that exit: a keeper left to init would stay a
+/// zombie under a PID 1 that reaps nothing (a container's own server), one
+/// per run, until no pid is left.
 pub(crate) struct Reap(libc::pid_t);
-
-/// Keepers that were still exiting when their [`Reap`] was dropped.
-static EXITING: std::sync::Mutex<Vec<libc::pid_t>> = std::sync::Mutex::new(Vec::new());
 
 impl Drop for Reap {
     fn drop(&mut self) {
-        let mut st = 0;
-        // SAFETY: a non-blocking wait for our own child.
-        if unsafe { libc::waitpid(self.0, &mut st, libc::WNOHANG) } == 0 {
-            let mut exiting = EXITING.lock().unwrap_or_else(|e| e.into_inner());
-            exiting.push(self.0);
-        }
+        reap(self.0);
     }
-}
-
-/// Reaps the keepers that were still exiting and are gone now (they have
-/// let go of their tasks; one that runs at idle priority on a busy machine
-/// may take a while, and is never waited for).
-fn reap_exited() {
-    let mut exiting = EXITING.lock().unwrap_or_else(|e| e.into_inner());
-    exiting.retain(|&pid| {
-        let mut st = 0;
-        // SAFETY: a non-blocking wait for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
-        r == 0 || (r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted)
-    });
 }
 
 const MSG_STARTED: u8 = b'S';
@@ -231,7 +212,6 @@ impl Prepared {
 /// pid is known; the command execs at [`Running::go`] (an exec that fails
 /// is reported by [`Running::wait`]).
 pub(crate) fn spawn(s: &Spawn<'_>) -> io::Result<Running> {
-    reap_exited();
     let mut prepared = Prepared::new(s)?;
     let mut pipe = [0 as RawFd; 2];
     let mut go = [0 as RawFd; 2];
@@ -730,13 +710,6 @@ unsafe fn keep(command: libc::pid_t, report: RawFd, p: &Prepared, stack: Stack) 
                         for &lock in &p.fds {
                             libc::close(lock);
                         }
-                        // What is left of this keeper's life — its exit,
-                        // which tears down a copy of the runner's memory —
-                        // is nobody's business: it runs only where nothing
-                        // else wants the CPU, so the runner woken below
-                        // takes the CPU at once.
-                        let idle = libc::sched_param { sched_priority: 0 };
-                        libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle);
                         send(fd, MSG_EXITED, status, 0);
                     }
                     libc::_exit(0);
@@ -941,20 +914,14 @@ mod tests {
     }
 
     #[test]
-    fn a_keeper_that_let_go_is_reaped_by_the_next_spawn_once_it_is_gone() {
-        let mut first = start(Path::new("/bin/true"), &[], &[], &[]);
-        let keeper = first.keeper.pid as libc::pid_t;
-        first.go();
-        drop(first.wait().expect("the command runs"));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while child_state(keeper) == Some(false) {
-            assert!(Instant::now() < deadline, "the keeper never exited");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let mut second = start(Path::new("/bin/true"), &[], &[], &[]);
+    fn a_keeper_that_let_go_is_reaped_once_what_ended_is_dropped() {
+        let mut running = start(Path::new("/bin/true"), &[], &[], &[]);
+        let keeper = running.keeper.pid as libc::pid_t;
+        running.go();
+        let ended = running.wait().expect("the command runs");
+        assert!(ended.keeper.is_some(), "nothing was left behind");
+        drop(ended);
         assert_eq!(child_state(keeper), None, "no zombie keeper is left");
-        second.go();
-        drop(second.wait().expect("the command runs"));
     }
 
     #[test]
@@ -1021,15 +988,6 @@ mod tests {
             .expect("spawn");
             running.go();
             drop(running.wait().expect("wait"));
-        }
-        // Every keeper counted, the last ones too.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while {
-            reap_exited();
-            !EXITING.lock().expect("not poisoned").is_empty()
-        } {
-            assert!(Instant::now() < deadline, "a keeper never exited");
-            std::thread::sleep(Duration::from_millis(1));
         }
         let after = (usage(libc::RUSAGE_SELF), usage(libc::RUSAGE_CHILDREN));
         let per = |a: ((f64, f64), (f64, f64)), b: ((f64, f64), (f64, f64))| {
