@@ -357,7 +357,8 @@ impl Running {
             Some((MSG_EXITED, status, leftovers)) => Ok(Ended {
                 status,
                 leftovers: leftovers != 0,
-                keeper: (leftovers == 0).then_some(Reap(keeper)),
+                // Built only when wanted: a dropped `Reap` waits for the keeper.
+                keeper: (leftovers == 0).then(|| Reap(keeper)),
             }),
             _ => Err(io::Error::other(format!(
                 "the command's keeper process (pid {keeper}) died before the command ended; \
