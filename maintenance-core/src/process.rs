@@ -95,12 +95,28 @@ fn stat(pid: u32) -> Option<Stat> {
     if pid == 0 {
         return None;
     }
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next()?.chars().next()?;
+    // Into a buffer of our own: the line is a few hundred bytes (52
+    // numbers at most), and an external command's spawn reads two of them
+    // on its way. Bytes, not text: a command name need not be UTF-8.
+    let mut buf = [0u8; 2048];
+    let mut file = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut len = 0;
+    while len < buf.len() {
+        match std::io::Read::read(&mut file, &mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    let line = &buf[..len];
+    let rest = &line[line.iter().rposition(|&b| b == b')')? + 1..];
+    let mut fields = rest
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|f| !f.is_empty());
+    let state = char::from(*fields.next()?.first()?);
     // After the state (field 3), the start time is field 22: 18 further on.
-    let start = fields.nth(18)?.parse().ok()?;
+    let start = std::str::from_utf8(fields.nth(18)?).ok()?.parse().ok()?;
     Some(Stat { state, start })
 }
 
@@ -169,6 +185,34 @@ mod tests {
         };
         assert!(!other.alive(), "another start time is another process");
         assert!(!argv(me.pid).is_empty());
+    }
+
+    #[test]
+    fn a_process_whose_name_is_not_utf8_and_holds_parentheses_is_alive() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        // The kernel's name for the process is its executable's file name.
+        let exe = dir
+            .path()
+            .join(std::ffi::OsStr::from_bytes(b"a) (b \xff\xfe"));
+        std::os::unix::fs::symlink("/bin/sleep", &exe).unwrap();
+        let mut child = std::process::Command::new(&exe).arg("30").spawn().unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !std::fs::read(format!("/proc/{pid}/stat"))
+            .unwrap()
+            .windows(2)
+            .any(|w| w == b"\xff\xfe")
+        {
+            assert!(std::time::Instant::now() < deadline, "never exec'd");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let seen = ProcId::of(pid).map(|id| (id, id.alive()));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let (id, alive) = seen.expect("a live process has a start time");
+        assert!(alive, "{id:?} was alive");
+        assert!(!id.alive(), "{id:?} is gone");
     }
 
     #[test]

@@ -71,13 +71,19 @@ pub(crate) fn external(
     let mut current = rt.task.borrow_mut();
     // Nested inside a task this runner owns, the child inherits that one.
     let task = own_task.as_mut().or(current.as_mut());
-    let status = match task {
+    // A keeper that let go of the task is reaped after the task has ended
+    // here: its exit and this end overlap.
+    let (status, keeper) = match task {
         #[cfg(target_os = "linux")]
-        Some(task) => kept(rt, spawn, task, err),
-        task => direct(rt, spawn, task, err),
+        Some(task) => match kept(rt, spawn, task, err) {
+            Ok((code, keeper)) => (Ok(code), keeper),
+            Err(e) => (Err(e), None),
+        },
+        task => (direct(rt, spawn, task, err), None),
     };
     drop(current);
     drop(own_task);
+    drop(keeper);
     match status {
         Ok(code) => code,
         Err(e) => {
@@ -165,7 +171,7 @@ fn kept(
     spawn: Spawning<'_>,
     task: &mut CommandTask,
     err: &mut dyn Write,
-) -> std::io::Result<u8> {
+) -> std::io::Result<(u8, Option<crate::keeper::Reap>)> {
     use maintenance_core::policy::Descendants;
     use maintenance_core::process::{ProcId, Processes};
     let Spawning {
@@ -202,10 +208,7 @@ fn kept(
         drain: probe.as_ref(),
     })?;
     let processes = Processes {
-        keeper: ProcId::of(running.keeper).unwrap_or(ProcId {
-            pid: running.keeper,
-            start: 0,
-        }),
+        keeper: running.keeper,
         command: ProcId::of(running.command).unwrap_or(ProcId {
             pid: running.command,
             start: 0,
@@ -214,13 +217,13 @@ fn kept(
     // Only for people: a task whose processes went unrecorded is as live.
     let _ = task.record_processes(&processes);
     running.go();
-    signals::set_child(running.keeper as i32);
+    signals::set_child(running.keeper.pid as i32);
     // A SIGTERM (or a drain) that came before the child existed.
     if rt.stop.requested() {
         signals::terminate_child();
     }
     let _drain = rt.drain_watch(policy, Some(&record), owned);
-    let keeper = running.keeper;
+    let keeper = running.keeper.pid;
     let ended = running.wait();
     signals::set_child(0);
     let ended = ended?;
@@ -251,7 +254,6 @@ fn kept(
         );
     }
     use std::os::unix::process::ExitStatusExt;
-    Ok(exit_code_of(std::process::ExitStatus::from_raw(
-        ended.status,
-    )))
+    let code = exit_code_of(std::process::ExitStatus::from_raw(ended.status));
+    Ok((code, ended.keeper))
 }

@@ -487,3 +487,37 @@ fn a_leftover_of_a_closed_window_that_starts_work_holds_off_the_next_offline() {
     let on = site.run(&["offline", "on", "--timeout", "1"]);
     assert_eq!(on.code(), Some(124), "the nap holds it off: {on}");
 }
+
+#[test]
+fn a_runner_leaves_no_keeper_behind_for_init_to_reap() {
+    // Whatever a runner orphans is reparented to this process, as it would
+    // be to a container's PID 1, which may reap nothing.
+    assert_eq!(
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
+        0
+    );
+    let site = CliSite::new(EXE);
+    site.external("nop", "#!/bin/sh\nexit 0\n");
+    for _ in 0..20 {
+        let out = site.run(&["nop"]);
+        assert_eq!(out.code(), Some(0), "{out}");
+    }
+    // Every runner was reaped by `run`: a child left now is an orphan.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid into a zeroed siginfo of our own; WNOWAIT leaves any
+    // child as it is.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    let errno = std::io::Error::last_os_error().raw_os_error();
+    assert!(
+        r < 0 && errno == Some(libc::ECHILD),
+        "a keeper outlived its runner: pid {}",
+        unsafe { info.si_pid() }
+    );
+}
