@@ -82,6 +82,8 @@ pub mod digest;
 pub mod error;
 pub mod exit;
 pub mod hex;
+pub mod history;
+pub mod hooks;
 pub mod identity;
 pub mod join;
 #[cfg(feature = "tower")]

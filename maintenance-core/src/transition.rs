@@ -15,6 +15,10 @@
 //! spinning. A timeout or an interruption leaves the wait; the site goes
 //! back ONLINE when the last waiter leaves (I5).
 //!
+//! Every mode change made here is recorded in the history once it is
+//! durable, and the change's hooks run for it ([`history::record_and_notify`]):
+//! a failed append is reported and reverts nothing.
+//!
 //! [`wait_for_change`]: crate::backend::Backend::wait_for_change
 
 use std::time::{Duration, Instant, SystemTime};
@@ -25,6 +29,7 @@ use crate::backend::{
 use crate::clock::{Timestamp, format_age};
 use crate::error::Refusal;
 use crate::error::Result;
+use crate::history::{self, Cause, EventKind, Held, HeldTask, HistoryEntry, Waited};
 use crate::mode::{Mode, ModeRecord, ModeView};
 use crate::policy::Drain;
 use crate::records::TaskRecord;
@@ -88,6 +93,24 @@ impl Live {
     /// The tasks that hold off OFFLINE: those started while ONLINE (I1).
     pub fn holding_tasks(&self) -> impl Iterator<Item = &TaskRecord> {
         self.tasks.iter().filter(|t| t.holds_off_offline())
+    }
+
+    /// What is live, as a history entry names it.
+    pub fn held(&self) -> Held {
+        let mut held = Held {
+            sessions: self.sessions.len(),
+            ..Held::default()
+        };
+        for t in &self.tasks {
+            held.add_task(HeldTask {
+                id: t.task_id().to_owned(),
+                name: t.name.clone(),
+                pid: t.pid,
+                by: t.user_at_host(),
+                in_window: !t.holds_off_offline(),
+            });
+        }
+        held
     }
 
     /// When the last live session expires, if nothing touches it again.
@@ -194,7 +217,91 @@ pub fn activate(
     stop: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Outcome> {
-    wait_offline(backend, activation, &mut Closures { stop, progress })
+    let why = Why {
+        cause: Cause::On,
+        what: "offline on".into(),
+    };
+    wait_offline(backend, activation, &why, &mut Closures { stop, progress })
+}
+
+/// Who changes the mode, as the history says it.
+struct Why {
+    /// For scripts.
+    cause: Cause,
+    /// The command, for people: `offline on`, `offline run -- migrate`.
+    what: String,
+}
+
+/// Records a change this process made, and runs its hooks.
+fn log(backend: &dyn Backend, change: &ModeChange, entry: HistoryEntry) {
+    history::record_and_notify(backend, &change.hooks, &entry);
+}
+
+/// Whether `record` is the one `change` wrote in a call begun at `before`
+/// (and not another process's, found by the call).
+fn wrote(record: &ModeRecord, change: &ModeChange, before: Timestamp) -> bool {
+    record.by == change.by && record.pid == change.pid && record.since >= before
+}
+
+/// The entry of a mode change this process made, written as `record`.
+fn mode_entry(
+    cause: Cause,
+    from: Mode,
+    record: &ModeRecord,
+    change: &ModeChange,
+    reason: String,
+) -> HistoryEntry {
+    let mut e = HistoryEntry::new(
+        EventKind::Mode,
+        cause,
+        from,
+        record.mode,
+        record.since,
+        reason,
+    );
+    e.by = change.by.clone();
+    e.pid = change.pid;
+    e.message = record.message.clone();
+    e.id = Some(HistoryEntry::record_id(record));
+    e
+}
+
+/// How long from `from` to `to`, in seconds.
+fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
+    to.system_time()
+        .duration_since(from.system_time())
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// A duration as the history says it: `30s`, `0.5s`.
+fn secs(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+/// Records a PENDING this waiter left for ONLINE (a timeout, an
+/// interruption, a refusal), if this process wrote that ONLINE.
+#[allow(clippy::too_many_arguments)]
+fn left_pending(
+    backend: &dyn Backend,
+    change: &ModeChange,
+    pending: &ModeRecord,
+    before: Timestamp,
+    after: &ModeRecord,
+    cause: Cause,
+    reason: String,
+    held: &Held,
+) {
+    if after.mode != Mode::Online || !wrote(after, change, before) {
+        return;
+    }
+    let mut e = mode_entry(cause, Mode::Pending, after, change, reason);
+    e.waited = Some(Waited {
+        seconds: seconds_between(pending.since, after.since),
+        held_by: held.clone(),
+    });
+    e.live = held.clone();
+    log(backend, change, e);
 }
 
 /// What a wait for OFFLINE asks of its caller: [`activate`]'s two
@@ -226,10 +333,15 @@ impl Watcher for Closures<'_, '_> {
 fn wait_offline(
     backend: &dyn Backend,
     activation: &Activation,
+    why: &Why,
     watcher: &mut dyn Watcher,
 ) -> Result<Outcome> {
+    let change = &activation.change;
     let before = refuse_blockers(backend)?;
-    let (waiter, record, joined) = match backend.begin_pending(&activation.change)? {
+    let started = backend.begin_pending(change)?;
+    // A lapsed PENDING it replaced was recorded on the way.
+    history::catch_up(backend, &change.hooks);
+    let (waiter, record, joined) = match started {
         PendingStart::AlreadyOffline(record) => {
             return Ok(Outcome::Offline {
                 record,
@@ -244,11 +356,46 @@ fn wait_offline(
             joined,
         } => (waiter, record, joined),
     };
+    if !joined {
+        let held = Live::read(backend)?.held();
+        let mut e = mode_entry(
+            why.cause,
+            Mode::Online,
+            &record,
+            change,
+            if held.is_empty() {
+                format!("{}: nobody new gets in; nothing live to wait for", why.what)
+            } else {
+                format!("{}: nobody new gets in; waiting for {held}", why.what)
+            },
+        );
+        e.live = held;
+        log(backend, change, e);
+    }
     // A blocker that started between the look above and PENDING: leave.
     let after = match refuse_blockers(backend) {
         Ok(t) => t,
         Err(e) => {
-            backend.leave_pending(waiter, &activation.change)?;
+            let left_at = Timestamp::at(backend.clock().now());
+            let after = backend.leave_pending(waiter, change)?;
+            if let crate::Error::Refused(Refusal::Blocked { tasks }) = &e {
+                let held = Live {
+                    tasks: tasks.clone(),
+                    sessions: Vec::new(),
+                }
+                .held();
+                let reason = format!("{}: refused by drain `block`: {held}", why.what);
+                left_pending(
+                    backend,
+                    change,
+                    &record,
+                    left_at,
+                    &after,
+                    Cause::Refused,
+                    reason,
+                    &held,
+                );
+            }
             return Err(e);
         }
     };
@@ -267,6 +414,8 @@ fn wait_offline(
     let started_at = clock.now();
     let mut sessions: Vec<SessionEntry> = Vec::new();
     let mut sessions_read: Option<Instant> = None;
+    // Everything that held the wait off, for the history.
+    let mut seen = Held::default();
 
     loop {
         let view = backend.mode()?;
@@ -286,7 +435,24 @@ fn wait_offline(
         // blocks as any other: this wait ends refused.
         let blockers = blockers(&live_tasks);
         if !blockers.is_empty() {
-            backend.leave_pending(waiter, &activation.change)?;
+            let left_at = Timestamp::at(clock.now());
+            let after = backend.leave_pending(waiter, change)?;
+            let held = Live {
+                tasks: blockers.clone(),
+                sessions: Vec::new(),
+            }
+            .held();
+            let reason = format!("{}: refused by drain `block`: {held}", why.what);
+            left_pending(
+                backend,
+                change,
+                &record,
+                left_at,
+                &after,
+                Cause::Refused,
+                reason,
+                &held,
+            );
             return Err(crate::Error::Refused(Refusal::Blocked { tasks: blockers }));
         }
         let holding = Live {
@@ -300,6 +466,7 @@ fn wait_offline(
                 sessions.clone()
             },
         };
+        seen.merge(&holding.held());
         watcher.progress(Progress {
             holding: &holding,
             waited,
@@ -317,16 +484,38 @@ fn wait_offline(
             };
             if fresh.is_empty() {
                 match backend.complete_offline(waiter.as_ref())? {
-                    Completion::Offline(record) => {
+                    Completion::Offline(offline) => {
+                        let live = Live::read(backend)?;
+                        // Any waiter that completes records it, as the
+                        // one who began PENDING: the history keeps one.
+                        let mut e = mode_entry(
+                            why.cause,
+                            Mode::Pending,
+                            &offline,
+                            change,
+                            if seen.is_empty() {
+                                format!("{}: nothing was live", why.what)
+                            } else {
+                                format!("{}: waited for {seen}", why.what)
+                            },
+                        );
+                        e.by = offline.by.clone();
+                        e.pid = offline.pid;
+                        e.waited = Some(Waited {
+                            seconds: seconds_between(record.since, offline.since),
+                            held_by: seen.clone(),
+                        });
+                        e.live = live.held();
+                        log(backend, change, e);
                         return Ok(Outcome::Offline {
-                            record,
-                            live: Live::read(backend)?,
+                            record: offline,
+                            live,
                             joined,
                             already: false,
                         });
                     }
                     Completion::Cancelled(record) => {
-                        backend.leave_pending(waiter, &activation.change)?;
+                        backend.leave_pending(waiter, change)?;
                         return Ok(Outcome::Cancelled {
                             by: record.by.clone(),
                             record,
@@ -342,20 +531,50 @@ fn wait_offline(
             continue;
         }
         if watcher.stop_requested() {
-            let record = backend.leave_pending(waiter, &activation.change)?;
+            let left_at = Timestamp::at(clock.now());
+            let after = backend.leave_pending(waiter, change)?;
+            let held = holding.held();
+            let reason = format!("{}: interrupted; still live: {held}", why.what);
+            left_pending(
+                backend,
+                change,
+                &record,
+                left_at,
+                &after,
+                Cause::Interrupted,
+                reason,
+                &held,
+            );
             return Ok(Outcome::Interrupted {
                 live: holding,
-                record,
+                record: after,
             });
         }
         // The timeout bounds the wait for what is live, never the settle
         // time: with nothing live, the site goes OFFLINE once settled.
         let held = holding.active() > 0;
         if held && waited >= activation.timeout {
-            let record = backend.leave_pending(waiter, &activation.change)?;
+            let left_at = Timestamp::at(clock.now());
+            let after = backend.leave_pending(waiter, change)?;
+            let still = holding.held();
+            let reason = format!(
+                "{}: timed out after {}; still live: {still}",
+                why.what,
+                secs(activation.timeout)
+            );
+            left_pending(
+                backend,
+                change,
+                &record,
+                left_at,
+                &after,
+                Cause::Timeout,
+                reason,
+                &still,
+            );
             return Ok(Outcome::TimedOut {
                 live: holding,
-                record,
+                record: after,
             });
         }
         // Sleep until something may have changed: a task ends, the mode
@@ -431,8 +650,38 @@ fn settled_elsewhere(
 /// OFFLINE at once, whatever is live (`--force`); returns the record and
 /// what is still live.
 pub fn force(backend: &dyn Backend, change: &ModeChange) -> Result<(ModeRecord, Live)> {
+    let why = Why {
+        cause: Cause::Force,
+        what: "offline on --force".into(),
+    };
+    force_because(backend, change, &why)
+}
+
+/// [`force`], recorded as `why` says.
+fn force_because(
+    backend: &dyn Backend,
+    change: &ModeChange,
+    why: &Why,
+) -> Result<(ModeRecord, Live)> {
+    let from = backend.mode()?.mode;
+    let before = Timestamp::at(backend.clock().now());
     let record = backend.force_offline(change)?;
-    Ok((record, Live::read(backend)?))
+    history::catch_up(backend, &change.hooks);
+    let live = Live::read(backend)?;
+    if from != Mode::Offline && wrote(&record, change, before) {
+        let held = live.held();
+        let mut e = mode_entry(
+            why.cause,
+            from,
+            &record,
+            change,
+            format!("{}: OFFLINE at once; still live: {held}", why.what),
+        );
+        e.forced = true;
+        e.live = held;
+        log(backend, change, e);
+    }
+    Ok((record, live))
 }
 
 /// ONLINE from any state; a process waiting in PENDING sees it within
@@ -448,7 +697,39 @@ pub fn deactivate(backend: &dyn Backend, change: &ModeChange, force: bool) -> Re
                 .into(),
         }));
     }
-    backend.go_online(change)
+    let reason = if force {
+        "offline off --force"
+    } else {
+        "offline off"
+    };
+    go_online_because(backend, change, Cause::Off, reason.into())
+}
+
+/// ONLINE from any state, recorded with `cause` and `reason` when it
+/// changed the mode.
+fn go_online_because(
+    backend: &dyn Backend,
+    change: &ModeChange,
+    cause: Cause,
+    reason: String,
+) -> Result<ModeRecord> {
+    let from = backend.mode()?;
+    let before = Timestamp::at(backend.clock().now());
+    let written = backend.go_online(change)?;
+    history::catch_up(backend, &change.hooks);
+    if from.mode != Mode::Online && wrote(&written, change, before) {
+        let reason = match from.mode {
+            Mode::Pending => format!(
+                "{reason} (ended the wait for OFFLINE begun by {}, pid {})",
+                from.record.by, from.record.pid
+            ),
+            _ => reason,
+        };
+        let mut e = mode_entry(cause, from.mode, &written, change, reason);
+        e.live = Live::read(backend)?.held();
+        log(backend, change, e);
+    }
+    Ok(written)
 }
 
 /// How an `offline run` ended.
@@ -571,6 +852,9 @@ pub fn run_in_window(
         started_at: Timestamp::at(backend.clock().now()),
         running: false,
     })?;
+    // A run that died mid-command was recorded on the way.
+    history::catch_up(backend, &me.hooks);
+    let shown: String = argv.join(" ").chars().take(200).collect();
     let view = backend.mode()?;
     let found = view.mode;
     if found == Mode::Pending {
@@ -582,12 +866,18 @@ pub fn run_in_window(
     }
     if found == Mode::Online {
         if forced {
-            force(backend, me)?;
+            let why = Why {
+                cause: Cause::Run,
+                what: format!("offline run --force -- {shown}"),
+            };
+            force_because(backend, me, &why)?;
             observer.mode_changed(WindowStep::Offline { forced: true });
             // Web layers serve on their last snapshot for up to one refresh
             // interval: the command runs once every one has seen OFFLINE.
             if !settled_unless_stopped(activation.settle, observer) {
-                let record = backend.go_online(me)?;
+                let reason =
+                    format!("offline run --force -- {shown}: interrupted before the command ran");
+                let record = go_online_because(backend, me, Cause::Interrupted, reason)?;
                 return Ok(RunOutcome::NotRun(Outcome::Interrupted {
                     live: Live::read(backend)?,
                     record,
@@ -598,7 +888,11 @@ pub fn run_in_window(
                 observer: &mut *observer,
                 said_pending: false,
             };
-            let outcome = wait_offline(backend, activation, &mut wait)?;
+            let why = Why {
+                cause: Cause::Run,
+                what: format!("offline run -- {shown}"),
+            };
+            let outcome = wait_offline(backend, activation, &why, &mut wait)?;
             if !matches!(outcome, Outcome::Offline { .. }) {
                 return Ok(RunOutcome::NotRun(outcome));
             }
@@ -610,7 +904,12 @@ pub fn run_in_window(
     window.command_started(Timestamp::at(backend.clock().now()))?;
     let code = observer.run_command();
     let restored = if found == Mode::Online {
-        backend.go_online(me)?;
+        let ended = match &code {
+            Ok(c) => format!("the command exited with {c}"),
+            Err(e) => format!("the command failed: {e}"),
+        };
+        let reason = format!("offline run -- {shown}: {ended}; the mode it found is restored");
+        go_online_because(backend, me, Cause::Run, reason)?;
         Mode::Online
     } else {
         Mode::Offline

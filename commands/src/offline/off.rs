@@ -4,6 +4,7 @@
 
 use maintenance_core::backend::ModeChange;
 use maintenance_core::command::Context;
+use maintenance_core::hooks::Hooks;
 use maintenance_core::transition::{self as offline, Live};
 use maintenance_core::{anyhow, clap};
 
@@ -20,7 +21,8 @@ pub(super) struct OffArgs {
 /// Runs `offline off`: goes ONLINE and prints the status line.
 pub(super) fn exec(ctx: &mut Context<'_>, args: &OffArgs) -> anyhow::Result<()> {
     let backend = ctx.backend()?;
-    let record = offline::deactivate(backend.as_ref(), &ModeChange::by_this_process(), args.force)?;
+    let change = ModeChange::by_this_process().hooks(Hooks::from_config(ctx.config()));
+    let record = offline::deactivate(backend.as_ref(), &change, args.force)?;
     let live = Live::read(backend.as_ref())?;
     writeln!(ctx.out(), "{}", status_line(record.mode, live.active()))?;
     Ok(())

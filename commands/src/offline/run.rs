@@ -4,6 +4,7 @@
 
 use maintenance_core::backend::{Backend, ModeChange};
 use maintenance_core::command::{CallOptions, Context, Exit};
+use maintenance_core::hooks::Hooks;
 use maintenance_core::mode::Mode;
 use maintenance_core::transition::{
     self as offline, Progress, RunOutcome, WindowObserver, WindowStep,
@@ -36,7 +37,8 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: RunArgs) -> anyhow::Result<()> {
         )?;
         return Err(Exit(exit::USAGE).into());
     }
-    let a = activation(ctx, &args.wait, ModeChange::by_this_process(), None);
+    let change = ModeChange::by_this_process().hooks(Hooks::from_config(ctx.config()));
+    let a = activation(ctx, &args.wait, change, None);
     let meter = Meter::new(ctx, backend.session_timeout(), args.wait.timeout);
     let mut window = Window {
         ctx: &mut *ctx,
