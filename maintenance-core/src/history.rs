@@ -317,6 +317,12 @@ impl HistoryEntry {
         format!("record:{}@{}", record.generation, record.since)
     }
 
+    /// The id of the change that began PENDING with `record`: who and
+    /// when, which a later message update (a new generation) keeps.
+    pub fn pending_id(record: &crate::mode::ModeRecord) -> String {
+        format!("pending:{}@{}", record.pid, record.since)
+    }
+
     /// Whether hooks run for this entry: for every kind but a failed hook
     /// (a hook's failure never runs hooks again).
     pub fn runs_hooks(&self) -> bool {

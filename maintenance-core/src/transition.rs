@@ -338,7 +338,38 @@ fn wait_offline(
 ) -> Result<Outcome> {
     let change = &activation.change;
     let before = refuse_blockers(backend)?;
+    // What PENDING will wait for, read beforehand: its entry is appended
+    // the moment PENDING is durable, leaving a waiter killed right after
+    // as little time as can be to die unrecorded (a lapse's noticer
+    // records a PENDING that lost its entry).
+    let live_before = Live {
+        tasks: before.clone(),
+        sessions: backend.sessions()?,
+    }
+    .held();
     let started = backend.begin_pending(change)?;
+    if let PendingStart::Waiting {
+        record,
+        joined: false,
+        ..
+    } = &started
+    {
+        let held = live_before;
+        let mut e = mode_entry(
+            why.cause,
+            Mode::Online,
+            record,
+            change,
+            if held.is_empty() {
+                format!("{}: nobody new gets in; nothing live to wait for", why.what)
+            } else {
+                format!("{}: nobody new gets in; waiting for {held}", why.what)
+            },
+        );
+        e.id = Some(HistoryEntry::pending_id(record));
+        e.live = held;
+        log(backend, change, e);
+    }
     // A lapsed PENDING it replaced was recorded on the way.
     history::catch_up(backend, &change.hooks);
     let (waiter, record, joined) = match started {
@@ -356,22 +387,6 @@ fn wait_offline(
             joined,
         } => (waiter, record, joined),
     };
-    if !joined {
-        let held = Live::read(backend)?.held();
-        let mut e = mode_entry(
-            why.cause,
-            Mode::Online,
-            &record,
-            change,
-            if held.is_empty() {
-                format!("{}: nobody new gets in; nothing live to wait for", why.what)
-            } else {
-                format!("{}: nobody new gets in; waiting for {held}", why.what)
-            },
-        );
-        e.live = held;
-        log(backend, change, e);
-    }
     // A blocker that started between the look above and PENDING: leave.
     let after = match refuse_blockers(backend) {
         Ok(t) => t,

@@ -221,14 +221,23 @@ pub fn a_lapsed_pending_is_recorded_exactly_once_however_many_notice_it(
         .into_iter()
         .flat_map(|t| t.join().unwrap())
         .collect();
-    assert_eq!(recorded.len(), 1, "one reader records it: {recorded:#?}");
-    let e = &recorded[0];
+    // The waiter began PENDING without recording it (it went straight to
+    // the backend): its start is recorded too, then the lapse, once each.
+    assert_eq!(recorded.len(), 2, "one reader records them: {recorded:#?}");
+    let (start, e) = (&recorded[0], &recorded[1]);
+    assert_eq!(
+        (start.from, start.to, start.at),
+        (Mode::Online, Mode::Pending, lapsed.since)
+    );
     assert_eq!(
         (e.cause, e.from, e.to),
         (Cause::Lapsed, Mode::Pending, Mode::Online)
     );
-    assert_eq!((e.by.as_str(), e.pid), (lapsed.by.as_str(), lapsed.pid));
-    assert!(e.noticed_by.is_some());
+    for e in [start, e] {
+        assert_eq!((e.by.as_str(), e.pid), (lapsed.by.as_str(), lapsed.pid));
+        assert!(e.noticed_by.is_some());
+    }
+    assert_eq!(all(&s.open()), recorded, "in the history once each");
     assert!(s.open().record_unrecorded().unwrap().is_empty());
     // A writer replacing the lapsed record records nothing more.
     transition::force(s.open().as_ref(), &change()).unwrap();
@@ -252,9 +261,20 @@ pub fn a_writer_records_the_lapse_it_replaces(site: &dyn Fn() -> FreshState) {
     assert_eq!(
         changes(&s.open()),
         [
+            (On, Online, Pending, false),
             (Lapsed, Pending, Online, false),
             (Force, Online, Offline, true)
         ]
+    );
+    let handed: Vec<Cause> = b
+        .record_unrecorded()
+        .unwrap()
+        .iter()
+        .map(|e| e.cause)
+        .collect();
+    assert!(
+        handed.is_empty(),
+        "handed out for its hooks already: {handed:?}"
     );
 }
 

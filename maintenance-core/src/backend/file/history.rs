@@ -187,6 +187,14 @@ impl FileBackend {
         match self.view() {
             Ok(view) => {
                 if let Some(lapse) = &view.lapsed {
+                    // Its start, if the waiter died before it recorded it.
+                    let run = match self.window() {
+                        Ok(WindowState::Waiting(run)) | Ok(WindowState::Abandoned(run)) => {
+                            Some(run)
+                        }
+                        _ => None,
+                    };
+                    self.append_noticed(pending_entry(&lapse.record, run.as_ref()));
                     self.append_noticed(lapse_entry(&lapse.record, self.now()));
                 }
             }
@@ -233,6 +241,37 @@ fn noticer() -> String {
     format!("{} (pid {})", me.user_at_host(), me.pid)
 }
 
+/// The entry of the PENDING `record` began, for a waiter that died before
+/// it recorded it itself (the same id: kept once); `run` is the window's
+/// record, which says whether an `offline run` began it.
+fn pending_entry(record: &ModeRecord, run: Option<&WindowRun>) -> HistoryEntry {
+    let run = run.filter(|r| r.pid == record.pid);
+    let (cause, what) = match run {
+        Some(r) => (
+            Cause::Run,
+            format!(
+                "offline run -- {}",
+                r.argv.join(" ").chars().take(200).collect::<String>()
+            ),
+        ),
+        None => (Cause::On, "offline on".to_owned()),
+    };
+    let mut e = HistoryEntry::new(
+        EventKind::Mode,
+        cause,
+        Mode::Online,
+        Mode::Pending,
+        record.since,
+        format!("{what}: nobody new gets in (recorded late: its process died before it could)"),
+    );
+    e.by = record.by.clone();
+    e.pid = record.pid;
+    e.message = record.message.clone();
+    e.noticed_by = Some(noticer());
+    e.id = Some(HistoryEntry::pending_id(record));
+    e
+}
+
 /// The entry of a PENDING whose waiters all died.
 fn lapse_entry(record: &ModeRecord, now: Timestamp) -> HistoryEntry {
     let mut e = HistoryEntry::new(
@@ -251,7 +290,7 @@ fn lapse_entry(record: &ModeRecord, now: Timestamp) -> HistoryEntry {
     e.pid = record.pid;
     e.message = record.message.clone();
     e.noticed_by = Some(noticer());
-    e.id = Some(format!("lapse:{}", HistoryEntry::record_id(record)));
+    e.id = Some(format!("lapse:{}", HistoryEntry::pending_id(record)));
     e
 }
 
