@@ -71,7 +71,9 @@
 //! [`transition`] (the state machine: what `offline on` does, on a timeout
 //! too). How a web session counts: [`session`] and the file backend's
 //! `sessions.rs`. How a child keeps its task: [`CommandTask::handoff`] and
-//! [`join`] (the proof a nested run presents).
+//! [`join`] (the proof a nested run presents). What happened: [`history`]
+//! (every change, appended by [`transition`] once durable; a lapse recorded
+//! once by whoever notices it) and [`hooks`] (run detached after each).
 
 pub mod admission;
 pub mod backend;

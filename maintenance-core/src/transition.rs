@@ -342,9 +342,21 @@ fn wait_offline(
     // the moment PENDING is durable, leaving a waiter killed right after
     // as little time as can be to die unrecorded (a lapse's noticer
     // records a PENDING that lost its entry).
+    let sessions_before = backend.sessions()?;
     let live_before = Live {
         tasks: before.clone(),
-        sessions: backend.sessions()?,
+        sessions: sessions_before.clone(),
+    }
+    .held();
+    // Everything that held the wait off, for the history: from the start,
+    // what was live then (it may end before the first look).
+    let mut seen = Live {
+        tasks: before
+            .iter()
+            .filter(|t| t.holds_off_offline())
+            .cloned()
+            .collect(),
+        sessions: sessions_before,
     }
     .held();
     let started = backend.begin_pending(change)?;
@@ -429,8 +441,6 @@ fn wait_offline(
     let started_at = clock.now();
     let mut sessions: Vec<SessionEntry> = Vec::new();
     let mut sessions_read: Option<Instant> = None;
-    // Everything that held the wait off, for the history.
-    let mut seen = Held::default();
 
     loop {
         let view = backend.mode()?;

@@ -284,16 +284,20 @@ fn a_hanging_hook_is_killed_with_what_it_started_after_its_timeout() {
             m = marks.display()
         ),
     );
-    let out = site.run(&["offline", "on", "--force"]);
+    let out = site.run(&["offline", "run", "--", "hello"]);
     assert_eq!(out.code(), Some(0), "{out}");
-    let hook = pids(&marks, "hook", 1)[0];
-    let child = pids(&marks, "child", 1)[0];
-    wait_dead(hook);
-    wait_dead(child);
-    let failed = hook_failures(&site, 1);
-    let how = failed[0].hook.as_ref().unwrap();
-    assert_eq!(how.failure, "timed out after 1s and was killed");
-    assert_eq!(site.mode().mode, Mode::Offline, "the change stands");
+    assert_eq!(out.stdout, ["Hello, world!"], "{out}");
+    // PENDING, OFFLINE and the restore each ran it.
+    for pid in pids(&marks, "hook", 3)
+        .into_iter()
+        .chain(pids(&marks, "child", 3))
+    {
+        wait_dead(pid);
+    }
+    for e in hook_failures(&site, 3) {
+        assert_eq!(e.hook.unwrap().failure, "timed out after 1s and was killed");
+    }
+    assert_eq!(site.mode().mode, Mode::Online, "every change stands");
 }
 
 #[test]

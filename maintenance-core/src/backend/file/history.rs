@@ -32,6 +32,15 @@ const MAX_LINE: u64 = 1 << 20;
 /// How often an append starts over because another process rotated the
 /// file under it, before giving up.
 const ROTATION_RETRIES: usize = 16;
+/// How long an append waits for another's: appends hold the lock for
+/// moments, so a longer hold is a stuck process (or a member of the group
+/// holding it by hand), and the change is made already: the append gives
+/// up, reported, rather than hold up the command that made it.
+const LOCK_WAIT: std::time::Duration = if cfg!(test) {
+    std::time::Duration::from_millis(200)
+} else {
+    std::time::Duration::from_secs(5)
+};
 
 impl FileBackend {
     /// Appends `entry`, unless its id is kept already; rotates first when
@@ -42,7 +51,7 @@ impl FileBackend {
         let path = self.root.join(HISTORY);
         for _ in 0..ROTATION_RETRIES {
             let file = self.root.open_append(HISTORY, self.modes)?;
-            fs2::FileExt::lock_exclusive(&file).map_err(|e| Error::io("lock", &path, e))?;
+            lock_a_while(&file, &path)?;
             let meta = file
                 .metadata()
                 .map_err(|e| Error::io("inspect", &path, e))?;
@@ -316,6 +325,41 @@ fn abandoned_entry(run: &WindowRun, mode: Mode, now: Timestamp) -> HistoryEntry 
     e
 }
 
+/// Locks the history for an append, waiting at most [`LOCK_WAIT`].
+fn lock_a_while(file: &File, path: &std::path::Path) -> Result<()> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match fs2::FileExt::try_lock_exclusive(file) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => {
+                return Err(Error::io("lock", path, e));
+            }
+            Err(_) if std::time::Instant::now() >= deadline => {
+                let holders: Vec<String> = super::dir::FileId::of(file)
+                    .map(super::dir::flock_holders)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(pid, _)| format!("pid {pid}"))
+                    .collect();
+                return Err(Error::state(
+                    path,
+                    format!(
+                        "has been locked by another process ({}) for longer than {:?}, which an \
+                         append never takes: end that process",
+                        if holders.is_empty() {
+                            "not known by pid".to_owned()
+                        } else {
+                            holders.join(", ")
+                        },
+                        LOCK_WAIT
+                    ),
+                ));
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
+    }
+}
+
 /// Whether `history.jsonl` ends with a newline (an empty one does).
 fn ends_with_newline(backend: &FileBackend) -> Result<bool> {
     let path = &backend.root.join(HISTORY);
@@ -507,6 +551,30 @@ mod tests {
             "{:?}",
             read.skipped
         );
+    }
+
+    #[test]
+    fn an_append_gives_up_on_a_history_held_locked_naming_the_holder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("s");
+        let b = open(&state, 1 << 20);
+        b.append_history(&entry(1)).unwrap();
+        let held = std::fs::File::open(state.join(HISTORY)).unwrap();
+        fs2::FileExt::lock_shared(&held).unwrap();
+        let err = b.append_history(&entry(2)).unwrap_err().to_string();
+        assert!(
+            err.contains("history.jsonl: has been locked by another process"),
+            "{err}"
+        );
+        if cfg!(target_os = "linux") {
+            assert!(
+                err.contains(&format!("pid {}", std::process::id())),
+                "{err}"
+            );
+        }
+        drop(held);
+        b.append_history(&entry(3)).unwrap();
+        assert_eq!(reasons(&b), ["entry 1", "entry 3"]);
     }
 
     #[test]
