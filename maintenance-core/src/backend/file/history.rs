@@ -92,7 +92,14 @@ impl FileBackend {
     /// and a fresh `history.jsonl` gets the mode and group it had. For the
     /// holder of the history's lock.
     fn rotate(&self, mode: u32, gid: u32) -> Result<()> {
-        self.root.rename(HISTORY, HISTORY_OLD)?;
+        if let Err(e) = self.root.rename(HISTORY, HISTORY_OLD) {
+            return Err(Error::state(
+                self.root.join(HISTORY_OLD),
+                format!(
+                    "cannot take the rotated history ({e}); remove it if it is not a regular file"
+                ),
+            ));
+        }
         let keep = Modes {
             file: mode & self.modes.file,
             gid: self.modes.gid.or(Some(gid)),
