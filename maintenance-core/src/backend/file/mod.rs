@@ -12,6 +12,8 @@
 //!               sees the new mode (I1, I2)
 //!   pending/    one locked file per process waiting to go offline; PENDING
 //!               holds only while one is held (I5)
+//!   history.jsonl, history.jsonl.1
+//!               the history, one entry a line, rotated past its bound
 //!   tasks/      one locked file per live task, one lock per command name
 //!   sessions/   one directory per 5-second bucket of the boot clock
 //!               (`<secs>@<boot id>`), one empty file per session inside
@@ -26,7 +28,8 @@
 //! (creating and opening the directory), `gate.rs`, `record.rs` (the mode
 //! record and the marker), `tasks.rs` and `proof.rs` (task files and the
 //! proof a joiner presents), `sessions.rs`, `watch.rs` (waiting for a
-//! change), `dir.rs` (directory-relative file operations), `trust.rs` and
+//! change), `history.rs` (the history, and the changes nobody lived to
+//! record), `dir.rs` (directory-relative file operations), `trust.rs` and
 //! `doctor.rs`.
 
 mod dir;
