@@ -279,29 +279,47 @@ fn secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
 }
 
-/// Records a PENDING this waiter left for ONLINE (a timeout, an
-/// interruption, a refusal), if this process wrote that ONLINE.
-#[allow(clippy::too_many_arguments)]
-fn left_pending(
+/// Leaves PENDING without OFFLINE (a timeout, an interruption, a
+/// refusal) and, if this process wrote the ONLINE that follows, records it
+/// with `cause`, `reason` and what still held it. Returns the record in
+/// force afterwards.
+fn leave(
     backend: &dyn Backend,
+    waiter: Box<dyn WaiterLease>,
     change: &ModeChange,
     pending: &ModeRecord,
-    before: Timestamp,
-    after: &ModeRecord,
-    cause: Cause,
-    reason: String,
-    held: &Held,
-) {
-    if after.mode != Mode::Online || !wrote(after, change, before) {
-        return;
+    (cause, reason): (Cause, String),
+    held: Held,
+) -> Result<ModeRecord> {
+    let before = Timestamp::at(backend.clock().now());
+    let after = backend.leave_pending(waiter, change)?;
+    if after.mode == Mode::Online && wrote(&after, change, before) {
+        let mut e = mode_entry(cause, Mode::Pending, &after, change, reason);
+        e.waited = Some(Waited {
+            seconds: seconds_between(pending.since, after.since),
+            held_by: held.clone(),
+        });
+        e.live = held;
+        log(backend, change, e);
     }
-    let mut e = mode_entry(cause, Mode::Pending, after, change, reason);
-    e.waited = Some(Waited {
-        seconds: seconds_between(pending.since, after.since),
-        held_by: held.clone(),
-    });
-    e.live = held.clone();
-    log(backend, change, e);
+    Ok(after)
+}
+
+/// What refused a wait: the drain-`block` commands, as the history names
+/// them.
+fn refusal(why: &Why, blockers: &[TaskRecord]) -> ((Cause, String), Held) {
+    let held = Live {
+        tasks: blockers.to_vec(),
+        sessions: Vec::new(),
+    }
+    .held();
+    (
+        (
+            Cause::Refused,
+            format!("{}: refused by drain `block`: {held}", why.what),
+        ),
+        held,
+    )
 }
 
 /// What a wait for OFFLINE asks of its caller: [`activate`]'s two
@@ -403,26 +421,14 @@ fn wait_offline(
     let after = match refuse_blockers(backend) {
         Ok(t) => t,
         Err(e) => {
-            let left_at = Timestamp::at(backend.clock().now());
-            let after = backend.leave_pending(waiter, change)?;
-            if let crate::Error::Refused(Refusal::Blocked { tasks }) = &e {
-                let held = Live {
-                    tasks: tasks.clone(),
-                    sessions: Vec::new(),
-                }
-                .held();
-                let reason = format!("{}: refused by drain `block`: {held}", why.what);
-                left_pending(
-                    backend,
-                    change,
-                    &record,
-                    left_at,
-                    &after,
-                    Cause::Refused,
-                    reason,
-                    &held,
-                );
-            }
+            let (why_left, held) = match &e {
+                crate::Error::Refused(Refusal::Blocked { tasks }) => refusal(why, tasks),
+                other => (
+                    (Cause::Refused, format!("{}: gave up: {other}", why.what)),
+                    Held::default(),
+                ),
+            };
+            leave(backend, waiter, change, &record, why_left, held)?;
             return Err(e);
         }
     };
@@ -460,24 +466,8 @@ fn wait_offline(
         // blocks as any other: this wait ends refused.
         let blockers = blockers(&live_tasks);
         if !blockers.is_empty() {
-            let left_at = Timestamp::at(clock.now());
-            let after = backend.leave_pending(waiter, change)?;
-            let held = Live {
-                tasks: blockers.clone(),
-                sessions: Vec::new(),
-            }
-            .held();
-            let reason = format!("{}: refused by drain `block`: {held}", why.what);
-            left_pending(
-                backend,
-                change,
-                &record,
-                left_at,
-                &after,
-                Cause::Refused,
-                reason,
-                &held,
-            );
+            let (why_left, held) = refusal(why, &blockers);
+            leave(backend, waiter, change, &record, why_left, held)?;
             return Err(crate::Error::Refused(Refusal::Blocked { tasks: blockers }));
         }
         let holding = Live {
@@ -556,20 +546,16 @@ fn wait_offline(
             continue;
         }
         if watcher.stop_requested() {
-            let left_at = Timestamp::at(clock.now());
-            let after = backend.leave_pending(waiter, change)?;
             let held = holding.held();
             let reason = format!("{}: interrupted; still live: {held}", why.what);
-            left_pending(
+            let after = leave(
                 backend,
+                waiter,
                 change,
                 &record,
-                left_at,
-                &after,
-                Cause::Interrupted,
-                reason,
-                &held,
-            );
+                (Cause::Interrupted, reason),
+                held,
+            )?;
             return Ok(Outcome::Interrupted {
                 live: holding,
                 record: after,
@@ -579,24 +565,20 @@ fn wait_offline(
         // time: with nothing live, the site goes OFFLINE once settled.
         let held = holding.active() > 0;
         if held && waited >= activation.timeout {
-            let left_at = Timestamp::at(clock.now());
-            let after = backend.leave_pending(waiter, change)?;
             let still = holding.held();
             let reason = format!(
                 "{}: timed out after {}; still live: {still}",
                 why.what,
                 secs(activation.timeout)
             );
-            left_pending(
+            let after = leave(
                 backend,
+                waiter,
                 change,
                 &record,
-                left_at,
-                &after,
-                Cause::Timeout,
-                reason,
-                &still,
-            );
+                (Cause::Timeout, reason),
+                still,
+            )?;
             return Ok(Outcome::TimedOut {
                 live: holding,
                 record: after,
