@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 use maintenance_core::Mode;
 use maintenance_core::history::{EventKind, HistoryEntry};
@@ -166,25 +167,37 @@ fn a_failing_hook_is_reported_while_the_runner_lives_and_recorded_and_the_change
             go.display()
         ),
     );
-    let run = site.spawn(&["offline", "run", "--", "wait-for-go"]);
+    // Its stderr goes to a file, read while it runs.
+    let said = site.dir().join("run.stderr");
+    let mut cmd = site.command(&["offline", "run", "--", "wait-for-go"]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&said).unwrap());
+    let mut run = cmd.spawn().unwrap();
+    // Whatever happens below, the command is let go in the end.
+    let release = Go(go);
+    let program = format!("{} --loudly", fail.display());
+    let stderr = poll_until("the run reported both failures on its stderr", || {
+        let text = std::fs::read_to_string(&said).unwrap();
+        let reported = |change: &str| {
+            text.lines().any(|l| {
+                l.starts_with(&format!("warning: hook `{program}` for {change} at "))
+                    && l.ends_with(
+                        "exited with 3: cannot reach the chat server (recorded in the history)",
+                    )
+            })
+        };
+        (reported("ONLINE → PENDING") && reported("PENDING → OFFLINE")).then_some(text)
+    });
     let failed = hook_failures(&site, 2);
-    std::fs::write(&go, "").unwrap();
-    let out = run.finish();
+    drop(release);
+    let status = poll_until("the run ended", || run.try_wait().unwrap());
     assert_eq!(
-        out.code(),
+        status.code(),
         Some(0),
-        "a hook's failure changes no outcome: {out}"
+        "a hook's failure changes no outcome: {stderr}"
     );
     assert_eq!(site.mode().mode, Mode::Online, "the run restored the site");
-    let program = format!("{} --loudly", fail.display());
-    assert!(
-        out.stderr.contains(&format!(
-            "warning: hook `{program}` for ONLINE → PENDING at "
-        )) && out
-            .stderr
-            .contains("exited with 3: cannot reach the chat server (recorded in the history)"),
-        "{out}"
-    );
     for e in &failed[..2] {
         let hook = e.hook.as_ref().expect("how it failed");
         assert_eq!(
@@ -214,6 +227,27 @@ fn a_failing_hook_is_reported_while_the_runner_lives_and_recorded_and_the_change
             (Mode::Offline, Mode::Online)
         ]
     );
+}
+
+/// Hook processes, killed (and waited for) when dropped, a failed test's
+/// too.
+struct Hooks(Vec<u32>);
+
+impl Drop for Hooks {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            kill9_pid(*pid);
+        }
+    }
+}
+
+/// Lets a waiting `wait-for-go` command end when dropped: creates its file.
+struct Go(PathBuf);
+
+impl Drop for Go {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, "");
+    }
 }
 
 /// Waits until `dir/<prefix>-*` pid files exist, and returns the pids.
@@ -250,8 +284,8 @@ fn a_slow_hook_never_holds_up_offline_run_or_its_exit() {
     assert_eq!(out.code(), Some(0), "{out}");
     assert_eq!(out.stdout, ["Hello, world!"], "{out}");
     // The run has exited while each of its three changes' hooks still runs.
-    let slow = pids(&marks, "slow", 3);
-    for pid in &slow {
+    let slow = Hooks(pids(&marks, "slow", 3));
+    for pid in &slow.0 {
         assert!(
             is_alive(*pid),
             "hook {pid} ended before the run: it waited for it"
@@ -259,9 +293,7 @@ fn a_slow_hook_never_holds_up_offline_run_or_its_exit() {
     }
     assert_eq!(site.mode().mode, Mode::Online);
     // Ended by hand, each is reported by its supervisor, which then ends.
-    for pid in slow {
-        kill9_pid(pid);
-    }
+    drop(slow);
     for e in hook_failures(&site, 3) {
         assert_eq!(e.hook.unwrap().failure, "was killed by signal 9");
     }
