@@ -21,6 +21,10 @@
 //! [`activate`] ([`activate_scheduled`]) or [`run_in_window`]
 //! ([`run_in_window_scheduled`]); its `--timeout` counts from its time.
 //!
+//! Every mode change made here is recorded in the history once it is
+//! durable, and the change's hooks run for it ([`history::record_and_notify`]):
+//! a failed append is reported and reverts nothing.
+//!
 //! [`wait_for_change`]: crate::backend::Backend::wait_for_change
 
 use std::time::{Duration, Instant, SystemTime};
@@ -32,6 +36,7 @@ use crate::backend::{
 use crate::clock::{Timestamp, format_age};
 use crate::error::Refusal;
 use crate::error::Result;
+use crate::history::{self, Cause, EventKind, Held, HeldTask, HistoryEntry, Waited};
 use crate::mode::{Mode, ModeRecord, ModeView};
 use crate::policy::Drain;
 use crate::records::TaskRecord;
@@ -96,6 +101,24 @@ impl Live {
     /// The tasks that hold off OFFLINE: those started while ONLINE (I1).
     pub fn holding_tasks(&self) -> impl Iterator<Item = &TaskRecord> {
         self.tasks.iter().filter(|t| t.holds_off_offline())
+    }
+
+    /// What is live, as a history entry names it.
+    pub fn held(&self) -> Held {
+        let mut held = Held {
+            sessions: self.sessions.len(),
+            ..Held::default()
+        };
+        for t in &self.tasks {
+            held.add_task(HeldTask {
+                id: t.task_id().to_owned(),
+                name: t.name.clone(),
+                pid: t.pid,
+                by: t.user_at_host(),
+                in_window: !t.holds_off_offline(),
+            });
+        }
+        held
     }
 
     /// When the last live session expires, if nothing touches it again.
@@ -202,7 +225,121 @@ pub fn activate(
     stop: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Outcome> {
-    wait_offline(backend, activation, &mut Closures { stop, progress }, None)
+    let why = Why::new(Cause::On, "offline on");
+    wait_offline(
+        backend,
+        activation,
+        &why,
+        &mut Closures { stop, progress },
+        None,
+    )
+}
+
+/// Who changes the mode, as the history says it.
+struct Why {
+    /// For scripts.
+    cause: Cause,
+    /// The command, for people: `offline on`, `offline run -- migrate`.
+    what: String,
+}
+
+impl Why {
+    fn new(cause: Cause, what: impl Into<String>) -> Why {
+        Why {
+            cause,
+            what: what.into(),
+        }
+    }
+}
+
+/// Records a change this process made, and runs its hooks.
+fn log(backend: &dyn Backend, change: &ModeChange, entry: HistoryEntry) {
+    history::record_and_notify(backend, &change.hooks, &entry);
+}
+
+/// Whether `record` is the one `change` wrote in a call begun at `before`
+/// (and not another process's, found by the call).
+fn wrote(record: &ModeRecord, change: &ModeChange, before: Timestamp) -> bool {
+    record.by == change.by && record.pid == change.pid && record.since >= before
+}
+
+/// The entry of a mode change this process made, written as `record`.
+fn mode_entry(
+    cause: Cause,
+    from: Mode,
+    record: &ModeRecord,
+    change: &ModeChange,
+    reason: String,
+) -> HistoryEntry {
+    let mut e = HistoryEntry::new(
+        EventKind::Mode,
+        cause,
+        from,
+        record.mode,
+        record.since,
+        reason,
+    );
+    e.by = change.by.clone();
+    e.pid = change.pid;
+    e.message = record.message.clone();
+    e.id = Some(HistoryEntry::record_id(record));
+    e
+}
+
+/// How long from `from` to `to`, in seconds.
+fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
+    to.system_time()
+        .duration_since(from.system_time())
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// A duration as the history says it: `30s`, `0.5s`.
+fn secs(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+/// Leaves PENDING without OFFLINE (a timeout, an interruption, a
+/// refusal) and, if this process wrote the ONLINE that follows, records it
+/// with `cause`, `reason` and what still held it. Returns the record in
+/// force afterwards.
+fn leave(
+    backend: &dyn Backend,
+    waiter: Box<dyn WaiterLease>,
+    change: &ModeChange,
+    pending: &ModeRecord,
+    (cause, reason): (Cause, String),
+    held: Held,
+) -> Result<ModeRecord> {
+    let before = Timestamp::at(backend.clock().now());
+    let after = backend.leave_pending(waiter, change)?;
+    if after.mode == Mode::Online && wrote(&after, change, before) {
+        let mut e = mode_entry(cause, Mode::Pending, &after, change, reason);
+        e.waited = Some(Waited {
+            seconds: seconds_between(pending.since, after.since),
+            held_by: held.clone(),
+        });
+        e.live = held;
+        log(backend, change, e);
+    }
+    Ok(after)
+}
+
+/// What refused a wait: the drain-`block` commands, as the history names
+/// them.
+fn refusal(why: &Why, blockers: &[TaskRecord]) -> ((Cause, String), Held) {
+    let held = Live {
+        tasks: blockers.to_vec(),
+        sessions: Vec::new(),
+    }
+    .held();
+    (
+        (
+            Cause::Refused,
+            format!("{}: refused by drain `block`: {held}", why.what),
+        ),
+        held,
+    )
 }
 
 /// What a wait for OFFLINE asks of its caller: [`activate`]'s two
@@ -236,15 +373,62 @@ impl Watcher for Closures<'_, '_> {
 fn wait_offline(
     backend: &dyn Backend,
     activation: &Activation,
+    why: &Why,
     watcher: &mut dyn Watcher,
     schedule: Option<&dyn ScheduleLease>,
 ) -> Result<Outcome> {
+    let change = &activation.change;
     let before = refuse_blockers(backend)?;
-    let start = match schedule {
-        Some(s) => backend.begin_scheduled_pending(s, &activation.change)?,
-        None => backend.begin_pending(&activation.change)?,
+    // What PENDING will wait for, read beforehand: its entry is appended
+    // the moment PENDING is durable, leaving a waiter killed right after
+    // as little time as can be to die unrecorded (a lapse's noticer
+    // records a PENDING that lost its entry).
+    let sessions_before = backend.sessions()?;
+    let live_before = Live {
+        tasks: before.clone(),
+        sessions: sessions_before.clone(),
+    }
+    .held();
+    // Everything that held the wait off, for the history: from the start,
+    // what was live then (it may end before the first look).
+    let mut seen = Live {
+        tasks: before
+            .iter()
+            .filter(|t| t.holds_off_offline())
+            .cloned()
+            .collect(),
+        sessions: sessions_before,
+    }
+    .held();
+    let started = match schedule {
+        Some(s) => backend.begin_scheduled_pending(s, change)?,
+        None => backend.begin_pending(change)?,
     };
-    let (waiter, record, joined) = match start {
+    if let PendingStart::Waiting {
+        record,
+        joined: false,
+        ..
+    } = &started
+    {
+        let held = live_before;
+        let mut e = mode_entry(
+            why.cause,
+            Mode::Online,
+            record,
+            change,
+            if held.is_empty() {
+                format!("{}: nobody new gets in; nothing live to wait for", why.what)
+            } else {
+                format!("{}: nobody new gets in; waiting for {held}", why.what)
+            },
+        );
+        e.id = Some(HistoryEntry::pending_id(record));
+        e.live = held;
+        log(backend, change, e);
+    }
+    // A lapsed PENDING it replaced was recorded on the way.
+    history::catch_up(backend, &change.hooks);
+    let (waiter, record, joined) = match started {
         PendingStart::AlreadyOffline(record) => {
             return Ok(Outcome::Offline {
                 record,
@@ -263,7 +447,14 @@ fn wait_offline(
     let after = match refuse_blockers(backend) {
         Ok(t) => t,
         Err(e) => {
-            backend.leave_pending(waiter, &activation.change)?;
+            let (why_left, held) = match &e {
+                crate::Error::Refused(Refusal::Blocked { tasks }) => refusal(why, tasks),
+                other => (
+                    (Cause::Refused, format!("{}: gave up: {other}", why.what)),
+                    Held::default(),
+                ),
+            };
+            leave(backend, waiter, change, &record, why_left, held)?;
             return Err(e);
         }
     };
@@ -301,7 +492,8 @@ fn wait_offline(
         // blocks as any other: this wait ends refused.
         let blockers = blockers(&live_tasks);
         if !blockers.is_empty() {
-            backend.leave_pending(waiter, &activation.change)?;
+            let (why_left, held) = refusal(why, &blockers);
+            leave(backend, waiter, change, &record, why_left, held)?;
             return Err(crate::Error::Refused(Refusal::Blocked { tasks: blockers }));
         }
         let holding = Live {
@@ -315,6 +507,7 @@ fn wait_offline(
                 sessions.clone()
             },
         };
+        seen.merge(&holding.held());
         watcher.progress(Progress {
             holding: &holding,
             waited,
@@ -332,16 +525,38 @@ fn wait_offline(
             };
             if fresh.is_empty() {
                 match backend.complete_offline(waiter.as_ref())? {
-                    Completion::Offline(record) => {
+                    Completion::Offline(offline) => {
+                        let live = Live::read(backend)?;
+                        // Any waiter that completes records it, as the
+                        // one who began PENDING: the history keeps one.
+                        let mut e = mode_entry(
+                            why.cause,
+                            Mode::Pending,
+                            &offline,
+                            change,
+                            if seen.is_empty() {
+                                format!("{}: nothing was live", why.what)
+                            } else {
+                                format!("{}: waited for {seen}", why.what)
+                            },
+                        );
+                        e.by = offline.by.clone();
+                        e.pid = offline.pid;
+                        e.waited = Some(Waited {
+                            seconds: seconds_between(record.since, offline.since),
+                            held_by: seen.clone(),
+                        });
+                        e.live = live.held();
+                        log(backend, change, e);
                         return Ok(Outcome::Offline {
-                            record,
-                            live: Live::read(backend)?,
+                            record: offline,
+                            live,
                             joined,
                             already: false,
                         });
                     }
                     Completion::Cancelled(record) => {
-                        backend.leave_pending(waiter, &activation.change)?;
+                        backend.leave_pending(waiter, change)?;
                         return Ok(Outcome::Cancelled {
                             by: record.by.clone(),
                             record,
@@ -357,20 +572,42 @@ fn wait_offline(
             continue;
         }
         if watcher.stop_requested() {
-            let record = backend.leave_pending(waiter, &activation.change)?;
+            let held = holding.held();
+            let reason = format!("{}: interrupted; still live: {held}", why.what);
+            let after = leave(
+                backend,
+                waiter,
+                change,
+                &record,
+                (Cause::Interrupted, reason),
+                held,
+            )?;
             return Ok(Outcome::Interrupted {
                 live: holding,
-                record,
+                record: after,
             });
         }
         // The timeout bounds the wait for what is live, never the settle
         // time: with nothing live, the site goes OFFLINE once settled.
         let held = holding.active() > 0;
         if held && waited >= activation.timeout {
-            let record = backend.leave_pending(waiter, &activation.change)?;
+            let still = holding.held();
+            let reason = format!(
+                "{}: timed out after {}; still live: {still}",
+                why.what,
+                secs(activation.timeout)
+            );
+            let after = leave(
+                backend,
+                waiter,
+                change,
+                &record,
+                (Cause::Timeout, reason),
+                still,
+            )?;
             return Ok(Outcome::TimedOut {
                 live: holding,
-                record,
+                record: after,
             });
         }
         // Sleep until something may have changed: a task ends, the mode
@@ -446,8 +683,35 @@ fn settled_elsewhere(
 /// OFFLINE at once, whatever is live (`--force`); returns the record and
 /// what is still live.
 pub fn force(backend: &dyn Backend, change: &ModeChange) -> Result<(ModeRecord, Live)> {
+    let why = Why::new(Cause::Force, "offline on --force");
+    force_because(backend, change, &why)
+}
+
+/// [`force`], recorded as `why` says.
+fn force_because(
+    backend: &dyn Backend,
+    change: &ModeChange,
+    why: &Why,
+) -> Result<(ModeRecord, Live)> {
+    let from = backend.mode()?.mode;
+    let before = Timestamp::at(backend.clock().now());
     let record = backend.force_offline(change)?;
-    Ok((record, Live::read(backend)?))
+    history::catch_up(backend, &change.hooks);
+    let live = Live::read(backend)?;
+    if from != Mode::Offline && wrote(&record, change, before) {
+        let held = live.held();
+        let mut e = mode_entry(
+            why.cause,
+            from,
+            &record,
+            change,
+            format!("{}: OFFLINE at once; still live: {held}", why.what),
+        );
+        e.forced = true;
+        e.live = held;
+        log(backend, change, e);
+    }
+    Ok((record, live))
 }
 
 /// ONLINE from any state; a process waiting in PENDING sees it within
@@ -481,7 +745,40 @@ pub fn deactivate_cancelling(
         change.by.clone(),
         change.pid,
     ))?;
-    Ok((backend.go_online(change)?, cancelled))
+    let reason = if force {
+        "offline off --force"
+    } else {
+        "offline off"
+    };
+    let record = go_online_because(backend, change, Cause::Off, reason.into())?;
+    Ok((record, cancelled))
+}
+
+/// ONLINE from any state, recorded with `cause` and `reason` when it
+/// changed the mode.
+fn go_online_because(
+    backend: &dyn Backend,
+    change: &ModeChange,
+    cause: Cause,
+    reason: String,
+) -> Result<ModeRecord> {
+    let from = backend.mode()?;
+    let before = Timestamp::at(backend.clock().now());
+    let written = backend.go_online(change)?;
+    history::catch_up(backend, &change.hooks);
+    if from.mode != Mode::Online && wrote(&written, change, before) {
+        let reason = match from.mode {
+            Mode::Pending => format!(
+                "{reason} (ended the wait for OFFLINE begun by {}, pid {})",
+                from.record.by, from.record.pid
+            ),
+            _ => reason,
+        };
+        let mut e = mode_entry(cause, from.mode, &written, change, reason);
+        e.live = Live::read(backend)?.held();
+        log(backend, change, e);
+    }
+    Ok(written)
 }
 
 /// Ends the live schedule because `change`'s operator goes offline now
@@ -590,9 +887,11 @@ pub fn activate_scheduled(
     stop: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Outcome> {
+    let why = Why::new(Cause::On, "offline on");
     let outcome = wait_offline(
         backend,
         activation,
+        &why,
         &mut Closures { stop, progress },
         Some(&*lease),
     );
@@ -756,6 +1055,9 @@ fn run_window(
         started_at: Timestamp::at(backend.clock().now()),
         running: false,
     })?;
+    // A run that died mid-command was recorded on the way.
+    history::catch_up(backend, &me.hooks);
+    let shown: String = argv.join(" ").chars().take(200).collect();
     let view = backend.mode()?;
     let found = view.mode;
     if found == Mode::Pending {
@@ -767,12 +1069,15 @@ fn run_window(
     }
     if found == Mode::Online {
         if forced {
-            force(backend, me)?;
+            let why = Why::new(Cause::Run, format!("offline run --force -- {shown}"));
+            force_because(backend, me, &why)?;
             observer.mode_changed(WindowStep::Offline { forced: true });
             // Web layers serve on their last snapshot for up to one refresh
             // interval: the command runs once every one has seen OFFLINE.
             if !settled_unless_stopped(activation.settle, observer) {
-                let record = backend.go_online(me)?;
+                let reason =
+                    format!("offline run --force -- {shown}: interrupted before the command ran");
+                let record = go_online_because(backend, me, Cause::Interrupted, reason)?;
                 return Ok(RunOutcome::NotRun(Outcome::Interrupted {
                     live: Live::read(backend)?,
                     record,
@@ -783,7 +1088,8 @@ fn run_window(
                 observer: &mut *observer,
                 said_pending: false,
             };
-            let outcome = wait_offline(backend, activation, &mut wait, schedule.as_deref())?;
+            let why = Why::new(Cause::Run, format!("offline run -- {shown}"));
+            let outcome = wait_offline(backend, activation, &why, &mut wait, schedule.as_deref())?;
             if !matches!(outcome, Outcome::Offline { .. }) {
                 return Ok(RunOutcome::NotRun(outcome));
             }
@@ -799,7 +1105,12 @@ fn run_window(
     window.command_started(Timestamp::at(backend.clock().now()))?;
     let code = observer.run_command();
     let restored = if found == Mode::Online {
-        backend.go_online(me)?;
+        let ended = match &code {
+            Ok(c) => format!("the command exited with {c}"),
+            Err(e) => format!("the command failed: {e}"),
+        };
+        let reason = format!("offline run -- {shown}: {ended}; the mode it found is restored");
+        go_online_because(backend, me, Cause::Run, reason)?;
         Mode::Online
     } else {
         Mode::Offline

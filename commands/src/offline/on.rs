@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use maintenance_core::backend::{Backend, ModeChange, ScheduleLease, ScheduleRecord};
 use maintenance_core::clock::Timestamp;
 use maintenance_core::command::{Context, Exit};
+use maintenance_core::hooks::Hooks;
 use maintenance_core::mode::{Mode, RetryAfter};
 use maintenance_core::schedule::{self, local_time};
 use maintenance_core::task::{ENV_TASK, JoinToken, Membership};
@@ -232,7 +233,8 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: OnArgs) -> anyhow::Result<()> {
     let change = ModeChange::by_this_process()
         .message(args.message)
         .retry_after(args.retry_after)
-        .bypass(secret.as_deref().map(maintenance_core::mode::hash_secret));
+        .bypass(secret.as_deref().map(maintenance_core::mode::hash_secret))
+        .hooks(Hooks::from_config(ctx.config()));
     if let Some(secret) = &secret {
         let url = ctx.config().bypass_prefix.join(secret);
         writeln!(

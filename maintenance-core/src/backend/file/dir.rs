@@ -261,6 +261,66 @@ impl Dir {
         Ok(file)
     }
 
+    /// Opens `name` for appending, creating it when missing with `modes`
+    /// (whatever the umask); refuses a symlink, and anything that is not a
+    /// regular file, in its place. Never blocks on a planted FIFO.
+    pub fn open_append(&self, name: &str, modes: Modes) -> Result<File> {
+        let flags = OFlags::WRONLY
+            | OFlags::APPEND
+            | OFlags::NOFOLLOW
+            | OFlags::CLOEXEC
+            | OFlags::NONBLOCK
+            | OFlags::NOCTTY;
+        let mode = FsMode::from_raw_mode(modes.file & 0o777);
+        let opened = match rustix::fs::openat(&self.fd, name, flags, mode) {
+            Err(Errno::NOENT) => {
+                match rustix::fs::openat(
+                    &self.fd,
+                    name,
+                    flags | OFlags::CREATE | OFlags::EXCL,
+                    mode,
+                ) {
+                    Ok(fd) => {
+                        let _ = Self::apply_modes_to(&fd, modes.file, modes.gid);
+                        Ok(fd)
+                    }
+                    Err(Errno::EXIST) => rustix::fs::openat(&self.fd, name, flags, mode),
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
+        let fd = opened.map_err(|e| match e {
+            Errno::LOOP => Error::state(
+                self.join(name),
+                "is a symlink; manage never follows links inside the state directory: remove it",
+            ),
+            e => Error::io("open", self.join(name), io_err(e)),
+        })?;
+        let file = File::from(fd);
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("inspect", self.join(name), e))?;
+        if !meta.is_file() {
+            return Err(Error::state(
+                self.join(name),
+                "is not a regular file: remove it",
+            ));
+        }
+        narrow_to(&file, meta.mode(), meta.uid(), modes.file);
+        Ok(file)
+    }
+
+    /// The inode of `name` (not following a link); `None` when it does not
+    /// exist.
+    pub fn inode_of(&self, name: &str) -> Result<Option<u64>> {
+        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st.st_ino)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(Error::io("inspect", self.join(name), io_err(e))),
+        }
+    }
+
     /// Creates `name`, which must not exist, for writing.
     pub fn create_new(&self, name: &str, modes: Modes) -> Result<File> {
         let flags =
