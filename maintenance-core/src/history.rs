@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::Backend;
 use crate::clock::Timestamp;
 use crate::mode::Mode;
+use crate::schedule::ScheduleRecord;
 
 /// What an entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -26,10 +27,17 @@ pub enum EventKind {
     Mode,
     /// A window was scheduled (`offline on --at`).
     ScheduleSet,
-    /// A scheduled window was cancelled (`offline off`).
+    /// A scheduled window was cancelled: by `offline off`, by `offline on`
+    /// going offline now, or by its own process (interrupted, or unable to
+    /// go on at its time); [`HistoryEntry::by`] says who.
     ScheduleCancelled,
     /// The process holding a schedule died before its time.
     ScheduleLapsed,
+    /// A scheduled window's time came with no mode change of its own to
+    /// mark it: the site was OFFLINE already, or going offline by another
+    /// process's wait, which it joined. (Otherwise the PENDING it begins
+    /// carries the schedule.)
+    ScheduleDue,
     /// An `offline run` was killed while its command ran: the site stays
     /// OFFLINE (`from` and `to` are the mode then).
     RunAbandoned,
@@ -50,6 +58,7 @@ impl EventKind {
             EventKind::ScheduleSet => "schedule_set",
             EventKind::ScheduleCancelled => "schedule_cancelled",
             EventKind::ScheduleLapsed => "schedule_lapsed",
+            EventKind::ScheduleDue => "schedule_due",
             EventKind::RunAbandoned => "run_abandoned",
             EventKind::HookFailed => "hook_failed",
             EventKind::Other => "other",
@@ -202,11 +211,19 @@ pub struct Waited {
     pub held_by: Held,
 }
 
-/// The scheduled window an entry concerns (set by `offline on --at`).
+/// The scheduled window an entry concerns (set by `offline on --at` or
+/// `offline run --at`): what [`ScheduleRecord`] says of it, for the
+/// history and hooks (`MANAGE_SCHEDULED_AT` is its `at`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScheduleRef {
+    /// The schedule's id, as the backend gave it.
+    #[serde(default)]
+    pub id: String,
     /// When the window is to begin.
     pub at: Timestamp,
+    /// From when users are told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice_from: Option<Timestamp>,
     /// `user@host` of whoever scheduled it.
     pub by: String,
     /// The process that holds the schedule.
@@ -214,6 +231,23 @@ pub struct ScheduleRef {
     /// The message for users.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// For `offline run --at`: the command the window is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
+}
+
+impl From<&ScheduleRecord> for ScheduleRef {
+    fn from(r: &ScheduleRecord) -> Self {
+        ScheduleRef {
+            id: r.id.clone(),
+            at: r.at,
+            notice_from: Some(r.notice_from),
+            by: r.by.clone(),
+            pid: r.pid,
+            message: r.message.clone(),
+            argv: r.argv.clone(),
+        }
+    }
 }
 
 /// How a hook failed (entries of kind [`EventKind::HookFailed`]).
@@ -337,6 +371,7 @@ impl HistoryEntry {
             EventKind::ScheduleSet => "schedule set".into(),
             EventKind::ScheduleCancelled => "schedule cancelled".into(),
             EventKind::ScheduleLapsed => "schedule lapsed".into(),
+            EventKind::ScheduleDue => "schedule due".into(),
             EventKind::RunAbandoned => "run abandoned".into(),
             EventKind::HookFailed => "hook failed".into(),
             EventKind::Other => "(unknown)".into(),

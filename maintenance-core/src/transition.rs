@@ -23,7 +23,12 @@
 //!
 //! Every mode change made here is recorded in the history once it is
 //! durable, and the change's hooks run for it ([`history::record_and_notify`]):
-//! a failed append is reported and reverts nothing.
+//! a failed append is reported and reverts nothing. So is every schedule
+//! event: set, cancelled (by `offline off`, by `offline on` going offline
+//! now, or by its own process), and its time come; the mode changes a
+//! schedule causes carry it. A schedule whose process was killed is
+//! recorded by the backend, once, by whoever notices it
+//! ([`Backend::record_unrecorded`]).
 //!
 //! [`wait_for_change`]: crate::backend::Backend::wait_for_change
 
@@ -36,11 +41,11 @@ use crate::backend::{
 use crate::clock::{Timestamp, format_age};
 use crate::error::Refusal;
 use crate::error::Result;
-use crate::history::{self, Cause, EventKind, Held, HeldTask, HistoryEntry, Waited};
+use crate::history::{self, Cause, EventKind, Held, HeldTask, HistoryEntry, ScheduleRef, Waited};
 use crate::mode::{Mode, ModeRecord, ModeView};
 use crate::policy::Drain;
 use crate::records::TaskRecord;
-use crate::schedule::{EndedSchedule, ScheduleEnd, ScheduleEndReason, ScheduleRecord};
+use crate::schedule::{EndedSchedule, ScheduleEnd, ScheduleEndReason, ScheduleRecord, local_time};
 use crate::session::SessionEntry;
 
 /// How often sessions are re-counted while waiting (tasks are watched
@@ -241,6 +246,9 @@ struct Why {
     cause: Cause,
     /// The command, for people: `offline on`, `offline run -- migrate`.
     what: String,
+    /// The scheduled window whose time came, for the entries of the
+    /// changes it causes.
+    schedule: Option<ScheduleRef>,
 }
 
 impl Why {
@@ -248,7 +256,22 @@ impl Why {
         Why {
             cause,
             what: what.into(),
+            schedule: None,
         }
+    }
+
+    /// [`mode_entry`], carrying the schedule that caused it, if any.
+    fn mode_entry(
+        &self,
+        cause: Cause,
+        from: Mode,
+        record: &ModeRecord,
+        change: &ModeChange,
+        reason: String,
+    ) -> HistoryEntry {
+        let mut e = mode_entry(cause, from, record, change, reason);
+        e.schedule = self.schedule.clone();
+        e
     }
 }
 
@@ -306,7 +329,7 @@ fn secs(d: Duration) -> String {
 fn leave(
     backend: &dyn Backend,
     waiter: Box<dyn WaiterLease>,
-    change: &ModeChange,
+    (change, why): (&ModeChange, &Why),
     pending: &ModeRecord,
     (cause, reason): (Cause, String),
     held: Held,
@@ -314,7 +337,7 @@ fn leave(
     let before = Timestamp::at(backend.clock().now());
     let after = backend.leave_pending(waiter, change)?;
     if after.mode == Mode::Online && wrote(&after, change, before) {
-        let mut e = mode_entry(cause, Mode::Pending, &after, change, reason);
+        let mut e = why.mode_entry(cause, Mode::Pending, &after, change, reason);
         e.waited = Some(Waited {
             seconds: seconds_between(pending.since, after.since),
             held_by: held.clone(),
@@ -411,7 +434,7 @@ fn wait_offline(
     } = &started
     {
         let held = live_before;
-        let mut e = mode_entry(
+        let mut e = why.mode_entry(
             why.cause,
             Mode::Online,
             record,
@@ -425,6 +448,21 @@ fn wait_offline(
         e.id = Some(HistoryEntry::pending_id(record));
         e.live = held;
         log(backend, change, e);
+    }
+    // The schedule's time came while the site was OFFLINE already, or
+    // while another process's PENDING was under way: no change of its own
+    // marks it, so it is recorded as come.
+    if let (
+        Some(s),
+        PendingStart::AlreadyOffline(record)
+        | PendingStart::Waiting {
+            record,
+            joined: true,
+            ..
+        },
+    ) = (schedule, &started)
+    {
+        schedule_due(backend, change, s.record(), record.mode);
     }
     // A lapsed PENDING it replaced was recorded on the way.
     history::catch_up(backend, &change.hooks);
@@ -454,7 +492,7 @@ fn wait_offline(
                     Held::default(),
                 ),
             };
-            leave(backend, waiter, change, &record, why_left, held)?;
+            leave(backend, waiter, (change, why), &record, why_left, held)?;
             return Err(e);
         }
     };
@@ -493,7 +531,7 @@ fn wait_offline(
         let blockers = blockers(&live_tasks);
         if !blockers.is_empty() {
             let (why_left, held) = refusal(why, &blockers);
-            leave(backend, waiter, change, &record, why_left, held)?;
+            leave(backend, waiter, (change, why), &record, why_left, held)?;
             return Err(crate::Error::Refused(Refusal::Blocked { tasks: blockers }));
         }
         let holding = Live {
@@ -529,7 +567,7 @@ fn wait_offline(
                         let live = Live::read(backend)?;
                         // Any waiter that completes records it, as the
                         // one who began PENDING: the history keeps one.
-                        let mut e = mode_entry(
+                        let mut e = why.mode_entry(
                             why.cause,
                             Mode::Pending,
                             &offline,
@@ -577,7 +615,7 @@ fn wait_offline(
             let after = leave(
                 backend,
                 waiter,
-                change,
+                (change, why),
                 &record,
                 (Cause::Interrupted, reason),
                 held,
@@ -600,7 +638,7 @@ fn wait_offline(
             let after = leave(
                 backend,
                 waiter,
-                change,
+                (change, why),
                 &record,
                 (Cause::Timeout, reason),
                 still,
@@ -700,7 +738,7 @@ fn force_because(
     let live = Live::read(backend)?;
     if from != Mode::Offline && wrote(&record, change, before) {
         let held = live.held();
-        let mut e = mode_entry(
+        let mut e = why.mode_entry(
             why.cause,
             from,
             &record,
@@ -740,6 +778,7 @@ pub fn deactivate_cancelling(
                 .into(),
         }));
     }
+    let from = backend.mode()?.mode;
     let cancelled = backend.end_schedule(&ScheduleEnd::new(
         ScheduleEndReason::Cancelled,
         change.by.clone(),
@@ -750,17 +789,21 @@ pub fn deactivate_cancelling(
     } else {
         "offline off"
     };
-    let record = go_online_because(backend, change, Cause::Off, reason.into())?;
+    if let Some(ended) = &cancelled {
+        schedule_ended(backend, change, ended, from, Cause::Off, reason);
+    }
+    let record = go_online_because(backend, change, Cause::Off, reason.into(), None)?;
     Ok((record, cancelled))
 }
 
-/// ONLINE from any state, recorded with `cause` and `reason` when it
-/// changed the mode.
+/// ONLINE from any state, recorded with `cause` and `reason` (and the
+/// schedule that caused it, if any) when it changed the mode.
 fn go_online_because(
     backend: &dyn Backend,
     change: &ModeChange,
     cause: Cause,
     reason: String,
+    schedule: Option<&ScheduleRef>,
 ) -> Result<ModeRecord> {
     let from = backend.mode()?;
     let before = Timestamp::at(backend.clock().now());
@@ -775,6 +818,7 @@ fn go_online_because(
             _ => reason,
         };
         let mut e = mode_entry(cause, from.mode, &written, change, reason);
+        e.schedule = schedule.cloned();
         e.live = Live::read(backend)?.held();
         log(backend, change, e);
     }
@@ -783,18 +827,23 @@ fn go_online_because(
 
 /// Ends the live schedule because `change`'s operator goes offline now
 /// (`offline on` without `--at`): its waiting process exits refused.
-/// Returns it with its end, if one was live. Called before the wait
-/// begins, so a schedule whose time comes first is joined as any PENDING
-/// is.
+/// Returns it with its end, if one was live, and records it. Called before
+/// the wait begins, so a schedule whose time comes first is joined as any
+/// PENDING is.
 pub fn supersede_schedule(
     backend: &dyn Backend,
     change: &ModeChange,
 ) -> Result<Option<EndedSchedule>> {
-    backend.end_schedule(&ScheduleEnd::new(
+    let mode = backend.mode()?.mode;
+    let ended = backend.end_schedule(&ScheduleEnd::new(
         ScheduleEndReason::Superseded,
         change.by.clone(),
         change.pid,
-    ))
+    ))?;
+    if let Some(ended) = &ended {
+        schedule_ended(backend, change, ended, mode, Cause::On, "offline on");
+    }
+    Ok(ended)
 }
 
 /// How the wait for a scheduled window's time ended, when nobody else
@@ -810,13 +859,161 @@ pub enum Notice {
     Interrupted,
 }
 
-/// Schedules a window: see [`Backend::begin_schedule`]. The schedule lives
-/// as long as the returned lease (and so this process) does.
+/// Schedules a window for `change`'s operator: see
+/// [`Backend::begin_schedule`]. The schedule lives as long as the returned
+/// lease (and so this process) does. Recorded in the history, and
+/// `change`'s hooks run for it.
 pub fn schedule(
     backend: &dyn Backend,
+    change: &ModeChange,
     schedule: &ScheduleRecord,
 ) -> Result<Box<dyn ScheduleLease>> {
-    backend.begin_schedule(schedule)
+    let mode = backend.mode()?.mode;
+    let lease = backend.begin_schedule(schedule)?;
+    // A schedule whose process was killed, found on the way.
+    history::catch_up(backend, &change.hooks);
+    let r = lease.record();
+    let e = schedule_entry(
+        EventKind::ScheduleSet,
+        Cause::Scheduled,
+        mode,
+        r,
+        r.set_at,
+        format!(
+            "{}: the site starts going offline at {}; users are told from {}; the schedule \
+             lasts as long as pid {}",
+            scheduled_what(r),
+            local_time(r.at),
+            local_time(r.notice_from),
+            r.pid
+        ),
+    );
+    log(backend, change, e);
+    Ok(lease)
+}
+
+/// The command a schedule stands for, as the history says it: `offline on
+/// --at 2026-11-25T02:00:00+01:00`, `offline run --at … -- migrate`.
+fn scheduled_what(r: &ScheduleRecord) -> String {
+    match &r.argv {
+        Some(argv) => format!(
+            "offline run --at {} -- {}",
+            local_time(r.at),
+            argv.join(" ").chars().take(200).collect::<String>()
+        ),
+        None => format!("offline on --at {}", local_time(r.at)),
+    }
+}
+
+/// The entry of an event of schedule `r` at `at`, the site in `mode`
+/// (which it does not change), by the schedule's holder (the caller sets
+/// another).
+fn schedule_entry(
+    kind: EventKind,
+    cause: Cause,
+    mode: Mode,
+    r: &ScheduleRecord,
+    at: Timestamp,
+    reason: String,
+) -> HistoryEntry {
+    let mut e = HistoryEntry::new(kind, cause, mode, mode, at, reason);
+    e.by = r.by.clone();
+    e.pid = r.pid;
+    e.message = r.message.clone();
+    e.schedule = Some(ScheduleRef::from(r));
+    e
+}
+
+/// Records that `ended` was ended by someone other than its holder
+/// (`offline off`, `offline on` now), the site in `mode`.
+fn schedule_ended(
+    backend: &dyn Backend,
+    change: &ModeChange,
+    ended: &EndedSchedule,
+    mode: Mode,
+    cause: Cause,
+    what: &str,
+) {
+    let r = &ended.schedule;
+    let how = match ended.end.why {
+        ScheduleEndReason::Superseded => "went offline now, ending",
+        _ => "cancelled",
+    };
+    let mut e = schedule_entry(
+        EventKind::ScheduleCancelled,
+        cause,
+        mode,
+        r,
+        ended.end.at,
+        format!(
+            "{what}: {how} the offline window scheduled at {} by {} (pid {})",
+            local_time(r.at),
+            r.by,
+            r.pid
+        ),
+    );
+    e.by = ended.end.by.clone();
+    e.pid = ended.end.pid;
+    log(backend, change, e);
+}
+
+/// Records that the time of schedule `r` came with no mode change of its
+/// own to mark it: the site was `mode` (OFFLINE already, or PENDING by
+/// another process's wait, which it joined).
+fn schedule_due(backend: &dyn Backend, change: &ModeChange, r: &ScheduleRecord, mode: Mode) {
+    let found = match mode {
+        Mode::Offline => "the site was OFFLINE already: the window it asked for is open",
+        _ => "the site was going offline already: it joined that wait",
+    };
+    let e = schedule_entry(
+        EventKind::ScheduleDue,
+        Cause::Scheduled,
+        mode,
+        r,
+        Timestamp::at(backend.clock().now()),
+        format!("{}: its time came; {found}", scheduled_what(r)),
+    );
+    log(backend, change, e);
+}
+
+/// Ends schedule `lease` by its own process (its wait interrupted, or
+/// refused or failed before PENDING began), and records it as cancelled
+/// by its holder with `cause` and `why`. Every reader sees it gone from
+/// now on; a failed end is reported, and the schedule goes with this
+/// process's lock in any case.
+fn withdraw(
+    backend: &dyn Backend,
+    change: &ModeChange,
+    lease: &mut dyn ScheduleLease,
+    (cause, why): (Cause, String),
+) -> Result<()> {
+    let mode = backend.mode().map(|v| v.mode);
+    let me = lease.record();
+    let end = ScheduleEnd::new(ScheduleEndReason::Withdrawn, me.by.clone(), me.pid);
+    lease.end(&end)?;
+    let r = lease.record();
+    match mode {
+        Ok(mode) => {
+            let e = schedule_entry(
+                EventKind::ScheduleCancelled,
+                cause,
+                mode,
+                r,
+                Timestamp::at(backend.clock().now()),
+                format!(
+                    "{}: {why}; its own process withdrew the schedule",
+                    scheduled_what(r)
+                ),
+            );
+            log(backend, change, e);
+        }
+        Err(e) => eprintln!(
+            "warning: the offline window scheduled at {} is withdrawn, but it could not be \
+             recorded in the history: {e}",
+            local_time(r.at)
+        ),
+    }
+    Ok(())
 }
 
 /// Waits in the foreground until the schedule's time, by the backend's
@@ -825,10 +1022,35 @@ pub fn schedule(
 /// holds the window is waited for: a run started during the notice keeps
 /// the schedule, which goes on after it. Refused with
 /// [`Refusal::ScheduleEnded`] as soon as someone ends the schedule
-/// (`offline off`, `offline on`); on a stop the schedule is withdrawn.
+/// (`offline off`, `offline on`); on a stop, or an error, the schedule is
+/// withdrawn, and that is recorded with `change`'s hooks.
 pub fn wait_for_schedule(
     backend: &dyn Backend,
+    change: &ModeChange,
     lease: &mut dyn ScheduleLease,
+    stop: &dyn Fn() -> bool,
+) -> Result<Notice> {
+    let waited = wait_for_time(backend, lease, stop);
+    match &waited {
+        Ok(Notice::Due) | Err(crate::Error::Refused(Refusal::ScheduleEnded { .. })) => {}
+        Ok(Notice::Interrupted) => withdraw(
+            backend,
+            change,
+            lease,
+            (
+                Cause::Interrupted,
+                "interrupted (Ctrl-C or SIGTERM) before its time".into(),
+            ),
+        )?,
+        Err(e) => withdraw_unless_ended(backend, change, lease, Some(e), e),
+    }
+    waited
+}
+
+/// The body of [`wait_for_schedule`]: the wait alone.
+fn wait_for_time(
+    backend: &dyn Backend,
+    lease: &dyn ScheduleLease,
     stop: &dyn Fn() -> bool,
 ) -> Result<Notice> {
     let clock = backend.clock();
@@ -837,9 +1059,6 @@ pub fn wait_for_schedule(
             return Err(ended_refusal(lease.record(), end));
         }
         if stop() {
-            let me = lease.record();
-            let end = ScheduleEnd::new(ScheduleEndReason::Withdrawn, me.by.clone(), me.pid);
-            lease.end(&end)?;
             return Ok(Notice::Interrupted);
         }
         let left = lease.record().left(clock.now());
@@ -864,14 +1083,32 @@ fn ended_refusal(schedule: &ScheduleRecord, end: ScheduleEnd) -> crate::Error {
     })
 }
 
-/// Withdraws a schedule that nothing ended (its wait failed or was
-/// refused before PENDING began), so every reader sees it gone now. Best
-/// effort: the schedule goes with this process's lock in any case.
-fn withdraw_unless_ended(lease: &mut dyn ScheduleLease) {
+/// Withdraws a schedule that nothing ended, because `error` ended its
+/// wait before PENDING began (a drain-`block` command at its time, another
+/// run holding the window, a failure), so every reader sees it gone now,
+/// and records why. Best effort: the schedule goes with this process's
+/// lock in any case.
+fn withdraw_unless_ended(
+    backend: &dyn Backend,
+    change: &ModeChange,
+    lease: &mut dyn ScheduleLease,
+    error: Option<&crate::Error>,
+    text: &dyn std::fmt::Display,
+) {
     if let Ok(None) = lease.wait_ended(Duration::ZERO) {
-        let me = lease.record();
-        let end = ScheduleEnd::new(ScheduleEndReason::Withdrawn, me.by.clone(), me.pid);
-        let _ = lease.end(&end);
+        let cause = match error {
+            Some(crate::Error::Refused(_)) => Cause::Refused,
+            _ => Cause::Scheduled,
+        };
+        let _ = withdraw(
+            backend,
+            change,
+            lease,
+            (
+                cause,
+                format!("its time came, but it could not go on: {text}"),
+            ),
+        );
     }
 }
 
@@ -879,7 +1116,7 @@ fn withdraw_unless_ended(lease: &mut dyn ScheduleLease) {
 /// returned [`Notice::Due`]): PENDING begins and the schedule ends in one
 /// step, unless someone ended it first (refused with
 /// [`Refusal::ScheduleEnded`]). The timeout counts from now, the
-/// schedule's time.
+/// schedule's time. Its mode changes are recorded as the schedule's.
 pub fn activate_scheduled(
     backend: &dyn Backend,
     lease: &mut dyn ScheduleLease,
@@ -887,7 +1124,11 @@ pub fn activate_scheduled(
     stop: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Outcome> {
-    let why = Why::new(Cause::On, "offline on");
+    let why = Why {
+        cause: Cause::Scheduled,
+        what: scheduled_what(lease.record()),
+        schedule: Some(ScheduleRef::from(lease.record())),
+    };
     let outcome = wait_offline(
         backend,
         activation,
@@ -895,7 +1136,9 @@ pub fn activate_scheduled(
         &mut Closures { stop, progress },
         Some(&*lease),
     );
-    withdraw_unless_ended(lease);
+    if let Err(e) = &outcome {
+        withdraw_unless_ended(backend, &activation.change, lease, Some(e), e);
+    }
     outcome
 }
 
@@ -1034,7 +1277,15 @@ pub fn run_in_window_scheduled(
         observer,
         Some(&mut *lease),
     );
-    withdraw_unless_ended(lease);
+    if let Err(e) = &outcome {
+        withdraw_unless_ended(
+            backend,
+            &activation.change,
+            lease,
+            e.downcast_ref::<crate::Error>(),
+            e,
+        );
+    }
     outcome
 }
 
@@ -1058,6 +1309,9 @@ fn run_window(
     // A run that died mid-command was recorded on the way.
     history::catch_up(backend, &me.hooks);
     let shown: String = argv.join(" ").chars().take(200).collect();
+    // The schedule whose time came, which the entries of the window's
+    // changes carry.
+    let scheduled = schedule.as_deref().map(|l| ScheduleRef::from(l.record()));
     let view = backend.mode()?;
     let found = view.mode;
     if found == Mode::Pending {
@@ -1077,7 +1331,7 @@ fn run_window(
             if !settled_unless_stopped(activation.settle, observer) {
                 let reason =
                     format!("offline run --force -- {shown}: interrupted before the command ran");
-                let record = go_online_because(backend, me, Cause::Interrupted, reason)?;
+                let record = go_online_because(backend, me, Cause::Interrupted, reason, None)?;
                 return Ok(RunOutcome::NotRun(Outcome::Interrupted {
                     live: Live::read(backend)?,
                     record,
@@ -1088,7 +1342,14 @@ fn run_window(
                 observer: &mut *observer,
                 said_pending: false,
             };
-            let why = Why::new(Cause::Run, format!("offline run -- {shown}"));
+            let why = match schedule.as_deref() {
+                Some(lease) => Why {
+                    cause: Cause::Scheduled,
+                    what: scheduled_what(lease.record()),
+                    schedule: scheduled.clone(),
+                },
+                None => Why::new(Cause::Run, format!("offline run -- {shown}")),
+            };
             let outcome = wait_offline(backend, activation, &why, &mut wait, schedule.as_deref())?;
             if !matches!(outcome, Outcome::Offline { .. }) {
                 return Ok(RunOutcome::NotRun(outcome));
@@ -1099,6 +1360,7 @@ fn run_window(
         if let Some(lease) = schedule.as_mut() {
             let end = ScheduleEnd::new(ScheduleEndReason::Due, me.by.clone(), me.pid);
             lease.end(&end)?;
+            schedule_due(backend, me, lease.record(), found);
         }
         observer.mode_changed(WindowStep::AlreadyOffline);
     }
@@ -1110,7 +1372,7 @@ fn run_window(
             Err(e) => format!("the command failed: {e}"),
         };
         let reason = format!("offline run -- {shown}: {ended}; the mode it found is restored");
-        go_online_because(backend, me, Cause::Run, reason)?;
+        go_online_because(backend, me, Cause::Run, reason, scheduled.as_ref())?;
         Mode::Online
     } else {
         Mode::Offline

@@ -246,7 +246,7 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: OnArgs) -> anyhow::Result<()> {
     let mut scheduled = match args.schedule.at {
         Some(at) => {
             let mut lease = schedule_window(ctx, backend, &args.schedule, at, &a.change, None)?;
-            wait_for_time(ctx, backend, lease.as_mut())?;
+            wait_for_time(ctx, backend, &a.change, lease.as_mut())?;
             Some(lease)
         }
         None => {
@@ -350,7 +350,7 @@ pub(super) fn schedule_window(
     record.pid = change.pid;
     record.message = change.message.clone();
     record.argv = argv.map(<[String]>::to_vec);
-    let lease = offline::schedule(backend, &record)?;
+    let lease = offline::schedule(backend, change, &record)?;
     writeln!(
         ctx.out(),
         "{}",
@@ -369,14 +369,16 @@ pub(super) fn schedule_window(
 
 /// Waits in the foreground for the schedule's time. Someone ending the
 /// schedule is an error that says who (exit 75); a stop (Ctrl-C, SIGTERM)
-/// withdraws it and exits 130, the site as it was.
+/// withdraws it and exits 130, the site as it was. `change` is the
+/// operator's, whose hooks run when the schedule is withdrawn.
 pub(super) fn wait_for_time(
     ctx: &mut Context<'_>,
     backend: &dyn Backend,
+    change: &ModeChange,
     lease: &mut dyn ScheduleLease,
 ) -> anyhow::Result<()> {
     let stop = ctx.stop_token().clone();
-    match offline::wait_for_schedule(backend, lease, &|| stop.requested())? {
+    match offline::wait_for_schedule(backend, change, lease, &|| stop.requested())? {
         Notice::Due => Ok(()),
         Notice::Interrupted => {
             writeln!(

@@ -57,7 +57,7 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: RunArgs) -> anyhow::Result<()> {
                 &a.change,
                 Some(&args.command),
             )?;
-            wait_for_time(ctx, backend, lease.as_mut())?;
+            wait_for_time(ctx, backend, &a.change, lease.as_mut())?;
             Some(lease)
         }
         None => {

@@ -56,11 +56,10 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: &StatusArgs) -> anyhow::Result<(
     let backend = backend.as_ref();
     let st = offline::status(backend)?;
     let window = backend.window()?;
-    // A change nobody lived to record, noticed here: recorded once, by
-    // whoever notices first. Nothing is read for it otherwise.
-    if st.view.lapsed.is_some() || matches!(window, WindowState::Abandoned(_)) {
-        maintenance_core::history::catch_up(backend, &Hooks::from_config(ctx.config()));
-    }
+    // A change nobody lived to record (a lapsed PENDING or schedule, a run
+    // killed mid-command), noticed here: recorded once, by whoever notices
+    // first. The backend looks cheaply and records only what it finds.
+    maintenance_core::history::catch_up(backend, &Hooks::from_config(ctx.config()));
     let schedule = backend.schedule()?;
     if args.json {
         let doc = status_json(&st, &window, schedule.as_ref(), backend, ctx);

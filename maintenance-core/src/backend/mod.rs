@@ -404,11 +404,15 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// Records the changes nobody lived to record — a PENDING whose waiters
     /// all died (it lapsed to ONLINE), an `offline run` killed while its
-    /// command ran — exactly once however many processes notice them at
-    /// once, and returns the entries this backend appended so: in this
-    /// call, or on the way in one of its own mode changes since the last
-    /// call (each writer records a lapse it replaces, under the gate).
-    /// Cheap when there is nothing to record.
+    /// command ran, a schedule whose process died before anyone ended it
+    /// ([`EventKind::ScheduleLapsed`]) — exactly once however many
+    /// processes notice them at once, and returns the entries this backend
+    /// appended so: in this call, or on the way in one of its own mode
+    /// changes or schedule operations since the last call (each writer
+    /// records a lapse it replaces, under the gate). Cheap when there is
+    /// nothing to record.
+    ///
+    /// [`EventKind::ScheduleLapsed`]: crate::history::EventKind::ScheduleLapsed
     fn record_unrecorded(&self) -> Result<Vec<HistoryEntry>>;
 }
 

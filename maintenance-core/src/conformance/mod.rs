@@ -222,6 +222,11 @@ macro_rules! backend_conformance {
             history::a_lapsed_pending_is_recorded_exactly_once_however_many_notice_it,
             history::a_writer_records_the_lapse_it_replaces,
             history::the_history_is_bounded_and_keeps_the_newest,
+            history::setting_and_ending_a_schedule_is_recorded_once_each_with_the_schedule,
+            history::a_lapsed_schedule_is_recorded_exactly_once_however_many_notice_it,
+            history::a_writer_records_the_lapsed_schedule_it_finds,
+            history::a_scheduled_window_records_its_mode_changes_with_the_schedule,
+            history::a_schedule_its_own_process_ends_is_recorded_saying_why,
         );
     };
     (@tests $state:path; $($area:ident::$case:ident),* $(,)?) => {

@@ -6,9 +6,11 @@
 //! that is not an entry is skipped, named, and never fatal.
 //!
 //! Also the changes nobody lived to record — a lapsed PENDING, an `offline
-//! run` killed mid-command — noticed under the exclusive gate (so that they
-//! come before the change that replaces them) and recorded once: each
-//! carries the id of what lapsed, and an append skips an id already kept.
+//! run` killed mid-command, a schedule whose process was killed — noticed
+//! under the exclusive gate (so that they come before the change that
+//! replaces them) and recorded once: each carries the id of what lapsed,
+//! and an append skips an id already kept; a lapsed schedule is moreover
+//! found only by the one holder of the gate that removes its file.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -19,9 +21,10 @@ use super::dir::Modes;
 use crate::backend::{Backend, WindowRun, WindowState};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::history::{Cause, EventKind, HistoryEntry, HistoryQuery, HistoryRead};
+use crate::history::{Cause, EventKind, HistoryEntry, HistoryQuery, HistoryRead, ScheduleRef};
 use crate::identity::Identity;
 use crate::mode::{Mode, ModeRecord};
+use crate::schedule::{ScheduleRecord, local_time};
 
 /// The history.
 pub(crate) const HISTORY: &str = "history.jsonl";
@@ -219,6 +222,33 @@ impl FileBackend {
         if let Ok(WindowState::Abandoned(run)) = self.window() {
             self.notice_abandoned(&run);
         }
+        match self.reap_schedules() {
+            Ok(lapsed) => self.notice_lapsed_schedules(lapsed),
+            Err(e) => eprintln!("warning: cannot look for a lapsed schedule to record: {e}"),
+        }
+    }
+
+    /// Records each schedule of `lapsed` (its process died before anyone
+    /// ended it), for the holder of the exclusive gate that removed it
+    /// (`reap_schedules`): only that one finds it, so it is recorded once,
+    /// and its id makes sure of it.
+    pub(super) fn notice_lapsed_schedules(&self, lapsed: Vec<ScheduleRecord>) {
+        if lapsed.is_empty() {
+            return;
+        }
+        let mode = match self.view() {
+            Ok(view) => view.mode,
+            Err(e) => {
+                eprintln!(
+                    "warning: {} lapsed schedule(s) could not be recorded in the history:                      cannot read the mode: {e}",
+                    lapsed.len()
+                );
+                return;
+            }
+        };
+        for record in &lapsed {
+            self.append_noticed(schedule_lapse_entry(record, mode, self.now()));
+        }
     }
 
     /// Records that `run` died while its command ran (once).
@@ -307,6 +337,31 @@ fn lapse_entry(record: &ModeRecord, now: Timestamp) -> HistoryEntry {
     e.message = record.message.clone();
     e.noticed_by = Some(noticer());
     e.id = Some(format!("lapse:{}", HistoryEntry::pending_id(record)));
+    e
+}
+
+/// The entry of a schedule whose process died before its time, without
+/// anyone ending it (killed): the site stays `mode`.
+fn schedule_lapse_entry(record: &ScheduleRecord, mode: Mode, now: Timestamp) -> HistoryEntry {
+    let mut e = HistoryEntry::new(
+        EventKind::ScheduleLapsed,
+        Cause::Lapsed,
+        mode,
+        mode,
+        now,
+        format!(
+            "the process holding the offline window scheduled at {} (pid {}, {}) is gone: the              schedule lapsed, and the site stays {mode}",
+            local_time(record.at),
+            record.pid,
+            record.by
+        ),
+    );
+    e.by = record.by.clone();
+    e.pid = record.pid;
+    e.message = record.message.clone();
+    e.schedule = Some(ScheduleRef::from(record));
+    e.noticed_by = Some(noticer());
+    e.id = Some(format!("schedule-lapse:{}", record.id));
     e
 }
 

@@ -142,8 +142,10 @@ impl FileBackend {
         // `offline doctor` promises.
         tasks::reap(&self.tasks)?;
         // Schedules whose process died; those killed before anyone ended
-        // them lapsed, each found here exactly once (under the gate).
-        let _lapsed: Vec<ScheduleRecord> = self.reap_schedules()?;
+        // them lapsed, each found here exactly once (under the gate), and
+        // recorded so.
+        let lapsed = self.reap_schedules()?;
+        self.notice_lapsed_schedules(lapsed);
         for name in self.pending.names()? {
             let Some(name) = name.to_str() else { continue };
             if !name.ends_with(WAITER_SUFFIX) {
@@ -681,7 +683,10 @@ impl Backend for FileBackend {
     fn record_unrecorded(&self) -> Result<Vec<crate::history::HistoryEntry>> {
         // Cheap when nothing lapsed: the look every status makes anyway.
         let lapsed = self.view()?.lapsed.is_some();
-        if lapsed || matches!(self.window()?, WindowState::Abandoned(_)) {
+        if lapsed
+            || matches!(self.window()?, WindowState::Abandoned(_))
+            || self.any_schedule_lapsed()?
+        {
             let _gate = self.gate(true)?;
             self.notice_under_gate();
         }
