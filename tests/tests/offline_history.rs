@@ -3,7 +3,9 @@
 //! command), `--force`, a timeout, `off`, `run` and a waiter killed, read
 //! back with `offline history --json` and as a table, then rotated past
 //! its bound; a lapsed PENDING and a run killed mid-command each recorded
-//! exactly once while several readers race to notice them.
+//! exactly once while several readers race to notice them; a scheduled
+//! window set, gone PENDING and OFFLINE at its time, and turned off; a
+//! schedule cancelled, withdrawn and killed, each recorded once.
 
 #![allow(clippy::unwrap_used)]
 
@@ -249,4 +251,153 @@ fn a_run_killed_mid_command_is_recorded_once_before_the_off_that_follows() {
     // Nothing more is noticed later.
     assert_eq!(site.run(&["offline", "status"]).code(), Some(0));
     assert_eq!(history(&site, 100), entries);
+}
+
+/// Starts `manage ARGS…` (an `offline on --at …`) and waits until it says
+/// its window is scheduled: from then on the schedule is live.
+fn scheduled(site: &CliSite, args: &[&str]) -> Proc {
+    let mut p = site.spawn(args);
+    let line = p.line();
+    assert!(line.starts_with("Offline scheduled at "), "{line:?}");
+    p
+}
+
+/// `(kind, cause, from, to)` of each entry.
+fn events(entries: &[HistoryEntry]) -> Vec<(EventKind, Cause, Mode, Mode)> {
+    entries
+        .iter()
+        .map(|e| (e.kind, e.cause, e.from, e.to))
+        .collect()
+}
+
+#[test]
+fn a_scheduled_window_reads_back_as_set_then_its_pending_and_offline_then_the_off() {
+    let site = CliSite::new(EXE);
+    let me = user_at_host();
+    let on = scheduled(
+        &site,
+        &["offline", "on", "--at", "+2s", "--message", "Upgrading"],
+    );
+    let holder = on.pid();
+    let out = on.finish();
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(site.run(&["offline", "off"]).code(), Some(0));
+
+    let entries = history(&site, 100);
+    use Cause::*;
+    use Mode::*;
+    assert_eq!(
+        events(&entries),
+        [
+            (EventKind::ScheduleSet, Scheduled, Online, Online),
+            (EventKind::Mode, Scheduled, Online, Pending),
+            (EventKind::Mode, Scheduled, Pending, Offline),
+            (EventKind::Mode, Off, Offline, Online),
+        ],
+        "{entries:#?}"
+    );
+    let at = entries[0].schedule.as_ref().expect("the schedule set").at;
+    for e in &entries[..3] {
+        let s = e.schedule.as_ref().unwrap_or_else(|| panic!("{e:#?}"));
+        assert_eq!((s.at, s.pid, s.by.as_str()), (at, holder, me.as_str()));
+        assert_eq!(s.message.as_deref(), Some("Upgrading"));
+        assert_eq!(e.pid, holder, "the waiting process made each");
+        assert_eq!(e.message.as_deref(), Some("Upgrading"));
+    }
+    assert!(
+        entries[3].schedule.is_none(),
+        "the off is not the schedule's"
+    );
+    assert!(entries[1].at >= at, "PENDING at its time, never before");
+    assert!(
+        entries[0].reason.starts_with("offline on --at "),
+        "{}",
+        entries[0].reason
+    );
+
+    // The table says it at a glance.
+    let out = site.run(&["offline", "history"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(out.stdout.len(), 5, "{out}");
+    assert!(out.stdout[1].contains("schedule set"), "{out}");
+    assert!(out.stdout[2].contains("ONLINE → PENDING"), "{out}");
+}
+
+#[test]
+fn a_cancelled_a_withdrawn_and_a_killed_schedule_are_each_recorded_once() {
+    let site = CliSite::new(EXE);
+    // Cancelled by `off`.
+    let cancelled = scheduled(&site, &["offline", "on", "--at", "+1h"]);
+    let off = site.spawn(&["offline", "off"]);
+    let off_pid = off.pid();
+    assert_eq!(off.finish().code(), Some(0));
+    assert_eq!(cancelled.finish().code(), Some(manage_tests::REFUSED));
+    // Withdrawn by its own process, on SIGTERM.
+    let withdrawn = scheduled(&site, &["offline", "on", "--at", "+1h"]);
+    let withdrawn_pid = withdrawn.pid();
+    manage_tests::send_signal(withdrawn_pid, rustix::process::Signal::TERM);
+    assert_eq!(
+        withdrawn.finish().code(),
+        Some(i32::from(maintenance_core::exit::INTERRUPTED))
+    );
+    // Killed: nobody lived to record it; readers of both kinds race to.
+    let mut killed = scheduled(&site, &["offline", "on", "--at", "+1h"]);
+    killed.kill9();
+    let readers: Vec<Proc> = (0..8)
+        .map(|i| {
+            if i % 2 == 0 {
+                site.spawn(&["offline", "status"])
+            } else {
+                site.spawn(&["offline", "history", "--json"])
+            }
+        })
+        .collect();
+    for r in readers {
+        let out = r.finish();
+        assert_eq!(out.code(), Some(0), "{out}");
+        assert_eq!(out.stderr, "", "{out}");
+    }
+    // A writer after them records no second one.
+    assert_eq!(site.run(&["offline", "on", "--force"]).code(), Some(0));
+
+    let entries = history(&site, 100);
+    use Cause::*;
+    use Mode::*;
+    assert_eq!(
+        events(&entries),
+        [
+            (EventKind::ScheduleSet, Scheduled, Online, Online),
+            (EventKind::ScheduleCancelled, Off, Online, Online),
+            (EventKind::ScheduleSet, Scheduled, Online, Online),
+            (EventKind::ScheduleCancelled, Interrupted, Online, Online),
+            (EventKind::ScheduleSet, Scheduled, Online, Online),
+            (EventKind::ScheduleLapsed, Lapsed, Online, Online),
+            (EventKind::Mode, Force, Online, Offline),
+        ],
+        "{entries:#?}"
+    );
+    let holders: Vec<u32> = entries[..6]
+        .iter()
+        .map(|e| e.schedule.as_ref().expect("each carries it").pid)
+        .collect();
+    assert_eq!(
+        holders,
+        [
+            entries[0].pid,
+            entries[0].pid,
+            withdrawn_pid,
+            withdrawn_pid,
+            killed.pid(),
+            killed.pid()
+        ]
+    );
+    assert_eq!(entries[1].pid, off_pid, "cancelled by the off");
+    assert_eq!(entries[3].pid, withdrawn_pid, "withdrawn by its holder");
+    assert_eq!(entries[5].pid, killed.pid(), "the killed holder's");
+    assert!(entries[5].noticed_by.is_some(), "{:#?}", entries[5]);
+    assert!(
+        entries[5].reason.contains("lapsed"),
+        "{}",
+        entries[5].reason
+    );
 }

@@ -3,8 +3,10 @@
 //! hook's environment and its history entry on stdin, with no secret of
 //! the caller's environment; a failing hook reported and recorded while
 //! the change stands; a slow hook never holding `offline run` up and a
-//! hanging one killed, with what it started, after its timeout; and the
-//! hooks of a `manage.toml` a stranger owns or others may write refused.
+//! hanging one killed, with what it started, after its timeout; a
+//! schedule set, cancelled and lapsed, each heard with its time
+//! (`MANAGE_SCHEDULED_AT`); and the hooks of a `manage.toml` a stranger
+//! owns or others may write refused.
 
 #![allow(clippy::unwrap_used)]
 
@@ -417,4 +419,72 @@ fn hooks_of_a_manage_toml_a_stranger_owns_or_others_may_write_are_refused() {
             .count(),
         4
     );
+}
+
+#[test]
+fn a_hook_hears_a_schedule_set_cancelled_and_lapsed_with_its_time() {
+    let site = CliSite::with_config(EXE, "[hooks]\non_change = [\"record.sh\"]\n");
+    recording_hook(&site);
+    let me = user_at_host();
+    let scheduled = |args: &[&str]| {
+        let mut p = site.spawn(args);
+        let line = p.line();
+        assert!(line.starts_with("Offline scheduled at "), "{line:?}");
+        p
+    };
+    // Set, then cancelled by `off` (an ONLINE site: no mode change).
+    let on = scheduled(&["offline", "on", "--at", "+1h", "--message", "Upgrading"]);
+    let at = site.status_json()["schedule"]["at"]
+        .as_str()
+        .expect("the schedule's time")
+        .to_owned();
+    assert_eq!(site.run(&["offline", "off"]).code(), Some(0));
+    assert_eq!(on.finish().code(), Some(manage_tests::REFUSED));
+    // Set, then its holder killed: the next look records the lapse, and
+    // runs the hooks for it.
+    let mut killed = scheduled(&["offline", "on", "--at", "+2h"]);
+    killed.kill9();
+    assert_eq!(site.run(&["offline", "status"]).code(), Some(0));
+
+    let got = poll_until("four schedule events reached the hook", || {
+        let c = calls(&site);
+        (c.len() >= 4).then_some(c)
+    });
+    assert_eq!(got.len(), 4, "one call an event: {got:#?}");
+    let recorded = history(&site);
+    let seen: Vec<(String, String, String)> = got
+        .iter()
+        .map(|(env, entry)| {
+            let var = |k: &str| env.get(k).cloned().unwrap_or_default();
+            assert_eq!(var("MANAGE_MODE"), "ONLINE", "{env:?}");
+            assert_eq!(var("MANAGE_PREVIOUS_MODE"), "ONLINE", "{env:?}");
+            assert!(recorded.contains(entry), "{entry:#?} not in {recorded:#?}");
+            // The time the hook is told is the entry's schedule's.
+            let s = entry.schedule.as_ref().expect("the entry carries it");
+            assert_eq!(var("MANAGE_SCHEDULED_AT"), s.at.to_string(), "{env:?}");
+            (var("MANAGE_EVENT"), var("MANAGE_BY"), var("MANAGE_MESSAGE"))
+        })
+        .collect();
+    let ev = |e: &str, m: &str| (e.to_owned(), me.clone(), m.to_owned());
+    assert_eq!(
+        seen,
+        [
+            ev("schedule_set", "Upgrading"),
+            ev("schedule_cancelled", "Upgrading"),
+            ev("schedule_set", ""),
+            ev("schedule_lapsed", ""),
+        ]
+    );
+    let told = |i: usize| {
+        maintenance_core::clock::Timestamp::parse_rfc3339(&got[i].0["MANAGE_SCHEDULED_AT"]).unwrap()
+    };
+    assert_eq!(
+        told(0),
+        maintenance_core::clock::Timestamp::parse_rfc3339(&at).unwrap(),
+        "the time status showed"
+    );
+    assert_eq!(told(0), told(1));
+    assert_eq!(told(2), told(3));
+    assert!(told(2) > told(0), "+2h after +1h");
+    assert_eq!(got[3].1.pid, killed.pid(), "the killed holder's");
 }
