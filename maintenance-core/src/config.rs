@@ -972,6 +972,18 @@ mod tests {
                 "\"soon\" is not a duration",
             ),
             ("[hooks]\non_chnage = []\n", "on_chnage", "unknown field"),
+            // The time limit is `[hooks] timeout`; any other name is refused,
+            // never ignored, and the message names the keys it takes.
+            (
+                "[hooks]\nhook_timeout = \"5s\"\n",
+                "hook_timeout",
+                "unknown field `hook_timeout`, expected `on_change` or `timeout`",
+            ),
+            (
+                "\nhook_timeout = \"5s\"\n",
+                "hook_timeout",
+                "unknown field `hook_timeout`, expected one of",
+            ),
             (
                 "[history]\nmax_size = \"big\"\n",
                 "max_size",
