@@ -880,10 +880,8 @@ pub fn schedule(
         r,
         r.set_at,
         format!(
-            "{}: the site starts going offline at {}; users are told from {}; the schedule \
-             lasts as long as pid {}",
+            "{}: users are told from {}; the schedule lasts as long as pid {}",
             scheduled_what(r),
-            local_time(r.at),
             local_time(r.notice_from),
             r.pid
         ),

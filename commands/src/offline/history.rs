@@ -148,14 +148,14 @@ fn change(e: &HistoryEntry) -> String {
     c
 }
 
-/// The reason, with the message and who noticed a change nobody lived to
-/// record.
+/// The reason, with the message (of a mode change, or of the window a
+/// schedule announces) and who noticed a change nobody lived to record.
 fn why(e: &HistoryEntry) -> String {
     let mut why = e.reason.clone();
     if let Some(by) = &e.noticed_by {
         why.push_str(&format!(" [recorded by {by}]"));
     }
-    if e.kind == EventKind::Mode
+    if matches!(e.kind, EventKind::Mode | EventKind::ScheduleSet)
         && let Some(m) = &e.message
     {
         why.push_str(&format!(" — message: {m:?}"));

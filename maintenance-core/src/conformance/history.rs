@@ -443,6 +443,12 @@ pub fn a_lapsed_schedule_is_recorded_exactly_once_however_many_notice_it(
     assert_eq!((e.by.as_str(), e.pid), (held.by.as_str(), held.pid));
     assert_eq!(e.schedule, Some(ScheduleRef::from(&held)));
     assert!(e.noticed_by.is_some());
+    assert!(
+        e.reason
+            .ends_with("is gone: the schedule lapsed, and the site stays ONLINE"),
+        "{}",
+        e.reason
+    );
     assert_eq!(all(&s.open()), recorded, "in the history once");
     assert!(s.open().record_unrecorded().unwrap().is_empty());
     transition::force(s.open().as_ref(), &change()).unwrap();

@@ -240,7 +240,8 @@ impl FileBackend {
             Ok(view) => view.mode,
             Err(e) => {
                 eprintln!(
-                    "warning: {} lapsed schedule(s) could not be recorded in the history:                      cannot read the mode: {e}",
+                    "warning: {} lapsed schedule(s) could not be recorded in the history: \
+                     cannot read the mode: {e}",
                     lapsed.len()
                 );
                 return;
@@ -350,7 +351,8 @@ fn schedule_lapse_entry(record: &ScheduleRecord, mode: Mode, now: Timestamp) -> 
         mode,
         now,
         format!(
-            "the process holding the offline window scheduled at {} (pid {}, {}) is gone: the              schedule lapsed, and the site stays {mode}",
+            "the process holding the offline window scheduled at {} (pid {}, {}) is gone: the \
+             schedule lapsed, and the site stays {mode}",
             local_time(record.at),
             record.pid,
             record.by
