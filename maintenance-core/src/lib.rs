@@ -77,8 +77,9 @@
 //! before it). How a web session counts: [`session`] and the file backend's
 //! `sessions.rs`. How a child keeps its task: [`CommandTask::handoff`] and
 //! [`join`] (the proof a nested run presents). What happened: [`history`]
-//! (every change, appended by [`transition`] once durable; a lapse recorded
-//! once by whoever notices it) and [`hooks`] (run detached after each).
+//! (every change and schedule event, appended by [`transition`] once
+//! durable; a lapse, of a PENDING or a schedule, recorded once by whoever
+//! notices it) and [`hooks`] (run detached after each).
 
 pub mod admission;
 pub mod backend;
