@@ -84,7 +84,10 @@
 //! on` does, on a timeout too, and the wait for a scheduled window's time
 //! before it). How a web session counts: [`session`] and the file backend's
 //! `sessions.rs`. How a child keeps its task: [`CommandTask::handoff`] and
-//! [`join`] (the proof a nested run presents).
+//! [`join`] (the proof a nested run presents). What happened: [`history`]
+//! (every change and schedule event, appended by [`transition`] once
+//! durable; a lapse, of a PENDING or a schedule, recorded once by whoever
+//! notices it) and [`hooks`] (run detached after each).
 
 pub mod admission;
 pub mod backend;
@@ -95,6 +98,8 @@ pub mod digest;
 pub mod error;
 pub mod exit;
 pub mod hex;
+pub mod history;
+pub mod hooks;
 pub mod identity;
 pub mod join;
 #[cfg(feature = "tower")]

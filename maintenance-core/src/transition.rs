@@ -21,6 +21,15 @@
 //! [`activate`] ([`activate_scheduled`]) or [`run_in_window`]
 //! ([`run_in_window_scheduled`]); its `--timeout` counts from its time.
 //!
+//! Every mode change made here is recorded in the history once it is
+//! durable, and the change's hooks run for it ([`history::record_and_notify`]):
+//! a failed append is reported and reverts nothing. So is every schedule
+//! event: set, cancelled (by `offline off`, by `offline on` going offline
+//! now, or by its own process), and its time come; the mode changes a
+//! schedule causes carry it. A schedule whose process was killed is
+//! recorded by the backend, once, by whoever notices it
+//! ([`Backend::record_unrecorded`]).
+//!
 //! [`wait_for_change`]: crate::backend::Backend::wait_for_change
 
 use std::time::{Duration, Instant, SystemTime};
@@ -32,10 +41,11 @@ use crate::backend::{
 use crate::clock::{Timestamp, format_age};
 use crate::error::Refusal;
 use crate::error::Result;
+use crate::history::{self, Cause, EventKind, Held, HeldTask, HistoryEntry, ScheduleRef, Waited};
 use crate::mode::{Mode, ModeRecord, ModeView};
 use crate::policy::Drain;
 use crate::records::TaskRecord;
-use crate::schedule::{EndedSchedule, ScheduleEnd, ScheduleEndReason, ScheduleRecord};
+use crate::schedule::{EndedSchedule, ScheduleEnd, ScheduleEndReason, ScheduleRecord, local_time};
 use crate::session::SessionEntry;
 
 /// How often sessions are re-counted while waiting (tasks are watched
@@ -93,6 +103,24 @@ impl Live {
     /// The tasks that hold off OFFLINE: those started while ONLINE (I1).
     pub fn holding_tasks(&self) -> impl Iterator<Item = &TaskRecord> {
         self.tasks.iter().filter(|t| t.holds_off_offline())
+    }
+
+    /// What is live, as a history entry names it.
+    pub fn held(&self) -> Held {
+        let mut held = Held {
+            sessions: self.sessions.len(),
+            ..Held::default()
+        };
+        for t in &self.tasks {
+            held.add_task(HeldTask {
+                id: t.task_id().to_owned(),
+                name: t.name.clone(),
+                pid: t.pid,
+                by: t.user_at_host(),
+                in_window: !t.holds_off_offline(),
+            });
+        }
+        held
     }
 
     /// When the last live session expires, if nothing touches it again.
@@ -223,7 +251,139 @@ pub fn activate(
     stop: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Outcome> {
-    wait_offline(backend, activation, &mut Closures { stop, progress }, None)
+    let why = Why::new(Cause::On, "offline on");
+    wait_offline(
+        backend,
+        activation,
+        &why,
+        &mut Closures { stop, progress },
+        None,
+    )
+}
+
+/// Who changes the mode, as the history says it.
+struct Why {
+    /// For scripts.
+    cause: Cause,
+    /// The command, for people: `offline on`, `offline run -- migrate`.
+    what: String,
+    /// The scheduled window whose time came, for the entries of the
+    /// changes it causes.
+    schedule: Option<ScheduleRef>,
+}
+
+impl Why {
+    fn new(cause: Cause, what: impl Into<String>) -> Why {
+        Why {
+            cause,
+            what: what.into(),
+            schedule: None,
+        }
+    }
+
+    /// [`mode_entry`], carrying the schedule that caused it, if any.
+    fn mode_entry(
+        &self,
+        cause: Cause,
+        from: Mode,
+        record: &ModeRecord,
+        change: &ModeChange,
+        reason: String,
+    ) -> HistoryEntry {
+        let mut e = mode_entry(cause, from, record, change, reason);
+        e.schedule = self.schedule.clone();
+        e
+    }
+}
+
+/// Records a change this process made, and runs its hooks.
+fn log(backend: &dyn Backend, change: &ModeChange, entry: HistoryEntry) {
+    history::record_and_notify(backend, &change.hooks, &entry);
+}
+
+/// Whether `record` is the one `change` wrote in a call begun at `before`
+/// (and not another process's, found by the call).
+fn wrote(record: &ModeRecord, change: &ModeChange, before: Timestamp) -> bool {
+    record.by == change.by && record.pid == change.pid && record.since >= before
+}
+
+/// The entry of a mode change this process made, written as `record`.
+fn mode_entry(
+    cause: Cause,
+    from: Mode,
+    record: &ModeRecord,
+    change: &ModeChange,
+    reason: String,
+) -> HistoryEntry {
+    let mut e = HistoryEntry::new(
+        EventKind::Mode,
+        cause,
+        from,
+        record.mode,
+        record.since,
+        reason,
+    );
+    e.by = change.by.clone();
+    e.pid = change.pid;
+    e.message = record.message.clone();
+    e.id = Some(HistoryEntry::record_id(record));
+    e
+}
+
+/// How long from `from` to `to`, in seconds.
+fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
+    to.system_time()
+        .duration_since(from.system_time())
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// A duration as the history says it: `30s`, `0.5s`.
+fn secs(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+/// Leaves PENDING without OFFLINE (a timeout, an interruption, a
+/// refusal) and, if this process wrote the ONLINE that follows, records it
+/// with `cause`, `reason` and what still held it. Returns the record in
+/// force afterwards.
+fn leave(
+    backend: &dyn Backend,
+    waiter: Box<dyn WaiterLease>,
+    (change, why): (&ModeChange, &Why),
+    pending: &ModeRecord,
+    (cause, reason): (Cause, String),
+    held: Held,
+) -> Result<ModeRecord> {
+    let before = Timestamp::at(backend.clock().now());
+    let after = backend.leave_pending(waiter, change)?;
+    if after.mode == Mode::Online && wrote(&after, change, before) {
+        let mut e = why.mode_entry(cause, Mode::Pending, &after, change, reason);
+        e.waited = Some(Waited {
+            seconds: seconds_between(pending.since, after.since),
+            held_by: held.clone(),
+        });
+        e.live = held;
+        log(backend, change, e);
+    }
+    Ok(after)
+}
+
+/// What refused a wait: the drain-`block` commands, as the history names
+/// them.
+fn refusal(why: &Why, blockers: &[TaskRecord]) -> ((Cause, String), Held) {
+    let held = Live {
+        tasks: blockers.to_vec(),
+        sessions: Vec::new(),
+    }
+    .held();
+    (
+        (
+            Cause::Refused,
+            format!("{}: refused by drain `block`: {held}", why.what),
+        ),
+        held,
+    )
 }
 
 /// What a wait for OFFLINE asks of its caller: [`activate`]'s two
@@ -257,15 +417,77 @@ impl Watcher for Closures<'_, '_> {
 fn wait_offline(
     backend: &dyn Backend,
     activation: &Activation,
+    why: &Why,
     watcher: &mut dyn Watcher,
     schedule: Option<&dyn ScheduleLease>,
 ) -> Result<Outcome> {
+    let change = &activation.change;
     let before = refuse_blockers(backend)?;
-    let start = match schedule {
-        Some(s) => backend.begin_scheduled_pending(s, &activation.change)?,
-        None => backend.begin_pending(&activation.change)?,
+    // What PENDING will wait for, read beforehand: its entry is appended
+    // the moment PENDING is durable, leaving a waiter killed right after
+    // as little time as can be to die unrecorded (a lapse's noticer
+    // records a PENDING that lost its entry).
+    let sessions_before = backend.sessions()?;
+    let live_before = Live {
+        tasks: before.clone(),
+        sessions: sessions_before.clone(),
+    }
+    .held();
+    // Everything that held the wait off, for the history: from the start,
+    // what was live then (it may end before the first look).
+    let mut seen = Live {
+        tasks: before
+            .iter()
+            .filter(|t| t.holds_off_offline())
+            .cloned()
+            .collect(),
+        sessions: sessions_before,
+    }
+    .held();
+    let started = match schedule {
+        Some(s) => backend.begin_scheduled_pending(s, change)?,
+        None => backend.begin_pending(change)?,
     };
-    let (waiter, record, joined) = match start {
+    if let PendingStart::Waiting {
+        record,
+        joined: false,
+        ..
+    } = &started
+    {
+        let held = live_before;
+        let mut e = why.mode_entry(
+            why.cause,
+            Mode::Online,
+            record,
+            change,
+            if held.is_empty() {
+                format!("{}: nobody new gets in; nothing live to wait for", why.what)
+            } else {
+                format!("{}: nobody new gets in; waiting for {held}", why.what)
+            },
+        );
+        e.id = Some(HistoryEntry::pending_id(record));
+        e.live = held;
+        log(backend, change, e);
+    }
+    // The schedule's time came while the site was OFFLINE already, or
+    // while another process's PENDING was under way: no change of its own
+    // marks it, so it is recorded as come.
+    if let (
+        Some(s),
+        PendingStart::AlreadyOffline(record)
+        | PendingStart::Waiting {
+            record,
+            joined: true,
+            ..
+        },
+    ) = (schedule, &started)
+    {
+        schedule_due(backend, change, s.record(), record.mode);
+    }
+    // A lapsed PENDING it replaced was recorded on the way.
+    history::catch_up(backend, &change.hooks);
+    let (waiter, record, joined) = match started {
         PendingStart::AlreadyOffline(record) => {
             return Ok(Outcome::Offline {
                 record,
@@ -284,7 +506,14 @@ fn wait_offline(
     let after = match refuse_blockers(backend) {
         Ok(t) => t,
         Err(e) => {
-            backend.leave_pending(waiter, &activation.change)?;
+            let (why_left, held) = match &e {
+                crate::Error::Refused(Refusal::Blocked { tasks }) => refusal(why, tasks),
+                other => (
+                    (Cause::Refused, format!("{}: gave up: {other}", why.what)),
+                    Held::default(),
+                ),
+            };
+            leave(backend, waiter, (change, why), &record, why_left, held)?;
             return Err(e);
         }
     };
@@ -322,7 +551,8 @@ fn wait_offline(
         // blocks as any other: this wait ends refused.
         let blockers = blockers(&live_tasks);
         if !blockers.is_empty() {
-            backend.leave_pending(waiter, &activation.change)?;
+            let (why_left, held) = refusal(why, &blockers);
+            leave(backend, waiter, (change, why), &record, why_left, held)?;
             return Err(crate::Error::Refused(Refusal::Blocked { tasks: blockers }));
         }
         let holding = Live {
@@ -336,6 +566,7 @@ fn wait_offline(
                 sessions.clone()
             },
         };
+        seen.merge(&holding.held());
         watcher.progress(Progress {
             holding: &holding,
             waited,
@@ -353,16 +584,38 @@ fn wait_offline(
             };
             if fresh.is_empty() {
                 match backend.complete_offline(waiter.as_ref())? {
-                    Completion::Offline(record) => {
+                    Completion::Offline(offline) => {
+                        let live = Live::read(backend)?;
+                        // Any waiter that completes records it, as the
+                        // one who began PENDING: the history keeps one.
+                        let mut e = why.mode_entry(
+                            why.cause,
+                            Mode::Pending,
+                            &offline,
+                            change,
+                            if seen.is_empty() {
+                                format!("{}: nothing was live", why.what)
+                            } else {
+                                format!("{}: waited for {seen}", why.what)
+                            },
+                        );
+                        e.by = offline.by.clone();
+                        e.pid = offline.pid;
+                        e.waited = Some(Waited {
+                            seconds: seconds_between(record.since, offline.since),
+                            held_by: seen.clone(),
+                        });
+                        e.live = live.held();
+                        log(backend, change, e);
                         return Ok(Outcome::Offline {
-                            record,
-                            live: Live::read(backend)?,
+                            record: offline,
+                            live,
                             joined,
                             already: false,
                         });
                     }
                     Completion::Cancelled(record) => {
-                        backend.leave_pending(waiter, &activation.change)?;
+                        backend.leave_pending(waiter, change)?;
                         return Ok(Outcome::Cancelled {
                             by: record.by.clone(),
                             record,
@@ -378,20 +631,42 @@ fn wait_offline(
             continue;
         }
         if watcher.stop_requested() {
-            let record = backend.leave_pending(waiter, &activation.change)?;
+            let held = holding.held();
+            let reason = format!("{}: interrupted; still live: {held}", why.what);
+            let after = leave(
+                backend,
+                waiter,
+                (change, why),
+                &record,
+                (Cause::Interrupted, reason),
+                held,
+            )?;
             return Ok(Outcome::Interrupted {
                 live: holding,
-                record,
+                record: after,
             });
         }
         // The timeout bounds the wait for what is live, never the settle
         // time: with nothing live, the site goes OFFLINE once settled.
         let held = holding.active() > 0;
         if held && waited >= activation.timeout {
-            let record = backend.leave_pending(waiter, &activation.change)?;
+            let still = holding.held();
+            let reason = format!(
+                "{}: timed out after {}; still live: {still}",
+                why.what,
+                secs(activation.timeout)
+            );
+            let after = leave(
+                backend,
+                waiter,
+                (change, why),
+                &record,
+                (Cause::Timeout, reason),
+                still,
+            )?;
             return Ok(Outcome::TimedOut {
                 live: holding,
-                record,
+                record: after,
             });
         }
         // Sleep until something may have changed: a task ends, the mode
@@ -467,8 +742,35 @@ fn settled_elsewhere(
 /// OFFLINE at once, whatever is live (`--force`); returns the record and
 /// what is still live.
 pub fn force(backend: &dyn Backend, change: &ModeChange) -> Result<(ModeRecord, Live)> {
+    let why = Why::new(Cause::Force, "offline on --force");
+    force_because(backend, change, &why)
+}
+
+/// [`force`], recorded as `why` says.
+fn force_because(
+    backend: &dyn Backend,
+    change: &ModeChange,
+    why: &Why,
+) -> Result<(ModeRecord, Live)> {
+    let from = backend.mode()?.mode;
+    let before = Timestamp::at(backend.clock().now());
     let record = backend.force_offline(change)?;
-    Ok((record, Live::read(backend)?))
+    history::catch_up(backend, &change.hooks);
+    let live = Live::read(backend)?;
+    if from != Mode::Offline && wrote(&record, change, before) {
+        let held = live.held();
+        let mut e = why.mode_entry(
+            why.cause,
+            from,
+            &record,
+            change,
+            format!("{}: OFFLINE at once; still live: {held}", why.what),
+        );
+        e.forced = true;
+        e.live = held;
+        log(backend, change, e);
+    }
+    Ok((record, live))
 }
 
 /// ONLINE from any state; a process waiting in PENDING sees it within
@@ -497,28 +799,72 @@ pub fn deactivate_cancelling(
                 .into(),
         }));
     }
+    let from = backend.mode()?.mode;
     let cancelled = backend.end_schedule(&ScheduleEnd::new(
         ScheduleEndReason::Cancelled,
         change.by.clone(),
         change.pid,
     ))?;
-    Ok((backend.go_online(change)?, cancelled))
+    let reason = if force {
+        "offline off --force"
+    } else {
+        "offline off"
+    };
+    if let Some(ended) = &cancelled {
+        schedule_ended(backend, change, ended, from, Cause::Off, reason);
+    }
+    let record = go_online_because(backend, change, Cause::Off, reason.into(), None)?;
+    Ok((record, cancelled))
+}
+
+/// ONLINE from any state, recorded with `cause` and `reason` (and the
+/// schedule that caused it, if any) when it changed the mode.
+fn go_online_because(
+    backend: &dyn Backend,
+    change: &ModeChange,
+    cause: Cause,
+    reason: String,
+    schedule: Option<&ScheduleRef>,
+) -> Result<ModeRecord> {
+    let from = backend.mode()?;
+    let before = Timestamp::at(backend.clock().now());
+    let written = backend.go_online(change)?;
+    history::catch_up(backend, &change.hooks);
+    if from.mode != Mode::Online && wrote(&written, change, before) {
+        let reason = match from.mode {
+            Mode::Pending => format!(
+                "{reason} (ended the wait for OFFLINE begun by {}, pid {})",
+                from.record.by, from.record.pid
+            ),
+            _ => reason,
+        };
+        let mut e = mode_entry(cause, from.mode, &written, change, reason);
+        e.schedule = schedule.cloned();
+        e.live = Live::read(backend)?.held();
+        log(backend, change, e);
+    }
+    Ok(written)
 }
 
 /// Ends the live schedule because `change`'s operator goes offline now
 /// (`offline on` without `--at`): its waiting process exits refused.
-/// Returns it with its end, if one was live. Called before the wait
-/// begins, so a schedule whose time comes first is joined as any PENDING
-/// is.
+/// Returns it with its end, if one was live, and records it. Called before
+/// the wait begins, so a schedule whose time comes first is joined as any
+/// PENDING is.
 pub fn supersede_schedule(
     backend: &dyn Backend,
     change: &ModeChange,
 ) -> Result<Option<EndedSchedule>> {
-    backend.end_schedule(&ScheduleEnd::new(
+    let mode = backend.mode()?.mode;
+    let ended = backend.end_schedule(&ScheduleEnd::new(
         ScheduleEndReason::Superseded,
         change.by.clone(),
         change.pid,
-    ))
+    ))?;
+    if let Some(ended) = &ended {
+        schedule_ended(backend, change, ended, mode, Cause::On, "offline on");
+    }
+    Ok(ended)
 }
 
 /// How the wait for a scheduled window's time ended, when nobody else
@@ -534,13 +880,159 @@ pub enum Notice {
     Interrupted,
 }
 
-/// Schedules a window: see [`Backend::begin_schedule`]. The schedule lives
-/// as long as the returned lease (and so this process) does.
+/// Schedules a window for `change`'s operator: see
+/// [`Backend::begin_schedule`]. The schedule lives as long as the returned
+/// lease (and so this process) does. Recorded in the history, and
+/// `change`'s hooks run for it.
 pub fn schedule(
     backend: &dyn Backend,
+    change: &ModeChange,
     schedule: &ScheduleRecord,
 ) -> Result<Box<dyn ScheduleLease>> {
-    backend.begin_schedule(schedule)
+    let mode = backend.mode()?.mode;
+    let lease = backend.begin_schedule(schedule)?;
+    // A schedule whose process was killed, found on the way.
+    history::catch_up(backend, &change.hooks);
+    let r = lease.record();
+    let e = schedule_entry(
+        EventKind::ScheduleSet,
+        Cause::Scheduled,
+        mode,
+        r,
+        r.set_at,
+        format!(
+            "{}: users are told from {}; the schedule lasts as long as pid {}",
+            scheduled_what(r),
+            local_time(r.notice_from),
+            r.pid
+        ),
+    );
+    log(backend, change, e);
+    Ok(lease)
+}
+
+/// The command a schedule stands for, as the history says it: `offline on
+/// --at 2026-11-25T02:00:00+01:00`, `offline run --at … -- migrate`.
+fn scheduled_what(r: &ScheduleRecord) -> String {
+    match &r.argv {
+        Some(argv) => format!(
+            "offline run --at {} -- {}",
+            local_time(r.at),
+            argv.join(" ").chars().take(200).collect::<String>()
+        ),
+        None => format!("offline on --at {}", local_time(r.at)),
+    }
+}
+
+/// The entry of an event of schedule `r` at `at`, the site in `mode`
+/// (which it does not change), by the schedule's holder (the caller sets
+/// another).
+fn schedule_entry(
+    kind: EventKind,
+    cause: Cause,
+    mode: Mode,
+    r: &ScheduleRecord,
+    at: Timestamp,
+    reason: String,
+) -> HistoryEntry {
+    let mut e = HistoryEntry::new(kind, cause, mode, mode, at, reason);
+    e.by = r.by.clone();
+    e.pid = r.pid;
+    e.message = r.message.clone();
+    e.schedule = Some(ScheduleRef::from(r));
+    e
+}
+
+/// Records that `ended` was ended by someone other than its holder
+/// (`offline off`, `offline on` now), the site in `mode`.
+fn schedule_ended(
+    backend: &dyn Backend,
+    change: &ModeChange,
+    ended: &EndedSchedule,
+    mode: Mode,
+    cause: Cause,
+    what: &str,
+) {
+    let r = &ended.schedule;
+    let how = match ended.end.why {
+        ScheduleEndReason::Superseded => "went offline now, ending",
+        _ => "cancelled",
+    };
+    let mut e = schedule_entry(
+        EventKind::ScheduleCancelled,
+        cause,
+        mode,
+        r,
+        ended.end.at,
+        format!(
+            "{what}: {how} the offline window scheduled at {} by {} (pid {})",
+            local_time(r.at),
+            r.by,
+            r.pid
+        ),
+    );
+    e.by = ended.end.by.clone();
+    e.pid = ended.end.pid;
+    log(backend, change, e);
+}
+
+/// Records that the time of schedule `r` came with no mode change of its
+/// own to mark it: the site was `mode` (OFFLINE already, or PENDING by
+/// another process's wait, which it joined).
+fn schedule_due(backend: &dyn Backend, change: &ModeChange, r: &ScheduleRecord, mode: Mode) {
+    let found = match mode {
+        Mode::Offline => "the site was OFFLINE already: the window it asked for is open",
+        _ => "the site was going offline already: it joined that wait",
+    };
+    let e = schedule_entry(
+        EventKind::ScheduleDue,
+        Cause::Scheduled,
+        mode,
+        r,
+        Timestamp::at(backend.clock().now()),
+        format!("{}: its time came; {found}", scheduled_what(r)),
+    );
+    log(backend, change, e);
+}
+
+/// Ends schedule `lease` by its own process (its wait interrupted, or
+/// refused or failed before PENDING began), and records it as cancelled
+/// by its holder with `cause` and `why`. Every reader sees it gone from
+/// now on; a failed end is reported, and the schedule goes with this
+/// process's lock in any case.
+fn withdraw(
+    backend: &dyn Backend,
+    change: &ModeChange,
+    lease: &mut dyn ScheduleLease,
+    (cause, why): (Cause, String),
+) -> Result<()> {
+    let mode = backend.mode().map(|v| v.mode);
+    let me = lease.record();
+    let end = ScheduleEnd::new(ScheduleEndReason::Withdrawn, me.by.clone(), me.pid);
+    lease.end(&end)?;
+    let r = lease.record();
+    match mode {
+        Ok(mode) => {
+            let e = schedule_entry(
+                EventKind::ScheduleCancelled,
+                cause,
+                mode,
+                r,
+                Timestamp::at(backend.clock().now()),
+                format!(
+                    "{}: {why}; its own process withdrew the schedule",
+                    scheduled_what(r)
+                ),
+            );
+            log(backend, change, e);
+        }
+        Err(e) => eprintln!(
+            "warning: the offline window scheduled at {} is withdrawn, but it could not be \
+             recorded in the history: {e}",
+            local_time(r.at)
+        ),
+    }
+    Ok(())
 }
 
 /// Waits in the foreground until the schedule's time, by the backend's
@@ -549,10 +1041,35 @@ pub fn schedule(
 /// holds the window is waited for: a run started during the notice keeps
 /// the schedule, which goes on after it. Refused with
 /// [`Refusal::ScheduleEnded`] as soon as someone ends the schedule
-/// (`offline off`, `offline on`); on a stop the schedule is withdrawn.
+/// (`offline off`, `offline on`); on a stop, or an error, the schedule is
+/// withdrawn, and that is recorded with `change`'s hooks.
 pub fn wait_for_schedule(
     backend: &dyn Backend,
+    change: &ModeChange,
     lease: &mut dyn ScheduleLease,
+    stop: &dyn Fn() -> bool,
+) -> Result<Notice> {
+    let waited = wait_for_time(backend, lease, stop);
+    match &waited {
+        Ok(Notice::Due) | Err(crate::Error::Refused(Refusal::ScheduleEnded { .. })) => {}
+        Ok(Notice::Interrupted) => withdraw(
+            backend,
+            change,
+            lease,
+            (
+                Cause::Interrupted,
+                "interrupted (Ctrl-C or SIGTERM) before its time".into(),
+            ),
+        )?,
+        Err(e) => withdraw_unless_ended(backend, change, lease, Some(e), e),
+    }
+    waited
+}
+
+/// The body of [`wait_for_schedule`]: the wait alone.
+fn wait_for_time(
+    backend: &dyn Backend,
+    lease: &dyn ScheduleLease,
     stop: &dyn Fn() -> bool,
 ) -> Result<Notice> {
     let clock = backend.clock();
@@ -561,9 +1078,6 @@ pub fn wait_for_schedule(
             return Err(ended_refusal(lease.record(), end));
         }
         if stop() {
-            let me = lease.record();
-            let end = ScheduleEnd::new(ScheduleEndReason::Withdrawn, me.by.clone(), me.pid);
-            lease.end(&end)?;
             return Ok(Notice::Interrupted);
         }
         let left = lease.record().left(clock.now());
@@ -588,14 +1102,32 @@ fn ended_refusal(schedule: &ScheduleRecord, end: ScheduleEnd) -> crate::Error {
     })
 }
 
-/// Withdraws a schedule that nothing ended (its wait failed or was
-/// refused before PENDING began), so every reader sees it gone now. Best
-/// effort: the schedule goes with this process's lock in any case.
-fn withdraw_unless_ended(lease: &mut dyn ScheduleLease) {
+/// Withdraws a schedule that nothing ended, because `error` ended its
+/// wait before PENDING began (a drain-`block` command at its time, another
+/// run holding the window, a failure), so every reader sees it gone now,
+/// and records why. Best effort: the schedule goes with this process's
+/// lock in any case.
+fn withdraw_unless_ended(
+    backend: &dyn Backend,
+    change: &ModeChange,
+    lease: &mut dyn ScheduleLease,
+    error: Option<&crate::Error>,
+    text: &dyn std::fmt::Display,
+) {
     if let Ok(None) = lease.wait_ended(Duration::ZERO) {
-        let me = lease.record();
-        let end = ScheduleEnd::new(ScheduleEndReason::Withdrawn, me.by.clone(), me.pid);
-        let _ = lease.end(&end);
+        let cause = match error {
+            Some(crate::Error::Refused(_)) => Cause::Refused,
+            _ => Cause::Scheduled,
+        };
+        let _ = withdraw(
+            backend,
+            change,
+            lease,
+            (
+                cause,
+                format!("its time came, but it could not go on: {text}"),
+            ),
+        );
     }
 }
 
@@ -603,7 +1135,7 @@ fn withdraw_unless_ended(lease: &mut dyn ScheduleLease) {
 /// returned [`Notice::Due`]): PENDING begins and the schedule ends in one
 /// step, unless someone ended it first (refused with
 /// [`Refusal::ScheduleEnded`]). The timeout counts from now, the
-/// schedule's time.
+/// schedule's time. Its mode changes are recorded as the schedule's.
 pub fn activate_scheduled(
     backend: &dyn Backend,
     lease: &mut dyn ScheduleLease,
@@ -611,13 +1143,21 @@ pub fn activate_scheduled(
     stop: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Outcome> {
+    let why = Why {
+        cause: Cause::Scheduled,
+        what: scheduled_what(lease.record()),
+        schedule: Some(ScheduleRef::from(lease.record())),
+    };
     let outcome = wait_offline(
         backend,
         activation,
+        &why,
         &mut Closures { stop, progress },
         Some(&*lease),
     );
-    withdraw_unless_ended(lease);
+    if let Err(e) = &outcome {
+        withdraw_unless_ended(backend, &activation.change, lease, Some(e), e);
+    }
     outcome
 }
 
@@ -756,7 +1296,15 @@ pub fn run_in_window_scheduled(
         observer,
         Some(&mut *lease),
     );
-    withdraw_unless_ended(lease);
+    if let Err(e) = &outcome {
+        withdraw_unless_ended(
+            backend,
+            &activation.change,
+            lease,
+            e.downcast_ref::<crate::Error>(),
+            e,
+        );
+    }
     outcome
 }
 
@@ -777,6 +1325,12 @@ fn run_window(
         started_at: Timestamp::at(backend.clock().now()),
         running: false,
     })?;
+    // A run that died mid-command was recorded on the way.
+    history::catch_up(backend, &me.hooks);
+    let shown: String = argv.join(" ").chars().take(200).collect();
+    // The schedule whose time came, which the entries of the window's
+    // changes carry.
+    let scheduled = schedule.as_deref().map(|l| ScheduleRef::from(l.record()));
     let view = backend.mode()?;
     let found = view.mode;
     if found == Mode::Pending {
@@ -788,12 +1342,15 @@ fn run_window(
     }
     if found == Mode::Online {
         if forced {
-            force(backend, me)?;
+            let why = Why::new(Cause::Run, format!("offline run --force -- {shown}"));
+            force_because(backend, me, &why)?;
             observer.mode_changed(WindowStep::Offline { forced: true });
             // Web layers serve on their last snapshot for up to one refresh
             // interval: the command runs once every one has seen OFFLINE.
             if !settled_unless_stopped(activation.settle, observer) {
-                let record = backend.go_online(me)?;
+                let reason =
+                    format!("offline run --force -- {shown}: interrupted before the command ran");
+                let record = go_online_because(backend, me, Cause::Interrupted, reason, None)?;
                 return Ok(RunOutcome::NotRun(Outcome::Interrupted {
                     live: Live::read(backend)?,
                     record,
@@ -804,7 +1361,15 @@ fn run_window(
                 observer: &mut *observer,
                 said_pending: false,
             };
-            let outcome = wait_offline(backend, activation, &mut wait, schedule.as_deref())?;
+            let why = match schedule.as_deref() {
+                Some(lease) => Why {
+                    cause: Cause::Scheduled,
+                    what: scheduled_what(lease.record()),
+                    schedule: scheduled.clone(),
+                },
+                None => Why::new(Cause::Run, format!("offline run -- {shown}")),
+            };
+            let outcome = wait_offline(backend, activation, &why, &mut wait, schedule.as_deref())?;
             if !matches!(outcome, Outcome::Offline { .. }) {
                 return Ok(RunOutcome::NotRun(outcome));
             }
@@ -814,13 +1379,19 @@ fn run_window(
         if let Some(lease) = schedule.as_mut() {
             let end = ScheduleEnd::new(ScheduleEndReason::Due, me.by.clone(), me.pid);
             lease.end(&end)?;
+            schedule_due(backend, me, lease.record(), found);
         }
         observer.mode_changed(WindowStep::AlreadyOffline);
     }
     window.command_started(Timestamp::at(backend.clock().now()))?;
     let code = observer.run_command();
     let restored = if found == Mode::Online {
-        backend.go_online(me)?;
+        let ended = match &code {
+            Ok(c) => format!("the command exited with {c}"),
+            Err(e) => format!("the command failed: {e}"),
+        };
+        let reason = format!("offline run -- {shown}: {ended}; the mode it found is restored");
+        go_online_because(backend, me, Cause::Run, reason, scheduled.as_ref())?;
         Mode::Online
     } else {
         Mode::Offline

@@ -61,12 +61,17 @@ use commands as _;
 /// Runs the binary with the process's arguments: installs the signal
 /// handlers (once per process), dispatches, and returns the exit code.
 pub fn run() -> ExitCode {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    // The supervisor of hooks this binary started (never a user's run).
+    if let Some(code) = maintenance_core::hooks::supervise_if_asked(&argv) {
+        return ExitCode::from(code);
+    }
     let stop = signals::install();
     let mut out = std::io::stdout().lock();
     // Not locked: the signal thread must be able to write a last word.
     let mut err = std::io::stderr();
     let code = run_with(Invocation {
-        argv: std::env::args_os().collect(),
+        argv,
         out: &mut out,
         err: &mut err,
         stop,

@@ -5,6 +5,7 @@
 //! lines. This file only builds the verb list and dispatches.
 
 mod doctor;
+mod history;
 mod list;
 mod off;
 mod on;
@@ -45,6 +46,8 @@ enum Verb {
     Run(run::RunArgs),
     /// Check the state directory as this user sees it; say what to fix.
     Doctor,
+    /// Show the last mode changes, newest last: when, what, who, how long, why.
+    History(history::HistoryArgs),
 }
 
 impl ManageCommand for Offline {
@@ -59,6 +62,7 @@ impl ManageCommand for Offline {
             Verb::List(args) => list::exec(ctx, &args),
             Verb::Run(args) => run::exec(ctx, args),
             Verb::Doctor => doctor::exec(ctx),
+            Verb::History(args) => history::exec(ctx, &args),
         }
     }
 }

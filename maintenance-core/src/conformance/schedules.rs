@@ -221,7 +221,8 @@ pub fn a_schedule_waits_for_its_time_and_its_timeout_counts_from_it(site: &dyn F
         .unwrap();
     let waiting = Arc::clone(&b);
     let h = std::thread::spawn(move || {
-        let notice = transition::wait_for_schedule(waiting.as_ref(), lease.as_mut(), &never)?;
+        let notice =
+            transition::wait_for_schedule(waiting.as_ref(), &change(), lease.as_mut(), &never)?;
         assert_eq!(notice, Notice::Due);
         transition::activate_scheduled(
             waiting.as_ref(),
@@ -261,7 +262,8 @@ pub fn a_stopped_wait_withdraws_the_schedule(site: &dyn Fn() -> FreshState) {
     let mut lease = b
         .begin_schedule(&window(&b, Duration::from_secs(3600), "m"))
         .unwrap();
-    let notice = transition::wait_for_schedule(b.as_ref(), lease.as_mut(), &|| true).unwrap();
+    let notice =
+        transition::wait_for_schedule(b.as_ref(), &change(), lease.as_mut(), &|| true).unwrap();
     assert_eq!(notice, Notice::Interrupted);
     assert_eq!(s.open().schedule().unwrap(), None);
     let end = lease.wait_ended(Duration::ZERO).unwrap().unwrap();
@@ -285,7 +287,7 @@ pub fn deactivating_cancels_a_schedule_and_activating_now_supersedes_it(
         let id = lease.record().id.clone();
         let waiting = Arc::clone(&b);
         let h = std::thread::spawn(move || {
-            transition::wait_for_schedule(waiting.as_ref(), lease.as_mut(), &never)
+            transition::wait_for_schedule(waiting.as_ref(), &change(), lease.as_mut(), &never)
         });
         let ops = change();
         let ended = match why {
