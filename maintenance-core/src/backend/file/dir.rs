@@ -343,42 +343,27 @@ impl Dir {
     }
 
     /// Opens `name` for appending, creating it when missing with `modes`
-    /// (whatever the umask); refuses a symlink, and anything that is not a
-    /// regular file, in its place. Never blocks on a planted FIFO.
-    pub fn open_append(&self, name: &str, modes: Modes) -> Result<File> {
-        let flags = OFlags::WRONLY
-            | OFlags::APPEND
-            | OFlags::NOFOLLOW
-            | OFlags::CLOEXEC
-            | OFlags::NONBLOCK
-            | OFlags::NOCTTY;
-        let mode = FsMode::from_raw_mode(modes.file & 0o777);
-        let opened = match rustix::fs::openat(&self.fd, name, flags, mode) {
-            Err(Errno::NOENT) => {
-                match rustix::fs::openat(
-                    &self.fd,
-                    name,
-                    flags | OFlags::CREATE | OFlags::EXCL,
-                    mode,
-                ) {
-                    Ok(fd) => {
-                        let _ = Self::apply_modes_to(&fd, modes.file, modes.gid);
-                        Ok(fd)
-                    }
-                    Err(Errno::EXIST) => rustix::fs::openat(&self.fd, name, flags, mode),
-                    Err(e) => Err(e),
-                }
+    /// (whatever the umask) through [`Dir::open_append`]; refuses a
+    /// symlink, and anything that is not a regular file, in its place, with
+    /// an error naming it. Never blocks on a planted FIFO.
+    pub fn open_append_regular(&self, name: &str, modes: Modes) -> Result<File> {
+        let file = match self.open_append(name, modes, true) {
+            Ok(Some(file)) => file,
+            // Created, then removed by someone else before it was opened.
+            Ok(None) => {
+                return Err(Error::state(
+                    self.join(name),
+                    "was removed while it was being created: try again",
+                ));
             }
-            other => other,
+            Err(Errno::LOOP) => {
+                return Err(Error::state(
+                    self.join(name),
+                    "is a symlink; manage never follows links inside the state directory: remove it",
+                ));
+            }
+            Err(e) => return Err(Error::io("open", self.join(name), io_err(e))),
         };
-        let fd = opened.map_err(|e| match e {
-            Errno::LOOP => Error::state(
-                self.join(name),
-                "is a symlink; manage never follows links inside the state directory: remove it",
-            ),
-            e => Error::io("open", self.join(name), io_err(e)),
-        })?;
-        let file = File::from(fd);
         let meta = file
             .metadata()
             .map_err(|e| Error::io("inspect", self.join(name), e))?;

@@ -53,7 +53,7 @@ impl FileBackend {
         line.push(b'\n');
         let path = self.root.join(HISTORY);
         for _ in 0..ROTATION_RETRIES {
-            let file = self.root.open_append(HISTORY, self.modes)?;
+            let file = self.root.open_append_regular(HISTORY, self.modes)?;
             lock_a_while(&file, &path)?;
             let meta = file
                 .metadata()
@@ -108,7 +108,7 @@ impl FileBackend {
             gid: self.modes.gid.or(Some(gid)),
             ..self.modes
         };
-        drop(self.root.open_append(HISTORY, keep)?);
+        drop(self.root.open_append_regular(HISTORY, keep)?);
         Ok(())
     }
 
