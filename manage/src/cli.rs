@@ -37,6 +37,74 @@ impl Globals {
     }
 }
 
+/// The global options as given on one side of the command name — before
+/// it, read by hand ([`crate::scan::leading`]) — before they are combined
+/// into [`Globals`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Given {
+    pub state_dir: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub lock_timeout: Option<Duration>,
+    /// How many times `-v` was given (at most `i8::MAX`).
+    pub verbose: i8,
+    /// How many times `-q` was given (at most `i8::MAX`).
+    pub quiet: i8,
+    pub ignore_maintenance: bool,
+}
+
+impl Given {
+    /// What these options alone say.
+    pub(crate) fn globals(&self) -> Globals {
+        Globals {
+            state_dir: self.state_dir.clone(),
+            config: self.config.clone(),
+            verbosity: self.verbose - self.quiet,
+            lock_timeout: self.lock_timeout,
+            ignore_maintenance: self.ignore_maintenance,
+        }
+    }
+
+    /// These options (given before the command name) with what clap read
+    /// after it in `after`, the command's matches: an option given on the
+    /// command line after the name replaces the one before it, whole —
+    /// clap's own rule for a global option given at several levels, where
+    /// the deepest wins (so `-v noop -v` is one `-v`, as it always was).
+    pub(crate) fn then(&self, after: &ArgMatches) -> Globals {
+        let given =
+            |id: &str| after.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+        let count = |id: &str, before: i8| {
+            if given(id) {
+                after.get_count(id) as i8
+            } else {
+                before
+            }
+        };
+        Globals {
+            state_dir: if given("state-dir") {
+                after.get_one::<PathBuf>("state-dir").cloned()
+            } else {
+                self.state_dir.clone()
+            },
+            config: if given("config") {
+                after.get_one::<PathBuf>("config").cloned()
+            } else {
+                self.config.clone()
+            },
+            verbosity: count("verbose", self.verbose) - count("quiet", self.quiet),
+            lock_timeout: if given("lock-timeout") {
+                after.get_one::<Duration>("lock-timeout").copied()
+            } else {
+                self.lock_timeout
+            },
+            ignore_maintenance: if given("ignore-maintenance") {
+                after.get_flag("ignore-maintenance")
+            } else {
+                self.ignore_maintenance
+            },
+        }
+    }
+}
+
 /// Adds the global options to `cmd`.
 pub(crate) fn with_globals(cmd: Command) -> Command {
     cmd.arg(

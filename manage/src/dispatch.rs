@@ -51,9 +51,10 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
     // The options before the name, read by hand when they are plain
     // global options (the usual case): the only clap parse is then the
     // command's own. Anything else is clap's to read and judge.
-    let (globals, index) = match (scan::leading(&argv, index.unwrap_or(argv.len())), index) {
+    let (globals, index, before) = match (scan::leading(&argv, index.unwrap_or(argv.len())), index)
+    {
         (Some(Leading::Help), _) => return top_help(&bin, &state_dir, out, err),
-        (Some(Leading::Globals(globals)), Some(index)) => (globals, index),
+        (Some(Leading::Globals(given)), Some(index)) => (given.globals(), index, Some(given)),
         _ => {
             let top = match top_command(&bin)
                 .allow_external_subcommands(true)
@@ -72,7 +73,7 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
             let Some(index) = index else {
                 return top_level(&bin, &top, &globals, &state_dir, out, err);
             };
-            (globals, index)
+            (globals, index, None)
         }
     };
     // The configuration matters for aliases and external commands; a
@@ -129,6 +130,7 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
                 // Read once: reused when the globals after the name change
                 // nothing.
                 preloaded: config.map(|c| (globals.clone(), c)),
+                before: before.map(|given| (index, given)),
             };
             exec::top_level_registered(reg, launch, argv, out, err)
         }

@@ -13,7 +13,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use crate::cli::Globals;
+use crate::cli::Given;
 
 /// Global options that take a value.
 const WITH_VALUE: &[&str] = &["--state-dir", "--config", "--lock-timeout"];
@@ -42,7 +42,7 @@ pub(crate) fn command_index(argv: &[OsString]) -> Option<usize> {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Leading {
     /// Only global options: their values, as clap would give them.
-    Globals(Globals),
+    Globals(Given),
     /// Global options, then `-h` or `--help`, at which clap stops reading:
     /// the runner's own help.
     Help,
@@ -53,7 +53,7 @@ pub(crate) enum Leading {
 /// of them is something else, or something clap would refuse, so that
 /// clap reads them and says what is wrong.
 pub(crate) fn leading(argv: &[OsString], end: usize) -> Option<Leading> {
-    let mut globals = Globals::default();
+    let mut globals = Given::default();
     let (mut verbose, mut quiet) = (0i32, 0i32);
     let mut i = 1;
     while i < end {
@@ -116,10 +116,8 @@ pub(crate) fn leading(argv: &[OsString], end: usize) -> Option<Leading> {
         }
     }
     // Past i8's range clap's counts wrap in the subtraction: clap decides.
-    let (Ok(verbose), Ok(quiet)) = (i8::try_from(verbose), i8::try_from(quiet)) else {
-        return None;
-    };
-    globals.verbosity = verbose - quiet;
+    globals.verbose = i8::try_from(verbose).ok()?;
+    globals.quiet = i8::try_from(quiet).ok()?;
     Some(Leading::Globals(globals))
 }
 
@@ -150,17 +148,32 @@ mod tests {
 #[cfg(test)]
 mod leading_tests {
     use super::*;
+    use crate::cli::Globals;
     use clap::value_parser;
 
     /// What dispatch's clap parse makes of the words before the name.
-    fn clap_reads(argv: &[OsString]) -> Result<Leading, clap::error::ErrorKind> {
+    /// What was read, combined.
+    #[derive(Debug, PartialEq)]
+    enum Read {
+        Globals(Globals),
+        Help,
+    }
+
+    fn hand_reads(leading: Leading) -> Read {
+        match leading {
+            Leading::Globals(given) => Read::Globals(given.globals()),
+            Leading::Help => Read::Help,
+        }
+    }
+
+    fn clap_reads(argv: &[OsString]) -> Result<Read, clap::error::ErrorKind> {
         let top = crate::cli::top_command("manage")
             .allow_external_subcommands(true)
             .external_subcommand_value_parser(value_parser!(OsString))
             .try_get_matches_from(argv);
         match top {
-            Ok(m) => Ok(Leading::Globals(Globals::from_matches(&m))),
-            Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => Ok(Leading::Help),
+            Ok(m) => Ok(Read::Globals(Globals::from_matches(&m))),
+            Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => Ok(Read::Help),
             Err(e) => Err(e.kind()),
         }
     }
@@ -216,7 +229,7 @@ mod leading_tests {
                 continue;
             };
             by_hand += 1;
-            assert_eq!(Ok(read), clap_reads(&argv), "{words:?}");
+            assert_eq!(Ok(hand_reads(read)), clap_reads(&argv), "{words:?}");
         }
         assert_eq!(by_hand, 11, "the usual lines are read by hand");
     }
