@@ -105,14 +105,29 @@ impl Given {
     }
 }
 
-/// Adds the global options to `cmd`.
+/// Adds the global options to `cmd`, accepted by its subcommands too.
 pub(crate) fn with_globals(cmd: Command) -> Command {
+    with_options(cmd, true)
+}
+
+/// Adds the global options to a registered command: accepted by its verbs
+/// too when it has any (clap then copies them into every verb); a command
+/// without verbs has them as its own, which clap parses the same way
+/// without the copying.
+pub(crate) fn with_command_globals(cmd: Command) -> Command {
+    let global = cmd.has_subcommands();
+    with_options(cmd, global)
+}
+
+/// Adds the global options to `cmd`, marked `global` (see clap's
+/// [`Arg::global`]) or not.
+fn with_options(cmd: Command, global: bool) -> Command {
     cmd.arg(
         Arg::new("state-dir")
             .long("state-dir")
             .value_name("DIR")
             .value_parser(value_parser!(PathBuf))
-            .global(true)
+            .global(global)
             .help("The state directory (overrides $MANAGE_STATE_DIR and manage.toml)"),
     )
     .arg(
@@ -120,7 +135,7 @@ pub(crate) fn with_globals(cmd: Command) -> Command {
             .long("config")
             .value_name("FILE")
             .value_parser(value_parser!(PathBuf))
-            .global(true)
+            .global(global)
             .help("The configuration file (default: manage.toml, searched upwards)"),
     )
     .arg(
@@ -128,7 +143,7 @@ pub(crate) fn with_globals(cmd: Command) -> Command {
             .short('v')
             .long("verbose")
             .action(ArgAction::Count)
-            .global(true)
+            .global(global)
             .help("Say more"),
     )
     .arg(
@@ -136,7 +151,7 @@ pub(crate) fn with_globals(cmd: Command) -> Command {
             .short('q')
             .long("quiet")
             .action(ArgAction::Count)
-            .global(true)
+            .global(global)
             .help("Say less"),
     )
     .arg(
@@ -146,14 +161,14 @@ pub(crate) fn with_globals(cmd: Command) -> Command {
             .value_parser(maintenance_core::config::parse_seconds)
             // `-1` is a value for the parser to judge, not a flag.
             .allow_negative_numbers(true)
-            .global(true)
+            .global(global)
             .help("How long a single-instance command waits for the running one"),
     )
     .arg(
         Arg::new("ignore-maintenance")
             .long("ignore-maintenance")
             .action(ArgAction::SetTrue)
-            .global(true)
+            .global(global)
             .help("Run a tracked command even during maintenance, inside the window"),
     )
 }

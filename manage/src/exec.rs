@@ -235,7 +235,7 @@ fn parse_top_level<'w>(
     match before {
         Some((index, given)) => {
             // As under the top command, whose settings reach its commands.
-            let mut cmd = cli::with_globals((reg.build)())
+            let mut cmd = cli::with_command_globals((reg.build)())
                 .bin_name(format!("{bin} {}", reg.name))
                 .disable_help_subcommand(true);
             let words = &argv[*index..];
@@ -413,6 +413,7 @@ mod tests {
     use super::*;
     use crate::scan::{self, Leading};
     use clap::parser::ValueSource;
+    use maintenance_core::clap;
 
     /// Ids of the global options, which the two parses place differently
     /// (one at the top, one in the command) and [`Given::then`] combines.
@@ -454,6 +455,69 @@ mod tests {
             Err(None) => "no command".to_owned(),
             Err(Some((e, _, _))) => format!("error {} {}", e.exit_code(), e.render()),
         }
+    }
+
+    /// A command without verbs, with an option, a flag and arguments.
+    #[derive(Debug, clap::Args)]
+    struct Leaf {
+        /// A value.
+        #[arg(long)]
+        name: Option<String>,
+        /// A flag.
+        #[arg(long, short = 'f')]
+        flag: bool,
+        /// The rest.
+        rest: Vec<String>,
+    }
+
+    impl maintenance_core::command::ManageCommand for Leaf {
+        const NAME: &'static str = "leaf";
+        fn run(self, _ctx: &mut Context<'_>) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Asserts that, for each line of `words` (after the binary's name),
+    /// parsing only `reg` after reading the options before its name by
+    /// hand gives what parsing the whole line under the top command gives.
+    #[track_caller]
+    fn assert_both_parses_agree(reg: &Registration, lines: &[&[&str]]) {
+        for words in lines {
+            let argv: Vec<OsString> = std::iter::once("manage")
+                .chain(words.iter().copied())
+                .map(OsString::from)
+                .collect();
+            let index = scan::command_index(&argv).expect("a name");
+            let Some(Leading::Globals(given)) = scan::leading(&argv, index) else {
+                panic!("{words:?}: the options before the name are read by hand");
+            };
+            let whole = outcome(parse_top_level(reg, "manage", &argv, None));
+            let alone = outcome(parse_top_level(reg, "manage", &argv, Some(&(index, given))));
+            assert_eq!(alone, whole, "{words:?}");
+        }
+    }
+
+    #[test]
+    fn a_command_without_verbs_parses_alone_as_under_the_top_command() {
+        let reg = Registration::of::<Leaf>("test");
+        assert_both_parses_agree(
+            &reg,
+            &[
+                &["leaf"],
+                &["-v", "leaf", "-v", "--name", "x", "a", "b"],
+                &["--state-dir", "/a", "leaf", "--state-dir", "/b", "-f"],
+                &["-q", "leaf", "--lock-timeout=3", "--", "-v", "--state-dir"],
+                &["--ignore-maintenance", "leaf", "--ignore-maintenance"],
+                &["leaf", "--ignore-maintenance", "--ignore-maintenance"],
+                &["leaf", "--bogus"],
+                &["leaf", "--name"],
+                &["leaf", "--help"],
+                &["leaf", "-h", "x"],
+                &["leaf", "--lock-timeout", "-1"],
+                &["leaf", "--lock-timeout", "soon"],
+                &["leaf", "--nmae", "x"],
+            ],
+        );
     }
 
     #[test]
@@ -522,18 +586,6 @@ mod tests {
             &["offline", "status", "--state-dir"],
             &["offline", "on", "--timeout"],
         ];
-        for words in lines {
-            let argv: Vec<OsString> = std::iter::once("manage")
-                .chain(words.iter().copied())
-                .map(OsString::from)
-                .collect();
-            let index = scan::command_index(&argv).expect("a name");
-            let Some(Leading::Globals(given)) = scan::leading(&argv, index) else {
-                panic!("{words:?}: the options before the name are read by hand");
-            };
-            let whole = outcome(parse_top_level(reg, "manage", &argv, None));
-            let alone = outcome(parse_top_level(reg, "manage", &argv, Some(&(index, given))));
-            assert_eq!(alone, whole, "{words:?}");
-        }
+        assert_both_parses_agree(reg, lines);
     }
 }
