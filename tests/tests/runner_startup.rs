@@ -87,7 +87,7 @@ fn help_lists_each_external_command_once_the_first_on_path_winning() {
     site.external("notes", "#!/bin/sh\nexit 0\n");
     // `notes` unexecutable: not a command.
     std::fs::set_permissions(
-        &site.dir().join("bin/manage-notes"),
+        site.dir().join("bin/manage-notes"),
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )
     .unwrap();
@@ -95,7 +95,7 @@ fn help_lists_each_external_command_once_the_first_on_path_winning() {
     std::fs::create_dir(&other).unwrap();
     std::fs::write(other.join("manage-deploy"), "#!/bin/sh\nexit 1\n").unwrap();
     std::fs::set_permissions(
-        &other.join("manage-deploy"),
+        other.join("manage-deploy"),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
