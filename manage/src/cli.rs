@@ -65,11 +65,11 @@ impl Given {
     }
 
     /// These options (given before the command name) with what clap read
-    /// after it in `after`, the command's matches: an option given on the
-    /// command line after the name replaces the one before it, whole —
+    /// after it in `after` (a command's or a verb's matches): an option
+    /// given on the command line there replaces the one before it, whole —
     /// clap's own rule for a global option given at several levels, where
     /// the deepest wins (so `-v noop -v` is one `-v`, as it always was).
-    pub(crate) fn then(&self, after: &ArgMatches) -> Globals {
+    pub(crate) fn then(&self, after: &ArgMatches) -> Given {
         let given =
             |id: &str| after.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
         let count = |id: &str, before: i8| {
@@ -79,7 +79,7 @@ impl Given {
                 before
             }
         };
-        Globals {
+        Given {
             state_dir: if given("state-dir") {
                 after.get_one::<PathBuf>("state-dir").cloned()
             } else {
@@ -90,12 +90,13 @@ impl Given {
             } else {
                 self.config.clone()
             },
-            verbosity: count("verbose", self.verbose) - count("quiet", self.quiet),
             lock_timeout: if given("lock-timeout") {
                 after.get_one::<Duration>("lock-timeout").copied()
             } else {
                 self.lock_timeout
             },
+            verbose: count("verbose", self.verbose),
+            quiet: count("quiet", self.quiet),
             ignore_maintenance: if given("ignore-maintenance") {
                 after.get_flag("ignore-maintenance")
             } else {
@@ -105,6 +106,16 @@ impl Given {
     }
 }
 
+/// The ids of the global options.
+pub(crate) const GLOBAL_IDS: [&str; 6] = [
+    "state-dir",
+    "config",
+    "verbose",
+    "quiet",
+    "lock-timeout",
+    "ignore-maintenance",
+];
+
 /// Adds the global options to `cmd`, accepted by its subcommands too.
 pub(crate) fn with_globals(cmd: Command) -> Command {
     with_options(cmd, true)
@@ -113,17 +124,44 @@ pub(crate) fn with_globals(cmd: Command) -> Command {
 /// Adds the global options to a registered command: accepted by its verbs
 /// too when it has any (clap then copies them into every verb); a command
 /// without verbs has them as its own, which clap parses the same way
-/// without the copying.
-pub(crate) fn with_command_globals(cmd: Command) -> Command {
-    let global = cmd.has_subcommands();
-    with_options(cmd, global)
+/// without the copying. When the command line names the verb (`verb`, the
+/// word right after the command's name), only that verb gets them: as the
+/// copies clap would have made (in the same place, with the same display
+/// order), global within the verb, so that the verbs not run are not
+/// burdened with six copies each.
+pub(crate) fn with_command_globals(cmd: Command, verb: Option<&str>) -> Command {
+    let Some(verb) = verb
+        .and_then(|v| cmd.find_subcommand(v))
+        .map(|v| v.get_name().to_owned())
+    else {
+        let global = cmd.has_subcommands();
+        return with_options(cmd, global);
+    };
+    let cmd = with_options(cmd, false);
+    let copies: Vec<Arg> = cmd
+        .get_arguments()
+        .filter(|a| GLOBAL_IDS.contains(&a.get_id().as_str()))
+        .map(|a| a.clone().global(true))
+        .collect();
+    cmd.mut_subcommand(verb, |v| {
+        // The verb's own arguments are numbered from 0, as when clap
+        // copies the options into it.
+        v.args(copies).next_display_order(0)
+    })
 }
+
+/// Where the global options stand in every help's list of options: after
+/// the top command's `--list` and `--json` (0 and 1), as the copies clap
+/// makes of the top command's would — given explicitly, so that a command
+/// parsed alone lists them in the same places among its own options.
+const FIRST_GLOBAL_ORDER: usize = 2;
 
 /// Adds the global options to `cmd`, marked `global` (see clap's
 /// [`Arg::global`]) or not.
 fn with_options(cmd: Command, global: bool) -> Command {
     cmd.arg(
         Arg::new("state-dir")
+            .display_order(FIRST_GLOBAL_ORDER)
             .long("state-dir")
             .value_name("DIR")
             .value_parser(value_parser!(PathBuf))
@@ -132,6 +170,7 @@ fn with_options(cmd: Command, global: bool) -> Command {
     )
     .arg(
         Arg::new("config")
+            .display_order(FIRST_GLOBAL_ORDER + 1)
             .long("config")
             .value_name("FILE")
             .value_parser(value_parser!(PathBuf))
@@ -140,6 +179,7 @@ fn with_options(cmd: Command, global: bool) -> Command {
     )
     .arg(
         Arg::new("verbose")
+            .display_order(FIRST_GLOBAL_ORDER + 2)
             .short('v')
             .long("verbose")
             .action(ArgAction::Count)
@@ -148,6 +188,7 @@ fn with_options(cmd: Command, global: bool) -> Command {
     )
     .arg(
         Arg::new("quiet")
+            .display_order(FIRST_GLOBAL_ORDER + 3)
             .short('q')
             .long("quiet")
             .action(ArgAction::Count)
@@ -156,6 +197,7 @@ fn with_options(cmd: Command, global: bool) -> Command {
     )
     .arg(
         Arg::new("lock-timeout")
+            .display_order(FIRST_GLOBAL_ORDER + 4)
             .long("lock-timeout")
             .value_name("SECS")
             .value_parser(maintenance_core::config::parse_seconds)
@@ -166,6 +208,7 @@ fn with_options(cmd: Command, global: bool) -> Command {
     )
     .arg(
         Arg::new("ignore-maintenance")
+            .display_order(FIRST_GLOBAL_ORDER + 5)
             .long("ignore-maintenance")
             .action(ArgAction::SetTrue)
             .global(global)
@@ -182,12 +225,14 @@ pub(crate) fn top_command(bin: &str) -> Command {
             .disable_help_subcommand(true)
             .arg(
                 Arg::new("list")
+                    .display_order(0)
                     .long("list")
                     .action(ArgAction::SetTrue)
                     .help("List every command with its origin and policy"),
             )
             .arg(
                 Arg::new("json")
+                    .display_order(1)
                     .long("json")
                     .action(ArgAction::SetTrue)
                     .requires("list")

@@ -234,15 +234,21 @@ fn parse_top_level<'w>(
 ) -> Result<(ArgMatches, Globals), ParseFailure<'w>> {
     match before {
         Some((index, given)) => {
+            let words = &argv[*index..];
+            let verb = words.get(1).and_then(|w| w.to_str());
             // As under the top command, whose settings reach its commands.
-            let mut cmd = cli::with_command_globals((reg.build)())
+            let mut cmd = cli::with_command_globals((reg.build)(), verb)
                 .bin_name(format!("{bin} {}", reg.name))
                 .disable_help_subcommand(true);
-            let words = &argv[*index..];
             match cmd.try_get_matches_from_mut(words) {
                 Ok(m) => {
-                    let globals = given.then(&m);
-                    Ok((m, globals))
+                    // The command's options, then its verb's (which hold
+                    // what deeper verbs were given).
+                    let mut after = given.then(&m);
+                    if let Some((_, sub)) = m.subcommand() {
+                        after = after.then(sub);
+                    }
+                    Ok((m, after.globals()))
                 }
                 Err(e) => Err(Some((e, Box::new(cmd), &words[1.min(words.len())..]))),
             }
@@ -417,14 +423,7 @@ mod tests {
 
     /// Ids of the global options, which the two parses place differently
     /// (one at the top, one in the command) and [`Given::then`] combines.
-    const GLOBAL_IDS: &[&str] = &[
-        "state-dir",
-        "config",
-        "verbose",
-        "quiet",
-        "lock-timeout",
-        "ignore-maintenance",
-    ];
+    use crate::cli::GLOBAL_IDS;
 
     /// A command's own parsed arguments, its verbs' after them: what a
     /// command sees, without the global options.
@@ -457,12 +456,21 @@ mod tests {
         }
     }
 
-    /// A command without verbs, with an option, a flag and arguments.
+    /// A command without verbs, with options, a flag and arguments.
     #[derive(Debug, clap::Args)]
     struct Leaf {
         /// A value.
         #[arg(long)]
         name: Option<String>,
+        /// Another.
+        #[arg(long)]
+        alpha: Option<String>,
+        /// And another.
+        #[arg(long)]
+        zeta: Option<u32>,
+        /// A count.
+        #[arg(long, short = 'c', action = clap::ArgAction::Count)]
+        count: u8,
         /// A flag.
         #[arg(long, short = 'f')]
         flag: bool,
@@ -516,6 +524,8 @@ mod tests {
                 &["leaf", "--lock-timeout", "-1"],
                 &["leaf", "--lock-timeout", "soon"],
                 &["leaf", "--nmae", "x"],
+                &["leaf", "--zeta", "3", "-cc", "--alpha=a", "-v"],
+                &["leaf", "--zeta", "x"],
             ],
         );
     }
@@ -585,6 +595,20 @@ mod tests {
             &["offline", "status", "--lock-timeout", "soon"],
             &["offline", "status", "--state-dir"],
             &["offline", "on", "--timeout"],
+            &["offline", "check", "--json", "-v"],
+            &[
+                "offline",
+                "status",
+                "--json",
+                "--state-dir",
+                "x",
+                "--exit-code",
+            ],
+            &["offline", "on", "--help"],
+            &["offline", "run", "--help"],
+            &["offline", "list", "--json", "--bogus"],
+            &["offline", "doctor", "-q"],
+            &["-v", "offline", "off", "--force", "-v"],
         ];
         assert_both_parses_agree(reg, lines);
     }
