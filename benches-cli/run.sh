@@ -109,9 +109,11 @@ hf help \
 hf ext \
     -n script "$work/path/manage-nop" \
     -n external "$bin/bench-manage --state-dir $work/state-e nop"
+# Each its own state directory: neither runs against what the other's
+# runs left in the file system.
 hf fat \
     -n noop "$bin/bench-manage --state-dir $work/state-f noop" \
-    -n fat-noop "$bin/bench-manage-fat --state-dir $work/state-f noop"
+    -n fat-noop "$bin/bench-manage-fat --state-dir $work/state-g noop"
 
 echo; echo "== rss: peak RSS, $RSS_RUNS runs each"
 rss() { # rss NAME CMD…: peak RSS in KiB of each run, one a line
@@ -133,7 +135,7 @@ if [ "$INSTR" = 1 ] && command -v valgrind >/dev/null; then
     instr noop "$bin/bench-manage" --state-dir "$work/state-n" noop
     instr path-list "$bin/bench-path-list"
     instr help "$bin/bench-manage" --help
-    instr fat-noop "$bin/bench-manage-fat" --state-dir "$work/state-f" noop
+    instr fat-noop "$bin/bench-manage-fat" --state-dir "$work/state-g" noop
     cat "$work/instr.txt" 2>/dev/null || true
 fi
 

@@ -176,7 +176,7 @@ pub(crate) fn top_level_registered(
         preloaded,
         before,
     } = launch;
-    let (matches, globals) = match parse_top_level(reg, bin, argv, before.as_ref()) {
+    let (matches, globals, parsed) = match parse_top_level(reg, bin, argv, before.as_ref()) {
         Ok(parsed) => parsed,
         Err(None) => return exit::USAGE,
         Err(Some((e, cmd, words))) => {
@@ -214,7 +214,16 @@ pub(crate) fn top_level_registered(
         options: CallOptions::default(),
         parent: None,
     };
-    rt.run_registered(reg, &matches, how, out, err)
+    let code = rt.run_registered(reg, &matches, how, out, err);
+    if crate::whole_process() {
+        // The task is released and nothing is left to do but free memory
+        // and close descriptors, which the exit does at once.
+        let _ = out.flush();
+        let _ = err.flush();
+        std::process::exit(i32::from(code));
+    }
+    drop(parsed);
+    code
 }
 
 /// A failed parse: clap's error, the command it parsed with, and the
@@ -231,7 +240,7 @@ fn parse_top_level<'w>(
     bin: &str,
     argv: &'w [OsString],
     before: Option<&(usize, Given)>,
-) -> Result<(ArgMatches, Globals), ParseFailure<'w>> {
+) -> Result<(ArgMatches, Globals, clap::Command), ParseFailure<'w>> {
     match before {
         Some((index, given)) => {
             let words = &argv[*index..];
@@ -248,7 +257,7 @@ fn parse_top_level<'w>(
                     if let Some((_, sub)) = m.subcommand() {
                         after = after.then(sub);
                     }
-                    Ok((m, after.globals()))
+                    Ok((m, after.globals(), cmd))
                 }
                 Err(e) => Err(Some((e, Box::new(cmd), &words[1.min(words.len())..]))),
             }
@@ -259,7 +268,7 @@ fn parse_top_level<'w>(
                 Ok(mut m) => match m.remove_subcommand() {
                     Some((_, sub)) => {
                         let globals = Globals::from_matches(&sub);
-                        Ok((sub, globals))
+                        Ok((sub, globals, cmd))
                     }
                     None => Err(None),
                 },
@@ -448,9 +457,9 @@ mod tests {
 
     /// A parse as a comparable outcome: the command's arguments and the
     /// globals, or clap's rendered message and exit code.
-    fn outcome(parsed: Result<(ArgMatches, Globals), ParseFailure<'_>>) -> String {
+    fn outcome(parsed: Result<(ArgMatches, Globals, clap::Command), ParseFailure<'_>>) -> String {
         match parsed {
-            Ok((m, globals)) => format!("ok {:?} {globals:?}", own(&m)),
+            Ok((m, globals, _)) => format!("ok {:?} {globals:?}", own(&m)),
             Err(None) => "no command".to_owned(),
             Err(Some((e, _, _))) => format!("error {} {}", e.exit_code(), e.render()),
         }
