@@ -51,7 +51,7 @@ pub(crate) fn install() -> StopToken {
 }
 
 /// Installs [`on_signal`] for `signal`, restarting interrupted system
-/// calls as signal-hook did.
+/// calls (`SA_RESTART`, as the signal-hook handler before it did).
 fn catch(signal: libc::c_int) -> std::io::Result<()> {
     // SAFETY: a zeroed sigaction is a valid value to fill in (no handler,
     // empty flags); its mask is then emptied by sigemptyset.
