@@ -1,10 +1,10 @@
 //! Start-up costs one at a time, to explain what `bench-manage noop` spends
-//! beyond `bench-empty`. Links `manage` like `bench-manage` (so exec,
-//! relocation and the registry's constructors cost the same — though with
-//! LTO only the code a probe reaches is linked in), then does only what its
-//! argument names:
+//! beyond `bench-empty`. Names `manage` as `bench-manage` does, then does
+//! only what its argument names; with LTO only the code a probe reaches is
+//! linked in, so the whole binary's own cost shows in `bench-manage
+//! --version` instead:
 //!
-//! - nothing: the cost of the bigger binary alone;
+//! - nothing: the registry's constructors and what `manage` links anyway;
 //! - `thread`: spawns a thread that blocks, as the runner's signal thread
 //!   did before it became a handler alone (the relay a waiter starts costs
 //!   the same);
