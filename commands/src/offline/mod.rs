@@ -29,7 +29,11 @@ pub struct Offline {
     verb: Verb,
 }
 
+// Deferred: a verb's arguments are built only when it is the one run (or
+// when help and completions build the whole tree), so `offline status`
+// does not build `on`'s and `run`'s.
 #[derive(Debug, clap::Subcommand)]
+#[command(defer = true)]
 enum Verb {
     /// Print the status: `Status: <MODE> - Active sessions: <N>`.
     #[command(visible_alias = "check")]
