@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, Guard};
 
-use super::state::Snapshot;
+use super::snapshot::Snapshot;
 
 /// A hash for short ids, eight bytes at a time (the multiply-and-rotate
 /// of rustc's FxHash): a session id costs a few instructions, not the

@@ -77,6 +77,7 @@
 mod known;
 mod options;
 mod response;
+mod snapshot;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -98,7 +99,7 @@ pub use self::options::{
     DEFAULT_BYPASS_COOKIE, DEFAULT_COOKIE, DEFAULT_SESSION_CAP, LayerOptions, LogSink, PeerAddress,
     Predicate, RequestHead, SessionValidator, TurnAway, WithoutState, parse_cidr,
 };
-pub use self::state::Snapshot;
+pub use self::snapshot::Snapshot;
 use self::state::{Job, Shared};
 use self::vouch::Then;
 use crate::clock::Timestamp;

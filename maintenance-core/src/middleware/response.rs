@@ -10,7 +10,7 @@ use http::{HeaderValue, Response, StatusCode};
 use sha2::Sha256;
 
 use super::options::{LayerOptions, TurnAway};
-use super::state::Snapshot;
+use super::snapshot::Snapshot;
 use crate::mode::{Mode, RetryAfter};
 use crate::site_path::RequestPath;
 

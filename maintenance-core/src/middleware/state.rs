@@ -20,31 +20,12 @@ use tokio::sync::oneshot;
 
 use super::known::Known;
 use super::options::{LayerOptions, REJECTED_PER_CAP};
+use super::snapshot::Snapshot;
 use super::vouch::{self, Lookup, Registry, Rejected};
 use crate::backend::{self, Backend};
-use crate::clock::{SystemClock, Timestamp};
+use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::mode::{Mode, RetryAfter};
-use crate::schedule::ScheduleRecord;
 use crate::session::SessionKey;
-
-/// What the layer knows of the mode, refreshed in the background.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    /// The mode in force (a lapsed PENDING reads ONLINE).
-    pub mode: Mode,
-    /// Since when.
-    pub since: Timestamp,
-    /// The operator's message.
-    pub message: Option<String>,
-    /// When users should come back.
-    pub retry_after: Option<RetryAfter>,
-    /// The SHA-256 of the bypass secret, if one is set.
-    pub(crate) bypass: Option<[u8; 32]>,
-    /// The scheduled window, once its notice period has begun (decided
-    /// here, at each refresh, so the hot path reads no clock).
-    pub scheduled: Option<Arc<ScheduleRecord>>,
-}
 
 pub(crate) enum Job {
     /// A new vouched session: written at once (within the cap, else held

@@ -508,9 +508,13 @@ impl Dir {
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return Err(Error::state(path, "is not a regular file: remove it"));
         }
-        let bytes = read_open(file, st.st_size as usize, max, &path)?;
+        // Read first, then look at the name: a read that failed (the file
+        // grew past `max` or changed under it) is also only this task's
+        // when the name still leads to the file — a slot rewritten for the
+        // next task while we read is not an unreadable task.
+        let read = read_open(file, st.st_size as usize, max, &path);
         match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(now) if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino) => Ok(Some(bytes)),
+            Ok(now) if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino) => read.map(Some),
             Ok(_) | Err(Errno::NOENT) => Ok(None),
             Err(e) => Err(Error::io("inspect", path, io_err(e))),
         }
