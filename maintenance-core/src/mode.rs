@@ -10,8 +10,12 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Timestamp;
 
 /// Where the site stands.
+///
+/// Non-exhaustive: a crate outside this one matches it with a `_` arm, so
+/// that a mode added later is not a breaking change for plug-ins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
+#[non_exhaustive]
 pub enum Mode {
     /// Serving everyone.
     Online,

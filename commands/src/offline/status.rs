@@ -74,7 +74,7 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: &StatusArgs) -> anyhow::Result<(
         let code = match st.view.mode {
             Mode::Online => exit::SUCCESS,
             Mode::Pending => exit::STATUS_PENDING,
-            Mode::Offline => exit::STATUS_OFFLINE,
+            _ => exit::STATUS_OFFLINE,
         };
         if code != exit::SUCCESS {
             return Err(Exit(code).into());
