@@ -77,11 +77,18 @@ impl Error {
 /// Why a task was not started.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Refusal {
-    /// The site is PENDING or OFFLINE and the command's policy refuses that.
+    /// The site is in maintenance (PENDING, OFFLINE, or READONLY_PENDING and
+    /// READONLY for a command that may write) and the command's policy
+    /// refuses that.
     #[error(
-        "refusing to run `{command}`: the site is {mode} since {since} (set by {by}){}; \
+        "refusing to run `{command}`: the site is {mode} since {since} (set by {by}){}{}; \
          to run it inside the maintenance window anyway, pass --ignore-maintenance",
-        message.as_deref().map(|m| format!(", message: {m:?}")).unwrap_or_default()
+        message.as_deref().map(|m| format!(", message: {m:?}")).unwrap_or_default(),
+        if matches!(mode, Mode::ReadOnlyPending | Mode::ReadOnly) {
+            ", and it may write (a command that only reads declares access read-only)"
+        } else {
+            ""
+        }
     )]
     Maintenance {
         /// The refused command.
@@ -95,8 +102,9 @@ pub enum Refusal {
         /// The operator's message.
         message: Option<String>,
     },
-    /// The command runs only inside a maintenance window. The way out
-    /// names this process's own binary (`mysite offline run -- migrate`).
+    /// The command runs only inside a maintenance window (a read-only one is
+    /// none for a command that may write). The way out names this process's
+    /// own binary (`mysite offline run -- migrate`).
     #[error(
         "refusing to run `{command}`: the site is {mode}, and it runs only while the site is OFFLINE; \
          run it inside a window: {} offline run -- {command}",
@@ -130,16 +138,35 @@ pub enum Refusal {
         /// What was refused and the way out.
         what: String,
     },
-    /// Another process is waiting to take the site offline.
+    /// Another process is waiting to take the site offline (or read-only).
     #[error(
-        "another process is taking the site offline (PENDING since {since}, by {by}); \
-         `offline run` needs the window to itself: wait for it, or run `offline off` first"
+        "another process is taking the site {} ({mode} since {since}, by {by}); \
+         `offline run` needs the window to itself: wait for it, or run `offline off` first",
+        if *mode == Mode::ReadOnlyPending { "read-only" } else { "offline" }
     )]
     PendingElsewhere {
+        /// The draining mode in force.
+        mode: Mode,
         /// Since when.
         since: Timestamp,
         /// Who.
         by: String,
+    },
+    /// A drain toward another mode is under way: `offline on` while the
+    /// site goes READONLY, or `on --read-only` while it goes OFFLINE.
+    #[error(
+        "the site is {mode} since {since} (by {by}): {what}; wait for that drain to end, or \
+         end it with `offline off`"
+    )]
+    DrainUnderWay {
+        /// The draining mode in force.
+        mode: Mode,
+        /// Since when.
+        since: Timestamp,
+        /// Who began it.
+        by: String,
+        /// What was refused, and why.
+        what: String,
     },
     /// A wait for OFFLINE from inside a running task would wait for itself.
     #[error(

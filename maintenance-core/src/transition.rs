@@ -15,19 +15,32 @@
 //! spinning. A timeout or an interruption leaves the wait; the site goes
 //! back ONLINE when the last waiter leaves (I5).
 //!
+//! [`activate_read_only`] is the same wait toward READONLY: READONLY_PENDING
+//! refuses unsafe web requests and tasks that may write at once, then goes
+//! READONLY as soon as no live task that holds off READONLY (one that may
+//! write, started ONLINE) and no web layer's unsafe requests in flight
+//! remain, and the settle time has passed (I2: every layer has seen
+//! READONLY_PENDING, so none admits a write any more, and each has
+//! published the writes it let in). Web sessions do not hold it off: reads
+//! go on. A timeout or an interruption leaves the wait; the site goes back
+//! to where it came from when the last waiter leaves (I5). [`activate`]
+//! from READONLY continues to OFFLINE through a PENDING that lapses back to
+//! READONLY.
+//!
 //! [`wait_for_change`]: crate::backend::Backend::wait_for_change
 
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::{
-    Backend, Completion, ModeChange, PendingStart, WaiterLease, WindowRun, WindowState,
+    Backend, Completion, ModeChange, PendingStart, ReadOnlyStart, WaiterLease, WindowRun,
+    WindowState,
 };
 use crate::clock::{Timestamp, format_age};
 use crate::error::Refusal;
 use crate::error::Result;
 use crate::mode::{Mode, ModeRecord, ModeView};
 use crate::policy::Drain;
-use crate::records::TaskRecord;
+use crate::records::{TaskRecord, WritesInFlight};
 use crate::session::SessionEntry;
 
 /// How often sessions are re-counted while waiting (tasks are watched
@@ -51,13 +64,43 @@ pub struct Activation {
     pub settle: Duration,
 }
 
-/// What is live: tasks and sessions.
+/// Where a wait takes the site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// OFFLINE, through PENDING ([`activate`]).
+    Offline,
+    /// READONLY, through READONLY_PENDING ([`activate_read_only`]).
+    ReadOnly,
+}
+
+impl Target {
+    /// The draining mode of a wait for this target.
+    pub fn draining(self) -> Mode {
+        match self {
+            Target::Offline => Mode::Pending,
+            Target::ReadOnly => Mode::ReadOnlyPending,
+        }
+    }
+
+    /// Whether `task` holds off this target.
+    pub fn held_off_by(self, task: &TaskRecord) -> bool {
+        match self {
+            Target::Offline => task.holds_off_offline(),
+            Target::ReadOnly => task.holds_off_read_only(),
+        }
+    }
+}
+
+/// What is live: tasks, sessions, and web layers' writes in flight.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Live {
     /// Live tasks (all of them: a status shows those inside the window too).
     pub tasks: Vec<TaskRecord>,
     /// Live sessions.
     pub sessions: Vec<SessionEntry>,
+    /// Web layer processes with unsafe requests in flight (published only
+    /// while READONLY_PENDING).
+    pub writes: Vec<WritesInFlight>,
 }
 
 impl Live {
@@ -66,14 +109,16 @@ impl Live {
         Ok(Live {
             tasks: backend.tasks()?,
             sessions: backend.sessions()?,
+            writes: backend.writes_in_flight()?,
         })
     }
 
     /// The "active sessions" of the status line (`Status: ONLINE - Active
     /// sessions: 13`): live sessions plus live tasks, a task and the nested
-    /// runs that joined it counting once.
+    /// runs that joined it counting once, plus web layers with writes in
+    /// flight.
     pub fn active(&self) -> usize {
-        self.task_count() + self.sessions.len()
+        self.task_count() + self.sessions.len() + self.writes.len()
     }
 
     /// How many distinct tasks are live: runs that joined a task count as
@@ -115,6 +160,7 @@ impl Live {
                 )
             })
             .collect();
+        lines.extend(self.writes.iter().map(ToString::to_string));
         if let Some(last) = self.last_session_expiry() {
             let n = self.sessions.len();
             let left = last.system_time().duration_since(now).unwrap_or_default();
@@ -143,8 +189,21 @@ pub enum Outcome {
         /// Whether the site was already OFFLINE (only the message changed).
         already: bool,
     },
-    /// The timeout ran out; this waiter left (the site is ONLINE unless
-    /// another waiter remains).
+    /// The site is READONLY ([`activate_read_only`]); fields as for
+    /// [`Outcome::Offline`].
+    ReadOnly {
+        /// The READONLY record.
+        record: ModeRecord,
+        /// What was still live: sessions, tasks that only read or run
+        /// inside the read-only window.
+        live: Live,
+        /// Whether another process's READONLY_PENDING was joined.
+        joined: bool,
+        /// Whether the site was already READONLY (only the message changed).
+        already: bool,
+    },
+    /// The timeout ran out; this waiter left (the site is back where the
+    /// drain came from unless another waiter remains).
     TimedOut {
         /// What still held it off.
         live: Live,
@@ -181,6 +240,8 @@ pub struct Progress<'a> {
     /// The drain-`stop` commands asked to stop when PENDING began (they
     /// watch the mode themselves), including those that already stopped.
     pub asked_to_stop: &'a [TaskRecord],
+    /// Where the wait takes the site.
+    pub target: Target,
 }
 
 /// Takes the site offline as [`Activation`] says, calling `progress` after
@@ -194,7 +255,51 @@ pub fn activate(
     stop: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Outcome> {
-    wait_offline(backend, activation, &mut Closures { stop, progress })
+    wait_offline(
+        backend,
+        activation,
+        Target::Offline,
+        &mut Closures { stop, progress },
+    )
+}
+
+/// Takes the site read-only as [`Activation`] says (its `grace` does not
+/// apply: sessions never hold READONLY off), as [`activate`] takes it
+/// offline: READONLY_PENDING at once, READONLY once no task that may write
+/// and started ONLINE and no web layer's writes in flight remain, and the
+/// settle time has passed. Already READONLY or OFFLINE: only the message
+/// changes ([`Outcome::ReadOnly`] or [`Outcome::Offline`] with `already`).
+pub fn activate_read_only(
+    backend: &dyn Backend,
+    activation: &Activation,
+    stop: &dyn Fn() -> bool,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Outcome> {
+    wait_offline(
+        backend,
+        activation,
+        Target::ReadOnly,
+        &mut Closures { stop, progress },
+    )
+}
+
+/// The outcome of a wait whose target (or a stricter mode) `record` is in.
+fn reached(record: ModeRecord, live: Live, joined: bool, already: bool) -> Outcome {
+    if record.mode == Mode::Offline {
+        Outcome::Offline {
+            record,
+            live,
+            joined,
+            already,
+        }
+    } else {
+        Outcome::ReadOnly {
+            record,
+            live,
+            joined,
+            already,
+        }
+    }
 }
 
 /// What a wait for OFFLINE asks of its caller: [`activate`]'s two
@@ -222,30 +327,39 @@ impl Watcher for Closures<'_, '_> {
     }
 }
 
-/// The body of [`activate`], for either kind of caller.
+/// The body of [`activate`] and [`activate_read_only`], for either kind of
+/// caller.
 fn wait_offline(
     backend: &dyn Backend,
     activation: &Activation,
+    target: Target,
     watcher: &mut dyn Watcher,
 ) -> Result<Outcome> {
-    let before = refuse_blockers(backend)?;
-    let (waiter, record, joined) = match backend.begin_pending(&activation.change)? {
-        PendingStart::AlreadyOffline(record) => {
-            return Ok(Outcome::Offline {
+    let before = refuse_blockers(backend, target)?;
+    let (waiter, record, joined) = match target {
+        Target::Offline => match backend.begin_pending(&activation.change)? {
+            PendingStart::AlreadyOffline(record) => {
+                return Ok(reached(record, Live::read(backend)?, false, true));
+            }
+            PendingStart::Waiting {
+                waiter,
                 record,
-                live: Live::read(backend)?,
-                joined: false,
-                already: true,
-            });
-        }
-        PendingStart::Waiting {
-            waiter,
-            record,
-            joined,
-        } => (waiter, record, joined),
+                joined,
+            } => (waiter, record, joined),
+        },
+        Target::ReadOnly => match backend.begin_read_only(&activation.change)? {
+            ReadOnlyStart::Already(record) => {
+                return Ok(reached(record, Live::read(backend)?, false, true));
+            }
+            ReadOnlyStart::Waiting {
+                waiter,
+                record,
+                joined,
+            } => (waiter, record, joined),
+        },
     };
     // A blocker that started between the look above and PENDING: leave.
-    let after = match refuse_blockers(backend) {
+    let after = match refuse_blockers(backend, target) {
         Ok(t) => t,
         Err(e) => {
             backend.leave_pending(waiter, &activation.change)?;
@@ -256,7 +370,7 @@ fn wait_offline(
     let mut asked: Vec<TaskRecord> = Vec::new();
     for t in before.into_iter().chain(after) {
         if t.policy.drain == Drain::Stop
-            && t.holds_off_offline()
+            && target.held_off_by(&t)
             && !asked.iter().any(|a| a.id == t.id)
         {
             asked.push(t);
@@ -267,63 +381,75 @@ fn wait_offline(
     let started_at = clock.now();
     let mut sessions: Vec<SessionEntry> = Vec::new();
     let mut sessions_read: Option<Instant> = None;
+    // Sessions hold off OFFLINE only: reads go on through READONLY.
+    let counts_sessions = target == Target::Offline;
 
     loop {
         let view = backend.mode()?;
-        if let Some(outcome) = settled_elsewhere(backend, &view, waiter.as_ref(), joined)? {
+        if let Some(outcome) = settled_elsewhere(backend, &view, waiter.as_ref(), joined, target)? {
             return Ok(outcome);
         }
         let now = clock.now();
         let waited = now.duration_since(started_at).unwrap_or_default();
         let in_pending = now.duration_since(pending_since).unwrap_or_default();
-        let released = activation.grace.is_some_and(|g| in_pending >= g);
-        if sessions_read.is_none_or(|t| t.elapsed() >= SESSION_RECOUNT) {
+        let released = activation.grace.is_some_and(|g| in_pending >= g) || !counts_sessions;
+        if counts_sessions && sessions_read.is_none_or(|t| t.elapsed() >= SESSION_RECOUNT) {
             sessions = backend.sessions()?;
             sessions_read = Some(Instant::now());
         }
         let live_tasks = backend.tasks()?;
         // A `block` command that joined a live task after PENDING began
         // blocks as any other: this wait ends refused.
-        let blockers = blockers(&live_tasks);
+        let blockers = blockers(&live_tasks, target);
         if !blockers.is_empty() {
             backend.leave_pending(waiter, &activation.change)?;
             return Err(crate::Error::Refused(Refusal::Blocked { tasks: blockers }));
         }
+        let writes = match target {
+            Target::ReadOnly => backend.writes_in_flight()?,
+            Target::Offline => Vec::new(),
+        };
         let holding = Live {
             tasks: live_tasks
                 .into_iter()
-                .filter(TaskRecord::holds_off_offline)
+                .filter(|t| target.held_off_by(t))
                 .collect(),
             sessions: if released {
                 Vec::new()
             } else {
                 sessions.clone()
             },
+            writes,
         };
         watcher.progress(Progress {
             holding: &holding,
             waited,
-            sessions_released: released,
+            sessions_released: released && counts_sessions,
             record: &view.record,
             asked_to_stop: &asked,
+            target,
         });
         let settled = in_pending >= activation.settle;
         if holding.active() == 0 && settled {
-            // The last look: sessions fresh, not from the recount cache.
+            // The last look: sessions (or writes in flight) fresh, not
+            // from the recount cache.
             let fresh = if released {
                 Vec::new()
             } else {
                 backend.sessions()?
             };
-            if fresh.is_empty() {
-                match backend.complete_offline(waiter.as_ref())? {
-                    Completion::Offline(record) => {
-                        return Ok(Outcome::Offline {
-                            record,
-                            live: Live::read(backend)?,
-                            joined,
-                            already: false,
-                        });
+            let fresh_writes = match target {
+                Target::ReadOnly => backend.writes_in_flight()?,
+                Target::Offline => Vec::new(),
+            };
+            if fresh.is_empty() && fresh_writes.is_empty() {
+                let completion = match target {
+                    Target::Offline => backend.complete_offline(waiter.as_ref())?,
+                    Target::ReadOnly => backend.complete_read_only(waiter.as_ref())?,
+                };
+                match completion {
+                    Completion::Offline(record) | Completion::ReadOnly(record) => {
+                        return Ok(reached(record, Live::read(backend)?, joined, false));
                     }
                     Completion::Cancelled(record) => {
                         backend.leave_pending(waiter, &activation.change)?;
@@ -383,20 +509,20 @@ fn wait_offline(
     }
 }
 
-/// The live tasks with drain `block` that started ONLINE (joined runs
+/// The live tasks with drain `block` that hold off `target` (joined runs
 /// included: each carries its own command's policy).
-fn blockers(live: &[TaskRecord]) -> Vec<TaskRecord> {
+fn blockers(live: &[TaskRecord], target: Target) -> Vec<TaskRecord> {
     live.iter()
-        .filter(|t| t.policy.drain == Drain::Block && t.holds_off_offline())
+        .filter(|t| t.policy.drain == Drain::Block && target.held_off_by(t))
         .cloned()
         .collect()
 }
 
-/// Refuses while a task with drain `block` that started ONLINE runs;
+/// Refuses while a task with drain `block` that holds off `target` runs;
 /// otherwise returns the live tasks it looked at.
-fn refuse_blockers(backend: &dyn Backend) -> Result<Vec<TaskRecord>> {
+fn refuse_blockers(backend: &dyn Backend, target: Target) -> Result<Vec<TaskRecord>> {
     let live = backend.tasks()?;
-    let tasks = blockers(&live);
+    let tasks = blockers(&live, target);
     if tasks.is_empty() {
         Ok(live)
     } else {
@@ -405,22 +531,22 @@ fn refuse_blockers(backend: &dyn Backend) -> Result<Vec<TaskRecord>> {
 }
 
 /// Whether the wait ended in another process's hands: someone turned the
-/// site ONLINE (cancelled) or took it OFFLINE (done).
+/// site ONLINE (cancelled), or took it to the target or a stricter mode
+/// (done).
 fn settled_elsewhere(
     backend: &dyn Backend,
     view: &ModeView,
     waiter: &dyn WaiterLease,
     joined: bool,
+    target: Target,
 ) -> Result<Option<Outcome>> {
     let r = &view.record;
     Ok(match r.mode {
-        Mode::Offline => Some(Outcome::Offline {
-            record: r.clone(),
-            live: Live::read(backend)?,
-            joined,
-            already: false,
-        }),
-        Mode::Pending if r.since == waiter.pending_since() => None,
+        Mode::Offline => Some(reached(r.clone(), Live::read(backend)?, joined, false)),
+        Mode::ReadOnly if target == Target::ReadOnly => {
+            Some(reached(r.clone(), Live::read(backend)?, joined, false))
+        }
+        mode if mode == target.draining() && r.since == waiter.pending_since() => None,
         _ => Some(Outcome::Cancelled {
             by: r.by.clone(),
             record: r.clone(),
@@ -432,6 +558,19 @@ fn settled_elsewhere(
 /// what is still live.
 pub fn force(backend: &dyn Backend, change: &ModeChange) -> Result<(ModeRecord, Live)> {
     let record = backend.force_offline(change)?;
+    Ok((record, Live::read(backend)?))
+}
+
+/// READONLY at once, whatever is live (`--read-only --force`); returns the
+/// record and what is still live. An OFFLINE site stays OFFLINE (it stops
+/// writes too); its record is returned as it is.
+pub fn force_read_only(backend: &dyn Backend, change: &ModeChange) -> Result<(ModeRecord, Live)> {
+    let view = backend.mode()?;
+    let record = if view.mode == Mode::Offline {
+        view.record
+    } else {
+        backend.go_read_only(change)?
+    };
     Ok((record, Live::read(backend)?))
 }
 
@@ -494,6 +633,9 @@ pub enum WindowStep {
     /// PENDING began: nobody new gets in, and the wait for what is live
     /// started (said at the first look).
     Pending,
+    /// READONLY_PENDING began: writes are refused, and the wait for what
+    /// may write started (said at the first look).
+    ReadOnlyPending,
     /// The site is OFFLINE and the command runs next: after the wait, or
     /// at once when `forced` (then the command waits for the settle time,
     /// so every web layer has seen OFFLINE first).
@@ -504,13 +646,22 @@ pub enum WindowStep {
     /// The site was OFFLINE already: the command runs in that window, and
     /// the site stays OFFLINE.
     AlreadyOffline,
+    /// The site is READONLY and the command runs next, as for
+    /// [`WindowStep::Offline`].
+    ReadOnly {
+        /// Whether `--force` took it READONLY at once.
+        forced: bool,
+    },
+    /// The site was READONLY already: the command runs in that read-only
+    /// window, and the site stays READONLY.
+    AlreadyReadOnly,
     /// The command has ended and the site is back in this mode, the one the
     /// run found.
     Restored(Mode),
 }
 
-/// A [`WindowObserver`] as the wait's [`Watcher`]: says PENDING at the
-/// first look.
+/// A [`WindowObserver`] as the wait's [`Watcher`]: says PENDING (or
+/// READONLY_PENDING) at the first look.
 struct WindowWait<'o> {
     observer: &'o mut dyn WindowObserver,
     said_pending: bool,
@@ -524,7 +675,10 @@ impl Watcher for WindowWait<'_> {
     fn progress(&mut self, progress: Progress<'_>) {
         if !self.said_pending {
             self.said_pending = true;
-            self.observer.mode_changed(WindowStep::Pending);
+            self.observer.mode_changed(match progress.target {
+                Target::Offline => WindowStep::Pending,
+                Target::ReadOnly => WindowStep::ReadOnlyPending,
+            });
         }
         self.observer.progress(progress);
     }
@@ -563,6 +717,23 @@ pub fn run_in_window(
     argv: &[String],
     observer: &mut dyn WindowObserver,
 ) -> anyhow::Result<RunOutcome> {
+    run_in_window_to(backend, activation, Target::Offline, forced, argv, observer)
+}
+
+/// [`run_in_window`] toward `target`: with [`Target::ReadOnly`], the window
+/// is READONLY (`offline run --read-only`), reached as
+/// [`activate_read_only`] does. The mode found is restored after the
+/// command: ONLINE, or READONLY when an OFFLINE window was taken from it;
+/// a site found in the target, or in OFFLINE (stricter), stays. A process
+/// killed while the command runs leaves the window's mode in force.
+pub fn run_in_window_to(
+    backend: &dyn Backend,
+    activation: &Activation,
+    target: Target,
+    forced: bool,
+    argv: &[String],
+    observer: &mut dyn WindowObserver,
+) -> anyhow::Result<RunOutcome> {
     let me = &activation.change;
     let mut window = backend.begin_window_run(&WindowRun {
         argv: argv.to_vec(),
@@ -573,53 +744,71 @@ pub fn run_in_window(
     })?;
     let view = backend.mode()?;
     let found = view.mode;
-    if found == Mode::Pending {
+    if found.is_draining() {
         return Err(crate::Error::Refused(Refusal::PendingElsewhere {
+            mode: found,
             since: view.record.since,
             by: view.record.by,
         })
         .into());
     }
-    if found == Mode::Online {
-        if forced {
-            force(backend, me)?;
-            observer.mode_changed(WindowStep::Offline { forced: true });
-            // Web layers serve on their last snapshot for up to one refresh
-            // interval: the command runs once every one has seen OFFLINE.
-            if !settled_unless_stopped(activation.settle, observer) {
-                let record = backend.go_online(me)?;
-                return Ok(RunOutcome::NotRun(Outcome::Interrupted {
-                    live: Live::read(backend)?,
-                    record,
-                }));
-            }
+    let already = found == Mode::Offline || (target == Target::ReadOnly && found == Mode::ReadOnly);
+    let restore = |backend: &dyn Backend| -> Result<ModeRecord> {
+        match found {
+            Mode::ReadOnly => backend.go_read_only(me),
+            _ => backend.go_online(me),
+        }
+    };
+    if already {
+        observer.mode_changed(if found == Mode::Offline {
+            WindowStep::AlreadyOffline
         } else {
-            let mut wait = WindowWait {
-                observer: &mut *observer,
-                said_pending: false,
-            };
-            let outcome = wait_offline(backend, activation, &mut wait)?;
-            if !matches!(outcome, Outcome::Offline { .. }) {
-                return Ok(RunOutcome::NotRun(outcome));
+            WindowStep::AlreadyReadOnly
+        });
+    } else if forced {
+        match target {
+            Target::Offline => {
+                force(backend, me)?;
+                observer.mode_changed(WindowStep::Offline { forced: true });
             }
-            observer.mode_changed(WindowStep::Offline { forced: false });
+            Target::ReadOnly => {
+                backend.go_read_only(me)?;
+                observer.mode_changed(WindowStep::ReadOnly { forced: true });
+            }
+        }
+        // Web layers serve on their last snapshot for up to one refresh
+        // interval: the command runs once every one has seen the change.
+        if !settled_unless_stopped(activation.settle, observer) {
+            let record = restore(backend)?;
+            return Ok(RunOutcome::NotRun(Outcome::Interrupted {
+                live: Live::read(backend)?,
+                record,
+            }));
         }
     } else {
-        observer.mode_changed(WindowStep::AlreadyOffline);
+        let mut wait = WindowWait {
+            observer: &mut *observer,
+            said_pending: false,
+        };
+        let outcome = wait_offline(backend, activation, target, &mut wait)?;
+        match outcome {
+            Outcome::Offline { .. } => observer.mode_changed(WindowStep::Offline { forced: false }),
+            Outcome::ReadOnly { .. } => {
+                observer.mode_changed(WindowStep::ReadOnly { forced: false })
+            }
+            other => return Ok(RunOutcome::NotRun(other)),
+        }
     }
     window.command_started(Timestamp::at(backend.clock().now()))?;
     let code = observer.run_command();
-    let restored = if found == Mode::Online {
-        backend.go_online(me)?;
-        Mode::Online
-    } else {
-        Mode::Offline
-    };
-    observer.mode_changed(WindowStep::Restored(restored));
+    if !already {
+        restore(backend)?;
+    }
+    observer.mode_changed(WindowStep::Restored(found));
     drop(window);
     Ok(RunOutcome::Ran {
         code: code?,
-        restored,
+        restored: found,
     })
 }
 

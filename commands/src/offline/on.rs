@@ -1,9 +1,11 @@
 //! `manage offline on|activate`: goes PENDING, then OFFLINE once nobody is
 //! in the middle of something (maintenance-core's `offline::activate`), or
-//! at once with `--force`. What happens on a timeout is here: the library
-//! leaves PENDING (the site goes back ONLINE unless another `on` still
-//! waits), and [`not_offline`] names what held the site and exits 124.
-//! `offline run` waits with the same flags and reports (run.rs).
+//! at once with `--force`; with `--read-only`, READONLY_PENDING, then
+//! READONLY once nothing that may write is live (`activate_read_only`).
+//! What happens on a timeout is here: the library leaves the drain (the
+//! site goes back where it came from unless another `on` still waits), and
+//! [`not_offline`] names what held the site and exits 124. `offline run`
+//! waits with the same flags and reports (run.rs).
 
 use std::time::{Duration, SystemTime};
 
@@ -12,7 +14,7 @@ use maintenance_core::clock::Timestamp;
 use maintenance_core::command::{Context, Exit};
 use maintenance_core::mode::{Mode, RetryAfter};
 use maintenance_core::task::{ENV_TASK, JoinToken, Membership};
-use maintenance_core::transition::{self as offline, Activation, Outcome};
+use maintenance_core::transition::{self as offline, Activation, Outcome, Target};
 use maintenance_core::{Refusal, anyhow, clap, exit};
 
 use super::progress::Meter;
@@ -32,6 +34,24 @@ pub(super) struct WaitArgs {
     /// seen it.
     #[arg(long)]
     pub(super) force: bool,
+    /// Go READONLY instead of OFFLINE: the site stays readable, unsafe web
+    /// requests get 503 at once, commands that may write are refused and
+    /// drain; READONLY once nothing that may write is live (web sessions
+    /// do not hold it off). From READONLY, `offline on` continues to
+    /// OFFLINE.
+    #[arg(long)]
+    pub(super) read_only: bool,
+}
+
+impl WaitArgs {
+    /// Where the wait takes the site.
+    pub(super) fn target(&self) -> Target {
+        if self.read_only {
+            Target::ReadOnly
+        } else {
+            Target::Offline
+        }
+    }
 }
 
 /// The flags of `offline on`.
@@ -173,23 +193,24 @@ pub(super) fn not_offline(
             exit::INTERRUPTED,
             "interrupted; still live:".into(),
         ),
-        Outcome::Cancelled { by, .. } => {
-            writeln!(err, "error: cancelled by {by}: the site is ONLINE")?;
+        Outcome::Cancelled { by, record } => {
+            writeln!(err, "error: cancelled by {by}: the site is {}", record.mode)?;
             return Ok(exit::REFUSED);
         }
-        Outcome::Offline { .. } => return Ok(exit::SUCCESS),
+        Outcome::Offline { .. } | Outcome::ReadOnly { .. } => return Ok(exit::SUCCESS),
     };
     writeln!(err, "error: {what}")?;
     for l in live.describe(now) {
         writeln!(err, "  - {l}")?;
     }
-    if record.mode == Mode::Pending {
+    if record.mode.is_draining() {
         writeln!(
             err,
-            "The site stays PENDING: another `offline on` is still waiting."
+            "The site stays {}: another `offline on` is still waiting.",
+            record.mode
         )?;
     } else {
-        writeln!(err, "The site is back ONLINE.")?;
+        writeln!(err, "The site is back {}.", record.mode)?;
     }
     Ok(code)
 }
@@ -218,10 +239,20 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: OnArgs) -> anyhow::Result<()> {
         )?;
     }
     let a = activation(ctx, &args.wait, change, args.grace);
+    let target = args.wait.target();
     if args.wait.force {
-        let was_offline = backend.mode()?.mode == Mode::Offline;
-        let (record, live) = offline::force(backend, &a.change)?;
-        let_layers_see(ctx, &a, !was_offline, secret.is_some());
+        let was = backend.mode()?.mode;
+        let (record, live) = match target {
+            Target::Offline => offline::force(backend, &a.change)?,
+            Target::ReadOnly => offline::force_read_only(backend, &a.change)?,
+        };
+        // Layers that still let users in (or writes through) see it first.
+        let closed = match target {
+            Target::Offline => was != Mode::Offline,
+            Target::ReadOnly => matches!(was, Mode::Online | Mode::Pending),
+        };
+        let_layers_see(ctx, &a, closed, secret.is_some());
+        stricter_already(ctx, target, &record)?;
         writeln!(ctx.out(), "{}", status_line(record.mode, live.active()))?;
         if ctx.verbosity() > 0 {
             for l in live.describe(SystemTime::now()) {
@@ -230,15 +261,40 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: OnArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let outcome = wait_offline(ctx, backend, &a, args.wait.timeout)?;
+    let outcome = wait_offline(ctx, backend, &a, target, args.wait.timeout)?;
     if let Outcome::Offline { already, live, .. } = &outcome {
         // Sessions let go by --grace still pass on a PENDING snapshot; a
         // new secret is seen within PENDING's settle time, unless the site
         // was OFFLINE already.
-        let closed = !already && !live.sessions.is_empty();
+        let closed = !already && !live.sessions.is_empty() && target == Target::Offline;
         let_layers_see(ctx, &a, closed, secret.is_some() && *already);
     }
+    if let Outcome::ReadOnly { already, .. } = &outcome {
+        // Every layer saw READONLY_PENDING, which refuses what READONLY
+        // refuses; a new secret only needs one interval.
+        let_layers_see(ctx, &a, false, secret.is_some() && *already);
+    }
+    if let Outcome::Offline { record, .. } = &outcome {
+        stricter_already(ctx, target, record)?;
+    }
     finish_wait(ctx, &outcome, a.timeout)
+}
+
+/// Says, on stderr, that `--read-only` found the site OFFLINE, which stops
+/// writes too, and left it so.
+fn stricter_already(
+    ctx: &mut Context<'_>,
+    target: Target,
+    record: &maintenance_core::ModeRecord,
+) -> anyhow::Result<()> {
+    if target == Target::ReadOnly && record.mode == Mode::Offline {
+        writeln!(
+            ctx.err(),
+            "note: the site is OFFLINE, which stops writes too: it stays OFFLINE (`offline off` \
+             reopens it)"
+        )?;
+    }
+    Ok(())
 }
 
 /// Waits, before `on` returns, until every web layer has seen what it
@@ -259,18 +315,24 @@ fn let_layers_see(ctx: &Context<'_>, a: &Activation, closed: bool, secret: bool)
     ctx.stop_token().wait_timeout(wait);
 }
 
-/// Runs the activation, drawing its progress; `limit` is `--timeout`.
+/// Runs the activation toward `target`, drawing its progress; `limit` is
+/// `--timeout`.
 fn wait_offline(
     ctx: &mut Context<'_>,
     backend: &dyn Backend,
     a: &Activation,
+    target: Target,
     limit: Option<Duration>,
 ) -> anyhow::Result<Outcome> {
     let mut meter = Meter::new(ctx, backend.session_timeout(), limit);
     let stop = ctx.stop_token().clone();
+    let activate = match target {
+        Target::Offline => offline::activate,
+        Target::ReadOnly => offline::activate_read_only,
+    };
     let outcome = {
         let out = ctx.out();
-        let result = offline::activate(backend, a, &|| stop.requested(), &mut |p| {
+        let result = activate(backend, a, &|| stop.requested(), &mut |p| {
             meter.update(out, &p)
         });
         meter.finish(out);
@@ -280,7 +342,8 @@ fn wait_offline(
 }
 
 fn finish_wait(ctx: &mut Context<'_>, outcome: &Outcome, timeout: Duration) -> anyhow::Result<()> {
-    if let Outcome::Offline { record, live, .. } = outcome {
+    if let Outcome::Offline { record, live, .. } | Outcome::ReadOnly { record, live, .. } = outcome
+    {
         writeln!(ctx.out(), "{}", status_line(record.mode, live.active()))?;
         return Ok(());
     }

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use maintenance_core::command::Context;
-use maintenance_core::transition::Progress;
+use maintenance_core::transition::{Progress, Target};
 
 /// Draws the wait: the header once, then `<N> pending sessions. <*|->
 /// (<S> sec)` — redrawn in place on a terminal, as plain lines (at most one
@@ -59,11 +59,18 @@ impl Meter {
         }
         if !self.header {
             self.header = true;
-            let _ = writeln!(
-                out,
-                "Active sessions detected. Waiting for logout. (Session timeout set to {} secs)",
-                self.session_timeout.as_secs()
-            );
+            let _ = match p.target {
+                Target::Offline => writeln!(
+                    out,
+                    "Active sessions detected. Waiting for logout. (Session timeout set to {} secs)",
+                    self.session_timeout.as_secs()
+                ),
+                // Sessions do not hold READONLY off: what may write does.
+                Target::ReadOnly => writeln!(
+                    out,
+                    "Writes in progress detected. Waiting for them to end. (Web sessions read on)"
+                ),
+            };
             // An operator watching learns how to end the wait; a deploy
             // log, whose script chose its --timeout, gets exactly the lines
             // above.
@@ -161,6 +168,7 @@ mod tests {
     fn live(sessions: usize) -> Live {
         Live {
             tasks: Vec::new(),
+            writes: Vec::new(),
             sessions: (0..sessions)
                 .map(|i| SessionEntry {
                     key: SessionKey::of(format!("user{i}").as_bytes()),
@@ -184,6 +192,7 @@ mod tests {
                 sessions_released: false,
                 record: &record,
                 asked_to_stop: &[],
+                target: Target::Offline,
             },
         );
         String::from_utf8(out).unwrap()

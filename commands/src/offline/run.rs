@@ -1,6 +1,7 @@
-//! `manage offline run`: goes offline as `offline on` does (same flags, same
-//! wait, same reports: on.rs), runs one command inside the window, then
-//! restores the mode it found (maintenance-core's `offline::run_in_window`).
+//! `manage offline run`: goes offline (or, with `--read-only`, read-only) as
+//! `offline on` does (same flags, same wait, same reports: on.rs), runs one
+//! command inside the window, then restores the mode it found
+//! (maintenance-core's `offline::run_in_window_to`).
 
 use maintenance_core::backend::{Backend, ModeChange};
 use maintenance_core::command::{CallOptions, Context, Exit};
@@ -43,7 +44,14 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: RunArgs) -> anyhow::Result<()> {
         meter,
         argv: &args.command,
     };
-    let outcome = offline::run_in_window(backend, &a, args.wait.force, &args.command, &mut window)?;
+    let outcome = offline::run_in_window_to(
+        backend,
+        &a,
+        args.wait.target(),
+        args.wait.force,
+        &args.command,
+        &mut window,
+    )?;
     let Window { mut meter, .. } = window;
     match outcome {
         RunOutcome::Ran { code, .. } => {
@@ -87,6 +95,16 @@ impl WindowObserver for Window<'_, '_> {
         let line = match step {
             WindowStep::Pending => {
                 "PENDING: nobody new gets in; waiting for what is live to end".to_owned()
+            }
+            WindowStep::ReadOnlyPending => {
+                "READONLY_PENDING: writes are refused; waiting for what may write to end".to_owned()
+            }
+            WindowStep::ReadOnly { forced: false } => format!("READONLY: {running}"),
+            WindowStep::ReadOnly { forced: true } => {
+                format!("READONLY at once (--force): {running}")
+            }
+            WindowStep::AlreadyReadOnly => {
+                format!("already READONLY: {running}; the site stays READONLY")
             }
             WindowStep::Offline { forced: false } => format!("OFFLINE: {running}"),
             WindowStep::Offline { forced: true } => {

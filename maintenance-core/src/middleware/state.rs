@@ -20,6 +20,7 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::oneshot;
 
 use super::options::{LayerOptions, REJECTED_PER_CAP};
+use super::readonly::{InFlight, Publisher};
 use super::vouch::{self, Lookup, Registry, Rejected};
 use crate::backend::{self, Backend};
 use crate::clock::{SystemClock, Timestamp};
@@ -38,6 +39,9 @@ pub struct Snapshot {
     pub message: Option<String>,
     /// When users should come back.
     pub retry_after: Option<RetryAfter>,
+    /// Whether unsafe requests are refused (READONLY_PENDING, READONLY, a
+    /// PENDING begun from READONLY).
+    pub writes_refused: bool,
     /// The SHA-256 of the bypass secret, if one is set.
     pub(crate) bypass: Option<[u8; 32]>,
 }
@@ -59,6 +63,8 @@ pub(crate) enum Job {
     Check(SessionKey, oneshot::Sender<bool>),
     /// Acknowledged once every job queued before it is done.
     Ack(oneshot::Sender<()>),
+    /// The last unsafe request in flight ended while published.
+    WritesDone,
 }
 
 /// FNV-1a: session ids are short, so a fast hash beats SipHash on the hot
@@ -108,6 +114,8 @@ pub(crate) struct Shared {
     pub lookups: AtomicU64,
     /// The validator's queue (bounded by the cap), when there is one.
     pub vouch: Option<mpsc::SyncSender<Lookup>>,
+    /// Unsafe requests in flight (the read-only drain waits for them).
+    pub in_flight: InFlight,
 }
 
 impl Shared {
@@ -261,6 +269,7 @@ pub(crate) fn start(config: &Config, options: LayerOptions) -> Arc<Shared> {
         rejected: RwLock::new(Rejected::new(cap.saturating_mul(REJECTED_PER_CAP))),
         lookups: AtomicU64::new(0),
         vouch,
+        in_flight: InFlight::default(),
     });
     let weak = Arc::downgrade(&shared);
     if let (Some(validator), Some(lookups)) = (validator, lookups)
@@ -301,6 +310,7 @@ fn run(
     };
     let mut complained = false;
     let mut last_prune = Instant::now();
+    let mut publisher = Publisher::default();
     loop {
         let wait = next.saturating_duration_since(Instant::now());
         let job = match jobs.recv_timeout(wait) {
@@ -324,12 +334,15 @@ fn run(
                 Err(_) => {}
             }
         }
-        if let (Some(job), Some(b)) = (job, &backend) {
-            writer.handle(&shared, b.as_ref(), job);
+        match (job, &backend) {
+            (Some(Job::WritesDone), _) => publisher.done(&shared),
+            (Some(job), Some(b)) => writer.handle(&shared, b.as_ref(), job),
+            _ => {}
         }
         if Instant::now() >= next {
             if let Some(b) = &backend {
                 refresh(&shared, b.as_ref(), &mut complained);
+                publisher.after_refresh(&shared, b.as_ref());
                 writer.next_interval(b.as_ref());
             }
             shared.lookups.store(0, Ordering::Relaxed);
@@ -418,6 +431,8 @@ impl Writer {
             Job::Ack(ack) => {
                 let _ = ack.send(());
             }
+            // The publisher's, handled before the writer sees a job.
+            Job::WritesDone => {}
         }
     }
 
@@ -486,8 +501,10 @@ fn refresh(shared: &Shared, backend: &dyn Backend, complained: &mut bool) {
                 .bypass
                 .as_deref()
                 .and_then(|h| crate::hex::decode::<32>(h.as_bytes()));
+            let writes_refused = view.writes_refused();
             shared.snapshot.store(Some(Arc::new(Snapshot {
                 mode: view.mode,
+                writes_refused,
                 since: view.record.since,
                 message: view.record.message,
                 retry_after: view.record.retry_after,

@@ -193,6 +193,10 @@ fn activate(
             println!("offline{}", if joined { " joined" } else { "" });
             0
         }
+        Outcome::ReadOnly { joined, .. } => {
+            println!("read-only{}", if joined { " joined" } else { "" });
+            0
+        }
         Outcome::TimedOut { live, .. } => {
             println!("timed-out {}", live.active());
             124
