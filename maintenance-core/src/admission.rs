@@ -29,11 +29,10 @@ pub fn admit_joined(
     window_open: bool,
 ) -> Result<(), Refusal> {
     let in_window = window_open && (parent.in_window || request.in_window);
-    let read_only = request.policy.is_read_only();
     match request.policy.maintenance {
         Maintenance::Required if view.mode == Mode::Offline => Ok(()),
         Maintenance::Required if view.writes_refused() => {
-            if read_only && view.mode == Mode::ReadOnly {
+            if request.policy.is_read_only() && view.mode == Mode::ReadOnly {
                 Ok(())
             } else {
                 Err(Refusal::MaintenanceRequired {
@@ -48,17 +47,29 @@ pub fn admit_joined(
             mode: view.mode,
         }),
         Maintenance::Refused
-            if view.writes_refused()
-                && !read_only
-                && !in_window
-                && !request.ignore_maintenance
-                && parent.policy.maintenance != Maintenance::Allowed
-                && !(view.mode == Mode::ReadOnlyPending && parent.started_in == Mode::Online) =>
+            if view.writes_refused() && !covers_writing(request, parent, view, in_window) =>
         {
             Err(refusal(request, view))
         }
         Maintenance::Refused | Maintenance::Allowed => Ok(()),
     }
+}
+
+/// Whether a nested run of `request` may write while `view` refuses
+/// writes: it only reads, runs in the open window, was given the override,
+/// its parent is `allowed`, or its task started ONLINE and READONLY is
+/// still draining (the run then holds off READONLY, as its task does).
+fn covers_writing(
+    request: &TaskRequest,
+    parent: &TaskRecord,
+    view: &ModeView,
+    in_window: bool,
+) -> bool {
+    request.policy.is_read_only()
+        || in_window
+        || request.ignore_maintenance
+        || parent.policy.maintenance == Maintenance::Allowed
+        || (view.mode == Mode::ReadOnlyPending && parent.started_in == Mode::Online)
 }
 
 /// The refusal of `request` for maintenance in `view`.
