@@ -81,7 +81,7 @@ const SESSIONS: &str = "Active sessions detected";
 #[test]
 fn a_running_command_that_may_write_holds_off_read_only_until_it_ends() {
     let site = site();
-    let (mut import, done) = hold(&site, "import");
+    let (import, done) = hold(&site, "import");
     let (mut scan, scanned) = hold(&site, "scan");
     site.touch_session("alice");
     let mut on = waiting_on(&site, &["--read-only"], WRITES);
@@ -226,7 +226,7 @@ fn read_only_goes_on_to_offline_and_back_online() {
     );
     // A reader started during READONLY holds off OFFLINE (I1), and so does
     // a session (the usual drain).
-    let (mut scan, scanned) = hold(&site, "scan");
+    let (scan, scanned) = hold(&site, "scan");
     site.touch_session("bob");
     let mut off = waiting_on(&site, &[], SESSIONS);
     assert_eq!(status_code(&site), 3, "PENDING");
@@ -269,7 +269,7 @@ fn read_only_goes_on_to_offline_and_back_online() {
 fn a_killed_waiter_leaves_the_mode_it_found() {
     let site = site();
     // From ONLINE: a killed read-only waiter leaves the site ONLINE.
-    let (mut import, done) = hold(&site, "import");
+    let (import, done) = hold(&site, "import");
     let mut on = waiting_on(&site, &["--read-only"], WRITES);
     assert_eq!(site.mode().mode, Mode::ReadOnlyPending);
     on.kill9();
@@ -360,8 +360,8 @@ fn offline_run_read_only_runs_inside_a_read_only_window_and_restores_the_mode_it
     assert_eq!(site.mode().mode, Mode::ReadOnly);
     // A drain toward OFFLINE refuses one toward READONLY, and back.
     site.run_mysite(&["offline", "off"]);
-    let (mut import, done) = hold(&site, "import");
-    let mut on = waiting_on(&site, &["--read-only"], WRITES);
+    let (import, done) = hold(&site, "import");
+    let on = waiting_on(&site, &["--read-only"], WRITES);
     let out = site.run_mysite(&["offline", "on", "--timeout", "1"]);
     assert_eq!(out.code(), Some(REFUSED), "{out}");
     assert!(
