@@ -35,7 +35,8 @@ pub fn of_status(mode: crate::mode::Mode) -> u8 {
 pub const REFUSED: u8 = 75;
 /// A registered command panicked.
 pub const PANICKED: u8 = 101;
-/// `offline on` (or `run`'s wait) timed out; the site went back ONLINE.
+/// `offline on` (or `run`'s wait) timed out; the site went back where the
+/// drain came from (ONLINE, or READONLY).
 pub const TIMED_OUT: u8 = 124;
 /// Interrupted by Ctrl-C or SIGTERM.
 pub const INTERRUPTED: u8 = 130;
@@ -49,7 +50,7 @@ pub const TABLE: &[(u8, &str)] = &[
     ),
     (
         TIMED_OUT,
-        "`offline on` timed out; the site went back ONLINE",
+        "`offline on` timed out; the site went back where it came from",
     ),
     (INTERRUPTED, "interrupted by Ctrl-C or SIGTERM"),
     (PANICKED, "the command panicked"),
