@@ -85,6 +85,9 @@ fn a_running_command_that_may_write_holds_off_read_only_until_it_ends() {
     let (mut scan, scanned) = hold(&site, "scan");
     site.touch_session("alice");
     let mut on = waiting_on(&site, &["--read-only"], WRITES);
+    // Sessions do not count: one writer holds it.
+    let progress = on.line();
+    assert!(progress.starts_with("1 pending writer. "), "{progress:?}");
     assert_eq!(status_code(&site), 5, "READONLY_PENDING");
     let st = site.status_json();
     assert_eq!(

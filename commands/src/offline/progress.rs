@@ -23,6 +23,7 @@ pub(super) struct Meter {
     plain: Option<(Instant, usize)>,
     star: bool,
     asked: usize,
+    target: Target,
 }
 
 impl Meter {
@@ -47,11 +48,13 @@ impl Meter {
             plain: None,
             star: false,
             asked: 0,
+            target: Target::Offline,
         }
     }
 
     /// Draws one look at the wait.
     pub(super) fn update(&mut self, out: &mut dyn Write, p: &Progress<'_>) {
+        self.target = p.target;
         let n = p.holding.active();
         if n == 0 && p.asked_to_stop.is_empty() {
             // Nothing holds it off: no header, and no "0 pending" line.
@@ -119,10 +122,15 @@ impl Meter {
     }
 
     /// The progress line: `<N> pending sessions. <*|-> (<S> sec)`, and
-    /// `1 pending session.` for one.
+    /// `1 pending session.` for one; `<N> pending writers.` for a
+    /// read-only drain, whose holders are what may write.
     fn line(&self, n: usize, secs: u64) -> String {
         let s = if n == 1 { "" } else { "s" };
-        format!("{n} pending session{s}. {} ({secs} sec)", self.mark())
+        let what = match self.target {
+            Target::Offline => "session",
+            Target::ReadOnly => "writer",
+        };
+        format!("{n} pending {what}{s}. {} ({secs} sec)", self.mark())
     }
 
     fn mark(&self) -> char {

@@ -161,13 +161,16 @@ fn details(
             run.by,
             terminal_safe(&run.argv.join(" "))
         )),
-        WindowState::Abandoned(run) if st.view.mode == Mode::Offline => lines.push(format!(
-            "window: left OFFLINE by `offline run -- {}` (pid {}, {}), which was killed while its \
+        WindowState::Abandoned(run) if matches!(st.view.mode, Mode::Offline | Mode::ReadOnly) => {
+            lines.push(format!(
+                "window: left {} by `offline run -- {}` (pid {}, {}), which was killed while its \
              command ran; check the command's work, then `offline off`",
-            terminal_safe(&run.argv.join(" ")),
-            run.pid,
-            run.by
-        )),
+                st.view.mode,
+                terminal_safe(&run.argv.join(" ")),
+                run.pid,
+                run.by
+            ))
+        }
         _ => {}
     }
     lines

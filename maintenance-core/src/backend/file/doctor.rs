@@ -376,11 +376,12 @@ fn leftovers(config: &Config, out: &mut Vec<Finding>) {
             )));
         }
         if let Ok(WindowState::Abandoned(run)) = backend.window()
-            && view.mode == Mode::Offline
+            && matches!(view.mode, Mode::Offline | Mode::ReadOnly)
         {
             out.push(problem(format!(
-                "the site was left OFFLINE by `offline run -- {}` (pid {}, {}), killed while its command ran: \
+                "the site was left {} by `offline run -- {}` (pid {}, {}), killed while its command ran: \
                  check the command's work, then run: {} offline off",
+                view.mode,
                 run.argv.join(" "),
                 run.pid,
                 run.by,
