@@ -280,8 +280,16 @@ pub(crate) fn start(config: &Config, options: LayerOptions) -> Arc<Shared> {
         ));
     }
     let config = config.clone();
-    // The first snapshot is read before the layer serves, when it can be.
-    let backend = backend::open(&config, SystemClock::shared()).ok();
+    // The first snapshot is read before the layer serves, when it can be;
+    // when it cannot, that is said now, before the first request is turned
+    // away (the thread says it only of later failures).
+    let backend = match backend::open(&config, SystemClock::shared()) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            shared.log(&format!("the maintenance layer cannot open the state: {e}"));
+            None
+        }
+    };
     if let Some(b) = &backend {
         refresh(&shared, b.as_ref(), &mut false);
     }
@@ -308,7 +316,8 @@ fn run(
         Some(_) => Instant::now() + every,
         None => Instant::now(),
     };
-    let mut complained = false;
+    // `start` said why it could not open the state.
+    let mut complained = backend.is_none();
     let mut last_prune = Instant::now();
     let mut publisher = Publisher::default();
     loop {
