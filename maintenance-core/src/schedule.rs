@@ -23,7 +23,8 @@ pub struct ScheduleRecord {
     /// schedule.
     pub id: String,
     /// When the site starts going offline (PENDING, then the drain, then
-    /// OFFLINE, as `offline on` does).
+    /// OFFLINE, as `offline on` does) or, for a read-only window,
+    /// read-only (READONLY_PENDING, then READONLY).
     pub at: Timestamp,
     /// From when users are told (the web layer's `MaintenanceStatus`
     /// carries the schedule from then on): the start of the notice period,
@@ -42,6 +43,12 @@ pub struct ScheduleRecord {
     /// For `offline run --at`: the command the window is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub argv: Option<Vec<String>>,
+    /// A read-only window (`--at TIME --read-only`): at its time the site
+    /// goes READONLY_PENDING, then READONLY, as `offline on --read-only`
+    /// does, instead of PENDING and OFFLINE. Absent in a record written
+    /// before the read-only tier: `false`.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 impl ScheduleRecord {
@@ -58,6 +65,7 @@ impl ScheduleRecord {
             message: None,
             set_at: Timestamp::EPOCH,
             argv: None,
+            read_only: false,
         }
     }
 
@@ -75,13 +83,19 @@ impl ScheduleRecord {
             .unwrap_or_default()
     }
 
-    /// `Offline scheduled at <time> (in <duration>) by <user@host>`, and
-    /// `: <message>` when there is one: the line `offline status` prints
-    /// under its status line. The time is the host's local time with its
-    /// offset; the message is as stored (a terminal caller escapes it).
+    /// `Offline scheduled at <time> (in <duration>) by <user@host>` (a
+    /// read-only window: `Read-only scheduled at …`), and `: <message>`
+    /// when there is one: the line `offline status` prints under its status
+    /// line. The time is the host's local time with its offset; the message
+    /// is as stored (a terminal caller escapes it).
     pub fn line(&self, now: SystemTime) -> String {
         format!(
-            "Offline scheduled at {} (in {}) by {}{}",
+            "{} scheduled at {} (in {}) by {}{}",
+            if self.read_only {
+                "Read-only"
+            } else {
+                "Offline"
+            },
             local_time(self.at),
             format_age(self.left(now)),
             self.by,
@@ -390,6 +404,10 @@ mod tests {
         );
         assert!(r.in_notice(now));
         assert!(!r.in_notice(at("2026-01-10T21:59:59Z")));
+        r.read_only = true;
+        let line = r.line(now);
+        assert!(line.starts_with("Read-only scheduled at "), "{line}");
+        assert!(line.ends_with(": Upgrading the database"), "{line}");
         assert_eq!(local_time_in(r.at, &paris()), "2026-01-11T02:00:00+01:00");
     }
 }

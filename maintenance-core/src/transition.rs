@@ -21,20 +21,32 @@
 //! [`activate`] ([`activate_scheduled`]) or [`run_in_window`]
 //! ([`run_in_window_scheduled`]); its `--timeout` counts from its time.
 //!
+//! [`activate_read_only`] is the same wait toward READONLY: READONLY_PENDING
+//! refuses unsafe web requests and tasks that may write at once, then goes
+//! READONLY as soon as no live task that holds off READONLY (one that may
+//! write, started ONLINE) and no web layer's unsafe requests in flight
+//! remain, and the settle time has passed (I2: every layer has seen
+//! READONLY_PENDING, so none admits a write any more, and each has
+//! published the writes it let in). Web sessions do not hold it off: reads
+//! go on. A timeout or an interruption leaves the wait; the site goes back
+//! to where it came from when the last waiter leaves (I5). [`activate`]
+//! from READONLY continues to OFFLINE through a PENDING that lapses back to
+//! READONLY.
+//!
 //! [`wait_for_change`]: crate::backend::Backend::wait_for_change
 
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::{
-    Backend, Completion, ModeChange, PendingStart, ScheduleLease, SessionSummary, WaiterLease,
-    WindowRun, WindowState,
+    Backend, Completion, ModeChange, PendingStart, ReadOnlyStart, ScheduleLease, SessionSummary,
+    WaiterLease, WindowRun, WindowState,
 };
 use crate::clock::{Timestamp, format_age};
 use crate::error::Refusal;
 use crate::error::Result;
 use crate::mode::{Mode, ModeRecord, ModeView};
 use crate::policy::Drain;
-use crate::records::TaskRecord;
+use crate::records::{TaskRecord, WritesInFlight};
 use crate::schedule::{EndedSchedule, ScheduleEnd, ScheduleEndReason, ScheduleRecord};
 use crate::session::SessionEntry;
 
@@ -59,13 +71,53 @@ pub struct Activation {
     pub settle: Duration,
 }
 
-/// What is live: tasks and sessions.
+/// Where a wait takes the site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// OFFLINE, through PENDING ([`activate`]).
+    Offline,
+    /// READONLY, through READONLY_PENDING ([`activate_read_only`]).
+    ReadOnly,
+}
+
+impl Target {
+    /// Where `schedule` takes the site at its time: READONLY for a
+    /// read-only window ([`ScheduleRecord::read_only`]), else OFFLINE.
+    pub fn of_schedule(schedule: &ScheduleRecord) -> Target {
+        if schedule.read_only {
+            Target::ReadOnly
+        } else {
+            Target::Offline
+        }
+    }
+
+    /// The draining mode of a wait for this target.
+    pub fn draining(self) -> Mode {
+        match self {
+            Target::Offline => Mode::Pending,
+            Target::ReadOnly => Mode::ReadOnlyPending,
+        }
+    }
+
+    /// Whether `task` holds off this target.
+    pub fn held_off_by(self, task: &TaskRecord) -> bool {
+        match self {
+            Target::Offline => task.holds_off_offline(),
+            Target::ReadOnly => task.holds_off_read_only(),
+        }
+    }
+}
+
+/// What is live: tasks, sessions, and web layers' writes in flight.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Live {
     /// Live tasks (all of them: a status shows those inside the window too).
     pub tasks: Vec<TaskRecord>,
     /// Live sessions.
     pub sessions: Vec<SessionEntry>,
+    /// Web layer processes with unsafe requests in flight (published only
+    /// while READONLY_PENDING).
+    pub writes: Vec<WritesInFlight>,
 }
 
 impl Live {
@@ -74,14 +126,16 @@ impl Live {
         Ok(Live {
             tasks: backend.tasks()?,
             sessions: backend.sessions()?,
+            writes: backend.writes_in_flight()?,
         })
     }
 
     /// The "active sessions" of the status line (`Status: ONLINE - Active
     /// sessions: 13`): live sessions plus live tasks, a task and the nested
-    /// runs that joined it counting once.
+    /// runs that joined it counting once, plus web layers with writes in
+    /// flight.
     pub fn active(&self) -> usize {
-        self.task_count() + self.sessions.len()
+        self.task_count() + self.sessions.len() + self.writes.len()
     }
 
     /// How many distinct tasks are live: runs that joined a task count as
@@ -111,7 +165,7 @@ impl Live {
     /// One line per holder, as a timeout or a status names them: each task
     /// with pid, user@host and age; the sessions with when the last expires.
     pub fn describe(&self, now: SystemTime) -> Vec<String> {
-        describe(&self.tasks, &self.session_summary(), now)
+        describe(&self.tasks, &self.writes, &self.session_summary(), now)
     }
 }
 
@@ -124,9 +178,14 @@ fn distinct_tasks(tasks: &[TaskRecord]) -> usize {
     ids.len()
 }
 
-/// One line per holder: each task with pid, user@host and age; the
-/// sessions with when the last expires.
-fn describe(tasks: &[TaskRecord], sessions: &SessionSummary, now: SystemTime) -> Vec<String> {
+/// One line per holder: each task with pid, user@host and age; each web
+/// layer with writes in flight; the sessions with when the last expires.
+fn describe(
+    tasks: &[TaskRecord],
+    writes: &[WritesInFlight],
+    sessions: &SessionSummary,
+    now: SystemTime,
+) -> Vec<String> {
     let mut lines: Vec<String> = tasks
         .iter()
         .map(|t| {
@@ -143,6 +202,7 @@ fn describe(tasks: &[TaskRecord], sessions: &SessionSummary, now: SystemTime) ->
             )
         })
         .collect();
+    lines.extend(writes.iter().map(ToString::to_string));
     if let Some(last) = sessions.last_expires_at
         && sessions.count > 0
     {
@@ -172,8 +232,21 @@ pub enum Outcome {
         /// Whether the site was already OFFLINE (only the message changed).
         already: bool,
     },
-    /// The timeout ran out; this waiter left (the site is ONLINE unless
-    /// another waiter remains).
+    /// The site is READONLY ([`activate_read_only`]); fields as for
+    /// [`Outcome::Offline`].
+    ReadOnly {
+        /// The READONLY record.
+        record: ModeRecord,
+        /// What was still live: sessions, tasks that only read or run
+        /// inside the read-only window.
+        live: Live,
+        /// Whether another process's READONLY_PENDING was joined.
+        joined: bool,
+        /// Whether the site was already READONLY (only the message changed).
+        already: bool,
+    },
+    /// The timeout ran out; this waiter left (the site is back where the
+    /// drain came from unless another waiter remains).
     TimedOut {
         /// What still held it off.
         live: Live,
@@ -210,6 +283,8 @@ pub struct Progress<'a> {
     /// The drain-`stop` commands asked to stop when PENDING began (they
     /// watch the mode themselves), including those that already stopped.
     pub asked_to_stop: &'a [TaskRecord],
+    /// Where the wait takes the site.
+    pub target: Target,
 }
 
 /// Takes the site offline as [`Activation`] says, calling `progress` after
@@ -223,7 +298,53 @@ pub fn activate(
     stop: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Outcome> {
-    wait_offline(backend, activation, &mut Closures { stop, progress }, None)
+    wait_offline(
+        backend,
+        activation,
+        Target::Offline,
+        &mut Closures { stop, progress },
+        None,
+    )
+}
+
+/// Takes the site read-only as [`Activation`] says (its `grace` does not
+/// apply: sessions never hold READONLY off), as [`activate`] takes it
+/// offline: READONLY_PENDING at once, READONLY once no task that may write
+/// and started ONLINE and no web layer's writes in flight remain, and the
+/// settle time has passed. Already READONLY or OFFLINE: only the message
+/// changes ([`Outcome::ReadOnly`] or [`Outcome::Offline`] with `already`).
+pub fn activate_read_only(
+    backend: &dyn Backend,
+    activation: &Activation,
+    stop: &dyn Fn() -> bool,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Outcome> {
+    wait_offline(
+        backend,
+        activation,
+        Target::ReadOnly,
+        &mut Closures { stop, progress },
+        None,
+    )
+}
+
+/// The outcome of a wait whose target (or a stricter mode) `record` is in.
+fn reached(record: ModeRecord, live: Live, joined: bool, already: bool) -> Outcome {
+    if record.mode == Mode::Offline {
+        Outcome::Offline {
+            record,
+            live,
+            joined,
+            already,
+        }
+    } else {
+        Outcome::ReadOnly {
+            record,
+            live,
+            joined,
+            already,
+        }
+    }
 }
 
 /// What a wait for OFFLINE asks of its caller: [`activate`]'s two
@@ -251,37 +372,54 @@ impl Watcher for Closures<'_, '_> {
     }
 }
 
-/// The body of [`activate`], for either kind of caller; with `schedule`,
-/// whose time has come, PENDING begins as that schedule's
-/// ([`Backend::begin_scheduled_pending`]).
+/// The body of [`activate`] and [`activate_read_only`], for either kind of
+/// caller; with `schedule`, whose time has come, the draining mode begins
+/// as that schedule's ([`Backend::begin_scheduled_pending`],
+/// [`Backend::begin_scheduled_read_only`]).
 fn wait_offline(
     backend: &dyn Backend,
     activation: &Activation,
+    target: Target,
     watcher: &mut dyn Watcher,
     schedule: Option<&dyn ScheduleLease>,
 ) -> Result<Outcome> {
-    let before = refuse_blockers(backend)?;
-    let start = match schedule {
-        Some(s) => backend.begin_scheduled_pending(s, &activation.change)?,
-        None => backend.begin_pending(&activation.change)?,
-    };
-    let (waiter, record, joined) = match start {
-        PendingStart::AlreadyOffline(record) => {
-            return Ok(Outcome::Offline {
-                record,
-                live: Live::read(backend)?,
-                joined: false,
-                already: true,
-            });
+    let before = refuse_blockers(backend, target)?;
+    let (waiter, record, joined) = match target {
+        Target::Offline => {
+            let start = match schedule {
+                Some(s) => backend.begin_scheduled_pending(s, &activation.change)?,
+                None => backend.begin_pending(&activation.change)?,
+            };
+            match start {
+                PendingStart::AlreadyOffline(record) => {
+                    return Ok(reached(record, Live::read(backend)?, false, true));
+                }
+                PendingStart::Waiting {
+                    waiter,
+                    record,
+                    joined,
+                } => (waiter, record, joined),
+            }
         }
-        PendingStart::Waiting {
-            waiter,
-            record,
-            joined,
-        } => (waiter, record, joined),
+        Target::ReadOnly => {
+            let start = match schedule {
+                Some(s) => backend.begin_scheduled_read_only(s, &activation.change)?,
+                None => backend.begin_read_only(&activation.change)?,
+            };
+            match start {
+                ReadOnlyStart::Already(record) => {
+                    return Ok(reached(record, Live::read(backend)?, false, true));
+                }
+                ReadOnlyStart::Waiting {
+                    waiter,
+                    record,
+                    joined,
+                } => (waiter, record, joined),
+            }
+        }
     };
     // A blocker that started between the look above and PENDING: leave.
-    let after = match refuse_blockers(backend) {
+    let after = match refuse_blockers(backend, target) {
         Ok(t) => t,
         Err(e) => {
             backend.leave_pending(waiter, &activation.change)?;
@@ -292,7 +430,7 @@ fn wait_offline(
     let mut asked: Vec<TaskRecord> = Vec::new();
     for t in before.into_iter().chain(after) {
         if t.policy.drain == Drain::Stop
-            && t.holds_off_offline()
+            && target.held_off_by(&t)
             && !asked.iter().any(|a| a.id == t.id)
         {
             asked.push(t);
@@ -303,63 +441,75 @@ fn wait_offline(
     let started_at = clock.now();
     let mut sessions: Vec<SessionEntry> = Vec::new();
     let mut sessions_read: Option<Instant> = None;
+    // Sessions hold off OFFLINE only: reads go on through READONLY.
+    let counts_sessions = target == Target::Offline;
 
     loop {
         let view = backend.mode()?;
-        if let Some(outcome) = settled_elsewhere(backend, &view, waiter.as_ref(), joined)? {
+        if let Some(outcome) = settled_elsewhere(backend, &view, waiter.as_ref(), joined, target)? {
             return Ok(outcome);
         }
         let now = clock.now();
         let waited = now.duration_since(started_at).unwrap_or_default();
         let in_pending = now.duration_since(pending_since).unwrap_or_default();
-        let released = activation.grace.is_some_and(|g| in_pending >= g);
-        if sessions_read.is_none_or(|t| t.elapsed() >= SESSION_RECOUNT) {
+        let released = activation.grace.is_some_and(|g| in_pending >= g) || !counts_sessions;
+        if counts_sessions && sessions_read.is_none_or(|t| t.elapsed() >= SESSION_RECOUNT) {
             sessions = backend.sessions()?;
             sessions_read = Some(Instant::now());
         }
         let live_tasks = backend.tasks()?;
         // A `block` command that joined a live task after PENDING began
         // blocks as any other: this wait ends refused.
-        let blockers = blockers(&live_tasks);
+        let blockers = blockers(&live_tasks, target);
         if !blockers.is_empty() {
             backend.leave_pending(waiter, &activation.change)?;
             return Err(crate::Error::Refused(Refusal::Blocked { tasks: blockers }));
         }
+        let writes = match target {
+            Target::ReadOnly => backend.writes_in_flight()?,
+            Target::Offline => Vec::new(),
+        };
         let holding = Live {
             tasks: live_tasks
                 .into_iter()
-                .filter(TaskRecord::holds_off_offline)
+                .filter(|t| target.held_off_by(t))
                 .collect(),
             sessions: if released {
                 Vec::new()
             } else {
                 sessions.clone()
             },
+            writes,
         };
         watcher.progress(Progress {
             holding: &holding,
             waited,
-            sessions_released: released,
+            sessions_released: released && counts_sessions,
             record: &view.record,
             asked_to_stop: &asked,
+            target,
         });
         let settled = in_pending >= activation.settle;
         if holding.active() == 0 && settled {
-            // The last look: sessions fresh, not from the recount cache.
+            // The last look: sessions (or writes in flight) fresh, not
+            // from the recount cache.
             let fresh = if released {
                 Vec::new()
             } else {
                 backend.sessions()?
             };
-            if fresh.is_empty() {
-                match backend.complete_offline(waiter.as_ref())? {
-                    Completion::Offline(record) => {
-                        return Ok(Outcome::Offline {
-                            record,
-                            live: Live::read(backend)?,
-                            joined,
-                            already: false,
-                        });
+            let fresh_writes = match target {
+                Target::ReadOnly => backend.writes_in_flight()?,
+                Target::Offline => Vec::new(),
+            };
+            if fresh.is_empty() && fresh_writes.is_empty() {
+                let completion = match target {
+                    Target::Offline => backend.complete_offline(waiter.as_ref())?,
+                    Target::ReadOnly => backend.complete_read_only(waiter.as_ref())?,
+                };
+                match completion {
+                    Completion::Offline(record) | Completion::ReadOnly(record) => {
+                        return Ok(reached(record, Live::read(backend)?, joined, false));
                     }
                     Completion::Cancelled(record) => {
                         backend.leave_pending(waiter, &activation.change)?;
@@ -419,20 +569,20 @@ fn wait_offline(
     }
 }
 
-/// The live tasks with drain `block` that started ONLINE (joined runs
+/// The live tasks with drain `block` that hold off `target` (joined runs
 /// included: each carries its own command's policy).
-fn blockers(live: &[TaskRecord]) -> Vec<TaskRecord> {
+fn blockers(live: &[TaskRecord], target: Target) -> Vec<TaskRecord> {
     live.iter()
-        .filter(|t| t.policy.drain == Drain::Block && t.holds_off_offline())
+        .filter(|t| t.policy.drain == Drain::Block && target.held_off_by(t))
         .cloned()
         .collect()
 }
 
-/// Refuses while a task with drain `block` that started ONLINE runs;
+/// Refuses while a task with drain `block` that holds off `target` runs;
 /// otherwise returns the live tasks it looked at.
-fn refuse_blockers(backend: &dyn Backend) -> Result<Vec<TaskRecord>> {
+fn refuse_blockers(backend: &dyn Backend, target: Target) -> Result<Vec<TaskRecord>> {
     let live = backend.tasks()?;
-    let tasks = blockers(&live);
+    let tasks = blockers(&live, target);
     if tasks.is_empty() {
         Ok(live)
     } else {
@@ -441,22 +591,22 @@ fn refuse_blockers(backend: &dyn Backend) -> Result<Vec<TaskRecord>> {
 }
 
 /// Whether the wait ended in another process's hands: someone turned the
-/// site ONLINE (cancelled) or took it OFFLINE (done).
+/// site ONLINE (cancelled), or took it to the target or a stricter mode
+/// (done).
 fn settled_elsewhere(
     backend: &dyn Backend,
     view: &ModeView,
     waiter: &dyn WaiterLease,
     joined: bool,
+    target: Target,
 ) -> Result<Option<Outcome>> {
     let r = &view.record;
     Ok(match r.mode {
-        Mode::Offline => Some(Outcome::Offline {
-            record: r.clone(),
-            live: Live::read(backend)?,
-            joined,
-            already: false,
-        }),
-        Mode::Pending if r.since == waiter.pending_since() => None,
+        Mode::Offline => Some(reached(r.clone(), Live::read(backend)?, joined, false)),
+        Mode::ReadOnly if target == Target::ReadOnly => {
+            Some(reached(r.clone(), Live::read(backend)?, joined, false))
+        }
+        mode if mode == target.draining() && r.since == waiter.pending_since() => None,
         _ => Some(Outcome::Cancelled {
             by: r.by.clone(),
             record: r.clone(),
@@ -468,6 +618,19 @@ fn settled_elsewhere(
 /// what is still live.
 pub fn force(backend: &dyn Backend, change: &ModeChange) -> Result<(ModeRecord, Live)> {
     let record = backend.force_offline(change)?;
+    Ok((record, Live::read(backend)?))
+}
+
+/// READONLY at once, whatever is live (`--read-only --force`); returns the
+/// record and what is still live. An OFFLINE site stays OFFLINE (it stops
+/// writes too); its record is returned as it is.
+pub fn force_read_only(backend: &dyn Backend, change: &ModeChange) -> Result<(ModeRecord, Live)> {
+    let view = backend.mode()?;
+    let record = if view.mode == Mode::Offline {
+        view.record
+    } else {
+        backend.go_read_only(change)?
+    };
     Ok((record, Live::read(backend)?))
 }
 
@@ -600,10 +763,11 @@ fn withdraw_unless_ended(lease: &mut dyn ScheduleLease) {
 }
 
 /// [`activate`] once a schedule's time has come ([`wait_for_schedule`]
-/// returned [`Notice::Due`]): PENDING begins and the schedule ends in one
-/// step, unless someone ended it first (refused with
-/// [`Refusal::ScheduleEnded`]). The timeout counts from now, the
-/// schedule's time.
+/// returned [`Notice::Due`]) — or [`activate_read_only`] for a read-only
+/// schedule ([`ScheduleRecord::read_only`]): the draining mode (PENDING or
+/// READONLY_PENDING) begins and the schedule ends in one step, unless
+/// someone ended it first (refused with [`Refusal::ScheduleEnded`]). The
+/// timeout counts from now, the schedule's time.
 pub fn activate_scheduled(
     backend: &dyn Backend,
     lease: &mut dyn ScheduleLease,
@@ -611,9 +775,11 @@ pub fn activate_scheduled(
     stop: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Outcome> {
+    let target = Target::of_schedule(lease.record());
     let outcome = wait_offline(
         backend,
         activation,
+        target,
         &mut Closures { stop, progress },
         Some(&*lease),
     );
@@ -664,6 +830,9 @@ pub enum WindowStep {
     /// PENDING began: nobody new gets in, and the wait for what is live
     /// started (said at the first look).
     Pending,
+    /// READONLY_PENDING began: writes are refused, and the wait for what
+    /// may write started (said at the first look).
+    ReadOnlyPending,
     /// The site is OFFLINE and the command runs next: after the wait, or
     /// at once when `forced` (then the command waits for the settle time,
     /// so every web layer has seen OFFLINE first).
@@ -674,13 +843,22 @@ pub enum WindowStep {
     /// The site was OFFLINE already: the command runs in that window, and
     /// the site stays OFFLINE.
     AlreadyOffline,
+    /// The site is READONLY and the command runs next, as for
+    /// [`WindowStep::Offline`].
+    ReadOnly {
+        /// Whether `--force` took it READONLY at once.
+        forced: bool,
+    },
+    /// The site was READONLY already: the command runs in that read-only
+    /// window, and the site stays READONLY.
+    AlreadyReadOnly,
     /// The command has ended and the site is back in this mode, the one the
     /// run found.
     Restored(Mode),
 }
 
-/// A [`WindowObserver`] as the wait's [`Watcher`]: says PENDING at the
-/// first look.
+/// A [`WindowObserver`] as the wait's [`Watcher`]: says PENDING (or
+/// READONLY_PENDING) at the first look.
 struct WindowWait<'o> {
     observer: &'o mut dyn WindowObserver,
     said_pending: bool,
@@ -694,7 +872,10 @@ impl Watcher for WindowWait<'_> {
     fn progress(&mut self, progress: Progress<'_>) {
         if !self.said_pending {
             self.said_pending = true;
-            self.observer.mode_changed(WindowStep::Pending);
+            self.observer.mode_changed(match progress.target {
+                Target::Offline => WindowStep::Pending,
+                Target::ReadOnly => WindowStep::ReadOnlyPending,
+            });
         }
         self.observer.progress(progress);
     }
@@ -733,14 +914,41 @@ pub fn run_in_window(
     argv: &[String],
     observer: &mut dyn WindowObserver,
 ) -> anyhow::Result<RunOutcome> {
-    run_window(backend, activation, forced, argv, observer, None)
+    run_window(
+        backend,
+        activation,
+        Target::Offline,
+        forced,
+        argv,
+        observer,
+        None,
+    )
+}
+
+/// [`run_in_window`] toward `target`: with [`Target::ReadOnly`], the window
+/// is READONLY (`offline run --read-only`), reached as
+/// [`activate_read_only`] does. The mode found is restored after the
+/// command: ONLINE, or READONLY when an OFFLINE window was taken from it;
+/// a site found in the target, or in OFFLINE (stricter), stays. A process
+/// killed while the command runs leaves the window's mode in force.
+pub fn run_in_window_to(
+    backend: &dyn Backend,
+    activation: &Activation,
+    target: Target,
+    forced: bool,
+    argv: &[String],
+    observer: &mut dyn WindowObserver,
+) -> anyhow::Result<RunOutcome> {
+    run_window(backend, activation, target, forced, argv, observer, None)
 }
 
 /// [`run_in_window`] once a schedule's time has come ([`wait_for_schedule`]
-/// returned [`Notice::Due`]): PENDING begins and the schedule ends in one
-/// step (refused with [`Refusal::ScheduleEnded`] if someone ended it
-/// first); a site found OFFLINE ends it too, and the command runs in that
-/// window. Never forced: a schedule's time comes with the drain.
+/// returned [`Notice::Due`]), toward the schedule's target (READONLY for a
+/// read-only schedule, [`Target::of_schedule`]): the draining mode
+/// begins and the schedule ends in one step (refused with
+/// [`Refusal::ScheduleEnded`] if someone ended it first); a site found in
+/// the target or OFFLINE ends it too, and the command runs in that window.
+/// Never forced: a schedule's time comes with the drain.
 pub fn run_in_window_scheduled(
     backend: &dyn Backend,
     lease: &mut dyn ScheduleLease,
@@ -748,9 +956,11 @@ pub fn run_in_window_scheduled(
     argv: &[String],
     observer: &mut dyn WindowObserver,
 ) -> anyhow::Result<RunOutcome> {
+    let target = Target::of_schedule(lease.record());
     let outcome = run_window(
         backend,
         activation,
+        target,
         false,
         argv,
         observer,
@@ -760,10 +970,12 @@ pub fn run_in_window_scheduled(
     outcome
 }
 
-/// The body of [`run_in_window`] and [`run_in_window_scheduled`].
+/// The body of [`run_in_window`], [`run_in_window_to`] and
+/// [`run_in_window_scheduled`].
 fn run_window(
     backend: &dyn Backend,
     activation: &Activation,
+    target: Target,
     forced: bool,
     argv: &[String],
     observer: &mut dyn WindowObserver,
@@ -779,57 +991,75 @@ fn run_window(
     })?;
     let view = backend.mode()?;
     let found = view.mode;
-    if found == Mode::Pending {
+    if found.is_draining() {
         return Err(crate::Error::Refused(Refusal::PendingElsewhere {
+            mode: found,
             since: view.record.since,
             by: view.record.by,
         })
         .into());
     }
-    if found == Mode::Online {
-        if forced {
-            force(backend, me)?;
-            observer.mode_changed(WindowStep::Offline { forced: true });
-            // Web layers serve on their last snapshot for up to one refresh
-            // interval: the command runs once every one has seen OFFLINE.
-            if !settled_unless_stopped(activation.settle, observer) {
-                let record = backend.go_online(me)?;
-                return Ok(RunOutcome::NotRun(Outcome::Interrupted {
-                    live: Live::read(backend)?,
-                    record,
-                }));
-            }
-        } else {
-            let mut wait = WindowWait {
-                observer: &mut *observer,
-                said_pending: false,
-            };
-            let outcome = wait_offline(backend, activation, &mut wait, schedule.as_deref())?;
-            if !matches!(outcome, Outcome::Offline { .. }) {
-                return Ok(RunOutcome::NotRun(outcome));
-            }
-            observer.mode_changed(WindowStep::Offline { forced: false });
+    let already = found == Mode::Offline || (target == Target::ReadOnly && found == Mode::ReadOnly);
+    let restore = |backend: &dyn Backend| -> Result<ModeRecord> {
+        match found {
+            Mode::ReadOnly => backend.go_read_only(me),
+            _ => backend.go_online(me),
         }
-    } else {
+    };
+    if already {
         if let Some(lease) = schedule.as_mut() {
             let end = ScheduleEnd::new(ScheduleEndReason::Due, me.by.clone(), me.pid);
             lease.end(&end)?;
         }
-        observer.mode_changed(WindowStep::AlreadyOffline);
+        observer.mode_changed(if found == Mode::Offline {
+            WindowStep::AlreadyOffline
+        } else {
+            WindowStep::AlreadyReadOnly
+        });
+    } else if forced {
+        match target {
+            Target::Offline => {
+                force(backend, me)?;
+                observer.mode_changed(WindowStep::Offline { forced: true });
+            }
+            Target::ReadOnly => {
+                backend.go_read_only(me)?;
+                observer.mode_changed(WindowStep::ReadOnly { forced: true });
+            }
+        }
+        // Web layers serve on their last snapshot for up to one refresh
+        // interval: the command runs once every one has seen the change.
+        if !settled_unless_stopped(activation.settle, observer) {
+            let record = restore(backend)?;
+            return Ok(RunOutcome::NotRun(Outcome::Interrupted {
+                live: Live::read(backend)?,
+                record,
+            }));
+        }
+    } else {
+        let mut wait = WindowWait {
+            observer: &mut *observer,
+            said_pending: false,
+        };
+        let outcome = wait_offline(backend, activation, target, &mut wait, schedule.as_deref())?;
+        match outcome {
+            Outcome::Offline { .. } => observer.mode_changed(WindowStep::Offline { forced: false }),
+            Outcome::ReadOnly { .. } => {
+                observer.mode_changed(WindowStep::ReadOnly { forced: false })
+            }
+            other => return Ok(RunOutcome::NotRun(other)),
+        }
     }
     window.command_started(Timestamp::at(backend.clock().now()))?;
     let code = observer.run_command();
-    let restored = if found == Mode::Online {
-        backend.go_online(me)?;
-        Mode::Online
-    } else {
-        Mode::Offline
-    };
-    observer.mode_changed(WindowStep::Restored(restored));
+    if !already {
+        restore(backend)?;
+    }
+    observer.mode_changed(WindowStep::Restored(found));
     drop(window);
     Ok(RunOutcome::Ran {
         code: code?,
-        restored,
+        restored: found,
     })
 }
 
@@ -845,27 +1075,33 @@ pub struct Status {
     pub tasks: Vec<TaskRecord>,
     /// Live sessions: how many, and when the last expires.
     pub sessions: SessionSummary,
+    /// Web layer processes with unsafe requests in flight (published only
+    /// while READONLY_PENDING).
+    pub writes: Vec<WritesInFlight>,
 }
 
 impl Status {
     /// The status line's "Active sessions": live sessions plus live tasks
-    /// (a task and the runs that joined it counting once).
+    /// (a task and the runs that joined it counting once), plus web layers
+    /// with writes in flight, as [`Live::active`] counts them.
     pub fn active_sessions(&self) -> usize {
-        distinct_tasks(&self.tasks) + self.sessions.count
+        distinct_tasks(&self.tasks) + self.sessions.count + self.writes.len()
     }
 
     /// One line per holder, as [`Live::describe`] writes them.
     pub fn describe(&self, now: SystemTime) -> Vec<String> {
-        describe(&self.tasks, &self.sessions, now)
+        describe(&self.tasks, &self.writes, &self.sessions, now)
     }
 }
 
-/// Reads the status: the mode, the live tasks, and the sessions' summary
-/// (no listing of sessions: at 100,000 that costs tens of milliseconds).
+/// Reads the status: the mode, the live tasks, the sessions' summary (no
+/// listing of sessions: at 100,000 that costs tens of milliseconds), and
+/// the web layers' writes in flight.
 pub fn status(backend: &dyn Backend) -> Result<Status> {
     Ok(Status {
         view: backend.mode()?,
         tasks: backend.tasks()?,
         sessions: backend.session_summary()?,
+        writes: backend.writes_in_flight()?,
     })
 }

@@ -13,9 +13,13 @@
 //! --secret` gives a bypass secret, and visiting the path it prints lets the
 //! browser browse the site normally while everyone else is still turned
 //! away; `offline off` brings the site back ONLINE, without the banner.
+//! Then the read-only tier: `offline on --read-only` makes the site
+//! READONLY; a note sent from the page the browser loaded before gets the
+//! layer's read-only 503, and the page, reloaded, says why its forms are
+//! gone while the user (and any visitor) still reads it.
 //!
-//! Screenshots of the schedule's banner, the PENDING banner and of the
-//! maintenance page are saved
+//! Screenshots of the schedule's banner, the PENDING banner, the
+//! maintenance page and the READONLY page and its refused form are saved
 //! under the test's target temp directory, and their paths printed.
 //!
 //! chromium and chromium-driver are required: `scripts/test` installs them.
@@ -358,6 +362,19 @@ impl Browser {
         }
     }
 
+    /// Types `text` into the field matching `css`.
+    #[track_caller]
+    fn type_into(&self, css: &str, text: &str) {
+        let id = self
+            .find(css)
+            .unwrap_or_else(|| panic!("no {css} on the page: {}", self.source()));
+        self.cmd(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(&json!({ "text": text })),
+        );
+    }
+
     #[track_caller]
     fn click(&self, css: &str) {
         let id = self
@@ -667,6 +684,75 @@ fn the_drill_in_a_real_browser() {
         browser.describe()
     );
     assert_eq!(visitor_sees(&home).0, 200, "a visitor, ONLINE again");
+
+    // READONLY: the page loaded while ONLINE still offers the note form;
+    // what it sends once the site is read-only gets the layer's 503, with
+    // the operator's message.
+    browser.type_into("#note-text", "left while online");
+    browser.click("#note");
+    browser.wait_for(&home, "li.note", "left while online", false);
+    browser.type_into("#note-text", "sent too late");
+    let ro = site.run(&[
+        "offline",
+        "on",
+        "--read-only",
+        "--message",
+        "Moving to a new database",
+    ]);
+    assert!(ro.success(), "offline on --read-only: {ro}");
+    assert!(
+        ro.stdout.iter().any(|l| l.starts_with("Status: READONLY")),
+        "{ro}"
+    );
+    browser.click("#note");
+    let notes = format!("{base}/notes");
+    browser.wait_for(&notes, "h1", "Read-only for maintenance", false);
+    assert!(
+        browser.source().contains("Moving to a new database"),
+        "{}",
+        browser.describe()
+    );
+    browser.screenshot("read-only-refused.png");
+    // Reloaded, the page reads on: the user is still logged in, the banner
+    // says why, and no form is offered.
+    browser.goto(&home);
+    browser.wait_for(&home, "#banner", "read-only for maintenance", true);
+    assert_eq!(
+        browser.text("#who").as_deref(),
+        Some("You are logged in."),
+        "{}",
+        browser.describe()
+    );
+    for form in ["#logout", "#note-form", "#login"] {
+        assert!(
+            browser.find(form).is_none(),
+            "{form}: {}",
+            browser.describe()
+        );
+    }
+    assert!(
+        browser
+            .text("#notes")
+            .is_some_and(|t| t.contains("left while online") && !t.contains("sent too late")),
+        "{}",
+        browser.describe()
+    );
+    browser.screenshot("read-only.png");
+    assert_eq!(
+        visitor_sees(&home).0,
+        200,
+        "a visitor reads during READONLY"
+    );
+    let off = site.run(&["offline", "off"]);
+    assert!(off.success(), "offline off after READONLY: {off}");
+    eventually(PAGE_GUARD, "the forms back", || {
+        browser.refresh();
+        if browser.find("#note-form").is_some() && browser.find("#banner").is_none() {
+            Ok(())
+        } else {
+            Err(browser.describe())
+        }
+    });
 
     // The session ends: chromedriver closes chromium, all of it.
     browser.quit().expect("end the WebDriver session");

@@ -11,7 +11,7 @@
 //! it.
 //!
 //! The cases live by area, one file each under `conformance/`: `tasks`,
-//! `joins`, `modes`, `sessions`, `activation`, `window` and `schedules`. The list in [`backend_conformance!`] is
+//! `joins`, `modes`, `sessions`, `activation`, `window`, `schedules` and `readonly`. The list in [`backend_conformance!`] is
 //! the only list of them, and forgetting a case there fails the build: the
 //! area modules are private and deny dead code, and only the listed cases
 //! are re-exported here (and so used), so an unlisted one is dead code.
@@ -42,6 +42,7 @@ mod joins;
 #[deny(dead_code)]
 mod modes;
 #[deny(dead_code)]
+mod readonly;
 mod schedules;
 #[deny(dead_code)]
 mod sessions;
@@ -57,6 +58,7 @@ crate::backend_conformance!(@cases [@export]);
 pub struct FreshState {
     open: Box<dyn Fn(SharedClock) -> Arc<dyn Backend>>,
     marker: Option<PathBuf>,
+    read_only_marker: Option<PathBuf>,
     _keep: Box<dyn Any>,
 }
 
@@ -67,6 +69,7 @@ impl FreshState {
         FreshState {
             open: Box::new(open),
             marker: None,
+            read_only_marker: None,
             _keep: Box::new(keep),
         }
     }
@@ -78,9 +81,24 @@ impl FreshState {
         self
     }
 
+    /// The same site, whose backend keeps the READONLY web-server marker at
+    /// `path` on this host: the read-only marker case checks it.
+    pub fn with_read_only_marker(mut self, path: impl Into<PathBuf>) -> Self {
+        self.read_only_marker = Some(path.into());
+        self
+    }
+
     /// Whether the web-server marker exists; `None` for a site without one.
     pub fn marker_exists(&self) -> Option<bool> {
         self.marker
+            .as_ref()
+            .map(|p| std::fs::symlink_metadata(p).is_ok())
+    }
+
+    /// Whether the READONLY web-server marker exists; `None` for a site
+    /// without one.
+    pub fn read_only_marker_exists(&self) -> Option<bool> {
+        self.read_only_marker
             .as_ref()
             .map(|p| std::fs::symlink_metadata(p).is_ok())
     }
@@ -101,6 +119,7 @@ pub fn file_state() -> FreshState {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let state = dir.path().join("state");
     let marker = state.join(crate::backend::file::MARKER);
+    let read_only_marker = state.join(crate::backend::file::READONLY_MARKER);
     FreshState::new(
         move |clock| {
             let config = Config::with_state_dir(&state);
@@ -111,6 +130,7 @@ pub fn file_state() -> FreshState {
         dir,
     )
     .with_marker(marker)
+    .with_read_only_marker(read_only_marker)
 }
 
 /// Instantiates every conformance test for the backend whose fresh state
@@ -193,6 +213,17 @@ macro_rules! backend_conformance {
             schedules::a_schedule_waits_for_its_time_and_its_timeout_counts_from_it,
             schedules::a_stopped_wait_withdraws_the_schedule,
             schedules::deactivating_cancels_a_schedule_and_activating_now_supersedes_it,
+            readonly::a_read_only_drain_refuses_writers_and_admits_readers,
+            readonly::a_read_only_drain_lapses_to_online_when_its_waiter_goes,
+            readonly::completing_read_only_is_held_by_a_writer_started_online_not_by_a_reader,
+            readonly::a_task_started_during_read_only_holds_off_offline,
+            readonly::pending_from_read_only_lapses_back_to_read_only,
+            readonly::a_drain_toward_another_mode_is_refused,
+            readonly::the_markers_follow_the_read_only_tier,
+            readonly::writes_in_flight_count_while_held,
+            readonly::activate_read_only_waits_for_writes_and_writers_not_sessions,
+            readonly::a_writer_joining_a_reader_is_refused_while_read_only,
+            readonly::a_window_restores_the_mode_it_found,
         );
     };
     (@tests $state:path; $($area:ident::$case:ident),* $(,)?) => {
