@@ -386,6 +386,25 @@ mod tests {
         );
     }
 
+    /// A record written before the read-only tier (no `read_only`) is an
+    /// offline window; one that says so is read-only.
+    #[test]
+    fn a_record_without_read_only_is_an_offline_window() {
+        let mut r = ScheduleRecord::by_this_process(
+            Timestamp::at(at("2026-01-11T01:00:00Z")),
+            Timestamp::at(at("2026-01-10T22:00:00Z")),
+        );
+        let mut doc = serde_json::to_value(&r).unwrap();
+        assert_eq!(doc["read_only"], false);
+        doc.as_object_mut().unwrap().remove("read_only");
+        let old: ScheduleRecord = serde_json::from_value(doc).unwrap();
+        assert_eq!(old, r);
+        r.read_only = true;
+        let back: ScheduleRecord =
+            serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert!(back.read_only);
+    }
+
     #[test]
     fn the_status_line_says_when_in_how_long_who_and_why() {
         let mut r = ScheduleRecord::by_this_process(

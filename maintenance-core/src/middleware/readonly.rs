@@ -391,6 +391,47 @@ mod tests {
         drop(w);
     }
 
+    /// A read-only window scheduled ahead (`--at TIME --read-only`) is
+    /// carried with `read_only` from its notice on, so a page can say
+    /// "read-only at 02:00"; until its time, writes pass as ever.
+    #[tokio::test]
+    async fn a_scheduled_read_only_window_is_carried_and_refuses_nothing_before_its_time() {
+        use crate::clock::Timestamp;
+        use crate::schedule::ScheduleRecord;
+        let s = site();
+        let layer = patient(&s.config).build();
+        let inner = service_fn(|req: Request<String>| async move {
+            let said = match req.extensions().get::<MaintenanceStatus>() {
+                Some(st) => format!(
+                    "refused {}, scheduled {:?}",
+                    st.writes_refused,
+                    st.scheduled.as_deref().map(|w| w.read_only)
+                ),
+                None => "no status".into(),
+            };
+            Ok::<_, Infallible>(Response::new(said))
+        });
+        let mut a = layer.layer(tower::util::BoxCloneService::new(inner));
+        let now = std::time::SystemTime::now();
+        let mut w = ScheduleRecord::by_this_process(
+            Timestamp::at(now + std::time::Duration::from_secs(7200)),
+            Timestamp::at(now),
+        );
+        w.read_only = true;
+        let _lease = s.backend.begin_schedule(&w).unwrap();
+        until("the schedule carried", || {
+            layer
+                .snapshot()
+                .is_some_and(|snap| snap.scheduled.is_some())
+        })
+        .await;
+        let res = get(&mut a, req("/")).await;
+        assert_eq!(res.into_body(), "refused false, scheduled Some(true)");
+        let res = get(&mut a, with_method("POST", "/notes")).await;
+        assert_eq!(res.status(), StatusCode::OK, "not yet read-only");
+        assert_eq!(res.into_body(), "refused false, scheduled Some(true)");
+    }
+
     #[tokio::test]
     async fn a_login_during_read_only_is_refused_like_any_write() {
         let s = site();
