@@ -6,7 +6,9 @@
 //!
 //! The user logs in; a window scheduled an hour ahead (`offline on --at`)
 //! shows on their page as "maintenance is scheduled at …" with the
-//! operator's message, and goes once `offline off` cancels it; `offline
+//! operator's message, and goes once `offline off` cancels it; a
+//! read-only window scheduled so (`--at --read-only`) shows as "the site
+//! goes read-only for maintenance at …", its forms kept until then; `offline
 //! on` waits for them (PENDING) and their page shows the "going offline
 //! soon" banner; they log out, `offline on` ends
 //! OFFLINE and the browser lands on the maintenance page; `offline on
@@ -18,7 +20,7 @@
 //! layer's read-only 503, and the page, reloaded, says why its forms are
 //! gone while the user (and any visitor) still reads it.
 //!
-//! Screenshots of the schedule's banner, the PENDING banner, the
+//! Screenshots of the schedules' banners, the PENDING banner, the
 //! maintenance page and the READONLY page and its refused form are saved
 //! under the test's target temp directory, and their paths printed.
 //!
@@ -562,6 +564,55 @@ fn the_drill_in_a_real_browser() {
         browser.describe()
     );
     browser.screenshot("scheduled.png");
+    let off = site.run(&["offline", "off"]);
+    assert!(off.success(), "offline off: {off}");
+    let cancelled = scheduled.finish();
+    assert_eq!(
+        cancelled.code(),
+        Some(maintenance_core::exit::REFUSED.into()),
+        "the waiter, cancelled: {cancelled}"
+    );
+    eventually(PAGE_GUARD, "the page without the schedule's banner", || {
+        browser.refresh();
+        if browser.url() == home && browser.find("#banner").is_none() {
+            Ok(())
+        } else {
+            Err(browser.describe())
+        }
+    });
+
+    // A read-only window scheduled ahead says so, and why; the forms stay
+    // until its time (writes still pass). `offline off` cancels it.
+    let mut scheduled = site.spawn(&[
+        "offline",
+        "on",
+        "--at",
+        "+1h",
+        "--read-only",
+        "--message",
+        "Re-indexing",
+    ]);
+    let line = scheduled.line();
+    let when = line
+        .strip_prefix("Read-only scheduled at ")
+        .and_then(|rest| rest.split_once(" (in "))
+        .map(|(when, _)| when.to_owned())
+        .unwrap_or_else(|| panic!("`offline on --at --read-only` did not schedule: {line:?}"));
+    browser.refresh();
+    browser.wait_for(
+        &home,
+        "#banner",
+        &format!("The site goes read-only for maintenance at {when} (in "),
+        true,
+    );
+    let banner = browser.text("#banner").unwrap_or_default();
+    assert!(banner.ends_with("Re-indexing"), "{}", browser.describe());
+    assert!(
+        browser.find("#note-form").is_some(),
+        "the forms stay until its time: {}",
+        browser.describe()
+    );
+    browser.screenshot("scheduled-read-only.png");
     let off = site.run(&["offline", "off"]);
     assert!(off.success(), "offline off: {off}");
     let cancelled = scheduled.finish();
