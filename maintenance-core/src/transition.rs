@@ -19,7 +19,9 @@
 //! time first ([`wait_for_schedule`], as `shutdown +m` does), holding the
 //! schedule for as long as the process lives, then goes on exactly as
 //! [`activate`] ([`activate_scheduled`]) or [`run_in_window`]
-//! ([`run_in_window_scheduled`]); its `--timeout` counts from its time.
+//! ([`run_in_window_scheduled`]) — toward READONLY, as
+//! [`activate_read_only`] and [`run_in_window_to`] go, when the schedule is
+//! a read-only window; its `--timeout` counts from its time.
 //!
 //! [`activate_read_only`] is the same wait toward READONLY: READONLY_PENDING
 //! refuses unsafe web requests and tasks that may write at once, then goes
