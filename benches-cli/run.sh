@@ -1,43 +1,56 @@
 #!/usr/bin/env bash
-# Whole-process benchmarks of manage: builds bench-cli in the release
-# profile, then
-#   1. `reaction`: last task's end (dropped / SIGKILLed) and another
-#      process's deactivate → the waiter's return (target ≤ 100 ms);
-#   2. hyperfine, each comparison in one run, side by side (targets in
-#      brackets):
-#      a. `bench-manage noop` vs `bench-empty`              (≤ 1.25×)
-#      b. `bench-manage --help` vs `bench-empty`            (≤ 2×)
-#      c. peak RSS of `bench-manage noop` (/usr/bin/time -v) (≤ 4 MiB)
-#      d. `bench-manage-fat noop` vs `bench-manage noop`    (within 10%)
-#      e. `bench-manage nop` (external `manage-nop`) vs the script itself
-#                                                           (≤ +1.5 ms)
-#   3. `bench-manage offline status`, empty state and with 100 live tasks +
-#      10,000 live sessions, vs `bench-empty`;
-#   4. diagnostics: start-up costs one at a time (`bench-probe`), and
-#      `--help` with only the benchmark's own directory on PATH;
-# and prints a summary: wall-clock medians and their ratios (the targets),
-# and the mean CPU time (user + system) of each command, which a busy
-# machine disturbs less. Knobs (environment): RUNS (200), WARMUP (20),
-# REACTION_RUNS (40), RSS_RUNS (20), SESSIONS (10000), TASKS (100),
-# BENCH_TMP (where the state directories go: ${TMPDIR:-/tmp}; try /dev/shm
-# to take the disk's file system out of the figures).
-# Needs hyperfine, python3 and GNU time (/usr/bin/time).
+# Whole-process benchmarks of manage. Builds bench-cli in the release
+# profile, then measures, each comparison in ONE hyperfine run (paired,
+# side by side, RUNS each):
+#
+#   status  `offline status`, empty state, vs `bench-empty`    (<= 1.25x)
+#   noop    a tracked registered no-op vs `bench-empty`        (<= 1.25x)
+#   help    `--help` vs `bench-path-list`, which only lists the
+#           manage-* names in the PATH directories              (<= 1.3x)
+#   ext     an external no-op (`manage-nop`) vs the script     (<= +1.2 ms)
+#   fat     `noop` with 50 extra registered commands vs without (within 5%)
+#   rss     peak RSS of a tracked no-op (GNU time, RSS_RUNS)    (<= 4 MiB)
+#   loaded  `offline status` with TASKS live tasks + SESSIONS sessions
+#           (figures only: the criterion benches hold its targets)
+#   reaction  last task's end / a deactivate -> the waiter     (<= 100 ms)
+#
+# Every run has PATH = the bench's own directory, then the default PATH of
+# a Debian server (/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
+# /bin), which is what --help reads; no manage.toml above the working
+# directory and no state from the environment.
+#
+# Whole-process times on a shared machine swing by tens of percent between
+# runs: with valgrind installed the summary also gives each command's
+# instruction count (callgrind, user space), which repeats run to run, and
+# its ratio — decide with those, sanity-check with the times.
+#
+# Prints ONE summary table at the end: each figure, its target, PASS/MISS.
+# Knobs (environment): RUNS (300), WARMUP (30), RSS_RUNS (20), SESSIONS
+# (10000), TASKS (100), REACTION_RUNS (40; 0 skips it), INSTR (1; 0 skips
+# the instruction counts), CPU (a CPU number: pin hyperfine and what it
+# runs to it with taskset), BENCH_TMP (where the state directories go:
+# ${TMPDIR:-/tmp}). Needs hyperfine, python3 and GNU time (/usr/bin/time).
 set -euo pipefail
 
-RUNS=${RUNS:-200}
-WARMUP=${WARMUP:-20}
-REACTION_RUNS=${REACTION_RUNS:-40}
+RUNS=${RUNS:-300}
+WARMUP=${WARMUP:-30}
 RSS_RUNS=${RSS_RUNS:-20}
 SESSIONS=${SESSIONS:-10000}
 TASKS=${TASKS:-100}
+REACTION_RUNS=${REACTION_RUNS:-40}
+INSTR=${INSTR:-1}
+DEBIAN_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 cargo build --release -p bench-cli --features extra-commands
 bin=${CARGO_TARGET_DIR:-$root/target}/release
-for b in bench-empty bench-manage bench-manage-fat bench-state reaction; do
+for b in bench-empty bench-manage bench-manage-fat bench-path-list bench-probe bench-state reaction; do
     [ -x "$bin/$b" ] || { echo "missing $bin/$b" >&2; exit 1; }
 done
+hyperfine=$(command -v hyperfine) || { echo "needs hyperfine" >&2; exit 1; }
+pin=()
+if [ -n "${CPU:-}" ]; then pin=(taskset -c "$CPU"); fi
 
 work=$(mktemp -d -p "${BENCH_TMP:-${TMPDIR:-/tmp}}")
 holder=
@@ -46,41 +59,63 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-# No manage.toml above the working directory, no state from the
-# environment: every run uses the --state-dir it is given.
 cd "$work"
 unset MANAGE_STATE_DIR MANAGE_CONFIG MANAGE_TASK
 mkdir path
 printf '#!/bin/sh\nexit 0\n' > path/manage-nop
 chmod +x path/manage-nop
-export PATH="$work/path:$PATH"
+export PATH="$work/path:$DEBIAN_PATH"
+names=0
+for d in ${DEBIAN_PATH//:/ }; do
+    n=$( (ls -1A "$d" 2>/dev/null || true) | wc -l)
+    names=$((names + n))
+done
 
 echo "== machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); temp dirs on $(df --output=fstype,source "$work" | tail -1)"
+echo "== PATH: $PATH ($names names in the Debian directories, as listed; a directory met twice is read once)"
 
-hyperfine=$(command -v hyperfine)
 hf() { # hf NAME [hyperfine args…]: one comparison, exported to NAME.json
     local name=$1; shift
     echo; echo "== $name"
-    "$hyperfine" -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$work/$name.json" "$@"
+    "${pin[@]}" "$hyperfine" -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$work/$name.json" "$@"
 }
 
-echo; echo "== reaction"
-"$bin/reaction" "$REACTION_RUNS" | tee "$work/reaction.txt"
+instr() { # instr NAME CMD…: user-space instructions of one run, into instr.txt
+    local name=$1 out="$work/cg.out" n
+    shift
+    # In a subshell, so a crash of valgrind itself is not reported here.
+    (valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >/dev/null 2>"$work/cg.err") \
+        2>/dev/null || true
+    n=$(awk '/^(summary|totals):/ {print $2; exit}' "$out" 2>/dev/null || true)
+    # Valgrind cannot run rustix's vDSO lookup (CLOCK_BOOTTIME, read by
+    # the session count): the run stops there, and the count covers only
+    # what came before it.
+    if grep -q "Process terminating" "$work/cg.err"; then n="$n*"; fi
+    if [ -n "$n" ]; then echo "$name $n" >> "$work/instr.txt"; fi
+    rm -f "$out" "$work/cg.err"
+}
 
-hf a_noop_vs_empty \
+# Each state directory is made by the first run of the comparison's
+# warm-up, so the measured runs all see an existing, empty one.
+hf status \
     -n empty "$bin/bench-empty" \
-    -n noop "$bin/bench-manage --state-dir $work/state-a noop"
-hf b_help_vs_empty \
+    -n status "$bin/bench-manage --state-dir $work/state-s offline status"
+hf noop \
     -n empty "$bin/bench-empty" \
+    -n noop "$bin/bench-manage --state-dir $work/state-n noop"
+hf help \
+    -n path-list "$bin/bench-path-list" \
     -n help "$bin/bench-manage --help"
-hf d_fat_vs_noop \
-    -n noop "$bin/bench-manage --state-dir $work/state-d noop" \
-    -n fat-noop "$bin/bench-manage-fat --state-dir $work/state-d noop"
-hf e_external_vs_script \
+hf ext \
     -n script "$work/path/manage-nop" \
     -n external "$bin/bench-manage --state-dir $work/state-e nop"
+# Each its own state directory: neither runs against what the other's
+# runs left in the file system.
+hf fat \
+    -n noop "$bin/bench-manage --state-dir $work/state-f noop" \
+    -n fat-noop "$bin/bench-manage-fat --state-dir $work/state-g noop"
 
-echo; echo "== c peak RSS, $RSS_RUNS runs each"
+echo; echo "== rss: peak RSS, $RSS_RUNS runs each"
 rss() { # rss NAME CMD…: peak RSS in KiB of each run, one a line
     local name=$1; shift
     for _ in $(seq "$RSS_RUNS"); do
@@ -89,41 +124,52 @@ rss() { # rss NAME CMD…: peak RSS in KiB of each run, one a line
     echo "$name: $(sort -n "$work/rss_$name.txt" | tr '\n' ' ')KiB"
 }
 rss empty "$bin/bench-empty"
-rss noop "$bin/bench-manage" --state-dir "$work/state-c" noop
+rss noop "$bin/bench-manage" --state-dir "$work/state-n" noop
+rss status "$bin/bench-manage" --state-dir "$work/state-s" offline status
 rss help "$bin/bench-manage" --help
-rss status "$bin/bench-manage" --state-dir "$work/state-c" offline status
 
-echo; echo "== offline status: preparing $TASKS live tasks + $SESSIONS sessions"
+if [ "$INSTR" = 1 ] && command -v valgrind >/dev/null; then
+    echo; echo "== instructions (callgrind, user space, one run each)"
+    instr empty "$bin/bench-empty"
+    instr status "$bin/bench-manage" --state-dir "$work/state-s" offline status
+    instr noop "$bin/bench-manage" --state-dir "$work/state-n" noop
+    instr path-list "$bin/bench-path-list"
+    instr help "$bin/bench-manage" --help
+    instr fat-noop "$bin/bench-manage-fat" --state-dir "$work/state-g" noop
+    cat "$work/instr.txt" 2>/dev/null || true
+fi
+
+echo; echo "== loaded: preparing $TASKS live tasks + $SESSIONS sessions"
 "$bin/bench-state" sessions "$work/state-loaded" "$SESSIONS"
 "$bin/bench-state" hold "$work/state-loaded" "$TASKS" "$work/ready" &
 holder=$!
 for _ in $(seq 300); do [ -e "$work/ready" ] && break; sleep 0.1; done
 [ -e "$work/ready" ] || { echo "the task holder never got ready" >&2; exit 1; }
 "$bin/bench-manage" --state-dir "$work/state-loaded" offline status
-hf status \
+hf loaded \
     -n empty "$bin/bench-empty" \
-    -n status-empty "$bin/bench-manage --state-dir $work/state-empty offline status" \
     -n status-loaded "$bin/bench-manage --state-dir $work/state-loaded offline status"
 kill "$holder"; wait "$holder" 2>/dev/null || true; holder=
 
-echo; echo "== diagnostics"
+echo; echo "== diagnostics: start-up costs one at a time (bench-probe)"
 hf breakdown \
     -n empty "$bin/bench-empty" \
     -n linked "$bin/bench-probe" \
     -n +thread "$bin/bench-probe thread" \
     -n +user "$bin/bench-probe user" \
     -n +config "$bin/bench-probe config" \
-    -n +open "$bin/bench-probe open $work/state-a" \
+    -n +open "$bin/bench-probe open $work/state-n" \
     -n version "$bin/bench-manage --version" \
-    -n noop "$bin/bench-manage --state-dir $work/state-a noop"
-# Only the benchmark's own directory on PATH: what reading PATH costs.
-PATH="$work/path" hf help_short_path \
-    -n empty "$bin/bench-empty" \
-    -n help "$bin/bench-manage --help"
+    -n noop "$bin/bench-manage --state-dir $work/state-n noop"
 
-echo; echo "== summary"
+if [ "$REACTION_RUNS" -gt 0 ]; then
+    echo; echo "== reaction"
+    "$bin/reaction" "$REACTION_RUNS" | tee "$work/reaction.txt"
+fi
+
+echo; echo "== summary (medians of $RUNS paired runs; load now $(cut -d' ' -f1-3 /proc/loadavg))"
 python3 - "$work" <<'PY'
-import json, statistics, sys
+import json, os, statistics, sys
 work = sys.argv[1]
 
 def med(name):
@@ -134,49 +180,78 @@ def cpu(name):
     d = json.load(open(f"{work}/{name}.json"))
     return {r["command"]: (r["user"] + r["system"]) * 1000 for r in d["results"]}
 
-def verdict(ok):
-    return "PASS" if ok else "FAIL"
+instr = {}
+partial = set()
+if os.path.exists(f"{work}/instr.txt"):
+    for line in open(f"{work}/instr.txt"):
+        k, v = line.split()
+        if v.endswith("*"):
+            partial.add(k)
+        instr[k] = int(v.rstrip("*"))
 
-rows = []
-m = med("a_noop_vs_empty")
-r = m["noop"] / m["empty"]
-rows.append(("a  noop vs empty", f"{m['noop']:.2f} / {m['empty']:.2f} ms", f"{r:.2f}x", "<= 1.25x", verdict(r <= 1.25)))
-m = med("b_help_vs_empty")
-r = m["help"] / m["empty"]
-rows.append(("b  --help vs empty", f"{m['help']:.2f} / {m['empty']:.2f} ms", f"{r:.2f}x", "<= 2x", verdict(r <= 2)))
+def ir(a, b):
+    if a in instr and b in instr:
+        mark = lambda k: "*" if k in partial else ""
+        return (f"{instr[a] / 1e3:.0f}k{mark(a)} / {instr[b] / 1e3:.0f}k{mark(b)} = "
+                f"{instr[a] / instr[b]:.2f}x")
+    return ""
+
+def verdict(ok):
+    return "PASS" if ok else "MISS"
+
+rows = [("figure", "measured (ms)", "result", "target", "", "instructions")]
+def ratio(label, name, a, b, limit):
+    m = med(name)
+    r = m[a] / m[b]
+    rows.append((label, f"{m[a]:.3f} / {m[b]:.3f}", f"{r:.2f}x", f"<= {limit}x",
+                 verdict(r <= limit), ir(a, b)))
+
+ratio("offline status, empty state, vs empty binary", "status", "status", "empty", 1.25)
+ratio("tracked registered no-op vs empty binary", "noop", "noop", "empty", 1.25)
+ratio("--help vs listing manage-* on PATH", "help", "help", "path-list", 1.3)
+m = med("ext")
+d = m["external"] - m["script"]
+rows.append(("tracked external no-op vs the script", f"{m['external']:.3f} / {m['script']:.3f}",
+             f"{d:+.2f} ms", "<= +1.2 ms", verdict(d <= 1.2), ""))
+m = med("fat")
+r = m["fat-noop"] / m["noop"] - 1
+rows.append(("no-op with 50 extra commands vs without", f"{m['fat-noop']:.3f} / {m['noop']:.3f}",
+             f"{r * 100:+.1f}%", "within 5%", verdict(abs(r) <= 0.05), ir("fat-noop", "noop")))
 rss = {}
-for k in ("empty", "noop", "help", "status"):
+for k in ("empty", "noop", "status", "help"):
     v = [int(x) for x in open(f"{work}/rss_{k}.txt").read().split()]
     rss[k] = (statistics.median(v), max(v))
 mib = rss["noop"][1] / 1024
-rows.append(("c  peak RSS noop", f"median {rss['noop'][0]:.0f} KiB, max {rss['noop'][1]} KiB", f"{mib:.2f} MiB", "<= 4 MiB", verdict(mib <= 4)))
-m = med("d_fat_vs_noop")
-r = m["fat-noop"] / m["noop"]
-rows.append(("d  fat noop vs noop", f"{m['fat-noop']:.2f} / {m['noop']:.2f} ms", f"{(r - 1) * 100:+.1f}%", "within 10%", verdict(abs(r - 1) <= 0.10)))
-m = med("e_external_vs_script")
-d = m["external"] - m["script"]
-rows.append(("e  external nop vs script", f"{m['external']:.2f} / {m['script']:.2f} ms", f"{d:+.2f} ms", "<= +1.5 ms", verdict(d <= 1.5)))
-m = med("status")
-for k in ("status-empty", "status-loaded"):
-    rows.append((f"11 {k} vs empty", f"{m[k]:.2f} / {m['empty']:.2f} ms", f"{m[k] / m['empty']:.2f}x", "(figures only)", ""))
-for line in open(f"{work}/reaction.txt"):
-    if line.startswith("reaction ") and "median" in line:
-        parts = line.split()
-        median = float(parts[parts.index("median") + 1])
-        rows.append((f"9  reaction {parts[1]}", " ".join(parts[2:]), f"{median:.2f} ms", "<= 100 ms", verdict(median <= 100)))
-for k, (md, mx) in rss.items():
-    rows.append((f"   RSS {k}", f"median {md:.0f} KiB, max {mx} KiB", "", "", ""))
-w = [max(len(r[i]) for r in rows) for i in range(5)]
-for r in rows:
-    print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip())
+rows.append(("peak RSS of a tracked no-op (max of runs)", f"median {rss['noop'][0]:.0f} KiB",
+             f"{mib:.2f} MiB", "<= 4 MiB", verdict(mib <= 4), ""))
+m = med("loaded")
+rows.append(("offline status, tasks + sessions, vs empty", f"{m['status-loaded']:.3f} / {m['empty']:.3f}",
+             f"{m['status-loaded'] / m['empty']:.2f}x", "(figure only)", "", ""))
+if os.path.exists(f"{work}/reaction.txt"):
+    for line in open(f"{work}/reaction.txt"):
+        if line.startswith("reaction ") and "median" in line:
+            parts = line.split()
+            median = float(parts[parts.index("median") + 1])
+            rows.append((f"reaction: {parts[1]}", " ".join(parts[2:6]), f"{median:.2f} ms",
+                         "<= 100 ms", verdict(median <= 100), ""))
+w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+for i, r in enumerate(rows):
+    print("  ".join(c.ljust(w[j]) for j, c in enumerate(r)).rstrip())
+    if i == 0:
+        print("  ".join("-" * w[j] for j in range(len(w))))
 
+if partial:
+    print("* valgrind stopped that run early (at rustix's vDSO lookup): the count is a floor")
+print()
+print("peak RSS, median / max of runs: " +
+      ", ".join(f"{k} {md:.0f}/{mx} KiB" for k, (md, mx) in rss.items()))
 print()
 print("mean CPU time (user + system) and wall-clock median of each command:")
-for name in ("a_noop_vs_empty", "b_help_vs_empty", "d_fat_vs_noop", "e_external_vs_script",
-             "status", "breakdown", "help_short_path"):
+for name in ("status", "noop", "help", "ext", "fat", "loaded", "breakdown"):
     m, c = med(name), cpu(name)
     base = next(iter(c))
     print(f"  {name}:")
     for k in c:
-        print(f"    {k:14} cpu {c[k]:6.3f} ms ({c[k] / c[base]:.2f}x {base})  wall median {m[k]:6.3f} ms ({m[k] / m[base]:.2f}x)")
+        print(f"    {k:14} cpu {c[k]:6.3f} ms ({c[k] / c[base]:.2f}x {base})  "
+              f"wall median {m[k]:6.3f} ms ({m[k] / m[base]:.2f}x)")
 PY

@@ -132,6 +132,10 @@ struct StopInner {
     requested: AtomicBool,
     lock: Mutex<Vec<std::task::Waker>>,
     wake: Condvar,
+    /// For a token a signal handler raises: what starts the relay that
+    /// wakes the waiters, run once, before anyone first blocks or awaits.
+    relay: Option<fn(&StopToken)>,
+    relay_started: AtomicBool,
 }
 
 impl StopToken {
@@ -140,9 +144,42 @@ impl StopToken {
         Self::default()
     }
 
+    /// A token a signal handler sets with [`raise`](Self::raise), which
+    /// wakes nobody. `relay` is called once, by the first caller that is
+    /// about to block on the token or await it (never by a handler): it
+    /// must start whatever calls [`request`](Self::request) once the
+    /// handler has raised the token — and call it at once if the token was
+    /// raised already. A process that never waits so never starts it: the
+    /// runner's `offline status` spawns no thread.
+    pub fn relayed(relay: fn(&StopToken)) -> Self {
+        StopToken {
+            inner: Arc::new(StopInner {
+                relay: Some(relay),
+                ..StopInner::default()
+            }),
+        }
+    }
+
     /// Whether a stop was requested.
     pub fn requested(&self) -> bool {
         self.inner.requested.load(Ordering::SeqCst)
+    }
+
+    /// Sets the request without waking anyone: one atomic store, safe in a
+    /// signal handler, where [`request`](Self::request) (which takes a
+    /// lock) is not. Pollers see it at once; blocked and async waiters are
+    /// woken by the relay of a [`relayed`](Self::relayed) token.
+    pub fn raise(&self) {
+        self.inner.requested.store(true, Ordering::SeqCst);
+    }
+
+    /// Starts the relay of a [`relayed`](Self::relayed) token, once.
+    fn before_waiting(&self) {
+        if let Some(relay) = self.inner.relay
+            && !self.inner.relay_started.swap(true, Ordering::SeqCst)
+        {
+            relay(self);
+        }
     }
 
     /// Requests a stop and wakes every waiter, blocking or async.
@@ -170,6 +207,10 @@ impl StopToken {
     /// Blocks until a stop is requested or `timeout` passes; returns whether
     /// one was requested.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        if self.requested() {
+            return true;
+        }
+        self.before_waiting();
         let guard = self.inner.lock.lock().unwrap_or_else(|e| e.into_inner());
         let _unused = self
             .inner
@@ -196,6 +237,7 @@ impl std::future::Future for Stopped {
         if self.token.requested() {
             return std::task::Poll::Ready(());
         }
+        self.token.before_waiting();
         let mut wakers = self
             .token
             .inner
@@ -429,6 +471,42 @@ mod tests {
         stop.request();
         assert!(flag.0.load(Ordering::SeqCst), "woken");
         assert!(fut.as_mut().poll(&mut cx).is_ready());
+    }
+
+    use std::sync::atomic::AtomicUsize;
+
+    /// A relay that counts its starts in `count` and wakes the waiters at
+    /// once if the token was raised (as the runner's does after a signal).
+    fn relay_counting(count: &AtomicUsize, token: &StopToken) {
+        count.fetch_add(1, Ordering::SeqCst);
+        if token.requested() {
+            token.request();
+        }
+    }
+
+    #[test]
+    fn a_relayed_token_starts_its_relay_once_at_the_first_wait_and_never_for_pollers() {
+        static STARTS: AtomicUsize = AtomicUsize::new(0);
+        let stop = StopToken::relayed(|t| relay_counting(&STARTS, t));
+        assert!(!stop.requested());
+        assert_eq!(STARTS.load(Ordering::SeqCst), 0, "polling starts nothing");
+        assert!(!stop.wait_timeout(Duration::from_millis(1)));
+        assert!(!stop.clone().wait_timeout(Duration::from_millis(1)));
+        assert_eq!(STARTS.load(Ordering::SeqCst), 1, "started once");
+        // Raised as a handler does: pollers see it at once, and a waiter
+        // returns without waiting.
+        stop.raise();
+        assert!(stop.requested());
+        assert!(stop.wait_timeout(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_raise_before_the_first_wait_is_seen_by_the_waiter_without_a_relay_start() {
+        static STARTS: AtomicUsize = AtomicUsize::new(0);
+        let stop = StopToken::relayed(|t| relay_counting(&STARTS, t));
+        stop.raise();
+        assert!(stop.wait_timeout(Duration::from_secs(60)));
+        assert_eq!(STARTS.load(Ordering::SeqCst), 0, "nothing to relay");
     }
 
     #[test]

@@ -35,6 +35,14 @@ pub const DEFAULT_MAINTENANCE_URL: &str = "/maintenance.html";
 /// Default prefix of the bypass path: visiting `<prefix><secret>` once sets
 /// the bypass cookie.
 pub const DEFAULT_BYPASS_PREFIX: &str = "/_maintenance/bypass/";
+/// Default bound of the file backend's history (`[history] max_size`): past
+/// it, `history.jsonl` is rotated to `history.jsonl.1`.
+pub const DEFAULT_HISTORY_MAX_SIZE: u64 = 1024 * 1024;
+/// The smallest `[history] max_size` accepted: a few entries.
+pub const MIN_HISTORY_MAX_SIZE: u64 = 1024;
+/// Default time limit of one hook (`[hooks] timeout`), after which it is
+/// killed.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which backend keeps the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -101,6 +109,46 @@ pub struct Config {
     pub aliases: BTreeMap<String, Vec<String>>,
     /// `[commands.NAME]`: policy set in the file, by command name.
     pub commands: BTreeMap<String, crate::policy::PolicyOverride>,
+    /// `[hooks]`: the programs run after every mode change.
+    pub hooks: HookSettings,
+    /// `[history] max_size`: the file backend rotates its history past
+    /// this many bytes.
+    pub history_max_size: u64,
+    /// Owner and mode of the configuration file, from the descriptor it
+    /// was read through: hooks are taken only from a file that passes
+    /// their trust check ([`crate::hooks`]).
+    pub file_stat: Option<FileStat>,
+}
+
+/// `[hooks]` in `manage.toml`, as read (not yet checked for trust: see
+/// [`crate::hooks::Hooks::from_config`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookSettings {
+    /// `on_change`: each program's argv, its path made absolute against the
+    /// file's directory (never looked up on `PATH`).
+    pub on_change: Vec<Vec<String>>,
+    /// `timeout`: how long one hook may run before it is killed.
+    pub timeout: Duration,
+}
+
+impl Default for HookSettings {
+    fn default() -> Self {
+        HookSettings {
+            on_change: Vec::new(),
+            timeout: DEFAULT_HOOK_TIMEOUT,
+        }
+    }
+}
+
+/// Who owns a file and its permission bits, as `fstat` said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    /// The owner's uid.
+    pub uid: u32,
+    /// The group's gid.
+    pub gid: u32,
+    /// The mode, type bits included.
+    pub mode: u32,
 }
 
 /// Explicit overrides, from command-line flags or a program's own choice.
@@ -165,6 +213,119 @@ struct FileConfig {
     alias: BTreeMap<String, AliasValue>,
     #[serde(default)]
     commands: BTreeMap<String, crate::policy::PolicyOverride>,
+    #[serde(default)]
+    hooks: FileHooks,
+    #[serde(default)]
+    history: FileHistory,
+}
+
+/// `[hooks]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHooks {
+    #[serde(default)]
+    on_change: Vec<HookProgram>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    timeout: Option<Duration>,
+}
+
+/// `[history]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHistory {
+    #[serde(default, deserialize_with = "opt_size")]
+    max_size: Option<u64>,
+}
+
+/// One entry of `on_change`: a program's path, or an array of its path and
+/// arguments.
+#[derive(Debug)]
+struct HookProgram(Vec<String>);
+
+impl<'de> Deserialize<'de> for HookProgram {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Path(String),
+            Argv(Vec<String>),
+        }
+        const SHAPE: &str = "each entry of on_change is a program's path (\"/usr/local/bin/notify\") \
+                             or an array of its path and arguments ([\"/usr/local/bin/notify\", \"--channel\", \"ops\"])";
+        let argv = match Raw::deserialize(d)
+            .map_err(|_| serde::de::Error::custom(format!("not a program: {SHAPE}")))?
+        {
+            Raw::Path(p) => vec![p],
+            Raw::Argv(a) => a,
+        };
+        match argv.first() {
+            None => Err(serde::de::Error::custom(format!("an empty array: {SHAPE}"))),
+            Some(p) if p.trim().is_empty() => Err(serde::de::Error::custom(format!(
+                "an empty program path: {SHAPE}"
+            ))),
+            Some(p) if p.contains('\0') || argv.iter().any(|a| a.contains('\0')) => {
+                Err(serde::de::Error::custom(
+                    "a NUL character cannot be part of a program's path or argument",
+                ))
+            }
+            Some(_) => Ok(HookProgram(argv)),
+        }
+    }
+}
+
+/// A size in `manage.toml`: a number of bytes (`1048576`) or a string with
+/// a unit (`"512KiB"`, `"1MiB"`, `"1M"`; K, M and G count 1024s).
+fn opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(i64),
+        Text(String),
+    }
+    let bytes = match Raw::deserialize(d).map_err(|_| {
+        serde::de::Error::custom(
+            "not a size: write bytes (1048576) or units (\"512KiB\", \"1MiB\")",
+        )
+    })? {
+        Raw::Int(n) => u64::try_from(n)
+            .map_err(|_| serde::de::Error::custom(format!("{n} {NEGATIVE_SIZE}")))?,
+        Raw::Text(t) => parse_size(&t).map_err(serde::de::Error::custom)?,
+    };
+    if bytes < MIN_HISTORY_MAX_SIZE {
+        return Err(serde::de::Error::custom(format!(
+            "{bytes} bytes is too small to hold a few entries: give at least {MIN_HISTORY_MAX_SIZE} (\"1KiB\")"
+        )));
+    }
+    Ok(Some(bytes))
+}
+
+const NEGATIVE_SIZE: &str =
+    "cannot be negative: give a size in bytes (1048576) or units (\"1MiB\")";
+
+/// `"512KiB"`, `"1MiB"`, `"2G"`, `"4096"`: bytes, K/M/G counting 1024s.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let unit = unit.trim();
+    let shape = || {
+        format!(
+            "{text:?} is not a size: write bytes (1048576) or a number with a unit (\"512KiB\", \"1MiB\", \"1G\")"
+        )
+    };
+    if t.starts_with('-') {
+        return Err(format!("{text:?} {NEGATIVE_SIZE}"));
+    }
+    let n: u64 = digits.parse().map_err(|_| shape())?;
+    let factor: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(shape()),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large for a size"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -263,6 +424,9 @@ impl Config {
             file: None,
             aliases: BTreeMap::new(),
             commands: BTreeMap::new(),
+            hooks: HookSettings::default(),
+            history_max_size: DEFAULT_HISTORY_MAX_SIZE,
+            file_stat: None,
         }
     }
 
@@ -278,9 +442,12 @@ impl Config {
             (None, Some(p)) => Some(cwd.join(p)),
             (None, None) => find_upwards(cwd),
         };
-        let file = match &file_path {
-            Some(p) => parse_file(p)?,
-            None => FileConfig::default(),
+        let (file, file_stat) = match &file_path {
+            Some(p) => {
+                let (file, stat) = parse_file(p)?;
+                (file, Some(stat))
+            }
+            None => (FileConfig::default(), None),
         };
         let file_dir = file_path
             .as_deref()
@@ -324,6 +491,26 @@ impl Config {
                 .or(file.lock_timeout)
                 .unwrap_or(DEFAULT_LOCK_TIMEOUT),
             refresh_interval: file.refresh_interval.unwrap_or(DEFAULT_REFRESH_INTERVAL),
+            hooks: HookSettings {
+                on_change: file
+                    .hooks
+                    .on_change
+                    .into_iter()
+                    .map(|HookProgram(mut argv)| {
+                        let base = file_dir.clone().unwrap_or_else(|| cwd.to_path_buf());
+                        let path: PathBuf = base
+                            .join(&argv[0])
+                            .components()
+                            .filter(|c| *c != std::path::Component::CurDir)
+                            .collect();
+                        argv[0] = path.to_string_lossy().into_owned();
+                        argv
+                    })
+                    .collect(),
+                timeout: file.hooks.timeout.unwrap_or(DEFAULT_HOOK_TIMEOUT),
+            },
+            history_max_size: file.history.max_size.unwrap_or(DEFAULT_HISTORY_MAX_SIZE),
+            file_stat,
             file: file_path,
             aliases,
             commands: file.commands,
@@ -347,12 +534,26 @@ pub fn find_upwards(start: &Path) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn parse_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+/// Reads and parses the file, with its owner and mode from the descriptor
+/// it was read through (what the hooks' trust check judges is what was
+/// read).
+fn parse_file(path: &Path) -> Result<(FileConfig, FileStat), ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let read_err = |cause| ConfigError::Read {
         path: path.to_path_buf(),
         cause,
-    })?;
-    toml::from_str::<FileConfig>(&text).map_err(|e| {
+    };
+    let mut f = std::fs::File::open(path).map_err(read_err)?;
+    let meta = f.metadata().map_err(read_err)?;
+    let stat = FileStat {
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mode: meta.mode(),
+    };
+    let mut text = String::with_capacity(meta.len() as usize);
+    f.read_to_string(&mut text).map_err(read_err)?;
+    let parsed = toml::from_str::<FileConfig>(&text).map_err(|e| {
         let offset = e.span().map(|s| s.start).unwrap_or(0).min(text.len());
         let line = text[..offset].matches('\n').count() + 1;
         let line_text = text.lines().nth(line - 1).unwrap_or("");
@@ -368,7 +569,8 @@ fn parse_file(path: &Path) -> Result<FileConfig, ConfigError> {
             key,
             message: e.message().trim().to_owned(),
         }
-    })
+    })?;
+    Ok((parsed, stat))
 }
 
 /// The key an "unknown field `x`" message names.
@@ -712,6 +914,110 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn hooks_and_the_history_bound_are_read_with_program_paths_made_absolute() {
+        let tmp = tempfile::tempdir().unwrap();
+        let site = tmp.path().join("site");
+        write(
+            &site,
+            "manage.toml",
+            "state_dir = \"s\"\n[hooks]\non_change = [\"./notify.sh\", [\"/usr/bin/logger\", \"-t\", \"site\"]]\ntimeout = \"3s\"\n[history]\nmax_size = \"64KiB\"\n",
+        );
+        let c = Config::load_from(&site, &env_of(&[]), &Overrides::default()).unwrap();
+        let notify = site.join("notify.sh").to_string_lossy().into_owned();
+        assert_eq!(
+            c.hooks.on_change,
+            [
+                vec![notify],
+                vec!["/usr/bin/logger".into(), "-t".into(), "site".into()]
+            ]
+        );
+        assert_eq!(c.hooks.timeout, Duration::from_secs(3));
+        assert_eq!(c.history_max_size, 64 * 1024);
+        let stat = c.file_stat.expect("the file's owner, as read");
+        assert_eq!(stat.uid, rustix::process::geteuid().as_raw());
+        // Without them: no hooks, ten seconds, a mebibyte.
+        write(&site, "manage.toml", "state_dir = \"s\"\n");
+        let c = Config::load_from(&site, &env_of(&[]), &Overrides::default()).unwrap();
+        assert!(c.hooks.on_change.is_empty());
+        assert_eq!(c.hooks.timeout, Duration::from_secs(10));
+        assert_eq!(c.history_max_size, 1024 * 1024);
+    }
+
+    #[test]
+    fn bad_hooks_and_history_settings_name_file_line_key_and_the_fix() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (text, key, said) in [
+            ("[hooks]\non_change = [[]]\n", "on_change", "an empty array"),
+            (
+                "[hooks]\non_change = [\"\"]\n",
+                "on_change",
+                "an empty program path",
+            ),
+            (
+                "[hooks]\non_change = [3]\n",
+                "on_change",
+                "is a program's path",
+            ),
+            (
+                "[hooks]\non_change = \"/bin/true\"\n",
+                "on_change",
+                "invalid type",
+            ),
+            (
+                "[hooks]\ntimeout = \"soon\"\n",
+                "timeout",
+                "\"soon\" is not a duration",
+            ),
+            ("[hooks]\non_chnage = []\n", "on_chnage", "unknown field"),
+            // The time limit is `[hooks] timeout`; any other name is refused,
+            // never ignored, and the message names the keys it takes.
+            (
+                "[hooks]\nhook_timeout = \"5s\"\n",
+                "hook_timeout",
+                "unknown field `hook_timeout`, expected `on_change` or `timeout`",
+            ),
+            (
+                "\nhook_timeout = \"5s\"\n",
+                "hook_timeout",
+                "unknown field `hook_timeout`, expected one of",
+            ),
+            (
+                "[history]\nmax_size = \"big\"\n",
+                "max_size",
+                "is not a size",
+            ),
+            ("[history]\nmax_size = 10\n", "max_size", "too small"),
+            (
+                "[history]\nmax_size = -1\n",
+                "max_size",
+                "cannot be negative",
+            ),
+        ] {
+            let p = write(
+                tmp.path(),
+                "manage.toml",
+                &format!("state_dir = \"s\"\n{text}"),
+            );
+            let msg = Config::load_from(tmp.path(), &env_of(&[]), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                msg.starts_with(&format!("{}:3: key `{key}`", p.display())),
+                "{text:?}: {msg}"
+            );
+            assert!(msg.contains(said), "{text:?}: {msg}");
+        }
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("2 G"), Ok(2 << 30));
+        assert!(
+            parse_size("99999999999G")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]

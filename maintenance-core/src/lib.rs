@@ -109,7 +109,10 @@
 //! before it), and the read-only tier beside it ([`transition::activate_read_only`],
 //! [`transition::run_in_window_to`]). How a web session counts: [`session`] and the file backend's
 //! `sessions.rs`. How a child keeps its task: [`CommandTask::handoff`] and
-//! [`join`] (the proof a nested run presents).
+//! [`join`] (the proof a nested run presents). What happened: [`history`]
+//! (every change and schedule event, appended by [`transition`] once
+//! durable; a lapse, of a PENDING or a schedule, recorded once by whoever
+//! notices it) and [`hooks`] (run detached after each).
 
 pub mod admission;
 pub mod backend;
@@ -120,6 +123,8 @@ pub mod digest;
 pub mod error;
 pub mod exit;
 pub mod hex;
+pub mod history;
+pub mod hooks;
 pub mod identity;
 pub mod join;
 #[cfg(feature = "tower")]

@@ -69,6 +69,15 @@ impl ScheduleRecord {
         }
     }
 
+    /// The kind of window, as messages name it: `offline` or `read-only`.
+    pub fn kind(&self) -> &'static str {
+        if self.read_only {
+            "read-only"
+        } else {
+            "offline"
+        }
+    }
+
     /// Whether users are told by `now`: the notice period has begun.
     pub fn in_notice(&self, now: SystemTime) -> bool {
         now >= self.notice_from.system_time()

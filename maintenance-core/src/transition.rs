@@ -35,6 +35,15 @@
 //! from READONLY continues to OFFLINE through a PENDING that lapses back to
 //! READONLY.
 //!
+//! Every mode change made here is recorded in the history once it is
+//! durable, and the change's hooks run for it ([`history::record_and_notify`]):
+//! a failed append is reported and reverts nothing. So is every schedule
+//! event: set, cancelled (by `offline off`, by `offline on` going offline
+//! now, or by its own process), and its time come; the mode changes a
+//! schedule causes carry it. A schedule whose process was killed is
+//! recorded by the backend, once, by whoever notices it
+//! ([`Backend::record_unrecorded`]).
+//!
 //! [`wait_for_change`]: crate::backend::Backend::wait_for_change
 
 use std::time::{Duration, Instant, SystemTime};
@@ -46,10 +55,11 @@ use crate::backend::{
 use crate::clock::{Timestamp, format_age};
 use crate::error::Refusal;
 use crate::error::Result;
+use crate::history::{self, Cause, EventKind, Held, HeldTask, HistoryEntry, ScheduleRef, Waited};
 use crate::mode::{Mode, ModeRecord, ModeView};
 use crate::policy::Drain;
 use crate::records::{TaskRecord, WritesInFlight};
-use crate::schedule::{EndedSchedule, ScheduleEnd, ScheduleEndReason, ScheduleRecord};
+use crate::schedule::{EndedSchedule, ScheduleEnd, ScheduleEndReason, ScheduleRecord, local_time};
 use crate::session::SessionEntry;
 
 /// How often sessions are re-counted while waiting (tasks are watched
@@ -101,6 +111,14 @@ impl Target {
         }
     }
 
+    /// The mode a wait for this target ends in.
+    pub fn mode(self) -> Mode {
+        match self {
+            Target::Offline => Mode::Offline,
+            Target::ReadOnly => Mode::ReadOnly,
+        }
+    }
+
     /// Whether `task` holds off this target.
     pub fn held_off_by(self, task: &TaskRecord) -> bool {
         match self {
@@ -149,6 +167,25 @@ impl Live {
     /// The tasks that hold off OFFLINE: those started while ONLINE (I1).
     pub fn holding_tasks(&self) -> impl Iterator<Item = &TaskRecord> {
         self.tasks.iter().filter(|t| t.holds_off_offline())
+    }
+
+    /// What is live, as a history entry names it.
+    pub fn held(&self) -> Held {
+        let mut held = Held {
+            sessions: self.sessions.len(),
+            writes: self.writes.len(),
+            ..Held::default()
+        };
+        for t in &self.tasks {
+            held.add_task(HeldTask {
+                id: t.task_id().to_owned(),
+                name: t.name.clone(),
+                pid: t.pid,
+                by: t.user_at_host(),
+                in_window: !t.holds_off_offline(),
+            });
+        }
+        held
     }
 
     /// When the last live session expires, if nothing touches it again.
@@ -300,10 +337,12 @@ pub fn activate(
     stop: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Outcome> {
+    let why = Why::new(Cause::On, "offline on");
     wait_offline(
         backend,
         activation,
         Target::Offline,
+        &why,
         &mut Closures { stop, progress },
         None,
     )
@@ -321,10 +360,12 @@ pub fn activate_read_only(
     stop: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Outcome> {
+    let why = Why::new(Cause::On, "offline on --read-only");
     wait_offline(
         backend,
         activation,
         Target::ReadOnly,
+        &why,
         &mut Closures { stop, progress },
         None,
     )
@@ -345,6 +386,211 @@ fn reached(record: ModeRecord, live: Live, joined: bool, already: bool) -> Outco
             live,
             joined,
             already,
+        }
+    }
+}
+
+/// Who changes the mode, as the history says it.
+struct Why {
+    /// For scripts.
+    cause: Cause,
+    /// The command, for people: `offline on`, `offline run -- migrate`.
+    what: String,
+    /// The scheduled window whose time came, for the entries of the
+    /// changes it causes.
+    schedule: Option<ScheduleRef>,
+}
+
+impl Why {
+    fn new(cause: Cause, what: impl Into<String>) -> Why {
+        Why {
+            cause,
+            what: what.into(),
+            schedule: None,
+        }
+    }
+
+    /// The changes schedule `r` causes once its time has come.
+    fn scheduled(r: &ScheduleRecord) -> Why {
+        Why {
+            cause: Cause::Scheduled,
+            what: scheduled_what(r),
+            schedule: Some(ScheduleRef::from(r)),
+        }
+    }
+
+    /// [`mode_entry`], carrying the schedule that caused it, if any.
+    fn mode_entry(
+        &self,
+        cause: Cause,
+        from: Mode,
+        record: &ModeRecord,
+        change: &ModeChange,
+        reason: String,
+    ) -> HistoryEntry {
+        let mut e = mode_entry(cause, from, record, change, reason);
+        e.schedule = self.schedule.clone();
+        e
+    }
+}
+
+/// Records a change this process made, and runs its hooks.
+fn log(backend: &dyn Backend, change: &ModeChange, entry: HistoryEntry) {
+    history::record_and_notify(backend, &change.hooks, &entry);
+}
+
+/// Whether `record` is the one `change` wrote in a call begun at `before`
+/// (and not another process's, found by the call).
+fn wrote(record: &ModeRecord, change: &ModeChange, before: Timestamp) -> bool {
+    record.by == change.by && record.pid == change.pid && record.since >= before
+}
+
+/// The entry of a mode change this process made, written as `record`.
+fn mode_entry(
+    cause: Cause,
+    from: Mode,
+    record: &ModeRecord,
+    change: &ModeChange,
+    reason: String,
+) -> HistoryEntry {
+    let mut e = HistoryEntry::new(
+        EventKind::Mode,
+        cause,
+        from,
+        record.mode,
+        record.since,
+        reason,
+    );
+    e.by = change.by.clone();
+    e.pid = change.pid;
+    e.message = record.message.clone();
+    e.id = Some(HistoryEntry::record_id(record));
+    e
+}
+
+/// How long from `from` to `to`, in seconds.
+fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
+    to.system_time()
+        .duration_since(from.system_time())
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// A duration as the history says it: `30s`, `0.5s`.
+fn secs(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+/// Leaves a draining mode (PENDING, READONLY_PENDING) without reaching
+/// its target (a timeout, an interruption, a refusal) and, if this process
+/// wrote the mode that follows (the one the drain came from: ONLINE, or
+/// READONLY for a PENDING begun there), records it with `cause`, `reason`
+/// and what still held it. Returns the record in force afterwards.
+fn leave(
+    backend: &dyn Backend,
+    waiter: Box<dyn WaiterLease>,
+    (change, why): (&ModeChange, &Why),
+    pending: &ModeRecord,
+    (cause, reason): (Cause, String),
+    held: Held,
+) -> Result<ModeRecord> {
+    let before = Timestamp::at(backend.clock().now());
+    let after = backend.leave_pending(waiter, change)?;
+    if !after.mode.is_draining() && wrote(&after, change, before) {
+        let mut e = why.mode_entry(cause, pending.mode, &after, change, reason);
+        e.waited = Some(Waited {
+            seconds: seconds_between(pending.since, after.since),
+            held_by: held.clone(),
+        });
+        e.live = held;
+        log(backend, change, e);
+    }
+    Ok(after)
+}
+
+/// What refused a wait: the drain-`block` commands, as the history names
+/// them.
+fn refusal(why: &Why, blockers: &[TaskRecord]) -> ((Cause, String), Held) {
+    let held = Live {
+        tasks: blockers.to_vec(),
+        ..Live::default()
+    }
+    .held();
+    (
+        (
+            Cause::Refused,
+            format!("{}: refused by drain `block`: {held}", why.what),
+        ),
+        held,
+    )
+}
+
+/// Why a drain began, for its entry: what it refuses at once, and what
+/// holds it off.
+fn began_reason(why: &Why, target: Target, waiting_for: &Held) -> String {
+    let refuses = match target {
+        Target::Offline => "nobody new gets in",
+        Target::ReadOnly => "writes are refused",
+    };
+    if waiting_for.is_empty() {
+        format!("{}: {refuses}; nothing live to wait for", why.what)
+    } else {
+        format!("{}: {refuses}; waiting for {waiting_for}", why.what)
+    }
+}
+
+/// Why a drain reached its target, for its entry: what it waited for.
+fn completed_reason(why: &Why, target: Target, seen: &Held) -> String {
+    match (seen.is_empty(), target) {
+        (true, Target::Offline) => format!("{}: nothing was live", why.what),
+        (true, Target::ReadOnly) => format!("{}: nothing that may write was live", why.what),
+        (false, _) => format!("{}: waited for {seen}", why.what),
+    }
+}
+
+/// How a drain began, whichever its target: a [`PendingStart`] or a
+/// [`ReadOnlyStart`].
+enum Start {
+    /// The site was in the target, or a stricter mode, already.
+    Already(ModeRecord),
+    /// This process waits in the draining mode.
+    Waiting {
+        waiter: Box<dyn WaiterLease>,
+        record: ModeRecord,
+        joined: bool,
+    },
+}
+
+impl From<PendingStart> for Start {
+    fn from(start: PendingStart) -> Self {
+        match start {
+            PendingStart::AlreadyOffline(record) => Start::Already(record),
+            PendingStart::Waiting {
+                waiter,
+                record,
+                joined,
+            } => Start::Waiting {
+                waiter,
+                record,
+                joined,
+            },
+        }
+    }
+}
+
+impl From<ReadOnlyStart> for Start {
+    fn from(start: ReadOnlyStart) -> Self {
+        match start {
+            ReadOnlyStart::Already(record) => Start::Already(record),
+            ReadOnlyStart::Waiting {
+                waiter,
+                record,
+                joined,
+            } => Start::Waiting {
+                waiter,
+                record,
+                joined,
+            },
         }
     }
 }
@@ -382,49 +628,104 @@ fn wait_offline(
     backend: &dyn Backend,
     activation: &Activation,
     target: Target,
+    why: &Why,
     watcher: &mut dyn Watcher,
     schedule: Option<&dyn ScheduleLease>,
 ) -> Result<Outcome> {
+    let change = &activation.change;
     let before = refuse_blockers(backend, target)?;
-    let (waiter, record, joined) = match target {
-        Target::Offline => {
-            let start = match schedule {
-                Some(s) => backend.begin_scheduled_pending(s, &activation.change)?,
-                None => backend.begin_pending(&activation.change)?,
-            };
-            match start {
-                PendingStart::AlreadyOffline(record) => {
-                    return Ok(reached(record, Live::read(backend)?, false, true));
-                }
-                PendingStart::Waiting {
-                    waiter,
-                    record,
-                    joined,
-                } => (waiter, record, joined),
-            }
-        }
-        Target::ReadOnly => {
-            let start = match schedule {
-                Some(s) => backend.begin_scheduled_read_only(s, &activation.change)?,
-                None => backend.begin_read_only(&activation.change)?,
-            };
-            match start {
-                ReadOnlyStart::Already(record) => {
-                    return Ok(reached(record, Live::read(backend)?, false, true));
-                }
-                ReadOnlyStart::Waiting {
-                    waiter,
-                    record,
-                    joined,
-                } => (waiter, record, joined),
-            }
+    // Sessions hold off OFFLINE only: reads go on through READONLY.
+    let counts_sessions = target == Target::Offline;
+    // What the drain will wait for, read beforehand: its entry is appended
+    // the moment it is durable, leaving a waiter killed right after as
+    // little time as can be to die unrecorded (a lapse's noticer records a
+    // drain that lost its entry).
+    let sessions_before = backend.sessions()?;
+    let live_before = Live {
+        tasks: before.clone(),
+        sessions: sessions_before.clone(),
+        writes: Vec::new(),
+    }
+    .held();
+    // Everything that held the wait off, for the history: from the start,
+    // what was live then (it may end before the first look). Web layers
+    // publish their writes in flight only once READONLY_PENDING began.
+    let mut seen = Live {
+        tasks: before
+            .iter()
+            .filter(|t| target.held_off_by(t))
+            .cloned()
+            .collect(),
+        sessions: if counts_sessions {
+            sessions_before
+        } else {
+            Vec::new()
+        },
+        writes: Vec::new(),
+    }
+    .held();
+    let started = match (target, schedule) {
+        (Target::Offline, Some(s)) => Start::from(backend.begin_scheduled_pending(s, change)?),
+        (Target::Offline, None) => Start::from(backend.begin_pending(change)?),
+        (Target::ReadOnly, Some(s)) => Start::from(backend.begin_scheduled_read_only(s, change)?),
+        (Target::ReadOnly, None) => Start::from(backend.begin_read_only(change)?),
+    };
+    if let Start::Waiting {
+        record,
+        joined: false,
+        ..
+    } = &started
+    {
+        let mut e = why.mode_entry(
+            why.cause,
+            record.lapses_to(),
+            record,
+            change,
+            began_reason(why, target, &seen),
+        );
+        e.id = Some(HistoryEntry::pending_id(record));
+        e.live = live_before;
+        log(backend, change, e);
+    }
+    // The schedule's time came while the site was in its target (or
+    // OFFLINE) already, or while another process's drain toward it was
+    // under way: no change of its own marks it, so it is recorded as come.
+    if let (
+        Some(s),
+        Start::Already(record)
+        | Start::Waiting {
+            record,
+            joined: true,
+            ..
+        },
+    ) = (schedule, &started)
+    {
+        schedule_due(backend, change, s.record(), record.mode);
+    }
+    // A lapsed drain it replaced was recorded on the way.
+    history::catch_up(backend, &change.hooks);
+    let (waiter, record, joined) = match started {
+        Start::Waiting {
+            waiter,
+            record,
+            joined,
+        } => (waiter, record, joined),
+        Start::Already(record) => {
+            return Ok(reached(record, Live::read(backend)?, false, true));
         }
     };
     // A blocker that started between the look above and PENDING: leave.
     let after = match refuse_blockers(backend, target) {
         Ok(t) => t,
         Err(e) => {
-            backend.leave_pending(waiter, &activation.change)?;
+            let (why_left, held) = match &e {
+                crate::Error::Refused(Refusal::Blocked { tasks }) => refusal(why, tasks),
+                other => (
+                    (Cause::Refused, format!("{}: gave up: {other}", why.what)),
+                    Held::default(),
+                ),
+            };
+            leave(backend, waiter, (change, why), &record, why_left, held)?;
             return Err(e);
         }
     };
@@ -464,7 +765,8 @@ fn wait_offline(
         // blocks as any other: this wait ends refused.
         let blockers = blockers(&live_tasks, target);
         if !blockers.is_empty() {
-            backend.leave_pending(waiter, &activation.change)?;
+            let (why_left, held) = refusal(why, &blockers);
+            leave(backend, waiter, (change, why), &record, why_left, held)?;
             return Err(crate::Error::Refused(Refusal::Blocked { tasks: blockers }));
         }
         let writes = match target {
@@ -483,6 +785,7 @@ fn wait_offline(
             },
             writes,
         };
+        seen.merge(&holding.held());
         watcher.progress(Progress {
             holding: &holding,
             waited,
@@ -510,11 +813,34 @@ fn wait_offline(
                     Target::ReadOnly => backend.complete_read_only(waiter.as_ref())?,
                 };
                 match completion {
-                    Completion::Offline(record) | Completion::ReadOnly(record) => {
-                        return Ok(reached(record, Live::read(backend)?, joined, false));
+                    Completion::Offline(done) | Completion::ReadOnly(done) => {
+                        let live = Live::read(backend)?;
+                        // Any waiter that completes records it, as the
+                        // one who began the drain: the history keeps one.
+                        // A stricter mode found instead (OFFLINE, for a
+                        // read-only drain) is another process's change,
+                        // recorded by it.
+                        if done.mode == target.mode() {
+                            let mut e = why.mode_entry(
+                                why.cause,
+                                record.mode,
+                                &done,
+                                change,
+                                completed_reason(why, target, &seen),
+                            );
+                            e.by = done.by.clone();
+                            e.pid = done.pid;
+                            e.waited = Some(Waited {
+                                seconds: seconds_between(record.since, done.since),
+                                held_by: seen.clone(),
+                            });
+                            e.live = live.held();
+                            log(backend, change, e);
+                        }
+                        return Ok(reached(done, live, joined, false));
                     }
                     Completion::Cancelled(record) => {
-                        backend.leave_pending(waiter, &activation.change)?;
+                        backend.leave_pending(waiter, change)?;
                         return Ok(Outcome::Cancelled {
                             by: record.by.clone(),
                             record,
@@ -530,20 +856,42 @@ fn wait_offline(
             continue;
         }
         if watcher.stop_requested() {
-            let record = backend.leave_pending(waiter, &activation.change)?;
+            let held = holding.held();
+            let reason = format!("{}: interrupted; still live: {held}", why.what);
+            let after = leave(
+                backend,
+                waiter,
+                (change, why),
+                &record,
+                (Cause::Interrupted, reason),
+                held,
+            )?;
             return Ok(Outcome::Interrupted {
                 live: holding,
-                record,
+                record: after,
             });
         }
         // The timeout bounds the wait for what is live, never the settle
         // time: with nothing live, the site goes OFFLINE once settled.
         let held = holding.active() > 0;
         if held && waited >= activation.timeout {
-            let record = backend.leave_pending(waiter, &activation.change)?;
+            let still = holding.held();
+            let reason = format!(
+                "{}: timed out after {}; still live: {still}",
+                why.what,
+                secs(activation.timeout)
+            );
+            let after = leave(
+                backend,
+                waiter,
+                (change, why),
+                &record,
+                (Cause::Timeout, reason),
+                still,
+            )?;
             return Ok(Outcome::TimedOut {
                 live: holding,
-                record,
+                record: after,
             });
         }
         // Sleep until something may have changed: a task ends, the mode
@@ -619,8 +967,41 @@ fn settled_elsewhere(
 /// OFFLINE at once, whatever is live (`--force`); returns the record and
 /// what is still live.
 pub fn force(backend: &dyn Backend, change: &ModeChange) -> Result<(ModeRecord, Live)> {
+    let why = Why::new(Cause::Force, "offline on --force");
+    force_because(backend, change, &why)
+}
+
+/// [`force`], recorded as `why` says.
+fn force_because(
+    backend: &dyn Backend,
+    change: &ModeChange,
+    why: &Why,
+) -> Result<(ModeRecord, Live)> {
+    let from = backend.mode()?.mode;
+    let before = Timestamp::at(backend.clock().now());
     let record = backend.force_offline(change)?;
-    Ok((record, Live::read(backend)?))
+    history::catch_up(backend, &change.hooks);
+    let live = Live::read(backend)?;
+    if from != Mode::Offline && wrote(&record, change, before) {
+        let held = live.held();
+        let mut e = why.mode_entry(
+            why.cause,
+            from,
+            &record,
+            change,
+            forced_reason(why, Mode::Offline, &held),
+        );
+        e.forced = true;
+        e.live = held;
+        log(backend, change, e);
+    }
+    Ok((record, live))
+}
+
+/// The reason of a change made at once (`--force`): `offline on --force:
+/// OFFLINE at once; still live: …`.
+fn forced_reason(why: &Why, to: Mode, held: &Held) -> String {
+    format!("{}: {to} at once; still live: {held}", why.what)
 }
 
 /// READONLY at once, whatever is live (`--read-only --force`); returns the
@@ -631,9 +1012,40 @@ pub fn force_read_only(backend: &dyn Backend, change: &ModeChange) -> Result<(Mo
     let record = if view.mode == Mode::Offline {
         view.record
     } else {
-        backend.go_read_only(change)?
+        let why = Why::new(Cause::Force, "offline on --read-only --force");
+        go_read_only_because(
+            backend,
+            change,
+            &why,
+            &|held| forced_reason(&why, Mode::ReadOnly, held),
+            true,
+        )?
     };
     Ok((record, Live::read(backend)?))
+}
+
+/// READONLY from any mode, recorded as `why` says (with `reason`, given
+/// what is live after it) when it changed the mode: a forced one, or the
+/// READONLY an `offline run` found, put back.
+fn go_read_only_because(
+    backend: &dyn Backend,
+    change: &ModeChange,
+    why: &Why,
+    reason: &dyn Fn(&Held) -> String,
+    forced: bool,
+) -> Result<ModeRecord> {
+    let from = backend.mode()?.mode;
+    let before = Timestamp::at(backend.clock().now());
+    let written = backend.go_read_only(change)?;
+    history::catch_up(backend, &change.hooks);
+    if from != Mode::ReadOnly && wrote(&written, change, before) {
+        let held = Live::read(backend)?.held();
+        let mut e = why.mode_entry(why.cause, from, &written, change, reason(&held));
+        e.forced = forced;
+        e.live = held;
+        log(backend, change, e);
+    }
+    Ok(written)
 }
 
 /// ONLINE from any state; a process waiting in PENDING sees it within
@@ -662,28 +1074,100 @@ pub fn deactivate_cancelling(
                 .into(),
         }));
     }
+    let from = backend.mode()?.mode;
     let cancelled = backend.end_schedule(&ScheduleEnd::new(
         ScheduleEndReason::Cancelled,
         change.by.clone(),
         change.pid,
     ))?;
-    Ok((backend.go_online(change)?, cancelled))
+    let reason = if force {
+        "offline off --force"
+    } else {
+        "offline off"
+    };
+    if let Some(ended) = &cancelled {
+        schedule_ended(
+            backend,
+            change,
+            ended,
+            from,
+            Cause::Off,
+            (reason, "cancelled"),
+        );
+    }
+    let record = go_online_because(backend, change, Cause::Off, reason.into(), None)?;
+    Ok((record, cancelled))
+}
+
+/// ONLINE from any state, recorded with `cause` and `reason` (and the
+/// schedule that caused it, if any) when it changed the mode.
+fn go_online_because(
+    backend: &dyn Backend,
+    change: &ModeChange,
+    cause: Cause,
+    reason: String,
+    schedule: Option<&ScheduleRef>,
+) -> Result<ModeRecord> {
+    let from = backend.mode()?;
+    let before = Timestamp::at(backend.clock().now());
+    let written = backend.go_online(change)?;
+    history::catch_up(backend, &change.hooks);
+    if from.mode != Mode::Online && wrote(&written, change, before) {
+        let reason = match from.mode {
+            Mode::Pending | Mode::ReadOnlyPending => format!(
+                "{reason} (ended the wait for {} begun by {}, pid {})",
+                if from.mode == Mode::Pending {
+                    Mode::Offline
+                } else {
+                    Mode::ReadOnly
+                },
+                from.record.by,
+                from.record.pid
+            ),
+            _ => reason,
+        };
+        let mut e = mode_entry(cause, from.mode, &written, change, reason);
+        e.schedule = schedule.cloned();
+        e.live = Live::read(backend)?.held();
+        log(backend, change, e);
+    }
+    Ok(written)
 }
 
 /// Ends the live schedule because `change`'s operator goes offline now
 /// (`offline on` without `--at`): its waiting process exits refused.
-/// Returns it with its end, if one was live. Called before the wait
-/// begins, so a schedule whose time comes first is joined as any PENDING
-/// is.
+/// Returns it with its end, if one was live, and records it. Called before
+/// the wait begins, so a schedule whose time comes first is joined as any
+/// PENDING is.
 pub fn supersede_schedule(
     backend: &dyn Backend,
     change: &ModeChange,
 ) -> Result<Option<EndedSchedule>> {
-    backend.end_schedule(&ScheduleEnd::new(
+    supersede_schedule_toward(backend, change, Target::Offline)
+}
+
+/// [`supersede_schedule`] by an operator who goes to `target` now:
+/// `offline on --read-only` without `--at` goes read-only now, and the
+/// history says so.
+pub fn supersede_schedule_toward(
+    backend: &dyn Backend,
+    change: &ModeChange,
+    target: Target,
+) -> Result<Option<EndedSchedule>> {
+    let mode = backend.mode()?.mode;
+    let ended = backend.end_schedule(&ScheduleEnd::new(
         ScheduleEndReason::Superseded,
         change.by.clone(),
         change.pid,
-    ))
+    ))?;
+    if let Some(ended) = &ended {
+        let (what, how) = match target {
+            Target::Offline => ("offline on", "went offline now, ending"),
+            Target::ReadOnly => ("offline on --read-only", "went read-only now, ending"),
+        };
+        schedule_ended(backend, change, ended, mode, Cause::On, (what, how));
+    }
+    Ok(ended)
 }
 
 /// How the wait for a scheduled window's time ended, when nobody else
@@ -699,13 +1183,165 @@ pub enum Notice {
     Interrupted,
 }
 
-/// Schedules a window: see [`Backend::begin_schedule`]. The schedule lives
-/// as long as the returned lease (and so this process) does.
+/// Schedules a window for `change`'s operator: see
+/// [`Backend::begin_schedule`]. The schedule lives as long as the returned
+/// lease (and so this process) does. Recorded in the history, and
+/// `change`'s hooks run for it.
 pub fn schedule(
     backend: &dyn Backend,
+    change: &ModeChange,
     schedule: &ScheduleRecord,
 ) -> Result<Box<dyn ScheduleLease>> {
-    backend.begin_schedule(schedule)
+    let mode = backend.mode()?.mode;
+    let lease = backend.begin_schedule(schedule)?;
+    // A schedule whose process was killed, found on the way.
+    history::catch_up(backend, &change.hooks);
+    let r = lease.record();
+    let e = schedule_entry(
+        EventKind::ScheduleSet,
+        Cause::Scheduled,
+        mode,
+        r,
+        r.set_at,
+        format!(
+            "{}: users are told from {}; the schedule lasts as long as pid {}",
+            scheduled_what(r),
+            local_time(r.notice_from),
+            r.pid
+        ),
+    );
+    log(backend, change, e);
+    Ok(lease)
+}
+
+/// The command a schedule stands for, as the history says it: `offline on
+/// --at 2026-11-25T02:00:00+01:00`, `offline run --read-only --at … --
+/// reindex`.
+fn scheduled_what(r: &ScheduleRecord) -> String {
+    let flag = if r.read_only { " --read-only" } else { "" };
+    match &r.argv {
+        Some(argv) => format!(
+            "offline run{flag} --at {} -- {}",
+            local_time(r.at),
+            argv.join(" ").chars().take(200).collect::<String>()
+        ),
+        None => format!("offline on{flag} --at {}", local_time(r.at)),
+    }
+}
+
+/// The entry of an event of schedule `r` at `at`, the site in `mode`
+/// (which it does not change), by the schedule's holder (the caller sets
+/// another).
+fn schedule_entry(
+    kind: EventKind,
+    cause: Cause,
+    mode: Mode,
+    r: &ScheduleRecord,
+    at: Timestamp,
+    reason: String,
+) -> HistoryEntry {
+    let mut e = HistoryEntry::new(kind, cause, mode, mode, at, reason);
+    e.by = r.by.clone();
+    e.pid = r.pid;
+    e.message = r.message.clone();
+    e.schedule = Some(ScheduleRef::from(r));
+    e
+}
+
+/// Records that `ended` was ended by someone other than its holder
+/// (`offline off`, `offline on` now), the site in `mode`: `what` did it,
+/// and `how` (`cancelled`, `went offline now, ending`).
+fn schedule_ended(
+    backend: &dyn Backend,
+    change: &ModeChange,
+    ended: &EndedSchedule,
+    mode: Mode,
+    cause: Cause,
+    (what, how): (&str, &str),
+) {
+    let r = &ended.schedule;
+    let mut e = schedule_entry(
+        EventKind::ScheduleCancelled,
+        cause,
+        mode,
+        r,
+        ended.end.at,
+        format!(
+            "{what}: {how} the {} window scheduled at {} by {} (pid {})",
+            r.kind(),
+            local_time(r.at),
+            r.by,
+            r.pid
+        ),
+    );
+    e.by = ended.end.by.clone();
+    e.pid = ended.end.pid;
+    log(backend, change, e);
+}
+
+/// Records that the time of schedule `r` came with no mode change of its
+/// own to mark it: the site was `mode` (in the schedule's target or
+/// OFFLINE already, or draining toward it by another process's wait,
+/// which it joined).
+fn schedule_due(backend: &dyn Backend, change: &ModeChange, r: &ScheduleRecord, mode: Mode) {
+    let found = match mode {
+        Mode::Offline if r.read_only => {
+            "the site was OFFLINE already, which stops writes too: it stays OFFLINE"
+        }
+        Mode::Offline => "the site was OFFLINE already: the window it asked for is open",
+        Mode::ReadOnly => "the site was READONLY already: the window it asked for is open",
+        Mode::ReadOnlyPending => "the site was going read-only already: it joined that wait",
+        _ => "the site was going offline already: it joined that wait",
+    };
+    let e = schedule_entry(
+        EventKind::ScheduleDue,
+        Cause::Scheduled,
+        mode,
+        r,
+        Timestamp::at(backend.clock().now()),
+        format!("{}: its time came; {found}", scheduled_what(r)),
+    );
+    log(backend, change, e);
+}
+
+/// Ends schedule `lease` by its own process (its wait interrupted, or
+/// refused or failed before PENDING began), and records it as cancelled
+/// by its holder with `cause` and `why`. Every reader sees it gone from
+/// now on; a failed end is reported, and the schedule goes with this
+/// process's lock in any case.
+fn withdraw(
+    backend: &dyn Backend,
+    change: &ModeChange,
+    lease: &mut dyn ScheduleLease,
+    (cause, why): (Cause, String),
+) -> Result<()> {
+    let mode = backend.mode().map(|v| v.mode);
+    let me = lease.record();
+    let end = ScheduleEnd::new(ScheduleEndReason::Withdrawn, me.by.clone(), me.pid);
+    lease.end(&end)?;
+    let r = lease.record();
+    match mode {
+        Ok(mode) => {
+            let e = schedule_entry(
+                EventKind::ScheduleCancelled,
+                cause,
+                mode,
+                r,
+                Timestamp::at(backend.clock().now()),
+                format!(
+                    "{}: {why}; its own process withdrew the schedule",
+                    scheduled_what(r)
+                ),
+            );
+            log(backend, change, e);
+        }
+        Err(e) => eprintln!(
+            "warning: the offline window scheduled at {} is withdrawn, but it could not be \
+             recorded in the history: {e}",
+            local_time(r.at)
+        ),
+    }
+    Ok(())
 }
 
 /// Waits in the foreground until the schedule's time, by the backend's
@@ -714,10 +1350,35 @@ pub fn schedule(
 /// holds the window is waited for: a run started during the notice keeps
 /// the schedule, which goes on after it. Refused with
 /// [`Refusal::ScheduleEnded`] as soon as someone ends the schedule
-/// (`offline off`, `offline on`); on a stop the schedule is withdrawn.
+/// (`offline off`, `offline on`); on a stop, or an error, the schedule is
+/// withdrawn, and that is recorded with `change`'s hooks.
 pub fn wait_for_schedule(
     backend: &dyn Backend,
+    change: &ModeChange,
     lease: &mut dyn ScheduleLease,
+    stop: &dyn Fn() -> bool,
+) -> Result<Notice> {
+    let waited = wait_for_time(backend, lease, stop);
+    match &waited {
+        Ok(Notice::Due) | Err(crate::Error::Refused(Refusal::ScheduleEnded { .. })) => {}
+        Ok(Notice::Interrupted) => withdraw(
+            backend,
+            change,
+            lease,
+            (
+                Cause::Interrupted,
+                "interrupted (Ctrl-C or SIGTERM) before its time".into(),
+            ),
+        )?,
+        Err(e) => withdraw_unless_ended(backend, change, lease, Some(e), e),
+    }
+    waited
+}
+
+/// The body of [`wait_for_schedule`]: the wait alone.
+fn wait_for_time(
+    backend: &dyn Backend,
+    lease: &dyn ScheduleLease,
     stop: &dyn Fn() -> bool,
 ) -> Result<Notice> {
     let clock = backend.clock();
@@ -726,9 +1387,6 @@ pub fn wait_for_schedule(
             return Err(ended_refusal(lease.record(), end));
         }
         if stop() {
-            let me = lease.record();
-            let end = ScheduleEnd::new(ScheduleEndReason::Withdrawn, me.by.clone(), me.pid);
-            lease.end(&end)?;
             return Ok(Notice::Interrupted);
         }
         let left = lease.record().left(clock.now());
@@ -753,14 +1411,32 @@ fn ended_refusal(schedule: &ScheduleRecord, end: ScheduleEnd) -> crate::Error {
     })
 }
 
-/// Withdraws a schedule that nothing ended (its wait failed or was
-/// refused before PENDING began), so every reader sees it gone now. Best
-/// effort: the schedule goes with this process's lock in any case.
-fn withdraw_unless_ended(lease: &mut dyn ScheduleLease) {
+/// Withdraws a schedule that nothing ended, because `error` ended its
+/// wait before PENDING began (a drain-`block` command at its time, another
+/// run holding the window, a failure), so every reader sees it gone now,
+/// and records why. Best effort: the schedule goes with this process's
+/// lock in any case.
+fn withdraw_unless_ended(
+    backend: &dyn Backend,
+    change: &ModeChange,
+    lease: &mut dyn ScheduleLease,
+    error: Option<&crate::Error>,
+    text: &dyn std::fmt::Display,
+) {
     if let Ok(None) = lease.wait_ended(Duration::ZERO) {
-        let me = lease.record();
-        let end = ScheduleEnd::new(ScheduleEndReason::Withdrawn, me.by.clone(), me.pid);
-        let _ = lease.end(&end);
+        let cause = match error {
+            Some(crate::Error::Refused(_)) => Cause::Refused,
+            _ => Cause::Scheduled,
+        };
+        let _ = withdraw(
+            backend,
+            change,
+            lease,
+            (
+                cause,
+                format!("its time came, but it could not go on: {text}"),
+            ),
+        );
     }
 }
 
@@ -769,7 +1445,8 @@ fn withdraw_unless_ended(lease: &mut dyn ScheduleLease) {
 /// schedule ([`ScheduleRecord::read_only`]): the draining mode (PENDING or
 /// READONLY_PENDING) begins and the schedule ends in one step, unless
 /// someone ended it first (refused with [`Refusal::ScheduleEnded`]). The
-/// timeout counts from now, the schedule's time.
+/// timeout counts from now, the schedule's time. Its mode changes are
+/// recorded as the schedule's.
 pub fn activate_scheduled(
     backend: &dyn Backend,
     lease: &mut dyn ScheduleLease,
@@ -778,14 +1455,18 @@ pub fn activate_scheduled(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Outcome> {
     let target = Target::of_schedule(lease.record());
+    let why = Why::scheduled(lease.record());
     let outcome = wait_offline(
         backend,
         activation,
         target,
+        &why,
         &mut Closures { stop, progress },
         Some(&*lease),
     );
-    withdraw_unless_ended(lease);
+    if let Err(e) = &outcome {
+        withdraw_unless_ended(backend, &activation.change, lease, Some(e), e);
+    }
     outcome
 }
 
@@ -968,7 +1649,15 @@ pub fn run_in_window_scheduled(
         observer,
         Some(&mut *lease),
     );
-    withdraw_unless_ended(lease);
+    if let Err(e) = &outcome {
+        withdraw_unless_ended(
+            backend,
+            &activation.change,
+            lease,
+            e.downcast_ref::<crate::Error>(),
+            e,
+        );
+    }
     outcome
 }
 
@@ -991,6 +1680,12 @@ fn run_window(
         started_at: Timestamp::at(backend.clock().now()),
         running: false,
     })?;
+    // A run that died mid-command was recorded on the way.
+    history::catch_up(backend, &me.hooks);
+    let shown: String = argv.join(" ").chars().take(200).collect();
+    // The schedule whose time came, which the entries of the window's
+    // changes carry.
+    let scheduled = schedule.as_deref().map(|l| ScheduleRef::from(l.record()));
     let view = backend.mode()?;
     let found = view.mode;
     if found.is_draining() {
@@ -1002,16 +1697,30 @@ fn run_window(
         .into());
     }
     let already = found == Mode::Offline || (target == Target::ReadOnly && found == Mode::ReadOnly);
-    let restore = |backend: &dyn Backend| -> Result<ModeRecord> {
+    // The command as the history names the run.
+    let what = |force: &str| match target {
+        Target::Offline => format!("offline run{force} -- {shown}"),
+        Target::ReadOnly => format!("offline run --read-only{force} -- {shown}"),
+    };
+    // Puts back the mode the run found, recorded with `cause` and `reason`.
+    let restore = |cause: Cause, reason: String| -> Result<ModeRecord> {
         match found {
-            Mode::ReadOnly => backend.go_read_only(me),
-            _ => backend.go_online(me),
+            Mode::ReadOnly => {
+                let why = Why {
+                    cause,
+                    what: String::new(),
+                    schedule: scheduled.clone(),
+                };
+                go_read_only_because(backend, me, &why, &|_| reason.clone(), false)
+            }
+            _ => go_online_because(backend, me, cause, reason, scheduled.as_ref()),
         }
     };
     if already {
         if let Some(lease) = schedule.as_mut() {
             let end = ScheduleEnd::new(ScheduleEndReason::Due, me.by.clone(), me.pid);
             lease.end(&end)?;
+            schedule_due(backend, me, lease.record(), found);
         }
         observer.mode_changed(if found == Mode::Offline {
             WindowStep::AlreadyOffline
@@ -1019,20 +1728,28 @@ fn run_window(
             WindowStep::AlreadyReadOnly
         });
     } else if forced {
+        let why = Why::new(Cause::Run, what(" --force"));
         match target {
             Target::Offline => {
-                force(backend, me)?;
+                force_because(backend, me, &why)?;
                 observer.mode_changed(WindowStep::Offline { forced: true });
             }
             Target::ReadOnly => {
-                backend.go_read_only(me)?;
+                go_read_only_because(
+                    backend,
+                    me,
+                    &why,
+                    &|held| forced_reason(&why, Mode::ReadOnly, held),
+                    true,
+                )?;
                 observer.mode_changed(WindowStep::ReadOnly { forced: true });
             }
         }
         // Web layers serve on their last snapshot for up to one refresh
         // interval: the command runs once every one has seen the change.
         if !settled_unless_stopped(activation.settle, observer) {
-            let record = restore(backend)?;
+            let reason = format!("{}: interrupted before the command ran", what(" --force"));
+            let record = restore(Cause::Interrupted, reason)?;
             return Ok(RunOutcome::NotRun(Outcome::Interrupted {
                 live: Live::read(backend)?,
                 record,
@@ -1043,7 +1760,18 @@ fn run_window(
             observer: &mut *observer,
             said_pending: false,
         };
-        let outcome = wait_offline(backend, activation, target, &mut wait, schedule.as_deref())?;
+        let why = match schedule.as_deref() {
+            Some(lease) => Why::scheduled(lease.record()),
+            None => Why::new(Cause::Run, what("")),
+        };
+        let outcome = wait_offline(
+            backend,
+            activation,
+            target,
+            &why,
+            &mut wait,
+            schedule.as_deref(),
+        )?;
         match outcome {
             Outcome::Offline { .. } => observer.mode_changed(WindowStep::Offline { forced: false }),
             Outcome::ReadOnly { .. } => {
@@ -1055,7 +1783,12 @@ fn run_window(
     window.command_started(Timestamp::at(backend.clock().now()))?;
     let code = observer.run_command();
     if !already {
-        restore(backend)?;
+        let ended = match &code {
+            Ok(c) => format!("the command exited with {c}"),
+            Err(e) => format!("the command failed: {e}"),
+        };
+        let reason = format!("{}: {ended}; the mode it found is restored", what(""));
+        restore(Cause::Run, reason)?;
     }
     observer.mode_changed(WindowStep::Restored(found));
     drop(window);

@@ -37,55 +37,181 @@ impl Globals {
     }
 }
 
-/// Adds the global options to `cmd`.
+/// The global options as given on one side of the command name — before
+/// it, read by hand ([`crate::scan::leading`]) — before they are combined
+/// into [`Globals`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Given {
+    pub state_dir: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub lock_timeout: Option<Duration>,
+    /// How many times `-v` was given (at most `i8::MAX`).
+    pub verbose: i8,
+    /// How many times `-q` was given (at most `i8::MAX`).
+    pub quiet: i8,
+    pub ignore_maintenance: bool,
+}
+
+impl Given {
+    /// What these options alone say.
+    pub(crate) fn globals(&self) -> Globals {
+        Globals {
+            state_dir: self.state_dir.clone(),
+            config: self.config.clone(),
+            verbosity: self.verbose - self.quiet,
+            lock_timeout: self.lock_timeout,
+            ignore_maintenance: self.ignore_maintenance,
+        }
+    }
+
+    /// These options (given before the command name) with what clap read
+    /// after it in `after` (a command's or a verb's matches): an option
+    /// given on the command line there replaces the one before it, whole —
+    /// clap's own rule for a global option given at several levels, where
+    /// the deepest wins (so `-v noop -v` is one `-v`, as it always was).
+    pub(crate) fn then(&self, after: &ArgMatches) -> Given {
+        let given =
+            |id: &str| after.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+        let count = |id: &str, before: i8| {
+            if given(id) {
+                after.get_count(id) as i8
+            } else {
+                before
+            }
+        };
+        Given {
+            state_dir: if given("state-dir") {
+                after.get_one::<PathBuf>("state-dir").cloned()
+            } else {
+                self.state_dir.clone()
+            },
+            config: if given("config") {
+                after.get_one::<PathBuf>("config").cloned()
+            } else {
+                self.config.clone()
+            },
+            lock_timeout: if given("lock-timeout") {
+                after.get_one::<Duration>("lock-timeout").copied()
+            } else {
+                self.lock_timeout
+            },
+            verbose: count("verbose", self.verbose),
+            quiet: count("quiet", self.quiet),
+            ignore_maintenance: if given("ignore-maintenance") {
+                after.get_flag("ignore-maintenance")
+            } else {
+                self.ignore_maintenance
+            },
+        }
+    }
+}
+
+/// The ids of the global options.
+pub(crate) const GLOBAL_IDS: [&str; 6] = [
+    "state-dir",
+    "config",
+    "verbose",
+    "quiet",
+    "lock-timeout",
+    "ignore-maintenance",
+];
+
+/// Adds the global options to `cmd`, accepted by its subcommands too.
 pub(crate) fn with_globals(cmd: Command) -> Command {
+    with_options(cmd, true)
+}
+
+/// Adds the global options to a registered command: accepted by its verbs
+/// too when it has any (clap then copies them into every verb); a command
+/// without verbs has them as its own, which clap parses the same way
+/// without the copying. When the command line names the verb (`verb`, the
+/// word right after the command's name), only that verb gets them: as the
+/// copies clap would have made (in the same place, with the same display
+/// order), global within the verb, so that the verbs not run are not
+/// burdened with six copies each.
+pub(crate) fn with_command_globals(cmd: Command, verb: Option<&str>) -> Command {
+    let Some(verb) = verb
+        .and_then(|v| cmd.find_subcommand(v))
+        .map(|v| v.get_name().to_owned())
+    else {
+        let global = cmd.has_subcommands();
+        return with_options(cmd, global);
+    };
+    let cmd = with_options(cmd, false);
+    let copies: Vec<Arg> = cmd
+        .get_arguments()
+        .filter(|a| GLOBAL_IDS.contains(&a.get_id().as_str()))
+        .map(|a| a.clone().global(true))
+        .collect();
+    cmd.mut_subcommand(verb, |v| {
+        // The verb's own arguments are numbered from 0, as when clap
+        // copies the options into it.
+        v.args(copies).next_display_order(0)
+    })
+}
+
+/// Where the global options stand in every help's list of options: after
+/// the top command's `--list` and `--json` (0 and 1), as the copies clap
+/// makes of the top command's would — given explicitly, so that a command
+/// parsed alone lists them in the same places among its own options.
+const FIRST_GLOBAL_ORDER: usize = 2;
+
+/// Adds the global options to `cmd`, marked `global` (see clap's
+/// [`Arg::global`]) or not.
+fn with_options(cmd: Command, global: bool) -> Command {
     cmd.arg(
         Arg::new("state-dir")
+            .display_order(FIRST_GLOBAL_ORDER)
             .long("state-dir")
             .value_name("DIR")
             .value_parser(value_parser!(PathBuf))
-            .global(true)
+            .global(global)
             .help("The state directory (overrides $MANAGE_STATE_DIR and manage.toml)"),
     )
     .arg(
         Arg::new("config")
+            .display_order(FIRST_GLOBAL_ORDER + 1)
             .long("config")
             .value_name("FILE")
             .value_parser(value_parser!(PathBuf))
-            .global(true)
+            .global(global)
             .help("The configuration file (default: manage.toml, searched upwards)"),
     )
     .arg(
         Arg::new("verbose")
+            .display_order(FIRST_GLOBAL_ORDER + 2)
             .short('v')
             .long("verbose")
             .action(ArgAction::Count)
-            .global(true)
+            .global(global)
             .help("Say more"),
     )
     .arg(
         Arg::new("quiet")
+            .display_order(FIRST_GLOBAL_ORDER + 3)
             .short('q')
             .long("quiet")
             .action(ArgAction::Count)
-            .global(true)
+            .global(global)
             .help("Say less"),
     )
     .arg(
         Arg::new("lock-timeout")
+            .display_order(FIRST_GLOBAL_ORDER + 4)
             .long("lock-timeout")
             .value_name("SECS")
             .value_parser(maintenance_core::config::parse_seconds)
             // `-1` is a value for the parser to judge, not a flag.
             .allow_negative_numbers(true)
-            .global(true)
+            .global(global)
             .help("How long a single-instance command waits for the running one"),
     )
     .arg(
         Arg::new("ignore-maintenance")
+            .display_order(FIRST_GLOBAL_ORDER + 5)
             .long("ignore-maintenance")
             .action(ArgAction::SetTrue)
-            .global(true)
+            .global(global)
             .help("Run a tracked command even during maintenance, inside the window"),
     )
 }
@@ -99,12 +225,14 @@ pub(crate) fn top_command(bin: &str) -> Command {
             .disable_help_subcommand(true)
             .arg(
                 Arg::new("list")
+                    .display_order(0)
                     .long("list")
                     .action(ArgAction::SetTrue)
                     .help("List every command with its origin and policy"),
             )
             .arg(
                 Arg::new("json")
+                    .display_order(1)
                     .long("json")
                     .action(ArgAction::SetTrue)
                     .requires("list")

@@ -30,6 +30,7 @@ use crate::external::external;
 use crate::registry;
 use crate::resolve::{self, Target};
 use crate::runtime::Runtime;
+use crate::scan::Leading;
 use crate::{help, install, list, scan};
 
 pub use crate::resolve::EXTERNAL_PREFIX;
@@ -46,24 +47,34 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
         terminal,
     } = inv;
     let bin = bin_name(&argv);
-    let top = match top_command(&bin)
-        .allow_external_subcommands(true)
-        .external_subcommand_value_parser(value_parser!(OsString))
-        .try_get_matches_from(&argv)
+    let index = scan::command_index(&argv);
+    // The options before the name, read by hand when they are plain
+    // global options (the usual case): the only clap parse is then the
+    // command's own. Anything else is clap's to read and judge.
+    let (globals, index, before) = match (scan::leading(&argv, index.unwrap_or(argv.len())), index)
     {
-        Ok(m) => m,
-        // `--help` before any command: our own help, with every command.
-        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
-            let loaded = load_config(&Globals::default(), &state_dir);
-            let (config, broken) = listing_config(&loaded);
-            warn(err, broken.as_deref());
-            return help::top_help(&bin, config, out);
+        (Some(Leading::Help), _) => return top_help(&bin, &state_dir, out, err),
+        (Some(Leading::Globals(given)), Some(index)) => (given.globals(), index, Some(given)),
+        _ => {
+            let top = match top_command(&bin)
+                .allow_external_subcommands(true)
+                .external_subcommand_value_parser(value_parser!(OsString))
+                .try_get_matches_from(&argv)
+            {
+                Ok(m) => m,
+                // `--help` before any command: our own help, with every
+                // command.
+                Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+                    return top_help(&bin, &state_dir, out, err);
+                }
+                Err(e) => return clap_exit(e, out, err),
+            };
+            let globals = Globals::from_matches(&top);
+            let Some(index) = index else {
+                return top_level(&bin, &top, &globals, &state_dir, out, err);
+            };
+            (globals, index, None)
         }
-        Err(e) => return clap_exit(e, out, err),
-    };
-    let globals = Globals::from_matches(&top);
-    let Some(index) = scan::command_index(&argv) else {
-        return top_level(&bin, &top, &globals, &state_dir, out, err);
     };
     // The configuration matters for aliases and external commands; a
     // registered command loads it after its own parse (globals may follow
@@ -119,6 +130,7 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
                 // Read once: reused when the globals after the name change
                 // nothing.
                 preloaded: config.map(|c| (globals.clone(), c)),
+                before: before.map(|given| (index, given)),
             };
             exec::top_level_registered(reg, launch, argv, out, err)
         }
@@ -180,6 +192,20 @@ fn top_level(
     warn(err, broken.as_deref());
     help::top_help(bin, config, err);
     exit::USAGE
+}
+
+/// `--help` before any command: our own help, with every command, as
+/// `manage.toml` (found as without options) says.
+fn top_help(
+    bin: &str,
+    state_dir: &Option<PathBuf>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let loaded = load_config(&Globals::default(), state_dir);
+    let (config, broken) = listing_config(&loaded);
+    warn(err, broken.as_deref());
+    help::top_help(bin, config, out)
 }
 
 /// Prints a warning, if there is one.

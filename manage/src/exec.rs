@@ -18,7 +18,7 @@ use maintenance_core::policy::Tracking;
 use maintenance_core::task::TaskRecord;
 use maintenance_core::{Error, exit};
 
-use crate::cli::{self, Globals};
+use crate::cli::{self, Given, Globals};
 use crate::external::external;
 use crate::resolve::{self, Resolved, Target};
 use crate::runtime::Runtime;
@@ -98,6 +98,10 @@ pub(crate) struct Launch<'a> {
     /// The configuration dispatch already read, with the globals it read
     /// it for.
     pub preloaded: Option<(Globals, Config)>,
+    /// Where the command's name stands and the global options before it,
+    /// when dispatch read those by hand: then clap parses only the
+    /// command's own words.
+    pub before: Option<(usize, Given)>,
 }
 
 /// How a registered command is run: its command line (recorded in its
@@ -170,11 +174,12 @@ pub(crate) fn top_level_registered(
         stop,
         terminal,
         preloaded,
+        before,
     } = launch;
-    let mut cmd = cli::top_command(bin).subcommand((reg.build)());
-    let matches = match cmd.try_get_matches_from_mut(argv) {
-        Ok(m) => m,
-        Err(e) => {
+    let (matches, globals, parsed) = match parse_top_level(reg, bin, argv, before.as_ref()) {
+        Ok(parsed) => parsed,
+        Err(None) => return exit::USAGE,
+        Err(Some((e, cmd, words))) => {
             let kind = e.kind();
             let code = cli::clap_exit(e, out, err);
             if matches!(
@@ -182,15 +187,11 @@ pub(crate) fn top_level_registered(
                 clap::error::ErrorKind::InvalidSubcommand
                     | clap::error::ErrorKind::MissingSubcommand
             ) {
-                list_verbs(&cmd, argv, err);
+                list_verbs(&cmd, words, err);
             }
             return code;
         }
     };
-    let Some((_, sub)) = matches.subcommand() else {
-        return exit::USAGE;
-    };
-    let globals = Globals::from_matches(sub);
     let reuse = preloaded.and_then(|(g, c)| (g == globals).then_some(c));
     let config = match reuse
         .map(Ok)
@@ -213,14 +214,76 @@ pub(crate) fn top_level_registered(
         options: CallOptions::default(),
         parent: None,
     };
-    rt.run_registered(reg, sub, how, out, err)
+    let code = rt.run_registered(reg, &matches, how, out, err);
+    if crate::whole_process() {
+        // The task is released and nothing is left to do but free memory
+        // and close descriptors, which the exit does at once.
+        let _ = out.flush();
+        let _ = err.flush();
+        std::process::exit(i32::from(code));
+    }
+    drop(parsed);
+    code
+}
+
+/// A failed parse: clap's error, the command it parsed with, and the
+/// words after that command's name; `None` when clap found no command.
+type ParseFailure<'w> = Option<(clap::Error, Box<clap::Command>, &'w [OsString])>;
+
+/// Parses a registered command's top-level command line into the
+/// command's own matches and the global options. With the options before
+/// the name read by hand (`before`), clap builds and parses only the
+/// command (with the global options, which may follow its name); without,
+/// the whole line under the runner's top command, as clap reads it.
+fn parse_top_level<'w>(
+    reg: &Registration,
+    bin: &str,
+    argv: &'w [OsString],
+    before: Option<&(usize, Given)>,
+) -> Result<(ArgMatches, Globals, clap::Command), ParseFailure<'w>> {
+    match before {
+        Some((index, given)) => {
+            let words = &argv[*index..];
+            let verb = words.get(1).and_then(|w| w.to_str());
+            // As under the top command, whose settings reach its commands.
+            let mut cmd = cli::with_command_globals((reg.build)(), verb)
+                .bin_name(format!("{bin} {}", reg.name))
+                .disable_help_subcommand(true);
+            match cmd.try_get_matches_from_mut(words) {
+                Ok(m) => {
+                    // The command's options, then its verb's (which hold
+                    // what deeper verbs were given).
+                    let mut after = given.then(&m);
+                    if let Some((_, sub)) = m.subcommand() {
+                        after = after.then(sub);
+                    }
+                    Ok((m, after.globals(), cmd))
+                }
+                Err(e) => Err(Some((e, Box::new(cmd), &words[1.min(words.len())..]))),
+            }
+        }
+        None => {
+            let mut cmd = cli::top_command(bin).subcommand((reg.build)());
+            match cmd.try_get_matches_from_mut(argv) {
+                Ok(mut m) => match m.remove_subcommand() {
+                    Some((_, sub)) => {
+                        let globals = Globals::from_matches(&sub);
+                        Ok((sub, globals, cmd))
+                    }
+                    None => Err(None),
+                },
+                Err(e) => Err(Some((e, Box::new(cmd), &argv[1.min(argv.len())..]))),
+            }
+        }
+    }
 }
 
 /// After a wrong or missing verb: the verbs of the deepest command the
-/// command line names, with their aliases.
-fn list_verbs(top: &clap::Command, argv: &[OsString], err: &mut dyn Write) {
+/// command line names (`words`, what follows the name of `top`), with
+/// their aliases.
+fn list_verbs(top: &clap::Command, words: &[OsString], err: &mut dyn Write) {
     let mut cmd = top;
-    for word in argv.iter().skip(1) {
+    for word in words {
         match cmd.find_subcommand(word.to_string_lossy().as_ref()) {
             Some(sub) => cmd = sub,
             None if word.to_string_lossy().starts_with('-') => continue,
@@ -357,5 +420,205 @@ impl Runner for Runtime<'_> {
         };
         self.depth.set(self.depth.get() - 1);
         Ok(code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::{self, Leading};
+    use clap::parser::ValueSource;
+    use maintenance_core::clap;
+
+    /// Ids of the global options, which the two parses place differently
+    /// (one at the top, one in the command) and [`Given::then`] combines.
+    use crate::cli::GLOBAL_IDS;
+
+    /// A command's own parsed arguments, its verbs' after them: what a
+    /// command sees, without the global options.
+    fn own(m: &ArgMatches) -> Vec<String> {
+        let mut seen = Vec::new();
+        for id in m.ids().filter(|id| !GLOBAL_IDS.contains(&id.as_str())) {
+            let raw: Option<Vec<_>> = m.get_raw(id.as_str()).map(|v| v.collect());
+            let source = m.value_source(id.as_str()).map(|s| match s {
+                ValueSource::CommandLine => "line",
+                ValueSource::DefaultValue => "default",
+                _ => "other",
+            });
+            seen.push(format!("{id}={raw:?}/{source:?}"));
+        }
+        seen.sort();
+        if let Some((name, sub)) = m.subcommand() {
+            seen.push(format!("verb {name}"));
+            seen.extend(own(sub));
+        }
+        seen
+    }
+
+    /// A parse as a comparable outcome: the command's arguments and the
+    /// globals, or clap's rendered message and exit code.
+    fn outcome(parsed: Result<(ArgMatches, Globals, clap::Command), ParseFailure<'_>>) -> String {
+        match parsed {
+            Ok((m, globals, _)) => format!("ok {:?} {globals:?}", own(&m)),
+            Err(None) => "no command".to_owned(),
+            Err(Some((e, _, _))) => format!("error {} {}", e.exit_code(), e.render()),
+        }
+    }
+
+    /// A command without verbs, with options, a flag and arguments.
+    #[derive(Debug, clap::Args)]
+    struct Leaf {
+        /// A value.
+        #[arg(long)]
+        name: Option<String>,
+        /// Another.
+        #[arg(long)]
+        alpha: Option<String>,
+        /// And another.
+        #[arg(long)]
+        zeta: Option<u32>,
+        /// A count.
+        #[arg(long, short = 'c', action = clap::ArgAction::Count)]
+        count: u8,
+        /// A flag.
+        #[arg(long, short = 'f')]
+        flag: bool,
+        /// The rest.
+        rest: Vec<String>,
+    }
+
+    impl maintenance_core::command::ManageCommand for Leaf {
+        const NAME: &'static str = "leaf";
+        fn run(self, _ctx: &mut Context<'_>) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Asserts that, for each line of `words` (after the binary's name),
+    /// parsing only `reg` after reading the options before its name by
+    /// hand gives what parsing the whole line under the top command gives.
+    #[track_caller]
+    fn assert_both_parses_agree(reg: &Registration, lines: &[&[&str]]) {
+        for words in lines {
+            let argv: Vec<OsString> = std::iter::once("manage")
+                .chain(words.iter().copied())
+                .map(OsString::from)
+                .collect();
+            let index = scan::command_index(&argv).expect("a name");
+            let Some(Leading::Globals(given)) = scan::leading(&argv, index) else {
+                panic!("{words:?}: the options before the name are read by hand");
+            };
+            let whole = outcome(parse_top_level(reg, "manage", &argv, None));
+            let alone = outcome(parse_top_level(reg, "manage", &argv, Some(&(index, given))));
+            assert_eq!(alone, whole, "{words:?}");
+        }
+    }
+
+    #[test]
+    fn a_command_without_verbs_parses_alone_as_under_the_top_command() {
+        let reg = Registration::of::<Leaf>("test");
+        assert_both_parses_agree(
+            &reg,
+            &[
+                &["leaf"],
+                &["-v", "leaf", "-v", "--name", "x", "a", "b"],
+                &["--state-dir", "/a", "leaf", "--state-dir", "/b", "-f"],
+                &["-q", "leaf", "--lock-timeout=3", "--", "-v", "--state-dir"],
+                &["--ignore-maintenance", "leaf", "--ignore-maintenance"],
+                &["leaf", "--ignore-maintenance", "--ignore-maintenance"],
+                &["leaf", "--bogus"],
+                &["leaf", "--name"],
+                &["leaf", "--help"],
+                &["leaf", "-h", "x"],
+                &["leaf", "--lock-timeout", "-1"],
+                &["leaf", "--lock-timeout", "soon"],
+                &["leaf", "--nmae", "x"],
+                &["leaf", "--zeta", "3", "-cc", "--alpha=a", "-v"],
+                &["leaf", "--zeta", "x"],
+            ],
+        );
+    }
+
+    #[test]
+    fn parsing_only_the_command_after_reading_the_options_before_it_by_hand_changes_nothing() {
+        let reg = match crate::registry::find("offline", &mut Vec::new()) {
+            Some(crate::registry::Found::One(r)) => r,
+            _ => panic!("offline is registered"),
+        };
+        let lines: &[&[&str]] = &[
+            &["offline", "status"],
+            &["-v", "offline", "status", "--json"],
+            &["-v", "offline", "-v", "status"],
+            &["-vv", "offline", "status", "-q"],
+            &["-q", "offline", "status", "-v", "-v"],
+            &[
+                "--state-dir",
+                "/a",
+                "offline",
+                "status",
+                "--state-dir",
+                "/b",
+            ],
+            &[
+                "--state-dir",
+                "/a",
+                "offline",
+                "--config",
+                "c.toml",
+                "status",
+            ],
+            &[
+                "--config=c",
+                "--lock-timeout",
+                "5",
+                "offline",
+                "on",
+                "--lock-timeout",
+                "7",
+            ],
+            &["--ignore-maintenance", "offline", "status"],
+            &["offline", "status", "--ignore-maintenance"],
+            &[
+                "offline",
+                "status",
+                "--ignore-maintenance",
+                "--ignore-maintenance",
+            ],
+            &[
+                "-v",
+                "offline",
+                "on",
+                "--timeout",
+                "30",
+                "--message",
+                "back soon",
+            ],
+            &["offline", "run", "--", "noop", "-v", "--state-dir", "x"],
+            &["offline"],
+            &["offline", "bogus"],
+            &["offline", "stauts"],
+            &["offline", "status", "--bogus"],
+            &["-v", "offline", "status", "--help"],
+            &["offline", "--help"],
+            &["offline", "help", "status"],
+            &["offline", "status", "--lock-timeout", "soon"],
+            &["offline", "status", "--state-dir"],
+            &["offline", "on", "--timeout"],
+            &["offline", "check", "--json", "-v"],
+            &[
+                "offline",
+                "status",
+                "--json",
+                "--state-dir",
+                "x",
+                "--exit-code",
+            ],
+            &["offline", "on", "--help"],
+            &["offline", "run", "--help"],
+            &["offline", "list", "--json", "--bogus"],
+            &["offline", "doctor", "-q"],
+            &["-v", "offline", "off", "--force", "-v"],
+        ];
+        assert_both_parses_agree(reg, lines);
     }
 }

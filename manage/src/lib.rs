@@ -61,12 +61,19 @@ use commands as _;
 /// Runs the binary with the process's arguments: installs the signal
 /// handlers (once per process), dispatches, and returns the exit code.
 pub fn run() -> ExitCode {
+    WHOLE_PROCESS.store(true, std::sync::atomic::Ordering::Relaxed);
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    // The supervisor of hooks this binary started (never a user's run).
+    if let Some(code) = maintenance_core::hooks::supervise_if_asked(&argv) {
+        return ExitCode::from(code);
+    }
     let stop = signals::install();
     let mut out = std::io::stdout().lock();
-    // Not locked: the signal thread must be able to write a last word.
+    // Not held locked: a command's other threads (a web layer, a drain
+    // watch) may write a warning while it runs.
     let mut err = std::io::stderr();
     let code = run_with(Invocation {
-        argv: std::env::args_os().collect(),
+        argv,
         out: &mut out,
         err: &mut err,
         stop,
@@ -75,6 +82,20 @@ pub fn run() -> ExitCode {
     });
     let _ = out.flush();
     ExitCode::from(code)
+}
+
+/// Set by [`run`]: the process is this one invocation, so a registered
+/// command's top-level run ends it as soon as the command's exit code is
+/// known, its task released and its output flushed, leaving the parsed
+/// command line, the configuration and the open state directory to the
+/// process's exit rather than freeing them one by one (`exec.rs`). The
+/// testing harness, which runs many invocations in one process, never
+/// sets it.
+static WHOLE_PROCESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process is the one invocation [`run`] started.
+pub(crate) fn whole_process() -> bool {
+    WHOLE_PROCESS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// One run of the runner, with everything it reads and writes given.

@@ -4,73 +4,146 @@
 //! the task's locks, and its file is reaped later (I3). While an external
 //! command runs, its signals are its own: a terminal's Ctrl-C already
 //! reached its process group, and SIGTERM is forwarded to it.
+//!
+//! No thread at start-up: the handler does all of this itself with what is
+//! safe in a handler — atomics, `kill`, `write`, `_exit`. Only waking a
+//! blocked or async waiter of the stop request takes a lock, so that is
+//! left to a relay thread, started the first time anything waits on the
+//! request ([`StopToken::relayed`]); a run that never waits (`offline
+//! status`, a quick command) never starts it.
 
+use std::io::{ErrorKind, Read};
+use std::os::fd::IntoRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
 use maintenance_core::command::StopToken;
 use maintenance_core::exit;
-use signal_hook::consts::{SIGINT, SIGTERM};
 
+/// How many SIGINT/SIGTERM this process received.
 static RECEIVED: AtomicUsize = AtomicUsize::new(0);
-static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// The external child signals are passed to (0: none).
 static CHILD: AtomicI32 = AtomicI32::new(0);
+/// The write end of the relay's socket once the relay runs (-1: none).
+static RELAY: AtomicI32 = AtomicI32::new(-1);
+/// The process's stop request, set before the handlers are installed.
+static TOKEN: OnceLock<StopToken> = OnceLock::new();
+
+/// The handler's last word before it ends the process.
+const AGAIN: &[u8] = b"interrupted again: exiting at once\n";
 
 /// Installs the handlers (once) and returns the process's stop request.
 pub(crate) fn install() -> StopToken {
-    static TOKEN: OnceLock<StopToken> = OnceLock::new();
-    TOKEN
-        .get_or_init(|| {
-            let token = StopToken::new();
-            match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
-                Ok(mut signals) => {
-                    INSTALLED.store(true, Ordering::SeqCst);
-                    let t = token.clone();
-                    let _ = std::thread::Builder::new()
-                        .name("manage-signals".into())
-                        .spawn(move || {
-                            for signal in signals.forever() {
-                                on_signal(signal, &t);
-                            }
-                        });
-                }
-                Err(e) => eprintln!("warning: cannot install signal handlers: {e}"),
+    let mut fresh = false;
+    let token = TOKEN.get_or_init(|| {
+        fresh = true;
+        StopToken::relayed(start_relay)
+    });
+    if fresh {
+        for signal in [libc::SIGINT, libc::SIGTERM] {
+            if let Err(e) = catch(signal) {
+                eprintln!("warning: cannot install signal handlers: {e}");
             }
-            token
-        })
-        .clone()
+        }
+    }
+    token.clone()
 }
 
-fn on_signal(signal: i32, token: &StopToken) {
+/// Installs [`on_signal`] for `signal`, restarting interrupted system
+/// calls (`SA_RESTART`, as the signal-hook handler before it did).
+fn catch(signal: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: a zeroed sigaction is a valid value to fill in (no handler,
+    // empty flags); its mask is then emptied by sigemptyset.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    action.sa_flags = libc::SA_RESTART;
+    // SAFETY: `action` is a valid sigaction whose handler only does what is
+    // async-signal-safe (see `on_signal`); the old action is not wanted.
+    let rc = unsafe {
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(signal, &action, std::ptr::null_mut())
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The handler. Async-signal-safe only: atomic loads and stores, `kill`,
+/// `write` and `_exit`; no allocation, no lock.
+extern "C" fn on_signal(signal: libc::c_int) {
     let n = RECEIVED.fetch_add(1, Ordering::SeqCst) + 1;
     let child = CHILD.load(Ordering::SeqCst);
     if child != 0 {
-        if signal == SIGTERM
-            && let Some(pid) = rustix::process::Pid::from_raw(child)
-        {
+        if signal == libc::SIGTERM {
             // Our own unreaped child: its pid cannot have been reused.
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            // SAFETY: kill is async-signal-safe.
+            unsafe { libc::kill(child, libc::SIGTERM) };
         }
         return;
     }
     if n == 1 {
-        token.request();
+        if let Some(token) = TOKEN.get() {
+            token.raise();
+        }
+        let relay = RELAY.load(Ordering::SeqCst);
+        if relay >= 0 {
+            // SAFETY: write is async-signal-safe; `relay` is the relay's
+            // open, non-blocking socket, never closed.
+            let _ = unsafe { libc::write(relay, [1u8].as_ptr().cast(), 1) };
+        }
     } else {
-        // Straight to fd 2: a lock on stderr held elsewhere must not keep
-        // the process from exiting.
-        let mut fd2 = std::mem::ManuallyDrop::new(unsafe_stderr());
-        let _ = std::io::Write::write_all(&mut *fd2, b"interrupted again: exiting at once\n");
-        std::process::exit(i32::from(exit::INTERRUPTED));
+        // Straight to fd 2, never through std's stderr (whose lock the
+        // interrupted code may hold), and `_exit`: `exit` would run atexit
+        // handlers and std's flush of stdout, neither safe here.
+        // SAFETY: write and _exit are async-signal-safe.
+        unsafe {
+            let _ = libc::write(2, AGAIN.as_ptr().cast(), AGAIN.len());
+            libc::_exit(i32::from(exit::INTERRUPTED));
+        }
     }
 }
 
-/// Descriptor 2 as a file, bypassing `std::io::stderr`'s lock; wrapped in
-/// `ManuallyDrop` by the caller so it is never closed.
-fn unsafe_stderr() -> std::fs::File {
-    use std::os::fd::FromRawFd;
-    // SAFETY: fd 2 is open for the life of the process, and the caller never
-    // drops (closes) this File.
-    unsafe { std::fs::File::from_raw_fd(2) }
+/// The relay, started by the first waiter on the stop request: a thread
+/// that wakes every waiter once the handler has raised the request. A
+/// signal that came before the handler could see the relay's socket only
+/// raised the token: the check after publishing the socket catches it
+/// (each side stores, then loads, both sequentially consistent).
+fn start_relay(token: &StopToken) {
+    match UnixStream::pair() {
+        Ok((mut reader, writer)) => {
+            let _ = writer.set_nonblocking(true);
+            let t = token.clone();
+            let spawned = std::thread::Builder::new()
+                .name("manage-signals".into())
+                .spawn(move || {
+                    let mut byte = [0u8; 1];
+                    loop {
+                        match reader.read(&mut byte) {
+                            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                            // The handler's byte (or a broken socket):
+                            // wake the waiters if the request was raised.
+                            _ => break,
+                        }
+                    }
+                    if t.requested() {
+                        t.request();
+                    }
+                });
+            match spawned {
+                // Kept open for the life of the process: the handler may
+                // write to it at any time.
+                Ok(_) => RELAY.store(writer.into_raw_fd(), Ordering::SeqCst),
+                Err(e) => eprintln!("warning: cannot start the signal relay: {e}"),
+            }
+        }
+        Err(e) => eprintln!("warning: cannot start the signal relay: {e}"),
+    }
+    if token.requested() {
+        token.request();
+    }
 }
 
 /// Whether this process received SIGINT or SIGTERM.

@@ -1,10 +1,13 @@
 //! Start-up costs one at a time, to explain what `bench-manage noop` spends
-//! beyond `bench-empty`. Links `manage` like `bench-manage` (so exec,
-//! relocation and the registry's constructors cost the same), then does
-//! only what its argument names:
+//! beyond `bench-empty`. Names `manage` as `bench-manage` does, then does
+//! only what its argument names; with LTO only the code a probe reaches is
+//! linked in, so the whole binary's own cost shows in `bench-manage
+//! --version` instead:
 //!
-//! - nothing: the cost of the bigger binary alone;
-//! - `thread`: spawns a thread that blocks, as the runner's signal thread;
+//! - nothing: the registry's constructors and what `manage` links anyway;
+//! - `thread`: spawns a thread that blocks, as the runner's signal thread
+//!   did before it became a handler alone (the relay a waiter starts costs
+//!   the same);
 //! - `user`: looks up this process's `user@host`, as every task records;
 //! - `config`: loads the configuration (searches for `manage.toml` upwards);
 //! - `open DIR`: opens the file backend in DIR.
@@ -20,7 +23,7 @@ fn main() -> std::process::ExitCode {
         Some("thread") => {
             let (tx, rx) = std::sync::mpsc::channel::<()>();
             std::thread::spawn(move || rx.recv());
-            // Still blocked when the process exits, as the signal thread is.
+            // Still blocked when the process exits, as the relay is.
             std::mem::forget(tx);
             true
         }

@@ -5,6 +5,7 @@
 //! lines. This file only builds the verb list and dispatches.
 
 mod doctor;
+mod history;
 mod list;
 mod off;
 mod on;
@@ -29,7 +30,11 @@ pub struct Offline {
     verb: Verb,
 }
 
+// Deferred: a verb's arguments are built only when it is the one run (or
+// when help and completions build the whole tree), so `offline status`
+// does not build `on`'s and `run`'s.
 #[derive(Debug, clap::Subcommand)]
+#[command(defer = true)]
 enum Verb {
     /// Print the status: `Status: <MODE> - Active sessions: <N>`.
     #[command(visible_alias = "check")]
@@ -47,6 +52,8 @@ enum Verb {
     Run(run::RunArgs),
     /// Check the state directory as this user sees it; say what to fix.
     Doctor,
+    /// Show the last mode changes, newest last: when, what, who, how long, why.
+    History(history::HistoryArgs),
 }
 
 impl ManageCommand for Offline {
@@ -61,6 +68,7 @@ impl ManageCommand for Offline {
             Verb::List(args) => list::exec(ctx, &args),
             Verb::Run(args) => run::exec(ctx, args),
             Verb::Doctor => doctor::exec(ctx),
+            Verb::History(args) => history::exec(ctx, &args),
         }
     }
 }

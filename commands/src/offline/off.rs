@@ -5,6 +5,7 @@
 
 use maintenance_core::backend::ModeChange;
 use maintenance_core::command::Context;
+use maintenance_core::hooks::Hooks;
 use maintenance_core::schedule::local_time;
 use maintenance_core::transition::{self as offline, Live};
 use maintenance_core::{anyhow, clap};
@@ -23,11 +24,9 @@ pub(super) struct OffArgs {
 /// ONLINE and prints the status line.
 pub(super) fn exec(ctx: &mut Context<'_>, args: &OffArgs) -> anyhow::Result<()> {
     let backend = ctx.backend()?;
-    let (record, cancelled) = offline::deactivate_cancelling(
-        backend.as_ref(),
-        &ModeChange::by_this_process(),
-        args.force,
-    )?;
+    let change = ModeChange::by_this_process().hooks(Hooks::from_config(ctx.config()));
+    let (record, cancelled) =
+        offline::deactivate_cancelling(backend.as_ref(), &change, args.force)?;
     if let Some(s) = cancelled.map(|c| c.schedule) {
         writeln!(
             ctx.out(),

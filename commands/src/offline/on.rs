@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use maintenance_core::backend::{Backend, ModeChange, ScheduleLease, ScheduleRecord};
 use maintenance_core::clock::Timestamp;
 use maintenance_core::command::{Context, Exit};
+use maintenance_core::hooks::Hooks;
 use maintenance_core::mode::{Mode, RetryAfter};
 use maintenance_core::schedule::{self, local_time};
 use maintenance_core::task::{ENV_TASK, JoinToken, Membership};
@@ -255,7 +256,8 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: OnArgs) -> anyhow::Result<()> {
     let change = ModeChange::by_this_process()
         .message(args.message)
         .retry_after(args.retry_after)
-        .bypass(secret.as_deref().map(maintenance_core::mode::hash_secret));
+        .bypass(secret.as_deref().map(maintenance_core::mode::hash_secret))
+        .hooks(Hooks::from_config(ctx.config()));
     if let Some(secret) = &secret {
         let url = ctx.config().bypass_prefix.join(secret);
         writeln!(
@@ -269,11 +271,11 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: OnArgs) -> anyhow::Result<()> {
         Some(at) => {
             let mut lease =
                 schedule_window(ctx, backend, &args.schedule, at, &a.change, target, None)?;
-            wait_for_time(ctx, backend, lease.as_mut())?;
+            wait_for_time(ctx, backend, &a.change, lease.as_mut())?;
             Some(lease)
         }
         None => {
-            if let Some(ended) = offline::supersede_schedule(backend, &a.change)? {
+            if let Some(ended) = offline::supersede_schedule_toward(backend, &a.change, target)? {
                 let s = ended.schedule;
                 writeln!(
                     ctx.out(),
@@ -422,7 +424,7 @@ pub(super) fn schedule_window(
     record.message = change.message.clone();
     record.argv = argv.map(<[String]>::to_vec);
     record.read_only = target == Target::ReadOnly;
-    let lease = offline::schedule(backend, &record)?;
+    let lease = offline::schedule(backend, change, &record)?;
     writeln!(
         ctx.out(),
         "{}",
@@ -441,14 +443,16 @@ pub(super) fn schedule_window(
 
 /// Waits in the foreground for the schedule's time. Someone ending the
 /// schedule is an error that says who (exit 75); a stop (Ctrl-C, SIGTERM)
-/// withdraws it and exits 130, the site as it was.
+/// withdraws it and exits 130, the site as it was. `change` is the
+/// operator's, whose hooks run when the schedule is withdrawn.
 pub(super) fn wait_for_time(
     ctx: &mut Context<'_>,
     backend: &dyn Backend,
+    change: &ModeChange,
     lease: &mut dyn ScheduleLease,
 ) -> anyhow::Result<()> {
     let stop = ctx.stop_token().clone();
-    match offline::wait_for_schedule(backend, lease, &|| stop.requested())? {
+    match offline::wait_for_schedule(backend, change, lease, &|| stop.requested())? {
         Notice::Due => Ok(()),
         Notice::Interrupted => {
             writeln!(
@@ -467,11 +471,7 @@ pub(super) fn wait_for_time(
 /// `offline` or `read-only`: the kind of window `schedule` is, as the
 /// lines that name it say.
 pub(super) fn window_kind(schedule: &ScheduleRecord) -> &'static str {
-    if schedule.read_only {
-        "read-only"
-    } else {
-        "offline"
-    }
+    schedule.kind()
 }
 
 fn finish_wait(ctx: &mut Context<'_>, outcome: &Outcome, timeout: Duration) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@
 
 use maintenance_core::backend::{Backend, ModeChange, ScheduleLease};
 use maintenance_core::command::{CallOptions, Context, Exit};
+use maintenance_core::hooks::Hooks;
 use maintenance_core::mode::Mode;
 use maintenance_core::schedule::local_time;
 use maintenance_core::transition::{
@@ -44,7 +45,8 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: RunArgs) -> anyhow::Result<()> {
         )?;
         return Err(Exit(exit::USAGE).into());
     }
-    let a = activation(ctx, &args.wait, ModeChange::by_this_process(), None);
+    let change = ModeChange::by_this_process().hooks(Hooks::from_config(ctx.config()));
+    let a = activation(ctx, &args.wait, change, None);
     let mut scheduled = match args.schedule.at {
         Some(at) => {
             let mut lease = schedule_window(
@@ -56,7 +58,7 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: RunArgs) -> anyhow::Result<()> {
                 args.wait.target(),
                 Some(&args.command),
             )?;
-            wait_for_time(ctx, backend, lease.as_mut())?;
+            wait_for_time(ctx, backend, &a.change, lease.as_mut())?;
             Some(lease)
         }
         None => {

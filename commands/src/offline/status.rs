@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use maintenance_core::backend::{Backend, ScheduleRecord, WindowState};
 use maintenance_core::clock::format_age;
 use maintenance_core::command::{Context, Exit};
+use maintenance_core::hooks::Hooks;
 use maintenance_core::mode::{Mode, RetryAfter};
 use maintenance_core::transition::{self as offline, Status};
 use maintenance_core::{anyhow, clap, exit};
@@ -56,6 +57,10 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: &StatusArgs) -> anyhow::Result<(
     let backend = backend.as_ref();
     let st = offline::status(backend)?;
     let window = backend.window()?;
+    // A change nobody lived to record (a lapsed PENDING or schedule, a run
+    // killed mid-command), noticed here: recorded once, by whoever notices
+    // first. The backend looks cheaply and records only what it finds.
+    maintenance_core::history::catch_up(backend, &Hooks::from_config(ctx.config()));
     let schedule = backend.schedule()?;
     if args.json {
         let doc = status_json(&st, &window, schedule.as_ref(), backend, ctx);

@@ -14,6 +14,8 @@ use std::time::Duration;
 use crate::clock::{SharedClock, Timestamp};
 use crate::config::{BackendKind, Config};
 use crate::error::Result;
+use crate::history::{HistoryEntry, HistoryQuery, HistoryRead};
+use crate::hooks::Hooks;
 use crate::identity::Identity;
 use crate::join::JoinToken;
 use crate::mode::{ModeRecord, ModeView, RetryAfter};
@@ -39,6 +41,10 @@ pub struct ModeChange {
     pub retry_after: Option<RetryAfter>,
     /// The SHA-256 (hex) of a bypass secret; `None` keeps the current one.
     pub bypass: Option<String>,
+    /// The hooks to run after each change this request makes (none by
+    /// default); backends never run them, the state machine does
+    /// ([`crate::transition`]).
+    pub hooks: Hooks,
 }
 
 impl ModeChange {
@@ -51,6 +57,7 @@ impl ModeChange {
             message: None,
             retry_after: None,
             bypass: None,
+            hooks: Hooks::none(),
         }
     }
 
@@ -85,6 +92,12 @@ impl ModeChange {
     /// This change with a `Retry-After`.
     pub fn retry_after(mut self, retry_after: Option<RetryAfter>) -> Self {
         self.retry_after = retry_after;
+        self
+    }
+
+    /// This change with the hooks to run after each mode change it makes.
+    pub fn hooks(mut self, hooks: Hooks) -> Self {
+        self.hooks = hooks;
         self
     }
 }
@@ -479,6 +492,32 @@ pub trait Backend: Send + Sync + fmt::Debug {
     ///
     /// [`sessions`]: Backend::sessions
     fn prune_sessions(&self) -> Result<usize>;
+
+    /// Appends `entry` to the history, bounded as the backend is configured
+    /// (the file backend rotates past `[history] max_size`). An entry with
+    /// an [`id`](HistoryEntry::id) that a recent entry already has (the
+    /// same change, recorded by another process first) is not appended:
+    /// returns `false` then. Appends of several processes never tear one
+    /// another.
+    fn append_history(&self, entry: &HistoryEntry) -> Result<bool>;
+
+    /// The history, oldest first, as `query` asks. A stored entry that
+    /// cannot be read (garbled, hostile, of a newer format) is skipped and
+    /// named in [`HistoryRead::skipped`]; reading never fails for it.
+    fn history(&self, query: &HistoryQuery) -> Result<HistoryRead>;
+
+    /// Records the changes nobody lived to record — a PENDING whose waiters
+    /// all died (it lapsed to ONLINE), an `offline run` killed while its
+    /// command ran, a schedule whose process died before anyone ended it
+    /// ([`EventKind::ScheduleLapsed`]) — exactly once however many
+    /// processes notice them at once, and returns the entries this backend
+    /// appended so: in this call, or on the way in one of its own mode
+    /// changes or schedule operations since the last call (each writer
+    /// records a lapse it replaces, under the gate). Cheap when there is
+    /// nothing to record.
+    ///
+    /// [`EventKind::ScheduleLapsed`]: crate::history::EventKind::ScheduleLapsed
+    fn record_unrecorded(&self) -> Result<Vec<HistoryEntry>>;
 }
 
 /// How many web sessions are live, as `offline status` shows them, read

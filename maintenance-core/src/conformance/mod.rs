@@ -11,8 +11,9 @@
 //! it.
 //!
 //! The cases live by area, one file each under `conformance/`: `tasks`,
-//! `joins`, `modes`, `sessions`, `activation`, `window`, `schedules` and `readonly`. The list in [`backend_conformance!`] is
-//! the only list of them, and forgetting a case there fails the build: the
+//! `joins`, `modes`, `sessions`, `activation`, `window`, `schedules`,
+//! `readonly` and `history`. The list in [`backend_conformance!`] is the
+//! only list of them, and forgetting a case there fails the build: the
 //! area modules are private and deny dead code, and only the listed cases
 //! are re-exported here (and so used), so an unlisted one is dead code.
 //!
@@ -38,6 +39,8 @@ use crate::transition::{self, Activation, Outcome};
 #[deny(dead_code)]
 mod activation;
 #[deny(dead_code)]
+mod history;
+#[deny(dead_code)]
 mod joins;
 #[deny(dead_code)]
 mod modes;
@@ -59,6 +62,7 @@ pub struct FreshState {
     open: Box<dyn Fn(SharedClock) -> Arc<dyn Backend>>,
     marker: Option<PathBuf>,
     read_only_marker: Option<PathBuf>,
+    small_history: Option<Box<dyn Fn() -> Arc<dyn Backend>>>,
     _keep: Box<dyn Any>,
 }
 
@@ -70,8 +74,23 @@ impl FreshState {
             open: Box::new(open),
             marker: None,
             read_only_marker: None,
+            small_history: None,
             _keep: Box::new(keep),
         }
+    }
+
+    /// The same site, which `open` also opens with a history bounded to a
+    /// few dozen entries (the file backend: a `max_size` of a few KiB):
+    /// the bound's case uses it.
+    pub fn with_small_history(mut self, open: impl Fn() -> Arc<dyn Backend> + 'static) -> Self {
+        self.small_history = Some(Box::new(open));
+        self
+    }
+
+    /// The site opened with a small history bound; `None` for a backend
+    /// that gave none.
+    pub fn open_with_small_history(&self) -> Option<Arc<dyn Backend>> {
+        self.small_history.as_ref().map(|open| open())
     }
 
     /// The same site, whose backend keeps the web-server marker at `path`
@@ -120,6 +139,7 @@ pub fn file_state() -> FreshState {
     let state = dir.path().join("state");
     let marker = state.join(crate::backend::file::MARKER);
     let read_only_marker = state.join(crate::backend::file::READONLY_MARKER);
+    let small = state.clone();
     FreshState::new(
         move |clock| {
             let config = Config::with_state_dir(&state);
@@ -131,6 +151,14 @@ pub fn file_state() -> FreshState {
     )
     .with_marker(marker)
     .with_read_only_marker(read_only_marker)
+    .with_small_history(move || {
+        let mut config = Config::with_state_dir(&small);
+        config.history_max_size = 4096;
+        Arc::new(
+            crate::backend::FileBackend::open(&config, SystemClock::shared())
+                .expect("open the file backend"),
+        )
+    })
 }
 
 /// Instantiates every conformance test for the backend whose fresh state
@@ -227,6 +255,17 @@ macro_rules! backend_conformance {
             readonly::activate_read_only_waits_for_writes_and_writers_not_sessions,
             readonly::a_writer_joining_a_reader_is_refused_while_read_only,
             readonly::a_window_restores_the_mode_it_found,
+            history::the_history_reads_back_newest_last,
+            history::an_entry_is_kept_once_per_id,
+            history::every_mode_change_appends_one_entry,
+            history::a_lapsed_pending_is_recorded_exactly_once_however_many_notice_it,
+            history::a_writer_records_the_lapse_it_replaces,
+            history::the_history_is_bounded_and_keeps_the_newest,
+            history::setting_and_ending_a_schedule_is_recorded_once_each_with_the_schedule,
+            history::a_lapsed_schedule_is_recorded_exactly_once_however_many_notice_it,
+            history::a_writer_records_the_lapsed_schedule_it_finds,
+            history::a_scheduled_window_records_its_mode_changes_with_the_schedule,
+            history::a_schedule_its_own_process_ends_is_recorded_saying_why,
         );
     };
     (@tests $state:path; $($area:ident::$case:ident),* $(,)?) => {

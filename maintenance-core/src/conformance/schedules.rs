@@ -222,7 +222,8 @@ pub fn a_schedule_waits_for_its_time_and_its_timeout_counts_from_it(site: &dyn F
         .unwrap();
     let waiting = Arc::clone(&b);
     let h = std::thread::spawn(move || {
-        let notice = transition::wait_for_schedule(waiting.as_ref(), lease.as_mut(), &never)?;
+        let notice =
+            transition::wait_for_schedule(waiting.as_ref(), &change(), lease.as_mut(), &never)?;
         assert_eq!(notice, Notice::Due);
         transition::activate_scheduled(
             waiting.as_ref(),
@@ -262,7 +263,8 @@ pub fn a_stopped_wait_withdraws_the_schedule(site: &dyn Fn() -> FreshState) {
     let mut lease = b
         .begin_schedule(&window(&b, Duration::from_secs(3600), "m"))
         .unwrap();
-    let notice = transition::wait_for_schedule(b.as_ref(), lease.as_mut(), &|| true).unwrap();
+    let notice =
+        transition::wait_for_schedule(b.as_ref(), &change(), lease.as_mut(), &|| true).unwrap();
     assert_eq!(notice, Notice::Interrupted);
     assert_eq!(s.open().schedule().unwrap(), None);
     let end = lease.wait_ended(Duration::ZERO).unwrap().unwrap();
@@ -286,7 +288,7 @@ pub fn deactivating_cancels_a_schedule_and_activating_now_supersedes_it(
         let id = lease.record().id.clone();
         let waiting = Arc::clone(&b);
         let h = std::thread::spawn(move || {
-            transition::wait_for_schedule(waiting.as_ref(), lease.as_mut(), &never)
+            transition::wait_for_schedule(waiting.as_ref(), &change(), lease.as_mut(), &never)
         });
         let ops = change();
         let ended = match why {
@@ -398,7 +400,8 @@ pub fn a_read_only_schedule_goes_read_only_at_its_time(site: &dyn Fn() -> FreshS
     let mut lease = b.begin_schedule(&r).unwrap();
     let waiting = Arc::clone(&b);
     let h = std::thread::spawn(move || {
-        let notice = transition::wait_for_schedule(waiting.as_ref(), lease.as_mut(), &never)?;
+        let notice =
+            transition::wait_for_schedule(waiting.as_ref(), &change(), lease.as_mut(), &never)?;
         assert_eq!(notice, Notice::Due);
         transition::activate_scheduled(
             waiting.as_ref(),
@@ -457,7 +460,8 @@ pub fn a_read_only_scheduled_run_runs_inside_read_only_and_restores_online(
     r.read_only = true;
     r.argv = Some(vec!["reindex".into()]);
     let mut lease = b.begin_schedule(&r).unwrap();
-    let notice = transition::wait_for_schedule(b.as_ref(), lease.as_mut(), &never).unwrap();
+    let notice =
+        transition::wait_for_schedule(b.as_ref(), &change(), lease.as_mut(), &never).unwrap();
     assert_eq!(notice, Notice::Due);
     let mut o = Observer {
         backend: s.open(),

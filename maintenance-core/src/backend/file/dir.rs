@@ -353,6 +353,51 @@ impl Dir {
         Ok(file)
     }
 
+    /// Opens `name` for appending, creating it when missing with `modes`
+    /// (whatever the umask) through [`Dir::open_append`]; refuses a
+    /// symlink, and anything that is not a regular file, in its place, with
+    /// an error naming it. Never blocks on a planted FIFO.
+    pub fn open_append_regular(&self, name: &str, modes: Modes) -> Result<File> {
+        let file = match self.open_append(name, modes, true) {
+            Ok(Some(file)) => file,
+            // Created, then removed by someone else before it was opened.
+            Ok(None) => {
+                return Err(Error::state(
+                    self.join(name),
+                    "was removed while it was being created: try again",
+                ));
+            }
+            Err(Errno::LOOP) => {
+                return Err(Error::state(
+                    self.join(name),
+                    "is a symlink; manage never follows links inside the state directory: remove it",
+                ));
+            }
+            Err(e) => return Err(Error::io("open", self.join(name), io_err(e))),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("inspect", self.join(name), e))?;
+        if !meta.is_file() {
+            return Err(Error::state(
+                self.join(name),
+                "is not a regular file: remove it",
+            ));
+        }
+        narrow_to(&file, meta.mode(), meta.uid(), modes.file);
+        Ok(file)
+    }
+
+    /// The inode of `name` (not following a link); `None` when it does not
+    /// exist.
+    pub fn inode_of(&self, name: &str) -> Result<Option<u64>> {
+        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st.st_ino)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(Error::io("inspect", self.join(name), io_err(e))),
+        }
+    }
+
     /// Creates `name`, which must not exist, for writing.
     pub fn create_new(&self, name: &str, modes: Modes) -> Result<File> {
         let flags =
@@ -574,12 +619,63 @@ impl FileId {
 /// for one), each with its real uid when known: on Linux from
 /// `/proc/locks`, which names the process that took the lock (a child
 /// that inherited it holds it too). Empty where the system does not tell.
+///
+/// `/proc/locks` is not one snapshot: each `read(2)` of it returns at most
+/// a page, taken under the kernel's lock-table lock, and the next read
+/// resumes at an index, so a lock another process releases in between
+/// shifts the table and the entry at the seam is skipped. So it is read in
+/// reads of a page or more (never a small first probe: a table of up to a
+/// page is then one consistent read), and a larger table is read again
+/// until two passes agree, at most [`LOCK_TABLE_PASSES`] times, taking
+/// every holder any pass saw.
 pub(crate) fn flock_holders(id: FileId) -> Vec<(u32, Option<u32>)> {
-    let Ok(table) = std::fs::read_to_string("/proc/locks") else {
-        return Vec::new();
-    };
-    let mut holders = Vec::new();
-    for line in table.lines() {
+    let mut holders: Vec<(u32, Option<u32>)> = Vec::new();
+    let mut last: Option<Vec<u8>> = None;
+    for _ in 0..LOCK_TABLE_PASSES {
+        let Some((table, reads)) = read_lock_table() else {
+            break;
+        };
+        for pid in holders_in(&table, id) {
+            if !holders.iter().any(|(p, _)| *p == pid) {
+                holders.push((pid, crate::process::uid_of(pid)));
+            }
+        }
+        if reads <= 1 || last.as_deref() == Some(table.as_slice()) {
+            break;
+        }
+        last = Some(table);
+    }
+    holders
+}
+
+/// How many times [`flock_holders`] reads a lock table that takes more
+/// than one read.
+const LOCK_TABLE_PASSES: usize = 4;
+
+/// `/proc/locks` whole, read in reads of 64 KiB (the kernel fills at most
+/// a page each), and how many reads returned something.
+fn read_lock_table() -> Option<(Vec<u8>, usize)> {
+    let mut f = File::open("/proc/locks").ok()?;
+    let mut table = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut reads = 0;
+    loop {
+        match f.read(&mut chunk) {
+            Ok(0) => return Some((table, reads)),
+            Ok(n) => {
+                reads += 1;
+                table.extend_from_slice(&chunk[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// The pids a `/proc/locks` table shows holding an `flock` on `id`.
+fn holders_in(table: &[u8], id: FileId) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for line in String::from_utf8_lossy(table).lines() {
         // `3: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF`; a waiter's
         // line has `->` after the number.
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -597,13 +693,11 @@ pub(crate) fn flock_holders(id: FileId) -> Vec<(u32, Option<u32>)> {
             && inode.parse::<u64>().ok() == Some(id.inode);
         match pid.parse::<u32>() {
             // 0: a process outside this pid namespace.
-            Ok(pid) if same && pid != 0 && !holders.iter().any(|(p, _)| *p == pid) => {
-                holders.push((pid, crate::process::uid_of(pid)));
-            }
+            Ok(pid) if same && pid != 0 && !pids.contains(&pid) => pids.push(pid),
             _ => {}
         }
     }
-    holders
+    pids
 }
 
 /// Takes from an open lock file every permission beyond `allowed` (the
@@ -767,5 +861,41 @@ mod tests {
         assert_eq!(flock_holders(id), [(me, Some(uid))]);
         drop(held);
         assert!(flock_holders(id).is_empty(), "released with its descriptor");
+    }
+
+    /// The kernel's lock table changes while it is read, as other
+    /// processes take and release locks: the holder of a lock is named all
+    /// the same, every time (a consistent read of the table, not luck).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_holder_of_a_lock_is_named_while_other_locks_come_and_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        let held = File::create(tmp.path().join("held")).unwrap();
+        fs2::FileExt::try_lock_shared(&held).unwrap();
+        let id = FileId::of(&held).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let stop = std::sync::Arc::clone(&stop);
+            let files: Vec<File> = (0..30)
+                .map(|i| File::create(tmp.path().join(format!("churn-{i}"))).unwrap())
+                .collect();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    for f in &files {
+                        fs2::FileExt::try_lock_exclusive(f).unwrap();
+                    }
+                    for f in &files {
+                        fs2::FileExt::unlock(f).unwrap();
+                    }
+                }
+            })
+        };
+        let me = std::process::id();
+        let missed = (0..500)
+            .filter(|_| !flock_holders(id).iter().any(|(pid, _)| *pid == me))
+            .count();
+        stop.store(true, Ordering::Relaxed);
+        churn.join().unwrap();
+        assert_eq!(missed, 0, "the holder was missed in {missed} of 500 reads");
     }
 }

@@ -44,6 +44,9 @@ fn note(text: impl Into<String>) -> Finding {
 /// Examines the state directory `config` names.
 pub fn doctor(config: &Config) -> Vec<Finding> {
     let mut out = Vec::new();
+    if let Some(refused) = crate::hooks::Hooks::from_config(config).refused() {
+        out.push(problem(refused));
+    }
     let trust = match Trust::from_config(config) {
         Ok(t) => t,
         Err(e) => {

@@ -21,6 +21,8 @@
 //!               (`schedules.rs`); and one locked file per web layer process
 //!               with unsafe requests in flight while READONLY_PENDING
 //!               (`.writes`)
+//!   history.jsonl, history.jsonl.1
+//!               the history, one entry a line, rotated past its bound
 //!   tasks/      one locked file per live task, one lock per command name
 //!   sessions/   one directory per 5-second bucket of the boot clock
 //!               (`<secs>@<boot id>`), one empty file per session inside;
@@ -37,11 +39,13 @@
 //! record and the markers), `readonly.rs` (the read-only tier's mode
 //! changes), `writes.rs` (unsafe requests in flight), `tasks.rs` and
 //! `proof.rs` (task files and the proof a joiner presents), `sessions.rs`,
-//! `watch.rs` (waiting for a change), `dir.rs` (directory-relative file
+//! `watch.rs` (waiting for a change), `history.rs` (the history, and the
+//! changes nobody lived to record), `dir.rs` (directory-relative file
 //! operations), `trust.rs` and `doctor.rs`.
 
 mod dir;
 mod gate;
+mod history;
 mod open;
 mod probe;
 mod proof;
@@ -115,6 +119,8 @@ pub(crate) const KNOWN: &[&str] = &[
     PENDING,
     "sessions",
     "run.lock",
+    history::HISTORY,
+    history::HISTORY_OLD,
 ];
 const WAITER_SUFFIX: &str = ".waiter";
 const MAX_MODE_RECORD: usize = 64 * 1024;
@@ -130,6 +136,11 @@ pub struct FileBackend {
     modes: Modes,
     clock: SharedClock,
     record_cache: std::sync::Mutex<Option<([i64; 6], ModeRecord)>>,
+    /// `[history] max_size`: `history.jsonl` is rotated past it.
+    history_max: u64,
+    /// Entries this backend appended on the way for changes nobody lived
+    /// to record, until [`Backend::record_unrecorded`] hands them out.
+    noticed: std::sync::Mutex<Vec<crate::history::HistoryEntry>>,
 }
 
 impl FileBackend {
@@ -146,8 +157,10 @@ impl FileBackend {
         // `offline doctor` promises.
         tasks::reap(&self.tasks)?;
         // Schedules whose process died; those killed before anyone ended
-        // them lapsed, each found here exactly once (under the gate).
-        let _lapsed: Vec<ScheduleRecord> = self.reap_schedules()?;
+        // them lapsed, each found here exactly once (under the gate), and
+        // recorded so.
+        let lapsed = self.reap_schedules()?;
+        self.notice_lapsed_schedules(lapsed);
         for name in self.pending.names()? {
             let Some(name) = name.to_str() else { continue };
             if !name.ends_with(WAITER_SUFFIX) && !name.ends_with(writes::SUFFIX) {
@@ -175,6 +188,7 @@ impl FileBackend {
     fn begin_pending_under_gate(&self, change: &ModeChange) -> Result<PendingStart> {
         let current = self.record_for_writer();
         self.clean_under_gate(&current)?;
+        self.notice_under_gate();
         let view = self.view()?;
         match view.mode {
             Mode::Offline => {
@@ -548,8 +562,10 @@ impl Backend for FileBackend {
         change: &ModeChange,
     ) -> Result<ModeRecord> {
         let since = waiter.pending_since();
-        drop(waiter);
+        // The gate first: a reader that finds this waiter gone must find
+        // the record it leaves too, not a PENDING that seems to lapse.
         let _gate = self.gate(true)?;
+        drop(waiter);
         let r = self.record_for_writer();
         self.clean_under_gate(&r)?;
         if r.mode.is_draining() && r.since == since && !self.any_waiter_live()? {
@@ -566,6 +582,7 @@ impl Backend for FileBackend {
         let _gate = self.gate(true)?;
         let r = self.record_for_writer();
         self.clean_under_gate(&r)?;
+        self.notice_under_gate();
         let mut offline = if r.mode == Mode::Offline {
             r.clone()
         } else {
@@ -585,6 +602,7 @@ impl Backend for FileBackend {
     fn go_online(&self, change: &ModeChange) -> Result<ModeRecord> {
         let _gate = self.gate(true)?;
         let r = self.record_for_writer();
+        self.notice_under_gate();
         let written = self.write_record(self.online_record(change), &r)?;
         self.clean_under_gate(&written)?;
         self.clear_abandoned_run()?;
@@ -626,6 +644,14 @@ impl Backend for FileBackend {
                 run: holder.unwrap_or_else(|| run.clone()),
                 what: "; only one `offline run` at a time: try again when it has ended".into(),
             }));
+        }
+        // A run that died while its command ran left its record: it is
+        // recorded before this run's replaces it.
+        if let Ok(Some(old)) = self.root.open_read(RUN_LOCK)
+            && let Ok(Some(dead)) = self.read_run(old)
+            && dead.running
+        {
+            self.notice_abandoned(&dead);
         }
         let json = serde_json::to_vec(run).map_err(|e| Error::Invalid(e.to_string()))?;
         file.set_len(0)
@@ -716,6 +742,29 @@ impl Backend for FileBackend {
 
     fn prune_sessions(&self) -> Result<usize> {
         self.sessions.prune(&Now::of(self.clock.as_ref()))
+    }
+
+    fn append_history(&self, entry: &crate::history::HistoryEntry) -> Result<bool> {
+        self.append_entry(entry)
+    }
+
+    fn history(&self, query: &crate::history::HistoryQuery) -> Result<crate::history::HistoryRead> {
+        self.read_history(query)
+    }
+
+    fn record_unrecorded(&self) -> Result<Vec<crate::history::HistoryEntry>> {
+        // Cheap when nothing lapsed: the look every status makes anyway.
+        let lapsed = self.view()?.lapsed.is_some();
+        if lapsed
+            || matches!(self.window()?, WindowState::Abandoned(_))
+            || self.any_schedule_lapsed()?
+        {
+            let _gate = self.gate(true)?;
+            self.notice_under_gate();
+        }
+        Ok(std::mem::take(
+            &mut *self.noticed.lock().unwrap_or_else(|e| e.into_inner()),
+        ))
     }
 }
 

@@ -36,7 +36,7 @@ impl FileBackend {
             &config.state_dir,
             &trust,
             parents,
-            config.session_timeout,
+            (config.session_timeout, config.history_max_size),
             clock,
         )
     }
@@ -45,7 +45,7 @@ impl FileBackend {
         path: &Path,
         trust: &trust::Trust,
         parents: Parents,
-        session_timeout: Duration,
+        (session_timeout, history_max): (Duration, u64),
         clock: SharedClock,
     ) -> Result<FileBackend> {
         let modes = Modes::for_group(trust.gid);
@@ -94,6 +94,8 @@ impl FileBackend {
             record_cache: std::sync::Mutex::new(None),
             modes,
             clock,
+            history_max,
+            noticed: std::sync::Mutex::new(Vec::new()),
         })
     }
 

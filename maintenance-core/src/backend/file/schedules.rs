@@ -190,6 +190,22 @@ impl FileBackend {
         Ok(None)
     }
 
+    /// Whether a schedule lapsed that nobody has noticed yet: its process
+    /// died (killed) before anyone ended it. A look without the gate, so a
+    /// reader takes the gate only when there is something to record.
+    pub(super) fn any_schedule_lapsed(&self) -> Result<bool> {
+        for id in self.schedule_ids()? {
+            if let Some(Found::Dead {
+                record: Some(_),
+                ended: false,
+            }) = self.look_at_schedule(&id)?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Removes what dead schedules left, for a holder of the exclusive gate
     /// (so each is removed once), and returns those that lapsed — their
     /// process died without an end (killed) — for the record of what
@@ -238,7 +254,8 @@ impl FileBackend {
         schedule: &ScheduleRecord,
     ) -> Result<Box<dyn ScheduleLease>> {
         let _gate = self.gate(true)?;
-        self.reap_schedules()?;
+        let lapsed = self.reap_schedules()?;
+        self.notice_lapsed_schedules(lapsed);
         if let Some(live) = self.live_schedule()? {
             return Err(Error::Refused(Refusal::Scheduled {
                 schedule: Box::new(live),

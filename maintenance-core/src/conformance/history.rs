@@ -1,0 +1,660 @@
+//! Conformance: the history — what is appended read back newest last, one
+//! entry per mode change with who, why, how long and for what, one per
+//! schedule event (set, cancelled, due) and the schedule on the changes it
+//! causes, a change nobody lived to record (a lapsed PENDING or schedule)
+//! recorded exactly once however many notice it, and a bound that keeps
+//! the newest entries.
+
+// A test suite: a panic is how it reports a failed behaviour.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, SystemTime};
+
+use super::{FreshState, activation, change, never, pending, run_activate, task};
+use crate::backend::ModeChange;
+use crate::clock::{ManualClock, Timestamp};
+use crate::error::{Error, Refusal};
+use crate::history::{Cause, EventKind, HistoryEntry, HistoryQuery, ScheduleRef};
+use crate::mode::Mode;
+use crate::policy::{Drain, Policy};
+use crate::schedule::ScheduleRecord;
+use crate::transition::{self, Notice, Outcome, Progress, RunOutcome, WindowObserver};
+
+fn entry(reason: &str, at_secs: u64) -> HistoryEntry {
+    HistoryEntry::new(
+        EventKind::Mode,
+        Cause::Off,
+        Mode::Offline,
+        Mode::Online,
+        Timestamp::at(SystemTime::UNIX_EPOCH + Duration::from_secs(at_secs)),
+        reason,
+    )
+}
+
+fn all(b: &Arc<dyn crate::Backend>) -> Vec<HistoryEntry> {
+    let read = b.history(&HistoryQuery::default()).unwrap();
+    assert!(read.skipped.is_empty(), "{:?}", read.skipped);
+    read.entries
+}
+
+/// `(cause, from, to, forced)` of each mode entry, in order.
+fn changes(b: &Arc<dyn crate::Backend>) -> Vec<(Cause, Mode, Mode, bool)> {
+    all(b)
+        .into_iter()
+        .filter(|e| e.kind == EventKind::Mode)
+        .map(|e| (e.cause, e.from, e.to, e.forced))
+        .collect()
+}
+
+/// What one process appends, another reads back, oldest first; `last`
+/// keeps the newest, `since` the recent.
+pub fn the_history_reads_back_newest_last(site: &dyn Fn() -> FreshState) {
+    let s = site();
+    let b = s.open();
+    assert!(all(&b).is_empty(), "a fresh site has no history");
+    for n in 0..5 {
+        assert!(b.append_history(&entry(&format!("e{n}"), n)).unwrap());
+    }
+    let reasons = |q: HistoryQuery| -> Vec<String> {
+        s.open()
+            .history(&q)
+            .unwrap()
+            .entries
+            .into_iter()
+            .map(|e| e.reason)
+            .collect()
+    };
+    assert_eq!(
+        reasons(HistoryQuery::default()),
+        ["e0", "e1", "e2", "e3", "e4"]
+    );
+    assert_eq!(
+        reasons(HistoryQuery {
+            last: Some(2),
+            since: None
+        }),
+        ["e3", "e4"]
+    );
+    let since = Some(Timestamp::at(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(3),
+    ));
+    assert_eq!(reasons(HistoryQuery { last: None, since }), ["e3", "e4"]);
+    let back = all(&s.open());
+    assert_eq!(back[0], entry("e0", 0), "read back as written");
+}
+
+/// An entry whose id is kept already (the same change, recorded by
+/// another process first) is not appended again.
+pub fn an_entry_is_kept_once_per_id(site: &dyn Fn() -> FreshState) {
+    let s = site();
+    let (a, b) = (s.open(), s.open());
+    let mut e = entry("completed", 1);
+    e.id = Some("record:7@2026-01-01T00:00:00.000Z".into());
+    assert!(a.append_history(&e).unwrap());
+    assert!(a.append_history(&entry("other", 2)).unwrap());
+    let mut again = e.clone();
+    again.reason = "completed, seen by another waiter".into();
+    assert!(!b.append_history(&again).unwrap(), "a duplicate id");
+    let kept = all(&s.open());
+    assert_eq!(kept.len(), 2);
+    assert_eq!(kept[0].reason, "completed");
+}
+
+/// Every mode change the state machine makes appends one entry after it is
+/// durable, saying from → to, forced or not, why, and how long it waited
+/// for what: `on` (PENDING, then OFFLINE), `off`, `--force`, a timeout,
+/// and `offline run` (PENDING, OFFLINE, restored).
+pub fn every_mode_change_appends_one_entry(site: &dyn Fn() -> FreshState) {
+    let s = site();
+    let b = s.open();
+    let me = change().message(Some("Back soon".into()));
+    let mut a = activation(Duration::from_secs(30));
+    a.change = me.clone();
+    let out = run_activate(&b, &a);
+    assert!(matches!(out, Outcome::Offline { .. }), "{out:?}");
+    transition::deactivate(b.as_ref(), &change(), false).unwrap();
+    transition::force(b.as_ref(), &change()).unwrap();
+    // Forcing an OFFLINE site changes no mode: nothing recorded.
+    transition::force(b.as_ref(), &change()).unwrap();
+    transition::deactivate(b.as_ref(), &change(), true).unwrap();
+    // Going ONLINE from ONLINE is no change either.
+    transition::deactivate(b.as_ref(), &change(), false).unwrap();
+    let job = task(&s.open(), "reindex", Policy::DEFAULT).unwrap();
+    let out = run_activate(&b, &activation(Duration::from_millis(50)));
+    assert!(matches!(out, Outcome::TimedOut { .. }), "{out:?}");
+    drop(job);
+    let mut observer = Ran(false);
+    let ran = transition::run_in_window(
+        b.as_ref(),
+        &activation(Duration::from_secs(30)),
+        false,
+        &["migrate".to_owned()],
+        &mut observer,
+    )
+    .unwrap();
+    assert!(
+        matches!(ran, RunOutcome::Ran { code: 0, .. }) && observer.0,
+        "{ran:?}"
+    );
+
+    use Cause::*;
+    use Mode::*;
+    assert_eq!(
+        changes(&s.open()),
+        [
+            (On, Online, Pending, false),
+            (On, Pending, Offline, false),
+            (Off, Offline, Online, false),
+            (Force, Online, Offline, true),
+            (Off, Offline, Online, false),
+            (On, Online, Pending, false),
+            (Timeout, Pending, Online, false),
+            (Run, Online, Pending, false),
+            (Run, Pending, Offline, false),
+            (Run, Offline, Online, false),
+        ]
+    );
+    let entries = all(&s.open());
+    let me_by = change().by;
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.by == me_by && e.pid == change().pid)
+    );
+    assert_eq!(entries[1].message.as_deref(), Some("Back soon"));
+    let waited = entries[1]
+        .waited
+        .as_ref()
+        .expect("the OFFLINE says how long");
+    assert!(
+        waited.seconds >= 0.02,
+        "the settle time at least: {waited:?}"
+    );
+    assert!(entries[0].at <= entries[1].at && entries[1].at <= entries[2].at);
+    let timeout = &entries[6];
+    assert!(timeout.reason.contains("timed out"), "{}", timeout.reason);
+    let held = &timeout.waited.as_ref().expect("how long it waited").held_by;
+    assert_eq!(held.tasks.len(), 1, "{held:?}");
+    assert_eq!(held.tasks[0].name, "reindex");
+    assert_eq!(timeout.live.tasks[0].name, "reindex", "still live");
+    assert!(
+        entries[9].reason.contains("migrate"),
+        "{}",
+        entries[9].reason
+    );
+}
+
+/// A run whose command does nothing.
+struct Ran(bool);
+
+impl WindowObserver for Ran {
+    fn stop_requested(&self) -> bool {
+        false
+    }
+    fn progress(&mut self, _: Progress<'_>) {}
+    fn run_command(&mut self) -> anyhow::Result<u8> {
+        self.0 = true;
+        Ok(0)
+    }
+}
+
+/// A PENDING whose waiter died (nobody lived to record its end) is
+/// recorded by whoever notices first, exactly once, however many readers
+/// notice it at the same moment; later looks add nothing.
+pub fn a_lapsed_pending_is_recorded_exactly_once_however_many_notice_it(
+    site: &dyn Fn() -> FreshState,
+) {
+    let s = site();
+    let waiter = pending(&s.open());
+    let lapsed = s.open().mode().unwrap().record;
+    drop(waiter);
+    const READERS: usize = 8;
+    let backends: Vec<_> = (0..READERS).map(|_| s.open()).collect();
+    let start = Arc::new(Barrier::new(READERS));
+    let threads: Vec<_> = backends
+        .into_iter()
+        .map(|b| {
+            let start = Arc::clone(&start);
+            std::thread::spawn(move || {
+                start.wait();
+                b.record_unrecorded().unwrap()
+            })
+        })
+        .collect();
+    let recorded: Vec<HistoryEntry> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    // The waiter began PENDING without recording it (it went straight to
+    // the backend): its start is recorded too, then the lapse, once each.
+    assert_eq!(recorded.len(), 2, "one reader records them: {recorded:#?}");
+    let (start, e) = (&recorded[0], &recorded[1]);
+    assert_eq!(
+        (start.from, start.to, start.at),
+        (Mode::Online, Mode::Pending, lapsed.since)
+    );
+    assert_eq!(
+        (e.cause, e.from, e.to),
+        (Cause::Lapsed, Mode::Pending, Mode::Online)
+    );
+    for e in [start, e] {
+        assert_eq!((e.by.as_str(), e.pid), (lapsed.by.as_str(), lapsed.pid));
+        assert!(e.noticed_by.is_some());
+    }
+    assert_eq!(all(&s.open()), recorded, "in the history once each");
+    assert!(s.open().record_unrecorded().unwrap().is_empty());
+    // A writer replacing the lapsed record records nothing more.
+    transition::force(s.open().as_ref(), &change()).unwrap();
+    let lapses = all(&s.open())
+        .into_iter()
+        .filter(|e| e.cause == Cause::Lapsed)
+        .count();
+    assert_eq!(lapses, 1);
+}
+
+/// A writer that replaces a lapsed PENDING records the lapse first, under
+/// the gate, and hands it out for its hooks.
+pub fn a_writer_records_the_lapse_it_replaces(site: &dyn Fn() -> FreshState) {
+    let s = site();
+    drop(pending(&s.open()));
+    let b = s.open();
+    let (record, _) = transition::force(b.as_ref(), &change()).unwrap();
+    assert_eq!(record.mode, Mode::Offline);
+    use Cause::*;
+    use Mode::*;
+    assert_eq!(
+        changes(&s.open()),
+        [
+            (On, Online, Pending, false),
+            (Lapsed, Pending, Online, false),
+            (Force, Online, Offline, true)
+        ]
+    );
+    let handed: Vec<Cause> = b
+        .record_unrecorded()
+        .unwrap()
+        .iter()
+        .map(|e| e.cause)
+        .collect();
+    assert!(
+        handed.is_empty(),
+        "handed out for its hooks already: {handed:?}"
+    );
+}
+
+/// The history is bounded as the backend is configured, and what is kept
+/// is the newest, in order.
+pub fn the_history_is_bounded_and_keeps_the_newest(site: &dyn Fn() -> FreshState) {
+    let s = site();
+    let Some(b) = s.open_with_small_history() else {
+        eprintln!("this backend has no small bound to test with");
+        return;
+    };
+    const N: usize = 300;
+    for n in 0..N {
+        b.append_history(&entry(&format!("{n}"), n as u64)).unwrap();
+    }
+    let kept: Vec<usize> = all(&b)
+        .into_iter()
+        .map(|e| e.reason.parse().unwrap())
+        .collect();
+    assert!(kept.len() < N, "nothing was dropped: {} kept", kept.len());
+    assert_eq!(kept.last(), Some(&(N - 1)), "the newest is kept");
+    assert!(
+        kept.windows(2).all(|w| w[1] == w[0] + 1),
+        "the newest, in order: {kept:?}"
+    );
+}
+
+/// A schedule `ahead` from `b`'s clock's now, told from now, by this
+/// process, with `message`.
+fn window_at(b: &Arc<dyn crate::Backend>, ahead: Duration, message: &str) -> ScheduleRecord {
+    let now = b.clock().now();
+    let mut r = ScheduleRecord::by_this_process(Timestamp::at(now + ahead), Timestamp::at(now));
+    r.message = Some(message.into());
+    r
+}
+
+/// Another operator's request: the entries must name them, not this one.
+fn ops() -> ModeChange {
+    let mut c = change();
+    c.by = "ops@elsewhere".into();
+    c.pid = 4242;
+    c
+}
+
+/// The entries of `kind`.
+fn of_kind(b: &Arc<dyn crate::Backend>, kind: EventKind) -> Vec<HistoryEntry> {
+    all(b).into_iter().filter(|e| e.kind == kind).collect()
+}
+
+/// Setting a schedule appends one entry that carries it (by its holder,
+/// at the time the backend gave it, with its message); `offline off`
+/// cancelling it and `offline on` superseding it append one each, by the
+/// operator who ended it, with the site's mode unchanged — and the `off`
+/// of an ONLINE site records no mode change besides.
+pub fn setting_and_ending_a_schedule_is_recorded_once_each_with_the_schedule(
+    site: &dyn Fn() -> FreshState,
+) {
+    let s = site();
+    let b = s.open();
+    let asked = window_at(&b, Duration::from_secs(3600), "Upgrading");
+    let lease = transition::schedule(b.as_ref(), &change(), &asked).unwrap();
+    let held = lease.record().clone();
+    let set = of_kind(&s.open(), EventKind::ScheduleSet);
+    assert_eq!(set.len(), 1, "{set:#?}");
+    let e = &set[0];
+    assert_eq!(
+        (e.cause, e.from, e.to),
+        (Cause::Scheduled, Mode::Online, Mode::Online)
+    );
+    assert_eq!((e.by.as_str(), e.pid), (held.by.as_str(), held.pid));
+    assert_eq!(e.at, held.set_at);
+    assert_eq!(e.message.as_deref(), Some("Upgrading"));
+    assert_eq!(e.schedule, Some(ScheduleRef::from(&held)));
+
+    let (record, cancelled) =
+        transition::deactivate_cancelling(s.open().as_ref(), &ops(), false).unwrap();
+    assert_eq!(record.mode, Mode::Online);
+    let cancelled = cancelled.expect("the schedule was live");
+    drop(lease);
+    let ended = of_kind(&s.open(), EventKind::ScheduleCancelled);
+    assert_eq!(ended.len(), 1, "{ended:#?}");
+    let e = &ended[0];
+    assert_eq!(
+        (e.cause, e.from, e.to),
+        (Cause::Off, Mode::Online, Mode::Online)
+    );
+    assert_eq!((e.by.as_str(), e.pid), ("ops@elsewhere", 4242));
+    assert_eq!(e.at, cancelled.end.at, "when it ended, as stored");
+    assert_eq!(e.schedule.as_ref().map(|r| &r.id), Some(&held.id));
+    assert!(e.reason.contains("offline off"), "{}", e.reason);
+    assert!(
+        changes(&s.open()).is_empty(),
+        "an ONLINE site's off changes no mode: {:#?}",
+        all(&s.open())
+    );
+
+    let lease = transition::schedule(b.as_ref(), &change(), &asked).unwrap();
+    let second = lease.record().id.clone();
+    transition::supersede_schedule(s.open().as_ref(), &ops())
+        .unwrap()
+        .expect("the schedule was live");
+    drop(lease);
+    let ended = of_kind(&s.open(), EventKind::ScheduleCancelled);
+    assert_eq!(ended.len(), 2, "{ended:#?}");
+    let e = &ended[1];
+    assert_eq!((e.cause, e.by.as_str()), (Cause::On, "ops@elsewhere"));
+    assert_eq!(
+        e.schedule.as_ref().map(|r| r.id.as_str()),
+        Some(second.as_str())
+    );
+    assert_eq!(of_kind(&s.open(), EventKind::ScheduleSet).len(), 2);
+    assert!(
+        s.open().record_unrecorded().unwrap().is_empty(),
+        "every end was written: nothing lapsed"
+    );
+}
+
+/// A schedule whose holder died without ending it (killed: the lease
+/// dropped without an end) is recorded as lapsed by whoever notices
+/// first, exactly once, however many notice it at the same moment; later
+/// looks, and the next writer, add nothing.
+pub fn a_lapsed_schedule_is_recorded_exactly_once_however_many_notice_it(
+    site: &dyn Fn() -> FreshState,
+) {
+    let s = site();
+    let b = s.open();
+    let lease = b
+        .begin_schedule(&window_at(&b, Duration::from_secs(3600), "m"))
+        .unwrap();
+    let held = lease.record().clone();
+    drop(lease);
+    assert_eq!(s.open().schedule().unwrap(), None, "gone at once");
+    const READERS: usize = 8;
+    let backends: Vec<_> = (0..READERS).map(|_| s.open()).collect();
+    let start = Arc::new(Barrier::new(READERS));
+    let threads: Vec<_> = backends
+        .into_iter()
+        .map(|b| {
+            let start = Arc::clone(&start);
+            std::thread::spawn(move || {
+                start.wait();
+                b.record_unrecorded().unwrap()
+            })
+        })
+        .collect();
+    let recorded: Vec<HistoryEntry> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(recorded.len(), 1, "one reader records it: {recorded:#?}");
+    let e = &recorded[0];
+    assert_eq!(
+        (e.kind, e.cause, e.from, e.to),
+        (
+            EventKind::ScheduleLapsed,
+            Cause::Lapsed,
+            Mode::Online,
+            Mode::Online
+        )
+    );
+    assert_eq!((e.by.as_str(), e.pid), (held.by.as_str(), held.pid));
+    assert_eq!(e.schedule, Some(ScheduleRef::from(&held)));
+    assert!(e.noticed_by.is_some());
+    assert!(
+        e.reason
+            .ends_with("is gone: the schedule lapsed, and the site stays ONLINE"),
+        "{}",
+        e.reason
+    );
+    assert_eq!(all(&s.open()), recorded, "in the history once");
+    assert!(s.open().record_unrecorded().unwrap().is_empty());
+    transition::force(s.open().as_ref(), &change()).unwrap();
+    assert_eq!(of_kind(&s.open(), EventKind::ScheduleLapsed).len(), 1);
+}
+
+/// A writer that finds a lapsed schedule (here: the next schedule set)
+/// records the lapse first, and hands it out for its hooks.
+pub fn a_writer_records_the_lapsed_schedule_it_finds(site: &dyn Fn() -> FreshState) {
+    let s = site();
+    let b = s.open();
+    let first = b
+        .begin_schedule(&window_at(&b, Duration::from_secs(3600), "first"))
+        .unwrap();
+    let dead = first.record().id.clone();
+    drop(first);
+    let next = transition::schedule(
+        b.as_ref(),
+        &change(),
+        &window_at(&b, Duration::from_secs(60), "next"),
+    )
+    .unwrap();
+    let kinds: Vec<(EventKind, Option<String>)> = all(&s.open())
+        .into_iter()
+        .map(|e| (e.kind, e.schedule.map(|r| r.id)))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (EventKind::ScheduleLapsed, Some(dead)),
+            (EventKind::ScheduleSet, Some(next.record().id.clone())),
+        ]
+    );
+    assert!(
+        b.record_unrecorded().unwrap().is_empty(),
+        "handed out for its hooks already"
+    );
+}
+
+/// A scheduled window's own changes are the schedule's: set, then at its
+/// time PENDING and OFFLINE, each carrying it with the cause `scheduled`;
+/// the `off` after is no longer the schedule's.
+pub fn a_scheduled_window_records_its_mode_changes_with_the_schedule(
+    site: &dyn Fn() -> FreshState,
+) {
+    let s = site();
+    let clock = ManualClock::starting_now();
+    let b = s.open_with(clock.clone());
+    let me = change().message(Some("Upgrading".into()));
+    let mut lease = transition::schedule(
+        b.as_ref(),
+        &me,
+        &window_at(&b, Duration::from_secs(3600), "Upgrading"),
+    )
+    .unwrap();
+    let held = lease.record().clone();
+    let waiting = Arc::clone(&b);
+    let mut a = activation(Duration::from_secs(600));
+    a.change = me.clone();
+    let h = std::thread::spawn(move || {
+        let notice = transition::wait_for_schedule(waiting.as_ref(), &me, lease.as_mut(), &never)?;
+        assert_eq!(notice, Notice::Due);
+        transition::activate_scheduled(waiting.as_ref(), lease.as_mut(), &a, &never, &mut |_| {})
+    });
+    clock.advance(Duration::from_secs(3600));
+    eventually("PENDING at the schedule's time", || {
+        s.open().mode().unwrap().mode == Mode::Pending
+    });
+    // The settle time passes on the backend's clock.
+    clock.advance(Duration::from_secs(1));
+    let out = h.join().unwrap().unwrap();
+    assert!(matches!(out, Outcome::Offline { .. }), "{out:?}");
+    transition::deactivate(s.open().as_ref(), &change(), false).unwrap();
+
+    let entries = all(&s.open());
+    let seen: Vec<(EventKind, Cause, Mode, Mode, bool)> = entries
+        .iter()
+        .map(|e| (e.kind, e.cause, e.from, e.to, e.schedule.is_some()))
+        .collect();
+    use Mode::*;
+    assert_eq!(
+        seen,
+        [
+            (
+                EventKind::ScheduleSet,
+                Cause::Scheduled,
+                Online,
+                Online,
+                true
+            ),
+            (EventKind::Mode, Cause::Scheduled, Online, Pending, true),
+            (EventKind::Mode, Cause::Scheduled, Pending, Offline, true),
+            (EventKind::Mode, Cause::Off, Offline, Online, false),
+        ]
+    );
+    for e in &entries[..3] {
+        assert_eq!(e.schedule, Some(ScheduleRef::from(&held)), "{e:#?}");
+        assert_eq!(e.message.as_deref(), Some("Upgrading"));
+    }
+    assert!(entries[1].at >= held.at, "PENDING at its time, not before");
+    assert!(
+        s.open().record_unrecorded().unwrap().is_empty(),
+        "it ended due: nothing lapsed"
+    );
+}
+
+/// A schedule its own process ends — interrupted before its time, or
+/// refused at its time by a drain-`block` command — is recorded as
+/// cancelled by that process, saying why; one whose time finds the site
+/// OFFLINE already is recorded as due, since no mode change marks it.
+pub fn a_schedule_its_own_process_ends_is_recorded_saying_why(site: &dyn Fn() -> FreshState) {
+    let s = site();
+    let b = s.open();
+    let mut lease = transition::schedule(
+        b.as_ref(),
+        &change(),
+        &window_at(&b, Duration::from_secs(3600), "m"),
+    )
+    .unwrap();
+    let notice =
+        transition::wait_for_schedule(b.as_ref(), &change(), lease.as_mut(), &|| true).unwrap();
+    assert_eq!(notice, Notice::Interrupted);
+    drop(lease);
+
+    let job = task(&s.open(), "backup", Policy::DEFAULT.drain(Drain::Block)).unwrap();
+    let mut lease = transition::schedule(
+        b.as_ref(),
+        &change(),
+        &window_at(&b, Duration::from_secs(1), "m"),
+    )
+    .unwrap();
+    let err = transition::activate_scheduled(
+        b.as_ref(),
+        lease.as_mut(),
+        &activation(Duration::from_secs(30)),
+        &never,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::Refused(Refusal::Blocked { .. })),
+        "{err}"
+    );
+    assert_eq!(s.open().schedule().unwrap(), None, "withdrawn at once");
+    drop(lease);
+    drop(job);
+
+    transition::force(b.as_ref(), &change()).unwrap();
+    let mut lease = transition::schedule(
+        b.as_ref(),
+        &change(),
+        &window_at(&b, Duration::from_secs(1), "m"),
+    )
+    .unwrap();
+    let out = transition::activate_scheduled(
+        b.as_ref(),
+        lease.as_mut(),
+        &activation(Duration::from_secs(30)),
+        &never,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(
+        matches!(out, Outcome::Offline { already: true, .. }),
+        "{out:?}"
+    );
+    drop(lease);
+
+    let me = change();
+    let ends: Vec<(EventKind, Cause, Mode)> = all(&s.open())
+        .into_iter()
+        .filter(|e| e.kind != EventKind::ScheduleSet && e.kind != EventKind::Mode)
+        .inspect(|e| {
+            assert_eq!((e.by.as_str(), e.pid), (me.by.as_str(), me.pid), "{e:#?}");
+            assert!(e.schedule.is_some(), "{e:#?}");
+        })
+        .map(|e| (e.kind, e.cause, e.to))
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            (
+                EventKind::ScheduleCancelled,
+                Cause::Interrupted,
+                Mode::Online
+            ),
+            (EventKind::ScheduleCancelled, Cause::Refused, Mode::Online),
+            (EventKind::ScheduleDue, Cause::Scheduled, Mode::Offline),
+        ]
+    );
+    assert!(
+        s.open().record_unrecorded().unwrap().is_empty(),
+        "every end was written: nothing lapsed"
+    );
+}
+
+/// Polls `check` until it holds (a hang guard of a minute, never a
+/// measure of speed).
+#[track_caller]
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not {what} within a minute"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

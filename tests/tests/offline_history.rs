@@ -1,0 +1,403 @@
+//! The history of mode changes end to end, with the real `manage` binary
+//! (`e2e-manage`) in real processes: a sequence of `on` (waiting for a
+//! command), `--force`, a timeout, `off`, `run` and a waiter killed, read
+//! back with `offline history --json` and as a table, then rotated past
+//! its bound; a lapsed PENDING and a run killed mid-command each recorded
+//! exactly once while several readers race to notice them; a scheduled
+//! window set, gone PENDING and OFFLINE at its time, and turned off; a
+//! schedule cancelled, withdrawn and killed, each recorded once.
+
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+
+use maintenance_core::Mode;
+use maintenance_core::history::{Cause, EventKind, HistoryEntry};
+use manage_tests::{CliSite, Proc, user_at_host};
+
+const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
+
+/// `offline history --json -n N`, parsed (one entry a line), checked to
+/// exit 0 without warnings.
+fn history(site: &CliSite, n: usize) -> Vec<HistoryEntry> {
+    let out = site.run(&["offline", "history", "--json", "-n", &n.to_string()]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(out.stderr, "", "{out}");
+    out.stdout
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not an entry ({e}): {l}")))
+        .collect()
+}
+
+/// `(cause, from, to, forced)` of each entry.
+fn changes(entries: &[HistoryEntry]) -> Vec<(Cause, Mode, Mode, bool)> {
+    entries
+        .iter()
+        .map(|e| (e.cause, e.from, e.to, e.forced))
+        .collect()
+}
+
+/// Starts `offline on` while `sleeper` holds the site, and waits until it
+/// is PENDING.
+fn waiting_on(site: &CliSite, args: &[&str]) -> Proc {
+    let mut argv = vec!["offline", "on"];
+    argv.extend(args);
+    let on = site.spawn(&argv);
+    site.wait_for_mode(Mode::Pending);
+    on
+}
+
+#[test]
+fn the_history_of_on_force_timeout_off_run_and_a_killed_waiter_reads_back_then_rotates() {
+    let site = CliSite::new(EXE);
+    let me = user_at_host();
+
+    // `on` waits for a command, which then ends.
+    let (mut sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
+    let on = waiting_on(&site, &["--message", "Upgrading"]);
+    sleeper.kill9();
+    assert_eq!(on.finish().code(), Some(0));
+    assert_eq!(site.run(&["offline", "off"]).code(), Some(0));
+    // `--force`, then `off`.
+    assert_eq!(site.run(&["offline", "on", "--force"]).code(), Some(0));
+    assert_eq!(site.run(&["offline", "off"]).code(), Some(0));
+    // A timeout.
+    let (mut sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
+    let out = site.run(&["offline", "on", "--timeout", "0.2"]);
+    assert_eq!(out.code(), Some(124), "{out}");
+    sleeper.kill9();
+    // The deploy one-liner.
+    assert_eq!(site.run(&["offline", "run", "--", "hello"]).code(), Some(0));
+    // A waiter killed: PENDING lapses, and the next look records it.
+    let (mut sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
+    let mut on = waiting_on(&site, &[]);
+    on.kill9();
+    sleeper.kill9();
+    assert_eq!(site.run(&["offline", "status"]).code(), Some(0));
+
+    let entries = history(&site, 100);
+    use Cause::*;
+    use Mode::*;
+    assert_eq!(
+        changes(&entries),
+        [
+            (On, Online, Pending, false),
+            (On, Pending, Offline, false),
+            (Off, Offline, Online, false),
+            (Force, Online, Offline, true),
+            (Off, Offline, Online, false),
+            (On, Online, Pending, false),
+            (Timeout, Pending, Online, false),
+            (Run, Online, Pending, false),
+            (Run, Pending, Offline, false),
+            (Run, Offline, Online, false),
+            (On, Online, Pending, false),
+            (Lapsed, Pending, Online, false),
+        ],
+        "{entries:#?}"
+    );
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.kind == EventKind::Mode && e.by == me)
+    );
+    assert!(entries.windows(2).all(|w| w[0].at <= w[1].at), "in order");
+    // Who waited, how long, and for what; what was still live.
+    let offline = &entries[1];
+    assert_eq!(offline.message.as_deref(), Some("Upgrading"));
+    let waited = offline.waited.as_ref().expect("how long it waited");
+    assert!(waited.seconds > 0.0, "{waited:?}");
+    assert_eq!(waited.held_by.tasks.len(), 1, "{waited:?}");
+    assert_eq!(waited.held_by.tasks[0].name, "sleeper");
+    let timeout = &entries[6];
+    assert!(
+        timeout
+            .reason
+            .starts_with("offline on: timed out after 0.2s; still live: command `sleeper`"),
+        "{}",
+        timeout.reason
+    );
+    assert_eq!(timeout.live.tasks[0].name, "sleeper");
+    assert_eq!(timeout.pid, entries[5].pid, "the waiter that began it");
+    assert!(
+        entries[9].reason.contains("offline run -- hello"),
+        "{}",
+        entries[9].reason
+    );
+    let lapse = &entries[11];
+    assert_eq!(lapse.pid, on.pid(), "the killed waiter's");
+    assert!(lapse.noticed_by.is_some(), "{lapse:?}");
+
+    // The table, newest last, readable at a glance.
+    let out = site.run(&["offline", "history", "-n", "3"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(out.stdout.len(), 4, "a header and three rows: {out}");
+    let header: Vec<&str> = out.stdout[0].split_whitespace().collect();
+    assert_eq!(header, ["TIME", "CHANGE", "BY", "TOOK", "WHY"]);
+    assert!(
+        out.stdout[1].contains("OFFLINE → ONLINE")
+            && out.stdout[1].contains("offline run -- hello"),
+        "{out}"
+    );
+    assert!(
+        out.stdout[3].contains("PENDING → ONLINE") && out.stdout[3].contains("lapsed"),
+        "{out}"
+    );
+
+    // Rotation: past a small bound, into history.jsonl.1, keeping the
+    // newest entries, the mode of every state file, and nothing else.
+    std::fs::write(
+        site.dir().join("manage.toml"),
+        "refresh_interval = \"50ms\"\n[history]\nmax_size = \"2KiB\"\n",
+    )
+    .unwrap();
+    let state = site.state();
+    let mut rounds = 0;
+    while !state.join("history.jsonl.1").exists() || rounds < 8 {
+        assert_eq!(site.run(&["offline", "on", "--force"]).code(), Some(0));
+        assert_eq!(site.run(&["offline", "off"]).code(), Some(0));
+        rounds += 1;
+        assert!(rounds < 100, "never rotated");
+    }
+    for name in ["history.jsonl", "history.jsonl.1"] {
+        let meta = std::fs::metadata(state.join(name)).unwrap();
+        assert!(meta.len() <= 2048, "{name}: {} bytes", meta.len());
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o600, "{name}");
+    }
+    let kept = history(&site, 1000);
+    assert!(kept.len() < entries.len() + 2 * rounds, "the oldest went");
+    assert_eq!(
+        changes(&kept[kept.len() - 2..]),
+        [
+            (Force, Online, Offline, true),
+            (Off, Offline, Online, false)
+        ],
+        "the newest are kept"
+    );
+}
+
+#[test]
+fn a_lapsed_pending_is_recorded_once_however_many_processes_notice_it_at_once() {
+    let site = CliSite::new(EXE);
+    let (mut sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
+    let mut on = waiting_on(&site, &[]);
+    on.kill9();
+    // Readers of both kinds race to notice it.
+    let readers: Vec<Proc> = (0..8)
+        .map(|i| {
+            if i % 2 == 0 {
+                site.spawn(&["offline", "status"])
+            } else {
+                site.spawn(&["offline", "history", "--json"])
+            }
+        })
+        .collect();
+    for r in readers {
+        let out = r.finish();
+        assert_eq!(out.code(), Some(0), "{out}");
+        assert_eq!(out.stderr, "", "{out}");
+    }
+    let lapses: Vec<HistoryEntry> = history(&site, 100)
+        .into_iter()
+        .filter(|e| e.cause == Cause::Lapsed)
+        .collect();
+    assert_eq!(lapses.len(), 1, "{lapses:#?}");
+    assert_eq!(lapses[0].pid, on.pid());
+    // The writer that follows records no second one.
+    assert_eq!(site.run(&["offline", "on", "--force"]).code(), Some(0));
+    let all = history(&site, 100);
+    assert_eq!(all.iter().filter(|e| e.cause == Cause::Lapsed).count(), 1);
+    assert_eq!(all.last().unwrap().cause, Cause::Force);
+    sleeper.kill9();
+}
+
+#[test]
+fn a_run_killed_mid_command_is_recorded_once_before_the_off_that_follows() {
+    let site = CliSite::new(EXE);
+    let (mut run, _) = site.start(&["offline", "run", "--", "sleeper", "--secs", "60"]);
+    assert_eq!(site.mode().mode, Mode::Offline);
+    run.kill9();
+    let readers: Vec<Proc> = (0..6).map(|_| site.spawn(&["offline", "status"])).collect();
+    for r in readers {
+        assert_eq!(r.finish().code(), Some(0));
+    }
+    assert_eq!(site.run(&["offline", "off"]).code(), Some(0));
+    let entries = history(&site, 100);
+    use Cause::*;
+    use Mode::*;
+    assert_eq!(
+        changes(&entries),
+        [
+            (Run, Online, Pending, false),
+            (Run, Pending, Offline, false),
+            (Abandoned, Offline, Offline, false),
+            (Off, Offline, Online, false),
+        ],
+        "{entries:#?}"
+    );
+    let abandoned = &entries[2];
+    assert_eq!(abandoned.kind, EventKind::RunAbandoned);
+    assert_eq!(abandoned.pid, run.pid());
+    assert!(
+        abandoned
+            .reason
+            .contains("`offline run -- sleeper --secs 60`")
+            && abandoned
+                .reason
+                .contains("was killed while its command ran"),
+        "{}",
+        abandoned.reason
+    );
+    // Nothing more is noticed later.
+    assert_eq!(site.run(&["offline", "status"]).code(), Some(0));
+    assert_eq!(history(&site, 100), entries);
+}
+
+/// Starts `manage ARGS…` (an `offline on --at …`) and waits until it says
+/// its window is scheduled: from then on the schedule is live.
+fn scheduled(site: &CliSite, args: &[&str]) -> Proc {
+    let mut p = site.spawn(args);
+    let line = p.line();
+    assert!(line.starts_with("Offline scheduled at "), "{line:?}");
+    p
+}
+
+/// `(kind, cause, from, to)` of each entry.
+fn events(entries: &[HistoryEntry]) -> Vec<(EventKind, Cause, Mode, Mode)> {
+    entries
+        .iter()
+        .map(|e| (e.kind, e.cause, e.from, e.to))
+        .collect()
+}
+
+#[test]
+fn a_scheduled_window_reads_back_as_set_then_its_pending_and_offline_then_the_off() {
+    let site = CliSite::new(EXE);
+    let me = user_at_host();
+    let on = scheduled(
+        &site,
+        &["offline", "on", "--at", "+2s", "--message", "Upgrading"],
+    );
+    let holder = on.pid();
+    let out = on.finish();
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(site.run(&["offline", "off"]).code(), Some(0));
+
+    let entries = history(&site, 100);
+    use Cause::*;
+    use Mode::*;
+    assert_eq!(
+        events(&entries),
+        [
+            (EventKind::ScheduleSet, Scheduled, Online, Online),
+            (EventKind::Mode, Scheduled, Online, Pending),
+            (EventKind::Mode, Scheduled, Pending, Offline),
+            (EventKind::Mode, Off, Offline, Online),
+        ],
+        "{entries:#?}"
+    );
+    let at = entries[0].schedule.as_ref().expect("the schedule set").at;
+    for e in &entries[..3] {
+        let s = e.schedule.as_ref().unwrap_or_else(|| panic!("{e:#?}"));
+        assert_eq!((s.at, s.pid, s.by.as_str()), (at, holder, me.as_str()));
+        assert_eq!(s.message.as_deref(), Some("Upgrading"));
+        assert_eq!(e.pid, holder, "the waiting process made each");
+        assert_eq!(e.message.as_deref(), Some("Upgrading"));
+    }
+    assert!(
+        entries[3].schedule.is_none(),
+        "the off is not the schedule's"
+    );
+    assert!(entries[1].at >= at, "PENDING at its time, never before");
+    assert!(
+        entries[0].reason.starts_with("offline on --at "),
+        "{}",
+        entries[0].reason
+    );
+
+    // The table says it at a glance.
+    let out = site.run(&["offline", "history"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(out.stdout.len(), 5, "{out}");
+    assert!(out.stdout[1].contains("schedule set"), "{out}");
+    assert!(out.stdout[2].contains("ONLINE → PENDING"), "{out}");
+}
+
+#[test]
+fn a_cancelled_a_withdrawn_and_a_killed_schedule_are_each_recorded_once() {
+    let site = CliSite::new(EXE);
+    // Cancelled by `off`.
+    let cancelled = scheduled(&site, &["offline", "on", "--at", "+1h"]);
+    let off = site.spawn(&["offline", "off"]);
+    let off_pid = off.pid();
+    assert_eq!(off.finish().code(), Some(0));
+    assert_eq!(cancelled.finish().code(), Some(manage_tests::REFUSED));
+    // Withdrawn by its own process, on SIGTERM.
+    let withdrawn = scheduled(&site, &["offline", "on", "--at", "+1h"]);
+    let withdrawn_pid = withdrawn.pid();
+    manage_tests::send_signal(withdrawn_pid, rustix::process::Signal::TERM);
+    assert_eq!(
+        withdrawn.finish().code(),
+        Some(i32::from(maintenance_core::exit::INTERRUPTED))
+    );
+    // Killed: nobody lived to record it; readers of both kinds race to.
+    let mut killed = scheduled(&site, &["offline", "on", "--at", "+1h"]);
+    killed.kill9();
+    let readers: Vec<Proc> = (0..8)
+        .map(|i| {
+            if i % 2 == 0 {
+                site.spawn(&["offline", "status"])
+            } else {
+                site.spawn(&["offline", "history", "--json"])
+            }
+        })
+        .collect();
+    for r in readers {
+        let out = r.finish();
+        assert_eq!(out.code(), Some(0), "{out}");
+        assert_eq!(out.stderr, "", "{out}");
+    }
+    // A writer after them records no second one.
+    assert_eq!(site.run(&["offline", "on", "--force"]).code(), Some(0));
+
+    let entries = history(&site, 100);
+    use Cause::*;
+    use Mode::*;
+    assert_eq!(
+        events(&entries),
+        [
+            (EventKind::ScheduleSet, Scheduled, Online, Online),
+            (EventKind::ScheduleCancelled, Off, Online, Online),
+            (EventKind::ScheduleSet, Scheduled, Online, Online),
+            (EventKind::ScheduleCancelled, Interrupted, Online, Online),
+            (EventKind::ScheduleSet, Scheduled, Online, Online),
+            (EventKind::ScheduleLapsed, Lapsed, Online, Online),
+            (EventKind::Mode, Force, Online, Offline),
+        ],
+        "{entries:#?}"
+    );
+    let holders: Vec<u32> = entries[..6]
+        .iter()
+        .map(|e| e.schedule.as_ref().expect("each carries it").pid)
+        .collect();
+    assert_eq!(
+        holders,
+        [
+            entries[0].pid,
+            entries[0].pid,
+            withdrawn_pid,
+            withdrawn_pid,
+            killed.pid(),
+            killed.pid()
+        ]
+    );
+    assert_eq!(entries[1].pid, off_pid, "cancelled by the off");
+    assert_eq!(entries[3].pid, withdrawn_pid, "withdrawn by its holder");
+    assert_eq!(entries[5].pid, killed.pid(), "the killed holder's");
+    assert!(entries[5].noticed_by.is_some(), "{:#?}", entries[5]);
+    assert!(
+        entries[5].reason.contains("lapsed"),
+        "{}",
+        entries[5].reason
+    );
+}
