@@ -266,6 +266,9 @@ macro_rules! backend_conformance {
             history::a_writer_records_the_lapsed_schedule_it_finds,
             history::a_scheduled_window_records_its_mode_changes_with_the_schedule,
             history::a_schedule_its_own_process_ends_is_recorded_saying_why,
+            history::every_read_only_mode_change_appends_one_entry,
+            history::a_lapsed_read_only_drain_is_recorded_exactly_once_going_back_where_it_came_from,
+            history::a_read_only_schedules_events_carry_read_only,
         );
     };
     (@tests $state:path; $($area:ident::$case:ident),* $(,)?) => {

@@ -44,6 +44,8 @@ impl FileBackend {
     pub(super) fn begin_read_only_under_gate(&self, change: &ModeChange) -> Result<ReadOnlyStart> {
         let current = self.record_for_writer();
         self.clean_under_gate(&current)?;
+        // A lapsed drain this replaces is recorded first.
+        self.notice_under_gate();
         let view = self.view()?;
         match view.mode {
             Mode::ReadOnly | Mode::Offline => {
@@ -129,6 +131,7 @@ impl FileBackend {
     pub(super) fn go_read_only_under_gate(&self, change: &ModeChange) -> Result<ModeRecord> {
         let r = self.record_for_writer();
         self.clean_under_gate(&r)?;
+        self.notice_under_gate();
         let next = if r.mode == Mode::ReadOnly {
             let mut same = r.clone();
             change.update(&mut same);
