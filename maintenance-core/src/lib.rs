@@ -111,8 +111,9 @@
 //! `sessions.rs`. How a child keeps its task: [`CommandTask::handoff`] and
 //! [`join`] (the proof a nested run presents). What happened: [`history`]
 //! (every change and schedule event, appended by [`transition`] once
-//! durable; a lapse, of a PENDING or a schedule, recorded once by whoever
-//! notices it) and [`hooks`] (run detached after each).
+//! durable, the read-only tier's as READONLY_PENDING and READONLY; a
+//! lapse, of a drain or a schedule, recorded once by whoever notices it)
+//! and [`hooks`] (run detached after each).
 
 pub mod admission;
 pub mod backend;
