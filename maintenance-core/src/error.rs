@@ -78,11 +78,18 @@ impl Error {
 /// Why a task was not started.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Refusal {
-    /// The site is PENDING or OFFLINE and the command's policy refuses that.
+    /// The site is in maintenance (PENDING, OFFLINE, or READONLY_PENDING and
+    /// READONLY for a command that may write) and the command's policy
+    /// refuses that.
     #[error(
-        "refusing to run `{command}`: the site is {mode} since {since} (set by {by}){}; \
+        "refusing to run `{command}`: the site is {mode} since {since} (set by {by}){}{}; \
          to run it inside the maintenance window anyway, pass --ignore-maintenance",
-        message.as_deref().map(|m| format!(", message: {m:?}")).unwrap_or_default()
+        message.as_deref().map(|m| format!(", message: {m:?}")).unwrap_or_default(),
+        if matches!(mode, Mode::ReadOnlyPending | Mode::ReadOnly) {
+            ", and it may write (a command that only reads declares access read-only)"
+        } else {
+            ""
+        }
     )]
     Maintenance {
         /// The refused command.
@@ -96,8 +103,9 @@ pub enum Refusal {
         /// The operator's message.
         message: Option<String>,
     },
-    /// The command runs only inside a maintenance window. The way out
-    /// names this process's own binary (`mysite offline run -- migrate`).
+    /// The command runs only inside a maintenance window (a read-only one is
+    /// none for a command that may write). The way out names this process's
+    /// own binary (`mysite offline run -- migrate`).
     #[error(
         "refusing to run `{command}`: the site is {mode}, and it runs only while the site is OFFLINE; \
          run it inside a window: {} offline run -- {command}",
@@ -131,16 +139,35 @@ pub enum Refusal {
         /// What was refused and the way out.
         what: String,
     },
-    /// Another process is waiting to take the site offline.
+    /// Another process is waiting to take the site offline (or read-only).
     #[error(
-        "another process is taking the site offline (PENDING since {since}, by {by}); \
-         `offline run` needs the window to itself: wait for it, or run `offline off` first"
+        "another process is taking the site {} ({mode} since {since}, by {by}); \
+         `offline run` needs the window to itself: wait for it, or run `offline off` first",
+        if *mode == Mode::ReadOnlyPending { "read-only" } else { "offline" }
     )]
     PendingElsewhere {
+        /// The draining mode in force.
+        mode: Mode,
         /// Since when.
         since: Timestamp,
         /// Who.
         by: String,
+    },
+    /// A drain toward another mode is under way: `offline on` while the
+    /// site goes READONLY, or `on --read-only` while it goes OFFLINE.
+    #[error(
+        "the site is {mode} since {since} (by {by}): {what}; wait for that drain to end, or \
+         end it with `offline off`"
+    )]
+    DrainUnderWay {
+        /// The draining mode in force.
+        mode: Mode,
+        /// Since when.
+        since: Timestamp,
+        /// Who began it.
+        by: String,
+        /// What was refused, and why.
+        what: String,
     },
     /// A wait for OFFLINE from inside a running task would wait for itself.
     #[error(
@@ -247,8 +274,10 @@ fn blocked_message(tasks: &[TaskRecord]) -> String {
 
 fn scheduled_message(schedule: &ScheduleRecord) -> String {
     format!(
-        "an offline window is already scheduled at {} by {} (pid {}){}; only one at a time: \
+        "{} {} window is already scheduled at {} by {} (pid {}){}; only one at a time: \
          cancel it with `{} offline off`, or let it run and schedule the next one afterwards",
+        if schedule.read_only { "a" } else { "an" },
+        kind(schedule),
         local_time(schedule.at),
         schedule.by,
         schedule.pid,
@@ -261,20 +290,30 @@ fn scheduled_message(schedule: &ScheduleRecord) -> String {
     )
 }
 
+/// `offline` or `read-only`: the kind of window `schedule` is.
+fn kind(schedule: &ScheduleRecord) -> &'static str {
+    if schedule.read_only {
+        "read-only"
+    } else {
+        "offline"
+    }
+}
+
 fn schedule_ended_message(schedule: &ScheduleRecord, end: &ScheduleEnd) -> String {
     let when = local_time(schedule.at);
+    let kind = kind(schedule);
     let who = format!("{} (pid {})", end.by, end.pid);
     match end.why {
         ScheduleEndReason::Cancelled => format!(
-            "the offline window scheduled at {when} was cancelled by {who} with `offline off`: \
+            "the {kind} window scheduled at {when} was cancelled by {who} with `offline off`: \
              the site is ONLINE"
         ),
         ScheduleEndReason::Superseded => format!(
-            "the offline window scheduled at {when} ended: {who} took the site offline now with \
+            "the {kind} window scheduled at {when} ended: {who} took the site offline now with \
              `offline on`"
         ),
         why => format!(
-            "the offline window scheduled at {when} ended ({}) by {who}",
+            "the {kind} window scheduled at {when} ended ({}) by {who}",
             why.as_str()
         ),
     }

@@ -11,13 +11,32 @@ pub const USAGE: u8 = 2;
 pub const STATUS_PENDING: u8 = 3;
 /// `offline status --exit-code`: the site is OFFLINE.
 pub const STATUS_OFFLINE: u8 = 4;
+/// `offline status --exit-code`: the site is READONLY_PENDING (going
+/// read-only: writes are refused, what may write drains).
+pub const STATUS_READONLY_PENDING: u8 = 5;
+/// `offline status --exit-code`: the site is READONLY.
+pub const STATUS_READONLY: u8 = 6;
+
+/// The `offline status --exit-code` of `mode`: 0 ONLINE, 3 PENDING, 4
+/// OFFLINE, 5 READONLY_PENDING, 6 READONLY.
+pub fn of_status(mode: crate::mode::Mode) -> u8 {
+    use crate::mode::Mode;
+    match mode {
+        Mode::Online => SUCCESS,
+        Mode::Pending => STATUS_PENDING,
+        Mode::Offline => STATUS_OFFLINE,
+        Mode::ReadOnlyPending => STATUS_READONLY_PENDING,
+        Mode::ReadOnly => STATUS_READONLY,
+    }
+}
 /// Refused or cancelled before or instead of running: maintenance under
 /// way, blocked by a `block` command, already running, a wait cancelled by
 /// another operator, `offline on`/`run` inside a task (`EX_TEMPFAIL`).
 pub const REFUSED: u8 = 75;
 /// A registered command panicked.
 pub const PANICKED: u8 = 101;
-/// `offline on` (or `run`'s wait) timed out; the site went back ONLINE.
+/// `offline on` (or `run`'s wait) timed out; the site went back where the
+/// drain came from (ONLINE, or READONLY).
 pub const TIMED_OUT: u8 = 124;
 /// Interrupted by Ctrl-C or SIGTERM.
 pub const INTERRUPTED: u8 = 130;
@@ -31,7 +50,7 @@ pub const TABLE: &[(u8, &str)] = &[
     ),
     (
         TIMED_OUT,
-        "`offline on` timed out; the site went back ONLINE",
+        "`offline on` timed out; the site went back where it came from",
     ),
     (INTERRUPTED, "interrupted by Ctrl-C or SIGTERM"),
     (PANICKED, "the command panicked"),

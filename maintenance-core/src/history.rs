@@ -34,9 +34,10 @@ pub enum EventKind {
     /// The process holding a schedule died before its time.
     ScheduleLapsed,
     /// A scheduled window's time came with no mode change of its own to
-    /// mark it: the site was OFFLINE already, or going offline by another
-    /// process's wait, which it joined. (Otherwise the PENDING it begins
-    /// carries the schedule.)
+    /// mark it: the site was OFFLINE (or, for a read-only window, READONLY)
+    /// already, or draining toward it by another process's wait, which it
+    /// joined. (Otherwise the PENDING or READONLY_PENDING it begins carries
+    /// the schedule.)
     ScheduleDue,
     /// An `offline run` was killed while its command ran: the site stays
     /// OFFLINE (`from` and `to` are the mode then).
@@ -77,21 +78,27 @@ impl fmt::Display for EventKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
-    /// `offline on`: PENDING began, or the wait ended OFFLINE.
+    /// `offline on`: PENDING began, or the wait ended OFFLINE; with
+    /// `--read-only`, READONLY_PENDING and READONLY.
     On,
-    /// `offline on --force`: OFFLINE at once.
+    /// `offline on --force`: OFFLINE (or, with `--read-only`, READONLY)
+    /// at once.
     Force,
-    /// `offline on --timeout` ran out: back ONLINE.
+    /// `offline on --timeout` ran out: back where the drain came from
+    /// (ONLINE, or READONLY for a PENDING begun there).
     Timeout,
-    /// The wait was interrupted (Ctrl-C, SIGTERM): back ONLINE.
+    /// The wait was interrupted (Ctrl-C, SIGTERM): back where the drain
+    /// came from.
     Interrupted,
-    /// A drain-`block` command refused the wait: back ONLINE.
+    /// A drain-`block` command refused the wait: back where the drain
+    /// came from.
     Refused,
     /// `offline off`.
     Off,
-    /// `offline run`: PENDING, OFFLINE for its command, then restored.
+    /// `offline run`: PENDING, OFFLINE for its command (with
+    /// `--read-only`: READONLY_PENDING, READONLY), then the mode it found.
     Run,
-    /// The waiting process died: PENDING lapsed to ONLINE.
+    /// The waiting process died: the drain lapsed to where it came from.
     Lapsed,
     /// The `offline run` died while its command ran.
     Abandoned,
@@ -130,6 +137,10 @@ pub struct Held {
     /// Live web sessions.
     #[serde(default)]
     pub sessions: usize,
+    /// Web layer processes with unsafe requests in flight (a drain toward
+    /// READONLY waits for them).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub writes: usize,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -142,7 +153,7 @@ impl Held {
 
     /// Whether nothing is named.
     pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty() && self.more == 0 && self.sessions == 0
+        self.tasks.is_empty() && self.more == 0 && self.sessions == 0 && self.writes == 0
     }
 
     /// Adds `task` unless a task of that id is named already.
@@ -157,14 +168,15 @@ impl Held {
         }
     }
 
-    /// Takes in everything `other` names: its tasks, and the larger count
-    /// of sessions.
+    /// Takes in everything `other` names: its tasks, and the larger counts
+    /// of sessions and of web layers with writes in flight.
     pub fn merge(&mut self, other: &Held) {
         for t in &other.tasks {
             self.add_task(t.clone());
         }
         self.more += other.more;
         self.sessions = self.sessions.max(other.sessions);
+        self.writes = self.writes.max(other.writes);
     }
 }
 
@@ -190,6 +202,13 @@ impl fmt::Display for Held {
                 "{} web session{}",
                 self.sessions,
                 if self.sessions == 1 { "" } else { "s" }
+            ));
+        }
+        if self.writes > 0 {
+            parts.push(format!(
+                "writes in flight in {} web layer{}",
+                self.writes,
+                if self.writes == 1 { "" } else { "s" }
             ));
         }
         if parts.is_empty() {
@@ -234,6 +253,11 @@ pub struct ScheduleRef {
     /// For `offline run --at`: the command the window is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub argv: Option<Vec<String>>,
+    /// A read-only window (`--at TIME --read-only`): at its time the site
+    /// goes READONLY_PENDING, then READONLY. Absent (`false`) for an
+    /// offline window.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 impl From<&ScheduleRecord> for ScheduleRef {
@@ -246,6 +270,7 @@ impl From<&ScheduleRecord> for ScheduleRef {
             pid: r.pid,
             message: r.message.clone(),
             argv: r.argv.clone(),
+            read_only: r.read_only,
         }
     }
 }
@@ -497,6 +522,7 @@ mod tests {
                 }],
                 more: 0,
                 sessions: 2,
+                writes: 0,
             },
         });
         let json = serde_json::to_value(&e).unwrap();

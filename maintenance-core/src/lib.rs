@@ -13,6 +13,13 @@
 //!   Each task records the mode it started in; [`transition::activate`] goes
 //!   OFFLINE only once no task started ONLINE is live, and its final look
 //!   and the OFFLINE write happen after that task's lock is free.
+//!   *Read-only tier:* a task started during READONLY_PENDING or READONLY —
+//!   read-only, `allowed`, the override, a read-only window's command —
+//!   holds off a later OFFLINE like one started ONLINE
+//!   ([`TaskRecord::holds_off_offline`]); READONLY is held off only by tasks
+//!   that may write and started ONLINE ([`TaskRecord::holds_off_read_only`]),
+//!   and [`transition::activate_read_only`] writes READONLY only after the
+//!   same final look under the gate ([`Backend::complete_read_only`]).
 //! - **I2** Once PENDING has begun, no new guarded task starts (the gate,
 //!   and [`admission::admit`], the one rule that decides), and no new web session
 //!   gets in (the middleware's PENDING rule). A layer whose snapshot still
@@ -26,7 +33,15 @@
 //!   listing, which never misses a session its writer moves to a newer
 //!   time bucket meanwhile (the file backend reads buckets oldest first);
 //!   `status` shows [`Backend::session_summary`], which never counts fewer
-//!   and no decision rests on.
+//!   and no decision rests on. *Read-only tier:* once READONLY_PENDING has
+//!   begun no new task that may write starts (the same gate and
+//!   [`admission::admit`]), and no web layer lets a new unsafe request in
+//!   once it has seen it; the unsafe requests a layer let in under a stale
+//!   snapshot are counted before the snapshot is read and published in
+//!   the state while READONLY_PENDING ([`Backend::begin_writes`]; the
+//!   ordering is `middleware::readonly`'s), so after the same settle time
+//!   `activate_read_only` sees every write in flight and waits for it. Web
+//!   sessions do not hold READONLY off.
 //! - **I3** A task counts exactly as long as a process of its command lives:
 //!   it is an `flock` held on a file whose descriptor a child may inherit
 //!   ([`CommandTask::prepare_child`](task::CommandTask::prepare_child));
@@ -68,9 +83,18 @@
 //!   while a waiter's lock is held: a killed waiter leaves the site ONLINE,
 //!   and the view says why. A scheduled window ([`schedule`]) likewise
 //!   lives only while its waiting process holds its lock
-//!   ([`Backend::begin_schedule`]); its end and its own PENDING are
-//!   written under the gate, so a cancel never loses to its time coming.
+//!   ([`Backend::begin_schedule`]); its end and its own draining mode
+//!   (PENDING, or READONLY_PENDING for a read-only window) are written
+//!   under the gate, so a cancel never loses to its time coming.
 //!   OFFLINE persists until someone turns it off.
+//!   *Read-only tier:* READONLY_PENDING lives as PENDING does, and a killed
+//!   waiter of either drain lets it lapse back to the mode it came from
+//!   ([`ModeRecord::lapses_to`]): READONLY_PENDING to ONLINE, a PENDING begun
+//!   from READONLY to READONLY, never ONLINE. READONLY persists until
+//!   someone turns it ONLINE or OFFLINE. The READONLY marker follows the
+//!   record as OFFLINE's does (both are ordered around every write), and the
+//!   record is stored so that a binary that predates READONLY reads it as
+//!   OFFLINE, never ONLINE ([`mode`]'s docs).
 //!
 //! Locks are `flock(2)`, which is not to be trusted on NFS: keep the state
 //! directory on a local file system. Unix only.
@@ -82,12 +106,14 @@
 //! [`backend`] (the trait, its leases, the file backend) → [`task`] (the
 //! `CommandTask` guard) → [`transition`] (the state machine: what `offline
 //! on` does, on a timeout too, and the wait for a scheduled window's time
-//! before it). How a web session counts: [`session`] and the file backend's
+//! before it), and the read-only tier beside it ([`transition::activate_read_only`],
+//! [`transition::run_in_window_to`]). How a web session counts: [`session`] and the file backend's
 //! `sessions.rs`. How a child keeps its task: [`CommandTask::handoff`] and
 //! [`join`] (the proof a nested run presents). What happened: [`history`]
 //! (every change and schedule event, appended by [`transition`] once
-//! durable; a lapse, of a PENDING or a schedule, recorded once by whoever
-//! notices it) and [`hooks`] (run detached after each).
+//! durable, the read-only tier's as READONLY_PENDING and READONLY; a
+//! lapse, of a drain or a schedule, recorded once by whoever notices it)
+//! and [`hooks`] (run detached after each).
 
 pub mod admission;
 pub mod backend;

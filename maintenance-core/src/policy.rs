@@ -1,6 +1,7 @@
-//! What a command declares about itself: tracking, instances, maintenance and
-//! drain. Recorded in every task file, so any reader — a stock `manage`
-//! looking at a site binary's tasks — knows what each live task may do.
+//! What a command declares about itself: tracking, instances, maintenance,
+//! drain and access (whether it only reads). Recorded in every task file, so
+//! any reader — a stock `manage` looking at a site binary's tasks — knows
+//! what each live task may do.
 
 use std::fmt;
 
@@ -56,6 +57,24 @@ pub enum Drain {
     Block,
 }
 
+/// Whether a command changes the site's data: what the read-only tier asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// It may write (the default): refused while READONLY_PENDING and
+    /// READONLY unless `allowed`, and a run started ONLINE holds off
+    /// READONLY and drains by its policy when READONLY_PENDING begins.
+    #[default]
+    ReadWrite,
+    /// It only reads: it runs while READONLY_PENDING and READONLY, and a run
+    /// started ONLINE does not hold off READONLY (it still holds off
+    /// OFFLINE). A `required` command that only reads runs while READONLY
+    /// too. Declared in the command's code; in manage.toml only for
+    /// external commands, since marking a registered command read-only
+    /// would loosen its policy.
+    ReadOnly,
+}
+
 /// What becomes of the processes an external command leaves behind when it
 /// exits (daemons, `ssh -f`, `git gc --auto`): set only in manage.toml.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -86,15 +105,26 @@ pub struct Policy {
     /// Wait, stop or block when the site drains.
     #[serde(default)]
     pub drain: Drain,
+    /// Whether it writes or only reads. Written only when read-only, so
+    /// task files of other commands stay as binaries before it wrote them.
+    #[serde(default, skip_serializing_if = "Access::is_read_write")]
+    pub access: Access,
+}
+
+impl Access {
+    fn is_read_write(&self) -> bool {
+        *self == Access::ReadWrite
+    }
 }
 
 impl Policy {
-    /// The defaults: tracked, single, refused, wait.
+    /// The defaults: tracked, single, refused, wait, read-write.
     pub const DEFAULT: Policy = Policy {
         tracking: Tracking::Tracked,
         instances: Instances::Single,
         maintenance: Maintenance::Refused,
         drain: Drain::Wait,
+        access: Access::ReadWrite,
     };
 
     /// This policy with the given instances.
@@ -120,6 +150,18 @@ impl Policy {
         self.tracking = tracking;
         self
     }
+
+    /// This policy with the given access: `Policy::DEFAULT.access(Access::ReadOnly)`
+    /// for a command that only reads (a report, an export).
+    pub const fn access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// Whether the command only reads.
+    pub const fn is_read_only(&self) -> bool {
+        matches!(self.access, Access::ReadOnly)
+    }
 }
 
 /// A policy as `manage.toml` sets it for one command (`[commands.NAME]`):
@@ -137,6 +179,9 @@ pub struct PolicyOverride {
     pub drain: Option<Drain>,
     /// `descendants = "keep" | "release"` (external commands only).
     pub descendants: Option<Descendants>,
+    /// `access = "read-write" | "read-only"`: `read-only` for external
+    /// commands only; a registered command may only be made `read-write`.
+    pub access: Option<Access>,
 }
 
 impl PolicyOverride {
@@ -148,6 +193,7 @@ impl PolicyOverride {
             instances: self.instances.unwrap_or_default(),
             maintenance: self.maintenance.unwrap_or_default(),
             drain: self.drain.unwrap_or_default(),
+            access: self.access.unwrap_or_default(),
         }
     }
 
@@ -157,19 +203,20 @@ impl PolicyOverride {
     ///
     /// - instances `concurrent` → `single`;
     /// - maintenance `allowed` → `refused`;
-    /// - drain `wait` → `block`.
+    /// - drain `wait` → `block`;
+    /// - access `read-only` → `read-write`.
     ///
     /// Anything else is refused with a message naming the key: tracking is
     /// the command's own; a command that does not declare `drain = stop`
     /// may not honour a stop request; one that declares `required` needs
-    /// the window.
+    /// the window; only the command's code knows that it never writes.
     pub fn for_registered(&self, name: &str, declared: Policy) -> Result<Policy, String> {
         let mut p = declared;
         let refuse = |key: &str, from: String, to: String| {
             Err(format!(
                 "[commands.{name}] {key} = \"{to}\": `{name}` declares {key} {from}, and manage.toml \
                  may only make a registered command's policy stricter (instances concurrent → single, \
-                 maintenance allowed → refused, drain wait → block)"
+                 maintenance allowed → refused, drain wait → block, access read-only → read-write)"
             ))
         };
         if self.descendants.is_some() {
@@ -204,6 +251,13 @@ impl PolicyOverride {
                 (a, b) => return refuse("drain", a.to_string(), b.to_string()),
             }
         }
+        if let Some(a) = self.access {
+            match (declared.access, a) {
+                (x, y) if x == y => {}
+                (Access::ReadOnly, Access::ReadWrite) => p.access = a,
+                (x, y) => return refuse("access", x.to_string(), y.to_string()),
+            }
+        }
         Ok(p)
     }
 }
@@ -223,7 +277,8 @@ display_lowercase! {
     Instances => { Single => "single", Concurrent => "concurrent" },
     Maintenance => { Refused => "refused", Allowed => "allowed", Required => "required" },
     Drain => { Wait => "wait", Stop => "stop", Block => "block" },
-    Descendants => { Keep => "keep", Release => "release" }
+    Descendants => { Keep => "keep", Release => "release" },
+    Access => { ReadWrite => "read-write", ReadOnly => "read-only" }
 }
 
 impl fmt::Display for Policy {
@@ -232,7 +287,12 @@ impl fmt::Display for Policy {
             f,
             "{}, {}, maintenance {}, drain {}",
             self.tracking, self.instances, self.maintenance, self.drain
-        )
+        )?;
+        // Said only when read-only: every other policy reads as before.
+        if self.is_read_only() {
+            f.write_str(", read-only")?;
+        }
+        Ok(())
     }
 }
 
@@ -260,6 +320,7 @@ mod tests {
             drain: Some(Drain::Block),
             tracking: None,
             descendants: None,
+            access: None,
         };
         let p = stricter.for_registered("backup", declared).unwrap();
         assert_eq!(
@@ -282,6 +343,38 @@ mod tests {
             ..PolicyOverride::default()
         };
         assert!(untrack.for_registered("import", Policy::DEFAULT).is_err());
+    }
+
+    #[test]
+    fn the_file_may_mark_only_an_external_command_read_only() {
+        let read_only = PolicyOverride {
+            access: Some(Access::ReadOnly),
+            ..PolicyOverride::default()
+        };
+        assert_eq!(read_only.for_external().access, Access::ReadOnly);
+        let err = read_only
+            .for_registered("import", Policy::DEFAULT)
+            .unwrap_err();
+        assert!(
+            err.starts_with(
+                "[commands.import] access = \"read-only\": `import` declares access read-write"
+            ),
+            "{err}"
+        );
+        // Making a read-only command read-write is stricter: allowed.
+        let writes = PolicyOverride {
+            access: Some(Access::ReadWrite),
+            ..PolicyOverride::default()
+        };
+        let declared = Policy::DEFAULT.access(Access::ReadOnly);
+        assert_eq!(
+            writes.for_registered("report", declared).unwrap().access,
+            Access::ReadWrite
+        );
+        assert_eq!(
+            declared.to_string(),
+            "tracked, single, maintenance refused, drain wait, read-only"
+        );
     }
 
     #[test]
@@ -309,5 +402,7 @@ mod tests {
             json,
             r#"{"tracking":"tracked","instances":"concurrent","maintenance":"allowed","drain":"wait"}"#
         );
+        let json = serde_json::to_string(&Policy::DEFAULT.access(Access::ReadOnly)).unwrap();
+        assert!(json.ends_with(r#","access":"read-only"}"#), "{json}");
     }
 }

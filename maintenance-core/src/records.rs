@@ -1,7 +1,9 @@
 //! The records a backend keeps and hands out: a live task's
-//! [`TaskRecord`], the [`TaskRequest`] it was admitted from, and the
-//! [`WindowRun`] of an `offline run` holding the window. Plain data, readable
-//! by any process; none of it holds a task's secret.
+//! [`TaskRecord`], the [`TaskRequest`] it was admitted from, the
+//! [`WindowRun`] of an `offline run` holding the window, and the
+//! [`WritesInFlight`] a web layer publishes while a read-only drain waits for
+//! its unsafe requests. Plain data, readable by any process; none of it
+//! holds a task's secret.
 
 use std::fmt;
 use std::time::Duration;
@@ -59,10 +61,34 @@ pub struct TaskRecord {
 }
 
 impl TaskRecord {
-    /// Whether this task holds off OFFLINE: it started while ONLINE (I1).
-    /// Tasks started during maintenance run inside the window.
+    /// Whether this task holds off OFFLINE: it started while the site was
+    /// open to users — ONLINE, READONLY_PENDING or READONLY (I1; a task
+    /// started during READONLY, read-only or `allowed`, holds off a later
+    /// OFFLINE like any other). Tasks started during PENDING or OFFLINE run
+    /// inside the window.
     pub fn holds_off_offline(&self) -> bool {
-        self.started_in == Mode::Online
+        matches!(
+            self.started_in,
+            Mode::Online | Mode::ReadOnlyPending | Mode::ReadOnly
+        )
+    }
+
+    /// Whether this task holds off READONLY: it may write and started while
+    /// ONLINE. A read-only command never does, and what started during
+    /// READONLY_PENDING or READONLY (read-only, `allowed`, the override, an
+    /// `offline run --read-only` command) runs inside the read-only window.
+    pub fn holds_off_read_only(&self) -> bool {
+        self.started_in == Mode::Online && !self.policy.is_read_only()
+    }
+
+    /// Whether a drain in `view` asks this task to stop, when its drain is
+    /// `stop`: once the site leaves ONLINE for a task that holds off
+    /// READONLY, once it goes PENDING or OFFLINE for one that holds off
+    /// OFFLINE only (a read-only command reads on through READONLY).
+    pub fn drained_in(&self, view: &crate::mode::ModeView) -> bool {
+        let mode = view.mode;
+        (self.holds_off_read_only() && mode != Mode::Online)
+            || (self.holds_off_offline() && matches!(mode, Mode::Pending | Mode::Offline))
     }
 
     /// The task this run counts as: the one it joined, or its own id.
@@ -80,6 +106,8 @@ impl TaskRecord {
         }
         if !self.holds_off_offline() {
             notes.push("inside the window".to_owned());
+        } else if self.started_in != Mode::Online {
+            notes.push("inside the read-only window".to_owned());
         }
         notes
     }
@@ -155,6 +183,30 @@ pub struct TaskRequest {
     pub in_window: bool,
     /// How long a single-instance run waits for the live one.
     pub lock_timeout: Duration,
+}
+
+/// A web layer process with unsafe requests in flight, published while the
+/// site is READONLY_PENDING so that the drain waits for them. It counts
+/// exactly as long as the process holds it (a killed layer stops counting
+/// at once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WritesInFlight {
+    /// The layer's process.
+    pub pid: u32,
+    /// `user@host` of that process.
+    pub by: String,
+    /// When it published them.
+    pub since: Timestamp,
+}
+
+impl fmt::Display for WritesInFlight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unsafe web requests in flight in the web layer of pid {} ({}, since {})",
+            self.pid, self.by, self.since
+        )
+    }
 }
 
 /// An `offline run` holding the maintenance window while its command runs.

@@ -23,7 +23,8 @@ pub struct ScheduleRecord {
     /// schedule.
     pub id: String,
     /// When the site starts going offline (PENDING, then the drain, then
-    /// OFFLINE, as `offline on` does).
+    /// OFFLINE, as `offline on` does) or, for a read-only window,
+    /// read-only (READONLY_PENDING, then READONLY).
     pub at: Timestamp,
     /// From when users are told (the web layer's `MaintenanceStatus`
     /// carries the schedule from then on): the start of the notice period,
@@ -42,6 +43,12 @@ pub struct ScheduleRecord {
     /// For `offline run --at`: the command the window is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub argv: Option<Vec<String>>,
+    /// A read-only window (`--at TIME --read-only`): at its time the site
+    /// goes READONLY_PENDING, then READONLY, as `offline on --read-only`
+    /// does, instead of PENDING and OFFLINE. Absent in a record written
+    /// before the read-only tier: `false`.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 impl ScheduleRecord {
@@ -58,6 +65,16 @@ impl ScheduleRecord {
             message: None,
             set_at: Timestamp::EPOCH,
             argv: None,
+            read_only: false,
+        }
+    }
+
+    /// The kind of window, as messages name it: `offline` or `read-only`.
+    pub fn kind(&self) -> &'static str {
+        if self.read_only {
+            "read-only"
+        } else {
+            "offline"
         }
     }
 
@@ -75,13 +92,19 @@ impl ScheduleRecord {
             .unwrap_or_default()
     }
 
-    /// `Offline scheduled at <time> (in <duration>) by <user@host>`, and
-    /// `: <message>` when there is one: the line `offline status` prints
-    /// under its status line. The time is the host's local time with its
-    /// offset; the message is as stored (a terminal caller escapes it).
+    /// `Offline scheduled at <time> (in <duration>) by <user@host>` (a
+    /// read-only window: `Read-only scheduled at …`), and `: <message>`
+    /// when there is one: the line `offline status` prints under its status
+    /// line. The time is the host's local time with its offset; the message
+    /// is as stored (a terminal caller escapes it).
     pub fn line(&self, now: SystemTime) -> String {
         format!(
-            "Offline scheduled at {} (in {}) by {}{}",
+            "{} scheduled at {} (in {}) by {}{}",
+            if self.read_only {
+                "Read-only"
+            } else {
+                "Offline"
+            },
             local_time(self.at),
             format_age(self.left(now)),
             self.by,
@@ -372,6 +395,25 @@ mod tests {
         );
     }
 
+    /// A record written before the read-only tier (no `read_only`) is an
+    /// offline window; one that says so is read-only.
+    #[test]
+    fn a_record_without_read_only_is_an_offline_window() {
+        let mut r = ScheduleRecord::by_this_process(
+            Timestamp::at(at("2026-01-11T01:00:00Z")),
+            Timestamp::at(at("2026-01-10T22:00:00Z")),
+        );
+        let mut doc = serde_json::to_value(&r).unwrap();
+        assert_eq!(doc["read_only"], false);
+        doc.as_object_mut().unwrap().remove("read_only");
+        let old: ScheduleRecord = serde_json::from_value(doc).unwrap();
+        assert_eq!(old, r);
+        r.read_only = true;
+        let back: ScheduleRecord =
+            serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert!(back.read_only);
+    }
+
     #[test]
     fn the_status_line_says_when_in_how_long_who_and_why() {
         let mut r = ScheduleRecord::by_this_process(
@@ -390,6 +432,10 @@ mod tests {
         );
         assert!(r.in_notice(now));
         assert!(!r.in_notice(at("2026-01-10T21:59:59Z")));
+        r.read_only = true;
+        let line = r.line(now);
+        assert!(line.starts_with("Read-only scheduled at "), "{line}");
+        assert!(line.ends_with(": Upgrading the database"), "{line}");
         assert_eq!(local_time_in(r.at, &paris()), "2026-01-11T02:00:00+01:00");
     }
 }

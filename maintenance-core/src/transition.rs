@@ -19,7 +19,21 @@
 //! time first ([`wait_for_schedule`], as `shutdown +m` does), holding the
 //! schedule for as long as the process lives, then goes on exactly as
 //! [`activate`] ([`activate_scheduled`]) or [`run_in_window`]
-//! ([`run_in_window_scheduled`]); its `--timeout` counts from its time.
+//! ([`run_in_window_scheduled`]) — toward READONLY, as
+//! [`activate_read_only`] and [`run_in_window_to`] go, when the schedule is
+//! a read-only window; its `--timeout` counts from its time.
+//!
+//! [`activate_read_only`] is the same wait toward READONLY: READONLY_PENDING
+//! refuses unsafe web requests and tasks that may write at once, then goes
+//! READONLY as soon as no live task that holds off READONLY (one that may
+//! write, started ONLINE) and no web layer's unsafe requests in flight
+//! remain, and the settle time has passed (I2: every layer has seen
+//! READONLY_PENDING, so none admits a write any more, and each has
+//! published the writes it let in). Web sessions do not hold it off: reads
+//! go on. A timeout or an interruption leaves the wait; the site goes back
+//! to where it came from when the last waiter leaves (I5). [`activate`]
+//! from READONLY continues to OFFLINE through a PENDING that lapses back to
+//! READONLY.
 //!
 //! Every mode change made here is recorded in the history once it is
 //! durable, and the change's hooks run for it ([`history::record_and_notify`]):
@@ -35,8 +49,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::{
-    Backend, Completion, ModeChange, PendingStart, ScheduleLease, SessionSummary, WaiterLease,
-    WindowRun, WindowState,
+    Backend, Completion, ModeChange, PendingStart, ReadOnlyStart, ScheduleLease, SessionSummary,
+    WaiterLease, WindowRun, WindowState,
 };
 use crate::clock::{Timestamp, format_age};
 use crate::error::Refusal;
@@ -44,7 +58,7 @@ use crate::error::Result;
 use crate::history::{self, Cause, EventKind, Held, HeldTask, HistoryEntry, ScheduleRef, Waited};
 use crate::mode::{Mode, ModeRecord, ModeView};
 use crate::policy::Drain;
-use crate::records::TaskRecord;
+use crate::records::{TaskRecord, WritesInFlight};
 use crate::schedule::{EndedSchedule, ScheduleEnd, ScheduleEndReason, ScheduleRecord, local_time};
 use crate::session::SessionEntry;
 
@@ -69,13 +83,61 @@ pub struct Activation {
     pub settle: Duration,
 }
 
-/// What is live: tasks and sessions.
+/// Where a wait takes the site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// OFFLINE, through PENDING ([`activate`]).
+    Offline,
+    /// READONLY, through READONLY_PENDING ([`activate_read_only`]).
+    ReadOnly,
+}
+
+impl Target {
+    /// Where `schedule` takes the site at its time: READONLY for a
+    /// read-only window ([`ScheduleRecord::read_only`]), else OFFLINE.
+    pub fn of_schedule(schedule: &ScheduleRecord) -> Target {
+        if schedule.read_only {
+            Target::ReadOnly
+        } else {
+            Target::Offline
+        }
+    }
+
+    /// The draining mode of a wait for this target.
+    pub fn draining(self) -> Mode {
+        match self {
+            Target::Offline => Mode::Pending,
+            Target::ReadOnly => Mode::ReadOnlyPending,
+        }
+    }
+
+    /// The mode a wait for this target ends in.
+    pub fn mode(self) -> Mode {
+        match self {
+            Target::Offline => Mode::Offline,
+            Target::ReadOnly => Mode::ReadOnly,
+        }
+    }
+
+    /// Whether `task` holds off this target.
+    pub fn held_off_by(self, task: &TaskRecord) -> bool {
+        match self {
+            Target::Offline => task.holds_off_offline(),
+            Target::ReadOnly => task.holds_off_read_only(),
+        }
+    }
+}
+
+/// What is live: tasks, sessions, and web layers' writes in flight.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Live {
     /// Live tasks (all of them: a status shows those inside the window too).
     pub tasks: Vec<TaskRecord>,
     /// Live sessions.
     pub sessions: Vec<SessionEntry>,
+    /// Web layer processes with unsafe requests in flight (published only
+    /// while READONLY_PENDING).
+    pub writes: Vec<WritesInFlight>,
 }
 
 impl Live {
@@ -84,14 +146,16 @@ impl Live {
         Ok(Live {
             tasks: backend.tasks()?,
             sessions: backend.sessions()?,
+            writes: backend.writes_in_flight()?,
         })
     }
 
     /// The "active sessions" of the status line (`Status: ONLINE - Active
     /// sessions: 13`): live sessions plus live tasks, a task and the nested
-    /// runs that joined it counting once.
+    /// runs that joined it counting once, plus web layers with writes in
+    /// flight.
     pub fn active(&self) -> usize {
-        self.task_count() + self.sessions.len()
+        self.task_count() + self.sessions.len() + self.writes.len()
     }
 
     /// How many distinct tasks are live: runs that joined a task count as
@@ -109,6 +173,7 @@ impl Live {
     pub fn held(&self) -> Held {
         let mut held = Held {
             sessions: self.sessions.len(),
+            writes: self.writes.len(),
             ..Held::default()
         };
         for t in &self.tasks {
@@ -139,7 +204,7 @@ impl Live {
     /// One line per holder, as a timeout or a status names them: each task
     /// with pid, user@host and age; the sessions with when the last expires.
     pub fn describe(&self, now: SystemTime) -> Vec<String> {
-        describe(&self.tasks, &self.session_summary(), now)
+        describe(&self.tasks, &self.writes, &self.session_summary(), now)
     }
 }
 
@@ -152,9 +217,14 @@ fn distinct_tasks(tasks: &[TaskRecord]) -> usize {
     ids.len()
 }
 
-/// One line per holder: each task with pid, user@host and age; the
-/// sessions with when the last expires.
-fn describe(tasks: &[TaskRecord], sessions: &SessionSummary, now: SystemTime) -> Vec<String> {
+/// One line per holder: each task with pid, user@host and age; each web
+/// layer with writes in flight; the sessions with when the last expires.
+fn describe(
+    tasks: &[TaskRecord],
+    writes: &[WritesInFlight],
+    sessions: &SessionSummary,
+    now: SystemTime,
+) -> Vec<String> {
     let mut lines: Vec<String> = tasks
         .iter()
         .map(|t| {
@@ -171,6 +241,7 @@ fn describe(tasks: &[TaskRecord], sessions: &SessionSummary, now: SystemTime) ->
             )
         })
         .collect();
+    lines.extend(writes.iter().map(ToString::to_string));
     if let Some(last) = sessions.last_expires_at
         && sessions.count > 0
     {
@@ -200,8 +271,21 @@ pub enum Outcome {
         /// Whether the site was already OFFLINE (only the message changed).
         already: bool,
     },
-    /// The timeout ran out; this waiter left (the site is ONLINE unless
-    /// another waiter remains).
+    /// The site is READONLY ([`activate_read_only`]); fields as for
+    /// [`Outcome::Offline`].
+    ReadOnly {
+        /// The READONLY record.
+        record: ModeRecord,
+        /// What was still live: sessions, tasks that only read or run
+        /// inside the read-only window.
+        live: Live,
+        /// Whether another process's READONLY_PENDING was joined.
+        joined: bool,
+        /// Whether the site was already READONLY (only the message changed).
+        already: bool,
+    },
+    /// The timeout ran out; this waiter left (the site is back where the
+    /// drain came from unless another waiter remains).
     TimedOut {
         /// What still held it off.
         live: Live,
@@ -238,6 +322,8 @@ pub struct Progress<'a> {
     /// The drain-`stop` commands asked to stop when PENDING began (they
     /// watch the mode themselves), including those that already stopped.
     pub asked_to_stop: &'a [TaskRecord],
+    /// Where the wait takes the site.
+    pub target: Target,
 }
 
 /// Takes the site offline as [`Activation`] says, calling `progress` after
@@ -255,10 +341,53 @@ pub fn activate(
     wait_offline(
         backend,
         activation,
+        Target::Offline,
         &why,
         &mut Closures { stop, progress },
         None,
     )
+}
+
+/// Takes the site read-only as [`Activation`] says (its `grace` does not
+/// apply: sessions never hold READONLY off), as [`activate`] takes it
+/// offline: READONLY_PENDING at once, READONLY once no task that may write
+/// and started ONLINE and no web layer's writes in flight remain, and the
+/// settle time has passed. Already READONLY or OFFLINE: only the message
+/// changes ([`Outcome::ReadOnly`] or [`Outcome::Offline`] with `already`).
+pub fn activate_read_only(
+    backend: &dyn Backend,
+    activation: &Activation,
+    stop: &dyn Fn() -> bool,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Outcome> {
+    let why = Why::new(Cause::On, "offline on --read-only");
+    wait_offline(
+        backend,
+        activation,
+        Target::ReadOnly,
+        &why,
+        &mut Closures { stop, progress },
+        None,
+    )
+}
+
+/// The outcome of a wait whose target (or a stricter mode) `record` is in.
+fn reached(record: ModeRecord, live: Live, joined: bool, already: bool) -> Outcome {
+    if record.mode == Mode::Offline {
+        Outcome::Offline {
+            record,
+            live,
+            joined,
+            already,
+        }
+    } else {
+        Outcome::ReadOnly {
+            record,
+            live,
+            joined,
+            already,
+        }
+    }
 }
 
 /// Who changes the mode, as the history says it.
@@ -278,6 +407,15 @@ impl Why {
             cause,
             what: what.into(),
             schedule: None,
+        }
+    }
+
+    /// The changes schedule `r` causes once its time has come.
+    fn scheduled(r: &ScheduleRecord) -> Why {
+        Why {
+            cause: Cause::Scheduled,
+            what: scheduled_what(r),
+            schedule: Some(ScheduleRef::from(r)),
         }
     }
 
@@ -343,10 +481,11 @@ fn secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
 }
 
-/// Leaves PENDING without OFFLINE (a timeout, an interruption, a
-/// refusal) and, if this process wrote the ONLINE that follows, records it
-/// with `cause`, `reason` and what still held it. Returns the record in
-/// force afterwards.
+/// Leaves a draining mode (PENDING, READONLY_PENDING) without reaching
+/// its target (a timeout, an interruption, a refusal) and, if this process
+/// wrote the mode that follows (the one the drain came from: ONLINE, or
+/// READONLY for a PENDING begun there), records it with `cause`, `reason`
+/// and what still held it. Returns the record in force afterwards.
 fn leave(
     backend: &dyn Backend,
     waiter: Box<dyn WaiterLease>,
@@ -357,8 +496,8 @@ fn leave(
 ) -> Result<ModeRecord> {
     let before = Timestamp::at(backend.clock().now());
     let after = backend.leave_pending(waiter, change)?;
-    if after.mode == Mode::Online && wrote(&after, change, before) {
-        let mut e = why.mode_entry(cause, Mode::Pending, &after, change, reason);
+    if !after.mode.is_draining() && wrote(&after, change, before) {
+        let mut e = why.mode_entry(cause, pending.mode, &after, change, reason);
         e.waited = Some(Waited {
             seconds: seconds_between(pending.since, after.since),
             held_by: held.clone(),
@@ -374,7 +513,7 @@ fn leave(
 fn refusal(why: &Why, blockers: &[TaskRecord]) -> ((Cause, String), Held) {
     let held = Live {
         tasks: blockers.to_vec(),
-        sessions: Vec::new(),
+        ..Live::default()
     }
     .held();
     (
@@ -384,6 +523,76 @@ fn refusal(why: &Why, blockers: &[TaskRecord]) -> ((Cause, String), Held) {
         ),
         held,
     )
+}
+
+/// Why a drain began, for its entry: what it refuses at once, and what
+/// holds it off.
+fn began_reason(why: &Why, target: Target, waiting_for: &Held) -> String {
+    let refuses = match target {
+        Target::Offline => "nobody new gets in",
+        Target::ReadOnly => "writes are refused",
+    };
+    if waiting_for.is_empty() {
+        format!("{}: {refuses}; nothing live to wait for", why.what)
+    } else {
+        format!("{}: {refuses}; waiting for {waiting_for}", why.what)
+    }
+}
+
+/// Why a drain reached its target, for its entry: what it waited for.
+fn completed_reason(why: &Why, target: Target, seen: &Held) -> String {
+    match (seen.is_empty(), target) {
+        (true, Target::Offline) => format!("{}: nothing was live", why.what),
+        (true, Target::ReadOnly) => format!("{}: nothing that may write was live", why.what),
+        (false, _) => format!("{}: waited for {seen}", why.what),
+    }
+}
+
+/// How a drain began, whichever its target: a [`PendingStart`] or a
+/// [`ReadOnlyStart`].
+enum Start {
+    /// The site was in the target, or a stricter mode, already.
+    Already(ModeRecord),
+    /// This process waits in the draining mode.
+    Waiting {
+        waiter: Box<dyn WaiterLease>,
+        record: ModeRecord,
+        joined: bool,
+    },
+}
+
+impl From<PendingStart> for Start {
+    fn from(start: PendingStart) -> Self {
+        match start {
+            PendingStart::AlreadyOffline(record) => Start::Already(record),
+            PendingStart::Waiting {
+                waiter,
+                record,
+                joined,
+            } => Start::Waiting {
+                waiter,
+                record,
+                joined,
+            },
+        }
+    }
+}
+
+impl From<ReadOnlyStart> for Start {
+    fn from(start: ReadOnlyStart) -> Self {
+        match start {
+            ReadOnlyStart::Already(record) => Start::Already(record),
+            ReadOnlyStart::Waiting {
+                waiter,
+                record,
+                joined,
+            } => Start::Waiting {
+                waiter,
+                record,
+                joined,
+            },
+        }
+    }
 }
 
 /// What a wait for OFFLINE asks of its caller: [`activate`]'s two
@@ -411,72 +620,80 @@ impl Watcher for Closures<'_, '_> {
     }
 }
 
-/// The body of [`activate`], for either kind of caller; with `schedule`,
-/// whose time has come, PENDING begins as that schedule's
-/// ([`Backend::begin_scheduled_pending`]).
+/// The body of [`activate`] and [`activate_read_only`], for either kind of
+/// caller; with `schedule`, whose time has come, the draining mode begins
+/// as that schedule's ([`Backend::begin_scheduled_pending`],
+/// [`Backend::begin_scheduled_read_only`]).
 fn wait_offline(
     backend: &dyn Backend,
     activation: &Activation,
+    target: Target,
     why: &Why,
     watcher: &mut dyn Watcher,
     schedule: Option<&dyn ScheduleLease>,
 ) -> Result<Outcome> {
     let change = &activation.change;
-    let before = refuse_blockers(backend)?;
-    // What PENDING will wait for, read beforehand: its entry is appended
-    // the moment PENDING is durable, leaving a waiter killed right after
-    // as little time as can be to die unrecorded (a lapse's noticer
-    // records a PENDING that lost its entry).
+    let before = refuse_blockers(backend, target)?;
+    // Sessions hold off OFFLINE only: reads go on through READONLY.
+    let counts_sessions = target == Target::Offline;
+    // What the drain will wait for, read beforehand: its entry is appended
+    // the moment it is durable, leaving a waiter killed right after as
+    // little time as can be to die unrecorded (a lapse's noticer records a
+    // drain that lost its entry).
     let sessions_before = backend.sessions()?;
     let live_before = Live {
         tasks: before.clone(),
         sessions: sessions_before.clone(),
+        writes: Vec::new(),
     }
     .held();
     // Everything that held the wait off, for the history: from the start,
-    // what was live then (it may end before the first look).
+    // what was live then (it may end before the first look). Web layers
+    // publish their writes in flight only once READONLY_PENDING began.
     let mut seen = Live {
         tasks: before
             .iter()
-            .filter(|t| t.holds_off_offline())
+            .filter(|t| target.held_off_by(t))
             .cloned()
             .collect(),
-        sessions: sessions_before,
+        sessions: if counts_sessions {
+            sessions_before
+        } else {
+            Vec::new()
+        },
+        writes: Vec::new(),
     }
     .held();
-    let started = match schedule {
-        Some(s) => backend.begin_scheduled_pending(s, change)?,
-        None => backend.begin_pending(change)?,
+    let started = match (target, schedule) {
+        (Target::Offline, Some(s)) => Start::from(backend.begin_scheduled_pending(s, change)?),
+        (Target::Offline, None) => Start::from(backend.begin_pending(change)?),
+        (Target::ReadOnly, Some(s)) => Start::from(backend.begin_scheduled_read_only(s, change)?),
+        (Target::ReadOnly, None) => Start::from(backend.begin_read_only(change)?),
     };
-    if let PendingStart::Waiting {
+    if let Start::Waiting {
         record,
         joined: false,
         ..
     } = &started
     {
-        let held = live_before;
         let mut e = why.mode_entry(
             why.cause,
-            Mode::Online,
+            record.lapses_to(),
             record,
             change,
-            if held.is_empty() {
-                format!("{}: nobody new gets in; nothing live to wait for", why.what)
-            } else {
-                format!("{}: nobody new gets in; waiting for {held}", why.what)
-            },
+            began_reason(why, target, &seen),
         );
         e.id = Some(HistoryEntry::pending_id(record));
-        e.live = held;
+        e.live = live_before;
         log(backend, change, e);
     }
-    // The schedule's time came while the site was OFFLINE already, or
-    // while another process's PENDING was under way: no change of its own
-    // marks it, so it is recorded as come.
+    // The schedule's time came while the site was in its target (or
+    // OFFLINE) already, or while another process's drain toward it was
+    // under way: no change of its own marks it, so it is recorded as come.
     if let (
         Some(s),
-        PendingStart::AlreadyOffline(record)
-        | PendingStart::Waiting {
+        Start::Already(record)
+        | Start::Waiting {
             record,
             joined: true,
             ..
@@ -485,25 +702,20 @@ fn wait_offline(
     {
         schedule_due(backend, change, s.record(), record.mode);
     }
-    // A lapsed PENDING it replaced was recorded on the way.
+    // A lapsed drain it replaced was recorded on the way.
     history::catch_up(backend, &change.hooks);
     let (waiter, record, joined) = match started {
-        PendingStart::AlreadyOffline(record) => {
-            return Ok(Outcome::Offline {
-                record,
-                live: Live::read(backend)?,
-                joined: false,
-                already: true,
-            });
-        }
-        PendingStart::Waiting {
+        Start::Waiting {
             waiter,
             record,
             joined,
         } => (waiter, record, joined),
+        Start::Already(record) => {
+            return Ok(reached(record, Live::read(backend)?, false, true));
+        }
     };
     // A blocker that started between the look above and PENDING: leave.
-    let after = match refuse_blockers(backend) {
+    let after = match refuse_blockers(backend, target) {
         Ok(t) => t,
         Err(e) => {
             let (why_left, held) = match &e {
@@ -521,7 +733,7 @@ fn wait_offline(
     let mut asked: Vec<TaskRecord> = Vec::new();
     for t in before.into_iter().chain(after) {
         if t.policy.drain == Drain::Stop
-            && t.holds_off_offline()
+            && target.held_off_by(&t)
             && !asked.iter().any(|a| a.id == t.id)
         {
             asked.push(t);
@@ -532,87 +744,100 @@ fn wait_offline(
     let started_at = clock.now();
     let mut sessions: Vec<SessionEntry> = Vec::new();
     let mut sessions_read: Option<Instant> = None;
+    // Sessions hold off OFFLINE only: reads go on through READONLY.
+    let counts_sessions = target == Target::Offline;
 
     loop {
         let view = backend.mode()?;
-        if let Some(outcome) = settled_elsewhere(backend, &view, waiter.as_ref(), joined)? {
+        if let Some(outcome) = settled_elsewhere(backend, &view, waiter.as_ref(), joined, target)? {
             return Ok(outcome);
         }
         let now = clock.now();
         let waited = now.duration_since(started_at).unwrap_or_default();
         let in_pending = now.duration_since(pending_since).unwrap_or_default();
-        let released = activation.grace.is_some_and(|g| in_pending >= g);
-        if sessions_read.is_none_or(|t| t.elapsed() >= SESSION_RECOUNT) {
+        let released = activation.grace.is_some_and(|g| in_pending >= g) || !counts_sessions;
+        if counts_sessions && sessions_read.is_none_or(|t| t.elapsed() >= SESSION_RECOUNT) {
             sessions = backend.sessions()?;
             sessions_read = Some(Instant::now());
         }
         let live_tasks = backend.tasks()?;
         // A `block` command that joined a live task after PENDING began
         // blocks as any other: this wait ends refused.
-        let blockers = blockers(&live_tasks);
+        let blockers = blockers(&live_tasks, target);
         if !blockers.is_empty() {
             let (why_left, held) = refusal(why, &blockers);
             leave(backend, waiter, (change, why), &record, why_left, held)?;
             return Err(crate::Error::Refused(Refusal::Blocked { tasks: blockers }));
         }
+        let writes = match target {
+            Target::ReadOnly => backend.writes_in_flight()?,
+            Target::Offline => Vec::new(),
+        };
         let holding = Live {
             tasks: live_tasks
                 .into_iter()
-                .filter(TaskRecord::holds_off_offline)
+                .filter(|t| target.held_off_by(t))
                 .collect(),
             sessions: if released {
                 Vec::new()
             } else {
                 sessions.clone()
             },
+            writes,
         };
         seen.merge(&holding.held());
         watcher.progress(Progress {
             holding: &holding,
             waited,
-            sessions_released: released,
+            sessions_released: released && counts_sessions,
             record: &view.record,
             asked_to_stop: &asked,
+            target,
         });
         let settled = in_pending >= activation.settle;
         if holding.active() == 0 && settled {
-            // The last look: sessions fresh, not from the recount cache.
+            // The last look: sessions (or writes in flight) fresh, not
+            // from the recount cache.
             let fresh = if released {
                 Vec::new()
             } else {
                 backend.sessions()?
             };
-            if fresh.is_empty() {
-                match backend.complete_offline(waiter.as_ref())? {
-                    Completion::Offline(offline) => {
+            let fresh_writes = match target {
+                Target::ReadOnly => backend.writes_in_flight()?,
+                Target::Offline => Vec::new(),
+            };
+            if fresh.is_empty() && fresh_writes.is_empty() {
+                let completion = match target {
+                    Target::Offline => backend.complete_offline(waiter.as_ref())?,
+                    Target::ReadOnly => backend.complete_read_only(waiter.as_ref())?,
+                };
+                match completion {
+                    Completion::Offline(done) | Completion::ReadOnly(done) => {
                         let live = Live::read(backend)?;
                         // Any waiter that completes records it, as the
-                        // one who began PENDING: the history keeps one.
-                        let mut e = why.mode_entry(
-                            why.cause,
-                            Mode::Pending,
-                            &offline,
-                            change,
-                            if seen.is_empty() {
-                                format!("{}: nothing was live", why.what)
-                            } else {
-                                format!("{}: waited for {seen}", why.what)
-                            },
-                        );
-                        e.by = offline.by.clone();
-                        e.pid = offline.pid;
-                        e.waited = Some(Waited {
-                            seconds: seconds_between(record.since, offline.since),
-                            held_by: seen.clone(),
-                        });
-                        e.live = live.held();
-                        log(backend, change, e);
-                        return Ok(Outcome::Offline {
-                            record: offline,
-                            live,
-                            joined,
-                            already: false,
-                        });
+                        // one who began the drain: the history keeps one.
+                        // A stricter mode found instead (OFFLINE, for a
+                        // read-only drain) is another process's change,
+                        // recorded by it.
+                        if done.mode == target.mode() {
+                            let mut e = why.mode_entry(
+                                why.cause,
+                                record.mode,
+                                &done,
+                                change,
+                                completed_reason(why, target, &seen),
+                            );
+                            e.by = done.by.clone();
+                            e.pid = done.pid;
+                            e.waited = Some(Waited {
+                                seconds: seconds_between(record.since, done.since),
+                                held_by: seen.clone(),
+                            });
+                            e.live = live.held();
+                            log(backend, change, e);
+                        }
+                        return Ok(reached(done, live, joined, false));
                     }
                     Completion::Cancelled(record) => {
                         backend.leave_pending(waiter, change)?;
@@ -694,20 +919,20 @@ fn wait_offline(
     }
 }
 
-/// The live tasks with drain `block` that started ONLINE (joined runs
+/// The live tasks with drain `block` that hold off `target` (joined runs
 /// included: each carries its own command's policy).
-fn blockers(live: &[TaskRecord]) -> Vec<TaskRecord> {
+fn blockers(live: &[TaskRecord], target: Target) -> Vec<TaskRecord> {
     live.iter()
-        .filter(|t| t.policy.drain == Drain::Block && t.holds_off_offline())
+        .filter(|t| t.policy.drain == Drain::Block && target.held_off_by(t))
         .cloned()
         .collect()
 }
 
-/// Refuses while a task with drain `block` that started ONLINE runs;
+/// Refuses while a task with drain `block` that holds off `target` runs;
 /// otherwise returns the live tasks it looked at.
-fn refuse_blockers(backend: &dyn Backend) -> Result<Vec<TaskRecord>> {
+fn refuse_blockers(backend: &dyn Backend, target: Target) -> Result<Vec<TaskRecord>> {
     let live = backend.tasks()?;
-    let tasks = blockers(&live);
+    let tasks = blockers(&live, target);
     if tasks.is_empty() {
         Ok(live)
     } else {
@@ -716,22 +941,22 @@ fn refuse_blockers(backend: &dyn Backend) -> Result<Vec<TaskRecord>> {
 }
 
 /// Whether the wait ended in another process's hands: someone turned the
-/// site ONLINE (cancelled) or took it OFFLINE (done).
+/// site ONLINE (cancelled), or took it to the target or a stricter mode
+/// (done).
 fn settled_elsewhere(
     backend: &dyn Backend,
     view: &ModeView,
     waiter: &dyn WaiterLease,
     joined: bool,
+    target: Target,
 ) -> Result<Option<Outcome>> {
     let r = &view.record;
     Ok(match r.mode {
-        Mode::Offline => Some(Outcome::Offline {
-            record: r.clone(),
-            live: Live::read(backend)?,
-            joined,
-            already: false,
-        }),
-        Mode::Pending if r.since == waiter.pending_since() => None,
+        Mode::Offline => Some(reached(r.clone(), Live::read(backend)?, joined, false)),
+        Mode::ReadOnly if target == Target::ReadOnly => {
+            Some(reached(r.clone(), Live::read(backend)?, joined, false))
+        }
+        mode if mode == target.draining() && r.since == waiter.pending_since() => None,
         _ => Some(Outcome::Cancelled {
             by: r.by.clone(),
             record: r.clone(),
@@ -764,13 +989,63 @@ fn force_because(
             from,
             &record,
             change,
-            format!("{}: OFFLINE at once; still live: {held}", why.what),
+            forced_reason(why, Mode::Offline, &held),
         );
         e.forced = true;
         e.live = held;
         log(backend, change, e);
     }
     Ok((record, live))
+}
+
+/// The reason of a change made at once (`--force`): `offline on --force:
+/// OFFLINE at once; still live: …`.
+fn forced_reason(why: &Why, to: Mode, held: &Held) -> String {
+    format!("{}: {to} at once; still live: {held}", why.what)
+}
+
+/// READONLY at once, whatever is live (`--read-only --force`); returns the
+/// record and what is still live. An OFFLINE site stays OFFLINE (it stops
+/// writes too); its record is returned as it is.
+pub fn force_read_only(backend: &dyn Backend, change: &ModeChange) -> Result<(ModeRecord, Live)> {
+    let view = backend.mode()?;
+    let record = if view.mode == Mode::Offline {
+        view.record
+    } else {
+        let why = Why::new(Cause::Force, "offline on --read-only --force");
+        go_read_only_because(
+            backend,
+            change,
+            &why,
+            &|held| forced_reason(&why, Mode::ReadOnly, held),
+            true,
+        )?
+    };
+    Ok((record, Live::read(backend)?))
+}
+
+/// READONLY from any mode, recorded as `why` says (with `reason`, given
+/// what is live after it) when it changed the mode: a forced one, or the
+/// READONLY an `offline run` found, put back.
+fn go_read_only_because(
+    backend: &dyn Backend,
+    change: &ModeChange,
+    why: &Why,
+    reason: &dyn Fn(&Held) -> String,
+    forced: bool,
+) -> Result<ModeRecord> {
+    let from = backend.mode()?.mode;
+    let before = Timestamp::at(backend.clock().now());
+    let written = backend.go_read_only(change)?;
+    history::catch_up(backend, &change.hooks);
+    if from != Mode::ReadOnly && wrote(&written, change, before) {
+        let held = Live::read(backend)?.held();
+        let mut e = why.mode_entry(why.cause, from, &written, change, reason(&held));
+        e.forced = forced;
+        e.live = held;
+        log(backend, change, e);
+    }
+    Ok(written)
 }
 
 /// ONLINE from any state; a process waiting in PENDING sees it within
@@ -811,7 +1086,14 @@ pub fn deactivate_cancelling(
         "offline off"
     };
     if let Some(ended) = &cancelled {
-        schedule_ended(backend, change, ended, from, Cause::Off, reason);
+        schedule_ended(
+            backend,
+            change,
+            ended,
+            from,
+            Cause::Off,
+            (reason, "cancelled"),
+        );
     }
     let record = go_online_because(backend, change, Cause::Off, reason.into(), None)?;
     Ok((record, cancelled))
@@ -832,9 +1114,15 @@ fn go_online_because(
     history::catch_up(backend, &change.hooks);
     if from.mode != Mode::Online && wrote(&written, change, before) {
         let reason = match from.mode {
-            Mode::Pending => format!(
-                "{reason} (ended the wait for OFFLINE begun by {}, pid {})",
-                from.record.by, from.record.pid
+            Mode::Pending | Mode::ReadOnlyPending => format!(
+                "{reason} (ended the wait for {} begun by {}, pid {})",
+                if from.mode == Mode::Pending {
+                    Mode::Offline
+                } else {
+                    Mode::ReadOnly
+                },
+                from.record.by,
+                from.record.pid
             ),
             _ => reason,
         };
@@ -855,6 +1143,17 @@ pub fn supersede_schedule(
     backend: &dyn Backend,
     change: &ModeChange,
 ) -> Result<Option<EndedSchedule>> {
+    supersede_schedule_toward(backend, change, Target::Offline)
+}
+
+/// [`supersede_schedule`] by an operator who goes to `target` now:
+/// `offline on --read-only` without `--at` goes read-only now, and the
+/// history says so.
+pub fn supersede_schedule_toward(
+    backend: &dyn Backend,
+    change: &ModeChange,
+    target: Target,
+) -> Result<Option<EndedSchedule>> {
     let mode = backend.mode()?.mode;
     let ended = backend.end_schedule(&ScheduleEnd::new(
         ScheduleEndReason::Superseded,
@@ -862,7 +1161,11 @@ pub fn supersede_schedule(
         change.pid,
     ))?;
     if let Some(ended) = &ended {
-        schedule_ended(backend, change, ended, mode, Cause::On, "offline on");
+        let (what, how) = match target {
+            Target::Offline => ("offline on", "went offline now, ending"),
+            Target::ReadOnly => ("offline on --read-only", "went read-only now, ending"),
+        };
+        schedule_ended(backend, change, ended, mode, Cause::On, (what, how));
     }
     Ok(ended)
 }
@@ -912,15 +1215,17 @@ pub fn schedule(
 }
 
 /// The command a schedule stands for, as the history says it: `offline on
-/// --at 2026-11-25T02:00:00+01:00`, `offline run --at … -- migrate`.
+/// --at 2026-11-25T02:00:00+01:00`, `offline run --read-only --at … --
+/// reindex`.
 fn scheduled_what(r: &ScheduleRecord) -> String {
+    let flag = if r.read_only { " --read-only" } else { "" };
     match &r.argv {
         Some(argv) => format!(
-            "offline run --at {} -- {}",
+            "offline run{flag} --at {} -- {}",
             local_time(r.at),
             argv.join(" ").chars().take(200).collect::<String>()
         ),
-        None => format!("offline on --at {}", local_time(r.at)),
+        None => format!("offline on{flag} --at {}", local_time(r.at)),
     }
 }
 
@@ -944,20 +1249,17 @@ fn schedule_entry(
 }
 
 /// Records that `ended` was ended by someone other than its holder
-/// (`offline off`, `offline on` now), the site in `mode`.
+/// (`offline off`, `offline on` now), the site in `mode`: `what` did it,
+/// and `how` (`cancelled`, `went offline now, ending`).
 fn schedule_ended(
     backend: &dyn Backend,
     change: &ModeChange,
     ended: &EndedSchedule,
     mode: Mode,
     cause: Cause,
-    what: &str,
+    (what, how): (&str, &str),
 ) {
     let r = &ended.schedule;
-    let how = match ended.end.why {
-        ScheduleEndReason::Superseded => "went offline now, ending",
-        _ => "cancelled",
-    };
     let mut e = schedule_entry(
         EventKind::ScheduleCancelled,
         cause,
@@ -965,7 +1267,8 @@ fn schedule_ended(
         r,
         ended.end.at,
         format!(
-            "{what}: {how} the offline window scheduled at {} by {} (pid {})",
+            "{what}: {how} the {} window scheduled at {} by {} (pid {})",
+            r.kind(),
             local_time(r.at),
             r.by,
             r.pid
@@ -977,11 +1280,17 @@ fn schedule_ended(
 }
 
 /// Records that the time of schedule `r` came with no mode change of its
-/// own to mark it: the site was `mode` (OFFLINE already, or PENDING by
-/// another process's wait, which it joined).
+/// own to mark it: the site was `mode` (in the schedule's target or
+/// OFFLINE already, or draining toward it by another process's wait,
+/// which it joined).
 fn schedule_due(backend: &dyn Backend, change: &ModeChange, r: &ScheduleRecord, mode: Mode) {
     let found = match mode {
+        Mode::Offline if r.read_only => {
+            "the site was OFFLINE already, which stops writes too: it stays OFFLINE"
+        }
         Mode::Offline => "the site was OFFLINE already: the window it asked for is open",
+        Mode::ReadOnly => "the site was READONLY already: the window it asked for is open",
+        Mode::ReadOnlyPending => "the site was going read-only already: it joined that wait",
         _ => "the site was going offline already: it joined that wait",
     };
     let e = schedule_entry(
@@ -1132,10 +1441,12 @@ fn withdraw_unless_ended(
 }
 
 /// [`activate`] once a schedule's time has come ([`wait_for_schedule`]
-/// returned [`Notice::Due`]): PENDING begins and the schedule ends in one
-/// step, unless someone ended it first (refused with
-/// [`Refusal::ScheduleEnded`]). The timeout counts from now, the
-/// schedule's time. Its mode changes are recorded as the schedule's.
+/// returned [`Notice::Due`]) — or [`activate_read_only`] for a read-only
+/// schedule ([`ScheduleRecord::read_only`]): the draining mode (PENDING or
+/// READONLY_PENDING) begins and the schedule ends in one step, unless
+/// someone ended it first (refused with [`Refusal::ScheduleEnded`]). The
+/// timeout counts from now, the schedule's time. Its mode changes are
+/// recorded as the schedule's.
 pub fn activate_scheduled(
     backend: &dyn Backend,
     lease: &mut dyn ScheduleLease,
@@ -1143,14 +1454,12 @@ pub fn activate_scheduled(
     stop: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Outcome> {
-    let why = Why {
-        cause: Cause::Scheduled,
-        what: scheduled_what(lease.record()),
-        schedule: Some(ScheduleRef::from(lease.record())),
-    };
+    let target = Target::of_schedule(lease.record());
+    let why = Why::scheduled(lease.record());
     let outcome = wait_offline(
         backend,
         activation,
+        target,
         &why,
         &mut Closures { stop, progress },
         Some(&*lease),
@@ -1204,6 +1513,9 @@ pub enum WindowStep {
     /// PENDING began: nobody new gets in, and the wait for what is live
     /// started (said at the first look).
     Pending,
+    /// READONLY_PENDING began: writes are refused, and the wait for what
+    /// may write started (said at the first look).
+    ReadOnlyPending,
     /// The site is OFFLINE and the command runs next: after the wait, or
     /// at once when `forced` (then the command waits for the settle time,
     /// so every web layer has seen OFFLINE first).
@@ -1214,13 +1526,22 @@ pub enum WindowStep {
     /// The site was OFFLINE already: the command runs in that window, and
     /// the site stays OFFLINE.
     AlreadyOffline,
+    /// The site is READONLY and the command runs next, as for
+    /// [`WindowStep::Offline`].
+    ReadOnly {
+        /// Whether `--force` took it READONLY at once.
+        forced: bool,
+    },
+    /// The site was READONLY already: the command runs in that read-only
+    /// window, and the site stays READONLY.
+    AlreadyReadOnly,
     /// The command has ended and the site is back in this mode, the one the
     /// run found.
     Restored(Mode),
 }
 
-/// A [`WindowObserver`] as the wait's [`Watcher`]: says PENDING at the
-/// first look.
+/// A [`WindowObserver`] as the wait's [`Watcher`]: says PENDING (or
+/// READONLY_PENDING) at the first look.
 struct WindowWait<'o> {
     observer: &'o mut dyn WindowObserver,
     said_pending: bool,
@@ -1234,7 +1555,10 @@ impl Watcher for WindowWait<'_> {
     fn progress(&mut self, progress: Progress<'_>) {
         if !self.said_pending {
             self.said_pending = true;
-            self.observer.mode_changed(WindowStep::Pending);
+            self.observer.mode_changed(match progress.target {
+                Target::Offline => WindowStep::Pending,
+                Target::ReadOnly => WindowStep::ReadOnlyPending,
+            });
         }
         self.observer.progress(progress);
     }
@@ -1273,14 +1597,41 @@ pub fn run_in_window(
     argv: &[String],
     observer: &mut dyn WindowObserver,
 ) -> anyhow::Result<RunOutcome> {
-    run_window(backend, activation, forced, argv, observer, None)
+    run_window(
+        backend,
+        activation,
+        Target::Offline,
+        forced,
+        argv,
+        observer,
+        None,
+    )
+}
+
+/// [`run_in_window`] toward `target`: with [`Target::ReadOnly`], the window
+/// is READONLY (`offline run --read-only`), reached as
+/// [`activate_read_only`] does. The mode found is restored after the
+/// command: ONLINE, or READONLY when an OFFLINE window was taken from it;
+/// a site found in the target, or in OFFLINE (stricter), stays. A process
+/// killed while the command runs leaves the window's mode in force.
+pub fn run_in_window_to(
+    backend: &dyn Backend,
+    activation: &Activation,
+    target: Target,
+    forced: bool,
+    argv: &[String],
+    observer: &mut dyn WindowObserver,
+) -> anyhow::Result<RunOutcome> {
+    run_window(backend, activation, target, forced, argv, observer, None)
 }
 
 /// [`run_in_window`] once a schedule's time has come ([`wait_for_schedule`]
-/// returned [`Notice::Due`]): PENDING begins and the schedule ends in one
-/// step (refused with [`Refusal::ScheduleEnded`] if someone ended it
-/// first); a site found OFFLINE ends it too, and the command runs in that
-/// window. Never forced: a schedule's time comes with the drain.
+/// returned [`Notice::Due`]), toward the schedule's target (READONLY for a
+/// read-only schedule, [`Target::of_schedule`]): the draining mode
+/// begins and the schedule ends in one step (refused with
+/// [`Refusal::ScheduleEnded`] if someone ended it first); a site found in
+/// the target or OFFLINE ends it too, and the command runs in that window.
+/// Never forced: a schedule's time comes with the drain.
 pub fn run_in_window_scheduled(
     backend: &dyn Backend,
     lease: &mut dyn ScheduleLease,
@@ -1288,9 +1639,11 @@ pub fn run_in_window_scheduled(
     argv: &[String],
     observer: &mut dyn WindowObserver,
 ) -> anyhow::Result<RunOutcome> {
+    let target = Target::of_schedule(lease.record());
     let outcome = run_window(
         backend,
         activation,
+        target,
         false,
         argv,
         observer,
@@ -1308,10 +1661,12 @@ pub fn run_in_window_scheduled(
     outcome
 }
 
-/// The body of [`run_in_window`] and [`run_in_window_scheduled`].
+/// The body of [`run_in_window`], [`run_in_window_to`] and
+/// [`run_in_window_scheduled`].
 fn run_window(
     backend: &dyn Backend,
     activation: &Activation,
+    target: Target,
     forced: bool,
     argv: &[String],
     observer: &mut dyn WindowObserver,
@@ -1333,74 +1688,113 @@ fn run_window(
     let scheduled = schedule.as_deref().map(|l| ScheduleRef::from(l.record()));
     let view = backend.mode()?;
     let found = view.mode;
-    if found == Mode::Pending {
+    if found.is_draining() {
         return Err(crate::Error::Refused(Refusal::PendingElsewhere {
+            mode: found,
             since: view.record.since,
             by: view.record.by,
         })
         .into());
     }
-    if found == Mode::Online {
-        if forced {
-            let why = Why::new(Cause::Run, format!("offline run --force -- {shown}"));
-            force_because(backend, me, &why)?;
-            observer.mode_changed(WindowStep::Offline { forced: true });
-            // Web layers serve on their last snapshot for up to one refresh
-            // interval: the command runs once every one has seen OFFLINE.
-            if !settled_unless_stopped(activation.settle, observer) {
-                let reason =
-                    format!("offline run --force -- {shown}: interrupted before the command ran");
-                let record = go_online_because(backend, me, Cause::Interrupted, reason, None)?;
-                return Ok(RunOutcome::NotRun(Outcome::Interrupted {
-                    live: Live::read(backend)?,
-                    record,
-                }));
-            }
-        } else {
-            let mut wait = WindowWait {
-                observer: &mut *observer,
-                said_pending: false,
-            };
-            let why = match schedule.as_deref() {
-                Some(lease) => Why {
-                    cause: Cause::Scheduled,
-                    what: scheduled_what(lease.record()),
+    let already = found == Mode::Offline || (target == Target::ReadOnly && found == Mode::ReadOnly);
+    // The command as the history names the run.
+    let what = |force: &str| match target {
+        Target::Offline => format!("offline run{force} -- {shown}"),
+        Target::ReadOnly => format!("offline run --read-only{force} -- {shown}"),
+    };
+    // Puts back the mode the run found, recorded with `cause` and `reason`.
+    let restore = |cause: Cause, reason: String| -> Result<ModeRecord> {
+        match found {
+            Mode::ReadOnly => {
+                let why = Why {
+                    cause,
+                    what: String::new(),
                     schedule: scheduled.clone(),
-                },
-                None => Why::new(Cause::Run, format!("offline run -- {shown}")),
-            };
-            let outcome = wait_offline(backend, activation, &why, &mut wait, schedule.as_deref())?;
-            if !matches!(outcome, Outcome::Offline { .. }) {
-                return Ok(RunOutcome::NotRun(outcome));
+                };
+                go_read_only_because(backend, me, &why, &|_| reason.clone(), false)
             }
-            observer.mode_changed(WindowStep::Offline { forced: false });
+            _ => go_online_because(backend, me, cause, reason, scheduled.as_ref()),
         }
-    } else {
+    };
+    if already {
         if let Some(lease) = schedule.as_mut() {
             let end = ScheduleEnd::new(ScheduleEndReason::Due, me.by.clone(), me.pid);
             lease.end(&end)?;
             schedule_due(backend, me, lease.record(), found);
         }
-        observer.mode_changed(WindowStep::AlreadyOffline);
+        observer.mode_changed(if found == Mode::Offline {
+            WindowStep::AlreadyOffline
+        } else {
+            WindowStep::AlreadyReadOnly
+        });
+    } else if forced {
+        let why = Why::new(Cause::Run, what(" --force"));
+        match target {
+            Target::Offline => {
+                force_because(backend, me, &why)?;
+                observer.mode_changed(WindowStep::Offline { forced: true });
+            }
+            Target::ReadOnly => {
+                go_read_only_because(
+                    backend,
+                    me,
+                    &why,
+                    &|held| forced_reason(&why, Mode::ReadOnly, held),
+                    true,
+                )?;
+                observer.mode_changed(WindowStep::ReadOnly { forced: true });
+            }
+        }
+        // Web layers serve on their last snapshot for up to one refresh
+        // interval: the command runs once every one has seen the change.
+        if !settled_unless_stopped(activation.settle, observer) {
+            let reason = format!("{}: interrupted before the command ran", what(" --force"));
+            let record = restore(Cause::Interrupted, reason)?;
+            return Ok(RunOutcome::NotRun(Outcome::Interrupted {
+                live: Live::read(backend)?,
+                record,
+            }));
+        }
+    } else {
+        let mut wait = WindowWait {
+            observer: &mut *observer,
+            said_pending: false,
+        };
+        let why = match schedule.as_deref() {
+            Some(lease) => Why::scheduled(lease.record()),
+            None => Why::new(Cause::Run, what("")),
+        };
+        let outcome = wait_offline(
+            backend,
+            activation,
+            target,
+            &why,
+            &mut wait,
+            schedule.as_deref(),
+        )?;
+        match outcome {
+            Outcome::Offline { .. } => observer.mode_changed(WindowStep::Offline { forced: false }),
+            Outcome::ReadOnly { .. } => {
+                observer.mode_changed(WindowStep::ReadOnly { forced: false })
+            }
+            other => return Ok(RunOutcome::NotRun(other)),
+        }
     }
     window.command_started(Timestamp::at(backend.clock().now()))?;
     let code = observer.run_command();
-    let restored = if found == Mode::Online {
+    if !already {
         let ended = match &code {
             Ok(c) => format!("the command exited with {c}"),
             Err(e) => format!("the command failed: {e}"),
         };
-        let reason = format!("offline run -- {shown}: {ended}; the mode it found is restored");
-        go_online_because(backend, me, Cause::Run, reason, scheduled.as_ref())?;
-        Mode::Online
-    } else {
-        Mode::Offline
-    };
-    observer.mode_changed(WindowStep::Restored(restored));
+        let reason = format!("{}: {ended}; the mode it found is restored", what(""));
+        restore(Cause::Run, reason)?;
+    }
+    observer.mode_changed(WindowStep::Restored(found));
     drop(window);
     Ok(RunOutcome::Ran {
         code: code?,
-        restored,
+        restored: found,
     })
 }
 
@@ -1416,27 +1810,33 @@ pub struct Status {
     pub tasks: Vec<TaskRecord>,
     /// Live sessions: how many, and when the last expires.
     pub sessions: SessionSummary,
+    /// Web layer processes with unsafe requests in flight (published only
+    /// while READONLY_PENDING).
+    pub writes: Vec<WritesInFlight>,
 }
 
 impl Status {
     /// The status line's "Active sessions": live sessions plus live tasks
-    /// (a task and the runs that joined it counting once).
+    /// (a task and the runs that joined it counting once), plus web layers
+    /// with writes in flight, as [`Live::active`] counts them.
     pub fn active_sessions(&self) -> usize {
-        distinct_tasks(&self.tasks) + self.sessions.count
+        distinct_tasks(&self.tasks) + self.sessions.count + self.writes.len()
     }
 
     /// One line per holder, as [`Live::describe`] writes them.
     pub fn describe(&self, now: SystemTime) -> Vec<String> {
-        describe(&self.tasks, &self.sessions, now)
+        describe(&self.tasks, &self.writes, &self.sessions, now)
     }
 }
 
-/// Reads the status: the mode, the live tasks, and the sessions' summary
-/// (no listing of sessions: at 100,000 that costs tens of milliseconds).
+/// Reads the status: the mode, the live tasks, the sessions' summary (no
+/// listing of sessions: at 100,000 that costs tens of milliseconds), and
+/// the web layers' writes in flight.
 pub fn status(backend: &dyn Backend) -> Result<Status> {
     Ok(Status {
         view: backend.mode()?,
         tasks: backend.tasks()?,
         sessions: backend.session_summary()?,
+        writes: backend.writes_in_flight()?,
     })
 }

@@ -1,7 +1,8 @@
 //! The drain `stop` policy, kept by every tracked run itself: a helper
-//! thread watches the mode, and when PENDING (or OFFLINE) begins it sets the
-//! run's stop request and sends SIGTERM to its external child, if any.
-//! Nobody signals a pid from outside: pids get reused.
+//! thread watches the mode, and when a drain that this run holds off begins
+//! (PENDING or OFFLINE; READONLY_PENDING too for a run that may write) it
+//! sets the run's stop request and sends SIGTERM to its external child, if
+//! any. Nobody signals a pid from outside: pids get reused.
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use maintenance_core::Backend;
 use maintenance_core::command::StopToken;
-use maintenance_core::mode::Mode;
+use maintenance_core::task::TaskRecord;
 
 use crate::signals;
 
@@ -23,15 +24,16 @@ pub(crate) struct DrainWatch {
     thread: Option<JoinHandle<()>>,
 }
 
-/// Starts watching for the end of ONLINE on behalf of a run.
-pub(crate) fn watch(backend: Arc<dyn Backend>, stop: StopToken) -> DrainWatch {
+/// Starts watching, on behalf of the run of `task`, for a drain that asks
+/// it to stop ([`TaskRecord::drained_in`]).
+pub(crate) fn watch(backend: Arc<dyn Backend>, stop: StopToken, task: TaskRecord) -> DrainWatch {
     let (tx, rx) = mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("manage-drain".into())
         .spawn(move || {
             loop {
                 if let Ok(view) = backend.mode()
-                    && view.mode != Mode::Online
+                    && task.drained_in(&view)
                 {
                     stop.request();
                     signals::terminate_child();

@@ -198,7 +198,8 @@ fn kept(
         && record.holds_off_offline()
         && rt.config.backend == maintenance_core::config::BackendKind::File)
         .then(|| maintenance_core::backend::file::ModeProbe::open(&rt.config.state_dir).ok())
-        .flatten();
+        .flatten()
+        .map(|p| p.for_task(&record));
     let mut running = crate::keeper::spawn(&crate::keeper::Spawn {
         path,
         args,

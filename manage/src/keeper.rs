@@ -724,12 +724,12 @@ unsafe fn keep(command: libc::pid_t, report: RawFd, p: &Prepared, stack: Stack) 
                 send(fd, MSG_EXITED, status, 1);
                 libc::close(fd);
             }
-            // Leftovers of a drain-`stop` command: stop once the site
-            // leaves ONLINE.
+            // Leftovers of a drain-`stop` command: stop once a drain the
+            // task holds off begins.
             let watching = done && !terminating && p.probe.is_some();
             if watching
                 && let Some(probe) = p.probe
-                && (*probe).online() == Some(false)
+                && (*probe).keeps_running() == Some(false)
             {
                 terminating = true;
             }

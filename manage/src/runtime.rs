@@ -140,6 +140,7 @@ impl<'a> Runtime<'a> {
             return None;
         }
         let backend = self.backend().ok()?;
-        Some(crate::drain::watch(backend, self.stop.clone()))
+        let task = record?.clone();
+        Some(crate::drain::watch(backend, self.stop.clone(), task))
     }
 }

@@ -290,6 +290,31 @@ pub fn raw_request(
         .unwrap_or_else(|e| panic!("{method} {path} from {from:?} to {to}: {e}"))
 }
 
+/// `METHOD PATH` with `headers` and the form `form`
+/// (`application/x-www-form-urlencoded`) as its body, to `to` from local
+/// address `from` (see [`raw_exchange`]); fails the test on an I/O error.
+pub fn raw_form(
+    to: std::net::SocketAddr,
+    from: Option<std::net::IpAddr>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    form: &str,
+) -> Reply {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+        form.len()
+    );
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(form);
+    raw_exchange(to, from, req.as_bytes())
+        .unwrap_or_else(|e| panic!("{method} {path} from {from:?} to {to}: {e}"))
+}
+
 /// `GET PATH` with `headers` to `to` from local address `from` (see
 /// [`raw_request`]).
 pub fn raw_get(

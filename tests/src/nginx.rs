@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::http::{Reply, raw_request};
+use crate::http::{Reply, raw_form, raw_request};
 use crate::pid::{children_of, uid_of};
 use crate::process::Proc;
 use crate::scratch::chmod;
@@ -117,6 +117,22 @@ impl Nginx {
             .parse()
             .unwrap_or_else(|e| panic!("{from:?} is not an address: {e}"));
         raw_request(self.addr, Some(from), method, path, headers)
+    }
+
+    /// `METHOD PATH` with `headers` and the form `form` as its body through
+    /// nginx, from the local address `from`.
+    pub fn send_form(
+        &self,
+        from: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        form: &str,
+    ) -> Reply {
+        let from: IpAddr = from
+            .parse()
+            .unwrap_or_else(|e| panic!("{from:?} is not an address: {e}"));
+        raw_form(self.addr, Some(from), method, path, headers, form)
     }
 
     /// `GET PATH` with `headers` through nginx, from the local address

@@ -19,8 +19,10 @@ pub const MYSITE_KEY: &str = "web-tests-signing-key";
 /// web tests: a scratch directory holding `manage.toml` (`state_dir =
 /// "state"`, `refresh_interval = "50ms"`, plus whatever the test adds) that
 /// is the working directory of every run. Every run has `argv[0]` `mysite`,
-/// `MYSITE_SECRET_KEY` set, and neither `RUST_BACKTRACE`, a task token,
-/// `MANAGE_STATE_DIR` nor `MANAGE_CONFIG` in its environment.
+/// `MYSITE_SECRET_KEY` set, `MYSITE_HOLD_DIR` set to the site's `hold/`
+/// (where a note sent with `hold=NAME` waits: [`MySite::release`]), and
+/// neither `RUST_BACKTRACE`, a task token, `MANAGE_STATE_DIR` nor
+/// `MANAGE_CONFIG` in its environment.
 #[derive(Debug)]
 pub struct MySite {
     scratch: Scratch,
@@ -38,6 +40,7 @@ impl MySite {
         let scratch = Scratch::with_manage_toml(&format!(
             "state_dir = \"state\"\nrefresh_interval = \"50ms\"\n{toml}\n"
         ));
+        std::fs::create_dir(scratch.path().join("hold")).expect("create hold/");
         MySite {
             scratch,
             exe: exe.into(),
@@ -60,8 +63,23 @@ impl MySite {
         cmd.arg0("mysite")
             .args(args)
             .current_dir(self.dir())
-            .env("MYSITE_SECRET_KEY", key);
+            .env("MYSITE_SECRET_KEY", key)
+            .env("MYSITE_HOLD_DIR", self.dir().join("hold"));
         cmd
+    }
+
+    /// Waits until a note sent with `hold=NAME` is held in the app's
+    /// handler: from then on that write is in flight.
+    pub fn wait_held(&self, name: &str) {
+        let held = self.dir().join("hold").join(format!("{name}.held"));
+        crate::wait::poll_until(&format!("the write {name} held in the app"), || {
+            held.exists().then_some(())
+        });
+    }
+
+    /// Lets the note held as `NAME` be saved.
+    pub fn release(&self, name: &str) {
+        std::fs::write(self.dir().join("hold").join(name), "").expect("release a held write");
     }
 
     /// The command line `mysite ARGS…`, stdio piped.
@@ -161,6 +179,12 @@ impl Server {
     /// `POST path` with `headers` and no body.
     pub fn post(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
         http_post(self.addr, path, headers)
+    }
+
+    /// `POST path` of the form `form` (`text=hi&hold=w1`) with `headers`,
+    /// over a plain socket.
+    pub fn post_form(&self, path: &str, headers: &[(&str, &str)], form: &str) -> Reply {
+        crate::http::raw_form(self.addr, None, "POST", path, headers, form)
     }
 
     /// `GET path` with `headers` from the local address `from` (say

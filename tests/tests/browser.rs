@@ -6,16 +6,22 @@
 //!
 //! The user logs in; a window scheduled an hour ahead (`offline on --at`)
 //! shows on their page as "maintenance is scheduled at …" with the
-//! operator's message, and goes once `offline off` cancels it; `offline
+//! operator's message, and goes once `offline off` cancels it; a
+//! read-only window scheduled so (`--at --read-only`) shows as "the site
+//! goes read-only for maintenance at …", its forms kept until then; `offline
 //! on` waits for them (PENDING) and their page shows the "going offline
 //! soon" banner; they log out, `offline on` ends
 //! OFFLINE and the browser lands on the maintenance page; `offline on
 //! --secret` gives a bypass secret, and visiting the path it prints lets the
 //! browser browse the site normally while everyone else is still turned
 //! away; `offline off` brings the site back ONLINE, without the banner.
+//! Then the read-only tier: `offline on --read-only` makes the site
+//! READONLY; a note sent from the page the browser loaded before gets the
+//! layer's read-only 503, and the page, reloaded, says why its forms are
+//! gone while the user (and any visitor) still reads it.
 //!
-//! Screenshots of the schedule's banner, the PENDING banner and of the
-//! maintenance page are saved
+//! Screenshots of the schedules' banners, the PENDING banner, the
+//! maintenance page and the READONLY page and its refused form are saved
 //! under the test's target temp directory, and their paths printed.
 //!
 //! chromium and chromium-driver are required: `scripts/test` installs them.
@@ -358,6 +364,19 @@ impl Browser {
         }
     }
 
+    /// Types `text` into the field matching `css`.
+    #[track_caller]
+    fn type_into(&self, css: &str, text: &str) {
+        let id = self
+            .find(css)
+            .unwrap_or_else(|| panic!("no {css} on the page: {}", self.source()));
+        self.cmd(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(&json!({ "text": text })),
+        );
+    }
+
     #[track_caller]
     fn click(&self, css: &str) {
         let id = self
@@ -562,6 +581,55 @@ fn the_drill_in_a_real_browser() {
         }
     });
 
+    // A read-only window scheduled ahead says so, and why; the forms stay
+    // until its time (writes still pass). `offline off` cancels it.
+    let mut scheduled = site.spawn(&[
+        "offline",
+        "on",
+        "--at",
+        "+1h",
+        "--read-only",
+        "--message",
+        "Re-indexing",
+    ]);
+    let line = scheduled.line();
+    let when = line
+        .strip_prefix("Read-only scheduled at ")
+        .and_then(|rest| rest.split_once(" (in "))
+        .map(|(when, _)| when.to_owned())
+        .unwrap_or_else(|| panic!("`offline on --at --read-only` did not schedule: {line:?}"));
+    browser.refresh();
+    browser.wait_for(
+        &home,
+        "#banner",
+        &format!("The site goes read-only for maintenance at {when} (in "),
+        true,
+    );
+    let banner = browser.text("#banner").unwrap_or_default();
+    assert!(banner.ends_with("Re-indexing"), "{}", browser.describe());
+    assert!(
+        browser.find("#note-form").is_some(),
+        "the forms stay until its time: {}",
+        browser.describe()
+    );
+    browser.screenshot("scheduled-read-only.png");
+    let off = site.run(&["offline", "off"]);
+    assert!(off.success(), "offline off: {off}");
+    let cancelled = scheduled.finish();
+    assert_eq!(
+        cancelled.code(),
+        Some(maintenance_core::exit::REFUSED.into()),
+        "the waiter, cancelled: {cancelled}"
+    );
+    eventually(PAGE_GUARD, "the page without the schedule's banner", || {
+        browser.refresh();
+        if browser.url() == home && browser.find("#banner").is_none() {
+            Ok(())
+        } else {
+            Err(browser.describe())
+        }
+    });
+
     // PENDING: `offline on` waits for the browser's session, whose page
     // shows the banner.
     let mut on = site.spawn(&["offline", "on", "--timeout", "60"]);
@@ -667,6 +735,75 @@ fn the_drill_in_a_real_browser() {
         browser.describe()
     );
     assert_eq!(visitor_sees(&home).0, 200, "a visitor, ONLINE again");
+
+    // READONLY: the page loaded while ONLINE still offers the note form;
+    // what it sends once the site is read-only gets the layer's 503, with
+    // the operator's message.
+    browser.type_into("#note-text", "left while online");
+    browser.click("#note");
+    browser.wait_for(&home, "li.note", "left while online", false);
+    browser.type_into("#note-text", "sent too late");
+    let ro = site.run(&[
+        "offline",
+        "on",
+        "--read-only",
+        "--message",
+        "Moving to a new database",
+    ]);
+    assert!(ro.success(), "offline on --read-only: {ro}");
+    assert!(
+        ro.stdout.iter().any(|l| l.starts_with("Status: READONLY")),
+        "{ro}"
+    );
+    browser.click("#note");
+    let notes = format!("{base}/notes");
+    browser.wait_for(&notes, "h1", "Read-only for maintenance", false);
+    assert!(
+        browser.source().contains("Moving to a new database"),
+        "{}",
+        browser.describe()
+    );
+    browser.screenshot("read-only-refused.png");
+    // Reloaded, the page reads on: the user is still logged in, the banner
+    // says why, and no form is offered.
+    browser.goto(&home);
+    browser.wait_for(&home, "#banner", "read-only for maintenance", true);
+    assert_eq!(
+        browser.text("#who").as_deref(),
+        Some("You are logged in."),
+        "{}",
+        browser.describe()
+    );
+    for form in ["#logout", "#note-form", "#login"] {
+        assert!(
+            browser.find(form).is_none(),
+            "{form}: {}",
+            browser.describe()
+        );
+    }
+    assert!(
+        browser
+            .text("#notes")
+            .is_some_and(|t| t.contains("left while online") && !t.contains("sent too late")),
+        "{}",
+        browser.describe()
+    );
+    browser.screenshot("read-only.png");
+    assert_eq!(
+        visitor_sees(&home).0,
+        200,
+        "a visitor reads during READONLY"
+    );
+    let off = site.run(&["offline", "off"]);
+    assert!(off.success(), "offline off after READONLY: {off}");
+    eventually(PAGE_GUARD, "the forms back", || {
+        browser.refresh();
+        if browser.find("#note-form").is_some() && browser.find("#banner").is_none() {
+            Ok(())
+        } else {
+            Err(browser.describe())
+        }
+    });
 
     // The session ends: chromedriver closes chromium, all of it.
     browser.quit().expect("end the WebDriver session");

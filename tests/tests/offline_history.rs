@@ -5,7 +5,10 @@
 //! its bound; a lapsed PENDING and a run killed mid-command each recorded
 //! exactly once while several readers race to notice them; a scheduled
 //! window set, gone PENDING and OFFLINE at its time, and turned off; a
-//! schedule cancelled, withdrawn and killed, each recorded once.
+//! schedule cancelled, withdrawn and killed, each recorded once; and the
+//! read-only tier's changes as the user sees them (READONLY_PENDING,
+//! READONLY, on to OFFLINE, killed waiters of both drains, a read-only
+//! schedule), each heard by a hook.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,7 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use maintenance_core::Mode;
 use maintenance_core::history::{Cause, EventKind, HistoryEntry};
-use manage_tests::{CliSite, Proc, user_at_host};
+use manage_tests::{CliSite, Proc, poll_until, user_at_host};
 
 const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
 
@@ -400,4 +403,160 @@ fn a_cancelled_a_withdrawn_and_a_killed_schedule_are_each_recorded_once() {
         "{}",
         entries[5].reason
     );
+}
+
+/// An external command that says `started`, then holds its task until the
+/// file named by its first argument exists (no sleep is relied on).
+const HOLD: &str = "#!/bin/sh\necho started\nwhile [ ! -e \"$1\" ]; do sleep 0.02; done\n";
+
+/// Starts `manage NAME <release file>` once it has said `started`, and
+/// returns it with the file whose creation lets it end.
+fn hold(site: &CliSite, name: &str, n: usize) -> (Proc, std::path::PathBuf) {
+    let release = site.dir().join(format!("release-{name}-{n}"));
+    let mut p = site.spawn(&[name, release.to_str().unwrap()]);
+    assert_eq!(p.line(), "started", "`manage {name}` did not start");
+    (p, release)
+}
+
+#[test]
+fn the_read_only_tier_reads_back_as_the_user_sees_it_and_its_hooks_hear_each_change() {
+    let site = CliSite::with_config(
+        EXE,
+        "[commands.scan]\naccess = \"read-only\"\n[hooks]\non_change = [\"hear.sh\"]\n",
+    );
+    site.external("import", HOLD);
+    site.external("scan", HOLD);
+    let heard = site.dir().join("heard");
+    let hook = site.dir().join("hear.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"$MANAGE_EVENT $MANAGE_PREVIOUS_MODE $MANAGE_MODE\" >> {}\n",
+            heard.display()
+        ),
+    )
+    .unwrap();
+    manage_tests::chmod(&hook, 0o755);
+    let ok = |args: &[&str]| {
+        let out = site.run(args);
+        assert_eq!(out.code(), Some(0), "manage {}: {out}", args.join(" "));
+    };
+
+    // A read-only drain held by a command that may write, then on to
+    // OFFLINE, and off.
+    let (import, release) = hold(&site, "import", 1);
+    let on = site.spawn(&["offline", "on", "--read-only", "--message", "Re-indexing"]);
+    site.wait_for_mode(Mode::ReadOnlyPending);
+    std::fs::write(&release, "").unwrap();
+    assert_eq!(on.finish().code(), Some(0));
+    assert_eq!(import.finish().code(), Some(0));
+    ok(&["offline", "on"]);
+    ok(&["offline", "off"]);
+    // At once, and off; a read-only window for a command.
+    ok(&["offline", "on", "--read-only", "--force"]);
+    ok(&["offline", "off"]);
+    ok(&["offline", "run", "--read-only", "--", "hello"]);
+    // A read-only waiter killed: its drain lapses to ONLINE.
+    let (import, release) = hold(&site, "import", 2);
+    let mut on = site.spawn(&["offline", "on", "--read-only"]);
+    site.wait_for_mode(Mode::ReadOnlyPending);
+    on.kill9();
+    ok(&["offline", "status"]);
+    std::fs::write(&release, "").unwrap();
+    assert_eq!(import.finish().code(), Some(0));
+    // From READONLY, a waiter for OFFLINE killed (a read-only command
+    // started during READONLY holds it off): back to READONLY.
+    ok(&["offline", "on", "--read-only", "--force"]);
+    let (scan, release) = hold(&site, "scan", 1);
+    let mut on_from_read_only = site.spawn(&["offline", "on"]);
+    site.wait_for_mode(Mode::Pending);
+    on_from_read_only.kill9();
+    ok(&["offline", "status"]);
+    std::fs::write(&release, "").unwrap();
+    assert_eq!(scan.finish().code(), Some(0));
+    ok(&["offline", "off"]);
+    // A read-only window scheduled ahead.
+    let mut at = site.spawn(&["offline", "on", "--read-only", "--at", "+1s"]);
+    let line = at.line();
+    assert!(line.starts_with("Read-only scheduled at "), "{line:?}");
+    assert_eq!(at.finish().code(), Some(0));
+    ok(&["offline", "off"]);
+
+    let entries = history(&site, 100);
+    use Cause::*;
+    use Mode::*;
+    let modes: Vec<HistoryEntry> = entries
+        .iter()
+        .filter(|e| e.kind == EventKind::Mode)
+        .cloned()
+        .collect();
+    assert_eq!(
+        changes(&modes),
+        [
+            (On, Online, ReadOnlyPending, false),
+            (On, ReadOnlyPending, ReadOnly, false),
+            (On, ReadOnly, Pending, false),
+            (On, Pending, Offline, false),
+            (Off, Offline, Online, false),
+            (Force, Online, ReadOnly, true),
+            (Off, ReadOnly, Online, false),
+            (Run, Online, ReadOnlyPending, false),
+            (Run, ReadOnlyPending, ReadOnly, false),
+            (Run, ReadOnly, Online, false),
+            (On, Online, ReadOnlyPending, false),
+            (Lapsed, ReadOnlyPending, Online, false),
+            (Force, Online, ReadOnly, true),
+            (On, ReadOnly, Pending, false),
+            (Lapsed, Pending, ReadOnly, false),
+            (Off, ReadOnly, Online, false),
+            (Scheduled, Online, ReadOnlyPending, false),
+            (Scheduled, ReadOnlyPending, ReadOnly, false),
+            (Off, ReadOnly, Online, false),
+        ],
+        "{entries:#?}"
+    );
+    let read_only = &modes[1];
+    assert_eq!(read_only.message.as_deref(), Some("Re-indexing"));
+    let waited = read_only.waited.as_ref().expect("how long it waited");
+    assert_eq!(waited.held_by.tasks[0].name, "import", "{waited:?}");
+    assert_eq!(modes[11].pid, on.pid(), "the killed waiter's");
+    assert_eq!(
+        modes[14].pid,
+        on_from_read_only.pid(),
+        "the killed waiter's"
+    );
+    assert!(modes[11].noticed_by.is_some() && modes[14].noticed_by.is_some());
+    assert!(
+        modes[7]
+            .reason
+            .starts_with("offline run --read-only -- hello"),
+        "{}",
+        modes[7].reason
+    );
+    // The schedule's events, and the changes it caused, say read_only.
+    let scheduled: Vec<&HistoryEntry> = entries.iter().filter(|e| e.schedule.is_some()).collect();
+    assert_eq!(scheduled.len(), 3, "set, READONLY_PENDING, READONLY");
+    assert_eq!(scheduled[0].kind, EventKind::ScheduleSet);
+    assert!(
+        scheduled
+            .iter()
+            .all(|e| e.schedule.as_ref().unwrap().read_only),
+        "{scheduled:#?}"
+    );
+
+    // The hooks heard every entry, READONLY and READONLY_PENDING by name.
+    let mut want: Vec<String> = entries
+        .iter()
+        .map(|e| format!("{} {} {}", e.kind, e.from, e.to))
+        .collect();
+    want.sort();
+    let got = poll_until("every change reached the hook", || {
+        let text = std::fs::read_to_string(&heard).unwrap_or_default();
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        lines.sort();
+        (lines.len() >= want.len()).then_some(lines)
+    });
+    assert_eq!(got, want);
+    assert!(got.contains(&"mode READONLY_PENDING READONLY".to_owned()));
+    assert!(got.contains(&"mode PENDING READONLY".to_owned()));
 }

@@ -1,5 +1,6 @@
 //! The offline state machine against real processes: racing commands and
-//! web layers (I1, I2), killed operators (I5), cancelling, joining,
+//! web layers (I1, I2; and for the read-only tier, real layers' writes in
+//! flight), killed operators (I5), cancelling, joining,
 //! interrupting and timing out a wait from other processes, and a process
 //! whose wall clock is stepped (an `LD_PRELOAD` shim), which must neither
 //! expire nor remove anyone's sessions.
@@ -202,6 +203,143 @@ fn i1_and_i2_hold_while_dozens_of_processes_race_an_activation_200_times() {
     );
     assert!(admitted > 200 && sessions > 200, "the racers really raced");
     assert!(held_off > 0, "some activations really waited for racers");
+}
+
+/// The race of I1 and I2 for the read-only tier: while commands that may
+/// write start as fast as they can and real `MaintenanceLayer`s (in
+/// processes of their own) send writes through — some long enough to be in
+/// flight across the drain — the site goes READONLY and back again and
+/// again. No task that may write is admitted after READONLY_PENDING began,
+/// none started ONLINE is live once READONLY is recorded, no write is let
+/// in once the settle time has passed (looked at after it, not at the
+/// instant the drain began), and none is in flight when READONLY is
+/// recorded. The settle time is ten refresh intervals of the layers, not
+/// the two `offline on` uses: a layer's thread on a loaded machine may be
+/// late, and this test is about the protocol, not the scheduler.
+#[test]
+fn i1_and_i2_hold_for_the_read_only_tier_while_commands_and_layers_race_it() {
+    let (tmp, state) = state_dir();
+    let stop = tmp.path().join("stop");
+    let refresh_ms = 20;
+    let settle = Duration::from_millis(refresh_ms * 10);
+    let s = state.to_str().unwrap();
+    let st = stop.to_str().unwrap();
+    let refresh = refresh_ms.to_string();
+    let mut racers = Racers {
+        stop: stop.clone(),
+        children: Vec::new(),
+    };
+    racers
+        .children
+        .extend((0..6).map(|_| actor(&["task-actor", s, st])));
+    racers
+        .children
+        .extend((0..3).map(|_| actor(&["layer-actor", s, st, &refresh])));
+
+    let b = open(&state);
+    // Wait until the layers let writes through, so the rounds race them.
+    let mut rounds = Vec::new();
+    let mut waited_for_writes = 0;
+    for round in 0..25u64 {
+        std::thread::sleep(Duration::from_millis(20 + round * 7 % 30));
+        let activation = Activation {
+            change: ModeChange::by_this_process(),
+            timeout: Duration::from_secs(60),
+            grace: None,
+            settle,
+        };
+        let mut pending_since = None;
+        let out = offline::activate_read_only(b.as_ref(), &activation, &|| false, &mut |p| {
+            pending_since.get_or_insert(p.record.since);
+            if !p.holding.writes.is_empty() {
+                waited_for_writes += 1;
+            }
+        })
+        .unwrap();
+        let Outcome::ReadOnly { record, .. } = out else {
+            panic!("round {round}: READONLY, got {out:?}");
+        };
+        let bad: Vec<_> = b
+            .tasks()
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.holds_off_read_only())
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "round {round}: I1 violated, live while READONLY: {bad:?}"
+        );
+        let online = b.go_online(&ModeChange::by_this_process()).unwrap();
+        let since = pending_since.expect("progress reported at least once: the settle time");
+        rounds.push((
+            micros(since.system_time()),
+            micros(record.since.system_time()),
+            micros(online.since.system_time()),
+        ));
+    }
+    std::fs::write(&stop, "").unwrap();
+
+    let settle_us = settle.as_micros();
+    let mut violations = Vec::new();
+    let (mut admitted, mut writes, mut refused) = (0, 0, 0u64);
+    for child in std::mem::take(&mut racers.children) {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "an actor failed: {:?}", out.status);
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let words: Vec<&str> = line.split(' ').collect();
+            let at = |i: usize| words[i].parse::<u128>().unwrap();
+            match words[0] {
+                "online" => {
+                    admitted += 1;
+                    let (before, after) = (at(1), at(2));
+                    for (since, _, online) in &rounds {
+                        if before > since + 1000 && after < *online {
+                            violations.push(format!(
+                                "I2: a task that may write asked at {before}µs, READONLY_PENDING since {since}µs"
+                            ));
+                        }
+                    }
+                }
+                "write" => {
+                    writes += 1;
+                    let (entered, finished) = (at(2), at(3));
+                    for (since, read_only, online) in &rounds {
+                        if entered > since + settle_us && entered < *online {
+                            violations.push(format!(
+                                "I2: a write let in at {entered}µs, READONLY_PENDING since {since}µs"
+                            ));
+                        }
+                        if entered < *read_only && finished > *read_only {
+                            violations.push(format!(
+                                "I2: a write in flight ({entered}µs to {finished}µs) when READONLY \
+                                 was recorded at {read_only}µs"
+                            ));
+                        }
+                    }
+                }
+                "refused" => refused += words[1].parse::<u64>().unwrap(),
+                _ => violations.push(line.to_owned()),
+            }
+        }
+    }
+    eprintln!(
+        "25 rounds: {admitted} tasks admitted ONLINE, {writes} writes let in, {refused} refused, \
+         {waited_for_writes} looks waited for writes in flight"
+    );
+    assert!(
+        violations.is_empty(),
+        "{} violations: {:?}",
+        violations.len(),
+        &violations[..violations.len().min(10)]
+    );
+    assert!(
+        admitted > 25 && writes > 25 && refused > 0,
+        "the racers really raced"
+    );
+    assert!(
+        waited_for_writes > 0,
+        "some drains really waited for writes in flight"
+    );
 }
 
 #[test]

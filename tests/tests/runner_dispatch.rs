@@ -132,7 +132,7 @@ fn mysite_has_exactly_its_expected_commands_so_a_dropped_plug_in_fails_the_suite
     // The plug-in crate mysite names (`use hello_plugin as _;`) …
     expected.insert("hello".into(), plugin("hello-plugin"));
     // … and mysite's own commands.
-    for own in ["backup", "migrate", "runserver", "worker"] {
+    for own in ["backup", "migrate", "report", "runserver", "worker"] {
         expected.insert(own.into(), plugin("mysite"));
     }
     let listed = registered(&list_json(&site.run_mysite(&["--list", "--json"])));

@@ -16,6 +16,13 @@
 //! allow-listed (in nginx's `geo` and the app's `--allow`); nginx reaches
 //! the app from 127.0.0.1, the app's only trusted proxy.
 //!
+//! The read-only tier through the same nginx: its `READONLY` marker lets
+//! nginx answer every unsafe request with a 503 and its static read-only
+//! page from the moment the drain begins, while reads — a visitor's, a
+//! logged-in user's — reach the app, whose page hides its forms; the app's
+//! own layer refuses what reaches it directly; READONLY goes on to OFFLINE
+//! and back ONLINE.
+//!
 //! No wall-clock assertion: every wait is a hang guard.
 
 #![allow(clippy::unwrap_used)]
@@ -24,6 +31,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use maintenance_core::session::SessionKey;
 use manage_tests::{MySite, Nginx, Reply, chmod, poll_until, uid_of};
 
 const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
@@ -31,6 +39,8 @@ const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
 const SITE_CONF: &str = include_str!("../../examples/mysite/nginx/mysite.conf");
 /// nginx's maintenance page.
 const PAGE: &str = include_str!("../../examples/mysite/nginx/maintenance.html");
+/// nginx's read-only page.
+const READ_ONLY_PAGE: &str = include_str!("../../examples/mysite/nginx/read-only.html");
 
 const VISITOR: &str = "127.0.0.2";
 const ALLOWED: &str = "127.0.0.3";
@@ -71,8 +81,13 @@ fn start_nginx(
     std::fs::create_dir_all(&root).unwrap();
     chmod(dir, 0o755);
     chmod(&root, 0o755);
-    std::fs::write(root.join("maintenance.html"), PAGE).unwrap();
-    chmod(&root.join("maintenance.html"), 0o644);
+    for (name, page) in [
+        ("maintenance.html", PAGE),
+        ("read-only.html", READ_ONLY_PAGE),
+    ] {
+        std::fs::write(root.join(name), page).unwrap();
+        chmod(&root.join(name), 0o644);
+    }
     Nginx::start(
         dir,
         user.map(|(u, g, _)| (u.as_str(), g.as_str())),
@@ -109,6 +124,26 @@ fn assert_nginx_maintenance(r: &Reply, context: &str) {
     );
     assert!(!r.body.contains("<h1>mysite</h1>"), "{context}: {r}");
     assert!(r.set_cookie("sessionid").is_none(), "{context}: {r}");
+}
+
+/// nginx's own 503 for a write while READONLY: the static read-only page.
+fn assert_nginx_read_only(r: &Reply, context: &str) {
+    assert_eq!(r.status, 503, "{context}: not nginx's 503: {r}");
+    assert_eq!(r.header("x-maintenance"), Some("nginx"), "{context}: {r}");
+    assert_eq!(r.all("cache-control"), ["no-store"], "{context}: {r}");
+    assert!(r.body.contains("id=\"nginx-read-only\""), "{context}: {r}");
+    assert!(!r.body.contains("<h1>mysite</h1>"), "{context}: {r}");
+}
+
+/// The app's home page while writes are refused: the banner says so, and
+/// no form is offered.
+fn assert_read_only_page(r: &Reply, context: &str) {
+    r.assert_home_page(context);
+    assert_from_app(r, context);
+    assert!(r.body.contains("read-only"), "{context}: no banner: {r}");
+    for form in ["id=\"login\"", "id=\"logout\"", "id=\"note-form\""] {
+        assert!(!r.body.contains(form), "{context}: {form} offered: {r}");
+    }
 }
 
 /// A response from the app, passed through by nginx.
@@ -311,4 +346,199 @@ fn nginx_rule_in_front_of_mysite() {
     assert_nginx_maintenance(&nginx.get(VISITOR, "/", &[]), "OFFLINE, the app stopped");
     let r = nginx.get(VISITOR, "/healthz", &[]);
     assert_eq!(r.status, 502, "the health check needs the app: {r}");
+}
+
+#[test]
+fn nginx_refuses_writes_while_read_only_and_passes_reads_to_mysite() {
+    let site = MySite::new(MYSITE);
+    assert_eq!(site.status(), "Status: ONLINE - Active sessions: 0");
+    let app = site.serve(&["--trust-proxy", "127.0.0.1", "--allow", ALLOWED]);
+    let user = worker_user();
+    let nginx = start_nginx(
+        &site.dir().join("nginx"),
+        app.addr(),
+        &site.state(),
+        user.as_ref(),
+    );
+    let login = nginx.request(VISITOR, "POST", "/login", &[]);
+    assert_eq!(login.status, 303, "login through nginx: {login}");
+    let id = login.cookie_value("sessionid").unwrap();
+    let cookie = format!("sessionid={id}");
+    let logged_in = [("Cookie", cookie.as_str())];
+
+    // A note sent while ONLINE, still being saved when the drain begins:
+    // the app's layer counts it, and the drain waits for it.
+    let addr = nginx.addr();
+    let held = std::thread::spawn(move || {
+        manage_tests::raw_form(
+            addr,
+            Some(VISITOR.parse().unwrap()),
+            "POST",
+            "/notes",
+            &[],
+            "text=written+before&hold=w1",
+        )
+    });
+    site.wait_held("w1");
+    let mut on = site.spawn(&[
+        "offline",
+        "on",
+        "--read-only",
+        "--timeout",
+        "300",
+        "--message",
+        "Upgrading the database",
+    ]);
+    let line = on.line();
+    assert!(
+        line.starts_with("Writes in progress detected"),
+        "`offline on --read-only` does not wait for the write in flight: {line:?}"
+    );
+    let json = site.run(&["offline", "status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&json.stdout.join("\n")).unwrap();
+    assert_eq!(status["mode"], "READONLY_PENDING", "{json}");
+    assert_eq!(
+        status["writes_in_flight"].as_array().map(Vec::len),
+        Some(1),
+        "{json}"
+    );
+    assert_eq!(
+        site.run(&["offline", "status", "--exit-code"]).code(),
+        Some(5)
+    );
+    // The marker is there from the start of the drain: nginx refuses new
+    // writes itself, for everyone; reads reach the app.
+    assert!(site.state().join("READONLY").exists(), "no READONLY marker");
+    assert!(
+        !site.state().join("OFFLINE").exists(),
+        "an OFFLINE marker while draining"
+    );
+    let check_read_only = |phase: &str| {
+        for (from, headers) in [
+            (VISITOR, &[][..]),
+            (VISITOR, &logged_in[..]),
+            (ALLOWED, &[][..]),
+        ] {
+            let what = format!("{phase}: POST /notes from {from} {headers:?}");
+            let r = nginx.send_form(from, "POST", "/notes", headers, "text=refused");
+            assert_nginx_read_only(&r, &what);
+        }
+        for method in ["PUT", "PATCH", "DELETE"] {
+            let r = nginx.send_form(VISITOR, method, "/notes", &[], "");
+            assert_nginx_read_only(&r, &format!("{phase}: {method}"));
+        }
+        assert_nginx_read_only(
+            &nginx.send_form(VISITOR, "POST", "/logout", &logged_in, ""),
+            &format!("{phase}: logout"),
+        );
+        let r = nginx.get(VISITOR, "/healthz", &[]);
+        assert_eq!((r.status, r.body.as_str()), (200, "ok\n"), "{phase}: {r}");
+    };
+    let r = poll_until("the app's page read-only", || {
+        Some(nginx.get(VISITOR, "/", &[])).filter(|r| r.body.contains("read-only"))
+    });
+    assert_read_only_page(&r, "READONLY_PENDING, visitor");
+    let r = nginx.get(VISITOR, "/", &logged_in);
+    assert_read_only_page(&r, "READONLY_PENDING, logged in");
+    assert!(r.body.contains("You are logged in."), "{r}");
+    check_read_only("READONLY_PENDING");
+    assert!(
+        on.is_running(),
+        "READONLY before the write in flight ended: {}",
+        on.finish()
+    );
+
+    // The held note is saved; then the site is READONLY.
+    site.release("w1");
+    let saved = held.join().unwrap();
+    assert_eq!(
+        saved.status, 303,
+        "the write let in before the drain: {saved}"
+    );
+    let out = on.finish();
+    assert_eq!(out.code(), Some(0), "`offline on --read-only`: {out}");
+    assert_eq!(
+        out.stdout.last().map(String::as_str),
+        Some("Status: READONLY - Active sessions: 1"),
+        "the logged-in session reads on: {out}"
+    );
+    assert_eq!(
+        site.run(&["offline", "status", "--exit-code"]).code(),
+        Some(6)
+    );
+    assert!(site.state().join("READONLY").exists() && site.state().join("OFFLINE").exists());
+    let r = nginx.get(VISITOR, "/", &logged_in);
+    assert_read_only_page(&r, "READONLY, logged in");
+    assert!(
+        r.body.contains("written before"),
+        "the held note was saved: {r}"
+    );
+    assert!(
+        r.body.contains("Upgrading the database"),
+        "the banner's message: {r}"
+    );
+    assert_read_only_page(&nginx.get(VISITOR, "/", &[]), "READONLY, visitor");
+    check_read_only("READONLY");
+    // What reaches the app directly meets its own layer: a 503 too.
+    let direct = app.post_form("/notes", &[], "text=direct");
+    assert_eq!(direct.status, 503, "the app's own answer: {direct}");
+    assert!(direct.header("x-maintenance").is_none(), "{direct}");
+    assert_eq!(
+        direct.header("retry-after"),
+        None,
+        "no retry-after was given: {direct}"
+    );
+    assert!(direct.body.contains("Upgrading the database"), "{direct}");
+    let api = app.post_form("/api/notes", &[("Accept", "application/json")], "");
+    assert_eq!(
+        (api.status, api.json()["error"].as_str()),
+        (503, Some("read_only")),
+        "{api}"
+    );
+
+    // On to OFFLINE: PENDING from READONLY, held by the logged-in session,
+    // with writes still refused.
+    let waiter = site.go_pending(&[]);
+    let r = poll_until("PENDING at the app", || {
+        Some(nginx.get(VISITOR, "/", &[])).filter(|r| r.status == 303)
+    });
+    assert_from_app(&r, "PENDING from READONLY, visitor");
+    let r = nginx.get(VISITOR, "/", &logged_in);
+    assert_read_only_page(&r, "PENDING from READONLY, logged in");
+    assert!(r.body.contains("going offline soon"), "{r}");
+    check_read_only("PENDING from READONLY");
+    // Its form is refused, so the user cannot log out: the operator ends
+    // the session (or gives `--grace`).
+    let b = maintenance_core::backend::open(
+        &maintenance_core::Config::with_state_dir(site.state()),
+        maintenance_core::SystemClock::shared(),
+    )
+    .unwrap();
+    b.end_session(&SessionKey::of(id.as_bytes())).unwrap();
+    let out = waiter.finish();
+    assert_eq!(out.code(), Some(0), "`offline on` from READONLY: {out}");
+    assert!(
+        !site.state().join("READONLY").exists(),
+        "READONLY's marker stayed"
+    );
+    for (method, path) in [("GET", "/"), ("POST", "/notes")] {
+        let r = nginx.request(VISITOR, method, path, &[]);
+        assert_nginx_maintenance(&r, &format!("OFFLINE, {method} {path}"));
+    }
+
+    // ONLINE: everything passes again.
+    site.run_ok(&["offline", "off"]);
+    assert!(!site.state().join("OFFLINE").exists());
+    let r = poll_until("ONLINE at the app", || {
+        // Saved: a 303 home (the layer's OFFLINE 303 leads to the
+        // maintenance page instead).
+        Some(nginx.send_form(VISITOR, "POST", "/notes", &[], "text=back"))
+            .filter(|r| r.status == 303 && r.header("location") == Some("/"))
+    });
+    assert_from_app(&r, "ONLINE, a note");
+    let r = nginx.get(VISITOR, "/", &[]);
+    assert!(
+        r.body.contains("back") && r.body.contains("id=\"note-form\""),
+        "{r}"
+    );
 }

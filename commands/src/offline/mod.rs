@@ -22,7 +22,8 @@ use maintenance_core::{anyhow, clap};
 #[command(
     subcommand_required = true,
     after_help = "Exit codes: 0 done; 75 refused or cancelled; 124 timed out (the site went back \
-                  ONLINE); 130 interrupted. `status --exit-code`: 0 ONLINE, 3 PENDING, 4 OFFLINE."
+                  where it came from); 130 interrupted. `status --exit-code`: 0 ONLINE, 3 PENDING, \
+                  4 OFFLINE, 5 READONLY_PENDING, 6 READONLY."
 )]
 pub struct Offline {
     #[command(subcommand)]
@@ -38,7 +39,7 @@ enum Verb {
     /// Print the status: `Status: <MODE> - Active sessions: <N>`.
     #[command(visible_alias = "check")]
     Status(status::StatusArgs),
-    /// Go offline once nobody is in the middle of something.
+    /// Go offline (or read-only) once nobody is in the middle of something.
     #[command(visible_alias = "activate")]
     On(on::OnArgs),
     /// Go back online, from any state.
@@ -46,7 +47,8 @@ enum Verb {
     Off(off::OffArgs),
     /// List live commands and web sessions.
     List(list::ListArgs),
-    /// Go offline, run a command inside the window, restore the mode.
+    /// Go offline (or read-only), run a command inside the window, restore
+    /// the mode.
     Run(run::RunArgs),
     /// Check the state directory as this user sees it; say what to fix.
     Doctor,

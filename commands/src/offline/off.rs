@@ -30,7 +30,8 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: &OffArgs) -> anyhow::Result<()> 
     if let Some(s) = cancelled.map(|c| c.schedule) {
         writeln!(
             ctx.out(),
-            "Cancelled the offline window scheduled at {} by {} (pid {}).",
+            "Cancelled the {} window scheduled at {} by {} (pid {}).",
+            super::on::window_kind(&s),
             local_time(s.at),
             s.by,
             s.pid

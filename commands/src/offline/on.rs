@@ -1,11 +1,14 @@
 //! `manage offline on|activate`: goes PENDING, then OFFLINE once nobody is
 //! in the middle of something (maintenance-core's `offline::activate`), or
-//! at once with `--force`. What happens on a timeout is here: the library
-//! leaves PENDING (the site goes back ONLINE unless another `on` still
-//! waits), and [`not_offline`] names what held the site and exits 124.
-//! With `--at`, it first waits in the foreground for that time, holding the
-//! schedule ([`wait_for_time`]); `offline on` without it ends a schedule.
-//! `offline run` waits with the same flags and reports (run.rs).
+//! at once with `--force`; with `--read-only`, READONLY_PENDING, then
+//! READONLY once nothing that may write is live (`activate_read_only`).
+//! What happens on a timeout is here: the library leaves the drain (the
+//! site goes back where it came from unless another `on` still waits), and
+//! [`not_offline`] names what held the site and exits 124. With `--at`
+//! (and `--read-only` or not), it first waits in the foreground for that
+//! time, holding the schedule ([`wait_for_time`]); `offline on` without it
+//! ends a schedule. `offline run` waits with the same flags and reports
+//! (run.rs).
 
 use std::time::{Duration, SystemTime};
 
@@ -16,7 +19,7 @@ use maintenance_core::hooks::Hooks;
 use maintenance_core::mode::{Mode, RetryAfter};
 use maintenance_core::schedule::{self, local_time};
 use maintenance_core::task::{ENV_TASK, JoinToken, Membership};
-use maintenance_core::transition::{self as offline, Activation, Notice, Outcome};
+use maintenance_core::transition::{self as offline, Activation, Notice, Outcome, Target};
 use maintenance_core::{Refusal, anyhow, clap, exit};
 
 use super::progress::Meter;
@@ -36,17 +39,36 @@ pub(super) struct WaitArgs {
     /// seen it.
     #[arg(long)]
     pub(super) force: bool,
+    /// Go READONLY instead of OFFLINE: the site stays readable, unsafe web
+    /// requests get 503 at once, commands that may write are refused and
+    /// drain; READONLY once nothing that may write is live (web sessions
+    /// do not hold it off). From READONLY, `offline on` continues to
+    /// OFFLINE.
+    #[arg(long)]
+    pub(super) read_only: bool,
+}
+
+impl WaitArgs {
+    /// Where the wait takes the site.
+    pub(super) fn target(&self) -> Target {
+        if self.read_only {
+            Target::ReadOnly
+        } else {
+            Target::Offline
+        }
+    }
 }
 
 /// The flags of a scheduled window, shared by `offline on` and `offline
 /// run`.
 #[derive(Debug, clap::Args)]
 pub(super) struct ScheduleArgs {
-    /// Start going offline at TIME instead of now: `02:00` (the next 02:00,
-    /// local time), `+30m` (from now), or an RFC 3339 time with its offset
-    /// (2026-11-25T02:00:00+01:00). Waits in the foreground until then, as
-    /// `shutdown +m` does: the schedule lasts as long as this process, and
-    /// `offline off` cancels it. --timeout counts from TIME.
+    /// Start going offline (with --read-only, read-only) at TIME instead of
+    /// now: `02:00` (the next 02:00, local time), `+30m` (from now), or an
+    /// RFC 3339 time with its offset (2026-11-25T02:00:00+01:00). Waits in
+    /// the foreground until then, as `shutdown +m` does: the schedule lasts
+    /// as long as this process, and `offline off` cancels it. --timeout
+    /// counts from TIME.
     #[arg(long, value_name = "TIME", value_parser = schedule::parse_at, conflicts_with = "force")]
     pub(super) at: Option<Timestamp>,
     /// Tell users this long before TIME (the web layer carries the
@@ -197,23 +219,24 @@ pub(super) fn not_offline(
             exit::INTERRUPTED,
             "interrupted; still live:".into(),
         ),
-        Outcome::Cancelled { by, .. } => {
-            writeln!(err, "error: cancelled by {by}: the site is ONLINE")?;
+        Outcome::Cancelled { by, record } => {
+            writeln!(err, "error: cancelled by {by}: the site is {}", record.mode)?;
             return Ok(exit::REFUSED);
         }
-        Outcome::Offline { .. } => return Ok(exit::SUCCESS),
+        Outcome::Offline { .. } | Outcome::ReadOnly { .. } => return Ok(exit::SUCCESS),
     };
     writeln!(err, "error: {what}")?;
     for l in live.describe(now) {
         writeln!(err, "  - {l}")?;
     }
-    if record.mode == Mode::Pending {
+    if record.mode.is_draining() {
         writeln!(
             err,
-            "The site stays PENDING: another `offline on` is still waiting."
+            "The site stays {}: another `offline on` is still waiting.",
+            record.mode
         )?;
     } else {
-        writeln!(err, "The site is back ONLINE.")?;
+        writeln!(err, "The site is back {}.", record.mode)?;
     }
     Ok(code)
 }
@@ -243,30 +266,46 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: OnArgs) -> anyhow::Result<()> {
         )?;
     }
     let a = activation(ctx, &args.wait, change, args.grace);
+    let target = args.wait.target();
     let mut scheduled = match args.schedule.at {
         Some(at) => {
-            let mut lease = schedule_window(ctx, backend, &args.schedule, at, &a.change, None)?;
+            let mut lease =
+                schedule_window(ctx, backend, &args.schedule, at, &a.change, target, None)?;
             wait_for_time(ctx, backend, &a.change, lease.as_mut())?;
             Some(lease)
         }
         None => {
-            if let Some(ended) = offline::supersede_schedule(backend, &a.change)? {
+            if let Some(ended) = offline::supersede_schedule_toward(backend, &a.change, target)? {
                 let s = ended.schedule;
                 writeln!(
                     ctx.out(),
-                    "Ended the offline window scheduled at {} by {} (pid {}): going offline now.",
+                    "Ended the {} window scheduled at {} by {} (pid {}): going {} now.",
+                    window_kind(&s),
                     local_time(s.at),
                     s.by,
-                    s.pid
+                    s.pid,
+                    match target {
+                        Target::Offline => "offline",
+                        Target::ReadOnly => "read-only",
+                    }
                 )?;
             }
             None
         }
     };
     if args.wait.force {
-        let was_offline = backend.mode()?.mode == Mode::Offline;
-        let (record, live) = offline::force(backend, &a.change)?;
-        let_layers_see(ctx, &a, !was_offline, secret.is_some());
+        let was = backend.mode()?.mode;
+        let (record, live) = match target {
+            Target::Offline => offline::force(backend, &a.change)?,
+            Target::ReadOnly => offline::force_read_only(backend, &a.change)?,
+        };
+        // Layers that still let users in (or writes through) see it first.
+        let closed = match target {
+            Target::Offline => was != Mode::Offline,
+            Target::ReadOnly => matches!(was, Mode::Online | Mode::Pending),
+        };
+        let_layers_see(ctx, &a, closed, secret.is_some());
+        stricter_already(ctx, target, &record)?;
         writeln!(ctx.out(), "{}", status_line(record.mode, live.active()))?;
         if ctx.verbosity() > 0 {
             for l in live.describe(SystemTime::now()) {
@@ -278,15 +317,40 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: OnArgs) -> anyhow::Result<()> {
     let lease = scheduled
         .as_mut()
         .map(|l| &mut **l as &mut dyn ScheduleLease);
-    let outcome = wait_offline(ctx, backend, &a, args.wait.timeout, lease)?;
+    let outcome = wait_offline(ctx, backend, &a, target, args.wait.timeout, lease)?;
     if let Outcome::Offline { already, live, .. } = &outcome {
         // Sessions let go by --grace still pass on a PENDING snapshot; a
         // new secret is seen within PENDING's settle time, unless the site
         // was OFFLINE already.
-        let closed = !already && !live.sessions.is_empty();
+        let closed = !already && !live.sessions.is_empty() && target == Target::Offline;
         let_layers_see(ctx, &a, closed, secret.is_some() && *already);
     }
+    if let Outcome::ReadOnly { already, .. } = &outcome {
+        // Every layer saw READONLY_PENDING, which refuses what READONLY
+        // refuses; a new secret only needs one interval.
+        let_layers_see(ctx, &a, false, secret.is_some() && *already);
+    }
+    if let Outcome::Offline { record, .. } = &outcome {
+        stricter_already(ctx, target, record)?;
+    }
     finish_wait(ctx, &outcome, a.timeout)
+}
+
+/// Says, on stderr, that `--read-only` found the site OFFLINE, which stops
+/// writes too, and left it so.
+fn stricter_already(
+    ctx: &mut Context<'_>,
+    target: Target,
+    record: &maintenance_core::ModeRecord,
+) -> anyhow::Result<()> {
+    if target == Target::ReadOnly && record.mode == Mode::Offline {
+        writeln!(
+            ctx.err(),
+            "note: the site is OFFLINE, which stops writes too: it stays OFFLINE (`offline off` \
+             reopens it)"
+        )?;
+    }
+    Ok(())
 }
 
 /// Waits, before `on` returns, until every web layer has seen what it
@@ -307,25 +371,32 @@ fn let_layers_see(ctx: &Context<'_>, a: &Activation, closed: bool, secret: bool)
     ctx.stop_token().wait_timeout(wait);
 }
 
-/// Runs the activation, drawing its progress; `limit` is `--timeout`.
-/// With `scheduled`, the schedule whose time has come: PENDING begins as
-/// its time, and ends the schedule.
+/// Runs the activation toward `target`, drawing its progress; `limit` is
+/// `--timeout`. With `scheduled`, the schedule whose time has come: the
+/// draining mode begins as its time, and ends the schedule.
 fn wait_offline(
     ctx: &mut Context<'_>,
     backend: &dyn Backend,
     a: &Activation,
+    target: Target,
     limit: Option<Duration>,
     scheduled: Option<&mut dyn ScheduleLease>,
 ) -> anyhow::Result<Outcome> {
     let mut meter = Meter::new(ctx, backend.session_timeout(), limit);
     let stop = ctx.stop_token().clone();
+    let activate = match target {
+        Target::Offline => offline::activate,
+        Target::ReadOnly => offline::activate_read_only,
+    };
     let outcome = {
         let out = ctx.out();
         let stop = || stop.requested();
         let mut progress = |p: offline::Progress<'_>| meter.update(out, &p);
+        // A schedule's own record says where it goes (`target` agrees:
+        // both come from the same flags).
         let result = match scheduled {
             Some(lease) => offline::activate_scheduled(backend, lease, a, &stop, &mut progress),
-            None => offline::activate(backend, a, &stop, &mut progress),
+            None => activate(backend, a, &stop, &mut progress),
         };
         meter.finish(out);
         result?
@@ -333,14 +404,16 @@ fn wait_offline(
     Ok(outcome)
 }
 
-/// Schedules the window `args` ask for at `at` (for `offline run`, to run
-/// `argv`), and says so with the line `offline status` prints for it.
+/// Schedules the window `args` ask for at `at`, toward `target` (READONLY
+/// for `--read-only`; for `offline run`, to run `argv`), and says so with
+/// the line `offline status` prints for it.
 pub(super) fn schedule_window(
     ctx: &mut Context<'_>,
     backend: &dyn Backend,
     args: &ScheduleArgs,
     at: Timestamp,
     change: &ModeChange,
+    target: Target,
     argv: Option<&[String]>,
 ) -> anyhow::Result<Box<dyn ScheduleLease>> {
     let now = backend.clock().now();
@@ -350,6 +423,7 @@ pub(super) fn schedule_window(
     record.pid = change.pid;
     record.message = change.message.clone();
     record.argv = argv.map(<[String]>::to_vec);
+    record.read_only = target == Target::ReadOnly;
     let lease = offline::schedule(backend, change, &record)?;
     writeln!(
         ctx.out(),
@@ -383,8 +457,9 @@ pub(super) fn wait_for_time(
         Notice::Interrupted => {
             writeln!(
                 ctx.err(),
-                "error: interrupted: the offline window scheduled at {} is withdrawn; the site \
+                "error: interrupted: the {} window scheduled at {} is withdrawn; the site \
                  stays {}",
+                window_kind(lease.record()),
                 local_time(lease.record().at),
                 backend.mode()?.mode
             )?;
@@ -393,8 +468,15 @@ pub(super) fn wait_for_time(
     }
 }
 
+/// `offline` or `read-only`: the kind of window `schedule` is, as the
+/// lines that name it say.
+pub(super) fn window_kind(schedule: &ScheduleRecord) -> &'static str {
+    schedule.kind()
+}
+
 fn finish_wait(ctx: &mut Context<'_>, outcome: &Outcome, timeout: Duration) -> anyhow::Result<()> {
-    if let Outcome::Offline { record, live, .. } = outcome {
+    if let Outcome::Offline { record, live, .. } | Outcome::ReadOnly { record, live, .. } = outcome
+    {
         writeln!(ctx.out(), "{}", status_line(record.mode, live.active()))?;
         return Ok(());
     }

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use maintenance_core::command::Context;
-use maintenance_core::transition::Progress;
+use maintenance_core::transition::{Progress, Target};
 
 /// Draws the wait: the header once, then `<N> pending sessions. <*|->
 /// (<S> sec)` — redrawn in place on a terminal, as plain lines (at most one
@@ -23,6 +23,7 @@ pub(super) struct Meter {
     plain: Option<(Instant, usize)>,
     star: bool,
     asked: usize,
+    target: Target,
 }
 
 impl Meter {
@@ -47,11 +48,13 @@ impl Meter {
             plain: None,
             star: false,
             asked: 0,
+            target: Target::Offline,
         }
     }
 
     /// Draws one look at the wait.
     pub(super) fn update(&mut self, out: &mut dyn Write, p: &Progress<'_>) {
+        self.target = p.target;
         let n = p.holding.active();
         if n == 0 && p.asked_to_stop.is_empty() {
             // Nothing holds it off: no header, and no "0 pending" line.
@@ -59,11 +62,18 @@ impl Meter {
         }
         if !self.header {
             self.header = true;
-            let _ = writeln!(
-                out,
-                "Active sessions detected. Waiting for logout. (Session timeout set to {} secs)",
-                self.session_timeout.as_secs()
-            );
+            let _ = match p.target {
+                Target::Offline => writeln!(
+                    out,
+                    "Active sessions detected. Waiting for logout. (Session timeout set to {} secs)",
+                    self.session_timeout.as_secs()
+                ),
+                // Sessions do not hold READONLY off: what may write does.
+                Target::ReadOnly => writeln!(
+                    out,
+                    "Writes in progress detected. Waiting for them to end. (Web sessions read on)"
+                ),
+            };
             // An operator watching learns how to end the wait; a deploy
             // log, whose script chose its --timeout, gets exactly the lines
             // above.
@@ -112,10 +122,15 @@ impl Meter {
     }
 
     /// The progress line: `<N> pending sessions. <*|-> (<S> sec)`, and
-    /// `1 pending session.` for one.
+    /// `1 pending session.` for one; `<N> pending writers.` for a
+    /// read-only drain, whose holders are what may write.
     fn line(&self, n: usize, secs: u64) -> String {
         let s = if n == 1 { "" } else { "s" };
-        format!("{n} pending session{s}. {} ({secs} sec)", self.mark())
+        let what = match self.target {
+            Target::Offline => "session",
+            Target::ReadOnly => "writer",
+        };
+        format!("{n} pending {what}{s}. {} ({secs} sec)", self.mark())
     }
 
     fn mark(&self) -> char {
@@ -161,6 +176,7 @@ mod tests {
     fn live(sessions: usize) -> Live {
         Live {
             tasks: Vec::new(),
+            writes: Vec::new(),
             sessions: (0..sessions)
                 .map(|i| SessionEntry {
                     key: SessionKey::of(format!("user{i}").as_bytes()),
@@ -184,6 +200,7 @@ mod tests {
                 sessions_released: false,
                 record: &record,
                 asked_to_stop: &[],
+                target: Target::Offline,
             },
         );
         String::from_utf8(out).unwrap()

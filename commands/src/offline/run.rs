@@ -1,8 +1,8 @@
-//! `manage offline run`: goes offline as `offline on` does (same flags, same
-//! wait, same reports, and `--at` to schedule it: on.rs), runs one command
-//! inside the window, then restores the mode it found (maintenance-core's
-//! `offline::run_in_window`). A run started while a window is scheduled
-//! keeps that schedule, and says so.
+//! `manage offline run`: goes offline (or, with `--read-only`, read-only) as
+//! `offline on` does (same flags, same wait, same reports, and `--at` to
+//! schedule it: on.rs), runs one command inside the window, then restores
+//! the mode it found (maintenance-core's `offline::run_in_window_to`). A run
+//! started while a window is scheduled keeps that schedule, and says so.
 
 use maintenance_core::backend::{Backend, ModeChange, ScheduleLease};
 use maintenance_core::command::{CallOptions, Context, Exit};
@@ -10,13 +10,13 @@ use maintenance_core::hooks::Hooks;
 use maintenance_core::mode::Mode;
 use maintenance_core::schedule::local_time;
 use maintenance_core::transition::{
-    self as offline, Progress, RunOutcome, WindowObserver, WindowStep,
+    self as offline, Progress, RunOutcome, Target, WindowObserver, WindowStep,
 };
 use maintenance_core::{anyhow, clap, exit};
 
 use super::on::{
     ScheduleArgs, WaitArgs, activation, not_offline, refuse_inside_task, schedule_window,
-    wait_for_time,
+    wait_for_time, window_kind,
 };
 use super::progress::Meter;
 
@@ -55,6 +55,7 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: RunArgs) -> anyhow::Result<()> {
                 &args.schedule,
                 at,
                 &a.change,
+                args.wait.target(),
                 Some(&args.command),
             )?;
             wait_for_time(ctx, backend, &a.change, lease.as_mut())?;
@@ -64,11 +65,16 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: RunArgs) -> anyhow::Result<()> {
             if let Some(s) = backend.schedule()? {
                 writeln!(
                     ctx.err(),
-                    "note: the offline window scheduled at {} by {} (pid {}) stays scheduled; \
-                     this run goes offline now and puts the site back as it found it",
+                    "note: the {} window scheduled at {} by {} (pid {}) stays scheduled; \
+                     this run goes {} now and puts the site back as it found it",
+                    window_kind(&s),
                     local_time(s.at),
                     s.by,
-                    s.pid
+                    s.pid,
+                    match args.wait.target() {
+                        Target::Offline => "offline",
+                        Target::ReadOnly => "read-only",
+                    }
                 )?;
             }
             None
@@ -88,7 +94,14 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: RunArgs) -> anyhow::Result<()> {
             &args.command,
             &mut window,
         )?,
-        None => offline::run_in_window(backend, &a, args.wait.force, &args.command, &mut window)?,
+        None => offline::run_in_window_to(
+            backend,
+            &a,
+            args.wait.target(),
+            args.wait.force,
+            &args.command,
+            &mut window,
+        )?,
     };
     let Window { mut meter, .. } = window;
     match outcome {
@@ -133,6 +146,16 @@ impl WindowObserver for Window<'_, '_> {
         let line = match step {
             WindowStep::Pending => {
                 "PENDING: nobody new gets in; waiting for what is live to end".to_owned()
+            }
+            WindowStep::ReadOnlyPending => {
+                "READONLY_PENDING: writes are refused; waiting for what may write to end".to_owned()
+            }
+            WindowStep::ReadOnly { forced: false } => format!("READONLY: {running}"),
+            WindowStep::ReadOnly { forced: true } => {
+                format!("READONLY at once (--force): {running}")
+            }
+            WindowStep::AlreadyReadOnly => {
+                format!("already READONLY: {running}; the site stays READONLY")
             }
             WindowStep::Offline { forced: false } => format!("OFFLINE: {running}"),
             WindowStep::Offline { forced: true } => {

@@ -20,7 +20,8 @@ pub(super) struct StatusArgs {
     /// One JSON object (documented in the README), for scripts.
     #[arg(long)]
     json: bool,
-    /// Exit 0 when ONLINE, 3 when PENDING, 4 when OFFLINE.
+    /// Exit 0 when ONLINE, 3 when PENDING, 4 when OFFLINE, 5 when
+    /// READONLY_PENDING, 6 when READONLY.
     #[arg(long)]
     exit_code: bool,
 }
@@ -84,11 +85,7 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: &StatusArgs) -> anyhow::Result<(
         }
     }
     if args.exit_code {
-        let code = match st.view.mode {
-            Mode::Online => exit::SUCCESS,
-            Mode::Pending => exit::STATUS_PENDING,
-            Mode::Offline => exit::STATUS_OFFLINE,
-        };
+        let code = exit::of_status(st.view.mode);
         if code != exit::SUCCESS {
             return Err(Exit(code).into());
         }
@@ -125,6 +122,19 @@ fn details(
             RetryAfter::At(t) => format!("retry after: {t}"),
         });
     }
+    if st.view.writes_refused() {
+        lines.push(
+            "writes: refused (the web layer answers unsafe requests 503; only read-only and \
+             allowed commands start)"
+                .to_owned(),
+        );
+    }
+    if st.view.mode == Mode::Pending && r.from == Some(Mode::ReadOnly) {
+        lines.push(
+            "from: READONLY (going on to OFFLINE; if its waiters go, it lapses back to READONLY)"
+                .to_owned(),
+        );
+    }
     lines.push(format!(
         "state: {} (from {})",
         backend.location(),
@@ -132,6 +142,12 @@ fn details(
     ));
     lines.push(format!("users: {} live web session(s)", st.sessions.count));
     lines.push(format!("commands: {} live", st.tasks.len()));
+    if !st.writes.is_empty() {
+        lines.push(format!(
+            "writes: {} web layer(s) with unsafe requests in flight",
+            st.writes.len()
+        ));
+    }
     for l in st.describe(now) {
         lines.push(format!("  - {l}"));
     }
@@ -155,13 +171,16 @@ fn details(
             run.by,
             terminal_safe(&run.argv.join(" "))
         )),
-        WindowState::Abandoned(run) if st.view.mode == Mode::Offline => lines.push(format!(
-            "window: left OFFLINE by `offline run -- {}` (pid {}, {}), which was killed while its \
+        WindowState::Abandoned(run) if matches!(st.view.mode, Mode::Offline | Mode::ReadOnly) => {
+            lines.push(format!(
+                "window: left {} by `offline run -- {}` (pid {}, {}), which was killed while its \
              command ran; check the command's work, then `offline off`",
-            terminal_safe(&run.argv.join(" ")),
-            run.pid,
-            run.by
-        )),
+                st.view.mode,
+                terminal_safe(&run.argv.join(" ")),
+                run.pid,
+                run.by
+            ))
+        }
         _ => {}
     }
     lines
@@ -211,6 +230,8 @@ fn status_json(
     serde_json::json!({
         "version": 1,
         "mode": st.view.mode,
+        "writes_refused": st.view.writes_refused(),
+        "from": r.from.filter(|_| st.view.mode.is_draining()),
         "since": (r.pid != 0).then_some(r.since),
         "by": (!r.by.is_empty()).then_some(&r.by),
         "pid": (r.pid != 0).then_some(r.pid),
@@ -222,6 +243,7 @@ fn status_json(
             "last_expires_at": st.sessions.last_expires_at,
         },
         "tasks": st.tasks,
+        "writes_in_flight": st.writes,
         "lapsed": st.view.lapsed.as_ref().map(|l| &l.reason),
         "stray_marker": st.view.stray_marker,
         "window": window,

@@ -6,12 +6,15 @@
 //! - `migrate`: maintenance `required` — it runs only inside a window:
 //!   `mysite offline run -- migrate` is the deploy line;
 //! - `backup`: drain `block`, maintenance `allowed` — `offline on` refuses
-//!   while it runs, and it may run inside a window.
+//!   while it runs, and it may run inside a window;
+//! - `report`: access read-only — it only reads, so it runs while the site
+//!   is READONLY and a run does not hold off READONLY (it still holds off
+//!   OFFLINE).
 
 use std::time::Duration;
 
 use maintenance_core::command::{Context, ManageCommand, register};
-use maintenance_core::policy::{Drain, Instances, Maintenance, Policy};
+use maintenance_core::policy::{Access, Drain, Instances, Maintenance, Policy};
 use maintenance_core::{anyhow, clap};
 
 fn say(ctx: &mut Context<'_>, line: &str) -> anyhow::Result<()> {
@@ -104,3 +107,25 @@ impl ManageCommand for Backup {
     }
 }
 register!(Backup);
+
+/// Report on the site's data (only reads: runs while the site is READONLY).
+#[derive(Debug, clap::Args)]
+pub struct Report {
+    /// How long the report takes, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    ms: u64,
+}
+
+impl ManageCommand for Report {
+    const NAME: &'static str = "report";
+    const POLICY: Policy = Policy::DEFAULT
+        .instances(Instances::Concurrent)
+        .access(Access::ReadOnly);
+
+    fn run(self, ctx: &mut Context<'_>) -> anyhow::Result<()> {
+        say(ctx, "report started")?;
+        std::thread::sleep(Duration::from_millis(self.ms));
+        say(ctx, "report done")
+    }
+}
+register!(Report);

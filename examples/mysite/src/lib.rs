@@ -1,5 +1,5 @@
 //! The example site's library: its commands (`runserver`, `worker`,
-//! `migrate`, `backup`) and its `main`,
+//! `migrate`, `backup`, `report`) and its `main`,
 //! exported so the end-to-end tests build the very same binary.
 //!
 //! A site's binary names each plug-in crate it depends on: `inventory` only

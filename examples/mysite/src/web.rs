@@ -6,8 +6,16 @@
 //!   the layer — the login and logout responses carry the layer's
 //!   markers, and its validator asks the same store about any other
 //!   cookie, so a forged one is no session;
-//! - `GET /` shows a page, with a banner while the site is going offline,
-//!   and one during a scheduled window's notice ("maintenance at …");
+//! - `GET /` shows a page, with a banner while the site is going offline
+//!   or read-only, and one during a scheduled window's notice
+//!   ("maintenance at …", "read-only at …"), and the notes left so far;
+//!   its forms (log in, log out, leave a note) are hidden while writes are
+//!   refused (READONLY), and the banner says why — a form sent anyway gets
+//!   the layer's 503;
+//! - `POST /notes` leaves a note (form field `text`). For the tests, a
+//!   note with `hold=NAME` is saved only once the file `NAME` exists in
+//!   `$MYSITE_HOLD_DIR` (when that is set): a write that stays in flight
+//!   as long as a test wants;
 //! - `/maintenance.html` is the maintenance page, `/healthz` always
 //!   answers, `/api/…` answers JSON.
 
@@ -16,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Extension};
+use axum::extract::{ConnectInfo, Extension, Form};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -73,6 +81,27 @@ impl Logins {
     }
 }
 
+/// The notes left on the home page, in memory.
+#[derive(Debug, Clone, Default)]
+pub struct Notes(Arc<Mutex<Vec<String>>>);
+
+impl Notes {
+    fn all(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The form of `POST /notes`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct NoteForm {
+    /// The note.
+    #[serde(default)]
+    text: String,
+    /// For the tests: save it only once `$MYSITE_HOLD_DIR/<hold>` exists.
+    #[serde(default)]
+    hold: Option<String>,
+}
+
 impl ManageCommand for Runserver {
     const NAME: &'static str = "runserver";
     const POLICY: Policy = Policy::DEFAULT.tracking(Tracking::Untracked);
@@ -100,10 +129,12 @@ pub fn app(
         .route("/", get(home))
         .route("/login", post(login))
         .route("/logout", post(logout))
+        .route("/notes", post(leave_note))
         .route("/maintenance.html", get(maintenance_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/status", get(api_status))
-        .layer(Extension(logins.clone()));
+        .layer(Extension(logins.clone()))
+        .layer(Extension(Notes::default()));
     if args.without_maintenance {
         return Ok((routes, None));
     }
@@ -175,20 +206,45 @@ fn session_id(headers: &HeaderMap) -> Option<String> {
 async fn home(
     status: Option<Extension<MaintenanceStatus>>,
     Extension(logins): Extension<Logins>,
+    Extension(notes): Extension<Notes>,
     headers: HeaderMap,
 ) -> Html<String> {
-    let banner = match status.as_ref().map(|s| &s.0) {
+    let message = |s: &MaintenanceStatus| {
+        s.message
+            .as_deref()
+            .map(|m| format!(" {}", escape(m)))
+            .unwrap_or_default()
+    };
+    let status = status.map(|s| s.0);
+    let banner = match &status {
+        Some(s) if s.writes_refused && s.mode == Mode::Pending => format!(
+            "<p id=\"banner\">The site is read-only and going offline soon for maintenance: \
+             changes cannot be saved, so the forms are hidden.{}</p>\n",
+            message(s)
+        ),
+        Some(s) if s.writes_refused => format!(
+            "<p id=\"banner\">The site is read-only for maintenance: you can read everything, \
+             but changes cannot be saved now, so the forms are hidden.{}</p>\n",
+            message(s)
+        ),
         Some(s) if s.mode == Mode::Pending => format!(
             "<p id=\"banner\">The site is going offline soon for maintenance.{}</p>\n",
-            s.message
-                .as_deref()
-                .map(|m| format!(" {}", escape(m)))
-                .unwrap_or_default()
+            message(s)
         ),
         Some(s) if s.mode == Mode::Offline => {
             "<p id=\"banner\">You are browsing during maintenance.</p>\n".into()
         }
         Some(s) => match s.scheduled.as_deref() {
+            Some(w) if w.read_only => format!(
+                "<p id=\"banner\">The site goes read-only for maintenance at {} (in {}): you \
+                 can read it then, but not change anything.{}</p>\n",
+                local_time(w.at),
+                format_age(w.left(std::time::SystemTime::now())),
+                w.message
+                    .as_deref()
+                    .map(|m| format!(" {}", escape(m)))
+                    .unwrap_or_default()
+            ),
             Some(w) => format!(
                 "<p id=\"banner\">Maintenance is scheduled at {} (in {}).{}</p>\n",
                 local_time(w.at),
@@ -202,14 +258,62 @@ async fn home(
         },
         None => String::new(),
     };
-    let who = if session_id(&headers).is_some_and(|id| logins.contains(&id)) {
-        "<p id=\"who\">You are logged in.</p>\n<form method=\"post\" action=\"/logout\"><button id=\"logout\">Log out</button></form>\n"
+    let forms = !status.as_ref().is_some_and(|s| s.writes_refused);
+    let logged_in = session_id(&headers).is_some_and(|id| logins.contains(&id));
+    let who = match (logged_in, forms) {
+        (true, true) => {
+            "<p id=\"who\">You are logged in.</p>\n<form method=\"post\" action=\"/logout\"><button id=\"logout\">Log out</button></form>\n"
+        }
+        (true, false) => "<p id=\"who\">You are logged in.</p>\n",
+        (false, true) => {
+            "<p id=\"who\">You are not logged in.</p>\n<form method=\"post\" action=\"/login\"><button id=\"login\">Log in</button></form>\n"
+        }
+        (false, false) => "<p id=\"who\">You are not logged in.</p>\n",
+    };
+    let list: String = notes
+        .all()
+        .iter()
+        .map(|n| format!("<li class=\"note\">{}</li>", escape(n)))
+        .collect();
+    let note_form = if forms {
+        "<form method=\"post\" action=\"/notes\" id=\"note-form\"><input name=\"text\" id=\"note-text\"><button id=\"note\">Leave a note</button></form>\n"
     } else {
-        "<p id=\"who\">You are not logged in.</p>\n<form method=\"post\" action=\"/login\"><button id=\"login\">Log in</button></form>\n"
+        ""
     };
     Html(format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>mysite</title></head>\n<body>\n{banner}<h1>mysite</h1>\n{who}</body></html>\n"
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>mysite</title></head>\n<body>\n{banner}<h1>mysite</h1>\n{who}<ul id=\"notes\">{list}</ul>\n{note_form}</body></html>\n"
     ))
+}
+
+async fn leave_note(Extension(notes): Extension<Notes>, Form(form): Form<NoteForm>) -> Response {
+    if let Some(hold) = form.hold.as_deref() {
+        hold_until_released(hold).await;
+    }
+    notes.all().push(form.text);
+    (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response()
+}
+
+/// For the tests (`hold=NAME`): creates `$MYSITE_HOLD_DIR/NAME.held`, then
+/// waits until `$MYSITE_HOLD_DIR/NAME` exists, at most a minute; does
+/// nothing without `$MYSITE_HOLD_DIR` or for a name that is not plain
+/// letters, digits and `-`.
+async fn hold_until_released(name: &str) {
+    let Some(dir) = std::env::var_os("MYSITE_HOLD_DIR") else {
+        return;
+    };
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return;
+    }
+    let dir = std::path::Path::new(&dir);
+    // Says it is held, for the test waiting to know the write is in flight.
+    let _ = std::fs::write(dir.join(format!("{name}.held")), "");
+    let released = dir.join(name);
+    for _ in 0..6000 {
+        if released.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 fn escape(text: &str) -> String {

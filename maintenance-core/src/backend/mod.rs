@@ -20,7 +20,7 @@ use crate::identity::Identity;
 use crate::join::JoinToken;
 use crate::mode::{ModeRecord, ModeView, RetryAfter};
 use crate::process::Processes;
-use crate::records::{TaskRecord, TaskRequest};
+use crate::records::{TaskRecord, TaskRequest, WritesInFlight};
 use crate::session::{SessionEntry, SessionKey};
 
 pub use crate::records::WindowRun;
@@ -127,6 +127,11 @@ pub trait WaiterLease: Send + fmt::Debug {
     fn pending_since(&self) -> Timestamp;
 }
 
+/// A web layer's published unsafe requests in flight ([`WritesInFlight`]):
+/// they hold off READONLY while this is held, and stop the moment it is
+/// dropped or its process dies.
+pub trait WritesLease: Send + fmt::Debug {}
+
 /// The hold of an `offline run` on the window; dropping it (the command
 /// ended) clears the record. A killed holder leaves the record behind, so
 /// status can say which run left the site OFFLINE.
@@ -201,14 +206,36 @@ pub enum PendingStart {
     AlreadyOffline(ModeRecord),
 }
 
-/// What [`Backend::complete_offline`] found.
+/// What [`Backend::begin_read_only`] found and did.
+#[derive(Debug)]
+pub enum ReadOnlyStart {
+    /// The site is READONLY_PENDING (begun now, or joined) and this process
+    /// waits.
+    Waiting {
+        /// This waiter's lease.
+        waiter: Box<dyn WaiterLease>,
+        /// The READONLY_PENDING record in force.
+        record: ModeRecord,
+        /// Whether another process's READONLY_PENDING was joined.
+        joined: bool,
+    },
+    /// The site was already READONLY, or OFFLINE (which stops writes too,
+    /// and stays): message and retry-after were updated. The record says
+    /// which.
+    Already(ModeRecord),
+}
+
+/// What [`Backend::complete_offline`] or [`Backend::complete_read_only`]
+/// found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Completion {
     /// The site is OFFLINE (this call or another waiter took it there).
     Offline(ModeRecord),
+    /// The site is READONLY (this call or another waiter took it there).
+    ReadOnly(ModeRecord),
     /// Someone turned the site back ONLINE while we waited.
     Cancelled(ModeRecord),
-    /// Still PENDING: tasks that hold off OFFLINE are live at the final
+    /// Still draining: tasks that hold off the target are live at the final
     /// look under the gate (a nested run joined a live task after the
     /// waiter's last look); the waiter keeps waiting.
     Held(Vec<TaskRecord>),
@@ -216,12 +243,20 @@ pub enum Completion {
 
 /// Where mode, tasks and sessions live.
 ///
-/// **The web-server marker** (where a backend keeps one on this host)
-/// exists exactly while the record in force says OFFLINE, after every mode
-/// change, whether it succeeded or returned an error (I5): it is written
-/// before an OFFLINE record and taken back if that record cannot be
-/// written; it is removed after any other record, and stays if that record
-/// cannot be written.
+/// **The web-server markers** (where a backend keeps them on this host)
+/// follow the record in force after every mode change, whether it
+/// succeeded or returned an error (I5): `OFFLINE` exists exactly while the
+/// record's legacy mode is OFFLINE (OFFLINE, READONLY, and a PENDING begun
+/// from READONLY: what a binary that predates READONLY acts on), `READONLY`
+/// exactly while writes are refused ([`ModeView::writes_refused`]). Each is
+/// written before a record that needs it and taken back if that record
+/// cannot be written; it is removed after a record that does not, and
+/// stays if that record cannot be written. A web server that knows both
+/// checks `READONLY` first.
+///
+/// **Draining modes** (PENDING, READONLY_PENDING) hold only while a
+/// waiter does (I5): when the last one is gone the mode in force is the one
+/// the record lapses to ([`ModeRecord::lapses_to`]).
 ///
 /// **Time.** Sessions age by a clock no single process can step: the
 /// [`Clock::boot_time`](crate::clock::Clock::boot_time) of the backend's
@@ -282,9 +317,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Removes the leftovers of dead tasks and waiters; returns how many.
     fn reap(&self) -> Result<usize>;
 
-    /// Goes PENDING (or joins a PENDING already under way, updating message
-    /// and retry-after where given), registering this process as a waiter.
-    /// While OFFLINE, only updates message and retry-after.
+    /// Goes PENDING from ONLINE, or from READONLY (the record's `from` says
+    /// so, and a lapse goes back to READONLY), or joins a PENDING already
+    /// under way, updating message and retry-after where given; registers
+    /// this process as a waiter. While OFFLINE, only updates message and
+    /// retry-after. Refused ([`Refusal::DrainUnderWay`]) while
+    /// READONLY_PENDING.
+    ///
+    /// [`Refusal::DrainUnderWay`]: crate::Refusal::DrainUnderWay
     fn begin_pending(&self, change: &ModeChange) -> Result<PendingStart>;
 
     /// Takes the site from this waiter's PENDING to OFFLINE, unless someone
@@ -295,7 +335,8 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn complete_offline(&self, waiter: &dyn WaiterLease) -> Result<Completion>;
 
     /// This waiter leaves without success: when it was the last one and the
-    /// site is still in its PENDING, the site goes back ONLINE. Returns the
+    /// site is still in its PENDING or READONLY_PENDING, the site goes back
+    /// to the mode that drain came from (ONLINE, or READONLY). Returns the
     /// record in force afterwards.
     fn leave_pending(
         &self,
@@ -305,6 +346,40 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// OFFLINE at once, whatever is live (`--force`).
     fn force_offline(&self, change: &ModeChange) -> Result<ModeRecord>;
+
+    /// Goes READONLY_PENDING from ONLINE (unsafe web requests are refused
+    /// at once, tasks that may write are refused and drain), or joins a
+    /// READONLY_PENDING under way, registering this process as a waiter;
+    /// message and retry-after are updated where given. While READONLY or
+    /// OFFLINE only updates them ([`ReadOnlyStart::Already`]). Refused
+    /// ([`Refusal::DrainUnderWay`]) while PENDING.
+    ///
+    /// [`Refusal::DrainUnderWay`]: crate::Refusal::DrainUnderWay
+    fn begin_read_only(&self, change: &ModeChange) -> Result<ReadOnlyStart>;
+
+    /// Takes the site from this waiter's READONLY_PENDING to READONLY,
+    /// unless someone turned it ONLINE (cancelled) or OFFLINE meanwhile, or
+    /// a task that holds off READONLY ([`TaskRecord::holds_off_read_only`])
+    /// is live at this final look, made under the gate
+    /// ([`Completion::Held`]). Writes the READONLY and OFFLINE markers
+    /// before the record. The caller has waited for the settle time and for
+    /// [`writes_in_flight`](Self::writes_in_flight) to empty.
+    fn complete_read_only(&self, waiter: &dyn WaiterLease) -> Result<Completion>;
+
+    /// READONLY at once, from any mode, whatever is live: `--read-only
+    /// --force`, and `offline run` putting back the READONLY it found.
+    /// Keeps the message, retry-after and bypass in force unless `change`
+    /// sets them.
+    fn go_read_only(&self, change: &ModeChange) -> Result<ModeRecord>;
+
+    /// Publishes that this process (a web layer) has unsafe requests in
+    /// flight, until the lease is dropped: a read-only drain waits for it.
+    /// Never refused by the mode.
+    fn begin_writes(&self) -> Result<Box<dyn WritesLease>>;
+
+    /// Every web layer process that has published unsafe requests in
+    /// flight and still holds them. Never makes a dead process look live.
+    fn writes_in_flight(&self) -> Result<Vec<WritesInFlight>>;
 
     /// ONLINE from any state; a waiter sees it and ends as cancelled.
     fn go_online(&self, change: &ModeChange) -> Result<ModeRecord>;
@@ -361,6 +436,21 @@ pub trait Backend: Send + Sync + fmt::Debug {
         schedule: &dyn ScheduleLease,
         change: &ModeChange,
     ) -> Result<PendingStart>;
+
+    /// A read-only schedule's time came
+    /// ([`ScheduleRecord::read_only`]): as
+    /// [`begin_read_only`](Self::begin_read_only), and in the same step,
+    /// under the gate, the schedule ends (`due`), exactly as
+    /// [`begin_scheduled_pending`](Self::begin_scheduled_pending) does for
+    /// PENDING — refused with [`Refusal::ScheduleEnded`] if someone ended
+    /// it first, and nothing changes.
+    ///
+    /// [`Refusal::ScheduleEnded`]: crate::error::Refusal::ScheduleEnded
+    fn begin_scheduled_read_only(
+        &self,
+        schedule: &dyn ScheduleLease,
+        change: &ModeChange,
+    ) -> Result<ReadOnlyStart>;
 
     /// How long a session stays live after its last activity.
     fn session_timeout(&self) -> Duration;

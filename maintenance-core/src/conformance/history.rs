@@ -3,7 +3,9 @@
 //! schedule event (set, cancelled, due) and the schedule on the changes it
 //! causes, a change nobody lived to record (a lapsed PENDING or schedule)
 //! recorded exactly once however many notice it, and a bound that keeps
-//! the newest entries.
+//! the newest entries; the read-only tier's changes as the user sees them
+//! (READONLY_PENDING, READONLY), its lapses back to where each drain came
+//! from, and its schedules' events marked `read_only`.
 
 // A test suite: a panic is how it reports a failed behaviour.
 #![allow(clippy::unwrap_used, clippy::panic)]
@@ -12,14 +14,14 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, SystemTime};
 
 use super::{FreshState, activation, change, never, pending, run_activate, task};
-use crate::backend::ModeChange;
+use crate::backend::{ModeChange, ReadOnlyStart};
 use crate::clock::{ManualClock, Timestamp};
 use crate::error::{Error, Refusal};
 use crate::history::{Cause, EventKind, HistoryEntry, HistoryQuery, ScheduleRef};
 use crate::mode::Mode;
-use crate::policy::{Drain, Policy};
+use crate::policy::{Drain, Maintenance, Policy};
 use crate::schedule::ScheduleRecord;
-use crate::transition::{self, Notice, Outcome, Progress, RunOutcome, WindowObserver};
+use crate::transition::{self, Notice, Outcome, Progress, RunOutcome, Target, WindowObserver};
 
 fn entry(reason: &str, at_secs: u64) -> HistoryEntry {
     HistoryEntry::new(
@@ -657,4 +659,404 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// This process waits in a READONLY_PENDING begun now, straight through
+/// the backend (so nothing records it: as a waiter killed at once).
+fn read_only_pending(b: &Arc<dyn crate::Backend>) -> Box<dyn crate::backend::WaiterLease> {
+    match b.begin_read_only(&change()).unwrap() {
+        ReadOnlyStart::Waiting { waiter, .. } => waiter,
+        ReadOnlyStart::Already(r) => panic!("already {}", r.mode),
+    }
+}
+
+/// Every mode change of the read-only tier appends one entry, from → to
+/// as the user sees them: `on --read-only` (READONLY_PENDING, then
+/// READONLY, waiting for a writer and a web layer's writes in flight, not
+/// for a session), `on` from READONLY (PENDING, OFFLINE), `--read-only
+/// --force`, a timeout of each drain (back to where it came from), `off`
+/// from READONLY, and `offline run --read-only` (restoring ONLINE) or
+/// `offline run` from READONLY (restoring READONLY).
+pub fn every_read_only_mode_change_appends_one_entry(site: &dyn Fn() -> FreshState) {
+    let s = site();
+    let b = s.open();
+    b.touch_session(&super::key("alice")).unwrap();
+    let writer = task(&s.open(), "import", Policy::DEFAULT).unwrap();
+    let writes = s.open().begin_writes().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiting = Arc::clone(&b);
+    let h = std::thread::spawn(move || {
+        let mut a = activation(Duration::from_secs(30));
+        a.change = change().message(Some("Re-indexing".into()));
+        transition::activate_read_only(waiting.as_ref(), &a, &never, &mut |p| {
+            let _ = tx.send(p.holding.tasks.len() + p.holding.writes.len());
+        })
+    });
+    assert_eq!(rx.recv().unwrap(), 2, "held by the writer and the writes");
+    drop(writer);
+    drop(writes);
+    let out = h.join().unwrap().unwrap();
+    assert!(matches!(out, Outcome::ReadOnly { .. }), "{out:?}");
+    // On to OFFLINE (the reader logged out: sessions hold OFFLINE off),
+    // and back.
+    b.end_session(&super::key("alice")).unwrap();
+    let out = run_activate(&b, &activation(Duration::from_secs(30)));
+    assert!(matches!(out, Outcome::Offline { .. }), "{out:?}");
+    transition::deactivate(b.as_ref(), &change(), false).unwrap();
+    // At once, then again (no change: nothing recorded), then off.
+    transition::force_read_only(b.as_ref(), &change()).unwrap();
+    transition::force_read_only(b.as_ref(), &change()).unwrap();
+    transition::deactivate(b.as_ref(), &change(), false).unwrap();
+    // A read-only drain that times out goes back ONLINE.
+    let writer = task(&s.open(), "import", Policy::DEFAULT).unwrap();
+    let out = transition::activate_read_only(
+        b.as_ref(),
+        &activation(Duration::from_millis(50)),
+        &never,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(matches!(out, Outcome::TimedOut { .. }), "{out:?}");
+    drop(writer);
+    // A PENDING begun from READONLY that times out goes back READONLY,
+    // held by a task started during READONLY (I1 as amended).
+    transition::force_read_only(b.as_ref(), &change()).unwrap();
+    let backup = task(
+        &s.open(),
+        "backup",
+        Policy::DEFAULT.maintenance(Maintenance::Allowed),
+    )
+    .unwrap();
+    let out = run_activate(&b, &activation(Duration::from_millis(50)));
+    assert!(matches!(out, Outcome::TimedOut { .. }), "{out:?}");
+    drop(backup);
+    // `offline run` from READONLY puts READONLY back.
+    let mut observer = Ran(false);
+    let ran = transition::run_in_window(
+        b.as_ref(),
+        &activation(Duration::from_secs(30)),
+        false,
+        &["migrate".to_owned()],
+        &mut observer,
+    )
+    .unwrap();
+    assert!(matches!(ran, RunOutcome::Ran { code: 0, .. }), "{ran:?}");
+    transition::deactivate(b.as_ref(), &change(), false).unwrap();
+    // `offline run --read-only` from ONLINE puts ONLINE back.
+    let ran = transition::run_in_window_to(
+        b.as_ref(),
+        &activation(Duration::from_secs(30)),
+        Target::ReadOnly,
+        false,
+        &["reindex".to_owned()],
+        &mut observer,
+    )
+    .unwrap();
+    assert!(matches!(ran, RunOutcome::Ran { code: 0, .. }), "{ran:?}");
+
+    use Cause::*;
+    use Mode::*;
+    assert_eq!(
+        changes(&s.open()),
+        [
+            (On, Online, ReadOnlyPending, false),
+            (On, ReadOnlyPending, ReadOnly, false),
+            (On, ReadOnly, Pending, false),
+            (On, Pending, Offline, false),
+            (Off, Offline, Online, false),
+            (Force, Online, ReadOnly, true),
+            (Off, ReadOnly, Online, false),
+            (On, Online, ReadOnlyPending, false),
+            (Timeout, ReadOnlyPending, Online, false),
+            (Force, Online, ReadOnly, true),
+            (On, ReadOnly, Pending, false),
+            (Timeout, Pending, ReadOnly, false),
+            (Run, ReadOnly, Pending, false),
+            (Run, Pending, Offline, false),
+            (Run, Offline, ReadOnly, false),
+            (Off, ReadOnly, Online, false),
+            (Run, Online, ReadOnlyPending, false),
+            (Run, ReadOnlyPending, ReadOnly, false),
+            (Run, ReadOnly, Online, false),
+        ],
+        "{:#?}",
+        all(&s.open())
+    );
+    let entries = all(&s.open());
+    let (began, done) = (&entries[0], &entries[1]);
+    assert!(
+        began.reason.starts_with(
+            "offline on --read-only: writes are refused; waiting for command `import`"
+        ),
+        "{}",
+        began.reason
+    );
+    assert_eq!(done.message.as_deref(), Some("Re-indexing"));
+    let waited = done.waited.as_ref().expect("READONLY says how long");
+    assert_eq!(
+        (
+            waited.held_by.tasks.len(),
+            waited.held_by.writes,
+            waited.held_by.sessions
+        ),
+        (1, 1, 0),
+        "the writer and the writes held it, not the session: {waited:?}"
+    );
+    assert_eq!(done.live.sessions, 1, "the session reads on");
+    assert!(
+        entries[5]
+            .reason
+            .starts_with("offline on --read-only --force: READONLY at once"),
+        "{}",
+        entries[5].reason
+    );
+    let timeout = &entries[11];
+    assert_eq!(
+        timeout.waited.as_ref().unwrap().held_by.tasks[0].name,
+        "backup",
+        "{timeout:#?}"
+    );
+    assert!(
+        entries[18]
+            .reason
+            .contains("offline run --read-only -- reindex"),
+        "{}",
+        entries[18].reason
+    );
+}
+
+/// A READONLY_PENDING whose waiter died is recorded, start and lapse to
+/// ONLINE, exactly once however many readers notice it; so is a PENDING
+/// begun from READONLY, whose lapse goes back to READONLY (I5 as
+/// amended); and a writer that replaces a lapsed read-only drain records
+/// it first and hands it out for its hooks.
+pub fn a_lapsed_read_only_drain_is_recorded_exactly_once_going_back_where_it_came_from(
+    site: &dyn Fn() -> FreshState,
+) {
+    let s = site();
+    let noticed_once = |s: &FreshState| -> Vec<HistoryEntry> {
+        const READERS: usize = 8;
+        let backends: Vec<_> = (0..READERS).map(|_| s.open()).collect();
+        let start = Arc::new(Barrier::new(READERS));
+        let threads: Vec<_> = backends
+            .into_iter()
+            .map(|b| {
+                let start = Arc::clone(&start);
+                std::thread::spawn(move || {
+                    start.wait();
+                    b.record_unrecorded().unwrap()
+                })
+            })
+            .collect();
+        let recorded: Vec<HistoryEntry> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        assert!(s.open().record_unrecorded().unwrap().is_empty());
+        recorded
+    };
+    let shape = |e: &HistoryEntry| (e.cause, e.from, e.to);
+
+    let waiter = read_only_pending(&s.open());
+    let lapsed = s.open().mode().unwrap().record;
+    drop(waiter);
+    let recorded = noticed_once(&s);
+    assert_eq!(
+        recorded.iter().map(shape).collect::<Vec<_>>(),
+        [
+            (Cause::On, Mode::Online, Mode::ReadOnlyPending),
+            (Cause::Lapsed, Mode::ReadOnlyPending, Mode::Online),
+        ],
+        "{recorded:#?}"
+    );
+    assert_eq!(recorded[0].at, lapsed.since);
+    assert!(
+        recorded[0]
+            .reason
+            .starts_with("offline on --read-only: writes are refused"),
+        "{}",
+        recorded[0].reason
+    );
+    assert!(
+        recorded[1].reason.contains("take the site read-only")
+            && recorded[1]
+                .reason
+                .ends_with("lapsed, so the site is ONLINE"),
+        "{}",
+        recorded[1].reason
+    );
+    for e in &recorded {
+        assert_eq!((e.by.as_str(), e.pid), (lapsed.by.as_str(), lapsed.pid));
+        assert!(e.noticed_by.is_some());
+    }
+
+    transition::force_read_only(s.open().as_ref(), &change()).unwrap();
+    let waiter = pending(&s.open());
+    drop(waiter);
+    let recorded = noticed_once(&s);
+    assert_eq!(
+        recorded.iter().map(shape).collect::<Vec<_>>(),
+        [
+            (Cause::On, Mode::ReadOnly, Mode::Pending),
+            (Cause::Lapsed, Mode::Pending, Mode::ReadOnly),
+        ],
+        "{recorded:#?}"
+    );
+    assert!(
+        recorded[1]
+            .reason
+            .ends_with("lapsed, so the site is READONLY"),
+        "{}",
+        recorded[1].reason
+    );
+
+    // A writer that finds a lapsed READONLY_PENDING records it first.
+    transition::deactivate(s.open().as_ref(), &change(), false).unwrap();
+    drop(read_only_pending(&s.open()));
+    let b = s.open();
+    transition::force_read_only(b.as_ref(), &change()).unwrap();
+    assert!(
+        b.record_unrecorded().unwrap().is_empty(),
+        "handed out for its hooks already"
+    );
+    use Cause::*;
+    use Mode::*;
+    assert_eq!(
+        changes(&s.open()),
+        [
+            (On, Online, ReadOnlyPending, false),
+            (Lapsed, ReadOnlyPending, Online, false),
+            (Force, Online, ReadOnly, true),
+            (On, ReadOnly, Pending, false),
+            (Lapsed, Pending, ReadOnly, false),
+            (Off, ReadOnly, Online, false),
+            (On, Online, ReadOnlyPending, false),
+            (Lapsed, ReadOnlyPending, Online, false),
+            (Force, Online, ReadOnly, true),
+        ]
+    );
+}
+
+/// A read-only schedule's events say so: its set, its time come (the
+/// READONLY_PENDING and READONLY it causes), its end by `offline on
+/// --read-only` going read-only now, and its lapse each carry the
+/// schedule with `read_only`, and their reasons name a read-only window.
+pub fn a_read_only_schedules_events_carry_read_only(site: &dyn Fn() -> FreshState) {
+    let s = site();
+    let clock = ManualClock::starting_now();
+    let b = s.open_with(clock.clone());
+    let me = change();
+    let mut asked = window_at(&b, Duration::from_secs(3600), "Re-indexing");
+    asked.read_only = true;
+    let mut lease = transition::schedule(b.as_ref(), &me, &asked).unwrap();
+    let held = lease.record().clone();
+    let waiting = Arc::clone(&b);
+    let h = std::thread::spawn(move || {
+        let notice = transition::wait_for_schedule(waiting.as_ref(), &me, lease.as_mut(), &never)?;
+        assert_eq!(notice, Notice::Due);
+        transition::activate_scheduled(
+            waiting.as_ref(),
+            lease.as_mut(),
+            &activation(Duration::from_secs(600)),
+            &never,
+            &mut |_| {},
+        )
+    });
+    clock.advance(Duration::from_secs(3600));
+    eventually("READONLY_PENDING at the schedule's time", || {
+        s.open().mode().unwrap().mode == Mode::ReadOnlyPending
+    });
+    clock.advance(Duration::from_secs(1));
+    let out = h.join().unwrap().unwrap();
+    assert!(matches!(out, Outcome::ReadOnly { .. }), "{out:?}");
+    transition::deactivate(s.open().as_ref(), &change(), false).unwrap();
+
+    // Superseded by `offline on --read-only` now.
+    let lease = transition::schedule(b.as_ref(), &change(), &asked).unwrap();
+    transition::supersede_schedule_toward(s.open().as_ref(), &ops(), Target::ReadOnly)
+        .unwrap()
+        .expect("the schedule was live");
+    drop(lease);
+    // Killed before its time.
+    drop(b.begin_schedule(&asked).unwrap());
+    assert_eq!(s.open().record_unrecorded().unwrap().len(), 1);
+
+    let entries = all(&s.open());
+    let seen: Vec<(EventKind, Cause, Mode, Mode, Option<bool>)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e.kind,
+                e.cause,
+                e.from,
+                e.to,
+                e.schedule.as_ref().map(|r| r.read_only),
+            )
+        })
+        .collect();
+    use EventKind as K;
+    use Mode::*;
+    assert_eq!(
+        seen,
+        [
+            (K::ScheduleSet, Cause::Scheduled, Online, Online, Some(true)),
+            (
+                K::Mode,
+                Cause::Scheduled,
+                Online,
+                ReadOnlyPending,
+                Some(true)
+            ),
+            (
+                K::Mode,
+                Cause::Scheduled,
+                ReadOnlyPending,
+                ReadOnly,
+                Some(true)
+            ),
+            (K::Mode, Cause::Off, ReadOnly, Online, None),
+            (K::ScheduleSet, Cause::Scheduled, Online, Online, Some(true)),
+            (K::ScheduleCancelled, Cause::On, Online, Online, Some(true)),
+            (K::ScheduleLapsed, Cause::Lapsed, Online, Online, Some(true)),
+        ],
+        "{entries:#?}"
+    );
+    assert_eq!(entries[0].schedule, Some(ScheduleRef::from(&held)));
+    assert!(
+        entries[0]
+            .reason
+            .starts_with("offline on --read-only --at "),
+        "{}",
+        entries[0].reason
+    );
+    assert!(
+        entries[1].reason.contains("--read-only --at ")
+            && entries[1].reason.contains("writes are refused"),
+        "{}",
+        entries[1].reason
+    );
+    assert!(
+        entries[5]
+            .reason
+            .starts_with("offline on --read-only: went read-only now, ending the read-only window"),
+        "{}",
+        entries[5].reason
+    );
+    assert!(
+        entries[6]
+            .reason
+            .contains("the read-only window scheduled at"),
+        "{}",
+        entries[6].reason
+    );
+    // JSON says `read_only` only for a read-only window.
+    let json = serde_json::to_value(&entries[0]).unwrap();
+    assert_eq!(json["schedule"]["read_only"], true);
+    let offline = ScheduleRef::from(&window_at(&s.open(), Duration::from_secs(60), "m"));
+    assert!(
+        serde_json::to_value(offline)
+            .unwrap()
+            .get("read_only")
+            .is_none()
+    );
 }

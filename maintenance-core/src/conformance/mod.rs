@@ -11,8 +11,9 @@
 //! it.
 //!
 //! The cases live by area, one file each under `conformance/`: `tasks`,
-//! `joins`, `modes`, `sessions`, `activation`, `window`, `schedules` and `history`. The list in [`backend_conformance!`] is
-//! the only list of them, and forgetting a case there fails the build: the
+//! `joins`, `modes`, `sessions`, `activation`, `window`, `schedules`,
+//! `readonly` and `history`. The list in [`backend_conformance!`] is the
+//! only list of them, and forgetting a case there fails the build: the
 //! area modules are private and deny dead code, and only the listed cases
 //! are re-exported here (and so used), so an unlisted one is dead code.
 //!
@@ -44,6 +45,7 @@ mod joins;
 #[deny(dead_code)]
 mod modes;
 #[deny(dead_code)]
+mod readonly;
 mod schedules;
 #[deny(dead_code)]
 mod sessions;
@@ -59,6 +61,7 @@ crate::backend_conformance!(@cases [@export]);
 pub struct FreshState {
     open: Box<dyn Fn(SharedClock) -> Arc<dyn Backend>>,
     marker: Option<PathBuf>,
+    read_only_marker: Option<PathBuf>,
     small_history: Option<Box<dyn Fn() -> Arc<dyn Backend>>>,
     _keep: Box<dyn Any>,
 }
@@ -70,6 +73,7 @@ impl FreshState {
         FreshState {
             open: Box::new(open),
             marker: None,
+            read_only_marker: None,
             small_history: None,
             _keep: Box::new(keep),
         }
@@ -96,9 +100,24 @@ impl FreshState {
         self
     }
 
+    /// The same site, whose backend keeps the READONLY web-server marker at
+    /// `path` on this host: the read-only marker case checks it.
+    pub fn with_read_only_marker(mut self, path: impl Into<PathBuf>) -> Self {
+        self.read_only_marker = Some(path.into());
+        self
+    }
+
     /// Whether the web-server marker exists; `None` for a site without one.
     pub fn marker_exists(&self) -> Option<bool> {
         self.marker
+            .as_ref()
+            .map(|p| std::fs::symlink_metadata(p).is_ok())
+    }
+
+    /// Whether the READONLY web-server marker exists; `None` for a site
+    /// without one.
+    pub fn read_only_marker_exists(&self) -> Option<bool> {
+        self.read_only_marker
             .as_ref()
             .map(|p| std::fs::symlink_metadata(p).is_ok())
     }
@@ -119,6 +138,7 @@ pub fn file_state() -> FreshState {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let state = dir.path().join("state");
     let marker = state.join(crate::backend::file::MARKER);
+    let read_only_marker = state.join(crate::backend::file::READONLY_MARKER);
     let small = state.clone();
     FreshState::new(
         move |clock| {
@@ -130,6 +150,7 @@ pub fn file_state() -> FreshState {
         dir,
     )
     .with_marker(marker)
+    .with_read_only_marker(read_only_marker)
     .with_small_history(move || {
         let mut config = Config::with_state_dir(&small);
         config.history_max_size = 4096;
@@ -220,6 +241,20 @@ macro_rules! backend_conformance {
             schedules::a_schedule_waits_for_its_time_and_its_timeout_counts_from_it,
             schedules::a_stopped_wait_withdraws_the_schedule,
             schedules::deactivating_cancels_a_schedule_and_activating_now_supersedes_it,
+            schedules::a_read_only_schedule_goes_read_only_pending_once_and_only_if_nobody_ended_it,
+            schedules::a_read_only_schedule_goes_read_only_at_its_time,
+            schedules::a_read_only_scheduled_run_runs_inside_read_only_and_restores_online,
+            readonly::a_read_only_drain_refuses_writers_and_admits_readers,
+            readonly::a_read_only_drain_lapses_to_online_when_its_waiter_goes,
+            readonly::completing_read_only_is_held_by_a_writer_started_online_not_by_a_reader,
+            readonly::a_task_started_during_read_only_holds_off_offline,
+            readonly::pending_from_read_only_lapses_back_to_read_only,
+            readonly::a_drain_toward_another_mode_is_refused,
+            readonly::the_markers_follow_the_read_only_tier,
+            readonly::writes_in_flight_count_while_held,
+            readonly::activate_read_only_waits_for_writes_and_writers_not_sessions,
+            readonly::a_writer_joining_a_reader_is_refused_while_read_only,
+            readonly::a_window_restores_the_mode_it_found,
             history::the_history_reads_back_newest_last,
             history::an_entry_is_kept_once_per_id,
             history::every_mode_change_appends_one_entry,
@@ -231,6 +266,9 @@ macro_rules! backend_conformance {
             history::a_writer_records_the_lapsed_schedule_it_finds,
             history::a_scheduled_window_records_its_mode_changes_with_the_schedule,
             history::a_schedule_its_own_process_ends_is_recorded_saying_why,
+            history::every_read_only_mode_change_appends_one_entry,
+            history::a_lapsed_read_only_drain_is_recorded_exactly_once_going_back_where_it_came_from,
+            history::a_read_only_schedules_events_carry_read_only,
         );
     };
     (@tests $state:path; $($area:ident::$case:ident),* $(,)?) => {

@@ -1,7 +1,8 @@
 //! Conformance: scheduled windows (`offline on --at`) — a schedule lives as
 //! long as its holder, one at a time, ended once (cancelled, superseded, or
 //! its time come) and ordered against its own PENDING, waited for by the
-//! backend's clock, with the timeout counted from its time.
+//! backend's clock, with the timeout counted from its time; a read-only
+//! window's likewise, toward READONLY.
 
 // A test suite: a panic is how it reports a failed behaviour.
 #![allow(clippy::unwrap_used, clippy::panic)]
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{FreshState, activation, change, never, task};
-use crate::backend::{Backend, PendingStart};
+use crate::backend::{Backend, PendingStart, ReadOnlyStart};
 use crate::clock::{ManualClock, Timestamp};
 use crate::error::{Error, Refusal};
 use crate::mode::Mode;
@@ -307,4 +308,184 @@ pub fn deactivating_cancels_a_schedule_and_activating_now_supersedes_it(
         assert_eq!((end.why, &end.by, end.pid), (why, &ops.by, ops.pid));
         assert_eq!(s.open().schedule().unwrap(), None);
     }
+}
+
+/// A read-only window's schedule (`--at TIME --read-only`): its record
+/// says so to every reader; its time coming begins READONLY_PENDING and
+/// ends the schedule in one step, ordered against an end as PENDING's is;
+/// and when READONLY_PENDING cannot begin (the site drains toward
+/// OFFLINE), the schedule stands again, as it was.
+pub fn a_read_only_schedule_goes_read_only_pending_once_and_only_if_nobody_ended_it(
+    site: &dyn Fn() -> FreshState,
+) {
+    let s = site();
+    let b = s.open();
+    let read_only = || {
+        let mut r = window(&b, Duration::from_secs(1), "re-index");
+        r.read_only = true;
+        r
+    };
+    let lease = b.begin_schedule(&read_only()).unwrap();
+    let seen = s.open().schedule().unwrap().expect("live");
+    assert!(seen.read_only, "every reader sees a read-only window");
+    s.open()
+        .end_schedule(&ended_by(ScheduleEndReason::Cancelled, "ops@now"))
+        .unwrap();
+    let err = b
+        .begin_scheduled_read_only(lease.as_ref(), &change())
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Refused(Refusal::ScheduleEnded { end, .. }) if end.by == "ops@now"),
+        "refused as ended, got {err}"
+    );
+    assert_eq!(s.open().mode().unwrap().mode, Mode::Online);
+    drop(lease);
+
+    // Due while the site drains toward OFFLINE: refused, the schedule kept.
+    let lease = b.begin_schedule(&read_only()).unwrap();
+    let w = super::pending(&s.open());
+    let err = b
+        .begin_scheduled_read_only(lease.as_ref(), &change())
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Refused(Refusal::DrainUnderWay { .. })),
+        "{err}"
+    );
+    assert_eq!(s.open().mode().unwrap().mode, Mode::Pending);
+    assert_eq!(
+        s.open().schedule().unwrap().as_ref(),
+        Some(lease.record()),
+        "the schedule stands again"
+    );
+    s.open().leave_pending(w, &change()).unwrap();
+
+    let ReadOnlyStart::Waiting { waiter, record, .. } = b
+        .begin_scheduled_read_only(lease.as_ref(), &change().message(Some("due".into())))
+        .unwrap()
+    else {
+        panic!("READONLY_PENDING begins");
+    };
+    assert_eq!(record.mode, Mode::ReadOnlyPending);
+    assert_eq!(record.message.as_deref(), Some("due"));
+    assert!(s.open().mode().unwrap().writes_refused());
+    assert_eq!(s.open().schedule().unwrap(), None, "the schedule is over");
+    let end = lease.wait_ended(Duration::ZERO).unwrap().expect("ended");
+    assert_eq!(end.why, ScheduleEndReason::Due);
+    drop(lease);
+    // Its waiter gone, READONLY_PENDING lapses to ONLINE (I5), and no
+    // schedule is left to fire again.
+    drop(waiter);
+    assert_eq!(s.open().mode().unwrap().mode, Mode::Online);
+    assert_eq!(s.open().schedule().unwrap(), None);
+}
+
+/// A read-only schedule waits for its time by the backend's clock, then
+/// goes exactly as `offline on --read-only`: READONLY_PENDING, held off by
+/// a task that may write and started ONLINE (its timeout counted from the
+/// time), not by a web session nor a task that only reads; READONLY once
+/// the writer ends.
+pub fn a_read_only_schedule_goes_read_only_at_its_time(site: &dyn Fn() -> FreshState) {
+    let s = site();
+    let clock = ManualClock::starting_now();
+    let b = s.open_with(clock.clone());
+    let writer = task(&s.open(), "import", Policy::DEFAULT).unwrap();
+    let _reader = task(
+        &s.open(),
+        "report",
+        Policy::DEFAULT.access(crate::policy::Access::ReadOnly),
+    )
+    .unwrap();
+    let mut r = window(&b, Duration::from_secs(3600), "re-index");
+    r.read_only = true;
+    let mut lease = b.begin_schedule(&r).unwrap();
+    let waiting = Arc::clone(&b);
+    let h = std::thread::spawn(move || {
+        let notice =
+            transition::wait_for_schedule(waiting.as_ref(), &change(), lease.as_mut(), &never)?;
+        assert_eq!(notice, Notice::Due);
+        transition::activate_scheduled(
+            waiting.as_ref(),
+            lease.as_mut(),
+            &activation(Duration::from_secs(600)),
+            &never,
+            &mut |_| {},
+        )
+    });
+    assert_eq!(s.open().mode().unwrap().mode, Mode::Online);
+    clock.advance(Duration::from_secs(3600));
+    eventually("READONLY_PENDING at the schedule's time", || {
+        s.open().mode().unwrap().mode == Mode::ReadOnlyPending
+    });
+    assert_eq!(s.open().schedule().unwrap(), None);
+    // A user reading on (by the backend's clock, now the schedule's time).
+    b.touch_session(&super::key("alice")).unwrap();
+    // Past the settle time, the writer alone holds it off.
+    clock.advance(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!h.is_finished(), "held off by the writer");
+    assert_eq!(s.open().mode().unwrap().mode, Mode::ReadOnlyPending);
+    drop(writer);
+    let out = h.join().unwrap().unwrap();
+    let Outcome::ReadOnly { record, live, .. } = out else {
+        panic!("READONLY, got {out:?}");
+    };
+    assert_eq!(record.mode, Mode::ReadOnly);
+    assert_eq!(live.sessions.len(), 1, "the session reads on");
+    assert_eq!(s.open().mode().unwrap().mode, Mode::ReadOnly);
+}
+
+/// `offline run --at TIME --read-only`: at its time the command runs
+/// inside a READONLY window, and the ONLINE found is put back after it.
+pub fn a_read_only_scheduled_run_runs_inside_read_only_and_restores_online(
+    site: &dyn Fn() -> FreshState,
+) {
+    use crate::transition::{Progress, RunOutcome, WindowObserver};
+    struct Observer {
+        backend: Arc<dyn Backend>,
+        seen: Option<Mode>,
+    }
+    impl WindowObserver for Observer {
+        fn stop_requested(&self) -> bool {
+            false
+        }
+        fn progress(&mut self, _: Progress<'_>) {}
+        fn run_command(&mut self) -> anyhow::Result<u8> {
+            self.seen = Some(self.backend.mode()?.mode);
+            Ok(0)
+        }
+    }
+    let s = site();
+    let b = s.open();
+    let mut r = window(&b, Duration::from_millis(1), "re-index");
+    r.read_only = true;
+    r.argv = Some(vec!["reindex".into()]);
+    let mut lease = b.begin_schedule(&r).unwrap();
+    let notice =
+        transition::wait_for_schedule(b.as_ref(), &change(), lease.as_mut(), &never).unwrap();
+    assert_eq!(notice, Notice::Due);
+    let mut o = Observer {
+        backend: s.open(),
+        seen: None,
+    };
+    let out = transition::run_in_window_scheduled(
+        b.as_ref(),
+        lease.as_mut(),
+        &activation(Duration::from_secs(30)),
+        &["reindex".to_owned()],
+        &mut o,
+    )
+    .unwrap();
+    assert!(
+        matches!(
+            out,
+            RunOutcome::Ran {
+                code: 0,
+                restored: Mode::Online
+            }
+        ),
+        "{out:?}"
+    );
+    assert_eq!(o.seen, Some(Mode::ReadOnly), "the command ran in READONLY");
+    assert_eq!(s.open().mode().unwrap().mode, Mode::Online);
+    assert_eq!(s.open().schedule().unwrap(), None);
 }

@@ -393,6 +393,7 @@ mod tests {
             since: Timestamp::at(std::time::SystemTime::UNIX_EPOCH),
             message: Some("soon".into()),
             retry_after: None,
+            writes_refused: false,
             bypass: None,
             scheduled: None,
         });

@@ -57,6 +57,13 @@
 //! - OFFLINE: everyone is turned away — a 303 to the maintenance URL, or a
 //!   503 with `Retry-After` and a page; JSON for API clients; always
 //!   `Cache-Control: no-store`. A response, never an error.
+//! - READONLY_PENDING and READONLY: safe requests (GET, HEAD, OPTIONS) pass
+//!   for everyone, as while ONLINE; unsafe ones get a 503 with
+//!   `Retry-After` and the operator's message (JSON for API clients), for
+//!   everyone, exempt or not. A PENDING begun from READONLY is a PENDING
+//!   whose unsafe requests are refused too. The unsafe requests this
+//!   process let in are counted, and published while READONLY_PENDING so
+//!   that the drain waits for them ([`readonly`](self) module: `readonly.rs`).
 //! - Always pass: the maintenance URL (also as a prefix, and with a query:
 //!   never a redirect loop), the configured prefixes (health checks, static
 //!   files), a holder of the bypass cookie, allow-listed addresses, and the
@@ -76,6 +83,7 @@
 
 mod known;
 mod options;
+mod readonly;
 mod response;
 mod snapshot;
 mod state;
@@ -99,6 +107,7 @@ pub use self::options::{
     DEFAULT_BYPASS_COOKIE, DEFAULT_COOKIE, DEFAULT_SESSION_CAP, LayerOptions, LogSink, PeerAddress,
     Predicate, RequestHead, SessionValidator, TurnAway, WithoutState, parse_cidr,
 };
+use self::readonly::WriteGuard;
 pub use self::snapshot::Snapshot;
 use self::state::{Job, Shared};
 use self::vouch::Then;
@@ -115,6 +124,10 @@ use crate::site_path::{RequestPath, SitePath};
 pub struct MaintenanceStatus {
     /// The mode (PENDING: show a "going offline soon" banner).
     pub mode: Mode,
+    /// Whether unsafe requests are refused now (READONLY_PENDING,
+    /// READONLY, a PENDING begun from READONLY): hide the page's forms, and
+    /// say why.
+    pub writes_refused: bool,
     /// Since when.
     pub since: Timestamp,
     /// The operator's message.
@@ -223,6 +236,15 @@ impl LayerBuilder {
     pub fn unavailable(mut self, page: Option<String>) -> Self {
         self.options.turn_away = TurnAway::Unavailable;
         self.options.maintenance_page = page.map(Into::into);
+        self
+    }
+
+    /// The page (HTML) of the 503 an unsafe request gets while writes are
+    /// refused (always a 503, whatever [`redirect`](Self::redirect) says:
+    /// a redirect would drop what the form sent). Default: a small built-in
+    /// page showing the operator's message.
+    pub fn read_only_page(mut self, page: impl Into<String>) -> Self {
+        self.options.read_only_page = Some(page.into().into());
         self
     }
 
@@ -446,11 +468,13 @@ enum Decision {
     /// Ask the storage whether the session is live; pass if so.
     Check(oneshot::Receiver<bool>, bool),
     TurnAway(bool),
+    /// An unsafe request while writes are refused: the read-only 503.
+    RefuseWrite(bool),
     Bypass([u8; 32]),
 }
 
 impl<S> Maintenance<S> {
-    fn decide<B>(&self, req: &Request<B>, view: &View) -> Decision {
+    fn decide<B>(&self, req: &Request<B>, view: &View, write: bool) -> Decision {
         let snapshot = view.snapshot.as_deref();
         let o = &self.shared.options;
         // `None`: a path that could mean two things passes no prefix.
@@ -477,6 +501,13 @@ impl<S> Maintenance<S> {
         let session = response::session_cookie(req.headers(), &o.cookie_name);
         match snap.mode {
             Mode::Online => match session {
+                Some(id) => self.note_session(view, id),
+                None => Decision::Pass,
+            },
+            _ if write && snap.writes_refused => Decision::RefuseWrite(json()),
+            // Reads go on: sessions are noted as ONLINE notes them, so a
+            // later PENDING counts them.
+            Mode::ReadOnlyPending | Mode::ReadOnly => match session {
                 Some(id) => self.note_session(view, id),
                 None => Decision::Pass,
             },
@@ -620,6 +651,7 @@ fn session_id(id: &[u8]) -> Option<&str> {
 fn status_of(snapshot: Option<&Snapshot>) -> Option<MaintenanceStatus> {
     snapshot.map(|s| MaintenanceStatus {
         mode: s.mode,
+        writes_refused: s.writes_refused,
         since: s.since,
         message: s.message.clone(),
         retry_after: s.retry_after,
@@ -643,9 +675,12 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        // Counted before the view (and so the snapshot) is loaded:
+        // readonly.rs says why that order keeps the read-only drain whole.
+        let write = WriteGuard::begin(&self.shared, req.method());
         let view = self.shared.sessions.view();
         let snap = view.snapshot.as_deref();
-        let decision = self.decide(&req, &view);
+        let decision = self.decide(&req, &view, write.is_some());
         let o = &self.shared.options;
         let pass = |req: &mut Request<ReqBody>| {
             if let Some(status) = status_of(snap) {
@@ -662,14 +697,18 @@ where
             Decision::Pass => {
                 pass(&mut req);
                 let markers = markers();
-                ResponseFuture::inner(self.inner.call(req), markers)
+                ResponseFuture::inner(self.inner.call(req), markers).counting(write)
             }
             Decision::PassExempt => {
                 pass(&mut req);
                 req.extensions_mut().insert(MaintenanceExempt);
-                ResponseFuture::inner(self.inner.call(req), None)
+                ResponseFuture::inner(self.inner.call(req), None).counting(write)
             }
             Decision::TurnAway(json) => ResponseFuture::early(response::turned_away(o, snap, json)),
+            Decision::RefuseWrite(json) => match snap {
+                Some(snap) => ResponseFuture::early(readonly::refused(o, snap, json)),
+                None => ResponseFuture::early(response::turned_away(o, snap, json)),
+            },
             Decision::Bypass(hash) => ResponseFuture::early(response::bypass_granted(o, &hash)),
             Decision::PassAfterWrite(rx) => {
                 pass(&mut req);
@@ -686,6 +725,7 @@ where
                     },
                     markers,
                 )
+                .counting(write)
             }
             Decision::Check(rx, json) => {
                 pass(&mut req);
@@ -710,6 +750,7 @@ where
                     },
                     markers,
                 )
+                .counting(write)
             }
         }
     }
@@ -741,6 +782,8 @@ pin_project_lite::pin_project! {
         #[pin]
         kind: Kind<F, B, E>,
         markers: Option<Arc<Shared>>,
+        // An unsafe request counts as in flight while this lives.
+        write: Option<WriteGuard>,
     }
 }
 
@@ -764,7 +807,14 @@ impl<F, B, E> ResponseFuture<F, B, E> {
         ResponseFuture {
             kind: Kind::Inner { future },
             markers,
+            write: None,
         }
+    }
+
+    /// This future, counting an unsafe request in flight until it ends.
+    fn counting(mut self, write: Option<WriteGuard>) -> Self {
+        self.write = write;
+        self
     }
 
     fn early(response: Response<B>) -> Self {
@@ -773,6 +823,7 @@ impl<F, B, E> ResponseFuture<F, B, E> {
                 response: Some(response),
             },
             markers: None,
+            write: None,
         }
     }
 
@@ -785,6 +836,7 @@ impl<F, B, E> ResponseFuture<F, B, E> {
                 future: Box::pin(future),
             },
             markers,
+            write: None,
         }
     }
 }

@@ -21,7 +21,7 @@ const PAGE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf
 <title>Down for maintenance</title></head>\n<body><h1>Down for maintenance</h1>\n\
 <p>{message}</p>\n</body></html>\n";
 
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -37,7 +37,7 @@ fn escape(text: &str) -> String {
 }
 
 /// `Retry-After` as delta-seconds, or nothing: never empty, never invalid.
-fn retry_after_value(r: Option<&RetryAfter>) -> Option<HeaderValue> {
+pub(crate) fn retry_after_value(r: Option<&RetryAfter>) -> Option<HeaderValue> {
     let secs = match r? {
         RetryAfter::Seconds(s) => *s,
         RetryAfter::At(t) => t

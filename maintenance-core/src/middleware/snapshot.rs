@@ -19,6 +19,9 @@ pub struct Snapshot {
     pub message: Option<String>,
     /// When users should come back.
     pub retry_after: Option<RetryAfter>,
+    /// Whether unsafe requests are refused (READONLY_PENDING, READONLY, a
+    /// PENDING begun from READONLY).
+    pub writes_refused: bool,
     /// The SHA-256 of the bypass secret, if one is set.
     pub(crate) bypass: Option<[u8; 32]>,
     /// The scheduled window, once its notice period has begun (decided

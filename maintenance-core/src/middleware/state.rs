@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 
 use super::known::Known;
 use super::options::{LayerOptions, REJECTED_PER_CAP};
+use super::readonly::{InFlight, Publisher};
 use super::snapshot::Snapshot;
 use super::vouch::{self, Lookup, Registry, Rejected};
 use crate::backend::{self, Backend};
@@ -37,6 +38,8 @@ pub(crate) enum Job {
     Check(SessionKey, oneshot::Sender<bool>),
     /// Acknowledged once every job queued before it is done.
     Ack(oneshot::Sender<()>),
+    /// The last unsafe request in flight ended while published.
+    WritesDone,
 }
 
 /// Shared by every clone of the layer and its services.
@@ -60,6 +63,8 @@ pub(crate) struct Shared {
     pub lookups: AtomicU64,
     /// The validator's queue (bounded by the cap), when there is one.
     pub vouch: Option<mpsc::SyncSender<Lookup>>,
+    /// Unsafe requests in flight (the read-only drain waits for them).
+    pub in_flight: InFlight,
 }
 
 impl Shared {
@@ -198,6 +203,7 @@ pub(crate) fn start(config: &Config, options: LayerOptions) -> Arc<Shared> {
         rejected: RwLock::new(Rejected::new(cap.saturating_mul(REJECTED_PER_CAP))),
         lookups: AtomicU64::new(0),
         vouch,
+        in_flight: InFlight::default(),
     });
     let weak = Arc::downgrade(&shared);
     if let (Some(validator), Some(lookups)) = (validator, lookups)
@@ -208,8 +214,16 @@ pub(crate) fn start(config: &Config, options: LayerOptions) -> Arc<Shared> {
         ));
     }
     let config = config.clone();
-    // The first snapshot is read before the layer serves, when it can be.
-    let backend = backend::open(&config, SystemClock::shared()).ok();
+    // The first snapshot is read before the layer serves, when it can be;
+    // when it cannot, that is said now, before the first request is turned
+    // away (the thread says it only of later failures).
+    let backend = match backend::open(&config, SystemClock::shared()) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            shared.log(&format!("the maintenance layer cannot open the state: {e}"));
+            None
+        }
+    };
     if let Some(b) = &backend {
         refresh(&shared, b.as_ref(), &mut false);
     }
@@ -236,8 +250,10 @@ fn run(
         Some(_) => Instant::now() + every,
         None => Instant::now(),
     };
-    let mut complained = false;
+    // `start` said why it could not open the state.
+    let mut complained = backend.is_none();
     let mut last_prune = Instant::now();
+    let mut publisher = Publisher::default();
     loop {
         let wait = next.saturating_duration_since(Instant::now());
         let job = match jobs.recv_timeout(wait) {
@@ -263,12 +279,15 @@ fn run(
                 Err(_) => {}
             }
         }
-        if let (Some(job), Some(b)) = (job, &backend) {
-            writer.handle(&shared, b.as_ref(), job);
+        match (job, &backend) {
+            (Some(Job::WritesDone), _) => publisher.done(&shared),
+            (Some(job), Some(b)) => writer.handle(&shared, b.as_ref(), job),
+            _ => {}
         }
         if Instant::now() >= next {
             if let Some(b) = &backend {
                 refresh(&shared, b.as_ref(), &mut complained);
+                publisher.after_refresh(&shared, b.as_ref());
                 writer.next_interval(b.as_ref());
             }
             shared.lookups.store(0, Ordering::Relaxed);
@@ -363,6 +382,8 @@ impl Writer {
             Job::Ack(ack) => {
                 let _ = ack.send(());
             }
+            // The publisher's, handled before the writer sees a job.
+            Job::WritesDone => {}
         }
     }
 
@@ -439,8 +460,10 @@ fn refresh(shared: &Shared, backend: &dyn Backend, complained: &mut bool) {
                 .flatten()
                 .filter(|s| s.in_notice(now))
                 .map(Arc::new);
+            let writes_refused = view.writes_refused();
             shared.sessions.set_snapshot(Snapshot {
                 mode: view.mode,
+                writes_refused,
                 since: view.record.since,
                 message: view.record.message,
                 retry_after: view.record.retry_after,

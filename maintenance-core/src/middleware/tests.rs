@@ -18,13 +18,13 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::mode::RetryAfter;
 
-struct TempState {
+pub(super) struct TempState {
     _dir: tempfile::TempDir,
-    config: Config,
-    backend: Arc<dyn Backend>,
+    pub(super) config: Config,
+    pub(super) backend: Arc<dyn Backend>,
 }
 
-fn site() -> TempState {
+pub(super) fn site() -> TempState {
     site_refreshed_every(Duration::from_millis(20))
 }
 
@@ -42,11 +42,12 @@ fn site_refreshed_every(every: Duration) -> TempState {
     }
 }
 
-type App = Maintenance<tower::util::BoxCloneService<Request<String>, Response<String>, Infallible>>;
+pub(super) type App =
+    Maintenance<tower::util::BoxCloneService<Request<String>, Response<String>, Infallible>>;
 
 /// The app: says which mode it sees; `/login/ID` vouches for session ID
 /// with a [`VouchedSession`] marker, `/logout/ID` ends it.
-fn app(layer: &MaintenanceLayer) -> App {
+pub(super) fn app(layer: &MaintenanceLayer) -> App {
     let inner = service_fn(|req: Request<String>| async move {
         let banner = match req.extensions().get::<MaintenanceStatus>() {
             Some(s) => format!("app sees {}", s.mode),
@@ -81,14 +82,14 @@ fn keys_of(ids: &[String]) -> std::collections::BTreeSet<SessionKey> {
 /// A builder whose requests wait up to a minute for the layer's threads
 /// (the app's 500 ms): a hang guard, so that what these tests check does
 /// not depend on how fast a loaded machine runs those threads.
-fn patient(config: &Config) -> LayerBuilder {
+pub(super) fn patient(config: &Config) -> LayerBuilder {
     let mut builder = MaintenanceLayer::builder(config);
     builder.options.check_timeout = Duration::from_secs(60);
     builder
 }
 
 /// Polls until `done` holds (a hang guard, not a timing assertion).
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
+pub(super) async fn until(what: &str, mut done: impl FnMut() -> bool) {
     for _ in 0..1000 {
         if done() {
             return;
@@ -119,15 +120,15 @@ fn lines_with(lines: &Mutex<Vec<String>>, needle: &str) -> usize {
         .count()
 }
 
-async fn get(app: &mut App, req: Request<String>) -> Response<String> {
+pub(super) async fn get(app: &mut App, req: Request<String>) -> Response<String> {
     app.ready().await.unwrap().call(req).await.unwrap()
 }
 
-fn req(path: &str) -> Request<String> {
+pub(super) fn req(path: &str) -> Request<String> {
     Request::builder().uri(path).body(String::new()).unwrap()
 }
 
-fn with_cookie(path: &str, cookie: &str) -> Request<String> {
+pub(super) fn with_cookie(path: &str, cookie: &str) -> Request<String> {
     Request::builder()
         .uri(path)
         .header(COOKIE, cookie)
@@ -137,7 +138,7 @@ fn with_cookie(path: &str, cookie: &str) -> Request<String> {
 
 /// Waits until the layer's snapshot shows `mode` (the refresh interval is
 /// 20 ms; a hang guard, not a timing assertion).
-async fn until_mode(layer: &MaintenanceLayer, mode: Mode) {
+pub(super) async fn until_mode(layer: &MaintenanceLayer, mode: Mode) {
     for _ in 0..500 {
         if layer.snapshot().is_some_and(|s| s.mode == mode) {
             return;

@@ -1,7 +1,8 @@
 //! A process that plays one part against a shared state directory, for the
 //! multi-process tests of the offline state machine: a command starting
-//! tasks, a web layer touching sessions, an operator activating, or a task
-//! holder. It prints what the tests check, one line an event.
+//! tasks, a web layer touching sessions, a real `MaintenanceLayer` sending
+//! writes through, an operator activating, or a task holder. It prints what
+//! the tests check, one line an event.
 
 // Standard output is this helper's protocol with the tests.
 #![allow(clippy::print_stdout)]
@@ -79,13 +80,19 @@ fn run() -> anyhow::Result<u8> {
             args.get(4).cloned(),
         ),
         "hold" => hold(&state, arg(2)?),
+        "layer-actor" => layer_actor(
+            &state,
+            Path::new(arg(2)?),
+            Duration::from_millis(arg(3)?.parse()?),
+        ),
         other => anyhow::bail!("unknown part {other:?}"),
     }
 }
 
-/// Starts short tasks as fast as it can until `stop` exists. Prints
-/// `online <before µs> <after µs>` for each task admitted as ONLINE, and
-/// `VIOLATION …` if it ever holds such a task while the site is OFFLINE.
+/// Starts short tasks (that may write) as fast as it can until `stop`
+/// exists. Prints `online <before µs> <after µs>` for each task admitted as
+/// ONLINE, and `VIOLATION …` if it ever holds such a task while the site is
+/// OFFLINE or READONLY.
 fn task_actor(state: &Path, stop: &Path) -> anyhow::Result<u8> {
     let b = open(state)?;
     let mut rng = Jitter::new();
@@ -102,10 +109,12 @@ fn task_actor(state: &Path, stop: &Path) -> anyhow::Result<u8> {
                 }
                 std::thread::sleep(Duration::from_micros(rng.below(15_000)));
                 let mode = b.mode()?.record.mode;
-                if mode == Mode::Offline && task.record().started_in == Mode::Online {
+                if matches!(mode, Mode::Offline | Mode::ReadOnly)
+                    && task.record().started_in == Mode::Online
+                {
                     writeln!(
                         out,
-                        "VIOLATION I1: task {} started ONLINE is live while OFFLINE",
+                        "VIOLATION I1: task {} started ONLINE is live while {mode}",
                         task.record().id
                     )?;
                 }
@@ -158,6 +167,79 @@ fn session_actor(state: &Path, stop: &Path, settle: Duration) -> anyhow::Result<
     Ok(0)
 }
 
+/// Plays a web app behind a real `MaintenanceLayer` (its layer refreshing
+/// every `refresh`): a dozen clients send writes (POST) through it until
+/// `stop` exists; the app's handler works a jittered while, mostly short,
+/// now and then long enough to be in flight across a drain. Prints `write
+/// <asked µs> <entered µs> <finished µs>` for each write the layer let in
+/// (the handler ran), and `refused <n>` at the end.
+fn layer_actor(state: &Path, stop: &Path, refresh: Duration) -> anyhow::Result<u8> {
+    use tower::{Layer, ServiceExt};
+    let mut config = Config::with_state_dir(state);
+    config.refresh_interval = refresh;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let lines = runtime.block_on(async {
+        let layer = maintenance_core::middleware::MaintenanceLayer::builder(&config)
+            .unavailable(None)
+            .build();
+        let app = layer.layer(tower::service_fn(|_req: http::Request<String>| async {
+            let entered = SystemTime::now();
+            let mut rng = Jitter::new();
+            let work = if rng.below(8) == 0 {
+                Duration::from_millis(100 + rng.below(200))
+            } else {
+                Duration::from_micros(rng.below(10_000))
+            };
+            tokio::time::sleep(work).await;
+            let done = format!("{} {}", micros(entered), micros(SystemTime::now()));
+            Ok::<_, std::convert::Infallible>(http::Response::new(done))
+        }));
+        let clients: Vec<_> = (0..12)
+            .map(|_| {
+                let app = app.clone();
+                let stop = stop.to_path_buf();
+                tokio::spawn(async move {
+                    let mut lines = Vec::new();
+                    let mut refused = 0u64;
+                    while !stop.exists() {
+                        let asked = SystemTime::now();
+                        let req = http::Request::post("/notes")
+                            .body(String::new())
+                            .expect("a request");
+                        let Ok(res) = app.clone().oneshot(req).await;
+                        if res.status() == http::StatusCode::OK {
+                            lines.push(format!("write {} {}", micros(asked), res.body()));
+                        } else {
+                            refused += 1;
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                    (lines, refused)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        let mut refused = 0;
+        for c in clients {
+            if let Ok((lines, n)) = c.await {
+                all.extend(lines);
+                refused += n;
+            }
+        }
+        all.push(format!("refused {refused}"));
+        all
+    });
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for l in lines {
+        writeln!(out, "{l}")?;
+    }
+    out.flush()?;
+    Ok(0)
+}
+
 /// Takes the site offline, printing the outcome; Ctrl-C or SIGTERM stops
 /// the wait. Exit 0 offline, 124 timed out, 130 interrupted, 75 cancelled.
 fn activate(
@@ -191,6 +273,10 @@ fn activate(
     Ok(match outcome {
         Outcome::Offline { joined, .. } => {
             println!("offline{}", if joined { " joined" } else { "" });
+            0
+        }
+        Outcome::ReadOnly { joined, .. } => {
+            println!("read-only{}", if joined { " joined" } else { "" });
             0
         }
         Outcome::TimedOut { live, .. } => {

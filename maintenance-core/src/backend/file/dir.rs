@@ -131,6 +131,17 @@ impl Dir {
         }
     }
 
+    /// Another handle on this same directory (a duplicated descriptor), for
+    /// a lease that outlives the backend's borrow.
+    pub fn try_clone(&self) -> Result<Dir> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)
+            .map_err(|e| Error::io("duplicate the descriptor of", self.path.clone(), io_err(e)))?;
+        Ok(Dir {
+            fd,
+            path: self.path.clone(),
+        })
+    }
+
     /// Opens the existing subdirectory `name` (never following a link).
     pub fn open_existing_subdir(&self, name: &str) -> Result<Dir> {
         self.open_subdir(name)

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use super::trust::Trust;
 use super::{
-    FORMAT_VERSION, FileBackend, GATE, KNOWN, MARKER, MODE, OLDEST_FORMAT, PENDING, RUN_LOCK,
-    SESSIONS, TASKS, VERSION,
+    FORMAT_VERSION, FileBackend, GATE, KNOWN, MARKER, MODE, OLDEST_FORMAT, PENDING,
+    READONLY_MARKER, RUN_LOCK, SESSIONS, TASKS, VERSION,
 };
 use crate::backend::{Backend, WindowState};
 use crate::clock::SystemClock;
@@ -288,7 +288,7 @@ fn version(root: &Path, out: &mut Vec<Finding>) {
 /// The state's own files: never symlinks, readable by the group, and the
 /// lock files closed to others.
 fn files(root: &Path, config: &Config, out: &mut Vec<Finding>) {
-    for name in [VERSION, MODE, MARKER, GATE, RUN_LOCK] {
+    for name in [VERSION, MODE, MARKER, READONLY_MARKER, GATE, RUN_LOCK] {
         let p = root.join(name);
         let Ok(m) = std::fs::symlink_metadata(&p) else {
             continue;
@@ -371,19 +371,20 @@ fn leftovers(config: &Config, out: &mut Vec<Finding>) {
             out.push(problem(format!(
                 "{s}; or run: {} offline {}",
                 program_name(),
-                if view.mode == Mode::Offline {
-                    "on --force"
-                } else {
-                    "off"
+                match view.mode {
+                    Mode::Offline => "on --force",
+                    Mode::ReadOnly => "on --read-only --force",
+                    _ => "off",
                 }
             )));
         }
         if let Ok(WindowState::Abandoned(run)) = backend.window()
-            && view.mode == Mode::Offline
+            && matches!(view.mode, Mode::Offline | Mode::ReadOnly)
         {
             out.push(problem(format!(
-                "the site was left OFFLINE by `offline run -- {}` (pid {}, {}), killed while its command ran: \
+                "the site was left {} by `offline run -- {}` (pid {}, {}), killed while its command ran: \
                  check the command's work, then run: {} offline off",
+                view.mode,
                 run.argv.join(" "),
                 run.pid,
                 run.by,

@@ -5,8 +5,9 @@
 //! file does. Opened with `O_NOFOLLOW` like everything else (I4); a line
 //! that is not an entry is skipped, named, and never fatal.
 //!
-//! Also the changes nobody lived to record — a lapsed PENDING, an `offline
-//! run` killed mid-command, a schedule whose process was killed — noticed
+//! Also the changes nobody lived to record — a lapsed drain (PENDING, or
+//! READONLY_PENDING), an `offline run` killed mid-command, a schedule whose
+//! process was killed — noticed
 //! under the exclusive gate (so that they come before the change that
 //! replaces them) and recorded once: each carries the id of what lapsed,
 //! and an append skips an id already kept; a lapsed schedule is moreover
@@ -197,7 +198,8 @@ impl FileBackend {
     }
 
     /// Records, for the holder of the exclusive gate, what nobody lived to
-    /// record: a lapsed PENDING and a run killed mid-command. What this
+    /// record: a lapsed drain (its start too, if its waiter died before
+    /// recording it) and a run killed mid-command. What this
     /// appended waits in `noticed` for [`Backend::record_unrecorded`]. A
     /// failure is reported on stderr; the caller's change goes on.
     ///
@@ -217,7 +219,7 @@ impl FileBackend {
                     self.append_noticed(lapse_entry(&lapse.record, self.now()));
                 }
             }
-            Err(e) => eprintln!("warning: cannot look for a lapsed PENDING to record: {e}"),
+            Err(e) => eprintln!("warning: cannot look for a lapsed drain to record: {e}"),
         }
         if let Ok(WindowState::Abandoned(run)) = self.window() {
             self.notice_abandoned(&run);
@@ -288,28 +290,36 @@ fn noticer() -> String {
     format!("{} (pid {})", me.user_at_host(), me.pid)
 }
 
-/// The entry of the PENDING `record` began, for a waiter that died before
-/// it recorded it itself (the same id: kept once); `run` is the window's
+/// The entry of the drain `record` began (PENDING, from ONLINE or
+/// READONLY, or READONLY_PENDING), for a waiter that died before it
+/// recorded it itself (the same id: kept once); `run` is the window's
 /// record, which says whether an `offline run` began it.
 fn pending_entry(record: &ModeRecord, run: Option<&WindowRun>) -> HistoryEntry {
     let run = run.filter(|r| r.pid == record.pid);
+    let read_only = record.mode == Mode::ReadOnlyPending;
+    let flag = if read_only { " --read-only" } else { "" };
     let (cause, what) = match run {
         Some(r) => (
             Cause::Run,
             format!(
-                "offline run -- {}",
+                "offline run{flag} -- {}",
                 r.argv.join(" ").chars().take(200).collect::<String>()
             ),
         ),
-        None => (Cause::On, "offline on".to_owned()),
+        None => (Cause::On, format!("offline on{flag}")),
+    };
+    let refuses = if read_only {
+        "writes are refused"
+    } else {
+        "nobody new gets in"
     };
     let mut e = HistoryEntry::new(
         EventKind::Mode,
         cause,
-        Mode::Online,
-        Mode::Pending,
+        record.lapses_to(),
+        record.mode,
         record.since,
-        format!("{what}: nobody new gets in (recorded late: its process died before it could)"),
+        format!("{what}: {refuses} (recorded late: its process died before it could)"),
     );
     e.by = record.by.clone();
     e.pid = record.pid;
@@ -319,18 +329,28 @@ fn pending_entry(record: &ModeRecord, run: Option<&WindowRun>) -> HistoryEntry {
     e
 }
 
-/// The entry of a PENDING whose waiters all died.
+/// The entry of a drain whose waiters all died: back to the mode it came
+/// from (ONLINE, or READONLY for a PENDING begun there).
 fn lapse_entry(record: &ModeRecord, now: Timestamp) -> HistoryEntry {
+    let to = record.lapses_to();
     let mut e = HistoryEntry::new(
         EventKind::Mode,
         Cause::Lapsed,
-        Mode::Pending,
-        Mode::Online,
+        record.mode,
+        to,
         now,
         format!(
-            "the process waiting to take the site offline (pid {}, {}) is gone: the PENDING \
-             begun at {} lapsed, so the site is ONLINE",
-            record.pid, record.by, record.since
+            "the process waiting to take the site {} (pid {}, {}) is gone: the {} begun at {} \
+             lapsed, so the site is {to}",
+            if record.mode == Mode::ReadOnlyPending {
+                "read-only"
+            } else {
+                "offline"
+            },
+            record.pid,
+            record.by,
+            record.mode,
+            record.since
         ),
     );
     e.by = record.by.clone();
@@ -351,8 +371,9 @@ fn schedule_lapse_entry(record: &ScheduleRecord, mode: Mode, now: Timestamp) -> 
         mode,
         now,
         format!(
-            "the process holding the offline window scheduled at {} (pid {}, {}) is gone: the \
+            "the process holding the {} window scheduled at {} (pid {}, {}) is gone: the \
              schedule lapsed, and the site stays {mode}",
+            record.kind(),
             local_time(record.at),
             record.pid,
             record.by

@@ -4,16 +4,23 @@
 //! <state>/
 //!   VERSION     format version; an unknown one is refused
 //!   mode.json   the mode record, replaced atomically (temp file, rename)
-//!   OFFLINE     the web-server marker: created before an OFFLINE record is
-//!               written (taken back if it cannot be), removed after any
-//!               other record is
+//!   OFFLINE     the web-server marker: created before a record whose legacy
+//!               mode is OFFLINE (OFFLINE, READONLY, a PENDING begun from
+//!               READONLY) is written (taken back if it cannot be), removed
+//!               after any other record is
+//!   READONLY    the web-server marker of refused writes: likewise, while
+//!               READONLY_PENDING, READONLY or a PENDING begun from READONLY
+//!               is in force (a web server checks it before OFFLINE)
 //!   gate        the gate: mode changes lock it exclusively, task starts
 //!               shared, so a task is either seen by the mode change or
 //!               sees the new mode (I1, I2)
-//!   pending/    one locked file per process waiting to go offline; PENDING
-//!               holds only while one is held (I5); and a scheduled
-//!               window's, held by the process waiting for its time, with
-//!               its end once someone ends it (`schedules.rs`)
+//!   pending/    one locked file per process waiting to go offline or
+//!               read-only (`.waiter`); a draining mode holds only while one
+//!               is held (I5); a scheduled window's, held by the process
+//!               waiting for its time, with its end once someone ends it
+//!               (`schedules.rs`); and one locked file per web layer process
+//!               with unsafe requests in flight while READONLY_PENDING
+//!               (`.writes`)
 //!   history.jsonl, history.jsonl.1
 //!               the history, one entry a line, rotated past its bound
 //!   tasks/      one locked file per live task, one lock per command name
@@ -29,11 +36,12 @@
 //! long): each is ordered against the others under the gate, and they are
 //! read together. Beside it: `open.rs`
 //! (creating and opening the directory), `gate.rs`, `record.rs` (the mode
-//! record and the marker), `tasks.rs` and `proof.rs` (task files and the
-//! proof a joiner presents), `sessions.rs`, `watch.rs` (waiting for a
-//! change), `history.rs` (the history, and the changes nobody lived to
-//! record), `dir.rs` (directory-relative file operations), `trust.rs` and
-//! `doctor.rs`.
+//! record and the markers), `readonly.rs` (the read-only tier's mode
+//! changes), `writes.rs` (unsafe requests in flight), `tasks.rs` and
+//! `proof.rs` (task files and the proof a joiner presents), `sessions.rs`,
+//! `watch.rs` (waiting for a change), `history.rs` (the history, and the
+//! changes nobody lived to record), `dir.rs` (directory-relative file
+//! operations), `trust.rs` and `doctor.rs`.
 
 mod dir;
 mod gate;
@@ -41,12 +49,14 @@ mod history;
 mod open;
 mod probe;
 mod proof;
+mod readonly;
 mod record;
 mod schedules;
 mod sessions;
 mod tasks;
 mod trust;
 mod watch;
+mod writes;
 
 pub use self::doctor::{Finding, doctor};
 pub(crate) use self::open::{missing_parent, missing_parent_problem};
@@ -67,9 +77,9 @@ use self::sessions::{Now, Sessions};
 use self::tasks::{FileTaskLease, StoredTask};
 use self::watch::Watchers;
 use super::{
-    Backend, Completion, EndedSchedule, Membership, ModeChange, PendingStart, ScheduleEnd,
-    ScheduleLease, ScheduleRecord, SessionSummary, TaskLease, WaiterLease, WindowLease, WindowRun,
-    WindowState,
+    Backend, Completion, EndedSchedule, Membership, ModeChange, PendingStart, ReadOnlyStart,
+    ScheduleEnd, ScheduleLease, ScheduleRecord, SessionSummary, TaskLease, WaiterLease,
+    WindowLease, WindowRun, WindowState, WritesLease,
 };
 use crate::admission::{admit, admit_joined};
 use crate::clock::{SharedClock, Timestamp};
@@ -77,7 +87,7 @@ use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::join::JoinToken;
 use crate::mode::{Mode, ModeRecord, ModeView};
-use crate::records::{TaskRecord, TaskRequest};
+use crate::records::{TaskRecord, TaskRequest, WritesInFlight};
 use crate::session::{SessionEntry, SessionKey};
 
 /// The state format this binary reads and writes. Format 2 names session
@@ -91,6 +101,7 @@ pub const OLDEST_FORMAT: u32 = 1;
 pub(crate) const VERSION: &str = "VERSION";
 pub(crate) const MODE: &str = "mode.json";
 pub(crate) const MARKER: &str = "OFFLINE";
+pub(crate) const READONLY_MARKER: &str = "READONLY";
 const GATE: &str = "gate";
 pub(crate) const TASKS: &str = "tasks";
 pub(crate) const PENDING: &str = "pending";
@@ -102,6 +113,7 @@ pub(crate) const KNOWN: &[&str] = &[
     VERSION,
     MODE,
     MARKER,
+    READONLY_MARKER,
     GATE,
     TASKS,
     PENDING,
@@ -138,7 +150,8 @@ impl FileBackend {
     }
 
     /// Cleans what crashed processes left, under the exclusive gate: dead
-    /// waiters and schedules, and a marker that disagrees with the record.
+    /// waiters, schedules and writes in flight, and markers that disagree
+    /// with the record.
     fn clean_under_gate(&self, record: &ModeRecord) -> Result<()> {
         // Task files of commands that died (never live: no lock), as
         // `offline doctor` promises.
@@ -150,7 +163,7 @@ impl FileBackend {
         self.notice_lapsed_schedules(lapsed);
         for name in self.pending.names()? {
             let Some(name) = name.to_str() else { continue };
-            if !name.ends_with(WAITER_SUFFIX) {
+            if !name.ends_with(WAITER_SUFFIX) && !name.ends_with(writes::SUFFIX) {
                 continue;
             }
             match self.pending.open_read(name) {
@@ -197,19 +210,31 @@ impl FileBackend {
                     joined: true,
                 })
             }
-            Mode::Online => {
+            Mode::ReadOnlyPending => Err(readonly::drain_under_way(
+                &view,
+                "`offline on` goes OFFLINE from ONLINE or READONLY, and the site is going \
+                 read-only: once it is READONLY, `offline on` continues to OFFLINE",
+            )),
+            // ONLINE, or READONLY going on to OFFLINE: a lapse goes back to
+            // where it came from, keeping READONLY's message unless given.
+            from => {
                 let since = Timestamp::at(self.clock.now());
                 let waiter = self.new_waiter(since)?;
-                let r = ModeRecord {
+                let base = if from == Mode::ReadOnly {
+                    view.record.clone()
+                } else {
+                    ModeRecord::initial()
+                };
+                let mut r = ModeRecord {
                     mode: Mode::Pending,
+                    from: (from == Mode::ReadOnly).then_some(Mode::ReadOnly),
                     since,
                     by: change.by.clone(),
                     pid: change.pid,
-                    message: change.message.clone(),
-                    retry_after: change.retry_after,
-                    bypass: change.bypass.clone(),
                     generation: view.record.generation,
+                    ..base
                 };
+                change.update(&mut r);
                 let r = self.write_record(r, &view.record)?;
                 Ok(PendingStart::Waiting {
                     waiter: Box::new(waiter),
@@ -521,6 +546,7 @@ impl Backend for FileBackend {
                 }
                 let offline = ModeRecord {
                     mode: Mode::Offline,
+                    from: None,
                     since: Timestamp::at(self.clock.now()),
                     ..r.clone()
                 };
@@ -542,8 +568,12 @@ impl Backend for FileBackend {
         drop(waiter);
         let r = self.record_for_writer();
         self.clean_under_gate(&r)?;
-        if r.mode == Mode::Pending && r.since == since && !self.any_waiter_live()? {
-            return self.write_record(self.online_record(change), &r);
+        if r.mode.is_draining() && r.since == since && !self.any_waiter_live()? {
+            let back = match r.lapses_to() {
+                Mode::ReadOnly => self.read_only_record(&r, change),
+                _ => self.online_record(change),
+            };
+            return self.write_record(back, &r);
         }
         Ok(r)
     }
@@ -558,6 +588,7 @@ impl Backend for FileBackend {
         } else {
             ModeRecord {
                 mode: Mode::Offline,
+                from: None,
                 since: Timestamp::at(self.clock.now()),
                 by: change.by.clone(),
                 pid: change.pid,
@@ -576,6 +607,33 @@ impl Backend for FileBackend {
         self.clean_under_gate(&written)?;
         self.clear_abandoned_run()?;
         Ok(written)
+    }
+
+    fn begin_read_only(&self, change: &ModeChange) -> Result<ReadOnlyStart> {
+        let _gate = self.gate(true)?;
+        self.begin_read_only_under_gate(change)
+    }
+
+    fn complete_read_only(&self, waiter: &dyn WaiterLease) -> Result<Completion> {
+        let _gate = self.gate(true)?;
+        self.complete_read_only_under_gate(waiter)
+    }
+
+    fn go_read_only(&self, change: &ModeChange) -> Result<ModeRecord> {
+        let _gate = self.gate(true)?;
+        self.go_read_only_under_gate(change)
+    }
+
+    fn begin_writes(&self) -> Result<Box<dyn WritesLease>> {
+        Ok(Box::new(writes::publish(
+            &self.pending,
+            self.modes,
+            &self.clock,
+        )?))
+    }
+
+    fn writes_in_flight(&self) -> Result<Vec<WritesInFlight>> {
+        writes::live(&self.pending)
     }
 
     fn begin_window_run(&self, run: &WindowRun) -> Result<Box<dyn WindowLease>> {
@@ -638,7 +696,15 @@ impl Backend for FileBackend {
         schedule: &dyn ScheduleLease,
         change: &ModeChange,
     ) -> Result<PendingStart> {
-        self.begin_pending_as_scheduled(schedule, change)
+        self.begin_as_scheduled(schedule, change, || self.begin_pending_under_gate(change))
+    }
+
+    fn begin_scheduled_read_only(
+        &self,
+        schedule: &dyn ScheduleLease,
+        change: &ModeChange,
+    ) -> Result<ReadOnlyStart> {
+        self.begin_as_scheduled(schedule, change, || self.begin_read_only_under_gate(change))
     }
 
     fn wait_for_change(

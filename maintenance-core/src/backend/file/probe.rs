@@ -4,10 +4,12 @@
 //! no lock. An external command's keeper uses it to ask what the command
 //! left behind to stop (drain `stop`) once the site leaves ONLINE.
 //!
-//! It reads the stored record's `mode` only: a PENDING whose waiter died
-//! (which [`Backend::mode`](crate::Backend::mode) reads as ONLINE) still
-//! counts as leaving ONLINE, so a drain-`stop` leftover may be asked to stop
-//! by an `offline on` that was then killed.
+//! It reads the stored record's `mode` (and `tier`) only: a PENDING whose
+//! waiter died (which [`Backend::mode`](crate::Backend::mode) reads as
+//! ONLINE) still counts as leaving ONLINE, so a drain-`stop` leftover may be
+//! asked to stop by an `offline on` that was then killed. A task that does
+//! not hold off READONLY (a read-only command) reads on through
+//! READONLY_PENDING and READONLY ([`for_task`](ModeProbe::for_task)).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -24,6 +26,7 @@ const MAX: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct ModeProbe {
     dir: OwnedFd,
+    reads_on: bool,
 }
 
 impl ModeProbe {
@@ -34,7 +37,35 @@ impl ModeProbe {
             OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY,
             Mode::empty(),
         )?;
-        Ok(ModeProbe { dir })
+        Ok(ModeProbe {
+            dir,
+            reads_on: false,
+        })
+    }
+
+    /// This probe for the leftovers of `task`: one that does not hold off
+    /// READONLY keeps running through the read-only tier.
+    pub fn for_task(mut self, task: &crate::records::TaskRecord) -> Self {
+        self.reads_on = !task.holds_off_read_only();
+        self
+    }
+
+    /// Whether the task this probe is for may keep running in the stored
+    /// mode: ONLINE, or for a task that does not hold off READONLY, also
+    /// READONLY_PENDING and READONLY; `None` when the record cannot be
+    /// read. Async-signal-safe, as [`online`](Self::online).
+    pub fn keeps_running(&self) -> Option<bool> {
+        let mut buf = [0u8; MAX];
+        let json = self.read(&mut buf)?;
+        let online = mode_of(json, b"\"mode\"").map(|m| m == b"ONLINE");
+        if self.reads_on && online == Some(false) {
+            let tier = mode_of(json, b"\"tier\"");
+            return Some(matches!(
+                tier,
+                Some(b"READONLY_PENDING") | Some(b"READONLY")
+            ));
+        }
+        online
     }
 
     /// The descriptor a forked child must keep open.
@@ -47,6 +78,12 @@ impl ModeProbe {
     /// and a scan of a stack buffer.
     pub fn online(&self) -> Option<bool> {
         let mut buf = [0u8; MAX];
+        mode_of(self.read(&mut buf)?, b"\"mode\"").map(|m| m == b"ONLINE")
+    }
+
+    /// The stored record in `buf` (an empty one, which reads as ONLINE,
+    /// when there is none); `None` when it cannot be read.
+    fn read<'b>(&self, buf: &'b mut [u8; MAX]) -> Option<&'b [u8]> {
         // SAFETY: plain system calls on our own descriptor and buffer; the
         // name is a NUL-terminated constant.
         let n = unsafe {
@@ -60,7 +97,7 @@ impl ModeProbe {
             if fd < 0 {
                 // No allocation: an OS error is a code, its kind a match.
                 return (std::io::Error::last_os_error().kind() == std::io::ErrorKind::NotFound)
-                    .then_some(true);
+                    .then_some(&NO_RECORD[..]);
             }
             let mut got = 0usize;
             while got < MAX {
@@ -73,14 +110,17 @@ impl ModeProbe {
             libc::close(fd);
             got
         };
-        mode_of(&buf[..n]).map(|m| m == b"ONLINE")
+        Some(&buf[..n])
     }
 }
 
-/// The value of the record's top-level `"mode"` key, scanned without
-/// parsing (the record is written by serde_json; the key appears once).
-fn mode_of(json: &[u8]) -> Option<&[u8]> {
-    let key = b"\"mode\"";
+/// What a missing record reads as: ONLINE.
+const NO_RECORD: [u8; 17] = *b"{\"mode\":\"ONLINE\"}";
+
+/// The value of the record's top-level `key` (`"mode"`, `"tier"`), scanned
+/// without parsing (the record is written by serde_json; each key appears
+/// once, and a quote inside a string value is escaped).
+fn mode_of<'j>(json: &'j [u8], key: &[u8]) -> Option<&'j [u8]> {
     let at = json.windows(key.len()).position(|w| w == key)? + key.len();
     let rest = &json[at..];
     let rest = &rest[rest.iter().position(|b| !b.is_ascii_whitespace())?..];
@@ -97,16 +137,18 @@ mod tests {
 
     #[test]
     fn the_mode_is_read_from_a_written_record() {
+        let mode = |json: &'static [u8]| mode_of(json, b"\"mode\"");
         assert_eq!(
-            mode_of(br#"{"mode": "PENDING", "by": "x"}"#),
+            mode(br#"{"mode": "PENDING", "by": "x"}"#),
             Some(&b"PENDING"[..])
         );
+        assert_eq!(mode(b"{\n  \"mode\":\"ONLINE\"\n}"), Some(&b"ONLINE"[..]));
+        assert_eq!(mode(b"garbage"), None);
+        assert_eq!(mode(br#"{"mode": 3}"#), None);
         assert_eq!(
-            mode_of(b"{\n  \"mode\":\"ONLINE\"\n}"),
-            Some(&b"ONLINE"[..])
+            mode_of(br#"{"mode": "OFFLINE", "tier": "READONLY"}"#, b"\"tier\""),
+            Some(&b"READONLY"[..])
         );
-        assert_eq!(mode_of(b"garbage"), None);
-        assert_eq!(mode_of(br#"{"mode": 3}"#), None);
     }
 
     #[test]
@@ -125,5 +167,53 @@ mod tests {
         assert_eq!(probe.online(), Some(false));
         b.go_online(&ModeChange::by_this_process()).unwrap();
         assert_eq!(probe.online(), Some(true));
+    }
+
+    #[test]
+    fn a_read_only_task_keeps_running_through_the_read_only_tier_and_a_writer_does_not() {
+        use crate::backend::{Backend, FileBackend, ModeChange};
+        use crate::policy::{Access, Policy};
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("s");
+        let b = FileBackend::open(
+            &crate::Config::with_state_dir(&state),
+            crate::SystemClock::shared(),
+        )
+        .unwrap();
+        let task = |policy: Policy| crate::records::TaskRecord {
+            id: "1-1-0".into(),
+            name: "report".into(),
+            argv: vec!["report".into()],
+            pid: 1,
+            user: "u".into(),
+            host: "h".into(),
+            started_at: crate::clock::Timestamp::EPOCH,
+            policy,
+            started_in: crate::mode::Mode::Online,
+            in_window: false,
+            holders: Vec::new(),
+            processes: None,
+            joined: None,
+        };
+        let reader = ModeProbe::open(&state)
+            .unwrap()
+            .for_task(&task(Policy::DEFAULT.access(Access::ReadOnly)));
+        let writer = ModeProbe::open(&state)
+            .unwrap()
+            .for_task(&task(Policy::DEFAULT));
+        assert_eq!(
+            (reader.keeps_running(), writer.keeps_running()),
+            (Some(true), Some(true))
+        );
+        b.go_read_only(&ModeChange::by_this_process()).unwrap();
+        assert_eq!(
+            (reader.keeps_running(), writer.keeps_running()),
+            (Some(true), Some(false))
+        );
+        b.force_offline(&ModeChange::by_this_process()).unwrap();
+        assert_eq!(
+            (reader.keeps_running(), writer.keeps_running()),
+            (Some(false), Some(false))
+        );
     }
 }

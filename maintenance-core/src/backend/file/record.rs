@@ -1,9 +1,13 @@
-//! The mode record and the web-server marker beside it (I5): read through
-//! a cache that knows a replaced file, a PENDING without waiters read as
-//! lapsed, written by rename with the marker ordered around it so the two
-//! agree after every change, failed or not.
+//! The mode record and the web-server markers beside it (I5): read through
+//! a cache that knows a replaced file, a draining mode without waiters read
+//! as lapsed, written by rename with the markers ordered around it so they
+//! agree after every change, failed or not. `OFFLINE` follows the record's
+//! legacy mode (what a binary that predates READONLY acts on), `READONLY`
+//! whether writes are refused.
 
-use super::{FileBackend, GATE, MARKER, MAX_MODE_RECORD, MODE, WAITER_SUFFIX, tasks};
+use super::{
+    FileBackend, GATE, MARKER, MAX_MODE_RECORD, MODE, READONLY_MARKER, WAITER_SUFFIX, tasks,
+};
 use crate::error::{Error, Result};
 use crate::mode::{Lapse, Mode, ModeRecord, ModeView};
 
@@ -64,20 +68,29 @@ impl FileBackend {
     pub(super) fn view(&self) -> Result<ModeView> {
         let mut record = self.read_record()?;
         let mut view = loop {
-            if record.mode != Mode::Pending || self.any_waiter_live()? {
+            if !record.mode.is_draining() || self.any_waiter_live()? {
                 break ModeView::of(record);
             }
-            // No waiter: the PENDING lapsed — unless the last waiter just
+            // No waiter: the drain lapsed — unless the last waiter just
             // wrote a new record as it left.
             let again = self.read_record()?;
             if again.generation == record.generation {
+                let to = record.lapses_to();
                 let reason = format!(
-                    "PENDING since {} (by {}, pid {}) lapsed: the process waiting to take the \
-                     site offline is gone, so the site is ONLINE; the next mode change cleans up",
-                    record.since, record.by, record.pid
+                    "{} since {} (by {}, pid {}) lapsed: the process waiting to take the \
+                     site {} is gone, so the site is {to}; the next mode change cleans up",
+                    record.mode,
+                    record.since,
+                    record.by,
+                    record.pid,
+                    if record.mode == Mode::Pending {
+                        "offline"
+                    } else {
+                        "read-only"
+                    },
                 );
                 break ModeView {
-                    mode: Mode::Online,
+                    mode: to,
                     lapsed: Some(Lapse {
                         record: record.clone(),
                         reason,
@@ -88,93 +101,148 @@ impl FileBackend {
             }
             record = again;
         };
-        let marker = self.root.exists(MARKER)?;
-        view.stray_marker = match (view.record.mode == Mode::Offline, marker) {
-            (false, true) => Some(format!(
+        let (offline, read_only) = markers_for(&view);
+        let mut stray = Vec::new();
+        match (offline, self.root.exists(MARKER)?) {
+            (false, true) => stray.push(format!(
                 "the web-server marker {} exists but the site is {}: the web server may still \
                  turn visitors away; the next manage command that may write the state removes it",
                 self.root.join(MARKER).display(),
                 view.mode
             )),
-            (true, false) => Some(format!(
-                "the site is OFFLINE but the web-server marker {} is missing: the web server \
+            (true, false) => stray.push(format!(
+                "the site is {} but the web-server marker {} is missing: the web server \
                  lets visitors through to the app; the next manage command that may write the \
                  state restores it",
+                view.mode,
                 self.root.join(MARKER).display()
             )),
-            _ => None,
-        };
+            _ => {}
+        }
+        match (read_only, self.root.exists(READONLY_MARKER)?) {
+            (false, true) => stray.push(format!(
+                "the web-server marker {} exists but the site is {}: the web server may still \
+                 refuse writes; the next manage command that may write the state removes it",
+                self.root.join(READONLY_MARKER).display(),
+                view.mode
+            )),
+            (true, false) => stray.push(format!(
+                "the site is {} but the web-server marker {} is missing: the web server lets \
+                 writes through to the app (whose layer still refuses them); the next manage \
+                 command that may write the state restores it",
+                view.mode,
+                self.root.join(READONLY_MARKER).display()
+            )),
+            _ => {}
+        }
+        view.stray_marker = (!stray.is_empty()).then(|| stray.join("; and "));
         Ok(view)
     }
 
+    /// The mode in force for `record` as a writer holding the gate sees it:
+    /// a draining record without a live waiter has lapsed.
+    fn in_force(&self, record: &ModeRecord) -> Result<ModeView> {
+        if record.mode.is_draining() && !self.any_waiter_live()? {
+            return Ok(ModeView {
+                mode: record.lapses_to(),
+                ..ModeView::of(record.clone())
+            });
+        }
+        Ok(ModeView::of(record.clone()))
+    }
+
     /// Writes a new mode record in place of `previous` (the record in force,
-    /// read under the exclusive gate), ordering the marker around it so
-    /// that marker and record agree after every change, failed or not
-    /// (I5): the marker is created before an OFFLINE record and taken back
-    /// when that record cannot be written; it is removed after any other
-    /// record, and stays when that record cannot be written (OFFLINE is
-    /// still in force).
+    /// read under the exclusive gate), ordering the markers around it so
+    /// that markers and record agree after every change, failed or not
+    /// (I5): a marker the new record needs is created before it and taken
+    /// back when that record cannot be written (unless the previous record
+    /// needed it too); one it does not need is removed after it, and stays
+    /// when that record cannot be written (the previous one is still in
+    /// force).
     pub(super) fn write_record(
         &self,
         mut record: ModeRecord,
         previous: &ModeRecord,
     ) -> Result<ModeRecord> {
         record.generation = previous.generation.wrapping_add(1);
+        if !record.mode.is_draining() {
+            record.from = None;
+        }
         let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::Invalid(e.to_string()))?;
-        if record.mode != Mode::Offline {
-            self.root.replace(MODE, &json, self.modes, true)?;
-            if let Err(e) = self.root.remove(MARKER) {
+        // A record just written is in force: its waiter is alive.
+        let want = markers_for(&ModeView::of(record.clone()));
+        let had = markers_for(&self.in_force(previous)?);
+        let markers = [(MARKER, want.0, had.0), (READONLY_MARKER, want.1, had.1)];
+        for (name, wanted, _) in markers {
+            if wanted && !self.root.exists(name)? {
+                self.write_marker(name, &record)?;
+            }
+        }
+        if let Err(failed) = self.root.replace(MODE, &json, self.modes, true) {
+            // The previous record is still in force: the markers follow it.
+            for (name, wanted, had) in markers {
+                if wanted
+                    && !had
+                    && let Err(undo) = self.root.remove(name)
+                {
+                    return Err(Error::state(
+                        self.root.join(name),
+                        format!(
+                            "{failed}; and this web-server marker, written for it, could not be \
+                             taken back ({undo}): the web server holds visitors back although \
+                             the site is still {}; remove it by hand, or fix the cause and run \
+                             any manage command, which puts it right",
+                            previous.mode
+                        ),
+                    ));
+                }
+            }
+            return Err(failed);
+        }
+        for (name, wanted, _) in markers {
+            if wanted {
+                continue;
+            }
+            if let Err(e) = self.root.remove(name) {
                 return Err(Error::state(
-                    self.root.join(MARKER),
+                    self.root.join(name),
                     format!(
                         "the site is now {}, but this web-server marker could not be removed \
-                         ({e}): the web server still turns visitors away; remove it by hand, or \
+                         ({e}): the web server still holds visitors back; remove it by hand, or \
                          fix the cause and run any manage command, which puts it right",
                         record.mode
                     ),
                 ));
             }
-            return Ok(record);
-        }
-        let had_marker = previous.mode == Mode::Offline && self.root.exists(MARKER)?;
-        if !had_marker {
-            self.write_marker(&record)?;
-        }
-        if let Err(failed) = self.root.replace(MODE, &json, self.modes, true) {
-            // The previous record is still in force: the marker follows it.
-            if previous.mode != Mode::Offline
-                && let Err(undo) = self.root.remove(MARKER)
-            {
-                return Err(Error::state(
-                    self.root.join(MARKER),
-                    format!(
-                        "{failed}; and this web-server marker, written for it, could not be \
-                         taken back ({undo}): the web server turns visitors away although the \
-                         site is still {}; remove it by hand, or fix the cause and run any \
-                         manage command, which puts it right",
-                        previous.mode
-                    ),
-                ));
-            }
-            return Err(failed);
         }
         Ok(record)
     }
 
-    pub(super) fn write_marker(&self, record: &ModeRecord) -> Result<()> {
-        let text = format!("OFFLINE since {} by {}\n", record.since, record.by);
-        self.root
-            .replace(MARKER, text.as_bytes(), self.modes, false)
+    pub(super) fn write_marker(&self, name: &str, record: &ModeRecord) -> Result<()> {
+        let what = if name == MARKER {
+            "OFFLINE"
+        } else {
+            "READONLY"
+        };
+        let text = format!(
+            "{what} since {} by {} (the site is {})\n",
+            record.since, record.by, record.mode
+        );
+        self.root.replace(name, text.as_bytes(), self.modes, false)
     }
 
-    /// Makes the marker agree with `record`: present exactly while it says
-    /// OFFLINE. For a holder of the exclusive gate only.
+    /// Makes the markers agree with `record` in force: for a holder of the
+    /// exclusive gate only.
     pub(super) fn marker_follows(&self, record: &ModeRecord) -> Result<()> {
-        match (record.mode == Mode::Offline, self.root.exists(MARKER)?) {
-            (true, false) => self.write_marker(record),
-            (false, true) => self.root.remove(MARKER).map(drop),
-            _ => Ok(()),
+        let (offline, read_only) = markers_for(&self.in_force(record)?);
+        for (name, wanted) in [(MARKER, offline), (READONLY_MARKER, read_only)] {
+            match (wanted, self.root.exists(name)?) {
+                (true, false) => self.write_marker(name, record)?,
+                (false, true) => self.root.remove(name).map(drop)?,
+                _ => {}
+            }
         }
+        Ok(())
     }
 
     /// Puts a marker that disagrees with the record right, for a reader
@@ -210,4 +278,15 @@ impl FileBackend {
             r
         })
     }
+}
+
+/// Which web-server markers the mode in force calls for: `(OFFLINE,
+/// READONLY)`. `OFFLINE` exactly while the record's legacy mode is
+/// OFFLINE — what a binary that predates READONLY acts on, so the two never
+/// disagree over it — and `READONLY` exactly while writes are refused.
+fn markers_for(view: &ModeView) -> (bool, bool) {
+    (
+        view.record.legacy_mode() == Mode::Offline,
+        view.writes_refused(),
+    )
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::dir::{Dir, Modes};
 use super::{FileBackend, MAX_MODE_RECORD, tasks};
-use crate::backend::{ModeChange, PendingStart, ScheduleLease};
+use crate::backend::{ModeChange, ScheduleLease};
 use crate::clock::{SharedClock, Timestamp};
 use crate::error::{Error, Refusal, Result};
 use crate::schedule::{EndedSchedule, ScheduleEnd, ScheduleEndReason, ScheduleRecord};
@@ -302,12 +302,16 @@ impl FileBackend {
         Ok(Some(EndedSchedule { schedule, end }))
     }
 
-    /// [`Backend::begin_scheduled_pending`](crate::Backend::begin_scheduled_pending).
-    pub(super) fn begin_pending_as_scheduled(
+    /// [`Backend::begin_scheduled_pending`](crate::Backend::begin_scheduled_pending)
+    /// and [`Backend::begin_scheduled_read_only`](crate::Backend::begin_scheduled_read_only):
+    /// under the exclusive gate, the schedule's end (`due`), then `begin`,
+    /// the draining mode's start for a holder of the gate.
+    pub(super) fn begin_as_scheduled<T>(
         &self,
         schedule: &dyn ScheduleLease,
         change: &ModeChange,
-    ) -> Result<PendingStart> {
+        begin: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
         let _gate = self.gate(true)?;
         let record = schedule.record();
         if let Some(end) = read_end(&self.pending, &record.id)? {
@@ -316,8 +320,8 @@ impl FileBackend {
                 end,
             }));
         }
-        // The end first, then PENDING: no reader sees both. Should PENDING
-        // fail, the schedule stands again, as it was.
+        // The end first, then the draining mode: no reader sees both.
+        // Should it fail to begin, the schedule stands again, as it was.
         write_end(
             &self.pending,
             &record.id,
@@ -325,7 +329,7 @@ impl FileBackend {
             self.modes,
             &self.clock,
         )?;
-        let start = self.begin_pending_under_gate(change);
+        let start = begin();
         if start.is_err() {
             let _ = self.pending.remove(&ended_name(&record.id));
         }
