@@ -18,8 +18,8 @@
 //!   compiles every dependency, a few minutes on two cores; later ones
 //!   reuse it) and runs it against a state this version wrote. Run it with
 //!   `cargo nextest run -p manage-tests --test compat_released --run-ignored only`.
-//!   It skips, saying so, only when cargo is not on PATH; it fails, saying
-//!   how to fetch it, when the commit is not in the clone.
+//!   It skips, saying so and how to fetch it, when cargo, git or tar is not
+//!   on PATH or the commit is not in the clone (a shallow clone).
 
 #![allow(clippy::unwrap_used)]
 
@@ -207,6 +207,26 @@ fn tools() -> Result<(), String> {
     Ok(())
 }
 
+/// Whether this clone has [`RELEASED`] (a shallow clone has not), or why
+/// not.
+fn released_commit_present() -> Result<(), String> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let has = Command::new("git")
+        .arg("-C")
+        .arg(&repo)
+        .args(["cat-file", "-e", &format!("{RELEASED}^{{commit}}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if has {
+        Ok(())
+    } else {
+        Err(format!(
+            "commit {RELEASED} (the released version) is not in this clone (a shallow clone?): \
+             fetch the history (`git fetch --unshallow`) to run it"
+        ))
+    }
+}
+
 /// The released `manage`, built once from [`RELEASED`] under this test's
 /// target temp directory (its sources and its target directory are kept,
 /// so a second run only checks that nothing changed).
@@ -287,7 +307,7 @@ fn released_run(exe: &Path, state: &Path, args: &[&str]) -> (i32, String) {
 #[ignore = "builds the released manage from git (minutes the first time): \
             cargo nextest run -p manage-tests --test compat_released --run-ignored only"]
 fn the_released_binary_reads_the_read_only_tier_as_offline() {
-    if let Err(why) = tools() {
+    if let Err(why) = tools().and_then(|()| released_commit_present()) {
         eprintln!("SKIPPED: {why}: this test builds the released manage with cargo from git");
         return;
     }
