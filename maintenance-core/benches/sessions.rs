@@ -34,7 +34,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::measurement::Measurement;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use maintenance_core::policy::Instances;
 use maintenance_core::session::SessionKey;
@@ -43,6 +43,9 @@ use maintenance_core::{
     Backend, CommandTask, Config, FileBackend, ManualClock, Policy, SystemClock, TaskOptions,
 };
 use tempfile::TempDir;
+
+#[path = "shared/thread_cpu.rs"]
+mod thread_cpu;
 
 /// Long enough that no session expires while a benchmark runs.
 const TIMEOUT: Duration = Duration::from_secs(3600);
@@ -90,52 +93,10 @@ fn hold_tasks(backend: &Arc<dyn Backend>, n: usize) -> Vec<CommandTask> {
         .collect()
 }
 
-/// The calling thread's CPU time, user and system.
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
 /// Wall-clock time since the first call.
 fn wall_time() -> Duration {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     START.get_or_init(Instant::now).elapsed()
-}
-
-/// Criterion's measurement of the benchmark thread's CPU time (criterion
-/// calls `start` and `end` on the thread that runs the routine).
-struct ThreadCpu;
-
-impl Measurement for ThreadCpu {
-    type Intermediate = Duration;
-    type Value = Duration;
-
-    fn start(&self) -> Duration {
-        thread_cpu_time()
-    }
-    fn end(&self, started: Duration) -> Duration {
-        thread_cpu_time().saturating_sub(started)
-    }
-    fn add(&self, a: &Duration, b: &Duration) -> Duration {
-        *a + *b
-    }
-    fn zero(&self) -> Duration {
-        Duration::ZERO
-    }
-    fn to_f64(&self, value: &Duration) -> f64 {
-        value.as_nanos() as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        // Nanoseconds, formatted as wall-clock times are.
-        static WALL: WallTime = WallTime;
-        WALL.formatter()
-    }
 }
 
 fn status<M: Measurement>(c: &mut Criterion<M>, suffix: &str) {
@@ -201,7 +162,7 @@ fn touch<M: Measurement<Value = Duration>>(c: &mut Criterion<M>, suffix: &str) {
     let read: fn() -> Duration = if suffix.is_empty() {
         wall_time
     } else {
-        thread_cpu_time
+        thread_cpu::thread_cpu_time
     };
     let mut group = c.benchmark_group(format!("session/touch{suffix}"));
     // Every iteration of `first` leaves a file: keep the count bounded.
@@ -394,9 +355,9 @@ fn print_table(suffix: &str, since: SystemTime) {
 // a doc comment the macro cannot carry.
 fn main() {
     let since = SystemTime::now();
-    if std::env::var_os("BENCH_CLOCK").is_some_and(|v| v == "cpu") {
+    if thread_cpu::wanted() {
         let mut c = Criterion::default()
-            .with_measurement(ThreadCpu)
+            .with_measurement(thread_cpu::ThreadCpu)
             .configure_from_args();
         touch(&mut c, "@cpu");
         status(&mut c, "@cpu");
