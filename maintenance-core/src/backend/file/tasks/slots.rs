@@ -159,7 +159,14 @@ fn claim(dir: &Dir, name: &str) -> Claim {
     if fs2::FileExt::try_lock_exclusive(&file).is_err() {
         return Claim::Taken;
     }
-    Claim::Free(file, meta.len())
+    // The size as it is now that the file is ours: the one read before the
+    // claim lock may be a previous claimant's, from before that file went
+    // through a task and back to this very name, and a record written over
+    // a longer content than that size thinks would keep its tail.
+    let Ok(now) = file.metadata() else {
+        return Claim::Taken;
+    };
+    Claim::Free(file, now.len())
 }
 
 /// Writes `record` over the slot's previous content (`size` bytes).
