@@ -1,8 +1,9 @@
 //! The history of the site's mode: one [`HistoryEntry`] per mode change
 //! (and per schedule event, abandoned run or failed hook), appended by the
 //! backend after the change is durable and read back newest last
-//! ([`Backend::history`]). [`record`] is the one way in: it appends, and a
-//! failed append is reported on stderr and never reverts the change.
+//! ([`Backend::history`](crate::backend::Backend::history)).
+//! `recorder.rs` is the one way in: it appends, and a failed append is
+//! reported on stderr and never reverts the change.
 //!
 //! Every entry of a change that more than one process may record (a
 //! completion two waiters race for, a lapsed PENDING several readers
@@ -14,7 +15,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Backend;
 use crate::clock::Timestamp;
 use crate::mode::Mode;
 use crate::schedule::ScheduleRecord;
@@ -422,78 +422,6 @@ pub struct HistoryRead {
     /// written by a newer binary), naming where it is; those lines were
     /// skipped.
     pub skipped: Vec<String>,
-}
-
-/// How [`record`] went.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Recorded {
-    /// The entry was appended.
-    Appended,
-    /// Another process recorded the same change first (same id): nothing
-    /// was appended, and its hooks are that process's to run.
-    Duplicate,
-    /// The append failed; the change itself stands. The warning (already
-    /// printed on stderr) is here too.
-    Failed(String),
-}
-
-impl Recorded {
-    /// Whether this process should run the hooks for the entry: it was
-    /// appended, or the append failed (the change happened all the same).
-    pub fn runs_hooks(&self) -> bool {
-        !matches!(self, Recorded::Duplicate)
-    }
-}
-
-/// Appends `entry` to `backend`'s history, after the change it records is
-/// durable. A failure is reported on stderr and returned, and never
-/// reverts the change.
-pub fn record(backend: &dyn Backend, entry: &HistoryEntry) -> Recorded {
-    match backend.append_history(entry) {
-        Ok(true) => Recorded::Appended,
-        Ok(false) => Recorded::Duplicate,
-        Err(e) => {
-            let warning = format!(
-                "warning: the change ({} at {}) is made, but it could not be recorded in the \
-                 history of the {}: {e}",
-                entry.change(),
-                entry.at,
-                backend.location()
-            );
-            eprintln!("{warning}");
-            Recorded::Failed(warning)
-        }
-    }
-}
-
-/// Records `entry` ([`record`]) and, unless another process recorded it
-/// first, runs `hooks` for it, detached.
-pub fn record_and_notify(
-    backend: &dyn Backend,
-    hooks: &crate::hooks::Hooks,
-    entry: &HistoryEntry,
-) -> Recorded {
-    let recorded = record(backend, entry);
-    if recorded.runs_hooks() {
-        hooks.run_detached(entry);
-    }
-    recorded
-}
-
-/// Records what nobody lived to record ([`Backend::record_unrecorded`])
-/// and runs `hooks` for each entry this process appended. A failure is
-/// reported on stderr: the caller's own work goes on.
-pub fn catch_up(backend: &dyn Backend, hooks: &crate::hooks::Hooks) {
-    match backend.record_unrecorded() {
-        Ok(entries) => {
-            for e in &entries {
-                hooks.run_detached(e);
-            }
-        }
-        Err(e) => eprintln!(
-            "warning: could not record in the history a change nobody lived to record: {e}"
-        ),
-    }
 }
 
 #[cfg(test)]

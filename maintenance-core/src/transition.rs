@@ -36,7 +36,7 @@
 //! READONLY.
 //!
 //! Every mode change made here is recorded in the history once it is
-//! durable, and the change's hooks run for it ([`history::record_and_notify`]):
+//! durable, and the change's hooks run for it ([`recorder::record_and_notify`]):
 //! a failed append is reported and reverts nothing. So is every schedule
 //! event: set, cancelled (by `offline off`, by `offline on` going offline
 //! now, or by its own process), and its time come; the mode changes a
@@ -55,9 +55,10 @@ use crate::backend::{
 use crate::clock::{Timestamp, format_age};
 use crate::error::Refusal;
 use crate::error::Result;
-use crate::history::{self, Cause, EventKind, Held, HeldTask, HistoryEntry, ScheduleRef, Waited};
+use crate::history::{Cause, EventKind, Held, HeldTask, HistoryEntry, ScheduleRef, Waited};
 use crate::mode::{Mode, ModeRecord, ModeView};
 use crate::policy::Drain;
+use crate::recorder;
 use crate::records::{TaskRecord, WritesInFlight};
 use crate::schedule::{EndedSchedule, ScheduleEnd, ScheduleEndReason, ScheduleRecord, local_time};
 use crate::session::SessionEntry;
@@ -436,7 +437,7 @@ impl Why {
 
 /// Records a change this process made, and runs its hooks.
 fn log(backend: &dyn Backend, change: &ModeChange, entry: HistoryEntry) {
-    history::record_and_notify(backend, &change.hooks, &entry);
+    recorder::record_and_notify(backend, &change.hooks, &entry);
 }
 
 /// Whether `record` is the one `change` wrote in a call begun at `before`
@@ -703,7 +704,7 @@ fn wait_offline(
         schedule_due(backend, change, s.record(), record.mode);
     }
     // A lapsed drain it replaced was recorded on the way.
-    history::catch_up(backend, &change.hooks);
+    recorder::catch_up(backend, &change.hooks);
     let (waiter, record, joined) = match started {
         Start::Waiting {
             waiter,
@@ -980,7 +981,7 @@ fn force_because(
     let from = backend.mode()?.mode;
     let before = Timestamp::at(backend.clock().now());
     let record = backend.force_offline(change)?;
-    history::catch_up(backend, &change.hooks);
+    recorder::catch_up(backend, &change.hooks);
     let live = Live::read(backend)?;
     if from != Mode::Offline && wrote(&record, change, before) {
         let held = live.held();
@@ -1037,7 +1038,7 @@ fn go_read_only_because(
     let from = backend.mode()?.mode;
     let before = Timestamp::at(backend.clock().now());
     let written = backend.go_read_only(change)?;
-    history::catch_up(backend, &change.hooks);
+    recorder::catch_up(backend, &change.hooks);
     if from != Mode::ReadOnly && wrote(&written, change, before) {
         let held = Live::read(backend)?.held();
         let mut e = why.mode_entry(why.cause, from, &written, change, reason(&held));
@@ -1111,7 +1112,7 @@ fn go_online_because(
     let from = backend.mode()?;
     let before = Timestamp::at(backend.clock().now());
     let written = backend.go_online(change)?;
-    history::catch_up(backend, &change.hooks);
+    recorder::catch_up(backend, &change.hooks);
     if from.mode != Mode::Online && wrote(&written, change, before) {
         let reason = match from.mode {
             Mode::Pending | Mode::ReadOnlyPending => format!(
@@ -1195,7 +1196,7 @@ pub fn schedule(
     let mode = backend.mode()?.mode;
     let lease = backend.begin_schedule(schedule)?;
     // A schedule whose process was killed, found on the way.
-    history::catch_up(backend, &change.hooks);
+    recorder::catch_up(backend, &change.hooks);
     let r = lease.record();
     let e = schedule_entry(
         EventKind::ScheduleSet,
@@ -1681,7 +1682,7 @@ fn run_window(
         running: false,
     })?;
     // A run that died mid-command was recorded on the way.
-    history::catch_up(backend, &me.hooks);
+    recorder::catch_up(backend, &me.hooks);
     let shown: String = argv.join(" ").chars().take(200).collect();
     // The schedule whose time came, which the entries of the window's
     // changes carry.

@@ -64,7 +64,7 @@ pub fn run() -> ExitCode {
     WHOLE_PROCESS.store(true, std::sync::atomic::Ordering::Relaxed);
     let argv: Vec<OsString> = std::env::args_os().collect();
     // The supervisor of hooks this binary started (never a user's run).
-    if let Some(code) = maintenance_core::hooks::supervise_if_asked(&argv) {
+    if let Some(code) = maintenance_core::hook_supervisor::supervise_if_asked(&argv) {
         return ExitCode::from(code);
     }
     let stop = signals::install();

@@ -52,7 +52,7 @@ fn since(text: &str) -> Result<Timestamp, String> {
 /// Runs `offline history`.
 pub(super) fn exec(ctx: &mut Context<'_>, args: &HistoryArgs) -> anyhow::Result<()> {
     let backend = ctx.backend()?;
-    maintenance_core::history::catch_up(backend.as_ref(), &Hooks::from_config(ctx.config()));
+    maintenance_core::recorder::catch_up(backend.as_ref(), &Hooks::from_config(ctx.config()));
     let query = HistoryQuery {
         last: Some(args.last.unwrap_or(DEFAULT_LAST)),
         since: args.since,

@@ -60,7 +60,7 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: &StatusArgs) -> anyhow::Result<(
     // A change nobody lived to record (a lapsed PENDING or schedule, a run
     // killed mid-command), noticed here: recorded once, by whoever notices
     // first. The backend looks cheaply and records only what it finds.
-    maintenance_core::history::catch_up(backend, &Hooks::from_config(ctx.config()));
+    maintenance_core::recorder::catch_up(backend, &Hooks::from_config(ctx.config()));
     let schedule = backend.schedule()?;
     if args.json {
         let doc = status_json(&st, &window, schedule.as_ref(), backend, ctx);

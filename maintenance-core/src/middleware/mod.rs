@@ -90,6 +90,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 mod vouch;
+mod writes;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -22,7 +22,7 @@
 //! the map's writer lock from the view loaded under it, so once a
 //! READONLY_PENDING snapshot is stored no later view carries an older one;
 //! the thread stores it in `refresh`, then fences and reads the count in
-//! [`Publisher::after_refresh`], before any merge. A request's load after
+//! `Publisher::after_refresh` (`writes.rs`), before any merge. A request's load after
 //! that store sees READONLY_PENDING or newer, whatever merges ran between.
 //! A safe request costs one comparison of its method (GET's), and an
 //! ONLINE one nothing more: the write check comes after ONLINE's arm.
@@ -30,7 +30,6 @@
 //! [`Backend::begin_writes`]: crate::backend::Backend::begin_writes
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Method, Response, StatusCode};
@@ -39,8 +38,6 @@ use super::options::LayerOptions;
 use super::response;
 use super::snapshot::Snapshot;
 use super::state::{Job, Shared};
-use crate::backend::{Backend, WritesLease};
-use crate::mode::Mode;
 
 /// The built-in page of a refused write; `{message}` is replaced (escaped).
 const PAGE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -50,14 +47,6 @@ const PAGE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf
 /// Whether `method` only reads: GET, HEAD, OPTIONS.
 pub(crate) fn is_safe(method: &Method) -> bool {
     *method == Method::GET || *method == Method::HEAD || *method == Method::OPTIONS
-}
-
-/// This process's unsafe requests in flight.
-#[derive(Debug, Default)]
-pub(crate) struct InFlight {
-    count: AtomicU64,
-    /// The layer's thread has published them: the last one out tells it.
-    published: AtomicBool,
 }
 
 /// One unsafe request in flight, from before the layer decides about it
@@ -73,9 +62,7 @@ impl WriteGuard {
         if is_safe(method) {
             return None;
         }
-        shared.in_flight.count.fetch_add(1, Ordering::SeqCst);
-        // Ordered before the snapshot's load: see the module docs.
-        fence(Ordering::SeqCst);
+        shared.in_flight.begin();
         Some(WriteGuard {
             shared: Arc::clone(shared),
         })
@@ -84,70 +71,8 @@ impl WriteGuard {
 
 impl Drop for WriteGuard {
     fn drop(&mut self) {
-        let f = &self.shared.in_flight;
-        if f.count.fetch_sub(1, Ordering::SeqCst) == 1 && f.published.load(Ordering::SeqCst) {
+        if self.shared.in_flight.end() {
             self.shared.send(Job::WritesDone);
-        }
-    }
-}
-
-/// The layer thread's publication of this process's writes in flight
-/// while the site is READONLY_PENDING.
-#[derive(Default)]
-pub(crate) struct Publisher {
-    lease: Option<Box<dyn WritesLease>>,
-    complained: bool,
-}
-
-impl Publisher {
-    /// After a new snapshot was stored: publishes the writes in flight when
-    /// the site is READONLY_PENDING and some are, and ends the publication
-    /// once none are (or nobody waits any more).
-    pub(crate) fn after_refresh(&mut self, shared: &Shared, backend: &dyn Backend) {
-        // Ordered after the snapshot's store: see the module docs.
-        fence(Ordering::SeqCst);
-        let draining = shared
-            .sessions
-            .snapshot()
-            .is_some_and(|s| s.mode == Mode::ReadOnlyPending);
-        let live = shared.in_flight.count.load(Ordering::SeqCst) > 0;
-        if draining && live && self.lease.is_none() {
-            match backend.begin_writes() {
-                Ok(lease) => {
-                    self.lease = Some(lease);
-                    shared.in_flight.published.store(true, Ordering::SeqCst);
-                    self.complained = false;
-                }
-                Err(e) => {
-                    if !self.complained {
-                        shared.log(&format!(
-                            "the maintenance layer cannot publish its unsafe requests in flight, \
-                             which the read-only drain would wait for: {e}"
-                        ));
-                        self.complained = true;
-                    }
-                }
-            }
-        }
-        if !draining {
-            self.end(shared);
-        } else {
-            self.done(shared);
-        }
-    }
-
-    /// The last write in flight ended (or a look after a publication): ends
-    /// the publication when none is left.
-    pub(crate) fn done(&mut self, shared: &Shared) {
-        if shared.in_flight.count.load(Ordering::SeqCst) == 0 {
-            self.end(shared);
-        }
-    }
-
-    fn end(&mut self, shared: &Shared) {
-        if self.lease.is_some() {
-            shared.in_flight.published.store(false, Ordering::SeqCst);
-            self.lease = None;
         }
     }
 }

@@ -20,12 +20,13 @@ use tokio::sync::oneshot;
 
 use super::known::Known;
 use super::options::{LayerOptions, REJECTED_PER_CAP};
-use super::readonly::{InFlight, Publisher};
 use super::snapshot::Snapshot;
 use super::vouch::{self, Lookup, Registry, Rejected};
+use super::writes::{InFlight, Publisher};
 use crate::backend::{self, Backend};
 use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::mode::Mode;
 use crate::session::SessionKey;
 
 pub(crate) enum Job {
@@ -280,14 +281,22 @@ fn run(
             }
         }
         match (job, &backend) {
-            (Some(Job::WritesDone), _) => publisher.done(&shared),
+            (Some(Job::WritesDone), _) => publisher.done(&shared.in_flight),
             (Some(job), Some(b)) => writer.handle(&shared, b.as_ref(), job),
             _ => {}
         }
         if Instant::now() >= next {
             if let Some(b) = &backend {
                 refresh(&shared, b.as_ref(), &mut complained);
-                publisher.after_refresh(&shared, b.as_ref());
+                publisher.after_refresh(
+                    &shared.in_flight,
+                    shared
+                        .sessions
+                        .snapshot()
+                        .is_some_and(|s| s.mode == Mode::ReadOnlyPending),
+                    b.as_ref(),
+                    &|line| shared.log(line),
+                );
                 writer.next_interval(b.as_ref());
             }
             shared.lookups.store(0, Ordering::Relaxed);
