@@ -48,6 +48,23 @@ pub enum Error {
     /// The input names something that cannot exist (an empty command name).
     #[error("{0}")]
     Invalid(String),
+    /// The PostgreSQL server could not be reached or refused: the message
+    /// names `host:port` and what to check, never the password.
+    #[error("PostgreSQL at {server}: {problem}")]
+    Database {
+        /// `host:port`, or the Unix socket's path.
+        server: String,
+        /// What went wrong and what to check.
+        problem: String,
+    },
+    /// The operation is not available on this backend (yet).
+    #[error("{what} is not yet supported on the {backend} backend")]
+    Unsupported {
+        /// What was asked for.
+        what: &'static str,
+        /// The backend's name.
+        backend: &'static str,
+    },
 }
 
 impl Error {

@@ -120,6 +120,7 @@ pub mod backend;
 pub mod clock;
 pub mod command;
 pub mod config;
+pub mod database_url;
 pub mod digest;
 pub mod error;
 pub mod exit;
