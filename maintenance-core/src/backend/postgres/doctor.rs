@@ -10,18 +10,22 @@ use super::sql::{self, boolean, text};
 use super::{PostgresBackend, keys, runtime};
 use crate::error::Result;
 
-/// One finding: what was checked, and whether it passed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    /// Whether all is well.
-    pub ok: bool,
-    /// What was found, and the fix when it is not well.
-    pub text: String,
+/// One finding, as the file backend's doctor gives them.
+pub use crate::backend::file::Finding;
+
+/// Checks the backend's server and schema, one finding each; a server that
+/// cannot be reached is one problem saying why.
+pub fn doctor(backend: &PostgresBackend) -> Vec<Finding> {
+    match checks(backend) {
+        Ok(findings) => findings,
+        Err(e) => vec![Finding {
+            problem: true,
+            text: e.to_string(),
+        }],
+    }
 }
 
-/// Checks the backend's server and schema; an error only when the server
-/// cannot be reached at all (the error says why).
-pub fn doctor(backend: &PostgresBackend) -> Result<Vec<Finding>> {
+fn checks(backend: &PostgresBackend) -> Result<Vec<Finding>> {
     let inner = std::sync::Arc::clone(&backend.inner);
     runtime::block_on(async move {
         let conn = inner.target.connect().await?;
@@ -38,7 +42,7 @@ pub fn doctor(backend: &PostgresBackend) -> Result<Vec<Finding>> {
             .cloned()
             .unwrap_or_default();
         out.push(Finding {
-            ok: true,
+            problem: false,
             text: format!(
                 "connected to {} as {:?}, database {:?} ({})",
                 inner.target.url,
@@ -53,7 +57,7 @@ pub fn doctor(backend: &PostgresBackend) -> Result<Vec<Finding>> {
             .map_err(|e| inner.pg_error(e))?
         {
             SchemaState::Missing => out.push(Finding {
-                ok: true,
+                problem: false,
                 text: format!(
                     "schema {} does not exist yet: the first command that uses the state creates it \
                      (the user needs CREATE on the database)",
@@ -61,11 +65,11 @@ pub fn doctor(backend: &PostgresBackend) -> Result<Vec<Finding>> {
                 ),
             }),
             SchemaState::Usable { version, pending } if pending.is_empty() => out.push(Finding {
-                ok: true,
+                problem: false,
                 text: format!("schema {} is at version {version}, the newest this binary knows", inner.schema),
             }),
             SchemaState::Usable { version, pending } => out.push(Finding {
-                ok: false,
+                problem: true,
                 text: format!(
                     "schema {} is at version {version}; migrations {} are pending: run `{} offline \
                      migrate-state` (additive: binaries of the previous version keep working)",
@@ -75,7 +79,7 @@ pub fn doctor(backend: &PostgresBackend) -> Result<Vec<Finding>> {
                 ),
             }),
             SchemaState::Unreadable { version, readable_by } => out.push(Finding {
-                ok: false,
+                problem: true,
                 text: format!(
                     "schema {} is at version {version}, which needs a binary that knows version \
                      {readable_by} or later (this one knows {}): upgrade manage on this host",
@@ -99,7 +103,7 @@ pub fn doctor(backend: &PostgresBackend) -> Result<Vec<Finding>> {
         if let Some(row) = rows.first().and_then(|r| r.first()) {
             let ok = boolean(row, 0) && boolean(row, 1);
             out.push(Finding {
-                ok,
+                problem: !ok,
                 text: if ok {
                     format!("this user may read and write every table of schema {}", inner.schema)
                 } else {
@@ -130,7 +134,7 @@ pub fn doctor(backend: &PostgresBackend) -> Result<Vec<Finding>> {
             .and_then(|r| r.first())
             .is_some_and(|r| boolean(r, 0));
         out.push(Finding {
-            ok: kept,
+            problem: !kept,
             text: if kept {
                 "session advisory locks survive a transaction: no pooler in transaction mode in \
                  between"
@@ -142,7 +146,6 @@ pub fn doctor(backend: &PostgresBackend) -> Result<Vec<Finding>> {
                     .into()
             },
         });
-        let _ = s;
         Ok(out)
     })
 }

@@ -68,6 +68,8 @@ mod sessions;
 mod socket;
 mod sql;
 mod tasks;
+#[cfg(test)]
+mod tests;
 mod tls;
 mod watch;
 mod window;
@@ -322,8 +324,17 @@ impl Inner {
     /// changes); returns its connection.
     async fn begin_gate(&self, exclusive: bool) -> Result<Conn> {
         let conn = self.take().await?;
-        self.gate_on(&conn, exclusive).await?;
-        Ok(conn)
+        match self.gate_on(&conn, exclusive).await {
+            // A pooled connection the server ended meanwhile: once more,
+            // on a new one.
+            Err(_) if conn.client.is_closed() => {
+                let conn = self.connect().await?;
+                self.gate_on(&conn, exclusive).await?;
+                Ok(conn)
+            }
+            Err(e) => Err(e),
+            Ok(()) => Ok(conn),
+        }
     }
 
     async fn gate_on(&self, conn: &Conn, exclusive: bool) -> Result<()> {

@@ -292,6 +292,40 @@ impl Inner {
         })
     }
 
+    /// In one round trip: a fresh key of its own for `conn` (drawn until
+    /// one is free: the sequence cycles), then a transaction holding the
+    /// shared gate, with the server's time and the view.
+    async fn key_and_look(&self, conn: &Conn) -> Result<(i32, Timestamp, ModeView)> {
+        let sql = format!(
+            "SELECT k, pg_try_advisory_lock({c}, k) FROM (SELECT nextval('{s}.lock_keys')::integer AS k) n; \
+             BEGIN; SELECT pg_advisory_xact_lock_shared({c}, {gate}); SELECT {now}; {view}",
+            c = self.class,
+            s = self.s(),
+            gate = keys::GATE,
+            now = self.now_ms_sql(),
+            view = self.view_sql()
+        );
+        loop {
+            let rows = sql::run(&conn.client, &sql)
+                .await
+                .map_err(|e| self.pg_error(e))?;
+            let first = |i: usize| rows.get(i).and_then(|r| r.first());
+            let Some(drawn) = first(0) else {
+                return Err(self.target.error("no key was drawn for the task"));
+            };
+            if !boolean(drawn, 1) {
+                // Still held by a task of a previous cycle: draw again.
+                sql::run(&conn.client, "ROLLBACK")
+                    .await
+                    .map_err(|e| self.pg_error(e))?;
+                continue;
+            }
+            let now = first(2).map_or(Timestamp::EPOCH, |r| timestamp_ms(int(r, 0)));
+            let view = self.view_of_rows(rows.get(3).unwrap_or(&Vec::new()))?;
+            return Ok((int(drawn, 0) as i32, now, view));
+        }
+    }
+
     /// Inside a transaction holding the shared gate: the server's time and
     /// the view (no writer can move the record meanwhile).
     async fn look_shared(&self, conn: &Conn) -> Result<(Timestamp, ModeView)> {
@@ -416,10 +450,9 @@ pub(super) fn start(
     let (inner2, request, secret) = (Arc::clone(inner), request.clone(), secret_sha256.to_owned());
     let (conn, key, record) = runtime::block_on(async move {
         let inner = inner2;
-        let (conn, key) = inner.lock_connection().await?;
+        let conn = inner.connect().await?;
         inner.lock_instance(&conn, &request).await?;
-        inner.gate_on(&conn, false).await?;
-        let (now, view) = inner.look_shared(&conn).await?;
+        let (key, now, view) = inner.key_and_look(&conn).await?;
         if let Err(refusal) = admit(&request, &view) {
             let _ = sql::run(&conn.client, "ROLLBACK").await;
             return Err(Error::Refused(refusal));

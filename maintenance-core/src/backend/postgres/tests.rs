@@ -1,0 +1,336 @@
+//! The postgres backend's own tests, against the server
+//! `$MANAGE_TEST_DATABASE_URL` names (skipped without it, failing under CI
+//! or `scripts/test`): connection errors, the schema's creation, versions
+//! and migrations, the descriptor a child inherits, calls from inside a
+//! tokio runtime.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::schema::{Migration, SchemaState};
+use super::{PostgresBackend, sql};
+use crate::backend::Backend;
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::conformance::{postgres_available, postgres_test_config};
+use crate::database_url::DatabaseUrl;
+use crate::error::Error;
+use crate::policy::Policy;
+use crate::task::{CommandTask, TaskOptions};
+
+fn open(config: &Config) -> Arc<dyn Backend> {
+    Arc::new(PostgresBackend::open(config, SystemClock::shared()).unwrap())
+}
+
+/// A schema of its own, so its creation and versions are this test's.
+fn fresh_schema() -> String {
+    format!("manage_t{}", crate::random::hex::<6>())
+}
+
+fn with_url(config: &Config, edit: impl FnOnce(&str) -> String) -> Config {
+    let url = config.postgres.url.as_ref().unwrap();
+    let text = format!(
+        "postgres://{}:{}@{}/postgres?sslmode=disable",
+        url.user.as_deref().unwrap_or("manage"),
+        url.password().unwrap_or(""),
+        url.endpoint()
+    );
+    let mut c = config.clone();
+    c.postgres.url = Some(DatabaseUrl::parse(&edit(&text)).unwrap());
+    c
+}
+
+/// Runs SQL as the test server's user, for what the backend never does
+/// (planting a newer schema version, making roles).
+fn admin(config: &Config, statements: &str) -> Vec<sql::Rows> {
+    let b = PostgresBackend::open(config, SystemClock::shared()).unwrap();
+    let inner = Arc::clone(&b.inner);
+    let statements = statements.to_owned();
+    super::runtime::block_on(async move {
+        let conn = inner.target.connect().await?;
+        sql::run(&conn.client, &statements)
+            .await
+            .map_err(|e| inner.pg_error(e))
+    })
+    .unwrap()
+}
+
+#[test]
+fn connection_errors_name_the_server_and_what_to_check_never_the_password() {
+    if !postgres_available() {
+        return;
+    }
+    let config = postgres_test_config("manage_test");
+    let secret = "pw-that-must-never-show-7f3a";
+    let mut errors = Vec::new();
+    // A wrong password.
+    let c = with_url(&config, |u| {
+        let (head, rest) = u.split_once('@').unwrap();
+        let user = head.rsplit_once(':').unwrap().0;
+        format!("{user}:{secret}@{rest}")
+    });
+    let err = open(&c).mode().unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("password authentication failed"), "{msg}");
+    assert!(
+        msg.contains(&c.postgres.url.as_ref().unwrap().endpoint()),
+        "{msg}"
+    );
+    errors.push(msg);
+    // Nobody listening: refused.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let mut c = config.clone();
+    c.postgres.url = Some(
+        DatabaseUrl::parse(&format!("postgres://manage:{secret}@127.0.0.1:{port}/x")).unwrap(),
+    );
+    let msg = open(&c).mode().unwrap_err().to_string();
+    assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+    assert!(msg.contains("connection refused"), "{msg}");
+    errors.push(msg);
+    // A listener that never answers: no server within connect_timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let mut c = config.clone();
+    c.postgres.url = Some(
+        DatabaseUrl::parse(&format!("postgres://manage:{secret}@127.0.0.1:{port}/x")).unwrap(),
+    );
+    c.postgres.connect_timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let msg = open(&c).mode().unwrap_err().to_string();
+    assert!(
+        msg.contains("no answer within 300ms (connect_timeout)"),
+        "{msg}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60), "{msg}");
+    errors.push(msg);
+    drop(silent);
+    // A database that does not exist.
+    let c = with_url(&config, |u| u.replace("/postgres?", "/no_such_db?"));
+    let msg = open(&c).mode().unwrap_err().to_string();
+    assert!(
+        msg.contains("no_such_db") && msg.contains("createdb"),
+        "{msg}"
+    );
+    errors.push(msg);
+    for msg in &errors {
+        assert!(!msg.contains(secret), "{msg}");
+        let real = config.postgres.url.as_ref().unwrap().password().unwrap();
+        assert!(!msg.contains(real), "{msg}");
+    }
+}
+
+#[test]
+fn a_task_beyond_the_servers_connections_is_refused_clearly() {
+    if !postgres_available() {
+        return;
+    }
+    let config = postgres_test_config("manage_test");
+    // A role allowed one connection stands for a server out of them.
+    let role = format!("limited_{}", crate::random::hex::<4>());
+    admin(
+        &config,
+        &format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'pw' CONNECTION LIMIT 1; \
+             GRANT ALL ON SCHEMA manage_test TO {role}; \
+             GRANT ALL ON ALL TABLES IN SCHEMA manage_test TO {role}; \
+             GRANT ALL ON ALL SEQUENCES IN SCHEMA manage_test TO {role}"
+        ),
+    );
+    // The schema exists (admin's open created nothing: make sure).
+    drop(open(&config).mode().unwrap());
+    let c = with_url(&config, |u| {
+        let rest = u.split_once('@').unwrap().1;
+        format!("postgres://{role}:pw@{rest}")
+    });
+    let b = open(&c);
+    let held = CommandTask::start("first", TaskOptions::new(Arc::clone(&b))).unwrap();
+    let err = CommandTask::start(
+        "second",
+        TaskOptions::new(Arc::clone(&b)).policy(Policy::DEFAULT),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, Error::Database { .. }) && msg.contains("no connection left"),
+        "{msg}"
+    );
+    drop(held);
+    drop(b);
+    admin(&config, &format!("DROP OWNED BY {role}; DROP ROLE {role}"));
+}
+
+#[test]
+fn hosts_starting_at_once_create_the_schema_once() {
+    if !postgres_available() {
+        return;
+    }
+    let schema = fresh_schema();
+    let config = postgres_test_config(&schema);
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let mut c = config.clone();
+            c.postgres.site = format!("site-{}", crate::random::hex::<4>());
+            std::thread::spawn(move || open(&c).mode().map(|v| v.mode))
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap().unwrap(), crate::mode::Mode::Online);
+    }
+    let rows = admin(
+        &config,
+        &format!("SELECT count(*) FROM {schema}.schema_version"),
+    );
+    assert_eq!(sql::int(&rows[0][0], 0), 1);
+    admin(&config, &format!("DROP SCHEMA {schema} CASCADE"));
+}
+
+#[test]
+fn a_schema_this_binary_cannot_read_is_refused_and_migrations_apply_once() {
+    if !postgres_available() {
+        return;
+    }
+    let schema = fresh_schema();
+    let config = postgres_test_config(&schema);
+    let b = PostgresBackend::open(&config, SystemClock::shared()).unwrap();
+    assert_eq!(b.schema_state().unwrap(), SchemaState::Missing);
+    b.mode().unwrap();
+    assert_eq!(
+        b.schema_state().unwrap(),
+        SchemaState::Usable {
+            version: 1,
+            pending: vec![]
+        }
+    );
+    // An additive change: pending until migrate-state applies it, once.
+    static ADD: &[Migration] = &[Migration {
+        version: 2,
+        readable_by: 1,
+        sql: |s| format!("CREATE TABLE {s}.added_later (x integer)"),
+    }];
+    assert_eq!(b.migrate_with(ADD).unwrap(), vec![2]);
+    assert_eq!(b.migrate_with(ADD).unwrap(), Vec::<i64>::new());
+    // This binary (version 1) still uses a schema at 2 readable by 1.
+    assert!(
+        PostgresBackend::open(&config, SystemClock::shared())
+            .unwrap()
+            .mode()
+            .is_ok()
+    );
+    // A newer binary's change that version 1 cannot read.
+    admin(
+        &config,
+        &format!("INSERT INTO {schema}.schema_version (version, readable_by) VALUES (3, 3)"),
+    );
+    let err = PostgresBackend::open(&config, SystemClock::shared())
+        .unwrap()
+        .mode()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("schema {schema} is at version 3")) && err.contains("upgrade manage"),
+        "{err}"
+    );
+    admin(&config, &format!("DROP SCHEMA {schema} CASCADE"));
+}
+
+#[test]
+fn two_sites_on_one_server_never_see_each_other() {
+    if !postgres_available() {
+        return;
+    }
+    let a = open(&postgres_test_config("manage_test"));
+    let b = open(&postgres_test_config("manage_test"));
+    let _t = CommandTask::start("job", TaskOptions::new(Arc::clone(&a))).unwrap();
+    a.force_offline(&crate::backend::ModeChange::by_this_process())
+        .unwrap();
+    assert_eq!(a.tasks().unwrap().len(), 1);
+    assert!(b.tasks().unwrap().is_empty());
+    assert_eq!(b.mode().unwrap().mode, crate::mode::Mode::Online);
+}
+
+/// I3: a child that inherited the lock connection's socket keeps the task
+/// live after the lease is dropped as handed over; it ends when the child
+/// dies.
+#[test]
+fn a_child_holding_the_inherited_socket_keeps_the_task_live() {
+    if !postgres_available() {
+        return;
+    }
+    let config = postgres_test_config("manage_test");
+    let (runner, probe) = (open(&config), open(&config));
+    let mut lease = runner
+        .start_task(
+            &crate::records::TaskRequest {
+                name: "migrate".into(),
+                argv: vec!["migrate".into()],
+                policy: Policy::DEFAULT,
+                ignore_maintenance: false,
+                in_window: false,
+                lock_timeout: Duration::ZERO,
+            },
+            &"0".repeat(64),
+        )
+        .unwrap();
+    let fds: Vec<i32> = lease
+        .inheritable_fds()
+        .iter()
+        .map(|f| f.as_raw_fd())
+        .collect();
+    assert_eq!(fds.len(), 1, "the lock connection's socket");
+    let mut cmd = std::process::Command::new("sleep");
+    cmd.arg("600");
+    let inherit = fds.clone();
+    // SAFETY: only async-signal-safe calls (fcntl) between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            for &fd in &inherit {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    lease.mark_handed_to_child();
+    drop(lease);
+    let live = probe.tasks().unwrap();
+    assert_eq!(live.len(), 1, "the child keeps the task");
+    // A second instance is still refused: the instance lock went along.
+    let again = CommandTask::start("migrate", TaskOptions::new(Arc::clone(&probe)));
+    assert!(again.is_err(), "the instance lock is still held");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !probe.tasks().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the task outlived its child");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The sync facade works where the sync `postgres` client panics: inside
+/// a tokio runtime, on its worker thread.
+#[tokio::test]
+async fn command_task_start_works_inside_a_tokio_task() {
+    if !postgres_available() {
+        return;
+    }
+    let b = open(&postgres_test_config("manage_test"));
+    let t = CommandTask::start("inside-tokio", TaskOptions::new(Arc::clone(&b))).unwrap();
+    assert_eq!(b.tasks().unwrap()[0].name, "inside-tokio");
+    drop(t);
+    assert!(b.tasks().unwrap().is_empty());
+    // And from a task spawned on the runtime.
+    let b2 = Arc::clone(&b);
+    tokio::spawn(async move {
+        let t = CommandTask::start("spawned", TaskOptions::new(Arc::clone(&b2))).unwrap();
+        assert_eq!(b2.tasks().unwrap().len(), 1);
+        drop(t);
+    })
+    .await
+    .unwrap();
+}
