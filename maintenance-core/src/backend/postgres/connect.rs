@@ -254,6 +254,13 @@ impl Target {
                 if let Some(io) =
                     std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>())
                 {
+                    if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+                    {
+                        return self.error(format!(
+                            "TLS with {server} failed ({tls}): check sslmode and sslrootcert in \
+                             the database URL, and the server's certificate"
+                        ));
+                    }
                     return self.error(io_problem(io));
                 }
                 let text = format!(

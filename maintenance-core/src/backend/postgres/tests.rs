@@ -334,3 +334,126 @@ async fn command_task_start_works_inside_a_tokio_task() {
     .await
     .unwrap();
 }
+
+/// Whether the connection `config` makes is encrypted, as the server says.
+fn encrypted(config: &Config) -> Result<bool, Error> {
+    let b = PostgresBackend::open(config, SystemClock::shared()).unwrap();
+    let inner = Arc::clone(&b.inner);
+    super::runtime::block_on(async move {
+        let conn = inner.target.connect().await?;
+        let rows = sql::run(
+            &conn.client,
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        )
+        .await
+        .map_err(|e| inner.pg_error(e))?;
+        Ok(sql::boolean(&rows[0][0], 0))
+    })
+}
+
+#[test]
+fn tls_follows_sslmode_against_a_certificate_of_our_own() {
+    if !postgres_available() {
+        return;
+    }
+    let Some(ca) = std::env::var_os("MANAGE_TEST_DATABASE_CA") else {
+        eprintln!(
+            "skipped: set $MANAGE_TEST_DATABASE_CA to the test server's CA (scripts/test does, \
+             for the cluster it starts)"
+        );
+        return;
+    };
+    let ca = std::path::PathBuf::from(ca);
+    let config = postgres_test_config("manage_test");
+    let mode = |host: &str, tail: &str| {
+        with_url(&config, |u| {
+            u.replace("127.0.0.1", host)
+                .replace("sslmode=disable", tail)
+        })
+    };
+    let root = format!("sslrootcert={}", ca.display());
+    assert!(!encrypted(&config).unwrap(), "sslmode=disable is plain");
+    assert!(encrypted(&mode("127.0.0.1", "sslmode=require")).unwrap());
+    assert!(encrypted(&mode("127.0.0.1", "sslmode=prefer")).unwrap());
+    assert!(
+        encrypted(&mode("127.0.0.1", &format!("sslmode=verify-full&{root}"))).unwrap(),
+        "the certificate names 127.0.0.1"
+    );
+    // `localhost` is not the name on the certificate: verify-full refuses,
+    // verify-ca (the chain only) passes.
+    let err = encrypted(&mode("localhost", &format!("sslmode=verify-full&{root}")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("TLS") && err.contains("sslrootcert"), "{err}");
+    assert!(encrypted(&mode("localhost", &format!("sslmode=verify-ca&{root}"))).unwrap());
+    // A root file that is not there is named.
+    let err = encrypted(&mode(
+        "127.0.0.1",
+        "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    // The server's own certificate is no CA: the chain does not verify.
+    let not_ca = ca.with_file_name("server.crt");
+    let err = encrypted(&mode(
+        "127.0.0.1",
+        &format!("sslmode=verify-ca&sslrootcert={}", not_ca.display()),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("TLS"), "{err}");
+}
+
+/// The wait of `offline on` ends when the last process holding a task is
+/// killed with SIGKILL (which sends nothing: the server frees the key as
+/// the connection drops), long before its timeout.
+#[test]
+fn a_wait_ends_when_the_tasks_last_process_is_killed() {
+    if !postgres_available() {
+        return;
+    }
+    let config = postgres_test_config("manage_test");
+    let (runner, waiter) = (open(&config), open(&config));
+    let mut lease = runner
+        .start_task(
+            &crate::records::TaskRequest {
+                name: "job".into(),
+                argv: vec!["job".into()],
+                policy: Policy::DEFAULT,
+                ignore_maintenance: false,
+                in_window: false,
+                lock_timeout: Duration::ZERO,
+            },
+            &"0".repeat(64),
+        )
+        .unwrap();
+    let fd = lease.inheritable_fds()[0].as_raw_fd();
+    let mut cmd = std::process::Command::new("sleep");
+    cmd.arg("600");
+    // SAFETY: only async-signal-safe calls (fcntl) between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    lease.mark_handed_to_child();
+    drop(lease);
+    let tasks = waiter.tasks().unwrap();
+    assert_eq!(tasks.len(), 1);
+    let generation = waiter.mode().unwrap().record.generation;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let w = Arc::clone(&waiter);
+    std::thread::spawn(move || {
+        let _ = tx.send(w.wait_for_change(generation, &tasks, Duration::from_secs(600)));
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    rx.recv_timeout(Duration::from_secs(120))
+        .expect("the wait ended with the killed task, not its 600 s timeout")
+        .unwrap();
+    assert!(waiter.tasks().unwrap().is_empty());
+}
