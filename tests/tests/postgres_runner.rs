@@ -76,7 +76,7 @@ fn an_external_commands_child_keeps_its_task_after_the_runner_is_killed() {
     let again = site.run(&["worker"]);
     assert_eq!(again.code(), Some(75), "{again}");
     // `offline on` waits for it, and goes OFFLINE once it is killed too.
-    let mut on = site.spawn(&["offline", "on", "--timeout", "120"]);
+    let on = site.spawn(&["offline", "on", "--timeout", "120"]);
     wait_until("PENDING", || backend.mode().unwrap().mode == Mode::Pending);
     kill9_pid(command);
     let out = on.finish();
