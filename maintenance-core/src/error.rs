@@ -230,6 +230,21 @@ pub enum Refusal {
         /// The live task it named.
         task: Box<TaskRecord>,
     },
+    /// The PostgreSQL server has no connection left for the task's own
+    /// (every live task holds one: "too many clients").
+    #[error(
+        "{}PostgreSQL at {server} has no connection left ({message}); every live task holds \
+         one connection: raise max_connections on the server, or wait for tasks to end",
+        command.as_deref().map(|c| format!("refusing to run `{c}`: ")).unwrap_or_default()
+    )]
+    NoConnection {
+        /// The refused command, when a task start was refused.
+        command: Option<String>,
+        /// `host:port`.
+        server: String,
+        /// The server's own words.
+        message: String,
+    },
     /// A window is already scheduled: one at a time (`offline on --at`).
     #[error("{}", scheduled_message(schedule))]
     Scheduled {

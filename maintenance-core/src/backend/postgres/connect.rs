@@ -231,7 +231,11 @@ impl Target {
                              and password in the database URL"
                         )
                     } else if *code == SqlState::TOO_MANY_CONNECTIONS {
-                        too_many_clients(db.message())
+                        return Error::Refused(crate::error::Refusal::NoConnection {
+                            command: None,
+                            server,
+                            message: db.message().to_owned(),
+                        });
                     } else if *code == SqlState::INVALID_CATALOG_NAME {
                         format!(
                             "{}: create the database (createdb) or fix its name in the database URL",

@@ -345,6 +345,23 @@ impl Inner {
     }
 }
 
+/// A task the server has no connection for is refused (exit 75), saying
+/// so; any other error stays as it is.
+fn refused_if_full(e: Error, request: &TaskRequest) -> Error {
+    match e {
+        Error::Refused(Refusal::NoConnection {
+            command: None,
+            server,
+            message,
+        }) => Error::Refused(Refusal::NoConnection {
+            command: Some(request.name.clone()),
+            server,
+            message,
+        }),
+        e => e,
+    }
+}
+
 /// What a token proves.
 enum Proof {
     Gone,
@@ -450,7 +467,10 @@ pub(super) fn start(
     let (inner2, request, secret) = (Arc::clone(inner), request.clone(), secret_sha256.to_owned());
     let (conn, key, record) = runtime::block_on(async move {
         let inner = inner2;
-        let conn = inner.connect().await?;
+        let conn = inner
+            .connect()
+            .await
+            .map_err(|e| refused_if_full(e, &request))?;
         inner.lock_instance(&conn, &request).await?;
         let (key, now, view) = inner.key_and_look(&conn).await?;
         if let Err(refusal) = admit(&request, &view) {
@@ -485,7 +505,10 @@ pub(super) fn join(
     let (inner2, request, token) = (Arc::clone(inner), request.clone(), token.clone());
     let (conn, key, record) = runtime::block_on(async move {
         let inner = inner2;
-        let (conn, key) = inner.lock_connection().await?;
+        let (conn, key) = inner
+            .lock_connection()
+            .await
+            .map_err(|e| refused_if_full(e, &request))?;
         // A joined run keeps its own command's single instance, unless its
         // task already runs that command (`deploy` calling `deploy`):
         // taken before the gate, as a start takes it, since it may wait.

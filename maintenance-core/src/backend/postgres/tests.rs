@@ -156,9 +156,15 @@ fn a_task_beyond_the_servers_connections_is_refused_clearly() {
     .unwrap_err();
     let msg = err.to_string();
     assert!(
-        matches!(err, Error::Database { .. }) && msg.contains("no connection left"),
+        matches!(
+            err,
+            Error::Refused(crate::error::Refusal::NoConnection { .. })
+        ) && msg.contains("refusing to run `second`")
+            && msg.contains("no connection left")
+            && msg.contains("max_connections"),
         "{msg}"
     );
+    assert_eq!(err.exit_code(), crate::exit::REFUSED);
     drop(held);
     drop(b);
     admin(&config, &format!("DROP OWNED BY {role}; DROP ROLE {role}"));
