@@ -159,6 +159,7 @@ pub mod conformance;
 pub use backend::{Backend, FileBackend};
 pub use clock::{BootId, BootTime, Clock, ManualClock, SharedClock, SystemClock, Timestamp};
 pub use config::Config;
+pub use database_url::DatabaseUrl;
 pub use error::{Error, Refusal, Result};
 pub use mode::{Mode, ModeRecord, ModeView};
 pub use policy::Policy;

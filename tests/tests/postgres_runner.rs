@@ -87,3 +87,59 @@ fn an_external_commands_child_keeps_its_task_after_the_runner_is_killed() {
     assert_eq!(off.code(), Some(0), "{off}");
     assert_eq!(backend.mode().unwrap().mode, Mode::Online);
 }
+
+#[test]
+fn doctor_status_and_migrate_state_speak_of_the_server_never_its_password() {
+    let Some((site, _backend)) = postgres_site() else {
+        return;
+    };
+    let password = std::env::var("MANAGE_TEST_DATABASE_URL")
+        .ok()
+        .and_then(|u| {
+            Some(
+                u.split_once("://")?
+                    .1
+                    .split_once('@')?
+                    .0
+                    .split_once(':')?
+                    .1
+                    .to_owned(),
+            )
+        })
+        .unwrap_or_default();
+    let doctor = site.run(&["offline", "doctor"]);
+    assert_eq!(doctor.code(), Some(0), "{doctor}");
+    let text = doctor.stdout.join("\n");
+    assert!(
+        text.contains("schema manage_test is at version 1"),
+        "{doctor}"
+    );
+    assert!(text.contains("no pooler in transaction mode"), "{doctor}");
+    assert!(
+        text.contains("healthy: PostgreSQL at 127.0.0.1:"),
+        "{doctor}"
+    );
+    let status = site.run(&["-v", "offline", "status"]);
+    assert_eq!(status.code(), Some(0), "{status}");
+    let manage_toml = site.dir().join("manage.toml");
+    assert!(
+        status
+            .stdout
+            .iter()
+            .any(|l| l.trim_start().starts_with("state: PostgreSQL at ")
+                && l.ends_with(&format!("(from {})", manage_toml.display()))),
+        "{status}"
+    );
+    let migrate = site.run(&["offline", "migrate-state"]);
+    assert_eq!(migrate.code(), Some(0), "{migrate}");
+    assert!(
+        migrate.stdout.join("\n").contains("nothing to migrate"),
+        "{migrate}"
+    );
+    for out in [&doctor, &status, &migrate] {
+        assert!(
+            password.is_empty() || !out.to_string().contains(&password),
+            "{out}"
+        );
+    }
+}

@@ -68,3 +68,40 @@ where
         ))
     })
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// The names of this process's threads.
+    fn threads() -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim().to_owned())
+            .collect()
+    }
+
+    /// The file path pays nothing for the feature: no runtime thread is
+    /// built by the file backend, nor by merely opening a postgres one.
+    #[test]
+    fn no_runtime_is_built_until_postgres_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::Config::with_state_dir(dir.path().join("state"));
+        let file = crate::backend::open(&config, crate::SystemClock::shared()).unwrap();
+        let task =
+            crate::CommandTask::start("job", crate::TaskOptions::new(std::sync::Arc::clone(&file)))
+                .unwrap();
+        file.mode().unwrap();
+        drop(task);
+        let mut pg = crate::Config::with_state_dir("/nonexistent");
+        pg.backend = crate::config::BackendKind::Postgres;
+        pg.postgres.url = Some(crate::DatabaseUrl::parse("postgres://127.0.0.1:1/x").unwrap());
+        let _opened = crate::backend::open(&pg, crate::SystemClock::shared()).unwrap();
+        assert!(
+            !threads().iter().any(|t| t == "manage-postgres"),
+            "{:?}",
+            threads()
+        );
+    }
+}
