@@ -116,7 +116,7 @@ fn checks(backend: &PostgresBackend) -> Result<Vec<Finding>> {
             });
         }
         // A session lock taken in a transaction must outlive it.
-        let probe = keys::SCHEMA_CREATION - 1;
+        let probe = keys::POOLING_PROBE;
         let class = keys::schema_class(&inner.schema);
         let rows = sql::run(
             &conn.client,

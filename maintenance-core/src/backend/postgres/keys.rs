@@ -25,7 +25,9 @@
 //!     `instance_keys`): negative, so never a task's.
 //! - Schema creation: the class of SHA-256(`"manage schema\0" schema`),
 //!   object [`SCHEMA_CREATION`], taken per transaction while the schema is
-//!   created or migrated.
+//!   created or migrated; under the same class, [`POOLING_PROBE`], the
+//!   session lock `offline doctor` takes for a moment to see whether it
+//!   survives a transaction (a pooler in transaction mode).
 
 use sha2::{Digest, Sha256};
 
@@ -41,6 +43,9 @@ pub(super) const SCHEDULE: i32 = 3;
 pub(super) const FIRST_LOCK_KEY: i32 = 1024;
 /// The object id, under [`schema_class`], of schema creation.
 pub(super) const SCHEMA_CREATION: i32 = 0;
+/// The object id, under [`schema_class`], of `offline doctor`'s pooling
+/// probe.
+pub(super) const POOLING_PROBE: i32 = 1;
 
 /// The class of a site's keys.
 pub(super) fn site_class(schema: &str, site: &str) -> i32 {
