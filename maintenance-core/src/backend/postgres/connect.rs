@@ -241,6 +241,14 @@ impl Target {
                             "{}: create the database (createdb) or fix its name in the database URL",
                             db.message()
                         )
+                    } else if db.message().contains("unsupported startup parameter") {
+                        format!(
+                            "{}: a pooler (PgBouncer) in between refuses the startup options this \
+                             backend sends (server-side keepalives, no idle timeouts): connect \
+                             directly, or run PgBouncer in session mode with \
+                             `ignore_startup_parameters = options` (its own keepalives then apply)",
+                            db.message()
+                        )
                     } else if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
                         format!(
                             "{}: the server refuses this client: check pg_hba.conf on the server, \

@@ -115,24 +115,46 @@ fn checks(backend: &PostgresBackend) -> Result<Vec<Finding>> {
                 },
             });
         }
-        // A session lock taken in a transaction must outlive it.
-        let probe = keys::POOLING_PROBE;
+        // A session lock taken in a transaction must stay with this
+        // client, and only with it: through a pooler in transaction mode
+        // the server connection (and the lock on it) goes back to the
+        // pool at COMMIT, and the next client to come — a second client
+        // of ours — gets it, lock and all. Each message is sent alone, so
+        // a pooler can switch servers between them.
         let class = keys::schema_class(&inner.schema);
-        let rows = sql::run(
-            &conn.client,
-            &format!(
-                "BEGIN; SELECT pg_advisory_lock({class}, {probe}); COMMIT; \
-                 SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND classid::bigint = ({class}::bigint & 4294967295) \
-                 AND objid::bigint = ({probe}::bigint & 4294967295) AND objsubid = 2 AND pid = pg_backend_pid() AND granted; \
-                 SELECT pg_advisory_unlock({class}, {probe})"
-            ),
-        )
-        .await
-        .map_err(|e| inner.pg_error(e))?;
-        let kept = rows
-            .get(1)
-            .and_then(|r| r.first())
-            .is_some_and(|r| boolean(r, 0));
+        let probe = keys::POOLING_PROBE;
+        let mine = format!(
+            "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' \
+             AND classid::bigint = ({class}::bigint & 4294967295) \
+             AND objid::bigint = ({probe}::bigint & 4294967295) AND objsubid = 2 \
+             AND pid = pg_backend_pid() AND granted"
+        );
+        let other = inner.target.connect().await?;
+        let held = |rows: Vec<sql::Rows>| {
+            rows.first()
+                .and_then(|r| r.first())
+                .is_some_and(|r| boolean(r, 0))
+        };
+        let checked = async {
+            sql::run(
+                &conn.client,
+                &format!("BEGIN; SELECT pg_advisory_lock({class}, {probe}); COMMIT"),
+            )
+            .await?;
+            let stranger_has_it = held(sql::run(&other.client, &mine).await?);
+            let kept = held(sql::run(&conn.client, &mine).await?);
+            Ok::<bool, tokio_postgres::Error>(kept && !stranger_has_it)
+        }
+        .await;
+        // Whichever server holds it now lets it go.
+        for c in [&conn, &other] {
+            let _ = sql::run(
+                &c.client,
+                &format!("SELECT pg_advisory_unlock({class}, {probe})"),
+            )
+            .await;
+        }
+        let kept = checked.map_err(|e| inner.pg_error(e))?;
         out.push(Finding {
             problem: !kept,
             text: if kept {

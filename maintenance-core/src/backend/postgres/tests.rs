@@ -463,3 +463,115 @@ fn a_wait_ends_when_the_tasks_last_process_is_killed() {
         .unwrap();
     assert!(waiter.tasks().unwrap().is_empty());
 }
+
+/// A PgBouncer of the test's own in front of the test server.
+struct Pooler {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Drop for Pooler {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts PgBouncer with `pool_mode`, or `None` (skipped, saying so) when
+/// it is not installed and not expected.
+fn pgbouncer(config: &Config, pool_mode: &str) -> Option<Pooler> {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = std::path::Path::new("/usr/sbin/pgbouncer");
+    if !bin.exists() {
+        assert!(
+            std::env::var_os(crate::conformance::ENV_EXPECT_POSTGRES).is_none(),
+            "pgbouncer is missing: scripts/test installs Debian's pgbouncer package"
+        );
+        eprintln!("skipped: this test needs /usr/sbin/pgbouncer (Debian's pgbouncer package)");
+        return None;
+    }
+    let url = config.postgres.url.as_ref().unwrap();
+    let (host, server_port) = url
+        .endpoint()
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_owned(), p.to_owned()))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let ini = dir.path().join("pgbouncer.ini");
+    std::fs::write(
+        &ini,
+        format!(
+            "[databases]\npostgres = host={host} port={server_port} user={user} password={pw} dbname=postgres\n\
+             [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+             auth_type = any\npool_mode = {pool_mode}\nignore_startup_parameters = options\n\
+             logfile = {log}\nmax_client_conn = 20\ndefault_pool_size = 2\n",
+            user = url.user.as_deref().unwrap_or("manage"),
+            pw = url.password().unwrap_or(""),
+            log = dir.path().join("pgbouncer.log").display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&ini, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // PgBouncer refuses to run as root.
+    let mut cmd = if rustix::process::getuid().is_root() {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        std::process::Command::new(bin)
+    };
+    let child = cmd
+        .arg(&ini)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pooler = Pooler {
+        child,
+        _dir: dir,
+        port,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "pgbouncer did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(pooler)
+}
+
+#[test]
+fn doctor_finds_a_pooler_in_transaction_mode_and_passes_session_mode() {
+    if !postgres_available() {
+        return;
+    }
+    let config = postgres_test_config("manage_test");
+    open(&config).mode().unwrap();
+    for (mode, pooled) in [("transaction", true), ("session", false)] {
+        let Some(pooler) = pgbouncer(&config, mode) else {
+            return;
+        };
+        let c = with_url(&config, |u| {
+            let rest = u.split_once('@').unwrap().1;
+            let (_, tail) = rest.split_once('/').unwrap();
+            format!("postgres://manage:any@127.0.0.1:{}/{tail}", pooler.port)
+        });
+        let findings =
+            super::doctor::doctor(&PostgresBackend::open(&c, SystemClock::shared()).unwrap());
+        let pooling = findings
+            .iter()
+            .find(|f| f.text.contains("transaction"))
+            .unwrap_or_else(|| panic!("{mode}: {findings:?}"));
+        assert_eq!(pooling.problem, pooled, "{mode}: {findings:?}");
+        if pooled {
+            assert!(pooling.text.contains("pool_mode=session"), "{findings:?}");
+        }
+    }
+}
