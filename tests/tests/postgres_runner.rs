@@ -143,3 +143,26 @@ fn doctor_status_and_migrate_state_speak_of_the_server_never_its_password() {
         );
     }
 }
+
+#[test]
+fn a_nested_run_joins_its_task_by_its_secret_wherever_it_runs() {
+    let Some((site, backend)) = postgres_site() else {
+        return;
+    };
+    // The nested run starts far from manage.toml: it finds the site's
+    // database through MANAGE_CONFIG, and its task through MANAGE_TASK.
+    site.external(
+        "outer",
+        "#!/bin/sh\ncd /\n\"$MANAGE\" task-info\necho \"outer done $?\"\n",
+    );
+    let out = site.run(&["outer"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let info = out
+        .stdout
+        .iter()
+        .find(|l| l.starts_with("task "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(info.contains("task-info in ONLINE, joined "), "{out}");
+    assert!(out.stdout.iter().any(|l| l == "outer done 0"), "{out}");
+    assert!(backend.tasks().unwrap().is_empty(), "both runs ended");
+}
