@@ -241,6 +241,15 @@ impl Target {
                             "{}: create the database (createdb) or fix its name in the database URL",
                             db.message()
                         )
+                    } else if db
+                        .message()
+                        .contains("unrecognized configuration parameter")
+                    {
+                        format!(
+                            "{}: this backend needs PostgreSQL 14 or later (its connections \
+                             turn idle_session_timeout off)",
+                            db.message()
+                        )
                     } else if db.message().contains("unsupported startup parameter") {
                         format!(
                             "{}: a pooler (PgBouncer) in between refuses the startup options this \
