@@ -3,8 +3,15 @@
 //! environment and explicit overrides.
 //!
 //! Precedence, highest first: an explicit override (a command-line flag),
-//! the environment (`MANAGE_STATE_DIR`, `MANAGE_CONFIG`), the file, the
-//! defaults. A relative `state_dir` in the file is relative to the file.
+//! the environment (`MANAGE_STATE_DIR`, `MANAGE_CONFIG`,
+//! `MANAGE_DATABASE_URL`), the file, the defaults. A relative `state_dir` in
+//! the file is relative to the file.
+//!
+//! The backend: `backend = "postgres"` with `database_url` in the file, or
+//! `$MANAGE_DATABASE_URL` alone, which selects PostgreSQL by itself and wins
+//! over the file's `backend` and `database_url`; otherwise the file backend.
+//! `MANAGE_STATE_DIR` and `--state-dir` only say where the file backend's
+//! directory is (a child of a PostgreSQL run gets `MANAGE_STATE_DIR` too).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -14,6 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+pub use crate::database_url::DatabaseUrl;
 use crate::site_path::SitePath;
 
 /// The file name searched for.
@@ -22,6 +30,18 @@ pub const FILE_NAME: &str = "manage.toml";
 pub const ENV_STATE_DIR: &str = "MANAGE_STATE_DIR";
 /// Environment variable naming the configuration file.
 pub const ENV_CONFIG: &str = "MANAGE_CONFIG";
+/// Environment variable giving the PostgreSQL URL: it selects the postgres
+/// backend by itself and wins over the file.
+pub const ENV_DATABASE_URL: &str = "MANAGE_DATABASE_URL";
+/// Default `site`: the name the PostgreSQL backend keeps this site's rows
+/// under, when manage.toml names none. Two sites on one server need two
+/// names.
+pub const DEFAULT_SITE: &str = "default";
+/// Default `[postgres] schema`: where the PostgreSQL backend's tables are.
+pub const DEFAULT_SCHEMA: &str = "manage";
+/// Default `[postgres] connect_timeout`: how long a connection may take
+/// before the server counts as not there.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Default session timeout: 900 s, as django-site-maintenance's.
 pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(900);
@@ -51,6 +71,8 @@ pub enum BackendKind {
     /// A state directory on this host.
     #[default]
     File,
+    /// A PostgreSQL database, shared by every host of the site.
+    Postgres,
 }
 
 /// Where a setting's value came from, so `status -v` can say it.
@@ -86,6 +108,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Where `state_dir` came from.
     pub state_dir_source: Source,
+    /// The PostgreSQL backend's settings (read whichever backend is used).
+    pub postgres: PostgresSettings,
     /// The group that shares the state, if any.
     pub group: Option<String>,
     /// A user trusted to own the state directory, besides root and the
@@ -118,6 +142,36 @@ pub struct Config {
     /// was read through: hooks are taken only from a file that passes
     /// their trust check ([`crate::hooks`]).
     pub file_stat: Option<FileStat>,
+}
+
+/// The PostgreSQL backend's settings: `database_url` and `site` at the top
+/// of manage.toml, `schema` and `connect_timeout` under `[postgres]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostgresSettings {
+    /// The server, from `$MANAGE_DATABASE_URL` or `database_url`; its
+    /// password is never printed.
+    pub url: Option<DatabaseUrl>,
+    /// Where `url` came from.
+    pub url_source: Source,
+    /// This site's name: its rows, locks and keys are its own, so two sites
+    /// on one server never see each other.
+    pub site: String,
+    /// The schema holding the backend's tables.
+    pub schema: String,
+    /// How long a connection may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        PostgresSettings {
+            url: None,
+            url_source: Source::Default,
+            site: DEFAULT_SITE.to_owned(),
+            schema: DEFAULT_SCHEMA.to_owned(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
 }
 
 /// `[hooks]` in `manage.toml`, as read (not yet checked for trust: see
@@ -191,6 +245,17 @@ pub enum ConfigError {
          (there is no home directory to default to)"
     )]
     NoStateDir,
+    /// A setting that parsed but cannot be used (a bad URL in the
+    /// environment, `backend = "postgres"` without a URL).
+    #[error("{origin}: `{key}`: {message}")]
+    Setting {
+        /// The file, or `$VARIABLE`, it came from.
+        origin: String,
+        /// The key.
+        key: &'static str,
+        /// What is wrong and what to do.
+        message: String,
+    },
 }
 
 /// The file's shape. Unknown keys are errors.
@@ -199,6 +264,12 @@ pub enum ConfigError {
 struct FileConfig {
     backend: Option<BackendKind>,
     state_dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "opt_url")]
+    database_url: Option<DatabaseUrl>,
+    #[serde(default, deserialize_with = "opt_site")]
+    site: Option<String>,
+    #[serde(default)]
+    postgres: FilePostgres,
     group: Option<String>,
     owner: Option<String>,
     #[serde(default, deserialize_with = "opt_duration")]
@@ -227,6 +298,67 @@ struct FileHooks {
     on_change: Vec<HookProgram>,
     #[serde(default, deserialize_with = "opt_duration")]
     timeout: Option<Duration>,
+}
+
+/// `[postgres]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePostgres {
+    #[serde(default, deserialize_with = "opt_schema")]
+    schema: Option<String>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    connect_timeout: Option<Duration>,
+}
+
+fn opt_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DatabaseUrl>, D::Error> {
+    let text = String::deserialize(d)?;
+    DatabaseUrl::parse(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// A site name: 1 to 100 printable characters, no space at either end.
+pub fn check_site(text: &str) -> Result<(), String> {
+    if text.is_empty() || text.chars().count() > 100 {
+        return Err("a site name has 1 to 100 characters".into());
+    }
+    if text.chars().any(char::is_control) || text.trim() != text {
+        return Err("a site name has no control characters and no spaces at either end".into());
+    }
+    Ok(())
+}
+
+fn opt_site<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(d)?;
+    check_site(&text).map_err(serde::de::Error::custom)?;
+    Ok(Some(text))
+}
+
+/// A schema name: a plain SQL identifier (`manage`, `ops_state`): a
+/// lowercase letter or `_`, then lowercase letters, digits or `_`, at most
+/// 63 bytes.
+pub fn check_schema(text: &str) -> Result<(), String> {
+    let mut chars = text.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    if !first_ok
+        || text.len() > 63
+        || !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(format!(
+            "{:?} is not a plain schema name: use lowercase letters, digits and `_`, starting \
+             with a letter or `_`, at most 63 characters",
+            text.chars().take(70).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+fn opt_schema<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(d)?;
+    check_schema(&text).map_err(serde::de::Error::custom)?;
+    Ok(Some(text))
 }
 
 /// `[history]`.
@@ -414,6 +546,7 @@ impl Config {
             backend: BackendKind::File,
             state_dir: state_dir.into(),
             state_dir_source: Source::Override,
+            postgres: PostgresSettings::default(),
             group: None,
             owner: None,
             session_timeout: DEFAULT_SESSION_TIMEOUT,
@@ -454,6 +587,26 @@ impl Config {
             .and_then(Path::parent)
             .map(Path::to_path_buf);
 
+        let postgres = postgres_settings(&file, file_path.as_deref(), env)?;
+        let backend = if postgres.url_source == Source::Env(ENV_DATABASE_URL) {
+            BackendKind::Postgres
+        } else {
+            file.backend.unwrap_or_default()
+        };
+        if backend == BackendKind::Postgres && postgres.url.is_none() {
+            return Err(ConfigError::Setting {
+                origin: file_path
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| FILE_NAME.to_owned()),
+                key: "database_url",
+                message: format!(
+                    "backend = \"postgres\" needs the server's URL: set database_url = \
+                     \"postgres://USER:PASSWORD@HOST:5432/DATABASE\", or ${ENV_DATABASE_URL}"
+                ),
+            });
+        }
+
         let (state_dir, state_dir_source) = if let Some(d) = &overrides.state_dir {
             (cwd.join(d), Source::Override)
         } else if let Some(d) = nonempty(ENV_STATE_DIR) {
@@ -462,7 +615,12 @@ impl Config {
             let base = file_dir.clone().unwrap_or_else(|| cwd.to_path_buf());
             (base.join(d), Source::File(p.clone()))
         } else {
-            (default_state_dir(env)?, Source::Default)
+            match default_state_dir(env) {
+                Ok(d) => (d, Source::Default),
+                // The PostgreSQL backend keeps no state directory.
+                Err(_) if backend == BackendKind::Postgres => (PathBuf::new(), Source::Default),
+                Err(e) => return Err(e),
+            }
         };
 
         let aliases = file
@@ -478,9 +636,10 @@ impl Config {
             .collect();
 
         Ok(Config {
-            backend: file.backend.unwrap_or_default(),
+            backend,
             state_dir,
             state_dir_source,
+            postgres,
             group: file.group.filter(|g| !g.is_empty()),
             owner: file.owner.filter(|o| !o.is_empty()),
             session_timeout: file.session_timeout.unwrap_or(DEFAULT_SESSION_TIMEOUT),
@@ -516,6 +675,47 @@ impl Config {
             commands: file.commands,
         })
     }
+}
+
+/// The PostgreSQL settings: the URL from the environment or the file, the
+/// rest from the file.
+fn postgres_settings(
+    file: &FileConfig,
+    file_path: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<PostgresSettings, ConfigError> {
+    let from_env = env(ENV_DATABASE_URL).filter(|v| !v.is_empty());
+    let (url, url_source) = match (from_env, &file.database_url, file_path) {
+        (Some(v), _, _) => {
+            let text = v.into_string().map_err(|_| ConfigError::Setting {
+                origin: format!("${ENV_DATABASE_URL}"),
+                key: "database_url",
+                message: "is not UTF-8".into(),
+            })?;
+            let url = DatabaseUrl::parse(&text).map_err(|message| ConfigError::Setting {
+                origin: format!("${ENV_DATABASE_URL}"),
+                key: "database_url",
+                message,
+            })?;
+            (Some(url), Source::Env(ENV_DATABASE_URL))
+        }
+        (None, Some(u), Some(p)) => (Some(u.clone()), Source::File(p.to_path_buf())),
+        _ => (None, Source::Default),
+    };
+    Ok(PostgresSettings {
+        url,
+        url_source,
+        site: file.site.clone().unwrap_or_else(|| DEFAULT_SITE.to_owned()),
+        schema: file
+            .postgres
+            .schema
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SCHEMA.to_owned()),
+        connect_timeout: file
+            .postgres
+            .connect_timeout
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+    })
 }
 
 fn default_maintenance_url() -> SitePath {
@@ -1018,6 +1218,104 @@ mod tests {
                 .unwrap_err()
                 .contains("too large")
         );
+    }
+
+    #[test]
+    fn postgres_is_chosen_in_the_file_with_its_settings() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(
+            tmp.path(),
+            "manage.toml",
+            "backend = \"postgres\"\ndatabase_url = \"postgres://app:pw@db:5433/site\"\nsite = \"shop\"\n[postgres]\nschema = \"ops\"\nconnect_timeout = \"2s\"\n",
+        );
+        let c = Config::load_from(tmp.path(), &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.backend, BackendKind::Postgres);
+        let pg = &c.postgres;
+        assert_eq!(pg.url.as_ref().unwrap().endpoint(), "db:5433");
+        assert_eq!((pg.site.as_str(), pg.schema.as_str()), ("shop", "ops"));
+        assert_eq!(pg.connect_timeout, Duration::from_secs(2));
+        // Defaults without the keys.
+        let d = PostgresSettings::default();
+        assert_eq!(
+            (d.site.as_str(), d.schema.as_str()),
+            (DEFAULT_SITE, DEFAULT_SCHEMA)
+        );
+    }
+
+    #[test]
+    fn the_database_url_variable_selects_postgres_and_wins_over_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(
+            tmp.path(),
+            "manage.toml",
+            "state_dir = \"s\"\ndatabase_url = \"postgres://file-host/x\"\n",
+        );
+        let env = env_of(&[
+            (ENV_DATABASE_URL, "postgres://env-host:6000/y"),
+            (ENV_STATE_DIR, "/also/set"),
+        ]);
+        let c = Config::load_from(tmp.path(), &env, &Overrides::default()).unwrap();
+        assert_eq!(c.backend, BackendKind::Postgres);
+        assert_eq!(c.postgres.url.as_ref().unwrap().endpoint(), "env-host:6000");
+        assert_eq!(c.postgres.url_source, Source::Env(ENV_DATABASE_URL));
+        // Without the variable, the file's URL alone does not choose it.
+        let c = Config::load_from(tmp.path(), &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.backend, BackendKind::File);
+    }
+
+    #[test]
+    fn bad_postgres_settings_name_the_file_or_variable_and_the_key_never_the_password() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (text, key, says) in [
+            (
+                "database_url = \"mysql://a:topsecret@h/x\"\n",
+                "database_url",
+                "postgres://",
+            ),
+            (
+                "database_url = \"postgres://a:topsecret@h/x?sslmode=maybe\"\n",
+                "database_url",
+                "verify-full",
+            ),
+            ("site = \"\"\n", "site", "1 to 100"),
+            (
+                "[postgres]\nschema = \"Drop Table\"\n",
+                "schema",
+                "plain schema name",
+            ),
+            (
+                "[postgres]\nconect_timeout = 3\n",
+                "conect_timeout",
+                "connect_timeout",
+            ),
+            (
+                "backend = \"postgres\"\n",
+                "database_url",
+                "needs the server's URL",
+            ),
+        ] {
+            let p = write(tmp.path(), "manage.toml", text);
+            let msg = Config::load_from(tmp.path(), &env_of(&[]), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(msg.starts_with(&p.display().to_string()), "{msg}");
+            assert!(msg.contains(&format!("`{key}`")), "{msg}");
+            assert!(msg.contains(says), "{msg}");
+            assert!(!msg.contains("topsecret"), "{msg}");
+        }
+        std::fs::remove_file(tmp.path().join("manage.toml")).unwrap();
+        let env = env_of(&[
+            (ENV_DATABASE_URL, "postgres://a:topsecret@h:0/x"),
+            ("HOME", "/h"),
+        ]);
+        let msg = Config::load_from(tmp.path(), &env, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with("$MANAGE_DATABASE_URL: `database_url`: the port"),
+            "{msg}"
+        );
+        assert!(!msg.contains("topsecret"), "{msg}");
     }
 
     #[test]

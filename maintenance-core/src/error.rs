@@ -48,6 +48,23 @@ pub enum Error {
     /// The input names something that cannot exist (an empty command name).
     #[error("{0}")]
     Invalid(String),
+    /// The PostgreSQL server could not be reached or refused: the message
+    /// names `host:port` and what to check, never the password.
+    #[error("PostgreSQL at {server}: {problem}")]
+    Database {
+        /// `host:port`, or the Unix socket's path.
+        server: String,
+        /// What went wrong and what to check.
+        problem: String,
+    },
+    /// The operation is not available on this backend (yet).
+    #[error("{what} is not yet supported on the {backend} backend")]
+    Unsupported {
+        /// What was asked for.
+        what: &'static str,
+        /// The backend's name.
+        backend: &'static str,
+    },
 }
 
 impl Error {
@@ -212,6 +229,21 @@ pub enum Refusal {
         command: String,
         /// The live task it named.
         task: Box<TaskRecord>,
+    },
+    /// The PostgreSQL server has no connection left for the task's own
+    /// (every live task holds one: "too many clients").
+    #[error(
+        "{}PostgreSQL at {server} has no connection left ({message}); every live task holds \
+         one connection: raise max_connections on the server, or wait for tasks to end",
+        command.as_deref().map(|c| format!("refusing to run `{c}`: ")).unwrap_or_default()
+    )]
+    NoConnection {
+        /// The refused command, when a task start was refused.
+        command: Option<String>,
+        /// `host:port`.
+        server: String,
+        /// The server's own words.
+        message: String,
     },
     /// A window is already scheduled: one at a time (`offline on --at`).
     #[error("{}", scheduled_message(schedule))]

@@ -99,6 +99,17 @@
 //! Locks are `flock(2)`, which is not to be trusted on NFS: keep the state
 //! directory on a local file system. Unix only.
 //!
+//! The PostgreSQL backend (feature `postgres`, `backend::postgres`) keeps
+//! the same invariants across hosts with advisory locks where the file
+//! backend has `flock`: the gate is a per-transaction advisory lock
+//! (exclusive for mode changes, shared for task starts and joins: I1, I2);
+//! a task, a waiter, holds a session-level lock on a connection of its own
+//! for its lifetime, freed by the server when that connection ends, by any
+//! signal (I3, I5), and probed shared; an external command's child inherits
+//! that connection's socket (I3); the mode record is a row replaced in a
+//! transaction (I5); every row carries its site, and every key its site's
+//! class (the isolation I4 gives the file backend by its directory).
+//!
 //! # Where things are
 //!
 //! Imports run one way: [`records`] and [`schedule`] (what a backend
@@ -120,6 +131,7 @@ pub mod backend;
 pub mod clock;
 pub mod command;
 pub mod config;
+pub mod database_url;
 pub mod digest;
 pub mod error;
 pub mod exit;
@@ -149,6 +161,7 @@ pub mod conformance;
 pub use backend::{Backend, FileBackend};
 pub use clock::{BootId, BootTime, Clock, ManualClock, SharedClock, SystemClock, Timestamp};
 pub use config::Config;
+pub use database_url::DatabaseUrl;
 pub use error::{Error, Refusal, Result};
 pub use mode::{Mode, ModeRecord, ModeView};
 pub use policy::Policy;

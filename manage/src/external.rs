@@ -45,6 +45,16 @@ pub(crate) fn external(
         "MANAGE_STATE_DIR".into(),
         rt.config.state_dir.clone().into(),
     ));
+    // A nested `$MANAGE sub` reads the same file (its database_url, site
+    // and schema), wherever the command changed directory to.
+    if rt.config.backend == maintenance_core::config::BackendKind::Postgres
+        && let Some(file) = &rt.config.file
+    {
+        env.push((
+            maintenance_core::config::ENV_CONFIG.into(),
+            file.clone().into(),
+        ));
+    }
     let policy = rt.policy_of_external(name);
     let mut own_task = None;
     if rt.task.borrow().is_none() && policy.tracking == Tracking::Tracked {

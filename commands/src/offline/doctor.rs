@@ -1,7 +1,8 @@
 //! `manage offline doctor`: checks the state directory as the running user
-//! sees it (maintenance-core's file-backend doctor) and prints one line a
-//! finding. It never opens the backend, which refuses an unsafe state: that
-//! refusal is what doctor explains.
+//! sees it (maintenance-core's file-backend doctor), or the PostgreSQL
+//! server, schema, privileges and pooling mode (the postgres backend's),
+//! and prints one line a finding. It never opens the file backend, which
+//! refuses an unsafe state: that refusal is what doctor explains.
 
 use maintenance_core::command::{Context, Exit};
 use maintenance_core::{anyhow, exit};
@@ -10,7 +11,7 @@ use maintenance_core::{anyhow, exit};
 /// otherwise.
 pub(super) fn exec(ctx: &mut Context<'_>) -> anyhow::Result<()> {
     let config = ctx.config().clone();
-    let findings = maintenance_core::backend::file::doctor(&config);
+    let (findings, place) = findings(&config);
     let problems = findings.iter().filter(|f| f.problem).count();
     let out = ctx.out();
     for f in &findings {
@@ -22,15 +23,54 @@ pub(super) fn exec(ctx: &mut Context<'_>) -> anyhow::Result<()> {
         )?;
     }
     if problems == 0 {
-        writeln!(out, "healthy: {}", config.state_dir.display())?;
+        writeln!(out, "healthy: {place}")?;
         Ok(())
     } else {
         writeln!(
             out,
-            "{problems} problem{} in {}",
+            "{problems} problem{} in {place}",
             if problems == 1 { "" } else { "s" },
-            config.state_dir.display()
         )?;
         Err(Exit(exit::FAILURE).into())
+    }
+}
+
+/// What the configured backend's doctor finds, and where it looked.
+fn findings(
+    config: &maintenance_core::Config,
+) -> (Vec<maintenance_core::backend::file::Finding>, String) {
+    use maintenance_core::config::BackendKind;
+    match config.backend {
+        BackendKind::File => (
+            maintenance_core::backend::file::doctor(config),
+            config.state_dir.display().to_string(),
+        ),
+        #[cfg(feature = "postgres")]
+        BackendKind::Postgres => {
+            use maintenance_core::backend::postgres::{PostgresBackend, doctor};
+            match PostgresBackend::open(config, maintenance_core::SystemClock::shared()) {
+                Ok(b) => {
+                    let place = maintenance_core::Backend::location(&b);
+                    (doctor::doctor(&b), place)
+                }
+                Err(e) => (
+                    vec![maintenance_core::backend::file::Finding {
+                        problem: true,
+                        text: e.to_string(),
+                    }],
+                    "the postgres backend's settings".into(),
+                ),
+            }
+        }
+        #[cfg(not(feature = "postgres"))]
+        _ => (
+            vec![maintenance_core::backend::file::Finding {
+                problem: true,
+                text: "the configuration selects the postgres backend, and this binary was \
+                       built without it"
+                    .into(),
+            }],
+            "the configuration".into(),
+        ),
     }
 }

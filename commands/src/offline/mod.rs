@@ -7,6 +7,7 @@
 mod doctor;
 mod history;
 mod list;
+mod migrate_state;
 mod off;
 mod on;
 mod progress;
@@ -50,8 +51,11 @@ enum Verb {
     /// Go offline (or read-only), run a command inside the window, restore
     /// the mode.
     Run(run::RunArgs),
-    /// Check the state directory as this user sees it; say what to fix.
+    /// Check the state (directory, or PostgreSQL server and schema) as this
+    /// user sees it; say what to fix.
     Doctor,
+    /// Apply pending additive changes to the postgres backend's schema.
+    MigrateState,
     /// Show the last mode changes, newest last: when, what, who, how long, why.
     History(history::HistoryArgs),
 }
@@ -68,6 +72,7 @@ impl ManageCommand for Offline {
             Verb::List(args) => list::exec(ctx, &args),
             Verb::Run(args) => run::exec(ctx, args),
             Verb::Doctor => doctor::exec(ctx),
+            Verb::MigrateState => migrate_state::exec(ctx),
             Verb::History(args) => history::exec(ctx, &args),
         }
     }

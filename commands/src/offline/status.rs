@@ -135,10 +135,14 @@ fn details(
                 .to_owned(),
         );
     }
+    let config = ctx.config();
     lines.push(format!(
         "state: {} (from {})",
         backend.location(),
-        ctx.config().state_dir_source
+        match config.backend {
+            maintenance_core::config::BackendKind::Postgres => &config.postgres.url_source,
+            _ => &config.state_dir_source,
+        }
     ));
     lines.push(format!("users: {} live web session(s)", st.sessions.count));
     lines.push(format!("commands: {} live", st.tasks.len()));

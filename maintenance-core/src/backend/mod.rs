@@ -5,6 +5,8 @@
 //! advisory lock per operation. Callers never see which backend they use.
 
 pub mod file;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 use std::fmt;
 use std::os::fd::BorrowedFd;
@@ -550,5 +552,13 @@ pub fn open_once(slot: &BackendSlot, config: &Config) -> Result<Arc<dyn Backend>
 pub fn open(config: &Config, clock: SharedClock) -> Result<Arc<dyn Backend>> {
     match config.backend {
         BackendKind::File => Ok(Arc::new(FileBackend::open(config, clock)?)),
+        #[cfg(feature = "postgres")]
+        BackendKind::Postgres => Ok(Arc::new(postgres::PostgresBackend::open(config, clock)?)),
+        #[cfg(not(feature = "postgres"))]
+        BackendKind::Postgres => Err(crate::error::Error::Invalid(format!(
+            "{} selects the postgres backend, and this binary was built without it: build \
+             with the `postgres` feature (the stock manage binary has it)",
+            config.postgres.url_source
+        ))),
     }
 }

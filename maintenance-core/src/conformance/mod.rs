@@ -63,6 +63,7 @@ pub struct FreshState {
     marker: Option<PathBuf>,
     read_only_marker: Option<PathBuf>,
     small_history: Option<Box<dyn Fn() -> Arc<dyn Backend>>>,
+    clock_tolerance: Duration,
     _keep: Box<dyn Any>,
 }
 
@@ -75,6 +76,7 @@ impl FreshState {
             marker: None,
             read_only_marker: None,
             small_history: None,
+            clock_tolerance: Duration::ZERO,
             _keep: Box::new(keep),
         }
     }
@@ -122,6 +124,27 @@ impl FreshState {
             .map(|p| std::fs::symlink_metadata(p).is_ok())
     }
 
+    /// The same site, whose times come from a server's clock moved by the
+    /// backend clock's offset (PostgreSQL's `now()`): a stored time is then
+    /// the clock's time within `tolerance` (the round trip), not exactly.
+    pub fn with_server_clock(mut self, tolerance: Duration) -> Self {
+        self.clock_tolerance = tolerance;
+        self
+    }
+
+    /// Asserts that `stored` is the time `clock` read when it was stored:
+    /// exactly, or within the server clock's tolerance.
+    #[track_caller]
+    pub fn assert_time_is(&self, stored: SystemTime, clock: SystemTime) {
+        let off = stored
+            .duration_since(clock)
+            .unwrap_or_else(|e| e.duration());
+        assert!(
+            off <= self.clock_tolerance,
+            "stored {stored:?}, the clock said {clock:?} (off by {off:?})"
+        );
+    }
+
     /// Opens the state with the real clock, as a new process would.
     pub fn open(&self) -> Arc<dyn Backend> {
         (self.open)(SystemClock::shared())
@@ -161,19 +184,108 @@ pub fn file_state() -> FreshState {
     })
 }
 
-/// Instantiates every conformance test for the backend whose fresh state
+/// The variable naming the PostgreSQL server the tests use
+/// (`postgres://…`); `scripts/test` starts a throwaway cluster and sets it.
+pub const ENV_TEST_DATABASE_URL: &str = "MANAGE_TEST_DATABASE_URL";
+
+/// Set by `scripts/test` (and implied by `CI`): PostgreSQL is expected, so
+/// a missing [`ENV_TEST_DATABASE_URL`] fails the tests that need it.
+pub const ENV_EXPECT_POSTGRES: &str = "MANAGE_TEST_EXPECT_POSTGRES";
+
+/// Whether the PostgreSQL tests can run: true when
+/// `$MANAGE_TEST_DATABASE_URL` is set. Without it they are skipped, saying
+/// so — unless PostgreSQL is expected (`$CI`, or
+/// `$MANAGE_TEST_EXPECT_POSTGRES` as `scripts/test` sets it): then the test
+/// fails.
+pub fn postgres_available() -> bool {
+    if std::env::var_os(ENV_TEST_DATABASE_URL).is_some_and(|v| !v.is_empty()) {
+        return true;
+    }
+    let expected = std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+        || std::env::var_os(ENV_EXPECT_POSTGRES).is_some_and(|v| !v.is_empty());
+    assert!(
+        !expected,
+        "PostgreSQL is expected here (CI or ${ENV_EXPECT_POSTGRES}) but ${ENV_TEST_DATABASE_URL} \
+         is not set: run the suite through scripts/test, which starts a cluster, or set it to \
+         postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+    );
+    eprintln!(
+        "skipped: this test needs PostgreSQL; set ${ENV_TEST_DATABASE_URL} \
+         (scripts/test starts a throwaway cluster and sets it)"
+    );
+    false
+}
+
+/// A PostgreSQL site of its own on the server `$MANAGE_TEST_DATABASE_URL`
+/// names: a fresh site name in the schema `manage_test`, so cases run in
+/// parallel without seeing each other.
+#[cfg(feature = "postgres")]
+pub fn postgres_state() -> FreshState {
+    let config = postgres_test_config("manage_test");
+    FreshState::new(
+        move |clock| {
+            Arc::new(
+                crate::backend::postgres::PostgresBackend::open(&config, clock)
+                    .expect("open the postgres backend"),
+            )
+        },
+        (),
+    )
+    .with_server_clock(Duration::from_secs(5))
+}
+
+/// The configuration of a fresh PostgreSQL site in `schema` on the test
+/// server (see [`postgres_state`]).
+#[cfg(feature = "postgres")]
+pub fn postgres_test_config(schema: &str) -> Config {
+    let url = std::env::var(ENV_TEST_DATABASE_URL).unwrap_or_default();
+    let mut config = Config::with_state_dir("/nonexistent/postgres-backend");
+    config.backend = crate::config::BackendKind::Postgres;
+    config.postgres.url = Some(
+        crate::database_url::DatabaseUrl::parse(&url)
+            .unwrap_or_else(|e| panic!("${ENV_TEST_DATABASE_URL}: {e}")),
+    );
+    config.postgres.site = format!("test-{}-{}", std::process::id(), crate::random::hex::<8>());
+    config.postgres.schema = schema.to_owned();
+    config
+}
+
+/// Instantiates the conformance tests for the backend whose fresh state
 /// `$state` makes: one `#[test]` per case, named as the case.
 ///
-/// The list of cases below is the only one: each area module's cases are
-/// re-exported from it, and a case left out of it is dead code, which the
-/// area modules deny, so it cannot be forgotten.
+/// - `backend_conformance!(state)`: every case.
+/// - `backend_conformance!(state; if ready; areas: modes, tasks)`: only the
+///   cases of the areas listed (a backend being built lists what it has
+///   done), each test returning early, having said why, when `ready()` is
+///   false (no server to test against).
+///
+/// The lists of cases below, one per area of a backend, are the only ones:
+/// each area module's cases are re-exported from them, and a case left out
+/// is dead code, which the area modules deny, so it cannot be forgotten.
+/// A case sits in the area it needs from a backend (the session cases of
+/// `activation.rs` sit under `sessions`).
 #[macro_export]
 macro_rules! backend_conformance {
     ($state:path) => {
         $crate::backend_conformance!(@cases [@tests $state]);
     };
-    // The cases, by area; hands the list to the arm named in brackets.
+    ($state:path; if $ready:path; areas: $($area:ident),+ $(,)?) => {
+        $($crate::backend_conformance!(@area $area [@tests_if $ready, $state]);)+
+    };
+    // Every case, area by area; hands each area's list to the arm named
+    // in brackets.
     (@cases [$($then:tt)*]) => {
+        $crate::backend_conformance!(@area modes [$($then)*]);
+        $crate::backend_conformance!(@area tasks [$($then)*]);
+        $crate::backend_conformance!(@area joins [$($then)*]);
+        $crate::backend_conformance!(@area sessions [$($then)*]);
+        $crate::backend_conformance!(@area activation [$($then)*]);
+        $crate::backend_conformance!(@area window [$($then)*]);
+        $crate::backend_conformance!(@area schedules [$($then)*]);
+        $crate::backend_conformance!(@area readonly [$($then)*]);
+        $crate::backend_conformance!(@area history [$($then)*]);
+    };
+    (@area modes [$($then:tt)*]) => {
         $crate::backend_conformance!($($then)*;
             modes::fresh_site_is_online,
             modes::pending_lapses_when_its_waiter_goes,
@@ -186,6 +298,10 @@ macro_rules! backend_conformance {
             modes::every_write_moves_the_generation,
             modes::the_marker_agrees_with_the_record_after_every_change,
             modes::a_stray_marker_is_put_right_by_the_next_look_or_task,
+        );
+    };
+    (@area tasks [$($then:tt)*]) => {
+        $crate::backend_conformance!($($then)*;
             tasks::a_task_is_live_until_dropped,
             tasks::a_task_records_who_what_and_how,
             tasks::a_second_single_instance_is_refused_naming_the_first,
@@ -199,15 +315,22 @@ macro_rules! backend_conformance {
             tasks::the_secret_is_in_no_record,
             tasks::hostile_names_are_just_names,
             tasks::reaping_never_removes_a_live_task,
+        );
+    };
+    (@area joins [$($then:tt)*]) => {
+        $crate::backend_conformance!($($then)*;
             joins::a_nested_run_with_the_secret_joins_as_a_run_of_its_own,
             joins::a_joined_run_keeps_its_own_commands_single_instance,
             joins::joining_without_proof_is_refused_naming_the_task,
             joins::joining_an_ended_task_is_refused,
             joins::a_joined_run_keeps_the_task_live_after_its_root_ended,
-            joins::a_joined_required_run_needs_a_window,
             joins::a_joined_block_run_refuses_activation,
             joins::a_block_run_joining_during_pending_ends_the_wait_refused,
             joins::completing_is_held_while_a_task_that_holds_off_is_live,
+        );
+    };
+    (@area sessions [$($then:tt)*]) => {
+        $crate::backend_conformance!($($then)*;
             sessions::a_touched_session_is_live_until_it_expires,
             sessions::logout_ends_a_session_at_once,
             sessions::pruning_removes_only_what_every_process_judges_expired,
@@ -220,20 +343,33 @@ macro_rules! backend_conformance {
             sessions::the_summary_never_counts_an_expired_session,
             sessions::a_session_two_processes_recorded_counts_once_after_the_next_listing,
             sessions::sessions_on_the_move_are_never_missed,
-            activation::activate_with_nothing_live_goes_offline_after_the_settle_time,
-            activation::activate_waits_for_a_task_and_goes_offline_when_it_ends,
             activation::activate_waits_for_a_session_until_logout,
             activation::a_timeout_goes_back_online_and_names_what_was_live,
-            activation::an_interruption_goes_back_online,
-            activation::deactivate_cancels_a_waiting_activation,
-            activation::a_second_activation_joins_the_first,
             activation::force_goes_offline_with_what_is_live,
             activation::grace_lets_sessions_go_but_not_commands,
             activation::a_session_touched_during_the_settle_time_is_counted,
             activation::status_counts_sessions_and_tasks,
+        );
+    };
+    (@area activation [$($then:tt)*]) => {
+        $crate::backend_conformance!($($then)*;
+            activation::activate_with_nothing_live_goes_offline_after_the_settle_time,
+            activation::activate_waits_for_a_task_and_goes_offline_when_it_ends,
+            activation::an_interruption_goes_back_online,
+            activation::deactivate_cancels_a_waiting_activation,
+            activation::a_second_activation_joins_the_first,
             activation::a_blocking_task_refuses_activation_and_the_site_stays_online,
+        );
+    };
+    (@area window [$($then:tt)*]) => {
+        $crate::backend_conformance!($($then)*;
+            joins::a_joined_required_run_needs_a_window,
             window::tasks_started_inside_the_window_do_not_hold_it_off,
             window::an_offline_run_holds_the_window_alone_and_says_when_its_command_runs,
+        );
+    };
+    (@area schedules [$($then:tt)*]) => {
+        $crate::backend_conformance!($($then)*;
             schedules::a_schedule_lives_exactly_as_long_as_its_holder,
             schedules::a_second_schedule_is_refused_naming_the_first,
             schedules::ending_a_schedule_tells_its_holder_and_every_reader,
@@ -244,6 +380,10 @@ macro_rules! backend_conformance {
             schedules::a_read_only_schedule_goes_read_only_pending_once_and_only_if_nobody_ended_it,
             schedules::a_read_only_schedule_goes_read_only_at_its_time,
             schedules::a_read_only_scheduled_run_runs_inside_read_only_and_restores_online,
+        );
+    };
+    (@area readonly [$($then:tt)*]) => {
+        $crate::backend_conformance!($($then)*;
             readonly::a_read_only_drain_refuses_writers_and_admits_readers,
             readonly::a_read_only_drain_lapses_to_online_when_its_waiter_goes,
             readonly::completing_read_only_is_held_by_a_writer_started_online_not_by_a_reader,
@@ -255,6 +395,10 @@ macro_rules! backend_conformance {
             readonly::activate_read_only_waits_for_writes_and_writers_not_sessions,
             readonly::a_writer_joining_a_reader_is_refused_while_read_only,
             readonly::a_window_restores_the_mode_it_found,
+        );
+    };
+    (@area history [$($then:tt)*]) => {
+        $crate::backend_conformance!($($then)*;
             history::the_history_reads_back_newest_last,
             history::an_entry_is_kept_once_per_id,
             history::every_mode_change_appends_one_entry,
@@ -276,6 +420,16 @@ macro_rules! backend_conformance {
             #[test]
             fn $case() {
                 $crate::conformance::$case(&$state);
+            }
+        )*
+    };
+    (@tests_if $ready:path, $state:path; $($area:ident::$case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                if $ready() {
+                    $crate::conformance::$case(&$state);
+                }
             }
         )*
     };
@@ -402,4 +556,15 @@ impl ManualClock {
 #[cfg(test)]
 mod file_backend {
     crate::backend_conformance!(crate::conformance::file_state);
+}
+
+/// The PostgreSQL backend, area by area as they are done: add an area to
+/// the list once its cases pass.
+#[cfg(all(test, feature = "postgres"))]
+mod postgres_backend {
+    crate::backend_conformance!(
+        crate::conformance::postgres_state;
+        if crate::conformance::postgres_available;
+        areas: modes, tasks, joins, activation
+    );
 }

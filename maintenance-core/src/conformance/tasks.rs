@@ -55,7 +55,7 @@ pub fn a_task_records_who_what_and_how(site: &dyn Fn() -> FreshState) {
         (r.pid, r.user.as_str(), r.host.as_str()),
         (me.pid, me.user.as_str(), me.host.as_str())
     );
-    assert_eq!(r.started_at.system_time(), clock.now_for_tests());
+    s.assert_time_is(r.started_at.system_time(), clock.now_for_tests());
     assert_eq!(r.policy, policy);
     assert_eq!(r.started_in, Mode::Online);
     assert!(r.holds_off_offline());

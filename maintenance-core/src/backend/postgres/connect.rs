@@ -1,0 +1,351 @@
+//! Connecting: our own socket (so its descriptor can be handed to a child,
+//! see `socket.rs`) with client keepalives and `tcp_user_timeout`, TLS as
+//! `sslmode` says (`tls.rs`), then the PostgreSQL startup through
+//! tokio-postgres's `connect_raw`, all within `connect_timeout`. Every
+//! connection asks the server, through its startup options, for
+//! keepalives of its own and no idle timeouts (a lock connection sits idle
+//! for as long as its task runs).
+//!
+//! **Values and the bound they give.** Server side `tcp_keepalives_idle=5`,
+//! `tcp_keepalives_interval=1`, `tcp_keepalives_count=3`: the server ends a
+//! silently partitioned holder's connection, and frees its locks, about
+//! 5 + 3 × 1 = 8 s after the last packet. Client side the same keepalives
+//! and `tcp_user_timeout=10s`: a client whose server went silent learns it
+//! at its next call within about 10 s, and dropping a connection on a dead
+//! socket never blocks for the kernel's 15 minutes. The URL's
+//! `keepalives_*` and `tcp_user_timeout` override the client side.
+//!
+//! Errors name `host:port` and what to check, never the password.
+
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockAddr, TcpKeepalive, Type};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::tls::MakeTlsConnect;
+
+use super::socket::{Detach, Socket, Stream};
+use crate::database_url::{DatabaseUrl, Host, SslMode};
+use crate::error::{Error, Result};
+
+/// Client keepalive: idle time before the first probe.
+pub(super) const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+/// Client keepalive: time between probes.
+pub(super) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Client keepalive: probes lost before the connection is dead.
+pub(super) const KEEPALIVE_COUNT: u32 = 3;
+/// How long sent data may stay unacknowledged.
+pub(super) const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The server-side settings every connection asks for at startup.
+const SERVER_OPTIONS: &str = "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=1 \
+     -c tcp_keepalives_count=3 -c idle_session_timeout=0 \
+     -c idle_in_transaction_session_timeout=0 -c standard_conforming_strings=on";
+
+/// Where and how to connect.
+#[derive(Debug)]
+pub(super) struct Target {
+    /// The server.
+    pub url: DatabaseUrl,
+    /// The bound on one connection attempt.
+    pub connect_timeout: Duration,
+}
+
+/// One open connection: its client, and the socket's [`Detach`].
+#[derive(Debug)]
+pub(super) struct Conn {
+    /// The driver's client.
+    pub client: tokio_postgres::Client,
+    /// The socket under it.
+    pub socket: Detach,
+}
+
+impl Target {
+    /// `host:port`, for messages.
+    pub fn endpoint(&self) -> String {
+        self.url.endpoint()
+    }
+
+    /// A database error naming the server.
+    pub fn error(&self, problem: impl Into<String>) -> Error {
+        Error::Database {
+            server: self.endpoint(),
+            problem: scrub(problem.into(), self.url.password()),
+        }
+    }
+
+    /// Opens a connection within `connect_timeout`; `sslmode=allow` tries
+    /// plain first and TLS if the server refuses plain.
+    pub async fn connect(&self) -> Result<Conn> {
+        let timeout = self.url.connect_timeout.unwrap_or(self.connect_timeout);
+        let attempt = async {
+            match self.url.sslmode {
+                SslMode::Allow => match self.attempt(SslMode::Disable).await {
+                    Err(e) if wants_tls(&e) => self.attempt(SslMode::Require).await,
+                    other => other,
+                },
+                mode => self.attempt(mode).await,
+            }
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(self.describe(e)),
+            Err(_) => Err(self.error(format!(
+                "no answer within {} (connect_timeout): check that the host and port in the \
+                 database URL are right, that the server runs, and that no firewall drops the \
+                 packets",
+                humantime::format_duration(timeout)
+            ))),
+        }
+    }
+
+    async fn attempt(&self, mode: SslMode) -> std::result::Result<Conn, Failure> {
+        let (stream, is_unix) = self.socket().await?;
+        let (socket, detach) = Socket::new(stream);
+        let mut config = tokio_postgres::Config::new();
+        let me = crate::identity::Identity::current();
+        let user = self.url.user.clone().unwrap_or_else(|| me.user.clone());
+        config
+            .user(&user)
+            .dbname(self.url.dbname.as_deref().unwrap_or(&user))
+            .application_name(self.url.application_name.as_deref().unwrap_or("manage"))
+            .options(SERVER_OPTIONS);
+        if let Some(pw) = self.url.password() {
+            config.password(pw);
+        }
+        let client = if is_unix || mode == SslMode::Disable {
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            let (client, connection) = config
+                .connect_raw(socket, tokio_postgres::NoTls)
+                .await
+                .map_err(Failure::Pg)?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            client
+        } else {
+            config.ssl_mode(match mode {
+                SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+                _ => tokio_postgres::config::SslMode::Require,
+            });
+            let tls = super::tls::client_config(&self.url).map_err(Failure::Setup)?;
+            let mut maker = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+            let host = match &self.url.host {
+                Host::Tcp(h) => h.clone(),
+                Host::Unix(_) => String::new(),
+            };
+            let connector = <tokio_postgres_rustls::MakeRustlsConnect as MakeTlsConnect<Socket>>::make_tls_connect(&mut maker, &host)
+                .map_err(|e| Failure::Setup(e.to_string()))?;
+            let (client, connection) = config
+                .connect_raw(socket, connector)
+                .await
+                .map_err(Failure::Pg)?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            client
+        };
+        Ok(Conn {
+            client,
+            socket: detach,
+        })
+    }
+
+    /// A connected socket of our own making.
+    async fn socket(&self) -> std::result::Result<(Stream, bool), Failure> {
+        let host = match &self.url.host {
+            Host::Unix(dir) => {
+                let path = dir.join(format!(".s.PGSQL.{}", self.url.port));
+                return tokio::net::UnixStream::connect(&path)
+                    .await
+                    .map(|s| (Stream::Unix(s), true))
+                    .map_err(Failure::Io);
+            }
+            Host::Tcp(h) => h.clone(),
+        };
+        let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), self.url.port))
+            .await
+            .map_err(|e| Failure::Resolve(host.clone(), e))?
+            .collect();
+        let mut last = None;
+        for addr in addrs {
+            match self.tcp(addr).await {
+                Ok(s) => return Ok((Stream::Tcp(s), false)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(Failure::Io(last.unwrap_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "the host has no address")
+        })))
+    }
+
+    async fn tcp(&self, addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+        let k = &self.url.keepalives;
+        let sock =
+            socket2::Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        sock.set_tcp_nodelay(true)?;
+        if k.enabled != Some(false) {
+            let keepalive = TcpKeepalive::new()
+                .with_time(k.idle.unwrap_or(KEEPALIVE_IDLE))
+                .with_interval(k.interval.unwrap_or(KEEPALIVE_INTERVAL));
+            #[cfg(any(target_os = "linux", target_os = "macos"))]
+            let keepalive = keepalive.with_retries(k.count.unwrap_or(KEEPALIVE_COUNT));
+            sock.set_tcp_keepalive(&keepalive)?;
+        }
+        #[cfg(target_os = "linux")]
+        sock.set_tcp_user_timeout(Some(k.user_timeout.unwrap_or(TCP_USER_TIMEOUT)))?;
+        sock.set_nonblocking(true)?;
+        // A non-blocking connect: started here, finished by tokio.
+        match sock.connect(&SockAddr::from(addr)) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        let stream = tokio::net::TcpStream::from_std(std::net::TcpStream::from(sock))?;
+        stream.writable().await?;
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+        Ok(stream)
+    }
+
+    /// The [`Error`] for a failed attempt: what happened at `host:port`
+    /// and what to check.
+    fn describe(&self, failure: Failure) -> Error {
+        let server = self.endpoint();
+        match failure {
+            Failure::Setup(problem) => self.error(problem),
+            Failure::Resolve(host, e) => self.error(format!(
+                "cannot resolve the host {host:?} ({e}): check the host in the database URL"
+            )),
+            Failure::Io(e) => self.error(io_problem(&e)),
+            Failure::Pg(e) => {
+                if let Some(db) = e.as_db_error() {
+                    let code = db.code();
+                    let user = self
+                        .url
+                        .user
+                        .clone()
+                        .unwrap_or_else(|| crate::identity::Identity::current().user.clone());
+                    let what = if *code == SqlState::INVALID_PASSWORD {
+                        format!(
+                            "password authentication failed for user {user:?}: check the user \
+                             and password in the database URL"
+                        )
+                    } else if *code == SqlState::TOO_MANY_CONNECTIONS {
+                        return Error::Refused(crate::error::Refusal::NoConnection {
+                            command: None,
+                            server,
+                            message: db.message().to_owned(),
+                        });
+                    } else if *code == SqlState::INVALID_CATALOG_NAME {
+                        format!(
+                            "{}: create the database (createdb) or fix its name in the database URL",
+                            db.message()
+                        )
+                    } else if db
+                        .message()
+                        .contains("unrecognized configuration parameter")
+                    {
+                        format!(
+                            "{}: this backend needs PostgreSQL 14 or later (its connections \
+                             turn idle_session_timeout off)",
+                            db.message()
+                        )
+                    } else if db.message().contains("unsupported startup parameter") {
+                        format!(
+                            "{}: a pooler (PgBouncer) in between refuses the startup options this \
+                             backend sends (server-side keepalives, no idle timeouts): connect \
+                             directly, or run PgBouncer in session mode with \
+                             `ignore_startup_parameters = options` (its own keepalives then apply)",
+                            db.message()
+                        )
+                    } else if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+                        format!(
+                            "{}: the server refuses this client: check pg_hba.conf on the server, \
+                             the user and sslmode",
+                            db.message()
+                        )
+                    } else {
+                        format!("{} ({})", db.message(), code.code())
+                    };
+                    return self.error(what);
+                }
+                let cause = std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                if let Some(io) =
+                    std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>())
+                {
+                    if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+                    {
+                        return self.error(format!(
+                            "TLS with {server} failed ({tls}): check sslmode and sslrootcert in \
+                             the database URL, and the server's certificate"
+                        ));
+                    }
+                    return self.error(io_problem(io));
+                }
+                let text = format!(
+                    "{e}{}",
+                    if cause.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {cause}")
+                    }
+                );
+                if text.contains("TLS") || text.contains("tls") || text.contains("certificate") {
+                    self.error(format!(
+                        "TLS with {server} failed ({text}): check sslmode and sslrootcert in the \
+                         database URL, and the server's certificate"
+                    ))
+                } else {
+                    self.error(text)
+                }
+            }
+        }
+    }
+}
+
+/// The problem of a server out of connection slots.
+pub(super) fn too_many_clients(message: &str) -> String {
+    format!(
+        "the server has no connection left ({message}): every live task holds one connection; \
+         raise max_connections on the server, or wait for tasks to end"
+    )
+}
+
+fn io_problem(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused: check that PostgreSQL runs \
+             there and listens on that port (listen_addresses, port), and the port in the \
+             database URL"
+            .into(),
+        std::io::ErrorKind::NotFound => format!(
+            "{e}: check that PostgreSQL runs there and the host (socket directory) and port in \
+             the database URL"
+        ),
+        _ => format!("{e}: check the host and port in the database URL, and the network"),
+    }
+}
+
+/// Why an attempt failed, before it is described.
+enum Failure {
+    Setup(String),
+    Resolve(String, std::io::Error),
+    Io(std::io::Error),
+    Pg(tokio_postgres::Error),
+}
+
+/// Whether the server refused a plain connection that TLS might pass
+/// (`hostssl`-only pg_hba entries): `sslmode=allow` then tries TLS.
+fn wants_tls(failure: &Failure) -> bool {
+    matches!(failure, Failure::Pg(e) if e.code() == Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION))
+}
+
+/// `text` with every occurrence of the password replaced: whatever a
+/// server or a library says, no error shows it.
+pub(super) fn scrub(text: String, password: Option<&str>) -> String {
+    match password {
+        Some(pw) if !pw.is_empty() && text.contains(pw) => text.replace(pw, "***"),
+        _ => text,
+    }
+}

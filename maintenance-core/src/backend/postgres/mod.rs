@@ -1,0 +1,557 @@
+//! The PostgreSQL backend: one site's state in a database shared by every
+//! host of the site (`backend = "postgres"`, or `$MANAGE_DATABASE_URL`).
+//!
+//! ```text
+//! <schema>.schema_version   one row per schema version applied (schema.rs)
+//! <schema>.modes            the mode record of each site, one row, replaced
+//!                           in a transaction under the gate (I5)
+//! <schema>.waiters          one row per process waiting to take a site
+//!                           offline, live while its connection holds its key
+//! <schema>.tasks            one row per task run, live while its connection
+//!                           holds its key; dead rows are reaped, never counted
+//! <schema>.instances        one row per single-instance command name: its key
+//! ```
+//!
+//! Every row carries its `site`: two sites on one server never see each
+//! other. The advisory lock keys are in `keys.rs`, and nowhere else.
+//!
+//! **Decisions.**
+//! - *One driver:* tokio-postgres, for everything. The sync `postgres`
+//!   crate builds a runtime of its own per client and panics inside a
+//!   caller's tokio runtime, and it cannot connect over a socket we made.
+//! - *One runtime, ours* (`runtime.rs`): a current-thread runtime on the
+//!   backend's own thread, built when the first PostgreSQL backend opens
+//!   (the file backend builds none). Each trait call sends its future there
+//!   and waits on a std channel, which works from any thread — a tokio
+//!   task's included: `CommandTask::start` inside `#[tokio::main]` works.
+//! - *Our own sockets* (`connect.rs`, `socket.rs`): each connection runs
+//!   over a socket this backend created (keepalives and `tcp_user_timeout`
+//!   set before connecting) and handed to `Config::connect_raw`. So a
+//!   task's lock connection's descriptor is known: [`TaskLease::inheritable_fds`]
+//!   gives it to an external command, and once handed, dropping the lease
+//!   takes the socket out of the runtime and closes only this process's
+//!   descriptor — nothing is sent, so the child keeps the server connection,
+//!   and with it the task's and the instance's locks, after the runner
+//!   dies (I3). The child never speaks on it (TLS state stays with the
+//!   runner); the server's keepalives are answered by the child's kernel.
+//! - *Statements:* the simple-query protocol, several statements a message,
+//!   so a task start is one round trip after the connection's startup
+//!   (plus one for its row), values quoted by `sql.rs`.
+//! - *Time:* every stored time is the server's `now()`, plus the offset of
+//!   the backend's clock from this host's real clock (zero for the real
+//!   clock): hosts with skewed clocks agree, and the conformance suite's
+//!   [`ManualClock`](crate::ManualClock) still moves time.
+//!
+//! **Connections.** A task or a waiter holds one connection of its own for
+//! its lifetime (advisory locks are re-entrant within a connection, so
+//! nothing else ever runs on it but its own statements); the backend keeps
+//! a few more for everything else (mode changes, probes), one operation at
+//! a time each. A server out of connections ("too many clients") refuses
+//! the task with a clear error.
+//!
+//! **Areas.** This file holds the [`Backend`] impl, every method one line
+//! into the file of its area: `modes.rs` (the record, the gate, the
+//! waiters), `tasks.rs` (starts, joins, probes), `watch.rs`
+//! (`wait_for_change`); `sessions.rs`, `schedules.rs`, `window.rs`,
+//! `history.rs` and `readonly.rs` are not done yet and answer
+//! [`Error::Unsupported`].
+
+mod connect;
+mod history;
+mod keys;
+mod modes;
+mod readonly;
+mod runtime;
+mod schedules;
+pub(crate) mod schema;
+mod sessions;
+mod socket;
+mod sql;
+mod tasks;
+#[cfg(test)]
+mod tests;
+mod tls;
+mod watch;
+mod window;
+
+pub mod doctor;
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use self::connect::{Conn, Target};
+use self::schema::SchemaState;
+use super::{
+    Backend, Completion, EndedSchedule, Membership, ModeChange, PendingStart, ReadOnlyStart,
+    ScheduleEnd, ScheduleLease, ScheduleRecord, SessionSummary, TaskLease, WaiterLease,
+    WindowLease, WindowRun, WindowState, WritesLease,
+};
+use crate::clock::{SharedClock, Timestamp};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::history::{HistoryEntry, HistoryQuery, HistoryRead};
+use crate::join::JoinToken;
+use crate::mode::{ModeRecord, ModeView};
+use crate::records::{TaskRecord, TaskRequest, WritesInFlight};
+use crate::session::{SessionEntry, SessionKey};
+
+pub use self::schema::SchemaState as PostgresSchemaState;
+
+/// Connections kept open for reuse, per backend.
+const POOL: usize = 4;
+
+/// The state in a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PostgresBackend {
+    inner: Arc<Inner>,
+}
+
+/// What every operation needs; shared with the futures on the runtime.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    target: Target,
+    site: String,
+    schema: String,
+    class: i32,
+    clock: SharedClock,
+    session_timeout: Duration,
+    pool: Mutex<Vec<Conn>>,
+    schema_ready: OnceLock<()>,
+}
+
+impl PostgresBackend {
+    /// The backend `config` names. Connects nothing yet: the first
+    /// operation does, and creates the schema if it is absent.
+    pub fn open(config: &Config, clock: SharedClock) -> Result<Self> {
+        let pg = &config.postgres;
+        let url = pg.url.clone().ok_or_else(|| {
+            Error::Invalid(format!(
+                "the postgres backend needs a database URL: set database_url in manage.toml or \
+                 ${}",
+                crate::config::ENV_DATABASE_URL
+            ))
+        })?;
+        crate::config::check_schema(&pg.schema).map_err(Error::Invalid)?;
+        crate::config::check_site(&pg.site).map_err(Error::Invalid)?;
+        Ok(PostgresBackend {
+            inner: Arc::new(Inner {
+                target: Target {
+                    url,
+                    connect_timeout: pg.connect_timeout,
+                },
+                class: keys::site_class(&pg.schema, &pg.site),
+                site: pg.site.clone(),
+                schema: pg.schema.clone(),
+                clock,
+                session_timeout: config.session_timeout,
+                pool: Mutex::new(Vec::new()),
+                schema_ready: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// Where the schema stands for this binary (`offline doctor`).
+    pub fn schema_state(&self) -> Result<SchemaState> {
+        let inner = Arc::clone(&self.inner);
+        runtime::block_on(async move {
+            let conn = inner.target.connect().await?;
+            schema::state(&conn.client, &inner.schema, schema::MIGRATIONS)
+                .await
+                .map_err(|e| inner.pg_error(e))
+        })
+    }
+
+    /// Applies the pending migrations (`offline migrate-state`); creates
+    /// the schema first if it is absent. Returns the versions applied.
+    pub fn migrate(&self) -> Result<Vec<i64>> {
+        self.migrate_with(schema::MIGRATIONS)
+    }
+
+    /// [`migrate`](Self::migrate) with a given list, for tests.
+    pub(crate) fn migrate_with(
+        &self,
+        migrations: &'static [schema::Migration],
+    ) -> Result<Vec<i64>> {
+        let inner = Arc::clone(&self.inner);
+        runtime::block_on(async move {
+            let conn = inner.target.connect().await?;
+            schema::migrate(&conn.client, &inner.schema, migrations)
+                .await
+                .map_err(|e| inner.pg_error(e))
+        })
+    }
+
+    /// The site's name.
+    pub fn site(&self) -> &str {
+        &self.inner.site
+    }
+}
+
+impl Inner {
+    /// The schema as SQL writes it.
+    fn s(&self) -> String {
+        schema::quoted(&self.schema)
+    }
+
+    /// The site as a SQL literal.
+    fn site_lit(&self) -> String {
+        sql::lit(&self.site)
+    }
+
+    /// The error for a failed statement.
+    fn pg_error(&self, e: tokio_postgres::Error) -> Error {
+        if let Some(db) = e.as_db_error() {
+            if *db.code() == tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS {
+                return self.target.error(connect::too_many_clients(db.message()));
+            }
+            return self.target.error(format!(
+                "{} ({}): check the database URL's user's privileges on schema {} (`offline doctor` checks them)",
+                db.message(),
+                db.code().code(),
+                self.schema
+            ));
+        }
+        if e.is_closed() {
+            return self.target.error(
+                "the connection to the server was lost: check that the server runs and is reachable",
+            );
+        }
+        let cause = std::error::Error::source(&e)
+            .map(|s| format!(": {s}"))
+            .unwrap_or_default();
+        self.target.error(format!("{e}{cause}"))
+    }
+
+    /// The server's `now()` moved by the backend clock's offset from this
+    /// host's real clock, as SQL.
+    fn now_sql(&self) -> String {
+        let (clock, real) = (self.clock.now(), SystemTime::now());
+        let micros: i128 = match clock.duration_since(real) {
+            Ok(ahead) => ahead.as_micros() as i128,
+            Err(behind) => -(behind.duration().as_micros() as i128),
+        };
+        // The real clock read twice differs by a few microseconds.
+        if micros.abs() < 1_000 {
+            "now()".into()
+        } else {
+            format!("(now() + interval '{micros} microseconds')")
+        }
+    }
+
+    /// [`now_sql`](Self::now_sql) as milliseconds since the epoch.
+    fn now_ms_sql(&self) -> String {
+        format!(
+            "floor(extract(epoch from {}) * 1000)::bigint",
+            self.now_sql()
+        )
+    }
+
+    /// A new connection, the schema checked (created when absent) once
+    /// per backend.
+    async fn connect(&self) -> Result<Conn> {
+        let conn = self.target.connect().await?;
+        if self.schema_ready.get().is_none() {
+            match schema::ensure(&conn.client, &self.schema, schema::MIGRATIONS)
+                .await
+                .map_err(|e| self.pg_error(e))?
+            {
+                SchemaState::Unreadable {
+                    version,
+                    readable_by,
+                } => {
+                    return Err(self.target.error(format!(
+                        "schema {} is at version {version}, which needs a binary that knows \
+                         schema version {readable_by} or later; this one knows up to {}: \
+                         upgrade manage on this host",
+                        self.schema,
+                        schema::VERSION
+                    )));
+                }
+                SchemaState::Missing => {
+                    return Err(self
+                        .target
+                        .error(format!("schema {} could not be created", self.schema)));
+                }
+                SchemaState::Usable { .. } => {
+                    let _ = self.schema_ready.set(());
+                }
+            }
+        }
+        Ok(conn)
+    }
+
+    /// A connection from the pool, or a new one.
+    async fn take(&self) -> Result<Conn> {
+        loop {
+            let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            match pooled {
+                Some(c) if !c.client.is_closed() => return Ok(c),
+                Some(_) => continue,
+                None => return self.connect().await,
+            }
+        }
+    }
+
+    /// Gives a connection back after a clean use.
+    fn give(&self, conn: Conn) {
+        if conn.client.is_closed() {
+            return;
+        }
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOL {
+            pool.push(conn);
+        }
+    }
+
+    /// Runs `sql` on a pooled connection (one round trip); a connection
+    /// found closed is replaced once.
+    async fn exec(&self, sql: &str) -> Result<Vec<sql::Rows>> {
+        let mut tries = 0;
+        loop {
+            let conn = self.take().await?;
+            match sql::run(&conn.client, sql).await {
+                Ok(rows) => {
+                    self.give(conn);
+                    return Ok(rows);
+                }
+                Err(e) if e.is_closed() && tries == 0 => tries += 1,
+                Err(e) => return Err(self.pg_error(e)),
+            }
+        }
+    }
+
+    /// Begins a transaction holding the gate (`exclusive` for mode
+    /// changes); returns its connection.
+    async fn begin_gate(&self, exclusive: bool) -> Result<Conn> {
+        let conn = self.take().await?;
+        match self.gate_on(&conn, exclusive).await {
+            // A pooled connection the server ended meanwhile: once more,
+            // on a new one.
+            Err(_) if conn.client.is_closed() => {
+                let conn = self.connect().await?;
+                self.gate_on(&conn, exclusive).await?;
+                Ok(conn)
+            }
+            Err(e) => Err(e),
+            Ok(()) => Ok(conn),
+        }
+    }
+
+    async fn gate_on(&self, conn: &Conn, exclusive: bool) -> Result<()> {
+        let f = if exclusive {
+            "pg_advisory_xact_lock"
+        } else {
+            "pg_advisory_xact_lock_shared"
+        };
+        sql::run(
+            &conn.client,
+            &format!("BEGIN; SELECT {f}({}, {})", self.class, keys::GATE),
+        )
+        .await
+        .map_err(|e| self.pg_error(e))?;
+        Ok(())
+    }
+
+    /// Commits the transaction on `conn` after `sql`, and gives `conn`
+    /// back.
+    async fn commit(&self, conn: Conn, sql: &str) -> Result<Vec<sql::Rows>> {
+        match sql::run(&conn.client, &format!("{sql}; COMMIT")).await {
+            Ok(rows) => {
+                self.give(conn);
+                Ok(rows)
+            }
+            Err(e) => {
+                let _ = sql::run(&conn.client, "ROLLBACK").await;
+                Err(self.pg_error(e))
+            }
+        }
+    }
+
+    /// Rolls back the transaction on `conn` and gives it back.
+    async fn rollback(&self, conn: Conn) {
+        if sql::run(&conn.client, "ROLLBACK").await.is_ok() {
+            self.give(conn);
+        }
+    }
+}
+
+/// A time in milliseconds since the epoch, as the server gave it.
+fn timestamp_ms(ms: i64) -> Timestamp {
+    Timestamp::at(SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+}
+
+/// The error of a trait method this backend does not have yet.
+fn unsupported(what: &'static str) -> Error {
+    Error::Unsupported {
+        what,
+        backend: "postgres",
+    }
+}
+
+impl Backend for PostgresBackend {
+    fn location(&self) -> String {
+        format!(
+            "PostgreSQL at {}, schema {}, site {:?}",
+            self.inner.target.endpoint(),
+            self.inner.schema,
+            self.inner.site
+        )
+    }
+
+    fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
+    fn mode(&self) -> Result<ModeView> {
+        modes::mode(&self.inner)
+    }
+
+    fn start_task(&self, request: &TaskRequest, secret_sha256: &str) -> Result<Box<dyn TaskLease>> {
+        tasks::start(&self.inner, request, secret_sha256)
+    }
+
+    fn join_task(&self, token: &JoinToken, request: &TaskRequest) -> Result<Box<dyn TaskLease>> {
+        tasks::join(&self.inner, token, request)
+    }
+
+    fn membership(&self, token: &JoinToken) -> Result<Membership> {
+        tasks::membership(&self.inner, token)
+    }
+
+    fn tasks(&self) -> Result<Vec<TaskRecord>> {
+        tasks::live(&self.inner)
+    }
+
+    fn reap(&self) -> Result<usize> {
+        tasks::reap(&self.inner)
+    }
+
+    fn begin_pending(&self, change: &ModeChange) -> Result<PendingStart> {
+        modes::begin_pending(&self.inner, change)
+    }
+
+    fn complete_offline(&self, waiter: &dyn WaiterLease) -> Result<Completion> {
+        modes::complete_offline(&self.inner, waiter)
+    }
+
+    fn leave_pending(
+        &self,
+        waiter: Box<dyn WaiterLease>,
+        change: &ModeChange,
+    ) -> Result<ModeRecord> {
+        modes::leave_pending(&self.inner, waiter, change)
+    }
+
+    fn force_offline(&self, change: &ModeChange) -> Result<ModeRecord> {
+        modes::force_offline(&self.inner, change)
+    }
+
+    fn begin_read_only(&self, change: &ModeChange) -> Result<ReadOnlyStart> {
+        readonly::begin_read_only(&self.inner, change)
+    }
+
+    fn complete_read_only(&self, waiter: &dyn WaiterLease) -> Result<Completion> {
+        readonly::complete_read_only(&self.inner, waiter)
+    }
+
+    fn go_read_only(&self, change: &ModeChange) -> Result<ModeRecord> {
+        readonly::go_read_only(&self.inner, change)
+    }
+
+    fn begin_writes(&self) -> Result<Box<dyn WritesLease>> {
+        readonly::begin_writes(&self.inner)
+    }
+
+    fn writes_in_flight(&self) -> Result<Vec<WritesInFlight>> {
+        readonly::writes_in_flight(&self.inner)
+    }
+
+    fn go_online(&self, change: &ModeChange) -> Result<ModeRecord> {
+        modes::go_online(&self.inner, change)
+    }
+
+    fn wait_for_change(
+        &self,
+        generation: u64,
+        tasks: &[TaskRecord],
+        timeout: Duration,
+    ) -> Result<()> {
+        watch::wait_for_change(&self.inner, generation, tasks, timeout)
+    }
+
+    fn begin_window_run(&self, run: &WindowRun) -> Result<Box<dyn WindowLease>> {
+        window::begin_window_run(&self.inner, run)
+    }
+
+    fn window(&self) -> Result<WindowState> {
+        window::window(&self.inner)
+    }
+
+    fn begin_schedule(&self, schedule: &ScheduleRecord) -> Result<Box<dyn ScheduleLease>> {
+        schedules::begin_schedule(&self.inner, schedule)
+    }
+
+    fn schedule(&self) -> Result<Option<ScheduleRecord>> {
+        schedules::schedule(&self.inner)
+    }
+
+    fn end_schedule(&self, end: &ScheduleEnd) -> Result<Option<EndedSchedule>> {
+        schedules::end_schedule(&self.inner, end)
+    }
+
+    fn begin_scheduled_pending(
+        &self,
+        schedule: &dyn ScheduleLease,
+        change: &ModeChange,
+    ) -> Result<PendingStart> {
+        schedules::begin_scheduled_pending(&self.inner, schedule, change)
+    }
+
+    fn begin_scheduled_read_only(
+        &self,
+        schedule: &dyn ScheduleLease,
+        change: &ModeChange,
+    ) -> Result<ReadOnlyStart> {
+        schedules::begin_scheduled_read_only(&self.inner, schedule, change)
+    }
+
+    fn session_timeout(&self) -> Duration {
+        self.inner.session_timeout
+    }
+
+    fn touch_session(&self, key: &SessionKey) -> Result<()> {
+        sessions::touch_session(&self.inner, key)
+    }
+
+    fn end_session(&self, key: &SessionKey) -> Result<()> {
+        sessions::end_session(&self.inner, key)
+    }
+
+    fn session(&self, key: &SessionKey) -> Result<Option<SessionEntry>> {
+        sessions::session(&self.inner, key)
+    }
+
+    fn sessions(&self) -> Result<Vec<SessionEntry>> {
+        sessions::sessions(&self.inner)
+    }
+
+    fn session_summary(&self) -> Result<SessionSummary> {
+        sessions::session_summary(&self.inner)
+    }
+
+    fn prune_sessions(&self) -> Result<usize> {
+        sessions::prune_sessions(&self.inner)
+    }
+
+    fn append_history(&self, entry: &HistoryEntry) -> Result<bool> {
+        history::append_history(&self.inner, entry)
+    }
+
+    fn history(&self, query: &HistoryQuery) -> Result<HistoryRead> {
+        history::history(&self.inner, query)
+    }
+
+    fn record_unrecorded(&self) -> Result<Vec<HistoryEntry>> {
+        history::record_unrecorded(&self.inner)
+    }
+}

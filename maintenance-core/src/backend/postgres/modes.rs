@@ -1,0 +1,542 @@
+//! The mode record, the gate and the waiters (I1, I2, I5).
+//!
+//! - The record is one row per site, replaced in a transaction: a reader
+//!   sees the old row or the new one, never a torn one. Its `generation`
+//!   moves with every write.
+//! - The gate is the site's reserved key [`GATE`](super::keys::GATE),
+//!   taken per transaction: exclusively by every mode change, shared by
+//!   task starts and joins, so either the mode change sees the task or the
+//!   task sees the new mode, on any host. An exclusive request that waits
+//!   blocks new shared ones.
+//! - A waiter (a process waiting to take the site offline) holds its own
+//!   key on a connection of its own, with a row naming it; a draining mode
+//!   holds only while some waiter's key is held (probed shared). A killed
+//!   waiter's connection ends, the server frees its key, and the drain
+//!   lapses to the mode it came from.
+
+use std::sync::Arc;
+
+use super::connect::Conn;
+use super::sql::{self, Rows, boolean, int, text};
+use super::{Inner, runtime, timestamp_ms};
+use crate::backend::{Completion, ModeChange, PendingStart, WaiterLease};
+use crate::clock::Timestamp;
+use crate::error::{Error, Refusal, Result};
+use crate::mode::{Lapse, Mode, ModeRecord, ModeView};
+
+/// This area's tables in schema version 1, given the quoted schema name.
+pub(super) fn tables(s: &str) -> String {
+    format!(
+        "CREATE SEQUENCE {s}.lock_keys AS integer MINVALUE {first} MAXVALUE 2147483647 CYCLE;
+         CREATE TABLE {s}.modes (
+             site text PRIMARY KEY,
+             record text NOT NULL,
+             generation bigint NOT NULL
+         );
+         CREATE TABLE {s}.waiters (
+             site text NOT NULL,
+             key integer NOT NULL,
+             since_ms bigint NOT NULL,
+             pid bigint NOT NULL,
+             by_whom text NOT NULL,
+             PRIMARY KEY (site, key)
+         );",
+        first = super::keys::FIRST_LOCK_KEY
+    )
+}
+
+impl Inner {
+    /// One statement: the record, its generation, and whether any waiter
+    /// of the site is live.
+    pub(super) fn view_sql(&self) -> String {
+        let s = self.s();
+        format!(
+            "SELECT m.record, m.generation, EXISTS (SELECT 1 FROM {s}.waiters w \
+             WHERE w.site = m.site AND NOT pg_try_advisory_xact_lock_shared({c}, w.key)) \
+             FROM {s}.modes m WHERE m.site = {site}",
+            c = self.class,
+            site = self.site_lit()
+        )
+    }
+
+    /// The record (the initial one for a site never changed) and whether a
+    /// waiter is live, from [`view_sql`](Self::view_sql)'s rows.
+    fn parse_view(&self, rows: &Rows) -> Result<(ModeRecord, bool)> {
+        let Some(row) = rows.first() else {
+            return Ok((ModeRecord::initial(), false));
+        };
+        let mut record: ModeRecord = serde_json::from_str(text(row, 0)).map_err(|e| {
+            self.target.error(format!(
+                "the mode record of site {:?} in {}.modes is corrupt ({e}); `{} offline off \
+                 --force` rewrites it (check the site first: it may have been offline)",
+                self.site,
+                self.schema,
+                crate::identity::program_name()
+            ))
+        })?;
+        record.generation = int(row, 1) as u64;
+        Ok((record, boolean(row, 2)))
+    }
+
+    /// The statements that remove dead waiters' and dead tasks' rows (a
+    /// writer runs them under the gate); they return no rows.
+    pub(super) fn clean_sql(&self) -> String {
+        let (s, c, site) = (self.s(), self.class, self.site_lit());
+        format!(
+            "DELETE FROM {s}.waiters WHERE site = {site} AND pg_try_advisory_xact_lock_shared({c}, key); \
+             DELETE FROM {s}.tasks WHERE site = {site} AND pg_try_advisory_xact_lock_shared({c}, key)"
+        )
+    }
+
+    /// The statement that writes `record` after `previous`, moving the
+    /// generation.
+    fn write_sql(&self, record: &mut ModeRecord, previous: &ModeRecord) -> Result<String> {
+        record.generation = previous.generation.wrapping_add(1);
+        if !record.mode.is_draining() {
+            record.from = None;
+        }
+        let json = serde_json::to_string(record).map_err(|e| Error::Invalid(e.to_string()))?;
+        Ok(format!(
+            "INSERT INTO {s}.modes (site, record, generation) VALUES ({site}, {json}, {g}) \
+             ON CONFLICT (site) DO UPDATE SET record = EXCLUDED.record, generation = EXCLUDED.generation",
+            s = self.s(),
+            site = self.site_lit(),
+            json = sql::lit(&json),
+            g = record.generation as i64
+        ))
+    }
+
+    /// A fresh ONLINE record by `change`'s operator, at `now`.
+    fn online_record(change: &ModeChange, now: Timestamp) -> ModeRecord {
+        ModeRecord {
+            mode: Mode::Online,
+            since: now,
+            by: change.by.clone(),
+            pid: change.pid,
+            ..ModeRecord::initial()
+        }
+    }
+
+    /// The view from [`view_sql`](Self::view_sql)'s rows read while the
+    /// gate is held (no writer can move the record meanwhile): a draining
+    /// record without a live waiter has lapsed.
+    pub(super) fn view_of_rows(&self, rows: &Rows) -> Result<ModeView> {
+        let (record, live) = self.parse_view(rows)?;
+        Ok(if record.mode.is_draining() && !live {
+            lapsed(record)
+        } else {
+            ModeView::of(record)
+        })
+    }
+
+    /// The view a reader gets: a draining record whose waiters are all
+    /// gone reads as lapsed — unless its last waiter just wrote a new
+    /// record as it left.
+    pub(super) async fn read_view(&self, conn: &Conn) -> Result<ModeView> {
+        let gen_sql = format!(
+            "SELECT generation FROM {}.modes WHERE site = {}",
+            self.s(),
+            self.site_lit()
+        );
+        loop {
+            let rows = sql::run(&conn.client, &self.view_sql())
+                .await
+                .map_err(|e| self.pg_error(e))?;
+            let (record, waiter_live) = self.parse_view(rows.first().unwrap_or(&Vec::new()))?;
+            if !record.mode.is_draining() || waiter_live {
+                return Ok(ModeView::of(record));
+            }
+            let again = sql::run(&conn.client, &gen_sql)
+                .await
+                .map_err(|e| self.pg_error(e))?;
+            let generation = again
+                .first()
+                .and_then(|r| r.first())
+                .map_or(0, |r| int(r, 0) as u64);
+            if generation == record.generation {
+                return Ok(lapsed(record));
+            }
+        }
+    }
+
+    /// Inside a writer's transaction (the exclusive gate held): removes
+    /// the dead waiters and tasks, and returns the server's time and the
+    /// view (no writer can move the record meanwhile).
+    pub(super) async fn look_under_gate(&self, conn: &Conn) -> Result<(Timestamp, ModeView)> {
+        let rows = sql::run(
+            &conn.client,
+            &format!(
+                "{}; SELECT {}; {}",
+                self.clean_sql(),
+                self.now_ms_sql(),
+                self.view_sql()
+            ),
+        )
+        .await
+        .map_err(|e| self.pg_error(e))?;
+        let now = rows
+            .first()
+            .and_then(|r| r.first())
+            .map_or(Timestamp::EPOCH, |r| timestamp_ms(int(r, 0)));
+        let view = self.view_of_rows(rows.get(1).unwrap_or(&Vec::new()))?;
+        Ok((now, view))
+    }
+}
+
+/// The view of a draining record without a waiter.
+fn lapsed(record: ModeRecord) -> ModeView {
+    let to = record.lapses_to();
+    let reason = format!(
+        "{} since {} (by {}, pid {}) lapsed: the process waiting to take the site {} is gone, \
+         so the site is {to}; the next mode change cleans up",
+        record.mode,
+        record.since,
+        record.by,
+        record.pid,
+        if record.mode == Mode::Pending {
+            "offline"
+        } else {
+            "read-only"
+        },
+    );
+    ModeView {
+        mode: to,
+        lapsed: Some(Lapse {
+            record: record.clone(),
+            reason,
+        }),
+        record,
+        stray_marker: None,
+    }
+}
+
+/// [`Backend::mode`](crate::Backend::mode).
+pub(super) fn mode(inner: &Arc<Inner>) -> Result<ModeView> {
+    let inner = Arc::clone(inner);
+    runtime::block_on(async move {
+        let conn = inner.take().await?;
+        let view = inner.read_view(&conn).await?;
+        inner.give(conn);
+        Ok(view)
+    })
+}
+
+/// One waiter's place: its own connection holding its own key, and its row.
+#[derive(Debug)]
+pub(super) struct PgWaiter {
+    conn: Option<Conn>,
+    since: Timestamp,
+    /// Removes the row and frees the key, before the connection closes.
+    release_sql: String,
+}
+
+impl WaiterLease for PgWaiter {
+    fn pending_since(&self) -> Timestamp {
+        self.since
+    }
+}
+
+impl Drop for PgWaiter {
+    fn drop(&mut self) {
+        // Freed before this returns, so the next reader sees it gone (a
+        // closing connection frees its locks only a moment later).
+        if let Some(conn) = self.conn.take() {
+            let sql = std::mem::take(&mut self.release_sql);
+            let _ = runtime::block_on(async move {
+                let _ = sql::run(&conn.client, &sql).await;
+                Ok(())
+            });
+        }
+    }
+}
+
+impl Inner {
+    /// A connection of its own holding a fresh key of its own: a task's or
+    /// a waiter's. The key is drawn until one is free (the sequence
+    /// cycles).
+    pub(super) async fn lock_connection(&self) -> Result<(Conn, i32)> {
+        let conn = self.connect().await?;
+        let key = self.fresh_key(&conn).await?;
+        Ok((conn, key))
+    }
+
+    pub(super) async fn fresh_key(&self, conn: &Conn) -> Result<i32> {
+        let draw = format!(
+            "SELECT k, pg_try_advisory_lock({}, k) FROM (SELECT nextval('{}.lock_keys')::integer AS k) n",
+            self.class,
+            self.s()
+        );
+        loop {
+            let rows = sql::run(&conn.client, &draw)
+                .await
+                .map_err(|e| self.pg_error(e))?;
+            if let Some(row) = rows.first().and_then(|r| r.first())
+                && boolean(row, 1)
+            {
+                return Ok(int(row, 0) as i32);
+            }
+        }
+    }
+
+    fn waiter_row_sql(&self, key: i32, since: Timestamp, change: &ModeChange) -> String {
+        format!(
+            "INSERT INTO {s}.waiters (site, key, since_ms, pid, by_whom) VALUES ({site}, {key}, {ms}, {pid}, {by}) \
+             ON CONFLICT (site, key) DO UPDATE SET since_ms = EXCLUDED.since_ms, pid = EXCLUDED.pid, by_whom = EXCLUDED.by_whom",
+            s = self.s(),
+            site = self.site_lit(),
+            ms = since
+                .system_time()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            pid = change.pid,
+            by = sql::lit(&change.by),
+        )
+    }
+
+    fn waiter(&self, conn: Conn, key: i32, since: Timestamp) -> PgWaiter {
+        PgWaiter {
+            conn: Some(conn),
+            since,
+            release_sql: format!(
+                "DELETE FROM {}.waiters WHERE site = {} AND key = {key}; SELECT pg_advisory_unlock_all()",
+                self.s(),
+                self.site_lit()
+            ),
+        }
+    }
+}
+
+/// What `begin_pending` decided, before its waiter becomes a lease (off
+/// the runtime thread).
+enum Begun {
+    Waiting(Conn, i32, ModeRecord, bool),
+    AlreadyOffline(ModeRecord),
+}
+
+/// [`Backend::begin_pending`](crate::Backend::begin_pending).
+pub(super) fn begin_pending(inner: &Arc<Inner>, change: &ModeChange) -> Result<PendingStart> {
+    let (inner2, change) = (Arc::clone(inner), change.clone());
+    let begun = runtime::block_on(async move {
+        let inner = inner2;
+        let (waiter, key) = inner.lock_connection().await?;
+        let conn = inner.begin_gate(true).await?;
+        let (now, view) = match inner.look_under_gate(&conn).await {
+            Ok(v) => v,
+            Err(e) => {
+                inner.rollback(conn).await;
+                return Err(e);
+            }
+        };
+        match view.mode {
+            Mode::Offline => {
+                let mut r = view.record.clone();
+                let sql = if change.update(&mut r) {
+                    inner.write_sql(&mut r, &view.record)?
+                } else {
+                    "SELECT 1".into()
+                };
+                inner.commit(conn, &sql).await?;
+                Ok(Begun::AlreadyOffline(r))
+            }
+            Mode::Pending => {
+                let mut r = view.record.clone();
+                let mut sql = inner.waiter_row_sql(key, r.since, &change);
+                if change.update(&mut r) {
+                    sql = format!("{sql}; {}", inner.write_sql(&mut r, &view.record)?);
+                }
+                inner.commit(conn, &sql).await?;
+                Ok(Begun::Waiting(waiter, key, r, true))
+            }
+            Mode::ReadOnlyPending => {
+                inner.rollback(conn).await;
+                Err(Error::Refused(Refusal::DrainUnderWay {
+                    mode: view.mode,
+                    since: view.record.since,
+                    by: view.record.by.clone(),
+                    what: "`offline on` goes OFFLINE from ONLINE or READONLY, and the site is \
+                           going read-only: once it is READONLY, `offline on` continues to OFFLINE"
+                        .into(),
+                }))
+            }
+            // ONLINE, or READONLY going on to OFFLINE: a lapse goes back to
+            // where it came from, keeping READONLY's message unless given.
+            from => {
+                let base = if from == Mode::ReadOnly {
+                    view.record.clone()
+                } else {
+                    ModeRecord::initial()
+                };
+                let mut r = ModeRecord {
+                    mode: Mode::Pending,
+                    from: (from == Mode::ReadOnly).then_some(Mode::ReadOnly),
+                    since: now,
+                    by: change.by.clone(),
+                    pid: change.pid,
+                    generation: view.record.generation,
+                    ..base
+                };
+                change.update(&mut r);
+                let write = inner.write_sql(&mut r, &view.record)?;
+                let sql = format!("{}; {write}", inner.waiter_row_sql(key, now, &change));
+                inner.commit(conn, &sql).await?;
+                Ok(Begun::Waiting(waiter, key, r, false))
+            }
+        }
+    })?;
+    Ok(match begun {
+        Begun::AlreadyOffline(r) => PendingStart::AlreadyOffline(r),
+        Begun::Waiting(conn, key, record, joined) => PendingStart::Waiting {
+            waiter: Box::new(inner.waiter(conn, key, record.since)),
+            record,
+            joined,
+        },
+    })
+}
+
+/// [`Backend::complete_offline`](crate::Backend::complete_offline).
+pub(super) fn complete_offline(inner: &Arc<Inner>, waiter: &dyn WaiterLease) -> Result<Completion> {
+    let (inner, since) = (Arc::clone(inner), waiter.pending_since());
+    runtime::block_on(async move {
+        let conn = inner.begin_gate(true).await?;
+        let (now, view) = match inner.look_under_gate(&conn).await {
+            Ok(v) => v,
+            Err(e) => {
+                inner.rollback(conn).await;
+                return Err(e);
+            }
+        };
+        let r = view.record;
+        match r.mode {
+            Mode::Offline => {
+                inner.commit(conn, "SELECT 1").await?;
+                Ok(Completion::Offline(r))
+            }
+            Mode::Pending if r.since == since => {
+                // The final look, under the gate: a run that joined a live
+                // task after the waiter's last look is seen here.
+                let holding: Vec<_> = match inner.live_on(&conn).await {
+                    Ok(t) => t.into_iter().filter(|t| t.holds_off_offline()).collect(),
+                    Err(e) => {
+                        inner.rollback(conn).await;
+                        return Err(e);
+                    }
+                };
+                if !holding.is_empty() {
+                    inner.rollback(conn).await;
+                    return Ok(Completion::Held(holding));
+                }
+                let mut offline = ModeRecord {
+                    mode: Mode::Offline,
+                    from: None,
+                    since: now,
+                    ..r.clone()
+                };
+                let sql = inner.write_sql(&mut offline, &r)?;
+                inner.commit(conn, &sql).await?;
+                Ok(Completion::Offline(offline))
+            }
+            _ => {
+                inner.commit(conn, "SELECT 1").await?;
+                Ok(Completion::Cancelled(r))
+            }
+        }
+    })
+}
+
+/// [`Backend::leave_pending`](crate::Backend::leave_pending).
+pub(super) fn leave_pending(
+    inner: &Arc<Inner>,
+    waiter: Box<dyn WaiterLease>,
+    change: &ModeChange,
+) -> Result<ModeRecord> {
+    let since = waiter.pending_since();
+    // The gate first: a reader that finds this waiter gone must find the
+    // record it leaves too, not a PENDING that seems to lapse.
+    let inner2 = Arc::clone(inner);
+    let conn = runtime::block_on(async move { inner2.begin_gate(true).await })?;
+    drop(waiter);
+    let (inner, change) = (Arc::clone(inner), change.clone());
+    runtime::block_on(async move {
+        let (now, view) = match inner.look_under_gate(&conn).await {
+            Ok(v) => v,
+            Err(e) => {
+                inner.rollback(conn).await;
+                return Err(e);
+            }
+        };
+        let r = view.record.clone();
+        if r.mode.is_draining() && r.since == since && view.lapsed.is_some() {
+            let mut back = match r.lapses_to() {
+                Mode::ReadOnly => {
+                    let mut ro = ModeRecord {
+                        mode: Mode::ReadOnly,
+                        from: None,
+                        since: now,
+                        by: change.by.clone(),
+                        pid: change.pid,
+                        ..r.clone()
+                    };
+                    change.update(&mut ro);
+                    ro
+                }
+                _ => Inner::online_record(&change, now),
+            };
+            let sql = inner.write_sql(&mut back, &r)?;
+            inner.commit(conn, &sql).await?;
+            return Ok(back);
+        }
+        inner.commit(conn, "SELECT 1").await?;
+        Ok(r)
+    })
+}
+
+/// [`Backend::force_offline`](crate::Backend::force_offline).
+pub(super) fn force_offline(inner: &Arc<Inner>, change: &ModeChange) -> Result<ModeRecord> {
+    let (inner, change) = (Arc::clone(inner), change.clone());
+    runtime::block_on(async move {
+        let conn = inner.begin_gate(true).await?;
+        let (now, view) = match inner.look_under_gate(&conn).await {
+            Ok(v) => v,
+            Err(e) => {
+                inner.rollback(conn).await;
+                return Err(e);
+            }
+        };
+        let r = view.record;
+        let mut offline = if r.mode == Mode::Offline {
+            r.clone()
+        } else {
+            ModeRecord {
+                mode: Mode::Offline,
+                from: None,
+                since: now,
+                by: change.by.clone(),
+                pid: change.pid,
+                ..r.clone()
+            }
+        };
+        change.update(&mut offline);
+        let sql = inner.write_sql(&mut offline, &r)?;
+        inner.commit(conn, &sql).await?;
+        Ok(offline)
+    })
+}
+
+/// [`Backend::go_online`](crate::Backend::go_online).
+pub(super) fn go_online(inner: &Arc<Inner>, change: &ModeChange) -> Result<ModeRecord> {
+    let (inner, change) = (Arc::clone(inner), change.clone());
+    runtime::block_on(async move {
+        let conn = inner.begin_gate(true).await?;
+        let (now, view) = match inner.look_under_gate(&conn).await {
+            Ok(v) => v,
+            Err(e) => {
+                inner.rollback(conn).await;
+                return Err(e);
+            }
+        };
+        let mut online = Inner::online_record(&change, now);
+        let sql = inner.write_sql(&mut online, &view.record)?;
+        inner.commit(conn, &sql).await?;
+        Ok(online)
+    })
+}

@@ -1,0 +1,242 @@
+//! The backend's own tables, in a schema of their own (`manage` by
+//! default): created on first use, under an advisory lock so that hosts
+//! starting at once create it once; changed later only by `offline
+//! migrate-state`.
+//!
+//! **Versions.** `schema_version` holds one row per version applied, with
+//! the oldest binary version that can still use the schema at that version
+//! (`readable_by`). Version 1 is the whole first schema, each area's tables
+//! from its own file (`tables` in `modes.rs`, `tasks.rs`, `sessions.rs`,
+//! …). Later versions are [`MIGRATIONS`], additive (new tables, new
+//! columns with defaults), so a binary of version N still works on a
+//! schema at N−1 during a rolling deploy and a binary of N−1 on one at N:
+//! an old binary never locks out a new one, nor the reverse. A binary
+//! refuses, clearly, a schema whose newest version's `readable_by` is
+//! above its own [`VERSION`] (as the file backend refuses an unknown
+//! `VERSION`).
+
+use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
+
+use super::keys;
+use super::sql::{self, int};
+
+/// The newest schema version this binary knows and writes.
+pub(super) const VERSION: i64 = 1;
+
+/// A change after version 1: applied by `offline migrate-state`, in
+/// order, each in a transaction of its own.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Migration {
+    /// The version it takes the schema to.
+    pub version: i64,
+    /// The oldest binary version that can use the schema at `version`.
+    pub readable_by: i64,
+    /// Its statements, given the quoted schema name.
+    pub sql: fn(&str) -> String,
+}
+
+/// The migrations after version 1, oldest first.
+pub(crate) const MIGRATIONS: &[Migration] = &[];
+
+/// Where a database's schema stands for this binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaState {
+    /// No schema yet: the first use creates it.
+    Missing,
+    /// At `version`, usable; `pending` migrations this binary knows would
+    /// take it further (`offline migrate-state`).
+    Usable {
+        /// The newest version applied.
+        version: i64,
+        /// Versions this binary could apply.
+        pending: Vec<i64>,
+    },
+    /// At a version this binary cannot use.
+    Unreadable {
+        /// The newest version applied.
+        version: i64,
+        /// The oldest binary version that can use it.
+        readable_by: i64,
+    },
+}
+
+/// The schema name as SQL writes it.
+pub(super) fn quoted(schema: &str) -> String {
+    format!("\"{schema}\"")
+}
+
+/// Version 1: every area's tables.
+fn initial(s: &str) -> String {
+    format!(
+        "CREATE SCHEMA IF NOT EXISTS {s};
+         CREATE TABLE {s}.schema_version (
+             version integer PRIMARY KEY,
+             readable_by integer NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now(),
+             applied_by text NOT NULL DEFAULT current_user
+         );
+         {modes}
+         {tasks}
+         {sessions}
+         {schedules}
+         {window}
+         {history}
+         {readonly}
+         INSERT INTO {s}.schema_version (version, readable_by) VALUES (1, 1);",
+        modes = super::modes::tables(s),
+        tasks = super::tasks::tables(s),
+        sessions = super::sessions::tables(s),
+        schedules = super::schedules::tables(s),
+        window = super::window::tables(s),
+        history = super::history::tables(s),
+        readonly = super::readonly::tables(s),
+    )
+}
+
+/// Reads where the schema stands against `migrations`.
+pub(super) async fn state(
+    client: &Client,
+    schema: &str,
+    migrations: &[Migration],
+) -> Result<SchemaState, tokio_postgres::Error> {
+    let s = quoted(schema);
+    let rows = match sql::run(
+        client,
+        &format!(
+            "SELECT version, readable_by FROM {s}.schema_version ORDER BY version DESC LIMIT 1"
+        ),
+    )
+    .await
+    {
+        Ok(rows) => rows,
+        Err(e)
+            if e.code() == Some(&SqlState::UNDEFINED_TABLE)
+                || e.code() == Some(&SqlState::INVALID_SCHEMA_NAME) =>
+        {
+            return Ok(SchemaState::Missing);
+        }
+        Err(e) => return Err(e),
+    };
+    let Some(row) = rows.first().and_then(|r| r.first()) else {
+        return Ok(SchemaState::Missing);
+    };
+    let (version, readable_by) = (int(row, 0), int(row, 1));
+    let known = migrations
+        .last()
+        .map_or(VERSION, |m| m.version.max(VERSION));
+    if readable_by > known {
+        return Ok(SchemaState::Unreadable {
+            version,
+            readable_by,
+        });
+    }
+    Ok(SchemaState::Usable {
+        version,
+        pending: migrations
+            .iter()
+            .filter(|m| m.version > version)
+            .map(|m| m.version)
+            .collect(),
+    })
+}
+
+/// Creates the schema at version 1 if it is absent, under the creation
+/// lock; returns where it stands afterwards.
+pub(super) async fn ensure(
+    client: &Client,
+    schema: &str,
+    migrations: &[Migration],
+) -> Result<SchemaState, tokio_postgres::Error> {
+    match state(client, schema, migrations).await? {
+        SchemaState::Missing => {}
+        other => return Ok(other),
+    }
+    let lock = format!(
+        "SELECT pg_advisory_xact_lock({}, {})",
+        keys::schema_class(schema),
+        keys::SCHEMA_CREATION
+    );
+    sql::run(client, &format!("BEGIN; {lock}")).await?;
+    let created = async {
+        // Another host may have created it while this one waited (asked
+        // without an error, which would end the transaction).
+        let rows = sql::run(
+            client,
+            &format!(
+                "SELECT to_regclass({}) IS NULL",
+                sql::lit(&format!("{}.schema_version", quoted(schema)))
+            ),
+        )
+        .await?;
+        if rows
+            .first()
+            .and_then(|r| r.first())
+            .is_some_and(|r| sql::boolean(r, 0))
+        {
+            sql::run(client, &initial(&quoted(schema))).await?;
+        }
+        sql::run(client, "COMMIT").await
+    }
+    .await;
+    if let Err(e) = created {
+        let _ = sql::run(client, "ROLLBACK").await;
+        return Err(e);
+    }
+    state(client, schema, migrations).await
+}
+
+/// Applies the pending `migrations`, each in its own transaction under the
+/// creation lock; returns the versions applied.
+pub(super) async fn migrate(
+    client: &Client,
+    schema: &str,
+    migrations: &[Migration],
+) -> Result<Vec<i64>, tokio_postgres::Error> {
+    ensure(client, schema, migrations).await?;
+    let s = quoted(schema);
+    let lock = format!(
+        "SELECT pg_advisory_xact_lock({}, {})",
+        keys::schema_class(schema),
+        keys::SCHEMA_CREATION
+    );
+    let mut applied = Vec::new();
+    for m in migrations {
+        sql::run(client, &format!("BEGIN; {lock}")).await?;
+        let step = async {
+            let rows = sql::run(
+                client,
+                &format!(
+                    "SELECT 1 FROM {s}.schema_version WHERE version = {}",
+                    m.version
+                ),
+            )
+            .await?;
+            let done = rows.first().is_some_and(|r| !r.is_empty());
+            if !done {
+                sql::run(
+                    client,
+                    &format!(
+                        "{}; INSERT INTO {s}.schema_version (version, readable_by) VALUES ({}, {})",
+                        (m.sql)(&s),
+                        m.version,
+                        m.readable_by
+                    ),
+                )
+                .await?;
+            }
+            sql::run(client, "COMMIT").await?;
+            Ok::<bool, tokio_postgres::Error>(!done)
+        }
+        .await;
+        match step {
+            Ok(true) => applied.push(m.version),
+            Ok(false) => {}
+            Err(e) => {
+                let _ = sql::run(client, "ROLLBACK").await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(applied)
+}
