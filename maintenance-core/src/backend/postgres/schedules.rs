@@ -342,6 +342,11 @@ pub(super) fn begin_schedule(
     inner: &Arc<Inner>,
     schedule: &ScheduleRecord,
 ) -> Result<Box<dyn ScheduleLease>> {
+    Ok(Box::new(set(inner, schedule)?))
+}
+
+/// Sets `schedule`: see [`begin_schedule`].
+fn set(inner: &Arc<Inner>, schedule: &ScheduleRecord) -> Result<PgScheduleLease> {
     let (inner2, asked) = (Arc::clone(inner), schedule.clone());
     let (conn, key, record) = runtime::block_on(async move {
         let inner = inner2;
@@ -398,14 +403,14 @@ pub(super) fn begin_schedule(
             .await?;
         Ok((own, key, record))
     })?;
-    Ok(Box::new(PgScheduleLease {
+    Ok(PgScheduleLease {
         hold: Arc::new(Hold {
             inner: Arc::clone(inner),
             record,
             key,
             conn: Mutex::new(Some(Arc::new(conn))),
         }),
-    }))
+    })
 }
 
 /// [`Backend::schedule`](crate::Backend::schedule).
@@ -511,4 +516,96 @@ pub(super) fn begin_scheduled_read_only(
 ) -> Result<ReadOnlyStart> {
     let step = due(inner, schedule.record(), change);
     super::readonly::begin_read_only_with(inner, change, Some(step))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::super::window::testing::{eventually, holder, open, site, terminate_holder};
+    use super::*;
+    use crate::backend::Backend;
+
+    fn ahead() -> ScheduleRecord {
+        let now = SystemTime::now();
+        ScheduleRecord::by_this_process(
+            Timestamp::at(now + Duration::from_secs(3600)),
+            Timestamp::at(now),
+        )
+    }
+
+    #[test]
+    fn a_schedule_whose_connection_the_server_ends_is_held_again_and_still_hears_its_end() {
+        let Some((config, b)) = site() else { return };
+        let lease = set(&b.inner, &ahead()).unwrap();
+        let key = lease.hold.key;
+        let first = holder(&b.inner, key).expect("held");
+        terminate_holder(&b.inner, key);
+        eventually("the schedule held again, on a new connection", || {
+            lease.wait_ended(Duration::ZERO).unwrap().is_none()
+                && holder(&b.inner, key).is_some_and(|p| p != first)
+        });
+        let other = open(&config);
+        assert_eq!(other.schedule().unwrap().as_ref(), Some(lease.record()));
+        let ended = other
+            .end_schedule(&ScheduleEnd::new(
+                ScheduleEndReason::Cancelled,
+                "ops@there",
+                7,
+            ))
+            .unwrap();
+        assert_eq!(
+            ended.map(|e| e.schedule.id),
+            Some(lease.record().id.clone())
+        );
+        let end = lease.wait_ended(Duration::from_secs(60)).unwrap().unwrap();
+        assert_eq!(
+            (end.why, end.by.as_str()),
+            (ScheduleEndReason::Cancelled, "ops@there")
+        );
+    }
+
+    #[test]
+    fn a_schedule_that_lost_its_connection_while_another_was_set_fails_its_wait_saying_so() {
+        let Some((config, b)) = site() else { return };
+        let lease = set(&b.inner, &ahead()).unwrap();
+        terminate_holder(&b.inner, lease.hold.key);
+        let other = open(&config);
+        assert_eq!(other.schedule().unwrap(), None, "lapsed for every reader");
+        let second = other.begin_schedule(&ahead()).unwrap();
+        let err = lease.wait_ended(Duration::ZERO).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("another window was scheduled meanwhile"),
+            "{err}"
+        );
+        assert_eq!(other.schedule().unwrap().as_ref(), Some(second.record()));
+    }
+
+    #[test]
+    fn lapsed_schedules_are_taken_once_for_the_history_and_live_ones_never() {
+        let Some((config, b)) = site() else { return };
+        let lapsed = set(&b.inner, &ahead()).unwrap();
+        let lapsed_id = lapsed.record().id.clone();
+        drop(lapsed);
+        let ended = set(&b.inner, &ahead()).unwrap();
+        b.end_schedule(&ScheduleEnd::by_this_process(ScheduleEndReason::Cancelled))
+            .unwrap();
+        let live = open(&config).begin_schedule(&ahead()).unwrap();
+        let take = || -> Vec<String> {
+            let inner = Arc::clone(&b.inner);
+            runtime::block_on(async move {
+                let conn = inner.take().await?;
+                let taken = take_lapsed(&inner, &conn).await?;
+                inner.give(conn);
+                Ok(taken.into_iter().map(|r| r.id).collect())
+            })
+            .unwrap()
+        };
+        assert_eq!(take(), [lapsed_id]);
+        assert!(take().is_empty(), "once");
+        drop(ended);
+        assert!(take().is_empty(), "an ended schedule never lapsed");
+        assert_eq!(b.schedule().unwrap().as_ref(), Some(live.record()));
+    }
 }

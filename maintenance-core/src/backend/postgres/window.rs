@@ -315,6 +315,11 @@ pub(super) fn begin_window_run(
     inner: &Arc<Inner>,
     run: &WindowRun,
 ) -> Result<Box<dyn WindowLease>> {
+    Ok(Box::new(take(inner, run)?))
+}
+
+/// Takes the window for `run`, waiting [`TAKE_WAIT`] at most.
+fn take(inner: &Arc<Inner>, run: &WindowRun) -> Result<PgWindowLease> {
     let (inner2, asked) = (Arc::clone(inner), run.clone());
     let id = format!("{}-{}", run.pid, crate::random::hex::<6>());
     let id2 = id.clone();
@@ -359,10 +364,10 @@ pub(super) fn begin_window_run(
     });
     let watched = Arc::clone(&hold);
     let watcher = runtime::block_on(async move { Ok(tokio::spawn(watch(watched))) })?;
-    Ok(Box::new(PgWindowLease {
+    Ok(PgWindowLease {
         hold,
         watcher: Some(watcher),
-    }))
+    })
 }
 
 /// [`Backend::window`](crate::Backend::window).
@@ -379,4 +384,185 @@ pub(super) fn window(inner: &Arc<Inner>) -> Result<WindowState> {
 pub(super) async fn is_running(inner: &Inner) -> Result<bool> {
     let rows = inner.exec(&inner.window_sql()).await?;
     Ok(matches!(Inner::window_of(&rows), WindowState::Running(_)))
+}
+
+/// Test support shared with `schedules.rs`: a fresh site of the test
+/// server, and the server ending the connection that holds a key of it.
+#[cfg(test)]
+pub(super) mod testing {
+    use std::time::{Duration, Instant};
+
+    use super::super::{Inner, PostgresBackend, runtime, sql};
+    use crate::clock::SystemClock;
+    use crate::config::Config;
+
+    /// A fresh site on `$MANAGE_TEST_DATABASE_URL`, opened once, and its
+    /// configuration (to open it again, as another process would); `None`
+    /// (the test returns, having said why) without a server.
+    pub fn site() -> Option<(Config, PostgresBackend)> {
+        if !crate::conformance::postgres_available() {
+            return None;
+        }
+        let config = crate::conformance::postgres_test_config("manage_test");
+        let b = open(&config);
+        Some((config, b))
+    }
+
+    /// The site `config` names, opened anew.
+    pub fn open(config: &Config) -> PostgresBackend {
+        PostgresBackend::open(config, SystemClock::shared()).unwrap()
+    }
+
+    fn holder_sql(inner: &Inner, object: i32) -> String {
+        format!(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted \
+             AND mode = 'ExclusiveLock' AND classid = ({}::bigint & 4294967295)::oid \
+             AND objid = ({object}::bigint & 4294967295)::oid",
+            inner.class
+        )
+    }
+
+    /// The server process of the connection holding key `object` of the
+    /// site, if one does.
+    pub fn holder(inner: &std::sync::Arc<Inner>, object: i32) -> Option<i64> {
+        let (inner, sql) = (std::sync::Arc::clone(inner), holder_sql(inner, object));
+        let rows = runtime::block_on(async move { inner.exec(&sql).await }).unwrap();
+        rows.first().and_then(|r| r.first()).map(|r| sql::int(r, 0))
+    }
+
+    /// Has the server end the connection holding key `object` of the site
+    /// (as `pg_terminate_backend` in a migration does), and waits until it
+    /// has: the key is no longer held by that process.
+    pub fn terminate_holder(inner: &std::sync::Arc<Inner>, object: i32) {
+        let pid = holder(inner, object).expect("a holder to terminate");
+        let inner2 = std::sync::Arc::clone(inner);
+        runtime::block_on(async move {
+            inner2
+                .exec(&format!("SELECT pg_terminate_backend({pid})"))
+                .await
+        })
+        .unwrap();
+        eventually("the terminated connection's lock freed", || {
+            holder(inner, object) != Some(pid)
+        });
+    }
+
+    /// Polls `check` until it holds (a hang guard of a minute, never a
+    /// measure of speed).
+    #[track_caller]
+    pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !check() {
+            assert!(Instant::now() < deadline, "not {what} within a minute");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::super::PostgresBackend;
+    use super::testing::{eventually, holder, open, site, terminate_holder};
+    use super::*;
+    use crate::backend::{Backend, ModeChange};
+
+    fn run(argv: &str) -> WindowRun {
+        WindowRun {
+            argv: vec![argv.into()],
+            pid: std::process::id(),
+            by: "ops@here".into(),
+            started_at: Timestamp::at(SystemTime::now()),
+            running: false,
+        }
+    }
+
+    /// What a run killed by SIGKILL leaves: its connection ended by the
+    /// server, nothing cleaned up, nobody to take the window again.
+    fn kill(inner: &Arc<Inner>, mut lease: PgWindowLease) {
+        let watcher = lease.watcher.take().unwrap();
+        runtime::block_on(async move {
+            watcher.abort();
+            let _ = watcher.await;
+            Ok(())
+        })
+        .unwrap();
+        terminate_holder(inner, keys::WINDOW);
+        std::mem::forget(lease);
+    }
+
+    #[test]
+    fn a_window_whose_connection_the_server_ends_is_taken_again_and_keeps_running() {
+        let Some((config, b)) = site() else { return };
+        let mut lease = take(&b.inner, &run("migrate")).unwrap();
+        lease
+            .command_started(Timestamp::at(SystemTime::now()))
+            .unwrap();
+        let first = holder(&b.inner, keys::WINDOW).expect("held");
+        terminate_holder(&b.inner, keys::WINDOW);
+        eventually("the window held again, on a new connection", || {
+            holder(&b.inner, keys::WINDOW).is_some_and(|p| p != first)
+        });
+        let other = open(&config);
+        assert!(
+            matches!(other.window().unwrap(), WindowState::Running(r) if r.argv == ["migrate"]),
+            "running again, not abandoned"
+        );
+        let err = other.begin_window_run(&run("second")).unwrap_err();
+        assert!(
+            matches!(&err, Error::Refused(Refusal::RunUnderWay { run, .. }) if run.argv == ["migrate"]),
+            "{err}"
+        );
+        drop(lease);
+        assert_eq!(other.window().unwrap(), WindowState::Free);
+        assert_eq!(holder(&b.inner, keys::WINDOW), None, "the key is free");
+    }
+
+    #[test]
+    fn a_run_killed_mid_command_is_abandoned_and_kept_for_the_history_until_recorded() {
+        let Some((config, b)) = site() else { return };
+        let unrecorded = |b: &PostgresBackend| -> Vec<Vec<String>> {
+            let inner = Arc::clone(&b.inner);
+            runtime::block_on(async move {
+                let conn = inner.take().await?;
+                let runs = unrecorded_abandoned(&inner, &conn).await?;
+                inner.give(conn);
+                Ok(runs.into_iter().map(|r| r.argv).collect())
+            })
+            .unwrap()
+        };
+        // Killed while it waited: nothing half-done.
+        let waiting = take(&b.inner, &run("waited")).unwrap();
+        kill(&b.inner, waiting);
+        assert_eq!(open(&config).window().unwrap(), WindowState::Free);
+        // Killed mid-command: abandoned, for every reader.
+        let mut killed = take(&b.inner, &run("migrate")).unwrap();
+        killed
+            .command_started(Timestamp::at(SystemTime::now()))
+            .unwrap();
+        kill(&b.inner, killed);
+        assert!(
+            matches!(open(&config).window().unwrap(), WindowState::Abandoned(r) if r.argv == ["migrate"])
+        );
+        // The next run takes the window; the dead one is kept, recorded once.
+        let next = take(&open(&config).inner, &run("next")).unwrap();
+        assert!(matches!(b.window().unwrap(), WindowState::Waiting(r) if r.argv == ["next"]));
+        assert_eq!(unrecorded(&b), [vec!["migrate".to_owned()]]);
+        assert!(unrecorded(&b).is_empty(), "once");
+        drop(next);
+        assert_eq!(b.window().unwrap(), WindowState::Free);
+        // Recorded while still current, it still says who left the site
+        // OFFLINE, until someone turns it ONLINE.
+        let mut killed = take(&b.inner, &run("again")).unwrap();
+        killed
+            .command_started(Timestamp::at(SystemTime::now()))
+            .unwrap();
+        kill(&b.inner, killed);
+        assert_eq!(unrecorded(&b), [vec!["again".to_owned()]]);
+        assert!(matches!(b.window().unwrap(), WindowState::Abandoned(_)));
+        b.go_online(&ModeChange::by_this_process()).unwrap();
+        assert_eq!(b.window().unwrap(), WindowState::Free);
+        assert!(unrecorded(&b).is_empty());
+    }
 }
