@@ -39,6 +39,10 @@ struct Postgres {
     site: String,
 }
 
+/// The variable choosing the backend of every [`CliSite::with_config`]
+/// site: `postgres` (on the test server), or `file` (the default).
+pub const ENV_TEST_BACKEND: &str = "MANAGE_TEST_BACKEND";
+
 /// The variable naming the PostgreSQL server of the tests
 /// (`postgres://…`), as maintenance-core's conformance suite reads it.
 pub const ENV_TEST_DATABASE_URL: &str = "MANAGE_TEST_DATABASE_URL";
@@ -73,8 +77,26 @@ impl CliSite {
     }
 
     /// A fresh site whose `manage.toml` also holds `toml` (lines of
-    /// settings, e.g. `session_timeout = "10m"`).
+    /// settings, e.g. `session_timeout = "10m"`). With
+    /// `MANAGE_TEST_BACKEND=postgres` in the environment, the site is
+    /// [on PostgreSQL](Self::on_postgres) instead, on the test server: so a
+    /// test file whose tests read the state only through `manage` and the
+    /// core API runs against either backend unchanged.
     pub fn with_config(exe: impl Into<PathBuf>, toml: &str) -> CliSite {
+        match std::env::var(ENV_TEST_BACKEND).as_deref() {
+            Ok("postgres") => {
+                let url = test_database_url().unwrap_or_else(|| {
+                    panic!("${ENV_TEST_BACKEND}=postgres needs ${ENV_TEST_DATABASE_URL}")
+                });
+                CliSite::on_postgres(exe, &url, toml)
+            }
+            Ok("") | Ok("file") | Err(_) => CliSite::in_state_dir(exe, toml),
+            Ok(other) => panic!("${ENV_TEST_BACKEND}={other:?}: use `file` or `postgres`"),
+        }
+    }
+
+    /// A fresh site in a state directory, whatever the environment says.
+    fn in_state_dir(exe: impl Into<PathBuf>, toml: &str) -> CliSite {
         let scratch = Scratch::with_manage_toml(&format!("refresh_interval = \"50ms\"\n{toml}\n"));
         std::fs::create_dir(scratch.path().join("bin")).expect("create bin/");
         CliSite {
@@ -96,7 +118,7 @@ impl CliSite {
             std::process::id(),
             maintenance_core::random::hex::<6>()
         );
-        let mut site = CliSite::with_config(exe, &format!("site = \"{name}\"\n{toml}"));
+        let mut site = CliSite::in_state_dir(exe, &format!("site = \"{name}\"\n{toml}"));
         let sep = if url.contains('?') { '&' } else { '?' };
         site.postgres = Some(Postgres {
             url: format!("{url}{sep}application_name={name}"),
