@@ -205,19 +205,11 @@ impl Hold {
 
     /// Takes the schedule's key again on a new connection, under the
     /// exclusive gate, unless the schedule went or another was set while
-    /// it was not held.
+    /// it was not held: looked at first, so that no reader ever sees a
+    /// schedule come back that is not to stay.
     async fn retake(&self) -> Result<Arc<Conn>> {
         let inner = &self.inner;
         let conn = inner.connect().await?;
-        let rows = sql::run(
-            &conn.client,
-            &format!("SELECT pg_try_advisory_lock({}, {})", inner.class, self.key),
-        )
-        .await
-        .map_err(|e| inner.pg_error(e))?;
-        if !first(&rows).is_some_and(|r| boolean(r, 0)) {
-            return Err(inner.schedule_lost(&self.record, "another process holds its key"));
-        }
         let gate = inner.begin_gate(true).await?;
         let (s, site) = (inner.s(), inner.site_lit());
         let looked = sql::run(
@@ -230,9 +222,9 @@ impl Hold {
                 dead = inner.schedule_dead_sql("t")
             ),
         )
-        .await
-        .map_err(|e| inner.pg_error(e));
+        .await;
         let lost = match &looked {
+            Err(_) => None,
             Ok(rows) if first(rows).is_none() => Some("it lapsed meanwhile"),
             Ok(rows)
                 if rows
@@ -242,15 +234,24 @@ impl Hold {
             {
                 Some("another window was scheduled meanwhile")
             }
-            Ok(_) => None,
-            Err(_) => Some("it could not be read again"),
+            Ok(_) => {
+                let took = sql::run(
+                    &conn.client,
+                    &format!("SELECT pg_try_advisory_lock({}, {})", inner.class, self.key),
+                )
+                .await;
+                match took {
+                    Ok(rows) if first(&rows).is_some_and(|r| boolean(r, 0)) => None,
+                    _ => Some("another process holds its key"),
+                }
+            }
         };
         inner.rollback(gate).await;
+        if let Err(e) = looked {
+            return Err(inner.pg_error(e));
+        }
         if let Some(what) = lost {
-            return Err(match looked {
-                Err(e) => e,
-                Ok(_) => inner.schedule_lost(&self.record, what),
-            });
+            return Err(inner.schedule_lost(&self.record, what));
         }
         let conn = Arc::new(conn);
         *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&conn));
