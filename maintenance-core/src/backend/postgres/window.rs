@@ -220,9 +220,18 @@ impl Hold {
         {
             return Ok(false);
         }
-        sql::run(&conn.client, &inner.take_window_sql(&self.id, &self.run())?)
-            .await
-            .map_err(|e| inner.pg_error(e))?;
+        // The run as it stands when written: should its command start
+        // meanwhile (`command_started` writes memory, then the row), the
+        // row is written again.
+        loop {
+            let run = self.run();
+            sql::run(&conn.client, &inner.take_window_sql(&self.id, &run)?)
+                .await
+                .map_err(|e| inner.pg_error(e))?;
+            if self.run() == run {
+                break;
+            }
+        }
         *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(conn));
         Ok(true)
     }
@@ -253,17 +262,28 @@ struct PgWindowLease {
 }
 
 impl WindowLease for PgWindowLease {
+    /// Records the command's start, timed by the server (`at`, this host's
+    /// time, is what a server that cannot be read would be).
     fn command_started(&mut self, at: Timestamp) -> Result<()> {
-        let run = {
-            let mut run = self.hold.run.lock().unwrap_or_else(|e| e.into_inner());
-            run.running = true;
-            run.started_at = at;
-            run.clone()
-        };
-        let json = serde_json::to_string(&run).map_err(|e| Error::Invalid(e.to_string()))?;
         let hold = Arc::clone(&self.hold);
         runtime::block_on(async move {
             let inner = &hold.inner;
+            let rows = inner
+                .on_own_or_pool(hold.conn(), &format!("SELECT {}", inner.now_ms_sql()))
+                .await?;
+            let at = rows
+                .first()
+                .and_then(|r| r.first())
+                .map_or(at, |r| super::timestamp_ms(sql::int(r, 0)));
+            // In memory first: a watcher taking the window again from now
+            // on writes the run as running.
+            let run = {
+                let mut run = hold.run.lock().unwrap_or_else(|e| e.into_inner());
+                run.running = true;
+                run.started_at = at;
+                run.clone()
+            };
+            let json = serde_json::to_string(&run).map_err(|e| Error::Invalid(e.to_string()))?;
             let sql = format!(
                 "UPDATE {}.window_runs SET run = {}, running = true WHERE site = {} AND id = {}",
                 inner.s(),
@@ -330,14 +350,22 @@ fn take(inner: &Arc<Inner>, run: &WindowRun) -> Result<PgWindowLease> {
         let took = sql::run(
             &conn.client,
             &format!(
-                "SET lock_timeout = '{ms}ms'; SELECT pg_advisory_lock({}, {}); RESET lock_timeout",
+                "SET lock_timeout = '{ms}ms'; SELECT pg_advisory_lock({}, {}); RESET lock_timeout; \
+                 SELECT {}",
                 inner.class,
-                keys::WINDOW
+                keys::WINDOW,
+                inner.now_ms_sql()
             ),
         )
         .await;
+        let mut asked = asked;
         match took {
-            Ok(_) => {}
+            // Timed by the server, as every stored time.
+            Ok(rows) => {
+                if let Some(ms) = rows.get(1).and_then(|r| r.first()) {
+                    asked.started_at = super::timestamp_ms(sql::int(ms, 0));
+                }
+            }
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
                 let rows = inner.exec(&inner.window_sql()).await?;
                 let holder = match Inner::window_of(&rows) {
