@@ -18,11 +18,56 @@ use crate::wait::HANG_GUARD;
 /// quickly, plus whatever the test adds), the state directory (given as
 /// `MANAGE_STATE_DIR`) and a `bin/` directory put first on `PATH` for
 /// external `manage-<name>` commands. Every run has `argv[0]` `manage` and
-/// neither `RUST_BACKTRACE` nor a task token in its environment.
+/// neither `RUST_BACKTRACE` nor a task token in its environment. A site
+/// made by [`CliSite::on_postgres`] keeps its state on a PostgreSQL server
+/// instead (`MANAGE_DATABASE_URL` in every run's environment).
 #[derive(Debug)]
 pub struct CliSite {
     scratch: Scratch,
     exe: PathBuf,
+    /// A site on PostgreSQL instead of the state directory
+    /// ([`CliSite::on_postgres`]).
+    postgres: Option<Postgres>,
+}
+
+/// Where a [`CliSite`] on PostgreSQL keeps its state.
+#[derive(Debug, Clone)]
+struct Postgres {
+    /// The server's URL, with the site's `application_name`.
+    url: String,
+    /// The site's name, and its connections' `application_name`.
+    site: String,
+}
+
+/// The variable choosing the backend of every [`CliSite::with_config`]
+/// site: `postgres` (on the test server), or `file` (the default).
+pub const ENV_TEST_BACKEND: &str = "MANAGE_TEST_BACKEND";
+
+/// The variable naming the PostgreSQL server of the tests
+/// (`postgres://…`), as maintenance-core's conformance suite reads it.
+pub const ENV_TEST_DATABASE_URL: &str = "MANAGE_TEST_DATABASE_URL";
+
+/// The test server's URL, from `$MANAGE_TEST_DATABASE_URL`. Without it a
+/// test on PostgreSQL is skipped, saying so — unless PostgreSQL is expected
+/// (`$CI`, or `$MANAGE_TEST_EXPECT_POSTGRES` as `scripts/test` sets it):
+/// then the test fails.
+pub fn test_database_url() -> Option<String> {
+    if let Some(url) = std::env::var(ENV_TEST_DATABASE_URL)
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        return Some(url);
+    }
+    let expected = ["CI", "MANAGE_TEST_EXPECT_POSTGRES"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
+    assert!(
+        !expected,
+        "PostgreSQL is expected here but ${ENV_TEST_DATABASE_URL} is not set: run the suite \
+         through scripts/test, or set it to postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+    );
+    eprintln!("skipped: this test needs PostgreSQL; set ${ENV_TEST_DATABASE_URL}");
+    None
 }
 
 impl CliSite {
@@ -32,14 +77,60 @@ impl CliSite {
     }
 
     /// A fresh site whose `manage.toml` also holds `toml` (lines of
-    /// settings, e.g. `session_timeout = "10m"`).
+    /// settings, e.g. `session_timeout = "10m"`). With
+    /// `MANAGE_TEST_BACKEND=postgres` in the environment, the site is
+    /// [on PostgreSQL](Self::on_postgres) instead, on the test server: so a
+    /// test file whose tests read the state only through `manage` and the
+    /// core API runs against either backend unchanged.
     pub fn with_config(exe: impl Into<PathBuf>, toml: &str) -> CliSite {
+        match std::env::var(ENV_TEST_BACKEND).as_deref() {
+            Ok("postgres") => {
+                let url = test_database_url().unwrap_or_else(|| {
+                    panic!("${ENV_TEST_BACKEND}=postgres needs ${ENV_TEST_DATABASE_URL}")
+                });
+                CliSite::on_postgres(exe, &url, toml)
+            }
+            Ok("") | Ok("file") | Err(_) => CliSite::in_state_dir(exe, toml),
+            Ok(other) => panic!("${ENV_TEST_BACKEND}={other:?}: use `file` or `postgres`"),
+        }
+    }
+
+    /// A fresh site in a state directory, whatever the environment says.
+    fn in_state_dir(exe: impl Into<PathBuf>, toml: &str) -> CliSite {
         let scratch = Scratch::with_manage_toml(&format!("refresh_interval = \"50ms\"\n{toml}\n"));
         std::fs::create_dir(scratch.path().join("bin")).expect("create bin/");
         CliSite {
             scratch,
             exe: exe.into(),
+            postgres: None,
         }
+    }
+
+    /// A fresh site like [`with_config`](Self::with_config) whose state is
+    /// on the PostgreSQL server `url` names: every run gets
+    /// `MANAGE_DATABASE_URL` (which selects the backend by itself, as an
+    /// operator's would), the site a name of its own (`site` in
+    /// manage.toml), and its connections that name as `application_name`,
+    /// so a test can tell them from everyone else's on the server.
+    pub fn on_postgres(exe: impl Into<PathBuf>, url: &str, toml: &str) -> CliSite {
+        let name = format!(
+            "e2e-{}-{}",
+            std::process::id(),
+            maintenance_core::random::hex::<6>()
+        );
+        let mut site = CliSite::in_state_dir(exe, &format!("site = \"{name}\"\n{toml}"));
+        let sep = if url.contains('?') { '&' } else { '?' };
+        site.postgres = Some(Postgres {
+            url: format!("{url}{sep}application_name={name}"),
+            site: name,
+        });
+        site
+    }
+
+    /// The site's name on PostgreSQL, which its connections carry as
+    /// `application_name`; `None` for a site in a state directory.
+    pub fn postgres_site(&self) -> Option<&str> {
+        self.postgres.as_ref().map(|p| p.site.as_str())
     }
 
     /// The site's directory: every run's working directory.
@@ -80,6 +171,9 @@ impl CliSite {
             .current_dir(self.dir())
             .env("MANAGE_STATE_DIR", self.state())
             .env("PATH", path);
+        if let Some(pg) = &self.postgres {
+            cmd.env("MANAGE_DATABASE_URL", &pg.url);
+        }
         cmd
     }
 
@@ -113,11 +207,17 @@ impl CliSite {
     /// The site's state, opened in this process through the core API (with
     /// the default session timeout).
     pub fn backend(&self) -> std::sync::Arc<dyn maintenance_core::Backend> {
-        maintenance_core::backend::open(
-            &maintenance_core::Config::with_state_dir(self.state()),
-            maintenance_core::SystemClock::shared(),
-        )
-        .expect("open the state directory")
+        let mut config = maintenance_core::Config::with_state_dir(self.state());
+        if let Some(pg) = &self.postgres {
+            config.backend = maintenance_core::config::BackendKind::Postgres;
+            config.postgres.url = Some(
+                maintenance_core::database_url::DatabaseUrl::parse(&pg.url)
+                    .expect("the test server's URL"),
+            );
+            config.postgres.site = pg.site.clone();
+        }
+        maintenance_core::backend::open(&config, maintenance_core::SystemClock::shared())
+            .expect("open the site's state")
     }
 
     /// Records activity of web session `id` now, as a web layer would;

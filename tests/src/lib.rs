@@ -14,8 +14,10 @@
 //! - [`pid`]: any process by its pid, a grandchild too: waiting for its
 //!   death through a pidfd, signals, what `/proc` says of it;
 //! - [`race`]: FIFOs and a start barrier for racing processes;
-//! - [`cli_site`]: a site run with the `manage` binary, and `offline on`'s
-//!   progress lines;
+//! - [`cli_site`]: a site run with the `manage` binary (in a state
+//!   directory, or on the PostgreSQL test server: `CliSite::on_postgres`,
+//!   or every site of a test binary with `MANAGE_TEST_BACKEND=postgres`),
+//!   and `offline on`'s progress lines;
 //! - [`web`] and [`http`]: the example site's web app and the HTTP clients
 //!   that talk to it;
 //! - [`nginx`]: a real nginx in front of it;

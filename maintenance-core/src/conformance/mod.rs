@@ -263,7 +263,8 @@ pub fn postgres_test_config(schema: &str) -> Config {
 /// each area module's cases are re-exported from them, and a case left out
 /// is dead code, which the area modules deny, so it cannot be forgotten.
 /// A case sits in the area it needs from a backend (the session cases of
-/// `activation.rs` sit under `sessions`).
+/// `activation.rs` sit under `sessions`; a read-only window's schedule,
+/// which needs both, under `read_only_schedules`).
 #[macro_export]
 macro_rules! backend_conformance {
     ($state:path) => {
@@ -283,6 +284,7 @@ macro_rules! backend_conformance {
         $crate::backend_conformance!(@area window [$($then)*]);
         $crate::backend_conformance!(@area schedules [$($then)*]);
         $crate::backend_conformance!(@area readonly [$($then)*]);
+        $crate::backend_conformance!(@area read_only_schedules [$($then)*]);
         $crate::backend_conformance!(@area history [$($then)*]);
     };
     (@area modes [$($then:tt)*]) => {
@@ -377,6 +379,12 @@ macro_rules! backend_conformance {
             schedules::a_schedule_waits_for_its_time_and_its_timeout_counts_from_it,
             schedules::a_stopped_wait_withdraws_the_schedule,
             schedules::deactivating_cancels_a_schedule_and_activating_now_supersedes_it,
+        );
+    };
+    // Schedules of read-only windows: they need both the schedules and the
+    // read-only tier of a backend.
+    (@area read_only_schedules [$($then:tt)*]) => {
+        $crate::backend_conformance!($($then)*;
             schedules::a_read_only_schedule_goes_read_only_pending_once_and_only_if_nobody_ended_it,
             schedules::a_read_only_schedule_goes_read_only_at_its_time,
             schedules::a_read_only_scheduled_run_runs_inside_read_only_and_restores_online,
@@ -565,6 +573,6 @@ mod postgres_backend {
     crate::backend_conformance!(
         crate::conformance::postgres_state;
         if crate::conformance::postgres_available;
-        areas: modes, tasks, joins, activation
+        areas: modes, tasks, joins, activation, window, schedules
     );
 }

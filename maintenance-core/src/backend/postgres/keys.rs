@@ -13,9 +13,10 @@
 //! - **object**, by range:
 //!   - `0 ..= 1023` reserved: [`GATE`] (mode changes exclusive, task starts
 //!     and joins shared), [`WINDOW`] (the `offline run` holding the
-//!     window), [`SCHEDULE`] (a scheduled window's holder); the rest is kept
-//!     for later.
-//!   - `1024 ..= 2^31-1`: a task's or a waiter's own key, its row's number
+//!     window), [`SCHEDULE`] (reserved, unused: a scheduled window's holder
+//!     holds a key of its own, so that a new schedule can be set while an
+//!     ended one's process still lets go); the rest is kept for later.
+//!   - `1024 ..= 2^31-1`: a task's, a waiter's or a schedule's own key, its row's number
 //!     from the sequence `lock_keys` (which cycles; a start that finds its
 //!     number still held draws the next). Held exclusively by the holder's
 //!     connection for its lifetime; probed shared (a probe never makes a
@@ -33,10 +34,9 @@ use sha2::{Digest, Sha256};
 
 /// The gate: mode changes take it exclusively, task starts shared.
 pub(super) const GATE: i32 = 1;
-/// The window of an `offline run` (for `window.rs`).
-#[allow(dead_code)]
+/// The window of an `offline run` (`window.rs`).
 pub(super) const WINDOW: i32 = 2;
-/// A scheduled window's hold (for `schedules.rs`).
+/// Reserved (see the module docs).
 #[allow(dead_code)]
 pub(super) const SCHEDULE: i32 = 3;
 /// The first object id of task and waiter keys (`lock_keys`' minimum).

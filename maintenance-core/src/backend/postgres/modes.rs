@@ -313,8 +313,59 @@ enum Begun {
     AlreadyOffline(ModeRecord),
 }
 
+/// A step of another area taken in a mode change's own transaction, under
+/// the exclusive gate, so that no reader sees one without the other: a
+/// scheduled window's end as its drain begins (`schedules.rs`).
+pub(super) struct GateStep {
+    /// A statement run under the gate, before the change is decided.
+    pub look: String,
+    /// Judges `look`'s rows, given the server's time: an error refuses the
+    /// change and nothing is written; else the statements committed with
+    /// the change.
+    pub then: Box<StepJudge>,
+}
+
+/// What judges a [`GateStep`]'s look.
+pub(super) type StepJudge = dyn FnOnce(&[Rows], Timestamp) -> Result<String> + Send;
+
+impl Inner {
+    /// Takes `step` (if any) in the transaction on `conn`: the statements
+    /// to commit with the change (`; …`, or nothing), or the error that
+    /// refuses it (the caller rolls back).
+    pub(super) async fn gate_step(
+        &self,
+        conn: &Conn,
+        now: Timestamp,
+        step: Option<GateStep>,
+    ) -> Result<String> {
+        let Some(step) = step else {
+            return Ok(String::new());
+        };
+        let rows = sql::run(&conn.client, &step.look)
+            .await
+            .map_err(|e| self.pg_error(e))?;
+        let sql = (step.then)(&rows, now)?;
+        Ok(if sql.is_empty() {
+            sql
+        } else {
+            format!("; {sql}")
+        })
+    }
+}
+
 /// [`Backend::begin_pending`](crate::Backend::begin_pending).
 pub(super) fn begin_pending(inner: &Arc<Inner>, change: &ModeChange) -> Result<PendingStart> {
+    begin_pending_with(inner, change, None)
+}
+
+/// [`begin_pending`] with `step` taken in the same transaction, under the
+/// gate: refused as `step` judges, and committed with the PENDING (or the
+/// OFFLINE found).
+pub(super) fn begin_pending_with(
+    inner: &Arc<Inner>,
+    change: &ModeChange,
+    step: Option<GateStep>,
+) -> Result<PendingStart> {
     let (inner2, change) = (Arc::clone(inner), change.clone());
     let begun = runtime::block_on(async move {
         let inner = inner2;
@@ -322,6 +373,13 @@ pub(super) fn begin_pending(inner: &Arc<Inner>, change: &ModeChange) -> Result<P
         let conn = inner.begin_gate(true).await?;
         let (now, view) = match inner.look_under_gate(&conn).await {
             Ok(v) => v,
+            Err(e) => {
+                inner.rollback(conn).await;
+                return Err(e);
+            }
+        };
+        let also = match inner.gate_step(&conn, now, step).await {
+            Ok(also) => also,
             Err(e) => {
                 inner.rollback(conn).await;
                 return Err(e);
@@ -335,7 +393,7 @@ pub(super) fn begin_pending(inner: &Arc<Inner>, change: &ModeChange) -> Result<P
                 } else {
                     "SELECT 1".into()
                 };
-                inner.commit(conn, &sql).await?;
+                inner.commit(conn, &format!("{sql}{also}")).await?;
                 Ok(Begun::AlreadyOffline(r))
             }
             Mode::Pending => {
@@ -344,7 +402,7 @@ pub(super) fn begin_pending(inner: &Arc<Inner>, change: &ModeChange) -> Result<P
                 if change.update(&mut r) {
                     sql = format!("{sql}; {}", inner.write_sql(&mut r, &view.record)?);
                 }
-                inner.commit(conn, &sql).await?;
+                inner.commit(conn, &format!("{sql}{also}")).await?;
                 Ok(Begun::Waiting(waiter, key, r, true))
             }
             Mode::ReadOnlyPending => {
@@ -377,7 +435,7 @@ pub(super) fn begin_pending(inner: &Arc<Inner>, change: &ModeChange) -> Result<P
                 };
                 change.update(&mut r);
                 let write = inner.write_sql(&mut r, &view.record)?;
-                let sql = format!("{}; {write}", inner.waiter_row_sql(key, now, &change));
+                let sql = format!("{}; {write}{also}", inner.waiter_row_sql(key, now, &change));
                 inner.commit(conn, &sql).await?;
                 Ok(Begun::Waiting(waiter, key, r, false))
             }
@@ -536,6 +594,8 @@ pub(super) fn go_online(inner: &Arc<Inner>, change: &ModeChange) -> Result<ModeR
         };
         let mut online = Inner::online_record(&change, now);
         let sql = inner.write_sql(&mut online, &view.record)?;
+        // A run that died mid-command no longer explains the mode.
+        let sql = format!("{sql}; {}", super::window::clear_abandoned_sql(&inner));
         inner.commit(conn, &sql).await?;
         Ok(online)
     })

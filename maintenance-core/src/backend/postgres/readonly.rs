@@ -22,6 +22,19 @@ pub(super) fn begin_read_only(_inner: &Inner, _change: &ModeChange) -> Result<Re
     Err(unsupported("going read-only"))
 }
 
+/// [`begin_read_only`] with `step` taken in the same transaction, under
+/// the gate (a read-only schedule's end as its drain begins,
+/// `schedules.rs`), as [`begin_pending_with`](super::modes::begin_pending_with)
+/// does for PENDING: refused as `step` judges, committed with the
+/// READONLY_PENDING (or the READONLY or OFFLINE found).
+pub(super) fn begin_read_only_with(
+    _inner: &Inner,
+    _change: &ModeChange,
+    _step: Option<super::modes::GateStep>,
+) -> Result<ReadOnlyStart> {
+    Err(unsupported("a scheduled read-only window"))
+}
+
 pub(super) fn complete_read_only(_inner: &Inner, _waiter: &dyn WaiterLease) -> Result<Completion> {
     Err(unsupported("completing read-only"))
 }
