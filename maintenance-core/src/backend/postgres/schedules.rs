@@ -6,6 +6,7 @@
 //! [`Backend`](crate::Backend) schedule methods `mod.rs` delegates here.
 
 use super::Inner;
+use super::connect::Conn;
 use super::unsupported;
 use crate::backend::{
     EndedSchedule, ModeChange, PendingStart, ReadOnlyStart, ScheduleEnd, ScheduleLease,
@@ -48,4 +49,13 @@ pub(super) fn begin_scheduled_read_only(
     _change: &ModeChange,
 ) -> Result<ReadOnlyStart> {
     Err(unsupported("a scheduled read-only window"))
+}
+
+/// The schedules whose process died before anyone ended them, read on
+/// `conn` (a writer's, holding the exclusive gate, or a reader's look):
+/// the history records each as lapsed, once, by its id
+/// (`schedule-lapse:<id>`), so one may be returned again until it is
+/// removed. None, until schedules are built here.
+pub(super) async fn lapsed_on(_inner: &Inner, _conn: &Conn) -> Result<Vec<ScheduleRecord>> {
+    Ok(Vec::new())
 }
