@@ -510,4 +510,56 @@ mod tests {
                 .all(|e| e.at <= at && e.at.age(at.system_time()) < Duration::from_secs(5))
         );
     }
+
+    #[test]
+    fn appends_racing_from_many_connections_keep_every_entry_whole_and_each_id_once() {
+        if !postgres_available() {
+            return;
+        }
+        const WRITERS: usize = 8;
+        const EACH: usize = 25;
+        let config = postgres_test_config("manage_test");
+        let start = Arc::new(std::sync::Barrier::new(WRITERS));
+        let threads: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (config, start) = (config.clone(), Arc::clone(&start));
+                std::thread::spawn(move || {
+                    let b = PostgresBackend::open(&config, SystemClock::shared()).unwrap();
+                    start.wait();
+                    let mut kept = 0;
+                    for n in 0..EACH {
+                        let mut own = entry(n);
+                        own.reason = format!("{w}/{n} {}", "x".repeat(w * 100));
+                        assert!(b.append_history(&own).unwrap());
+                        // Every writer records the same change n once.
+                        let mut shared = entry(n);
+                        shared.id = Some(format!("shared:{n}"));
+                        shared.reason = format!("shared {n} by {w}");
+                        kept += usize::from(b.append_history(&shared).unwrap());
+                    }
+                    kept
+                })
+            })
+            .collect();
+        let kept: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(kept, EACH, "each shared id appended once, by one writer");
+        let b = PostgresBackend::open(&config, SystemClock::shared()).unwrap();
+        let read = b.history(&HistoryQuery::default()).unwrap();
+        assert!(read.skipped.is_empty(), "{:?}", read.skipped);
+        assert_eq!(read.entries.len(), WRITERS * EACH + EACH);
+        for w in 0..WRITERS {
+            let own: Vec<&str> = read
+                .entries
+                .iter()
+                .filter_map(|e| e.reason.strip_prefix(&format!("{w}/")))
+                .collect();
+            assert_eq!(own.len(), EACH, "writer {w}");
+            assert!(
+                own.iter()
+                    .enumerate()
+                    .all(|(n, r)| r.starts_with(&format!("{n} "))),
+                "writer {w}'s entries whole and in its order"
+            );
+        }
+    }
 }

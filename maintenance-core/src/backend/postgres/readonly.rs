@@ -318,3 +318,108 @@ pub(super) fn writes_in_flight(inner: &Arc<Inner>) -> Result<Vec<WritesInFlight>
             .unwrap_or_default())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::Backend;
+    use crate::backend::postgres::PostgresBackend;
+    use crate::clock::SystemClock;
+    use crate::conformance::{postgres_available, postgres_test_config};
+
+    /// Names the site a holder process publishes its writes in.
+    const HOLDER_SITE: &str = "MANAGE_TEST_WRITES_HOLDER_SITE";
+
+    /// Not a test: the process `a_killed_layers_writes_stop_counting_at_once`
+    /// runs, which publishes writes in flight in the site `$HOLDER_SITE`
+    /// names, says so, and holds them until it is killed.
+    #[test]
+    #[ignore = "run by a_killed_layers_writes_stop_counting_at_once"]
+    fn writes_holder_process() {
+        let Ok(site) = std::env::var(HOLDER_SITE) else {
+            return;
+        };
+        let mut config = postgres_test_config("manage_test");
+        config.postgres.site = site;
+        let b = PostgresBackend::open(&config, SystemClock::shared()).unwrap();
+        let _lease = b.begin_writes().unwrap();
+        println!("published");
+        loop {
+            std::thread::sleep(Duration::from_secs(60));
+        }
+    }
+
+    #[test]
+    fn a_killed_layers_writes_stop_counting_at_once() {
+        if !postgres_available() {
+            return;
+        }
+        let config = postgres_test_config("manage_test");
+        let b = PostgresBackend::open(&config, SystemClock::shared()).unwrap();
+        /// The holder, killed when the test ends whichever way.
+        struct Holder(std::process::Child);
+        impl Drop for Holder {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let mut child = Holder(
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "backend::postgres::readonly::tests::writes_holder_process",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(HOLDER_SITE, &config.postgres.site)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.trim_end().ends_with("published") {
+            line.clear();
+            assert_ne!(out.read_line(&mut line).unwrap(), 0, "the holder ended");
+        }
+        let live = b.writes_in_flight().unwrap();
+        assert_eq!(
+            live.iter().map(|w| w.pid).collect::<Vec<_>>(),
+            [child.0.id()],
+            "{live:?}"
+        );
+        assert!(
+            crate::transition::Live::read(&b).unwrap().active() >= 1,
+            "status counts them"
+        );
+        // SIGKILL: the layer sends nothing; the server sees its connection
+        // end and frees its key.
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !b.writes_in_flight().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "still counted a minute later");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // And its row went on the way.
+        let inner = Arc::clone(&b.inner);
+        let rows = runtime::block_on(async move {
+            inner
+                .exec(&format!(
+                    "SELECT count(*) FROM {}.writes WHERE site = {}",
+                    inner.s(),
+                    inner.site_lit()
+                ))
+                .await
+        })
+        .unwrap();
+        assert_eq!(int(&rows[0][0], 0), 0);
+    }
+}
