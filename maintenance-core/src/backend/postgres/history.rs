@@ -20,9 +20,11 @@
 //!   under the exclusive gate, by each writer before the change that
 //!   replaces it and by [`record_unrecorded`], and appended on a
 //!   connection of its own (committed at once, whatever the writer's
-//!   transaction does); the id makes it once. The window and the
-//!   schedules say what died (`window::state_on`, `schedules::lapsed_on`);
-//!   this file records it.
+//!   transaction does). The lapsed drain is the mode record's own lapse
+//!   (`modes.rs`: no waiter's key held), kept once by its id; the window
+//!   and the schedules hand over each run and schedule that died exactly
+//!   once (`window::unrecorded_abandoned`, `schedules::take_lapsed`), and
+//!   its id keeps it once besides.
 
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -30,14 +32,14 @@ use std::time::SystemTime;
 use super::connect::Conn;
 use super::sql::{self, int, text};
 use super::{Inner, keys, runtime, schedules, window};
+use crate::backend::WindowState;
 use crate::backend::unrecorded::{
     abandoned_entry, lapse_entry, pending_entry, schedule_lapse_entry,
 };
-use crate::backend::{WindowRun, WindowState};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::history::{HistoryEntry, HistoryQuery, HistoryRead};
-use crate::mode::{Mode, ModeView};
+use crate::mode::ModeView;
 
 /// This area's tables in schema version 1 (`schema.rs`), given the quoted
 /// schema name.
@@ -142,31 +144,46 @@ impl Inner {
 
     /// For a holder of the exclusive gate, whose look found `view` at
     /// `now` (on `conn`): records what nobody lived to record — the lapsed
-    /// drain (its start too, if its waiter died before recording it), a
-    /// run killed mid-command, schedules whose process died — before the
+    /// drain (its start too, if its waiter died before recording it), runs
+    /// killed mid-command, schedules whose process died — before the
     /// change that replaces them. Never fails: what it cannot record it
     /// says on stderr.
     pub(super) async fn notice_under_gate(&self, conn: &Conn, now: Timestamp, view: &ModeView) {
-        let run = match window::state_on(self, conn).await {
-            Ok(state) => state,
-            Err(e) => {
-                eprintln!("warning: cannot look for an abandoned `offline run` to record: {e}");
-                WindowState::Free
-            }
-        };
         if let Some(lapse) = &view.lapsed {
-            let began_by = match &run {
-                WindowState::Waiting(r) | WindowState::Abandoned(r) => Some(r),
-                _ => None,
-            };
-            self.append_noticed(pending_entry(&lapse.record, began_by))
-                .await;
-            self.append_noticed(lapse_entry(&lapse.record, now)).await;
+            let pending = HistoryEntry::pending_id(&lapse.record);
+            let ids = [format!("lapse:{pending}"), pending];
+            // A lapse stays in force until the next change: recorded once,
+            // it is not tried again at every look.
+            match self.all_kept(conn, &ids).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let run = match window::state_on(self, conn).await {
+                        Ok(WindowState::Waiting(r) | WindowState::Abandoned(r)) => Some(r),
+                        Ok(_) => None,
+                        Err(e) => {
+                            eprintln!("warning: cannot read the window of the lapsed drain: {e}");
+                            None
+                        }
+                    };
+                    self.append_noticed(pending_entry(&lapse.record, run.as_ref()))
+                        .await;
+                    self.append_noticed(lapse_entry(&lapse.record, now)).await;
+                }
+                Err(e) => eprintln!("warning: cannot look for a lapsed drain to record: {e}"),
+            }
         }
-        if let WindowState::Abandoned(r) = &run {
-            self.notice_abandoned(r, view.mode, now).await;
+        match window::unrecorded_abandoned(self, conn).await {
+            Ok(runs) => {
+                for run in &runs {
+                    self.append_noticed(abandoned_entry(run, view.mode, now))
+                        .await;
+                }
+            }
+            Err(e) => {
+                eprintln!("warning: cannot look for an abandoned `offline run` to record: {e}")
+            }
         }
-        match schedules::lapsed_on(self, conn).await {
+        match schedules::take_lapsed(self, conn).await {
             Ok(lapsed) => {
                 for record in &lapsed {
                     self.append_noticed(schedule_lapse_entry(record, view.mode, now))
@@ -177,40 +194,8 @@ impl Inner {
         }
     }
 
-    /// Records, once, that `run` died while its command ran, the site
-    /// being `mode` at `now` (for the window: a new run taking the window
-    /// from a dead one records it first).
-    pub(super) async fn notice_abandoned(&self, run: &WindowRun, mode: Mode, now: Timestamp) {
-        self.append_noticed(abandoned_entry(run, mode, now)).await;
-    }
-
-    /// The ids of what `view`, `run` and `lapsed` say nobody recorded yet
-    /// would be recorded under; empty when nothing lapsed.
-    fn unrecorded_ids(
-        view: &ModeView,
-        run: &WindowState,
-        lapsed: &[crate::schedule::ScheduleRecord],
-    ) -> Vec<String> {
-        let mut ids = Vec::new();
-        if let Some(lapse) = &view.lapsed {
-            let pending = HistoryEntry::pending_id(&lapse.record);
-            ids.push(format!("lapse:{pending}"));
-            ids.push(pending);
-        }
-        if let WindowState::Abandoned(r) = run {
-            ids.extend(abandoned_entry(r, view.mode, Timestamp::EPOCH).id);
-        }
-        for s in lapsed {
-            ids.extend(schedule_lapse_entry(s, view.mode, Timestamp::EPOCH).id);
-        }
-        ids
-    }
-
-    /// Whether every one of `ids` is kept (true for none).
+    /// Whether every one of `ids` is kept.
     async fn all_kept(&self, conn: &Conn, ids: &[String]) -> Result<bool> {
-        if ids.is_empty() {
-            return Ok(true);
-        }
         let list = ids
             .iter()
             .map(|i| sql::lit(i))
@@ -324,33 +309,23 @@ pub(super) fn history(inner: &Arc<Inner>, query: &HistoryQuery) -> Result<Histor
     })
 }
 
-/// [`Backend::record_unrecorded`](crate::Backend::record_unrecorded): a
-/// look without the gate (the view, the window, the schedules, and
-/// whether what lapsed is kept already); only when something lapsed that
-/// is not kept, the exclusive gate and the notice under it.
+/// [`Backend::record_unrecorded`](crate::Backend::record_unrecorded): the
+/// look and the notice under the exclusive gate, where a writer makes
+/// them, so that what it records comes before any change that replaces
+/// it. Nothing to record costs the gate and three round trips.
 pub(super) fn record_unrecorded(inner: &Arc<Inner>) -> Result<Vec<HistoryEntry>> {
-    let inner2 = Arc::clone(inner);
+    let inner = Arc::clone(inner);
     runtime::block_on(async move {
-        let inner = inner2;
-        let conn = inner.take().await?;
-        let view = inner.read_view(&conn).await?;
-        let run = window::state_on(&inner, &conn).await?;
-        let lapsed = schedules::lapsed_on(&inner, &conn).await?;
-        let ids = Inner::unrecorded_ids(&view, &run, &lapsed);
-        let kept = inner.all_kept(&conn, &ids).await?;
-        inner.give(conn);
-        if !kept {
-            let conn = inner.begin_gate(true).await?;
-            let (now, view) = match inner.look_under_gate(&conn).await {
-                Ok(v) => v,
-                Err(e) => {
-                    inner.rollback(conn).await;
-                    return Err(e);
-                }
-            };
-            inner.notice_under_gate(&conn, now, &view).await;
-            inner.commit(conn, "SELECT 1").await?;
-        }
+        let conn = inner.begin_gate(true).await?;
+        let (now, view) = match inner.look_under_gate(&conn).await {
+            Ok(v) => v,
+            Err(e) => {
+                inner.rollback(conn).await;
+                return Err(e);
+            }
+        };
+        inner.notice_under_gate(&conn, now, &view).await;
+        inner.commit(conn, "SELECT 1").await?;
         Ok(std::mem::take(
             &mut *inner
                 .history
@@ -371,6 +346,7 @@ mod tests {
     use crate::clock::SystemClock;
     use crate::conformance::{postgres_available, postgres_test_config};
     use crate::history::{Cause, EventKind};
+    use crate::mode::Mode;
 
     fn entry(n: usize) -> HistoryEntry {
         HistoryEntry::new(
@@ -487,13 +463,14 @@ mod tests {
     }
 
     #[test]
-    fn changes_made_on_a_moved_clock_are_recorded_at_its_time() {
+    fn a_change_on_a_moved_clock_is_never_stored_before_the_clocks_time() {
         if !postgres_available() {
             return;
         }
         let config = postgres_test_config("manage_test");
         let clock = crate::clock::ManualClock::starting_now();
         clock.advance(Duration::from_secs(3600));
+        let start = crate::clock::Clock::now(clock.as_ref());
         let b: Arc<dyn Backend> = Arc::new(PostgresBackend::open(&config, clock.clone()).unwrap());
         let me = crate::backend::ModeChange::by_this_process();
         for _ in 0..50 {
@@ -503,12 +480,21 @@ mod tests {
         }
         let entries = b.history(&HistoryQuery::default()).unwrap().entries;
         assert_eq!(entries.len(), 100, "{entries:#?}");
-        let at = Timestamp::at(crate::clock::Clock::now(clock.as_ref()));
-        assert!(
-            entries
-                .iter()
-                .all(|e| e.at <= at && e.at.age(at.system_time()) < Duration::from_secs(5))
-        );
+        // Each at the clock's time when it was made, or a round trip
+        // later: never before it.
+        for (k, pair) in entries.chunks(2).enumerate() {
+            let made = start + Duration::from_millis(k as u64);
+            for e in pair {
+                assert!(
+                    e.at >= Timestamp::at(made)
+                        && e.at.system_time().duration_since(made).unwrap_or_default()
+                            < Duration::from_secs(5),
+                    "change {k} made at {:?}, stored at {}",
+                    Timestamp::at(made),
+                    e.at
+                );
+            }
+        }
     }
 
     #[test]

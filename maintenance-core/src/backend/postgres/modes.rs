@@ -317,6 +317,46 @@ enum Begun {
     AlreadyOffline(ModeRecord),
 }
 
+/// A step of another area taken in a mode change's own transaction, under
+/// the exclusive gate, so that no reader sees one without the other: a
+/// scheduled window's end as its drain begins (`schedules.rs`).
+pub(super) struct GateStep {
+    /// A statement run under the gate, before the change is decided.
+    pub look: String,
+    /// Judges `look`'s rows, given the server's time: an error refuses the
+    /// change and nothing is written; else the statements committed with
+    /// the change.
+    pub then: Box<StepJudge>,
+}
+
+/// What judges a [`GateStep`]'s look.
+pub(super) type StepJudge = dyn FnOnce(&[Rows], Timestamp) -> Result<String> + Send;
+
+impl Inner {
+    /// Takes `step` (if any) in the transaction on `conn`: the statements
+    /// to commit with the change (`; …`, or nothing), or the error that
+    /// refuses it (the caller rolls back).
+    pub(super) async fn gate_step(
+        &self,
+        conn: &Conn,
+        now: Timestamp,
+        step: Option<GateStep>,
+    ) -> Result<String> {
+        let Some(step) = step else {
+            return Ok(String::new());
+        };
+        let rows = sql::run(&conn.client, &step.look)
+            .await
+            .map_err(|e| self.pg_error(e))?;
+        let sql = (step.then)(&rows, now)?;
+        Ok(if sql.is_empty() {
+            sql
+        } else {
+            format!("; {sql}")
+        })
+    }
+}
+
 /// [`Backend::begin_pending`](crate::Backend::begin_pending).
 pub(super) fn begin_pending(inner: &Arc<Inner>, change: &ModeChange) -> Result<PendingStart> {
     let (inner2, change) = (Arc::clone(inner), change.clone());

@@ -17,6 +17,7 @@
 use std::sync::Arc;
 
 use super::connect::Conn;
+use super::modes::GateStep;
 use super::sql::{self, int, text};
 use super::{Inner, runtime, timestamp_ms};
 use crate::backend::{Completion, ModeChange, ReadOnlyStart, WaiterLease, WritesLease};
@@ -76,6 +77,19 @@ enum Begun {
 
 /// [`Backend::begin_read_only`](crate::Backend::begin_read_only).
 pub(super) fn begin_read_only(inner: &Arc<Inner>, change: &ModeChange) -> Result<ReadOnlyStart> {
+    begin_read_only_with(inner, change, None)
+}
+
+/// [`begin_read_only`] with `step` taken in the same transaction, under
+/// the gate (a read-only schedule's end as its drain begins,
+/// `schedules.rs`), as `modes::begin_pending_with`
+/// does for PENDING: refused as `step` judges, committed with the
+/// READONLY_PENDING (or the READONLY or OFFLINE found).
+pub(super) fn begin_read_only_with(
+    inner: &Arc<Inner>,
+    change: &ModeChange,
+    step: Option<GateStep>,
+) -> Result<ReadOnlyStart> {
     let (inner2, change) = (Arc::clone(inner), change.clone());
     let begun = runtime::block_on(async move {
         let inner = inner2;
@@ -90,6 +104,13 @@ pub(super) fn begin_read_only(inner: &Arc<Inner>, change: &ModeChange) -> Result
         };
         // A lapsed drain this replaces is recorded first.
         inner.notice_under_gate(&conn, now, &view).await;
+        let also = match inner.gate_step(&conn, now, step).await {
+            Ok(also) => also,
+            Err(e) => {
+                inner.rollback(conn).await;
+                return Err(e);
+            }
+        };
         match view.mode {
             Mode::ReadOnly | Mode::Offline => {
                 let mut r = view.record.clone();
@@ -98,7 +119,7 @@ pub(super) fn begin_read_only(inner: &Arc<Inner>, change: &ModeChange) -> Result
                 } else {
                     "SELECT 1".into()
                 };
-                inner.commit(conn, &sql).await?;
+                inner.commit(conn, &format!("{sql}{also}")).await?;
                 Ok(Begun::Already(r))
             }
             Mode::ReadOnlyPending => {
@@ -107,7 +128,7 @@ pub(super) fn begin_read_only(inner: &Arc<Inner>, change: &ModeChange) -> Result
                 if change.update(&mut r) {
                     sql = format!("{sql}; {}", inner.write_sql(&mut r, &view.record)?);
                 }
-                inner.commit(conn, &sql).await?;
+                inner.commit(conn, &format!("{sql}{also}")).await?;
                 Ok(Begun::Waiting(waiter, key, r, true))
             }
             Mode::Pending => {
@@ -129,7 +150,7 @@ pub(super) fn begin_read_only(inner: &Arc<Inner>, change: &ModeChange) -> Result
                 };
                 change.update(&mut r);
                 let write = inner.write_sql(&mut r, &view.record)?;
-                let sql = format!("{}; {write}", inner.waiter_row_sql(key, now, &change));
+                let sql = format!("{}; {write}{also}", inner.waiter_row_sql(key, now, &change));
                 inner.commit(conn, &sql).await?;
                 Ok(Begun::Waiting(waiter, key, r, false))
             }

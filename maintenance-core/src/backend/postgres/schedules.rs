@@ -51,11 +51,11 @@ pub(super) fn begin_scheduled_read_only(
     Err(unsupported("a scheduled read-only window"))
 }
 
-/// The schedules whose process died before anyone ended them, read on
-/// `conn` (a writer's, holding the exclusive gate, or a reader's look):
-/// the history records each as lapsed, once, by its id
-/// (`schedule-lapse:<id>`), so one may be returned again until it is
-/// removed. None, until schedules are built here.
-pub(super) async fn lapsed_on(_inner: &Inner, _conn: &Conn) -> Result<Vec<ScheduleRecord>> {
+/// For the history (`history.rs`), a holder of the exclusive gate: removes
+/// the rows of schedules whose holder died before anyone ended them (they
+/// lapsed), on `conn`, and returns their records, each exactly once
+/// however many processes ask at once. None, until schedules are built
+/// here.
+pub(super) async fn take_lapsed(_inner: &Inner, _conn: &Conn) -> Result<Vec<ScheduleRecord>> {
     Ok(Vec::new())
 }
