@@ -440,10 +440,13 @@ fn log(backend: &dyn Backend, change: &ModeChange, entry: HistoryEntry) {
     recorder::record_and_notify(backend, &change.hooks, &entry);
 }
 
-/// Whether `record` is the one `change` wrote in a call begun at `before`
-/// (and not another process's, found by the call).
-fn wrote(record: &ModeRecord, change: &ModeChange, before: Timestamp) -> bool {
-    record.by == change.by && record.pid == change.pid && record.since >= before
+/// Whether `record` is the one `change` wrote in a call made when the
+/// record in force had generation `before` (and not another process's, nor
+/// the one in force, found by the call). Told by the generation, never by
+/// time: a record's time is the backend's (a server's, on PostgreSQL),
+/// which may lie behind this host's clock.
+fn wrote(record: &ModeRecord, change: &ModeChange, before: u64) -> bool {
+    record.by == change.by && record.pid == change.pid && record.generation != before
 }
 
 /// The entry of a mode change this process made, written as `record`.
@@ -495,7 +498,7 @@ fn leave(
     (cause, reason): (Cause, String),
     held: Held,
 ) -> Result<ModeRecord> {
-    let before = Timestamp::at(backend.clock().now());
+    let before = backend.mode()?.record.generation;
     let after = backend.leave_pending(waiter, change)?;
     if !after.mode.is_draining() && wrote(&after, change, before) {
         let mut e = why.mode_entry(cause, pending.mode, &after, change, reason);
@@ -978,8 +981,8 @@ fn force_because(
     change: &ModeChange,
     why: &Why,
 ) -> Result<(ModeRecord, Live)> {
-    let from = backend.mode()?.mode;
-    let before = Timestamp::at(backend.clock().now());
+    let from = backend.mode()?;
+    let (before, from) = (from.record.generation, from.mode);
     let record = backend.force_offline(change)?;
     recorder::catch_up(backend, &change.hooks);
     let live = Live::read(backend)?;
@@ -1035,8 +1038,8 @@ fn go_read_only_because(
     reason: &dyn Fn(&Held) -> String,
     forced: bool,
 ) -> Result<ModeRecord> {
-    let from = backend.mode()?.mode;
-    let before = Timestamp::at(backend.clock().now());
+    let from = backend.mode()?;
+    let (before, from) = (from.record.generation, from.mode);
     let written = backend.go_read_only(change)?;
     recorder::catch_up(backend, &change.hooks);
     if from != Mode::ReadOnly && wrote(&written, change, before) {
@@ -1110,7 +1113,7 @@ fn go_online_because(
     schedule: Option<&ScheduleRef>,
 ) -> Result<ModeRecord> {
     let from = backend.mode()?;
-    let before = Timestamp::at(backend.clock().now());
+    let before = from.record.generation;
     let written = backend.go_online(change)?;
     recorder::catch_up(backend, &change.hooks);
     if from.mode != Mode::Online && wrote(&written, change, before) {

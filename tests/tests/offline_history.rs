@@ -418,6 +418,22 @@ fn hold(site: &CliSite, name: &str, n: usize) -> (Proc, std::path::PathBuf) {
     (p, release)
 }
 
+/// Waits until `waiter` has recorded the drain it began and every change
+/// recorded so far reached the hook (one line each in `heard`): a waiter
+/// killed in the instant between its entry and its hook's start would
+/// take that hook with it, and the entry, kept, is not recorded again.
+fn all_heard_with(site: &CliSite, heard: &std::path::Path, waiter: &Proc) {
+    poll_until("the waiter's entry recorded and every change heard", || {
+        let entries = history(site, 100);
+        let lines = std::fs::read_to_string(heard).unwrap_or_default();
+        (entries
+            .iter()
+            .any(|e| e.pid == waiter.pid() && e.to.is_draining())
+            && lines.lines().count() >= entries.len())
+        .then_some(())
+    });
+}
+
 #[test]
 fn the_read_only_tier_reads_back_as_the_user_sees_it_and_its_hooks_hear_each_change() {
     let site = CliSite::with_config(
@@ -460,6 +476,7 @@ fn the_read_only_tier_reads_back_as_the_user_sees_it_and_its_hooks_hear_each_cha
     let (import, release) = hold(&site, "import", 2);
     let mut on = site.spawn(&["offline", "on", "--read-only"]);
     site.wait_for_mode(Mode::ReadOnlyPending);
+    all_heard_with(&site, &heard, &on);
     on.kill9();
     ok(&["offline", "status"]);
     std::fs::write(&release, "").unwrap();
@@ -470,6 +487,7 @@ fn the_read_only_tier_reads_back_as_the_user_sees_it_and_its_hooks_hear_each_cha
     let (scan, release) = hold(&site, "scan", 1);
     let mut on_from_read_only = site.spawn(&["offline", "on"]);
     site.wait_for_mode(Mode::Pending);
+    all_heard_with(&site, &heard, &on_from_read_only);
     on_from_read_only.kill9();
     ok(&["offline", "status"]);
     std::fs::write(&release, "").unwrap();

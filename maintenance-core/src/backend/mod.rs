@@ -7,6 +7,7 @@
 pub mod file;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod unrecorded;
 
 use std::fmt;
 use std::os::fd::BorrowedFd;

@@ -201,6 +201,51 @@ impl WindowObserver for Ran {
     }
 }
 
+/// A clock that falls a second behind at every read: the time a backend
+/// stores for a change lies behind the time the caller read just before,
+/// as a database server's clock may lie behind a host's.
+#[derive(Debug)]
+struct Falling {
+    start: SystemTime,
+    reads: std::sync::atomic::AtomicU32,
+}
+
+impl crate::clock::Clock for Falling {
+    fn now(&self) -> SystemTime {
+        let n = self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.start - Duration::from_secs(u64::from(n))
+    }
+    fn boot_time(&self) -> Option<crate::clock::BootTime> {
+        None
+    }
+}
+
+/// Each change is recorded even when the backend's clock (a server's)
+/// lies behind the caller's: whether the caller wrote the record is told
+/// by its generation, not by its time.
+pub fn a_change_is_recorded_whatever_the_backends_clock_says(site: &dyn Fn() -> FreshState) {
+    let s = site();
+    let b = s.open_with(Arc::new(Falling {
+        start: SystemTime::now() + Duration::from_secs(3600),
+        reads: std::sync::atomic::AtomicU32::new(0),
+    }));
+    transition::force(b.as_ref(), &change()).unwrap();
+    transition::deactivate(b.as_ref(), &change(), false).unwrap();
+    transition::force_read_only(b.as_ref(), &change()).unwrap();
+    transition::deactivate(b.as_ref(), &change(), false).unwrap();
+    use Cause::*;
+    use Mode::*;
+    assert_eq!(
+        changes(&s.open()),
+        [
+            (Force, Online, Offline, true),
+            (Off, Offline, Online, false),
+            (Force, Online, ReadOnly, true),
+            (Off, ReadOnly, Online, false),
+        ]
+    );
+}
+
 /// A PENDING whose waiter died (nobody lived to record its end) is
 /// recorded by whoever notices first, exactly once, however many readers
 /// notice it at the same moment; later looks add nothing.

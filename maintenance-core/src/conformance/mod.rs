@@ -222,6 +222,8 @@ pub fn postgres_available() -> bool {
 #[cfg(feature = "postgres")]
 pub fn postgres_state() -> FreshState {
     let config = postgres_test_config("manage_test");
+    let mut small = config.clone();
+    small.history_max_size = 4096;
     FreshState::new(
         move |clock| {
             Arc::new(
@@ -232,6 +234,12 @@ pub fn postgres_state() -> FreshState {
         (),
     )
     .with_server_clock(Duration::from_secs(5))
+    .with_small_history(move || {
+        Arc::new(
+            crate::backend::postgres::PostgresBackend::open(&small, SystemClock::shared())
+                .expect("open the postgres backend"),
+        )
+    })
 }
 
 /// The configuration of a fresh PostgreSQL site in `schema` on the test
@@ -410,6 +418,7 @@ macro_rules! backend_conformance {
             history::the_history_reads_back_newest_last,
             history::an_entry_is_kept_once_per_id,
             history::every_mode_change_appends_one_entry,
+            history::a_change_is_recorded_whatever_the_backends_clock_says,
             history::a_lapsed_pending_is_recorded_exactly_once_however_many_notice_it,
             history::a_writer_records_the_lapse_it_replaces,
             history::the_history_is_bounded_and_keeps_the_newest,
@@ -573,6 +582,6 @@ mod postgres_backend {
     crate::backend_conformance!(
         crate::conformance::postgres_state;
         if crate::conformance::postgres_available;
-        areas: modes, tasks, joins, activation, window, schedules
+        areas: modes, tasks, joins, activation, window, schedules, read_only_schedules, readonly, history
     );
 }

@@ -15,8 +15,10 @@
 //!     and joins shared), [`WINDOW`] (the `offline run` holding the
 //!     window), [`SCHEDULE`] (reserved, unused: a scheduled window's holder
 //!     holds a key of its own, so that a new schedule can be set while an
-//!     ended one's process still lets go); the rest is kept for later.
-//!   - `1024 ..= 2^31-1`: a task's, a waiter's or a schedule's own key, its row's number
+//!     ended one's process still lets go), [`HISTORY`] (the one pruner of
+//!     the history at a time); the rest is kept for later.
+//!   - `1024 ..= 2^31-1`: a task's, a waiter's, a schedule's or a web
+//!     layer's (writes in flight, `readonly.rs`) own key, its row's number
 //!     from the sequence `lock_keys` (which cycles; a start that finds its
 //!     number still held draws the next). Held exclusively by the holder's
 //!     connection for its lifetime; probed shared (a probe never makes a
@@ -39,6 +41,9 @@ pub(super) const WINDOW: i32 = 2;
 /// Reserved (see the module docs).
 #[allow(dead_code)]
 pub(super) const SCHEDULE: i32 = 3;
+/// The history's pruning: taken per transaction, tried, never waited for
+/// (`history.rs`).
+pub(super) const HISTORY: i32 = 4;
 /// The first object id of task and waiter keys (`lock_keys`' minimum).
 pub(super) const FIRST_LOCK_KEY: i32 = 1024;
 /// The object id, under [`schema_class`], of schema creation.
@@ -84,6 +89,13 @@ mod tests {
         assert_ne!(site_class("ab", "c"), site_class("a", "bc"));
         assert_eq!(site_class("manage", "a"), site_class("manage", "a"));
         assert!(instance_key(1) < 0 && instance_key(i32::MAX) < 0);
-        const { assert!(GATE < FIRST_LOCK_KEY && WINDOW < FIRST_LOCK_KEY && SCHEDULE < FIRST_LOCK_KEY) };
+        const {
+            assert!(
+                GATE < FIRST_LOCK_KEY
+                    && WINDOW < FIRST_LOCK_KEY
+                    && SCHEDULE < FIRST_LOCK_KEY
+                    && HISTORY < FIRST_LOCK_KEY
+            )
+        };
     }
 }

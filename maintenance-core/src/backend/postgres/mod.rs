@@ -52,9 +52,10 @@
 //! **Areas.** This file holds the [`Backend`] impl, every method one line
 //! into the file of its area: `modes.rs` (the record, the gate, the
 //! waiters), `tasks.rs` (starts, joins, probes), `watch.rs`
-//! (`wait_for_change`); `sessions.rs`, `schedules.rs`, `window.rs`,
-//! `history.rs` and `readonly.rs` are not done yet and answer
-//! [`Error::Unsupported`].
+//! (`wait_for_change`), `history.rs` (the history, and the changes nobody
+//! lived to record), `readonly.rs` (the read-only tier, and web layers'
+//! writes in flight); `sessions.rs`, `schedules.rs` and `window.rs` are
+//! not done yet and answer [`Error::Unsupported`].
 
 mod connect;
 mod history;
@@ -117,6 +118,7 @@ pub(crate) struct Inner {
     session_timeout: Duration,
     pool: Mutex<Vec<Conn>>,
     schema_ready: OnceLock<()>,
+    history: history::HistoryState,
 }
 
 impl PostgresBackend {
@@ -146,6 +148,7 @@ impl PostgresBackend {
                 session_timeout: config.session_timeout,
                 pool: Mutex::new(Vec::new()),
                 schema_ready: OnceLock::new(),
+                history: history::HistoryState::new(config.history_max_size),
             }),
         })
     }
@@ -223,7 +226,10 @@ impl Inner {
     }
 
     /// The server's `now()` moved by the backend clock's offset from this
-    /// host's real clock, as SQL.
+    /// host's real clock, as SQL. With an offset, the time is the
+    /// statement's, not the transaction's: the offset is read as the
+    /// statement is built, after the transaction began, and a time from
+    /// before that moved by it would lie before the clock's time.
     fn now_sql(&self) -> String {
         let (clock, real) = (self.clock.now(), SystemTime::now());
         let micros: i128 = match clock.duration_since(real) {
@@ -234,7 +240,7 @@ impl Inner {
         if micros.abs() < 1_000 {
             "now()".into()
         } else {
-            format!("(now() + interval '{micros} microseconds')")
+            format!("(statement_timestamp() + interval '{micros} microseconds')")
         }
     }
 

@@ -90,7 +90,11 @@ impl Inner {
 
     /// The statement that writes `record` after `previous`, moving the
     /// generation.
-    fn write_sql(&self, record: &mut ModeRecord, previous: &ModeRecord) -> Result<String> {
+    pub(super) fn write_sql(
+        &self,
+        record: &mut ModeRecord,
+        previous: &ModeRecord,
+    ) -> Result<String> {
         record.generation = previous.generation.wrapping_add(1);
         if !record.mode.is_draining() {
             record.from = None;
@@ -278,7 +282,7 @@ impl Inner {
         }
     }
 
-    fn waiter_row_sql(&self, key: i32, since: Timestamp, change: &ModeChange) -> String {
+    pub(super) fn waiter_row_sql(&self, key: i32, since: Timestamp, change: &ModeChange) -> String {
         format!(
             "INSERT INTO {s}.waiters (site, key, since_ms, pid, by_whom) VALUES ({site}, {key}, {ms}, {pid}, {by}) \
              ON CONFLICT (site, key) DO UPDATE SET since_ms = EXCLUDED.since_ms, pid = EXCLUDED.pid, by_whom = EXCLUDED.by_whom",
@@ -293,7 +297,7 @@ impl Inner {
         )
     }
 
-    fn waiter(&self, conn: Conn, key: i32, since: Timestamp) -> PgWaiter {
+    pub(super) fn waiter(&self, conn: Conn, key: i32, since: Timestamp) -> PgWaiter {
         PgWaiter {
             conn: Some(conn),
             since,
@@ -378,6 +382,8 @@ pub(super) fn begin_pending_with(
                 return Err(e);
             }
         };
+        // A lapsed drain this replaces is recorded first.
+        inner.notice_under_gate(&conn, now, &view).await;
         let also = match inner.gate_step(&conn, now, step).await {
             Ok(also) => also,
             Err(e) => {
@@ -560,6 +566,7 @@ pub(super) fn force_offline(inner: &Arc<Inner>, change: &ModeChange) -> Result<M
                 return Err(e);
             }
         };
+        inner.notice_under_gate(&conn, now, &view).await;
         let r = view.record;
         let mut offline = if r.mode == Mode::Offline {
             r.clone()
@@ -592,6 +599,7 @@ pub(super) fn go_online(inner: &Arc<Inner>, change: &ModeChange) -> Result<ModeR
                 return Err(e);
             }
         };
+        inner.notice_under_gate(&conn, now, &view).await;
         let mut online = Inner::online_record(&change, now);
         let sql = inner.write_sql(&mut online, &view.record)?;
         // A run that died mid-command no longer explains the mode.

@@ -139,7 +139,6 @@ fn parse_end(json: &str) -> ScheduleEnd {
 /// the rows of schedules whose holder died before anyone ended them (they
 /// lapsed), on `conn`, and returns their records, each exactly once
 /// however many processes ask at once.
-#[allow(dead_code)]
 pub(super) async fn take_lapsed(inner: &Inner, conn: &Conn) -> Result<Vec<ScheduleRecord>> {
     let rows = sql::run(
         &conn.client,

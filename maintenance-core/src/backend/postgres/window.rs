@@ -149,13 +149,22 @@ pub(super) fn clear_abandoned_sql(inner: &Inner) -> String {
     )
 }
 
+/// The window's state read on `conn` (a writer's, holding the exclusive
+/// gate), for the history: a lapsed drain begun by an `offline run` is
+/// recorded as the run's.
+pub(super) async fn state_on(inner: &Inner, conn: &Conn) -> Result<WindowState> {
+    let rows = sql::run(&conn.client, &inner.window_sql())
+        .await
+        .map_err(|e| inner.pg_error(e))?;
+    Ok(Inner::window_of(&rows))
+}
+
 /// For the history (`history.rs`): the runs that died while their command
 /// ran and that nobody has recorded yet, each returned exactly once however
 /// many processes ask at once (the row is marked `noticed` in the same
 /// statement), on `conn`. A noticed run still current keeps the window
 /// [`Abandoned`](WindowState::Abandoned) for status until someone goes
 /// ONLINE or the next run takes the window.
-#[allow(dead_code)]
 pub(super) async fn unrecorded_abandoned(inner: &Inner, conn: &Conn) -> Result<Vec<WindowRun>> {
     let rows = sql::run(
         &conn.client,
