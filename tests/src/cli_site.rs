@@ -70,6 +70,52 @@ pub fn test_database_url() -> Option<String> {
     None
 }
 
+/// Whether this test binary runs its sites on PostgreSQL
+/// (`MANAGE_TEST_BACKEND=postgres`).
+pub fn on_postgres_backend() -> bool {
+    std::env::var(ENV_TEST_BACKEND).as_deref() == Ok("postgres")
+}
+
+/// For a test that inspects the file backend's state directly (its files,
+/// their modes, a hostile entry put there by hand, nginx's marker): `true`
+/// under `MANAGE_TEST_BACKEND=postgres`, after printing `why` — the test
+/// then returns at once (`if file_backend_only("…") { return; }`), so a
+/// pass on PostgreSQL says what it left to the file backend, never silently.
+pub fn file_backend_only(why: &str) -> bool {
+    if !on_postgres_backend() {
+        return false;
+    }
+    eprintln!("file backend only, skipped on PostgreSQL: {why}");
+    true
+}
+
+/// The test server's URL when this test binary runs its sites on
+/// PostgreSQL: `None` for the file backend. Fails the test when
+/// `MANAGE_TEST_BACKEND` is neither `file` nor `postgres`, or is
+/// `postgres` without a server.
+pub(crate) fn backend_url_from_env() -> Option<String> {
+    match std::env::var(ENV_TEST_BACKEND).as_deref() {
+        Ok("postgres") => Some(test_database_url().unwrap_or_else(|| {
+            panic!("${ENV_TEST_BACKEND}=postgres needs ${ENV_TEST_DATABASE_URL}")
+        })),
+        Ok("") | Ok("file") | Err(_) => None,
+        Ok(other) => panic!("${ENV_TEST_BACKEND}={other:?}: use `file` or `postgres`"),
+    }
+}
+
+/// A site of its own on the PostgreSQL server `url`: a fresh name (for
+/// `site` in manage.toml), and the URL carrying it as `application_name`,
+/// so a test can tell its connections from everyone else's.
+pub(crate) fn fresh_postgres_site(url: &str) -> (String, String) {
+    let name = format!(
+        "e2e-{}-{}",
+        std::process::id(),
+        maintenance_core::random::hex::<6>()
+    );
+    let sep = if url.contains('?') { '&' } else { '?' };
+    (format!("{url}{sep}application_name={name}"), name)
+}
+
 impl CliSite {
     /// A fresh site run with `exe` (`env!("CARGO_BIN_EXE_e2e-manage")`).
     pub fn new(exe: impl Into<PathBuf>) -> CliSite {
@@ -83,15 +129,9 @@ impl CliSite {
     /// test file whose tests read the state only through `manage` and the
     /// core API runs against either backend unchanged.
     pub fn with_config(exe: impl Into<PathBuf>, toml: &str) -> CliSite {
-        match std::env::var(ENV_TEST_BACKEND).as_deref() {
-            Ok("postgres") => {
-                let url = test_database_url().unwrap_or_else(|| {
-                    panic!("${ENV_TEST_BACKEND}=postgres needs ${ENV_TEST_DATABASE_URL}")
-                });
-                CliSite::on_postgres(exe, &url, toml)
-            }
-            Ok("") | Ok("file") | Err(_) => CliSite::in_state_dir(exe, toml),
-            Ok(other) => panic!("${ENV_TEST_BACKEND}={other:?}: use `file` or `postgres`"),
+        match backend_url_from_env() {
+            Some(url) => CliSite::on_postgres(exe, &url, toml),
+            None => CliSite::in_state_dir(exe, toml),
         }
     }
 
@@ -113,17 +153,9 @@ impl CliSite {
     /// manage.toml), and its connections that name as `application_name`,
     /// so a test can tell them from everyone else's on the server.
     pub fn on_postgres(exe: impl Into<PathBuf>, url: &str, toml: &str) -> CliSite {
-        let name = format!(
-            "e2e-{}-{}",
-            std::process::id(),
-            maintenance_core::random::hex::<6>()
-        );
+        let (url, name) = fresh_postgres_site(url);
         let mut site = CliSite::in_state_dir(exe, &format!("site = \"{name}\"\n{toml}"));
-        let sep = if url.contains('?') { '&' } else { '?' };
-        site.postgres = Some(Postgres {
-            url: format!("{url}{sep}application_name={name}"),
-            site: name,
-        });
+        site.postgres = Some(Postgres { url, site: name });
         site
     }
 

@@ -17,16 +17,23 @@ pub struct Holder {
     exe: PathBuf,
     state: PathBuf,
     user: Option<User>,
+    /// Under `MANAGE_TEST_BACKEND=postgres`: the site's URL on the test
+    /// server and its name, given to every run.
+    postgres: Option<(String, String)>,
 }
 
 impl Holder {
     /// `exe` is `env!("CARGO_BIN_EXE_task-holder")`; `state` the state
-    /// directory every run is given.
+    /// directory every run is given. With `MANAGE_TEST_BACKEND=postgres`
+    /// every run keeps its state on the PostgreSQL test server instead, as
+    /// a site of this holder's own.
     pub fn new(exe: impl Into<PathBuf>, state: impl Into<PathBuf>) -> Holder {
         Holder {
             exe: exe.into(),
             state: state.into(),
             user: None,
+            postgres: crate::cli_site::backend_url_from_env()
+                .map(|url| crate::cli_site::fresh_postgres_site(&url)),
         }
     }
 
@@ -49,9 +56,11 @@ impl Holder {
     /// The command line `task-holder --state-dir STATE ARGS…`, stdio piped.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.exe);
-        cmd.arg("--state-dir")
-            .arg(&self.state)
-            .args(args)
+        cmd.arg("--state-dir").arg(&self.state);
+        if let Some((url, site)) = &self.postgres {
+            cmd.args(["--database-url", url, "--site", site]);
+        }
+        cmd.args(args)
             .env_remove(maintenance_core::task::ENV_TASK)
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::piped())

@@ -27,6 +27,10 @@ pub const MYSITE_KEY: &str = "web-tests-signing-key";
 pub struct MySite {
     scratch: Scratch,
     exe: PathBuf,
+    /// The site's URL on the PostgreSQL test server, under
+    /// `MANAGE_TEST_BACKEND=postgres` (given to every run as
+    /// `MANAGE_DATABASE_URL`).
+    database_url: Option<String>,
 }
 
 impl MySite {
@@ -35,15 +39,26 @@ impl MySite {
         MySite::with_config(exe, "")
     }
 
-    /// A fresh site whose `manage.toml` also holds `toml`.
+    /// A fresh site whose `manage.toml` also holds `toml`. With
+    /// `MANAGE_TEST_BACKEND=postgres` its state is on the PostgreSQL test
+    /// server instead, as a site of its own (`site` in manage.toml, every
+    /// run given `MANAGE_DATABASE_URL`), as [`crate::CliSite`]'s is.
     pub fn with_config(exe: impl Into<PathBuf>, toml: &str) -> MySite {
+        let (database_url, site) = match crate::cli_site::backend_url_from_env() {
+            Some(url) => {
+                let (url, name) = crate::cli_site::fresh_postgres_site(&url);
+                (Some(url), format!("site = \"{name}\"\n"))
+            }
+            None => (None, String::new()),
+        };
         let scratch = Scratch::with_manage_toml(&format!(
-            "state_dir = \"state\"\nrefresh_interval = \"50ms\"\n{toml}\n"
+            "state_dir = \"state\"\nrefresh_interval = \"50ms\"\n{site}{toml}\n"
         ));
         std::fs::create_dir(scratch.path().join("hold")).expect("create hold/");
         MySite {
             scratch,
             exe: exe.into(),
+            database_url,
         }
     }
 
@@ -65,6 +80,9 @@ impl MySite {
             .current_dir(self.dir())
             .env("MYSITE_SECRET_KEY", key)
             .env("MYSITE_HOLD_DIR", self.dir().join("hold"));
+        if let Some(url) = &self.database_url {
+            cmd.env("MANAGE_DATABASE_URL", url);
+        }
         cmd
     }
 

@@ -45,6 +45,8 @@
 //! NAME may be given as --name-json '"a\u0000b"' instead (argv cannot
 //! carry a NUL byte).
 //!
+//! --database-url URL --site NAME   keep the state on the PostgreSQL server
+//!                         URL as site NAME instead of in --state-dir
 //! --concurrent            the concurrent policy (default: single)
 //! --lock-timeout-ms N     how long a single instance waits (default 0)
 //! --ignore-maintenance    run even while PENDING/OFFLINE
@@ -85,6 +87,8 @@ enum Then {
 #[derive(Debug)]
 struct Args {
     state_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    site: Option<String>,
     action: String,
     positional: Vec<String>,
     name_json: Option<String>,
@@ -137,6 +141,8 @@ fn usage(message: &str) -> Exit {
 fn parse(mut raw: impl Iterator<Item = String>) -> Result<Args, Exit> {
     let mut args = Args {
         state_dir: None,
+        database_url: None,
+        site: None,
         action: String::new(),
         positional: Vec::new(),
         name_json: None,
@@ -166,6 +172,8 @@ fn parse(mut raw: impl Iterator<Item = String>) -> Result<Args, Exit> {
         }
         match arg.as_str() {
             "--state-dir" => args.state_dir = Some(value(&mut raw, &arg)?.into()),
+            "--database-url" => args.database_url = Some(value(&mut raw, &arg)?),
+            "--site" => args.site = Some(value(&mut raw, &arg)?),
             "--name-json" => args.name_json = Some(value(&mut raw, &arg)?),
             "--concurrent" => args.concurrent = true,
             "--lock-timeout-ms" => {
@@ -231,8 +239,18 @@ impl Args {
             .state_dir
             .as_ref()
             .ok_or_else(|| usage("--state-dir is required"))?;
-        maintenance_core::backend::open(&Config::with_state_dir(dir), SystemClock::shared())
-            .map_err(|e| report(&e))
+        let mut config = Config::with_state_dir(dir);
+        if let Some(url) = &self.database_url {
+            config.backend = maintenance_core::config::BackendKind::Postgres;
+            config.postgres.url = Some(
+                maintenance_core::database_url::DatabaseUrl::parse(url)
+                    .map_err(|e| usage(&format!("bad --database-url: {e}")))?,
+            );
+            if let Some(site) = &self.site {
+                config.postgres.site = site.clone();
+            }
+        }
+        maintenance_core::backend::open(&config, SystemClock::shared()).map_err(|e| report(&e))
     }
 
     fn options(&self, backend: &Arc<dyn Backend>) -> Result<TaskOptions, Exit> {
