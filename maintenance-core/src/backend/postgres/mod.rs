@@ -512,6 +512,10 @@ impl Backend for PostgresBackend {
         sessions::touch_session(&self.inner, key)
     }
 
+    fn touch_sessions(&self, keys: &[SessionKey]) -> Result<()> {
+        sessions::touch_sessions(&self.inner, keys)
+    }
+
     fn end_session(&self, key: &SessionKey) -> Result<()> {
         sessions::end_session(&self.inner, key)
     }
