@@ -68,9 +68,9 @@ pub(crate) struct Shared {
     pub clock: AtomicU64,
     pub session_timeout: Duration,
     pub refresh_interval: Duration,
-    /// A repeat touch this many seconds (or more) after the session's last
-    /// write, plus those to its timeout, is written at once
-    /// ([`Job::Lapsing`]): see [`lapse_secs`].
+    /// A repeat touch that comes within this many seconds of the end of
+    /// its session's timeout (counted from its last write) is written at
+    /// once ([`Job::Lapsing`]): see [`lapse_secs`].
     pub lapse_secs: u64,
     /// Ids the validator rejected (bounded).
     pub rejected: RwLock<Rejected>,
@@ -199,10 +199,11 @@ impl Registry for Shared {
 /// written at once: the batch writes a touch at most `touch_every` after
 /// it came (and the thread's wake-up after that), the hot path's seconds
 /// lag the thread's clock by up to a refresh interval, and the seconds
-/// themselves round down by up to one. A touch sent `lapse_secs` or more
-/// before its session's stored entry could expire would otherwise land
-/// after it; one sent earlier lands while the entry still counts, since
-/// every backend counts an entry at least the timeout after its write.
+/// themselves round down by up to one. A touch sent less than
+/// `lapse_secs` before its session's stored entry could expire might land
+/// after it, so it goes at once; one sent earlier lands with the batch
+/// while the entry still counts, since every backend counts an entry at
+/// least the timeout after its write.
 pub(crate) fn lapse_secs(touch_every: Duration, refresh_interval: Duration) -> u64 {
     let late = touch_every + refresh_interval;
     late.as_secs() + u64::from(late.subsec_nanos() > 0) + 2
