@@ -28,7 +28,8 @@
 //! **Both backends.** With the `postgres` feature and
 //! `$MANAGE_TEST_DATABASE_URL` set (`scripts/pg-cluster start` prints one),
 //! every group runs again on PostgreSQL under a `postgres/` prefix (a
-//! fresh site each, in schema `manage_bench`), beside
+//! fresh site each, in schema `manage_bench`, which each run drops first),
+//! beside
 //! `postgres/floor/select_1`: one `SELECT 1` on an open connection, the
 //! round trip every statement pays. The table then shows both backends
 //! side by side.
@@ -126,6 +127,10 @@ fn stores(cpu: bool) -> Vec<Store> {
     {
         let parsed = maintenance_core::database_url::DatabaseUrl::parse(&url)
             .unwrap_or_else(|e| panic!("$MANAGE_TEST_DATABASE_URL: {e}"));
+        // The sites of earlier runs would only make the tables bigger.
+        let (rt, client) = connect(&url);
+        rt.block_on(client.simple_query("DROP SCHEMA IF EXISTS manage_bench CASCADE"))
+            .expect("drop the schema of earlier runs");
         stores.push(Store::Postgres(Box::new(parsed), url));
     }
     let _ = cpu;
@@ -349,13 +354,10 @@ fn touch<M: Measurement<Value = Duration>>(c: &mut Criterion<M>, store: &Store, 
     batches.finish();
 }
 
-/// The round trip every PostgreSQL statement pays: `SELECT 1` on an open
-/// connection of the benchmark's own.
+/// A connection of the benchmark's own to `url` (plain: the test
+/// cluster's URL says `sslmode=disable`), with the runtime it runs on.
 #[cfg(feature = "postgres")]
-fn floor<M: Measurement>(c: &mut Criterion<M>, store: &Store) {
-    let Store::Postgres(_, url) = store else {
-        return;
-    };
+fn connect(url: &str) -> (tokio::runtime::Runtime, tokio_postgres::Client) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -367,6 +369,17 @@ fn floor<M: Measurement>(c: &mut Criterion<M>, store: &Store) {
         tokio::spawn(connection);
         client
     });
+    (rt, client)
+}
+
+/// The round trip every PostgreSQL statement pays: `SELECT 1` on an open
+/// connection of the benchmark's own.
+#[cfg(feature = "postgres")]
+fn floor<M: Measurement>(c: &mut Criterion<M>, store: &Store) {
+    let Store::Postgres(_, url) = store else {
+        return;
+    };
+    let (rt, client) = connect(url);
     let mut group = c.benchmark_group("postgres/floor");
     group.bench_function("select_1", |b| {
         b.iter(|| {
