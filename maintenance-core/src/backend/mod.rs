@@ -462,6 +462,22 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// layer decides who gets in; the backend only counts (I2).
     fn touch_session(&self, key: &SessionKey) -> Result<()>;
 
+    /// Records activity of every session in `keys`, now, as
+    /// [`touch_session`](Self::touch_session) of each does (a key given
+    /// twice counts once): the web layer's batch of repeat touches. A
+    /// backend on a server writes them in one statement; the default
+    /// touches each in turn, and returns the first error once it has tried
+    /// them all.
+    fn touch_sessions(&self, keys: &[SessionKey]) -> Result<()> {
+        let mut first = None;
+        for key in keys {
+            if let Err(e) = self.touch_session(key) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
     /// Ends a session (logout): it stops counting at once.
     fn end_session(&self, key: &SessionKey) -> Result<()>;
 

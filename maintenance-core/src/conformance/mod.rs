@@ -342,6 +342,7 @@ macro_rules! backend_conformance {
     (@area sessions [$($then:tt)*]) => {
         $crate::backend_conformance!($($then)*;
             sessions::a_touched_session_is_live_until_it_expires,
+            sessions::a_batch_of_touches_records_each_session_once,
             sessions::logout_ends_a_session_at_once,
             sessions::pruning_removes_only_what_every_process_judges_expired,
             sessions::touches_are_never_refused,
@@ -582,6 +583,7 @@ mod postgres_backend {
     crate::backend_conformance!(
         crate::conformance::postgres_state;
         if crate::conformance::postgres_available;
-        areas: modes, tasks, joins, activation, window, schedules, read_only_schedules, readonly, history
+        areas: modes, tasks, joins, sessions, activation, window, schedules, read_only_schedules,
+            readonly, history
     );
 }

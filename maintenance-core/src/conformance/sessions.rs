@@ -36,6 +36,45 @@ pub fn a_touched_session_is_live_until_it_expires(site: &dyn Fn() -> FreshState)
     assert_eq!(b.sessions().unwrap().len(), 1, "a new touch revives it");
 }
 
+/// A batch of touches (the web layer's repeat touches, written together)
+/// records each session as its own touch would: new ones, known ones
+/// moved on, expired ones revived, a key given twice counted once.
+pub fn a_batch_of_touches_records_each_session_once(site: &dyn Fn() -> FreshState) {
+    let s = site();
+    let clock = ManualClock::starting_now();
+    let b = s.open_with(clock.clone());
+    let timeout = b.session_timeout();
+    b.touch_sessions(&[]).unwrap();
+    assert!(
+        b.sessions().unwrap().is_empty(),
+        "an empty batch records nothing"
+    );
+    b.touch_session(&key("alice")).unwrap();
+    b.touch_session(&key("gone")).unwrap();
+    clock.advance(timeout + Duration::from_secs(11));
+    assert!(b.session(&key("gone")).unwrap().is_none(), "expired");
+    b.touch_session(&key("alice")).unwrap();
+    clock.advance(Duration::from_secs(7));
+    b.touch_sessions(&[key("bob"), key("alice"), key("gone"), key("bob")])
+        .unwrap();
+    let listed = b.sessions().unwrap();
+    let mut keys: Vec<_> = listed.iter().map(|e| e.key.clone()).collect();
+    keys.sort();
+    let mut expected = vec![key("alice"), key("bob"), key("gone")];
+    expected.sort();
+    assert_eq!(keys, expected, "each once, the expired one revived");
+    for e in &listed {
+        assert!(
+            e.expires_at.system_time() >= clock.now_for_tests() + timeout,
+            "every session of the batch counts a whole timeout from it: {e:?}"
+        );
+    }
+    assert_eq!(
+        s.open_with(clock.clone()).session_summary().unwrap().count,
+        3
+    );
+}
+
 /// Logout ends a session at once, for every reader.
 pub fn logout_ends_a_session_at_once(site: &dyn Fn() -> FreshState) {
     let s = site();

@@ -353,7 +353,11 @@ impl LayerBuilder {
         self
     }
 
-    /// How often a known session is written again (default 5 s).
+    /// How often, at most, a known session is written again (default
+    /// 5 s). Repeat touches wait in one batch, written in one call (one
+    /// statement on PostgreSQL) `touch_every` after its first: storage
+    /// sees a session's activity within twice this. A session whose stored
+    /// entry could expire before the batch goes is written at once.
     pub fn touch_every(mut self, every: Duration) -> Self {
         self.options.touch_every = every;
         self
@@ -567,23 +571,31 @@ impl<S> Maintenance<S> {
 
     /// For a session this process knows (and, with `live`, saw within the
     /// timeout): notes its activity — written again at most every
-    /// `touch_every` — and says `true`. One lookup, one clock read.
+    /// `touch_every`, in the layer's next batch, or at once when its
+    /// stored entry could expire before that batch goes — and says
+    /// `true`. One lookup, one clock read.
     fn touch_known(&self, view: &View, id: &[u8], live: bool) -> bool {
         let shared = &self.shared;
+        let timeout = shared.session_timeout.as_secs();
         let touched = shared.sessions.with(view, id, |seen| {
             let last = seen.written()?;
             let now = shared.now_secs();
             let idle = now.saturating_sub(last);
-            if live && idle >= shared.session_timeout.as_secs() {
+            if live && idle >= timeout {
                 return None;
             }
-            Some(idle >= shared.options.touch_every.as_secs() && seen.rewrite(last, now))
+            let again = idle >= shared.options.touch_every.as_secs() && seen.rewrite(last, now);
+            Some(again.then_some(idle))
         });
         match touched.flatten() {
             None => false,
             Some(again) => {
-                if again {
-                    shared.send(Job::Again(SessionKey::of(id)));
+                match again {
+                    Some(idle) if idle.saturating_add(shared.lapse_secs) >= timeout => {
+                        shared.send(Job::Lapsing(SessionKey::of(id)));
+                    }
+                    Some(_) => shared.send(Job::Again(SessionKey::of(id))),
+                    None => {}
                 }
                 true
             }

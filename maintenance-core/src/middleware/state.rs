@@ -3,6 +3,15 @@
 //! `refresh_interval`, writes session touches, and answers "is this session
 //! live?" for the hot path, which never reads the disk itself.
 //!
+//! A new session is written at once (I2). A known session's repeat touches
+//! wait in one batch, written in one call ([`Backend::touch_sessions`]: one
+//! statement on PostgreSQL) `touch_every` after the batch's first: a busy
+//! layer writes once every few seconds, not once per request. A session
+//! is live in storage for its whole timeout after its previous write, so
+//! the wait costs it nothing — except a session coming back so near the
+//! end of its timeout that its entry could expire before the batch goes:
+//! its touch is written at once, as a new session's is ([`lapse_secs`]).
+//!
 //! Whatever arrives, what the layer writes and remembers is bounded: per
 //! refresh interval at most `session_cap` new ids are looked at (counted on
 //! the hot path) and at most `session_cap` new entries written (counted
@@ -35,6 +44,9 @@ pub(crate) enum Job {
     New(SessionKey, Option<oneshot::Sender<()>>),
     /// A known session's repeat activity: written with the next batch.
     Again(SessionKey),
+    /// A known session's activity that the batch could write only after
+    /// its stored entry expired: written at once, as a new session's.
+    Lapsing(SessionKey),
     End(SessionKey),
     Check(SessionKey, oneshot::Sender<bool>),
     /// Acknowledged once every job queued before it is done.
@@ -57,6 +69,10 @@ pub(crate) struct Shared {
     pub clock: AtomicU64,
     pub session_timeout: Duration,
     pub refresh_interval: Duration,
+    /// A repeat touch that comes within this many seconds of the end of
+    /// its session's timeout (counted from its last write) is written at
+    /// once ([`Job::Lapsing`]): see [`lapse_secs`].
+    pub lapse_secs: u64,
     /// Ids the validator rejected (bounded).
     pub rejected: RwLock<Rejected>,
     /// New ids looked at in this refresh interval; the layer's thread
@@ -180,6 +196,20 @@ impl Registry for Shared {
     }
 }
 
+/// How near the end of its timeout a session's repeat touch must be
+/// written at once: the batch writes a touch at most `touch_every` after
+/// it came (and the thread's wake-up after that), the hot path's seconds
+/// lag the thread's clock by up to a refresh interval, and the seconds
+/// themselves round down by up to one. A touch sent less than
+/// `lapse_secs` before its session's stored entry could expire might land
+/// after it, so it goes at once; one sent earlier lands with the batch
+/// while the entry still counts, since every backend counts an entry at
+/// least the timeout after its write.
+pub(crate) fn lapse_secs(touch_every: Duration, refresh_interval: Duration) -> u64 {
+    let late = touch_every + refresh_interval;
+    late.as_secs() + u64::from(late.subsec_nanos() > 0) + 2
+}
+
 /// Starts the shared state and its thread.
 pub(crate) fn start(config: &Config, options: LayerOptions) -> Arc<Shared> {
     let (tx, rx) = mpsc::channel();
@@ -193,6 +223,7 @@ pub(crate) fn start(config: &Config, options: LayerOptions) -> Arc<Shared> {
         None => (None, None),
     };
     let known = Known::new(options.max_known());
+    let lapse_secs = lapse_secs(options.touch_every, config.refresh_interval);
     let shared = Arc::new(Shared {
         options,
         sessions: known,
@@ -201,6 +232,7 @@ pub(crate) fn start(config: &Config, options: LayerOptions) -> Arc<Shared> {
         clock: AtomicU64::new(0),
         session_timeout: config.session_timeout,
         refresh_interval: config.refresh_interval,
+        lapse_secs,
         rejected: RwLock::new(Rejected::new(cap.saturating_mul(REJECTED_PER_CAP))),
         lookups: AtomicU64::new(0),
         vouch,
@@ -256,13 +288,23 @@ fn run(
     let mut last_prune = Instant::now();
     let mut publisher = Publisher::default();
     loop {
-        let wait = next.saturating_duration_since(Instant::now());
+        let wake = writer.batch_due().map_or(next, |due| due.min(next));
+        let wait = wake.saturating_duration_since(Instant::now());
         let job = match jobs.recv_timeout(wait) {
             Ok(job) => Some(job),
             Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Disconnected) => {
+                // The layer is gone: its last touches still count.
+                if let Some(b) = &backend {
+                    let _ = writer.write_batch(b.as_ref());
+                }
+                return;
+            }
         };
         let Some(shared) = shared.upgrade() else {
+            if let Some(b) = &backend {
+                let _ = writer.write_batch(b.as_ref());
+            }
             return;
         };
         // Stored only when it moves: every request reads this line.
@@ -284,6 +326,11 @@ fn run(
             (Some(Job::WritesDone), _) => publisher.done(&shared.in_flight),
             (Some(job), Some(b)) => writer.handle(&shared, b.as_ref(), job),
             _ => {}
+        }
+        if let Some(b) = &backend
+            && writer.batch_due().is_some_and(|due| Instant::now() >= due)
+        {
+            writer.batch_now(&shared, b.as_ref());
         }
         if Instant::now() >= next {
             if let Some(b) = &backend {
@@ -344,8 +391,13 @@ struct Writer {
     /// expire as a session does, since it holds some that are not queued.
     backlog_lost: Option<Instant>,
     session_timeout: Duration,
-    /// Repeat touches, written once per interval.
+    /// Repeat touches, written together `batch_every` after the first.
     batch: HashSet<SessionKey>,
+    /// When the batch's first touch came.
+    batch_since: Option<Instant>,
+    batch_every: Duration,
+    /// The last batch could not be written (said once until one is).
+    batch_failed: bool,
 }
 
 impl Writer {
@@ -363,19 +415,73 @@ impl Writer {
             backlog_lost: None,
             session_timeout,
             batch: HashSet::new(),
+            batch_since: None,
+            batch_every: options.touch_every,
+            batch_failed: false,
+        }
+    }
+
+    /// When the batch is to be written; `None` while it is empty.
+    fn batch_due(&self) -> Option<Instant> {
+        self.batch_since.map(|since| since + self.batch_every)
+    }
+
+    /// Writes the batch in one call; on failure keeps it (bounded by the
+    /// sessions the layer knows) for the next, and says so once.
+    fn batch_now(&mut self, shared: &Shared, backend: &dyn Backend) {
+        let n = self.batch.len();
+        match self.write_batch(backend) {
+            Ok(()) => self.batch_failed = false,
+            Err(e) => {
+                if !self.batch_failed {
+                    shared.log(&format!(
+                        "the maintenance layer cannot write {n} sessions' activity, keeping it \
+                         for its next batch: {e}"
+                    ));
+                    self.batch_failed = true;
+                }
+            }
+        }
+    }
+
+    /// Writes the batch in one call; on failure keeps it, due again in a
+    /// batch interval.
+    fn write_batch(&mut self, backend: &dyn Backend) -> crate::error::Result<()> {
+        if self.batch.is_empty() {
+            self.batch_since = None;
+            return Ok(());
+        }
+        let keys: Vec<SessionKey> = self.batch.drain().collect();
+        match backend.touch_sessions(&keys) {
+            Ok(()) => {
+                self.batch_since = None;
+                Ok(())
+            }
+            Err(e) => {
+                self.batch.extend(keys);
+                self.batch_since = Some(Instant::now());
+                Err(e)
+            }
         }
     }
 
     fn handle(&mut self, shared: &Shared, backend: &dyn Backend, job: Job) {
         match job {
             Job::New(key, ack) => {
+                self.batch.remove(&key);
                 self.new_session(shared, backend, key);
                 if let Some(ack) = ack {
                     let _ = ack.send(());
                 }
             }
             Job::Again(key) => {
-                self.batch.insert(key);
+                if self.batch.insert(key) && self.batch_since.is_none() {
+                    self.batch_since = Some(Instant::now());
+                }
+            }
+            Job::Lapsing(key) => {
+                self.batch.remove(&key);
+                self.new_session(shared, backend, key);
             }
             Job::End(key) => {
                 self.batch.remove(&key);
@@ -422,13 +528,10 @@ impl Writer {
         }
     }
 
-    /// A new interval: the batch of repeat touches, then the backlog within
-    /// the cap; the overflow entry ends once an interval passed without
-    /// need of it and every session it held has its own entry.
+    /// A new interval: the backlog within the cap; the overflow entry ends
+    /// once an interval passed without need of it and every session it
+    /// held has its own entry.
     fn next_interval(&mut self, backend: &dyn Backend) {
-        for key in self.batch.drain() {
-            let _ = backend.touch_session(&key);
-        }
         let quiet = !self.overflow_now;
         self.written = 0;
         self.overflow_now = false;

@@ -939,3 +939,132 @@ async fn the_status_carries_a_scheduled_window_from_its_notice_on() {
     until("the schedule gone", || seen(&layer).is_none()).await;
     assert_eq!(get(&mut a, req("/")).await.into_body(), "nothing scheduled");
 }
+
+/// The layer's clock, read after its thread handled every job sent before
+/// (the thread's clock moves whenever it wakes).
+async fn layer_secs(layer: &MaintenanceLayer) -> u64 {
+    use super::vouch::Registry;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    layer.shared.acknowledge(tx);
+    rx.await.unwrap();
+    layer.shared.now_secs()
+}
+
+/// Until the layer's clock reads `secs` (a hang guard, not a timing
+/// assertion: the thread is woken to read it).
+async fn until_layer_secs(layer: &MaintenanceLayer, secs: u64) {
+    for _ in 0..2000 {
+        if layer_secs(layer).await >= secs {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the layer's clock never reached {secs} s");
+}
+
+#[test]
+fn a_repeat_touch_goes_at_once_within_the_batchs_lateness_of_the_timeout() {
+    // touch_every, then the thread's wake-up (a refresh), then the hot
+    // path's whole seconds.
+    assert_eq!(
+        state::lapse_secs(Duration::from_secs(5), Duration::from_millis(250)),
+        8
+    );
+    assert_eq!(state::lapse_secs(Duration::from_secs(5), Duration::ZERO), 7);
+    assert_eq!(state::lapse_secs(Duration::ZERO, Duration::ZERO), 2);
+}
+
+/// A repeat touch the batch would write only after the session's stored
+/// entry could expire is written at once, as a new session's is, so that
+/// a waiter never sees a live user's session lapse. (With an hour between
+/// refreshes every repeat touch is such a one; without the rule it would
+/// wait for the batch.)
+#[tokio::test]
+async fn a_repeat_touch_the_batch_would_write_too_late_is_written_at_once() {
+    let s = site_refreshed_every(Duration::from_secs(3600));
+    let layer = patient(&s.config)
+        .touch_every(Duration::from_secs(1))
+        .build();
+    let mut a = app(&layer);
+    assert_eq!(
+        get(&mut a, req("/login/alice")).await.status(),
+        StatusCode::OK
+    );
+    let first = s
+        .backend
+        .session(&SessionKey::of(b"alice"))
+        .unwrap()
+        .expect("written at login");
+    // Past one five-second bucket of the file backend, so that a new
+    // write shows.
+    let t0 = layer_secs(&layer).await;
+    until_layer_secs(&layer, t0 + 6).await;
+    let res = get(&mut a, with_cookie("/", "sessionid=alice")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    // Every job sent before this one is done.
+    layer_secs(&layer).await;
+    let again = s
+        .backend
+        .session(&SessionKey::of(b"alice"))
+        .unwrap()
+        .expect("live");
+    assert!(
+        again.expires_at > first.expires_at,
+        "written at once: {first:?}, then {again:?}"
+    );
+}
+
+/// One web layer writes many sessions' repeat touches in one statement on
+/// PostgreSQL, not one per session: every row the batch wrote carries one
+/// transaction's id. New sessions were each written at once.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn repeat_touches_of_many_sessions_reach_postgres_in_one_statement() {
+    use crate::backend::postgres::PostgresBackend;
+    use std::collections::BTreeSet;
+    if !crate::conformance::postgres_available() {
+        return;
+    }
+    const N: usize = 100;
+    let mut config = crate::conformance::postgres_test_config("manage_test");
+    config.refresh_interval = Duration::from_millis(20);
+    let backend = PostgresBackend::open(&config, SystemClock::shared()).unwrap();
+    let layer = patient(&config).touch_every(Duration::from_secs(2)).build();
+    let mut a = app(&layer);
+    let ids: Vec<String> = (0..N).map(|i| format!("user{i:03}")).collect();
+    let keys: Vec<SessionKey> = ids.iter().map(|id| SessionKey::of(id.as_bytes())).collect();
+    for id in &ids {
+        assert_eq!(
+            get(&mut a, req(&format!("/login/{id}"))).await.status(),
+            StatusCode::OK
+        );
+    }
+    let logins = backend.session_writers(&keys);
+    assert!(logins.iter().all(Option::is_some), "each written at login");
+    assert_eq!(
+        logins.iter().collect::<BTreeSet<_>>().len(),
+        N,
+        "each new session written at once, by itself"
+    );
+    // Every session due to be written again (two seconds on), then one
+    // request each.
+    let t0 = layer_secs(&layer).await;
+    until_layer_secs(&layer, t0 + 2).await;
+    for id in &ids {
+        let res = get(&mut a, with_cookie("/", &format!("sessionid={id}"))).await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let mut writers = Vec::new();
+    until("every session's repeat touch was written", || {
+        writers = backend.session_writers(&keys);
+        writers.iter().zip(&logins).all(|(now, then)| now != then)
+    })
+    .await;
+    let distinct: BTreeSet<_> = writers.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        1,
+        "{N} repeat touches took {} statements",
+        distinct.len()
+    );
+}

@@ -54,8 +54,9 @@
 //! waiters), `tasks.rs` (starts, joins, probes), `watch.rs`
 //! (`wait_for_change`), `history.rs` (the history, and the changes nobody
 //! lived to record), `readonly.rs` (the read-only tier, and web layers'
-//! writes in flight); `sessions.rs`, `schedules.rs` and `window.rs` are
-//! not done yet and answer [`Error::Unsupported`].
+//! writes in flight), `sessions.rs` (web sessions, touched in batches),
+//! `window.rs` (the `offline run` window) and `schedules.rs` (scheduled
+//! windows).
 
 mod connect;
 mod history;
@@ -386,13 +387,6 @@ fn timestamp_ms(ms: i64) -> Timestamp {
     Timestamp::at(SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
 }
 
-/// The error of a trait method this backend does not have yet.
-fn unsupported(what: &'static str) -> Error {
-    Error::Unsupported {
-        what,
-        backend: "postgres",
-    }
-}
 
 impl Backend for PostgresBackend {
     fn location(&self) -> String {
@@ -527,6 +521,10 @@ impl Backend for PostgresBackend {
 
     fn touch_session(&self, key: &SessionKey) -> Result<()> {
         sessions::touch_session(&self.inner, key)
+    }
+
+    fn touch_sessions(&self, keys: &[SessionKey]) -> Result<()> {
+        sessions::touch_sessions(&self.inner, keys)
     }
 
     fn end_session(&self, key: &SessionKey) -> Result<()> {
