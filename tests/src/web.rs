@@ -17,7 +17,7 @@ pub const MYSITE_KEY: &str = "web-tests-signing-key";
 
 /// A deployment of the example site (`e2e-mysite`, run as `mysite`) for the
 /// web tests: a scratch directory holding `manage.toml` (`state_dir =
-/// "state"`, `refresh_interval = "50ms"`, plus whatever the test adds) that
+/// "state"` — or `site = …` on PostgreSQL —, `refresh_interval = "50ms"`, plus whatever the test adds) that
 /// is the working directory of every run. Every run has `argv[0]` `mysite`,
 /// `MYSITE_SECRET_KEY` set, `MYSITE_HOLD_DIR` set to the site's `hold/`
 /// (where a note sent with `hold=NAME` waits: [`MySite::release`]), and
@@ -31,6 +31,8 @@ pub struct MySite {
     /// `MANAGE_TEST_BACKEND=postgres` (given to every run as
     /// `MANAGE_DATABASE_URL`).
     database_url: Option<String>,
+    /// The site's name on PostgreSQL (`site` in manage.toml).
+    site: Option<String>,
 }
 
 impl MySite {
@@ -47,19 +49,33 @@ impl MySite {
         let (database_url, site) = match crate::cli_site::backend_url_from_env() {
             Some(url) => {
                 let (url, name) = crate::cli_site::fresh_postgres_site(&url);
-                (Some(url), format!("site = \"{name}\"\n"))
+                (Some(url), Some(name))
             }
-            None => (None, String::new()),
+            None => (None, None),
         };
-        let scratch = Scratch::with_manage_toml(&format!(
-            "state_dir = \"state\"\nrefresh_interval = \"50ms\"\n{site}{toml}\n"
-        ));
+        let scratch = Scratch::with_manage_toml("");
         std::fs::create_dir(scratch.path().join("hold")).expect("create hold/");
-        MySite {
+        let site = MySite {
             scratch,
             exe: exe.into(),
             database_url,
-        }
+            site,
+        };
+        site.write_config(&format!("refresh_interval = \"50ms\"\n{toml}"));
+        site
+    }
+
+    /// Rewrites `manage.toml` with `toml` after one line: `state_dir =
+    /// "state"`, or on PostgreSQL the site's own `site` line in its place
+    /// (so `toml`'s lines keep their numbers on either backend). No refresh
+    /// interval unless `toml` sets one.
+    pub fn write_config(&self, toml: &str) {
+        let first = match &self.site {
+            Some(name) => format!("site = \"{name}\""),
+            None => "state_dir = \"state\"".to_owned(),
+        };
+        std::fs::write(self.dir().join("manage.toml"), format!("{first}\n{toml}\n"))
+            .expect("write manage.toml");
     }
 
     /// The site's directory: every run's working directory.

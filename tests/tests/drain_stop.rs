@@ -7,7 +7,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -80,15 +79,13 @@ struct ModeWatch {
 }
 
 impl ModeWatch {
-    fn start(state: PathBuf, command: &'static str) -> ModeWatch {
+    fn start(site: &CliSite, command: &'static str) -> ModeWatch {
         let done = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&done);
+        // The site's own backend (its state directory, or its site on
+        // PostgreSQL), opened here so the thread reads what manage writes.
+        let backend = site.backend();
         let thread = std::thread::spawn(move || {
-            let backend = maintenance_core::backend::open(
-                &maintenance_core::Config::with_state_dir(state),
-                maintenance_core::SystemClock::shared(),
-            )
-            .expect("open the state directory");
             let mut seen = Seen::default();
             while !flag.load(Ordering::SeqCst) {
                 let view = backend.mode().expect("read the mode");
@@ -196,7 +193,7 @@ fn a_worker_asked_to_stop_finishes_its_job_exits_0_and_offline_on_waits_for_it()
     let mut worker = site.spawn_mysite(&["worker", "--job-ms", "1000"]);
     assert_eq!(worker.line(), "worker started");
     assert_eq!(worker.line(), "finished job 1");
-    let watch = ModeWatch::start(site.state(), "worker");
+    let watch = ModeWatch::start(&site, "worker");
     let mut on = site.spawn_mysite(&["offline", "on", "--timeout", "60"]);
 
     let lines = lines_until(&mut worker, |l| l.starts_with("worker stopping"));
@@ -244,7 +241,7 @@ fn a_worker_stops_when_pending_begins_ten_runs_printing_the_median_delay() {
         let mut worker = site.spawn_mysite(&["worker", "--job-ms", "5"]);
         assert_eq!(worker.line(), "worker started");
         assert_eq!(worker.line(), "finished job 1");
-        let watch = ModeWatch::start(site.state(), "worker");
+        let watch = ModeWatch::start(&site, "worker");
         let on = site.spawn_mysite(&["offline", "on", "--timeout", "60"]);
 
         let lines = lines_until(&mut worker, |l| l.starts_with("worker stopping"));

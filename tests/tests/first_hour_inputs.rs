@@ -10,7 +10,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 
-use manage_tests::{Proc, Site, unprivileged_user};
+use manage_tests::{Proc, Site, file_backend_only, unprivileged_user};
 
 const MANAGE: &str = env!("CARGO_BIN_EXE_e2e-manage");
 const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
@@ -38,6 +38,9 @@ fn duration_flags_take_units_and_say_too_large_instead_of_not_a_number() {
 
 #[test]
 fn a_state_dir_below_a_missing_parent_is_refused_naming_it_and_nothing_is_made() {
+    if file_backend_only("how a state directory is made") {
+        return;
+    }
     let site = Site::new(MANAGE);
     let missing = site.dir().join("nonexistent");
     let state = missing.join("a/b");
@@ -61,6 +64,9 @@ fn a_state_dir_below_a_missing_parent_is_refused_naming_it_and_nothing_is_made()
 
 #[test]
 fn the_default_per_user_state_dir_is_made_with_its_parents() {
+    if file_backend_only("how the default state directory is made") {
+        return;
+    }
     let site = Site::new(MANAGE);
     let home = site.dir().join("home");
     std::fs::create_dir(&home).unwrap();
@@ -80,6 +86,9 @@ fn the_default_per_user_state_dir_is_made_with_its_parents() {
 
 #[test]
 fn a_shared_directory_is_refused_as_one_without_chmod_advice() {
+    if file_backend_only("a state directory's own permissions") {
+        return;
+    }
     let site = Site::new(MANAGE);
     // As /tmp is: writable by every user, sticky.
     let shared = site.dir().join("shared");
@@ -97,6 +106,9 @@ fn a_shared_directory_is_refused_as_one_without_chmod_advice() {
 
 #[test]
 fn a_permission_error_says_its_cause_once_and_points_to_offline_doctor() {
+    if file_backend_only("a state directory the user cannot create") {
+        return;
+    }
     let Some(user) =
         unprivileged_user("a_permission_error_says_its_cause_once_and_points_to_offline_doctor")
     else {

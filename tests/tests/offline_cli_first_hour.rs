@@ -302,11 +302,7 @@ const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
 /// serving, its home page answered.
 fn slow_refresh_site() -> (MySite, manage_tests::Server) {
     let site = MySite::new(MYSITE);
-    std::fs::write(
-        site.dir().join("manage.toml"),
-        "state_dir = \"state\"\nrefresh_interval = \"1s\"\n",
-    )
-    .unwrap();
+    site.write_config("refresh_interval = \"1s\"");
     let server = site.serve(&[]);
     server.get("/", &[]).assert_home_page("ONLINE");
     (site, server)

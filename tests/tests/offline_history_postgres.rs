@@ -11,26 +11,17 @@
 use std::sync::Arc;
 
 use maintenance_core::Mode;
-use maintenance_core::conformance::{postgres_available, postgres_test_config};
 use maintenance_core::history::{Cause, EventKind, HistoryEntry};
-use manage_tests::{CliSite, Proc, poll_until, user_at_host};
+use manage_tests::{CliSite, Proc, poll_until, test_database_url, user_at_host};
 
 const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
 
-/// A fresh site on the test server: its manage.toml names the backend, the
-/// server, a site of its own and the test schema; the returned backend
-/// opens the same site in this process.
-fn postgres_site() -> (CliSite, Arc<dyn maintenance_core::Backend>) {
-    let config = postgres_test_config("manage_test");
-    let url = std::env::var(maintenance_core::conformance::ENV_TEST_DATABASE_URL).unwrap();
-    let toml = format!(
-        "backend = \"postgres\"\ndatabase_url = {url:?}\nsite = {site:?}\n\
-         [postgres]\nschema = \"manage_test\"\n",
-        site = config.postgres.site
-    );
-    let backend = maintenance_core::backend::open(&config, maintenance_core::SystemClock::shared())
-        .expect("open the site");
-    (CliSite::with_config(EXE, &toml), backend)
+/// A fresh site of its own on the test server, and its state opened in
+/// this process.
+fn postgres_site(url: &str) -> (CliSite, Arc<dyn maintenance_core::Backend>) {
+    let site = CliSite::on_postgres(EXE, url, "");
+    let backend = site.backend();
+    (site, backend)
 }
 
 /// `offline history --json -n N`, parsed, checked to exit 0 without
@@ -53,10 +44,10 @@ fn wait_for_mode(backend: &Arc<dyn maintenance_core::Backend>, mode: Mode) {
 
 #[test]
 fn the_history_of_every_change_reads_back_once_each_on_postgres() {
-    if !postgres_available() {
+    let Some(url) = test_database_url() else {
         return;
-    }
-    let (site, backend) = postgres_site();
+    };
+    let (site, backend) = postgres_site(&url);
     let me = user_at_host();
 
     // `on` waits for a command, which is then killed.
