@@ -306,9 +306,15 @@ fn describe(failure: &HookFailure, entry: &HistoryEntry) -> String {
 }
 
 fn open_backend(job: &JobBase) -> crate::Result<Arc<dyn crate::Backend>> {
+    // The caller's `$MANAGE_DATABASE_URL`, which the clean environment
+    // dropped: it wins over the file, as it did for the caller.
+    let env = |k: &str| match (&job.database_url, k) {
+        (Some(url), crate::config::ENV_DATABASE_URL) => Some(url.into()),
+        _ => std::env::var_os(k),
+    };
     let config = Config::load_from(
         &job.cwd,
-        &|k| std::env::var_os(k),
+        &env,
         &Overrides {
             config_file: job.config_file.clone(),
             state_dir: Some(job.state_dir.clone()),

@@ -59,6 +59,12 @@ pub(crate) struct JobBase {
     /// directory, as the caller had them.
     pub(crate) config_file: Option<PathBuf>,
     pub(crate) state_dir: PathBuf,
+    /// `$MANAGE_DATABASE_URL` when the caller's backend came from it: the
+    /// supervisor runs with a clean environment, and without it would
+    /// record failures in the state directory instead of on the caller's
+    /// server.
+    #[serde(default)]
+    pub(crate) database_url: Option<String>,
 }
 
 /// What a supervisor is given on stdin.
@@ -95,6 +101,10 @@ impl Hooks {
                     cwd,
                     config_file: config.file.clone(),
                     state_dir: config.state_dir.clone(),
+                    database_url: (config.postgres.url_source
+                        == crate::config::Source::Env(crate::config::ENV_DATABASE_URL))
+                    .then(|| std::env::var(crate::config::ENV_DATABASE_URL).ok())
+                    .flatten(),
                 })),
                 refused: None,
             },

@@ -135,8 +135,11 @@ impl CliSite {
         }
     }
 
-    /// A fresh site in a state directory, whatever the environment says.
-    fn in_state_dir(exe: impl Into<PathBuf>, toml: &str) -> CliSite {
+    /// A fresh site whose `manage.toml` holds `toml`, in a state
+    /// directory unless `toml` says otherwise, whatever
+    /// `MANAGE_TEST_BACKEND` says: for a test of what manage.toml itself
+    /// selects.
+    pub fn in_state_dir(exe: impl Into<PathBuf>, toml: &str) -> CliSite {
         let scratch = Scratch::with_manage_toml(&format!("refresh_interval = \"50ms\"\n{toml}\n"));
         std::fs::create_dir(scratch.path().join("bin")).expect("create bin/");
         CliSite {

@@ -35,7 +35,7 @@ fn postgres_site() -> Option<(CliSite, Arc<dyn Backend>)> {
         std::process::id(),
         maintenance_core::random::hex::<6>()
     );
-    let site = CliSite::with_config(
+    let site = CliSite::in_state_dir(
         EXE,
         &format!(
             "backend = \"postgres\"\ndatabase_url = \"{url}\"\nsite = \"{site_name}\"\n\

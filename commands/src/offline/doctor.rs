@@ -51,7 +51,19 @@ fn findings(
             match PostgresBackend::open(config, maintenance_core::SystemClock::shared()) {
                 Ok(b) => {
                     let place = maintenance_core::Backend::location(&b);
-                    (doctor::doctor(&b), place)
+                    // The hooks' trust check is the configuration's, not the
+                    // state's: the file doctor makes it first, and so does
+                    // this one.
+                    let mut found: Vec<_> = maintenance_core::hooks::Hooks::from_config(config)
+                        .refused()
+                        .map(|refused| maintenance_core::backend::file::Finding {
+                            problem: true,
+                            text: refused.to_owned(),
+                        })
+                        .into_iter()
+                        .collect();
+                    found.extend(doctor::doctor(&b));
+                    (found, place)
                 }
                 Err(e) => (
                     vec![maintenance_core::backend::file::Finding {
