@@ -168,6 +168,22 @@ impl CliSite {
         self.postgres.as_ref().map(|p| p.site.as_str())
     }
 
+    /// The number, in `manage.toml`, of line `n` (from 1) of the test's
+    /// own lines: after the site's first line, and on PostgreSQL its `site`
+    /// line.
+    pub fn toml_line(&self, n: usize) -> usize {
+        n + if self.postgres.is_some() { 2 } else { 1 }
+    }
+
+    /// The start of `offline status -v`'s line naming where the state is:
+    /// the state directory, or the site on PostgreSQL.
+    pub fn state_line(&self) -> String {
+        match &self.postgres {
+            Some(_) => "  state: PostgreSQL at ".to_owned(),
+            None => format!("  state: state directory {}", self.state().display()),
+        }
+    }
+
     /// The site's directory: every run's working directory.
     pub fn dir(&self) -> &Path {
         self.scratch.path()

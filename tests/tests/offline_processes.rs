@@ -537,7 +537,11 @@ fn a_process_whose_wall_clock_is_stepped_neither_expires_nor_removes_anyones_ses
         // The shim works: times are shown on the stepped process's clock —
         // on the file backend. On PostgreSQL they are the server's, so the
         // stepped process shows what every other does.
-        let shift = if site.postgres_site().is_some() { 0 } else { secs };
+        let shift = if site.postgres_site().is_some() {
+            0
+        } else {
+            secs
+        };
         let off = last_expiry_ms(&st) - last_expiry_ms(&plain) - i128::from(shift) * 1000;
         assert!(off.abs() < 1000, "shown {off} ms off the shift: {st:#}");
         assert_eq!(

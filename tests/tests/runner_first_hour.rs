@@ -15,13 +15,17 @@ use serde_json::Value;
 const MANAGE: &str = env!("CARGO_BIN_EXE_e2e-manage");
 const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
 
-/// A `manage.toml` (after the site's own first line) whose line 2 is
+/// A `manage.toml` (after the site's own first lines) whose first line is
 /// wrong, and an alias after it that the error must not hide silently.
 const BROKEN: &str = "session_timeout = \"soon\"\n[alias]\nhi = \"hello Ada\"\n";
 
 /// What the configuration error names: the file and the line.
 fn broken_at(site: &Site) -> String {
-    format!("{}:2:", site.dir().join("manage.toml").display())
+    format!(
+        "{}:{}:",
+        site.dir().join("manage.toml").display(),
+        site.toml_line(1)
+    )
 }
 
 /// Runs `cmd` to its end (within the hang guard).

@@ -66,6 +66,9 @@ fn assert_ok(p: Proc, what: &str) {
 
 #[test]
 fn a_killed_holders_slot_is_reused_once_reaped_and_its_record_never_counts_as_live() {
+    if manage_tests::file_backend_only("the slot files of tasks/") {
+        return;
+    }
     let (scratch, h) = site();
     let tasks = scratch.state().join("tasks");
     // A first task leaves its file behind as a free slot.
@@ -132,6 +135,9 @@ fn a_killed_holders_slot_is_reused_once_reaped_and_its_record_never_counts_as_li
 
 #[test]
 fn slots_stay_whole_under_racing_starts_ends_kills_and_reaps() {
+    if manage_tests::file_backend_only("the slot files of tasks/") {
+        return;
+    }
     let (scratch, h) = site();
     let tasks = scratch.state().join("tasks");
     let churners: Vec<Proc> = (0..4)
@@ -180,6 +186,9 @@ fn slots_stay_whole_under_racing_starts_ends_kills_and_reaps() {
 
 #[test]
 fn a_reader_never_sees_a_half_written_or_foreign_record_in_a_reused_slot() {
+    if manage_tests::file_backend_only("the slot files of tasks/") {
+        return;
+    }
     let (scratch, h) = site();
     // Writers rewrite slots as fast as they can with records of
     // ever-changing length (padded or truncated over the last one), while
@@ -233,6 +242,9 @@ fn stop(worker: Proc) {
 
 #[test]
 fn a_slot_one_member_left_serves_anothers_task_and_one_it_cannot_open_is_passed_over() {
+    if manage_tests::file_backend_only("the slot files of tasks/") {
+        return;
+    }
     let Some(users) =
         users("a_slot_one_member_left_serves_anothers_task_and_one_it_cannot_open_is_passed_over")
     else {

@@ -82,6 +82,11 @@ fn assert_problem(site: &SharedSite, who: Who, needles: &[&str]) -> Outcome {
 
 #[test]
 fn doctor_passes_on_a_healthy_shared_state_for_every_member_of_the_site() {
+    if manage_tests::file_backend_only(
+        "doctor's checks of a shared state directory's modes and owners",
+    ) {
+        return;
+    }
     let Some(users) = users("doctor_passes_on_a_healthy_shared_state_for_every_member_of_the_site")
     else {
         return;
@@ -103,6 +108,11 @@ fn doctor_passes_on_a_healthy_shared_state_for_every_member_of_the_site() {
 
 #[test]
 fn doctor_reports_a_world_writable_state_dir_saying_chmod_o_w() {
+    if manage_tests::file_backend_only(
+        "doctor's checks of a shared state directory's modes and owners",
+    ) {
+        return;
+    }
     let Some(users) = users("doctor_reports_a_world_writable_state_dir_saying_chmod_o_w") else {
         return;
     };
@@ -143,6 +153,11 @@ fn doctor_reports_a_world_writable_state_dir_saying_chmod_o_w() {
 
 #[test]
 fn doctor_reports_a_state_dir_of_another_group_saying_chgrp() {
+    if manage_tests::file_backend_only(
+        "doctor's checks of a shared state directory's modes and owners",
+    ) {
+        return;
+    }
     let Some(users) = users("doctor_reports_a_state_dir_of_another_group_saying_chgrp") else {
         return;
     };
@@ -174,6 +189,11 @@ fn doctor_reports_a_state_dir_of_another_group_saying_chgrp() {
 
 #[test]
 fn doctor_reports_a_state_file_the_group_cannot_write_and_a_lost_setgid() {
+    if manage_tests::file_backend_only(
+        "doctor's checks of a shared state directory's modes and owners",
+    ) {
+        return;
+    }
     let Some(users) = users("doctor_reports_a_state_file_the_group_cannot_write_and_a_lost_setgid")
     else {
         return;
@@ -202,6 +222,11 @@ fn doctor_reports_a_state_file_the_group_cannot_write_and_a_lost_setgid() {
 
 #[test]
 fn doctor_reports_a_directory_nginx_workers_cannot_cross_saying_chmod_o_x() {
+    if manage_tests::file_backend_only(
+        "doctor's checks of a shared state directory's modes and owners",
+    ) {
+        return;
+    }
     let Some(users) =
         users("doctor_reports_a_directory_nginx_workers_cannot_cross_saying_chmod_o_x")
     else {
@@ -230,6 +255,11 @@ fn doctor_reports_a_directory_nginx_workers_cannot_cross_saying_chmod_o_x() {
 
 #[test]
 fn doctor_reports_a_wrong_or_corrupt_version_and_manage_refuses_it() {
+    if manage_tests::file_backend_only(
+        "doctor's checks of a shared state directory's modes and owners",
+    ) {
+        return;
+    }
     let Some(users) = users("doctor_reports_a_wrong_or_corrupt_version_and_manage_refuses_it")
     else {
         return;
@@ -254,6 +284,11 @@ fn doctor_reports_a_wrong_or_corrupt_version_and_manage_refuses_it() {
 
 #[test]
 fn doctors_note_on_a_dead_commands_task_file_is_true() {
+    if manage_tests::file_backend_only(
+        "doctor's checks of a shared state directory's modes and owners",
+    ) {
+        return;
+    }
     let Some(users) = users("doctors_note_on_a_dead_commands_task_file_is_true") else {
         return;
     };

@@ -120,6 +120,11 @@ fn live_tasks(st: &serde_json::Value) -> usize {
 
 #[test]
 fn an_outsider_cannot_lock_the_gate_and_offline_off_brings_the_site_back() {
+    if manage_tests::file_backend_only(
+        "lock files in a shared state directory, opened by other users",
+    ) {
+        return;
+    }
     let Some(users) =
         users("an_outsider_cannot_lock_the_gate_and_offline_off_brings_the_site_back")
     else {
@@ -146,6 +151,11 @@ fn an_outsider_cannot_lock_the_gate_and_offline_off_brings_the_site_back() {
 
 #[test]
 fn an_outsider_cannot_lock_a_commands_instance_and_offline_run_runs_it() {
+    if manage_tests::file_backend_only(
+        "lock files in a shared state directory, opened by other users",
+    ) {
+        return;
+    }
     let Some(users) = users("an_outsider_cannot_lock_a_commands_instance_and_offline_run_runs_it")
     else {
         return;
@@ -178,6 +188,11 @@ fn an_outsider_cannot_lock_a_commands_instance_and_offline_run_runs_it() {
 
 #[test]
 fn an_outsider_cannot_bring_a_dead_task_back_to_life_nor_wait_for_a_live_ones_lock() {
+    if manage_tests::file_backend_only(
+        "lock files in a shared state directory, opened by other users",
+    ) {
+        return;
+    }
     let Some(users) =
         users("an_outsider_cannot_bring_a_dead_task_back_to_life_nor_wait_for_a_live_ones_lock")
     else {
@@ -211,6 +226,11 @@ fn an_outsider_cannot_bring_a_dead_task_back_to_life_nor_wait_for_a_live_ones_lo
 
 #[test]
 fn a_member_holding_the_gate_makes_offline_off_say_who_and_off_ends_when_it_lets_go() {
+    if manage_tests::file_backend_only(
+        "lock files in a shared state directory, opened by other users",
+    ) {
+        return;
+    }
     let Some(users) =
         users("a_member_holding_the_gate_makes_offline_off_say_who_and_off_ends_when_it_lets_go")
     else {
@@ -295,6 +315,11 @@ fn state_made_by_an_older_manage(users: &Users) -> SharedSite {
 #[test]
 fn lock_files_an_older_manage_left_open_are_closed_by_their_next_opener_and_doctor_names_the_rest()
 {
+    if manage_tests::file_backend_only(
+        "lock files in a shared state directory, opened by other users",
+    ) {
+        return;
+    }
     let Some(users) = users(
         "lock_files_an_older_manage_left_open_are_closed_by_their_next_opener_and_doctor_names_the_rest",
     ) else {
@@ -377,6 +402,11 @@ fn lock_files_an_older_manage_left_open_are_closed_by_their_next_opener_and_doct
 
 #[test]
 fn an_outsider_can_list_nothing_in_the_state_and_a_member_still_can() {
+    if manage_tests::file_backend_only(
+        "lock files in a shared state directory, opened by other users",
+    ) {
+        return;
+    }
     let Some(users) = users("an_outsider_can_list_nothing_in_the_state_and_a_member_still_can")
     else {
         return;

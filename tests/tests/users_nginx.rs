@@ -55,6 +55,9 @@ fn assert_answers(nginx: &Nginx, status: u16, body: &str, context: &str) {
 
 #[test]
 fn nginx_workers_who_are_not_root_see_the_marker_through_the_state_modes() {
+    if manage_tests::file_backend_only("nginx reads the OFFLINE marker in the state directory") {
+        return;
+    }
     let Some(users) =
         users("nginx_workers_who_are_not_root_see_the_marker_through_the_state_modes")
     else {

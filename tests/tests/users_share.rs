@@ -30,6 +30,10 @@ fn tasks(st: &serde_json::Value) -> Vec<serde_json::Value> {
 
 #[test]
 fn root_deploy_and_web_users_see_each_others_sessions_tasks_and_modes() {
+    if manage_tests::file_backend_only("the modes and owners of a state directory its users share")
+    {
+        return;
+    }
     let Some(users) = users("root_deploy_and_web_users_see_each_others_sessions_tasks_and_modes")
     else {
         return;
@@ -140,6 +144,10 @@ fn root_deploy_and_web_users_see_each_others_sessions_tasks_and_modes() {
 
 #[test]
 fn files_each_user_creates_under_umask_077_stay_usable_by_the_others() {
+    if manage_tests::file_backend_only("the modes and owners of a state directory its users share")
+    {
+        return;
+    }
     let Some(users) = users("files_each_user_creates_under_umask_077_stay_usable_by_the_others")
     else {
         return;
@@ -317,6 +325,10 @@ fn first_run_by(who: Who, users: &Users) {
 
 #[test]
 fn root_running_first_creates_the_state_setgid_to_the_group() {
+    if manage_tests::file_backend_only("the modes and owners of a state directory its users share")
+    {
+        return;
+    }
     let Some(users) = users("root_running_first_creates_the_state_setgid_to_the_group") else {
         return;
     };
@@ -325,6 +337,10 @@ fn root_running_first_creates_the_state_setgid_to_the_group() {
 
 #[test]
 fn the_deploy_user_running_first_creates_the_state_setgid_to_the_group() {
+    if manage_tests::file_backend_only("the modes and owners of a state directory its users share")
+    {
+        return;
+    }
     let Some(users) = users("the_deploy_user_running_first_creates_the_state_setgid_to_the_group")
     else {
         return;
@@ -334,6 +350,10 @@ fn the_deploy_user_running_first_creates_the_state_setgid_to_the_group() {
 
 #[test]
 fn the_web_app_running_first_creates_the_state_setgid_to_the_group() {
+    if manage_tests::file_backend_only("the modes and owners of a state directory its users share")
+    {
+        return;
+    }
     let Some(users) = users("the_web_app_running_first_creates_the_state_setgid_to_the_group")
     else {
         return;
@@ -343,6 +363,10 @@ fn the_web_app_running_first_creates_the_state_setgid_to_the_group() {
 
 #[test]
 fn without_a_group_the_state_is_0711_0700_and_0600_whatever_the_umask() {
+    if manage_tests::file_backend_only("the modes and owners of a state directory its users share")
+    {
+        return;
+    }
     let Some(users) = users("without_a_group_the_state_is_0711_0700_and_0600_whatever_the_umask")
     else {
         return;
@@ -391,6 +415,10 @@ fn without_a_group_the_state_is_0711_0700_and_0600_whatever_the_umask() {
 
 #[test]
 fn root_replacing_a_record_planted_world_writable_does_not_keep_that_mode() {
+    if manage_tests::file_backend_only("the modes and owners of a state directory its users share")
+    {
+        return;
+    }
     let Some(users) =
         users("root_replacing_a_record_planted_world_writable_does_not_keep_that_mode")
     else {

@@ -56,6 +56,11 @@ fn refused_for(site: &SharedSite, whos: &[Who], needles: &[&str]) {
 
 #[test]
 fn a_world_writable_state_dir_is_refused_for_every_user_saying_chmod_o_w() {
+    if manage_tests::file_backend_only(
+        "a state directory others could tamper with, and links planted in it",
+    ) {
+        return;
+    }
     let Some(users) =
         users("a_world_writable_state_dir_is_refused_for_every_user_saying_chmod_o_w")
     else {
@@ -109,6 +114,11 @@ fn a_world_writable_state_dir_is_refused_for_every_user_saying_chmod_o_w() {
 
 #[test]
 fn a_state_dir_group_writable_by_another_group_is_refused_saying_chgrp() {
+    if manage_tests::file_backend_only(
+        "a state directory others could tamper with, and links planted in it",
+    ) {
+        return;
+    }
     let Some(users) = users("a_state_dir_group_writable_by_another_group_is_refused_saying_chgrp")
     else {
         return;
@@ -147,6 +157,11 @@ fn a_state_dir_group_writable_by_another_group_is_refused_saying_chgrp() {
 
 #[test]
 fn a_state_dir_owned_by_another_user_is_refused_unless_it_is_the_configured_owner() {
+    if manage_tests::file_backend_only(
+        "a state directory others could tamper with, and links planted in it",
+    ) {
+        return;
+    }
     let Some(users) =
         users("a_state_dir_owned_by_another_user_is_refused_unless_it_is_the_configured_owner")
     else {
@@ -214,6 +229,11 @@ fn task_record(site: &SharedSite, id: &str, name: &str) -> Vec<u8> {
 
 #[test]
 fn symlinks_the_web_user_plants_are_not_followed_by_root_or_the_deploy_user() {
+    if manage_tests::file_backend_only(
+        "a state directory others could tamper with, and links planted in it",
+    ) {
+        return;
+    }
     let Some(users) =
         users("symlinks_the_web_user_plants_are_not_followed_by_root_or_the_deploy_user")
     else {
@@ -286,6 +306,11 @@ fn symlinks_the_web_user_plants_are_not_followed_by_root_or_the_deploy_user() {
 
 #[test]
 fn sessions_replaced_by_a_symlink_is_refused_by_every_other_user() {
+    if manage_tests::file_backend_only(
+        "a state directory others could tamper with, and links planted in it",
+    ) {
+        return;
+    }
     let Some(users) = users("sessions_replaced_by_a_symlink_is_refused_by_every_other_user") else {
         return;
     };
