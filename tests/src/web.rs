@@ -88,6 +88,44 @@ impl MySite {
         self.scratch.state()
     }
 
+    /// The site's state, opened in this process through the core API (with
+    /// the default session timeout): its state directory, or its site on
+    /// PostgreSQL.
+    pub fn backend(&self) -> std::sync::Arc<dyn maintenance_core::Backend> {
+        let mut config = maintenance_core::Config::with_state_dir(self.state());
+        if let (Some(url), Some(site)) = (&self.database_url, &self.site) {
+            config.backend = maintenance_core::config::BackendKind::Postgres;
+            config.postgres.url = Some(
+                maintenance_core::database_url::DatabaseUrl::parse(url)
+                    .expect("the test server's URL"),
+            );
+            config.postgres.site = site.clone();
+        }
+        maintenance_core::backend::open(&config, maintenance_core::SystemClock::shared())
+            .expect("open the site's state")
+    }
+
+    /// What the state holds of web sessions: on the file backend every
+    /// entry under `sessions/` with its content (a stray file shows too),
+    /// on PostgreSQL every session's key.
+    pub fn sessions_written(&self) -> Vec<String> {
+        if self.database_url.is_some() {
+            let mut keys: Vec<String> = self
+                .backend()
+                .sessions()
+                .expect("list the sessions")
+                .into_iter()
+                .map(|e| format!("{:?}", e.key))
+                .collect();
+            keys.sort();
+            return keys;
+        }
+        crate::scratch::snapshot(&self.state().join("sessions"), &[])
+            .into_iter()
+            .map(|(path, content)| format!("{}={content}", path.display()))
+            .collect()
+    }
+
     /// The command line `mysite ARGS…`, signing with `key`, stdio piped.
     pub fn command_with_key(&self, key: &str, args: &[&str]) -> Command {
         let mut cmd = isolated(Command::new(&self.exe));
