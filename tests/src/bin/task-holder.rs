@@ -249,6 +249,10 @@ impl Args {
             if let Some(site) = &self.site {
                 config.postgres.site = site.clone();
             }
+            // Races start dozens of holders at one instant, each with its
+            // own connection (and password exchange), on a loaded machine:
+            // the tests' hang guard, not a production bound.
+            config.postgres.connect_timeout = Duration::from_secs(60);
         }
         maintenance_core::backend::open(&config, SystemClock::shared()).map_err(|e| report(&e))
     }

@@ -15,7 +15,7 @@
 
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::connect::Conn;
 use super::sql::{self, Rows, boolean, int, text};
@@ -56,6 +56,10 @@ pub(super) fn tables(s: &str) -> String {
          );"
     )
 }
+
+/// How long a refused start looks for the instance holder's row (see
+/// `lock_instance`): a round trip or two of the holder's, on a busy server.
+const HOLDER_GRACE: Duration = Duration::from_millis(500);
 
 /// A task's row as read: its record and the hash of its secret.
 struct Stored {
@@ -229,17 +233,28 @@ impl Inner {
             return Ok(());
         }
         let waited = started.elapsed();
-        let rows = sql::run(
-            &conn.client,
-            &self.live_sql(&format!("t.name = {}", sql::lit(&request.name))),
-        )
-        .await
-        .map_err(|e| self.pg_error(e))?;
-        let holder = self
-            .parse_stored(rows.first().unwrap_or(&Vec::new()))
-            .into_iter()
-            .map(|s| Box::new(s.record))
-            .next();
+        // The holder locks the instance before it passes the gate and
+        // commits its row: a start refused in between finds no row yet, and
+        // looks again for a moment, as the file backend does for its task
+        // file (`HOLDER_GRACE` there).
+        let deadline = Instant::now() + HOLDER_GRACE;
+        let holder = loop {
+            let rows = sql::run(
+                &conn.client,
+                &self.live_sql(&format!("t.name = {}", sql::lit(&request.name))),
+            )
+            .await
+            .map_err(|e| self.pg_error(e))?;
+            let found = self
+                .parse_stored(rows.first().unwrap_or(&Vec::new()))
+                .into_iter()
+                .map(|s| Box::new(s.record))
+                .next();
+            if found.is_some() || Instant::now() >= deadline {
+                break found;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
         Err(Error::Refused(Refusal::AlreadyRunning {
             command: request.name.clone(),
             holder,
