@@ -387,7 +387,6 @@ fn timestamp_ms(ms: i64) -> Timestamp {
     Timestamp::at(SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
 }
 
-
 impl Backend for PostgresBackend {
     fn location(&self) -> String {
         format!(
