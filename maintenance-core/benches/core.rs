@@ -11,6 +11,12 @@
 //!   by this process (concurrent policy; every task file is probed with a
 //!   shared try-lock and read).
 //!
+//! With the `postgres` feature and `$MANAGE_TEST_DATABASE_URL` set
+//! (`scripts/pg-cluster start` prints one), `task/start_drop` also runs on
+//! PostgreSQL, as `postgres/task/start_drop/*`: a task's own connection,
+//! its lock, the gate and its row, each start (wall clock only: the work is
+//! the server's).
+//!
 //! Run with `cargo bench -p maintenance-core --bench core` (add a filter such
 //! as `-- mode/` to run some). Figures depend on the file system holding the
 //! temporary directory (`$TMPDIR`). On a busy machine, `BENCH_CLOCK=cpu`
@@ -51,8 +57,51 @@ fn raise_fd_limit(needed: u64) {
     }
 }
 
+/// A fresh PostgreSQL site on `$MANAGE_TEST_DATABASE_URL`'s server, when
+/// one is named.
+#[cfg(feature = "postgres")]
+fn postgres_site() -> Option<(TempDir, Arc<dyn Backend>)> {
+    let url = std::env::var("MANAGE_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    let dir = TempDir::new().expect("temporary directory");
+    let mut config = Config::with_state_dir(dir.path().join("state"));
+    config.backend = maintenance_core::config::BackendKind::Postgres;
+    config.postgres.url = Some(
+        maintenance_core::DatabaseUrl::parse(&url)
+            .unwrap_or_else(|e| panic!("$MANAGE_TEST_DATABASE_URL: {e}")),
+    );
+    config.postgres.schema = "manage_bench".into();
+    config.postgres.site = format!(
+        "bench-core-{}-{}",
+        std::process::id(),
+        maintenance_core::random::hex::<8>()
+    );
+    let backend =
+        maintenance_core::backend::open(&config, SystemClock::shared()).expect("open postgres");
+    Some((dir, backend))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn postgres_site() -> Option<(TempDir, Arc<dyn Backend>)> {
+    None
+}
+
 fn task_start_drop<M: Measurement>(c: &mut Criterion<M>, suffix: &str) {
-    let mut group = c.benchmark_group(format!("task/start_drop{suffix}"));
+    start_drop_on(c, &format!("task/start_drop{suffix}"), site);
+    if suffix.is_empty() && postgres_site().is_some() {
+        start_drop_on(c, "postgres/task/start_drop", || {
+            postgres_site().expect("the server named a moment ago")
+        });
+    }
+}
+
+fn start_drop_on<M: Measurement>(
+    c: &mut Criterion<M>,
+    name: &str,
+    site: impl Fn() -> (TempDir, Arc<dyn Backend>),
+) {
+    let mut group = c.benchmark_group(name);
     for (label, instances) in [
         ("single", Instances::Single),
         ("concurrent", Instances::Concurrent),

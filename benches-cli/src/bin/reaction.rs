@@ -16,7 +16,10 @@
 //! every process on the host shares.
 //!
 //! Usage: `reaction [RUNS]` (default 40 per scenario); prints one line per
-//! scenario with the median and the 90th percentile.
+//! scenario with the median and the 90th percentile. With
+//! `$MANAGE_DATABASE_URL` set, the same runs on the PostgreSQL backend (a
+//! site of its own on that server, named after the temporary directory),
+//! so `benches-cli/run.sh` prints both side by side.
 #![allow(
     clippy::print_stdout,
     reason = "a measuring program prints its figures"
@@ -30,10 +33,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use bench_cli::{monotonic_ns, summary_ms};
 use maintenance_core::backend::ModeChange;
+use maintenance_core::config::BackendKind;
 use maintenance_core::policy::Instances;
 use maintenance_core::transition::{self as offline, Activation, Outcome};
 use maintenance_core::{
-    Backend, CommandTask, Config, FileBackend, Mode, Policy, SystemClock, TaskOptions,
+    Backend, CommandTask, Config, DatabaseUrl, FileBackend, Mode, Policy, SystemClock, TaskOptions,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,10 +48,30 @@ enum Scenario {
 }
 
 fn open(dir: &str) -> anyhow::Result<Arc<dyn Backend>> {
-    let config = Config::with_state_dir(dir);
+    let mut config = Config::with_state_dir(dir);
+    if let Ok(url) = std::env::var("MANAGE_DATABASE_URL") {
+        config.backend = BackendKind::Postgres;
+        config.postgres.url = Some(
+            DatabaseUrl::parse(&url).map_err(|e| anyhow::anyhow!("$MANAGE_DATABASE_URL: {e}"))?,
+        );
+        // The same site in the measuring process and its holders: they
+        // share the directory's name.
+        config.postgres.site = format!("reaction{}", dir.replace('/', "-"));
+        return maintenance_core::backend::open(&config, SystemClock::shared())
+            .context("open the postgres backend");
+    }
     Ok(Arc::new(
         FileBackend::open(&config, SystemClock::shared()).context("open the state directory")?,
     ))
+}
+
+/// Which backend the runs use, for the report.
+fn backend_name() -> &'static str {
+    if std::env::var_os("MANAGE_DATABASE_URL").is_some() {
+        "postgres"
+    } else {
+        "file"
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -187,7 +211,8 @@ fn measure(runs: u64) -> anyhow::Result<()> {
     let dir = dir.to_str().context("a UTF-8 temporary path")?.to_owned();
     let backend = open(&dir)?;
     println!(
-        "reaction: {runs} runs per scenario, state in {dir}, settle 0, release 30-230 ms into PENDING"
+        "reaction ({}): {runs} runs per scenario, state in {dir}, settle 0, release 30-230 ms into PENDING",
+        backend_name()
     );
     for (label, scenario) in [
         ("drop  ", Scenario::Drop),
@@ -197,7 +222,11 @@ fn measure(runs: u64) -> anyhow::Result<()> {
         let mut samples = (0..runs)
             .map(|run| run_once(&dir, &backend, scenario, run))
             .collect::<anyhow::Result<Vec<f64>>>()?;
-        println!("reaction {label} {}", summary_ms(&mut samples));
+        println!(
+            "reaction {} {label} {}",
+            backend_name(),
+            summary_ms(&mut samples)
+        );
     }
     Ok(())
 }

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Whole-process benchmarks of the PostgreSQL backend beside the file
+# backend's, in ONE hyperfine run (paired, side by side, RUNS each), then
+# the reaction times of both backends:
+#
+#   empty        `bench-empty`, an empty binary
+#   floor        `bench-pg-floor`: a bare connection plus one statement,
+#                through the backend's own connection path
+#   file-noop    a tracked registered no-op on the file backend
+#   pg-noop      the same no-op on PostgreSQL          (<= floor + 1.5 ms)
+#   file-status  `offline status` on the file backend
+#   pg-status    `offline status` on PostgreSQL        (<= floor + 1.0 ms)
+#   reaction     a task's end (clean, SIGKILL) and a cancel -> the waiter,
+#                each backend                          (<= 100 ms)
+#
+# The server: $MANAGE_DATABASE_URL, or a throwaway cluster started for the
+# run (scripts/pg-cluster, stopped on the way out). Prints one table of
+# medians at the end. Knobs: RUNS (200), WARMUP (20), REACTION_RUNS (20; 0
+# skips it). Needs hyperfine and python3.
+set -euo pipefail
+
+RUNS=${RUNS:-200}
+WARMUP=${WARMUP:-20}
+REACTION_RUNS=${REACTION_RUNS:-20}
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+cargo build --release -p bench-cli
+bin=${CARGO_TARGET_DIR:-$root/target}/release
+hyperfine=$(command -v hyperfine) || { echo "needs hyperfine" >&2; exit 1; }
+
+work=$(mktemp -d)
+pg_dir=
+cleanup() {
+    if [ -n "$pg_dir" ]; then "$root/scripts/pg-cluster" stop "$pg_dir" || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+if [ -z "${MANAGE_DATABASE_URL:-}" ]; then
+    pg_dir=$(mktemp -d)
+    MANAGE_DATABASE_URL=$("$root/scripts/pg-cluster" start "$pg_dir")
+fi
+url=$MANAGE_DATABASE_URL
+unset MANAGE_DATABASE_URL MANAGE_STATE_DIR MANAGE_CONFIG MANAGE_TASK
+cd "$work"
+mkdir file pg
+# Each site's manage.toml, named on the command line; the floor finds the
+# PostgreSQL one in its working directory, where hyperfine runs.
+: > file/manage.toml
+printf 'backend = "postgres"\ndatabase_url = "%s"\nsite = "bench-%s"\n' "$url" "$$" > pg/manage.toml
+cd pg
+file=("$bin/bench-manage" --config "$work/file/manage.toml" --state-dir "$work/file/state")
+pg=("$bin/bench-manage" --config "$work/pg/manage.toml")
+# Schema made once, before any run is timed.
+"${pg[@]}" offline status >/dev/null
+
+echo "== machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+"$hyperfine" -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$work/pg.json" \
+    -n empty "$bin/bench-empty" \
+    -n floor "$bin/bench-pg-floor" \
+    -n file-noop "${file[*]} noop" \
+    -n pg-noop "${pg[*]} noop" \
+    -n file-status "${file[*]} offline status" \
+    -n pg-status "${pg[*]} offline status"
+
+reaction_file= reaction_pg=
+if [ "$REACTION_RUNS" -gt 0 ]; then
+    echo; echo "== reaction"
+    reaction_file=$("$bin/reaction" "$REACTION_RUNS" | grep '^reaction file')
+    reaction_pg=$(MANAGE_DATABASE_URL=$url "$bin/reaction" "$REACTION_RUNS" | grep '^reaction postgres')
+    printf '%s\n%s\n' "$reaction_file" "$reaction_pg"
+fi
+
+python3 - "$work/pg.json" <<'EOF'
+import json, statistics, sys
+runs = {r["command"]: r["times"] for r in json.load(open(sys.argv[1]))["results"]}
+med = {k: statistics.median(v) * 1000 for k, v in runs.items()}
+floor = med["floor"]
+print()
+print(f"| figure | median ms | vs | target |")
+print(f"|---|---|---|---|")
+print(f"| empty binary | {med['empty']:.2f} | | |")
+print(f"| PostgreSQL floor: connect + one statement | {floor:.2f} | {floor / med['empty']:.2f}x empty | |")
+print(f"| tracked no-op, file | {med['file-noop']:.2f} | {med['file-noop'] / med['empty']:.2f}x empty | |")
+d = med['pg-noop'] - floor
+print(f"| tracked no-op, PostgreSQL | {med['pg-noop']:.2f} | floor +{d:.2f} ms | <= +1.5 ms {'PASS' if d <= 1.5 else 'MISS'} |")
+print(f"| offline status, file | {med['file-status']:.2f} | {med['file-status'] / med['empty']:.2f}x empty | |")
+d = med['pg-status'] - floor
+print(f"| offline status, PostgreSQL | {med['pg-status']:.2f} | floor +{d:.2f} ms | <= +1.0 ms {'PASS' if d <= 1.0 else 'MISS'} |")
+EOF
