@@ -102,7 +102,18 @@ impl Clock for SystemClock {
 #[cfg(target_os = "linux")]
 fn real_boot_time() -> Option<BootTime> {
     let boot = BootId::current()?;
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    // glibc's `clock_gettime`, whose vDSO lookup the dynamic loader has
+    // already done: rustix's own would parse the vDSO again in every
+    // process that reads the boot clock (start-up cost, and valgrind
+    // cannot run it).
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid, writable timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut t) } != 0 {
+        return None;
+    }
     Some(BootTime {
         boot,
         since_boot: Duration::new(t.tv_sec as u64, t.tv_nsec as u32),
