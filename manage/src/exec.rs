@@ -281,50 +281,72 @@ fn parse_top_level<'w>(
     argv: &'w [OsString],
     before: Option<&(usize, Given)>,
 ) -> Result<(Parsed, Globals), ParseFailure<'w>> {
-    match before {
-        Some((index, given)) => {
-            let words = &argv[*index..];
-            if let Some(plain) = plain_words(&words[1.min(words.len())..]) {
-                if let Some(run) = (reg.plain)(&plain) {
-                    return Ok((Parsed::Plain(run), given.globals()));
-                }
-                let mut cmd = (reg.build)().disable_help_subcommand(true);
-                if let Ok(m) = cmd.try_get_matches_from_mut(words) {
-                    return Ok((Parsed::Clap(m, cmd), given.globals()));
-                }
-            }
-            let verb = words.get(1).and_then(|w| w.to_str());
-            // As under the top command, whose settings reach its commands.
-            let mut cmd = cli::with_command_globals((reg.build)(), verb)
-                .bin_name(format!("{bin} {}", reg.name))
-                .disable_help_subcommand(true);
-            match cmd.try_get_matches_from_mut(words) {
-                Ok(m) => {
-                    // The command's options, then its verb's (which hold
-                    // what deeper verbs were given).
-                    let mut after = given.then(&m);
-                    if let Some((_, sub)) = m.subcommand() {
-                        after = after.then(sub);
-                    }
-                    let globals = after.globals();
-                    Ok((Parsed::Clap(m, cmd), globals))
-                }
-                Err(e) => Err(Some((e, Box::new(cmd), &words[1.min(words.len())..]))),
-            }
+    let Some((index, given)) = before else {
+        return parse_whole_line(reg, bin, argv);
+    };
+    let words = &argv[*index..];
+    if let Some(plain) = plain_words(&words[1.min(words.len())..]) {
+        if let Some(run) = (reg.plain)(&plain) {
+            return Ok((Parsed::Plain(run), given.globals()));
         }
-        None => {
-            let mut cmd = cli::top_command(bin).subcommand((reg.build)());
-            match cmd.try_get_matches_from_mut(argv) {
-                Ok(mut m) => match m.remove_subcommand() {
-                    Some((_, sub)) => {
-                        let globals = Globals::from_matches(&sub);
-                        Ok((Parsed::Clap(sub, cmd), globals))
-                    }
-                    None => Err(None),
-                },
-                Err(e) => Err(Some((e, Box::new(cmd), &argv[1.min(argv.len())..]))),
-            }
+        let mut cmd = (reg.build)().disable_help_subcommand(true);
+        if let Ok(m) = cmd.try_get_matches_from_mut(words) {
+            return Ok((Parsed::Clap(m, cmd), given.globals()));
         }
+    }
+    parse_with_globals(reg, bin, words, given)
+}
+
+// The two parses below build the global options too: each in a function
+// of its own, so that the plain lines' start-up neither maps their code
+// nor makes room on the stack for their many clap values.
+
+/// Parses the command's words (its name first) with the global options
+/// added, `given` those read before its name.
+#[inline(never)]
+fn parse_with_globals<'w>(
+    reg: &Registration,
+    bin: &str,
+    words: &'w [OsString],
+    given: &Given,
+) -> Result<(Parsed, Globals), ParseFailure<'w>> {
+    let verb = words.get(1).and_then(|w| w.to_str());
+    // As under the top command, whose settings reach its commands.
+    let mut cmd = cli::with_command_globals((reg.build)(), verb)
+        .bin_name(format!("{bin} {}", reg.name))
+        .disable_help_subcommand(true);
+    match cmd.try_get_matches_from_mut(words) {
+        Ok(m) => {
+            // The command's options, then its verb's (which hold what
+            // deeper verbs were given).
+            let mut after = given.then(&m);
+            if let Some((_, sub)) = m.subcommand() {
+                after = after.then(sub);
+            }
+            let globals = after.globals();
+            Ok((Parsed::Clap(m, cmd), globals))
+        }
+        Err(e) => Err(Some((e, Box::new(cmd), &words[1.min(words.len())..]))),
+    }
+}
+
+/// Parses the whole line under the runner's top command.
+#[inline(never)]
+fn parse_whole_line<'w>(
+    reg: &Registration,
+    bin: &str,
+    argv: &'w [OsString],
+) -> Result<(Parsed, Globals), ParseFailure<'w>> {
+    let mut cmd = cli::top_command(bin).subcommand((reg.build)());
+    match cmd.try_get_matches_from_mut(argv) {
+        Ok(mut m) => match m.remove_subcommand() {
+            Some((_, sub)) => {
+                let globals = Globals::from_matches(&sub);
+                Ok((Parsed::Clap(sub, cmd), globals))
+            }
+            None => Err(None),
+        },
+        Err(e) => Err(Some((e, Box::new(cmd), &argv[1.min(argv.len())..]))),
     }
 }
 
@@ -340,6 +362,7 @@ fn plain_words(words: &[OsString]) -> Option<Vec<&str>> {
 /// After a wrong or missing verb: the verbs of the deepest command the
 /// command line names (`words`, what follows the name of `top`), with
 /// their aliases.
+#[cold]
 fn list_verbs(top: &clap::Command, words: &[OsString], err: &mut dyn Write) {
     let mut cmd = top;
     for word in words {

@@ -72,6 +72,8 @@ impl ManageCommand for Offline {
     }
 
     fn run(self, ctx: &mut Context<'_>) -> anyhow::Result<()> {
+        // Every verb but `status` is `#[inline(never)]`: the start-up of
+        // `offline status` maps only its own code.
         match self.verb {
             Verb::Status(args) => status::exec(ctx, &args),
             Verb::On(args) => on::exec(ctx, args),
