@@ -46,8 +46,22 @@ impl BootId {
             if !cfg!(target_os = "linux") {
                 return None;
             }
-            let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-            BootId::parse(text.trim())
+            // 36 characters and a newline: one read of a small buffer
+            // (`read_to_string` would also ask the size, and read twice
+            // more), up to the newline or the end.
+            use std::io::Read;
+            let mut f = std::fs::File::open("/proc/sys/kernel/random/boot_id").ok()?;
+            let mut buf = [0u8; 64];
+            let mut len = 0;
+            while len < buf.len() && !buf[..len].contains(&b'\n') {
+                match f.read(&mut buf[len..]) {
+                    Ok(0) => break,
+                    Ok(n) => len += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return None,
+                }
+            }
+            BootId::parse(std::str::from_utf8(&buf[..len]).ok()?.trim())
         })
     }
 
