@@ -64,11 +64,11 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
     // registered command loads it after its own parse (globals may follow
     // its name).
     let loaded = load_config(&globals, &state_dir);
-    let config = loaded.as_ref().ok().cloned();
+    let config = loaded.as_ref().ok();
     let mut warnings = Vec::new();
     // Aliases expand in place: what stands before the name (global
     // options) stays where it is.
-    let resolved = resolve::resolve_argv(argv, index, config.as_ref(), &mut warnings);
+    let resolved = resolve::resolve_argv(argv, index, config, &mut warnings);
     for w in &warnings {
         let _ = writeln!(err, "warning: {w}");
     }
@@ -92,13 +92,13 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
             let topic = argv
                 .get(index + 1)
                 .map(|a| a.to_string_lossy().into_owned());
-            help::help_for(&bin, topic.as_deref(), config.as_ref(), out, err)
+            help::help_for(&bin, topic.as_deref(), config, out, err)
         }
         Target::Completions | Target::Man => {
             let asked = install::Asked {
                 bin: &bin,
                 args: &argv[index + 1..],
-                config: config.as_ref(),
+                config,
             };
             match resolved.target {
                 Target::Man => install::man(asked, out, err),
@@ -113,7 +113,7 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
                 terminal,
                 // Read once: reused when the globals after the name change
                 // nothing.
-                preloaded: config.map(|c| (globals.clone(), c)),
+                preloaded: loaded.ok().map(|c| (globals.clone(), c)),
                 before: before.map(|given| (index, given)),
             };
             exec::top_level_registered(reg, launch, argv, out, err)
