@@ -290,11 +290,27 @@ fn parse_top_level<'w>(
             return Ok((Parsed::Plain(run), given.globals()));
         }
         let mut cmd = (reg.build)().disable_help_subcommand(true);
+        // Nothing given to a command that takes nothing: clap's matches
+        // would be empty, and its parser is left out.
+        if plain.is_empty() && takes_nothing(&cmd) {
+            return Ok((Parsed::Clap(ArgMatches::default(), cmd), given.globals()));
+        }
         if let Ok(m) = cmd.try_get_matches_from_mut(words) {
             return Ok((Parsed::Clap(m, cmd), given.globals()));
         }
     }
     parse_with_globals(reg, bin, words, given)
+}
+
+/// Whether `cmd` has nothing for clap to read — no argument, no verb —
+/// and no setting that makes a line without words an error: clap's
+/// matches for no words are then empty, as `ArgMatches::default()` is.
+fn takes_nothing(cmd: &clap::Command) -> bool {
+    cmd.get_arguments().next().is_none()
+        && !cmd.has_subcommands()
+        && !cmd.is_subcommand_required_set()
+        && !cmd.is_arg_required_else_help_set()
+        && cmd.get_groups().all(|g| !g.is_required_set())
 }
 
 // The two parses below build the global options too: each in a function
@@ -577,6 +593,29 @@ mod tests {
         }
     }
 
+    /// A command without arguments.
+    #[derive(Debug, clap::Args)]
+    struct Bare {}
+
+    impl maintenance_core::command::ManageCommand for Bare {
+        const NAME: &'static str = "bare";
+        fn run(self, _ctx: &mut Context<'_>) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Without arguments, but an empty line is an error.
+    #[derive(Debug, clap::Args)]
+    #[command(arg_required_else_help = true)]
+    struct Insistent {}
+
+    impl maintenance_core::command::ManageCommand for Insistent {
+        const NAME: &'static str = "insistent";
+        fn run(self, _ctx: &mut Context<'_>) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
     /// Asserts that, for each line of `words` (after the binary's name),
     /// parsing only `reg` after reading the options before its name by
     /// hand gives what parsing the whole line under the top command gives
@@ -629,6 +668,26 @@ mod tests {
                 &["leaf", "--zeta", "x"],
             ],
         );
+    }
+
+    #[test]
+    fn a_command_without_arguments_given_none_parses_as_under_the_top_command() {
+        for (reg, name) in [
+            (Registration::of::<Bare>("test"), "bare"),
+            (Registration::of::<Insistent>("test"), "insistent"),
+        ] {
+            assert_both_parses_agree(
+                &reg,
+                &[
+                    &[name],
+                    &["-v", "--state-dir", "/s", name],
+                    &[name, "x"],
+                    &[name, "-v"],
+                    &[name, "--help"],
+                    &[name, "--bogus"],
+                ],
+            );
+        }
     }
 
     #[test]
