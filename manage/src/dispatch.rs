@@ -128,7 +128,12 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
                 }
             };
             let rt = Runtime::new(&bin, &config, &globals, stop);
-            external(&rt, &name, path, resolved.args(), None, err)
+            let code = external(&rt, &name, path, resolved.args(), None, err);
+            if crate::whole_process() {
+                // As a registered command's run ends (`exec.rs`).
+                crate::end_process(code, out, err);
+            }
+            code
         }
         Target::Unknown => unrecognized(&bin, &name, &resolved, &loaded, &globals, err),
     }

@@ -250,9 +250,7 @@ pub(crate) fn top_level_registered(
     if crate::whole_process() {
         // The task is released and nothing is left to do but free memory
         // and close descriptors, which the exit does at once.
-        let _ = out.flush();
-        let _ = err.flush();
-        std::process::exit(i32::from(code));
+        crate::end_process(code, out, err);
     }
     code
 }
