@@ -22,7 +22,11 @@
 # Whole-process times on a shared machine swing by tens of percent between
 # runs: with valgrind installed the summary also gives each command's
 # instruction count (callgrind, user space), which repeats run to run, and
-# its ratio — decide with those, sanity-check with the times.
+# its ratio — decide with those, sanity-check with the times. The summary
+# also gives each command's page faults (perf stat, mean of 20), which
+# repeat too and are most of what start-up costs beyond instructions.
+# The binaries are built with manage/startup.ld's layout, as every release
+# build is (benches-cli/startup-layout.sh regenerates it).
 #
 # Prints ONE summary table at the end: each figure, its target, PASS/MISS.
 # Knobs (environment): RUNS (300), WARMUP (30), RSS_RUNS (20), SESSIONS
@@ -49,6 +53,13 @@ for b in bench-empty bench-manage bench-manage-fat bench-path-list bench-probe b
     [ -x "$bin/$b" ] || { echo "missing $bin/$b" >&2; exit 1; }
 done
 hyperfine=$(command -v hyperfine) || { echo "needs hyperfine" >&2; exit 1; }
+# Release builds lay out start-up code first (manage/startup.ld), the empty
+# baseline too; say so when a build went without (MANAGE_STARTUP_LAYOUT=off).
+for b in bench-manage bench-empty; do
+    if ! readelf -S -W "$bin/$b" 2>/dev/null | grep -q '\.text\.startup_order'; then
+        echo "note: $b is linked without the start-up layout (manage/startup.ld)" >&2
+    fi
+done
 pin=()
 if [ -n "${CPU:-}" ]; then pin=(taskset -c "$CPU"); fi
 
@@ -87,12 +98,19 @@ instr() { # instr NAME CMD…: user-space instructions of one run, into instr.tx
     (valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >/dev/null 2>"$work/cg.err") \
         2>/dev/null || true
     n=$(awk '/^(summary|totals):/ {print $2; exit}' "$out" 2>/dev/null || true)
-    # Valgrind cannot run rustix's vDSO lookup (CLOCK_BOOTTIME, read by
-    # the session count): the run stops there, and the count covers only
-    # what came before it.
+    # A run valgrind cannot finish (it stopped at rustix's own vDSO lookup
+    # before the boot clock went through glibc): the count covers only what
+    # came before.
     if grep -q "Process terminating" "$work/cg.err"; then n="$n*"; fi
     if [ -n "$n" ]; then echo "$name $n" >> "$work/instr.txt"; fi
     rm -f "$out" "$work/cg.err"
+}
+
+faults() { # faults NAME CMD…: page faults of a run (perf stat, mean of 20), into faults.txt
+    local name=$1 n
+    shift
+    n=$(perf stat -x, -r 20 -e page-faults "$@" 2>&1 >/dev/null | awk -F, '/page-faults/ {print $1; exit}')
+    if [ -n "$n" ]; then echo "$name $n" >> "$work/faults.txt"; fi
 }
 
 # Each state directory is made by the first run of the comparison's
@@ -137,6 +155,18 @@ if [ "$INSTR" = 1 ] && command -v valgrind >/dev/null; then
     instr help "$bin/bench-manage" --help
     instr fat-noop "$bin/bench-manage-fat" --state-dir "$work/state-g" noop
     cat "$work/instr.txt" 2>/dev/null || true
+fi
+if command -v perf >/dev/null; then
+    echo; echo "== page faults (perf stat, mean of 20 runs each)"
+    faults empty "$bin/bench-empty"
+    faults status "$bin/bench-manage" --state-dir "$work/state-s" offline status
+    faults noop "$bin/bench-manage" --state-dir "$work/state-n" noop
+    faults script "$work/path/manage-nop"
+    faults external "$bin/bench-manage" --state-dir "$work/state-e" nop
+    faults path-list "$bin/bench-path-list"
+    faults help "$bin/bench-manage" --help
+    faults fat-noop "$bin/bench-manage-fat" --state-dir "$work/state-g" noop
+    cat "$work/faults.txt" 2>/dev/null || true
 fi
 
 echo; echo "== loaded: preparing $TASKS live tasks + $SESSIONS sessions"
@@ -189,6 +219,17 @@ if os.path.exists(f"{work}/instr.txt"):
             partial.add(k)
         instr[k] = int(v.rstrip("*"))
 
+faults = {}
+if os.path.exists(f"{work}/faults.txt"):
+    for line in open(f"{work}/faults.txt"):
+        k, v = line.split()
+        faults[k] = float(v)
+
+def pf(a, b):
+    if a in faults and b in faults:
+        return f"{faults[a]:.0f} / {faults[b]:.0f}"
+    return ""
+
 def ir(a, b):
     if a in instr and b in instr:
         mark = lambda k: "*" if k in partial else ""
@@ -199,12 +240,12 @@ def ir(a, b):
 def verdict(ok):
     return "PASS" if ok else "MISS"
 
-rows = [("figure", "measured (ms)", "result", "target", "", "instructions")]
+rows = [("figure", "measured (ms)", "result", "target", "", "instructions", "page faults")]
 def ratio(label, name, a, b, limit):
     m = med(name)
     r = m[a] / m[b]
     rows.append((label, f"{m[a]:.3f} / {m[b]:.3f}", f"{r:.2f}x", f"<= {limit}x",
-                 verdict(r <= limit), ir(a, b)))
+                 verdict(r <= limit), ir(a, b), pf(a, b)))
 
 ratio("offline status, empty state, vs empty binary", "status", "status", "empty", 1.25)
 ratio("tracked registered no-op vs empty binary", "noop", "noop", "empty", 1.25)
@@ -212,11 +253,12 @@ ratio("--help vs listing manage-* on PATH", "help", "help", "path-list", 1.3)
 m = med("ext")
 d = m["external"] - m["script"]
 rows.append(("tracked external no-op vs the script", f"{m['external']:.3f} / {m['script']:.3f}",
-             f"{d:+.2f} ms", "<= +1.2 ms", verdict(d <= 1.2), ""))
+             f"{d:+.2f} ms", "<= +1.2 ms", verdict(d <= 1.2), "", pf("external", "script")))
 m = med("fat")
 r = m["fat-noop"] / m["noop"] - 1
 rows.append(("no-op with 50 extra commands vs without", f"{m['fat-noop']:.3f} / {m['noop']:.3f}",
-             f"{r * 100:+.1f}%", "within 5%", verdict(abs(r) <= 0.05), ir("fat-noop", "noop")))
+             f"{r * 100:+.1f}%", "within 5%", verdict(abs(r) <= 0.05), ir("fat-noop", "noop"),
+             pf("fat-noop", "noop")))
 rss = {}
 for k in ("empty", "noop", "status", "help"):
     v = [int(x) for x in open(f"{work}/rss_{k}.txt").read().split()]
@@ -234,6 +276,7 @@ if os.path.exists(f"{work}/reaction.txt"):
             median = float(parts[parts.index("median") + 1])
             rows.append((f"reaction: {parts[1]}", " ".join(parts[2:6]), f"{median:.2f} ms",
                          "<= 100 ms", verdict(median <= 100), ""))
+rows = [tuple(r) + ("",) * (len(rows[0]) - len(r)) for r in rows]
 w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
 for i, r in enumerate(rows):
     print("  ".join(c.ljust(w[j]) for j, c in enumerate(r)).rstrip())
@@ -241,7 +284,7 @@ for i, r in enumerate(rows):
         print("  ".join("-" * w[j] for j in range(len(w))))
 
 if partial:
-    print("* valgrind stopped that run early (at rustix's vDSO lookup): the count is a floor")
+    print("* valgrind stopped that run early: the count is a floor")
 print()
 print("peak RSS, median / max of runs: " +
       ", ".join(f"{k} {md:.0f}/{mx} KiB" for k, (md, mx) in rss.items()))

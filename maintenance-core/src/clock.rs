@@ -46,8 +46,22 @@ impl BootId {
             if !cfg!(target_os = "linux") {
                 return None;
             }
-            let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-            BootId::parse(text.trim())
+            // 36 characters and a newline: one read of a small buffer
+            // (`read_to_string` would also ask the size, and read twice
+            // more), up to the newline or the end.
+            use std::io::Read;
+            let mut f = std::fs::File::open("/proc/sys/kernel/random/boot_id").ok()?;
+            let mut buf = [0u8; 64];
+            let mut len = 0;
+            while len < buf.len() && !buf[..len].contains(&b'\n') {
+                match f.read(&mut buf[len..]) {
+                    Ok(0) => break,
+                    Ok(n) => len += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return None,
+                }
+            }
+            BootId::parse(std::str::from_utf8(&buf[..len]).ok()?.trim())
         })
     }
 
@@ -102,7 +116,18 @@ impl Clock for SystemClock {
 #[cfg(target_os = "linux")]
 fn real_boot_time() -> Option<BootTime> {
     let boot = BootId::current()?;
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    // glibc's `clock_gettime`, whose vDSO lookup the dynamic loader has
+    // already done: rustix's own would parse the vDSO again in every
+    // process that reads the boot clock (start-up cost, and valgrind
+    // cannot run it).
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid, writable timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut t) } != 0 {
+        return None;
+    }
     Some(BootTime {
         boot,
         since_boot: Duration::new(t.tv_sec as u64, t.tv_nsec as u32),

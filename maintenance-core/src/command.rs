@@ -52,7 +52,22 @@ pub trait ManageCommand: clap::Args + Sized + 'static {
 
     /// Runs the command.
     fn run(self, ctx: &mut Context<'_>) -> anyhow::Result<()>;
+
+    /// The command as clap would parse `words` — what follows its name,
+    /// every word valid UTF-8 and none starting with `-` — built without
+    /// clap; `None` (the default) leaves them to clap. For the hot lines
+    /// of a command run many times a day (`offline status`): its start-up
+    /// then builds no clap command at all. It must return what clap's parse
+    /// gives, or `None`; `manage::testing::assert_plain_words_parse_as_clap`
+    /// checks that.
+    fn from_plain_words(words: &[&str]) -> Option<Self> {
+        let _ = words;
+        None
+    }
 }
+
+/// A command built by [`ManageCommand::from_plain_words`], ready to run.
+pub type PlainRun = Box<dyn FnOnce(&mut Context<'_>) -> anyhow::Result<()>>;
 
 /// One registered command: what `register!` submits. Built in a const
 /// context; read through [`registrations`].
@@ -68,6 +83,9 @@ pub struct Registration {
     pub build: fn() -> clap::Command,
     /// Parses `matches` into the command and runs it.
     pub run: fn(&clap::ArgMatches, &mut Context<'_>) -> anyhow::Result<()>,
+    /// Builds the command from plain words without clap, when it can
+    /// ([`ManageCommand::from_plain_words`]).
+    pub plain: fn(&[&str]) -> Option<PlainRun>,
 }
 
 impl Registration {
@@ -79,6 +97,7 @@ impl Registration {
             policy: T::POLICY,
             build: build::<T>,
             run: run::<T>,
+            plain: plain::<T>,
         }
     }
 }
@@ -100,6 +119,11 @@ fn build<T: ManageCommand>() -> clap::Command {
 fn run<T: ManageCommand>(matches: &clap::ArgMatches, ctx: &mut Context<'_>) -> anyhow::Result<()> {
     let args = <T as clap::FromArgMatches>::from_arg_matches(matches)?;
     args.run(ctx)
+}
+
+fn plain<T: ManageCommand>(words: &[&str]) -> Option<PlainRun> {
+    let command = T::from_plain_words(words)?;
+    Some(Box::new(move |ctx: &mut Context<'_>| command.run(ctx)))
 }
 
 inventory::collect!(Registration);

@@ -87,10 +87,19 @@ pub fn supervise_if_asked(argv: &[OsString]) -> Option<u8> {
         SUPERVISOR_ENTRY.store(true, Ordering::Relaxed);
         return None;
     }
+    Some(run_supervisor())
+}
+
+/// The supervisor's run: reads its job on stdin and supervises it. Kept
+/// out of every `main` (cold), so a runner's start-up neither maps its
+/// code nor makes room on the stack for it.
+#[cold]
+#[inline(never)]
+fn run_supervisor() -> u8 {
     let mut input = Vec::new();
     if let Err(e) = std::io::stdin().take(16 << 20).read_to_end(&mut input) {
         eprintln!("error: the hooks' supervisor cannot read its job: {e}");
-        return Some(crate::exit::FAILURE);
+        return crate::exit::FAILURE;
     }
     let job: Job = match serde_json::from_slice(&input) {
         Ok(job) => job,
@@ -99,7 +108,7 @@ pub fn supervise_if_asked(argv: &[OsString]) -> Option<u8> {
                 "error: the hooks' supervisor was given no job it can read ({e}); it is started \
                  by manage itself, never by hand"
             );
-            return Some(crate::exit::USAGE);
+            return crate::exit::USAGE;
         }
     };
     let mut out = std::io::stdout();
@@ -108,7 +117,7 @@ pub fn supervise_if_asked(argv: &[OsString]) -> Option<u8> {
         // history has the report.
         let _ = writeln!(out, "{line}").and_then(|()| out.flush());
     });
-    Some(crate::exit::SUCCESS)
+    crate::exit::SUCCESS
 }
 
 /// Starts `/proc/self/exe --manage-hook-supervisor` (the binary itself) in

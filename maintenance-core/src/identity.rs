@@ -77,15 +77,31 @@ pub fn user_name(uid: u32) -> String {
     nss_user_name(uid)
 }
 
+/// Line by line, stopping at the user's: one read for the usual file
+/// (neither its size asked nor its end read when the user comes first).
 fn passwd_name(uid: u32) -> Option<String> {
-    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    use std::io::BufRead;
+    let file = std::fs::File::open("/etc/passwd").ok()?;
+    let mut lines = std::io::BufReader::with_capacity(8192, file);
     let want = uid.to_string();
-    text.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        let name = fields.next()?;
-        let _password = fields.next()?;
-        (fields.next()? == want && !name.is_empty()).then(|| name.to_owned())
-    })
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if lines.read_until(b'\n', &mut line).ok()? == 0 {
+            return None;
+        }
+        let Ok(text) = std::str::from_utf8(&line) else {
+            continue;
+        };
+        let mut fields = text.trim_end_matches('\n').split(':');
+        let (Some(name), Some(_password), Some(id)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if id == want && !name.is_empty() {
+            return Some(name.to_owned());
+        }
+    }
 }
 
 fn nss_user_name(uid: u32) -> String {

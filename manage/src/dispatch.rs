@@ -55,36 +55,20 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
     {
         (Some(Leading::Help), _) => return top_help(&bin, &state_dir, out, err),
         (Some(Leading::Globals(given)), Some(index)) => (given.globals(), index, Some(given)),
-        _ => {
-            let top = match top_command(&bin)
-                .allow_external_subcommands(true)
-                .external_subcommand_value_parser(value_parser!(OsString))
-                .try_get_matches_from(&argv)
-            {
-                Ok(m) => m,
-                // `--help` before any command: our own help, with every
-                // command.
-                Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
-                    return top_help(&bin, &state_dir, out, err);
-                }
-                Err(e) => return clap_exit(e, out, err),
-            };
-            let globals = Globals::from_matches(&top);
-            let Some(index) = index else {
-                return top_level(&bin, &top, &globals, &state_dir, out, err);
-            };
-            (globals, index, None)
-        }
+        _ => match unusual_leading(&bin, &argv, index, &state_dir, out, err) {
+            Ok((globals, index)) => (globals, index, None),
+            Err(code) => return code,
+        },
     };
     // The configuration matters for aliases and external commands; a
     // registered command loads it after its own parse (globals may follow
     // its name).
     let loaded = load_config(&globals, &state_dir);
-    let config = loaded.as_ref().ok().cloned();
+    let config = loaded.as_ref().ok();
     let mut warnings = Vec::new();
     // Aliases expand in place: what stands before the name (global
     // options) stays where it is.
-    let resolved = resolve::resolve_argv(argv, index, config.as_ref(), &mut warnings);
+    let resolved = resolve::resolve_argv(argv, index, config, &mut warnings);
     for w in &warnings {
         let _ = writeln!(err, "warning: {w}");
     }
@@ -108,13 +92,13 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
             let topic = argv
                 .get(index + 1)
                 .map(|a| a.to_string_lossy().into_owned());
-            help::help_for(&bin, topic.as_deref(), config.as_ref(), out, err)
+            help::help_for(&bin, topic.as_deref(), config, out, err)
         }
         Target::Completions | Target::Man => {
             let asked = install::Asked {
                 bin: &bin,
                 args: &argv[index + 1..],
-                config: config.as_ref(),
+                config,
             };
             match resolved.target {
                 Target::Man => install::man(asked, out, err),
@@ -129,19 +113,12 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
                 terminal,
                 // Read once: reused when the globals after the name change
                 // nothing.
-                preloaded: config.map(|c| (globals.clone(), c)),
+                preloaded: loaded.ok().map(|c| (globals.clone(), c)),
                 before: before.map(|given| (index, given)),
             };
             exec::top_level_registered(reg, launch, argv, out, err)
         }
-        Target::Duplicate(origins) => {
-            let _ = writeln!(
-                err,
-                "error: {}",
-                registry::duplicate_message(&name, origins)
-            );
-            exit::USAGE
-        }
+        Target::Duplicate(origins) => duplicate(&name, origins, err),
         Target::External(path) => {
             let config = match loaded {
                 Ok(c) => c,
@@ -151,31 +128,87 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
                 }
             };
             let rt = Runtime::new(&bin, &config, &globals, stop);
-            external(&rt, &name, path, resolved.args(), None, err)
-        }
-        Target::Unknown => {
-            // An alias in a broken manage.toml: say what is broken.
-            if let Err(e) = &loaded {
-                print_error(err, e, globals.verbosity);
-                return exit::FAILURE;
+            let code = external(&rt, &name, path, resolved.args(), None, err);
+            if crate::whole_process() {
+                // As a registered command's run ends (`exec.rs`).
+                crate::end_process(code, out, err);
             }
-            let _ = writeln!(
-                err,
-                "error: unrecognized command `{name}`{}",
-                resolved.via()
-            );
-            if let Some(s) = resolve::suggestion(&name, config.as_ref()) {
-                let _ = writeln!(err, "\n  tip: a similar command exists: `{s}`");
-            }
-            let _ = writeln!(
-                err,
-                "\nRun `{bin} --help` or `{bin} --list` for the commands."
-            );
-            exit::USAGE
+            code
         }
+        Target::Unknown => unrecognized(&bin, &name, &resolved, &loaded, &globals, err),
     }
 }
 
+/// Two linked crates register `name`.
+#[cold]
+fn duplicate(name: &str, origins: &[&'static str], err: &mut dyn Write) -> u8 {
+    let _ = writeln!(err, "error: {}", registry::duplicate_message(name, origins));
+    exit::USAGE
+}
+
+/// `name` is no command: says so, with the closest one of every kind.
+#[cold]
+fn unrecognized(
+    bin: &str,
+    name: &str,
+    resolved: &resolve::Resolved,
+    loaded: &anyhow::Result<maintenance_core::config::Config>,
+    globals: &Globals,
+    err: &mut dyn Write,
+) -> u8 {
+    // An alias in a broken manage.toml: say what is broken.
+    if let Err(e) = loaded {
+        print_error(err, e, globals.verbosity);
+        return exit::FAILURE;
+    }
+    let _ = writeln!(
+        err,
+        "error: unrecognized command `{name}`{}",
+        resolved.via()
+    );
+    if let Some(s) = resolve::suggestion(name, loaded.as_ref().ok()) {
+        let _ = writeln!(err, "\n  tip: a similar command exists: `{s}`");
+    }
+    let _ = writeln!(
+        err,
+        "\nRun `{bin} --help` or `{bin} --list` for the commands."
+    );
+    exit::USAGE
+}
+
+/// The words before the name when they are not plain global options
+/// (or there is no name): clap reads the whole line under the top
+/// command. The globals and the name's index, or the exit code of what
+/// ran instead (`--list`, `--version`, help, an error).
+#[inline(never)]
+fn unusual_leading(
+    bin: &str,
+    argv: &[OsString],
+    index: Option<usize>,
+    state_dir: &Option<PathBuf>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(Globals, usize), u8> {
+    let top = match top_command(bin)
+        .allow_external_subcommands(true)
+        .external_subcommand_value_parser(value_parser!(OsString))
+        .try_get_matches_from(argv)
+    {
+        Ok(m) => m,
+        // `--help` before any command: our own help, with every command.
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+            return Err(top_help(bin, state_dir, out, err));
+        }
+        Err(e) => return Err(clap_exit(e, out, err)),
+    };
+    let globals = Globals::from_matches(&top);
+    match index {
+        Some(index) => Ok((globals, index)),
+        None => Err(top_level(bin, &top, &globals, state_dir, out, err)),
+    }
+}
+
+#[inline(never)]
 fn top_level(
     bin: &str,
     top: &ArgMatches,
@@ -196,6 +229,7 @@ fn top_level(
 
 /// `--help` before any command: our own help, with every command, as
 /// `manage.toml` (found as without options) says.
+#[inline(never)]
 fn top_help(
     bin: &str,
     state_dir: &Option<PathBuf>,

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::ArgMatches;
 use maintenance_core::command::{
-    CallOptions, Context, ContextParts, Exit, Registration, Runner, StopToken,
+    CallOptions, Context, ContextParts, Exit, PlainRun, Registration, Runner, StopToken,
 };
 use maintenance_core::config::Config;
 use maintenance_core::policy::Tracking;
@@ -31,7 +31,7 @@ impl Runtime<'_> {
     fn run_registered(
         &self,
         reg: &Registration,
-        matches: &ArgMatches,
+        args: Args<'_>,
         how: How,
         out: &mut dyn Write,
         err: &mut dyn Write,
@@ -78,7 +78,10 @@ impl Runtime<'_> {
                 stop: self.stop.clone(),
                 runner: self,
             });
-            catch_unwind(AssertUnwindSafe(|| (reg.run)(matches, &mut ctx)))
+            catch_unwind(AssertUnwindSafe(|| match args {
+                Args::Matches(matches) => (reg.run)(matches, &mut ctx),
+                Args::Plain(run) => run(&mut ctx),
+            }))
         };
         if owned {
             // Released on every path, panics included.
@@ -87,6 +90,26 @@ impl Runtime<'_> {
         let _ = out.flush();
         outcome(reg.name, result, self.globals.verbosity, err)
     }
+}
+
+/// A registered command's arguments, parsed.
+enum Args<'m> {
+    /// By clap.
+    Matches(&'m ArgMatches),
+    /// By the command itself, from plain words
+    /// ([`maintenance_core::command::ManageCommand::from_plain_words`]).
+    Plain(PlainRun),
+}
+
+/// A top-level command line, parsed: by the command itself, or by clap
+/// (with the clap command, freed with the matches).
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per invocation, moved once: boxing would only add an allocation"
+)]
+enum Parsed {
+    Plain(PlainRun),
+    Clap(ArgMatches, clap::Command),
 }
 
 /// What an invocation brings to a top-level run besides its arguments.
@@ -176,7 +199,7 @@ pub(crate) fn top_level_registered(
         preloaded,
         before,
     } = launch;
-    let (matches, globals, parsed) = match parse_top_level(reg, bin, argv, before.as_ref()) {
+    let (parsed, globals) = match parse_top_level(reg, bin, argv, before.as_ref()) {
         Ok(parsed) => parsed,
         Err(None) => return exit::USAGE,
         Err(Some((e, cmd, words))) => {
@@ -214,15 +237,21 @@ pub(crate) fn top_level_registered(
         options: CallOptions::default(),
         parent: None,
     };
-    let code = rt.run_registered(reg, &matches, how, out, err);
+    // Freed at the end of this function, or left to the process's exit.
+    let clap_parse;
+    let args = match parsed {
+        Parsed::Plain(run) => Args::Plain(run),
+        Parsed::Clap(matches, cmd) => {
+            clap_parse = (matches, cmd);
+            Args::Matches(&clap_parse.0)
+        }
+    };
+    let code = rt.run_registered(reg, args, how, out, err);
     if crate::whole_process() {
         // The task is released and nothing is left to do but free memory
         // and close descriptors, which the exit does at once.
-        let _ = out.flush();
-        let _ = err.flush();
-        std::process::exit(i32::from(code));
+        crate::end_process(code, out, err);
     }
-    drop(parsed);
     code
 }
 
@@ -231,56 +260,123 @@ pub(crate) fn top_level_registered(
 type ParseFailure<'w> = Option<(clap::Error, Box<clap::Command>, &'w [OsString])>;
 
 /// Parses a registered command's top-level command line into the
-/// command's own matches and the global options. With the options before
+/// command's own arguments and the global options. With the options before
 /// the name read by hand (`before`), clap builds and parses only the
 /// command (with the global options, which may follow its name); without,
 /// the whole line under the runner's top command, as clap reads it.
+///
+/// When every word after the name is plain (valid UTF-8, none starting
+/// with `-`), no global option can be among them: the command builds
+/// itself from them when it can
+/// ([`ManageCommand::from_plain_words`](maintenance_core::command::ManageCommand::from_plain_words)),
+/// and otherwise clap parses them with the command's own arguments only,
+/// which a successful parse reads exactly as with the global options
+/// added; a failed one is parsed again as below, so that its message is
+/// the one the whole line gets.
 fn parse_top_level<'w>(
     reg: &Registration,
     bin: &str,
     argv: &'w [OsString],
     before: Option<&(usize, Given)>,
-) -> Result<(ArgMatches, Globals, clap::Command), ParseFailure<'w>> {
-    match before {
-        Some((index, given)) => {
-            let words = &argv[*index..];
-            let verb = words.get(1).and_then(|w| w.to_str());
-            // As under the top command, whose settings reach its commands.
-            let mut cmd = cli::with_command_globals((reg.build)(), verb)
-                .bin_name(format!("{bin} {}", reg.name))
-                .disable_help_subcommand(true);
-            match cmd.try_get_matches_from_mut(words) {
-                Ok(m) => {
-                    // The command's options, then its verb's (which hold
-                    // what deeper verbs were given).
-                    let mut after = given.then(&m);
-                    if let Some((_, sub)) = m.subcommand() {
-                        after = after.then(sub);
-                    }
-                    Ok((m, after.globals(), cmd))
-                }
-                Err(e) => Err(Some((e, Box::new(cmd), &words[1.min(words.len())..]))),
-            }
+) -> Result<(Parsed, Globals), ParseFailure<'w>> {
+    let Some((index, given)) = before else {
+        return parse_whole_line(reg, bin, argv);
+    };
+    let words = &argv[*index..];
+    if let Some(plain) = plain_words(&words[1.min(words.len())..]) {
+        if let Some(run) = (reg.plain)(&plain) {
+            return Ok((Parsed::Plain(run), given.globals()));
         }
-        None => {
-            let mut cmd = cli::top_command(bin).subcommand((reg.build)());
-            match cmd.try_get_matches_from_mut(argv) {
-                Ok(mut m) => match m.remove_subcommand() {
-                    Some((_, sub)) => {
-                        let globals = Globals::from_matches(&sub);
-                        Ok((sub, globals, cmd))
-                    }
-                    None => Err(None),
-                },
-                Err(e) => Err(Some((e, Box::new(cmd), &argv[1.min(argv.len())..]))),
-            }
+        let mut cmd = (reg.build)().disable_help_subcommand(true);
+        // Nothing given to a command that takes nothing: clap's matches
+        // would be empty, and its parser is left out.
+        if plain.is_empty() && takes_nothing(&cmd) {
+            return Ok((Parsed::Clap(ArgMatches::default(), cmd), given.globals()));
+        }
+        if let Ok(m) = cmd.try_get_matches_from_mut(words) {
+            return Ok((Parsed::Clap(m, cmd), given.globals()));
         }
     }
+    parse_with_globals(reg, bin, words, given)
+}
+
+/// Whether `cmd` has nothing for clap to read — no argument, no verb —
+/// and no setting that makes a line without words an error: clap's
+/// matches for no words are then empty, as `ArgMatches::default()` is.
+fn takes_nothing(cmd: &clap::Command) -> bool {
+    cmd.get_arguments().next().is_none()
+        && !cmd.has_subcommands()
+        && !cmd.is_subcommand_required_set()
+        && !cmd.is_arg_required_else_help_set()
+        && cmd.get_groups().all(|g| !g.is_required_set())
+}
+
+// The two parses below build the global options too: each in a function
+// of its own, so that the plain lines' start-up neither maps their code
+// nor makes room on the stack for their many clap values.
+
+/// Parses the command's words (its name first) with the global options
+/// added, `given` those read before its name.
+#[inline(never)]
+fn parse_with_globals<'w>(
+    reg: &Registration,
+    bin: &str,
+    words: &'w [OsString],
+    given: &Given,
+) -> Result<(Parsed, Globals), ParseFailure<'w>> {
+    let verb = words.get(1).and_then(|w| w.to_str());
+    // As under the top command, whose settings reach its commands.
+    let mut cmd = cli::with_command_globals((reg.build)(), verb)
+        .bin_name(format!("{bin} {}", reg.name))
+        .disable_help_subcommand(true);
+    match cmd.try_get_matches_from_mut(words) {
+        Ok(m) => {
+            // The command's options, then its verb's (which hold what
+            // deeper verbs were given).
+            let mut after = given.then(&m);
+            if let Some((_, sub)) = m.subcommand() {
+                after = after.then(sub);
+            }
+            let globals = after.globals();
+            Ok((Parsed::Clap(m, cmd), globals))
+        }
+        Err(e) => Err(Some((e, Box::new(cmd), &words[1.min(words.len())..]))),
+    }
+}
+
+/// Parses the whole line under the runner's top command.
+#[inline(never)]
+fn parse_whole_line<'w>(
+    reg: &Registration,
+    bin: &str,
+    argv: &'w [OsString],
+) -> Result<(Parsed, Globals), ParseFailure<'w>> {
+    let mut cmd = cli::top_command(bin).subcommand((reg.build)());
+    match cmd.try_get_matches_from_mut(argv) {
+        Ok(mut m) => match m.remove_subcommand() {
+            Some((_, sub)) => {
+                let globals = Globals::from_matches(&sub);
+                Ok((Parsed::Clap(sub, cmd), globals))
+            }
+            None => Err(None),
+        },
+        Err(e) => Err(Some((e, Box::new(cmd), &argv[1.min(argv.len())..]))),
+    }
+}
+
+/// `words` as `&str`s when every one is plain: valid UTF-8, and not an
+/// option (none starts with `-`).
+fn plain_words(words: &[OsString]) -> Option<Vec<&str>> {
+    words
+        .iter()
+        .map(|w| w.to_str().filter(|w| !w.starts_with('-')))
+        .collect()
 }
 
 /// After a wrong or missing verb: the verbs of the deepest command the
 /// command line names (`words`, what follows the name of `top`), with
 /// their aliases.
+#[cold]
 fn list_verbs(top: &clap::Command, words: &[OsString], err: &mut dyn Write) {
     let mut cmd = top;
     for word in words {
@@ -399,7 +495,7 @@ impl Runner for Runtime<'_> {
                         options,
                         parent,
                     };
-                    self.run_registered(reg, &m, how, out, err)
+                    self.run_registered(reg, Args::Matches(&m), how, out, err)
                 }
                 Err(e) => cli::clap_exit(e, out, err),
             },
@@ -457,9 +553,10 @@ mod tests {
 
     /// A parse as a comparable outcome: the command's arguments and the
     /// globals, or clap's rendered message and exit code.
-    fn outcome(parsed: Result<(ArgMatches, Globals, clap::Command), ParseFailure<'_>>) -> String {
+    fn outcome(parsed: Result<(Parsed, Globals), ParseFailure<'_>>) -> String {
         match parsed {
-            Ok((m, globals, _)) => format!("ok {:?} {globals:?}", own(&m)),
+            Ok((Parsed::Clap(m, _), globals)) => format!("ok {:?} {globals:?}", own(&m)),
+            Ok((Parsed::Plain(_), globals)) => format!("plain {globals:?}"),
             Err(None) => "no command".to_owned(),
             Err(Some((e, _, _))) => format!("error {} {}", e.exit_code(), e.render()),
         }
@@ -494,11 +591,41 @@ mod tests {
         }
     }
 
+    /// A command without arguments.
+    #[derive(Debug, clap::Args)]
+    struct Bare {}
+
+    impl maintenance_core::command::ManageCommand for Bare {
+        const NAME: &'static str = "bare";
+        fn run(self, _ctx: &mut Context<'_>) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Without arguments, but an empty line is an error.
+    #[derive(Debug, clap::Args)]
+    #[command(arg_required_else_help = true)]
+    struct Insistent {}
+
+    impl maintenance_core::command::ManageCommand for Insistent {
+        const NAME: &'static str = "insistent";
+        fn run(self, _ctx: &mut Context<'_>) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
     /// Asserts that, for each line of `words` (after the binary's name),
     /// parsing only `reg` after reading the options before its name by
-    /// hand gives what parsing the whole line under the top command gives.
+    /// hand gives what parsing the whole line under the top command gives
+    /// — for plain lines, clap's parse without the global options. (What a
+    /// command builds from plain words itself is compared with clap's by
+    /// `testing::assert_plain_words_parse_as_clap`.)
     #[track_caller]
     fn assert_both_parses_agree(reg: &Registration, lines: &[&[&str]]) {
+        let reg = &Registration {
+            plain: |_| None,
+            ..*reg
+        };
         for words in lines {
             let argv: Vec<OsString> = std::iter::once("manage")
                 .chain(words.iter().copied())
@@ -521,6 +648,8 @@ mod tests {
             &reg,
             &[
                 &["leaf"],
+                &["leaf", "a", "b"],
+                &["-v", "--state-dir", "/s", "leaf", "x"],
                 &["-v", "leaf", "-v", "--name", "x", "a", "b"],
                 &["--state-dir", "/a", "leaf", "--state-dir", "/b", "-f"],
                 &["-q", "leaf", "--lock-timeout=3", "--", "-v", "--state-dir"],
@@ -537,6 +666,61 @@ mod tests {
                 &["leaf", "--zeta", "x"],
             ],
         );
+    }
+
+    #[test]
+    fn a_command_without_arguments_given_none_parses_as_under_the_top_command() {
+        for (reg, name) in [
+            (Registration::of::<Bare>("test"), "bare"),
+            (Registration::of::<Insistent>("test"), "insistent"),
+        ] {
+            assert_both_parses_agree(
+                &reg,
+                &[
+                    &[name],
+                    &["-v", "--state-dir", "/s", name],
+                    &[name, "x"],
+                    &[name, "-v"],
+                    &[name, "--help"],
+                    &[name, "--bogus"],
+                ],
+            );
+        }
+    }
+
+    #[test]
+    fn plain_offline_status_lines_are_built_without_clap_as_clap_parses_them() {
+        let lines: &[&[&str]] = &[
+            &["status"],
+            &["check"],
+            &[],
+            &["on"],
+            &["status", "x"],
+            &["list"],
+            &["stauts"],
+        ];
+        let built =
+            crate::testing::assert_plain_words_parse_as_clap::<commands::offline::Offline>(lines);
+        assert_eq!(built, 2, "`status` and `check` are built without clap");
+        let reg = match crate::registry::find("offline", &mut Vec::new()) {
+            Some(crate::registry::Found::One(r)) => r,
+            _ => panic!("offline is registered"),
+        };
+        for words in [&["-v", "offline", "status"][..], &["offline", "check"]] {
+            let argv: Vec<OsString> = std::iter::once("manage")
+                .chain(words.iter().copied())
+                .map(OsString::from)
+                .collect();
+            let index = scan::command_index(&argv).expect("a name");
+            let Some(Leading::Globals(given)) = scan::leading(&argv, index) else {
+                panic!("{words:?}: the options before the name are read by hand");
+            };
+            let parsed = parse_top_level(reg, "manage", &argv, Some(&(index, given)));
+            assert!(
+                matches!(parsed, Ok((Parsed::Plain(_), _))),
+                "{words:?}: the runner builds it without clap"
+            );
+        }
     }
 
     #[test]

@@ -29,6 +29,9 @@ use crate::signals;
 /// On Linux a keeper between the runner and the command keeps whatever the
 /// command leaves behind tracked ([`crate::keeper`]). Returns the child's
 /// exit code, or 128+N if signal N killed it.
+// Not inlined into dispatch: start-up maps only the code of the target
+// it runs, and the stack holds only that target's frame.
+#[inline(never)]
 pub(crate) fn external(
     rt: &Runtime<'_>,
     name: &str,

@@ -17,6 +17,9 @@ type Group = (&'static str, fn(&Origin) -> bool);
 
 /// `--help`: the commands in groups, the runner's commands, the options and
 /// the exit codes.
+// Not inlined into dispatch: start-up maps only the code of the target
+// it runs, and the stack holds only that target's frame.
+#[inline(never)]
 pub(crate) fn top_help(bin: &str, config: Option<&Config>, out: &mut dyn Write) -> u8 {
     let mut warnings = Vec::new();
     let all = everything(config, &mut warnings);
@@ -95,6 +98,9 @@ pub(crate) fn top_help(bin: &str, config: Option<&Config>, out: &mut dyn Write) 
 }
 
 /// `help <topic>`.
+// Not inlined into dispatch: start-up maps only the code of the target
+// it runs, and the stack holds only that target's frame.
+#[inline(never)]
 pub(crate) fn help_for(
     bin: &str,
     topic: Option<&str>,

@@ -28,6 +28,9 @@ pub(crate) struct Asked<'a> {
 }
 
 /// `completions <shell>`, under the binary's own name.
+// Not inlined into dispatch: start-up maps only the code of the target
+// it runs, and the stack holds only that target's frame.
+#[inline(never)]
 pub(crate) fn completions(asked: Asked<'_>, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let Asked { bin, args, config } = asked;
     let shell = args.first().map(|a| a.to_string_lossy().into_owned());
@@ -110,6 +113,9 @@ fn man_command() -> Command {
 /// the exit codes) on stdout; with `--dir`, one page per command of the
 /// tree (`manage.1`, `manage-offline.1`, `manage-offline-on.1`, …) written
 /// into DIR, each path printed.
+// Not inlined into dispatch: start-up maps only the code of the target
+// it runs, and the stack holds only that target's frame.
+#[inline(never)]
 pub(crate) fn man(asked: Asked<'_>, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let Asked { bin, args, config } = asked;
     let words = std::iter::once(OsString::from("man")).chain(args.iter().cloned());

@@ -729,7 +729,7 @@ unsafe fn keep(command: libc::pid_t, report: RawFd, p: &Prepared, stack: Stack) 
             let watching = done && !terminating && p.probe.is_some();
             if watching
                 && let Some(probe) = p.probe
-                && (*probe).keeps_running() == Some(false)
+                && keeps_running(probe) == Some(false)
             {
                 terminating = true;
             }
@@ -752,9 +752,22 @@ unsafe fn keep(command: libc::pid_t, report: RawFd, p: &Prepared, stack: Stack) 
     }
 }
 
+/// Whether the mode still lets a drain-`stop` command's leftovers run.
+/// Not inlined into [`keep`]: its 64 KiB read buffer would make the
+/// keeper's frame that large, and its stack probe fault 16 pages into
+/// every keeper, leftovers or not. Async-signal-safe.
+#[inline(never)]
+unsafe fn keeps_running(probe: *const ModeProbe) -> Option<bool> {
+    // SAFETY: the probe was opened before the fork and outlives it (the
+    // runner's memory, copied).
+    unsafe { (*probe).keeps_running() }
+}
+
 /// Sends SIGTERM to every child of the calling thread (orphans are
 /// reparented to the subreaper's first live thread: the keeper's only, or
 /// main, thread). Parses `/proc/thread-self/children` without allocating.
+/// Not inlined, for its buffer, as [`keeps_running`].
+#[inline(never)]
 unsafe fn terminate_children() {
     // SAFETY: open/read/kill/close on a buffer of our own.
     unsafe {

@@ -236,6 +236,9 @@ pub(crate) fn warn_all(err: &mut dyn Write, warnings: &[String]) -> Vec<String> 
 
 /// `--list [--json]`; `broken` says why `manage.toml` is left out, if it
 /// is, first among the warnings.
+// Not inlined into dispatch: start-up maps only the code of the target
+// it runs, and the stack holds only that target's frame.
+#[inline(never)]
 pub(crate) fn list(
     config: Option<&Config>,
     broken: Option<String>,

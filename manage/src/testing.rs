@@ -119,3 +119,69 @@ where
 {
     TempSite::new().run(args)
 }
+
+/// Asserts that what `T` builds from each line of plain words without clap
+/// ([`ManageCommand::from_plain_words`]) is what clap parses the same
+/// line into — `manage NAME WORDS…` read whole under the runner's top
+/// command, compared by their `Debug` form — and that clap parses every
+/// line `T` accepts. Lines `T` leaves to clap (`None`) pass; so that a
+/// test also says which lines it means to be plain, it returns how many
+/// `T` built.
+///
+/// ```
+/// # use maintenance_core::{anyhow, clap};
+/// # use maintenance_core::command::{Context, ManageCommand};
+/// #[derive(Debug, clap::Args)]
+/// struct Ping {}
+/// impl ManageCommand for Ping {
+///     const NAME: &'static str = "ping";
+///     fn run(self, _ctx: &mut Context<'_>) -> anyhow::Result<()> {
+///         Ok(())
+///     }
+///     fn from_plain_words(words: &[&str]) -> Option<Self> {
+///         words.is_empty().then_some(Ping {})
+///     }
+/// }
+/// let built = manage::testing::assert_plain_words_parse_as_clap::<Ping>(&[&[], &["x"]]);
+/// assert_eq!(built, 1);
+/// ```
+///
+/// [`ManageCommand::from_plain_words`]: maintenance_core::command::ManageCommand::from_plain_words
+#[track_caller]
+pub fn assert_plain_words_parse_as_clap<T>(lines: &[&[&str]]) -> usize
+where
+    T: maintenance_core::command::ManageCommand + std::fmt::Debug,
+{
+    let mut built = 0;
+    for words in lines {
+        assert!(
+            words.iter().all(|w| !w.starts_with('-')),
+            "{words:?}: only plain words (none starting with `-`) are built without clap"
+        );
+        let Some(plain) = T::from_plain_words(words) else {
+            continue;
+        };
+        built += 1;
+        let argv = std::iter::once("manage")
+            .chain(std::iter::once(T::NAME))
+            .chain(words.iter().copied());
+        let top = crate::cli::top_command("manage")
+            .subcommand(T::augment_args(clap::Command::new(T::NAME)))
+            .try_get_matches_from(argv)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{words:?}: built without clap, but clap refuses the line:\n{}",
+                    e.render()
+                )
+            });
+        let (_, matches) = top.subcommand().expect("the line names the command");
+        let parsed = <T as clap::FromArgMatches>::from_arg_matches(matches)
+            .unwrap_or_else(|e| panic!("{words:?}: clap's matches do not build the command: {e}"));
+        assert_eq!(
+            format!("{plain:?}"),
+            format!("{parsed:?}"),
+            "{words:?}: built without clap (left) is not what clap parses (right)"
+        );
+    }
+    built
+}

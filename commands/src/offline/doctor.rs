@@ -9,6 +9,7 @@ use maintenance_core::{anyhow, exit};
 
 /// Runs `offline doctor`: one line a finding; exit 0 when healthy, 1
 /// otherwise.
+#[inline(never)]
 pub(super) fn exec(ctx: &mut Context<'_>) -> anyhow::Result<()> {
     let config = ctx.config().clone();
     let (findings, place) = findings(&config);

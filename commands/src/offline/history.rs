@@ -50,6 +50,7 @@ fn since(text: &str) -> Result<Timestamp, String> {
 }
 
 /// Runs `offline history`.
+#[inline(never)]
 pub(super) fn exec(ctx: &mut Context<'_>, args: &HistoryArgs) -> anyhow::Result<()> {
     let backend = ctx.backend()?;
     maintenance_core::recorder::catch_up(backend.as_ref(), &Hooks::from_config(ctx.config()));

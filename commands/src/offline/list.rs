@@ -18,6 +18,7 @@ pub(super) struct ListArgs {
 }
 
 /// Runs `offline list`.
+#[inline(never)]
 pub(super) fn exec(ctx: &mut Context<'_>, args: &ListArgs) -> anyhow::Result<()> {
     let live = Live::read(ctx.backend()?.as_ref())?;
     let now = SystemTime::now();

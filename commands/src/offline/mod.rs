@@ -64,7 +64,20 @@ impl ManageCommand for Offline {
     const NAME: &'static str = "offline";
     const POLICY: Policy = Policy::DEFAULT.tracking(Tracking::Untracked);
 
+    /// `offline status` (or `check`) without flags, what monitoring and
+    /// deploy scripts run over and over, is built without clap.
+    fn from_plain_words(words: &[&str]) -> Option<Self> {
+        match words {
+            ["status" | "check"] => Some(Offline {
+                verb: Verb::Status(status::StatusArgs::default()),
+            }),
+            _ => None,
+        }
+    }
+
     fn run(self, ctx: &mut Context<'_>) -> anyhow::Result<()> {
+        // Every verb but `status` is `#[inline(never)]`: the start-up of
+        // `offline status` maps only its own code.
         match self.verb {
             Verb::Status(args) => status::exec(ctx, &args),
             Verb::On(args) => on::exec(ctx, args),

@@ -22,6 +22,7 @@ pub(super) struct OffArgs {
 
 /// Runs `offline off`: cancels a scheduled window (saying which), goes
 /// ONLINE and prints the status line.
+#[inline(never)]
 pub(super) fn exec(ctx: &mut Context<'_>, args: &OffArgs) -> anyhow::Result<()> {
     let backend = ctx.backend()?;
     let change = ModeChange::by_this_process().hooks(Hooks::from_config(ctx.config()));

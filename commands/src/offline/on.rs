@@ -242,6 +242,7 @@ pub(super) fn not_offline(
 }
 
 /// Runs `offline on`.
+#[inline(never)]
 pub(super) fn exec(ctx: &mut Context<'_>, args: OnArgs) -> anyhow::Result<()> {
     let backend = ctx.backend()?;
     let backend: &dyn Backend = backend.as_ref();

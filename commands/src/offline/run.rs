@@ -33,6 +33,7 @@ pub(super) struct RunArgs {
 }
 
 /// Runs `offline run`.
+#[inline(never)]
 pub(super) fn exec(ctx: &mut Context<'_>, args: RunArgs) -> anyhow::Result<()> {
     let backend = ctx.backend()?;
     let backend: &dyn Backend = backend.as_ref();

@@ -14,8 +14,8 @@ use maintenance_core::mode::{Mode, RetryAfter};
 use maintenance_core::transition::{self as offline, Status};
 use maintenance_core::{anyhow, clap, exit};
 
-/// The flags of `offline status`.
-#[derive(Debug, clap::Args)]
+/// The flags of `offline status` (none given: the default).
+#[derive(Debug, Default, clap::Args)]
 pub(super) struct StatusArgs {
     /// One JSON object (documented in the README), for scripts.
     #[arg(long)]

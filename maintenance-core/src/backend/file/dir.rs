@@ -577,7 +577,9 @@ impl Dir {
             FsMode::empty(),
         )
         .map_err(|e| Error::io("read directory", self.path.clone(), io_err(e)))?;
-        let dir = rustix::fs::Dir::read_from(&fd)
+        // The descriptor just opened is the listing's own: `Dir::new` reads
+        // from it (`read_from` would open `.` once more and ask its flags).
+        let dir = rustix::fs::Dir::new(fd)
             .map_err(|e| Error::io("read directory", self.path.clone(), io_err(e)))?;
         for entry in dir {
             let entry =
