@@ -59,6 +59,7 @@
 //! windows).
 
 mod connect;
+mod held_key;
 mod history;
 mod keys;
 mod modes;
