@@ -728,10 +728,17 @@ fn default_bypass_prefix() -> SitePath {
 
 /// The nearest `manage.toml` in `start` or one of its ancestors.
 pub fn find_upwards(start: &Path) -> Option<PathBuf> {
+    // `stat(2)` (links followed, as `Path::is_file`), without std's first
+    // failing `statx` asking the kernel once more whether it has `statx`.
+    let is_file = |p: &Path| {
+        rustix::fs::stat(p).is_ok_and(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+        })
+    };
     start
         .ancestors()
         .map(|dir| dir.join(FILE_NAME))
-        .find(|p| p.is_file())
+        .find(|p| is_file(p))
 }
 
 /// Reads and parses the file, with its owner and mode from the descriptor
