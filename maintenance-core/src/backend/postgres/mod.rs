@@ -134,8 +134,9 @@ impl PostgresBackend {
                 crate::config::ENV_DATABASE_URL
             ))
         })?;
-        crate::config::check_schema(&pg.schema).map_err(Error::Invalid)?;
-        crate::config::check_site(&pg.site).map_err(Error::Invalid)?;
+        crate::config::check_schema(&pg.schema)
+            .map_err(|e| Error::Invalid(format!("`[postgres] schema`: {e}")))?;
+        crate::config::check_site(&pg.site).map_err(|e| Error::Invalid(format!("`site`: {e}")))?;
         Ok(PostgresBackend {
             inner: Arc::new(Inner {
                 target: Target {
