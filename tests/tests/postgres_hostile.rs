@@ -332,3 +332,76 @@ fn off_force_rewrites_a_corrupt_mode_record_on_the_file_backend_too() {
     let status = site.run(&["offline", "status"]);
     assert_eq!(status.code(), Some(0), "{status}");
 }
+
+/// The server processes of a site, stopped with SIGSTOP for as long as
+/// this lives: they accept and acknowledge (their kernel does) and never
+/// answer. Continued on drop, a failing test's included.
+struct Stopped(Vec<i32>);
+
+impl Stopped {
+    /// Stops the server processes of `site`'s connections; `None` when
+    /// this test cannot signal them (a server of another user, or
+    /// elsewhere), saying so.
+    fn site(url: &str, site: &str) -> Option<Stopped> {
+        let pids: Vec<i32> = psql(
+            url,
+            &format!("SELECT pid FROM pg_stat_activity WHERE application_name = '{site}'"),
+        )
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+        assert!(!pids.is_empty(), "the site has connections");
+        let mut stopped = Stopped(Vec::new());
+        for pid in pids {
+            let pid_t = rustix::process::Pid::from_raw(pid).unwrap();
+            if rustix::process::kill_process(pid_t, rustix::process::Signal::STOP).is_err() {
+                eprintln!(
+                    "skipped: cannot signal the test server's process {pid} (another user's, \
+                     or another host's)"
+                );
+                return None;
+            }
+            stopped.0.push(pid);
+        }
+        Some(stopped)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            if let Some(pid_t) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid_t, rustix::process::Signal::CONT);
+            }
+        }
+    }
+}
+
+/// A server whose processes stop answering mid-operation (SIGSTOP: the
+/// connection stays up, keepalives are answered by its kernel) while
+/// `offline on` waits: the waiter ends with a clear error once the server
+/// has been silent for the answer timeout, never hangs; once the server
+/// answers again, the site is where the survivors leave it.
+#[test]
+fn a_server_that_stops_answering_mid_wait_is_a_clear_error_not_a_hang() {
+    let Some(url) = test_database_url() else {
+        return;
+    };
+    let site = CliSite::on_postgres(EXE, &url, "");
+    let name = site.postgres_site().unwrap().to_owned();
+    let (mut task, _) = site.start(&["sleeper-many", "--secs", "600"]);
+    let on = site.spawn(&["offline", "on", "--timeout", "600"]);
+    site.wait_for_mode(Mode::Pending);
+    let Some(stopped) = Stopped::site(&url, &name) else {
+        return;
+    };
+    // Within the hang guard (60 s) of `finish`, against a timeout of 600 s.
+    let out = on.finish();
+    drop(stopped);
+    out.assert_clean_error(&["PostgreSQL at", "stopped answering"]);
+    assert_eq!(status_tasks(&site), 1, "the task still runs, and counts");
+    task.kill9();
+    wait_for_tasks(&site, 0);
+    let off = site.run(&["offline", "off"]);
+    assert_eq!(off.code(), Some(0), "{off}");
+}

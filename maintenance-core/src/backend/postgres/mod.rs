@@ -218,7 +218,8 @@ impl Inner {
         }
         if e.is_closed() {
             return self.target.error(
-                "the connection to the server was lost: check that the server runs and is reachable",
+                "the connection to the server was lost, or the server stopped answering: check \
+                 that the server runs and is reachable",
             );
         }
         let cause = std::error::Error::source(&e)

@@ -250,6 +250,8 @@ impl Inner {
                 .is_some_and(|r| boolean(r, 0))
         } else {
             let ms = request.lock_timeout.as_millis().clamp(1, i32::MAX as u128);
+            // The server is silent while the lock is waited for.
+            conn.socket.allow(request.lock_timeout);
             match sql::run(
                 &conn.client,
                 &format!(
