@@ -220,9 +220,14 @@ fn damaged_rows_are_clear_errors_with_a_way_out_and_never_hide_a_task() {
     );
     let status = site.run(&["offline", "status"]);
     status.assert_clean_error(&["manage.modes", "is corrupt", "offline off --force"]);
+    let doctor = site.run(&["offline", "doctor"]);
+    assert_ne!(doctor.code(), Some(0), "{doctor}");
+    assert!(doctor.text().contains("is corrupt"), "{doctor}");
     let off = site.run(&["offline", "off", "--force"]);
     assert_eq!(off.code(), Some(0), "{off}");
     assert_eq!(backend.mode().unwrap().mode, Mode::Online);
+    let doctor = site.run(&["offline", "doctor"]);
+    assert_eq!(doctor.code(), Some(0), "{doctor}");
 
     let (mut task, _) = site.start(&["sleeper-many", "--secs", "600"]);
     psql(
