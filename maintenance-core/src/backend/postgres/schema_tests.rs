@@ -483,3 +483,25 @@ fn an_applications_own_advisory_locks_on_the_same_numbers_block_nothing() {
     drop(task);
     assert!(b.tasks().unwrap().is_empty());
 }
+
+/// A fresh site in a schema of the tests' own at version 2 ([`ADDITIVE`]):
+/// the areas whose tables [`exercise`] does not touch run on it below.
+fn migrated_state() -> crate::conformance::FreshState {
+    let config = postgres_test_config("manage_test_v2");
+    backend(&config).migrate_with(ADDITIVE).unwrap();
+    crate::conformance::FreshState::new(
+        move |clock| Arc::new(PostgresBackend::open(&config, clock).unwrap()),
+        (),
+    )
+    .with_server_clock(Duration::from_secs(5))
+}
+
+/// The window's and the schedules' cases, by a binary of version 1 on a
+/// schema at 2.
+mod on_a_migrated_schema {
+    crate::backend_conformance!(
+        super::migrated_state;
+        if crate::conformance::postgres_available;
+        areas: window, schedules
+    );
+}
