@@ -408,16 +408,18 @@ fn an_applications_own_advisory_locks_on_the_same_numbers_block_nothing() {
     if !postgres_available() {
         return;
     }
-    let config = postgres_test_config("manage_test");
+    // A schema of its own: nobody else draws from its sequences.
+    let schema = fresh_schema();
+    let config = postgres_test_config(&schema);
     let b = open(&config);
     b.mode().unwrap();
-    let class = keys::site_class("manage_test", &config.postgres.site);
+    let class = keys::site_class(&schema, &config.postgres.site);
     let app = Stranger::new(&config);
-    // The reserved keys, the next few hundred task and waiter keys, and the
-    // instance keys of the next few hundred names, held exclusively.
-    let next = |seq: &str| app.count(&format!("SELECT last_value FROM manage_test.{seq}"));
+    // The reserved keys, the next task and waiter keys, and the instance
+    // keys of the next names, held exclusively.
+    let next = |seq: &str| app.count(&format!("SELECT last_value FROM {schema}.{seq}"));
     let (lock_keys, instance_keys) = (next("lock_keys"), next("instance_keys"));
-    let span = 300;
+    let span = 16;
     let reserved = [keys::GATE, keys::WINDOW, keys::SCHEDULE, keys::HISTORY];
     let taken = app.count(&format!(
         "SELECT count(pg_advisory_lock({})) FROM (SELECT unnest(ARRAY{reserved:?}) AS k \
@@ -455,10 +457,10 @@ fn an_applications_own_advisory_locks_on_the_same_numbers_block_nothing() {
     // The task's key and its instance key were among the numbers held.
     let site = sql::lit(&config.postgres.site);
     let key = app.count(&format!(
-        "SELECT key FROM manage_test.tasks WHERE site = {site} AND name = 'beside-the-app'"
+        "SELECT key FROM {schema}.tasks WHERE site = {site} AND name = 'beside-the-app'"
     ));
     let instance = app.count(&format!(
-        "SELECT key FROM manage_test.instances WHERE site = {site} AND name = 'beside-the-app'"
+        "SELECT key FROM {schema}.instances WHERE site = {site} AND name = 'beside-the-app'"
     ));
     assert!(
         (lock_keys..=lock_keys + span).contains(&key),
@@ -482,6 +484,8 @@ fn an_applications_own_advisory_locks_on_the_same_numbers_block_nothing() {
     assert_eq!(b.tasks().unwrap().len(), 1, "our task is still live");
     drop(task);
     assert!(b.tasks().unwrap().is_empty());
+    drop(app);
+    admin(&config, &format!("DROP SCHEMA {schema} CASCADE"));
 }
 
 /// A fresh site in a schema of the tests' own at version 2 ([`ADDITIVE`]):
