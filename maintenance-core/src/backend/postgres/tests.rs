@@ -21,16 +21,16 @@ use crate::error::Error;
 use crate::policy::Policy;
 use crate::task::{CommandTask, TaskOptions};
 
-fn open(config: &Config) -> Arc<dyn Backend> {
+pub(super) fn open(config: &Config) -> Arc<dyn Backend> {
     Arc::new(PostgresBackend::open(config, SystemClock::shared()).unwrap())
 }
 
 /// A schema of its own, so its creation and versions are this test's.
-fn fresh_schema() -> String {
+pub(super) fn fresh_schema() -> String {
     format!("manage_t{}", crate::random::hex::<6>())
 }
 
-fn with_url(config: &Config, edit: impl FnOnce(&str) -> String) -> Config {
+pub(super) fn with_url(config: &Config, edit: impl FnOnce(&str) -> String) -> Config {
     let url = config.postgres.url.as_ref().unwrap();
     let text = format!(
         "postgres://{}:{}@{}/postgres?sslmode=disable",
@@ -45,7 +45,7 @@ fn with_url(config: &Config, edit: impl FnOnce(&str) -> String) -> Config {
 
 /// Runs SQL as the test server's user, for what the backend never does
 /// (planting a newer schema version, making roles).
-fn admin(config: &Config, statements: &str) -> Vec<sql::Rows> {
+pub(super) fn admin(config: &Config, statements: &str) -> Vec<sql::Rows> {
     let b = PostgresBackend::open(config, SystemClock::shared()).unwrap();
     let inner = Arc::clone(&b.inner);
     let statements = statements.to_owned();
