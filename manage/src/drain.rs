@@ -135,8 +135,7 @@ pub(crate) fn watcher(args: &[std::ffi::OsString]) -> u8 {
                 continue;
             }
         };
-        if b
-            .wait_for_change(generation, &[], Duration::from_secs(60))
+        if b.wait_for_change(generation, &[], Duration::from_secs(60))
             .is_err()
         {
             std::thread::sleep(WATCHER_RETRY);

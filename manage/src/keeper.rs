@@ -22,13 +22,26 @@
 //! left, it first closes every descriptor but the task's locks and its own
 //! (an `offline run`'s window lock, a caller's pipe must not outlive the
 //! command) and holds no terminal. For a drain-`stop` command whose
-//! leftovers remain, it looks at the mode every 20 ms ([`ModeProbe`], file
-//! backend) and asks them to stop once the site leaves ONLINE.
+//! leftovers remain, it asks them to stop once the site leaves ONLINE: on
+//! the file backend it looks at the mode every 20 ms ([`ModeProbe`]); on
+//! another backend, which takes a connection no forked child may make, it
+//! starts a drain watcher ([`DrainLook::Watcher`]: this binary again, its
+//! argv and environment prepared before the fork, started as the command
+//! is) that waits for the mode with the backend's own `wait_for_change` and
+//! exits 0 when it leaves ONLINE. Any other end of the watcher says
+//! nothing of the mode: it is started again, [`WATCHER_STARTS`] times at
+//! most. The watcher dies with the keeper (`PR_SET_PDEATHSIG`), holds none
+//! of the task's locks (they are close-on-exec in the keeper), and is
+//! killed once it is the keeper's only child.
 //!
 //! Limits: a keeper itself SIGKILLed while leftovers live loses them (they
 //! are reparented past it); without `/proc` (not Linux) there is no keeper;
-//! with another backend than the file backend, leftovers of a drain-`stop`
-//! command are not asked to stop.
+//! on a backend other than the file backend, a watcher that failed
+//! [`WATCHER_STARTS`] times leaves the leftovers of a drain-`stop` command
+//! unasked by a drain, and a binary whose `main` is not `manage::run` (the
+//! testing harness) starts none, nor does a keeper that cannot read
+//! `/proc/thread-self/children` (it could not tell when only the watcher
+//! is left).
 //!
 //! One file, though over 500 lines: everything that runs in the forked
 //! keeper, and everything prepared for it before the fork, stays together
@@ -833,6 +846,8 @@ unsafe fn keep(command: libc::pid_t, report: RawFd, p: &Prepared, stack: Stack) 
                 && let Some(at) = start_at
                 && !before(&at)
                 && let (Some(exec), Some(stack)) = (&p.watcher, &stack)
+                // Else it could not tell when only the watcher is left.
+                && for_each_child(&mut |_| {})
             {
                 start_at = None;
                 starts += 1;
@@ -905,12 +920,21 @@ fn before(at: &libc::timespec) -> bool {
 /// From now until `at` on the monotonic clock (zero once it passed).
 fn until(at: &libc::timespec) -> libc::timespec {
     let now = after(0);
-    let mut ns = (at.tv_sec - now.tv_sec) as i64 * 1_000_000_000 + (at.tv_nsec - now.tv_nsec) as i64;
-    ns = ns.max(0);
-    libc::timespec {
-        tv_sec: (ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    let mut left = libc::timespec {
+        tv_sec: at.tv_sec - now.tv_sec,
+        tv_nsec: at.tv_nsec - now.tv_nsec,
+    };
+    if left.tv_nsec < 0 {
+        left.tv_nsec += 1_000_000_000;
+        left.tv_sec -= 1;
     }
+    if left.tv_sec < 0 {
+        left = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+    }
+    left
 }
 
 /// What the keeper shares with the watcher it starts, as [`Start`].

@@ -69,7 +69,10 @@ pub fn run() -> ExitCode {
     }
     // An external command's keeper's drain watcher (never a user's run).
     #[cfg(target_os = "linux")]
-    if argv.get(1).is_some_and(|a| a == maintenance_core::process::DRAIN_WATCH_ARG) {
+    if argv
+        .get(1)
+        .is_some_and(|a| a == maintenance_core::process::DRAIN_WATCH_ARG)
+    {
         return ExitCode::from(drain::watcher(&argv[2..]));
     }
     let stop = signals::install();
