@@ -79,6 +79,8 @@ impl Processes {
                 argv: argv(pid),
                 command: pid == self.command.pid && start_time(pid) == Some(self.command.start),
             })
+            // The keeper's drain watcher is its own, never a holder.
+            .filter(|h| h.command || h.argv.get(1).map(String::as_str) != Some(DRAIN_WATCH_ARG))
             .collect()
     }
 }
@@ -126,6 +128,12 @@ fn stat(pid: u32) -> Option<Stat> {
 pub fn start_time(pid: u32) -> Option<u64> {
     stat(pid).map(|s| s.start)
 }
+
+/// The argument that starts the `manage` binary as an external command's
+/// drain watcher: a child of the command's keeper that waits, on a backend
+/// the keeper cannot read itself, until the site leaves ONLINE. It holds
+/// none of the task's locks, so it is never listed as holding the task.
+pub const DRAIN_WATCH_ARG: &str = "--manage-drain-watch";
 
 /// The children of every thread of `pid` (orphans are reparented to any
 /// live thread of a subreaper).

@@ -204,22 +204,36 @@ fn kept(
     let handoff = task.handoff();
     env.extend(handoff.env.into_iter().map(|(k, v)| (k.into(), v.into())));
     let record = task.record().clone();
-    // Leftovers of a drain-`stop` command are asked to stop by the keeper,
-    // which looks at the mode itself (the file backend's record).
-    let probe = (policy.drain == Drain::Stop
-        && owned
-        && record.holds_off_offline()
-        && rt.config.backend == maintenance_core::config::BackendKind::File)
+    // Leftovers of a drain-`stop` command are asked to stop by the keeper:
+    // on the file backend it reads the mode itself; on another, a watcher
+    // it starts once leftovers remain tells it (this binary again: only
+    // when `run` started this process, which answers the watcher's
+    // argument).
+    let drains = policy.drain == Drain::Stop && owned && record.holds_off_offline();
+    let file = rt.config.backend == maintenance_core::config::BackendKind::File;
+    let probe = (drains && file)
         .then(|| maintenance_core::backend::file::ModeProbe::open(&rt.config.state_dir).ok())
         .flatten()
         .map(|p| p.for_task(&record));
+    let exe = Path::new("/proc/self/exe");
+    let drain = match &probe {
+        Some(probe) => Some(crate::keeper::DrainLook::Probe(probe)),
+        None if drains && !file && crate::whole_process() => {
+            Some(crate::keeper::DrainLook::Watcher {
+                exe,
+                config: rt.config.file.as_deref(),
+                read_only: record.holds_off_read_only(),
+            })
+        }
+        None => None,
+    };
     let mut running = crate::keeper::spawn(&crate::keeper::Spawn {
         path,
         args,
         env: &env,
         fds: &handoff.fds,
         release,
-        drain: probe.as_ref(),
+        drain,
     })?;
     let processes = Processes {
         keeper: running.keeper,

@@ -22,13 +22,26 @@
 //! left, it first closes every descriptor but the task's locks and its own
 //! (an `offline run`'s window lock, a caller's pipe must not outlive the
 //! command) and holds no terminal. For a drain-`stop` command whose
-//! leftovers remain, it looks at the mode every 20 ms ([`ModeProbe`], file
-//! backend) and asks them to stop once the site leaves ONLINE.
+//! leftovers remain, it asks them to stop once the site leaves ONLINE: on
+//! the file backend it looks at the mode every 20 ms ([`ModeProbe`]); on
+//! another backend, which takes a connection no forked child may make, it
+//! starts a drain watcher ([`DrainLook::Watcher`]: this binary again, its
+//! argv and environment prepared before the fork, started as the command
+//! is) that waits for the mode with the backend's own `wait_for_change` and
+//! exits 0 when it leaves ONLINE. Any other end of the watcher says
+//! nothing of the mode: it is started again, [`WATCHER_STARTS`] times at
+//! most. The watcher dies with the keeper (`PR_SET_PDEATHSIG`), holds none
+//! of the task's locks (they are close-on-exec in the keeper), and is
+//! killed once it is the keeper's only child.
 //!
 //! Limits: a keeper itself SIGKILLed while leftovers live loses them (they
 //! are reparented past it); without `/proc` (not Linux) there is no keeper;
-//! with another backend than the file backend, leftovers of a drain-`stop`
-//! command are not asked to stop.
+//! on a backend other than the file backend, a watcher that failed
+//! [`WATCHER_STARTS`] times leaves the leftovers of a drain-`stop` command
+//! unasked by a drain, and a binary whose `main` is not `manage::run` (the
+//! testing harness) starts none, nor does a keeper that cannot read
+//! `/proc/thread-self/children` (it could not tell when only the watcher
+//! is left).
 //!
 //! One file, though over 500 lines: everything that runs in the forked
 //! keeper, and everything prepared for it before the fork, stays together
@@ -44,11 +57,39 @@ use std::path::Path;
 use std::ptr;
 
 use maintenance_core::backend::file::ModeProbe;
-use maintenance_core::process::ProcId;
+use maintenance_core::process::{DRAIN_WATCH_ARG, ProcId};
 
 /// How often a keeper of a drain-`stop` command's leftovers looks at the
 /// mode, in milliseconds.
 const LOOK_MS: libc::c_long = 20;
+
+/// How many times a keeper starts a drain watcher that died without
+/// seeing the site leave ONLINE (killed, or unable to read its
+/// configuration) before it gives up: then the leftovers are no longer
+/// asked to stop by a drain (SIGTERM still reaches them).
+const WATCHER_STARTS: u32 = 5;
+
+/// How long a keeper waits before it starts a watcher again, in seconds.
+const WATCHER_RETRY_S: libc::time_t = 1;
+
+/// How a keeper learns that a drain-`stop` command's leftovers must stop.
+pub(crate) enum DrainLook<'a> {
+    /// The file backend: the keeper reads the stored mode itself.
+    Probe(&'a ModeProbe),
+    /// Another backend, which takes a connection the keeper cannot make
+    /// after `fork`: a watcher process — `exe` (this binary) run with
+    /// [`DRAIN_WATCH_ARG`] — opens the backend, waits until the site leaves
+    /// ONLINE and exits 0 (`crate::drain::watcher`).
+    Watcher {
+        /// The binary to run: `/proc/self/exe`.
+        exe: &'a Path,
+        /// The configuration file the runner read, if any.
+        config: Option<&'a Path>,
+        /// Whether the task holds off READONLY too (then the read-only
+        /// tier asks its leftovers to stop).
+        read_only: bool,
+    },
+}
 
 /// What to spawn, and how.
 pub(crate) struct Spawn<'a> {
@@ -66,7 +107,7 @@ pub(crate) struct Spawn<'a> {
     pub release: bool,
     /// For a drain-`stop` command: how the keeper looks at the mode, to ask
     /// leftovers to stop when the site leaves ONLINE.
-    pub drain: Option<&'a ModeProbe>,
+    pub drain: Option<DrainLook<'a>>,
 }
 
 /// A spawned command and its keeper.
@@ -114,6 +155,40 @@ unsafe extern "C" {
     static environ: *const *const libc::c_char;
 }
 
+/// A program to exec, its strings prepared before the fork.
+struct Exec {
+    path: CString,
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    envp_ptrs: Vec<*const libc::c_char>,
+}
+
+impl Exec {
+    /// The drain watcher: `exe --manage-drain-watch offline|read-only
+    /// [CONFIG]`, in the runner's environment as it is.
+    fn watcher(exe: &Path, config: Option<&Path>, read_only: bool) -> io::Result<Exec> {
+        let path = cstring(exe.as_os_str())?;
+        let mut argv = vec![
+            c"manage-drain-watch".to_owned(),
+            cstring(OsStr::new(DRAIN_WATCH_ARG))?,
+            if read_only {
+                c"read-only".to_owned()
+            } else {
+                c"offline".to_owned()
+            },
+        ];
+        if let Some(config) = config {
+            argv.push(cstring(config.as_os_str())?);
+        }
+        Ok(Exec {
+            path,
+            argv_ptrs: pointers(&argv),
+            _argv: argv,
+            envp_ptrs: environment(&[], &[]),
+        })
+    }
+}
+
 /// Everything the forked processes use, prepared before the fork.
 struct Prepared {
     path: CString,
@@ -128,6 +203,8 @@ struct Prepared {
     /// pipe, the probe's directory.
     keep: Vec<RawFd>,
     probe: Option<*const ModeProbe>,
+    /// The drain watcher the keeper starts when leftovers remain.
+    watcher: Option<Exec>,
     release: bool,
     /// The read end of the runner's go-ahead: the command execs only once
     /// the runner has recorded its processes (and never if the runner died
@@ -201,7 +278,18 @@ impl Prepared {
             _env: own,
             fds: s.fds.to_vec(),
             keep: Vec::new(),
-            probe: s.drain.map(|p| p as *const ModeProbe),
+            probe: match &s.drain {
+                Some(DrainLook::Probe(p)) => Some(*p as *const ModeProbe),
+                _ => None,
+            },
+            watcher: match &s.drain {
+                Some(DrainLook::Watcher {
+                    exe,
+                    config,
+                    read_only,
+                }) => Some(Exec::watcher(exe, *config, *read_only)?),
+                _ => None,
+            },
             release: s.release,
             go: -1,
         })
@@ -512,11 +600,9 @@ unsafe fn keeper_main(p: &Prepared, runner_mask: &libc::sigset_t, report: RawFd)
 /// A keeper that outlives its command: it holds no terminal, no pipe and
 /// no lock but the task's — `$(manage x)` must not wait for it, nor an
 /// `offline run`'s window outlive its command. Async-signal-safe.
-unsafe fn settle(p: &Prepared, stack: Stack) {
-    // SAFETY: closing and duplicating descriptors of our own; the stack is
-    // no longer used (the command has exec'd).
+unsafe fn settle(p: &Prepared) {
+    // SAFETY: closing and duplicating descriptors of our own.
     unsafe {
-        stack.unmap();
         close_all_but(&p.keep);
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
         if null >= 0 {
@@ -671,7 +757,9 @@ unsafe fn close_all_but(keep: &[RawFd]) {
 /// The keeper's loop: reaps every child, tells the runner how the command
 /// ended, forwards SIGTERM to every child (also those adopted after it
 /// came), for a drain-`stop` command asks leftovers to stop once the site
-/// leaves ONLINE, and exits once no child is left. Async-signal-safe.
+/// leaves ONLINE — its own look ([`ModeProbe`]) or a watcher's exit
+/// ([`DrainLook::Watcher`]) — and exits once no child is left (but the
+/// watcher). Async-signal-safe.
 unsafe fn keep(command: libc::pid_t, report: RawFd, p: &Prepared, stack: Stack) -> ! {
     let mut stack = Some(stack);
     let set = keeper_set();
@@ -685,6 +773,11 @@ unsafe fn keep(command: libc::pid_t, report: RawFd, p: &Prepared, stack: Stack) 
         tv_sec: 0,
         tv_nsec: LOOK_MS * 1_000_000,
     };
+    // The drain watcher: its pid while it runs, how many times it was
+    // started, and when to start it (again).
+    let mut watcher: libc::pid_t = 0;
+    let mut starts = 0u32;
+    let mut start_at: Option<libc::timespec> = None;
     // SAFETY: system calls on our own children and descriptors; the probe
     // was opened before the fork and outlives it (the runner's memory,
     // copied).
@@ -697,6 +790,16 @@ unsafe fn keep(command: libc::pid_t, report: RawFd, p: &Prepared, stack: Stack) 
                     if r == command {
                         done = true;
                         status = st;
+                    } else if r == watcher {
+                        watcher = 0;
+                        // Exit 0 is the watcher's one report: the site
+                        // left ONLINE. Anything else (killed, or no
+                        // backend to watch) says nothing of the mode.
+                        if libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0 {
+                            terminating = true;
+                        } else if !terminating && starts < WATCHER_STARTS {
+                            start_at = Some(after(WATCHER_RETRY_S));
+                        }
                     }
                     continue;
                 }
@@ -718,11 +821,43 @@ unsafe fn keep(command: libc::pid_t, report: RawFd, p: &Prepared, stack: Stack) 
                 break;
             }
             if done && let Some(fd) = report.take() {
-                if let Some(stack) = stack.take() {
-                    settle(p, stack);
-                }
+                settle(p);
                 send(fd, MSG_EXITED, status, 1);
                 libc::close(fd);
+                if p.watcher.is_some() && !terminating {
+                    start_at = Some(after(0));
+                } else if let Some(stack) = stack.take() {
+                    // The command has exec'd; nothing else runs on it.
+                    stack.unmap();
+                }
+            }
+            // Only the watcher is left: the leftovers are gone, and so is
+            // the task.
+            if watcher > 0 && only_child(watcher) {
+                libc::kill(watcher, libc::SIGKILL);
+                let mut st = 0;
+                while libc::waitpid(watcher, &mut st, 0) < 0 && errno() == libc::EINTR {}
+                watcher = 0;
+                start_at = None;
+                continue;
+            }
+            if !terminating
+                && watcher == 0
+                && let Some(at) = start_at
+                && !before(&at)
+                && let (Some(exec), Some(stack)) = (&p.watcher, &stack)
+                // Else it could not tell when only the watcher is left.
+                && for_each_child(&mut |_| {})
+            {
+                start_at = None;
+                starts += 1;
+                watcher = start_watcher(exec, stack);
+                if watcher <= 0 {
+                    watcher = 0;
+                    if starts < WATCHER_STARTS {
+                        start_at = Some(after(WATCHER_RETRY_S));
+                    }
+                }
             }
             // Leftovers of a drain-`stop` command: stop once a drain the
             // task holds off begins.
@@ -734,22 +869,144 @@ unsafe fn keep(command: libc::pid_t, report: RawFd, p: &Prepared, stack: Stack) 
                 terminating = true;
             }
             if terminating {
+                if watcher > 0 {
+                    // Reaped as any child, never started again.
+                    libc::kill(watcher, libc::SIGKILL);
+                }
+                start_at = None;
                 terminate_children();
             }
-            let sig = if watching && !terminating {
-                libc::sigtimedwait(&set, ptr::null_mut(), &look)
-            } else {
-                libc::sigwaitinfo(&set, ptr::null_mut())
+            let timeout = match start_at {
+                _ if watching && !terminating => Some(look),
+                Some(at) if watcher == 0 => Some(until(&at)),
+                _ => None,
+            };
+            let sig = match timeout {
+                Some(t) => libc::sigtimedwait(&set, ptr::null_mut(), &t),
+                None => libc::sigwaitinfo(&set, ptr::null_mut()),
             };
             if sig == libc::SIGTERM {
                 terminating = true;
                 if !done {
                     libc::kill(command, libc::SIGTERM);
                 }
+                if watcher > 0 {
+                    libc::kill(watcher, libc::SIGKILL);
+                }
                 terminate_children();
             }
         }
     }
+}
+
+/// The monotonic clock `secs` seconds from now; async-signal-safe.
+fn after(secs: libc::time_t) -> libc::timespec {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime into a timespec of our own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec += secs;
+    now
+}
+
+/// Whether the monotonic clock is still before `at`.
+fn before(at: &libc::timespec) -> bool {
+    let now = after(0);
+    (now.tv_sec, now.tv_nsec) < (at.tv_sec, at.tv_nsec)
+}
+
+/// From now until `at` on the monotonic clock (zero once it passed).
+fn until(at: &libc::timespec) -> libc::timespec {
+    let now = after(0);
+    let mut left = libc::timespec {
+        tv_sec: at.tv_sec - now.tv_sec,
+        tv_nsec: at.tv_nsec - now.tv_nsec,
+    };
+    if left.tv_nsec < 0 {
+        left.tv_nsec += 1_000_000_000;
+        left.tv_sec -= 1;
+    }
+    if left.tv_sec < 0 {
+        left = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+    }
+    left
+}
+
+/// What the keeper shares with the watcher it starts, as [`Start`].
+struct WatchStart<'a> {
+    exec: &'a Exec,
+    keeper: libc::pid_t,
+}
+
+/// Starts the drain watcher as the command was started (in the keeper's
+/// memory until it execs, on the same stack); its pid, or -1.
+/// Async-signal-safe.
+unsafe fn start_watcher(exec: &Exec, stack: &Stack) -> libc::pid_t {
+    // SAFETY: as the command's start in `keeper_main`: the keeper sleeps
+    // until the watcher has exec'd or exited (CLONE_VFORK), and the stack
+    // is no longer the command's.
+    unsafe {
+        let mut start = WatchStart {
+            exec,
+            keeper: libc::getpid(),
+        };
+        libc::clone(
+            watcher_entry,
+            stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&raw mut start).cast(),
+        )
+    }
+}
+
+extern "C" fn watcher_entry(start: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `start` is the keeper's `WatchStart`, which outlives the
+    // watcher's time in the keeper's memory.
+    let start = unsafe { &*start.cast::<WatchStart<'_>>() };
+    // SAFETY: async-signal-safe system calls on memory prepared before the
+    // fork; the watcher's descriptors and dispositions are its own.
+    unsafe {
+        // It ends with its keeper, never left to watch for nobody.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        if libc::getppid() != start.keeper {
+            libc::_exit(127);
+        }
+        // The keeper blocks every signal; the watcher takes them as any
+        // program does.
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, ptr::null_mut());
+        let e = start.exec;
+        libc::execve(e.path.as_ptr(), e.argv_ptrs.as_ptr(), e.envp_ptrs.as_ptr());
+        libc::_exit(127);
+    }
+}
+
+/// Whether `pid` is the calling thread's only child (a child that exited
+/// and is not yet reaped still counts: its SIGCHLD is pending). Parses
+/// `/proc/thread-self/children` without allocating; when it cannot be read,
+/// other children are taken to remain. Not inlined, for its buffer, as
+/// [`keeps_running`].
+#[inline(never)]
+unsafe fn only_child(pid: libc::pid_t) -> bool {
+    let mut others = false;
+    let mut seen = false;
+    // SAFETY: open/read/close on a buffer of our own.
+    let read = unsafe {
+        for_each_child(&mut |child| {
+            if child == pid {
+                seen = true;
+            } else {
+                others = true;
+            }
+        })
+    };
+    read && seen && !others
 }
 
 /// Whether the mode still lets a drain-`stop` command's leftovers run.
@@ -765,25 +1022,40 @@ unsafe fn keeps_running(probe: *const ModeProbe) -> Option<bool> {
 
 /// Sends SIGTERM to every child of the calling thread (orphans are
 /// reparented to the subreaper's first live thread: the keeper's only, or
-/// main, thread). Parses `/proc/thread-self/children` without allocating.
-/// Not inlined, for its buffer, as [`keeps_running`].
+/// main, thread). Not inlined, for its buffer, as [`keeps_running`].
 #[inline(never)]
 unsafe fn terminate_children() {
-    // SAFETY: open/read/kill/close on a buffer of our own.
+    // SAFETY: kill on pids of our own children.
+    unsafe {
+        for_each_child(&mut |pid| {
+            libc::kill(pid, libc::SIGTERM);
+        });
+    }
+}
+
+/// Calls `f` with every child of the calling thread, parsing
+/// `/proc/thread-self/children` without allocating; false when it cannot
+/// be read. Async-signal-safe as long as `f` is.
+unsafe fn for_each_child(f: &mut dyn FnMut(libc::pid_t)) -> bool {
+    // SAFETY: open/read/close on a buffer of our own.
     unsafe {
         let fd = libc::open(
             c"/proc/thread-self/children".as_ptr(),
             libc::O_RDONLY | libc::O_CLOEXEC,
         );
         if fd < 0 {
-            return;
+            return false;
         }
         let mut buf = [0u8; 4096];
         let mut pid: libc::pid_t = 0;
+        let mut ok = true;
         loop {
             let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
             if n < 0 && errno() == libc::EINTR {
                 continue;
+            }
+            if n < 0 {
+                ok = false;
             }
             if n <= 0 {
                 break;
@@ -795,16 +1067,17 @@ unsafe fn terminate_children() {
                         .saturating_add(libc::pid_t::from(b - b'0'));
                 } else {
                     if pid > 0 {
-                        libc::kill(pid, libc::SIGTERM);
+                        f(pid);
                     }
                     pid = 0;
                 }
             }
         }
         if pid > 0 {
-            libc::kill(pid, libc::SIGTERM);
+            f(pid);
         }
         libc::close(fd);
+        ok
     }
 }
 

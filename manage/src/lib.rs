@@ -67,6 +67,14 @@ pub fn run() -> ExitCode {
     if let Some(code) = maintenance_core::hook_supervisor::supervise_if_asked(&argv) {
         return ExitCode::from(code);
     }
+    // An external command's keeper's drain watcher (never a user's run).
+    #[cfg(target_os = "linux")]
+    if argv
+        .get(1)
+        .is_some_and(|a| a == maintenance_core::process::DRAIN_WATCH_ARG)
+    {
+        return ExitCode::from(drain::watcher(&argv[2..]));
+    }
     let stop = signals::install();
     let mut out = std::io::stdout().lock();
     // Not held locked: a command's other threads (a web layer, a drain

@@ -169,12 +169,7 @@ fn sigterm_to_the_runner_reaches_the_command_and_what_it_left_behind() {
 
 #[test]
 fn a_drain_stop_command_s_leftovers_are_asked_to_stop_when_the_site_goes_offline() {
-    if file_backend_only(
-        "the keeper's mode probe reads the file backend's record; on PostgreSQL a drain-stop \
-         command's leftovers are not asked to stop (manage/src/keeper.rs, a known limit)",
-    ) {
-        return;
-    }
+    // On PostgreSQL the keeper learns it from the drain watcher it starts.
     let site = CliSite::with_config(EXE, "[commands.feeder]\ndrain = \"stop\"\n");
     let mark = site.dir().join("leftover-got-term");
     site.external(
@@ -199,6 +194,105 @@ fn a_drain_stop_command_s_leftovers_are_asked_to_stop_when_the_site_goes_offline
     assert_eq!(on.code(), Some(0), "{on}");
     wait_dead(daemon);
     assert!(mark.exists(), "the leftover got SIGTERM");
+}
+
+/// A drain-`stop` command that leaves a daemon behind (its pid on the
+/// first line) which touches `mark` on SIGTERM.
+fn feeder(site: &CliSite, mark: &std::path::Path) {
+    site.external(
+        "feeder",
+        &format!(
+            "#!/bin/sh\n\
+             setsid sh -c 'trap \"touch {mark}; exit 0\" TERM; i=0; while [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done' \
+             </dev/null >/dev/null 2>&1 &\n\
+             echo $!\n",
+            mark = mark.display()
+        ),
+    );
+}
+
+/// The parent of `pid`, from `/proc/PID/stat`.
+fn parent_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, rest) = stat.rsplit_once(')').unwrap();
+    rest.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The live drain watcher among the children of `keeper`, if any.
+fn watcher_of(keeper: u32) -> Option<u32> {
+    manage_tests::children_of(keeper).into_iter().find(|&pid| {
+        is_alive(pid)
+            && std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).nth(1) == Some(&b"--manage-drain-watch"[..]))
+    })
+}
+
+#[test]
+fn a_drain_watcher_that_dies_is_started_again_and_never_stops_the_leftovers() {
+    if !manage_tests::on_postgres_backend() {
+        eprintln!("the keeper reads the file backend's mode itself: no watcher to kill");
+        return;
+    }
+    let site = CliSite::with_config(EXE, "[commands.feeder]\ndrain = \"stop\"\n");
+    let mark = site.dir().join("leftover-got-term");
+    feeder(&site, &mark);
+    let out = site.run(&["feeder"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let (daemon, _guard) = daemon_of(&out);
+    manage_tests::wait_until_catching_in(daemon, "touch", &[libc::SIGTERM]);
+    // The daemon was adopted by the keeper, which started a watcher.
+    wait_until("the daemon adopted by its keeper", || {
+        watcher_of(parent_of(daemon)).is_some()
+    });
+    let keeper = parent_of(daemon);
+    let first = watcher_of(keeper).unwrap();
+    // The watcher holds no task: only the daemon is named.
+    let status = site.status_json();
+    let holders = status["tasks"][0]["holders"].as_array().unwrap();
+    assert_eq!(holders.len(), 1, "{status}");
+    assert_eq!(holders[0]["pid"], daemon, "{status}");
+
+    // Killed, it says nothing of the mode: the keeper starts another and
+    // the daemon is left alone.
+    kill9_pid(first);
+    wait_until("a new watcher", || {
+        watcher_of(keeper).is_some_and(|w| w != first)
+    });
+    assert!(is_alive(daemon), "the daemon runs on");
+    assert!(!mark.exists(), "the daemon was not asked to stop");
+    assert_eq!(live_tasks(&site), 1);
+
+    // The new one sees `offline on` go PENDING.
+    let on = site.run(&["offline", "on", "--timeout", "60"]);
+    assert_eq!(on.code(), Some(0), "{on}");
+    wait_dead(daemon);
+    assert!(mark.exists(), "the leftover got SIGTERM");
+    wait_until("the keeper gone", || !is_alive(keeper));
+}
+
+#[test]
+fn once_a_drain_stop_command_s_leftovers_exit_its_watcher_and_keeper_end() {
+    let site = CliSite::with_config(EXE, "[commands.feeder]\ndrain = \"stop\"\n");
+    let mark = site.dir().join("leftover-got-term");
+    feeder(&site, &mark);
+    let out = site.run(&["feeder"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let (daemon, _guard) = daemon_of(&out);
+    wait_until("the daemon adopted by its keeper", || {
+        let keeper = parent_of(daemon);
+        manage_tests::on_postgres_backend() == watcher_of(keeper).is_some()
+    });
+    let keeper = parent_of(daemon);
+    let watcher = watcher_of(keeper);
+    kill9_pid(daemon);
+    wait_until("the task ended", || live_tasks(&site) == 0);
+    wait_until("the keeper gone", || !is_alive(keeper));
+    if let Some(w) = watcher {
+        assert!(!is_alive(w), "the watcher ended with its keeper");
+    }
+    assert!(!mark.exists(), "nothing asked the daemon to stop");
+    let on = site.run(&["offline", "on", "--timeout", "30"]);
+    assert_eq!(on.code(), Some(0), "{on}");
 }
 
 #[test]
