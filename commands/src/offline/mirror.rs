@@ -46,7 +46,7 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: &MirrorArgs) -> anyhow::Result<(
     let config = ctx.config().clone();
     if config.backend == BackendKind::File {
         writeln!(
-            ctx.err(),
+            ctx.out(),
             "offline mirror: nothing to mirror: this site's state is the state directory {}, \
              and every mode change writes its web-server markers there itself; the mirror is \
              for sites whose state is shared (backend = \"postgres\")",
@@ -58,13 +58,14 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: &MirrorArgs) -> anyhow::Result<(
     let backend = ctx.backend()?;
     let check_every = args.check_every.max(Duration::from_millis(10));
     writeln!(
-        ctx.err(),
+        ctx.out(),
         "offline mirror: keeping the web-server markers in {} in step with the mode in {} \
          (read at least every {:?})",
         host.path().display(),
         backend.location(),
         check_every
     )?;
+    let verbose = ctx.verbosity() > 0;
     let stopped = Arc::new(Mutex::new(false));
     let (lines, rx) = mpsc::channel();
     let watcher = {
@@ -78,6 +79,7 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: &MirrorArgs) -> anyhow::Result<(
                     stopped,
                     lines,
                     check_every,
+                    verbose,
                 }
                 .run()
             })?
@@ -88,13 +90,13 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: &MirrorArgs) -> anyhow::Result<(
             // Between two writes: a marker half-written never stays.
             *stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
             writeln!(
-                ctx.err(),
+                ctx.out(),
                 "offline mirror: stopped; the markers stay as they are"
             )?;
             return Err(Exit(exit::SUCCESS).into());
         }
         match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) => writeln!(ctx.err(), "offline mirror: {line}")?,
+            Ok(line) => writeln!(ctx.out(), "offline mirror: {line}")?,
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 let why = match watcher.join() {
@@ -114,6 +116,8 @@ struct Mirror {
     stopped: Arc<Mutex<bool>>,
     lines: mpsc::Sender<String>,
     check_every: Duration,
+    /// `-v`: a line for every read of the mode.
+    verbose: bool,
 }
 
 impl Mirror {
@@ -143,6 +147,12 @@ impl Mirror {
                     );
                     if !self.write(want, &note, &mut failed) {
                         return;
+                    }
+                    if self.verbose {
+                        self.say(format!(
+                            "read the mode: {} (generation {})",
+                            view.mode, view.record.generation
+                        ));
                     }
                     // A wait that fails is an outage: the next read says so.
                     let _ =
@@ -192,9 +202,10 @@ impl Mirror {
             Ok(changed) => {
                 if changed {
                     self.say(format!(
-                        "markers now: OFFLINE {}, READONLY {}",
+                        "markers now: OFFLINE {}, READONLY {} {}",
                         if want.offline { "present" } else { "absent" },
-                        if want.read_only { "present" } else { "absent" }
+                        if want.read_only { "present" } else { "absent" },
+                        note
                     ));
                 }
                 *failed = None;
