@@ -103,8 +103,8 @@ pub struct HostDir {
 }
 
 impl HostDir {
-    /// Opens `config.state_dir`, creating the directory itself (not its
-    /// parents) when missing, with the state's modes: others may search it
+    /// Opens `config.state_dir`, creating the directory itself (its
+    /// parents too for the default per-user directory) when missing, with the state's modes: others may search it
     /// (nginx's workers `stat()` the marker) and nothing more.
     pub fn open(config: &Config) -> Result<HostDir> {
         let modes = Modes::for_group(Trust::from_config(config)?.gid);
@@ -112,6 +112,14 @@ impl HostDir {
         let root = match Dir::open_root(path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // As the file backend: the default per-user directory gets
+                // its parents, a directory someone named does not.
+                if config.state_dir_source == crate::config::Source::Default
+                    && let Some(parent) = path.parent()
+                {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| Error::io("create directory", parent, e))?;
+                }
                 if let Some(parent) = crate::backend::file::missing_parent(path) {
                     return Err(Error::state(
                         path,

@@ -130,3 +130,93 @@ fn publish(known: &Known, inner: &Inner) {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Timestamp;
+
+    fn snapshot(mode: Mode) -> Snapshot {
+        Snapshot {
+            mode,
+            since: Timestamp::at(std::time::SystemTime::UNIX_EPOCH),
+            message: None,
+            retry_after: None,
+            writes_refused: mode == Mode::ReadOnly,
+            bypass: None,
+            scheduled: None,
+        }
+    }
+
+    fn mode(known: &Known) -> Option<Mode> {
+        known.snapshot().map(|s| s.mode)
+    }
+
+    fn shared_config(dir: &std::path::Path) -> Config {
+        let mut config = Config::with_state_dir(dir);
+        config.backend = BackendKind::Postgres;
+        config
+    }
+
+    #[test]
+    fn the_override_wins_over_the_shared_snapshot_until_it_is_taken_back() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let config = shared_config(tmp.path());
+        let known = Known::new(8);
+        let gate = LocalGate::new(&config);
+        gate.publish(&known, snapshot(Mode::ReadOnly));
+        gate.recheck(&known, &|_| {});
+        assert_eq!(mode(&known), Some(Mode::ReadOnly));
+
+        let host = HostDir::open(&config).expect("open");
+        host.set_override(&LocalOverride::by_this_process(Some("db down".into())))
+            .expect("set");
+        gate.recheck(&known, &|_| {});
+        let s = known.snapshot().expect("a snapshot");
+        assert_eq!(s.mode, Mode::Offline);
+        assert!(!s.writes_refused, "OFFLINE turns everyone away");
+        assert_eq!(s.message.as_deref(), Some("db down"));
+        // A new shared snapshot changes nothing while it stands.
+        gate.publish(&known, snapshot(Mode::Online));
+        assert_eq!(mode(&known), Some(Mode::Offline));
+
+        host.clear_override().expect("clear");
+        gate.recheck(&known, &|_| {});
+        assert_eq!(
+            mode(&known),
+            Some(Mode::Online),
+            "the shared snapshot is back"
+        );
+    }
+
+    #[test]
+    fn an_override_before_any_snapshot_answers_offline_and_its_end_leaves_none() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let config = shared_config(tmp.path());
+        let known = Known::new(8);
+        let gate = LocalGate::new(&config);
+        let host = HostDir::open(&config).expect("open");
+        host.set_override(&LocalOverride::by_this_process(None))
+            .expect("set");
+        gate.recheck(&known, &|_| {});
+        assert_eq!(mode(&known), Some(Mode::Offline));
+        host.clear_override().expect("clear");
+        gate.recheck(&known, &|_| {});
+        assert_eq!(mode(&known), None);
+    }
+
+    #[test]
+    fn the_file_backend_has_no_local_override() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let config = Config::with_state_dir(tmp.path());
+        let known = Known::new(8);
+        let gate = LocalGate::new(&config);
+        HostDir::open(&config)
+            .expect("open")
+            .set_override(&LocalOverride::by_this_process(None))
+            .expect("set");
+        gate.publish(&known, snapshot(Mode::Online));
+        gate.recheck(&known, &|_| {});
+        assert_eq!(mode(&known), Some(Mode::Online));
+    }
+}
