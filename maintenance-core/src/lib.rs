@@ -140,6 +140,7 @@ pub mod hex;
 pub mod history;
 pub mod hook_supervisor;
 pub mod hooks;
+pub mod host;
 pub mod identity;
 pub mod join;
 #[cfg(feature = "tower")]

@@ -53,11 +53,28 @@ impl MySite {
             }
             None => (None, None),
         };
+        MySite::build(exe.into(), database_url, site, toml)
+    }
+
+    /// A fresh site like [`with_config`](Self::with_config) whose state is
+    /// on the PostgreSQL server `url` names, whatever `MANAGE_TEST_BACKEND`
+    /// says: for a test of what only a shared state has.
+    pub fn on_postgres(exe: impl Into<PathBuf>, url: &str, toml: &str) -> MySite {
+        let (url, name) = crate::cli_site::fresh_postgres_site(url);
+        MySite::build(exe.into(), Some(url), Some(name), toml)
+    }
+
+    fn build(
+        exe: PathBuf,
+        database_url: Option<String>,
+        site: Option<String>,
+        toml: &str,
+    ) -> MySite {
         let scratch = Scratch::with_manage_toml("");
         std::fs::create_dir(scratch.path().join("hold")).expect("create hold/");
         let site = MySite {
             scratch,
-            exe: exe.into(),
+            exe,
             database_url,
             site,
         };

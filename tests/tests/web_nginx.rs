@@ -548,3 +548,60 @@ fn nginx_refuses_writes_while_read_only_and_passes_reads_to_mysite() {
         "{r}"
     );
 }
+
+/// On a site whose state is shared (PostgreSQL), the same rule, unchanged,
+/// in front of a host whose markers `offline mirror` keeps in its local
+/// state directory: nginx answers OFFLINE itself once another process
+/// takes the site offline, and passes to the app again once it is back;
+/// `offline on --local --force` without the database makes it answer
+/// OFFLINE too, and `off --local` takes that back.
+#[test]
+fn nginx_rule_on_a_shared_site_follows_the_mirror_and_the_local_override() {
+    let Some(url) = manage_tests::test_database_url() else {
+        return;
+    };
+    let site = MySite::on_postgres(MYSITE, &url, "state_dir = \"state\"");
+    let app = site.serve(&["--trust-proxy", "127.0.0.1", "--allow", ALLOWED]);
+    let mut mirror = manage_tests::Proc::spawn(site.command(&["offline", "mirror"]));
+    assert!(mirror.line().contains("keeping the web-server markers"));
+    let user = worker_user();
+    let nginx = start_nginx(
+        &site.dir().join("nginx"),
+        app.addr(),
+        &site.state(),
+        user.as_ref(),
+    );
+    let through_app = |what: &str| {
+        poll_until(what, || {
+            let r = nginx.get(VISITOR, "/", &[]);
+            (r.header("x-maintenance").is_none() && r.status == 200).then_some(())
+        })
+    };
+    let by_nginx = |what: &str| {
+        let r = poll_until(what, || {
+            let r = nginx.get(VISITOR, "/", &[]);
+            (r.header("x-maintenance") == Some("nginx")).then_some(r)
+        });
+        assert_nginx_maintenance(&r, what);
+    };
+    through_app("ONLINE through nginx");
+    assert!(site.run(&["offline", "on", "--force"]).success());
+    by_nginx("OFFLINE answered by nginx");
+    assert!(site.run(&["offline", "off"]).success());
+    through_app("ONLINE again through nginx");
+
+    let local = |args: &[&str]| {
+        let mut cmd = site.command(args);
+        cmd.env(
+            "MANAGE_DATABASE_URL",
+            "postgres://manage:x@127.0.0.1:1/postgres?sslmode=disable",
+        );
+        manage_tests::Proc::spawn(cmd).finish()
+    };
+    let out = local(&["offline", "on", "--local", "--force"]);
+    assert!(out.success(), "{out}");
+    by_nginx("a local override answered by nginx");
+    let out = local(&["offline", "off", "--local"]);
+    assert!(out.success(), "{out}");
+    through_app("the override taken back");
+}

@@ -7,7 +7,9 @@
 mod doctor;
 mod history;
 mod list;
+mod local;
 mod migrate_state;
+mod mirror;
 mod off;
 mod on;
 mod progress;
@@ -22,7 +24,7 @@ use maintenance_core::{anyhow, clap};
 #[derive(Debug, clap::Args)]
 #[command(
     subcommand_required = true,
-    after_help = "Exit codes: 0 done; 75 refused or cancelled; 124 timed out (the site went back \
+    after_help = "Exit codes: 0 done (`mirror`: also stopped by SIGTERM or Ctrl-C); 2 usage; 75 refused or cancelled; 124 timed out (the site went back \
                   where it came from); 130 interrupted. `status --exit-code`: 0 ONLINE, 3 PENDING, \
                   4 OFFLINE, 5 READONLY_PENDING, 6 READONLY."
 )]
@@ -58,6 +60,9 @@ enum Verb {
     MigrateState,
     /// Show the last mode changes, newest last: when, what, who, how long, why.
     History(history::HistoryArgs),
+    /// Keep this host's web-server markers in step with the shared mode
+    /// (PostgreSQL sites), until SIGTERM or Ctrl-C.
+    Mirror(mirror::MirrorArgs),
 }
 
 impl ManageCommand for Offline {
@@ -87,6 +92,7 @@ impl ManageCommand for Offline {
             Verb::Doctor => doctor::exec(ctx),
             Verb::MigrateState => migrate_state::exec(ctx),
             Verb::History(args) => history::exec(ctx, &args),
+            Verb::Mirror(args) => mirror::exec(ctx, &args),
         }
     }
 }

@@ -18,12 +18,19 @@ pub(super) struct OffArgs {
     /// Go ONLINE even while an `offline run` is running its command.
     #[arg(long)]
     force: bool,
+    /// Take back this host's local override (`offline on --local`), without
+    /// changing the shared mode.
+    #[arg(long, conflicts_with = "force")]
+    local: bool,
 }
 
 /// Runs `offline off`: cancels a scheduled window (saying which), goes
 /// ONLINE and prints the status line.
 #[inline(never)]
 pub(super) fn exec(ctx: &mut Context<'_>, args: &OffArgs) -> anyhow::Result<()> {
+    if args.local {
+        return super::local::off(ctx);
+    }
     let backend = ctx.backend()?;
     let change = ModeChange::by_this_process().hooks(Hooks::from_config(ctx.config()));
     let (record, cancelled) =

@@ -102,6 +102,12 @@ pub(super) struct OnArgs {
     /// generated and printed. Only its hash is stored.
     #[arg(long, value_name = "S", num_args = 0..=1, default_missing_value = "", value_parser = bypass_secret)]
     secret: Option<String>,
+    /// This host only, without the shared state (needs --force): for when
+    /// the state database itself is what is broken. Writes this host's
+    /// OFFLINE marker and makes its web layer answer OFFLINE;
+    /// `offline off --local` takes it back.
+    #[arg(long, conflicts_with_all = ["at", "read_only", "timeout", "grace", "secret", "retry_after"])]
+    local: bool,
 }
 
 /// `--retry-after`: seconds, or an RFC 3339 time with any offset (stored,
@@ -244,6 +250,9 @@ pub(super) fn not_offline(
 /// Runs `offline on`.
 #[inline(never)]
 pub(super) fn exec(ctx: &mut Context<'_>, args: OnArgs) -> anyhow::Result<()> {
+    if args.local {
+        return super::local::on(ctx, args.wait.force, args.message);
+    }
     let backend = ctx.backend()?;
     let backend: &dyn Backend = backend.as_ref();
     refuse_inside_task(ctx, backend)?;

@@ -53,9 +53,22 @@ pub(super) fn terminal_safe(text: &str) -> Cow<'_, str> {
 
 /// Runs `offline status`.
 pub(super) fn exec(ctx: &mut Context<'_>, args: &StatusArgs) -> anyhow::Result<()> {
-    let backend = ctx.backend()?;
+    // This host's local override is read first: it stands (and is said)
+    // even when the shared state cannot be read.
+    let local = super::local::standing(ctx);
+    let read = ctx
+        .backend()
+        .and_then(|b| offline::status(b.as_ref()).map(|st| (b, st)));
+    let (backend, st) = match read {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(l) = &local {
+                writeln!(ctx.out(), "{}", local_line(l))?;
+            }
+            return Err(e.into());
+        }
+    };
     let backend = backend.as_ref();
-    let st = offline::status(backend)?;
     let window = backend.window()?;
     // A change nobody lived to record (a lapsed PENDING or schedule, a run
     // killed mid-command), noticed here: recorded once, by whoever notices
@@ -63,7 +76,15 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: &StatusArgs) -> anyhow::Result<(
     maintenance_core::recorder::catch_up(backend, &Hooks::from_config(ctx.config()));
     let schedule = backend.schedule()?;
     if args.json {
-        let doc = status_json(&st, &window, schedule.as_ref(), backend, ctx);
+        let mut doc = status_json(&st, &window, schedule.as_ref(), backend, ctx);
+        if let Some(map) = doc.as_object_mut() {
+            let local = match &local {
+                None => serde_json::Value::Null,
+                Some(Ok(o)) => serde_json::to_value(o).unwrap_or_default(),
+                Some(Err(e)) => serde_json::json!({ "unreadable": e }),
+            };
+            map.insert("local_override".into(), local);
+        }
         writeln!(ctx.out(), "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
         writeln!(
@@ -73,6 +94,9 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: &StatusArgs) -> anyhow::Result<(
         )?;
         if let Some(s) = &schedule {
             writeln!(ctx.out(), "{}", terminal_safe(&s.line(SystemTime::now())))?;
+        }
+        if let Some(l) = &local {
+            writeln!(ctx.out(), "{}", local_line(l))?;
         }
         if ctx.verbosity() > 0 {
             let mut lines = details(&st, &window, backend, ctx);
@@ -85,12 +109,34 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: &StatusArgs) -> anyhow::Result<(
         }
     }
     if args.exit_code {
-        let code = exit::of_status(st.view.mode);
+        // What this host serves: OFFLINE while its local override stands.
+        let mode = if local.is_some() {
+            Mode::Offline
+        } else {
+            st.view.mode
+        };
+        let code = exit::of_status(mode);
         if code != exit::SUCCESS {
             return Err(Exit(code).into());
         }
     }
     Ok(())
+}
+
+/// The line of this host's local override, under the status line.
+fn local_line(local: &Result<maintenance_core::host::LocalOverride, String>) -> String {
+    match local {
+        Ok(o) => format!(
+            "This host: OFFLINE by a local override since {} by {} (pid {}): its nginx and web              layer turn everyone away whatever the shared mode says; `offline off --local`              takes it back",
+            o.since,
+            terminal_safe(&o.by),
+            o.pid
+        ),
+        Err(e) => format!(
+            "This host: OFFLINE by a local override that cannot be read ({}): it stands until              `offline off --local`",
+            terminal_safe(e)
+        ),
+    }
 }
 
 /// The `-v` breakdown: since / by / message, the state in use, users and

@@ -176,6 +176,17 @@ impl Known {
         }));
     }
 
+    /// Takes the snapshot back (a local override taken back before the
+    /// state was ever read): the layer answers as it does without state.
+    pub fn clear_snapshot(&self) {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let sessions = Arc::clone(&self.published.load().sessions);
+        self.published.store(Arc::new(View {
+            snapshot: None,
+            sessions,
+        }));
+    }
+
     fn recent(&self) -> MutexGuard<'_, Map> {
         self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }

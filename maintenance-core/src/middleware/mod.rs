@@ -82,6 +82,7 @@
 //! before any snapshot the layer fails closed unless told otherwise.
 
 mod known;
+mod local;
 mod options;
 mod readonly;
 mod response;

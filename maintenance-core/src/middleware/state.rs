@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::known::Known;
+use super::local::LocalGate;
 use super::options::{LayerOptions, REJECTED_PER_CAP};
 use super::snapshot::Snapshot;
 use super::vouch::{self, Lookup, Registry, Rejected};
@@ -58,6 +59,8 @@ pub(crate) enum Job {
 /// Shared by every clone of the layer and its services.
 pub(crate) struct Shared {
     pub options: LayerOptions,
+    /// The local override, and the shared snapshot beside it.
+    pub local: LocalGate,
     /// The mode snapshot and the sessions this process knows, read
     /// without a lock.
     pub sessions: Known,
@@ -226,6 +229,7 @@ pub(crate) fn start(config: &Config, options: LayerOptions) -> Arc<Shared> {
     let lapse_secs = lapse_secs(options.touch_every, config.refresh_interval);
     let shared = Arc::new(Shared {
         options,
+        local: LocalGate::new(config),
         sessions: known,
         jobs: Mutex::new(tx),
         started: Instant::now(),
@@ -260,6 +264,7 @@ pub(crate) fn start(config: &Config, options: LayerOptions) -> Arc<Shared> {
     if let Some(b) = &backend {
         refresh(&shared, b.as_ref(), &mut false);
     }
+    shared.local.recheck(&shared.sessions, &|l| shared.log(l));
     let writer = Writer::new(&shared.options, config.session_timeout);
     let spawned = std::thread::Builder::new()
         .name("manage-layer".into())
@@ -333,6 +338,7 @@ fn run(
             writer.batch_now(&shared, b.as_ref());
         }
         if Instant::now() >= next {
+            shared.local.recheck(&shared.sessions, &|l| shared.log(l));
             if let Some(b) = &backend {
                 refresh(&shared, b.as_ref(), &mut complained);
                 publisher.after_refresh(
@@ -573,15 +579,18 @@ fn refresh(shared: &Shared, backend: &dyn Backend, complained: &mut bool) {
                 .filter(|s| s.in_notice(now))
                 .map(Arc::new);
             let writes_refused = view.writes_refused();
-            shared.sessions.set_snapshot(Snapshot {
-                mode: view.mode,
-                writes_refused,
-                since: view.record.since,
-                message: view.record.message,
-                retry_after: view.record.retry_after,
-                bypass,
-                scheduled,
-            });
+            shared.local.publish(
+                &shared.sessions,
+                Snapshot {
+                    mode: view.mode,
+                    writes_refused,
+                    since: view.record.since,
+                    message: view.record.message,
+                    retry_after: view.record.retry_after,
+                    bypass,
+                    scheduled,
+                },
+            );
             *complained = false;
         }
         Err(e) => {

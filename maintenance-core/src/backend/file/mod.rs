@@ -43,7 +43,7 @@
 //! changes nobody lived to record), `dir.rs` (directory-relative file
 //! operations), `trust.rs` and `doctor.rs`.
 
-mod dir;
+pub(crate) mod dir;
 mod gate;
 mod history;
 mod open;
@@ -54,13 +54,14 @@ mod record;
 mod schedules;
 mod sessions;
 mod tasks;
-mod trust;
+pub(crate) mod trust;
 mod watch;
 mod writes;
 
 pub use self::doctor::{Finding, doctor};
 pub(crate) use self::open::{missing_parent, missing_parent_problem};
 pub use self::probe::ModeProbe;
+pub(crate) use self::record::markers_for;
 pub use self::sessions::WALL_SKEW;
 
 mod doctor;

@@ -284,7 +284,7 @@ impl FileBackend {
 /// READONLY)`. `OFFLINE` exactly while the record's legacy mode is
 /// OFFLINE — what a binary that predates READONLY acts on, so the two never
 /// disagree over it — and `READONLY` exactly while writes are refused.
-fn markers_for(view: &ModeView) -> (bool, bool) {
+pub(crate) fn markers_for(view: &ModeView) -> (bool, bool) {
     (
         view.record.legacy_mode() == Mode::Offline,
         view.writes_refused(),
