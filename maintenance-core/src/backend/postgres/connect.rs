@@ -15,13 +15,27 @@
 //! socket never blocks for the kernel's 15 minutes. The URL's
 //! `keepalives_*` and `tcp_user_timeout` override the client side.
 //!
+//! **Driving.** Each connection's protocol half runs as a task on the
+//! backend's runtime ([`drive`]), polling `Connection::poll_message`: a
+//! LISTEN connection's notifications go to the sender it was opened with
+//! ([`Target::connect_listening`]), every other's are dropped. The task
+//! ends with the connection, dropping that sender: its receiver learns the
+//! connection is gone.
+//!
+//! **Cancelling** ([`Target::cancel`]): a cancel request for a connection's
+//! running statement goes over a new socket of our own making, and returns
+//! only once the server has closed it — by then the server has signalled
+//! the statement's backend, so the cancel cannot land on a later statement.
+//!
 //! Errors name `host:port` and what to check, never the password.
 
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, TcpKeepalive, Type};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{AsyncMessage, Notification};
 
 use super::socket::{Detach, Socket, Stream};
 use crate::database_url::{DatabaseUrl, Host, SslMode};
@@ -49,6 +63,9 @@ pub(super) struct Target {
     pub connect_timeout: Duration,
 }
 
+/// Where a LISTEN connection's notifications go.
+pub(super) type Notices = tokio::sync::mpsc::UnboundedSender<Notification>;
+
 /// One open connection: its client, and the socket's [`Detach`].
 #[derive(Debug)]
 pub(super) struct Conn {
@@ -75,14 +92,25 @@ impl Target {
     /// Opens a connection within `connect_timeout`; `sslmode=allow` tries
     /// plain first and TLS if the server refuses plain.
     pub async fn connect(&self) -> Result<Conn> {
-        let timeout = self.url.connect_timeout.unwrap_or(self.connect_timeout);
+        self.connect_with(None).await
+    }
+
+    /// [`connect`](Self::connect), the connection's notifications sent to
+    /// `notices` (a LISTEN connection, `listen.rs`); `notices` is dropped
+    /// when the connection ends.
+    pub async fn connect_listening(&self, notices: Notices) -> Result<Conn> {
+        self.connect_with(Some(notices)).await
+    }
+
+    async fn connect_with(&self, notices: Option<Notices>) -> Result<Conn> {
+        let timeout = self.connect_bound();
         let attempt = async {
             match self.url.sslmode {
-                SslMode::Allow => match self.attempt(SslMode::Disable).await {
-                    Err(e) if wants_tls(&e) => self.attempt(SslMode::Require).await,
+                SslMode::Allow => match self.attempt(SslMode::Disable, notices.clone()).await {
+                    Err(e) if wants_tls(&e) => self.attempt(SslMode::Require, notices).await,
                     other => other,
                 },
-                mode => self.attempt(mode).await,
+                mode => self.attempt(mode, notices).await,
             }
         };
         match tokio::time::timeout(timeout, attempt).await {
@@ -97,7 +125,70 @@ impl Target {
         }
     }
 
-    async fn attempt(&self, mode: SslMode) -> std::result::Result<Conn, Failure> {
+    /// The bound on one connection attempt (the URL's `connect_timeout`
+    /// first).
+    fn connect_bound(&self) -> Duration {
+        self.url.connect_timeout.unwrap_or(self.connect_timeout)
+    }
+
+    /// Asks the server to cancel the statement running on `client`'s
+    /// connection, over a socket of our own (as the connection's own, TLS
+    /// as it had), within `connect_timeout`. Returns once the server has
+    /// closed the request's socket, which it does after signalling the
+    /// statement's backend: a statement sent on the connection afterwards
+    /// is never the one cancelled. The server says nothing of whether a
+    /// statement was running; a cancel of an idle connection does nothing.
+    pub async fn cancel(&self, client: &tokio_postgres::Client) -> Result<()> {
+        let token = client.cancel_token();
+        let exchange = async {
+            let (stream, is_unix) = self.socket().await?;
+            let (socket, detach) = Socket::new(stream);
+            if is_unix || self.url.sslmode == SslMode::Disable {
+                token
+                    .cancel_query_raw(socket, tokio_postgres::NoTls)
+                    .await
+                    .map_err(Failure::Pg)?;
+            } else {
+                let connector = self.tls_connector()?;
+                token
+                    .cancel_query_raw(socket, connector)
+                    .await
+                    .map_err(Failure::Pg)?;
+            }
+            detach.closed_by_peer().await;
+            Ok(())
+        };
+        match tokio::time::timeout(self.connect_bound(), exchange).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.describe(e)),
+            Err(_) => Err(self.error("a cancel request got no answer within connect_timeout")),
+        }
+    }
+
+    /// The TLS connector for this server's name.
+    fn tls_connector(
+        &self,
+    ) -> std::result::Result<
+        <tokio_postgres_rustls::MakeRustlsConnect as MakeTlsConnect<Socket>>::TlsConnect,
+        Failure,
+    > {
+        let tls = super::tls::client_config(&self.url).map_err(Failure::Setup)?;
+        let mut maker = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+        let host = match &self.url.host {
+            Host::Tcp(h) => h.clone(),
+            Host::Unix(_) => String::new(),
+        };
+        <tokio_postgres_rustls::MakeRustlsConnect as MakeTlsConnect<Socket>>::make_tls_connect(
+            &mut maker, &host,
+        )
+        .map_err(|e| Failure::Setup(e.to_string()))
+    }
+
+    async fn attempt(
+        &self,
+        mode: SslMode,
+        notices: Option<Notices>,
+    ) -> std::result::Result<Conn, Failure> {
         let (stream, is_unix) = self.socket().await?;
         let (socket, detach) = Socket::new(stream);
         let mut config = tokio_postgres::Config::new();
@@ -117,30 +208,19 @@ impl Target {
                 .connect_raw(socket, tokio_postgres::NoTls)
                 .await
                 .map_err(Failure::Pg)?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
+            drive(connection, notices);
             client
         } else {
             config.ssl_mode(match mode {
                 SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
                 _ => tokio_postgres::config::SslMode::Require,
             });
-            let tls = super::tls::client_config(&self.url).map_err(Failure::Setup)?;
-            let mut maker = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
-            let host = match &self.url.host {
-                Host::Tcp(h) => h.clone(),
-                Host::Unix(_) => String::new(),
-            };
-            let connector = <tokio_postgres_rustls::MakeRustlsConnect as MakeTlsConnect<Socket>>::make_tls_connect(&mut maker, &host)
-                .map_err(|e| Failure::Setup(e.to_string()))?;
+            let connector = self.tls_connector()?;
             let (client, connection) = config
                 .connect_raw(socket, connector)
                 .await
                 .map_err(Failure::Pg)?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
+            drive(connection, notices);
             client
         };
         Ok(Conn {
@@ -303,6 +383,29 @@ impl Target {
             }
         }
     }
+}
+
+/// Runs `connection`'s protocol half on the runtime until it ends,
+/// sending its notifications to `notices` (dropped otherwise, and with the
+/// task when the connection ends).
+fn drive<S, T>(mut connection: tokio_postgres::Connection<S, T>, notices: Option<Notices>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    if let Some(tx) = &notices {
+                        let _ = tx.send(n);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return,
+            }
+        }
+    });
 }
 
 /// The problem of a server out of connection slots.

@@ -61,6 +61,7 @@
 mod connect;
 mod history;
 mod keys;
+mod listen;
 mod modes;
 mod readonly;
 mod runtime;
@@ -120,6 +121,10 @@ pub(crate) struct Inner {
     pool: Mutex<Vec<Conn>>,
     schema_ready: OnceLock<()>,
     history: history::HistoryState,
+    /// The site's LISTEN connection, started by the first wait.
+    listener: listen::Listener,
+    /// How often a wait re-reads the mode while the listener listens.
+    watch_fallback: Duration,
 }
 
 impl PostgresBackend {
@@ -150,6 +155,8 @@ impl PostgresBackend {
                 pool: Mutex::new(Vec::new()),
                 schema_ready: OnceLock::new(),
                 history: history::HistoryState::new(config.history_max_size),
+                listener: listen::Listener::new(keys::channel(&pg.schema, &pg.site)),
+                watch_fallback: watch::FALLBACK,
             }),
         })
     }

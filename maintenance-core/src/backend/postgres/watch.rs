@@ -1,28 +1,60 @@
-//! Waiting for a change without polling slowly: the wait blocks on a
-//! watched task's key, taken shared (granted by the server the moment the
-//! task's connection ends — a task killed by SIGKILL included, which sends
-//! nothing), in slices of [`TICK`], and between slices re-reads the mode
-//! record's generation and probes every watched key (one round trip). So a
-//! task's end is seen within milliseconds, and a mode change by any
-//! process on any host within one tick (under 100 ms). A connection that
-//! waits on a lock receives no NOTIFY, hence the re-read.
+//! Waiting for a change without polling: the wait blocks on a watched
+//! task's key, taken shared (granted by the server the moment the task's
+//! connection ends — a task killed by SIGKILL included, which sends
+//! nothing), while the backend's LISTEN connection (`listen.rs`) hears the
+//! site's mode changes. A connection that waits on a lock receives no
+//! NOTIFY, hence the second connection.
+//!
+//! - **A change** (`off` from any process on any host) commits with its
+//!   `NOTIFY`; the listener hears it and the wait's blocked statement is
+//!   cancelled at once by a cancel request ([`Target::cancel`], over a
+//!   socket of our own). Why a cancel, not a short `lock_timeout`: a
+//!   timeout bounds the reaction by its slice and costs a round trip per
+//!   slice; a cancel costs one request per change and reacts at once.
+//!   Dropping the statement's future instead would leave the server
+//!   blocked on the lock, the connection unusable until the task ends.
+//!   The cancel returns once the server has signalled the statement's
+//!   backend, so it never lands on a later statement; one that lands on
+//!   nothing (the lock granted meanwhile) does nothing.
+//! - Then the generation is re-read and every watched key probed (one
+//!   round trip), as at the start: the wait ends if either moved.
+//! - **Fallback.** The same re-read runs every [`FALLBACK`] while the
+//!   listener listens (a notification lost on the way: a pooler in
+//!   between), and every [`TICK`] while it does not (lost, reconnecting):
+//!   so a wait still ends within 100 ms of a change with the LISTEN
+//!   connection gone. When the listener connects again, the wait re-reads
+//!   at once (changes made meanwhile were not heard).
+//!
+//! [`Target::cancel`]: super::connect::Target::cancel
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::error::SqlState;
 
+use super::listen::{Listener, Subscription};
 use super::sql::{self, int};
 use super::{Inner, runtime};
 use crate::error::Result;
 use crate::records::TaskRecord;
 
-/// The longest slice of one wait before the generation is read again.
+/// How often a wait re-reads the generation while the listener listens.
+pub(super) const FALLBACK: Duration = Duration::from_millis(500);
+
+/// How often a wait re-reads the generation while the listener does not.
 const TICK: Duration = Duration::from_millis(40);
 
 /// The key of a task this backend started (its id is `<key>-<random>`).
 fn key_of(task: &TaskRecord) -> Option<i32> {
     task.id.split_once('-')?.0.parse().ok()
+}
+
+/// How one slice of a wait ended.
+enum Slice {
+    /// The watched task ended.
+    Ended,
+    /// Look again: the slice ran out, or the listener has news.
+    Look,
 }
 
 /// [`Backend::wait_for_change`](crate::Backend::wait_for_change).
@@ -36,6 +68,8 @@ pub(super) fn wait_for_change(
     let inner = Arc::clone(inner);
     runtime::block_on(async move {
         let deadline = Instant::now() + timeout;
+        // Listening before the first look: a change after it is heard.
+        let mut news = Listener::subscribe(&inner, deadline).await;
         let conn = inner.take().await?;
         let (s, site, c) = (inner.s(), inner.site_lit(), inner.class);
         let list = keys
@@ -68,33 +102,71 @@ pub(super) fn wait_for_change(
             if now_gen != generation || ended || left.is_zero() {
                 break;
             }
-            let slice = left.min(TICK);
-            match keys.first() {
-                Some(k) => {
-                    let ms = slice.as_millis().max(1);
-                    match sql::run(
-                        &conn.client,
-                        &format!(
-                            "BEGIN; SET LOCAL lock_timeout = '{ms}ms'; \
-                             SELECT pg_advisory_xact_lock_shared({c}, {k}); COMMIT"
-                        ),
-                    )
-                    .await
-                    {
-                        // Granted: the task ended.
-                        Ok(_) => break,
-                        Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
-                            sql::run(&conn.client, "ROLLBACK")
-                                .await
-                                .map_err(|e| inner.pg_error(e))?;
-                        }
-                        Err(e) => return Err(inner.pg_error(e)),
+            let every = if news.seen().listening {
+                inner.watch_fallback
+            } else {
+                TICK
+            };
+            let slice = left.min(every);
+            let outcome = match keys.first() {
+                Some(&k) => block_on_key(&inner, &conn, k, slice, &mut news, generation).await?,
+                None => {
+                    tokio::select! {
+                        () = tokio::time::sleep(slice) => {}
+                        _ = news.news(generation) => {}
                     }
+                    Slice::Look
                 }
-                None => tokio::time::sleep(slice).await,
+            };
+            if let Slice::Ended = outcome {
+                break;
             }
         }
         inner.give(conn);
         Ok(())
     })
+}
+
+/// Blocks on `key` (shared) for up to `slice`, cancelled when the
+/// listener has news for a reader of `generation`.
+async fn block_on_key(
+    inner: &Inner,
+    conn: &super::connect::Conn,
+    key: i32,
+    slice: Duration,
+    news: &mut Subscription,
+    generation: u64,
+) -> Result<Slice> {
+    let ms = slice.as_millis().max(1);
+    let statement = format!(
+        "BEGIN; SET LOCAL lock_timeout = '{ms}ms'; \
+         SELECT pg_advisory_xact_lock_shared({}, {key}); COMMIT",
+        inner.class
+    );
+    let wait = sql::run(&conn.client, &statement);
+    tokio::pin!(wait);
+    let outcome = tokio::select! {
+        outcome = &mut wait => outcome,
+        _ = news.news(generation) => {
+            // A failed cancel leaves the statement to its lock_timeout.
+            if let Err(e) = inner.target.cancel(&conn.client).await {
+                eprintln!("warning: {e}");
+            }
+            wait.await
+        }
+    };
+    match outcome {
+        // Granted: the task ended.
+        Ok(_) => Ok(Slice::Ended),
+        Err(e)
+            if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+                || e.code() == Some(&SqlState::QUERY_CANCELED) =>
+        {
+            sql::run(&conn.client, "ROLLBACK")
+                .await
+                .map_err(|e| inner.pg_error(e))?;
+            Ok(Slice::Look)
+        }
+        Err(e) => Err(inner.pg_error(e)),
+    }
 }
