@@ -667,7 +667,25 @@ fn off_from_another_client_ends_a_wait_through_listen() {
     if !postgres_available() {
         return;
     }
-    let config = postgres_test_config("manage_test");
+    off_ends_a_wait_through_listen(&postgres_test_config("manage_test"));
+}
+
+/// The same over TLS: the listener's connection and the cancel request
+/// are encrypted as the waiter's own connections are.
+#[test]
+fn off_ends_a_wait_through_listen_over_tls() {
+    if !postgres_available() {
+        return;
+    }
+    let config = with_url(&postgres_test_config("manage_test"), |u| {
+        u.replace("sslmode=disable", "sslmode=require")
+    });
+    assert!(encrypted(&config).unwrap());
+    off_ends_a_wait_through_listen(&config);
+}
+
+fn off_ends_a_wait_through_listen(config: &Config) {
+    let config = config.clone();
     let (runner, other) = (open(&config), open(&config));
     let waiter = deaf_to_fallback(&config);
     let (_task, tasks) = hold_task(runner.as_ref());
