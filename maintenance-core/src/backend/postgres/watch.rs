@@ -15,7 +15,9 @@
 //!   blocked on the lock, the connection unusable until the task ends.
 //!   The cancel returns once the server has signalled the statement's
 //!   backend, so it never lands on a later statement; one that lands on
-//!   nothing (the lock granted meanwhile) does nothing.
+//!   nothing (the lock granted meanwhile, or the statement not yet there)
+//!   does nothing, so it is sent again every [`RECANCEL`] until the
+//!   statement ends.
 //! - Then the generation is re-read and every watched key probed (one
 //!   round trip), as at the start: the wait ends if either moved.
 //! - **Fallback.** The same re-read runs every [`FALLBACK`] while the
@@ -43,6 +45,10 @@ pub(super) const FALLBACK: Duration = Duration::from_millis(500);
 
 /// How often a wait re-reads the generation while the listener does not.
 const TICK: Duration = Duration::from_millis(40);
+
+/// How long a cancelled statement may take to end before the cancel is
+/// sent again.
+const RECANCEL: Duration = Duration::from_millis(25);
 
 /// The key of a task this backend started (its id is `<key>-<random>`).
 fn key_of(task: &TaskRecord) -> Option<i32> {
@@ -146,13 +152,25 @@ async fn block_on_key(
     let wait = sql::run(&conn.client, &statement);
     tokio::pin!(wait);
     let outcome = tokio::select! {
+        // The statement first: sent before any cancel is.
+        biased;
         outcome = &mut wait => outcome,
         _ = news.news(generation) => {
-            // A failed cancel leaves the statement to its lock_timeout.
-            if let Err(e) = inner.target.cancel(&conn.client).await {
-                eprintln!("warning: {e}");
+            let mut warned = false;
+            loop {
+                if let Err(e) = inner.target.cancel(&conn.client).await
+                    && !std::mem::replace(&mut warned, true)
+                {
+                    // A cancel that cannot be sent leaves the statement
+                    // to its lock_timeout.
+                    eprintln!("warning: {e}");
+                }
+                // A cancel that reached the server before the statement did
+                // found nothing to cancel: again, until the statement ends.
+                if let Ok(outcome) = tokio::time::timeout(RECANCEL, &mut wait).await {
+                    break outcome;
+                }
             }
-            wait.await
         }
     };
     match outcome {
