@@ -22,11 +22,6 @@
 //! ends with the connection, dropping that sender: its receiver learns the
 //! connection is gone.
 //!
-//! **Cancelling** ([`Target::cancel`]): a cancel request for a connection's
-//! running statement goes over a new socket of our own making, and returns
-//! only once the server has closed it — by then the server has signalled
-//! the statement's backend, so the cancel cannot land on a later statement.
-//!
 //! Errors name `host:port` and what to check, never the password.
 
 use std::time::Duration;
@@ -103,7 +98,7 @@ impl Target {
     }
 
     async fn connect_with(&self, notices: Option<Notices>) -> Result<Conn> {
-        let timeout = self.connect_bound();
+        let timeout = self.url.connect_timeout.unwrap_or(self.connect_timeout);
         let attempt = async {
             match self.url.sslmode {
                 SslMode::Allow => match self.attempt(SslMode::Disable, notices.clone()).await {
@@ -123,65 +118,6 @@ impl Target {
                 humantime::format_duration(timeout)
             ))),
         }
-    }
-
-    /// The bound on one connection attempt (the URL's `connect_timeout`
-    /// first).
-    fn connect_bound(&self) -> Duration {
-        self.url.connect_timeout.unwrap_or(self.connect_timeout)
-    }
-
-    /// Asks the server to cancel the statement running on `client`'s
-    /// connection, over a socket of our own (as the connection's own, TLS
-    /// as it had), within `connect_timeout`. Returns once the server has
-    /// closed the request's socket, which it does after signalling the
-    /// statement's backend: a statement sent on the connection afterwards
-    /// is never the one cancelled. The server says nothing of whether a
-    /// statement was running; a cancel of an idle connection does nothing.
-    pub async fn cancel(&self, client: &tokio_postgres::Client) -> Result<()> {
-        let token = client.cancel_token();
-        let exchange = async {
-            let (stream, is_unix) = self.socket().await?;
-            let (socket, detach) = Socket::new(stream);
-            if is_unix || self.url.sslmode == SslMode::Disable {
-                token
-                    .cancel_query_raw(socket, tokio_postgres::NoTls)
-                    .await
-                    .map_err(Failure::Pg)?;
-            } else {
-                let connector = self.tls_connector()?;
-                token
-                    .cancel_query_raw(socket, connector)
-                    .await
-                    .map_err(Failure::Pg)?;
-            }
-            detach.closed_by_peer().await;
-            Ok(())
-        };
-        match tokio::time::timeout(self.connect_bound(), exchange).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(self.describe(e)),
-            Err(_) => Err(self.error("a cancel request got no answer within connect_timeout")),
-        }
-    }
-
-    /// The TLS connector for this server's name.
-    fn tls_connector(
-        &self,
-    ) -> std::result::Result<
-        <tokio_postgres_rustls::MakeRustlsConnect as MakeTlsConnect<Socket>>::TlsConnect,
-        Failure,
-    > {
-        let tls = super::tls::client_config(&self.url).map_err(Failure::Setup)?;
-        let mut maker = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
-        let host = match &self.url.host {
-            Host::Tcp(h) => h.clone(),
-            Host::Unix(_) => String::new(),
-        };
-        <tokio_postgres_rustls::MakeRustlsConnect as MakeTlsConnect<Socket>>::make_tls_connect(
-            &mut maker, &host,
-        )
-        .map_err(|e| Failure::Setup(e.to_string()))
     }
 
     async fn attempt(
@@ -215,7 +151,14 @@ impl Target {
                 SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
                 _ => tokio_postgres::config::SslMode::Require,
             });
-            let connector = self.tls_connector()?;
+            let tls = super::tls::client_config(&self.url).map_err(Failure::Setup)?;
+            let mut maker = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+            let host = match &self.url.host {
+                Host::Tcp(h) => h.clone(),
+                Host::Unix(_) => String::new(),
+            };
+            let connector = <tokio_postgres_rustls::MakeRustlsConnect as MakeTlsConnect<Socket>>::make_tls_connect(&mut maker, &host)
+                .map_err(|e| Failure::Setup(e.to_string()))?;
             let (client, connection) = config
                 .connect_raw(socket, connector)
                 .await

@@ -44,9 +44,9 @@
 //!   `poll_message` (a spawned `Connection` future drops notifications),
 //!   which forwards what it hears to the waits of this process, and
 //!   connects again, with backoff, when lost. A connection blocked on a
-//!   lock hears nothing, so a wait blocked on a task's key is cancelled by
-//!   a cancel request the moment a change is heard (`watch.rs` says why a
-//!   cancel). A periodic re-read of the generation stays as the fallback.
+//!   lock hears nothing, so a wait blocked on a task's key is cancelled
+//!   (`pg_cancel_backend`, on a pooled connection) the moment a change is
+//!   heard (`watch.rs` says why so). A periodic re-read of the generation stays as the fallback.
 //! - *Time:* every stored time is the server's `now()`, plus the offset of
 //!   the backend's clock from this host's real clock (zero for the real
 //!   clock): hosts with skewed clocks agree, and the conformance suite's

@@ -86,17 +86,6 @@ impl Detach {
     }
 }
 
-impl Detach {
-    /// Reads (and drops) what the peer sends until it closes the socket,
-    /// or the socket fails or is detached.
-    pub(super) async fn closed_by_peer(&self) {
-        use tokio::io::AsyncReadExt;
-        let mut reader = Socket(Arc::clone(&self.0));
-        let mut buf = [0u8; 512];
-        while let Ok(1..) = reader.read(&mut buf).await {}
-    }
-}
-
 impl AsyncRead for Socket {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -670,8 +670,8 @@ fn off_from_another_client_ends_a_wait_through_listen() {
     off_ends_a_wait_through_listen(&postgres_test_config("manage_test"));
 }
 
-/// The same over TLS: the listener's connection and the cancel request
-/// are encrypted as the waiter's own connections are.
+/// The same over TLS: the listener's connection is encrypted as the
+/// waiter's own connections are.
 #[test]
 fn off_ends_a_wait_through_listen_over_tls() {
     if !postgres_available() {

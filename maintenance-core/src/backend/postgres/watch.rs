@@ -7,17 +7,20 @@
 //!
 //! - **A change** (`off` from any process on any host) commits with its
 //!   `NOTIFY`; the listener hears it and the wait's blocked statement is
-//!   cancelled at once by a cancel request ([`Target::cancel`], over a
-//!   socket of our own). Why a cancel, not a short `lock_timeout`: a
-//!   timeout bounds the reaction by its slice and costs a round trip per
-//!   slice; a cancel costs one request per change and reacts at once.
-//!   Dropping the statement's future instead would leave the server
-//!   blocked on the lock, the connection unusable until the task ends.
-//!   The cancel returns once the server has signalled the statement's
-//!   backend, so it never lands on a later statement; one that lands on
-//!   nothing (the lock granted meanwhile, or the statement not yet there)
-//!   does nothing, so it is sent again every [`RECANCEL`] until the
-//!   statement ends.
+//!   cancelled at once: `pg_cancel_backend` of the wait's server process,
+//!   on another connection of the pool (the same role may cancel its own
+//!   statements). Why a cancel, not a short `lock_timeout`: a timeout
+//!   bounds the reaction by its slice and costs a round trip per slice; a
+//!   cancel costs one statement per change and reacts at once. Why not the
+//!   protocol's cancel request (`CancelToken`): it opens a connection, and
+//!   the server forks a process for it, per cancel; the pool's connection
+//!   is already open. Dropping the statement's future instead would leave
+//!   the server blocked on the lock, the connection unusable until the
+//!   task ends. `pg_cancel_backend` returns once the server has signalled
+//!   the wait's process, so it never lands on a later statement; one that
+//!   lands on nothing (the lock granted meanwhile, or the statement not
+//!   yet there) does nothing, so it is sent again every [`RECANCEL`] until
+//!   the statement ends.
 //! - Then the generation is re-read and every watched key probed (one
 //!   round trip), as at the start: the wait ends if either moved.
 //! - **Fallback.** The same re-read runs every [`FALLBACK`] while the
@@ -26,8 +29,6 @@
 //!   so a wait still ends within 100 ms of a change with the LISTEN
 //!   connection gone. When the listener connects again, the wait re-reads
 //!   at once (changes made meanwhile were not heard).
-//!
-//! [`Target::cancel`]: super::connect::Target::cancel
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,11 +84,15 @@ pub(super) fn wait_for_change(
             .map(i32::to_string)
             .collect::<Vec<_>>()
             .join(",");
+        // The connection's server process (to cancel its lock wait), the
+        // generation, and how many watched keys are free.
         let look = if keys.is_empty() {
-            format!("SELECT generation FROM {s}.modes WHERE site = {site}")
+            format!(
+                "SELECT pg_backend_pid(); SELECT generation FROM {s}.modes WHERE site = {site}"
+            )
         } else {
             format!(
-                "SELECT generation FROM {s}.modes WHERE site = {site}; \
+                "SELECT pg_backend_pid(); SELECT generation FROM {s}.modes WHERE site = {site}; \
                  SELECT count(*) FROM unnest(ARRAY[{list}]::integer[]) k \
                  WHERE pg_try_advisory_xact_lock_shared({c}, k)"
             )
@@ -96,14 +101,10 @@ pub(super) fn wait_for_change(
             let rows = sql::run(&conn.client, &look)
                 .await
                 .map_err(|e| inner.pg_error(e))?;
-            let now_gen = rows
-                .first()
-                .and_then(|r| r.first())
-                .map_or(0, |r| int(r, 0) as u64);
-            let ended = rows
-                .get(1)
-                .and_then(|r| r.first())
-                .is_some_and(|r| int(r, 0) > 0);
+            let cell = |i: usize| rows.get(i).and_then(|r| r.first()).map(|r| int(r, 0));
+            let pid = cell(0).unwrap_or(0);
+            let now_gen = cell(1).unwrap_or(0) as u64;
+            let ended = cell(2).is_some_and(|n| n > 0);
             let left = deadline.saturating_duration_since(Instant::now());
             if now_gen != generation || ended || left.is_zero() {
                 break;
@@ -115,7 +116,9 @@ pub(super) fn wait_for_change(
             };
             let slice = left.min(every);
             let outcome = match keys.first() {
-                Some(&k) => block_on_key(&inner, &conn, k, slice, &mut news, generation).await?,
+                Some(&k) => {
+                    block_on_key(&inner, &conn, pid, k, slice, &mut news, generation).await?
+                }
                 None => {
                     tokio::select! {
                         () = tokio::time::sleep(slice) => {}
@@ -133,11 +136,13 @@ pub(super) fn wait_for_change(
     })
 }
 
-/// Blocks on `key` (shared) for up to `slice`, cancelled when the
-/// listener has news for a reader of `generation`.
+/// Blocks on `key` (shared) for up to `slice` on `conn` (server process
+/// `pid`), cancelled when the listener has news for a reader of
+/// `generation`.
 async fn block_on_key(
     inner: &Inner,
     conn: &super::connect::Conn,
+    pid: i64,
     key: i32,
     slice: Duration,
     news: &mut Subscription,
@@ -158,7 +163,8 @@ async fn block_on_key(
         _ = news.news(generation) => {
             let mut warned = false;
             loop {
-                if let Err(e) = inner.target.cancel(&conn.client).await
+                let cancel = format!("SELECT pg_cancel_backend({pid})");
+                if let Err(e) = inner.exec(&cancel).await
                     && !std::mem::replace(&mut warned, true)
                 {
                     // A cancel that cannot be sent leaves the statement
