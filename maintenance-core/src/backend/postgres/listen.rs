@@ -147,8 +147,7 @@ impl Subscription {
             let before = std::mem::replace(&mut self.seen, now);
             if now.connects != before.connects
                 || now.losses != before.losses
-                || (now.notifications != before.notifications
-                    && now.generation != Some(generation))
+                || (now.notifications != before.notifications && now.generation != Some(generation))
             {
                 return now;
             }

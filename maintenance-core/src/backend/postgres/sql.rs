@@ -102,7 +102,10 @@ mod tests {
     #[test]
     fn identifiers_double_their_quotes() {
         assert_eq!(ident("manage_0a"), "\"manage_0a\"");
-        assert_eq!(ident("a\"; DROP TABLE t; --"), "\"a\"\"; DROP TABLE t; --\"");
+        assert_eq!(
+            ident("a\"; DROP TABLE t; --"),
+            "\"a\"\"; DROP TABLE t; --\""
+        );
         assert_eq!(ident("a\0b"), "\"ab\"");
     }
 }

@@ -695,8 +695,9 @@ fn off_ends_a_wait_through_listen(config: &Config) {
     let (runner, other) = (open(&config), open(&config));
     let waiter = deaf_to_fallback(&config);
     let (_task, tasks) = hold_task(runner.as_ref());
-    let PendingStart::Waiting { waiter: _lease, .. } =
-        waiter.begin_pending(&ModeChange::by_this_process()).unwrap()
+    let PendingStart::Waiting { waiter: _lease, .. } = waiter
+        .begin_pending(&ModeChange::by_this_process())
+        .unwrap()
     else {
         panic!("not PENDING");
     };

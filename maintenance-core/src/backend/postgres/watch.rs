@@ -87,9 +87,7 @@ pub(super) fn wait_for_change(
         // The connection's server process (to cancel its lock wait), the
         // generation, and how many watched keys are free.
         let look = if keys.is_empty() {
-            format!(
-                "SELECT pg_backend_pid(); SELECT generation FROM {s}.modes WHERE site = {site}"
-            )
+            format!("SELECT pg_backend_pid(); SELECT generation FROM {s}.modes WHERE site = {site}")
         } else {
             format!(
                 "SELECT pg_backend_pid(); SELECT generation FROM {s}.modes WHERE site = {site}; \
