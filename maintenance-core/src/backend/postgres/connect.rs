@@ -15,13 +15,22 @@
 //! socket never blocks for the kernel's 15 minutes. The URL's
 //! `keepalives_*` and `tcp_user_timeout` override the client side.
 //!
+//! **Driving.** Each connection's protocol half runs as a task on the
+//! backend's runtime ([`drive`]), polling `Connection::poll_message`: a
+//! LISTEN connection's notifications go to the sender it was opened with
+//! ([`Target::connect_listening`]), every other's are dropped. The task
+//! ends with the connection, dropping that sender: its receiver learns the
+//! connection is gone.
+//!
 //! Errors name `host:port` and what to check, never the password.
 
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, TcpKeepalive, Type};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{AsyncMessage, Notification};
 
 use super::socket::{Detach, Socket, Stream};
 use crate::database_url::{DatabaseUrl, Host, SslMode};
@@ -48,6 +57,9 @@ pub(super) struct Target {
     /// The bound on one connection attempt.
     pub connect_timeout: Duration,
 }
+
+/// Where a LISTEN connection's notifications go.
+pub(super) type Notices = tokio::sync::mpsc::UnboundedSender<Notification>;
 
 /// One open connection: its client, and the socket's [`Detach`].
 #[derive(Debug)]
@@ -83,14 +95,25 @@ impl Target {
     /// Opens a connection within `connect_timeout`; `sslmode=allow` tries
     /// plain first and TLS if the server refuses plain.
     pub async fn connect(&self) -> Result<Conn> {
+        self.connect_with(None).await
+    }
+
+    /// [`connect`](Self::connect), the connection's notifications sent to
+    /// `notices` (a LISTEN connection, `listen.rs`); `notices` is dropped
+    /// when the connection ends.
+    pub async fn connect_listening(&self, notices: Notices) -> Result<Conn> {
+        self.connect_with(Some(notices)).await
+    }
+
+    async fn connect_with(&self, notices: Option<Notices>) -> Result<Conn> {
         let timeout = self.url.connect_timeout.unwrap_or(self.connect_timeout);
         let attempt = async {
             match self.url.sslmode {
-                SslMode::Allow => match self.attempt(SslMode::Disable).await {
-                    Err(e) if wants_tls(&e) => self.attempt(SslMode::Require).await,
+                SslMode::Allow => match self.attempt(SslMode::Disable, notices.clone()).await {
+                    Err(e) if wants_tls(&e) => self.attempt(SslMode::Require, notices).await,
                     other => other,
                 },
-                mode => self.attempt(mode).await,
+                mode => self.attempt(mode, notices).await,
             }
         };
         match tokio::time::timeout(timeout, attempt).await {
@@ -105,7 +128,11 @@ impl Target {
         }
     }
 
-    async fn attempt(&self, mode: SslMode) -> std::result::Result<Conn, Failure> {
+    async fn attempt(
+        &self,
+        mode: SslMode,
+        notices: Option<Notices>,
+    ) -> std::result::Result<Conn, Failure> {
         let (stream, is_unix) = self.socket().await?;
         let (socket, detach) = Socket::new(stream, self.answer_timeout());
         let mut config = tokio_postgres::Config::new();
@@ -125,9 +152,7 @@ impl Target {
                 .connect_raw(socket, tokio_postgres::NoTls)
                 .await
                 .map_err(Failure::Pg)?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
+            drive(connection, notices);
             client
         } else {
             config.ssl_mode(match mode {
@@ -146,9 +171,7 @@ impl Target {
                 .connect_raw(socket, connector)
                 .await
                 .map_err(Failure::Pg)?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
+            drive(connection, notices);
             client
         };
         Ok(Conn {
@@ -311,6 +334,29 @@ impl Target {
             }
         }
     }
+}
+
+/// Runs `connection`'s protocol half on the runtime until it ends,
+/// sending its notifications to `notices` (dropped otherwise, and with the
+/// task when the connection ends).
+fn drive<S, T>(mut connection: tokio_postgres::Connection<S, T>, notices: Option<Notices>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    if let Some(tx) = &notices {
+                        let _ = tx.send(n);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return,
+            }
+        }
+    });
 }
 
 /// The problem of a server out of connection slots.

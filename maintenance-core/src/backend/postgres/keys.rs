@@ -31,6 +31,11 @@
 //!   created or migrated; under the same class, [`POOLING_PROBE`], the
 //!   session lock `offline doctor` takes for a moment to see whether it
 //!   survives a transaction (a pooler in transaction mode).
+//! - The site's **NOTIFY channel** ([`channel`]) is named here too, from the
+//!   same hash as its class: `manage_` and 16 hex digits, a plain
+//!   identifier whatever the site's and the schema's names hold, and well
+//!   under PostgreSQL's 63 bytes (a longer name would be cut, silently
+//!   merging channels).
 
 use sha2::{Digest, Sha256};
 
@@ -55,6 +60,20 @@ pub(super) const POOLING_PROBE: i32 = 1;
 /// The class of a site's keys.
 pub(super) fn site_class(schema: &str, site: &str) -> i32 {
     class_of(&["manage site", schema, site])
+}
+
+/// The NOTIFY channel of a site's mode changes (`listen.rs`): an identifier
+/// that needs no quoting (lower-case letters, digits, `_`), quoted anyway
+/// where it is used.
+pub(super) fn channel(schema: &str, site: &str) -> String {
+    let mut h = Sha256::new();
+    for p in ["manage channel", schema, site] {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    let d = h.finalize();
+    let hex: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("manage_{hex}")
 }
 
 /// The class of a schema's creation lock.
@@ -89,6 +108,19 @@ mod tests {
         assert_ne!(site_class("ab", "c"), site_class("a", "bc"));
         assert_eq!(site_class("manage", "a"), site_class("manage", "a"));
         assert!(instance_key(1) < 0 && instance_key(i32::MAX) < 0);
+        // Channels: one per site and schema, plain identifiers whatever
+        // the names hold.
+        let hostile = channel("manage", "x\"; DROP TABLE t; --\u{e9}");
+        assert!(hostile.len() < 63, "{hostile}");
+        assert!(
+            hostile
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+            "{hostile}"
+        );
+        assert_ne!(channel("manage", "a"), channel("manage", "b"));
+        assert_ne!(channel("manage", "a"), channel("other", "a"));
+        assert_ne!(channel("ab", "c"), channel("a", "bc"));
         const {
             assert!(
                 GATE < FIRST_LOCK_KEY

@@ -37,6 +37,16 @@
 //! - *Statements:* the simple-query protocol, several statements a message,
 //!   so a task start is one round trip after the connection's startup
 //!   (plus one for its row), values quoted by `sql.rs`.
+//! - *Hearing changes: LISTEN* (`listen.rs`). Every write of the mode
+//!   record sends `NOTIFY <site's channel>, '<generation>'` in its own
+//!   transaction (delivered at commit, same round trip). A backend's first
+//!   wait starts one LISTEN connection, driven by a loop that polls
+//!   `poll_message` (a spawned `Connection` future drops notifications),
+//!   which forwards what it hears to the waits of this process, and
+//!   connects again, with backoff, when lost. A connection blocked on a
+//!   lock hears nothing, so a wait blocked on a task's key is cancelled
+//!   (`pg_cancel_backend`, on a pooled connection) the moment a change is
+//!   heard (`watch.rs` says why so). A periodic re-read of the generation stays as the fallback.
 //! - *Time:* every stored time is the server's `now()`, plus the offset of
 //!   the backend's clock from this host's real clock (zero for the real
 //!   clock): hosts with skewed clocks agree, and the conformance suite's
@@ -46,13 +56,13 @@
 //! its lifetime (advisory locks are re-entrant within a connection, so
 //! nothing else ever runs on it but its own statements); the backend keeps
 //! a few more for everything else (mode changes, probes), one operation at
-//! a time each. A server out of connections ("too many clients") refuses
+//! a time each, and, once it has waited, one LISTEN connection. A server out of connections ("too many clients") refuses
 //! the task with a clear error.
 //!
 //! **Areas.** This file holds the [`Backend`] impl, every method one line
 //! into the file of its area: `modes.rs` (the record, the gate, the
 //! waiters), `tasks.rs` (starts, joins, probes), `watch.rs`
-//! (`wait_for_change`), `history.rs` (the history, and the changes nobody
+//! (`wait_for_change`), `listen.rs` (the LISTEN connection), `history.rs` (the history, and the changes nobody
 //! lived to record), `readonly.rs` (the read-only tier, and web layers'
 //! writes in flight), `sessions.rs` (web sessions, touched in batches),
 //! `window.rs` (the `offline run` window) and `schedules.rs` (scheduled
@@ -63,6 +73,7 @@ mod connect;
 mod held_key;
 mod history;
 mod keys;
+mod listen;
 mod modes;
 mod readonly;
 mod runtime;
@@ -122,6 +133,10 @@ pub(crate) struct Inner {
     pool: Mutex<Vec<Conn>>,
     schema_ready: OnceLock<()>,
     history: history::HistoryState,
+    /// The site's LISTEN connection, started by the first wait.
+    listener: listen::Listener,
+    /// How often a wait re-reads the mode while the listener listens.
+    watch_fallback: Duration,
 }
 
 impl PostgresBackend {
@@ -153,6 +168,8 @@ impl PostgresBackend {
                 pool: Mutex::new(Vec::new()),
                 schema_ready: OnceLock::new(),
                 history: history::HistoryState::new(config.history_max_size),
+                listener: listen::Listener::new(keys::channel(&pg.schema, &pg.site)),
+                watch_fallback: watch::FALLBACK,
             }),
         })
     }

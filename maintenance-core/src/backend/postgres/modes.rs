@@ -89,8 +89,10 @@ impl Inner {
         )
     }
 
-    /// The statement that writes `record` after `previous`, moving the
-    /// generation.
+    /// The statements that write `record` after `previous`, moving the
+    /// generation, and tell every listener of the site (`listen.rs`): the
+    /// NOTIFY goes out with the transaction's commit, in the same round
+    /// trip, and never without it.
     pub(super) fn write_sql(
         &self,
         record: &mut ModeRecord,
@@ -103,11 +105,13 @@ impl Inner {
         let json = serde_json::to_string(record).map_err(|e| Error::Invalid(e.to_string()))?;
         Ok(format!(
             "INSERT INTO {s}.modes (site, record, generation) VALUES ({site}, {json}, {g}) \
-             ON CONFLICT (site) DO UPDATE SET record = EXCLUDED.record, generation = EXCLUDED.generation",
+             ON CONFLICT (site) DO UPDATE SET record = EXCLUDED.record, generation = EXCLUDED.generation; \
+             {notify}",
             s = self.s(),
             site = self.site_lit(),
             json = sql::lit(&json),
-            g = record.generation as i64
+            g = record.generation as i64,
+            notify = self.listener.notify_sql(record.generation)
         ))
     }
 

@@ -28,6 +28,21 @@ pub(super) fn lit(text: &str) -> String {
     out
 }
 
+/// `name` as a SQL identifier: `"…"`, with `"` doubled and a NUL dropped.
+pub(super) fn ident(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('"');
+    for c in name.chars() {
+        match c {
+            '"' => out.push_str("\"\""),
+            '\0' => {}
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// Runs `sql` (one or more statements) in one round trip; returns each
 /// row-returning statement's rows, in order.
 pub(super) async fn run(client: &Client, sql: &str) -> Result<Vec<Rows>, tokio_postgres::Error> {
@@ -82,5 +97,15 @@ mod tests {
         assert_eq!(lit(r"a\b"), r"'a\b'");
         assert_eq!(lit("x'); DROP TABLE t; --"), "'x''); DROP TABLE t; --'");
         assert_eq!(lit("a\0b"), "'a\u{FFFD}b'");
+    }
+
+    #[test]
+    fn identifiers_double_their_quotes() {
+        assert_eq!(ident("manage_0a"), "\"manage_0a\"");
+        assert_eq!(
+            ident("a\"; DROP TABLE t; --"),
+            "\"a\"\"; DROP TABLE t; --\""
+        );
+        assert_eq!(ident("a\0b"), "\"ab\"");
     }
 }

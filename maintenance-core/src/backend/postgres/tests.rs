@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use super::schema::{Migration, SchemaState};
 use super::{PostgresBackend, sql};
-use crate::backend::Backend;
+use crate::backend::{Backend, ModeChange, PendingStart};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::conformance::{postgres_available, postgres_test_config};
 use crate::database_url::DatabaseUrl;
 use crate::error::Error;
 use crate::policy::Policy;
+use crate::records::TaskRecord;
 use crate::task::{CommandTask, TaskOptions};
 
 pub(super) fn open(config: &Config) -> Arc<dyn Backend> {
@@ -746,4 +747,187 @@ fn a_live_task_with_a_damaged_row_still_holds_off_offline() {
         crate::backend::Completion::Offline(_) => {}
         other => panic!("{other:?}"),
     }
+}
+
+/// A backend whose waits re-read the mode only every hour while its
+/// listener listens: a wait it ends early was ended through LISTEN.
+fn deaf_to_fallback(config: &Config) -> Arc<PostgresBackend> {
+    let mut b = PostgresBackend::open(config, SystemClock::shared()).unwrap();
+    Arc::get_mut(&mut b.inner).unwrap().watch_fallback = Duration::from_secs(3600);
+    Arc::new(b)
+}
+
+/// A task held by `runner`, and the tasks as a waiter reads them.
+fn hold_task(runner: &dyn Backend) -> (Box<dyn crate::backend::TaskLease>, Vec<TaskRecord>) {
+    let lease = runner
+        .start_task(
+            &crate::records::TaskRequest {
+                name: "job".into(),
+                argv: vec!["job".into()],
+                policy: Policy::DEFAULT,
+                ignore_maintenance: false,
+                in_window: false,
+                lock_timeout: Duration::ZERO,
+            },
+            &"0".repeat(64),
+        )
+        .unwrap();
+    let tasks = runner.tasks().unwrap();
+    assert_eq!(tasks.len(), 1);
+    (lease, tasks)
+}
+
+/// Polls `what` until it holds, for up to two minutes.
+fn eventually(why: &str, mut what: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !what() {
+        assert!(Instant::now() < deadline, "never: {why}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether a connection of the server waits on `task`'s key, shared.
+fn blocked_on_key(config: &Config, waiter: &PostgresBackend, task: &TaskRecord) -> bool {
+    let key = task.id.split_once('-').unwrap().0;
+    let rows = admin(
+        config,
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+             AND query LIKE '%pg_advisory_xact_lock_shared({}, {key})%'",
+            waiter.inner.class
+        ),
+    );
+    sql::int(&rows[0][0], 0) > 0
+}
+
+/// The server pids of the connections LISTENing on `waiter`'s channel.
+fn listeners(config: &Config, waiter: &PostgresBackend) -> Vec<i64> {
+    let rows = admin(
+        config,
+        &format!(
+            "SELECT pid FROM pg_stat_activity WHERE query = {} ORDER BY pid",
+            sql::lit(&format!(
+                "LISTEN {}",
+                sql::ident(waiter.inner.listener.channel())
+            ))
+        ),
+    );
+    rows[0].iter().map(|r| sql::int(r, 0)).collect()
+}
+
+/// Starts `waiter`'s wait at the mode's current generation in a thread;
+/// the receiver gets its result.
+fn wait_in_thread(
+    waiter: &Arc<PostgresBackend>,
+    tasks: &[TaskRecord],
+) -> std::sync::mpsc::Receiver<crate::error::Result<()>> {
+    let generation = waiter.mode().unwrap().record.generation;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (w, tasks) = (Arc::clone(waiter), tasks.to_vec());
+    std::thread::spawn(move || {
+        let _ = tx.send(w.wait_for_change(generation, &tasks, Duration::from_secs(600)));
+    });
+    rx
+}
+
+/// `off` by another client of the server (another process's backend:
+/// its own connections, its own listener) ends a wait blocked on a live
+/// task's key at once, through the waiter's LISTEN connection: the
+/// waiter's fallback re-read is an hour away and its lock wait as long.
+#[test]
+fn off_from_another_client_ends_a_wait_through_listen() {
+    if !postgres_available() {
+        return;
+    }
+    off_ends_a_wait_through_listen(&postgres_test_config("manage_test"));
+}
+
+/// The same over TLS: the listener's connection is encrypted as the
+/// waiter's own connections are.
+#[test]
+fn off_ends_a_wait_through_listen_over_tls() {
+    if !postgres_available() {
+        return;
+    }
+    let config = with_url(&postgres_test_config("manage_test"), |u| {
+        u.replace("sslmode=disable", "sslmode=require")
+    });
+    assert!(encrypted(&config).unwrap());
+    off_ends_a_wait_through_listen(&config);
+}
+
+fn off_ends_a_wait_through_listen(config: &Config) {
+    let config = config.clone();
+    let (runner, other) = (open(&config), open(&config));
+    let waiter = deaf_to_fallback(&config);
+    let (_task, tasks) = hold_task(runner.as_ref());
+    let PendingStart::Waiting { waiter: _lease, .. } = waiter
+        .begin_pending(&ModeChange::by_this_process())
+        .unwrap()
+    else {
+        panic!("not PENDING");
+    };
+    let ended = wait_in_thread(&waiter, &tasks);
+    eventually("the wait blocks on the task's key", || {
+        blocked_on_key(&config, &waiter, &tasks[0])
+    });
+    assert!(waiter.inner.listener.heard().listening);
+    other.go_online(&ModeChange::by_this_process()).unwrap();
+    ended
+        .recv_timeout(Duration::from_secs(120))
+        .expect("off ended the wait through LISTEN, not its hour-long re-read")
+        .unwrap();
+    assert_eq!(waiter.mode().unwrap().mode, crate::mode::Mode::Online);
+    assert!(waiter.inner.listener.heard().notifications >= 1);
+    // The cancelled lock wait left its connection clean, in the pool.
+    assert!(!blocked_on_key(&config, &waiter, &tasks[0]));
+    assert!(waiter.tasks().unwrap().len() == 1);
+}
+
+/// A LISTEN connection the server ends (pg_terminate_backend) neither
+/// strands a wait nor stays lost: the wait, told of the loss, falls back
+/// to re-reading and ends with `off`; the listener connects again, and the
+/// next wait is ended through it.
+#[test]
+fn a_lost_listen_connection_falls_back_and_connects_again() {
+    if !postgres_available() {
+        return;
+    }
+    let config = postgres_test_config("manage_test");
+    let (runner, other) = (open(&config), open(&config));
+    let waiter = deaf_to_fallback(&config);
+    let (_task, tasks) = hold_task(runner.as_ref());
+    let ended = wait_in_thread(&waiter, &tasks);
+    eventually("the wait blocks on the task's key", || {
+        blocked_on_key(&config, &waiter, &tasks[0])
+    });
+    let first = listeners(&config, &waiter);
+    assert_eq!(first.len(), 1, "{first:?}");
+    admin(
+        &config,
+        &format!("SELECT pg_terminate_backend({})", first[0]),
+    );
+    eventually("the listener sees its connection lost", || {
+        waiter.inner.listener.heard().losses >= 1
+    });
+    other.go_online(&ModeChange::by_this_process()).unwrap();
+    ended
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the wait ended with its listener lost")
+        .unwrap();
+    eventually("the listener connects again", || {
+        let now = listeners(&config, &waiter);
+        now.len() == 1 && now != first && waiter.inner.listener.heard().listening
+    });
+    let ended = wait_in_thread(&waiter, &tasks);
+    eventually("the next wait blocks on the task's key", || {
+        blocked_on_key(&config, &waiter, &tasks[0])
+    });
+    let heard = waiter.inner.listener.heard().notifications;
+    other.go_online(&ModeChange::by_this_process()).unwrap();
+    ended
+        .recv_timeout(Duration::from_secs(120))
+        .expect("off ended the next wait through the listener made again")
+        .unwrap();
+    assert!(waiter.inner.listener.heard().notifications > heard);
 }
