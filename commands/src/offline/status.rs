@@ -55,13 +55,34 @@ pub(super) fn terminal_safe(text: &str) -> Cow<'_, str> {
 pub(super) fn exec(ctx: &mut Context<'_>, args: &StatusArgs) -> anyhow::Result<()> {
     let backend = ctx.backend()?;
     let backend = backend.as_ref();
-    let st = offline::status(backend)?;
-    let window = backend.window()?;
     // A change nobody lived to record (a lapsed PENDING or schedule, a run
     // killed mid-command), noticed here: recorded once, by whoever notices
-    // first. The backend looks cheaply and records only what it finds.
-    maintenance_core::recorder::catch_up(backend, &Hooks::from_config(ctx.config()));
-    let schedule = backend.schedule()?;
+    // first. A backend that reads the status in one look says whether
+    // there is anything to record; the others look cheaply each time.
+    let catch_up =
+        || maintenance_core::recorder::catch_up(backend, &Hooks::from_config(ctx.config()));
+    let (st, window, schedule) = match backend.status_look()? {
+        Some(look) => {
+            let st = Status {
+                view: look.view,
+                tasks: look.tasks,
+                sessions: look.sessions,
+                writes: look.writes,
+            };
+            if look.to_record {
+                catch_up();
+                (st, look.window, backend.schedule()?)
+            } else {
+                (st, look.window, look.schedule)
+            }
+        }
+        None => {
+            let st = offline::status(backend)?;
+            let window = backend.window()?;
+            catch_up();
+            (st, window, backend.schedule()?)
+        }
+    };
     if args.json {
         let doc = status_json(&st, &window, schedule.as_ref(), backend, ctx);
         writeln!(ctx.out(), "{}", serde_json::to_string_pretty(&doc)?)?;
