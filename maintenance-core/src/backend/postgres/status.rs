@@ -209,7 +209,7 @@ mod tests {
         assert_eq!(look.view.mode, Mode::Online);
         assert_eq!(look.view.record, b.mode().unwrap().record);
         assert_eq!(look.tasks, b.tasks().unwrap());
-        assert_eq!(look.tasks, [task.record().clone()]);
+        assert_eq!(look.tasks, std::slice::from_ref(task.record()));
         assert_eq!(look.sessions.count, 2);
         assert_eq!(look.sessions, b.session_summary().unwrap());
         assert_eq!(look.writes, b.writes_in_flight().unwrap());

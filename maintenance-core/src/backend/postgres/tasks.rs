@@ -453,7 +453,7 @@ impl Inner {
                     self.target
                         .error(format!("the task row the server made is unreadable: {e}"))
                 })?;
-                Ok(AtOnce::Started(key, record))
+                Ok(AtOnce::Started(key, Box::new(record)))
             }
             None => Ok(AtOnce::Keyed(key)),
         }
@@ -566,7 +566,7 @@ enum Proof {
 /// How a start in one message ([`Inner::start_at_once`]) went.
 enum AtOnce {
     /// Started: its key and its record, as the server made it.
-    Started(i32, TaskRecord),
+    Started(i32, Box<TaskRecord>),
     /// The key is held, but the mode needs judging: the long way, from
     /// the look.
     Keyed(i32),
@@ -679,7 +679,7 @@ pub(super) fn start(
         let mut keyed = None;
         if request.policy.instances == Instances::Concurrent {
             match inner.start_at_once(&conn, &request, &secret).await? {
-                AtOnce::Started(key, record) => return Ok((conn, key, record)),
+                AtOnce::Started(key, record) => return Ok((conn, key, *record)),
                 AtOnce::Keyed(key) => keyed = Some(key),
                 AtOnce::NoKey => {}
                 AtOnce::NoSchema => inner.ensure_schema(&conn).await?,
@@ -900,7 +900,7 @@ mod tests {
             "started at {} (asked at {before:?})",
             record.started_at
         );
-        assert_eq!(reader.tasks().unwrap(), [record.clone()]);
+        assert_eq!(reader.tasks().unwrap(), std::slice::from_ref(&record));
         let ((), trips) = trips::count(|| drop(lease));
         assert_eq!(trips, 1, "the end's round trips");
         assert!(reader.tasks().unwrap().is_empty());
