@@ -8,7 +8,9 @@
 // builds and other systems link as usual, and so does a build with
 // `MANAGE_STARTUP_LAYOUT=off` in its environment: valgrind names no
 // function outside `.text`, so that script traces such a build (and so
-// should whoever profiles start-up with callgrind).
+// should whoever profiles start-up with callgrind); and a linker that
+// reads no `SECTIONS … INSERT` script (mold) needs it. rust-lld (Rust's
+// default on x86_64 Linux) and GNU ld read it.
 
 fn main() {
     let dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");

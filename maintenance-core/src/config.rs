@@ -47,8 +47,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(900);
 /// Default lock timeout: 1 s, as django-site-maintenance's.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(1);
-/// Default refresh interval of the web layers' snapshot (and so the settle
-/// time of I2).
+/// Default refresh interval of the web layers' snapshot (the settle time
+/// of I2 is twice it).
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_millis(250);
 /// Default maintenance URL.
 pub const DEFAULT_MAINTENANCE_URL: &str = "/maintenance.html";
@@ -124,8 +124,8 @@ pub struct Config {
     pub bypass_prefix: SitePath,
     /// How long a single-instance command waits for the running one.
     pub lock_timeout: Duration,
-    /// How often web layers refresh their snapshot of the mode; also the
-    /// settle time of PENDING (I2).
+    /// How often web layers refresh their snapshot of the mode; PENDING's
+    /// settle time (I2) is twice it.
     pub refresh_interval: Duration,
     /// The configuration file read, if any.
     pub file: Option<PathBuf>,
@@ -728,10 +728,17 @@ fn default_bypass_prefix() -> SitePath {
 
 /// The nearest `manage.toml` in `start` or one of its ancestors.
 pub fn find_upwards(start: &Path) -> Option<PathBuf> {
+    // `stat(2)` (links followed, as `Path::is_file`), without std's first
+    // failing `statx` asking the kernel once more whether it has `statx`.
+    let is_file = |p: &Path| {
+        rustix::fs::stat(p).is_ok_and(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+        })
+    };
     start
         .ancestors()
         .map(|dir| dir.join(FILE_NAME))
-        .find(|p| p.is_file())
+        .find(|p| is_file(p))
 }
 
 /// Reads and parses the file, with its owner and mode from the descriptor

@@ -24,8 +24,9 @@
 //!   and [`admission::admit`], the one rule that decides), and no new web session
 //!   gets in (the middleware's PENDING rule). A layer whose snapshot still
 //!   says ONLINE may let someone in during the refresh interval; so
-//!   `activate` waits a settle time of that interval from the start of
-//!   PENDING, then looks at the sessions afresh before it writes OFFLINE.
+//!   `activate` waits a settle time of twice that interval (one for a
+//!   snapshot's age, one for the write of a session it let in) from the
+//!   start of PENDING, then looks at the sessions afresh before it writes OFFLINE.
 //!   The backend never refuses a touch. Only sessions the app vouched for
 //!   count; one vouched past the layer's per-interval cap is held off
 //!   OFFLINE by that layer's overflow entry until it is written

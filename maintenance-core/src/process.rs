@@ -101,7 +101,9 @@ fn stat(pid: u32) -> Option<Stat> {
     let mut buf = [0u8; 2048];
     let mut file = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
     let mut len = 0;
-    while len < buf.len() {
+    // The kernel gives the line whole, newline last: once it is in, no
+    // read for the end of the file.
+    while len < buf.len() && !buf[..len].ends_with(b"\n") {
         match std::io::Read::read(&mut file, &mut buf[len..]) {
             Ok(0) => break,
             Ok(n) => len += n,

@@ -80,7 +80,8 @@ pub struct Activation {
     pub timeout: Duration,
     /// After this long in PENDING, live sessions stop holding it off.
     pub grace: Option<Duration>,
-    /// The settle time of I2: the web layers' refresh interval.
+    /// The settle time of I2, counted from the start of PENDING: the
+    /// commands pass twice the web layers' refresh interval.
     pub settle: Duration,
 }
 

@@ -58,9 +58,11 @@
 //! lived to record), `readonly.rs` (the read-only tier, and web layers'
 //! writes in flight), `sessions.rs` (web sessions, touched in batches),
 //! `window.rs` (the `offline run` window) and `schedules.rs` (scheduled
-//! windows).
+//! windows), both holding their key through `held_key.rs` (a key held on a
+//! connection of its own, taken again when the server ends it).
 
 mod connect;
+mod held_key;
 mod history;
 mod keys;
 mod modes;

@@ -363,6 +363,12 @@ fn tls_follows_sslmode_against_a_certificate_of_our_own() {
         return;
     }
     let Some(ca) = std::env::var_os("MANAGE_TEST_DATABASE_CA") else {
+        assert!(
+            std::env::var_os(crate::conformance::ENV_EXPECT_POSTGRES).is_none_or(|v| v.is_empty()),
+            "${} is set (scripts/test, CI) but $MANAGE_TEST_DATABASE_CA is not: the cluster \
+             was started without TLS (is openssl installed?)",
+            crate::conformance::ENV_EXPECT_POSTGRES
+        );
         eprintln!(
             "skipped: set $MANAGE_TEST_DATABASE_CA to the test server's CA (scripts/test does, \
              for the cluster it starts)"
