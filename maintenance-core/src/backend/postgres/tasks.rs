@@ -461,7 +461,7 @@ impl Inner {
 
     /// In one round trip: a transaction holding the shared gate, with the
     /// server's time and the view.
-    async fn gate_and_look(&self, conn: &Conn) -> Result<(Timestamp, ModeView)> {
+    async fn look_under_shared_gate(&self, conn: &Conn) -> Result<(Timestamp, ModeView)> {
         let rows = sql::run(
             &conn.client,
             &format!(
@@ -690,7 +690,7 @@ pub(super) fn start(
         inner.lock_instance(&conn, &request).await?;
         let (key, now, view) = match keyed {
             Some(key) => {
-                let (now, view) = inner.gate_and_look(&conn).await?;
+                let (now, view) = inner.look_under_shared_gate(&conn).await?;
                 (key, now, view)
             }
             None => inner.key_and_look(&conn).await?,
