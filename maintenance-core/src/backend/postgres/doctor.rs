@@ -1,5 +1,6 @@
 //! `offline doctor` on PostgreSQL: the connection, the schema version and
-//! pending migrations, the privileges on the schema, and whether a pooler
+//! pending migrations, the privileges on the schema (its tables, and the
+//! sequences task and instance keys are drawn from), and whether a pooler
 //! in transaction mode sits in between (a session advisory lock taken in
 //! one transaction must still be held after it: PgBouncer in transaction
 //! mode hands the next statement another server connection, and breaks
@@ -16,7 +17,15 @@ pub use crate::backend::file::Finding;
 /// Checks the backend's server and schema, one finding each; a server that
 /// cannot be reached is one problem saying why.
 pub fn doctor(backend: &PostgresBackend) -> Vec<Finding> {
-    match checks(backend) {
+    doctor_with(backend, schema::MIGRATIONS)
+}
+
+/// [`doctor`] for a binary that knows `migrations` (tests).
+pub(crate) fn doctor_with(
+    backend: &PostgresBackend,
+    migrations: &'static [schema::Migration],
+) -> Vec<Finding> {
+    match checks(backend, migrations) {
         Ok(findings) => findings,
         Err(e) => vec![Finding {
             problem: true,
@@ -25,7 +34,10 @@ pub fn doctor(backend: &PostgresBackend) -> Vec<Finding> {
     }
 }
 
-fn checks(backend: &PostgresBackend) -> Result<Vec<Finding>> {
+fn checks(
+    backend: &PostgresBackend,
+    migrations: &'static [schema::Migration],
+) -> Result<Vec<Finding>> {
     let inner = std::sync::Arc::clone(&backend.inner);
     runtime::block_on(async move {
         let conn = inner.target.connect().await?;
@@ -52,10 +64,14 @@ fn checks(backend: &PostgresBackend) -> Result<Vec<Finding>> {
             ),
         });
         let s = schema::quoted(&inner.schema);
-        match schema::state(&conn.client, &inner.schema, schema::MIGRATIONS)
+        let known = migrations
+            .last()
+            .map_or(schema::VERSION, |m| m.version.max(schema::VERSION));
+        let state = schema::state(&conn.client, &inner.schema, migrations)
             .await
-            .map_err(|e| inner.pg_error(e))?
-        {
+            .map_err(|e| inner.pg_error(e))?;
+        let usable = matches!(state, SchemaState::Usable { .. });
+        match state {
             SchemaState::Missing => out.push(Finding {
                 problem: false,
                 text: format!(
@@ -66,7 +82,15 @@ fn checks(backend: &PostgresBackend) -> Result<Vec<Finding>> {
             }),
             SchemaState::Usable { version, pending } if pending.is_empty() => out.push(Finding {
                 problem: false,
-                text: format!("schema {} is at version {version}, the newest this binary knows", inner.schema),
+                text: if version > known {
+                    format!(
+                        "schema {} is at version {version}, newer than this binary's {known} and \
+                         readable by it (additive changes)",
+                        inner.schema
+                    )
+                } else {
+                    format!("schema {} is at version {version}, the newest this binary knows", inner.schema)
+                },
             }),
             SchemaState::Usable { version, pending } => out.push(Finding {
                 problem: true,
@@ -82,18 +106,40 @@ fn checks(backend: &PostgresBackend) -> Result<Vec<Finding>> {
                 problem: true,
                 text: format!(
                     "schema {} is at version {version}, which needs a binary that knows version \
-                     {readable_by} or later (this one knows {}): upgrade manage on this host",
+                     {readable_by} or later (this one knows {known}): upgrade manage on this host",
                     inner.schema,
-                    schema::VERSION
                 ),
             }),
         }
+        // The site's mode record, which someone with write access may have
+        // damaged: as the file backend's doctor reads mode.json.
+        if usable {
+            let rows = sql::run(&conn.client, &inner.view_sql())
+                .await
+                .map_err(|e| inner.pg_error(e))?;
+            if let Err(e) = inner.view_of_rows(rows.first().unwrap_or(&Vec::new())) {
+                out.push(Finding {
+                    problem: true,
+                    text: e.to_string(),
+                });
+            }
+        }
+        // Each privilege on its own: has_table_privilege with a list is
+        // true when any one of them is held. The sequences are the ones
+        // task, waiter and instance keys come from (`nextval`); an identity
+        // column's own (the history's) needs no privilege of its own.
         let rows = sql::run(
             &conn.client,
             &format!(
                 "SELECT has_schema_privilege(n.oid, 'USAGE'), \
-                 coalesce(bool_and(has_table_privilege(c.oid, 'SELECT,INSERT,UPDATE,DELETE')), true) \
-                 FROM pg_namespace n LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind = 'r' \
+                 coalesce(string_agg(c.relname, ', ' ORDER BY c.relname) FILTER (WHERE c.relkind = 'r' \
+                 AND NOT (has_table_privilege(c.oid, 'SELECT') AND has_table_privilege(c.oid, 'INSERT') \
+                 AND has_table_privilege(c.oid, 'UPDATE') AND has_table_privilege(c.oid, 'DELETE'))), ''), \
+                 coalesce(string_agg(c.relname, ', ' ORDER BY c.relname) FILTER (WHERE c.relkind = 'S' \
+                 AND NOT has_sequence_privilege(c.oid, 'USAGE') \
+                 AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+                 AND d.objid = c.oid AND d.deptype = 'i')), '') \
+                 FROM pg_namespace n LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'S') \
                  WHERE n.nspname = {} GROUP BY n.oid",
                 sql::lit(&inner.schema)
             ),
@@ -101,16 +147,33 @@ fn checks(backend: &PostgresBackend) -> Result<Vec<Finding>> {
         .await
         .map_err(|e| inner.pg_error(e))?;
         if let Some(row) = rows.first().and_then(|r| r.first()) {
-            let ok = boolean(row, 0) && boolean(row, 1);
+            let (usage, tables, sequences) = (boolean(row, 0), text(row, 1), text(row, 2));
+            let mut lacking = Vec::new();
+            if !usage {
+                lacking.push("USAGE on the schema".to_owned());
+            }
+            if !tables.is_empty() {
+                lacking.push(format!(
+                    "SELECT, INSERT, UPDATE and DELETE on tables {tables}"
+                ));
+            }
+            if !sequences.is_empty() {
+                lacking.push(format!("USAGE on sequences {sequences}"));
+            }
             out.push(Finding {
-                problem: !ok,
-                text: if ok {
-                    format!("this user may read and write every table of schema {}", inner.schema)
+                problem: !lacking.is_empty(),
+                text: if lacking.is_empty() {
+                    format!(
+                        "this user may read and write every table and draw from every sequence of \
+                         schema {}",
+                        inner.schema
+                    )
                 } else {
                     format!(
-                        "this user lacks privileges on schema {s}: GRANT USAGE ON SCHEMA {s} TO <user>; \
+                        "this user lacks {} in schema {s}: GRANT USAGE ON SCHEMA {s} TO <user>; \
                          GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO <user>; \
-                         GRANT USAGE ON ALL SEQUENCES IN SCHEMA {s} TO <user>"
+                         GRANT USAGE ON ALL SEQUENCES IN SCHEMA {s} TO <user>",
+                        lacking.join("; ")
                     )
                 },
             });

@@ -139,8 +139,9 @@ impl PostgresBackend {
                 crate::config::ENV_DATABASE_URL
             ))
         })?;
-        crate::config::check_schema(&pg.schema).map_err(Error::Invalid)?;
-        crate::config::check_site(&pg.site).map_err(Error::Invalid)?;
+        crate::config::check_schema(&pg.schema)
+            .map_err(|e| Error::Invalid(format!("`[postgres] schema`: {e}")))?;
+        crate::config::check_site(&pg.site).map_err(|e| Error::Invalid(format!("`site`: {e}")))?;
         Ok(PostgresBackend {
             inner: Arc::new(Inner {
                 target: Target {
@@ -222,7 +223,8 @@ impl Inner {
         }
         if e.is_closed() {
             return self.target.error(
-                "the connection to the server was lost: check that the server runs and is reachable",
+                "the connection to the server was lost, or the server stopped answering: check \
+                 that the server runs and is reachable",
             );
         }
         let cause = std::error::Error::source(&e)

@@ -183,7 +183,19 @@ impl Inner {
             .first()
             .and_then(|r| r.first())
             .map_or(Timestamp::EPOCH, |r| timestamp_ms(int(r, 0)));
-        let view = self.view_of_rows(rows.get(1).unwrap_or(&Vec::new()))?;
+        let none = Vec::new();
+        let mode_rows = rows.get(1).unwrap_or(&none);
+        let view = match self.view_of_rows(mode_rows) {
+            Ok(view) => view,
+            // A writer is about to replace the record: a corrupt one is
+            // replaced (as the file backend's writers do), so `offline off
+            // --force` recovers the site; the generation still moves on.
+            Err(_) => {
+                let mut record = ModeRecord::initial();
+                record.generation = mode_rows.first().map_or(0, |row| int(row, 1) as u64);
+                ModeView::of(record)
+            }
+        };
         Ok((now, view))
     }
 

@@ -7,19 +7,49 @@
 //! the oldest binary version that can still use the schema at that version
 //! (`readable_by`). Version 1 is the whole first schema, each area's tables
 //! from its own file (`tables` in `modes.rs`, `tasks.rs`, `sessions.rs`,
-//! …). Later versions are [`MIGRATIONS`], additive (new tables, new
-//! columns with defaults), so a binary of version N still works on a
-//! schema at N−1 during a rolling deploy and a binary of N−1 on one at N:
-//! an old binary never locks out a new one, nor the reverse. A binary
-//! refuses, clearly, a schema whose newest version's `readable_by` is
-//! above its own [`VERSION`] (as the file backend refuses an unknown
-//! `VERSION`).
+//! …). Later versions are [`MIGRATIONS`], so a binary of version N still
+//! works on a schema at N−1 during a rolling deploy and a binary of N−1 on
+//! one at N: an old binary never locks out a new one, nor the reverse. A
+//! binary refuses, clearly, a schema whose newest version's `readable_by`
+//! is above its own [`VERSION`] (as the file backend refuses an unknown
+//! `VERSION`). A schema created by a binary that knows migrations is
+//! created at its newest version, in the one transaction.
+//!
+//! **The rule for a migration** (`tests::migrations_are_additive`
+//! enforces what a test can):
+//! - *Additive only:* new tables, new sequences, new indexes (not unique),
+//!   new columns that are nullable or have a `DEFAULT`. Never `DROP`,
+//!   `RENAME`, `ALTER COLUMN` (a type, `NOT NULL`, a default), `TRUNCATE`,
+//!   a new constraint or unique index on an existing table, or an `UPDATE`
+//!   or `DELETE` of rows: binaries of the previous version still run
+//!   against the schema, and each of those would break their statements.
+//!   Every statement names its columns (`INSERT INTO t (a, b)`, no
+//!   `SELECT *`), so a column added later is invisible to the code before
+//!   it; `tests::an_additive_migration_keeps_every_operation_working`
+//!   runs the binary's operations on a schema with a column added to
+//!   every table.
+//! - *`readable_by` stays below `version`*, normally at the previous
+//!   migration's: binary N−1 reads schema N. Raising it refuses every
+//!   older binary still running, which a rolling deploy cannot allow.
+//! - *Binary N works on schema N−1:* the code of version N uses what
+//!   migration N adds only once the schema is at N ([`state`] says), and
+//!   deploys run `offline migrate-state` before the binaries of N+1 roll
+//!   out.
+//! - Versions run 2, 3, … with no gap, and [`VERSION`] is the last.
+//!
+//! `ALTER TABLE … ADD COLUMN` takes the table's exclusive lock for the
+//! moment of the change: running binaries wait for it, they are not
+//! refused (no statement of theirs holds a table lock for long).
 
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
 use super::keys;
 use super::sql::{self, int};
+
+#[cfg(test)]
+#[path = "schema_tests.rs"]
+mod tests;
 
 /// The newest schema version this binary knows and writes.
 pub(super) const VERSION: i64 = 1;
@@ -36,8 +66,79 @@ pub(crate) struct Migration {
     pub sql: fn(&str) -> String,
 }
 
-/// The migrations after version 1, oldest first.
+/// The migrations after version 1, oldest first; the rule they follow is
+/// in the module docs.
 pub(crate) const MIGRATIONS: &[Migration] = &[];
+
+/// What is wrong with `migrations` by the rule of the module docs (in
+/// order from 2, `readable_by` below `version`, [`VERSION`] the last, each
+/// statement additive), given the newest version this binary knows; empty
+/// when nothing is. A guard against the plain mistakes, not a parser of
+/// SQL.
+#[cfg(test)]
+pub(super) fn rule_broken(migrations: &[Migration], known: i64) -> Vec<String> {
+    let mut wrong = Vec::new();
+    let mut expected = 2;
+    for m in migrations {
+        if m.version != expected {
+            wrong.push(format!("version {} follows {}", m.version, expected - 1));
+        }
+        if !(1..m.version).contains(&m.readable_by) {
+            wrong.push(format!(
+                "version {} is readable_by {}: binaries before it would be refused",
+                m.version, m.readable_by
+            ));
+        }
+        if let Some(why) = not_additive(&(m.sql)("\"s\"")) {
+            wrong.push(format!("version {}: {why}", m.version));
+        }
+        expected = m.version + 1;
+    }
+    if known != expected - 1 {
+        wrong.push(format!(
+            "VERSION is {known}, the last migration {}",
+            expected - 1
+        ));
+    }
+    wrong
+}
+
+/// Why `statements` are not additive, if they are not.
+#[cfg(test)]
+pub(super) fn not_additive(statements: &str) -> Option<String> {
+    let upper = statements.to_uppercase();
+    let words: Vec<&str> = upper
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    for (i, w) in words.iter().enumerate() {
+        let next = words.get(i + 1).copied().unwrap_or("");
+        let bad = match *w {
+            "DROP" | "RENAME" | "TRUNCATE" | "DELETE" | "UPDATE" => Some(w.to_string()),
+            "ALTER" if next == "COLUMN" => Some("ALTER COLUMN".into()),
+            "ADD" if next == "CONSTRAINT" => Some("ADD CONSTRAINT".into()),
+            "UNIQUE" if next == "INDEX" => Some("CREATE UNIQUE INDEX".into()),
+            _ => None,
+        };
+        if let Some(bad) = bad {
+            return Some(format!(
+                "{bad} is not additive: binaries of the previous version still use the schema"
+            ));
+        }
+    }
+    // A column added NOT NULL needs a default, or the older binaries'
+    // inserts (which do not name it) fail.
+    for clause in upper.split("ADD COLUMN").skip(1) {
+        let clause = clause.split([',', ';']).next().unwrap_or("");
+        if clause.contains("NOT NULL") && !clause.contains("DEFAULT") {
+            return Some(format!(
+                "ADD COLUMN{clause} is NOT NULL without a DEFAULT: the older binaries' inserts \
+                 would fail"
+            ));
+        }
+    }
+    None
+}
 
 /// Where a database's schema stands for this binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,8 +265,10 @@ pub(super) async fn state(
     }
 }
 
-/// Creates the schema at version 1 if it is absent, under the creation
-/// lock; returns where it stands afterwards.
+/// Creates the schema if it is absent, under the creation lock: version 1
+/// and then `migrations`, in one transaction, so a new binary on a new
+/// database starts at its own version; returns where it stands
+/// afterwards.
 pub(super) async fn ensure(
     client: &Client,
     schema: &str,
@@ -197,7 +300,17 @@ pub(super) async fn ensure(
             .and_then(|r| r.first())
             .is_some_and(|r| sql::boolean(r, 0))
         {
-            sql::run(client, &initial(&quoted(schema))).await?;
+            let s = quoted(schema);
+            let mut all = initial(&s);
+            for m in migrations {
+                all.push_str(&format!(
+                    "\n{};\nINSERT INTO {s}.schema_version (version, readable_by) VALUES ({}, {});",
+                    (m.sql)(&s),
+                    m.version,
+                    m.readable_by
+                ));
+            }
+            sql::run(client, &all).await?;
         }
         sql::run(client, "COMMIT").await
     }
