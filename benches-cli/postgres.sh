@@ -16,7 +16,10 @@
 # The server: $MANAGE_DATABASE_URL, or a throwaway cluster started for the
 # run (scripts/pg-cluster, stopped on the way out). Prints one table of
 # medians at the end. Knobs: RUNS (200), WARMUP (20), REACTION_RUNS (20; 0
-# skips it). Needs hyperfine and python3.
+# skips it), OLD (a directory holding another build's `bench-manage`: its
+# no-op and status on PostgreSQL join the same run, as old-pg-noop and
+# old-pg-status, for a before/after), BIN (a directory of binaries built
+# already: no build). Needs hyperfine and python3.
 set -euo pipefail
 
 RUNS=${RUNS:-200}
@@ -25,8 +28,12 @@ REACTION_RUNS=${REACTION_RUNS:-20}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-cargo build --release -p bench-cli
-bin=${CARGO_TARGET_DIR:-$root/target}/release
+if [ -n "${BIN:-}" ]; then
+    bin=$BIN
+else
+    cargo build --release -p bench-cli
+    bin=${CARGO_TARGET_DIR:-$root/target}/release
+fi
 hyperfine=$(command -v hyperfine) || { echo "needs hyperfine" >&2; exit 1; }
 
 work=$(mktemp -d)
@@ -51,6 +58,11 @@ printf 'backend = "postgres"\ndatabase_url = "%s"\nsite = "bench-%s"\n' "$url" "
 cd pg
 file=("$bin/bench-manage" --config "$work/file/manage.toml" --state-dir "$work/file/state")
 pg=("$bin/bench-manage" --config "$work/pg/manage.toml")
+old=()
+if [ -n "${OLD:-}" ]; then
+    o=("$OLD/bench-manage" --config "$work/pg/manage.toml")
+    old=(-n old-pg-noop "${o[*]} noop" -n old-pg-status "${o[*]} offline status")
+fi
 # Schema made once, before any run is timed.
 "${pg[@]}" offline status >/dev/null
 
@@ -61,7 +73,8 @@ echo "== machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
     -n file-noop "${file[*]} noop" \
     -n pg-noop "${pg[*]} noop" \
     -n file-status "${file[*]} offline status" \
-    -n pg-status "${pg[*]} offline status"
+    -n pg-status "${pg[*]} offline status" \
+    "${old[@]}"
 
 reaction_file= reaction_pg=
 if [ "$REACTION_RUNS" -gt 0 ]; then
@@ -87,4 +100,7 @@ print(f"| tracked no-op, PostgreSQL | {med['pg-noop']:.2f} | floor +{d:.2f} ms |
 print(f"| offline status, file | {med['file-status']:.2f} | {med['file-status'] / med['empty']:.2f}x empty | |")
 d = med['pg-status'] - floor
 print(f"| offline status, PostgreSQL | {med['pg-status']:.2f} | floor +{d:.2f} ms | <= +1.0 ms {'PASS' if d <= 1.0 else 'MISS'} |")
+for k, what in (("old-pg-noop", "tracked no-op"), ("old-pg-status", "offline status")):
+    if k in med:
+        print(f"| {what}, PostgreSQL, OLD build | {med[k]:.2f} | floor +{med[k] - floor:.2f} ms | |")
 EOF

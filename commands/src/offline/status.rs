@@ -56,10 +56,47 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: &StatusArgs) -> anyhow::Result<(
     // This host's local override is read first: it stands (and is said)
     // even when the shared state cannot be read.
     let local = super::local::standing(ctx);
-    let read = ctx
-        .backend()
-        .and_then(|b| offline::status(b.as_ref()).map(|st| (b, st)));
-    let (backend, st) = match read {
+    let backend = ctx.backend();
+    let backend = match &backend {
+        Ok(b) => b.as_ref(),
+        Err(_) => {
+            if let Some(l) = &local {
+                writeln!(ctx.out(), "{}", local_line(l))?;
+            }
+            return Err(backend.err().expect("an error, just matched").into());
+        }
+    };
+    // A change nobody lived to record (a lapsed PENDING or schedule, a run
+    // killed mid-command), noticed here: recorded once, by whoever notices
+    // first. A backend that reads the status in one look says whether
+    // there is anything to record; the others look cheaply each time.
+    let catch_up =
+        || maintenance_core::recorder::catch_up(backend, &Hooks::from_config(ctx.config()));
+    let looked = (|| -> maintenance_core::Result<_> {
+        Ok(match backend.status_look()? {
+            Some(look) => {
+                let st = Status {
+                    view: look.view,
+                    tasks: look.tasks,
+                    sessions: look.sessions,
+                    writes: look.writes,
+                };
+                if look.to_record {
+                    catch_up();
+                    (st, look.window, backend.schedule()?)
+                } else {
+                    (st, look.window, look.schedule)
+                }
+            }
+            None => {
+                let st = offline::status(backend)?;
+                let window = backend.window()?;
+                catch_up();
+                (st, window, backend.schedule()?)
+            }
+        })
+    })();
+    let (st, window, schedule) = match looked {
         Ok(r) => r,
         Err(e) => {
             if let Some(l) = &local {
@@ -68,13 +105,6 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: &StatusArgs) -> anyhow::Result<(
             return Err(e.into());
         }
     };
-    let backend = backend.as_ref();
-    let window = backend.window()?;
-    // A change nobody lived to record (a lapsed PENDING or schedule, a run
-    // killed mid-command), noticed here: recorded once, by whoever notices
-    // first. The backend looks cheaply and records only what it finds.
-    maintenance_core::recorder::catch_up(backend, &Hooks::from_config(ctx.config()));
-    let schedule = backend.schedule()?;
     if args.json {
         let mut doc = status_json(&st, &window, schedule.as_ref(), backend, ctx);
         if let Some(map) = doc.as_object_mut() {

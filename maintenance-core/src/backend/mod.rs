@@ -537,6 +537,39 @@ pub trait Backend: Send + Sync + fmt::Debug {
     ///
     /// [`EventKind::ScheduleLapsed`]: crate::history::EventKind::ScheduleLapsed
     fn record_unrecorded(&self) -> Result<Vec<HistoryEntry>>;
+
+    /// Everything `offline status` reads — the mode, the live tasks, the
+    /// sessions' summary, the writes in flight, the window and the live
+    /// schedule — in one look, for a backend that can make it in one round
+    /// trip; `None` (the default) to read them one by one. The look says
+    /// too whether something nobody lived to record may be waiting, so that
+    /// [`record_unrecorded`](Self::record_unrecorded) (and its gate) is
+    /// called only then.
+    fn status_look(&self) -> Result<Option<StatusLook>> {
+        Ok(None)
+    }
+}
+
+/// What [`Backend::status_look`] read.
+#[derive(Debug, Clone)]
+pub struct StatusLook {
+    /// The mode view.
+    pub view: ModeView,
+    /// Live tasks, oldest first.
+    pub tasks: Vec<TaskRecord>,
+    /// Live sessions: how many, and when the last expires.
+    pub sessions: SessionSummary,
+    /// Web layer processes with unsafe requests in flight.
+    pub writes: Vec<WritesInFlight>,
+    /// The `offline run` window.
+    pub window: WindowState,
+    /// The live scheduled window, if any.
+    pub schedule: Option<ScheduleRecord>,
+    /// Whether something nobody lived to record (a lapsed drain, a run
+    /// killed mid-command, a schedule whose process died) was seen
+    /// unrecorded: then [`Backend::record_unrecorded`] records it, and the
+    /// window and the schedule are read again after it.
+    pub to_record: bool,
 }
 
 /// How many web sessions are live, as `offline status` shows them, read

@@ -194,6 +194,19 @@ impl Inner {
         }
     }
 
+    /// Whether the lapse of `view` (if it lapsed) waits to be recorded, on
+    /// `conn`: the look a reader makes before it takes the gate to record
+    /// it ([`notice_under_gate`](Self::notice_under_gate) records it).
+    pub(super) async fn lapse_unrecorded(&self, conn: &Conn, view: &ModeView) -> Result<bool> {
+        let Some(lapse) = &view.lapsed else {
+            return Ok(false);
+        };
+        let pending = HistoryEntry::pending_id(&lapse.record);
+        Ok(!self
+            .all_kept(conn, &[format!("lapse:{pending}"), pending])
+            .await?)
+    }
+
     /// Whether every one of `ids` is kept.
     async fn all_kept(&self, conn: &Conn, ids: &[String]) -> Result<bool> {
         let list = ids
@@ -312,7 +325,9 @@ pub(super) fn history(inner: &Arc<Inner>, query: &HistoryQuery) -> Result<Histor
 /// [`Backend::record_unrecorded`](crate::Backend::record_unrecorded): the
 /// look and the notice under the exclusive gate, where a writer makes
 /// them, so that what it records comes before any change that replaces
-/// it. Nothing to record costs the gate and three round trips.
+/// it. Nothing to record costs the gate and three round trips: `offline
+/// status` calls it only when its look saw something to record
+/// (`status.rs`).
 pub(super) fn record_unrecorded(inner: &Arc<Inner>) -> Result<Vec<HistoryEntry>> {
     let inner = Arc::clone(inner);
     runtime::block_on(async move {

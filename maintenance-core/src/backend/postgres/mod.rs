@@ -35,8 +35,10 @@
 //!   dies (I3). The child never speaks on it (TLS state stays with the
 //!   runner); the server's keepalives are answered by the child's kernel.
 //! - *Statements:* the simple-query protocol, several statements a message,
-//!   so a task start is one round trip after the connection's startup
-//!   (plus one for its row), values quoted by `sql.rs`.
+//!   so a concurrent task's start is one round trip after the connection's
+//!   startup (the schema's check, the key, the gate and the row, committed:
+//!   `tasks.rs`), its end one more, and `offline status` one (`status.rs`);
+//!   values quoted by `sql.rs`.
 //! - *Hearing changes: LISTEN* (`listen.rs`). Every write of the mode
 //!   record sends `NOTIFY <site's channel>, '<generation>'` in its own
 //!   transaction (delivered at commit, same round trip). A backend's first
@@ -46,7 +48,8 @@
 //!   connects again, with backoff, when lost. A connection blocked on a
 //!   lock hears nothing, so a wait blocked on a task's key is cancelled
 //!   (`pg_cancel_backend`, on a pooled connection) the moment a change is
-//!   heard (`watch.rs` says why so). A periodic re-read of the generation stays as the fallback.
+//!   heard (`watch.rs` says why so). A periodic re-read of the generation
+//!   stays as the fallback.
 //! - *Time:* every stored time is the server's `now()`, plus the offset of
 //!   the backend's clock from this host's real clock (zero for the real
 //!   clock): hosts with skewed clocks agree, and the conformance suite's
@@ -82,6 +85,7 @@ pub(crate) mod schema;
 mod sessions;
 mod socket;
 mod sql;
+mod status;
 mod tasks;
 #[cfg(test)]
 mod tests;
@@ -98,7 +102,7 @@ use self::connect::{Conn, Target};
 use self::schema::SchemaState;
 use super::{
     Backend, Completion, EndedSchedule, Membership, ModeChange, PendingStart, ReadOnlyStart,
-    ScheduleEnd, ScheduleLease, ScheduleRecord, SessionSummary, TaskLease, WaiterLease,
+    ScheduleEnd, ScheduleLease, ScheduleRecord, SessionSummary, StatusLook, TaskLease, WaiterLease,
     WindowLease, WindowRun, WindowState, WritesLease,
 };
 use crate::clock::{SharedClock, Timestamp};
@@ -279,33 +283,52 @@ impl Inner {
     async fn connect(&self) -> Result<Conn> {
         let conn = self.target.connect().await?;
         if self.schema_ready.get().is_none() {
-            match schema::ensure(&conn.client, &self.schema, schema::MIGRATIONS)
-                .await
-                .map_err(|e| self.pg_error(e))?
-            {
-                SchemaState::Unreadable {
-                    version,
-                    readable_by,
-                } => {
-                    return Err(self.target.error(format!(
-                        "schema {} is at version {version}, which needs a binary that knows \
-                         schema version {readable_by} or later; this one knows up to {}: \
-                         upgrade manage on this host",
-                        self.schema,
-                        schema::VERSION
-                    )));
-                }
-                SchemaState::Missing => {
-                    return Err(self
-                        .target
-                        .error(format!("schema {} could not be created", self.schema)));
-                }
-                SchemaState::Usable { .. } => {
-                    let _ = self.schema_ready.set(());
-                }
-            }
+            self.ensure_schema(&conn).await?;
         }
         Ok(conn)
+    }
+
+    /// Creates the schema when it is absent, and judges it
+    /// ([`judge_schema`](Self::judge_schema)).
+    async fn ensure_schema(&self, conn: &Conn) -> Result<()> {
+        let state = schema::ensure(&conn.client, &self.schema, schema::MIGRATIONS)
+            .await
+            .map_err(|e| self.pg_error(e))?;
+        self.judge_schema(state)
+    }
+
+    /// The check to put first in the first message of a connection made
+    /// without one ([`schema::version_sql`]), until this backend has found
+    /// the schema usable; then `None`.
+    fn schema_check(&self) -> Option<String> {
+        self.schema_ready
+            .get()
+            .is_none()
+            .then(|| schema::version_sql(&self.schema))
+    }
+
+    /// The schema as found: usable (remembered for this backend), or the
+    /// error that refuses it.
+    fn judge_schema(&self, state: SchemaState) -> Result<()> {
+        match state {
+            SchemaState::Unreadable {
+                version,
+                readable_by,
+            } => Err(self.target.error(format!(
+                "schema {} is at version {version}, which needs a binary that knows \
+                 schema version {readable_by} or later; this one knows up to {}: \
+                 upgrade manage on this host",
+                self.schema,
+                schema::VERSION
+            ))),
+            SchemaState::Missing => Err(self
+                .target
+                .error(format!("schema {} could not be created", self.schema))),
+            SchemaState::Usable { .. } => {
+                let _ = self.schema_ready.set(());
+                Ok(())
+            }
+        }
     }
 
     /// A connection from the pool, or a new one.
@@ -577,5 +600,9 @@ impl Backend for PostgresBackend {
 
     fn record_unrecorded(&self) -> Result<Vec<HistoryEntry>> {
         history::record_unrecorded(&self.inner)
+    }
+
+    fn status_look(&self) -> Result<Option<StatusLook>> {
+        status::status_look(&self.inner)
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use super::connect::Conn;
 use super::modes::{self, Begun, GateStep};
-use super::sql::{self, int, text};
+use super::sql::{self, Rows, int, text};
 use super::{Inner, runtime, timestamp_ms};
 use crate::backend::{Completion, ModeChange, ReadOnlyStart, WaiterLease, WritesLease};
 use crate::clock::Timestamp;
@@ -179,23 +179,36 @@ pub(super) fn writes_in_flight(inner: &Arc<Inner>) -> Result<Vec<WritesInFlight>
         let rows = inner
             .exec(&format!(
                 "DELETE FROM {s}.writes WHERE site = {site} AND pg_try_advisory_xact_lock_shared({c}, key); \
-                 SELECT pid, by_whom, since_ms FROM {s}.writes WHERE site = {site} \
-                 AND NOT pg_try_advisory_xact_lock_shared({c}, key) ORDER BY since_ms, pid"
+                 {}",
+                inner.writes_sql()
             ))
             .await?;
-        Ok(rows
-            .first()
-            .map(|rows| {
-                rows.iter()
-                    .map(|r| WritesInFlight {
-                        pid: u32::try_from(int(r, 0)).unwrap_or(0),
-                        by: text(r, 1).to_owned(),
-                        since: timestamp_ms(int(r, 2)),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(writes_of(rows.first().unwrap_or(&Vec::new())))
     })
+}
+
+impl Inner {
+    /// The statement reading the live writes in flight, for [`writes_of`].
+    pub(super) fn writes_sql(&self) -> String {
+        format!(
+            "SELECT pid, by_whom, since_ms FROM {s}.writes WHERE site = {site} \
+             AND NOT pg_try_advisory_xact_lock_shared({c}, key) ORDER BY since_ms, pid",
+            s = self.s(),
+            site = self.site_lit(),
+            c = self.class
+        )
+    }
+}
+
+/// The writes in flight from [`Inner::writes_sql`]'s rows.
+pub(super) fn writes_of(rows: &Rows) -> Vec<WritesInFlight> {
+    rows.iter()
+        .map(|r| WritesInFlight {
+            pid: u32::try_from(int(r, 0)).unwrap_or(0),
+            by: text(r, 1).to_owned(),
+            since: timestamp_ms(int(r, 2)),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -58,6 +58,12 @@ where
             "a PostgreSQL backend call was made on the backend's own runtime thread".into(),
         ));
     }
+    // Under test, a caller counting its round trips counts this call's.
+    #[cfg(test)]
+    let f: std::pin::Pin<Box<dyn Future<Output = Result<T>> + Send>> = match trips::counter() {
+        Some(c) => Box::pin(trips::TRIPS.scope(c, f)),
+        None => Box::pin(f),
+    };
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     handle()?.spawn(async move {
         let _ = tx.send(f.await);
@@ -67,6 +73,44 @@ where
             "the PostgreSQL backend's runtime thread stopped in the middle of a call".into(),
         ))
     })
+}
+
+/// Under test: the messages (round trips) the calls made from one thread
+/// send, counted in [`sql::run`](super::sql::run), the connections'
+/// startups left out.
+#[cfg(test)]
+pub(super) mod trips {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    thread_local! {
+        static COUNTING: RefCell<Option<Arc<AtomicUsize>>> = const { RefCell::new(None) };
+    }
+
+    tokio::task_local! {
+        /// The counter of the call running, on the runtime's thread.
+        pub(in super::super) static TRIPS: Arc<AtomicUsize>;
+    }
+
+    /// The counter of this thread, while [`count`] runs.
+    pub(super) fn counter() -> Option<Arc<AtomicUsize>> {
+        COUNTING.with(|c| c.borrow().clone())
+    }
+
+    /// Counts one message sent.
+    pub(in super::super) fn sent() {
+        let _ = TRIPS.try_with(|c| c.fetch_add(1, Ordering::Relaxed));
+    }
+
+    /// Runs `f`, and the round trips the backend calls made in it.
+    pub(in super::super) fn count<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        let counter = Arc::new(AtomicUsize::new(0));
+        COUNTING.with(|c| *c.borrow_mut() = Some(Arc::clone(&counter)));
+        let out = f();
+        COUNTING.with(|c| *c.borrow_mut() = None);
+        (out, counter.load(Ordering::Relaxed))
+    }
 }
 
 #[cfg(all(test, target_os = "linux"))]

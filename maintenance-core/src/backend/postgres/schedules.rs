@@ -64,12 +64,12 @@ pub(super) fn tables(s: &str) -> String {
 impl Inner {
     /// `pg_try_advisory_xact_lock_shared` of the schedule row `t`'s key:
     /// true when its holder is gone.
-    fn schedule_dead_sql(&self, t: &str) -> String {
+    pub(super) fn schedule_dead_sql(&self, t: &str) -> String {
         format!("pg_try_advisory_xact_lock_shared({}, {t}.key)", self.class)
     }
 
     /// The statement reading the live schedule's record.
-    fn live_schedule_sql(&self) -> String {
+    pub(super) fn live_schedule_sql(&self) -> String {
         format!(
             "SELECT t.record FROM {s}.schedules t WHERE t.site = {site} AND t.ended IS NULL \
              AND NOT {dead} ORDER BY t.key LIMIT 1",

@@ -195,51 +195,74 @@ fn initial(s: &str) -> String {
     )
 }
 
-/// Reads where the schema stands against `migrations`.
-pub(super) async fn state(
-    client: &Client,
-    schema: &str,
-    migrations: &[Migration],
-) -> Result<SchemaState, tokio_postgres::Error> {
-    let s = quoted(schema);
-    let rows = match sql::run(
-        client,
-        &format!(
-            "SELECT version, readable_by FROM {s}.schema_version ORDER BY version DESC LIMIT 1"
-        ),
+/// The statement reading the newest version applied, whose rows
+/// [`state_of`] judges: sent alone, or as the first statement of a
+/// process's first message (a task's start, a status), so that the check
+/// costs no round trip of its own.
+pub(super) fn version_sql(schema: &str) -> String {
+    format!(
+        "SELECT version, readable_by FROM {}.schema_version ORDER BY version DESC LIMIT 1",
+        quoted(schema)
     )
-    .await
-    {
-        Ok(rows) => rows,
-        Err(e)
-            if e.code() == Some(&SqlState::UNDEFINED_TABLE)
-                || e.code() == Some(&SqlState::INVALID_SCHEMA_NAME) =>
-        {
-            return Ok(SchemaState::Missing);
-        }
-        Err(e) => return Err(e),
-    };
-    let Some(row) = rows.first().and_then(|r| r.first()) else {
-        return Ok(SchemaState::Missing);
+}
+
+/// The SQL condition that the schema is one this binary can use (no
+/// version applied needs a newer binary): a write batched with the
+/// schema's check ([`version_sql`]) is made only when it holds.
+pub(super) fn readable_sql(schema: &str, migrations: &[Migration]) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM {}.schema_version WHERE readable_by > {})",
+        quoted(schema),
+        known(migrations)
+    )
+}
+
+/// Whether `e` says that the schema, or its version table, is absent.
+pub(super) fn is_missing(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNDEFINED_TABLE) || e.code() == Some(&SqlState::INVALID_SCHEMA_NAME)
+}
+
+/// The newest version this binary knows, with `migrations`.
+fn known(migrations: &[Migration]) -> i64 {
+    migrations
+        .last()
+        .map_or(VERSION, |m| m.version.max(VERSION))
+}
+
+/// Where the schema stands against `migrations`, from [`version_sql`]'s
+/// rows.
+pub(super) fn state_of(rows: &sql::Rows, migrations: &[Migration]) -> SchemaState {
+    let Some(row) = rows.first() else {
+        return SchemaState::Missing;
     };
     let (version, readable_by) = (int(row, 0), int(row, 1));
-    let known = migrations
-        .last()
-        .map_or(VERSION, |m| m.version.max(VERSION));
-    if readable_by > known {
-        return Ok(SchemaState::Unreadable {
+    if readable_by > known(migrations) {
+        return SchemaState::Unreadable {
             version,
             readable_by,
-        });
+        };
     }
-    Ok(SchemaState::Usable {
+    SchemaState::Usable {
         version,
         pending: migrations
             .iter()
             .filter(|m| m.version > version)
             .map(|m| m.version)
             .collect(),
-    })
+    }
+}
+
+/// Reads where the schema stands against `migrations`.
+pub(super) async fn state(
+    client: &Client,
+    schema: &str,
+    migrations: &[Migration],
+) -> Result<SchemaState, tokio_postgres::Error> {
+    match sql::run(client, &version_sql(schema)).await {
+        Ok(rows) => Ok(state_of(rows.first().unwrap_or(&Vec::new()), migrations)),
+        Err(e) if is_missing(&e) => Ok(SchemaState::Missing),
+        Err(e) => Err(e),
+    }
 }
 
 /// Creates the schema if it is absent, under the creation lock: version 1

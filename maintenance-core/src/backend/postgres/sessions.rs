@@ -298,25 +298,41 @@ pub(super) fn sessions(inner: &Arc<Inner>) -> Result<Vec<SessionEntry>> {
 }
 
 pub(super) fn session_summary(inner: &Arc<Inner>) -> Result<SessionSummary> {
-    let now = Now::of(inner.clock.as_ref());
-    let statement = inner.summary_sql(&now);
+    let (statement, now) = inner.summary_statement();
     let inner = Arc::clone(inner);
     let rows = runtime::block_on(async move { inner.exec(&statement).await })?;
-    let Some(row) = rows.first().and_then(|r| r.first()) else {
-        return Ok(SessionSummary::default());
+    Ok(summary_of(rows.first().unwrap_or(&Vec::new()), &now))
+}
+
+impl Inner {
+    /// The statement counting the live sessions, for [`summary_of`] (with
+    /// the time it was made at): alone, or in `offline status`'s message.
+    pub(super) fn summary_statement(&self) -> (String, SummaryTime) {
+        let now = Now::of(self.clock.as_ref());
+        (self.summary_sql(&now), SummaryTime(now))
+    }
+}
+
+/// The time a [`summary_statement`](Inner::summary_statement) was made at.
+pub(super) struct SummaryTime(Now);
+
+/// The summary from [`summary_statement`](Inner::summary_statement)'s rows.
+pub(super) fn summary_of(rows: &Rows, now: &SummaryTime) -> SessionSummary {
+    let Some(row) = rows.first() else {
+        return SessionSummary::default();
     };
     let count = int(row, 0).max(0) as usize;
     if count == 0 {
-        return Ok(SessionSummary::default());
+        return SessionSummary::default();
     }
-    Ok(SessionSummary {
+    SessionSummary {
         count,
         last_expires_at: row
             .get(1)
             .and_then(|c| c.as_deref())
             .and_then(|ms| ms.parse().ok())
-            .map(|ms| now.show(ms)),
-    })
+            .map(|ms| now.0.show(ms)),
+    }
 }
 
 pub(super) fn prune_sessions(inner: &Arc<Inner>) -> Result<usize> {

@@ -46,6 +46,8 @@ pub(super) fn ident(name: &str) -> String {
 /// Runs `sql` (one or more statements) in one round trip; returns each
 /// row-returning statement's rows, in order.
 pub(super) async fn run(client: &Client, sql: &str) -> Result<Vec<Rows>, tokio_postgres::Error> {
+    #[cfg(test)]
+    super::runtime::trips::sent();
     let mut out = Vec::new();
     let mut current: Rows = Vec::new();
     let mut has_rows = false;

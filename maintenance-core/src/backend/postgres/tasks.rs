@@ -8,7 +8,12 @@
 //!
 //! The start runs on the task's own connection: draw and lock the key,
 //! then in one transaction the shared gate, the mode, the admission and the
-//! row — two round trips after the connection's startup. A child that
+//! row. For a concurrent command that is one message after the
+//! connection's startup, the process's schema check in front: the server
+//! inserts the row only when the stored mode admits the command at face
+//! value (`start_at_once`); else, and for a single-instance command (its
+//! instance key may be waited for before the gate), the look and the row
+//! are a round trip each, as the admission is judged here. A child that
 //! inherits the connection's socket keeps both keys (I3, `socket.rs`).
 //! Joins prove membership by the task's secret only: an inherited socket
 //! proves nothing to a nested run.
@@ -19,14 +24,14 @@ use std::time::{Duration, Instant};
 
 use super::connect::Conn;
 use super::sql::{self, Rows, boolean, int, text};
-use super::{Inner, keys, runtime, timestamp_ms};
+use super::{Inner, keys, runtime, schema, timestamp_ms};
 use crate::admission::{admit, admit_joined};
 use crate::backend::{Membership, TaskLease};
 use crate::clock::Timestamp;
 use crate::error::{Error, Refusal, Result};
 use crate::identity::Identity;
 use crate::join::JoinToken;
-use crate::mode::{Mode, ModeView};
+use crate::mode::{Mode, ModeRecord, ModeView};
 use crate::policy::Instances;
 use crate::process::Processes;
 use crate::records::{TaskRecord, TaskRequest};
@@ -106,7 +111,7 @@ impl Inner {
     }
 
     /// The live rows `filter` (SQL on `t`) selects, oldest first.
-    fn live_sql(&self, filter: &str) -> String {
+    pub(super) fn live_sql(&self, filter: &str) -> String {
         format!(
             "SELECT t.record, t.secret_sha256, t.key, t.id, t.task_id, t.name, t.started_ms \
              FROM {s}.tasks t WHERE t.site = {site} AND ({filter}) \
@@ -151,11 +156,15 @@ impl Inner {
         let rows = sql::run(&conn.client, &self.live_sql("true"))
             .await
             .map_err(|e| self.pg_error(e))?;
-        Ok(self
-            .parse_stored(rows.first().unwrap_or(&Vec::new()))
+        Ok(self.live_of(rows.first().unwrap_or(&Vec::new())))
+    }
+
+    /// The live tasks from [`live_sql`](Self::live_sql)'s rows.
+    pub(super) fn live_of(&self, rows: &Rows) -> Vec<TaskRecord> {
+        self.parse_stored(rows)
             .into_iter()
             .map(|s| s.record)
-            .collect())
+            .collect()
     }
 
     /// The record of a run of `request` by this process at `now`.
@@ -344,6 +353,172 @@ impl Inner {
         })
     }
 
+    /// A root task's start in one message, on a connection made without
+    /// the schema check: the check (while this backend has not made it),
+    /// a fresh key drawn and locked, then one transaction under the shared
+    /// gate in which the server inserts the row — timed by its clock, its
+    /// key and its mode filled in by the server — only when the key was
+    /// free, the schema is readable, and the stored mode is one that admits
+    /// `request` taken at face value (ONLINE, OFFLINE or READONLY, as
+    /// [`admit`] says; a draining record needs its waiters judged, and a
+    /// record this binary did not write is judged by [`key_and_look`]).
+    /// Anything else leaves no row, and the start goes on the long way.
+    ///
+    /// [`key_and_look`]: Self::key_and_look
+    async fn start_at_once(
+        &self,
+        conn: &Conn,
+        request: &TaskRequest,
+        secret_sha256: &str,
+    ) -> Result<AtOnce> {
+        let (s, site, c) = (self.s(), self.site_lit(), self.class);
+        let face_value = |mode: Mode| {
+            admit(
+                request,
+                &ModeView::of(ModeRecord {
+                    mode,
+                    ..ModeRecord::initial()
+                }),
+            )
+            .is_ok()
+        };
+        // The stored record's mode, read from how this binary writes the
+        // record of each mode: its text up to `since` (the legacy `mode`,
+        // and the `tier` of READONLY). A record written otherwise (another
+        // mode, a newer binary's, a corrupt one) matches none.
+        let cases: Vec<String> = [Mode::Online, Mode::Offline, Mode::ReadOnly]
+            .into_iter()
+            .filter(|m| face_value(*m))
+            .map(|mode| {
+                let invalid = |e: String| Error::Invalid(e);
+                let record = serde_json::to_string(&ModeRecord {
+                    mode,
+                    ..ModeRecord::initial()
+                })
+                .map_err(|e| invalid(e.to_string()))?;
+                let head = record
+                    .find("\"since\":")
+                    .map(|i| &record[..i + "\"since\":".len()])
+                    .ok_or_else(|| invalid(format!("a mode record without `since`: {record}")))?;
+                let name = serde_json::to_string(&mode).map_err(|e| invalid(e.to_string()))?;
+                Ok(format!(
+                    "WHEN starts_with(m.record, {}) THEN {}",
+                    sql::lit(head),
+                    sql::lit(name.trim_matches('"'))
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let stored_mode = if cases.is_empty() {
+            "NULL::text".to_owned()
+        } else {
+            format!(
+                "(SELECT CASE {} END FROM {s}.modes m WHERE m.site = {site})",
+                cases.join(" ")
+            )
+        };
+        let no_record = if face_value(Mode::Online) {
+            "'ONLINE'"
+        } else {
+            "NULL"
+        };
+        let hex = crate::random::hex::<6>();
+        let template = Inner::new_record(
+            request,
+            0,
+            Timestamp::EPOCH,
+            Mode::Online,
+            request.in_window,
+            None,
+        );
+        let json = serde_json::to_string(&template).map_err(|e| Error::Invalid(e.to_string()))?;
+        let check = self.schema_check();
+        let sql = format!(
+            "{check}\
+             SELECT k, got, set_config('manage.task_key', CASE WHEN got THEN k::text ELSE '' END, false) \
+             FROM (SELECT k, pg_try_advisory_lock({c}, k) AS got \
+                   FROM (SELECT nextval('{s}.lock_keys')::integer AS k) n OFFSET 0) d; \
+             BEGIN; SELECT pg_advisory_xact_lock_shared({c}, {gate}); \
+             INSERT INTO {s}.tasks (site, key, id, task_id, name, started_ms, record, secret_sha256) \
+             SELECT {site}, x.k, x.id, x.id, {name}, x.ms, ({json}::jsonb || jsonb_build_object(\
+                 'id', x.id, \
+                 'started_at', to_char(timestamp 'epoch' + x.ms * interval '1 millisecond', \
+                                       'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), \
+                 'started_in', x.mode))::text, {secret} \
+             FROM (SELECT d.k, d.k::text || '-{hex}' AS id, {now} AS ms, \
+                          CASE WHEN EXISTS (SELECT 1 FROM {s}.modes m WHERE m.site = {site}) \
+                               THEN {stored_mode} ELSE {no_record} END AS mode \
+                   FROM (SELECT nullif(current_setting('manage.task_key'), '')::integer AS k) d) x \
+             WHERE x.k IS NOT NULL AND x.mode IS NOT NULL AND {readable} \
+             ON CONFLICT (site, key) DO UPDATE SET id = EXCLUDED.id, task_id = EXCLUDED.task_id, \
+             name = EXCLUDED.name, started_ms = EXCLUDED.started_ms, record = EXCLUDED.record, \
+             secret_sha256 = EXCLUDED.secret_sha256 \
+             RETURNING record; \
+             COMMIT",
+            check = check.as_deref().map_or(String::new(), |c| format!("{c}; ")),
+            gate = keys::GATE,
+            name = sql::lit(&request.name),
+            json = sql::lit(&json),
+            secret = sql::lit(secret_sha256),
+            now = self.now_ms_sql(),
+            readable = schema::readable_sql(&self.schema, schema::MIGRATIONS),
+        );
+        let rows = match sql::run(&conn.client, &sql).await {
+            Ok(rows) => rows,
+            // The first use of a site's schema: nothing ran.
+            Err(e) if schema::is_missing(&e) => return Ok(AtOnce::NoSchema),
+            Err(e) => {
+                let _ = sql::run(&conn.client, "ROLLBACK").await;
+                return Err(self.pg_error(e));
+            }
+        };
+        let mut rows = rows.iter();
+        if check.is_some() {
+            self.judge_schema(schema::state_of(
+                rows.next().unwrap_or(&Vec::new()),
+                schema::MIGRATIONS,
+            ))?;
+        }
+        let drawn = rows.next().and_then(|r| r.first());
+        let Some(drawn) = drawn.filter(|d| boolean(d, 1)) else {
+            return Ok(AtOnce::NoKey);
+        };
+        let key = int(drawn, 0) as i32;
+        let _gate = rows.next();
+        match rows.next().and_then(|r| r.first()) {
+            Some(row) => {
+                let record = serde_json::from_str(text(row, 0)).map_err(|e| {
+                    self.target
+                        .error(format!("the task row the server made is unreadable: {e}"))
+                })?;
+                Ok(AtOnce::Started(key, Box::new(record)))
+            }
+            None => Ok(AtOnce::Keyed(key)),
+        }
+    }
+
+    /// In one round trip: a transaction holding the shared gate, with the
+    /// server's time and the view.
+    async fn look_under_shared_gate(&self, conn: &Conn) -> Result<(Timestamp, ModeView)> {
+        let rows = sql::run(
+            &conn.client,
+            &format!(
+                "BEGIN; SELECT pg_advisory_xact_lock_shared({}, {}); SELECT {}; {}",
+                self.class,
+                keys::GATE,
+                self.now_ms_sql(),
+                self.view_sql()
+            ),
+        )
+        .await
+        .map_err(|e| self.pg_error(e))?;
+        let now = rows
+            .get(1)
+            .and_then(|r| r.first())
+            .map_or(Timestamp::EPOCH, |r| timestamp_ms(int(r, 0)));
+        let view = self.view_of_rows(rows.get(2).unwrap_or(&Vec::new()))?;
+        Ok((now, view))
+    }
+
     /// In one round trip: a fresh key of its own for `conn` (drawn until
     /// one is free: the sequence cycles), then a transaction holding the
     /// shared gate, with the server's time and the view.
@@ -423,6 +598,19 @@ enum Proof {
         secret_sha256: Option<String>,
         names: Vec<String>,
     },
+}
+
+/// How a start in one message ([`Inner::start_at_once`]) went.
+enum AtOnce {
+    /// Started: its key and its record, as the server made it.
+    Started(i32, Box<TaskRecord>),
+    /// The key is held, but the mode needs judging: the long way, from
+    /// the look.
+    Keyed(i32),
+    /// The key drawn was still held (the sequence cycles): the long way.
+    NoKey,
+    /// The schema is absent: it is created, then the long way.
+    NoSchema,
 }
 
 /// A live task's hold: its connection (holding its key, and its instance
@@ -519,12 +707,31 @@ pub(super) fn start(
     let (inner2, request, secret) = (Arc::clone(inner), request.clone(), secret_sha256.to_owned());
     let (conn, key, record) = runtime::block_on(async move {
         let inner = inner2;
+        // The schema's check rides in the start's first message.
         let conn = inner
+            .target
             .connect()
             .await
             .map_err(|e| refused_if_full(e, &request))?;
+        let mut keyed = None;
+        if request.policy.instances == Instances::Concurrent {
+            match inner.start_at_once(&conn, &request, &secret).await? {
+                AtOnce::Started(key, record) => return Ok((conn, key, *record)),
+                AtOnce::Keyed(key) => keyed = Some(key),
+                AtOnce::NoKey => {}
+                AtOnce::NoSchema => inner.ensure_schema(&conn).await?,
+            }
+        } else if inner.schema_ready.get().is_none() {
+            inner.ensure_schema(&conn).await?;
+        }
         inner.lock_instance(&conn, &request).await?;
-        let (key, now, view) = inner.key_and_look(&conn).await?;
+        let (key, now, view) = match keyed {
+            Some(key) => {
+                let (now, view) = inner.look_under_shared_gate(&conn).await?;
+                (key, now, view)
+            }
+            None => inner.key_and_look(&conn).await?,
+        };
         if let Err(refusal) = admit(&request, &view) {
             let _ = sql::run(&conn.client, "ROLLBACK").await;
             return Err(Error::Refused(refusal));
@@ -664,4 +871,151 @@ pub(super) fn reap(inner: &Arc<Inner>) -> Result<usize> {
             .await?;
         Ok(rows.iter().map(Vec::len).sum())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use std::time::{Duration, SystemTime};
+
+    use super::super::{PostgresBackend, runtime::trips};
+    use crate::backend::{Backend, ModeChange, PendingStart};
+    use crate::clock::{Clock, ManualClock, SystemClock};
+    use crate::conformance::{postgres_available, postgres_test_config};
+    use crate::error::{Error, Refusal};
+    use crate::mode::Mode;
+    use crate::policy::{Instances, Maintenance, Policy};
+    use crate::records::TaskRequest;
+
+    fn request(maintenance: Maintenance) -> TaskRequest {
+        TaskRequest {
+            name: "job".into(),
+            argv: vec!["job".into(), "it's".into()],
+            policy: Policy::DEFAULT
+                .instances(Instances::Concurrent)
+                .maintenance(maintenance),
+            ignore_maintenance: false,
+            in_window: false,
+            lock_timeout: Duration::ZERO,
+        }
+    }
+
+    /// A start of a concurrent command, schema check and all, is one
+    /// message after the connection's startup, and its end one more; the
+    /// record the server filled in reads back as the lease holds it.
+    #[test]
+    fn a_tracked_start_is_one_round_trip_and_its_end_one() {
+        if !postgres_available() {
+            return;
+        }
+        let config = postgres_test_config("manage_test");
+        let reader = PostgresBackend::open(&config, SystemClock::shared()).unwrap();
+        reader.mode().unwrap();
+        // A new process's backend: the schema not checked yet.
+        let b = PostgresBackend::open(&config, SystemClock::shared()).unwrap();
+        let before = SystemTime::now();
+        let (lease, trips) = trips::count(|| b.start_task(&request(Maintenance::Refused), "ab12"));
+        let lease = lease.unwrap();
+        assert_eq!(trips, 1, "the start's round trips");
+        let record = lease.record().clone();
+        assert_eq!(record.started_in, Mode::Online);
+        assert_eq!(record.task_id(), record.id);
+        let (key, tail) = record.id.split_once('-').unwrap();
+        assert!(
+            key.parse::<i32>().unwrap() >= super::keys::FIRST_LOCK_KEY,
+            "{}",
+            record.id
+        );
+        assert_eq!(tail.len(), 12, "{}", record.id);
+        let age = record.started_at.system_time().duration_since(before);
+        assert!(
+            age.is_ok_and(|d| d < Duration::from_secs(60))
+                || before
+                    .duration_since(record.started_at.system_time())
+                    .is_ok_and(|d| d < Duration::from_millis(5)),
+            "started at {} (asked at {before:?})",
+            record.started_at
+        );
+        assert_eq!(reader.tasks().unwrap(), std::slice::from_ref(&record));
+        let ((), trips) = trips::count(|| drop(lease));
+        assert_eq!(trips, 1, "the end's round trips");
+        assert!(reader.tasks().unwrap().is_empty());
+    }
+
+    /// The one-message start takes the stored mode as it is when that
+    /// mode admits the command (OFFLINE for a command that needs
+    /// maintenance, READONLY for one allowed in it); every other case goes
+    /// the long way and is judged as before: refused in OFFLINE, started
+    /// ONLINE in a PENDING whose waiter is gone.
+    #[test]
+    fn a_start_in_one_message_takes_only_a_mode_that_admits_it() {
+        if !postgres_available() {
+            return;
+        }
+        let config = postgres_test_config("manage_test");
+        let b = PostgresBackend::open(&config, SystemClock::shared()).unwrap();
+        let me = ModeChange::by_this_process();
+        b.force_offline(&me).unwrap();
+        let (lease, trips) = trips::count(|| b.start_task(&request(Maintenance::Required), "s"));
+        assert_eq!(lease.unwrap().record().started_in, Mode::Offline);
+        assert_eq!(trips, 1);
+        let (refused, trips) = trips::count(|| b.start_task(&request(Maintenance::Refused), "s"));
+        assert!(
+            matches!(refused, Err(Error::Refused(Refusal::Maintenance { .. }))),
+            "{refused:?}"
+        );
+        assert!(trips > 1, "judged the long way");
+        b.go_online(&me).unwrap();
+        b.go_read_only(&me).unwrap();
+        assert_eq!(b.mode().unwrap().mode, Mode::ReadOnly);
+        // READONLY is stored as OFFLINE with its tier: never taken for
+        // OFFLINE, which would admit a command that needs maintenance.
+        let refused = b.start_task(&request(Maintenance::Required), "s");
+        assert!(
+            matches!(
+                refused,
+                Err(Error::Refused(Refusal::MaintenanceRequired { .. }))
+            ),
+            "{refused:?}"
+        );
+        let lease = b.start_task(&request(Maintenance::Allowed), "s").unwrap();
+        assert_eq!(lease.record().started_in, Mode::ReadOnly);
+        drop(lease);
+        b.go_online(&me).unwrap();
+        let PendingStart::Waiting { waiter, .. } = b.begin_pending(&me).unwrap() else {
+            panic!("pending");
+        };
+        drop(waiter);
+        let lease = b.start_task(&request(Maintenance::Refused), "s").unwrap();
+        assert_eq!(
+            lease.record().started_in,
+            Mode::Online,
+            "the PENDING lapsed"
+        );
+    }
+
+    /// The server's time, moved by the backend clock's offset, as the long
+    /// way takes it.
+    #[test]
+    fn a_start_in_one_message_is_timed_by_the_backends_clock() {
+        if !postgres_available() {
+            return;
+        }
+        let config = postgres_test_config("manage_test");
+        let clock = ManualClock::starting_now();
+        clock.advance(Duration::from_secs(7200));
+        let b = PostgresBackend::open(&config, clock.clone()).unwrap();
+        let asked = clock.now();
+        let lease = b.start_task(&request(Maintenance::Refused), "s").unwrap();
+        let at = lease.record().started_at.system_time();
+        assert!(
+            at.duration_since(asked)
+                .is_ok_and(|d| d < Duration::from_secs(60))
+                || asked
+                    .duration_since(at)
+                    .is_ok_and(|d| d < Duration::from_millis(5)),
+            "started at {at:?}, the clock said {asked:?}"
+        );
+    }
 }

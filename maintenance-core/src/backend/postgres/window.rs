@@ -68,7 +68,7 @@ pub(super) fn tables(s: &str) -> String {
 impl Inner {
     /// `pg_try_advisory_xact_lock_shared` of the window's key: true when
     /// nobody holds the window.
-    fn window_free_sql(&self) -> String {
+    pub(super) fn window_free_sql(&self) -> String {
         format!(
             "pg_try_advisory_xact_lock_shared({}, {})",
             self.class,
@@ -77,7 +77,7 @@ impl Inner {
     }
 
     /// The statement reading the current run and whether its holder lives.
-    fn window_sql(&self) -> String {
+    pub(super) fn window_sql(&self) -> String {
         format!(
             "SELECT run, NOT {free} FROM {s}.window_runs WHERE site = {site} AND current",
             free = self.window_free_sql(),
@@ -107,7 +107,7 @@ impl Inner {
     }
 
     /// The window as `rows` of [`window_sql`](Self::window_sql) say.
-    fn window_of(rows: &[Rows]) -> WindowState {
+    pub(super) fn window_of(rows: &[Rows]) -> WindowState {
         let Some(row) = rows.first().and_then(|r| r.first()) else {
             return WindowState::Free;
         };
