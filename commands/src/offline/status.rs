@@ -56,16 +56,16 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: &StatusArgs) -> anyhow::Result<(
     // This host's local override is read first: it stands (and is said)
     // even when the shared state cannot be read.
     let local = super::local::standing(ctx);
-    let backend = ctx.backend();
-    let backend = match &backend {
-        Ok(b) => b.as_ref(),
-        Err(_) => {
+    let backend = match ctx.backend() {
+        Ok(b) => b,
+        Err(e) => {
             if let Some(l) = &local {
                 writeln!(ctx.out(), "{}", local_line(l))?;
             }
-            return Err(backend.err().expect("an error, just matched").into());
+            return Err(e.into());
         }
     };
+    let backend = backend.as_ref();
     // A change nobody lived to record (a lapsed PENDING or schedule, a run
     // killed mid-command), noticed here: recorded once, by whoever notices
     // first. A backend that reads the status in one look says whether
