@@ -86,6 +86,19 @@ fn kill(child: &mut Child, signal: rustix::process::Signal) {
     rustix::process::kill_process(pid, signal).unwrap();
 }
 
+/// After a waiter's SIGKILL: on the file backend its lock went with the
+/// process (the kernel closes its descriptors before its parent can reap
+/// it); on PostgreSQL the server frees its key when it sees the connection
+/// end, a moment after the death (backend/postgres/modes.rs), so this waits
+/// for that, within the hang guard, before the test looks.
+fn after_waiter_killed(state: &HelperState, b: &dyn Backend) {
+    if state.postgres_site().is_some() {
+        manage_tests::poll_until("the killed waiter's connection ended on the server", || {
+            (b.mode().unwrap().mode != Mode::Pending).then_some(())
+        });
+    }
+}
+
 fn rest(out: BufReader<ChildStdout>) -> Vec<String> {
     out.lines().map(|l| l.unwrap()).collect()
 }
@@ -359,15 +372,34 @@ fn i1_and_i2_hold_for_the_read_only_tier_while_commands_and_layers_race_it() {
 fn a_killed_activator_never_leaves_the_site_pending() {
     let (_tmp, state) = state_dir();
     let b = open(&state);
+    // How long an activator takes to go OFFLINE when nothing holds it off
+    // (its start-up on PostgreSQL, connecting, is longer than on files):
+    // the kills below are spread over twice that, at least 40 ms, so they
+    // land anywhere from start-up to past OFFLINE on either backend.
+    let started = Instant::now();
+    let calibration = actor(&state, &["activate", "5000", "20"]);
+    assert!(calibration.wait_with_output().unwrap().status.success());
+    let spread = (started.elapsed().as_micros() as u64 * 2).max(40_000);
+    b.go_online(&ModeChange::by_this_process()).unwrap();
     let mut seen_lapse = 0;
     for i in 0..40u64 {
         // Half the time something holds the site off, so the kill lands in
         // the wait; otherwise it lands anywhere up to and past OFFLINE.
+        // Every other time something holds it off, the kill waits until
+        // the activator says it waits: some kills surely land in the wait.
         let mut task = (i % 2 == 0).then(|| holder(&state, "job"));
         let mut child = actor(&state, &["activate", "5000", "20"]);
-        std::thread::sleep(Duration::from_micros(i * 997 % 40_000));
+        let mut _out = None;
+        if i % 4 == 0 {
+            let mut out = BufReader::new(child.stdout.take().unwrap());
+            let line = first_line(&mut out);
+            assert!(line.starts_with("waiting "), "{line}");
+            _out = Some(out);
+        }
+        std::thread::sleep(Duration::from_micros(i * 997 % spread));
         kill(&mut child, rustix::process::Signal::KILL);
         child.wait().unwrap();
+        after_waiter_killed(&state, b.as_ref());
 
         let view = b.mode().expect("mode.json always parses");
         assert_ne!(
@@ -422,6 +454,7 @@ fn a_second_waiter_keeps_the_site_pending_when_the_first_times_out_or_dies() {
     );
     kill(&mut third, rustix::process::Signal::KILL);
     third.wait().unwrap();
+    after_waiter_killed(&state, b.as_ref());
     let view = b.mode().unwrap();
     assert_eq!(view.mode, Mode::Online, "no waiter left: ONLINE at once");
     assert!(view.lapsed.is_some());

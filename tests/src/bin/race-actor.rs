@@ -95,10 +95,7 @@ fn run() -> anyhow::Result<u8> {
             other => anyhow::bail!("unknown option {other}"),
         }
     }
-    anyhow::ensure!(
-        !state.dir.as_os_str().is_empty(),
-        "--state-dir is required"
-    );
+    anyhow::ensure!(!state.dir.as_os_str().is_empty(), "--state-dir is required");
     let arg = |i: usize| -> anyhow::Result<&str> {
         args.get(i)
             .map(String::as_str)

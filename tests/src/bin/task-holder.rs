@@ -239,12 +239,9 @@ impl Args {
             .state_dir
             .as_ref()
             .ok_or_else(|| usage("--state-dir is required"))?;
-        let config = manage_tests::helper_config(
-            dir,
-            self.database_url.as_deref(),
-            self.site.as_deref(),
-        )
-        .map_err(|e| usage(&e))?;
+        let config =
+            manage_tests::helper_config(dir, self.database_url.as_deref(), self.site.as_deref())
+                .map_err(|e| usage(&e))?;
         maintenance_core::backend::open(&config, SystemClock::shared()).map_err(|e| report(&e))
     }
 
