@@ -318,12 +318,23 @@ fn opt_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DatabaseUrl>, D::Er
 }
 
 /// A site name: 1 to 100 printable characters, no space at either end.
+/// (Stored as a value, never as an identifier: PostgreSQL's 63-byte limit
+/// on names does not apply, and two names differing anywhere are two
+/// sites.)
 pub fn check_site(text: &str) -> Result<(), String> {
+    let shown = || text.chars().take(100).collect::<String>();
     if text.is_empty() || text.chars().count() > 100 {
-        return Err("a site name has 1 to 100 characters".into());
+        return Err(format!(
+            "{:?} is not a site name: a site name has 1 to 100 characters",
+            shown()
+        ));
     }
     if text.chars().any(char::is_control) || text.trim() != text {
-        return Err("a site name has no control characters and no spaces at either end".into());
+        return Err(format!(
+            "{:?} is not a site name: a site name has no control characters and no spaces at \
+             either end",
+            shown()
+        ));
     }
     Ok(())
 }
@@ -336,8 +347,17 @@ fn opt_site<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error>
 
 /// A schema name: a plain SQL identifier (`manage`, `ops_state`): a
 /// lowercase letter or `_`, then lowercase letters, digits or `_`, at most
-/// 63 bytes.
+/// 63 bytes; not one of PostgreSQL's own (`pg_…`, `information_schema`) nor
+/// `public`, where the backend's tables (`modes`, `tasks`, `sessions`, …)
+/// would sit among the application's.
 pub fn check_schema(text: &str) -> Result<(), String> {
+    if text.starts_with("pg_") || text == "information_schema" || text == "public" {
+        return Err(format!(
+            "{text:?} is not a schema of manage's own: `pg_…` and information_schema are \
+             PostgreSQL's, and in public manage's tables would sit among the application's; \
+             name a schema for manage alone (the default is `{DEFAULT_SCHEMA}`)"
+        ));
+    }
     let mut chars = text.chars();
     let first_ok = chars
         .next()
@@ -1323,6 +1343,86 @@ mod tests {
             "{msg}"
         );
         assert!(!msg.contains("topsecret"), "{msg}");
+    }
+
+    #[test]
+    fn hostile_site_and_schema_names_are_refused_naming_file_key_and_value() {
+        let tmp = tempfile::tempdir().unwrap();
+        let long = "x".repeat(101);
+        for (text, key, value, says) in [
+            // PostgreSQL's own schemas, and the application's.
+            (
+                "[postgres]\nschema = \"pg_catalog\"\n",
+                "schema",
+                "\"pg_catalog\"",
+                "PostgreSQL's",
+            ),
+            (
+                "[postgres]\nschema = \"pg_mine\"\n",
+                "schema",
+                "\"pg_mine\"",
+                "PostgreSQL's",
+            ),
+            (
+                "[postgres]\nschema = \"information_schema\"\n",
+                "schema",
+                "\"information_schema\"",
+                "PostgreSQL's",
+            ),
+            (
+                "[postgres]\nschema = \"public\"\n",
+                "schema",
+                "\"public\"",
+                "application's",
+            ),
+            (
+                "[postgres]\nschema = \"\"\n",
+                "schema",
+                "\"\"",
+                "plain schema name",
+            ),
+            (
+                "[postgres]\nschema = \"a\\\"b\"\n",
+                "schema",
+                "a\\\"b",
+                "plain schema name",
+            ),
+            ("site = \"\"\n", "site", "\"\"", "1 to 100"),
+            (
+                "site = \"a\\u0000b\"\n",
+                "site",
+                "\"a\\0b\"",
+                "control characters",
+            ),
+            ("site = \" shop\"\n", "site", "\" shop\"", "spaces at"),
+            (
+                &format!("site = \"{long}\"\n"),
+                "site",
+                "\"xxxx",
+                "1 to 100",
+            ),
+        ] {
+            let p = write(tmp.path(), "manage.toml", text);
+            let msg = Config::load_from(tmp.path(), &env_of(&[]), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(msg.starts_with(&p.display().to_string()), "{msg}");
+            assert!(msg.contains(&format!("`{key}`")), "{msg}");
+            assert!(msg.contains(value), "{text}: {msg}");
+            assert!(msg.contains(says), "{msg}");
+        }
+        // Quotes, backslashes, unicode and SQL are a site's name like any
+        // other (stored as a value, quoted), and so are names longer than
+        // PostgreSQL's 63-byte identifiers.
+        for site in [
+            "it's; DROP TABLE x; --",
+            "a\\b\"c",
+            "ünïcødé 🚀",
+            &"é".repeat(100),
+        ] {
+            check_site(site).unwrap();
+        }
+        check_schema("select").unwrap();
     }
 
     #[test]

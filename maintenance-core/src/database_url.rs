@@ -132,6 +132,18 @@ impl DatabaseUrl {
             Some((a, p)) => (a, Some(p)),
             None => (before_query, None),
         };
+        // A `/` or `?` left unencoded in the password ends the authority
+        // early, so the rest of the password would be read as the host and
+        // port, and shown in their errors: refuse before, saying nothing of
+        // the pieces.
+        let first_key = query.map_or("", |q| q.split(['=', '&']).next().unwrap_or(""));
+        if !authority.contains('@') && (before_query.contains('@') || first_key.contains('@')) {
+            return Err(
+                "the URL has an `@` after its first `/` or `?`: a `/`, `?` or `@` in the user \
+                 name or password must be percent-encoded (%2F, %3F, %40)"
+                    .into(),
+            );
+        }
         let (userinfo, hostport) = match authority.rsplit_once('@') {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
@@ -311,11 +323,19 @@ fn shown(s: &str) -> String {
 
 fn parse_port(p: &str) -> Result<u16, String> {
     match p.parse::<u16>() {
-        Ok(0) | Err(_) => Err(format!(
+        Ok(n) if n > 0 => Ok(n),
+        // Digits are shown; anything else may be a piece of a password
+        // written without its user (`postgres://user:secret/db`).
+        _ if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => Err(format!(
             "the port {:?} is not a number from 1 to 65535",
             shown(p)
         )),
-        Ok(n) => Ok(n),
+        _ => Err(
+            "the port after the host's `:` is not a number from 1 to 65535 (a `:` in \
+             the password must be percent-encoded, %3A, and the user and password come \
+             before an `@`)"
+                .into(),
+        ),
     }
 }
 
@@ -415,6 +435,14 @@ mod tests {
             format!("postgres://app:{secret}@db/x?sslmode=sometimes"),
             format!("postgres://app:{secret}@db/x?password={secret}&what=1"),
             format!("mysql://app:{secret}@db/x"),
+            // A `/`, `?` or `:` left unencoded in the password, or the
+            // user and `@` forgotten: no piece of it is shown as a port.
+            format!("postgres://app:{secret}/more@db/x"),
+            format!("postgres://app:{secret}?more@db/x"),
+            format!("postgres://app:{secret}#x/y@db/x"),
+            format!("postgres://app:{secret}/x"),
+            format!("postgres://{secret}:{secret}/x"),
+            format!("postgres://db/x?port={secret}"),
         ] {
             let err = DatabaseUrl::parse(&bad).unwrap_err();
             assert!(!err.contains(secret), "{err}");
@@ -429,5 +457,10 @@ mod tests {
         assert!(err("postgres://h/x?sslmode=on").contains("verify-full"));
         assert!(err("postgres://a,b/x").contains("several hosts"));
         assert!(err("postgres://h/x?colour=blue").contains("unknown parameter \"colour\""));
+        assert!(err("postgres://app:a/b@db/x").contains("must be percent-encoded (%2F, %3F, %40)"));
+        assert!(err("postgres://h:99999/x").contains("\"99999\""));
+        // An `@` in a query value is the value's.
+        let u = DatabaseUrl::parse("postgres://db/x?password=p@ss").unwrap();
+        assert_eq!(u.password(), Some("p@ss"));
     }
 }

@@ -1079,7 +1079,18 @@ pub fn deactivate_cancelling(
                 .into(),
         }));
     }
-    let from = backend.mode()?.mode;
+    let from = match backend.mode() {
+        Ok(view) => view.mode,
+        // The record cannot be read (corrupt, planted): `--force` is the
+        // way out the error names. The backend's writer replaces such a
+        // record, so it is rewritten ONLINE first, with nothing to record
+        // of a mode nobody can read, and the change goes on from there.
+        Err(_) if force => {
+            backend.go_online(change)?;
+            Mode::Online
+        }
+        Err(e) => return Err(e),
+    };
     let cancelled = backend.end_schedule(&ScheduleEnd::new(
         ScheduleEndReason::Cancelled,
         change.by.clone(),

@@ -17,7 +17,9 @@
 //! - [`cli_site`]: a site run with the `manage` binary (in a state
 //!   directory, or on the PostgreSQL test server: `CliSite::on_postgres`,
 //!   or every site of a test binary with `MANAGE_TEST_BACKEND=postgres`),
-//!   and `offline on`'s progress lines;
+//!   and `offline on`'s progress lines; [`history`]: the history it reads
+//!   back, and readers racing to notice; [`schedule`]: a window scheduled
+//!   ahead, as its waiting process says it;
 //! - [`web`] and [`http`]: the example site's web app and the HTTP clients
 //!   that talk to it;
 //! - [`nginx`]: a real nginx in front of it;
@@ -31,12 +33,14 @@
 
 pub mod cli_site;
 pub mod fixture;
+pub mod history;
 pub mod holder;
 pub mod http;
 pub mod nginx;
 pub mod pid;
 pub mod process;
 pub mod race;
+pub mod schedule;
 pub mod scratch;
 pub mod shared_site;
 pub mod users;
@@ -50,6 +54,7 @@ pub use nginx::*;
 pub use pid::*;
 pub use process::*;
 pub use race::*;
+pub use schedule::*;
 pub use scratch::*;
 pub use shared_site::*;
 pub use users::*;

@@ -13,7 +13,9 @@ use std::time::{Duration, SystemTime};
 
 use maintenance_core::Mode;
 use maintenance_core::clock::Timestamp;
-use manage_tests::{CliSite, Proc, REFUSED, assert_exact, send_signal, user_at_host};
+use manage_tests::{
+    CliSite, Proc, REFUSED, Window, assert_cancelled, assert_exact, send_signal, user_at_host,
+};
 use rustix::process::Signal;
 
 const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
@@ -34,20 +36,7 @@ fn scheduled_with(site: &CliSite, args: &[&str], env: &[(&str, &str)]) -> (Proc,
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut p = Proc::spawn(cmd);
-    let line = p.line();
-    let Some(when) = line
-        .strip_prefix("Offline scheduled at ")
-        .and_then(|rest| rest.split_once(" (in "))
-        .map(|(when, _)| when.to_owned())
-    else {
-        panic!(
-            "`manage {}` did not schedule: {line:?}; {}",
-            args.join(" "),
-            p.finish()
-        )
-    };
-    (p, line, when)
+    manage_tests::scheduled(Proc::spawn(cmd), Window::Offline, args)
 }
 
 /// The time a JSON field holds.
@@ -74,28 +63,8 @@ fn assert_nothing_scheduled(site: &CliSite) {
 /// schedule was at `when`) exits 75, saying the `off` cancelled it.
 #[track_caller]
 fn cancel(site: &CliSite, on: Proc, when: &str) {
-    let me = user_at_host();
-    let waiter = on.pid();
     let off = site.spawn(&["offline", "off"]);
-    let off_pid = off.pid();
-    assert_exact(
-        &off.finish(),
-        0,
-        &[
-            &format!("Cancelled the offline window scheduled at {when} by {me} (pid {waiter})."),
-            "Status: ONLINE - Active sessions: 0",
-        ],
-    );
-    let out = on.finish();
-    assert_eq!(out.code(), Some(REFUSED), "{out}");
-    assert_eq!(
-        out.stderr,
-        format!(
-            "error: the offline window scheduled at {when} was cancelled by {me} (pid {off_pid}) \
-             with `offline off`: the site is ONLINE\n"
-        ),
-        "{out}"
-    );
+    assert_cancelled(off, on, Window::Offline, when);
     assert_nothing_scheduled(site);
 }
 

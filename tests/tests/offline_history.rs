@@ -16,21 +16,9 @@ use std::os::unix::fs::PermissionsExt;
 
 use maintenance_core::Mode;
 use maintenance_core::history::{Cause, EventKind, HistoryEntry};
-use manage_tests::{CliSite, Proc, file_backend_only, poll_until, user_at_host};
+use manage_tests::{CliSite, Proc, Window, file_backend_only, poll_until, user_at_host};
 
 const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
-
-/// `offline history --json -n N`, parsed (one entry a line), checked to
-/// exit 0 without warnings.
-fn history(site: &CliSite, n: usize) -> Vec<HistoryEntry> {
-    let out = site.run(&["offline", "history", "--json", "-n", &n.to_string()]);
-    assert_eq!(out.code(), Some(0), "{out}");
-    assert_eq!(out.stderr, "", "{out}");
-    out.stdout
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not an entry ({e}): {l}")))
-        .collect()
-}
 
 /// `(cause, from, to, forced)` of each entry.
 fn changes(entries: &[HistoryEntry]) -> Vec<(Cause, Mode, Mode, bool)> {
@@ -78,7 +66,7 @@ fn the_history_of_on_force_timeout_off_run_and_a_killed_waiter_reads_back_then_r
     sleeper.kill9();
     assert_eq!(site.run(&["offline", "status"]).code(), Some(0));
 
-    let entries = history(&site, 100);
+    let entries = site.history(100);
     use Cause::*;
     use Mode::*;
     assert_eq!(
@@ -170,7 +158,7 @@ fn the_history_of_on_force_timeout_off_run_and_a_killed_waiter_reads_back_then_r
         assert!(meta.len() <= 2048, "{name}: {} bytes", meta.len());
         assert_eq!(meta.permissions().mode() & 0o7777, 0o600, "{name}");
     }
-    let kept = history(&site, 1000);
+    let kept = site.history(1000);
     assert!(kept.len() < entries.len() + 2 * rounds, "the oldest went");
     assert_eq!(
         changes(&kept[kept.len() - 2..]),
@@ -189,21 +177,9 @@ fn a_lapsed_pending_is_recorded_once_however_many_processes_notice_it_at_once() 
     let mut on = waiting_on(&site, &[]);
     on.kill9();
     // Readers of both kinds race to notice it.
-    let readers: Vec<Proc> = (0..8)
-        .map(|i| {
-            if i % 2 == 0 {
-                site.spawn(&["offline", "status"])
-            } else {
-                site.spawn(&["offline", "history", "--json"])
-            }
-        })
-        .collect();
-    for r in readers {
-        let out = r.finish();
-        assert_eq!(out.code(), Some(0), "{out}");
-        assert_eq!(out.stderr, "", "{out}");
-    }
-    let lapses: Vec<HistoryEntry> = history(&site, 100)
+    site.notice_at_once(8);
+    let lapses: Vec<HistoryEntry> = site
+        .history(100)
         .into_iter()
         .filter(|e| e.cause == Cause::Lapsed)
         .collect();
@@ -211,7 +187,7 @@ fn a_lapsed_pending_is_recorded_once_however_many_processes_notice_it_at_once() 
     assert_eq!(lapses[0].pid, on.pid());
     // The writer that follows records no second one.
     assert_eq!(site.run(&["offline", "on", "--force"]).code(), Some(0));
-    let all = history(&site, 100);
+    let all = site.history(100);
     assert_eq!(all.iter().filter(|e| e.cause == Cause::Lapsed).count(), 1);
     assert_eq!(all.last().unwrap().cause, Cause::Force);
     sleeper.kill9();
@@ -228,7 +204,7 @@ fn a_run_killed_mid_command_is_recorded_once_before_the_off_that_follows() {
         assert_eq!(r.finish().code(), Some(0));
     }
     assert_eq!(site.run(&["offline", "off"]).code(), Some(0));
-    let entries = history(&site, 100);
+    let entries = site.history(100);
     use Cause::*;
     use Mode::*;
     assert_eq!(
@@ -256,16 +232,13 @@ fn a_run_killed_mid_command_is_recorded_once_before_the_off_that_follows() {
     );
     // Nothing more is noticed later.
     assert_eq!(site.run(&["offline", "status"]).code(), Some(0));
-    assert_eq!(history(&site, 100), entries);
+    assert_eq!(site.history(100), entries);
 }
 
 /// Starts `manage ARGS…` (an `offline on --at …`) and waits until it says
 /// its window is scheduled: from then on the schedule is live.
 fn scheduled(site: &CliSite, args: &[&str]) -> Proc {
-    let mut p = site.spawn(args);
-    let line = p.line();
-    assert!(line.starts_with("Offline scheduled at "), "{line:?}");
-    p
+    manage_tests::scheduled(site.spawn(args), Window::Offline, args).0
 }
 
 /// `(kind, cause, from, to)` of each entry.
@@ -289,7 +262,7 @@ fn a_scheduled_window_reads_back_as_set_then_its_pending_and_offline_then_the_of
     assert_eq!(out.code(), Some(0), "{out}");
     assert_eq!(site.run(&["offline", "off"]).code(), Some(0));
 
-    let entries = history(&site, 100);
+    let entries = site.history(100);
     use Cause::*;
     use Mode::*;
     assert_eq!(
@@ -349,24 +322,11 @@ fn a_cancelled_a_withdrawn_and_a_killed_schedule_are_each_recorded_once() {
     // Killed: nobody lived to record it; readers of both kinds race to.
     let mut killed = scheduled(&site, &["offline", "on", "--at", "+1h"]);
     killed.kill9();
-    let readers: Vec<Proc> = (0..8)
-        .map(|i| {
-            if i % 2 == 0 {
-                site.spawn(&["offline", "status"])
-            } else {
-                site.spawn(&["offline", "history", "--json"])
-            }
-        })
-        .collect();
-    for r in readers {
-        let out = r.finish();
-        assert_eq!(out.code(), Some(0), "{out}");
-        assert_eq!(out.stderr, "", "{out}");
-    }
+    site.notice_at_once(8);
     // A writer after them records no second one.
     assert_eq!(site.run(&["offline", "on", "--force"]).code(), Some(0));
 
-    let entries = history(&site, 100);
+    let entries = site.history(100);
     use Cause::*;
     use Mode::*;
     assert_eq!(
@@ -427,7 +387,7 @@ fn hold(site: &CliSite, name: &str, n: usize) -> (Proc, std::path::PathBuf) {
 /// take that hook with it, and the entry, kept, is not recorded again.
 fn all_heard_with(site: &CliSite, heard: &std::path::Path, waiter: &Proc) {
     poll_until("the waiter's entry recorded and every change heard", || {
-        let entries = history(site, 100);
+        let entries = site.history(100);
         let lines = std::fs::read_to_string(heard).unwrap_or_default();
         (entries
             .iter()
@@ -503,7 +463,7 @@ fn the_read_only_tier_reads_back_as_the_user_sees_it_and_its_hooks_hear_each_cha
     assert_eq!(at.finish().code(), Some(0));
     ok(&["offline", "off"]);
 
-    let entries = history(&site, 100);
+    let entries = site.history(100);
     use Cause::*;
     use Mode::*;
     let modes: Vec<HistoryEntry> = entries

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use maintenance_core::Mode;
-use maintenance_core::history::{Cause, EventKind, HistoryEntry};
+use maintenance_core::history::{Cause, EventKind};
 use manage_tests::{CliSite, Proc, poll_until, test_database_url, user_at_host};
 
 const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
@@ -22,18 +22,6 @@ fn postgres_site(url: &str) -> (CliSite, Arc<dyn maintenance_core::Backend>) {
     let site = CliSite::on_postgres(EXE, url, "");
     let backend = site.backend();
     (site, backend)
-}
-
-/// `offline history --json -n N`, parsed, checked to exit 0 without
-/// warnings.
-fn history(site: &CliSite, n: usize) -> Vec<HistoryEntry> {
-    let out = site.run(&["offline", "history", "--json", "-n", &n.to_string()]);
-    assert_eq!(out.code(), Some(0), "{out}");
-    assert_eq!(out.stderr, "", "{out}");
-    out.stdout
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not an entry ({e}): {l}")))
-        .collect()
 }
 
 fn wait_for_mode(backend: &Arc<dyn maintenance_core::Backend>, mode: Mode) {
@@ -80,7 +68,7 @@ fn the_history_of_every_change_reads_back_once_each_on_postgres() {
         assert_eq!(p.finish().code(), Some(0));
     }
 
-    let entries = history(&site, 100);
+    let entries = site.history(100);
     use Cause::*;
     use Mode::*;
     assert_eq!(
@@ -119,9 +107,9 @@ fn the_history_of_every_change_reads_back_once_each_on_postgres() {
     assert!(lapse.noticed_by.is_some(), "{lapse:#?}");
     // Later looks record nothing more.
     assert_eq!(site.run(&["offline", "status"]).code(), Some(0));
-    assert_eq!(history(&site, 100), entries);
+    assert_eq!(site.history(100), entries);
     // The last few, and the table.
-    assert_eq!(history(&site, 2), entries[10..]);
+    assert_eq!(site.history(2), entries[10..]);
     let out = site.run(&["offline", "history", "-n", "3"]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert_eq!(out.stdout.len(), 4, "a header and three rows: {out}");

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use maintenance_core::Mode;
-use manage_tests::{CliSite, Proc, REFUSED, assert_exact, user_at_host};
+use manage_tests::{CliSite, Proc, REFUSED, Window, assert_cancelled, assert_exact, user_at_host};
 
 const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
 
@@ -55,20 +55,7 @@ fn status_code(site: &CliSite) -> i32 {
 /// schedule is live. Returns the process, its line, and the time as that
 /// line shows it.
 fn scheduled(site: &CliSite, args: &[&str]) -> (Proc, String, String) {
-    let mut p = site.spawn_mysite(args);
-    let line = p.line();
-    let Some(when) = line
-        .strip_prefix("Read-only scheduled at ")
-        .and_then(|rest| rest.split_once(" (in "))
-        .map(|(when, _)| when.to_owned())
-    else {
-        panic!(
-            "`mysite {}` did not schedule a read-only window: {line:?}; {}",
-            args.join(" "),
-            p.finish()
-        )
-    };
-    (p, line, when)
+    manage_tests::scheduled(site.spawn_mysite(args), Window::ReadOnly, args)
 }
 
 #[test]
@@ -113,27 +100,8 @@ fn a_read_only_schedule_says_so_in_its_notice_line_json_and_cancellation() {
     assert_eq!(site.run_mysite(&["hello"]).code(), Some(0));
 
     // `off` names the kind of window it cancels, and so does the waiter.
-    let waiter = on.pid();
     let off = site.spawn_mysite(&["offline", "off"]);
-    let off_pid = off.pid();
-    assert_exact(
-        &off.finish(),
-        0,
-        &[
-            &format!("Cancelled the read-only window scheduled at {when} by {me} (pid {waiter})."),
-            "Status: ONLINE - Active sessions: 0",
-        ],
-    );
-    let out = on.finish();
-    assert_eq!(out.code(), Some(REFUSED), "{out}");
-    assert_eq!(
-        out.stderr,
-        format!(
-            "error: the read-only window scheduled at {when} was cancelled by {me} (pid \
-             {off_pid}) with `offline off`: the site is ONLINE\n"
-        ),
-        "{out}"
-    );
+    assert_cancelled(off, on, Window::ReadOnly, &when);
     assert!(site.status_json()["schedule"].is_null());
 }
 

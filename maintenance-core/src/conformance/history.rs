@@ -13,14 +13,15 @@
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, SystemTime};
 
-use super::{FreshState, activation, change, never, pending, run_activate, task};
+use super::{
+    FreshState, activate_when_due, activation, change, never, pending, run_activate, task, window,
+};
 use crate::backend::{ModeChange, ReadOnlyStart};
 use crate::clock::{ManualClock, Timestamp};
 use crate::error::{Error, Refusal};
 use crate::history::{Cause, EventKind, HistoryEntry, HistoryQuery, ScheduleRef};
 use crate::mode::Mode;
 use crate::policy::{Drain, Maintenance, Policy};
-use crate::schedule::ScheduleRecord;
 use crate::transition::{self, Notice, Outcome, Progress, RunOutcome, Target, WindowObserver};
 
 fn entry(reason: &str, at_secs: u64) -> HistoryEntry {
@@ -47,6 +48,31 @@ fn changes(b: &Arc<dyn crate::Backend>) -> Vec<(Cause, Mode, Mode, bool)> {
         .filter(|e| e.kind == EventKind::Mode)
         .map(|e| (e.cause, e.from, e.to, e.forced))
         .collect()
+}
+
+/// What eight readers, each its own backend, record of what nobody lived
+/// to record, noticing it at the same moment, all together; a later look
+/// records nothing more.
+fn recorded_by_readers_at_once(s: &FreshState) -> Vec<HistoryEntry> {
+    const READERS: usize = 8;
+    let backends: Vec<_> = (0..READERS).map(|_| s.open()).collect();
+    let start = Arc::new(Barrier::new(READERS));
+    let threads: Vec<_> = backends
+        .into_iter()
+        .map(|b| {
+            let start = Arc::clone(&start);
+            std::thread::spawn(move || {
+                start.wait();
+                b.record_unrecorded().unwrap()
+            })
+        })
+        .collect();
+    let recorded: Vec<HistoryEntry> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert!(s.open().record_unrecorded().unwrap().is_empty());
+    recorded
 }
 
 /// What one process appends, another reads back, oldest first; `last`
@@ -256,23 +282,7 @@ pub fn a_lapsed_pending_is_recorded_exactly_once_however_many_notice_it(
     let waiter = pending(&s.open());
     let lapsed = s.open().mode().unwrap().record;
     drop(waiter);
-    const READERS: usize = 8;
-    let backends: Vec<_> = (0..READERS).map(|_| s.open()).collect();
-    let start = Arc::new(Barrier::new(READERS));
-    let threads: Vec<_> = backends
-        .into_iter()
-        .map(|b| {
-            let start = Arc::clone(&start);
-            std::thread::spawn(move || {
-                start.wait();
-                b.record_unrecorded().unwrap()
-            })
-        })
-        .collect();
-    let recorded: Vec<HistoryEntry> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
+    let recorded = recorded_by_readers_at_once(&s);
     // The waiter began PENDING without recording it (it went straight to
     // the backend): its start is recorded too, then the lapse, once each.
     assert_eq!(recorded.len(), 2, "one reader records them: {recorded:#?}");
@@ -290,7 +300,6 @@ pub fn a_lapsed_pending_is_recorded_exactly_once_however_many_notice_it(
         assert!(e.noticed_by.is_some());
     }
     assert_eq!(all(&s.open()), recorded, "in the history once each");
-    assert!(s.open().record_unrecorded().unwrap().is_empty());
     // A writer replacing the lapsed record records nothing more.
     transition::force(s.open().as_ref(), &change()).unwrap();
     let lapses = all(&s.open())
@@ -354,15 +363,6 @@ pub fn the_history_is_bounded_and_keeps_the_newest(site: &dyn Fn() -> FreshState
     );
 }
 
-/// A schedule `ahead` from `b`'s clock's now, told from now, by this
-/// process, with `message`.
-fn window_at(b: &Arc<dyn crate::Backend>, ahead: Duration, message: &str) -> ScheduleRecord {
-    let now = b.clock().now();
-    let mut r = ScheduleRecord::by_this_process(Timestamp::at(now + ahead), Timestamp::at(now));
-    r.message = Some(message.into());
-    r
-}
-
 /// Another operator's request: the entries must name them, not this one.
 fn ops() -> ModeChange {
     let mut c = change();
@@ -386,7 +386,7 @@ pub fn setting_and_ending_a_schedule_is_recorded_once_each_with_the_schedule(
 ) {
     let s = site();
     let b = s.open();
-    let asked = window_at(&b, Duration::from_secs(3600), "Upgrading");
+    let asked = window(&b, Duration::from_secs(3600), "Upgrading");
     let lease = transition::schedule(b.as_ref(), &change(), &asked).unwrap();
     let held = lease.record().clone();
     let set = of_kind(&s.open(), EventKind::ScheduleSet);
@@ -454,28 +454,12 @@ pub fn a_lapsed_schedule_is_recorded_exactly_once_however_many_notice_it(
     let s = site();
     let b = s.open();
     let lease = b
-        .begin_schedule(&window_at(&b, Duration::from_secs(3600), "m"))
+        .begin_schedule(&window(&b, Duration::from_secs(3600), "m"))
         .unwrap();
     let held = lease.record().clone();
     drop(lease);
     assert_eq!(s.open().schedule().unwrap(), None, "gone at once");
-    const READERS: usize = 8;
-    let backends: Vec<_> = (0..READERS).map(|_| s.open()).collect();
-    let start = Arc::new(Barrier::new(READERS));
-    let threads: Vec<_> = backends
-        .into_iter()
-        .map(|b| {
-            let start = Arc::clone(&start);
-            std::thread::spawn(move || {
-                start.wait();
-                b.record_unrecorded().unwrap()
-            })
-        })
-        .collect();
-    let recorded: Vec<HistoryEntry> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
+    let recorded = recorded_by_readers_at_once(&s);
     assert_eq!(recorded.len(), 1, "one reader records it: {recorded:#?}");
     let e = &recorded[0];
     assert_eq!(
@@ -497,7 +481,6 @@ pub fn a_lapsed_schedule_is_recorded_exactly_once_however_many_notice_it(
         e.reason
     );
     assert_eq!(all(&s.open()), recorded, "in the history once");
-    assert!(s.open().record_unrecorded().unwrap().is_empty());
     transition::force(s.open().as_ref(), &change()).unwrap();
     assert_eq!(of_kind(&s.open(), EventKind::ScheduleLapsed).len(), 1);
 }
@@ -508,14 +491,14 @@ pub fn a_writer_records_the_lapsed_schedule_it_finds(site: &dyn Fn() -> FreshSta
     let s = site();
     let b = s.open();
     let first = b
-        .begin_schedule(&window_at(&b, Duration::from_secs(3600), "first"))
+        .begin_schedule(&window(&b, Duration::from_secs(3600), "first"))
         .unwrap();
     let dead = first.record().id.clone();
     drop(first);
     let next = transition::schedule(
         b.as_ref(),
         &change(),
-        &window_at(&b, Duration::from_secs(60), "next"),
+        &window(&b, Duration::from_secs(60), "next"),
     )
     .unwrap();
     let kinds: Vec<(EventKind, Option<String>)> = all(&s.open())
@@ -545,21 +528,16 @@ pub fn a_scheduled_window_records_its_mode_changes_with_the_schedule(
     let clock = ManualClock::starting_now();
     let b = s.open_with(clock.clone());
     let me = change().message(Some("Upgrading".into()));
-    let mut lease = transition::schedule(
+    let lease = transition::schedule(
         b.as_ref(),
         &me,
-        &window_at(&b, Duration::from_secs(3600), "Upgrading"),
+        &window(&b, Duration::from_secs(3600), "Upgrading"),
     )
     .unwrap();
     let held = lease.record().clone();
-    let waiting = Arc::clone(&b);
     let mut a = activation(Duration::from_secs(600));
-    a.change = me.clone();
-    let h = std::thread::spawn(move || {
-        let notice = transition::wait_for_schedule(waiting.as_ref(), &me, lease.as_mut(), &never)?;
-        assert_eq!(notice, Notice::Due);
-        transition::activate_scheduled(waiting.as_ref(), lease.as_mut(), &a, &never, &mut |_| {})
-    });
+    a.change = me;
+    let h = activate_when_due(&b, lease, a);
     clock.advance(Duration::from_secs(3600));
     eventually("PENDING at the schedule's time", || {
         s.open().mode().unwrap().mode == Mode::Pending
@@ -612,7 +590,7 @@ pub fn a_schedule_its_own_process_ends_is_recorded_saying_why(site: &dyn Fn() ->
     let mut lease = transition::schedule(
         b.as_ref(),
         &change(),
-        &window_at(&b, Duration::from_secs(3600), "m"),
+        &window(&b, Duration::from_secs(3600), "m"),
     )
     .unwrap();
     let notice =
@@ -624,7 +602,7 @@ pub fn a_schedule_its_own_process_ends_is_recorded_saying_why(site: &dyn Fn() ->
     let mut lease = transition::schedule(
         b.as_ref(),
         &change(),
-        &window_at(&b, Duration::from_secs(1), "m"),
+        &window(&b, Duration::from_secs(1), "m"),
     )
     .unwrap();
     let err = transition::activate_scheduled(
@@ -647,7 +625,7 @@ pub fn a_schedule_its_own_process_ends_is_recorded_saying_why(site: &dyn Fn() ->
     let mut lease = transition::schedule(
         b.as_ref(),
         &change(),
-        &window_at(&b, Duration::from_secs(1), "m"),
+        &window(&b, Duration::from_secs(1), "m"),
     )
     .unwrap();
     let out = transition::activate_scheduled(
@@ -879,33 +857,12 @@ pub fn a_lapsed_read_only_drain_is_recorded_exactly_once_going_back_where_it_cam
     site: &dyn Fn() -> FreshState,
 ) {
     let s = site();
-    let noticed_once = |s: &FreshState| -> Vec<HistoryEntry> {
-        const READERS: usize = 8;
-        let backends: Vec<_> = (0..READERS).map(|_| s.open()).collect();
-        let start = Arc::new(Barrier::new(READERS));
-        let threads: Vec<_> = backends
-            .into_iter()
-            .map(|b| {
-                let start = Arc::clone(&start);
-                std::thread::spawn(move || {
-                    start.wait();
-                    b.record_unrecorded().unwrap()
-                })
-            })
-            .collect();
-        let recorded: Vec<HistoryEntry> = threads
-            .into_iter()
-            .flat_map(|t| t.join().unwrap())
-            .collect();
-        assert!(s.open().record_unrecorded().unwrap().is_empty());
-        recorded
-    };
     let shape = |e: &HistoryEntry| (e.cause, e.from, e.to);
 
     let waiter = read_only_pending(&s.open());
     let lapsed = s.open().mode().unwrap().record;
     drop(waiter);
-    let recorded = noticed_once(&s);
+    let recorded = recorded_by_readers_at_once(&s);
     assert_eq!(
         recorded.iter().map(shape).collect::<Vec<_>>(),
         [
@@ -938,7 +895,7 @@ pub fn a_lapsed_read_only_drain_is_recorded_exactly_once_going_back_where_it_cam
     transition::force_read_only(s.open().as_ref(), &change()).unwrap();
     let waiter = pending(&s.open());
     drop(waiter);
-    let recorded = noticed_once(&s);
+    let recorded = recorded_by_readers_at_once(&s);
     assert_eq!(
         recorded.iter().map(shape).collect::<Vec<_>>(),
         [
@@ -991,22 +948,11 @@ pub fn a_read_only_schedules_events_carry_read_only(site: &dyn Fn() -> FreshStat
     let clock = ManualClock::starting_now();
     let b = s.open_with(clock.clone());
     let me = change();
-    let mut asked = window_at(&b, Duration::from_secs(3600), "Re-indexing");
+    let mut asked = window(&b, Duration::from_secs(3600), "Re-indexing");
     asked.read_only = true;
-    let mut lease = transition::schedule(b.as_ref(), &me, &asked).unwrap();
+    let lease = transition::schedule(b.as_ref(), &me, &asked).unwrap();
     let held = lease.record().clone();
-    let waiting = Arc::clone(&b);
-    let h = std::thread::spawn(move || {
-        let notice = transition::wait_for_schedule(waiting.as_ref(), &me, lease.as_mut(), &never)?;
-        assert_eq!(notice, Notice::Due);
-        transition::activate_scheduled(
-            waiting.as_ref(),
-            lease.as_mut(),
-            &activation(Duration::from_secs(600)),
-            &never,
-            &mut |_| {},
-        )
-    });
+    let h = activate_when_due(&b, lease, activation(Duration::from_secs(600)));
     clock.advance(Duration::from_secs(3600));
     eventually("READONLY_PENDING at the schedule's time", || {
         s.open().mode().unwrap().mode == Mode::ReadOnlyPending
@@ -1097,7 +1043,7 @@ pub fn a_read_only_schedules_events_carry_read_only(site: &dyn Fn() -> FreshStat
     // JSON says `read_only` only for a read-only window.
     let json = serde_json::to_value(&entries[0]).unwrap();
     assert_eq!(json["schedule"]["read_only"], true);
-    let offline = ScheduleRef::from(&window_at(&s.open(), Duration::from_secs(60), "m"));
+    let offline = ScheduleRef::from(&window(&s.open(), Duration::from_secs(60), "m"));
     assert!(
         serde_json::to_value(offline)
             .unwrap()

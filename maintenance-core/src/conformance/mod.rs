@@ -27,11 +27,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::backend::{Backend, ModeChange, PendingStart, WaiterLease};
-use crate::clock::{ManualClock, SharedClock, SystemClock};
+use crate::backend::{Backend, ModeChange, PendingStart, ScheduleLease, WaiterLease};
+use crate::clock::{ManualClock, SharedClock, SystemClock, Timestamp};
 use crate::config::Config;
 use crate::error::Error;
 use crate::policy::Policy;
+use crate::schedule::ScheduleRecord;
 use crate::session::SessionKey;
 use crate::task::{CommandTask, TaskOptions};
 use crate::transition::{self, Activation, Outcome};
@@ -520,6 +521,30 @@ fn activation(timeout: Duration) -> Activation {
 
 fn never() -> bool {
     false
+}
+
+/// A schedule `ahead` from `b`'s clock's now, told from now, by this
+/// process, with `message`.
+fn window(b: &Arc<dyn Backend>, ahead: Duration, message: &str) -> ScheduleRecord {
+    let now = b.clock().now();
+    let mut r = ScheduleRecord::by_this_process(Timestamp::at(now + ahead), Timestamp::at(now));
+    r.message = Some(message.into());
+    r
+}
+
+/// The process of `offline on --at`, in a thread: waits on `lease` for its
+/// time (which must come, not be cancelled), then activates as `a` says.
+fn activate_when_due(
+    b: &Arc<dyn Backend>,
+    mut lease: Box<dyn ScheduleLease>,
+    a: Activation,
+) -> std::thread::JoinHandle<crate::error::Result<Outcome>> {
+    let b = Arc::clone(b);
+    std::thread::spawn(move || {
+        let notice = transition::wait_for_schedule(b.as_ref(), &a.change, lease.as_mut(), &never)?;
+        assert_eq!(notice, transition::Notice::Due);
+        transition::activate_scheduled(b.as_ref(), lease.as_mut(), &a, &never, &mut |_| {})
+    })
 }
 
 /// Starts an activation of `b` in a thread; the receiver gets the number

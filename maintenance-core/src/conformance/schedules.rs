@@ -10,23 +10,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{FreshState, activation, change, never, task};
+use super::{FreshState, activate_when_due, activation, change, never, task, window};
 use crate::backend::{Backend, PendingStart, ReadOnlyStart};
 use crate::clock::{ManualClock, Timestamp};
 use crate::error::{Error, Refusal};
 use crate::mode::Mode;
 use crate::policy::Policy;
-use crate::schedule::{ScheduleEnd, ScheduleEndReason, ScheduleRecord};
+use crate::schedule::{ScheduleEnd, ScheduleEndReason};
 use crate::transition::{self, Notice, Outcome};
-
-/// A schedule `ahead` from `b`'s clock's now, told from now, by this
-/// process.
-fn window(b: &Arc<dyn Backend>, ahead: Duration, message: &str) -> ScheduleRecord {
-    let now = b.clock().now();
-    let mut r = ScheduleRecord::by_this_process(Timestamp::at(now + ahead), Timestamp::at(now));
-    r.message = Some(message.into());
-    r
-}
 
 fn ended_by(why: ScheduleEndReason, by: &str) -> ScheduleEnd {
     ScheduleEnd::new(why, by, 4242)
@@ -217,22 +208,10 @@ pub fn a_schedule_waits_for_its_time_and_its_timeout_counts_from_it(site: &dyn F
     let clock = ManualClock::starting_now();
     let b = s.open_with(clock.clone());
     let job = task(&s.open(), "job", Policy::DEFAULT).unwrap();
-    let mut lease = b
+    let lease = b
         .begin_schedule(&window(&b, Duration::from_secs(3600), "m"))
         .unwrap();
-    let waiting = Arc::clone(&b);
-    let h = std::thread::spawn(move || {
-        let notice =
-            transition::wait_for_schedule(waiting.as_ref(), &change(), lease.as_mut(), &never)?;
-        assert_eq!(notice, Notice::Due);
-        transition::activate_scheduled(
-            waiting.as_ref(),
-            lease.as_mut(),
-            &activation(Duration::from_secs(600)),
-            &never,
-            &mut |_| {},
-        )
-    });
+    let h = activate_when_due(&b, lease, activation(Duration::from_secs(600)));
     assert!(s.open().schedule().unwrap().is_some());
     assert_eq!(s.open().mode().unwrap().mode, Mode::Online);
     clock.advance(Duration::from_secs(3600));
@@ -397,20 +376,8 @@ pub fn a_read_only_schedule_goes_read_only_at_its_time(site: &dyn Fn() -> FreshS
     .unwrap();
     let mut r = window(&b, Duration::from_secs(3600), "re-index");
     r.read_only = true;
-    let mut lease = b.begin_schedule(&r).unwrap();
-    let waiting = Arc::clone(&b);
-    let h = std::thread::spawn(move || {
-        let notice =
-            transition::wait_for_schedule(waiting.as_ref(), &change(), lease.as_mut(), &never)?;
-        assert_eq!(notice, Notice::Due);
-        transition::activate_scheduled(
-            waiting.as_ref(),
-            lease.as_mut(),
-            &activation(Duration::from_secs(600)),
-            &never,
-            &mut |_| {},
-        )
-    });
+    let lease = b.begin_schedule(&r).unwrap();
+    let h = activate_when_due(&b, lease, activation(Duration::from_secs(600)));
     assert_eq!(s.open().mode().unwrap().mode, Mode::Online);
     clock.advance(Duration::from_secs(3600));
     eventually("READONLY_PENDING at the schedule's time", || {

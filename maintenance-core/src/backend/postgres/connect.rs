@@ -72,6 +72,14 @@ impl Target {
         }
     }
 
+    /// How long the server may stay silent after a request before the
+    /// connection is given up (`socket.rs`): the connect timeout, or the
+    /// `tcp_user_timeout` a silent network is given, whichever is longer.
+    pub fn answer_timeout(&self) -> Duration {
+        let connect = self.url.connect_timeout.unwrap_or(self.connect_timeout);
+        connect.max(self.url.keepalives.user_timeout.unwrap_or(TCP_USER_TIMEOUT))
+    }
+
     /// Opens a connection within `connect_timeout`; `sslmode=allow` tries
     /// plain first and TLS if the server refuses plain.
     pub async fn connect(&self) -> Result<Conn> {
@@ -99,7 +107,7 @@ impl Target {
 
     async fn attempt(&self, mode: SslMode) -> std::result::Result<Conn, Failure> {
         let (stream, is_unix) = self.socket().await?;
-        let (socket, detach) = Socket::new(stream);
+        let (socket, detach) = Socket::new(stream, self.answer_timeout());
         let mut config = tokio_postgres::Config::new();
         let me = crate::identity::Identity::current();
         let user = self.url.user.clone().unwrap_or_else(|| me.user.clone());

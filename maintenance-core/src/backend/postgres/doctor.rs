@@ -52,10 +52,11 @@ fn checks(backend: &PostgresBackend) -> Result<Vec<Finding>> {
             ),
         });
         let s = schema::quoted(&inner.schema);
-        match schema::state(&conn.client, &inner.schema, schema::MIGRATIONS)
+        let state = schema::state(&conn.client, &inner.schema, schema::MIGRATIONS)
             .await
-            .map_err(|e| inner.pg_error(e))?
-        {
+            .map_err(|e| inner.pg_error(e))?;
+        let usable = matches!(state, SchemaState::Usable { .. });
+        match state {
             SchemaState::Missing => out.push(Finding {
                 problem: false,
                 text: format!(
@@ -87,6 +88,19 @@ fn checks(backend: &PostgresBackend) -> Result<Vec<Finding>> {
                     schema::VERSION
                 ),
             }),
+        }
+        // The site's mode record, which someone with write access may have
+        // damaged: as the file backend's doctor reads mode.json.
+        if usable {
+            let rows = sql::run(&conn.client, &inner.view_sql())
+                .await
+                .map_err(|e| inner.pg_error(e))?;
+            if let Err(e) = inner.view_of_rows(rows.first().unwrap_or(&Vec::new())) {
+                out.push(Finding {
+                    problem: true,
+                    text: e.to_string(),
+                });
+            }
         }
         let rows = sql::run(
             &conn.client,

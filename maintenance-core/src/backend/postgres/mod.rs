@@ -56,9 +56,11 @@
 //! lived to record), `readonly.rs` (the read-only tier, and web layers'
 //! writes in flight), `sessions.rs` (web sessions, touched in batches),
 //! `window.rs` (the `offline run` window) and `schedules.rs` (scheduled
-//! windows).
+//! windows), both holding their key through `held_key.rs` (a key held on a
+//! connection of its own, taken again when the server ends it).
 
 mod connect;
+mod held_key;
 mod history;
 mod keys;
 mod modes;
@@ -134,8 +136,9 @@ impl PostgresBackend {
                 crate::config::ENV_DATABASE_URL
             ))
         })?;
-        crate::config::check_schema(&pg.schema).map_err(Error::Invalid)?;
-        crate::config::check_site(&pg.site).map_err(Error::Invalid)?;
+        crate::config::check_schema(&pg.schema)
+            .map_err(|e| Error::Invalid(format!("`[postgres] schema`: {e}")))?;
+        crate::config::check_site(&pg.site).map_err(|e| Error::Invalid(format!("`site`: {e}")))?;
         Ok(PostgresBackend {
             inner: Arc::new(Inner {
                 target: Target {
@@ -217,7 +220,8 @@ impl Inner {
         }
         if e.is_closed() {
             return self.target.error(
-                "the connection to the server was lost: check that the server runs and is reachable",
+                "the connection to the server was lost, or the server stopped answering: check \
+                 that the server runs and is reachable",
             );
         }
         let cause = std::error::Error::source(&e)

@@ -23,6 +23,7 @@ use crate::backend::{Completion, ModeChange, PendingStart, WaiterLease};
 use crate::clock::Timestamp;
 use crate::error::{Error, Refusal, Result};
 use crate::mode::{Lapse, Mode, ModeRecord, ModeView};
+use crate::records::TaskRecord;
 
 /// This area's tables in schema version 1, given the quoted schema name.
 pub(super) fn tables(s: &str) -> String {
@@ -182,8 +183,34 @@ impl Inner {
             .first()
             .and_then(|r| r.first())
             .map_or(Timestamp::EPOCH, |r| timestamp_ms(int(r, 0)));
-        let view = self.view_of_rows(rows.get(1).unwrap_or(&Vec::new()))?;
+        let none = Vec::new();
+        let mode_rows = rows.get(1).unwrap_or(&none);
+        let view = match self.view_of_rows(mode_rows) {
+            Ok(view) => view,
+            // A writer is about to replace the record: a corrupt one is
+            // replaced (as the file backend's writers do), so `offline off
+            // --force` recovers the site; the generation still moves on.
+            Err(_) => {
+                let mut record = ModeRecord::initial();
+                record.generation = mode_rows.first().map_or(0, |row| int(row, 1) as u64);
+                ModeView::of(record)
+            }
+        };
         Ok((now, view))
+    }
+
+    /// Begins a writer's transaction (the exclusive gate) and looks
+    /// ([`look_under_gate`](Self::look_under_gate)); should the look fail,
+    /// the transaction is rolled back.
+    pub(super) async fn gate_and_look(&self) -> Result<(Conn, Timestamp, ModeView)> {
+        let conn = self.begin_gate(true).await?;
+        match self.look_under_gate(&conn).await {
+            Ok((now, view)) => Ok((conn, now, view)),
+            Err(e) => {
+                self.rollback(conn).await;
+                Err(e)
+            }
+        }
     }
 }
 
@@ -310,11 +337,71 @@ impl Inner {
     }
 }
 
-/// What `begin_pending` decided, before its waiter becomes a lease (off
-/// the runtime thread).
-enum Begun {
+/// A drain, toward OFFLINE (PENDING) or toward READONLY
+/// (READONLY_PENDING): what its begin and its completion need to know of
+/// it. Everything else is one path for both ([`begin_drain`],
+/// [`complete_drain`]).
+pub(super) struct Drain {
+    /// The draining mode.
+    draining: Mode,
+    /// The mode it completes to. OFFLINE, which stops writes too, is
+    /// reached already for either.
+    target: Mode,
+    /// The other drain, which refuses this one while it lasts, and what
+    /// the refusal says.
+    refused_while: Mode,
+    refusal: &'static str,
+    /// Whether a live task holds this drain off.
+    holds_off: fn(&TaskRecord) -> bool,
+}
+
+/// `offline on`'s drain.
+pub(super) const TOWARD_OFFLINE: Drain = Drain {
+    draining: Mode::Pending,
+    target: Mode::Offline,
+    refused_while: Mode::ReadOnlyPending,
+    refusal: "`offline on` goes OFFLINE from ONLINE or READONLY, and the site is going \
+              read-only: once it is READONLY, `offline on` continues to OFFLINE",
+    holds_off: TaskRecord::holds_off_offline,
+};
+
+/// `offline on --read-only`'s drain.
+pub(super) const TOWARD_READ_ONLY: Drain = Drain {
+    draining: Mode::ReadOnlyPending,
+    target: Mode::ReadOnly,
+    refused_while: Mode::Pending,
+    refusal: "`offline on --read-only` goes READONLY from ONLINE, and the site is going \
+              offline, which stops writes too",
+    holds_off: TaskRecord::holds_off_read_only,
+};
+
+/// What [`begin_drain`] began, or found done.
+pub(super) enum Begun {
+    /// The site is at the drain's target, or OFFLINE, already.
+    Already(ModeRecord),
+    /// Draining, this process a waiter: `joined`, a drain under way.
+    Waiting {
+        waiter: Box<dyn WaiterLease>,
+        record: ModeRecord,
+        joined: bool,
+    },
+}
+
+/// The refusal of a mode change while `view` drains toward another mode.
+fn drain_under_way(view: &ModeView, what: &str) -> Error {
+    Error::Refused(Refusal::DrainUnderWay {
+        mode: view.mode,
+        since: view.record.since,
+        by: view.record.by.clone(),
+        what: what.to_owned(),
+    })
+}
+
+/// What `begin_drain` decided, before its waiter becomes a lease (off the
+/// runtime thread).
+enum Decided {
     Waiting(Conn, i32, ModeRecord, bool),
-    AlreadyOffline(ModeRecord),
+    Already(ModeRecord),
 }
 
 /// A step of another area taken in a mode change's own transaction, under
@@ -370,18 +457,35 @@ pub(super) fn begin_pending_with(
     change: &ModeChange,
     step: Option<GateStep>,
 ) -> Result<PendingStart> {
+    Ok(match begin_drain(inner, change, step, &TOWARD_OFFLINE)? {
+        Begun::Already(r) => PendingStart::AlreadyOffline(r),
+        Begun::Waiting {
+            waiter,
+            record,
+            joined,
+        } => PendingStart::Waiting {
+            waiter,
+            record,
+            joined,
+        },
+    })
+}
+
+/// Begins `drain` or joins it, as `change` asks, under the exclusive gate
+/// with `step` (if any) in the same transaction: refused as `step` judges,
+/// or while the other drain is under way; committed with the draining
+/// record (or the target or OFFLINE found).
+pub(super) fn begin_drain(
+    inner: &Arc<Inner>,
+    change: &ModeChange,
+    step: Option<GateStep>,
+    drain: &'static Drain,
+) -> Result<Begun> {
     let (inner2, change) = (Arc::clone(inner), change.clone());
-    let begun = runtime::block_on(async move {
+    let decided = runtime::block_on(async move {
         let inner = inner2;
         let (waiter, key) = inner.lock_connection().await?;
-        let conn = inner.begin_gate(true).await?;
-        let (now, view) = match inner.look_under_gate(&conn).await {
-            Ok(v) => v,
-            Err(e) => {
-                inner.rollback(conn).await;
-                return Err(e);
-            }
-        };
+        let (conn, now, view) = inner.gate_and_look().await?;
         // A lapsed drain this replaces is recorded first.
         inner.notice_under_gate(&conn, now, &view).await;
         let also = match inner.gate_step(&conn, now, step).await {
@@ -392,7 +496,7 @@ pub(super) fn begin_pending_with(
             }
         };
         match view.mode {
-            Mode::Offline => {
+            m if m == Mode::Offline || m == drain.target => {
                 let mut r = view.record.clone();
                 let sql = if change.update(&mut r) {
                     inner.write_sql(&mut r, &view.record)?
@@ -400,27 +504,20 @@ pub(super) fn begin_pending_with(
                     "SELECT 1".into()
                 };
                 inner.commit(conn, &format!("{sql}{also}")).await?;
-                Ok(Begun::AlreadyOffline(r))
+                Ok(Decided::Already(r))
             }
-            Mode::Pending => {
+            m if m == drain.draining => {
                 let mut r = view.record.clone();
                 let mut sql = inner.waiter_row_sql(key, r.since, &change);
                 if change.update(&mut r) {
                     sql = format!("{sql}; {}", inner.write_sql(&mut r, &view.record)?);
                 }
                 inner.commit(conn, &format!("{sql}{also}")).await?;
-                Ok(Begun::Waiting(waiter, key, r, true))
+                Ok(Decided::Waiting(waiter, key, r, true))
             }
-            Mode::ReadOnlyPending => {
+            m if m == drain.refused_while => {
                 inner.rollback(conn).await;
-                Err(Error::Refused(Refusal::DrainUnderWay {
-                    mode: view.mode,
-                    since: view.record.since,
-                    by: view.record.by.clone(),
-                    what: "`offline on` goes OFFLINE from ONLINE or READONLY, and the site is \
-                           going read-only: once it is READONLY, `offline on` continues to OFFLINE"
-                        .into(),
-                }))
+                Err(drain_under_way(&view, drain.refusal))
             }
             // ONLINE, or READONLY going on to OFFLINE: a lapse goes back to
             // where it came from, keeping READONLY's message unless given.
@@ -431,7 +528,7 @@ pub(super) fn begin_pending_with(
                     ModeRecord::initial()
                 };
                 let mut r = ModeRecord {
-                    mode: Mode::Pending,
+                    mode: drain.draining,
                     from: (from == Mode::ReadOnly).then_some(Mode::ReadOnly),
                     since: now,
                     by: change.by.clone(),
@@ -443,13 +540,13 @@ pub(super) fn begin_pending_with(
                 let write = inner.write_sql(&mut r, &view.record)?;
                 let sql = format!("{}; {write}{also}", inner.waiter_row_sql(key, now, &change));
                 inner.commit(conn, &sql).await?;
-                Ok(Begun::Waiting(waiter, key, r, false))
+                Ok(Decided::Waiting(waiter, key, r, false))
             }
         }
     })?;
-    Ok(match begun {
-        Begun::AlreadyOffline(r) => PendingStart::AlreadyOffline(r),
-        Begun::Waiting(conn, key, record, joined) => PendingStart::Waiting {
+    Ok(match decided {
+        Decided::Already(r) => Begun::Already(r),
+        Decided::Waiting(conn, key, record, joined) => Begun::Waiting {
             waiter: Box::new(inner.waiter(conn, key, record.since)),
             record,
             joined,
@@ -459,27 +556,35 @@ pub(super) fn begin_pending_with(
 
 /// [`Backend::complete_offline`](crate::Backend::complete_offline).
 pub(super) fn complete_offline(inner: &Arc<Inner>, waiter: &dyn WaiterLease) -> Result<Completion> {
+    complete_drain(inner, waiter, &TOWARD_OFFLINE)
+}
+
+/// Completes `drain`, begun by `waiter`, under the exclusive gate, unless
+/// a live task holds it off at the final look, or someone ended it
+/// meanwhile.
+pub(super) fn complete_drain(
+    inner: &Arc<Inner>,
+    waiter: &dyn WaiterLease,
+    drain: &'static Drain,
+) -> Result<Completion> {
     let (inner, since) = (Arc::clone(inner), waiter.pending_since());
+    let reached = |r: ModeRecord| match r.mode {
+        Mode::ReadOnly => Completion::ReadOnly(r),
+        _ => Completion::Offline(r),
+    };
     runtime::block_on(async move {
-        let conn = inner.begin_gate(true).await?;
-        let (now, view) = match inner.look_under_gate(&conn).await {
-            Ok(v) => v,
-            Err(e) => {
-                inner.rollback(conn).await;
-                return Err(e);
-            }
-        };
+        let (conn, now, view) = inner.gate_and_look().await?;
         let r = view.record;
         match r.mode {
-            Mode::Offline => {
+            m if m == Mode::Offline || m == drain.target => {
                 inner.commit(conn, "SELECT 1").await?;
-                Ok(Completion::Offline(r))
+                Ok(reached(r))
             }
-            Mode::Pending if r.since == since => {
+            m if m == drain.draining && r.since == since => {
                 // The final look, under the gate: a run that joined a live
                 // task after the waiter's last look is seen here.
                 let holding: Vec<_> = match inner.live_on(&conn).await {
-                    Ok(t) => t.into_iter().filter(|t| t.holds_off_offline()).collect(),
+                    Ok(t) => t.into_iter().filter(drain.holds_off).collect(),
                     Err(e) => {
                         inner.rollback(conn).await;
                         return Err(e);
@@ -489,15 +594,15 @@ pub(super) fn complete_offline(inner: &Arc<Inner>, waiter: &dyn WaiterLease) -> 
                     inner.rollback(conn).await;
                     return Ok(Completion::Held(holding));
                 }
-                let mut offline = ModeRecord {
-                    mode: Mode::Offline,
+                let mut done = ModeRecord {
+                    mode: drain.target,
                     from: None,
                     since: now,
                     ..r.clone()
                 };
-                let sql = inner.write_sql(&mut offline, &r)?;
+                let sql = inner.write_sql(&mut done, &r)?;
                 inner.commit(conn, &sql).await?;
-                Ok(Completion::Offline(offline))
+                Ok(reached(done))
             }
             _ => {
                 inner.commit(conn, "SELECT 1").await?;
@@ -554,20 +659,30 @@ pub(super) fn leave_pending(
     })
 }
 
+/// A mode change at once, under the exclusive gate: a lapsed drain it
+/// replaces is recorded first, then the record `next` makes of the view
+/// at the server's time is written, with `also` (statements, or nothing)
+/// in the same transaction.
+pub(super) fn change_now(
+    inner: &Arc<Inner>,
+    also: String,
+    next: impl FnOnce(&ModeRecord, Timestamp) -> ModeRecord + Send + 'static,
+) -> Result<ModeRecord> {
+    let inner = Arc::clone(inner);
+    runtime::block_on(async move {
+        let (conn, now, view) = inner.gate_and_look().await?;
+        inner.notice_under_gate(&conn, now, &view).await;
+        let mut next = next(&view.record, now);
+        let sql = inner.write_sql(&mut next, &view.record)?;
+        inner.commit(conn, &format!("{sql}{also}")).await?;
+        Ok(next)
+    })
+}
+
 /// [`Backend::force_offline`](crate::Backend::force_offline).
 pub(super) fn force_offline(inner: &Arc<Inner>, change: &ModeChange) -> Result<ModeRecord> {
-    let (inner, change) = (Arc::clone(inner), change.clone());
-    runtime::block_on(async move {
-        let conn = inner.begin_gate(true).await?;
-        let (now, view) = match inner.look_under_gate(&conn).await {
-            Ok(v) => v,
-            Err(e) => {
-                inner.rollback(conn).await;
-                return Err(e);
-            }
-        };
-        inner.notice_under_gate(&conn, now, &view).await;
-        let r = view.record;
+    let change = change.clone();
+    change_now(inner, String::new(), move |r, now| {
         let mut offline = if r.mode == Mode::Offline {
             r.clone()
         } else {
@@ -581,30 +696,16 @@ pub(super) fn force_offline(inner: &Arc<Inner>, change: &ModeChange) -> Result<M
             }
         };
         change.update(&mut offline);
-        let sql = inner.write_sql(&mut offline, &r)?;
-        inner.commit(conn, &sql).await?;
-        Ok(offline)
+        offline
     })
 }
 
 /// [`Backend::go_online`](crate::Backend::go_online).
 pub(super) fn go_online(inner: &Arc<Inner>, change: &ModeChange) -> Result<ModeRecord> {
-    let (inner, change) = (Arc::clone(inner), change.clone());
-    runtime::block_on(async move {
-        let conn = inner.begin_gate(true).await?;
-        let (now, view) = match inner.look_under_gate(&conn).await {
-            Ok(v) => v,
-            Err(e) => {
-                inner.rollback(conn).await;
-                return Err(e);
-            }
-        };
-        inner.notice_under_gate(&conn, now, &view).await;
-        let mut online = Inner::online_record(&change, now);
-        let sql = inner.write_sql(&mut online, &view.record)?;
-        // A run that died mid-command no longer explains the mode.
-        let sql = format!("{sql}; {}", super::window::clear_abandoned_sql(&inner));
-        inner.commit(conn, &sql).await?;
-        Ok(online)
+    let change = change.clone();
+    // A run that died mid-command no longer explains the mode.
+    let also = format!("; {}", super::window::clear_abandoned_sql(inner));
+    change_now(inner, also, move |_, now| {
+        Inner::online_record(&change, now)
     })
 }

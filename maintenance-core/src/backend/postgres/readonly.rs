@@ -17,15 +17,15 @@
 use std::sync::Arc;
 
 use super::connect::Conn;
-use super::modes::GateStep;
+use super::modes::{self, Begun, GateStep};
 use super::sql::{self, int, text};
 use super::{Inner, runtime, timestamp_ms};
 use crate::backend::{Completion, ModeChange, ReadOnlyStart, WaiterLease, WritesLease};
 use crate::clock::Timestamp;
-use crate::error::{Error, Refusal, Result};
+use crate::error::Result;
 use crate::identity::Identity;
-use crate::mode::{Mode, ModeRecord, ModeView};
-use crate::records::{TaskRecord, WritesInFlight};
+use crate::mode::{Mode, ModeRecord};
+use crate::records::WritesInFlight;
 
 /// This area's tables in schema version 1 (`schema.rs`), given the quoted
 /// schema name.
@@ -40,16 +40,6 @@ pub(super) fn tables(s: &str) -> String {
              PRIMARY KEY (site, key)
          );"
     )
-}
-
-/// The refusal of a mode change while `view` drains toward another mode.
-fn drain_under_way(view: &ModeView, what: &str) -> Error {
-    Error::Refused(Refusal::DrainUnderWay {
-        mode: view.mode,
-        since: view.record.since,
-        by: view.record.by.clone(),
-        what: what.to_owned(),
-    })
 }
 
 /// A fresh READONLY record by `change`'s operator at `now`, keeping the
@@ -68,13 +58,6 @@ fn read_only_record(current: &ModeRecord, change: &ModeChange, now: Timestamp) -
     r
 }
 
-/// What `begin_read_only` decided, before its waiter becomes a lease (off
-/// the runtime thread).
-enum Begun {
-    Waiting(Conn, i32, ModeRecord, bool),
-    Already(ModeRecord),
-}
-
 /// [`Backend::begin_read_only`](crate::Backend::begin_read_only).
 pub(super) fn begin_read_only(inner: &Arc<Inner>, change: &ModeChange) -> Result<ReadOnlyStart> {
     begin_read_only_with(inner, change, None)
@@ -90,80 +73,20 @@ pub(super) fn begin_read_only_with(
     change: &ModeChange,
     step: Option<GateStep>,
 ) -> Result<ReadOnlyStart> {
-    let (inner2, change) = (Arc::clone(inner), change.clone());
-    let begun = runtime::block_on(async move {
-        let inner = inner2;
-        let (waiter, key) = inner.lock_connection().await?;
-        let conn = inner.begin_gate(true).await?;
-        let (now, view) = match inner.look_under_gate(&conn).await {
-            Ok(v) => v,
-            Err(e) => {
-                inner.rollback(conn).await;
-                return Err(e);
-            }
-        };
-        // A lapsed drain this replaces is recorded first.
-        inner.notice_under_gate(&conn, now, &view).await;
-        let also = match inner.gate_step(&conn, now, step).await {
-            Ok(also) => also,
-            Err(e) => {
-                inner.rollback(conn).await;
-                return Err(e);
-            }
-        };
-        match view.mode {
-            Mode::ReadOnly | Mode::Offline => {
-                let mut r = view.record.clone();
-                let sql = if change.update(&mut r) {
-                    inner.write_sql(&mut r, &view.record)?
-                } else {
-                    "SELECT 1".into()
-                };
-                inner.commit(conn, &format!("{sql}{also}")).await?;
-                Ok(Begun::Already(r))
-            }
-            Mode::ReadOnlyPending => {
-                let mut r = view.record.clone();
-                let mut sql = inner.waiter_row_sql(key, r.since, &change);
-                if change.update(&mut r) {
-                    sql = format!("{sql}; {}", inner.write_sql(&mut r, &view.record)?);
-                }
-                inner.commit(conn, &format!("{sql}{also}")).await?;
-                Ok(Begun::Waiting(waiter, key, r, true))
-            }
-            Mode::Pending => {
-                inner.rollback(conn).await;
-                Err(drain_under_way(
-                    &view,
-                    "`offline on --read-only` goes READONLY from ONLINE, and the site is going \
-                     offline, which stops writes too",
-                ))
-            }
-            Mode::Online => {
-                let mut r = ModeRecord {
-                    mode: Mode::ReadOnlyPending,
-                    since: now,
-                    by: change.by.clone(),
-                    pid: change.pid,
-                    generation: view.record.generation,
-                    ..ModeRecord::initial()
-                };
-                change.update(&mut r);
-                let write = inner.write_sql(&mut r, &view.record)?;
-                let sql = format!("{}; {write}{also}", inner.waiter_row_sql(key, now, &change));
-                inner.commit(conn, &sql).await?;
-                Ok(Begun::Waiting(waiter, key, r, false))
-            }
-        }
-    })?;
-    Ok(match begun {
-        Begun::Already(r) => ReadOnlyStart::Already(r),
-        Begun::Waiting(conn, key, record, joined) => ReadOnlyStart::Waiting {
-            waiter: Box::new(inner.waiter(conn, key, record.since)),
-            record,
-            joined,
+    Ok(
+        match modes::begin_drain(inner, change, step, &modes::TOWARD_READ_ONLY)? {
+            Begun::Already(r) => ReadOnlyStart::Already(r),
+            Begun::Waiting {
+                waiter,
+                record,
+                joined,
+            } => ReadOnlyStart::Waiting {
+                waiter,
+                record,
+                joined,
+            },
         },
-    })
+    )
 }
 
 /// [`Backend::complete_read_only`](crate::Backend::complete_read_only).
@@ -171,85 +94,20 @@ pub(super) fn complete_read_only(
     inner: &Arc<Inner>,
     waiter: &dyn WaiterLease,
 ) -> Result<Completion> {
-    let (inner, since) = (Arc::clone(inner), waiter.pending_since());
-    runtime::block_on(async move {
-        let conn = inner.begin_gate(true).await?;
-        let (now, view) = match inner.look_under_gate(&conn).await {
-            Ok(v) => v,
-            Err(e) => {
-                inner.rollback(conn).await;
-                return Err(e);
-            }
-        };
-        let r = view.record;
-        match r.mode {
-            Mode::ReadOnly => {
-                inner.commit(conn, "SELECT 1").await?;
-                Ok(Completion::ReadOnly(r))
-            }
-            Mode::Offline => {
-                inner.commit(conn, "SELECT 1").await?;
-                Ok(Completion::Offline(r))
-            }
-            Mode::ReadOnlyPending if r.since == since => {
-                // The final look, under the gate: a run that joined a live
-                // task after the waiter's last look is seen here.
-                let holding: Vec<TaskRecord> = match inner.live_on(&conn).await {
-                    Ok(t) => t
-                        .into_iter()
-                        .filter(TaskRecord::holds_off_read_only)
-                        .collect(),
-                    Err(e) => {
-                        inner.rollback(conn).await;
-                        return Err(e);
-                    }
-                };
-                if !holding.is_empty() {
-                    inner.rollback(conn).await;
-                    return Ok(Completion::Held(holding));
-                }
-                let mut read_only = ModeRecord {
-                    mode: Mode::ReadOnly,
-                    from: None,
-                    since: now,
-                    ..r.clone()
-                };
-                let sql = inner.write_sql(&mut read_only, &r)?;
-                inner.commit(conn, &sql).await?;
-                Ok(Completion::ReadOnly(read_only))
-            }
-            _ => {
-                inner.commit(conn, "SELECT 1").await?;
-                Ok(Completion::Cancelled(r))
-            }
-        }
-    })
+    modes::complete_drain(inner, waiter, &modes::TOWARD_READ_ONLY)
 }
 
 /// [`Backend::go_read_only`](crate::Backend::go_read_only).
 pub(super) fn go_read_only(inner: &Arc<Inner>, change: &ModeChange) -> Result<ModeRecord> {
-    let (inner, change) = (Arc::clone(inner), change.clone());
-    runtime::block_on(async move {
-        let conn = inner.begin_gate(true).await?;
-        let (now, view) = match inner.look_under_gate(&conn).await {
-            Ok(v) => v,
-            Err(e) => {
-                inner.rollback(conn).await;
-                return Err(e);
-            }
-        };
-        inner.notice_under_gate(&conn, now, &view).await;
-        let r = view.record;
-        let mut next = if r.mode == Mode::ReadOnly {
+    let change = change.clone();
+    modes::change_now(inner, String::new(), move |r, now| {
+        if r.mode == Mode::ReadOnly {
             let mut same = r.clone();
             change.update(&mut same);
             same
         } else {
-            read_only_record(&r, &change, now)
-        };
-        let sql = inner.write_sql(&mut next, &r)?;
-        inner.commit(conn, &sql).await?;
-        Ok(next)
+            read_only_record(r, &change, now)
+        }
     })
 }
 

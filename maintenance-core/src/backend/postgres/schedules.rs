@@ -27,12 +27,13 @@
 //!   an end) stays, never counted, until the history records it
 //!   ([`take_lapsed`]).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::connect::Conn;
+use super::held_key::HeldKey;
 use super::modes::{self, GateStep};
-use super::sql::{self, Rows, boolean, text};
+use super::sql::{self, Rows, text};
 use super::{Inner, runtime};
 use crate::backend::{
     EndedSchedule, ModeChange, PendingStart, ReadOnlyStart, ScheduleEnd, ScheduleLease,
@@ -162,29 +163,27 @@ pub(super) async fn take_lapsed(inner: &Inner, conn: &Conn) -> Result<Vec<Schedu
         .unwrap_or_default())
 }
 
-/// What a schedule's lease holds: its connection (holding its key), for
-/// its waiting process.
+/// What a schedule's lease holds: its key, on a connection of its own,
+/// for its waiting process.
 #[derive(Debug)]
 struct Hold {
-    inner: Arc<Inner>,
+    held: HeldKey,
     record: ScheduleRecord,
-    key: i32,
-    conn: Mutex<Option<Arc<Conn>>>,
 }
 
 impl Hold {
-    fn conn(&self) -> Option<Arc<Conn>> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    fn inner(&self) -> &Arc<Inner> {
+        self.held.inner()
     }
 
     /// Schedule's end, read on its own connection; the connection is
     /// replaced first when the server ended it.
     async fn read_end(&self) -> Result<Option<ScheduleEnd>> {
-        let inner = &self.inner;
+        let inner = self.inner();
         let look = inner.schedule_end_sql(&self.record.id);
-        let conn = match self.conn() {
-            Some(c) if !c.client.is_closed() => c,
-            _ => self.retake().await?,
+        let conn = match self.held.open() {
+            Some(c) => c,
+            None => self.retake().await?,
         };
         let rows = match sql::run(&conn.client, &look).await {
             Ok(rows) => rows,
@@ -207,54 +206,50 @@ impl Hold {
     /// it was not held: looked at first, so that no reader ever sees a
     /// schedule come back that is not to stay.
     async fn retake(&self) -> Result<Arc<Conn>> {
-        let inner = &self.inner;
-        let conn = inner.connect().await?;
-        let gate = inner.begin_gate(true).await?;
-        let (s, site) = (inner.s(), inner.site_lit());
-        let looked = sql::run(
-            &gate.client,
-            &format!(
-                "{}; SELECT count(*) FROM {s}.schedules t WHERE t.site = {site} \
-                 AND t.ended IS NULL AND t.key <> {key} AND NOT {dead}",
-                inner.schedule_end_sql(&self.record.id),
-                key = self.key,
-                dead = inner.schedule_dead_sql("t")
-            ),
-        )
-        .await;
-        let lost = match &looked {
-            Err(_) => None,
-            Ok(rows) if first(rows).is_none() => Some("it lapsed meanwhile"),
-            Ok(rows)
-                if rows
-                    .get(1)
-                    .and_then(|r| r.first())
-                    .is_some_and(|r| sql::int(r, 0) > 0) =>
-            {
-                Some("another window was scheduled meanwhile")
-            }
-            Ok(_) => {
-                let took = sql::run(
-                    &conn.client,
-                    &format!("SELECT pg_try_advisory_lock({}, {})", inner.class, self.key),
+        let inner = self.inner();
+        let took = self
+            .held
+            .retake(async |conn| {
+                let gate = inner.begin_gate(true).await?;
+                let (s, site) = (inner.s(), inner.site_lit());
+                let looked = sql::run(
+                    &gate.client,
+                    &format!(
+                        "{}; SELECT count(*) FROM {s}.schedules t WHERE t.site = {site} \
+                         AND t.ended IS NULL AND t.key <> {key} AND NOT {dead}",
+                        inner.schedule_end_sql(&self.record.id),
+                        key = self.held.key(),
+                        dead = inner.schedule_dead_sql("t")
+                    ),
                 )
                 .await;
-                match took {
-                    Ok(rows) if first(&rows).is_some_and(|r| boolean(r, 0)) => None,
-                    _ => Some("another process holds its key"),
+                let lost = match &looked {
+                    Err(_) => None,
+                    Ok(rows) if first(rows).is_none() => Some("it lapsed meanwhile"),
+                    Ok(rows)
+                        if rows
+                            .get(1)
+                            .and_then(|r| r.first())
+                            .is_some_and(|r| sql::int(r, 0) > 0) =>
+                    {
+                        Some("another window was scheduled meanwhile")
+                    }
+                    Ok(_) => None,
+                };
+                let took = looked.is_ok()
+                    && lost.is_none()
+                    && self.held.try_lock(conn).await.unwrap_or(false);
+                inner.rollback(gate).await;
+                if let Err(e) = looked {
+                    return Err(inner.pg_error(e));
                 }
-            }
-        };
-        inner.rollback(gate).await;
-        if let Err(e) = looked {
-            return Err(inner.pg_error(e));
-        }
-        if let Some(what) = lost {
-            return Err(inner.schedule_lost(&self.record, what));
-        }
-        let conn = Arc::new(conn);
-        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&conn));
-        Ok(conn)
+                if let Some(what) = lost {
+                    return Err(inner.schedule_lost(&self.record, what));
+                }
+                Ok(took)
+            })
+            .await?;
+        took.ok_or_else(|| inner.schedule_lost(&self.record, "another process holds its key"))
     }
 }
 
@@ -289,7 +284,7 @@ impl ScheduleLease for PgScheduleLease {
     fn end(&mut self, end: &ScheduleEnd) -> Result<()> {
         let (hold, end) = (Arc::clone(&self.hold), end.clone());
         runtime::block_on(async move {
-            let inner = &hold.inner;
+            let inner = hold.inner();
             let conn = inner.take().await?;
             let at = inner.server_now(&conn).await?;
             let sql = inner.write_end_sql(&hold.record.id, &ScheduleEnd { at, ..end })?;
@@ -309,27 +304,16 @@ impl Drop for PgScheduleLease {
         // lapsed, and stays for the history. Then the key is freed (a
         // closing connection frees its locks only a moment later).
         let _ = runtime::block_on(async move {
-            let inner = &hold.inner;
+            let inner = hold.inner();
             let delete = format!(
                 "DELETE FROM {}.schedules WHERE site = {} AND key = {} AND id = {} \
                  AND ended IS NOT NULL",
                 inner.s(),
                 inner.site_lit(),
-                hold.key,
+                hold.held.key(),
                 sql::lit(&hold.record.id)
             );
-            let conn = hold.conn.lock().unwrap_or_else(|e| e.into_inner()).take();
-            match conn {
-                Some(c) if !c.client.is_closed() => {
-                    let sql = format!("{delete}; SELECT pg_advisory_unlock_all()");
-                    if sql::run(&c.client, &sql).await.is_err() {
-                        let _ = inner.exec(&delete).await;
-                    }
-                }
-                _ => {
-                    let _ = inner.exec(&delete).await;
-                }
-            }
+            hold.held.release(&delete).await;
             Ok(())
         });
     }
@@ -405,10 +389,8 @@ fn set(inner: &Arc<Inner>, schedule: &ScheduleRecord) -> Result<PgScheduleLease>
     })?;
     Ok(PgScheduleLease {
         hold: Arc::new(Hold {
-            inner: Arc::clone(inner),
+            held: HeldKey::new(Arc::clone(inner), key, conn),
             record,
-            key,
-            conn: Mutex::new(Some(Arc::new(conn))),
         }),
     })
 }
@@ -538,7 +520,7 @@ mod tests {
     fn a_schedule_whose_connection_the_server_ends_is_held_again_and_still_hears_its_end() {
         let Some((config, b)) = site() else { return };
         let lease = set(&b.inner, &ahead()).unwrap();
-        let key = lease.hold.key;
+        let key = lease.hold.held.key();
         let first = holder(&b.inner, key).expect("held");
         terminate_holder(&b.inner, key);
         eventually("the schedule held again, on a new connection", || {
@@ -569,7 +551,7 @@ mod tests {
     fn a_schedule_that_lost_its_connection_while_another_was_set_fails_its_wait_saying_so() {
         let Some((config, b)) = site() else { return };
         let lease = set(&b.inner, &ahead()).unwrap();
-        terminate_holder(&b.inner, lease.hold.key);
+        terminate_holder(&b.inner, lease.hold.held.key());
         let other = open(&config);
         assert_eq!(other.schedule().unwrap(), None, "lapsed for every reader");
         let second = other.begin_schedule(&ahead()).unwrap();

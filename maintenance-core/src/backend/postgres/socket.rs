@@ -7,14 +7,28 @@
 //! A child that inherited the descriptor keeps the server connection — and
 //! the advisory locks on it — open: the server never sees EOF while it
 //! lives.
+//!
+//! **Silence.** A server process that stops answering (stopped, hung, a
+//! proxy that holds the connection and forwards nothing) keeps the TCP
+//! connection up — its kernel acknowledges and answers keepalives — so
+//! neither keepalives nor `tcp_user_timeout` end it, and a statement sent
+//! would wait forever. So once bytes are written and until bytes come
+//! back, the socket allows [`Socket::new`]'s `answer_timeout` of silence
+//! (plus the wait a statement asks for, [`Detach::allow`]), then fails
+//! reads with `TimedOut`: the driver ends the connection, and the call
+//! waiting on it gets an error. An idle connection (nothing asked) is
+//! never timed: a task's lock connection sits idle for hours.
 
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
 /// A connected TCP or Unix stream.
 #[derive(Debug)]
@@ -38,6 +52,18 @@ impl Stream {
 struct Shared {
     stream: Mutex<Option<Stream>>,
     fd: RawFd,
+    silence: Mutex<Silence>,
+}
+
+/// The bound on the server's silence after a request (module docs).
+#[derive(Debug)]
+struct Silence {
+    /// How long the server may stay silent after a request.
+    answer_timeout: Duration,
+    /// More for the next request only (a lock it waits for).
+    allowance: Duration,
+    /// Armed while a request awaits its first byte of answer.
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl Shared {
@@ -55,13 +81,23 @@ pub(super) struct Socket(Arc<Shared>);
 pub(super) struct Detach(Arc<Shared>);
 
 impl Socket {
-    /// Wraps a connected stream; returns it with its [`Detach`].
-    pub(super) fn new(stream: Stream) -> (Socket, Detach) {
+    /// Wraps a connected stream whose server may stay silent for
+    /// `answer_timeout` after a request; returns it with its [`Detach`].
+    pub(super) fn new(stream: Stream, answer_timeout: Duration) -> (Socket, Detach) {
         let shared = Arc::new(Shared {
             fd: stream.fd(),
             stream: Mutex::new(Some(stream)),
+            silence: Mutex::new(Silence {
+                answer_timeout,
+                allowance: Duration::ZERO,
+                deadline: None,
+            }),
         });
         (Socket(Arc::clone(&shared)), Detach(shared))
+    }
+
+    fn silence(&self) -> std::sync::MutexGuard<'_, Silence> {
+        self.0.silence.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -69,6 +105,16 @@ impl Detach {
     /// The descriptor, while the socket is attached.
     pub(super) fn fd(&self) -> Option<RawFd> {
         self.0.lock().as_ref().map(|_| self.0.fd)
+    }
+
+    /// Lets the server stay silent `wait` longer after the next request:
+    /// a statement that waits on a lock for up to `wait`.
+    pub(super) fn allow(&self, wait: Duration) {
+        self.0
+            .silence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allowance = wait;
     }
 
     /// Takes the socket from its connection and closes this process's
@@ -92,11 +138,53 @@ impl AsyncRead for Socket {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.0.lock().as_mut() {
+        let before = buf.filled().len();
+        let read = match self.0.lock().as_mut() {
             Some(Stream::Tcp(s)) => Pin::new(s).poll_read(cx, buf),
             Some(Stream::Unix(s)) => Pin::new(s).poll_read(cx, buf),
             // Detached: end of stream.
-            None => Poll::Ready(Ok(())),
+            None => return Poll::Ready(Ok(())),
+        };
+        let mut silence = self.silence();
+        match read {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                silence.deadline = None;
+                silence.allowance = Duration::ZERO;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                let expired = silence
+                    .deadline
+                    .as_mut()
+                    .is_some_and(|d| d.as_mut().poll(cx).is_ready());
+                if !expired {
+                    return Poll::Pending;
+                }
+                let waited = silence.answer_timeout + silence.allowance;
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the server sent nothing for {} after a request",
+                        humantime::format_duration(waited)
+                    ),
+                )))
+            }
+            other => other,
+        }
+    }
+}
+
+impl Socket {
+    /// After `n` bytes written: a request now awaits its answer. The
+    /// deadline is polled once here, so that it wakes the connection's
+    /// task even if no read is polled after this write.
+    fn arm(&self, n: usize, cx: &mut Context<'_>) {
+        let mut silence = self.silence();
+        if n > 0 && silence.deadline.is_none() {
+            let at = Instant::now() + silence.answer_timeout + silence.allowance;
+            let mut deadline = Box::pin(tokio::time::sleep_until(at));
+            let _ = deadline.as_mut().poll(cx);
+            silence.deadline = Some(deadline);
         }
     }
 }
@@ -107,12 +195,16 @@ impl AsyncWrite for Socket {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.0.lock().as_mut() {
+        let written = match self.0.lock().as_mut() {
             Some(Stream::Tcp(s)) => Pin::new(s).poll_write(cx, buf),
             Some(Stream::Unix(s)) => Pin::new(s).poll_write(cx, buf),
             // Detached: the bytes go nowhere, the server hears nothing.
-            None => Poll::Ready(Ok(buf.len())),
+            None => return Poll::Ready(Ok(buf.len())),
+        };
+        if let Poll::Ready(Ok(n)) = written {
+            self.arm(n, cx);
         }
+        written
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

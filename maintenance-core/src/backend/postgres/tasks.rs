@@ -61,6 +61,32 @@ pub(super) fn tables(s: &str) -> String {
 /// `lock_instance`): a round trip or two of the holder's, on a busy server.
 const HOLDER_GRACE: Duration = Duration::from_millis(500);
 
+/// What is known of a live task whose row's record cannot be read, from
+/// [`Inner::live_sql`]'s other columns: that it is live, its name and start,
+/// and that it holds off OFFLINE as a task started ONLINE would.
+fn unreadable_task(row: &[Option<String>]) -> TaskRecord {
+    let (id, task_id) = (text(row, 3), text(row, 4));
+    TaskRecord {
+        id: id.to_owned(),
+        name: format!(
+            "(unreadable task row, key {}: {})",
+            int(row, 2),
+            text(row, 5)
+        ),
+        argv: Vec::new(),
+        pid: 0,
+        user: "?".into(),
+        host: "?".into(),
+        started_at: timestamp_ms(int(row, 6)),
+        policy: crate::policy::Policy::DEFAULT,
+        started_in: Mode::Online,
+        in_window: false,
+        holders: Vec::new(),
+        processes: None,
+        joined: (task_id != id).then(|| task_id.to_owned()),
+    }
+}
+
 /// A task's row as read: its record and the hash of its secret.
 struct Stored {
     record: TaskRecord,
@@ -82,7 +108,8 @@ impl Inner {
     /// The live rows `filter` (SQL on `t`) selects, oldest first.
     fn live_sql(&self, filter: &str) -> String {
         format!(
-            "SELECT t.record, t.secret_sha256 FROM {s}.tasks t WHERE t.site = {site} AND ({filter}) \
+            "SELECT t.record, t.secret_sha256, t.key, t.id, t.task_id, t.name, t.started_ms \
+             FROM {s}.tasks t WHERE t.site = {site} AND ({filter}) \
              AND NOT pg_try_advisory_xact_lock_shared({c}, t.key) ORDER BY t.started_ms, t.key",
             s = self.s(),
             site = self.site_lit(),
@@ -93,20 +120,28 @@ impl Inner {
     fn parse_stored(&self, rows: &Rows) -> Vec<Stored> {
         let me = &Identity::current().host;
         rows.iter()
-            .filter_map(|row| {
-                // A row this binary cannot read (a newer one's) is skipped,
-                // never shown as something it is not.
-                let mut record: TaskRecord = serde_json::from_str(text(row, 0)).ok()?;
+            .map(|row| {
+                let secret_sha256 = row.get(1).cloned().flatten();
+                // A live row whose record this binary cannot read (damaged,
+                // or a newer binary's) still counts: what its columns say,
+                // holding off OFFLINE as a task started ONLINE would (as the
+                // file backend's unreadable task file), never skipped.
+                let Ok(mut record) = serde_json::from_str::<TaskRecord>(text(row, 0)) else {
+                    return Stored {
+                        record: unreadable_task(row),
+                        secret_sha256,
+                    };
+                };
                 // Never what the record says of its holders: what the
                 // recorded processes say now, on the host they run on.
                 record.holders = match &record.processes {
                     Some(p) if &record.host == me => p.holders(),
                     _ => Vec::new(),
                 };
-                Some(Stored {
+                Stored {
                     record,
-                    secret_sha256: row.get(1).cloned().flatten(),
-                })
+                    secret_sha256,
+                }
             })
             .collect()
     }
@@ -215,6 +250,8 @@ impl Inner {
                 .is_some_and(|r| boolean(r, 0))
         } else {
             let ms = request.lock_timeout.as_millis().clamp(1, i32::MAX as u128);
+            // The server is silent while the lock is waited for.
+            conn.socket.allow(request.lock_timeout);
             match sql::run(
                 &conn.client,
                 &format!(

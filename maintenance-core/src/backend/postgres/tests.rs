@@ -363,6 +363,12 @@ fn tls_follows_sslmode_against_a_certificate_of_our_own() {
         return;
     }
     let Some(ca) = std::env::var_os("MANAGE_TEST_DATABASE_CA") else {
+        assert!(
+            std::env::var_os(crate::conformance::ENV_EXPECT_POSTGRES).is_none_or(|v| v.is_empty()),
+            "${} is set (scripts/test, CI) but $MANAGE_TEST_DATABASE_CA is not: the cluster \
+             was started without TLS (is openssl installed?)",
+            crate::conformance::ENV_EXPECT_POSTGRES
+        );
         eprintln!(
             "skipped: set $MANAGE_TEST_DATABASE_CA to the test server's CA (scripts/test does, \
              for the cluster it starts)"
@@ -573,5 +579,171 @@ fn doctor_finds_a_pooler_in_transaction_mode_and_passes_session_mode() {
         if pooled {
             assert!(pooling.text.contains("pool_mode=session"), "{findings:?}");
         }
+    }
+}
+
+fn request(name: &str, argv: &[&str]) -> crate::records::TaskRequest {
+    crate::records::TaskRequest {
+        name: name.into(),
+        argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+        policy: Policy::DEFAULT,
+        ignore_maintenance: false,
+        in_window: false,
+        lock_timeout: Duration::ZERO,
+    }
+}
+
+/// Every stored string goes in quoted: SQL, quotes, backslashes, dollar
+/// quotes, NUL (JSON escapes it), unicode and 100 kB of text come back as
+/// they went in, and the tables are still there.
+#[test]
+fn hostile_strings_round_trip_exactly_and_inject_nothing() {
+    if !postgres_available() {
+        return;
+    }
+    let mut config = postgres_test_config("manage_test");
+    config.postgres.site = format!(
+        "{}'; DROP TABLE manage_test.modes; --\\",
+        config.postgres.site
+    );
+    let b = open(&config);
+    let evil = "x'); DROP TABLE manage_test.tasks; -- \\' $$ $x$ \0 é 🚀 \u{FFFD}";
+    let long = "'\\".repeat(50_000);
+    let name = format!("job{evil}");
+    let argv = [name.as_str(), evil, "\0", long.as_str(), "--message=it's"];
+    let _lease = b
+        .start_task(&request(&name, &argv), &"0".repeat(64))
+        .unwrap();
+    let tasks = b.tasks().unwrap();
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(tasks[0].name, name);
+    assert_eq!(tasks[0].argv, argv);
+    let mut change = crate::backend::ModeChange::by_this_process();
+    change.by = format!("o'hara\\{evil}@host");
+    change.message = Some(format!("back soon{evil}{long}"));
+    b.force_offline(&change).unwrap();
+    let record = b.mode().unwrap().record;
+    assert_eq!(record.message, change.message);
+    assert_eq!(record.by, change.by);
+    // A second site on the server is untouched, and so are the tables.
+    let other = open(&postgres_test_config("manage_test"));
+    assert_eq!(other.mode().unwrap().mode, crate::mode::Mode::Online);
+    assert!(other.tasks().unwrap().is_empty());
+}
+
+/// Site names are values, not identifiers: two names that differ only
+/// after PostgreSQL's 63-byte identifier limit are two sites.
+#[test]
+fn sites_differing_after_63_bytes_never_share_state() {
+    if !postgres_available() {
+        return;
+    }
+    let mut a = postgres_test_config("manage_test");
+    let mut b = a.clone();
+    let stem = format!("{}-{}", a.postgres.site, "é".repeat(40));
+    assert!(stem.len() > 63);
+    a.postgres.site = format!("{stem}a");
+    b.postgres.site = format!("{stem}b");
+    let (a, b) = (open(&a), open(&b));
+    let _t = CommandTask::start("job", TaskOptions::new(Arc::clone(&a))).unwrap();
+    a.force_offline(&crate::backend::ModeChange::by_this_process())
+        .unwrap();
+    assert_eq!(a.tasks().unwrap().len(), 1);
+    assert!(b.tasks().unwrap().is_empty());
+    assert_eq!(b.mode().unwrap().mode, crate::mode::Mode::Online);
+    assert_eq!(a.mode().unwrap().mode, crate::mode::Mode::Offline);
+}
+
+/// A mode row planted or damaged by someone with write access (an unknown
+/// mode, not JSON, a generation gone backwards) is a clear error naming
+/// the table and the way out, and `offline off --force` (`go_online`) and
+/// `offline on --force` rewrite it: the site is never stuck (I4).
+#[test]
+fn a_damaged_mode_row_is_a_clear_error_and_a_forced_change_rewrites_it() {
+    if !postgres_available() {
+        return;
+    }
+    let config = postgres_test_config("manage_test");
+    let site = sql::lit(&config.postgres.site);
+    let b = open(&config);
+    let change = crate::backend::ModeChange::by_this_process();
+    let before = b.force_offline(&change).unwrap().generation;
+    for (record, forced_on) in [
+        (r#"{"mode":"BANANA"}"#, false),
+        ("not json at all", true),
+        ("", false),
+        ("null", true),
+    ] {
+        admin(
+            &config,
+            &format!(
+                "UPDATE manage_test.modes SET record = {} WHERE site = {site}",
+                sql::lit(record)
+            ),
+        );
+        let msg = b.mode().unwrap_err().to_string();
+        assert!(
+            msg.contains("is corrupt") && msg.contains("manage_test.modes"),
+            "{msg}"
+        );
+        assert!(msg.contains("offline off --force"), "{msg}");
+        let written = if forced_on {
+            b.force_offline(&change).unwrap()
+        } else {
+            b.go_online(&change).unwrap()
+        };
+        let now = b.mode().unwrap().record;
+        assert_eq!(now.mode, written.mode, "{record}");
+        assert!(now.generation > before, "the generation moved on");
+    }
+    // A generation planted backwards (and negative) is read, and moves on.
+    admin(
+        &config,
+        &format!("UPDATE manage_test.modes SET generation = -5 WHERE site = {site}"),
+    );
+    b.mode().unwrap();
+    b.go_online(&change).unwrap();
+    assert_eq!(b.mode().unwrap().mode, crate::mode::Mode::Online);
+}
+
+/// I1: a live task whose row's record was damaged (or written by a binary
+/// this one cannot read) still counts: `offline on` waits for it, as the
+/// file backend does for an unreadable task file.
+#[test]
+fn a_live_task_with_a_damaged_row_still_holds_off_offline() {
+    if !postgres_available() {
+        return;
+    }
+    let config = postgres_test_config("manage_test");
+    let b = open(&config);
+    let lease = b
+        .start_task(&request("migrate", &["migrate"]), &"0".repeat(64))
+        .unwrap();
+    admin(
+        &config,
+        &format!(
+            "UPDATE manage_test.tasks SET record = 'garbage' WHERE site = {}",
+            sql::lit(&config.postgres.site)
+        ),
+    );
+    let tasks = b.tasks().unwrap();
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert!(tasks[0].name.contains("unreadable task row"), "{tasks:?}");
+    assert!(tasks[0].name.contains("migrate"), "{tasks:?}");
+    assert!(tasks[0].holds_off_offline());
+    let crate::backend::PendingStart::Waiting { waiter, .. } = b
+        .begin_pending(&crate::backend::ModeChange::by_this_process())
+        .unwrap()
+    else {
+        panic!("not PENDING");
+    };
+    match b.complete_offline(&*waiter).unwrap() {
+        crate::backend::Completion::Held(held) => assert_eq!(held.len(), 1),
+        other => panic!("went on with a live task: {other:?}"),
+    }
+    drop(lease);
+    match b.complete_offline(&*waiter).unwrap() {
+        crate::backend::Completion::Offline(_) => {}
+        other => panic!("{other:?}"),
     }
 }

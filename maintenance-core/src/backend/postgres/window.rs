@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::connect::Conn;
+use super::held_key::HeldKey;
 use super::sql::{self, Rows, boolean, text};
 use super::{Inner, keys, runtime};
 use crate::backend::{WindowLease, WindowRun, WindowState};
@@ -123,18 +124,6 @@ impl Inner {
             (false, false) => WindowState::Free,
         }
     }
-
-    /// Runs `sql` on `conn` when it is open, else on a pooled connection.
-    async fn on_own_or_pool(&self, conn: Option<Arc<Conn>>, sql: &str) -> Result<Vec<Rows>> {
-        match conn {
-            Some(c) if !c.client.is_closed() => match sql::run(&c.client, sql).await {
-                Ok(rows) => Ok(rows),
-                Err(e) if e.is_closed() => self.exec(sql).await,
-                Err(e) => Err(self.pg_error(e)),
-            },
-            _ => self.exec(sql).await,
-        }
-    }
 }
 
 /// The statements going ONLINE runs, under the exclusive gate, so that a
@@ -191,16 +180,15 @@ pub(super) async fn unrecorded_abandoned(inner: &Inner, conn: &Conn) -> Result<V
 /// What the lease and its watcher share.
 #[derive(Debug)]
 struct Hold {
-    inner: Arc<Inner>,
+    /// The window's key, on the run's own connection.
+    held: HeldKey,
     id: String,
     run: Mutex<WindowRun>,
-    /// The connection holding the window's key.
-    conn: Mutex<Option<Arc<Conn>>>,
 }
 
 impl Hold {
-    fn conn(&self) -> Option<Arc<Conn>> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    fn inner(&self) -> &Arc<Inner> {
+        self.held.inner()
     }
 
     fn run(&self) -> WindowRun {
@@ -210,39 +198,33 @@ impl Hold {
     /// Takes the window's key on a new connection and makes this run
     /// current again; false while another process holds the key.
     async fn retake(&self) -> Result<bool> {
-        let inner = &self.inner;
-        let conn = inner.connect().await?;
-        let rows = sql::run(
-            &conn.client,
-            &format!(
-                "SELECT pg_try_advisory_lock({}, {})",
-                inner.class,
-                keys::WINDOW
-            ),
-        )
-        .await
-        .map_err(|e| inner.pg_error(e))?;
-        if !rows
-            .first()
-            .and_then(|r| r.first())
-            .is_some_and(|r| boolean(r, 0))
-        {
-            return Ok(false);
-        }
-        // The run as it stands when written: should its command start
-        // meanwhile (`command_started` writes memory, then the row), the
-        // row is written again.
-        loop {
-            let run = self.run();
-            sql::run(&conn.client, &inner.take_window_sql(&self.id, &run)?)
-                .await
-                .map_err(|e| inner.pg_error(e))?;
-            if self.run() == run {
-                break;
-            }
-        }
-        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(conn));
-        Ok(true)
+        let took = self
+            .held
+            .retake(async |conn| {
+                let inner = self.inner();
+                if !self
+                    .held
+                    .try_lock(conn)
+                    .await
+                    .map_err(|e| inner.pg_error(e))?
+                {
+                    return Ok(false);
+                }
+                // The run as it stands when written: should its command
+                // start meanwhile (`command_started` writes memory, then
+                // the row), the row is written again.
+                loop {
+                    let run = self.run();
+                    sql::run(&conn.client, &inner.take_window_sql(&self.id, &run)?)
+                        .await
+                        .map_err(|e| inner.pg_error(e))?;
+                    if self.run() == run {
+                        return Ok(true);
+                    }
+                }
+            })
+            .await?;
+        Ok(took.is_some())
     }
 }
 
@@ -251,7 +233,7 @@ impl Hold {
 async fn watch(hold: Arc<Hold>) {
     loop {
         tokio::time::sleep(WATCH).await;
-        if hold.conn().is_some_and(|c| !c.client.is_closed()) {
+        if hold.held.open().is_some() {
             continue;
         }
         loop {
@@ -276,9 +258,10 @@ impl WindowLease for PgWindowLease {
     fn command_started(&mut self, at: Timestamp) -> Result<()> {
         let hold = Arc::clone(&self.hold);
         runtime::block_on(async move {
-            let inner = &hold.inner;
-            let rows = inner
-                .on_own_or_pool(hold.conn(), &format!("SELECT {}", inner.now_ms_sql()))
+            let inner = hold.inner();
+            let rows = hold
+                .held
+                .run_here_or_pooled(&format!("SELECT {}", inner.now_ms_sql()))
                 .await?;
             let at = rows
                 .first()
@@ -300,7 +283,7 @@ impl WindowLease for PgWindowLease {
                 inner.site_lit(),
                 sql::lit(&hold.id)
             );
-            inner.on_own_or_pool(hold.conn(), &sql).await.map(drop)
+            hold.held.run_here_or_pooled(&sql).await.map(drop)
         })
     }
 }
@@ -315,25 +298,14 @@ impl Drop for PgWindowLease {
                 w.abort();
                 let _ = w.await;
             }
-            let inner = &hold.inner;
+            let inner = hold.inner();
             let delete = format!(
                 "DELETE FROM {}.window_runs WHERE site = {} AND id = {}",
                 inner.s(),
                 inner.site_lit(),
                 sql::lit(&hold.id)
             );
-            let conn = hold.conn.lock().unwrap_or_else(|e| e.into_inner()).take();
-            match conn {
-                Some(c) if !c.client.is_closed() => {
-                    let sql = format!("{delete}; SELECT pg_advisory_unlock_all()");
-                    if sql::run(&c.client, &sql).await.is_err() {
-                        let _ = inner.exec(&delete).await;
-                    }
-                }
-                _ => {
-                    let _ = inner.exec(&delete).await;
-                }
-            }
+            hold.held.release(&delete).await;
             Ok(())
         });
     }
@@ -394,10 +366,9 @@ fn take(inner: &Arc<Inner>, run: &WindowRun) -> Result<PgWindowLease> {
         Ok((conn, asked))
     })?;
     let hold = Arc::new(Hold {
-        inner: Arc::clone(inner),
+        held: HeldKey::new(Arc::clone(inner), keys::WINDOW, conn),
         id,
         run: Mutex::new(watcher_hold),
-        conn: Mutex::new(Some(Arc::new(conn))),
     });
     let watched = Arc::clone(&hold);
     let watcher = runtime::block_on(async move { Ok(tokio::spawn(watch(watched))) })?;
