@@ -116,6 +116,97 @@ pub(crate) fn fresh_postgres_site(url: &str) -> (String, String) {
     (format!("{url}{sep}application_name={name}"), name)
 }
 
+/// The configuration a helper binary (`task-holder`, `race-actor`) opens
+/// from its options `--state-dir DIR [--database-url URL [--site NAME]]`:
+/// the state directory `dir`, or the site `site` (else the default site)
+/// on the PostgreSQL server `url`. Fails with what is wrong with `url`.
+pub fn helper_config(
+    dir: &Path,
+    url: Option<&str>,
+    site: Option<&str>,
+) -> Result<maintenance_core::Config, String> {
+    let mut config = maintenance_core::Config::with_state_dir(dir);
+    if let Some(url) = url {
+        config.backend = maintenance_core::config::BackendKind::Postgres;
+        config.postgres.url = Some(
+            maintenance_core::database_url::DatabaseUrl::parse(url)
+                .map_err(|e| format!("bad --database-url: {e}"))?,
+        );
+        if let Some(site) = site {
+            config.postgres.site = site.to_owned();
+        }
+        // Races start dozens of helpers at one instant, each with its own
+        // connections (and password exchanges), on a loaded machine: the
+        // tests' hang guard, not a production bound.
+        config.postgres.connect_timeout = Duration::from_secs(60);
+    }
+    Ok(config)
+}
+
+/// The state the helper binaries of a multi-process test share
+/// (`task-holder`, `race-actor`, given [`args`](Self::args)) and the test
+/// opens itself ([`backend`](Self::backend)): a state directory, or under
+/// `MANAGE_TEST_BACKEND=postgres` a fresh site of its own on the test
+/// server instead, as [`CliSite::with_config`] chooses.
+#[derive(Debug, Clone)]
+pub struct HelperState {
+    dir: PathBuf,
+    postgres: Option<Postgres>,
+}
+
+impl HelperState {
+    /// The state directory `dir`, or a fresh site on the test server under
+    /// `MANAGE_TEST_BACKEND=postgres`.
+    pub fn from_env(dir: impl Into<PathBuf>) -> HelperState {
+        HelperState {
+            dir: dir.into(),
+            postgres: backend_url_from_env().map(|url| {
+                let (url, site) = fresh_postgres_site(&url);
+                Postgres { url, site }
+            }),
+        }
+    }
+
+    /// The state directory (given on PostgreSQL too, where nothing is
+    /// kept in it).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The site's name on PostgreSQL; `None` for a state directory.
+    pub fn postgres_site(&self) -> Option<&str> {
+        self.postgres.as_ref().map(|p| p.site.as_str())
+    }
+
+    /// The options naming this state to a helper binary: `--state-dir DIR`,
+    /// and on PostgreSQL `--database-url URL --site NAME`.
+    pub fn args(&self) -> Vec<std::ffi::OsString> {
+        let mut args = vec!["--state-dir".into(), self.dir.clone().into_os_string()];
+        if let Some(pg) = &self.postgres {
+            args.extend(["--database-url", &pg.url, "--site", &pg.site].map(Into::into));
+        }
+        args
+    }
+
+    /// The configuration the helpers open: [`helper_config`] of
+    /// [`args`](Self::args).
+    pub fn config(&self) -> maintenance_core::Config {
+        let pg = self.postgres.as_ref();
+        helper_config(
+            &self.dir,
+            pg.map(|p| p.url.as_str()),
+            pg.map(|p| p.site.as_str()),
+        )
+        .expect("the test server's URL")
+    }
+
+    /// The state, opened in this process through the core API.
+    pub fn backend(&self) -> std::sync::Arc<dyn maintenance_core::Backend> {
+        maintenance_core::backend::open(&self.config(), maintenance_core::SystemClock::shared())
+            .expect("open the test's state")
+    }
+}
+
 impl CliSite {
     /// A fresh site run with `exe` (`env!("CARGO_BIN_EXE_e2e-manage")`).
     pub fn new(exe: impl Into<PathBuf>) -> CliSite {

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 
 use maintenance_core::TaskRecord;
 
+use crate::cli_site::HelperState;
 use crate::process::{Outcome, Proc};
 use crate::users::{UNPRIVILEGED, User, assert_reachable};
 
@@ -15,11 +16,10 @@ use crate::users::{UNPRIVILEGED, User, assert_reachable};
 #[derive(Debug, Clone)]
 pub struct Holder {
     exe: PathBuf,
-    state: PathBuf,
+    /// The state directory, or under `MANAGE_TEST_BACKEND=postgres` a site
+    /// on the test server, given to every run.
+    state: HelperState,
     user: Option<User>,
-    /// Under `MANAGE_TEST_BACKEND=postgres`: the site's URL on the test
-    /// server and its name, given to every run.
-    postgres: Option<(String, String)>,
 }
 
 impl Holder {
@@ -30,10 +30,8 @@ impl Holder {
     pub fn new(exe: impl Into<PathBuf>, state: impl Into<PathBuf>) -> Holder {
         Holder {
             exe: exe.into(),
-            state: state.into(),
+            state: HelperState::from_env(state),
             user: None,
-            postgres: crate::cli_site::backend_url_from_env()
-                .map(|url| crate::cli_site::fresh_postgres_site(&url)),
         }
     }
 
@@ -50,17 +48,14 @@ impl Holder {
 
     /// The state directory.
     pub fn state(&self) -> &Path {
-        &self.state
+        self.state.dir()
     }
 
     /// The command line `task-holder --state-dir STATE ARGS…`, stdio piped.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.exe);
-        cmd.arg("--state-dir").arg(&self.state);
-        if let Some((url, site)) = &self.postgres {
-            cmd.args(["--database-url", url, "--site", site]);
-        }
-        cmd.args(args)
+        cmd.args(self.state.args())
+            .args(args)
             .env_remove(maintenance_core::task::ENV_TASK)
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::piped())

@@ -144,6 +144,11 @@ fn through_the_tier(state: &Path, mut look: impl FnMut(Mode, &str)) {
 
 #[test]
 fn the_released_parser_reads_every_tier_as_a_mode_it_knows_never_online() {
+    if manage_tests::file_backend_only(
+        "the released version knows only the state directory: this is about its files",
+    ) {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
     let mut seen = Vec::new();
@@ -307,6 +312,11 @@ fn released_run(exe: &Path, state: &Path, args: &[&str]) -> (i32, String) {
 #[ignore = "builds the released manage from git (minutes the first time): \
             cargo nextest run -p manage-tests --test compat_released --run-ignored only"]
 fn the_released_binary_reads_the_read_only_tier_as_offline() {
+    if manage_tests::file_backend_only(
+        "the released version knows only the state directory: this is about its files",
+    ) {
+        return;
+    }
     if let Err(why) = tools().and_then(|()| released_commit_present()) {
         eprintln!("SKIPPED: {why}: this test builds the released manage with cargo from git");
         return;

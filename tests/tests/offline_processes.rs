@@ -4,35 +4,44 @@
 //! interrupting and timing out a wait from other processes, and a process
 //! whose wall clock is stepped (an `LD_PRELOAD` shim), which must neither
 //! expire nor remove anyone's sessions.
+//!
+//! With `MANAGE_TEST_BACKEND=postgres` every test runs on a site of its own
+//! on the PostgreSQL test server: the actors are given it
+//! (`--database-url`, `--site`), and the test opens the same.
 
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use maintenance_core::backend::{self, Backend, ModeChange};
+use maintenance_core::backend::{Backend, ModeChange};
 use maintenance_core::session::SessionKey;
 use maintenance_core::transition::{self as offline, Activation, Outcome};
-use maintenance_core::{Config, Mode, SystemClock, Timestamp};
+use maintenance_core::{Mode, Timestamp};
+use manage_tests::HelperState;
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_race-actor");
 
-fn open(state: &Path) -> Arc<dyn Backend> {
-    backend::open(&Config::with_state_dir(state), SystemClock::shared()).expect("open the state")
+fn open(state: &HelperState) -> Arc<dyn Backend> {
+    state.backend()
 }
 
-fn state_dir() -> (tempfile::TempDir, PathBuf) {
+/// A fresh state (a directory, or a site on PostgreSQL), made, and a
+/// scratch directory for the stop file.
+fn state_dir() -> (tempfile::TempDir, HelperState) {
     let tmp = tempfile::tempdir().unwrap();
-    let state = tmp.path().join("state");
+    let state = HelperState::from_env(tmp.path().join("state"));
     open(&state);
     (tmp, state)
 }
 
-fn actor(args: &[&str]) -> Child {
+/// `race-actor`, given `state`, playing `args`.
+fn actor(state: &HelperState, args: &[&str]) -> Child {
     Command::new(ACTOR)
+        .args(state.args())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -49,14 +58,14 @@ fn first_line(out: &mut BufReader<ChildStdout>) -> String {
 
 /// A running `activate` process, once it has said it is waiting.
 fn waiting_activator(
-    state: &Path,
+    state: &HelperState,
     timeout_ms: u64,
     message: Option<&str>,
 ) -> (Child, BufReader<ChildStdout>) {
     let timeout = timeout_ms.to_string();
-    let mut args = vec!["activate", state.to_str().unwrap(), &timeout, "20"];
+    let mut args = vec!["activate", &timeout, "20"];
     args.extend(message);
-    let mut child = actor(&args);
+    let mut child = actor(state, &args);
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let line = first_line(&mut out);
     assert!(line.starts_with("waiting "), "{line}");
@@ -64,8 +73,8 @@ fn waiting_activator(
 }
 
 /// A process holding one task, once it has started it.
-fn holder(state: &Path, name: &str) -> Child {
-    let mut child = actor(&["hold", state.to_str().unwrap(), name]);
+fn holder(state: &HelperState, name: &str) -> Child {
+    let mut child = actor(state, &["hold", name]);
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let line = first_line(&mut out);
     assert!(line.starts_with("started "), "{line}");
@@ -75,6 +84,19 @@ fn holder(state: &Path, name: &str) -> Child {
 fn kill(child: &mut Child, signal: rustix::process::Signal) {
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
     rustix::process::kill_process(pid, signal).unwrap();
+}
+
+/// After a waiter's SIGKILL: on the file backend its lock went with the
+/// process (the kernel closes its descriptors before its parent can reap
+/// it); on PostgreSQL the server frees its key when it sees the connection
+/// end, a moment after the death (backend/postgres/modes.rs), so this waits
+/// for that, within the hang guard, before the test looks.
+fn after_waiter_killed(state: &HelperState, b: &dyn Backend) {
+    if state.postgres_site().is_some() {
+        manage_tests::poll_until("the killed waiter's connection ended on the server", || {
+            (b.mode().unwrap().mode != Mode::Pending).then_some(())
+        });
+    }
 }
 
 fn rest(out: BufReader<ChildStdout>) -> Vec<String> {
@@ -108,7 +130,6 @@ fn i1_and_i2_hold_while_dozens_of_processes_race_an_activation_200_times() {
     let (tmp, state) = state_dir();
     let stop = tmp.path().join("stop");
     let settle = Duration::from_millis(50);
-    let s = state.to_str().unwrap();
     let st = stop.to_str().unwrap();
     let mut racers = Racers {
         stop: stop.clone(),
@@ -116,10 +137,10 @@ fn i1_and_i2_hold_while_dozens_of_processes_race_an_activation_200_times() {
     };
     racers
         .children
-        .extend((0..16).map(|_| actor(&["task-actor", s, st])));
+        .extend((0..16).map(|_| actor(&state, &["task-actor", st])));
     racers
         .children
-        .extend((0..8).map(|_| actor(&["session-actor", s, st, "50"])));
+        .extend((0..8).map(|_| actor(&state, &["session-actor", st, "50"])));
 
     let b = open(&state);
     let mut rounds = Vec::new();
@@ -222,7 +243,6 @@ fn i1_and_i2_hold_for_the_read_only_tier_while_commands_and_layers_race_it() {
     let stop = tmp.path().join("stop");
     let refresh_ms = 20;
     let settle = Duration::from_millis(refresh_ms * 10);
-    let s = state.to_str().unwrap();
     let st = stop.to_str().unwrap();
     let refresh = refresh_ms.to_string();
     let mut racers = Racers {
@@ -231,10 +251,10 @@ fn i1_and_i2_hold_for_the_read_only_tier_while_commands_and_layers_race_it() {
     };
     racers
         .children
-        .extend((0..6).map(|_| actor(&["task-actor", s, st])));
+        .extend((0..6).map(|_| actor(&state, &["task-actor", st])));
     racers
         .children
-        .extend((0..3).map(|_| actor(&["layer-actor", s, st, &refresh])));
+        .extend((0..3).map(|_| actor(&state, &["layer-actor", st, &refresh])));
 
     let b = open(&state);
     // Wait until the layers let writes through, so the rounds race them.
@@ -352,15 +372,34 @@ fn i1_and_i2_hold_for_the_read_only_tier_while_commands_and_layers_race_it() {
 fn a_killed_activator_never_leaves_the_site_pending() {
     let (_tmp, state) = state_dir();
     let b = open(&state);
+    // How long an activator takes to go OFFLINE when nothing holds it off
+    // (its start-up on PostgreSQL, connecting, is longer than on files):
+    // the kills below are spread over twice that, at least 40 ms, so they
+    // land anywhere from start-up to past OFFLINE on either backend.
+    let started = Instant::now();
+    let calibration = actor(&state, &["activate", "5000", "20"]);
+    assert!(calibration.wait_with_output().unwrap().status.success());
+    let spread = (started.elapsed().as_micros() as u64 * 2).max(40_000);
+    b.go_online(&ModeChange::by_this_process()).unwrap();
     let mut seen_lapse = 0;
     for i in 0..40u64 {
         // Half the time something holds the site off, so the kill lands in
         // the wait; otherwise it lands anywhere up to and past OFFLINE.
+        // Every other time something holds it off, the kill waits until
+        // the activator says it waits: some kills surely land in the wait.
         let mut task = (i % 2 == 0).then(|| holder(&state, "job"));
-        let mut child = actor(&["activate", state.to_str().unwrap(), "5000", "20"]);
-        std::thread::sleep(Duration::from_micros(i * 997 % 40_000));
+        let mut child = actor(&state, &["activate", "5000", "20"]);
+        let mut _out = None;
+        if i % 4 == 0 {
+            let mut out = BufReader::new(child.stdout.take().unwrap());
+            let line = first_line(&mut out);
+            assert!(line.starts_with("waiting "), "{line}");
+            _out = Some(out);
+        }
+        std::thread::sleep(Duration::from_micros(i * 997 % spread));
         kill(&mut child, rustix::process::Signal::KILL);
         child.wait().unwrap();
+        after_waiter_killed(&state, b.as_ref());
 
         let view = b.mode().expect("mode.json always parses");
         assert_ne!(
@@ -378,7 +417,8 @@ fn a_killed_activator_never_leaves_the_site_pending() {
         let view = b.mode().unwrap();
         assert_eq!(view.mode, Mode::Online);
         assert!(view.stray_marker.is_none(), "{:?}", view.stray_marker);
-        assert!(!state.join("OFFLINE").exists());
+        // The file backend's marker for nginx (none on PostgreSQL).
+        assert!(!state.dir().join("OFFLINE").exists());
         assert_eq!(view.record, online);
         if let Some(t) = task.as_mut() {
             t.kill().unwrap();
@@ -414,6 +454,7 @@ fn a_second_waiter_keeps_the_site_pending_when_the_first_times_out_or_dies() {
     );
     kill(&mut third, rustix::process::Signal::KILL);
     third.wait().unwrap();
+    after_waiter_killed(&state, b.as_ref());
     let view = b.mode().unwrap();
     assert_eq!(view.mode, Mode::Online, "no waiter left: ONLINE at once");
     assert!(view.lapsed.is_some());

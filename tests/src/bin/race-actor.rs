@@ -1,8 +1,16 @@
-//! A process that plays one part against a shared state directory, for the
+//! A process that plays one part against a shared state, for the
 //! multi-process tests of the offline state machine: a command starting
 //! tasks, a web layer touching sessions, a real `MaintenanceLayer` sending
 //! writes through, an operator activating, or a task holder. It prints what
 //! the tests check, one line an event.
+//!
+//! ```text
+//! race-actor --state-dir DIR [--database-url URL --site NAME] PART ARGS…
+//! ```
+//!
+//! The state is the directory DIR, or with `--database-url` the site NAME
+//! on that PostgreSQL server (as `task-holder`'s options say). The parts
+//! and their arguments are the functions below.
 
 // Standard output is this helper's protocol with the tests.
 #![allow(clippy::print_stdout)]
@@ -41,11 +49,22 @@ impl Jitter {
     }
 }
 
-fn open(state: &Path) -> anyhow::Result<Arc<dyn Backend>> {
-    Ok(backend::open(
-        &Config::with_state_dir(state),
-        SystemClock::shared(),
-    )?)
+/// Where the state is: `--state-dir`, `--database-url`, `--site`.
+struct State {
+    dir: PathBuf,
+    url: Option<String>,
+    site: Option<String>,
+}
+
+impl State {
+    fn config(&self) -> anyhow::Result<Config> {
+        manage_tests::helper_config(&self.dir, self.url.as_deref(), self.site.as_deref())
+            .map_err(anyhow::Error::msg)
+    }
+}
+
+fn open(state: &State) -> anyhow::Result<Arc<dyn Backend>> {
+    Ok(backend::open(&state.config()?, SystemClock::shared())?)
 }
 
 fn main() -> ExitCode {
@@ -59,31 +78,47 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<u8> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut state = State {
+        dir: PathBuf::new(),
+        url: None,
+        site: None,
+    };
+    while args.first().is_some_and(|a| a.starts_with("--")) {
+        let option = args.remove(0);
+        anyhow::ensure!(!args.is_empty(), "{option} needs a value");
+        let value = args.remove(0);
+        match option.as_str() {
+            "--state-dir" => state.dir = value.into(),
+            "--database-url" => state.url = Some(value),
+            "--site" => state.site = Some(value),
+            other => anyhow::bail!("unknown option {other}"),
+        }
+    }
+    anyhow::ensure!(!state.dir.as_os_str().is_empty(), "--state-dir is required");
     let arg = |i: usize| -> anyhow::Result<&str> {
         args.get(i)
             .map(String::as_str)
             .ok_or_else(|| anyhow::anyhow!("missing argument {i}: see the source for usage"))
     };
-    let state = PathBuf::from(arg(1)?);
     match arg(0)? {
-        "task-actor" => task_actor(&state, Path::new(arg(2)?)),
+        "task-actor" => task_actor(&state, Path::new(arg(1)?)),
         "session-actor" => session_actor(
             &state,
-            Path::new(arg(2)?),
-            Duration::from_millis(arg(3)?.parse()?),
+            Path::new(arg(1)?),
+            Duration::from_millis(arg(2)?.parse()?),
         ),
         "activate" => activate(
             &state,
+            Duration::from_millis(arg(1)?.parse()?),
             Duration::from_millis(arg(2)?.parse()?),
-            Duration::from_millis(arg(3)?.parse()?),
-            args.get(4).cloned(),
+            args.get(3).cloned(),
         ),
-        "hold" => hold(&state, arg(2)?),
+        "hold" => hold(&state, arg(1)?),
         "layer-actor" => layer_actor(
             &state,
-            Path::new(arg(2)?),
-            Duration::from_millis(arg(3)?.parse()?),
+            Path::new(arg(1)?),
+            Duration::from_millis(arg(2)?.parse()?),
         ),
         other => anyhow::bail!("unknown part {other:?}"),
     }
@@ -93,7 +128,7 @@ fn run() -> anyhow::Result<u8> {
 /// exists. Prints `online <before µs> <after µs>` for each task admitted as
 /// ONLINE, and `VIOLATION …` if it ever holds such a task while the site is
 /// OFFLINE or READONLY.
-fn task_actor(state: &Path, stop: &Path) -> anyhow::Result<u8> {
+fn task_actor(state: &State, stop: &Path) -> anyhow::Result<u8> {
     let b = open(state)?;
     let mut rng = Jitter::new();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -132,7 +167,7 @@ fn task_actor(state: &Path, stop: &Path) -> anyhow::Result<u8> {
 /// Plays a web layer with a fresh ONLINE snapshot letting new users in.
 /// Prints `VIOLATION …` if a session it let in is live while OFFLINE, and
 /// `sessions <n>` at the end.
-fn session_actor(state: &Path, stop: &Path, settle: Duration) -> anyhow::Result<u8> {
+fn session_actor(state: &State, stop: &Path, settle: Duration) -> anyhow::Result<u8> {
     let b = open(state)?;
     let mut rng = Jitter::new();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -173,9 +208,9 @@ fn session_actor(state: &Path, stop: &Path, settle: Duration) -> anyhow::Result<
 /// now and then long enough to be in flight across a drain. Prints `write
 /// <asked µs> <entered µs> <finished µs>` for each write the layer let in
 /// (the handler ran), and `refused <n>` at the end.
-fn layer_actor(state: &Path, stop: &Path, refresh: Duration) -> anyhow::Result<u8> {
+fn layer_actor(state: &State, stop: &Path, refresh: Duration) -> anyhow::Result<u8> {
     use tower::{Layer, ServiceExt};
-    let mut config = Config::with_state_dir(state);
+    let mut config = state.config()?;
     config.refresh_interval = refresh;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -243,7 +278,7 @@ fn layer_actor(state: &Path, stop: &Path, refresh: Duration) -> anyhow::Result<u
 /// Takes the site offline, printing the outcome; Ctrl-C or SIGTERM stops
 /// the wait. Exit 0 offline, 124 timed out, 130 interrupted, 75 cancelled.
 fn activate(
-    state: &Path,
+    state: &State,
     timeout: Duration,
     settle: Duration,
     message: Option<String>,
@@ -295,7 +330,7 @@ fn activate(
 }
 
 /// Holds one task named `name` until standard input closes.
-fn hold(state: &Path, name: &str) -> anyhow::Result<u8> {
+fn hold(state: &State, name: &str) -> anyhow::Result<u8> {
     let b = open(state)?;
     let task = CommandTask::start(
         name,

@@ -74,7 +74,7 @@ use std::time::Duration;
 use maintenance_core::backend::ModeChange;
 use maintenance_core::policy::{Instances, Policy};
 use maintenance_core::task::{JoinToken, Membership};
-use maintenance_core::{Backend, CommandTask, Config, Error, Refusal, SystemClock, TaskOptions};
+use maintenance_core::{Backend, CommandTask, Error, Refusal, SystemClock, TaskOptions};
 
 /// What `spawn-child` does once the child runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,21 +239,9 @@ impl Args {
             .state_dir
             .as_ref()
             .ok_or_else(|| usage("--state-dir is required"))?;
-        let mut config = Config::with_state_dir(dir);
-        if let Some(url) = &self.database_url {
-            config.backend = maintenance_core::config::BackendKind::Postgres;
-            config.postgres.url = Some(
-                maintenance_core::database_url::DatabaseUrl::parse(url)
-                    .map_err(|e| usage(&format!("bad --database-url: {e}")))?,
-            );
-            if let Some(site) = &self.site {
-                config.postgres.site = site.clone();
-            }
-            // Races start dozens of holders at one instant, each with its
-            // own connection (and password exchange), on a loaded machine:
-            // the tests' hang guard, not a production bound.
-            config.postgres.connect_timeout = Duration::from_secs(60);
-        }
+        let config =
+            manage_tests::helper_config(dir, self.database_url.as_deref(), self.site.as_deref())
+                .map_err(|e| usage(&e))?;
         maintenance_core::backend::open(&config, SystemClock::shared()).map_err(|e| report(&e))
     }
 
