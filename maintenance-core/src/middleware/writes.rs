@@ -3,7 +3,8 @@
 //! is READONLY_PENDING, so the read-only drain waits for them. The order
 //! that makes it sound (count before the view is loaded, read after a new
 //! snapshot is stored) is explained in `readonly.rs`, which counts
-//! requests in and out.
+//! requests in and out; so is why the publishing is made ready ahead
+//! ([`Backend::prepare_writes`]) once this process takes writes.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 

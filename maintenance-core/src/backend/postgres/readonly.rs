@@ -162,9 +162,10 @@ impl Drop for PgWritesLease {
         let inner = Arc::clone(&self.inner);
         let (s, site) = (inner.s(), inner.site_lit());
         let delete = format!("DELETE FROM {s}.writes WHERE site = {site} AND key = {key}");
-        let kept = runtime::block_on(async move {
-            Ok(sql::run(&conn.client, &delete).await.map(|_| conn))
-        });
+        let kept =
+            runtime::block_on(
+                async move { Ok(sql::run(&conn.client, &delete).await.map(|_| conn)) },
+            );
         if let Ok(Ok(conn)) = kept
             && let Some((conn, _)) = self.inner.writes_ahead.keep(conn, key)
         {
