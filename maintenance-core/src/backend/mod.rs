@@ -375,9 +375,18 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// sets them.
     fn go_read_only(&self, change: &ModeChange) -> Result<ModeRecord>;
 
+    /// Makes ready what [`Backend::begin_writes`] needs, so that it is
+    /// quick when a drain begins: on PostgreSQL a connection holding its
+    /// key, kept from then on (and reused by every later publication).
+    /// Nothing on files.
+    fn prepare_writes(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Publishes that this process (a web layer) has unsafe requests in
     /// flight, until the lease is dropped: a read-only drain waits for it.
-    /// Never refused by the mode.
+    /// Never refused by the mode. On PostgreSQL one round trip once
+    /// [`Backend::prepare_writes`] succeeded.
     fn begin_writes(&self) -> Result<Box<dyn WritesLease>>;
 
     /// Every web layer process that has published unsafe requests in

@@ -407,6 +407,7 @@ mod tests {
             writes_refused: false,
             bypass: None,
             scheduled: None,
+            fresh_until: std::time::Instant::now(),
         });
         assert!(known.view().sessions.contains_key(&b"carol"[..]));
         known.remember(b"dave", 2);

@@ -127,6 +127,11 @@ fn publish(known: &Known, inner: &Inner) {
             writes_refused: false,
             bypass: base.as_ref().and_then(|b| b.bypass),
             scheduled: None,
+            // Without the shared mode's snapshot nothing says whether a
+            // read-only drain began: stale at once.
+            fresh_until: base
+                .as_ref()
+                .map_or_else(std::time::Instant::now, |b| b.fresh_until),
         }),
     }
 }
@@ -145,6 +150,7 @@ mod tests {
             writes_refused: mode == Mode::ReadOnly,
             bypass: None,
             scheduled: None,
+            fresh_until: std::time::Instant::now(),
         }
     }
 

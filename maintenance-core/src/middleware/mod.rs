@@ -97,7 +97,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use tokio::sync::oneshot;
@@ -694,6 +694,15 @@ where
         let write = WriteGuard::begin(&self.shared, req.method());
         let view = self.shared.sessions.view();
         let snap = view.snapshot.as_deref();
+        // A write is admitted only on a fresh snapshot: one `Instant`
+        // comparison, for unsafe requests only (readonly.rs says why).
+        if write.is_some()
+            && let Some(s) = snap
+            && !s.writes_refused
+            && Instant::now() >= s.fresh_until
+        {
+            return self.after_fresh_refresh(req, write);
+        }
         let decision = self.decide(&req, &view, write.is_some());
         let o = &self.shared.options;
         let pass = |req: &mut Request<ReqBody>| {
@@ -767,6 +776,70 @@ where
                 .counting(write)
             }
         }
+    }
+}
+
+impl<S> Maintenance<S> {
+    /// An unsafe request whose snapshot is stale (the layer's thread is
+    /// late): waits, at most `check_timeout`, for the thread's next
+    /// snapshot, then is decided on that one; answered as READONLY would
+    /// answer it when none comes in time. It stays counted in flight
+    /// throughout, so a drain the late thread then sees publishes it.
+    fn after_fresh_refresh<ReqBody, ResBody>(
+        &mut self,
+        req: Request<ReqBody>,
+        write: Option<WriteGuard>,
+    ) -> ResponseFuture<S::Future, ResBody, S::Error>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        ReqBody: Send + 'static,
+        ResBody: From<String> + Send + 'static,
+    {
+        let ready = self.inner.clone();
+        let mut this = Maintenance {
+            inner: std::mem::replace(&mut self.inner, ready),
+            shared: Arc::clone(&self.shared),
+        };
+        let deadline = tokio::time::Instant::now() + self.shared.options.check_timeout;
+        ResponseFuture::boxed(
+            async move {
+                let shared = Arc::clone(&this.shared);
+                let fresh = || {
+                    shared
+                        .sessions
+                        .view()
+                        .snapshot
+                        .as_deref()
+                        .is_some_and(|s| s.writes_refused || Instant::now() < s.fresh_until)
+                };
+                loop {
+                    let notified = std::pin::pin!(shared.refreshed.notified());
+                    let mut notified = notified;
+                    notified.as_mut().enable();
+                    if fresh() {
+                        // Counted again by the call before this guard goes.
+                        let future = this.call(req);
+                        drop(write);
+                        return future.await;
+                    }
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        break;
+                    }
+                }
+                let view = shared.sessions.view();
+                let json = response::wants_json(
+                    &shared.options,
+                    RequestPath::parse(req.uri().path()).as_ref(),
+                    req.headers(),
+                );
+                Ok(match view.snapshot.as_deref() {
+                    Some(snap) => readonly::refused(&shared.options, snap, json),
+                    None => response::turned_away(&shared.options, None, json),
+                })
+            },
+            None,
+        )
     }
 }
 

@@ -24,10 +24,38 @@
 //! the thread stores it in `refresh`, then fences and reads the count in
 //! `Publisher::after_refresh` (`writes.rs`), before any merge. A request's load after
 //! that store sees READONLY_PENDING or newer, whatever merges ran between.
+//!
+//! **Fresh snapshots only admit writes.** The drain gives the layers a
+//! settle time of two refresh intervals from the start of READONLY_PENDING
+//! (`since`), then looks at the writes published. Each snapshot carries
+//! `fresh_until`: the instant its read *began* (t0), plus two refresh
+//! intervals. A snapshot that says writes pass was read before `since`
+//! (else it would say READONLY_PENDING), so t0 < `since`, and a write it
+//! admits before t0 + 2 × interval is admitted before `since` + settle.
+//! A write that finds its snapshot older waits, at most `check_timeout`,
+//! for the thread's next one and is decided on it; none coming (the state
+//! cannot be read, or the thread is that late) it is answered as READONLY
+//! would answer it — a wait, not a refusal, so a thread a little late on a
+//! loaded machine costs users a moment, not a 503; and a refusal after
+//! the bound, since the layer then does not know whether a drain began.
+//! It is counted in flight the whole time, so a drain the thread then
+//! sees publishes it.
+//!
+//! **Publishing is one round trip.** Once this process has taken an unsafe
+//! request, its thread makes the publishing ready ahead
+//! ([`Backend::prepare_writes`]: on PostgreSQL a connection holding its
+//! key, kept and reused), so the publication after a READONLY_PENDING
+//! snapshot is one statement, not a connection made while the settle time
+//! runs. What stays a timing assumption, as for every layer's refresh, is
+//! that the thread's next refresh and that statement land within the
+//! settle time.
+//!
 //! A safe request costs one comparison of its method (GET's), and an
-//! ONLINE one nothing more: the write check comes after ONLINE's arm.
+//! ONLINE one nothing more: the write check comes after ONLINE's arm. An
+//! unsafe one costs one `Instant` comparison more (its snapshot's age).
 //!
 //! [`Backend::begin_writes`]: crate::backend::Backend::begin_writes
+//! [`Backend::prepare_writes`]: crate::backend::Backend::prepare_writes
 
 use std::sync::Arc;
 
@@ -356,6 +384,53 @@ mod tests {
         let res = get(&mut a, with_method("POST", "/notes")).await;
         assert_eq!(res.status(), StatusCode::OK, "not yet read-only");
         assert_eq!(res.into_body(), "refused false, scheduled Some(true)");
+    }
+
+    /// The reproduction of writes let in after a drain's settle time: a
+    /// layer whose thread cannot read the mode keeps its last ONLINE
+    /// snapshot, but once that is older than the settle time a write waits
+    /// for a fresh one and, none coming, is refused; reads go on. A fresh
+    /// read lets writes through again, and while the refresh is healthy no
+    /// write is refused (many, over many refresh intervals).
+    #[tokio::test]
+    async fn a_write_on_a_snapshot_older_than_the_settle_time_is_refused_and_reads_go_on() {
+        let s = site();
+        s.backend.go_online(&ModeChange::by_this_process()).unwrap();
+        let mut builder = patient(&s.config);
+        builder.options.check_timeout = std::time::Duration::from_millis(100);
+        let layer = builder.build();
+        until_mode(&layer, Mode::Online).await;
+        let mut a = app(&layer);
+        for i in 0..100 {
+            let res = get(&mut a, with_method("POST", "/notes")).await;
+            assert_eq!(res.status(), StatusCode::OK, "write {i}, refresh healthy");
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let file = s.config.state_dir.join("mode.json");
+        let good = std::fs::read(&file).unwrap();
+        std::fs::write(&file, b"not a mode record").unwrap();
+        let mut refused = false;
+        for _ in 0..1000 {
+            let res = get(&mut a, with_method("POST", "/notes")).await;
+            if res.status() == StatusCode::SERVICE_UNAVAILABLE {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(refused, "a write on a stale snapshot was never refused");
+        assert_eq!(layer.snapshot().map(|s| s.mode), Some(Mode::Online));
+        assert_eq!(get(&mut a, req("/")).await.status(), StatusCode::OK);
+        std::fs::write(&file, good).unwrap();
+        let mut passed = false;
+        for _ in 0..1000 {
+            if get(&mut a, with_method("POST", "/notes")).await.status() == StatusCode::OK {
+                passed = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(passed, "writes never passed again once the mode was read");
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! every request. Its own file so that both take it from here, one way.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::clock::Timestamp;
 use crate::mode::{Mode, RetryAfter};
@@ -27,4 +28,8 @@ pub struct Snapshot {
     /// The scheduled window, once its notice period has begun (decided
     /// here, at each refresh, so the hot path reads no clock).
     pub scheduled: Option<Arc<ScheduleRecord>>,
+    /// Until when it may admit an unsafe request: two refresh intervals
+    /// after the read that made it began, the settle time a read-only
+    /// drain gives the layers (`readonly.rs` says why).
+    pub(crate) fresh_until: Instant,
 }

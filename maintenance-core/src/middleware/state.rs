@@ -85,6 +85,9 @@ pub(crate) struct Shared {
     pub vouch: Option<mpsc::SyncSender<Lookup>>,
     /// Unsafe requests in flight (the read-only drain waits for them).
     pub in_flight: InFlight,
+    /// Told after each snapshot the thread stores: an unsafe request that
+    /// found its snapshot stale waits on it (`readonly.rs`).
+    pub refreshed: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -241,6 +244,7 @@ pub(crate) fn start(config: &Config, options: LayerOptions) -> Arc<Shared> {
         lookups: AtomicU64::new(0),
         vouch,
         in_flight: InFlight::default(),
+        refreshed: tokio::sync::Notify::new(),
     });
     let weak = Arc::downgrade(&shared);
     if let (Some(validator), Some(lookups)) = (validator, lookups)
@@ -564,6 +568,10 @@ impl Writer {
 /// when the state cannot be read. A schedule that cannot be read is none:
 /// the mode is what decides who gets in.
 fn refresh(shared: &Shared, backend: &dyn Backend, complained: &mut bool) {
+    // Taken before the read: a drain begun after it is seen by the next
+    // read, so this snapshot may admit writes until the settle time of a
+    // drain begun just after it has passed (`readonly.rs`).
+    let read_at = Instant::now();
     match backend.mode() {
         Ok(view) => {
             let bypass = view
@@ -589,8 +597,10 @@ fn refresh(shared: &Shared, backend: &dyn Backend, complained: &mut bool) {
                     retry_after: view.record.retry_after,
                     bypass,
                     scheduled,
+                    fresh_until: read_at + shared.refresh_interval * 2,
                 },
             );
+            shared.refreshed.notify_waiters();
             *complained = false;
         }
         Err(e) => {

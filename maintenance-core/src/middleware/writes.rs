@@ -3,7 +3,8 @@
 //! is READONLY_PENDING, so the read-only drain waits for them. The order
 //! that makes it sound (count before the view is loaded, read after a new
 //! snapshot is stored) is explained in `readonly.rs`, which counts
-//! requests in and out.
+//! requests in and out; so is why the publishing is made ready ahead
+//! ([`Backend::prepare_writes`]) once this process takes writes.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 
@@ -15,6 +16,9 @@ pub(crate) struct InFlight {
     count: AtomicU64,
     /// The layer's thread has published them: the last one out tells it.
     published: AtomicBool,
+    /// An unsafe request came once: the thread then makes its publishing
+    /// ready ahead ([`Backend::prepare_writes`]).
+    seen: AtomicBool,
 }
 
 impl InFlight {
@@ -23,6 +27,9 @@ impl InFlight {
     pub(crate) fn begin(&self) {
         self.count.fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
+        if !self.seen.load(Ordering::Relaxed) {
+            self.seen.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Counts one out; `true` when it was the last one and the layer's
@@ -38,6 +45,8 @@ impl InFlight {
 pub(crate) struct Publisher {
     lease: Option<Box<dyn WritesLease>>,
     complained: bool,
+    /// [`Backend::prepare_writes`] succeeded.
+    prepared: bool,
 }
 
 impl Publisher {
@@ -51,6 +60,21 @@ impl Publisher {
         backend: &dyn Backend,
         log: &dyn Fn(&str),
     ) {
+        // Made ready ahead, once this process takes writes, so that the
+        // publication below is quick when a drain begins (`readonly.rs`).
+        if !self.prepared && in_flight.seen.load(Ordering::Relaxed) {
+            match backend.prepare_writes() {
+                Ok(()) => self.prepared = true,
+                Err(e) if !self.complained => {
+                    log(&format!(
+                        "the maintenance layer cannot make ready the publishing of its unsafe \
+                         requests in flight (it tries again at each refresh): {e}"
+                    ));
+                    self.complained = true;
+                }
+                Err(_) => {}
+            }
+        }
         // Ordered after the snapshot's store: see the module docs.
         fence(Ordering::SeqCst);
         let live = in_flight.count.load(Ordering::SeqCst) > 0;

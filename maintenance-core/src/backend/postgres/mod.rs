@@ -141,6 +141,9 @@ pub(crate) struct Inner {
     listener: listen::Listener,
     /// How often a wait re-reads the mode while the listener listens.
     watch_fallback: Duration,
+    /// A web layer's connection for publishing its writes in flight,
+    /// opened ahead with its key held (`readonly.rs`).
+    writes_ahead: readonly::WritesAhead,
 }
 
 impl PostgresBackend {
@@ -174,6 +177,7 @@ impl PostgresBackend {
                 history: history::HistoryState::new(config.history_max_size),
                 listener: listen::Listener::new(keys::channel(&pg.schema, &pg.site)),
                 watch_fallback: watch::FALLBACK,
+                writes_ahead: readonly::WritesAhead::default(),
             }),
         })
     }
@@ -499,6 +503,10 @@ impl Backend for PostgresBackend {
 
     fn go_read_only(&self, change: &ModeChange) -> Result<ModeRecord> {
         readonly::go_read_only(&self.inner, change)
+    }
+
+    fn prepare_writes(&self) -> Result<()> {
+        readonly::prepare_writes(&self.inner)
     }
 
     fn begin_writes(&self) -> Result<Box<dyn WritesLease>> {

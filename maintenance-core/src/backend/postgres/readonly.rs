@@ -111,62 +111,121 @@ pub(super) fn go_read_only(inner: &Arc<Inner>, change: &ModeChange) -> Result<Mo
     })
 }
 
+/// A web layer's connection for its writes in flight, opened ahead by
+/// [`prepare_writes`] with its key held, and given back by each lease that
+/// ends: so a publication is one round trip (its row), never a connection
+/// made while a drain's settle time runs. The key held without a row counts
+/// for nothing: readers count rows whose key is held.
+#[derive(Debug, Default)]
+pub(super) struct WritesAhead(std::sync::Mutex<Option<(Conn, i32)>>);
+
+impl WritesAhead {
+    fn take(&self) -> Option<(Conn, i32)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn is_ready(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    /// Keeps `conn` unless one is kept already, and then gives it back.
+    fn keep(&self, conn: Conn, key: i32) -> Option<(Conn, i32)> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match *slot {
+            Some(_) => Some((conn, key)),
+            None => {
+                *slot = Some((conn, key));
+                None
+            }
+        }
+    }
+}
+
 /// A web layer's published writes in flight: its connection, holding its
 /// key, and its row.
 #[derive(Debug)]
 pub(super) struct PgWritesLease {
-    conn: Option<Conn>,
-    /// Removes the row and frees the key, before the connection closes.
-    release_sql: String,
+    inner: Arc<Inner>,
+    conn: Option<(Conn, i32)>,
 }
 
 impl WritesLease for PgWritesLease {}
 
 impl Drop for PgWritesLease {
     fn drop(&mut self) {
-        // Freed before this returns, so the next reader sees them gone (a
-        // closing connection frees its locks only a moment later).
-        if let Some(conn) = self.conn.take() {
-            let sql = std::mem::take(&mut self.release_sql);
+        // The row goes before this returns, so the next reader sees it
+        // gone; the connection and its key are kept for the next lease
+        // (or, when one is kept already, the key is freed and it closes).
+        let Some((conn, key)) = self.conn.take() else {
+            return;
+        };
+        let inner = Arc::clone(&self.inner);
+        let (s, site) = (inner.s(), inner.site_lit());
+        let delete = format!("DELETE FROM {s}.writes WHERE site = {site} AND key = {key}");
+        let kept =
+            runtime::block_on(
+                async move { Ok(sql::run(&conn.client, &delete).await.map(|_| conn)) },
+            );
+        if let Ok(Ok(conn)) = kept
+            && let Some((conn, _)) = self.inner.writes_ahead.keep(conn, key)
+        {
             let _ = runtime::block_on(async move {
-                let _ = sql::run(&conn.client, &sql).await;
+                let _ = sql::run(&conn.client, "SELECT pg_advisory_unlock_all()").await;
                 Ok(())
             });
         }
     }
 }
 
+/// [`Backend::prepare_writes`](crate::Backend::prepare_writes): a
+/// connection with its key held, kept for [`begin_writes`].
+pub(super) fn prepare_writes(inner: &Arc<Inner>) -> Result<()> {
+    if inner.writes_ahead.is_ready() {
+        return Ok(());
+    }
+    let task = Arc::clone(inner);
+    let (conn, key) = runtime::block_on(async move { task.lock_connection().await })?;
+    // Another thread kept one meanwhile: this one closes, its key with it.
+    drop(inner.writes_ahead.keep(conn, key));
+    Ok(())
+}
+
 /// [`Backend::begin_writes`](crate::Backend::begin_writes): never refused
-/// by the mode (no gate).
+/// by the mode (no gate). One round trip on the connection kept ahead; a
+/// new connection when there is none, or when the kept one was lost.
 pub(super) fn begin_writes(inner: &Arc<Inner>) -> Result<Box<dyn WritesLease>> {
-    let inner = Arc::clone(inner);
+    let task = Arc::clone(inner);
     let me = Identity::current();
     let (pid, by) = (me.pid, me.user_at_host());
-    runtime::block_on(async move {
-        let (conn, key) = inner.lock_connection().await?;
-        let (s, site) = (inner.s(), inner.site_lit());
-        sql::run(
-            &conn.client,
-            &format!(
+    let ahead = inner.writes_ahead.take();
+    let conn = runtime::block_on(async move {
+        let insert = |key: i32| {
+            format!(
                 "INSERT INTO {s}.writes (site, key, pid, by_whom, since_ms) \
                  VALUES ({site}, {key}, {pid}, {by}, {now}) \
                  ON CONFLICT (site, key) DO UPDATE SET pid = EXCLUDED.pid, \
                  by_whom = EXCLUDED.by_whom, since_ms = EXCLUDED.since_ms",
+                s = task.s(),
+                site = task.site_lit(),
                 by = sql::lit(&by),
-                now = inner.now_ms_sql(),
-            ),
-        )
-        .await
-        .map_err(|e| inner.pg_error(e))?;
-        let release_sql = format!(
-            "DELETE FROM {s}.writes WHERE site = {site} AND key = {key}; \
-             SELECT pg_advisory_unlock_all()"
-        );
-        Ok(Box::new(PgWritesLease {
-            conn: Some(conn),
-            release_sql,
-        }) as Box<dyn WritesLease>)
-    })
+                now = task.now_ms_sql(),
+            )
+        };
+        if let Some((conn, key)) = ahead
+            && sql::run(&conn.client, &insert(key)).await.is_ok()
+        {
+            return Ok((conn, key));
+        }
+        let (conn, key) = task.lock_connection().await?;
+        sql::run(&conn.client, &insert(key))
+            .await
+            .map_err(|e| task.pg_error(e))?;
+        Ok((conn, key))
+    })?;
+    Ok(Box::new(PgWritesLease {
+        inner: Arc::clone(inner),
+        conn: Some(conn),
+    }))
 }
 
 /// [`Backend::writes_in_flight`](crate::Backend::writes_in_flight): the
