@@ -153,14 +153,7 @@ pub(super) async fn take_lapsed(inner: &Inner, conn: &Conn) -> Result<Vec<Schedu
     )
     .await
     .map_err(|e| inner.pg_error(e))?;
-    Ok(rows
-        .first()
-        .map(|rows| {
-            rows.iter()
-                .filter_map(|r| serde_json::from_str(text(r, 0)).ok())
-                .collect()
-        })
-        .unwrap_or_default())
+    Ok(sql::json_column(&rows))
 }
 
 /// What a schedule's lease holds: its key, on a connection of its own,

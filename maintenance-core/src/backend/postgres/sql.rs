@@ -79,6 +79,19 @@ pub(super) fn text(row: &[Option<String>], i: usize) -> &str {
     row.get(i).and_then(|c| c.as_deref()).unwrap_or("")
 }
 
+/// The first column of the first result's rows, each read as JSON; a row
+/// that does not parse is left out.
+pub(super) fn json_column<T: serde::de::DeserializeOwned>(results: &[Rows]) -> Vec<T> {
+    results
+        .first()
+        .map(|rows| {
+            rows.iter()
+                .filter_map(|r| serde_json::from_str(text(r, 0)).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Column `i` of `row` as a number, or 0.
 pub(super) fn int(row: &[Option<String>], i: usize) -> i64 {
     text(row, i).parse().unwrap_or(0)

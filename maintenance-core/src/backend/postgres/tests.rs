@@ -271,17 +271,7 @@ fn a_child_holding_the_inherited_socket_keeps_the_task_live() {
     let config = postgres_test_config("manage_test");
     let (runner, probe) = (open(&config), open(&config));
     let mut lease = runner
-        .start_task(
-            &crate::records::TaskRequest {
-                name: "migrate".into(),
-                argv: vec!["migrate".into()],
-                policy: Policy::DEFAULT,
-                ignore_maintenance: false,
-                in_window: false,
-                lock_timeout: Duration::ZERO,
-            },
-            &"0".repeat(64),
-        )
+        .start_task(&request("migrate", &["migrate"]), &"0".repeat(64))
         .unwrap();
     let fds: Vec<i32> = lease
         .inheritable_fds()
@@ -429,17 +419,7 @@ fn a_wait_ends_when_the_tasks_last_process_is_killed() {
     let config = postgres_test_config("manage_test");
     let (runner, waiter) = (open(&config), open(&config));
     let mut lease = runner
-        .start_task(
-            &crate::records::TaskRequest {
-                name: "job".into(),
-                argv: vec!["job".into()],
-                policy: Policy::DEFAULT,
-                ignore_maintenance: false,
-                in_window: false,
-                lock_timeout: Duration::ZERO,
-            },
-            &"0".repeat(64),
-        )
+        .start_task(&request("job", &["job"]), &"0".repeat(64))
         .unwrap();
     let fd = lease.inheritable_fds()[0].as_raw_fd();
     let mut cmd = std::process::Command::new("sleep");
@@ -760,17 +740,7 @@ fn deaf_to_fallback(config: &Config) -> Arc<PostgresBackend> {
 /// A task held by `runner`, and the tasks as a waiter reads them.
 fn hold_task(runner: &dyn Backend) -> (Box<dyn crate::backend::TaskLease>, Vec<TaskRecord>) {
     let lease = runner
-        .start_task(
-            &crate::records::TaskRequest {
-                name: "job".into(),
-                argv: vec!["job".into()],
-                policy: Policy::DEFAULT,
-                ignore_maintenance: false,
-                in_window: false,
-                lock_timeout: Duration::ZERO,
-            },
-            &"0".repeat(64),
-        )
+        .start_task(&request("job", &["job"]), &"0".repeat(64))
         .unwrap();
     let tasks = runner.tasks().unwrap();
     assert_eq!(tasks.len(), 1);

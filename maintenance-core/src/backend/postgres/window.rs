@@ -167,14 +167,7 @@ pub(super) async fn unrecorded_abandoned(inner: &Inner, conn: &Conn) -> Result<V
     )
     .await
     .map_err(|e| inner.pg_error(e))?;
-    Ok(rows
-        .first()
-        .map(|rows| {
-            rows.iter()
-                .filter_map(|r| serde_json::from_str(text(r, 0)).ok())
-                .collect()
-        })
-        .unwrap_or_default())
+    Ok(sql::json_column(&rows))
 }
 
 /// What the lease and its watcher share.
