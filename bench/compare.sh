@@ -26,13 +26,14 @@
 # (scripts/pg-cluster) started with max_connections = PG_MAX_CONNECTIONS.
 #
 # Knobs (environment): RUNS (200: manage's hyperfine runs), DJANGO_RUNS
-# (20), DJANGO_WARMUP (3), RSS_RUNS (20: manage's), WARMUP (10), ROUNDS (5
-# wrk rounds a mode), SECS (3 s a wrk run), CONNECTIONS (16), SERVER_CPU
-# (0), CLIENT_CPU (1), CPU (pin the whole-process runs to that CPU),
-# GROWTH_RUNS (10), SESSIONS ("10 1000 10000 100000"), TASKS ("1 100
-# 1000"), PG_MAX_CONNECTIONS (1200), PARTS ("django floor growth"), OUT
-# (bench/: where RESULTS.md and growth.png go), BIN (a directory of built
-# binaries: no cargo build), BENCH_TMP (where the temporary directory goes).
+# (20), DJANGO_WARMUP (3), REF_RUNS (5: the bare `maintenance_mode`),
+# RSS_RUNS (20: manage's), WARMUP (10), ROUNDS (5 wrk rounds a mode), SECS
+# (3 s a wrk run), CONNECTIONS (16), SERVER_CPU (0), CLIENT_CPU (1), CPU
+# (pin the whole-process runs to that CPU), GROWTH_RUNS (10), SESSIONS ("10
+# 1000 10000 100000"), TASKS ("1 100 1000"), PG_MAX_CONNECTIONS (1200),
+# PARTS ("django floor growth"), OUT (bench/: where RESULTS.md and
+# growth.png go), BIN (a directory of built binaries: no cargo build),
+# BENCH_TMP (where the temporary directory goes).
 # Needs hyperfine, wrk, curl, taskset, GNU time (/usr/bin/time), python3
 # with venv and network access to PyPI, and for PostgreSQL Debian's
 # postgresql binaries. Takes about 10 minutes with the defaults.
@@ -40,6 +41,7 @@ set -euo pipefail
 
 RUNS=${RUNS:-200}
 DJANGO_RUNS=${DJANGO_RUNS:-20}
+REF_RUNS=${REF_RUNS:-5}
 RSS_RUNS=${RSS_RUNS:-20}
 WARMUP=${WARMUP:-10}
 ROUNDS=${ROUNDS:-5}
@@ -58,7 +60,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 OUT=${OUT:-$here}
 part() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
-say() { echo "== $*" >&2; }
+say() { echo "== [$SECONDS s] $*" >&2; }
 
 for tool in hyperfine wrk curl taskset python3; do
     command -v "$tool" >/dev/null || { echo "compare.sh: needs $tool on PATH" >&2; exit 2; }
@@ -108,7 +110,7 @@ say "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); work in $wo
 # matplotlib (the table and the plot are drawn with its python).
 say "virtualenv from PyPI (bench/requirements.txt)"
 "$python" -m venv "$work/venv"
-"$work/venv/bin/pip" install -q -r "$here/requirements.txt"
+"$work/venv/bin/pip" install -q --no-compile -r "$here/requirements.txt"
 vpy=$work/venv/bin/python
 "$vpy" -c 'import django, maintenance_mode, gunicorn, matplotlib; print("django=" + django.get_version())' >>"$res/machine.txt"
 "$work/venv/bin/pip" freeze | sed 's/^/pip:/' >>"$res/machine.txt"
@@ -172,11 +174,20 @@ if part django; then
     djstate=$dj/maintenance_mode_state.txt
     cd "$dj"
     hf cli-status-manage "$RUNS" -n manage "${m[*]} --state-dir $ms offline status"
-    WARMUP=$djwarm hf cli-status-django "$DJANGO_RUNS" -i \
-        -n django "$(djrss django-status) ${djm[*]} maintenance_mode off -v 3" \
-        -n django-bare "${djm[*]} maintenance_mode"
-    hf cli-on-manage "$RUNS" --prepare "${m[*]} --state-dir $ms offline off" \
+    WARMUP=$djwarm hf cli-status-django "$DJANGO_RUNS" \
+        -n django "$(djrss django-status) ${djm[*]} maintenance_mode off -v 3"
+    WARMUP=1 hf cli-status-django-bare "$REF_RUNS" -i -n django-bare "${djm[*]} maintenance_mode"
+    # `on --force` waits the settle time (twice refresh_interval, 0.5 s by
+    # default) before it returns, so that every web layer turns users away
+    # by then; the package's middleware reads its file on every request
+    # and has no such wait. Timed both ways: the default, and a site whose
+    # layers refresh every millisecond (the write, and a 2 ms wait).
+    WARMUP=2 hf cli-on-manage "$DJANGO_RUNS" --prepare "${m[*]} --state-dir $ms offline off" \
         -n manage "${m[*]} --state-dir $ms offline on --force"
+    fast=("$bin/bench-manage" --config "$work/fast.toml")
+    printf 'state_dir = "%s"\nrefresh_interval = "1ms"\n' "$work/state-fast" >"$work/fast.toml"
+    hf cli-on-manage-fast "$RUNS" --prepare "${fast[*]} offline off" \
+        -n manage "${fast[*]} offline on --force"
     hf cli-off-manage "$RUNS" --prepare "${m[*]} --state-dir $ms offline on --force" \
         -n manage "${m[*]} --state-dir $ms offline off"
     WARMUP=$djwarm hf cli-on-django "$DJANGO_RUNS" --prepare "sh -c 'printf 0 >$djstate'" \
@@ -333,15 +344,17 @@ if part growth; then
         local backend=$1 kind=$2 n=$3 target name
         local args=()
         name=$backend-$kind-$n
+        # Layers that refresh every millisecond: `on --force`'s settle
+        # time (twice that) would hide the work under the default's 0.5 s.
         if [ "$backend" = file ]; then
-            target=$work/g/$name
-            mkdir -p "$target"
-            args=(--state-dir "$target")
+            mkdir -p "$work/g/$name"
+            printf 'state_dir = "%s"\n' "$work/g/$name/state" >"$work/g/$name/manage.toml"
         else
             pgsite "$work/g/$name" "bench-$name-$$"
-            target=$work/g/$name/manage.toml
-            args=(--config "$target")
         fi
+        printf 'refresh_interval = "1ms"\n' >>"$work/g/$name/manage.toml"
+        target=$work/g/$name/manage.toml
+        args=(--config "$target")
         say "growth: $backend, $n live $kind"
         if [ "$kind" = sessions ]; then
             "$bin/bench-state" sessions "$target" "$n"
