@@ -36,7 +36,8 @@
 # BENCH_TMP (where the temporary directory goes).
 # Needs hyperfine, wrk, curl, taskset, GNU time (/usr/bin/time), python3
 # with venv and network access to PyPI, and for PostgreSQL Debian's
-# postgresql binaries. Takes about 10 minutes with the defaults.
+# postgresql binaries. Takes about 14 minutes with the defaults on 2 busy
+# cores (less on a quiet machine), plus the build.
 set -euo pipefail
 
 RUNS=${RUNS:-200}
