@@ -321,7 +321,13 @@ impl Target {
                              the database URL, and the server's certificate"
                         ));
                     }
-                    return self.error(io_problem(io));
+                    return self.unreachable(io_problem(io));
+                }
+                if e.is_closed() {
+                    return self.unreachable(
+                        "the server closed the connection before it was made: check that the \
+                         server runs and is reachable (a restart, a proxy or firewall in between)",
+                    );
                 }
                 let text = format!(
                     "{e}{}",
