@@ -242,7 +242,11 @@ fn fail_closed_turns_users_away_as_offline_after_max_stale_and_serves_again_when
     let said = |needle: &str| out.stderr.matches(needle).count();
     assert_eq!(said("cannot read the mode"), 1, "{out}");
     assert_eq!(said("on_stale = \"closed\") until"), 1, "{out}");
-    assert_eq!(said("the maintenance layer reads the mode again"), 1, "{out}");
+    assert_eq!(
+        said("the maintenance layer reads the mode again"),
+        1,
+        "{out}"
+    );
 }
 
 #[test]
