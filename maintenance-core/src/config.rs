@@ -910,6 +910,39 @@ mod tests {
     }
 
     #[test]
+    fn max_stale_and_on_stale_default_to_a_minute_and_static_and_are_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let load = |text: &str| {
+            write(tmp.path(), "manage.toml", text);
+            Config::load_from(
+                tmp.path(),
+                &env_of(&[("HOME", "/home/x")]),
+                &Overrides::default(),
+            )
+        };
+        let c = load("").unwrap();
+        assert_eq!(c.max_stale, Duration::from_secs(60));
+        assert_eq!(c.on_stale, OnStale::Static);
+        // Never shorter than twice a long refresh interval by default.
+        let c = load("refresh_interval = \"1h\"\n").unwrap();
+        assert_eq!(c.max_stale, Duration::from_secs(7200));
+        let c = load("max_stale = \"5m\"\non_stale = \"closed\"\n").unwrap();
+        assert_eq!(c.max_stale, Duration::from_secs(300));
+        assert_eq!(c.on_stale, OnStale::Closed);
+
+        let e = load("refresh_interval = \"1s\"\nmax_stale = \"1s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("manage.toml"), "{e}");
+        assert!(e.contains("`max_stale`"), "{e}");
+        assert!(e.contains("at least 2s"), "{e}");
+        let e = load("on_stale = \"open\"\n").unwrap_err().to_string();
+        assert!(e.contains("manage.toml:1"), "{e}");
+        assert!(e.contains("on_stale"), "{e}");
+        assert!(e.contains("static") && e.contains("closed"), "{e}");
+    }
+
+    #[test]
     fn finds_the_file_by_walking_up_and_resolves_state_dir_against_it() {
         let tmp = tempfile::tempdir().unwrap();
         let file = write(
