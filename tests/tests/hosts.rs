@@ -38,12 +38,16 @@ fn waiting_on(host: &Host) -> (Proc, String) {
     (on, progress)
 }
 
-/// The shared mode as `offline status --json` on `host` says it.
-fn mode_on(host: &Host) -> String {
+/// `offline status --json` on `host`.
+fn status_json(host: &Host) -> serde_json::Value {
     let out = host.run(&["offline", "status", "--json"]);
     assert!(out.success(), "status on host {}: {out}", host.name());
-    let j: serde_json::Value = serde_json::from_str(&out.stdout.join("\n")).unwrap();
-    j["mode"].as_str().unwrap().to_owned()
+    serde_json::from_str(&out.stdout.join("\n")).unwrap()
+}
+
+/// The shared mode as `offline status --json` on `host` says it.
+fn mode_on(host: &Host) -> String {
+    status_json(host)["mode"].as_str().unwrap().to_owned()
 }
 
 /// Logs in to `host`'s mysite with a real request: the session cookie.
@@ -79,7 +83,7 @@ fn nginx_on(host: &Host) -> Nginx {
             .replace("__UPSTREAM_PORT__", &MYSITE_PORT.to_string())
             .replace("__STATE_DIR__", state.to_str().unwrap())
             .replace("__ROOT__", root.to_str().unwrap())
-            .replace("    __ALLOWED__ 1;\n", "");
+            .replace("__ALLOWED__", "127.0.0.3");
         assert!(!site.contains("__"), "a placeholder left: {site}");
         format!("types {{ text/html html; }}\ndefault_type application/octet-stream;\n{site}")
     })
@@ -100,6 +104,13 @@ fn worker_user() -> Option<(String, String)> {
     })
 }
 
+/// The app's answer on `host` to an API request (`Accept:
+/// application/json`): 503 while the site is OFFLINE (a browser's page
+/// request gets a 303 to the maintenance page instead).
+fn api_status(host: &Host) -> u16 {
+    host.get("/api/status", &[("Accept", "application/json")]).status
+}
+
 fn is_nginx_503(r: &Reply) -> bool {
     r.status == 503 && r.header("x-maintenance") == Some("nginx")
 }
@@ -115,9 +126,7 @@ fn on_waits_for_a_task_on_b_and_a_session_on_c_and_goes_offline_after_both() {
     assert_eq!(home.status, 200, "{home}");
     // The session reaches the shared state from host C's layer.
     poll_until("host C's session in the shared state", || {
-        let out = a.run(&["offline", "status"]);
-        (out.stdout.first().map(String::as_str) == Some("Status: ONLINE - Active sessions: 1"))
-            .then_some(())
+        (status_json(a)["sessions"]["count"] == 1).then_some(())
     });
 
     let (mut on, progress) = waiting_on(a);
@@ -170,8 +179,7 @@ fn offline_reaches_every_host_s_mysite_mirror_marker_and_nginx() {
         nginxes.push(nginx_on(h));
     }
     for (h, n) in hosts.all().iter().zip(&nginxes) {
-        let r = h.get("/", &[]);
-        assert_eq!(r.status, 200, "host {}'s mysite while ONLINE: {r}", h.name());
+        assert_eq!(api_status(h), 200, "host {}'s mysite while ONLINE", h.name());
         let r = h.request(n.addr().port(), "GET", "/", &[]);
         assert!(r.is_home_page(), "host {}'s nginx passes to its app: {r}", h.name());
         assert!(!h.has_offline_marker(), "host {}", h.name());
@@ -191,7 +199,7 @@ fn offline_reaches_every_host_s_mysite_mirror_marker_and_nginx() {
                     let mut seen = Seen::default();
                     poll_until(&format!("OFFLINE on every part of host {}", h.name()), || {
                         let now = on_returned.elapsed();
-                        if seen.mysite.is_none() && h.get("/", &[]).status == 503 {
+                        if seen.mysite.is_none() && api_status(h) == 503 {
                             seen.mysite = Some(now);
                         }
                         if seen.marker.is_none() && h.has_offline_marker() {
@@ -263,7 +271,7 @@ fn a_cut_off_host_keeps_its_layer_s_snapshot_and_converges_when_back() {
     let (a, b, c) = (hosts.host(0), hosts.host(1), hosts.host(2));
     let _webs = [b.serve(&[]), c.serve(&[])];
     let _mirrors = [b.mirror(&[]), c.mirror(&[])];
-    assert_eq!(b.get("/", &[]).status, 200);
+    assert_eq!(api_status(b), 200);
 
     b.cut();
     let out = a.run(&["offline", "on"]);
@@ -272,18 +280,18 @@ fn a_cut_off_host_keeps_its_layer_s_snapshot_and_converges_when_back() {
     // serves by its last snapshot (fail static), and its mirror keeps the
     // marker as it was.
     poll_until("host C's mysite OFFLINE", || {
-        (c.get("/", &[]).status == 503).then_some(())
+        (api_status(c) == 503).then_some(())
     });
     poll_until("host C's marker", || c.has_offline_marker().then_some(()));
-    let r = b.get("/", &[]);
-    assert_eq!(r.status, 200, "host B, cut off, serves by its snapshot: {r}");
+    assert_eq!(api_status(b), 200, "host B, cut off, serves by its snapshot");
     assert!(!b.has_offline_marker(), "host B's mirror keeps its marker as it was");
 
     b.restore();
     poll_until("host B's mysite OFFLINE once back", || {
-        (b.get("/", &[]).status == 503).then_some(())
+        (api_status(b) == 503).then_some(())
     });
     poll_until("host B's marker once back", || {
         b.has_offline_marker().then_some(())
     });
 }
+
