@@ -253,7 +253,15 @@ impl Host {
         ]);
         ip(&["addr", "add", &format!("{outside}/30"), "dev", veth]);
         ip(&["link", "set", veth, "up"]);
-        ip(&["-n", ns, "addr", "add", &format!("{inside}/30"), "dev", "eth0"]);
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{inside}/30"),
+            "dev",
+            "eth0",
+        ]);
         ip(&["-n", ns, "link", "set", "eth0", "up"]);
         ip(&["-n", ns, "link", "set", "lo", "up"]);
         // The server, and nothing else, through the veth.

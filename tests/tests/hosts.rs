@@ -77,16 +77,20 @@ fn nginx_on(host: &Host) -> Nginx {
     }
     let user = worker_user();
     let state = host.state();
-    host.nginx(&dir, user.as_ref().map(|(u, g)| (u.as_str(), g.as_str())), |port| {
-        let site = SITE_CONF
-            .replace("__LISTEN_PORT__", &port.to_string())
-            .replace("__UPSTREAM_PORT__", &MYSITE_PORT.to_string())
-            .replace("__STATE_DIR__", state.to_str().unwrap())
-            .replace("__ROOT__", root.to_str().unwrap())
-            .replace("__ALLOWED__", "127.0.0.3");
-        assert!(!site.contains("__"), "a placeholder left: {site}");
-        format!("types {{ text/html html; }}\ndefault_type application/octet-stream;\n{site}")
-    })
+    host.nginx(
+        &dir,
+        user.as_ref().map(|(u, g)| (u.as_str(), g.as_str())),
+        |port| {
+            let site = SITE_CONF
+                .replace("__LISTEN_PORT__", &port.to_string())
+                .replace("__UPSTREAM_PORT__", &MYSITE_PORT.to_string())
+                .replace("__STATE_DIR__", state.to_str().unwrap())
+                .replace("__ROOT__", root.to_str().unwrap())
+                .replace("__ALLOWED__", "127.0.0.3");
+            assert!(!site.contains("__"), "a placeholder left: {site}");
+            format!("types {{ text/html html; }}\ndefault_type application/octet-stream;\n{site}")
+        },
+    )
 }
 
 /// nginx's workers' user and group (the tests run as root): www-data, else
@@ -108,7 +112,8 @@ fn worker_user() -> Option<(String, String)> {
 /// application/json`): 503 while the site is OFFLINE (a browser's page
 /// request gets a 303 to the maintenance page instead).
 fn api_status(host: &Host) -> u16 {
-    host.get("/api/status", &[("Accept", "application/json")]).status
+    host.get("/api/status", &[("Accept", "application/json")])
+        .status
 }
 
 fn is_nginx_503(r: &Reply) -> bool {
@@ -134,7 +139,10 @@ fn on_waits_for_a_task_on_b_and_a_session_on_c_and_goes_offline_after_both() {
     // The task it waits for is host B's, by B's name.
     let status = a.run(&["offline", "status", "-v"]);
     assert!(
-        status.stdout.iter().any(|l| l.contains("`sleeper`") && l.contains(&b.user_at_host())),
+        status
+            .stdout
+            .iter()
+            .any(|l| l.contains("`sleeper`") && l.contains(&b.user_at_host())),
         "status -v on A names B's task by B's host: {status}"
     );
 
@@ -142,7 +150,9 @@ fn on_waits_for_a_task_on_b_and_a_session_on_c_and_goes_offline_after_both() {
     manage_tests::send_signal(task.pid(), rustix::process::Signal::TERM);
     let t = task.finish();
     assert_eq!(t.stdout, ["stopping"], "{t}");
-    lines_until(&mut on, |l| parse_progress(l).is_some_and(|(n, _, _)| n == 1));
+    lines_until(&mut on, |l| {
+        parse_progress(l).is_some_and(|(n, _, _)| n == 1)
+    });
     assert!(on.is_running(), "A waits while C's session lives");
     assert_eq!(mode_on(c), "PENDING");
 
@@ -179,9 +189,18 @@ fn offline_reaches_every_host_s_mysite_mirror_marker_and_nginx() {
         nginxes.push(nginx_on(h));
     }
     for (h, n) in hosts.all().iter().zip(&nginxes) {
-        assert_eq!(api_status(h), 200, "host {}'s mysite while ONLINE", h.name());
+        assert_eq!(
+            api_status(h),
+            200,
+            "host {}'s mysite while ONLINE",
+            h.name()
+        );
         let r = h.request(n.addr().port(), "GET", "/", &[]);
-        assert!(r.is_home_page(), "host {}'s nginx passes to its app: {r}", h.name());
+        assert!(
+            r.is_home_page(),
+            "host {}'s nginx passes to its app: {r}",
+            h.name()
+        );
         assert!(!h.has_offline_marker(), "host {}", h.name());
     }
 
@@ -197,21 +216,24 @@ fn offline_reaches_every_host_s_mysite_mirror_marker_and_nginx() {
                 let port = n.addr().port();
                 s.spawn(move || {
                     let mut seen = Seen::default();
-                    poll_until(&format!("OFFLINE on every part of host {}", h.name()), || {
-                        let now = on_returned.elapsed();
-                        if seen.mysite.is_none() && api_status(h) == 503 {
-                            seen.mysite = Some(now);
-                        }
-                        if seen.marker.is_none() && h.has_offline_marker() {
-                            seen.marker = Some(now);
-                        }
-                        if seen.nginx.is_none() && is_nginx_503(&h.request(port, "GET", "/", &[]))
-                        {
-                            seen.nginx = Some(now);
-                        }
-                        (seen.mysite.is_some() && seen.marker.is_some() && seen.nginx.is_some())
-                            .then_some(())
-                    });
+                    poll_until(
+                        &format!("OFFLINE on every part of host {}", h.name()),
+                        || {
+                            if seen.mysite.is_none() && api_status(h) == 503 {
+                                seen.mysite = Some(on_returned.elapsed());
+                            }
+                            if seen.marker.is_none() && h.has_offline_marker() {
+                                seen.marker = Some(on_returned.elapsed());
+                            }
+                            if seen.nginx.is_none()
+                                && is_nginx_503(&h.request(port, "GET", "/", &[]))
+                            {
+                                seen.nginx = Some(on_returned.elapsed());
+                            }
+                            (seen.mysite.is_some() && seen.marker.is_some() && seen.nginx.is_some())
+                                .then_some(())
+                        },
+                    );
                     seen
                 })
             })
@@ -269,29 +291,55 @@ fn off_on_c_cancels_the_wait_on_a() {
 fn a_cut_off_host_keeps_its_layer_s_snapshot_and_converges_when_back() {
     let Some(hosts) = hosts() else { return };
     let (a, b, c) = (hosts.host(0), hosts.host(1), hosts.host(2));
-    let _webs = [b.serve(&[]), c.serve(&[])];
-    let _mirrors = [b.mirror(&[]), c.mirror(&[])];
+    let (web_b, _web_c) = (b.serve(&[]), c.serve(&[]));
+    // A periodic check of a second: the cut is noticed by a read, not
+    // only by a LISTEN connection that stalls.
+    let mut mirror_b = b.mirror(&["--check-every", "1"]);
+    let _mirror_c = c.mirror(&[]);
     assert_eq!(api_status(b), 200);
 
     b.cut();
     let out = a.run(&["offline", "on"]);
     assert!(out.success(), "{out}");
-    // Host C, connected, follows; once it has, host B, cut off, still
-    // serves by its last snapshot (fail static), and its mirror keeps the
-    // marker as it was.
+    // Host C, connected, follows.
     poll_until("host C's mysite OFFLINE", || {
         (api_status(c) == 503).then_some(())
     });
     poll_until("host C's marker", || c.has_offline_marker().then_some(()));
-    assert_eq!(api_status(b), 200, "host B, cut off, serves by its snapshot");
-    assert!(!b.has_offline_marker(), "host B's mirror keeps its marker as it was");
+    // Host B, cut off, has found it cannot read the mode, and still serves
+    // by its last snapshot (fail static); its mirror keeps the marker as
+    // it was.
+    poll_until("host B's layer finding the mode unreadable", || {
+        web_b
+            .stderr_so_far()
+            .contains("cannot read the mode, keeping its last snapshot")
+            .then_some(())
+    });
+    assert_eq!(
+        api_status(b),
+        200,
+        "host B, cut off, serves by its snapshot"
+    );
+    lines_until(&mut mirror_b, |l| {
+        l.contains("cannot read the mode, keeping the markers")
+    });
+    assert!(
+        !b.has_offline_marker(),
+        "host B's mirror keeps its marker as it was"
+    );
+    assert_eq!(
+        api_status(b),
+        200,
+        "host B, cut off, serves by its snapshot"
+    );
 
     b.restore();
     poll_until("host B's mysite OFFLINE once back", || {
         (api_status(b) == 503).then_some(())
     });
+    lines_until(&mut mirror_b, |l| l.contains("the mode can be read again"));
     poll_until("host B's marker once back", || {
         b.has_offline_marker().then_some(())
     });
+    assert_eq!(mode_on(b), "OFFLINE", "the mode survived the cut");
 }
-
