@@ -4,8 +4,8 @@
 //! one host waits for a task on another and a web session seen by a third;
 //! OFFLINE reaches every host's mysite, mirror marker and nginx; a `kill
 //! -9` or an `off` elsewhere ends the wait; a host cut off keeps its
-//! layer's snapshot and converges once back. Root only: skipped, saying
-//! why, otherwise.
+//! layer's snapshot and converges once back; a local override stays on its
+//! host. Root only: skipped, saying why, otherwise.
 
 #![allow(clippy::unwrap_used)]
 
@@ -342,4 +342,30 @@ fn a_cut_off_host_keeps_its_layer_s_snapshot_and_converges_when_back() {
         b.has_offline_marker().then_some(())
     });
     assert_eq!(mode_on(b), "OFFLINE", "the mode survived the cut");
+}
+
+#[test]
+fn a_local_override_on_b_turns_away_b_only() {
+    let Some(hosts) = hosts() else { return };
+    let (a, b, c) = (hosts.host(0), hosts.host(1), hosts.host(2));
+    let _webs: Vec<Proc> = hosts.all().iter().map(|h| h.serve(&[])).collect();
+    let out = b.run(&["offline", "on", "--local", "--force"]);
+    assert!(out.success(), "{out}");
+    poll_until("host B's layer turning users away", || {
+        (api_status(b) == 503).then_some(())
+    });
+    assert!(b.has_offline_marker(), "the override writes B's own marker");
+    // Each host's state directory is its own: A and C serve on.
+    for h in [a, c] {
+        assert_eq!(api_status(h), 200, "host {} is not B", h.name());
+        assert!(!h.has_offline_marker(), "host {} is not B", h.name());
+    }
+    assert_eq!(mode_on(a), "ONLINE", "the shared mode is untouched");
+
+    let out = b.run(&["offline", "off", "--local"]);
+    assert!(out.success(), "{out}");
+    poll_until("host B serving again", || {
+        (api_status(b) == 200).then_some(())
+    });
+    assert!(!b.has_offline_marker());
 }
