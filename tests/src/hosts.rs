@@ -87,9 +87,9 @@ fn unavailable() -> Option<String> {
 }
 
 /// The test server's URL as the hosts reach it: its host replaced by
-/// [`DB_ADDR`]. `None`, after saying why, when the server is not the
+/// [`DB_ADDR`], and its port. `None`, after saying why, when the server is not the
 /// loopback one `scripts/pg-cluster` starts, or does not listen there.
-fn hosts_database_url(url: &str) -> Option<String> {
+fn hosts_database_url(url: &str) -> Option<(String, u16)> {
     let expected = ["CI", "MANAGE_TEST_EXPECT_POSTGRES"]
         .iter()
         .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
@@ -116,7 +116,7 @@ fn hosts_database_url(url: &str) -> Option<String> {
         eprintln!("skipped: {why}");
         return None;
     }
-    Some(format!("{head}@{DB_ADDR}:{rest}"))
+    Some((format!("{head}@{DB_ADDR}:{rest}"), port))
 }
 
 /// The binaries a host runs: `env!("CARGO_BIN_EXE_e2e-manage")` and
@@ -149,12 +149,12 @@ impl Hosts {
             eprintln!("skipped: {why}");
             return None;
         }
-        let url = hosts_database_url(&test_database_url()?)?;
+        let (url, port) = hosts_database_url(&test_database_url()?)?;
         let (url, site) = fresh_postgres_site(&url);
         let hosts = (0..n)
             .map(|i| {
                 let name = char::from(b'a' + u8::try_from(i).expect("a few hosts"));
-                Host::new(name, bins, &url, &site, toml)
+                Host::new(name, bins, &url, port, &site, toml)
             })
             .collect();
         Some(Hosts { hosts, site })
@@ -189,6 +189,8 @@ pub struct Host {
     scratch: Scratch,
     bins: Binaries,
     url: String,
+    /// The server's port at [`DB_ADDR`].
+    db_port: u16,
     /// The slot's lock, held while the host lives.
     _slot: File,
 }
@@ -212,7 +214,7 @@ fn take_slot() -> (u32, File) {
 }
 
 impl Host {
-    fn new(name: char, bins: &Binaries, url: &str, site: &str, toml: &str) -> Host {
+    fn new(name: char, bins: &Binaries, url: &str, db_port: u16, site: &str, toml: &str) -> Host {
         let (slot, lock) = take_slot();
         let netns = format!("manage-host-{slot}");
         let veth = format!("mgh{slot}");
@@ -244,6 +246,7 @@ impl Host {
             scratch,
             bins: bins.clone(),
             url: url.to_owned(),
+            db_port,
             _slot: lock,
         };
         let (ns, veth) = (host.netns.as_str(), host.veth.as_str());
@@ -431,6 +434,29 @@ impl Host {
             .join()
             .unwrap_or_else(|e| std::panic::resume_unwind(e))
         })
+    }
+
+    /// How many TCP connections of this host's processes to the server
+    /// are established (its `/proc/net/tcp`, read from inside): proof that
+    /// they reach it over the veth.
+    pub fn database_connections(&self) -> usize {
+        let remote = format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(DB_ADDR.octets()),
+            self.db_port
+        );
+        let table = self.inside(|| {
+            std::fs::read_to_string("/proc/thread-self/net/tcp").expect("read /proc/net/tcp")
+        });
+        table
+            .lines()
+            .skip(1)
+            .filter(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                // Remote address, and state 01: ESTABLISHED.
+                f.get(2) == Some(&remote.as_str()) && f.get(3) == Some(&"01")
+            })
+            .count()
     }
 
     /// `METHOD PATH` with `headers` to this host's `port` on its loopback,

@@ -125,6 +125,10 @@ fn on_waits_for_a_task_on_b_and_a_session_on_c_and_goes_offline_after_both() {
     let Some(hosts) = hosts() else { return };
     let (a, b, c) = (hosts.host(0), hosts.host(1), hosts.host(2));
     let (task, _) = b.start(&["sleeper", "--secs", "600"]);
+    assert!(
+        b.database_connections() > 0,
+        "B's task holds its connection over B's veth"
+    );
     let _web = c.serve(&[]);
     let cookie = log_in(c);
     let home = c.get("/", &[("Cookie", &cookie)]);
