@@ -38,7 +38,11 @@ max_conn=$(psql -qAtX "$url" -c "SHOW max_connections")
 
 cargo test --release -p manage-tests --test scale -- --ignored --nocapture --test-threads=1 \
     ${ONLY:-} 2>&1 | tee "$log" | grep -E '^(ROW|DETAIL|test |thread)' >&2 || true
-grep -q '^test result: ok' "$log" || { echo "benches-cli/hosts.sh: a benchmark failed (log above)" >&2; exit 1; }
+grep -q '^test result: ok' "$log" || {
+    tail -n 60 "$log" >&2
+    echo "benches-cli/hosts.sh: a benchmark failed (its log's end above)" >&2
+    exit 1
+}
 
 echo
 echo "$(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), PostgreSQL $(psql -qAtX "$url" -c 'SHOW server_version'), max_connections $max_conn"
