@@ -231,12 +231,18 @@ fn i1_and_i2_hold_while_dozens_of_processes_race_an_activation_200_times() {
 /// processes of their own) send writes through — some long enough to be in
 /// flight across the drain — the site goes READONLY and back again and
 /// again. No task that may write is admitted after READONLY_PENDING began,
-/// none started ONLINE is live once READONLY is recorded, no write is let
-/// in once the settle time has passed (looked at after it, not at the
-/// instant the drain began), and none is in flight when READONLY is
-/// recorded. The settle time is ten refresh intervals of the layers, not
+/// none started ONLINE is live once READONLY is recorded, and for every
+/// write a layer let in, by the layer's own stamps
+/// ([`WriteAdmission`](maintenance_core::middleware::WriteAdmission),
+/// not the handler's start, which a descheduled thread may delay): none
+/// was admitted on a snapshot read begun after the drain's waiter knew
+/// READONLY_PENDING committed (`Progress::settle_from`, whence the drain
+/// counts its settle time), none was admitted after the settle time, and
+/// none is in flight when READONLY is recorded. Every violation is
+/// printed. The settle time is ten refresh intervals of the layers, not
 /// the two `offline on` uses: a layer's thread on a loaded machine may be
-/// late, and this test is about the protocol, not the scheduler.
+/// late to publish its writes in flight, and this test is about the
+/// protocol, not the scheduler.
 #[test]
 fn i1_and_i2_hold_for_the_read_only_tier_while_commands_and_layers_race_it() {
     let (tmp, state) = state_dir();
