@@ -8,11 +8,11 @@
 //! [`activate`] goes PENDING (or joins a PENDING under way), then OFFLINE as
 //! soon as no live task that started while ONLINE and no live session
 //! remain, and the settle time has passed (I2: the web layers' refresh
-//! interval, counted from the moment PENDING is known committed, so every layer has seen
-//! PENDING and recorded the sessions it let in). It reacts within 100 ms to
-//! a task's end — a killed one included — and to another process's mode
-//! change, by blocking in the backend's [`wait_for_change`], never by
-//! spinning. A timeout or an interruption leaves the wait; the site goes
+//! interval, counted from the moment PENDING is known committed, so every
+//! layer has seen PENDING and recorded the sessions it let in). It reacts
+//! within 100 ms to a task's end — a killed one included — and to another
+//! process's mode change, by blocking in the backend's
+//! [`wait_for_change`], never by spinning. A timeout or an interruption leaves the wait; the site goes
 //! back ONLINE when the last waiter leaves (I5).
 //!
 //! A scheduled window (`offline on --at`) waits in the foreground for its
@@ -683,6 +683,14 @@ fn wait_offline(
         (Target::ReadOnly, Some(s)) => Start::from(backend.begin_scheduled_read_only(s, change)?),
         (Target::ReadOnly, None) => Start::from(backend.begin_read_only(change)?),
     };
+    // The settle time counts from here, on this host's monotonic clock:
+    // the draining record is committed, so a web layer's read begun from
+    // now on sees it. Not from the record's `since`: that is the server's
+    // `now()` at the start of its transaction, before the gate was taken
+    // and the record committed, and a layer's read begun in between still
+    // saw the mode before it (and the layers count their snapshots' age
+    // on their own clocks, not the server's).
+    let settle_from = (Instant::now(), SystemTime::now());
     if let Start::Waiting {
         record,
         joined: false,
@@ -717,14 +725,6 @@ fn wait_offline(
     }
     // A lapsed drain it replaced was recorded on the way.
     recorder::catch_up(backend, &change.hooks);
-    // The settle time counts from here, on this host's monotonic clock:
-    // the draining record is committed, so a web layer's read begun from
-    // now on sees it. Not from the record's `since`: that is the server's
-    // `now()` at the start of its transaction, before the gate was taken
-    // and the record committed, and a layer's read begun in between still
-    // saw the mode before it (and the layers count their snapshots' age
-    // on their own clocks, not the server's).
-    let settle_from = (Instant::now(), SystemTime::now());
     let (waiter, record, joined) = match started {
         Start::Waiting {
             waiter,

@@ -149,8 +149,8 @@ pub struct MaintenanceStatus {
 /// admitted it, and the instant the read of the snapshot it was admitted
 /// on began, both on this host's wall clock. The read-only drain's promise
 /// (I2) is about these: no write is admitted on a snapshot read begun
-/// after READONLY_PENDING was recorded, nor later than the settle time
-/// after it (`README.md`, "read-only"). A handler may log them; the
+/// after READONLY_PENDING was committed, nor later than the settle time
+/// after that (`README.md`, "read-only"). A handler may log them; the
 /// read-only race test checks them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteAdmission {
