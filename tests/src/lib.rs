@@ -23,6 +23,9 @@
 //! - [`web`] and [`http`]: the example site's web app and the HTTP clients
 //!   that talk to it;
 //! - [`nginx`]: a real nginx in front of it;
+//! - [`hosts`]: hosts on this machine, each a network namespace with a
+//!   host name and a state directory of its own, sharing a site on the
+//!   PostgreSQL test server (root only);
 //! - [`users`]: the Unix users the permission tests run processes as, and
 //!   [`shared_site`]: a deployment whose state those users share.
 //!
@@ -35,6 +38,7 @@ pub mod cli_site;
 pub mod fixture;
 pub mod history;
 pub mod holder;
+pub mod hosts;
 pub mod http;
 pub mod nginx;
 pub mod pid;
