@@ -160,6 +160,47 @@ pub(crate) fn terminate_child() {
     }
 }
 
+/// Kills the external child, if one runs, and every process under it
+/// first (an external command's keeper is their subreaper: whatever the
+/// command left behind is its descendant), by SIGKILL: a task whose hold
+/// was lost must be gone before the server frees its lock. Whether there
+/// was a child.
+pub(crate) fn kill_child_tree() -> bool {
+    let child = CHILD.load(Ordering::SeqCst);
+    if child <= 0 {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // Leaves first, so none is reparented out of reach meanwhile.
+        fn under(pid: i32, out: &mut Vec<i32>) {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                return;
+            };
+            for t in tasks.flatten() {
+                let Ok(list) = std::fs::read_to_string(t.path().join("children")) else {
+                    continue;
+                };
+                for c in list.split_whitespace().filter_map(|c| c.parse().ok()) {
+                    under(c, out);
+                    out.push(c);
+                }
+            }
+        }
+        let mut all = Vec::new();
+        under(child, &mut all);
+        for pid in all {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+    if let Some(pid) = rustix::process::Pid::from_raw(child) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+    true
+}
+
 /// Names the external child signals are passed to (0: none).
 pub(crate) fn set_child(pid: i32) {
     CHILD.store(pid, Ordering::SeqCst);
