@@ -16,7 +16,7 @@ use std::io::{ErrorKind, Read};
 use std::os::fd::IntoRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
 use maintenance_core::command::StopToken;
 use maintenance_core::exit;
@@ -160,9 +160,10 @@ pub(crate) fn terminate_child() {
     }
 }
 
-/// Kills the external child, if one runs, and every process under it
-/// first (an external command's keeper is their subreaper: whatever the
-/// command left behind is its descendant), by SIGKILL: a task whose hold
+/// Kills every process under the external child, if one runs, and the
+/// child itself unless it is a keeper (an external command's keeper is
+/// their subreaper: whatever the command left behind is its descendant),
+/// by SIGKILL: a task whose hold
 /// was lost must be gone before the server frees its lock. Whether there
 /// was a child.
 pub(crate) fn kill_child_tree() -> bool {
@@ -195,13 +196,30 @@ pub(crate) fn kill_child_tree() -> bool {
             }
         }
     }
+    // A keeper exits by itself once what it keeps is gone, saying how the
+    // command ended.
+    if CHILD_IS_KEEPER.load(Ordering::SeqCst) {
+        return true;
+    }
     if let Some(pid) = rustix::process::Pid::from_raw(child) {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
     }
     true
 }
 
+/// Names the external command's keeper as the child signals are passed
+/// to: [`kill_child_tree`] kills what it keeps, and lets it report how the
+/// command ended.
+pub(crate) fn set_keeper_child(pid: i32) {
+    CHILD_IS_KEEPER.store(true, Ordering::SeqCst);
+    CHILD.store(pid, Ordering::SeqCst);
+}
+
+/// Whether the child is an external command's keeper.
+static CHILD_IS_KEEPER: AtomicBool = AtomicBool::new(false);
+
 /// Names the external child signals are passed to (0: none).
 pub(crate) fn set_child(pid: i32) {
+    CHILD_IS_KEEPER.store(false, Ordering::SeqCst);
     CHILD.store(pid, Ordering::SeqCst);
 }

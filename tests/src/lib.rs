@@ -23,6 +23,8 @@
 //! - [`web`] and [`http`]: the example site's web app and the HTTP clients
 //!   that talk to it;
 //! - [`nginx`]: a real nginx in front of it;
+//! - [`proxy`]: a TCP proxy to the PostgreSQL test server that can be
+//!   stalled, as a cut link;
 //! - [`users`]: the Unix users the permission tests run processes as, and
 //!   [`shared_site`]: a deployment whose state those users share.
 //!
@@ -39,6 +41,7 @@ pub mod http;
 pub mod nginx;
 pub mod pid;
 pub mod process;
+pub mod proxy;
 pub mod race;
 pub mod schedule;
 pub mod scratch;
@@ -53,6 +56,7 @@ pub use http::*;
 pub use nginx::*;
 pub use pid::*;
 pub use process::*;
+pub use proxy::*;
 pub use race::*;
 pub use schedule::*;
 pub use scratch::*;

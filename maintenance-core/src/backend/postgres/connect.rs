@@ -14,10 +14,13 @@
 //! retransmissions decide). A live task checks its lock's connection every
 //! [`HOLD_BEAT`] (so the last packet is at most that old when a cut
 //! begins) and sees a silent cut within [`HOLD_DETECT`] (D); it then tries
-//! to enter again for [`REENTER`], is stopped, and is killed
+//! to enter again for [`REENTER`] (for [`REENTER_ENDED`] from a connection
+//! it saw end), is stopped, and is killed
 //! [`STOP_GRACE`](crate::task::STOP_GRACE) (G) later: B is above
-//! `HOLD_BEAT` + D + `REENTER` + G, checked at compile time, so the command
-//! is gone before the server frees its lock (I1 across a partition).
+//! `HOLD_BEAT` + D + `REENTER` + G and `HOLD_BEAT` + `REENTER_ENDED` + G,
+//! checked at compile time, so the command is gone before the server frees
+//! its lock (I1 across a partition), even when what ended the connection
+//! was not the server.
 //! Client side the keepalives below
 //! and `tcp_user_timeout=10s`: a client whose server went silent learns it
 //! at its next call within about 10 s, and dropping a connection on a dead
@@ -71,9 +74,13 @@ pub(super) const HOLD_ANSWER: Duration = Duration::from_secs(2);
 /// D: a silent cut of a task's lock connection is seen within this (the
 /// next check, then its answer's time).
 pub(super) const HOLD_DETECT: Duration = Duration::from_secs(3);
-/// How long a task whose lock's connection was lost tries to enter again
-/// (connect, take its lock, pass the gate) before it is stopped.
+/// How long a task whose lock's connection went silent tries to enter
+/// again (connect, take its lock, pass the gate) before it is stopped.
 pub(super) const REENTER: Duration = Duration::from_secs(2);
+/// How long a task whose lock's connection the server ended (a restart,
+/// `pg_terminate_backend`) tries to enter again before it is stopped: a
+/// restart shorter than this stops nobody.
+pub(super) const REENTER_ENDED: Duration = Duration::from_secs(6);
 
 const _: () = assert!(
     HOLD_BEAT.as_millis() + HOLD_ANSWER.as_millis() <= HOLD_DETECT.as_millis()
@@ -81,6 +88,8 @@ const _: () = assert!(
             + HOLD_DETECT.as_millis()
             + REENTER.as_millis()
             + crate::task::STOP_GRACE.as_millis()
+            < KEEPALIVE_BOUND.as_millis()
+        && HOLD_BEAT.as_millis() + REENTER_ENDED.as_millis() + crate::task::STOP_GRACE.as_millis()
             < KEEPALIVE_BOUND.as_millis(),
     "the command must be gone before the server frees its lock"
 );

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::connect::{Conn, HOLD_ANSWER, HOLD_BEAT, HOLD_DETECT, REENTER};
+use super::connect::{Conn, HOLD_ANSWER, HOLD_BEAT, HOLD_DETECT, REENTER, REENTER_ENDED};
 use super::held_key::HeldKey;
 use super::sql::{self, Rows, boolean, int, text};
 use super::{Inner, keys, runtime, schema, timestamp_ms};
@@ -794,7 +794,8 @@ impl Hold {
 /// Keeps a live task's hold: checks its lock's connection every
 /// [`HOLD_BEAT`] (and whether the server ended it every [`WATCH`]); when
 /// it is lost, enters again through the gate. A task not back within
-/// [`REENTER`], or refused by the gate, is told to stop (once), and keeps
+/// [`REENTER`] ([`REENTER_ENDED`] when the connection was seen to end), or
+/// refused by the gate, is told to stop (once), and keeps
 /// trying to enter again while it stops, unless refused. A task inside an
 /// `offline run` window is never told. Runs until aborted (the lease drops).
 async fn watch(hold: Arc<Hold>) {
@@ -802,24 +803,25 @@ async fn watch(hold: Arc<Hold>) {
     let in_window = hold.record().in_window;
     loop {
         tokio::time::sleep(WATCH).await;
-        let why = if hold.held.open().is_none() {
-            "the server ended the connection".to_owned()
+        let (why, ended) = if hold.held.open().is_none() {
+            ("the server ended the connection".to_owned(), true)
         } else if tokio::time::Instant::now() < next_beat {
             continue;
         } else {
             next_beat = tokio::time::Instant::now() + HOLD_BEAT;
             match hold.check().await {
                 Check::Held => continue,
-                Check::Lost(why) => why,
+                Check::Lost(why) => (why, hold.held.open().is_none()),
             }
         };
+        let reenter = if ended { REENTER_ENDED } else { REENTER };
         // Dropped on the runtime: its driver's goodbye, if it can still be
         // sent, frees the key on the server at once.
         drop(hold.held.forget());
         let seen = tokio::time::Instant::now();
         let mut told = false;
         loop {
-            let left = (seen + REENTER).saturating_duration_since(tokio::time::Instant::now());
+            let left = (seen + reenter).saturating_duration_since(tokio::time::Instant::now());
             let attempt = if told || in_window || left.is_zero() {
                 tokio::time::timeout(HOLD_DETECT, hold.reenter()).await
             } else {
@@ -833,7 +835,7 @@ async fn watch(hold: Arc<Hold>) {
                 }
                 Ok(Ok(false)) | Ok(Err(_)) | Err(_) => {}
             }
-            if !told && !in_window && tokio::time::Instant::now() >= seen + REENTER {
+            if !told && !in_window && tokio::time::Instant::now() >= seen + reenter {
                 told = true;
                 hold.lost(HoldLost::Unreachable(why.clone()));
             }
