@@ -617,12 +617,21 @@ enum AtOnce {
 
 /// How a task enters again through the gate after its lock's connection
 /// was lost: what it was admitted as.
-#[derive(Debug)]
 struct Admission {
     request: TaskRequest,
+    /// Written back into the row; never shown (not even in `Debug`).
     secret_sha256: Option<String>,
     /// For a joined run: the standing of the task it joined, at the join.
     standing: Option<TaskRecord>,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("request", &self.request)
+            .field("standing", &self.standing)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a lost hold calls ([`TaskLease::on_hold_lost`]).
