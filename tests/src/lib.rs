@@ -25,6 +25,9 @@
 //! - [`nginx`]: a real nginx in front of it;
 //! - [`proxy`]: a TCP proxy to the PostgreSQL test server that can be
 //!   stalled, as a cut link;
+//! - [`hosts`]: hosts on this machine, each a network namespace with a
+//!   host name and a state directory of its own, sharing a site on the
+//!   PostgreSQL test server (root only);
 //! - [`users`]: the Unix users the permission tests run processes as, and
 //!   [`shared_site`]: a deployment whose state those users share.
 //!
@@ -37,6 +40,7 @@ pub mod cli_site;
 pub mod fixture;
 pub mod history;
 pub mod holder;
+pub mod hosts;
 pub mod http;
 pub mod nginx;
 pub mod pid;

@@ -38,6 +38,18 @@ impl Nginx {
     /// has started its workers. Fails the test, saying how to get nginx,
     /// when it is missing.
     pub fn start(dir: &Path, user: Option<(&str, &str)>, http: impl Fn(u16) -> String) -> Nginx {
+        Nginx::start_with(dir, user, &|cmd| cmd, http)
+    }
+
+    /// [`start`](Self::start), its command line first passed through
+    /// `wrap` (which runs it elsewhere: on a host of [`crate::hosts`], in
+    /// its own network namespace, where `addr` is the host's loopback).
+    pub fn start_with(
+        dir: &Path,
+        user: Option<(&str, &str)>,
+        wrap: &dyn Fn(Command) -> Command,
+        http: impl Fn(u16) -> String,
+    ) -> Nginx {
         assert!(
             Path::new(NGINX).exists(),
             "{NGINX} is missing: this test runs a real nginx. `scripts/test` installs it; \
@@ -70,7 +82,7 @@ impl Nginx {
                 http(port)
             );
             std::fs::write(dir.join("nginx.conf"), conf).expect("write nginx.conf");
-            let Some(proc) = start_nginx(NGINX, dir, &error_log, attempt) else {
+            let Some(proc) = start_nginx_with(NGINX, dir, &error_log, attempt, wrap) else {
                 continue;
             };
             let master = proc.pid();
@@ -192,6 +204,17 @@ pub fn free_port() -> u16 {
 /// another while `attempt` < 20); any other failure fails the test with
 /// the error log.
 pub fn start_nginx(exe: &str, dir: &Path, error_log: &Path, attempt: usize) -> Option<Proc> {
+    start_nginx_with(exe, dir, error_log, attempt, &|cmd| cmd)
+}
+
+/// [`start_nginx`], its command line first passed through `wrap`.
+pub fn start_nginx_with(
+    exe: &str,
+    dir: &Path,
+    error_log: &Path,
+    attempt: usize,
+    wrap: &dyn Fn(Command) -> Command,
+) -> Option<Proc> {
     let _ = std::fs::remove_file(dir.join("nginx.pid"));
     let mut cmd = Command::new(exe);
     cmd.arg("-p")
@@ -203,7 +226,7 @@ pub fn start_nginx(exe: &str, dir: &Path, error_log: &Path, attempt: usize) -> O
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut proc = Proc::spawn(cmd);
+    let mut proc = Proc::spawn(wrap(cmd));
     // The master writes its pid file once it listens; it exits when it
     // cannot bind.
     let started = poll_until("nginx listening or exited", || {

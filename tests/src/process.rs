@@ -22,6 +22,8 @@ pub struct Proc {
     lines: mpsc::Receiver<String>,
     stdout: Option<JoinHandle<()>>,
     stderr: Option<JoinHandle<String>>,
+    /// What it has written on stderr so far.
+    stderr_so_far: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
     status: Option<ExitStatus>,
 }
 
@@ -43,9 +45,20 @@ impl Proc {
                 }
             }
         });
+        let stderr_so_far = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let so_far = std::sync::Arc::clone(&stderr_so_far);
         let stderr = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = err.read_to_end(&mut buf);
+            let mut chunk = [0u8; 4096];
+            loop {
+                match err.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => so_far
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend_from_slice(&chunk[..n]),
+                }
+            }
+            let buf = so_far.lock().unwrap_or_else(|e| e.into_inner());
             String::from_utf8_lossy(&buf).into_owned()
         });
         Proc {
@@ -54,8 +67,16 @@ impl Proc {
             lines,
             stdout: Some(stdout),
             stderr: Some(stderr),
+            stderr_so_far,
             status: None,
         }
+    }
+
+    /// What it has written on stderr so far (a server's log while it
+    /// runs).
+    pub fn stderr_so_far(&self) -> String {
+        let buf = self.stderr_so_far.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&buf).into_owned()
     }
 
     /// The process id.
