@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use maintenance_core::{Backend, Mode};
+use manage_tests::hosts::{Binaries, Hosts};
 use manage_tests::{CliSite, HANG_GUARD, Proxy, is_alive, test_database_url};
 
 const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
@@ -25,11 +26,16 @@ const KEEPALIVE_BOUND: Duration = Duration::from_secs(20);
 /// The site `site` on the server `url` names, opened in this process over
 /// a connection of its own (never through the test's proxy).
 fn observer(url: &str, site: &str) -> Arc<dyn Backend> {
+    observer_in(url, site, "manage_test")
+}
+
+/// [`observer`] of a site in `schema`.
+fn observer_in(url: &str, site: &str, schema: &str) -> Arc<dyn Backend> {
     let mut config = maintenance_core::Config::with_state_dir("/nonexistent");
     config.backend = maintenance_core::config::BackendKind::Postgres;
     config.postgres.url = Some(maintenance_core::DatabaseUrl::parse(url).unwrap());
     config.postgres.site = site.to_owned();
-    config.postgres.schema = "manage_test".into();
+    config.postgres.schema = schema.into();
     maintenance_core::backend::open(&config, maintenance_core::SystemClock::shared()).unwrap()
 }
 
@@ -231,4 +237,34 @@ fn tasks_enter_again_after_the_server_restarts_and_are_not_stopped() {
     }
     assert_eq!(on.wait_exit().code(), Some(0));
     assert_eq!(watch.mode().unwrap().mode, Mode::Offline);
+}
+
+#[test]
+fn a_host_whose_link_goes_down_stops_its_task_before_the_server_frees_the_lock() {
+    let bins = Binaries {
+        manage: EXE.into(),
+        mysite: env!("CARGO_BIN_EXE_e2e-mysite").into(),
+    };
+    let Some(hosts) = Hosts::new(1, &bins, "") else {
+        return;
+    };
+    let url = test_database_url().unwrap();
+    let watch = observer_in(&url, hosts.site(), "manage");
+    let b = hosts.host(0);
+    let (runner, _id) = b.start(&["sleeper"]);
+    wait_until("the task live", || watch.tasks().unwrap().len() == 1);
+    // A real cut: nothing passes, and the server's own keepalives decide
+    // when it frees the lock.
+    b.cut();
+    let out = runner.finish();
+    let held = watch.tasks().unwrap().len();
+    assert!(out.text().contains("`sleeper` is stopped:"), "{out}");
+    assert_eq!(
+        held, 1,
+        "the command ended while the server still held its lock"
+    );
+    wait_until("the server freeing the lock", || {
+        watch.tasks().unwrap().is_empty()
+    });
+    b.restore();
 }
