@@ -289,24 +289,39 @@ impl WindowLease for PgWindowLease {
 }
 
 impl PgWindowLease {
-    /// One last attempt at taking the window back, when it is not held.
+    /// Whether the window is held now; when not, its watcher is given
+    /// [`TAKE_BACK`] to take it back (or, with no watcher running, one
+    /// attempt is made here), then what happened is said.
     fn held_now(&self) -> Option<String> {
-        if self.hold.held.open().is_some() {
-            return None;
-        }
-        let hold = Arc::clone(&self.hold);
-        let took =
-            runtime::block_on(
-                async move { Ok(tokio::time::timeout(TAKE_BACK, hold.retake()).await) },
-            );
-        match took {
-            Ok(Ok(Ok(true))) => None,
-            Ok(Ok(Ok(false))) => Some("another process holds the window".into()),
-            Ok(Ok(Err(e))) | Err(e) => Some(e.to_string()),
-            Ok(Err(_)) => Some(format!(
-                "the database did not answer within {}",
-                humantime::format_duration(TAKE_BACK)
-            )),
+        let deadline = std::time::Instant::now() + TAKE_BACK;
+        let watching = self.watcher.as_ref().is_some_and(|w| !w.is_finished());
+        loop {
+            if self.hold.held.open().is_some() {
+                return None;
+            }
+            if !watching {
+                let hold = Arc::clone(&self.hold);
+                let took = runtime::block_on(async move {
+                    Ok(tokio::time::timeout(TAKE_BACK, hold.retake()).await)
+                });
+                return match took {
+                    Ok(Ok(Ok(true))) => None,
+                    Ok(Ok(Ok(false))) => Some("another process holds the window".into()),
+                    Ok(Ok(Err(e))) | Err(e) => Some(e.to_string()),
+                    Ok(Err(_)) => Some(format!(
+                        "the database did not answer within {}",
+                        humantime::format_duration(TAKE_BACK)
+                    )),
+                };
+            }
+            if std::time::Instant::now() >= deadline {
+                return Some(format!(
+                    "not taken back within {} (the database unreachable, or another process \
+                     holds the window)",
+                    humantime::format_duration(TAKE_BACK)
+                ));
+            }
+            std::thread::sleep(WATCH);
         }
     }
 }
