@@ -38,6 +38,11 @@ pub const REFUSED: u8 = 75;
 /// another run took it), or a registered command still running
 /// [`STOP_GRACE`](crate::task::STOP_GRACE) after its task's hold was lost.
 pub const HOLD_LOST: u8 = 76;
+/// The state could not be reached (the PostgreSQL server refused the
+/// connection, did not answer, or lost it): nothing was started or changed
+/// (`EX_UNAVAILABLE`). Not [`REFUSED`]: the site did not say no, it could
+/// not be asked.
+pub const UNAVAILABLE: u8 = 69;
 /// A registered command panicked.
 pub const PANICKED: u8 = 101;
 /// `offline on` (or `run`'s wait) timed out; the site went back where the
@@ -52,6 +57,10 @@ pub const TABLE: &[(u8, &str)] = &[
     (
         REFUSED,
         "refused: maintenance under way, blocked, already running, cancelled",
+    ),
+    (
+        UNAVAILABLE,
+        "the state database could not be reached: nothing was started or changed",
     ),
     (
         TIMED_OUT,

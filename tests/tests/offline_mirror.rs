@@ -373,7 +373,7 @@ fn a_local_override_without_the_database_turns_a_running_mysite_away_and_off_loc
         "{out}"
     );
     let out = local(&["offline", "status"]);
-    assert_eq!(out.code(), Some(1), "{out}");
+    assert_eq!(out.code(), Some(69), "the database unreachable: {out}");
     assert!(
         out.stdout[0].starts_with("This host: OFFLINE by a local override"),
         "{out}"
