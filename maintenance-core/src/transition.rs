@@ -1524,6 +1524,16 @@ pub enum RunOutcome {
     },
     /// The site never went offline, so the command never ran.
     NotRun(Outcome),
+    /// The command ran and exited with `code`, but the run lost its hold
+    /// on the window meanwhile and could not take it back (`why`): the
+    /// mode was left as it was, for whoever holds the window now (exit
+    /// [`HOLD_LOST`](crate::exit::HOLD_LOST)).
+    HoldLost {
+        /// The command's exit code.
+        code: u8,
+        /// What happened to the hold.
+        why: String,
+    },
 }
 
 /// What [`run_in_window`] tells its caller and asks of it: the `offline
@@ -1823,6 +1833,12 @@ fn run_window(
     }
     window.command_started(Timestamp::at(backend.clock().now()))?;
     let code = observer.run_command();
+    // A window lost and not taken back may be another run's now: its mode
+    // is not this run's to restore.
+    if let Some(why) = window.hold_lost() {
+        drop(window);
+        return Ok(RunOutcome::HoldLost { code: code?, why });
+    }
     if !already {
         let ended = match &code {
             Ok(c) => format!("the command exited with {c}"),

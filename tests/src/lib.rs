@@ -23,7 +23,8 @@
 //! - [`web`] and [`http`]: the example site's web app and the HTTP clients
 //!   that talk to it;
 //! - [`nginx`]: a real nginx in front of it; [`link`]: a forwarder to the
-//!   PostgreSQL test server that a test cuts (the database gone);
+//!   PostgreSQL test server that a test cuts or stalls (the database gone,
+//!   loudly or silently);
 //! - [`hosts`]: hosts on this machine, each a network namespace with a
 //!   host name and a state directory of its own, sharing a site on the
 //!   PostgreSQL test server (root only);
