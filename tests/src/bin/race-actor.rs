@@ -115,6 +115,7 @@ fn run() -> anyhow::Result<u8> {
             args.get(3).cloned(),
         ),
         "hold" => hold(&state, arg(1)?),
+        "touch-loop" => touch_loop(&state),
         "layer-actor" => layer_actor(
             &state,
             Path::new(arg(1)?),
@@ -327,6 +328,29 @@ fn activate(
             75
         }
     })
+}
+
+/// Touches sessions, as a web layer records its users' activity, until it
+/// is killed: a new session each round, now and then one touched again
+/// or ended (a logout). Prints `touching` after its first touch.
+fn touch_loop(state: &State) -> anyhow::Result<u8> {
+    let b = open(state)?;
+    let mut rng = Jitter::new();
+    let key = |n: u64| SessionKey::of(format!("{}-{n}", std::process::id()).as_bytes());
+    let mut n = 0u64;
+    loop {
+        b.touch_session(&key(n))?;
+        if n == 0 {
+            println!("touching");
+            std::io::stdout().flush()?;
+        }
+        match rng.below(4) {
+            0 => b.touch_session(&key(rng.below(n + 1)))?,
+            1 => b.end_session(&key(rng.below(n + 1)))?,
+            _ => {}
+        }
+        n += 1;
+    }
 }
 
 /// Holds one task named `name` until standard input closes.
