@@ -316,3 +316,38 @@ fn a_web_layer_killed_while_touching_sessions_leaves_them_readable() {
         r
     });
 }
+
+/// Found by the kills of `offline run` from READONLY: a run killed after
+/// writing its PENDING and before recording it had that PENDING recorded
+/// late as `offline on`'s (cause `on`), because the noticer looked for the
+/// run only among live windows, and a run killed while it waited leaves
+/// the window free. The late entry is the run's.
+#[test]
+fn a_run_killed_before_recording_its_pending_has_it_recorded_as_the_runs() {
+    let site = site();
+    let mut cmd = Command::new(ACTOR);
+    cmd.args(site.helper_state().args())
+        .args(["run-pending", "migrate"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut p = Proc::spawn(cmd);
+    assert_eq!(p.line(), "pending");
+    let pid = p.pid();
+    p.kill9();
+    manage_tests::poll_until("the killed run's PENDING lapsed", || {
+        (site.mode().mode == maintenance_core::Mode::Online).then_some(())
+    });
+    let history = site.history(100);
+    let begun: Vec<_> = history
+        .iter()
+        .filter(|e| e.pid == pid && e.to == maintenance_core::Mode::Pending)
+        .collect();
+    assert_eq!(begun.len(), 1, "{history:#?}");
+    assert_eq!(begun[0].cause, maintenance_core::history::Cause::Run, "{:?}", begun[0]);
+    assert!(
+        begun[0].reason.starts_with("offline run -- migrate: nobody new gets in"),
+        "{:?}",
+        begun[0]
+    );
+}
