@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use maintenance_core::backend::ModeChange;
 use manage_tests::crash::{
-    CrashRng, Kind, Killed, Tally, check_after_kill, crash_iterations, kill_after, measure,
+    CrashRng, Killed, Kind, Tally, check_after_kill, crash_iterations, kill_after, measure,
 };
 use manage_tests::{CliSite, Proc};
 
@@ -183,9 +183,26 @@ fn offline_off_killed_anywhere_leaves_online_or_offline() {
 
 #[test]
 fn offline_run_killed_anywhere_leaves_its_window_abandoned_or_nothing() {
-    let plain = ["offline", "run", "--timeout", "60", "--", "sleeper-many", "--secs", "0"];
+    let plain = [
+        "offline",
+        "run",
+        "--timeout",
+        "60",
+        "--",
+        "sleeper-many",
+        "--secs",
+        "0",
+    ];
     let read_only = [
-        "offline", "run", "--read-only", "--timeout", "60", "--", "sleeper-many", "--secs", "0",
+        "offline",
+        "run",
+        "--read-only",
+        "--timeout",
+        "60",
+        "--",
+        "sleeper-many",
+        "--secs",
+        "0",
     ];
     let spread = measure(site, |_| {}, &plain) * 5 / 4;
     crash(Kind::Run, |site, rng, i| {
@@ -344,9 +361,16 @@ fn a_run_killed_before_recording_its_pending_has_it_recorded_as_the_runs() {
         .filter(|e| e.pid == pid && e.to == maintenance_core::Mode::Pending)
         .collect();
     assert_eq!(begun.len(), 1, "{history:#?}");
-    assert_eq!(begun[0].cause, maintenance_core::history::Cause::Run, "{:?}", begun[0]);
+    assert_eq!(
+        begun[0].cause,
+        maintenance_core::history::Cause::Run,
+        "{:?}",
+        begun[0]
+    );
     assert!(
-        begun[0].reason.starts_with("offline run -- migrate: nobody new gets in"),
+        begun[0]
+            .reason
+            .starts_with("offline run -- migrate: nobody new gets in"),
         "{:?}",
         begun[0]
     );
