@@ -50,6 +50,9 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default refresh interval of the web layers' snapshot (the settle time
 /// of I2 is twice it).
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_millis(250);
+/// Default `max_stale`: how long a web layer that cannot read the mode
+/// keeps answering by its last snapshot before `on_stale` decides.
+pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(60);
 /// Default maintenance URL.
 pub const DEFAULT_MAINTENANCE_URL: &str = "/maintenance.html";
 /// Default prefix of the bypass path: visiting `<prefix><secret>` once sets
@@ -73,6 +76,20 @@ pub enum BackendKind {
     File,
     /// A PostgreSQL database, shared by every host of the site.
     Postgres,
+}
+
+/// What a web layer does once it could not read the mode for `max_stale`
+/// (`on_stale` in manage.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStale {
+    /// Fail static: keep answering by the last snapshot (writes stay
+    /// refused on it, as on any snapshot older than the settle time).
+    #[default]
+    Static,
+    /// Fail closed: turn users away as OFFLINE (503, the maintenance page)
+    /// until the mode can be read again.
+    Closed,
 }
 
 /// Where a setting's value came from, so `status -v` can say it.
@@ -127,6 +144,13 @@ pub struct Config {
     /// How often web layers refresh their snapshot of the mode; PENDING's
     /// settle time (I2) is twice it.
     pub refresh_interval: Duration,
+    /// How long a web layer that cannot read the mode keeps answering by
+    /// its last snapshot before [`on_stale`](Self::on_stale) decides; at
+    /// least twice `refresh_interval` (by default 60 s, or twice
+    /// `refresh_interval` when that is longer).
+    pub max_stale: Duration,
+    /// What a web layer does once its snapshot is `max_stale` old.
+    pub on_stale: OnStale,
     /// The configuration file read, if any.
     pub file: Option<PathBuf>,
     /// `[alias]`: name → argv.
@@ -280,6 +304,9 @@ struct FileConfig {
     lock_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
     refresh_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    max_stale: Option<Duration>,
+    on_stale: Option<OnStale>,
     #[serde(default)]
     alias: BTreeMap<String, AliasValue>,
     #[serde(default)]
@@ -574,6 +601,8 @@ impl Config {
             bypass_prefix: default_bypass_prefix(),
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            max_stale: DEFAULT_MAX_STALE,
+            on_stale: OnStale::Static,
             file: None,
             aliases: BTreeMap::new(),
             commands: BTreeMap::new(),
@@ -655,6 +684,25 @@ impl Config {
             })
             .collect();
 
+        let refresh_interval = file.refresh_interval.unwrap_or(DEFAULT_REFRESH_INTERVAL);
+        let max_stale = file
+            .max_stale
+            .unwrap_or(DEFAULT_MAX_STALE.max(refresh_interval * 2));
+        if max_stale < refresh_interval * 2 {
+            return Err(ConfigError::Setting {
+                origin: file_path
+                    .as_deref()
+                    .map_or_else(|| FILE_NAME.to_owned(), |p| p.display().to_string()),
+                key: "max_stale",
+                message: format!(
+                    "{} is shorter than twice refresh_interval ({}): a layer would give up on \
+                     the mode after one missed read; set max_stale to at least {}",
+                    humantime::format_duration(max_stale),
+                    humantime::format_duration(refresh_interval),
+                    humantime::format_duration(refresh_interval * 2)
+                ),
+            });
+        }
         Ok(Config {
             backend,
             state_dir,
@@ -669,7 +717,9 @@ impl Config {
                 .lock_timeout
                 .or(file.lock_timeout)
                 .unwrap_or(DEFAULT_LOCK_TIMEOUT),
-            refresh_interval: file.refresh_interval.unwrap_or(DEFAULT_REFRESH_INTERVAL),
+            refresh_interval,
+            max_stale,
+            on_stale: file.on_stale.unwrap_or_default(),
             hooks: HookSettings {
                 on_change: file
                     .hooks
@@ -857,6 +907,39 @@ mod tests {
         assert_eq!(c.maintenance_url.as_str(), "/maintenance.html");
         assert_eq!(c.bypass_prefix.as_str(), "/_maintenance/bypass/");
         assert!(c.file.is_none());
+    }
+
+    #[test]
+    fn max_stale_and_on_stale_default_to_a_minute_and_static_and_are_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let load = |text: &str| {
+            write(tmp.path(), "manage.toml", text);
+            Config::load_from(
+                tmp.path(),
+                &env_of(&[("HOME", "/home/x")]),
+                &Overrides::default(),
+            )
+        };
+        let c = load("").unwrap();
+        assert_eq!(c.max_stale, Duration::from_secs(60));
+        assert_eq!(c.on_stale, OnStale::Static);
+        // Never shorter than twice a long refresh interval by default.
+        let c = load("refresh_interval = \"1h\"\n").unwrap();
+        assert_eq!(c.max_stale, Duration::from_secs(7200));
+        let c = load("max_stale = \"5m\"\non_stale = \"closed\"\n").unwrap();
+        assert_eq!(c.max_stale, Duration::from_secs(300));
+        assert_eq!(c.on_stale, OnStale::Closed);
+
+        let e = load("refresh_interval = \"1s\"\nmax_stale = \"1s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("manage.toml"), "{e}");
+        assert!(e.contains("`max_stale`"), "{e}");
+        assert!(e.contains("at least 2s"), "{e}");
+        let e = load("on_stale = \"open\"\n").unwrap_err().to_string();
+        assert!(e.contains("manage.toml:1"), "{e}");
+        assert!(e.contains("on_stale"), "{e}");
+        assert!(e.contains("static") && e.contains("closed"), "{e}");
     }
 
     #[test]

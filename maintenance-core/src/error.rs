@@ -57,6 +57,17 @@ pub enum Error {
         /// What went wrong and what to check.
         problem: String,
     },
+    /// The PostgreSQL server could not be reached at all — no connection,
+    /// no answer, the connection lost: nothing was read or changed. The
+    /// message names `host:port` and what to check; the run exits
+    /// [`exit::UNAVAILABLE`].
+    #[error("PostgreSQL at {server}: {problem}")]
+    Unreachable {
+        /// `host:port`, or the Unix socket's path.
+        server: String,
+        /// What went wrong and what to check.
+        problem: String,
+    },
     /// The operation is not available on this backend (yet).
     #[error("{what} is not yet supported on the {backend} backend")]
     Unsupported {
@@ -72,6 +83,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Refused(_) => exit::REFUSED,
+            Error::Unreachable { .. } => exit::UNAVAILABLE,
             _ => exit::FAILURE,
         }
     }

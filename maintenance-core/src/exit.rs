@@ -33,6 +33,11 @@ pub fn of_status(mode: crate::mode::Mode) -> u8 {
 /// way, blocked by a `block` command, already running, a wait cancelled by
 /// another operator, `offline on`/`run` inside a task (`EX_TEMPFAIL`).
 pub const REFUSED: u8 = 75;
+/// The state could not be reached (the PostgreSQL server refused the
+/// connection, did not answer, or lost it): nothing was started or changed
+/// (`EX_UNAVAILABLE`). Not [`REFUSED`]: the site did not say no, it could
+/// not be asked.
+pub const UNAVAILABLE: u8 = 69;
 /// A registered command panicked.
 pub const PANICKED: u8 = 101;
 /// `offline on` (or `run`'s wait) timed out; the site went back where the
@@ -47,6 +52,10 @@ pub const TABLE: &[(u8, &str)] = &[
     (
         REFUSED,
         "refused: maintenance under way, blocked, already running, cancelled",
+    ),
+    (
+        UNAVAILABLE,
+        "the state database could not be reached: nothing was started or changed",
     ),
     (
         TIMED_OUT,

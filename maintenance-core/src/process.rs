@@ -169,7 +169,26 @@ pub fn uid_of(pid: u32) -> Option<u32> {
 }
 
 /// The command line of `pid`, as far as it can be read.
+///
+/// A process caught in the middle of `execve` reads an empty command line:
+/// its close-on-exec descriptors are closed first (so a parent waiting on
+/// one, as Python's `subprocess` does, goes on and reports the child
+/// started), and the kernel lays out the new arguments a few microseconds
+/// later. An empty line of a live process is read again, for at most
+/// about 20 ms, before it is taken as empty.
 pub fn argv(pid: u32) -> Vec<String> {
+    for _ in 0..20 {
+        let args = read_argv(pid);
+        let running = stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X');
+        if !args.is_empty() || !running {
+            return args;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    read_argv(pid)
+}
+
+fn read_argv(pid: u32) -> Vec<String> {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|bytes| {
             bytes
@@ -184,6 +203,24 @@ pub fn argv(pid: u32) -> Vec<String> {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+
+    /// A child read at once after its spawn returns is caught inside
+    /// `execve` now and then (the spawn returns at exec's point of no
+    /// return, before the new arguments are laid out): read by racing. A
+    /// single read of `/proc/PID/cmdline` fails this within a few rounds.
+    #[test]
+    fn a_command_line_read_just_after_exec_is_the_new_one() {
+        for _ in 0..300 {
+            let mut child = std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .expect("sleep starts");
+            let args = argv(child.id());
+            child.kill().ok();
+            child.wait().ok();
+            assert_eq!(args, ["sleep", "30"]);
+        }
+    }
 
     #[test]
     fn this_process_is_itself_and_a_reused_pid_is_not() {

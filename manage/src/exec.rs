@@ -174,6 +174,12 @@ fn outcome(
             if refused {
                 return exit::REFUSED;
             }
+            // The state could not be reached: nothing was started or changed.
+            if e.downcast_ref::<Error>()
+                .is_some_and(|c| c.exit_code() == exit::UNAVAILABLE)
+            {
+                return exit::UNAVAILABLE;
+            }
             if interrupted {
                 exit::INTERRUPTED
             } else {

@@ -95,6 +95,12 @@ impl MySite {
             .expect("write manage.toml");
     }
 
+    /// The site's name on PostgreSQL (also every run's
+    /// `application_name`); `None` on the file backend.
+    pub fn postgres_site(&self) -> Option<&str> {
+        self.site.as_deref()
+    }
+
     /// The site's directory: every run's working directory.
     pub fn dir(&self) -> &Path {
         self.scratch.path()

@@ -557,6 +557,24 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn status_look(&self) -> Result<Option<StatusLook>> {
         Ok(None)
     }
+
+    /// A feed of this site's mode changes as the backend pushes them, for
+    /// a reader that keeps a copy of the mode (the web layer) and re-reads
+    /// it on news; `None` (the default) where nothing pushes — the file
+    /// backend, read every `refresh_interval` instead.
+    fn changes(&self) -> Option<Box<dyn ChangeFeed>> {
+        None
+    }
+}
+
+/// Mode changes pushed by a backend ([`Backend::changes`]), for one reader
+/// on a thread of its own.
+pub trait ChangeFeed: Send + fmt::Debug {
+    /// Blocks up to `timeout` for news: `true` when the reader must read the
+    /// mode again — a change committed, or the push was lost or made again
+    /// (a change made while nobody listened is never pushed) — and `false`
+    /// when `timeout` passed without any. Spurious news is allowed.
+    fn wait(&mut self, timeout: Duration) -> bool;
 }
 
 /// What [`Backend::status_look`] read.

@@ -23,7 +23,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::oneshot;
 
@@ -35,7 +35,7 @@ use super::vouch::{self, Lookup, Registry, Rejected};
 use super::writes::{InFlight, Publisher};
 use crate::backend::{self, Backend};
 use crate::clock::SystemClock;
-use crate::config::Config;
+use crate::config::{Config, OnStale};
 use crate::mode::Mode;
 use crate::session::SessionKey;
 
@@ -54,6 +54,8 @@ pub(crate) enum Job {
     Ack(oneshot::Sender<()>),
     /// The last unsafe request in flight ended while published.
     WritesDone,
+    /// The backend pushed news of the mode (`push` thread): read it now.
+    Pushed,
 }
 
 /// Shared by every clone of the layer and its services.
@@ -265,14 +267,16 @@ pub(crate) fn start(config: &Config, options: LayerOptions) -> Arc<Shared> {
             None
         }
     };
+    let mut outage = Outage::new(&config);
     if let Some(b) = &backend {
-        refresh(&shared, b.as_ref(), &mut false);
+        refresh(&shared, b.as_ref(), &mut outage);
+        start_push(&weak, b.as_ref());
     }
     shared.local.recheck(&shared.sessions, &|l| shared.log(l));
     let writer = Writer::new(&shared.options, config.session_timeout);
     let spawned = std::thread::Builder::new()
         .name("manage-layer".into())
-        .spawn(move || run(weak, rx, config, backend, writer));
+        .spawn(move || run(weak, rx, config, backend, writer, outage));
     if let Err(e) = spawned {
         shared.log(&format!("cannot start the maintenance layer's thread: {e}"));
     }
@@ -285,6 +289,7 @@ fn run(
     config: Config,
     mut backend: Option<Arc<dyn Backend>>,
     mut writer: Writer,
+    mut outage: Outage,
 ) {
     let every = config.refresh_interval.max(Duration::from_millis(10));
     // `start` read the first snapshot when it could open the state.
@@ -294,10 +299,14 @@ fn run(
     };
     // `start` said why it could not open the state.
     let mut complained = backend.is_none();
+    let mut pushed = false;
     let mut last_prune = Instant::now();
     let mut publisher = Publisher::default();
     loop {
-        let wake = writer.batch_due().map_or(next, |due| due.min(next));
+        let mut wake = writer.batch_due().map_or(next, |due| due.min(next));
+        if let Some(at) = outage.decides_at() {
+            wake = wake.min(at);
+        }
         let wait = wake.saturating_duration_since(Instant::now());
         let job = match jobs.recv_timeout(wait) {
             Ok(job) => Some(job),
@@ -323,7 +332,10 @@ fn run(
         }
         if backend.is_none() {
             match backend::open(&config, SystemClock::shared()) {
-                Ok(b) => backend = Some(b),
+                Ok(b) => {
+                    start_push(&Arc::downgrade(&shared), b.as_ref());
+                    backend = Some(b);
+                }
                 Err(e) if !complained => {
                     shared.log(&format!("the maintenance layer cannot open the state: {e}"));
                     complained = true;
@@ -333,6 +345,7 @@ fn run(
         }
         match (job, &backend) {
             (Some(Job::WritesDone), _) => publisher.done(&shared.in_flight),
+            (Some(Job::Pushed), _) => pushed = true,
             (Some(job), Some(b)) => writer.handle(&shared, b.as_ref(), job),
             _ => {}
         }
@@ -341,10 +354,30 @@ fn run(
         {
             writer.batch_now(&shared, b.as_ref());
         }
+        if pushed && Instant::now() < next {
+            // Pushed news: the mode only, now (the interval's bookkeeping
+            // keeps its own time).
+            pushed = false;
+            if let Some(b) = &backend {
+                refresh(&shared, b.as_ref(), &mut outage);
+                writer.flush_unwritten(&shared, b.as_ref(), &outage);
+                publisher.after_refresh(
+                    &shared.in_flight,
+                    shared
+                        .sessions
+                        .snapshot()
+                        .is_some_and(|s| s.mode == Mode::ReadOnlyPending),
+                    b.as_ref(),
+                    &|line| shared.log(line),
+                );
+            }
+        }
         if Instant::now() >= next {
+            pushed = false;
             shared.local.recheck(&shared.sessions, &|l| shared.log(l));
             if let Some(b) = &backend {
-                refresh(&shared, b.as_ref(), &mut complained);
+                refresh(&shared, b.as_ref(), &mut outage);
+                writer.flush_unwritten(&shared, b.as_ref(), &outage);
                 publisher.after_refresh(
                     &shared.in_flight,
                     shared
@@ -362,6 +395,7 @@ fn run(
                 .merge(shared.now_secs(), shared.session_timeout.as_secs());
             next = Instant::now() + every;
         }
+        outage.decide(&shared);
         if last_prune.elapsed() >= Duration::from_secs(30) {
             // Forgets sessions this process has not seen for a whole timeout.
             shared
@@ -408,7 +442,16 @@ struct Writer {
     batch_every: Duration,
     /// The last batch could not be written (said once until one is).
     batch_failed: bool,
+    /// New sessions whose first write failed (the state unreachable),
+    /// written once it answers; at most [`UNWRITTEN_CAP`].
+    unwritten: VecDeque<SessionKey>,
+    /// New sessions past [`UNWRITTEN_CAP`] in this outage: not queued.
+    unwritten_dropped: u64,
 }
+
+/// How many new sessions whose write failed a layer keeps to write once the
+/// state answers: about 320 KB of keys.
+pub(crate) const UNWRITTEN_CAP: usize = 10_000;
 
 impl Writer {
     fn new(options: &LayerOptions, session_timeout: Duration) -> Self {
@@ -428,6 +471,8 @@ impl Writer {
             batch_since: None,
             batch_every: options.touch_every,
             batch_failed: false,
+            unwritten: VecDeque::new(),
+            unwritten_dropped: 0,
         }
     }
 
@@ -507,8 +552,9 @@ impl Writer {
             Job::Ack(ack) => {
                 let _ = ack.send(());
             }
-            // The publisher's, handled before the writer sees a job.
-            Job::WritesDone => {}
+            // The publisher's and the refresh's, handled before the writer
+            // sees a job.
+            Job::WritesDone | Job::Pushed => {}
         }
     }
 
@@ -516,7 +562,9 @@ impl Writer {
     /// overflow entry (once per interval) and queues the session.
     fn new_session(&mut self, shared: &Shared, backend: &dyn Backend, key: SessionKey) {
         if self.written < self.cap {
-            let _ = backend.touch_session(&key);
+            if let Err(e) = backend.touch_session(&key) {
+                self.unwritten(shared, key, &e);
+            }
             self.written += 1;
             return;
         }
@@ -536,6 +584,54 @@ impl Writer {
         } else {
             self.backlog_lost = Some(Instant::now());
         }
+    }
+
+    /// Queues `key`, whose write failed with `e`, for when the state
+    /// answers; past [`UNWRITTEN_CAP`] counts it as dropped. Each is said
+    /// once per outage.
+    fn unwritten(&mut self, shared: &Shared, key: SessionKey, e: &crate::error::Error) {
+        if self.unwritten.is_empty() && self.unwritten_dropped == 0 {
+            shared.log(&format!(
+                "the maintenance layer cannot write a new session, and keeps it (with the next \
+                 ones, at most {UNWRITTEN_CAP}) in memory to write once the state answers: {e}"
+            ));
+        }
+        if self.unwritten.len() < UNWRITTEN_CAP {
+            self.unwritten.push_back(key);
+            return;
+        }
+        self.unwritten_dropped += 1;
+        if self.unwritten_dropped == 1 {
+            shared.log(&format!(
+                "the maintenance layer's queue of unwritten sessions is full ({UNWRITTEN_CAP}): \
+                 new sessions past it are not queued (counted; each is written at its next \
+                 request after its first a few seconds on)"
+            ));
+        }
+    }
+
+    /// Writes the queued sessions in one call once the mode could be read
+    /// again; on failure keeps them for the next read.
+    fn flush_unwritten(&mut self, shared: &Shared, backend: &dyn Backend, outage: &Outage) {
+        if outage.failing() || (self.unwritten.is_empty() && self.unwritten_dropped == 0) {
+            return;
+        }
+        let keys: Vec<SessionKey> = self.unwritten.iter().cloned().collect();
+        if backend.touch_sessions(&keys).is_err() {
+            return;
+        }
+        self.unwritten.clear();
+        let dropped = std::mem::take(&mut self.unwritten_dropped);
+        shared.log(&format!(
+            "the maintenance layer wrote the {} new sessions it let in while the state could not \
+             be written{}",
+            keys.len(),
+            if dropped > 0 {
+                format!(", and dropped {dropped} past its queue's bound ({UNWRITTEN_CAP})")
+            } else {
+                String::new()
+            }
+        ));
     }
 
     /// A new interval: the backlog within the cap; the overflow entry ends
@@ -564,14 +660,15 @@ impl Writer {
     }
 }
 
-/// Reads the mode into the snapshot; keeps the last one (and says so once)
-/// when the state cannot be read. A schedule that cannot be read is none:
+/// Reads the mode into the snapshot; keeps the last one (and says so once
+/// per outage, [`Outage`]) when the state cannot be read. A schedule that cannot be read is none:
 /// the mode is what decides who gets in.
-fn refresh(shared: &Shared, backend: &dyn Backend, complained: &mut bool) {
+fn refresh(shared: &Shared, backend: &dyn Backend, outage: &mut Outage) {
     // Taken before the read: a drain begun after it is seen by the next
     // read, so this snapshot may admit writes until the settle time of a
     // drain begun just after it has passed (`readonly.rs`).
     let read_at = Instant::now();
+    let read_wall = SystemTime::now();
     match backend.mode() {
         Ok(view) => {
             let bypass = view
@@ -598,17 +695,155 @@ fn refresh(shared: &Shared, backend: &dyn Backend, complained: &mut bool) {
                     bypass,
                     scheduled,
                     fresh_until: read_at + shared.refresh_interval * 2,
+                    read_began: (read_at, read_wall),
                 },
             );
             shared.refreshed.notify_waiters();
-            *complained = false;
+            outage.read(shared, read_at);
         }
-        Err(e) => {
-            if !*complained {
+        Err(e) => outage.failed(shared, &e),
+    }
+}
+
+/// How long the push thread waits for news before it looks whether the
+/// layer is still there.
+const PUSH_CHECK: Duration = Duration::from_secs(1);
+
+/// Starts the thread that hears `backend`'s pushed mode changes, if it
+/// pushes any ([`Backend::changes`]): each piece of news makes the layer's
+/// thread read the mode at once, instead of at its next refresh.
+fn start_push(shared: &Weak<Shared>, backend: &dyn Backend) {
+    let Some(feed) = backend.changes() else {
+        return;
+    };
+    let weak = Weak::clone(shared);
+    let spawned = std::thread::Builder::new()
+        .name("manage-layer-push".into())
+        .spawn(move || push(weak, feed));
+    if let (Err(e), Some(shared)) = (spawned, shared.upgrade()) {
+        shared.log(&format!(
+            "cannot start the maintenance layer's push thread, the mode is read every \
+             refresh interval only: {e}"
+        ));
+    }
+}
+
+/// The push thread: forwards news to the layer's thread; ends once the
+/// layer is gone.
+fn push(shared: Weak<Shared>, mut feed: Box<dyn crate::backend::ChangeFeed>) {
+    loop {
+        let news = feed.wait(PUSH_CHECK);
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if news {
+            shared.send(Job::Pushed);
+        }
+    }
+}
+
+/// An outage of the state, as the layer lives it: since when the mode could
+/// not be read, and whether `on_stale` has decided. Each line is said once
+/// per outage, not once per attempt.
+pub(crate) struct Outage {
+    max_stale: Duration,
+    on_stale: OnStale,
+    /// When the last read that succeeded began.
+    read_at: Option<Instant>,
+    /// The mode cannot be read now.
+    failing: bool,
+    /// `on_stale` has decided in this outage.
+    decided: bool,
+}
+
+impl Outage {
+    fn new(config: &Config) -> Outage {
+        Outage {
+            max_stale: config.max_stale,
+            on_stale: config.on_stale,
+            read_at: None,
+            failing: false,
+            decided: false,
+        }
+    }
+
+    /// A read begun at `at` succeeded.
+    fn read(&mut self, shared: &Shared, at: Instant) {
+        if self.failing {
+            let since = self.read_at.map(|r| r.elapsed()).unwrap_or_default();
+            shared.log(&format!(
+                "the maintenance layer reads the mode again ({} after its last good read)",
+                humantime::format_duration(Duration::from_millis(since.as_millis() as u64))
+            ));
+        }
+        self.read_at = Some(at);
+        self.failing = false;
+        self.decided = false;
+    }
+
+    /// A read failed with `e`.
+    fn failed(&mut self, shared: &Shared, e: &crate::error::Error) {
+        if !self.failing {
+            shared.log(&format!(
+                "the maintenance layer cannot read the mode, keeping its last snapshot for at \
+                 most {} (max_stale), then {}: {e}",
+                humantime::format_duration(self.max_stale),
+                match self.on_stale {
+                    OnStale::Static => "still answering by it (on_stale = \"static\")",
+                    OnStale::Closed => "turning users away as OFFLINE (on_stale = \"closed\")",
+                }
+            ));
+            self.failing = true;
+        }
+    }
+
+    /// Whether the mode could not be read at the last try.
+    fn failing(&self) -> bool {
+        self.failing
+    }
+
+    /// When `on_stale` is to decide, while the state cannot be read.
+    fn decides_at(&self) -> Option<Instant> {
+        match (self.failing, self.decided, self.read_at) {
+            (true, false, Some(at)) => Some(at + self.max_stale),
+            _ => None,
+        }
+    }
+
+    /// Once the last snapshot is `max_stale` old and the mode still cannot
+    /// be read: keeps it (static) or publishes OFFLINE in its place
+    /// (closed), until a read succeeds.
+    fn decide(&mut self, shared: &Shared) {
+        let Some(at) = self.decides_at() else {
+            return;
+        };
+        if Instant::now() < at {
+            return;
+        }
+        self.decided = true;
+        let stale = humantime::format_duration(self.max_stale);
+        match self.on_stale {
+            OnStale::Static => shared.log(&format!(
+                "the maintenance layer has not read the mode for {stale} (max_stale): it keeps \
+                 answering by its last snapshot (on_stale = \"static\"), unsafe requests \
+                 refused, until it reads the mode again"
+            )),
+            OnStale::Closed => {
+                let Some(last) = shared.sessions.snapshot() else {
+                    return;
+                };
+                let mut closed = (*last).clone();
+                closed.mode = Mode::Offline;
+                closed.writes_refused = true;
+                closed.scheduled = None;
+                closed.retry_after = None;
+                shared.local.publish(&shared.sessions, closed);
+                shared.refreshed.notify_waiters();
                 shared.log(&format!(
-                    "the maintenance layer cannot read the mode, keeping its last snapshot: {e}"
+                    "the maintenance layer has not read the mode for {stale} (max_stale): it \
+                     turns users away as OFFLINE (on_stale = \"closed\") until it reads the mode \
+                     again"
                 ));
-                *complained = true;
             }
         }
     }

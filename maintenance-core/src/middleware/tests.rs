@@ -1068,3 +1068,59 @@ async fn repeat_touches_of_many_sessions_reach_postgres_in_one_statement() {
         distinct.len()
     );
 }
+
+/// Push latency on PostgreSQL: the time from a mode change's commit (the
+/// write's return, in another backend) to the layer's snapshot showing it,
+/// with a refresh interval of an hour (so only the push can tell it), over
+/// 60 changes; prints the median and p99. A measurement, not a check:
+/// `cargo nextest run -p maintenance-core --all-features --run-ignored only
+/// push_latency --no-capture`.
+#[cfg(feature = "postgres")]
+#[test]
+#[ignore = "a measurement: prints the push latency"]
+fn push_latency_from_commit_to_snapshot() {
+    use crate::backend::postgres::PostgresBackend;
+    if !crate::conformance::postgres_available() {
+        return;
+    }
+    let mut config = crate::conformance::postgres_test_config("manage_test");
+    config.refresh_interval = Duration::from_secs(3600);
+    config.max_stale = Duration::from_secs(7200);
+    let writer = PostgresBackend::open(&config, SystemClock::shared()).unwrap();
+    let layer = patient(&config).build();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let wait_for = |mode: Mode| {
+        while !layer.snapshot().is_some_and(|s| s.mode == mode) {
+            assert!(std::time::Instant::now() < deadline, "never {mode}");
+            std::hint::spin_loop();
+        }
+    };
+    wait_for(Mode::Online);
+    // The first four changes warm up (the LISTEN connection is made after
+    // the layer's first read): not counted.
+    let mut times = Vec::new();
+    for i in 0..64 {
+        let (mode, t0) = if i % 2 == 0 {
+            writer
+                .force_offline(&ModeChange::by_this_process())
+                .unwrap();
+            (Mode::Offline, std::time::Instant::now())
+        } else {
+            writer.go_online(&ModeChange::by_this_process()).unwrap();
+            (Mode::Online, std::time::Instant::now())
+        };
+        wait_for(mode);
+        if i >= 4 {
+            times.push(t0.elapsed());
+        }
+    }
+    times.sort();
+    let p = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    eprintln!(
+        "push latency, commit to snapshot, {} changes: median {:?}, p99 {:?}, max {:?}",
+        times.len(),
+        p(0.5),
+        p(0.99),
+        times[times.len() - 1]
+    );
+}

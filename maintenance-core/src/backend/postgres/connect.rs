@@ -84,6 +84,14 @@ impl Target {
         }
     }
 
+    /// The server could not be reached ([`Error::Unreachable`]).
+    pub fn unreachable(&self, problem: impl Into<String>) -> Error {
+        Error::Unreachable {
+            server: self.endpoint(),
+            problem: scrub(problem.into(), self.url.password()),
+        }
+    }
+
     /// How long the server may stay silent after a request before the
     /// connection is given up (`socket.rs`): the connect timeout, or the
     /// `tcp_user_timeout` a silent network is given, whichever is longer.
@@ -119,7 +127,7 @@ impl Target {
         match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => Err(self.describe(e)),
-            Err(_) => Err(self.error(format!(
+            Err(_) => Err(self.unreachable(format!(
                 "no answer within {} (connect_timeout): check that the host and port in the \
                  database URL are right, that the server runs, and that no firewall drops the \
                  packets",
@@ -247,7 +255,7 @@ impl Target {
             Failure::Resolve(host, e) => self.error(format!(
                 "cannot resolve the host {host:?} ({e}): check the host in the database URL"
             )),
-            Failure::Io(e) => self.error(io_problem(&e)),
+            Failure::Io(e) => self.unreachable(io_problem(&e)),
             Failure::Pg(e) => {
                 if let Some(db) = e.as_db_error() {
                     let code = db.code();
@@ -313,7 +321,13 @@ impl Target {
                              the database URL, and the server's certificate"
                         ));
                     }
-                    return self.error(io_problem(io));
+                    return self.unreachable(io_problem(io));
+                }
+                if e.is_closed() {
+                    return self.unreachable(
+                        "the server closed the connection before it was made: check that the \
+                         server runs and is reachable (a restart, a proxy or firewall in between)",
+                    );
                 }
                 let text = format!(
                     "{e}{}",

@@ -158,6 +158,61 @@ impl Subscription {
     }
 }
 
+/// [`Backend::changes`](crate::Backend::changes): a [`Subscription`] to
+/// the backend's listener, waited on from the caller's thread. Every
+/// notification is news (the reader does not track generations), and so is
+/// a connection lost or made again (the listener counts both).
+#[derive(Debug)]
+pub(super) struct Feed {
+    inner: Arc<Inner>,
+    /// Taken on the first wait, on the backend's runtime.
+    subscription: Option<Subscription>,
+}
+
+impl Feed {
+    pub(super) fn new(inner: &Arc<Inner>) -> Feed {
+        Feed {
+            inner: Arc::clone(inner),
+            subscription: None,
+        }
+    }
+}
+
+/// No mode record has this generation: every notification is news.
+const ANY: u64 = u64::MAX;
+
+impl crate::backend::ChangeFeed for Feed {
+    fn wait(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let inner = Arc::clone(&self.inner);
+        let taken = self.subscription.take();
+        let waited = super::runtime::block_on(async move {
+            match taken {
+                // The first look: listening from now on, so the reader's
+                // next read sees every change after it.
+                None => Ok((Listener::subscribe(&inner, deadline).await, true)),
+                Some(mut sub) => {
+                    let news = tokio::time::timeout_at(deadline.into(), sub.news(ANY))
+                        .await
+                        .is_ok();
+                    Ok((sub, news))
+                }
+            }
+        });
+        match waited {
+            Ok((sub, news)) => {
+                self.subscription = Some(sub);
+                news
+            }
+            // The runtime is gone: nothing will be pushed again.
+            Err(_) => {
+                std::thread::sleep(timeout);
+                false
+            }
+        }
+    }
+}
+
 /// The listener's task: connects, LISTENs, forwards what it hears; again
 /// after a loss, with backoff; ends when its backend and every
 /// subscription are gone.

@@ -244,7 +244,7 @@ impl Inner {
             ));
         }
         if e.is_closed() {
-            return self.target.error(
+            return self.target.unreachable(
                 "the connection to the server was lost, or the server stopped answering: check \
                  that the server runs and is reachable",
             );
@@ -519,6 +519,10 @@ impl Backend for PostgresBackend {
 
     fn go_online(&self, change: &ModeChange) -> Result<ModeRecord> {
         modes::go_online(&self.inner, change)
+    }
+
+    fn changes(&self) -> Option<Box<dyn crate::backend::ChangeFeed>> {
+        Some(Box::new(listen::Feed::new(&self.inner)))
     }
 
     fn wait_for_change(

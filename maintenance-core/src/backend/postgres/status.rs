@@ -86,18 +86,24 @@ impl Inner {
         let (summary, summary_time) = self.summary_statement();
         // The dead rows go first, as a writer's look and `reap` remove
         // them (a row whose key nobody holds is dead, gate or no gate) —
-        // on a schema this binary can read.
+        // on a schema this binary can read. One statement for the three
+        // tables (two of its deletes in WITH): on a new server backend each
+        // statement is parsed, planned and run from cold caches, and one
+        // costs less than three (README, "PostgreSQL's start-up").
         let readable = schema::readable_sql(&self.schema, schema::MIGRATIONS);
-        let clean = ["tasks", "waiters", "writes"]
-            .iter()
-            .map(|table| {
-                format!(
-                    "DELETE FROM {s}.{table} WHERE site = {site} AND {readable} \
-                     AND pg_try_advisory_xact_lock_shared({c}, key); ",
-                    c = self.class
-                )
-            })
-            .collect::<String>();
+        let delete = |table: &str| {
+            format!(
+                "DELETE FROM {s}.{table} WHERE site = {site} AND {readable} \
+                 AND pg_try_advisory_xact_lock_shared({c}, key)",
+                c = self.class
+            )
+        };
+        let clean = format!(
+            "WITH dead_tasks AS ({}), dead_waiters AS ({}) {}; ",
+            delete("tasks"),
+            delete("waiters"),
+            delete("writes")
+        );
         let message = format!(
             "{check}{clean}{view}; SELECT generation FROM {s}.modes WHERE site = {site}; {tasks}; \
              {summary}; {writes}; {window}; {schedule}; \

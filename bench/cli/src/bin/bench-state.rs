@@ -7,6 +7,10 @@
 //!   default 900 s timeout minus SPREAD_SECS;
 //! - `bench-state hold DIR N READY_FILE`: starts N live tasks (concurrent
 //!   policy), creates READY_FILE, and holds them until killed.
+//!
+//! DIR is a state directory (the file backend), or a `manage.toml` (a path
+//! ending in `.toml`): the backend that file names, PostgreSQL included,
+//! where each held task is a connection of its own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +19,7 @@ use anyhow::{Context as _, bail};
 use maintenance_core::policy::Instances;
 use maintenance_core::session::SessionKey;
 use maintenance_core::{
-    Backend, CommandTask, Config, FileBackend, ManualClock, Policy, SystemClock, TaskOptions,
+    Backend, CommandTask, Config, ManualClock, Policy, SharedClock, SystemClock, TaskOptions,
 };
 
 fn usage() -> anyhow::Result<()> {
@@ -38,26 +42,38 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The backend DIR names: a `manage.toml`'s, or the file backend in DIR.
+fn open(dir: &str, clock: SharedClock) -> anyhow::Result<Arc<dyn Backend>> {
+    let config = if dir.ends_with(".toml") {
+        Config::from_file(dir).with_context(|| format!("read {dir}"))?
+    } else {
+        Config::with_state_dir(dir)
+    };
+    maintenance_core::backend::open(&config, clock)
+        .with_context(|| format!("open the state of {dir}"))
+}
+
+/// Sessions touched together, at one instant: one statement on PostgreSQL.
+const BATCH: u64 = 500;
+
 fn sessions(dir: &str, n: u64, spread: Duration) -> anyhow::Result<()> {
     let clock = ManualClock::ago(spread);
-    let backend = FileBackend::open(&Config::with_state_dir(dir), clock.clone())
-        .context("open the state directory")?;
+    let backend = open(dir, clock.clone())?;
     let mut at = Duration::ZERO;
-    for i in 0..n {
-        let next = spread.mul_f64(i as f64 / n.max(1) as f64);
+    for start in (0..n).step_by(BATCH as usize) {
+        let next = spread.mul_f64(start as f64 / n.max(1) as f64);
         clock.advance(next.saturating_sub(at));
         at = next;
-        let key = SessionKey::of(format!("bench-session-{i}").as_bytes());
-        backend.touch_session(&key)?;
+        let keys: Vec<SessionKey> = (start..n.min(start + BATCH))
+            .map(|i| SessionKey::of(format!("bench-session-{i}").as_bytes()))
+            .collect();
+        backend.touch_sessions(&keys)?;
     }
     Ok(())
 }
 
 fn hold(dir: &str, n: usize, ready: &str) -> anyhow::Result<()> {
-    let backend: Arc<dyn Backend> = Arc::new(
-        FileBackend::open(&Config::with_state_dir(dir), SystemClock::shared())
-            .context("open the state directory")?,
-    );
+    let backend = open(dir, SystemClock::shared())?;
     let policy = Policy::DEFAULT.instances(Instances::Concurrent);
     let _tasks: Vec<CommandTask> = (0..n)
         .map(|i| {
