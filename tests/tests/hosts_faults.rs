@@ -384,9 +384,9 @@ fn rand_below(n: usize) -> usize {
     (u64::from_ne_bytes(maintenance_core::random::bytes::<8>()) % n as u64) as usize
 }
 
-/// Detection D + grace G + slack: how long a task whose connection was
+/// Check + re-entry + grace G + slack: how long a task whose connection was
 /// lost may run on while the site is OFFLINE (README, "no split brain").
-const DISTURBED_GRACE: Duration = Duration::from_secs(1 + 10 + 5);
+const DISTURBED_GRACE: Duration = Duration::from_secs(1 + 6 + 10 + 5);
 
 /// Whether nothing happened to the hosts' view of the mode for a while:
 /// the I2 and agreement checks run only then.
@@ -554,15 +554,13 @@ fn hosts_soak() {
         tasks.retain_mut(|t| t.proc.is_running());
         waiters.retain_mut(|w| w.is_running());
         if mode == "OFFLINE" {
-            let since = *offline_since.get_or_insert_with(Instant::now);
+            offline_since.get_or_insert_with(Instant::now);
             for t in &mut tasks {
                 if !connected(t.host) || !t.proc.is_running() {
                     continue;
                 }
-                let late = match t.disturbed {
-                    None => true,
-                    Some(_) => since.elapsed() > DISTURBED_GRACE,
-                };
+                // A task a fault touched may run on that long after it.
+                let late = t.disturbed.is_none_or(|d| d.elapsed() > DISTURBED_GRACE);
                 if late {
                     violations.get_mut("I1").unwrap().push(format!(
                         "task {} on host {} runs while OFFLINE (disturbed: {:?})",
