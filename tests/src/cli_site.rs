@@ -70,6 +70,35 @@ pub fn test_database_url() -> Option<String> {
     None
 }
 
+/// The psql client of the test machine's PostgreSQL (`$PG_BIN/psql`, as
+/// `scripts/pg-cluster` reads `PG_BIN`, else Debian's): the tests that
+/// plant rows or end server connections by hand run it.
+pub fn psql_path() -> PathBuf {
+    let bin = std::env::var_os("PG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"));
+    [bin.join("psql"), PathBuf::from("/usr/bin/psql")]
+        .into_iter()
+        .find(|p| p.exists())
+        .expect("psql (Debian's postgresql-client): the test runs SQL on the server with it")
+}
+
+/// Runs `sql` with psql on `url`, stopping at the first error; returns its
+/// unaligned, tuples-only output, trimmed. Fails the test, with psql's
+/// error, when it does not succeed.
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new(psql_path())
+        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Whether this test binary runs its sites on PostgreSQL
 /// (`MANAGE_TEST_BACKEND=postgres`).
 pub fn on_postgres_backend() -> bool {
@@ -257,6 +286,16 @@ impl CliSite {
     /// `application_name`; `None` for a site in a state directory.
     pub fn postgres_site(&self) -> Option<&str> {
         self.postgres.as_ref().map(|p| p.site.as_str())
+    }
+
+    /// The site's state as the helper binaries (`task-holder`,
+    /// `race-actor`) are given it: its state directory, or its site on
+    /// PostgreSQL.
+    pub fn helper_state(&self) -> HelperState {
+        HelperState {
+            dir: self.state(),
+            postgres: self.postgres.clone(),
+        }
     }
 
     /// The number, in `manage.toml`, of line `n` (from 1) of the test's

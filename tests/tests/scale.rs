@@ -2,7 +2,7 @@
 //! `manage_tests::hosts` (network namespaces, veth pairs) sharing one
 //! PostgreSQL, with the documented defaults (`refresh_interval = "250ms"`,
 //! `touch_every` 5 s, the keepalives of connect.rs). Ignored, and never in
-//! CI: `benches-cli/hosts.sh` runs them one at a time in release and prints
+//! CI: `bench/cli/hosts.sh` runs them one at a time in release and prints
 //! the `ROW` lines they write as one table. Root only.
 //!
 //! Knobs (environment): `BENCH_CHANGES` (50), `BENCH_ENDS` (20),
@@ -11,7 +11,7 @@
 //! counted, 30).
 
 #![allow(clippy::unwrap_used)]
-// The table's rows go to stdout, where benches-cli/hosts.sh reads them.
+// The table's rows go to stdout, where bench/cli/hosts.sh reads them.
 #![allow(clippy::print_stdout)]
 
 use std::net::SocketAddr;
@@ -92,7 +92,7 @@ fn until_status(host: &Host, want: u16) -> Instant {
 /// `offline on --force` committed on host A → the moment each other host's
 /// layer answers OFFLINE (its API's 503), over `BENCH_CHANGES` changes.
 #[test]
-#[ignore = "a benchmark: benches-cli/hosts.sh"]
+#[ignore = "a benchmark: bench/cli/hosts.sh"]
 fn bench_mode_change_reaches_every_layer() {
     let Some(hosts) = hosts(3) else { return };
     let _webs: Vec<Proc> = hosts.all().iter().map(|h| h.serve(&[])).collect();
@@ -157,7 +157,7 @@ fn waiting_on(host: &Host) -> Proc {
 /// The last task ends on host B (SIGTERM, which it obeys: it says
 /// `stopping` and exits; or SIGKILL) → host A's waiting `offline on` returns OFFLINE.
 #[test]
-#[ignore = "a benchmark: benches-cli/hosts.sh"]
+#[ignore = "a benchmark: bench/cli/hosts.sh"]
 fn bench_last_task_end_releases_the_wait() {
     let Some(hosts) = hosts(3) else { return };
     let (a, b) = (hosts.host(0), hosts.host(1));
@@ -205,7 +205,7 @@ fn bench_last_task_end_releases_the_wait() {
 /// frees B's task lock (host A's waiting `offline on` returns), and until
 /// B's layer says it cannot read the mode.
 #[test]
-#[ignore = "a benchmark: benches-cli/hosts.sh"]
+#[ignore = "a benchmark: bench/cli/hosts.sh"]
 fn bench_partition_detection() {
     let runs = knob("BENCH_PARTITIONS", 3);
     let (mut freed, mut layer) = (Vec::new(), Vec::new());
@@ -306,7 +306,7 @@ fn counted() -> Counted {
 /// every `BENCH_EVERY` seconds through the layer: the statements the server
 /// ran per second over `BENCH_WINDOW` seconds, and what they cost it.
 #[test]
-#[ignore = "a benchmark: benches-cli/hosts.sh"]
+#[ignore = "a benchmark: bench/cli/hosts.sh"]
 fn bench_session_touch_load() {
     let Some(hosts) = hosts(1) else { return };
     let h = hosts.host(0);
@@ -450,7 +450,7 @@ fn measure(host: &Host, cookies: &[String], every: Duration, window: Duration) {
 /// The server connections each kind of process on a host holds, counted
 /// on the host's side of its link as each one starts.
 #[test]
-#[ignore = "a benchmark: benches-cli/hosts.sh"]
+#[ignore = "a benchmark: bench/cli/hosts.sh"]
 fn bench_connections_per_process() {
     let Some(hosts) = hosts(1) else { return };
     let b = hosts.host(0);

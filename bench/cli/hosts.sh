@@ -18,9 +18,9 @@
 # BENCH_WINDOW (30 s counted), ONLY (a test-name filter, e.g. partition).
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
-[ "$(id -u)" = 0 ] || { echo "benches-cli/hosts.sh: the hosts are network namespaces: run as root" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "bench/cli/hosts.sh: the hosts are network namespaces: run as root" >&2; exit 1; }
 
 pg_dir=${PG_DIR:-$(mktemp -d)}
 log=$(mktemp)
@@ -40,7 +40,7 @@ cargo test --release -p manage-tests --test scale -- --ignored --nocapture --tes
     ${ONLY:-} 2>&1 | tee "$log" | grep -E '^(ROW|DETAIL|test |thread)' >&2 || true
 grep -q '^test result: ok' "$log" || {
     tail -n 60 "$log" >&2
-    echo "benches-cli/hosts.sh: a benchmark failed (its log's end above)" >&2
+    echo "bench/cli/hosts.sh: a benchmark failed (its log's end above)" >&2
     exit 1
 }
 
