@@ -246,7 +246,10 @@ impl Host {
         chmod(&state, 0o755);
         // The tests' quick refresh, unless `toml` sets its own (the
         // benchmarks measure with the documented default).
-        let refresh = if toml.lines().any(|l| l.trim_start().starts_with("refresh_interval")) {
+        let refresh = if toml
+            .lines()
+            .any(|l| l.trim_start().starts_with("refresh_interval"))
+        {
             ""
         } else {
             "refresh_interval = \"100ms\"\n"

@@ -37,7 +37,10 @@ fn hosts(n: usize) -> Option<Hosts> {
 fn knob(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
+        })
         .unwrap_or(default)
 }
 
@@ -55,7 +58,12 @@ fn median_p99(v: &mut [Duration]) -> (Duration, Duration) {
 /// One line of the table: what, how many, median, p99, and a note.
 fn row(what: &str, v: &mut [Duration], note: &str) {
     let (median, p99) = median_p99(v);
-    println!("ROW\t{what}\t{}\t{}\t{}\t{note}", v.len(), ms(median), ms(p99));
+    println!(
+        "ROW\t{what}\t{}\t{}\t{}\t{note}",
+        v.len(),
+        ms(median),
+        ms(p99)
+    );
 }
 
 /// A line of the table with figures of another kind.
@@ -83,7 +91,11 @@ fn until_status(host: &Host, want: u16) -> Instant {
             if r.status == want {
                 return Instant::now();
             }
-            assert!(Instant::now() < deadline, "host {} never answered {want}", host.name());
+            assert!(
+                Instant::now() < deadline,
+                "host {} never answered {want}",
+                host.name()
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
     })
@@ -130,7 +142,9 @@ fn bench_mode_change_reaches_every_layer() {
     row(
         "mode change -> last other host's layer OFFLINE, from `on --force` returning",
         &mut from_return,
-        &format!("{before_return} of {changes} changes seen everywhere before the CLI returned (0 counted)"),
+        &format!(
+            "{before_return} of {changes} changes seen everywhere before the CLI returned (0 counted)"
+        ),
     );
     row(
         "  the same, each other host",
@@ -222,7 +236,10 @@ fn bench_partition_detection() {
         let t0 = Instant::now();
         let (mut on_at, mut layer_at) = (None, None);
         while on_at.is_none() || layer_at.is_none() {
-            assert!(t0.elapsed() < 3 * HANG_GUARD, "the partition was never detected");
+            assert!(
+                t0.elapsed() < 3 * HANG_GUARD,
+                "the partition was never detected"
+            );
             if layer_at.is_none() && web_b.stderr_so_far().contains("cannot read the mode") {
                 layer_at = Some(t0.elapsed());
             }
