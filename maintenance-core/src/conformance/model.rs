@@ -590,26 +590,57 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn ops() -> impl Strategy<Value = Vec<Op>> {
-    prop::collection::vec(op(), 1..24)
+    prop::collection::vec(op(), 1..16)
+}
+
+/// How many sequences each backend runs: `$PROPTEST_CASES`, 256 by
+/// default.
+fn cases() -> u32 {
+    ProptestConfig::default().cases
+}
+
+/// A quarter of [`cases`], at least one: PostgreSQL runs its sequences in
+/// four tests side by side, as each step that takes a lease opens a
+/// connection of its own (tens of milliseconds on a loaded machine).
+#[cfg(feature = "postgres")]
+fn quarter() -> ProptestConfig {
+    ProptestConfig::with_cases(cases().div_ceil(4).max(1))
 }
 
 proptest! {
-    // PROPTEST_CASES sets the number of cases (256 by default).
-    #![proptest_config(ProptestConfig::default())]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn the_file_backend_follows_the_model(ops in ops()) {
         run(&super::file_state(), &ops);
     }
-
-    #[cfg(feature = "postgres")]
-    #[test]
-    fn the_postgres_backend_follows_the_model(ops in ops()) {
-        if super::postgres_available() {
-            run(&super::postgres_state(), &ops);
-        }
-    }
 }
+
+/// The PostgreSQL backend's sequences, in four tests (see [`quarter`]).
+#[cfg(feature = "postgres")]
+macro_rules! postgres_quarters {
+    ($($name:ident),*) => {
+        proptest! {
+            #![proptest_config(quarter())]
+            $(
+                #[test]
+                fn $name(ops in ops()) {
+                    if super::postgres_available() {
+                        run(&super::postgres_state(), &ops);
+                    }
+                }
+            )*
+        }
+    };
+}
+
+#[cfg(feature = "postgres")]
+postgres_quarters!(
+    the_postgres_backend_follows_the_model_1,
+    the_postgres_backend_follows_the_model_2,
+    the_postgres_backend_follows_the_model_3,
+    the_postgres_backend_follows_the_model_4
+);
 
 /// Sequences the model found failing, shrunk, one test each.
 mod regressions {
