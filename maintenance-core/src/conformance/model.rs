@@ -170,7 +170,10 @@ impl ModelTask {
     /// I1: started while the site was open to users (ONLINE, or the
     /// read-only tier): it holds off OFFLINE.
     fn holds_off_offline(&self) -> bool {
-        matches!(self.started_in, M::Online | M::ReadOnlyPending | M::ReadOnly)
+        matches!(
+            self.started_in,
+            M::Online | M::ReadOnlyPending | M::ReadOnly
+        )
     }
 
     /// README "read-only": a command that may write, started ONLINE.
@@ -644,7 +647,7 @@ postgres_quarters!(
 
 /// Sequences the model found failing, shrunk, one test each.
 mod regressions {
-    use super::{Kind, Op, run};
+    use super::{Op, run};
 
     /// Both backends: `offline on --read-only` while a PENDING begun from
     /// READONLY had lapsed (its waiter killed) returned, and on a message
@@ -660,17 +663,20 @@ mod regressions {
 
     #[test]
     fn read_only_after_a_lapsed_pending_from_read_only_finds_read_only_file() {
-        run(&crate::conformance::file_state(), LAPSED_PENDING_FROM_READ_ONLY);
+        run(
+            &crate::conformance::file_state(),
+            LAPSED_PENDING_FROM_READ_ONLY,
+        );
     }
 
     #[cfg(feature = "postgres")]
     #[test]
     fn read_only_after_a_lapsed_pending_from_read_only_finds_read_only_postgres() {
         if crate::conformance::postgres_available() {
-            run(&crate::conformance::postgres_state(), LAPSED_PENDING_FROM_READ_ONLY);
+            run(
+                &crate::conformance::postgres_state(),
+                LAPSED_PENDING_FROM_READ_ONLY,
+            );
         }
     }
-
-    // Keeps `Kind` in use here for the regressions to come.
-    const _: Kind = Kind::Writer;
 }
