@@ -151,7 +151,19 @@ impl Hosts {
             eprintln!("skipped: {why}");
             return None;
         }
-        let (url, port) = hosts_database_url(&test_database_url()?)?;
+        Hosts::on_server(n, bins, toml, &test_database_url()?)
+    }
+
+    /// [`Hosts::new`] on the server `url` names (a loopback URL of a
+    /// cluster `scripts/pg-cluster` started as root, such as a test's own
+    /// throwaway one that it restarts) instead of the test server. `None`,
+    /// after printing why, when this machine cannot make them.
+    pub fn on_server(n: usize, bins: &Binaries, toml: &str, url: &str) -> Option<Hosts> {
+        if let Some(why) = unavailable() {
+            eprintln!("skipped: {why}");
+            return None;
+        }
+        let (url, port) = hosts_database_url(url)?;
         let (url, site) = fresh_postgres_site(&url);
         let hosts = (0..n)
             .map(|i| {
@@ -362,7 +374,26 @@ impl Host {
             .env("MANAGE_DATABASE_URL", &self.url)
             .env("MYSITE_SECRET_KEY", MYSITE_KEY)
             .env("MYSITE_HOLD_DIR", self.dir().join("hold"));
+        // Its external commands (`manage-NAME`, see [`Host::external`]) first.
+        let mut path = vec![self.dir().join("bin")];
+        path.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
+        cmd.env("PATH", std::env::join_paths(path).expect("a PATH"));
         cmd
+    }
+
+    /// Installs the external command `manage NAME` on this host: `script`
+    /// as `bin/manage-NAME` in its directory, first on its runs' PATH.
+    pub fn external(&self, name: &str, script: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = self.dir().join("bin");
+        std::fs::create_dir_all(&bin).expect("create the host's bin directory");
+        chmod(&bin, 0o755);
+        let path = bin.join(format!("manage-{name}"));
+        std::fs::write(&path, script).expect("write an external command");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod an external command");
     }
 
     /// Starts `manage ARGS…` on this host.
