@@ -294,6 +294,20 @@ pub struct ModeView {
 }
 
 impl ModeView {
+    /// The record of the mode in force: the stored one, or, for a drain
+    /// whose waiters are gone, the same record in the mode it lapsed to
+    /// (no `from`). What a writer that keeps the mode in force (an
+    /// activation that finds the site there already) returns and writes
+    /// back, so that nobody is told a lapsed drain is under way.
+    pub fn record_in_force(&self) -> ModeRecord {
+        let mut r = self.record.clone();
+        if self.lapsed.is_some() {
+            r.mode = self.mode;
+            r.from = None;
+        }
+        r
+    }
+
     /// Whether unsafe requests are refused and only read-only or `allowed`
     /// commands start: READONLY_PENDING, READONLY, and a PENDING begun from
     /// READONLY (it is going on to OFFLINE, and writes stay stopped).

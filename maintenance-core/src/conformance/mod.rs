@@ -43,6 +43,8 @@ mod activation;
 mod history;
 #[deny(dead_code)]
 mod joins;
+#[cfg(test)]
+mod model;
 #[deny(dead_code)]
 mod modes;
 #[deny(dead_code)]

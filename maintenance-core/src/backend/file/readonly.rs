@@ -49,8 +49,10 @@ impl FileBackend {
         let view = self.view()?;
         match view.mode {
             Mode::ReadOnly | Mode::Offline => {
-                let mut r = view.record.clone();
-                if change.update(&mut r) {
+                // A PENDING begun from READONLY that lapsed is READONLY:
+                // written back so, never returned as a PENDING.
+                let mut r = view.record_in_force();
+                if change.update(&mut r) || view.lapsed.is_some() {
                     r = self.write_record(r, &view.record)?;
                 }
                 Ok(ReadOnlyStart::Already(r))

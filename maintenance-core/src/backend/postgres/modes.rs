@@ -502,8 +502,10 @@ pub(super) fn begin_drain(
         };
         match view.mode {
             m if m == Mode::Offline || m == drain.target => {
-                let mut r = view.record.clone();
-                let sql = if change.update(&mut r) {
+                // A PENDING begun from READONLY that lapsed is READONLY:
+                // written back so, never returned as a PENDING.
+                let mut r = view.record_in_force();
+                let sql = if change.update(&mut r) || view.lapsed.is_some() {
                     inner.write_sql(&mut r, &view.record)?
                 } else {
                     "SELECT 1".into()
