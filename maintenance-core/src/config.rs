@@ -1066,12 +1066,22 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         for (input, key) in [
             ("refresh_interval = 1e19\n", "refresh_interval"),
-            ("refresh_interval = 9223372036854775807\n", "refresh_interval"),
-            ("refresh_interval = \"18446744073709551615s\"\n", "refresh_interval"),
+            (
+                "refresh_interval = 9223372036854775807\n",
+                "refresh_interval",
+            ),
+            (
+                "refresh_interval = \"18446744073709551615s\"\n",
+                "refresh_interval",
+            ),
             ("max_stale = 1e19\nrefresh_interval = 1e19\n", "max_stale"),
             ("session_timeout = \"101 years\"\n", "session_timeout"),
         ] {
-            let path = write(tmp.path(), "manage.toml", &format!("state_dir = \"s\"\n{input}"));
+            let path = write(
+                tmp.path(),
+                "manage.toml",
+                &format!("state_dir = \"s\"\n{input}"),
+            );
             let err = Config::load_from(tmp.path(), &env_of(&[]), &Overrides::default())
                 .unwrap_err()
                 .to_string();
@@ -1080,7 +1090,11 @@ mod tests {
             assert!(err.contains("too large"), "{input}: {err}");
         }
         assert_eq!(parse_seconds("3153600000"), Ok(MAX_DURATION));
-        assert!(parse_seconds("3153600001").unwrap_err().contains("too large"));
+        assert!(
+            parse_seconds("3153600001")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     /// A flag takes every form the file takes, and says what is wrong
