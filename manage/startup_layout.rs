@@ -4,7 +4,7 @@
 // package>";`: a release build on Linux links with that script, which lays
 // out the code start-up runs at the front of `.text`, so that a start-up
 // maps a few windows of code instead of one for each function it calls
-// (`benches-cli/startup-layout.sh` makes the script and says why). Debug
+// (`bench/cli/startup-layout.sh` makes the script and says why). Debug
 // builds and other systems link as usual, and so does a build with
 // `MANAGE_STARTUP_LAYOUT=off` in its environment: valgrind names no
 // function outside `.text`, so that script traces such a build (and so

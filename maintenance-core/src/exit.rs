@@ -33,6 +33,11 @@ pub fn of_status(mode: crate::mode::Mode) -> u8 {
 /// way, blocked by a `block` command, already running, a wait cancelled by
 /// another operator, `offline on`/`run` inside a task (`EX_TEMPFAIL`).
 pub const REFUSED: u8 = 75;
+/// The run lost its hold on the site and could not take it back: an
+/// `offline run` whose window was lost (the database unreachable, or
+/// another run took it), or a registered command still running
+/// [`STOP_GRACE`](crate::task::STOP_GRACE) after its task's hold was lost.
+pub const HOLD_LOST: u8 = 76;
 /// The state could not be reached (the PostgreSQL server refused the
 /// connection, did not answer, or lost it): nothing was started or changed
 /// (`EX_UNAVAILABLE`). Not [`REFUSED`]: the site did not say no, it could
@@ -60,6 +65,10 @@ pub const TABLE: &[(u8, &str)] = &[
     (
         TIMED_OUT,
         "`offline on` timed out; the site went back where it came from",
+    ),
+    (
+        HOLD_LOST,
+        "the hold on the site was lost (`offline run`'s window, a task's lock) and not taken back",
     ),
     (INTERRUPTED, "interrupted by Ctrl-C or SIGTERM"),
     (PANICKED, "the command panicked"),

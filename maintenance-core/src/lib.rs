@@ -20,6 +20,13 @@
 //!   that may write and started ONLINE ([`TaskRecord::holds_off_read_only`]),
 //!   and [`transition::activate_read_only`] writes READONLY only after the
 //!   same final look under the gate ([`Backend::complete_read_only`]).
+//!   *Across a partition* (PostgreSQL, where a lock lives on a connection):
+//!   a running task checks its lock's connection and, when it is lost,
+//!   re-enters through the same gate and admission; refused, or unable to
+//!   get back in time, it is told to stop
+//!   ([`backend::TaskLease::on_hold_lost`]) and killed
+//!   [`task::STOP_GRACE`] later, before the server's keepalive bound frees
+//!   the lock (`backend/postgres/connect.rs` holds the numbers).
 //! - **I2** Once PENDING has begun, no new guarded task starts (the gate,
 //!   and [`admission::admit`], the one rule that decides), and no new web session
 //!   gets in (the middleware's PENDING rule). A layer whose snapshot still

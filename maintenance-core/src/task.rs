@@ -21,7 +21,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{Backend, TaskLease};
+use crate::backend::{Backend, HoldLost, TaskLease};
 use crate::config::DEFAULT_LOCK_TIMEOUT;
 use crate::error::{Error, Result};
 use crate::policy::Policy;
@@ -31,6 +31,13 @@ use crate::process::Processes;
 pub use crate::backend::Membership;
 pub use crate::join::{ENV_TASK, JoinToken, TaskSecret};
 pub use crate::records::{TaskRecord, TaskRequest};
+
+/// How long a command whose task lost its hold ([`CommandTask::on_hold_lost`])
+/// has to stop after SIGTERM (and its `ctx.stop_requested()`) before it is
+/// killed (SIGKILL): G. The PostgreSQL backend's server frees a silently
+/// cut-off task's lock no sooner than its keepalive bound, set above the
+/// detection time plus this (README, "PostgreSQL").
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// How to start a [`CommandTask`].
 #[derive(Debug, Clone)]
@@ -204,6 +211,14 @@ impl CommandTask {
             env: vec![(ENV_TASK, self.token.env_value())],
             fds,
         }
+    }
+
+    /// Has `lost` called, once, when this task's hold is lost for good
+    /// ([`TaskLease::on_hold_lost`]): the command must then stop, as it
+    /// no longer holds off OFFLINE. `lost` runs on the backend's thread and
+    /// must not block.
+    pub fn on_hold_lost(&mut self, lost: impl FnOnce(HoldLost) + Send + 'static) {
+        self.lease.on_hold_lost(Box::new(lost));
     }
 
     /// Records the processes spawned for this task (an external command and

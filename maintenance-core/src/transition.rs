@@ -8,11 +8,11 @@
 //! [`activate`] goes PENDING (or joins a PENDING under way), then OFFLINE as
 //! soon as no live task that started while ONLINE and no live session
 //! remain, and the settle time has passed (I2: the web layers' refresh
-//! interval, counted from the start of PENDING, so every layer has seen
-//! PENDING and recorded the sessions it let in). It reacts within 100 ms to
-//! a task's end — a killed one included — and to another process's mode
-//! change, by blocking in the backend's [`wait_for_change`], never by
-//! spinning. A timeout or an interruption leaves the wait; the site goes
+//! interval, counted from the moment PENDING is known committed, so every
+//! layer has seen PENDING and recorded the sessions it let in). It reacts
+//! within 100 ms to a task's end — a killed one included — and to another
+//! process's mode change, by blocking in the backend's
+//! [`wait_for_change`], never by spinning. A timeout or an interruption leaves the wait; the site goes
 //! back ONLINE when the last waiter leaves (I5).
 //!
 //! A scheduled window (`offline on --at`) waits in the foreground for its
@@ -80,8 +80,10 @@ pub struct Activation {
     pub timeout: Duration,
     /// After this long in PENDING, live sessions stop holding it off.
     pub grace: Option<Duration>,
-    /// The settle time of I2, counted from the start of PENDING: the
-    /// commands pass twice the web layers' refresh interval.
+    /// The settle time of I2, counted from the moment the draining record
+    /// is known committed ([`Progress::settle_from`]), and on the backend's
+    /// clock from its `since`: the commands pass twice the web layers'
+    /// refresh interval.
     pub settle: Duration,
 }
 
@@ -326,6 +328,12 @@ pub struct Progress<'a> {
     pub asked_to_stop: &'a [TaskRecord],
     /// Where the wait takes the site.
     pub target: Target,
+    /// The instant, on this host's wall clock, from which the settle time
+    /// is counted: when this process knew the draining record committed
+    /// (its begin or join returned), so every web layer's read begun later
+    /// sees it. Later than the record's `since`, the server's time at the
+    /// start of the transaction that wrote it.
+    pub settle_from: SystemTime,
 }
 
 /// Takes the site offline as [`Activation`] says, calling `progress` after
@@ -675,6 +683,14 @@ fn wait_offline(
         (Target::ReadOnly, Some(s)) => Start::from(backend.begin_scheduled_read_only(s, change)?),
         (Target::ReadOnly, None) => Start::from(backend.begin_read_only(change)?),
     };
+    // The settle time counts from here, on this host's monotonic clock:
+    // the draining record is committed, so a web layer's read begun from
+    // now on sees it. Not from the record's `since`: that is the server's
+    // `now()` at the start of its transaction, before the gate was taken
+    // and the record committed, and a layer's read begun in between still
+    // saw the mode before it (and the layers count their snapshots' age
+    // on their own clocks, not the server's).
+    let settle_from = (Instant::now(), SystemTime::now());
     if let Start::Waiting {
         record,
         joined: false,
@@ -798,8 +814,17 @@ fn wait_offline(
             record: &view.record,
             asked_to_stop: &asked,
             target,
+            settle_from: settle_from.1,
         });
-        let settled = in_pending >= activation.settle;
+        // Both: on this host's clock since the record was committed (what
+        // the layers' snapshots are measured against), and on the
+        // backend's clock since PENDING began (which a conformance run's
+        // manual clock moves).
+        let settling = activation
+            .settle
+            .saturating_sub(settle_from.0.elapsed())
+            .max(activation.settle.saturating_sub(in_pending));
+        let settled = settling.is_zero();
         if holding.active() == 0 && settled {
             // The last look: sessions (or writes in flight) fresh, not
             // from the recount cache.
@@ -903,7 +928,7 @@ fn wait_offline(
         // moves, a session expires, the settle time or the timeout passes.
         let mut wake = TICK;
         if !settled {
-            wake = wake.min(activation.settle - in_pending);
+            wake = wake.min(settling);
         }
         if let Some(next) = holding
             .sessions
@@ -1499,6 +1524,16 @@ pub enum RunOutcome {
     },
     /// The site never went offline, so the command never ran.
     NotRun(Outcome),
+    /// The command ran and exited with `code`, but the run lost its hold
+    /// on the window meanwhile and could not take it back (`why`): the
+    /// mode was left as it was, for whoever holds the window now (exit
+    /// [`HOLD_LOST`](crate::exit::HOLD_LOST)).
+    HoldLost {
+        /// The command's exit code.
+        code: u8,
+        /// What happened to the hold.
+        why: String,
+    },
 }
 
 /// What [`run_in_window`] tells its caller and asks of it: the `offline
@@ -1798,6 +1833,12 @@ fn run_window(
     }
     window.command_started(Timestamp::at(backend.clock().now()))?;
     let code = observer.run_command();
+    // A window lost and not taken back may be another run's now: its mode
+    // is not this run's to restore.
+    if let Some(why) = window.hold_lost() {
+        drop(window);
+        return Ok(RunOutcome::HoldLost { code: code?, why });
+    }
     if !already {
         let ended = match &code {
             Ok(c) => format!("the command exited with {c}"),

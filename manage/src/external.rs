@@ -245,7 +245,7 @@ fn kept(
     // Only for people: a task whose processes went unrecorded is as live.
     let _ = task.record_processes(&processes);
     running.go();
-    signals::set_child(running.keeper.pid as i32);
+    signals::set_keeper_child(running.keeper.pid as i32);
     // A SIGTERM (or a drain) that came before the child existed.
     if rt.stop.requested() {
         signals::terminate_child();

@@ -38,6 +38,7 @@ mod drain;
 mod exec;
 mod external;
 mod help;
+mod hold;
 mod install;
 #[cfg(target_os = "linux")]
 mod keeper;

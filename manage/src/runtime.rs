@@ -83,7 +83,10 @@ impl<'a> Runtime<'a> {
                     .join(Some(token.to_string_lossy().into_owned())),
             );
             match joined {
-                Ok(task) => return Ok(task),
+                Ok(mut task) => {
+                    crate::hold::stop_when_lost(&mut task, self.stop.clone(), &self.bin, name);
+                    return Ok(task);
+                }
                 // A stale token (an exported variable outliving its task):
                 // start a task of our own.
                 Err(Error::Refused(maintenance_core::Refusal::JoinGone { .. })) => {}
@@ -93,10 +96,12 @@ impl<'a> Runtime<'a> {
                 }
             }
         }
-        CommandTask::start(name, options).map_err(|e| {
+        let mut task = CommandTask::start(name, options).map_err(|e| {
             let _ = writeln!(err, "error: {e}");
             e.exit_code()
-        })
+        })?;
+        crate::hold::stop_when_lost(&mut task, self.stop.clone(), &self.bin, name);
+        Ok(task)
     }
 
     /// A registered command's policy: declared, with what manage.toml may

@@ -16,7 +16,7 @@ use std::io::{ErrorKind, Read};
 use std::os::fd::IntoRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
 use maintenance_core::command::StopToken;
 use maintenance_core::exit;
@@ -160,7 +160,66 @@ pub(crate) fn terminate_child() {
     }
 }
 
+/// Kills every process under the external child, if one runs, and the
+/// child itself unless it is a keeper (an external command's keeper is
+/// their subreaper: whatever the command left behind is its descendant),
+/// by SIGKILL: a task whose hold
+/// was lost must be gone before the server frees its lock. Whether there
+/// was a child.
+pub(crate) fn kill_child_tree() -> bool {
+    let child = CHILD.load(Ordering::SeqCst);
+    if child <= 0 {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // Leaves first, so none is reparented out of reach meanwhile.
+        fn under(pid: i32, out: &mut Vec<i32>) {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                return;
+            };
+            for t in tasks.flatten() {
+                let Ok(list) = std::fs::read_to_string(t.path().join("children")) else {
+                    continue;
+                };
+                for c in list.split_whitespace().filter_map(|c| c.parse().ok()) {
+                    under(c, out);
+                    out.push(c);
+                }
+            }
+        }
+        let mut all = Vec::new();
+        under(child, &mut all);
+        for pid in all {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+    // A keeper exits by itself once what it keeps is gone, saying how the
+    // command ended.
+    if CHILD_IS_KEEPER.load(Ordering::SeqCst) {
+        return true;
+    }
+    if let Some(pid) = rustix::process::Pid::from_raw(child) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+    true
+}
+
+/// Names the external command's keeper as the child signals are passed
+/// to: [`kill_child_tree`] kills what it keeps, and lets it report how the
+/// command ended.
+pub(crate) fn set_keeper_child(pid: i32) {
+    CHILD_IS_KEEPER.store(true, Ordering::SeqCst);
+    CHILD.store(pid, Ordering::SeqCst);
+}
+
+/// Whether the child is an external command's keeper.
+static CHILD_IS_KEEPER: AtomicBool = AtomicBool::new(false);
+
 /// Names the external child signals are passed to (0: none).
 pub(crate) fn set_child(pid: i32) {
+    CHILD_IS_KEEPER.store(false, Ordering::SeqCst);
     CHILD.store(pid, Ordering::SeqCst);
 }

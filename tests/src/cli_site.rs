@@ -70,6 +70,35 @@ pub fn test_database_url() -> Option<String> {
     None
 }
 
+/// The psql client of the test machine's PostgreSQL (`$PG_BIN/psql`, as
+/// `scripts/pg-cluster` reads `PG_BIN`, else Debian's): the tests that
+/// plant rows or end server connections by hand run it.
+pub fn psql_path() -> PathBuf {
+    let bin = std::env::var_os("PG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"));
+    [bin.join("psql"), PathBuf::from("/usr/bin/psql")]
+        .into_iter()
+        .find(|p| p.exists())
+        .expect("psql (Debian's postgresql-client): the test runs SQL on the server with it")
+}
+
+/// Runs `sql` with psql on `url`, stopping at the first error; returns its
+/// unaligned, tuples-only output, trimmed. Fails the test, with psql's
+/// error, when it does not succeed.
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new(psql_path())
+        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Whether this test binary runs its sites on PostgreSQL
 /// (`MANAGE_TEST_BACKEND=postgres`).
 pub fn on_postgres_backend() -> bool {

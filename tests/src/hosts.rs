@@ -140,8 +140,10 @@ pub struct Hosts {
 impl Hosts {
     /// `n` hosts named `a`, `b`, `c`… sharing a fresh site on the test
     /// server, each with `toml` in its manage.toml (after the site's line,
-    /// its state directory and `refresh_interval = "50ms"`). `None`, after
-    /// printing why, when this machine cannot make them: not root, no
+    /// its state directory and `refresh_interval = "100ms"`: a layer lets a
+    /// write in on a snapshot read under 200 ms ago, which a loaded machine
+    /// keeps up, where 50 ms turned a login away now and then). `None`,
+    /// after printing why, when this machine cannot make them: not root, no
     /// working `ip netns`, no test server (which fails instead where
     /// PostgreSQL is expected: see [`test_database_url`]).
     pub fn new(n: usize, bins: &Binaries, toml: &str) -> Option<Hosts> {
@@ -232,7 +234,7 @@ impl Host {
         std::fs::write(
             scratch.path().join("manage.toml"),
             format!(
-                "site = \"{site}\"\nstate_dir = \"{}\"\nrefresh_interval = \"50ms\"\n{toml}\n",
+                "site = \"{site}\"\nstate_dir = \"{}\"\nrefresh_interval = \"100ms\"\n{toml}\n",
                 state.display()
             ),
         )

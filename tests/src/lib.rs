@@ -22,7 +22,9 @@
 //!   ahead, as its waiting process says it;
 //! - [`web`] and [`http`]: the example site's web app and the HTTP clients
 //!   that talk to it;
-//! - [`nginx`]: a real nginx in front of it;
+//! - [`nginx`]: a real nginx in front of it; [`link`]: a forwarder to the
+//!   PostgreSQL test server that a test cuts or stalls (the database gone,
+//!   loudly or silently);
 //! - [`hosts`]: hosts on this machine, each a network namespace with a
 //!   host name and a state directory of its own, sharing a site on the
 //!   PostgreSQL test server (root only);
@@ -40,6 +42,7 @@ pub mod history;
 pub mod holder;
 pub mod hosts;
 pub mod http;
+pub mod link;
 pub mod nginx;
 pub mod pid;
 pub mod process;
@@ -54,6 +57,7 @@ pub mod web;
 pub use cli_site::*;
 pub use holder::*;
 pub use http::*;
+pub use link::*;
 pub use nginx::*;
 pub use pid::*;
 pub use process::*;

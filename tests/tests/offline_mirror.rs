@@ -9,15 +9,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::path::Path;
 
 use manage_tests::{
-    CliSite, MySite, Proc, file_backend_only, poll_until, send_signal, test_database_url,
+    CliSite, Link, MySite, Proc, file_backend_only, host_port, poll_until, psql, send_signal,
+    test_database_url,
 };
 
 const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
@@ -118,78 +114,6 @@ fn the_mirror_started_while_offline_writes_the_marker_at_once() {
     wait_for(&offline, true);
 }
 
-/// A TCP forwarder to the test server that can be cut: while down it
-/// closes every connection it accepts (and counts them).
-struct Link {
-    addr: std::net::SocketAddr,
-    up: Arc<AtomicBool>,
-    refused: Arc<AtomicUsize>,
-}
-
-impl Link {
-    fn to(upstream: String) -> Link {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
-        let refused = Arc::new(AtomicUsize::new(0));
-        let (u, r) = (Arc::clone(&up), Arc::clone(&refused));
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                if !u.load(Ordering::SeqCst) {
-                    let _ = conn.shutdown(Shutdown::Both);
-                    r.fetch_add(1, Ordering::SeqCst);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(&upstream) else {
-                    continue;
-                };
-                for (mut from, mut to) in [
-                    (conn.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, conn),
-                ] {
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 16 * 1024];
-                        while let Ok(n) = from.read(&mut buf) {
-                            if n == 0 || to.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                        let _ = to.shutdown(Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Link { addr, up, refused }
-    }
-}
-
-/// `host:port` of a `postgres://user:pw@host:port/…` URL.
-fn host_port(url: &str) -> String {
-    let after = url.split_once('@').unwrap().1;
-    after.split(['/', '?']).next().unwrap().to_owned()
-}
-
-fn psql(url: &str, sql: &str) -> String {
-    let bin = std::env::var_os("PG_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"));
-    let psql = [bin.join("psql"), PathBuf::from("/usr/bin/psql")]
-        .into_iter()
-        .find(|p| p.exists())
-        .expect("psql (Debian's postgresql-client)");
-    let out = Command::new(psql)
-        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 #[test]
 fn the_mirror_keeps_the_marker_while_cut_off_and_converges_when_the_link_returns() {
     let Some(url) = test_database_url() else {
@@ -198,10 +122,7 @@ fn the_mirror_keeps_the_marker_while_cut_off_and_converges_when_the_link_returns
     let site = pg_site(&url);
     let name = site.postgres_site().unwrap().to_owned();
     let link = Link::to(host_port(&url));
-    let mirror_url = format!(
-        "{}&application_name={name}-mirror",
-        url.replace(&host_port(&url), &link.addr.to_string())
-    );
+    let mirror_url = format!("{}&application_name={name}-mirror", link.url(&url));
     let out = site.run(&["offline", "on", "--force"]);
     assert!(out.success(), "{out}");
     let offline = site.state().join("OFFLINE");
@@ -209,7 +130,7 @@ fn the_mirror_keeps_the_marker_while_cut_off_and_converges_when_the_link_returns
     wait_for(&offline, true);
 
     // The link goes down and the server ends the mirror's connections.
-    link.up.store(false, Ordering::SeqCst);
+    link.refuse_new();
     let ended = psql(
         &url,
         &format!(
@@ -223,9 +144,9 @@ fn the_mirror_keeps_the_marker_while_cut_off_and_converges_when_the_link_returns
     // keeps the marker (fail static) through retry after retry.
     let out = site.run(&["offline", "off"]);
     assert!(out.success(), "{out}");
-    let tried = link.refused.load(Ordering::SeqCst);
+    let tried = link.refused();
     poll_until("the mirror retried three times more", || {
-        (link.refused.load(Ordering::SeqCst) >= tried + 3).then_some(())
+        (link.refused() >= tried + 3).then_some(())
     });
     assert!(
         is_file(&offline),
@@ -234,7 +155,7 @@ fn the_mirror_keeps_the_marker_while_cut_off_and_converges_when_the_link_returns
 
     // The link returns: the marker follows the mode again, and the outage
     // was said once, not once per retry.
-    link.up.store(true, Ordering::SeqCst);
+    link.restore();
     let lines = lines_until(&mut mirror, "can be read again");
     wait_for(&offline, false);
     assert!(

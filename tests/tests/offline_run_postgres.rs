@@ -10,38 +10,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use maintenance_core::Mode;
-use manage_tests::{CliSite, Proc, assert_exact, poll_until, test_database_url, user_at_host};
+use manage_tests::{
+    CliSite, Proc, assert_exact, poll_until, psql, psql_path, test_database_url, user_at_host,
+};
 
 const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
-
-/// The psql client of the test machine's PostgreSQL.
-fn psql_path() -> PathBuf {
-    let bin = std::env::var_os("PG_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"));
-    [bin.join("psql"), PathBuf::from("/usr/bin/psql")]
-        .into_iter()
-        .find(|p| p.exists())
-        .expect("psql (Debian's postgresql-client): the test ends connections with it")
-}
-
-/// Runs `sql` with psql on `url`; returns its unaligned output.
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new(psql_path())
-        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
-        .output()
-        .expect("run psql");
-    assert!(
-        out.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// The server process holding the site's window (advisory key object 2,
 /// two-int form, on a connection of the site), if any.

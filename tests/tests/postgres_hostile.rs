@@ -12,41 +12,12 @@
 
 use std::io::Read;
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use maintenance_core::Mode;
-use manage_tests::{CliSite, Outcome, poll_until, test_database_url};
+use manage_tests::{CliSite, Outcome, poll_until, psql, test_database_url};
 
 const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
-
-/// The psql client of the test machine's PostgreSQL.
-fn psql_path() -> PathBuf {
-    let bin = std::env::var_os("PG_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"));
-    [bin.join("psql"), PathBuf::from("/usr/bin/psql")]
-        .into_iter()
-        .find(|p| p.exists())
-        .expect(
-            "psql (Debian's postgresql-client): the test plants rows and ends connections with it",
-        )
-}
-
-/// Runs `sql` with psql on `url`; returns its unaligned output.
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new(psql_path())
-        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
-        .output()
-        .expect("run psql");
-    assert!(
-        out.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// A random number below `n`.
 fn random_below(n: u64) -> u64 {

@@ -8,116 +8,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use manage_tests::{CliSite, MySite, Proc, poll_until, test_database_url};
+use manage_tests::{CliSite, Link, MySite, Proc, host_port, poll_until, psql, test_database_url};
 
 const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
 const MYSITE: &str = env!("CARGO_BIN_EXE_e2e-mysite");
 /// A database nobody listens on.
 const UNREACHABLE: &str = "postgres://manage:x@127.0.0.1:1/postgres?sslmode=disable";
-
-/// A TCP forwarder to the test server that can be cut: [`cut`](Link::cut)
-/// ends every connection through it and closes each one it accepts from
-/// then on, until [`restore`](Link::restore) — the database gone, as a
-/// stopped server is to its clients, without stopping the shared test server.
-struct Link {
-    addr: std::net::SocketAddr,
-    up: Arc<AtomicBool>,
-    live: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Link {
-    fn to(upstream: String) -> Link {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
-        let live = Arc::new(Mutex::new(Vec::new()));
-        let (u, l) = (Arc::clone(&up), Arc::clone(&live));
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                if !u.load(Ordering::SeqCst) {
-                    let _ = conn.shutdown(Shutdown::Both);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(&upstream) else {
-                    let _ = conn.shutdown(Shutdown::Both);
-                    continue;
-                };
-                {
-                    let mut live = l.lock().unwrap();
-                    live.push(conn.try_clone().unwrap());
-                    live.push(server.try_clone().unwrap());
-                }
-                for (mut from, mut to) in [
-                    (conn.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, conn),
-                ] {
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 16 * 1024];
-                        while let Ok(n) = from.read(&mut buf) {
-                            if n == 0 || to.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                        let _ = to.shutdown(Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Link { addr, up, live }
-    }
-
-    /// Ends every connection through the link, and refuses new ones.
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for s in self.live.lock().unwrap().drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-
-    /// Lets connections through again.
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-
-    /// `url` with its `host:port` replaced by the link's.
-    fn url(&self, url: &str) -> String {
-        url.replace(&host_port(url), &self.addr.to_string())
-    }
-}
-
-/// `host:port` of a `postgres://user:pw@host:port/…` URL.
-fn host_port(url: &str) -> String {
-    let after = url.split_once('@').unwrap().1;
-    after.split(['/', '?']).next().unwrap().to_owned()
-}
-
-fn psql(url: &str, sql: &str) -> String {
-    let bin = std::env::var_os("PG_BIN")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from("/usr/lib/postgresql/15/bin"));
-    let psql = [bin.join("psql"), std::path::PathBuf::from("/usr/bin/psql")]
-        .into_iter()
-        .find(|p| p.exists())
-        .expect("psql (Debian's postgresql-client)");
-    let out = Command::new(psql)
-        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// The server processes LISTENing for `site`'s changes.
 fn listeners(url: &str, site: &str) -> Vec<String> {
@@ -338,7 +236,7 @@ fn tasks_and_offline_on_are_refused_with_exit_69_while_the_database_is_unreachab
     link.cut();
     let out = site.run(&["hello"]);
     assert_eq!(out.code(), Some(69), "{out}");
-    assert!(out.text().contains(&link.addr.to_string()), "{out}");
+    assert!(out.text().contains(&link.addr().to_string()), "{out}");
     assert!(out.text().contains("check"), "{out}");
     let out = site.run(&["offline", "on", "--force"]);
     assert_eq!(out.code(), Some(69), "{out}");

@@ -201,6 +201,7 @@ mod tests {
                 record: &record,
                 asked_to_stop: &[],
                 target: Target::Offline,
+                settle_from: std::time::SystemTime::now(),
             },
         );
         String::from_utf8(out).unwrap()

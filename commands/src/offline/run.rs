@@ -113,6 +113,16 @@ pub(super) fn exec(ctx: &mut Context<'_>, args: RunArgs) -> anyhow::Result<()> {
                 Err(Exit(code).into())
             }
         }
+        RunOutcome::HoldLost { code, why } => {
+            writeln!(
+                ctx.err(),
+                "error: `offline run` lost its hold on the maintenance window while the command \
+                 ran (it exited with {code}) and could not take it back: {why}. The mode was \
+                 left as it is: see `offline status`, and `offline off` once the site may go \
+                 back online."
+            )?;
+            Err(Exit(exit::HOLD_LOST).into())
+        }
         RunOutcome::NotRun(outcome) => {
             meter.finish(ctx.out());
             let code = not_offline(ctx, &outcome, a.timeout)?;

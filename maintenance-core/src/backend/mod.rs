@@ -120,6 +120,45 @@ pub trait TaskLease: Send + fmt::Debug {
     /// and its keeper), so that status can name what holds it after the
     /// runner is gone.
     fn set_processes(&mut self, processes: &Processes) -> Result<()>;
+    /// Has `lost` called, once, when this task's hold is lost for good
+    /// (I1 across a partition): its lock's connection failed and the task
+    /// could not enter again through the gate in time, or the gate refused
+    /// it (the site went PENDING or OFFLINE meanwhile). The caller stops
+    /// the command (`ctx.stop_requested()`, SIGTERM, then SIGKILL after
+    /// [`STOP_GRACE`](crate::task::STOP_GRACE)). `lost` is called on the
+    /// backend's own thread and must not block. Backends whose hold cannot
+    /// be lost while the process lives (files) never call it.
+    fn on_hold_lost(&mut self, lost: Box<dyn FnOnce(HoldLost) + Send>) {
+        drop(lost);
+    }
+}
+
+/// Why a task's hold was lost for good ([`TaskLease::on_hold_lost`]).
+#[derive(Debug, Clone)]
+pub enum HoldLost {
+    /// The lock's connection failed, and the server could not be reached
+    /// again before the server may free the lock: what it said.
+    Unreachable(String),
+    /// Back on the server, the gate refused the task, as it would refuse
+    /// its start now.
+    Refused(crate::error::Refusal),
+}
+
+impl fmt::Display for HoldLost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HoldLost::Unreachable(why) => write!(
+                f,
+                "the connection holding the task's lock failed and the database could not be \
+                 reached again in time ({why})"
+            ),
+            HoldLost::Refused(r) => write!(
+                f,
+                "the connection holding the task's lock was lost, and the task may not enter \
+                 again: {r}"
+            ),
+        }
+    }
 }
 
 /// One process's place among those waiting to take the site offline. PENDING
@@ -141,6 +180,13 @@ pub trait WritesLease: Send + fmt::Debug {}
 pub trait WindowLease: Send + fmt::Debug {
     /// Records that the run's command starts now, inside the window.
     fn command_started(&mut self, at: Timestamp) -> Result<()>;
+    /// Whether the run holds the window now; when it lost it and could not
+    /// take it back (the database unreachable, or another run took it),
+    /// what happened. Backends whose hold cannot be lost while the process
+    /// lives (files) always hold it.
+    fn hold_lost(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A scheduled window's hold, kept by the process waiting for its time

@@ -408,6 +408,7 @@ mod tests {
             bypass: None,
             scheduled: None,
             fresh_until: std::time::Instant::now(),
+            read_began: (std::time::Instant::now(), std::time::SystemTime::now()),
         });
         assert!(known.view().sessions.contains_key(&b"carol"[..]));
         known.remember(b"dave", 2);

@@ -132,6 +132,10 @@ fn publish(known: &Known, inner: &Inner) {
             fresh_until: base
                 .as_ref()
                 .map_or_else(std::time::Instant::now, |b| b.fresh_until),
+            read_began: base.as_ref().map_or_else(
+                || (std::time::Instant::now(), std::time::SystemTime::now()),
+                |b| b.read_began,
+            ),
         }),
     }
 }
@@ -151,6 +155,7 @@ mod tests {
             bypass: None,
             scheduled: None,
             fresh_until: std::time::Instant::now(),
+            read_began: (std::time::Instant::now(), std::time::SystemTime::now()),
         }
     }
 

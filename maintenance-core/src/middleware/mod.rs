@@ -97,7 +97,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::{Request, Response};
 use tokio::sync::oneshot;
@@ -144,6 +144,22 @@ pub struct MaintenanceStatus {
     /// sees it set, ended, or gone with its killed waiting process within
     /// one refresh interval.
     pub scheduled: Option<Arc<ScheduleRecord>>,
+}
+
+/// In the extensions of every unsafe request (any method but GET, HEAD and
+/// OPTIONS) the layer lets through to the app: the instant the layer
+/// admitted it, and the instant the read of the snapshot it was admitted
+/// on began, both on this host's wall clock. The read-only drain's promise
+/// (I2) is about these: no write is admitted on a snapshot read begun
+/// after READONLY_PENDING was committed, nor later than the settle time
+/// after that (`README.md`, "read-only"). A handler may log them; the
+/// read-only race test checks them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteAdmission {
+    /// When the layer decided to let the request in.
+    pub admitted: SystemTime,
+    /// When the read of the mode snapshot it decided on began.
+    pub snapshot_read: SystemTime,
 }
 
 /// In the extensions of a request that passed only because it is exempt —
@@ -697,11 +713,12 @@ where
         let view = self.shared.sessions.view();
         let snap = view.snapshot.as_deref();
         // A write is admitted only on a fresh snapshot: one `Instant`
-        // comparison, for unsafe requests only (readonly.rs says why).
-        if write.is_some()
-            && let Some(s) = snap
+        // read and comparison, for unsafe requests only (readonly.rs says
+        // why); the same instant stamps its admission.
+        let now = write.as_ref().and(snap).map(|s| (s, Instant::now()));
+        if let Some((s, now)) = now
             && !s.writes_refused
-            && Instant::now() >= s.fresh_until
+            && now >= s.fresh_until
         {
             return self.after_fresh_refresh(req, write);
         }
@@ -710,6 +727,13 @@ where
         let pass = |req: &mut Request<ReqBody>| {
             if let Some(status) = status_of(snap) {
                 req.extensions_mut().insert(status);
+            }
+            if let Some((s, now)) = now {
+                let (at, wall) = s.read_began;
+                req.extensions_mut().insert(WriteAdmission {
+                    admitted: wall + now.saturating_duration_since(at),
+                    snapshot_read: wall,
+                });
             }
         };
         // The app's login and logout markers count on a request that passed

@@ -26,12 +26,20 @@
 //! that store sees READONLY_PENDING or newer, whatever merges ran between.
 //!
 //! **Fresh snapshots only admit writes.** The drain gives the layers a
-//! settle time of two refresh intervals from the start of READONLY_PENDING
-//! (`since`), then looks at the writes published. Each snapshot carries
-//! `fresh_until`: the instant its read *began* (t0), plus two refresh
-//! intervals. A snapshot that says writes pass was read before `since`
-//! (else it would say READONLY_PENDING), so t0 < `since`, and a write it
-//! admits before t0 + 2 × interval is admitted before `since` + settle.
+//! settle time of two refresh intervals, counted from the moment its
+//! waiter knew READONLY_PENDING committed (`transition.rs`,
+//! `Progress::settle_from`: its begin returned), then looks at the writes
+//! published. Each snapshot carries `fresh_until`: the instant its read
+//! *began* (t0), plus two refresh intervals. A snapshot that says writes
+//! pass began its read before that commit (a read begun after it sees
+//! READONLY_PENDING), so t0 < the settle's start, and a write it admits
+//! before t0 + 2 × interval is admitted before the settle has passed.
+//! Not the record's `since`: on PostgreSQL that is the server's `now()`
+//! at its transaction's start, before the gate was taken and the record
+//! committed, and a read begun in between still sees the mode before.
+//! Each unsafe request let in carries its
+//! [`WriteAdmission`](super::WriteAdmission): t0, and the instant it was
+//! admitted, from the same `Instant` read as the freshness check.
 //! A write that finds its snapshot older waits, at most `check_timeout`,
 //! for the thread's next one and is decided on it; none coming (the state
 //! cannot be read, or the thread is that late) it is answered as READONLY

@@ -3,7 +3,7 @@
 //! every request. Its own file so that both take it from here, one way.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crate::clock::Timestamp;
 use crate::mode::{Mode, RetryAfter};
@@ -32,4 +32,9 @@ pub struct Snapshot {
     /// after the read that made it began, the settle time a read-only
     /// drain gives the layers (`readonly.rs` says why).
     pub(crate) fresh_until: Instant,
+    /// When the read that made it began, on this process's monotonic clock
+    /// and on its wall clock (read together): so a write's admission is
+    /// stamped from the one `Instant` its freshness check reads
+    /// ([`WriteAdmission`](super::WriteAdmission)).
+    pub(crate) read_began: (Instant, SystemTime),
 }

@@ -23,7 +23,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::oneshot;
 
@@ -668,6 +668,7 @@ fn refresh(shared: &Shared, backend: &dyn Backend, outage: &mut Outage) {
     // read, so this snapshot may admit writes until the settle time of a
     // drain begun just after it has passed (`readonly.rs`).
     let read_at = Instant::now();
+    let read_wall = SystemTime::now();
     match backend.mode() {
         Ok(view) => {
             let bypass = view
@@ -694,6 +695,7 @@ fn refresh(shared: &Shared, backend: &dyn Backend, outage: &mut Outage) {
                     bypass,
                     scheduled,
                     fresh_until: read_at + shared.refresh_interval * 2,
+                    read_began: (read_at, read_wall),
                 },
             );
             shared.refreshed.notify_waiters();

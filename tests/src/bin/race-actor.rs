@@ -206,8 +206,10 @@ fn session_actor(state: &State, stop: &Path, settle: Duration) -> anyhow::Result
 /// every `refresh`): a dozen clients send writes (POST) through it until
 /// `stop` exists; the app's handler works a jittered while, mostly short,
 /// now and then long enough to be in flight across a drain. Prints `write
-/// <asked µs> <entered µs> <finished µs>` for each write the layer let in
-/// (the handler ran), and `refused <n>` at the end.
+/// <asked µs> <entered µs> <finished µs> <admitted µs> <snapshot read µs>`
+/// for each write the layer let in (the handler's start and end, and the
+/// layer's [`WriteAdmission`](maintenance_core::middleware::WriteAdmission)),
+/// and `refused <n>` at the end.
 fn layer_actor(state: &State, stop: &Path, refresh: Duration) -> anyhow::Result<u8> {
     use tower::{Layer, ServiceExt};
     let mut config = state.config()?;
@@ -220,8 +222,12 @@ fn layer_actor(state: &State, stop: &Path, refresh: Duration) -> anyhow::Result<
         let layer = maintenance_core::middleware::MaintenanceLayer::builder(&config)
             .unavailable(None)
             .build();
-        let app = layer.layer(tower::service_fn(|_req: http::Request<String>| async {
+        let app = layer.layer(tower::service_fn(|req: http::Request<String>| async move {
             let entered = SystemTime::now();
+            let admission = req
+                .extensions()
+                .get::<maintenance_core::middleware::WriteAdmission>()
+                .copied();
             let mut rng = Jitter::new();
             let work = if rng.below(8) == 0 {
                 Duration::from_millis(100 + rng.below(200))
@@ -229,7 +235,11 @@ fn layer_actor(state: &State, stop: &Path, refresh: Duration) -> anyhow::Result<
                 Duration::from_micros(rng.below(10_000))
             };
             tokio::time::sleep(work).await;
-            let done = format!("{} {}", micros(entered), micros(SystemTime::now()));
+            let finished = SystemTime::now();
+            // No admission stamp would be the layer's bug: 0 fails the test.
+            let (admitted, read) =
+                admission.map_or((0, 0), |a| (micros(a.admitted), micros(a.snapshot_read)));
+            let done = format!("{} {} {admitted} {read}", micros(entered), micros(finished));
             Ok::<_, std::convert::Infallible>(http::Response::new(done))
         }));
         let clients: Vec<_> = (0..12)

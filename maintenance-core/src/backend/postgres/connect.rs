@@ -6,10 +6,22 @@
 //! keepalives of its own and no idle timeouts (a lock connection sits idle
 //! for as long as its task runs).
 //!
-//! **Values and the bound they give.** Server side `tcp_keepalives_idle=5`,
-//! `tcp_keepalives_interval=1`, `tcp_keepalives_count=3`: the server ends a
-//! silently partitioned holder's connection, and frees its locks, about
-//! 5 + 3 × 1 = 8 s after the last packet. Client side the same keepalives
+//! **Values and the bound they give.** Server side `tcp_keepalives_idle=14`,
+//! `tcp_keepalives_interval=2`, `tcp_keepalives_count=3`: the server ends a
+//! silently partitioned holder's connection, and frees its locks, no sooner
+//! than 14 + 3 × 2 = 20 s ([`KEEPALIVE_BOUND`], B) after the last packet it
+//! received (later when it has unacknowledged data: then its
+//! retransmissions decide). A live task checks its lock's connection every
+//! [`HOLD_BEAT`] (so the last packet is at most that old when a cut
+//! begins) and sees a silent cut within [`HOLD_DETECT`] (D); it then tries
+//! to enter again for [`REENTER`] (for [`REENTER_ENDED`] from a connection
+//! it saw end), is stopped, and is killed
+//! [`STOP_GRACE`](crate::task::STOP_GRACE) (G) later: B is above
+//! `HOLD_BEAT` + D + `REENTER` + G and `HOLD_BEAT` + `REENTER_ENDED` + G,
+//! checked at compile time, so the command is gone before the server frees
+//! its lock (I1 across a partition), even when what ended the connection
+//! was not the server.
+//! Client side the keepalives below
 //! and `tcp_user_timeout=10s`: a client whose server went silent learns it
 //! at its next call within about 10 s, and dropping a connection on a dead
 //! socket never blocks for the kernel's 15 minutes. The URL's
@@ -44,10 +56,43 @@ pub(super) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 pub(super) const KEEPALIVE_COUNT: u32 = 3;
 /// How long sent data may stay unacknowledged.
 pub(super) const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
-/// The server-side settings every connection asks for at startup.
-const SERVER_OPTIONS: &str = "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=1 \
+/// The server-side settings every connection asks for at startup: its
+/// keepalives give [`KEEPALIVE_BOUND`].
+const SERVER_OPTIONS: &str = "-c tcp_keepalives_idle=14 -c tcp_keepalives_interval=2 \
      -c tcp_keepalives_count=3 -c idle_session_timeout=0 \
      -c idle_in_transaction_session_timeout=0 -c standard_conforming_strings=on";
+
+/// B: the server frees a silently cut-off connection's locks no sooner than
+/// this after the last packet it received from it (`SERVER_OPTIONS`:
+/// idle 14 s + 3 probes × 2 s).
+pub(super) const KEEPALIVE_BOUND: Duration = Duration::from_secs(14 + 3 * 2);
+/// How often a live task checks its lock's connection: one round trip.
+pub(super) const HOLD_BEAT: Duration = Duration::from_secs(1);
+/// How long a check's answer may take before the lock's connection counts
+/// as lost.
+pub(super) const HOLD_ANSWER: Duration = Duration::from_secs(2);
+/// D: a silent cut of a task's lock connection is seen within this (the
+/// next check, then its answer's time).
+pub(super) const HOLD_DETECT: Duration = Duration::from_secs(3);
+/// How long a task whose lock's connection went silent tries to enter
+/// again (connect, take its lock, pass the gate) before it is stopped.
+pub(super) const REENTER: Duration = Duration::from_secs(2);
+/// How long a task whose lock's connection the server ended (a restart,
+/// `pg_terminate_backend`) tries to enter again before it is stopped: a
+/// restart shorter than this stops nobody.
+pub(super) const REENTER_ENDED: Duration = Duration::from_secs(6);
+
+const _: () = assert!(
+    HOLD_BEAT.as_millis() + HOLD_ANSWER.as_millis() <= HOLD_DETECT.as_millis()
+        && HOLD_BEAT.as_millis()
+            + HOLD_DETECT.as_millis()
+            + REENTER.as_millis()
+            + crate::task::STOP_GRACE.as_millis()
+            < KEEPALIVE_BOUND.as_millis()
+        && HOLD_BEAT.as_millis() + REENTER_ENDED.as_millis() + crate::task::STOP_GRACE.as_millis()
+            < KEEPALIVE_BOUND.as_millis(),
+    "the command must be gone before the server frees its lock"
+);
 
 /// Where and how to connect.
 #[derive(Debug)]

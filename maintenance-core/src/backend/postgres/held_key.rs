@@ -1,7 +1,8 @@
 //! A key held, as a session lock, on a connection of its holder's own, and
 //! taken again on a new connection when the server ends that one (a
 //! restart, a migration terminating every connection): an `offline run`'s
-//! window (`window.rs`) and a waiting schedule (`schedules.rs`). The holder
+//! window (`window.rs`), a waiting schedule (`schedules.rs`) and a live
+//! task (`tasks.rs`, which also checks the connection). The holder
 //! says how the key is taken back (what it checks first, what it writes);
 //! this keeps the connection, replaces it, and lets go: the holder's row
 //! first, then the key.
@@ -49,6 +50,12 @@ impl HeldKey {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .filter(|c| !c.client.is_closed())
+    }
+
+    /// Lets go of the held connection without a word (a check of it went
+    /// unanswered): from now on it counts as ended; returns it.
+    pub(super) fn forget(&self) -> Option<Arc<Conn>> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// Takes the key again on a new connection: `take` is given it, takes

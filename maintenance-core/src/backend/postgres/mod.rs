@@ -75,6 +75,8 @@
 mod connect;
 mod held_key;
 mod history;
+#[cfg(test)]
+mod hold_tests;
 mod keys;
 mod listen;
 mod modes;

@@ -15,6 +15,7 @@
 //!   lapses to the mode it came from.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::connect::Conn;
 use super::sql::{self, Rows, boolean, int, text};
@@ -558,6 +559,38 @@ pub(super) fn begin_drain(
     })
 }
 
+/// How often a drain held by tasks that may still enter again looks again.
+const REENTRY_LOOK: Duration = Duration::from_millis(100);
+
+impl Inner {
+    /// Whether tasks may still enter again after a restart of the server
+    /// (`tasks.rs`): it has been up for less than the keepalive bound
+    /// ([`KEEPALIVE_BOUND`](super::connect::KEEPALIVE_BOUND), the time a
+    /// waiter that has just reconnected gives them), and the row of a task
+    /// started before the server did is left without its lock.
+    async fn reentering(&self, conn: &Conn) -> Result<bool> {
+        let sql = format!(
+            "SELECT count(*) FROM {s}.tasks t WHERE t.site = {site} \
+             AND now() - pg_postmaster_start_time() < interval '{ms} milliseconds' \
+             AND t.started_ms < {now} - (extract(epoch FROM now() - pg_postmaster_start_time()) \
+                 * 1000)::bigint \
+             AND pg_try_advisory_xact_lock_shared({c}, t.key)",
+            now = self.now_ms_sql(),
+            s = self.s(),
+            site = self.site_lit(),
+            ms = super::connect::KEEPALIVE_BOUND.as_millis(),
+            c = self.class
+        );
+        let rows = sql::run(&conn.client, &sql)
+            .await
+            .map_err(|e| self.pg_error(e))?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.first())
+            .is_some_and(|r| int(r, 0) > 0))
+    }
+}
+
 /// [`Backend::complete_offline`](crate::Backend::complete_offline).
 pub(super) fn complete_offline(inner: &Arc<Inner>, waiter: &dyn WaiterLease) -> Result<Completion> {
     complete_drain(inner, waiter, &TOWARD_OFFLINE)
@@ -597,6 +630,21 @@ pub(super) fn complete_drain(
                 if !holding.is_empty() {
                     inner.rollback(conn).await;
                     return Ok(Completion::Held(holding));
+                }
+                // A server up for less than the keepalive bound may have
+                // restarted under live tasks, which enter again on their
+                // own: while a task's row is left without its lock, hold.
+                match inner.reentering(&conn).await {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        inner.rollback(conn).await;
+                        tokio::time::sleep(REENTRY_LOOK).await;
+                        return Ok(Completion::Held(Vec::new()));
+                    }
+                    Err(e) => {
+                        inner.rollback(conn).await;
+                        return Err(e);
+                    }
                 }
                 let mut done = ModeRecord {
                     mode: drain.target,

@@ -19,14 +19,16 @@
 //! proves nothing to a nested run.
 
 use std::os::fd::BorrowedFd;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::connect::Conn;
+use super::connect::{Conn, HOLD_ANSWER, HOLD_BEAT, HOLD_DETECT, REENTER, REENTER_ENDED};
+use super::held_key::HeldKey;
 use super::sql::{self, Rows, boolean, int, text};
 use super::{Inner, keys, runtime, schema, timestamp_ms};
 use crate::admission::{admit, admit_joined};
-use crate::backend::{Membership, TaskLease};
+use crate::backend::{HoldLost, Membership, TaskLease};
 use crate::clock::Timestamp;
 use crate::error::{Error, Refusal, Result};
 use crate::identity::Identity;
@@ -613,15 +615,293 @@ enum AtOnce {
     NoSchema,
 }
 
+/// How a task enters again through the gate after its lock's connection
+/// was lost: what it was admitted as.
+struct Admission {
+    request: TaskRequest,
+    /// Written back into the row; never shown (not even in `Debug`).
+    secret_sha256: Option<String>,
+    /// For a joined run: the standing of the task it joined, at the join.
+    standing: Option<TaskRecord>,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("request", &self.request)
+            .field("standing", &self.standing)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a lost hold calls ([`TaskLease::on_hold_lost`]).
+type LostCall = Box<dyn FnOnce(HoldLost) + Send>;
+
+/// What a live task's lease and its watcher share.
+struct Hold {
+    /// The task's key, on its own connection (with its instance key).
+    held: HeldKey,
+    /// The record as stored: written again as it is on a re-entry (its id,
+    /// start and `started_in` kept).
+    record: Mutex<TaskRecord>,
+    admission: Admission,
+    /// The server process of the connection holding the key, as the last
+    /// check read it (0 before the first): a re-entry finding the key still
+    /// held ends that connection, its own, first.
+    backend_pid: AtomicI64,
+    /// Whether the key has been taken again on a connection of this
+    /// process alone (a child holds only the first one).
+    reentered: AtomicBool,
+    /// Told once when the hold is lost for good.
+    on_lost: Mutex<Option<LostCall>>,
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hold")
+            .field("held", &self.held)
+            .field("admission", &self.admission)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a check of the lock's connection went.
+enum Check {
+    Held,
+    Lost(String),
+}
+
+impl Hold {
+    fn inner(&self) -> &Arc<Inner> {
+        self.held.inner()
+    }
+
+    fn record(&self) -> TaskRecord {
+        self.record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// One round trip on the lock's connection, answered within
+    /// [`HOLD_ANSWER`], reading its server process.
+    async fn check(&self) -> Check {
+        let Some(conn) = self.held.open() else {
+            return Check::Lost("the server ended the connection".into());
+        };
+        match tokio::time::timeout(
+            HOLD_ANSWER,
+            sql::run(&conn.client, "SELECT pg_backend_pid()"),
+        )
+        .await
+        {
+            Ok(Ok(rows)) => {
+                if let Some(r) = rows.first().and_then(|r| r.first()) {
+                    self.backend_pid.store(int(r, 0), Ordering::Relaxed);
+                }
+                Check::Held
+            }
+            Ok(Err(e)) => Check::Lost(e.to_string()),
+            Err(_) => Check::Lost(format!(
+                "no answer to a check within {}",
+                humantime::format_duration(HOLD_ANSWER)
+            )),
+        }
+    }
+
+    /// Enters again on a new connection, as a start would: the task's own
+    /// key (its former connection ended first, if the server still keeps
+    /// it), its instance key, then under the shared gate the admission and
+    /// the row, as it was. `Ok(false)`: the key is not free yet.
+    async fn reenter(&self) -> Result<bool> {
+        let took = self
+            .held
+            .retake(async |conn| {
+                let inner = self.inner();
+                let mut got = self
+                    .held
+                    .try_lock(conn)
+                    .await
+                    .map_err(|e| inner.pg_error(e))?;
+                let old = self.backend_pid.load(Ordering::Relaxed);
+                if !got && old != 0 {
+                    // Its former connection, cut off but not yet ended by
+                    // the server: end it (the same role may).
+                    sql::run(&conn.client, &format!("SELECT pg_terminate_backend({old})"))
+                        .await
+                        .map_err(|e| inner.pg_error(e))?;
+                    for _ in 0..50 {
+                        got = self
+                            .held
+                            .try_lock(conn)
+                            .await
+                            .map_err(|e| inner.pg_error(e))?;
+                        if got {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                if !got {
+                    return Ok(false);
+                }
+                let a = &self.admission;
+                let request = TaskRequest {
+                    lock_timeout: Duration::ZERO,
+                    ..a.request.clone()
+                };
+                let record = self.record();
+                let joined_own_name = a.standing.as_ref().is_some_and(|s| s.name == request.name);
+                if !joined_own_name {
+                    inner.lock_instance(conn, &request).await?;
+                }
+                let (_now, view) = inner.look_under_shared_gate(conn).await?;
+                let admitted = if record.in_window {
+                    // Inside an `offline run` window: never stopped for a
+                    // lost lock.
+                    Ok(())
+                } else if let Some(standing) = &a.standing {
+                    let window_open = super::window::is_running(inner).await?;
+                    if standing.in_window && !window_open {
+                        admit(&request, &view)
+                    } else {
+                        admit_joined(&request, standing, &view, window_open)
+                    }
+                } else {
+                    admit(&request, &view)
+                };
+                if let Err(refusal) = admitted {
+                    let _ =
+                        sql::run(&conn.client, "ROLLBACK; SELECT pg_advisory_unlock_all()").await;
+                    return Err(Error::Refused(refusal));
+                }
+                let row = inner.row_sql(self.held.key(), &record, a.secret_sha256.as_deref())?;
+                sql::run(&conn.client, &format!("{row}; COMMIT"))
+                    .await
+                    .map_err(|e| inner.pg_error(e))?;
+                Ok(true)
+            })
+            .await?;
+        if took.is_some() {
+            self.reentered.store(true, Ordering::Relaxed);
+        }
+        Ok(took.is_some())
+    }
+
+    fn lost(&self, why: HoldLost) {
+        let told = self
+            .on_lost
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(tell) = told {
+            tell(why);
+        }
+    }
+}
+
+/// Keeps a live task's hold: checks its lock's connection every
+/// [`HOLD_BEAT`] (and whether the server ended it every [`WATCH`]); when
+/// it is lost, enters again through the gate. A task not back within
+/// [`REENTER`] ([`REENTER_ENDED`] when the connection was seen to end), or
+/// refused by the gate, is told to stop (once), and keeps
+/// trying to enter again while it stops, unless refused. A task inside an
+/// `offline run` window is never told. Runs until aborted (the lease drops).
+async fn watch(hold: Arc<Hold>) {
+    let mut next_beat = tokio::time::Instant::now() + HOLD_BEAT;
+    let in_window = hold.record().in_window;
+    loop {
+        tokio::time::sleep(WATCH).await;
+        let (why, ended) = if hold.held.open().is_none() {
+            ("the server ended the connection".to_owned(), true)
+        } else if tokio::time::Instant::now() < next_beat {
+            continue;
+        } else {
+            next_beat = tokio::time::Instant::now() + HOLD_BEAT;
+            match hold.check().await {
+                Check::Held => continue,
+                Check::Lost(why) => (why, hold.held.open().is_none()),
+            }
+        };
+        let reenter = if ended { REENTER_ENDED } else { REENTER };
+        // Dropped on the runtime: its driver's goodbye, if it can still be
+        // sent, frees the key on the server at once.
+        drop(hold.held.forget());
+        let seen = tokio::time::Instant::now();
+        let mut told = false;
+        loop {
+            let left = (seen + reenter).saturating_duration_since(tokio::time::Instant::now());
+            let attempt = if told || in_window || left.is_zero() {
+                tokio::time::timeout(HOLD_DETECT, hold.reenter()).await
+            } else {
+                tokio::time::timeout(left, hold.reenter()).await
+            };
+            match attempt {
+                Ok(Ok(true)) => break,
+                Ok(Err(Error::Refused(refusal))) => {
+                    hold.lost(HoldLost::Refused(refusal));
+                    return;
+                }
+                Ok(Ok(false)) | Ok(Err(_)) | Err(_) => {}
+            }
+            if !told && !in_window && tokio::time::Instant::now() >= seen + reenter {
+                told = true;
+                hold.lost(HoldLost::Unreachable(why.clone()));
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+        next_beat = tokio::time::Instant::now() + HOLD_BEAT;
+    }
+}
+
+/// How often the watcher looks whether the driver saw the lock's connection
+/// end (a look in memory).
+const WATCH: Duration = Duration::from_millis(50);
+/// How long the watcher waits between attempts to enter again.
+const RETRY: Duration = Duration::from_millis(100);
+
 /// A live task's hold: its connection (holding its key, and its instance
-/// key) and its record.
+/// key) and its record, kept by a watcher on the backend's runtime
+/// ([`watch`]).
 #[derive(Debug)]
 pub(super) struct PgTaskLease {
     record: TaskRecord,
-    conn: Option<Arc<Conn>>,
+    hold: Arc<Hold>,
+    /// The first connection, whose socket a child may inherit.
+    first: Option<Arc<Conn>>,
     handed_to_child: bool,
-    key: i32,
-    inner: Arc<Inner>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl PgTaskLease {
+    /// The lease of a task started (or joined) on `conn`, holding `key`.
+    fn new(
+        inner: &Arc<Inner>,
+        conn: Conn,
+        key: i32,
+        record: TaskRecord,
+        admission: Admission,
+    ) -> Result<Self> {
+        let held = HeldKey::new(Arc::clone(inner), key, conn);
+        let first = held.open();
+        let hold = Arc::new(Hold {
+            held,
+            record: Mutex::new(record.clone()),
+            admission,
+            backend_pid: AtomicI64::new(0),
+            reentered: AtomicBool::new(false),
+            on_lost: Mutex::new(None),
+        });
+        let watched = Arc::clone(&hold);
+        let watcher = runtime::block_on(async move { Ok(tokio::spawn(watch(watched))) })?;
+        Ok(PgTaskLease {
+            record,
+            hold,
+            first,
+            handed_to_child: false,
+            watcher: Some(watcher),
+        })
+    }
 }
 
 impl TaskLease for PgTaskLease {
@@ -630,10 +910,10 @@ impl TaskLease for PgTaskLease {
     }
 
     fn inheritable_fds(&self) -> Vec<BorrowedFd<'_>> {
-        self.conn
+        self.first
             .as_ref()
             .and_then(|c| c.socket.fd())
-            // SAFETY: the descriptor belongs to the socket `self.conn`
+            // SAFETY: the descriptor belongs to the socket `self.first`
             // holds, which stays attached (open) until this lease drops:
             // only `Drop` detaches it, and it outlives no borrow of self.
             .map(|fd| vec![unsafe { BorrowedFd::borrow_raw(fd) }])
@@ -646,52 +926,86 @@ impl TaskLease for PgTaskLease {
 
     fn set_processes(&mut self, processes: &Processes) -> Result<()> {
         self.record.processes = Some(*processes);
-        let Some(conn) = self.conn.clone() else {
-            return Ok(());
-        };
+        self.hold
+            .record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .processes = Some(*processes);
         let json =
             serde_json::to_string(&self.record).map_err(|e| Error::Invalid(e.to_string()))?;
-        let inner = Arc::clone(&self.inner);
-        let key = self.key;
+        let hold = Arc::clone(&self.hold);
         runtime::block_on(async move {
-            sql::run(
-                &conn.client,
-                &format!(
-                    "UPDATE {}.tasks SET record = {} WHERE site = {} AND key = {key}",
-                    inner.s(),
-                    sql::lit(&json),
-                    inner.site_lit()
-                ),
-            )
-            .await
-            .map_err(|e| inner.pg_error(e))?;
-            Ok(())
+            let inner = hold.inner();
+            let sql = format!(
+                "UPDATE {}.tasks SET record = {} WHERE site = {} AND key = {}",
+                inner.s(),
+                sql::lit(&json),
+                inner.site_lit(),
+                hold.held.key()
+            );
+            hold.held.run_here_or_pooled(&sql).await.map(drop)
         })
+    }
+
+    fn on_hold_lost(&mut self, lost: Box<dyn FnOnce(HoldLost) + Send>) {
+        *self.hold.on_lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(lost);
     }
 }
 
 impl Drop for PgTaskLease {
     fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else { return };
-        if self.handed_to_child {
-            // A child holds the socket: close only this process's
-            // descriptor, saying nothing (I3).
-            conn.socket.detach();
-            return;
-        }
-        // The row goes and the keys are freed before this returns, so the
-        // next reader sees the task gone (a closing connection frees its
-        // locks only a moment later).
-        let sql = format!(
-            "DELETE FROM {}.tasks WHERE site = {} AND key = {}; SELECT pg_advisory_unlock_all()",
-            self.inner.s(),
-            self.inner.site_lit(),
-            self.key
+        let (hold, watcher, first) = (
+            Arc::clone(&self.hold),
+            self.watcher.take(),
+            self.first.take(),
         );
+        let handed = self.handed_to_child;
         let _ = runtime::block_on(async move {
-            let _ = sql::run(&conn.client, &sql).await;
+            if let Some(w) = watcher {
+                w.abort();
+                let _ = w.await;
+            }
+            if handed {
+                // A child holds the first socket: close only this
+                // process's descriptor, saying nothing (I3).
+                if let Some(first) = &first {
+                    first.socket.detach();
+                }
+                // Taken again on a connection of this process alone, the
+                // task ends with this process.
+                if !hold.reentered.load(Ordering::Relaxed) {
+                    drop(hold.held.forget());
+                    return Ok(());
+                }
+            }
+            drop(first);
+            // The row goes and the keys are freed before this returns, so
+            // the next reader sees the task gone (a closing connection
+            // frees its locks only a moment later).
+            let inner = hold.inner();
+            let delete = format!(
+                "DELETE FROM {}.tasks WHERE site = {} AND key = {}",
+                inner.s(),
+                inner.site_lit(),
+                hold.held.key()
+            );
+            release_own(&hold.held, &delete).await;
             Ok(())
         });
+    }
+}
+
+/// [`HeldKey::release`] for a task: `last` and the unlock on the held
+/// connection, and nothing on another (a task's leftover row is reaped).
+async fn release_own(held: &HeldKey, last: &str) {
+    if let Some(c) = held.forget()
+        && !c.client.is_closed()
+    {
+        let _ = sql::run(
+            &c.client,
+            &format!("{last}; SELECT pg_advisory_unlock_all()"),
+        )
+        .await;
     }
 }
 
@@ -704,6 +1018,7 @@ pub(super) fn start(
     if request.name.is_empty() {
         return Err(Error::Invalid("a command name cannot be empty".into()));
     }
+    let (request_kept, secret_kept) = (request.clone(), secret_sha256.to_owned());
     let (inner2, request, secret) = (Arc::clone(inner), request.clone(), secret_sha256.to_owned());
     let (conn, key, record) = runtime::block_on(async move {
         let inner = inner2;
@@ -743,13 +1058,17 @@ pub(super) fn start(
             .map_err(|e| inner.pg_error(e))?;
         Ok((conn, key, record))
     })?;
-    Ok(Box::new(PgTaskLease {
-        record,
-        conn: Some(Arc::new(conn)),
-        handed_to_child: false,
+    Ok(Box::new(PgTaskLease::new(
+        inner,
+        conn,
         key,
-        inner: Arc::clone(inner),
-    }))
+        record,
+        Admission {
+            request: request_kept,
+            secret_sha256: Some(secret_kept),
+            standing: None,
+        },
+    )?))
 }
 
 /// [`Backend::join_task`](crate::Backend::join_task).
@@ -762,7 +1081,7 @@ pub(super) fn join(
         return Err(Error::Invalid("a command name cannot be empty".into()));
     }
     let (inner2, request, token) = (Arc::clone(inner), request.clone(), token.clone());
-    let (conn, key, record) = runtime::block_on(async move {
+    let (conn, key, record, kept) = runtime::block_on(async move {
         let inner = inner2;
         let (conn, key) = inner
             .lock_connection()
@@ -819,15 +1138,20 @@ pub(super) fn join(
         sql::run(&conn.client, &format!("{row}; COMMIT"))
             .await
             .map_err(|e| inner.pg_error(e))?;
-        Ok((conn, key, record))
+        Ok((conn, key, record, (request, secret_sha256, standing)))
     })?;
-    Ok(Box::new(PgTaskLease {
-        record,
-        conn: Some(Arc::new(conn)),
-        handed_to_child: false,
+    let (request, secret_sha256, standing) = kept;
+    Ok(Box::new(PgTaskLease::new(
+        inner,
+        conn,
         key,
-        inner: Arc::clone(inner),
-    }))
+        record,
+        Admission {
+            request,
+            secret_sha256,
+            standing: Some(standing),
+        },
+    )?))
 }
 
 /// [`Backend::membership`](crate::Backend::membership).

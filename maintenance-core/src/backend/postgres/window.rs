@@ -44,6 +44,9 @@ use crate::error::{Error, Refusal, Result};
 const WATCH: Duration = Duration::from_millis(50);
 /// How long the watcher waits between attempts to take the window again.
 const RETRY: Duration = Duration::from_millis(200);
+/// How long a run that finds its window not held at its command's end
+/// tries to take it back before it says it lost it.
+const TAKE_BACK: Duration = Duration::from_secs(5);
 /// How long a run waits for the window before it is refused: enough for a
 /// reader's probe to pass, never for another run to end.
 const TAKE_WAIT: Duration = Duration::from_millis(100);
@@ -278,6 +281,48 @@ impl WindowLease for PgWindowLease {
             );
             hold.held.run_here_or_pooled(&sql).await.map(drop)
         })
+    }
+
+    fn hold_lost(&self) -> Option<String> {
+        self.held_now()
+    }
+}
+
+impl PgWindowLease {
+    /// Whether the window is held now; when not, its watcher is given
+    /// [`TAKE_BACK`] to take it back (or, with no watcher running, one
+    /// attempt is made here), then what happened is said.
+    fn held_now(&self) -> Option<String> {
+        let deadline = std::time::Instant::now() + TAKE_BACK;
+        let watching = self.watcher.as_ref().is_some_and(|w| !w.is_finished());
+        loop {
+            if self.hold.held.open().is_some() {
+                return None;
+            }
+            if !watching {
+                let hold = Arc::clone(&self.hold);
+                let took = runtime::block_on(async move {
+                    Ok(tokio::time::timeout(TAKE_BACK, hold.retake()).await)
+                });
+                return match took {
+                    Ok(Ok(Ok(true))) => None,
+                    Ok(Ok(Ok(false))) => Some("another process holds the window".into()),
+                    Ok(Ok(Err(e))) | Err(e) => Some(e.to_string()),
+                    Ok(Err(_)) => Some(format!(
+                        "the database did not answer within {}",
+                        humantime::format_duration(TAKE_BACK)
+                    )),
+                };
+            }
+            if std::time::Instant::now() >= deadline {
+                return Some(format!(
+                    "not taken back within {} (the database unreachable, or another process \
+                     holds the window)",
+                    humantime::format_duration(TAKE_BACK)
+                ));
+            }
+            std::thread::sleep(WATCH);
+        }
     }
 }
 
@@ -518,6 +563,41 @@ mod tests {
         drop(lease);
         assert_eq!(other.window().unwrap(), WindowState::Free);
         assert_eq!(holder(&b.inner, keys::WINDOW), None, "the key is free");
+    }
+
+    #[test]
+    fn a_run_that_lost_its_window_to_another_run_says_so_and_one_that_took_it_back_does_not() {
+        let Some((config, b)) = site() else { return };
+        let mut lease = take(&b.inner, &run("migrate")).unwrap();
+        lease
+            .command_started(Timestamp::at(SystemTime::now()))
+            .unwrap();
+        let first = holder(&b.inner, keys::WINDOW).expect("held");
+        terminate_holder(&b.inner, keys::WINDOW);
+        eventually("the window held again", || {
+            holder(&b.inner, keys::WINDOW).is_some_and(|p| p != first)
+        });
+        assert_eq!(lease.hold_lost(), None, "taken back");
+        // Its watcher stopped (as if the server stayed away), the window
+        // goes to another run.
+        let watcher = lease.watcher.take().unwrap();
+        runtime::block_on(async move {
+            watcher.abort();
+            let _ = watcher.await;
+            Ok(())
+        })
+        .unwrap();
+        terminate_holder(&b.inner, keys::WINDOW);
+        let other = take(&open(&config).inner, &run("second")).unwrap();
+        let lost = lease.hold_lost();
+        assert!(
+            lost.as_deref()
+                .is_some_and(|w| w.contains("another process holds the window")),
+            "{lost:?}"
+        );
+        drop(lease);
+        assert!(matches!(b.window().unwrap(), WindowState::Waiting(r) if r.argv == ["second"]));
+        drop(other);
     }
 
     #[test]

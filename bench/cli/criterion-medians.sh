@@ -7,12 +7,12 @@
 #   cargo bench -p maintenance-core --bench core -- task/
 #   cargo bench -p maintenance-core --bench sessions -- status/
 #   cargo bench -p maintenance-core --features tower --bench layer
-#   benches-cli/criterion-medians.sh ['filter']
+#   bench/cli/criterion-medians.sh ['filter']
 # Benchmarks run with BENCH_CLOCK=cpu (the thread's CPU time, for a busy
 # machine) have ids ending in `@cpu`; the table shows those as rows of
 # their own. A figure never run shows `not run` and the command that runs it.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 dir=${CARGO_TARGET_DIR:-$root/target}/criterion
 filter=${1:-.}
 [ -d "$dir" ] || { echo "no criterion results in $dir: run the benches first (see the top of $0)" >&2; exit 1; }

@@ -26,7 +26,7 @@
 # also gives each command's page faults (perf stat, mean of 20), which
 # repeat too and are most of what start-up costs beyond instructions.
 # The binaries are built with manage/startup.ld's layout, as every release
-# build is (benches-cli/startup-layout.sh regenerates it).
+# build is (bench/cli/startup-layout.sh regenerates it).
 #
 # Prints ONE summary table at the end: each figure, its target, PASS/MISS.
 # Knobs (environment): RUNS (300), WARMUP (30), RSS_RUNS (20), SESSIONS
@@ -45,7 +45,7 @@ REACTION_RUNS=${REACTION_RUNS:-40}
 INSTR=${INSTR:-1}
 DEBIAN_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 cargo build --release -p bench-cli --features extra-commands
 bin=${CARGO_TARGET_DIR:-$root/target}/release

@@ -17,7 +17,7 @@
 set -euo pipefail
 
 RUNS=${RUNS:-150}
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 if [ -n "${BIN:-}" ]; then
     bin=$BIN

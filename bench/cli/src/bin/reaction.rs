@@ -19,7 +19,7 @@
 //! scenario with the median and the 90th percentile. With
 //! `$MANAGE_DATABASE_URL` set, the same runs on the PostgreSQL backend (a
 //! site of its own on that server, named after the temporary directory),
-//! so `benches-cli/run.sh` prints both side by side.
+//! so `bench/cli/run.sh` prints both side by side.
 #![allow(
     clippy::print_stdout,
     reason = "a measuring program prints its figures"

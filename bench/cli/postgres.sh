@@ -26,7 +26,7 @@ RUNS=${RUNS:-200}
 WARMUP=${WARMUP:-20}
 REACTION_RUNS=${REACTION_RUNS:-20}
 
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 if [ -n "${BIN:-}" ]; then
     bin=$BIN

@@ -15,10 +15,10 @@
 # for the layer's own cost.
 #
 # Needs wrk and taskset (Debian: apt-get install wrk util-linux).
-# Usage: benches-web/wrk.sh [ROUNDS (7)] [SECS a run (5)]
+# Usage: bench/web/wrk.sh [ROUNDS (7)] [SECS a run (5)]
 # Knobs (environment): SERVER_CPU (0), CLIENT_CPU (1), CONNECTIONS (16).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 rounds=${1:-7}
 secs=${2:-5}
 server_cpu=${SERVER_CPU:-0}

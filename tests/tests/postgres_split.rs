@@ -1,0 +1,270 @@
+//! A host cut off from the database, and a database that restarts, end to
+//! end on the postgres backend (issue "many hosts", no split brain): a
+//! cut-off task's command is told to stop and is gone before the server
+//! frees its lock; tasks whose lock connections the server ended enter
+//! again through the gate and run on, keeping their start, unless the site
+//! went OFFLINE meanwhile. Needs `$MANAGE_TEST_DATABASE_URL` (skipped
+//! without it, failing under CI or scripts/test).
+
+#![cfg(target_os = "linux")]
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use maintenance_core::{Backend, Mode};
+use manage_tests::hosts::{Binaries, Hosts};
+use manage_tests::{CliSite, HANG_GUARD, Link, host_port, is_alive, test_database_url};
+
+const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
+
+/// B, the server's keepalive bound (`connect.rs`): after a silent cut, the
+/// server frees the lock no sooner than this.
+const KEEPALIVE_BOUND: Duration = Duration::from_secs(20);
+
+/// The site `site` on the server `url` names, opened in this process over
+/// a connection of its own (never through the test's proxy).
+fn observer(url: &str, site: &str) -> Arc<dyn Backend> {
+    observer_in(url, site, "manage_test")
+}
+
+/// [`observer`] of a site in `schema`.
+fn observer_in(url: &str, site: &str, schema: &str) -> Arc<dyn Backend> {
+    let mut config = maintenance_core::Config::with_state_dir("/nonexistent");
+    config.backend = maintenance_core::config::BackendKind::Postgres;
+    config.postgres.url = Some(maintenance_core::DatabaseUrl::parse(url).unwrap());
+    config.postgres.site = site.to_owned();
+    config.postgres.schema = schema.into();
+    maintenance_core::backend::open(&config, maintenance_core::SystemClock::shared()).unwrap()
+}
+
+fn site_on(url: &str) -> CliSite {
+    CliSite::on_postgres(EXE, url, "[postgres]\nschema = \"manage_test\"\n")
+}
+
+#[track_caller]
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + HANG_GUARD;
+    while !f() {
+        assert!(Instant::now() < deadline, "not {what} after {HANG_GUARD:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A command that says its pid, notes each SIGTERM in `term` and runs on:
+/// only SIGKILL ends it.
+const STUBBORN: &str = "#!/bin/sh\ntrap 'echo term >> term' TERM\necho \"started $$\"\n\
+                        while :; do sleep 0.1; done\n";
+
+/// A command that says its pid and sleeps until SIGTERM.
+const WORKER: &str = "#!/bin/sh\ntrap 'exit 0' TERM\necho \"started $$\"\n\
+                      while :; do sleep 0.1; done\n";
+
+#[test]
+fn a_cut_off_tasks_command_is_gone_before_the_server_frees_its_lock() {
+    let Some(url) = test_database_url() else {
+        return;
+    };
+    let proxy = Link::to(host_port(&url));
+    let site = site_on(&proxy.url(&url));
+    let watch = observer(&url, site.postgres_site().unwrap());
+    site.external("job", STUBBORN);
+    let (runner, pid) = site.start(&["job"]);
+    let pid: u32 = pid.parse().unwrap();
+    wait_until("the task live", || watch.tasks().unwrap().len() == 1);
+    proxy.stall();
+    let cut = Instant::now();
+    // The server would free the lock KEEPALIVE_BOUND after the last packet
+    // at the earliest: until then the proxy keeps its connection open.
+    while is_alive(pid) && cut.elapsed() < KEEPALIVE_BOUND {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let gone = !is_alive(pid);
+    let held = watch.tasks().unwrap().len();
+    proxy.close_upstreams();
+    assert!(
+        gone,
+        "the command still runs when the server may free its lock"
+    );
+    assert_eq!(held, 1, "the lock was still held when the command was gone");
+    wait_until("the lock freed", || watch.tasks().unwrap().is_empty());
+    let out = runner.finish();
+    assert_eq!(out.code(), Some(137), "killed after its grace: {out}");
+    assert!(out.text().contains("`job` is stopped:"), "{out}");
+    assert!(
+        std::fs::read_to_string(site.dir().join("term")).is_ok_and(|t| t.contains("term")),
+        "told to stop (SIGTERM) first"
+    );
+}
+
+#[test]
+fn a_task_whose_lock_connection_is_ended_enters_again_unless_the_site_went_offline() {
+    let Some(url) = test_database_url() else {
+        return;
+    };
+    let site = site_on(&url);
+    let name = site.postgres_site().unwrap().to_owned();
+    let watch = observer(&url, &name);
+    site.external("job", WORKER);
+    let (runner, pid) = site.start(&["job"]);
+    let pid: u32 = pid.parse().unwrap();
+    wait_until("the task live", || watch.tasks().unwrap().len() == 1);
+    let before = watch.tasks().unwrap();
+    // As a migration that ends every connection of the site's.
+    terminate_site_connections(&url, &name);
+    wait_until("the task listed again", || watch.tasks().unwrap() == before);
+    assert!(is_alive(pid), "not stopped");
+    // Again, the site OFFLINE meanwhile: the gate refuses it, and it stops.
+    let off = site.run(&["offline", "on", "--force"]);
+    assert_eq!(off.code(), Some(0), "{off}");
+    terminate_site_connections(&url, &name);
+    let out = runner.finish();
+    assert_eq!(out.code(), Some(0), "the command stopped on SIGTERM: {out}");
+    assert!(out.text().contains("`job` is stopped:"), "{out}");
+    assert!(out.text().contains("may not enter again"), "{out}");
+    assert!(!is_alive(pid));
+    assert!(watch.tasks().unwrap().is_empty());
+    assert_eq!(watch.mode().unwrap().mode, Mode::Offline);
+}
+
+/// `pg_terminate_backend` of every connection whose `application_name` is
+/// the site's (the test site's runs carry it).
+fn terminate_site_connections(url: &str, site: &str) {
+    let out = std::process::Command::new("psql")
+        .arg(url)
+        .args(["-Atc"])
+        .arg(format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = '{site}'"
+        ))
+        .output()
+        .expect("psql");
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// A throwaway cluster of this test's own (a restart ends every
+/// connection on the server: never the shared test server's), stopped on
+/// drop.
+struct Cluster {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Cluster {
+    fn start() -> Option<Cluster> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg-cluster");
+        let dir = tempfile::tempdir().unwrap();
+        let c = dir.path().join("c");
+        let out = std::process::Command::new(&script)
+            .arg("start")
+            .arg(&c)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            eprintln!(
+                "skipped: cannot start a cluster of this test's own: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+        let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        Some(Cluster { dir, url })
+    }
+
+    fn restart(&self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg-cluster");
+        let out = std::process::Command::new(&script)
+            .arg("restart")
+            .arg(self.dir.path().join("c"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "restart: {out:?}");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg-cluster");
+        let _ = std::process::Command::new(&script)
+            .arg("stop")
+            .arg(self.dir.path().join("c"))
+            .output();
+    }
+}
+
+#[test]
+fn tasks_enter_again_after_the_server_restarts_and_are_not_stopped() {
+    if test_database_url().is_none() {
+        return;
+    }
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let site = site_on(&cluster.url);
+    let watch = observer(&cluster.url, site.postgres_site().unwrap());
+    site.external("first", WORKER);
+    site.external("second", WORKER);
+    let (a, a_pid) = site.start(&["first"]);
+    let (b, b_pid) = site.start(&["second"]);
+    wait_until("both live", || watch.tasks().unwrap().len() == 2);
+    let before = watch.tasks().unwrap();
+    cluster.restart();
+    let mut seen = Vec::new();
+    wait_until("both listed again, as they were", || {
+        seen = watch.tasks().unwrap_or_default();
+        seen == before
+    });
+    for pid in [&a_pid, &b_pid] {
+        assert!(is_alive(pid.parse().unwrap()), "{pid} not stopped");
+    }
+    let status = site.status_json();
+    let tasks = status["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 2, "{status}");
+    for (t, was) in tasks.iter().zip(&before) {
+        assert_eq!(t["id"], was.id.as_str(), "{status}");
+    }
+    // And `offline on` waits for them as it would have before.
+    let mut on = site.spawn(&["offline", "on", "--timeout", "120"]);
+    wait_until("PENDING", || watch.mode().unwrap().mode == Mode::Pending);
+    for p in [&a_pid, &b_pid] {
+        manage_tests::send_signal(p.parse().unwrap(), rustix::process::Signal::TERM);
+    }
+    for r in [a, b] {
+        let out = r.finish();
+        assert_eq!(out.code(), Some(0), "{out}");
+        assert!(!out.text().contains("is stopped"), "{out}");
+    }
+    assert_eq!(on.wait_exit().code(), Some(0));
+    assert_eq!(watch.mode().unwrap().mode, Mode::Offline);
+}
+
+#[test]
+fn a_host_whose_link_goes_down_stops_its_task_before_the_server_frees_the_lock() {
+    let bins = Binaries {
+        manage: EXE.into(),
+        mysite: env!("CARGO_BIN_EXE_e2e-mysite").into(),
+    };
+    let Some(hosts) = Hosts::new(1, &bins, "") else {
+        return;
+    };
+    let url = test_database_url().unwrap();
+    let watch = observer_in(&url, hosts.site(), "manage");
+    let b = hosts.host(0);
+    let (runner, _id) = b.start(&["sleeper"]);
+    wait_until("the task live", || watch.tasks().unwrap().len() == 1);
+    // A real cut: nothing passes, and the server's own keepalives decide
+    // when it frees the lock.
+    b.cut();
+    let out = runner.finish();
+    let held = watch.tasks().unwrap().len();
+    assert!(out.text().contains("`sleeper` is stopped:"), "{out}");
+    assert_eq!(
+        held, 1,
+        "the command ended while the server still held its lock"
+    );
+    wait_until("the server freeing the lock", || {
+        watch.tasks().unwrap().is_empty()
+    });
+    b.restore();
+}
