@@ -443,7 +443,11 @@ mod tests {
                 continue;
             };
             let json = serde_json::to_string(&entry).unwrap();
-            assert_eq!(serde_json::from_str::<HistoryEntry>(&json).unwrap(), entry, "{json}");
+            assert_eq!(
+                serde_json::from_str::<HistoryEntry>(&json).unwrap(),
+                entry,
+                "{json}"
+            );
             read += 1;
         }
         assert!(read >= 2, "the input's entries parse");
