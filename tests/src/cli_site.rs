@@ -288,6 +288,16 @@ impl CliSite {
         self.postgres.as_ref().map(|p| p.site.as_str())
     }
 
+    /// The site's state as the helper binaries (`task-holder`,
+    /// `race-actor`) are given it: its state directory, or its site on
+    /// PostgreSQL.
+    pub fn helper_state(&self) -> HelperState {
+        HelperState {
+            dir: self.state(),
+            postgres: self.postgres.clone(),
+        }
+    }
+
     /// The number, in `manage.toml`, of line `n` (from 1) of the test's
     /// own lines: after the site's first line, and on PostgreSQL its `site`
     /// line.

@@ -20,6 +20,8 @@
 //!   and `offline on`'s progress lines; [`history`]: the history it reads
 //!   back, and readers racing to notice; [`schedule`]: a window scheduled
 //!   ahead, as its waiting process says it;
+//! - [`crash`]: an operation killed at a seeded random moment, and the
+//!   checks after every kill;
 //! - [`web`] and [`http`]: the example site's web app and the HTTP clients
 //!   that talk to it;
 //! - [`nginx`]: a real nginx in front of it; [`link`]: a forwarder to the
@@ -37,6 +39,7 @@
 //! sites at the top.
 
 pub mod cli_site;
+pub mod crash;
 pub mod fixture;
 pub mod history;
 pub mod holder;

@@ -22,6 +22,8 @@ fn noticer() -> String {
 /// recorded it itself (the same id: kept once); `run` is the window's
 /// record, which says whether an `offline run` began it.
 pub(crate) fn pending_entry(record: &ModeRecord, run: Option<&WindowRun>) -> HistoryEntry {
+    // The run's own PENDING only: a run's record stays once it is killed
+    // (waiting or running), so it must be the drain's process.
     let run = run.filter(|r| r.pid == record.pid);
     let read_only = record.mode == Mode::ReadOnlyPending;
     let flag = if read_only { " --read-only" } else { "" };

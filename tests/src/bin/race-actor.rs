@@ -115,6 +115,8 @@ fn run() -> anyhow::Result<u8> {
             args.get(3).cloned(),
         ),
         "hold" => hold(&state, arg(1)?),
+        "touch-loop" => touch_loop(&state),
+        "run-pending" => run_pending(&state, arg(1)?),
         "layer-actor" => layer_actor(
             &state,
             Path::new(arg(1)?),
@@ -337,6 +339,51 @@ fn activate(
             75
         }
     })
+}
+
+/// Touches sessions, as a web layer records its users' activity, until it
+/// is killed: a new session each round, now and then one touched again
+/// or ended (a logout). Prints `touching` after its first touch.
+fn touch_loop(state: &State) -> anyhow::Result<u8> {
+    let b = open(state)?;
+    let mut rng = Jitter::new();
+    let key = |n: u64| SessionKey::of(format!("{}-{n}", std::process::id()).as_bytes());
+    let mut n = 0u64;
+    loop {
+        b.touch_session(&key(n))?;
+        if n == 0 {
+            println!("touching");
+            std::io::stdout().flush()?;
+        }
+        match rng.below(4) {
+            0 => b.touch_session(&key(rng.below(n + 1)))?,
+            1 => b.end_session(&key(rng.below(n + 1)))?,
+            _ => {}
+        }
+        n += 1;
+    }
+}
+
+/// Begins an `offline run` of `command` as the runner does (the window's
+/// record, then its PENDING) and stops there, before recording anything,
+/// as a run killed in that instant would: prints `pending`, then waits
+/// for its kill (or standard input to close).
+fn run_pending(state: &State, command: &str) -> anyhow::Result<u8> {
+    let b = open(state)?;
+    let change = ModeChange::by_this_process();
+    let _window = b.begin_window_run(&maintenance_core::backend::WindowRun {
+        argv: vec![command.to_owned()],
+        pid: change.pid,
+        by: change.by.clone(),
+        started_at: maintenance_core::Timestamp::at(SystemTime::now()),
+        running: false,
+    })?;
+    let _pending = b.begin_pending(&change)?;
+    println!("pending");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    Ok(0)
 }
 
 /// Holds one task named `name` until standard input closes.

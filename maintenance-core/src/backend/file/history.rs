@@ -209,13 +209,17 @@ impl FileBackend {
         match self.view() {
             Ok(view) => {
                 if let Some(lapse) = &view.lapsed {
-                    // Its start, if the waiter died before it recorded it.
-                    let run = match self.window() {
-                        Ok(WindowState::Waiting(run)) | Ok(WindowState::Abandoned(run)) => {
-                            Some(run)
-                        }
-                        _ => None,
-                    };
+                    // Its start, if the waiter died before it recorded it;
+                    // by the run that began it, if one did: the window's
+                    // record, whether its process lives or not (a run
+                    // killed while it waited leaves the window free;
+                    // pending_entry checks the record is the drain's).
+                    let run = self
+                        .root
+                        .open_read(super::RUN_LOCK)
+                        .ok()
+                        .flatten()
+                        .and_then(|f| self.read_run(f).ok().flatten());
                     self.append_noticed(pending_entry(&lapse.record, run.as_ref()));
                     self.append_noticed(lapse_entry(&lapse.record, self.now()));
                 }

@@ -32,7 +32,6 @@ use std::time::SystemTime;
 use super::connect::Conn;
 use super::sql::{self, int, text};
 use super::{Inner, keys, runtime, schedules, window};
-use crate::backend::WindowState;
 use crate::backend::unrecorded::{
     abandoned_entry, lapse_entry, pending_entry, schedule_lapse_entry,
 };
@@ -157,9 +156,11 @@ impl Inner {
             match self.all_kept(conn, &ids).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    let run = match window::state_on(self, conn).await {
-                        Ok(WindowState::Waiting(r) | WindowState::Abandoned(r)) => Some(r),
-                        Ok(_) => None,
+                    // The run that began it, if one did: live, or killed
+                    // while it waited or ran (pending_entry checks it is
+                    // the drain's).
+                    let run = match window::current_run_on(self, conn).await {
+                        Ok(r) => r,
                         Err(e) => {
                             eprintln!("warning: cannot read the window of the lapsed drain: {e}");
                             None

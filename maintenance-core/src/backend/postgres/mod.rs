@@ -238,6 +238,18 @@ impl Inner {
             if *db.code() == tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS {
                 return self.target.error(connect::too_many_clients(db.message()));
             }
+            // The server ended the connection: shut down, restarted, or an
+            // administrator's `pg_terminate_backend`. Nothing about
+            // privileges; the server may take the command again.
+            if matches!(db.code().code(), "57P01" | "57P02" | "57P03") {
+                return self.target.unreachable(format!(
+                    "the server ended the connection: {} ({}); it was restarted or shut down, or \
+                     an administrator ended the connection: run the command again once the \
+                     server answers",
+                    db.message(),
+                    db.code().code()
+                ));
+            }
             return self.target.error(format!(
                 "{} ({}): check the database URL's user's privileges on schema {} (`offline doctor` checks them)",
                 db.message(),

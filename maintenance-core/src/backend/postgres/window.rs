@@ -141,14 +141,19 @@ pub(super) fn clear_abandoned_sql(inner: &Inner) -> String {
     )
 }
 
-/// The window's state read on `conn` (a writer's, holding the exclusive
-/// gate), for the history: a lapsed drain begun by an `offline run` is
-/// recorded as the run's.
-pub(super) async fn state_on(inner: &Inner, conn: &Conn) -> Result<WindowState> {
+/// The current run's record read on `conn` (a writer's, holding the
+/// exclusive gate), whether its process lives or not, for the history: a
+/// lapsed drain begun by an `offline run` is recorded as the run's, also
+/// when the run was killed while it waited (which leaves the window
+/// free).
+pub(super) async fn current_run_on(inner: &Inner, conn: &Conn) -> Result<Option<WindowRun>> {
     let rows = sql::run(&conn.client, &inner.window_sql())
         .await
         .map_err(|e| inner.pg_error(e))?;
-    Ok(Inner::window_of(&rows))
+    Ok(rows
+        .first()
+        .and_then(|r| r.first())
+        .and_then(|row| serde_json::from_str::<WindowRun>(text(row, 0)).ok()))
 }
 
 /// For the history (`history.rs`): the runs that died while their command

@@ -1,0 +1,500 @@
+//! Crash anywhere: an operation of the real binaries killed with SIGKILL
+//! after a seeded random delay drawn over its measured duration, then the
+//! checks every kill is followed by — the state parses, I1–I5 hold, no
+//! killed task counts, later runs do not trip over anything left behind,
+//! and the history holds only what the killed operation could have
+//! recorded (tests/tests/crash_anywhere.rs).
+//!
+//! The seed is `$MANAGE_CRASH_SEED` (else drawn from the clock) and every
+//! failure names it; `$MANAGE_CRASH_ITERATIONS` sets the kills per kind.
+
+use std::time::{Duration, Instant};
+
+use maintenance_core::Mode;
+use maintenance_core::history::{Cause, EventKind, HistoryEntry};
+
+use crate::cli_site::{CliSite, on_postgres_backend};
+use crate::process::{Outcome, Proc};
+use crate::wait::poll_until;
+
+/// The variable holding the seed of a run to replay.
+pub const ENV_CRASH_SEED: &str = "MANAGE_CRASH_SEED";
+
+/// The variable holding how many kills each kind makes (default
+/// [`DEFAULT_ITERATIONS`]).
+pub const ENV_CRASH_ITERATIONS: &str = "MANAGE_CRASH_ITERATIONS";
+
+/// The kills per kind of the normal suite: seven kinds, 210 kills per
+/// backend.
+pub const DEFAULT_ITERATIONS: u64 = 30;
+
+/// How many kills each kind makes: `$MANAGE_CRASH_ITERATIONS`, else
+/// [`DEFAULT_ITERATIONS`].
+pub fn crash_iterations() -> u64 {
+    match std::env::var(ENV_CRASH_ITERATIONS) {
+        Ok(n) if !n.is_empty() => n
+            .parse()
+            .unwrap_or_else(|_| panic!("${ENV_CRASH_ITERATIONS}={n:?} is not a count")),
+        _ => DEFAULT_ITERATIONS,
+    }
+}
+
+/// What is killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A tracked command, from its start to its end.
+    Task,
+    /// `offline on`.
+    Activate,
+    /// `offline off`.
+    Deactivate,
+    /// `offline run -- CMD`.
+    Run,
+    /// `offline on --at TIME`.
+    Schedule,
+    /// `offline on --read-only`, and `offline on` from READONLY.
+    ReadOnly,
+    /// A web layer touching and ending sessions.
+    SessionTouch,
+}
+
+impl Kind {
+    /// The modes the site may be in after the kill.
+    fn legal_modes(self) -> &'static [Mode] {
+        match self {
+            Kind::Task | Kind::SessionTouch => &[Mode::Online],
+            Kind::Activate | Kind::Deactivate => &[Mode::Online, Mode::Offline],
+            Kind::Run | Kind::Schedule | Kind::ReadOnly => {
+                &[Mode::Online, Mode::Offline, Mode::ReadOnly]
+            }
+        }
+    }
+
+    /// Whether the killed operation could have recorded `e`.
+    fn could_record(self, e: &HistoryEntry) -> bool {
+        use Mode::*;
+        let edge = (e.from, e.to);
+        let drain_lapsed = e.cause == Cause::Lapsed
+            && matches!(
+                edge,
+                (Pending, Online) | (ReadOnlyPending, Online) | (Pending, ReadOnly)
+            );
+        match (self, e.kind) {
+            (Kind::Task | Kind::SessionTouch, _) => false,
+            (Kind::Activate, EventKind::Mode) => {
+                drain_lapsed
+                    || (e.cause == Cause::On
+                        && matches!(edge, (Online, Pending) | (Pending, Offline)))
+            }
+            (Kind::Deactivate, EventKind::Mode) => {
+                e.cause == Cause::Off && edge == (Offline, Online)
+            }
+            (Kind::Run, EventKind::Mode) => {
+                drain_lapsed
+                    || (e.cause == Cause::Run
+                        && matches!(
+                            edge,
+                            (Online, Pending)
+                                | (Pending, Offline)
+                                | (Offline, Online)
+                                | (Online, ReadOnlyPending)
+                                | (ReadOnlyPending, ReadOnly)
+                                | (ReadOnly, Online)
+                                | (ReadOnly, Pending)
+                                | (Offline, ReadOnly)
+                        ))
+            }
+            (Kind::Run, EventKind::RunAbandoned) => e.cause == Cause::Abandoned,
+            (Kind::Schedule, EventKind::Mode) => {
+                drain_lapsed
+                    || (e.cause == Cause::Scheduled
+                        && matches!(
+                            edge,
+                            (Online, Pending)
+                                | (Pending, Offline)
+                                | (Online, ReadOnlyPending)
+                                | (ReadOnlyPending, ReadOnly)
+                        ))
+            }
+            (
+                Kind::Schedule,
+                EventKind::ScheduleSet | EventKind::ScheduleLapsed | EventKind::ScheduleDue,
+            ) => true,
+            (Kind::ReadOnly, EventKind::Mode) => {
+                drain_lapsed
+                    || (e.cause == Cause::On
+                        && matches!(
+                            edge,
+                            (Online, ReadOnlyPending)
+                                | (ReadOnlyPending, ReadOnly)
+                                | (ReadOnly, Pending)
+                                | (Pending, Offline)
+                        ))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A seeded generator (splitmix64): the delays of a run follow from its
+/// seed.
+#[derive(Debug, Clone)]
+pub struct CrashRng(u64);
+
+impl CrashRng {
+    /// The generator of one kind's kills: `$MANAGE_CRASH_SEED`, else a seed
+    /// from the clock, mixed with the kind. Prints the seed, so a failing
+    /// run says how to replay it.
+    pub fn for_kind(kind: Kind) -> (CrashRng, u64) {
+        let seed = match std::env::var(ENV_CRASH_SEED) {
+            Ok(s) if !s.is_empty() => s
+                .parse()
+                .unwrap_or_else(|_| panic!("${ENV_CRASH_SEED}={s:?} is not a number")),
+            _ => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1),
+        };
+        eprintln!("crash {kind:?}: seed {seed} (replay with {ENV_CRASH_SEED}={seed})");
+        (
+            CrashRng(seed ^ (kind as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            seed,
+        )
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `n` (0 for 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
+    }
+
+    /// A delay drawn evenly over `0..spread`.
+    pub fn delay(&mut self, spread: Duration) -> Duration {
+        Duration::from_micros(self.below(spread.as_micros() as u64))
+    }
+}
+
+/// How long `manage ARGS…` takes on a fresh site made by `site` (set up
+/// by `setup`), the median of three runs, each checked to succeed: the
+/// operation's measured duration, which its kills are drawn over.
+pub fn measure(site: impl Fn() -> CliSite, setup: impl Fn(&CliSite), args: &[&str]) -> Duration {
+    let mut times: Vec<Duration> = (0..3)
+        .map(|_| {
+            let site = site();
+            setup(&site);
+            let t = Instant::now();
+            let out: Outcome = site.run(args);
+            let took = t.elapsed();
+            assert!(
+                out.success(),
+                "`manage {}` measured fails: {out}",
+                args.join(" ")
+            );
+            took
+        })
+        .collect();
+    times.sort();
+    eprintln!("`manage {}` takes {:?}", args.join(" "), times[1]);
+    times[1]
+}
+
+/// Sleeps `delay`, then SIGKILLs `p` and reaps it.
+pub fn kill_after(p: &mut Proc, delay: Duration) {
+    std::thread::sleep(delay);
+    p.kill9();
+}
+
+/// What the checks after a kill know of it.
+#[derive(Debug)]
+pub struct Killed<'a> {
+    /// The kind of operation killed.
+    pub kind: Kind,
+    /// Its process.
+    pub pid: u32,
+    /// The history entries there were before it started.
+    pub seen: usize,
+    /// The ids of the tasks the test itself keeps live.
+    pub live: &'a [String],
+    /// Live sessions hold the site: the next `offline run` forces.
+    pub sessions: bool,
+    /// The iteration, its delay and the seed, for the failure messages.
+    pub what: String,
+}
+
+/// What the checks counted over a run.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Kills checked.
+    pub kills: u64,
+    /// Kills that left a change its process made but did not live to
+    /// record (documented: the instant between the write and the append).
+    pub unrecorded: u64,
+    /// Kills whose drain another process recorded as lapsed.
+    pub lapsed: u64,
+    /// Kills that met an open bug (see [`OPEN_SCHEDULED_LATE`] and
+    /// [`OPEN_RUN_ENTERED`]), checked as far as it allows.
+    pub open: u64,
+}
+
+/// Open bug: a scheduled window's process killed after its time came —
+/// its drain begun, the schedule ended as due — and before it recorded
+/// that drain has the drain recorded late as `offline on`'s (cause `on`,
+/// no schedule), not as the schedule's (cause `scheduled`).
+pub const OPEN_SCHEDULED_LATE: &str = "a killed scheduled drain is recorded late as `offline on`'s";
+
+/// Open bug: an `offline run` killed once its window's mode is written and
+/// before its command starts leaves the site in that mode with the window
+/// free (its record says the command never ran), so neither status nor the
+/// history says the run was abandoned.
+pub const OPEN_RUN_ENTERED: &str =
+    "a run killed between its window's mode and its command is not shown abandoned";
+
+impl Tally {
+    /// Prints the tally of `kind`.
+    pub fn report(&self, kind: Kind) {
+        eprintln!(
+            "crash {kind:?}: {} kills checked; {} drains recorded as lapsed; {} changes left \
+             unrecorded by a kill between the write and the append; {} met an open bug",
+            self.kills, self.lapsed, self.unrecorded, self.open
+        );
+    }
+}
+
+/// `offline status --json` of `site`, checked to exit 0 without a word on
+/// stderr and to parse.
+fn status(site: &CliSite, what: &str) -> serde_json::Value {
+    let out = site.run(&["offline", "status", "--json"]);
+    assert!(
+        out.code() == Some(0) && out.stderr.is_empty(),
+        "{what}: status --json after the kill: {out}"
+    );
+    serde_json::from_str(&out.stdout.join("\n"))
+        .unwrap_or_else(|e| panic!("{what}: status --json is not JSON ({e}): {out}"))
+}
+
+fn mode_of(status: &serde_json::Value) -> Mode {
+    serde_json::from_value(status["mode"].clone())
+        .unwrap_or_else(|e| panic!("not a mode ({e}): {status}"))
+}
+
+/// Whether status still shows something of the killed process that its
+/// backend lets go of only once it notices the death (PostgreSQL: when
+/// the server sees the connection end, a moment after the kill).
+fn still_held(status: &serde_json::Value, killed: &Killed<'_>) -> bool {
+    let draining = matches!(mode_of(status), Mode::Pending | Mode::ReadOnlyPending);
+    let tasks = status["tasks"].as_array().map_or(0, Vec::len) > killed.live.len();
+    let window = !status["window"].is_null() && status["window"]["state"] != "abandoned";
+    draining || tasks || !status["schedule"].is_null() || window
+}
+
+/// Every check after a kill; the history and the later runs through the
+/// public CLI. Adds to `tally`.
+pub fn check_after_kill(site: &CliSite, killed: &Killed<'_>, tally: &mut Tally) {
+    let what = killed.what.as_str();
+    tally.kills += 1;
+    // The state parses, and once the backend has noticed the death (at
+    // once on files, where a lock goes with its process), the killed
+    // process holds nothing: no drain, task, schedule or window of its
+    // own reads as live.
+    let st = if on_postgres_backend() {
+        poll_until("the killed process let go on the server", || {
+            let st = status(site, what);
+            (!still_held(&st, killed)).then_some(st)
+        })
+    } else {
+        status(site, what)
+    };
+    assert!(
+        !still_held(&st, killed),
+        "{what}: the killed process still holds: {st}"
+    );
+    let mode = mode_of(&st);
+    assert!(
+        killed.kind.legal_modes().contains(&mode),
+        "{what}: {mode} is not a mode this kill could leave: {st}"
+    );
+    let tasks = st["tasks"].as_array().cloned().unwrap_or_default();
+    for t in &tasks {
+        let id = t["id"].as_str().unwrap_or_default();
+        assert!(
+            killed.live.iter().any(|l| l == id),
+            "{what}: a task the test does not hold is live: {t}"
+        );
+    }
+    // A PENDING without a live waiter reads as lapsed, saying so.
+    let history = site.history(100_000);
+    let new = &history[killed.seen.min(history.len())..];
+    if !st["lapsed"].is_null() {
+        tally.lapsed += 1;
+    }
+    // I1: OFFLINE only with no task started ONLINE live, unless forced.
+    let last_mode = new.iter().rev().find(|e| e.kind == EventKind::Mode);
+    if mode == Mode::Offline && !last_mode.is_some_and(|e| e.forced) {
+        for t in &tasks {
+            assert_ne!(
+                t["started_in"], "ONLINE",
+                "{what}: I1: OFFLINE with a task started ONLINE live: {st}"
+            );
+        }
+    }
+    check_history(site, killed, new, &st, tally);
+    check_later_runs(site, killed);
+}
+
+/// The history after the kill holds only what the killed operation could
+/// have recorded, every drain it began ended (by itself, or as lapsed by
+/// whoever noticed), every run it left OFFLINE recorded as abandoned, and
+/// its last change is the mode status shows — but for a change made in the
+/// instant between the write and the append, which stays unrecorded (the
+/// record then names the killed process).
+fn check_history(
+    site: &CliSite,
+    killed: &Killed<'_>,
+    new: &[HistoryEntry],
+    st: &serde_json::Value,
+    tally: &mut Tally,
+) {
+    let what = killed.what.as_str();
+    for e in new {
+        if killed.kind == Kind::Schedule
+            && e.cause == Cause::On
+            && e.noticed_by.is_some()
+            && e.pid == killed.pid
+            && matches!(e.to, Mode::Pending | Mode::ReadOnlyPending)
+        {
+            eprintln!("{what}: open bug: {OPEN_SCHEDULED_LATE}: {e:?}");
+            tally.open += 1;
+            continue;
+        }
+        assert!(
+            killed.kind.could_record(e),
+            "{what}: an entry the killed {:?} could not have recorded: {e:?}\nall: {new:#?}",
+            killed.kind
+        );
+    }
+    let record = site.mode().record;
+    let written_by_killed = record.pid == killed.pid;
+    let mode = mode_of(st);
+    let modes: Vec<&HistoryEntry> = new.iter().filter(|e| e.kind == EventKind::Mode).collect();
+    let shown = modes.last().map(|e| e.to);
+    if let Some(to) = shown
+        && to != mode
+    {
+        assert!(
+            written_by_killed,
+            "{what}: the history ends in {to} but the site is {mode}, a record not by the killed \
+             process: {record:?}\n{new:#?}"
+        );
+        tally.unrecorded += 1;
+        return;
+    }
+    for (i, e) in modes.iter().enumerate() {
+        if matches!(e.to, Mode::Pending | Mode::ReadOnlyPending) {
+            assert!(
+                modes[i + 1..].iter().any(|l| l.from == e.to),
+                "{what}: a drain begun and never ended in the history: {e:?}\n{new:#?}"
+            );
+        }
+    }
+    // A run killed inside its window (OFFLINE, or READONLY for a
+    // read-only one) leaves it so, recorded as abandoned.
+    if killed.kind == Kind::Run
+        && let Some(last) = modes.last()
+        && last.cause == Cause::Run
+        && matches!(
+            (last.from, last.to),
+            (Mode::Pending, Mode::Offline) | (Mode::ReadOnlyPending, Mode::ReadOnly)
+        )
+    {
+        if st["window"].is_null() && record.pid == killed.pid {
+            eprintln!("{what}: open bug: {OPEN_RUN_ENTERED}: {st}");
+            tally.open += 1;
+            return;
+        }
+        assert!(
+            new.iter().any(|e| e.kind == EventKind::RunAbandoned),
+            "{what}: a killed run left the site OFFLINE with no `run abandoned`: {st}\n{new:#?}"
+        );
+        assert_eq!(st["window"]["state"], "abandoned", "{what}: {st}");
+    }
+    if killed.kind == Kind::Schedule && new.iter().any(|e| e.kind == EventKind::ScheduleSet) {
+        assert!(
+            new.iter().any(|e| matches!(
+                e.kind,
+                EventKind::ScheduleLapsed | EventKind::ScheduleDue
+            ) || e.cause == Cause::Scheduled),
+            "{what}: a schedule set and never lapsed or due: {new:#?}"
+        );
+    }
+    if shown.is_none() && new.iter().all(|e| e.kind != EventKind::RunAbandoned) {
+        // Nothing recorded: nothing changed, or a change left unrecorded.
+        if written_by_killed && record.mode != Mode::Pending {
+            tally.unrecorded += 1;
+        }
+    }
+}
+
+/// Nothing is left that later runs trip over: `off`, a task start, an
+/// `offline run` and `on --force` all succeed, each landing where it
+/// should (and, after sessions were touched, `offline list` reads them
+/// without a warning).
+fn check_later_runs(site: &CliSite, killed: &Killed<'_>) {
+    let what = killed.what.as_str();
+    let ok = |args: &[&str], mode: Mode| {
+        let out = site.run(args);
+        assert!(
+            out.code() == Some(0),
+            "{what}: `manage {}` after the kill: {out}",
+            args.join(" ")
+        );
+        let now = site.mode().mode;
+        assert_eq!(
+            now,
+            mode,
+            "{what}: after `manage {}`: {out}",
+            args.join(" ")
+        );
+    };
+    if killed.sessions {
+        let list = site.run(&["offline", "list", "--json"]);
+        assert!(
+            list.code() == Some(0) && list.stderr.is_empty(),
+            "{what}: offline list --json after the kill: {list}"
+        );
+    }
+    ok(&["offline", "off"], Mode::Online);
+    ok(&["sleeper-many", "--secs", "0"], Mode::Online);
+    // Live sessions, or the test's own task, would hold a plain run off.
+    let run: &[&str] = if killed.sessions || !killed.live.is_empty() {
+        &[
+            "offline",
+            "run",
+            "--force",
+            "--",
+            "sleeper-many",
+            "--secs",
+            "0",
+        ]
+    } else {
+        &[
+            "offline",
+            "run",
+            "--timeout",
+            "60",
+            "--",
+            "sleeper-many",
+            "--secs",
+            "0",
+        ]
+    };
+    ok(run, Mode::Online);
+    ok(&["offline", "on", "--force"], Mode::Offline);
+}
