@@ -527,17 +527,32 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     if t.starts_with('-') {
         return Err(format!("{text:?} {NEGATIVE}"));
     }
-    humantime::parse_duration(t).map_err(|e| match e {
+    let parsed = humantime::parse_duration(t).map_err(|e| match e {
         humantime::DurationError::NumberOverflow => format!("{text:?} {TOO_LARGE}"),
         e => format!(
             "{text:?} is not a duration ({e}); write seconds (900, 0.25) or units (\"15m\", \
              \"1h30m\", \"250ms\")"
         ),
-    })
+    })?;
+    bounded(parsed).map_err(|e| format!("{text:?} {e}"))
 }
 
 const NEGATIVE: &str = "cannot be negative: give a duration of 0 or more";
-const TOO_LARGE: &str = "is too large for a duration: give at most about 500 billion years";
+const TOO_LARGE: &str = "is too large for a duration: give at most 100 years (3153600000)";
+
+/// The longest duration taken, in the file and on the command line: 100
+/// years. Longer is refused as it is read: so far off means "never", and
+/// what the code does with a duration — twice `refresh_interval` for the
+/// settle time, a deadline on a clock — would overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `d`, or why it is too long.
+fn bounded(d: Duration) -> Result<Duration, &'static str> {
+    if d > MAX_DURATION {
+        return Err(TOO_LARGE);
+    }
+    Ok(d)
+}
 
 /// A number of seconds as a duration, or why it is none.
 fn seconds(secs: f64) -> Result<Duration, &'static str> {
@@ -547,7 +562,9 @@ fn seconds(secs: f64) -> Result<Duration, &'static str> {
     if secs < 0.0 {
         return Err(NEGATIVE);
     }
-    Duration::try_from_secs_f64(secs).map_err(|_| TOO_LARGE)
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| TOO_LARGE)
+        .and_then(bounded)
 }
 
 /// A duration in `manage.toml`: a number of seconds (`900`, `0.25`) or a
@@ -562,7 +579,8 @@ fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
     }
     let raw = Raw::deserialize(d)?;
     let dur = match raw {
-        Raw::Int(s) => Duration::from_secs(s),
+        Raw::Int(s) => bounded(Duration::from_secs(s))
+            .map_err(|e| serde::de::Error::custom(format!("{s} {e}")))?,
         Raw::Float(s) => seconds(s).map_err(|e| serde::de::Error::custom(format!("{s} {e}")))?,
         Raw::Text(t) => parse_seconds(&t).map_err(serde::de::Error::custom)?,
     };
@@ -1037,6 +1055,46 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("\"soon\" is not a duration"), "{msg}");
+    }
+
+    /// Fuzzing (`fuzz/`, target `config`): a duration too long to double
+    /// panicked in `load_from` (`refresh_interval * 2`, the settle time).
+    /// Every duration past `MAX_DURATION` is refused as it is read, naming
+    /// the key, in each form the file takes.
+    #[test]
+    fn a_duration_too_long_to_double_is_refused_naming_its_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (input, key) in [
+            ("refresh_interval = 1e19\n", "refresh_interval"),
+            (
+                "refresh_interval = 9223372036854775807\n",
+                "refresh_interval",
+            ),
+            (
+                "refresh_interval = \"18446744073709551615s\"\n",
+                "refresh_interval",
+            ),
+            ("max_stale = 1e19\nrefresh_interval = 1e19\n", "max_stale"),
+            ("session_timeout = \"101 years\"\n", "session_timeout"),
+        ] {
+            let path = write(
+                tmp.path(),
+                "manage.toml",
+                &format!("state_dir = \"s\"\n{input}"),
+            );
+            let err = Config::load_from(tmp.path(), &env_of(&[]), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&path.display().to_string()), "{input}: {err}");
+            assert!(err.contains(key), "{input}: {err}");
+            assert!(err.contains("too large"), "{input}: {err}");
+        }
+        assert_eq!(parse_seconds("3153600000"), Ok(MAX_DURATION));
+        assert!(
+            parse_seconds("3153600001")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     /// A flag takes every form the file takes, and says what is wrong

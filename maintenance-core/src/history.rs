@@ -428,6 +428,34 @@ pub struct HistoryRead {
 mod tests {
     use super::*;
 
+    /// Fuzzing (`fuzz/`, target `records`, the input kept in
+    /// `tests/fuzz-regressions/`): a waited time of 1.18e20 s was written
+    /// back as a float that read as its neighbour, one unit in the last
+    /// place off (serde_json's fast float parser rounds some numbers
+    /// wrongly without its `float_roundtrip` feature). Every entry of the
+    /// input reads back exactly as written.
+    #[test]
+    fn an_entry_written_back_reads_back_exactly() {
+        let input = include_bytes!("../tests/fuzz-regressions/records-history-float");
+        let mut read = 0;
+        for line in input[1..].split(|b| *b == b'\n') {
+            let Ok(entry) = serde_json::from_slice::<HistoryEntry>(line) else {
+                continue;
+            };
+            let json = serde_json::to_string(&entry).unwrap();
+            assert_eq!(
+                serde_json::from_str::<HistoryEntry>(&json).unwrap(),
+                entry,
+                "{json}"
+            );
+            read += 1;
+        }
+        assert!(read >= 2, "the input's entries parse");
+        let f = 1.1844674407370955e20_f64;
+        let back: f64 = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
+        assert_eq!(back.to_bits(), f.to_bits());
+    }
+
     #[test]
     fn an_entry_serialises_with_the_documented_names_and_reads_back() {
         let mut e = HistoryEntry::new(

@@ -45,6 +45,8 @@ mod keeper;
 mod list;
 mod registry;
 mod resolve;
+#[doc(hidden)]
+pub use resolve::expand_aliases_for_fuzzing;
 mod runtime;
 mod scan;
 mod signals;

@@ -110,6 +110,8 @@ pub use self::options::{
     Predicate, RequestHead, SessionValidator, TurnAway, WithoutState, parse_cidr,
 };
 use self::readonly::WriteGuard;
+#[doc(hidden)]
+pub use self::response::cookie_for_fuzzing;
 pub use self::snapshot::Snapshot;
 use self::state::{Job, Shared};
 use self::vouch::Then;

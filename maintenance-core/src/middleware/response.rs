@@ -252,6 +252,17 @@ fn cookie_in<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     }
 }
 
+/// The layer's `Cookie` parsing, for the fuzz targets (`fuzz/`): the value
+/// of cookie `name` in `headers` as the bypass cookie is read, and the
+/// session id as the layer would record it. Not part of the API.
+#[doc(hidden)]
+pub fn cookie_for_fuzzing<'a>(
+    headers: &'a http::HeaderMap,
+    name: &str,
+) -> (Option<&'a [u8]>, Option<&'a [u8]>) {
+    (cookie_bytes(headers, name), session_cookie(headers, name))
+}
+
 /// The bytes a session id may hold: ASCII letters, digits, `-` and `_`.
 const SESSION_ID_BYTES: [bool; 256] = {
     let mut table = [false; 256];

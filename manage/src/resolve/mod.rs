@@ -330,6 +330,21 @@ pub(crate) fn resolve_words(
     )
 }
 
+/// Alias expansion for the fuzz targets (`fuzz/`): `words` resolved as
+/// `ctx.call` resolves them with `config`'s aliases — the expanded line and
+/// the aliases met on the way, or the error's message. Not part of the API.
+#[doc(hidden)]
+pub fn expand_aliases_for_fuzzing(
+    words: &[String],
+    config: &Config,
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let mut warnings = Vec::new();
+    match resolve_words(words, Some(config), &mut warnings) {
+        Ok(r) => Ok((r.words(), r.aliases)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// An alias `--list`, `--help` and completions show: one no command
 /// shadows, with its words and where it leads.
 pub(crate) struct ListedAlias<'c> {
