@@ -7,11 +7,14 @@
 //! for as long as its task runs).
 //!
 //! **Values and the bound they give.** Server side `tcp_keepalives_idle=14`,
-//! `tcp_keepalives_interval=2`, `tcp_keepalives_count=3`: the server ends a
-//! silently partitioned holder's connection, and frees its locks, no sooner
-//! than 14 + 3 × 2 = 20 s ([`KEEPALIVE_BOUND`], B) after the last packet it
-//! received (later when it has unacknowledged data: then its
-//! retransmissions decide). A live task checks its lock's connection every
+//! `tcp_keepalives_interval=2`, `tcp_keepalives_count=3` and
+//! `tcp_user_timeout=20s`: the server ends a silently partitioned holder's
+//! connection, and frees its locks, no sooner than 14 + 3 × 2 = 20 s
+//! ([`KEEPALIVE_BOUND`], B) after the last packet it received — and, when
+//! the cut caught it with data unacknowledged (an answer to the task's own
+//! check), 20 s after that data, instead of after the kernel's
+//! retransmissions (about 15 minutes: keepalives are not sent while data is
+//! outstanding). A live task checks its lock's connection every
 //! [`HOLD_BEAT`] (so the last packet is at most that old when a cut
 //! begins) and sees a silent cut within [`HOLD_DETECT`] (D); it then tries
 //! to enter again for [`REENTER`] (for [`REENTER_ENDED`] from a connection
@@ -57,14 +60,16 @@ pub(super) const KEEPALIVE_COUNT: u32 = 3;
 /// How long sent data may stay unacknowledged.
 pub(super) const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The server-side settings every connection asks for at startup: its
-/// keepalives give [`KEEPALIVE_BOUND`].
+/// keepalives and `tcp_user_timeout` give [`KEEPALIVE_BOUND`] (the
+/// timeout in milliseconds, 20,000 = B).
 const SERVER_OPTIONS: &str = "-c tcp_keepalives_idle=14 -c tcp_keepalives_interval=2 \
-     -c tcp_keepalives_count=3 -c idle_session_timeout=0 \
+     -c tcp_keepalives_count=3 -c tcp_user_timeout=20000 -c idle_session_timeout=0 \
      -c idle_in_transaction_session_timeout=0 -c standard_conforming_strings=on";
 
 /// B: the server frees a silently cut-off connection's locks no sooner than
 /// this after the last packet it received from it (`SERVER_OPTIONS`:
-/// idle 14 s + 3 probes × 2 s).
+/// idle 14 s + 3 probes × 2 s, and `tcp_user_timeout` the same 20 s for
+/// data it sent that was never acknowledged).
 pub(super) const KEEPALIVE_BOUND: Duration = Duration::from_secs(14 + 3 * 2);
 /// How often a live task checks its lock's connection: one round trip.
 pub(super) const HOLD_BEAT: Duration = Duration::from_secs(1);
