@@ -359,16 +359,12 @@ fn run(
             // keeps its own time).
             pushed = false;
             if let Some(b) = &backend {
-                refresh(&shared, b.as_ref(), &mut outage);
-                writer.flush_unwritten(&shared, b.as_ref(), &outage);
-                publisher.after_refresh(
-                    &shared.in_flight,
-                    shared
-                        .sessions
-                        .snapshot()
-                        .is_some_and(|s| s.mode == Mode::ReadOnlyPending),
+                refresh_and_publish(
+                    &shared,
                     b.as_ref(),
-                    &|line| shared.log(line),
+                    &mut outage,
+                    &mut writer,
+                    &mut publisher,
                 );
             }
         }
@@ -376,16 +372,12 @@ fn run(
             pushed = false;
             shared.local.recheck(&shared.sessions, &|l| shared.log(l));
             if let Some(b) = &backend {
-                refresh(&shared, b.as_ref(), &mut outage);
-                writer.flush_unwritten(&shared, b.as_ref(), &outage);
-                publisher.after_refresh(
-                    &shared.in_flight,
-                    shared
-                        .sessions
-                        .snapshot()
-                        .is_some_and(|s| s.mode == Mode::ReadOnlyPending),
+                refresh_and_publish(
+                    &shared,
                     b.as_ref(),
-                    &|line| shared.log(line),
+                    &mut outage,
+                    &mut writer,
+                    &mut publisher,
                 );
                 writer.next_interval(b.as_ref());
             }
@@ -658,6 +650,29 @@ impl Writer {
             self.overflow_live = false;
         }
     }
+}
+
+/// A refresh, pushed or periodic: the mode read into the snapshot, the
+/// sessions an outage left unwritten written, and the writes in flight
+/// published while a read-only drain waits for them.
+fn refresh_and_publish(
+    shared: &Shared,
+    backend: &dyn Backend,
+    outage: &mut Outage,
+    writer: &mut Writer,
+    publisher: &mut Publisher,
+) {
+    refresh(shared, backend, outage);
+    writer.flush_unwritten(shared, backend, outage);
+    publisher.after_refresh(
+        &shared.in_flight,
+        shared
+            .sessions
+            .snapshot()
+            .is_some_and(|s| s.mode == Mode::ReadOnlyPending),
+        backend,
+        &|line| shared.log(line),
+    );
 }
 
 /// Reads the mode into the snapshot; keeps the last one (and says so once
