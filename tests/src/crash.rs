@@ -6,12 +6,15 @@
 //! recorded (tests/tests/crash_anywhere.rs).
 //!
 //! The seed is `$MANAGE_CRASH_SEED` (else drawn from the clock) and every
-//! failure names it; `$MANAGE_CRASH_ITERATIONS` sets the kills per kind.
+//! failure names it and its kill (`$MANAGE_CRASH_KILL` replays that one
+//! alone); `$MANAGE_CRASH_ITERATIONS` sets the kills per kind, and
+//! `$MANAGE_CRASH_JOBS` how many run at once, each on a site of its own.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use maintenance_core::Mode;
 use maintenance_core::history::{Cause, EventKind, HistoryEntry};
+use maintenance_core::{Backend, Mode};
 
 use crate::cli_site::{CliSite, on_postgres_backend};
 use crate::process::{Outcome, Proc};
@@ -24,19 +27,132 @@ pub const ENV_CRASH_SEED: &str = "MANAGE_CRASH_SEED";
 /// [`DEFAULT_ITERATIONS`]).
 pub const ENV_CRASH_ITERATIONS: &str = "MANAGE_CRASH_ITERATIONS";
 
+/// The variable holding how many kills of a kind run at once, each on a
+/// site of its own (default 1).
+pub const ENV_CRASH_JOBS: &str = "MANAGE_CRASH_JOBS";
+
+/// The variable naming the one kill to replay (with the run's seed, in
+/// `$MANAGE_CRASH_SEED`): its number, as a failure names it.
+pub const ENV_CRASH_KILL: &str = "MANAGE_CRASH_KILL";
+
 /// The kills per kind of the normal suite: seven kinds, 210 kills per
 /// backend.
 pub const DEFAULT_ITERATIONS: u64 = 30;
 
+/// A count from the variable `name`, else `default`.
+fn count_from_env(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(n) if !n.is_empty() => n
+            .parse()
+            .unwrap_or_else(|_| panic!("${name}={n:?} is not a count")),
+        _ => default,
+    }
+}
+
 /// How many kills each kind makes: `$MANAGE_CRASH_ITERATIONS`, else
 /// [`DEFAULT_ITERATIONS`].
 pub fn crash_iterations() -> u64 {
-    match std::env::var(ENV_CRASH_ITERATIONS) {
-        Ok(n) if !n.is_empty() => n
+    count_from_env(ENV_CRASH_ITERATIONS, DEFAULT_ITERATIONS)
+}
+
+/// How many kills of a kind run at once: `$MANAGE_CRASH_JOBS`, else 1.
+pub fn crash_jobs() -> usize {
+    count_from_env(ENV_CRASH_JOBS, 1).max(1) as usize
+}
+
+/// The seed of a run: `$MANAGE_CRASH_SEED`, else one from the clock.
+/// Prints it with `kind`, so a failing run says how to replay it.
+pub fn crash_seed(kind: Kind) -> u64 {
+    let seed = match std::env::var(ENV_CRASH_SEED) {
+        Ok(s) if !s.is_empty() => s
             .parse()
-            .unwrap_or_else(|_| panic!("${ENV_CRASH_ITERATIONS}={n:?} is not a count")),
-        _ => DEFAULT_ITERATIONS,
-    }
+            .unwrap_or_else(|_| panic!("${ENV_CRASH_SEED}={s:?} is not a number")),
+        _ => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1),
+    };
+    eprintln!(
+        "crash {kind:?}: seed {seed} (replay with {ENV_CRASH_SEED}={seed}), {} kills, {} at once",
+        crash_iterations(),
+        crash_jobs()
+    );
+    seed
+}
+
+/// One kill to make: its number, what it draws its delays from, and the
+/// words naming it (and how to replay it) in a failure.
+#[derive(Debug)]
+pub struct Kill {
+    /// Its number among the kind's kills (which variant it runs).
+    pub i: u64,
+    /// Its delays.
+    pub rng: CrashRng,
+    /// `Run iteration 7 (seed S; replay it alone with …)`.
+    pub name: String,
+}
+
+/// Makes `$MANAGE_CRASH_ITERATIONS` kills of `kind` (only kill
+/// `$MANAGE_CRASH_KILL` when set), `$MANAGE_CRASH_JOBS` at a time, each
+/// through `body`, which makes its own site, kills and checks, adding to
+/// the tally it is given; returns the sum of the tallies. Kill `i`'s delays
+/// follow from the seed and `i` alone, so a failure replays by itself
+/// whatever ran beside it. The first failure stops the others from
+/// starting new kills, and is the test's failure.
+pub fn for_each_kill(kind: Kind, body: impl Fn(Kill, &mut Tally) + Sync) -> Tally {
+    let seed = crash_seed(kind);
+    let (first, end) = match std::env::var(ENV_CRASH_KILL) {
+        Ok(k) if !k.is_empty() => {
+            let k: u64 = k
+                .parse()
+                .unwrap_or_else(|_| panic!("${ENV_CRASH_KILL}={k:?} is not a kill's number"));
+            (k, k + 1)
+        }
+        _ => (0, crash_iterations()),
+    };
+    let next = AtomicU64::new(first);
+    let failed = AtomicBool::new(false);
+    let worker = || {
+        let mut tally = Tally::default();
+        while !failed.load(Ordering::SeqCst) {
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            if i >= end {
+                break;
+            }
+            let kill = Kill {
+                i,
+                rng: CrashRng::for_kill(seed, kind, i),
+                name: format!(
+                    "{kind:?} iteration {i} (seed {seed}; replay it alone with \
+                     {ENV_CRASH_SEED}={seed} {ENV_CRASH_KILL}={i})"
+                ),
+            };
+            let run =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(kill, &mut tally)));
+            if let Err(panic) = run {
+                failed.store(true, Ordering::SeqCst);
+                std::panic::resume_unwind(panic);
+            }
+        }
+        tally
+    };
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..crash_jobs()).map(|_| scope.spawn(worker)).collect();
+        let mut total = Tally::default();
+        let mut panic = None;
+        for w in workers {
+            match w.join() {
+                Ok(t) => total.add(&t),
+                Err(p) => {
+                    panic.get_or_insert(p);
+                }
+            }
+        }
+        if let Some(p) = panic {
+            std::panic::resume_unwind(p);
+        }
+        total
+    })
 }
 
 /// What is killed.
@@ -142,24 +258,12 @@ impl Kind {
 pub struct CrashRng(u64);
 
 impl CrashRng {
-    /// The generator of one kind's kills: `$MANAGE_CRASH_SEED`, else a seed
-    /// from the clock, mixed with the kind. Prints the seed, so a failing
-    /// run says how to replay it.
-    pub fn for_kind(kind: Kind) -> (CrashRng, u64) {
-        let seed = match std::env::var(ENV_CRASH_SEED) {
-            Ok(s) if !s.is_empty() => s
-                .parse()
-                .unwrap_or_else(|_| panic!("${ENV_CRASH_SEED}={s:?} is not a number")),
-            _ => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1),
-        };
-        eprintln!("crash {kind:?}: seed {seed} (replay with {ENV_CRASH_SEED}={seed})");
-        (
-            CrashRng(seed ^ (kind as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-            seed,
-        )
+    /// The generator of kill `i` of `kind` in the run of `seed`: the same
+    /// delays whatever ran before or beside it.
+    pub fn for_kill(seed: u64, kind: Kind, i: u64) -> CrashRng {
+        let mut mix = CrashRng(seed ^ (kind as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let base = mix.next_u64();
+        CrashRng(base ^ i.wrapping_mul(0xd1b5_4a32_d192_ed03))
     }
 
     /// The next number.
@@ -183,27 +287,46 @@ impl CrashRng {
 }
 
 /// How long `manage ARGS…` takes on a fresh site made by `site` (set up
-/// by `setup`), the median of three runs, each checked to succeed: the
-/// operation's measured duration, which its kills are drawn over.
-pub fn measure(site: impl Fn() -> CliSite, setup: impl Fn(&CliSite), args: &[&str]) -> Duration {
+/// by `setup`), checked to succeed: the operation's measured duration,
+/// which its kills are drawn over ([`measure_by`]).
+pub fn measure(
+    site: impl Fn() -> CliSite + Sync,
+    setup: impl Fn(&CliSite) + Sync,
+    args: &[&str],
+) -> Duration {
+    let took = measure_by(|| {
+        let site = site();
+        setup(&site);
+        let t = Instant::now();
+        let out: Outcome = site.run(args);
+        let took = t.elapsed();
+        assert!(
+            out.success(),
+            "`manage {}` measured fails: {out}",
+            args.join(" ")
+        );
+        took
+    });
+    eprintln!("`manage {}` takes {took:?}", args.join(" "));
+    took
+}
+
+/// The median of three rounds of `once` (which times one run), each round
+/// `$MANAGE_CRASH_JOBS` runs at once: the duration under the load the
+/// kills will run in, so their delays spread over the whole operation.
+pub fn measure_by(once: impl Fn() -> Duration + Sync) -> Duration {
     let mut times: Vec<Duration> = (0..3)
-        .map(|_| {
-            let site = site();
-            setup(&site);
-            let t = Instant::now();
-            let out: Outcome = site.run(args);
-            let took = t.elapsed();
-            assert!(
-                out.success(),
-                "`manage {}` measured fails: {out}",
-                args.join(" ")
-            );
-            took
+        .flat_map(|_| {
+            std::thread::scope(|scope| {
+                let runs: Vec<_> = (0..crash_jobs()).map(|_| scope.spawn(&once)).collect();
+                runs.into_iter()
+                    .map(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect::<Vec<_>>()
+            })
         })
         .collect();
     times.sort();
-    eprintln!("`manage {}` takes {:?}", args.join(" "), times[1]);
-    times[1]
+    times[times.len() / 2]
 }
 
 /// Sleeps `delay`, then SIGKILLs `p` and reaps it.
@@ -242,6 +365,9 @@ pub struct Tally {
     /// Kills that met an open bug (see [`OPEN_SCHEDULED_LATE`] and
     /// [`OPEN_RUN_ENTERED`]), checked as far as it allows.
     pub open: u64,
+    /// Where the time went: each step's name and total.
+    pub steps: Vec<(&'static str, Duration)>,
+    lap: Option<Instant>,
 }
 
 /// Open bug: a scheduled window's process killed after its time came —
@@ -258,6 +384,36 @@ pub const OPEN_RUN_ENTERED: &str =
     "a run killed between its window's mode and its command is not shown abandoned";
 
 impl Tally {
+    /// Adds `other`'s counts and times to these.
+    pub fn add(&mut self, other: &Tally) {
+        self.kills += other.kills;
+        self.unrecorded += other.unrecorded;
+        self.lapsed += other.lapsed;
+        self.open += other.open;
+        for (step, took) in &other.steps {
+            match self.steps.iter_mut().find(|(s, _)| s == step) {
+                Some((_, total)) => *total += *took,
+                None => self.steps.push((step, *took)),
+            }
+        }
+    }
+
+    /// Starts timing the steps of one kill.
+    pub fn start_lap(&mut self) {
+        self.lap = Some(Instant::now());
+    }
+
+    /// Adds the time since the last step to `step`'s total.
+    pub fn lap(&mut self, step: &'static str) {
+        let now = Instant::now();
+        let took = self.lap.map_or(Duration::ZERO, |t| now - t);
+        self.lap = Some(now);
+        match self.steps.iter_mut().find(|(s, _)| *s == step) {
+            Some((_, total)) => *total += took,
+            None => self.steps.push((step, took)),
+        }
+    }
+
     /// Prints the tally of `kind`.
     pub fn report(&self, kind: Kind) {
         eprintln!(
@@ -265,6 +421,13 @@ impl Tally {
              unrecorded by a kill between the write and the append; {} met an open bug",
             self.kills, self.lapsed, self.unrecorded, self.open
         );
+        let per = |d: Duration| d / self.kills.max(1) as u32;
+        let steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|(s, d)| format!("{s} {:?}", per(*d)))
+            .collect();
+        eprintln!("crash {kind:?}: a kill's time: {}", steps.join(", "));
     }
 }
 
@@ -312,6 +475,7 @@ pub fn check_after_kill(site: &CliSite, killed: &Killed<'_>, tally: &mut Tally) 
     } else {
         status(site, what)
     };
+    tally.lap("status until let go");
     assert!(
         !still_held(&st, killed),
         "{what}: the killed process still holds: {st}"
@@ -331,6 +495,7 @@ pub fn check_after_kill(site: &CliSite, killed: &Killed<'_>, tally: &mut Tally) 
     }
     // A PENDING without a live waiter reads as lapsed, saying so.
     let history = site.history(100_000);
+    tally.lap("history read");
     let new = &history[killed.seen.min(history.len())..];
     if !st["lapsed"].is_null() {
         tally.lapsed += 1;
@@ -345,8 +510,14 @@ pub fn check_after_kill(site: &CliSite, killed: &Killed<'_>, tally: &mut Tally) 
             );
         }
     }
-    check_history(site, killed, new, &st, tally);
-    check_later_runs(site, killed);
+    // One connection to the state for the checks' own reads, not one
+    // each (on PostgreSQL an open is a connection and its password
+    // exchange).
+    let backend = site.backend();
+    tally.lap("open the state");
+    check_history(&*backend, killed, new, &st, tally);
+    tally.lap("history checks");
+    check_later_runs(site, &*backend, killed, tally);
 }
 
 /// The history after the kill holds only what the killed operation could
@@ -356,7 +527,7 @@ pub fn check_after_kill(site: &CliSite, killed: &Killed<'_>, tally: &mut Tally) 
 /// instant between the write and the append, which stays unrecorded (the
 /// record then names the killed process).
 fn check_history(
-    site: &CliSite,
+    backend: &dyn Backend,
     killed: &Killed<'_>,
     new: &[HistoryEntry],
     st: &serde_json::Value,
@@ -380,7 +551,7 @@ fn check_history(
             killed.kind
         );
     }
-    let record = site.mode().record;
+    let record = backend.mode().expect("read the mode").record;
     let written_by_killed = record.pid == killed.pid;
     let mode = mode_of(st);
     let modes: Vec<&HistoryEntry> = new.iter().filter(|e| e.kind == EventKind::Mode).collect();
@@ -446,16 +617,18 @@ fn check_history(
 /// `offline run` and `on --force` all succeed, each landing where it
 /// should (and, after sessions were touched, `offline list` reads them
 /// without a warning).
-fn check_later_runs(site: &CliSite, killed: &Killed<'_>) {
+fn check_later_runs(site: &CliSite, backend: &dyn Backend, killed: &Killed<'_>, tally: &mut Tally) {
     let what = killed.what.as_str();
-    let ok = |args: &[&str], mode: Mode| {
+    let ok = |tally: &mut Tally, step: &'static str, args: &[&str], mode: Mode| {
         let out = site.run(args);
+        tally.lap(step);
         assert!(
             out.code() == Some(0),
             "{what}: `manage {}` after the kill: {out}",
             args.join(" ")
         );
-        let now = site.mode().mode;
+        let now = backend.mode().expect("read the mode").mode;
+        tally.lap("mode read");
         assert_eq!(
             now,
             mode,
@@ -469,9 +642,15 @@ fn check_later_runs(site: &CliSite, killed: &Killed<'_>) {
             list.code() == Some(0) && list.stderr.is_empty(),
             "{what}: offline list --json after the kill: {list}"
         );
+        tally.lap("offline list");
     }
-    ok(&["offline", "off"], Mode::Online);
-    ok(&["sleeper-many", "--secs", "0"], Mode::Online);
+    ok(tally, "off", &["offline", "off"], Mode::Online);
+    ok(
+        tally,
+        "a task",
+        &["sleeper-many", "--secs", "0"],
+        Mode::Online,
+    );
     // Live sessions, or the test's own task, would hold a plain run off.
     let run: &[&str] = if killed.sessions || !killed.live.is_empty() {
         &[
@@ -495,6 +674,11 @@ fn check_later_runs(site: &CliSite, killed: &Killed<'_>) {
             "0",
         ]
     };
-    ok(run, Mode::Online);
-    ok(&["offline", "on", "--force"], Mode::Offline);
+    ok(tally, "offline run", run, Mode::Online);
+    ok(
+        tally,
+        "on --force",
+        &["offline", "on", "--force"],
+        Mode::Offline,
+    );
 }

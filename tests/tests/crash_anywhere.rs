@@ -7,7 +7,8 @@
 //! `manage_tests::crash::check_after_kill`.
 //!
 //! `MANAGE_CRASH_ITERATIONS` kills per kind (default 30: 210 a backend),
-//! `MANAGE_CRASH_SEED` to replay a run (each failure names its seed);
+//! `MANAGE_CRASH_JOBS` of them at once (default 1), `MANAGE_CRASH_SEED`
+//! and `MANAGE_CRASH_KILL` to replay a kill (each failure names both);
 //! `MANAGE_TEST_BACKEND=postgres` runs it on the PostgreSQL test server.
 
 #![allow(clippy::unwrap_used)]
@@ -17,7 +18,8 @@ use std::time::Duration;
 
 use maintenance_core::backend::ModeChange;
 use manage_tests::crash::{
-    CrashRng, Killed, Kind, Tally, check_after_kill, crash_iterations, kill_after, measure,
+    CrashRng, Killed, Kind, check_after_kill, crash_jobs, for_each_kill, kill_after, measure,
+    measure_by,
 };
 use manage_tests::{CliSite, Proc};
 
@@ -59,18 +61,20 @@ impl Round {
     }
 }
 
-/// Runs `crash_iterations()` rounds of `kind`, each on a fresh site:
-/// `round` sets up, spawns, kills, and says what it did.
-fn crash(kind: Kind, mut round: impl FnMut(&CliSite, &mut CrashRng, u64) -> Round) {
-    let (mut rng, seed) = CrashRng::for_kind(kind);
-    let mut tally = Tally::default();
-    for i in 0..crash_iterations() {
+/// Runs `crash_iterations()` rounds of `kind`, `crash_jobs()` at a time,
+/// each on a fresh site: `round` sets up, spawns, kills, and says what it
+/// did.
+fn crash(kind: Kind, round: impl Fn(&CliSite, &mut CrashRng, u64) -> Round + Sync) {
+    let t = std::time::Instant::now();
+    let tally = for_each_kill(kind, |mut kill, tally| {
+        tally.start_lap();
         let site = site();
-        let r = round(&site, &mut rng, i);
+        tally.lap("site");
+        let r = round(&site, &mut kill.rng, kill.i);
+        tally.lap("set up and kill");
         let what = format!(
-            "{kind:?} iteration {i} (seed {seed}, replay with MANAGE_CRASH_SEED={seed}): \
-             killed pid {} {:?} after {}",
-            r.pid, r.delay, r.from
+            "{}: killed pid {} {:?} after {}",
+            kill.name, r.pid, r.delay, r.from
         );
         let killed = Killed {
             kind,
@@ -80,10 +84,18 @@ fn crash(kind: Kind, mut round: impl FnMut(&CliSite, &mut CrashRng, u64) -> Roun
             sessions: r.sessions,
             what,
         };
-        check_after_kill(&site, &killed, &mut tally);
+        check_after_kill(&site, &killed, tally);
         drop(r.holders);
-    }
+        drop(site);
+        tally.lap("teardown");
+    });
     tally.report(kind);
+    eprintln!(
+        "crash {kind:?}: {} kills in {:?}, {} at once",
+        tally.kills,
+        t.elapsed(),
+        crash_jobs()
+    );
 }
 
 /// A live `sleeper-many` task of `site`'s, and its id.
@@ -310,13 +322,14 @@ fn a_web_layer_killed_while_touching_sessions_leaves_them_readable() {
     };
     // How long it takes to say it is touching: the kills from its spawn
     // are drawn over that; those after it over a quarter of it.
-    let spread = {
+    let spread = measure_by(|| {
         let site = site();
         let t = std::time::Instant::now();
         let mut p = touch(&site);
         reached(&mut p, "touching");
-        t.elapsed() * 5 / 4
-    };
+        t.elapsed()
+    }) * 5
+        / 4;
     crash(Kind::SessionTouch, |site, rng, i| {
         let mut p = touch(site);
         let mut r = if i % 2 == 0 {
