@@ -35,6 +35,9 @@ pub const ENV_CRASH_JOBS: &str = "MANAGE_CRASH_JOBS";
 /// `$MANAGE_CRASH_SEED`): its number, as a failure names it.
 pub const ENV_CRASH_KILL: &str = "MANAGE_CRASH_KILL";
 
+/// A line of progress every this many kills.
+const PROGRESS_EVERY: u64 = 100;
+
 /// The kills per kind of the normal suite: seven kinds, 210 kills per
 /// backend.
 pub const DEFAULT_ITERATIONS: u64 = 30;
@@ -111,7 +114,9 @@ pub fn for_each_kill(kind: Kind, body: impl Fn(Kill, &mut Tally) + Sync) -> Tall
         _ => (0, crash_iterations()),
     };
     let next = AtomicU64::new(first);
+    let done = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
+    let began = Instant::now();
     let worker = || {
         let mut tally = Tally::default();
         while !failed.load(Ordering::SeqCst) {
@@ -132,6 +137,15 @@ pub fn for_each_kill(kind: Kind, body: impl Fn(Kill, &mut Tally) + Sync) -> Tall
             if let Err(panic) = run {
                 failed.store(true, Ordering::SeqCst);
                 std::panic::resume_unwind(panic);
+            }
+            // Progress, so a long run cut off still says how far it got.
+            let n = done.fetch_add(1, Ordering::SeqCst) + 1;
+            if n.is_multiple_of(PROGRESS_EVERY) {
+                eprintln!(
+                    "crash {kind:?}: {n} of {} kills checked in {:?}",
+                    end - first,
+                    began.elapsed()
+                );
             }
         }
         tally
