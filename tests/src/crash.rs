@@ -114,11 +114,10 @@ pub fn for_each_kill(kind: Kind, body: impl Fn(Kill, &mut Tally) + Sync) -> Tall
         _ => (0, crash_iterations()),
     };
     let next = AtomicU64::new(first);
-    let done = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
     let began = Instant::now();
+    let total = std::sync::Mutex::new(Tally::default());
     let worker = || {
-        let mut tally = Tally::default();
         while !failed.load(Ordering::SeqCst) {
             let i = next.fetch_add(1, Ordering::SeqCst);
             if i >= end {
@@ -132,41 +131,41 @@ pub fn for_each_kill(kind: Kind, body: impl Fn(Kill, &mut Tally) + Sync) -> Tall
                      {ENV_CRASH_SEED}={seed} {ENV_CRASH_KILL}={i})"
                 ),
             };
+            let mut tally = Tally::default();
             let run =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(kill, &mut tally)));
             if let Err(panic) = run {
                 failed.store(true, Ordering::SeqCst);
                 std::panic::resume_unwind(panic);
             }
-            // Progress, so a long run cut off still says how far it got.
-            let n = done.fetch_add(1, Ordering::SeqCst) + 1;
-            if n.is_multiple_of(PROGRESS_EVERY) {
+            let mut total = total.lock().unwrap_or_else(|e| e.into_inner());
+            total.add(&tally);
+            // Progress, so a long run cut off still says how far it got
+            // and what it counted.
+            if total.kills.is_multiple_of(PROGRESS_EVERY) {
                 eprintln!(
-                    "crash {kind:?}: {n} of {} kills checked in {:?}",
+                    "crash {kind:?}: {} of {} kills checked in {:?}: {}",
+                    total.kills,
                     end - first,
-                    began.elapsed()
+                    began.elapsed(),
+                    total.counts()
                 );
             }
         }
-        tally
     };
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..crash_jobs()).map(|_| scope.spawn(worker)).collect();
-        let mut total = Tally::default();
         let mut panic = None;
         for w in workers {
-            match w.join() {
-                Ok(t) => total.add(&t),
-                Err(p) => {
-                    panic.get_or_insert(p);
-                }
+            if let Err(p) = w.join() {
+                panic.get_or_insert(p);
             }
         }
         if let Some(p) = panic {
             std::panic::resume_unwind(p);
         }
-        total
-    })
+    });
+    total.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What is killed.
@@ -428,12 +427,21 @@ impl Tally {
         }
     }
 
+    /// What it counted, in words.
+    pub fn counts(&self) -> String {
+        format!(
+            "{} drains recorded as lapsed; {} changes left unrecorded by a kill between the \
+             write and the append; {} met an open bug",
+            self.lapsed, self.unrecorded, self.open
+        )
+    }
+
     /// Prints the tally of `kind`.
     pub fn report(&self, kind: Kind) {
         eprintln!(
-            "crash {kind:?}: {} kills checked; {} drains recorded as lapsed; {} changes left \
-             unrecorded by a kill between the write and the append; {} met an open bug",
-            self.kills, self.lapsed, self.unrecorded, self.open
+            "crash {kind:?}: {} kills checked; {}",
+            self.kills,
+            self.counts()
         );
         let per = |d: Duration| d / self.kills.max(1) as u32;
         let steps: Vec<String> = self
@@ -526,8 +534,8 @@ pub fn check_after_kill(site: &CliSite, killed: &Killed<'_>, tally: &mut Tally) 
     }
     // One connection to the state for the checks' own reads, not one
     // each (on PostgreSQL an open is a connection and its password
-    // exchange).
-    let backend = site.backend();
+    // exchange), allowed the hang guard to connect, as the helpers are.
+    let backend = site.helper_state().backend();
     tally.lap("open the state");
     check_history(&*backend, killed, new, &st, tally);
     tally.lap("history checks");

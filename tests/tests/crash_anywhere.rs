@@ -26,8 +26,15 @@ use manage_tests::{CliSite, Proc};
 const MANAGE: &str = env!("CARGO_BIN_EXE_e2e-manage");
 const ACTOR: &str = env!("CARGO_BIN_EXE_race-actor");
 
+/// A fresh site; on PostgreSQL its runs allow the server the tests' hang
+/// guard to answer (a connection, a request), not the default 5 s: a
+/// server starved on a loaded machine is not a state a kill left.
 fn site() -> CliSite {
-    CliSite::new(MANAGE)
+    if manage_tests::on_postgres_backend() {
+        CliSite::with_config(MANAGE, "[postgres]\nconnect_timeout = \"60s\"")
+    } else {
+        CliSite::new(MANAGE)
+    }
 }
 
 /// What one iteration set up and killed.
@@ -176,7 +183,8 @@ fn offline_on_killed_anywhere_leaves_online_or_offline_and_its_drain_recorded() 
 fn offline_off_killed_anywhere_leaves_online_or_offline() {
     let args = ["offline", "off"];
     let force = |site: &CliSite| {
-        site.backend()
+        site.helper_state()
+            .backend()
             .force_offline(&ModeChange::by_this_process())
             .unwrap();
     };
@@ -224,7 +232,8 @@ fn offline_run_killed_anywhere_leaves_its_window_abandoned_or_nothing() {
             1 => &read_only,
             // From READONLY: OFFLINE for the command, then READONLY again.
             _ => {
-                site.backend()
+                site.helper_state()
+                    .backend()
                     .go_read_only(&ModeChange::by_this_process())
                     .unwrap();
                 seen = site.history(1000).len();
@@ -282,7 +291,8 @@ fn a_read_only_transition_killed_anywhere_lapses_to_where_it_came_from() {
             // From READONLY, `offline on` goes on to OFFLINE; killed, its
             // PENDING lapses back to READONLY.
             1 => {
-                site.backend()
+                site.helper_state()
+                    .backend()
                     .go_read_only(&ModeChange::by_this_process())
                     .unwrap();
                 let seen = site.history(1000).len();
