@@ -28,6 +28,9 @@
 #   SAMPLE       seconds between samples (2)
 #   CONNECTIONS  wrk connections per request kind (2)
 #   PORT         the first backend's port (18301; the second takes PORT+1)
+#   AWAY         how the layer turns visitors away: redirect (a 303 to the
+#                maintenance page, mysite's default) or unavailable (a 503
+#                page: `runserver --unavailable`)
 #   BIN          a directory holding a built mysite (default: build it,
 #                release profile)
 #   SOAK_OUT     keep the run's records in this directory (default: a
@@ -47,11 +50,18 @@ backend=${BACKEND:-both}
 sample=${SAMPLE:-2}
 connections=${CONNECTIONS:-2}
 port=${PORT:-18301}
+away=${AWAY:-redirect}
 
 say() { echo "soak: $*" >&2; }
 case $backend in
     file | postgres | both) ;;
     *) say "BACKEND is file, postgres or both (got $backend)"; exit 2 ;;
+esac
+server_args=()
+case $away in
+    redirect) ;;
+    unavailable) server_args=(--unavailable) ;;
+    *) say "AWAY is redirect or unavailable (got $away)"; exit 2 ;;
 esac
 if ! [[ $secs =~ ^[0-9]+$ ]] || [ "$secs" -lt 30 ]; then
     say "SECS is a whole number of seconds, at least 30 (got $secs)"
@@ -233,9 +243,11 @@ tasker() { # out deadline_s
             name=$1
             code=0
             log=$("$bin" "$@" 2>&1) || code=$?
-            started=0
+            started=0 ended=0
             [[ $log == *"$name started"* ]] && started=1
-            printf 'task %s %s %s\n' "$name" "$code" "$started" >> "$out/tasks"
+            # Its last line: done, or (a worker asked to stop) stopping.
+            [[ $log == *"$name done"* || $log == *"worker stopping after"* ]] && ended=1
+            printf 'task %s %s %s %s\n' "$name" "$code" "$started" "$ended" >> "$out/tasks"
             [ "$code" = 0 ] || [ "$code" = 75 ] || printf '%s: %s\n' "$*" "$log" >> "$out/task-errors.log"
         ) &
         sleep "$(awk -v r=$RANDOM 'BEGIN {printf "%.2f", 0.2 + r % 80 / 100}')"
@@ -296,7 +308,7 @@ soak_one() { # backend port dir
     # on PostgreSQL) then reach their steady state within the first third.
     printf 'refresh_interval = "250ms"\nsession_timeout = "30s"\n' >> manage.toml
     local base="http://127.0.0.1:$port"
-    "$bin" runserver --addr "127.0.0.1:$port" > server.log 2>&1 &
+    "$bin" runserver --addr "127.0.0.1:$port" "${server_args[@]}" > server.log 2>&1 &
     local server=$!
     echo "$server" >> pids
     local tries=0
@@ -359,11 +371,15 @@ soak_one() { # backend port dir
         tail -n 1 samples | sed 's/^sample/final/'
         echo "history_end $(history_len)"
         echo "status_end $("$bin" offline status 2>&1 | head -1)"
+        # What is live at the end: no task, no writes in flight.
+        "$bin" offline status --json 2> /dev/null | python3 -c \
+            'import json, sys; s = json.load(sys.stdin); print("live_end", len(s["tasks"]), len(s["writes_in_flight"]))' \
+            || echo "live_end unreadable"
         if kill -0 "$server" 2> /dev/null; then echo "server_alive 1"; fi
     } >> start
     kill "$server" 2> /dev/null || true
     wait "$server" 2> /dev/null || true
-    python3 "$repo/bench/soak_report.py" "$backend" "$out" "$secs" "$sample"
+    python3 "$repo/bench/soak_report.py" "$backend" "$out" "$secs" "$sample" "$away"
 }
 
 date_line="$(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"

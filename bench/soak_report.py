@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """bench/soak.sh's checks and table, from one backend's records.
 
-    soak_report.py BACKEND DIR SECS SAMPLE
+    soak_report.py BACKEND DIR SECS SAMPLE [redirect|unavailable]
 
 DIR holds what soak.sh wrote: wrk-<kind> (answers by status, wrk's socket
 errors), probes, toggles, tasks, samples and start. Prints a markdown
@@ -15,19 +15,23 @@ from collections import Counter
 from pathlib import Path
 
 MAINT = "/maintenance.html"
+# How the layer turns a request away: a 303 to the maintenance page, or
+# with `runserver --unavailable` (soak.sh's AWAY=unavailable) a 503 page.
+AWAY = "503" if len(sys.argv) > 5 and sys.argv[5] == "unavailable" else f"303 {MAINT}"
+AWAY_PROBE = "503 -" if AWAY == "503" else AWAY
 
 # What each kind of request may get, in some mode (README, "The web layer"
 # and "The read-only tier"): the app's page or its own redirect while it is
-# let through, the layer's 303 to the maintenance page while turned away
-# (PENDING for those without a session, OFFLINE for everyone), and for a
-# write while writes are refused its 503 (the API's JSON 503 while
-# OFFLINE). Nothing else: no 500, no 404, no 502.
+# let through, the layer's AWAY while turned away (PENDING for those
+# without a session, OFFLINE for everyone), and for a write while writes
+# are refused its 503 (the API's JSON 503 while OFFLINE). Nothing else:
+# no 500, no 404, no 502.
 ALLOWED = {
-    "anon-get": {"200", f"303 {MAINT}"},
-    "session-get": {"200", f"303 {MAINT}"},
-    "forged-get": {"200", f"303 {MAINT}"},
-    "anon-post": {"303 /", f"303 {MAINT}", "503"},
-    "session-post": {"303 /", f"303 {MAINT}", "503"},
+    "anon-get": {"200", AWAY},
+    "session-get": {"200", AWAY},
+    "forged-get": {"200", AWAY},
+    "anon-post": {"303 /", AWAY, "503"},
+    "session-post": {"303 /", AWAY, "503"},
     "api": {"200", "503"},
 }
 
@@ -38,8 +42,8 @@ PROBE = {
         "session-post": "303 /", "api": "200 -", "healthz": "200 -",
     },
     "OFFLINE": {
-        "anon-get": f"303 {MAINT}", "session-get": f"303 {MAINT}",
-        "anon-post": f"303 {MAINT}", "session-post": f"303 {MAINT}",
+        "anon-get": AWAY_PROBE, "session-get": AWAY_PROBE,
+        "anon-post": AWAY_PROBE, "session-post": AWAY_PROBE,
         "api": "503 -", "healthz": "200 -",
     },
     "READONLY": {
@@ -89,6 +93,7 @@ def main():
 
     # Requests.
     total_requests = 0
+    socket_errors = Counter()
     for kind, allowed in ALLOWED.items():
         f = d / f"wrk-{kind}"
         if not f.exists():
@@ -112,10 +117,13 @@ def main():
             if not ok:
                 failures.append(f"{kind}: {counts[key]} answers {key!r}, which no mode gives")
         for e, m in sorted(errors.items()):
+            socket_errors[e] += m
             if m:
-                rows.append((f"requests {kind} socket error {e}", m, "FAIL"))
                 failures.append(f"{kind}: {m} socket errors ({e})")
     rows.append(("requests, all", total_requests, f"{total_requests / secs:.0f}/s"))
+    rows.append(("socket errors (connect / read / write / timeout)",
+                 " / ".join(str(socket_errors[e]) for e in ("connect", "read", "write", "timeout")),
+                 "FAIL" if sum(socket_errors.values()) else "none"))
 
     # Probes.
     probes = [l.split() for l in (d / "probes").read_text().splitlines() if l]
@@ -153,16 +161,18 @@ def main():
     # Tasks.
     tasks = [l.split() for l in (d / "tasks").read_text().splitlines() if l]
     kc = Counter()
-    for _, name, code, started in tasks:
+    for _, name, code, started, ended in tasks:
         what = "refused (75)" if code == "75" else f"ran, exit {code}" if started == "1" else f"exit {code}"
         kc[(name, what)] += 1
-        if code not in ("0", "75") or (code == "0" and started != "1"):
-            failures.append(f"task {name} exited {code} (started: {started})")
+        if code not in ("0", "75") or (code == "0" and (started, ended) != ("1", "1")):
+            failures.append(f"command {name} exited {code} (started: {started}, ended: {ended})")
     for (name, what), n in sorted(kc.items()):
         rows.append((f"commands {name} {what}", n, ""))
     started = sum(1 for t in tasks if t[3] == "1")
-    rows.append(("commands started / ended / refused", f"{started} / {len(tasks)} / "
-                 f"{sum(1 for t in tasks if t[2] == '75')}", ""))
+    ended = sum(1 for t in tasks if t[4] == "1")
+    refused = sum(1 for t in tasks if t[2] == "75")
+    rows.append(("commands started / ended / refused", f"{started} / {ended} / {refused}",
+                 "every one started ended" if started == ended else "FAIL"))
     if (d / "task-errors.log").exists():
         failures.append("commands failed: " + (d / "task-errors.log").read_text()[:500])
 
@@ -191,6 +201,10 @@ def main():
             if final.get(table, 0) != 0:
                 failures.append(f"at the end {final.get(table)} rows left in {table}")
     rows.append(("end status", status_end, ""))
+    live = start.get("live_end", "unreadable")
+    rows.append(("live tasks / writes in flight at the end", live.replace(" ", " / "), ""))
+    if live != "0 0":
+        failures.append(f"left live at the end (tasks, writes in flight): {live}")
 
     # Samples: the last third against the first.
     samples = [fields(l) for l in (d / "samples").read_text().splitlines() if l.startswith("sample ")]
