@@ -35,6 +35,8 @@
 #                release profile)
 #   SOAK_OUT     keep the run's records in this directory (default: a
 #                temporary one, removed)
+#   RESULTS      the file whose "## Soak" section the tables replace
+#                (bench/RESULTS.md; `-`: none)
 #   MANAGE_DATABASE_URL  a PostgreSQL server to use (site soak-PID, schema
 #                manage); without it a throwaway cluster is started
 #                (scripts/pg-cluster) and stopped
@@ -379,7 +381,8 @@ soak_one() { # backend port dir
     } >> start
     kill "$server" 2> /dev/null || true
     wait "$server" 2> /dev/null || true
-    python3 "$repo/bench/soak_report.py" "$backend" "$out" "$secs" "$sample" "$away"
+    python3 "$repo/bench/soak_report.py" "$backend" "$out" "$secs" "$sample" "$away" | tee "$out/report.md"
+    return "${PIPESTATUS[0]}"
 }
 
 date_line="$(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
@@ -395,8 +398,28 @@ if [ "$backend" = both ]; then
 else
     soak_one "$backend" "$port" "$work/$backend" || status=1
 fi
+date_line="$date_line; load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
 echo
-echo "$date_line; load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
-if [ $status = 0 ]; then echo "soak: every check passed"; else echo "soak: FAILED (see above)"; fi
+echo "$date_line"
+if [ $status = 0 ]; then verdict="every check passed"; else verdict="FAILED"; fi
+echo "soak: $verdict"
+results=${RESULTS:-$repo/bench/RESULTS.md}
+if [ "$results" != - ]; then
+    # This run's tables replace the file's "## Soak" section (the rest of
+    # the file is bench/compare.sh's, which keeps this section).
+    {
+        # What comes before the section, with one blank line after it.
+        if [ -f "$results" ]; then printf '%s\n\n' "$(awk '/^## Soak/ {exit} {print}' "$results")"; fi
+        echo "## Soak"
+        echo
+        echo "Written by \`bench/soak.sh\` (bench/README.md, \"The soak\"): SECS=$secs BACKEND=$backend" \
+            "AWAY=$away CONNECTIONS=$connections SAMPLE=$sample. $date_line; $(uname -sr)," \
+            "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo). Verdict: $verdict."
+        echo
+        cat "$work"/*/report.md
+    } > "$results.new"
+    mv "$results.new" "$results"
+    echo "soak: the tables are in $results"
+fi
 $keep && echo "soak: records kept in $work"
 exit $status
