@@ -119,9 +119,13 @@ unset MANAGE_DATABASE_URL
 
 now_ms() { date +%s%3N; }
 
-# One HTTP request: prints `STATUS LOCATION` (LOCATION `-` when none).
-probe_one() { # url method cookie
-    local url=$1 method=$2 cookie=$3 args=(-s -o /dev/null --max-time 30 -w '%{http_code} %{redirect_url}')
+# One HTTP request: prints `STATUS LOCATION` (LOCATION `-` when none);
+# with a fourth argument, then how long the answer took in ms.
+probe_one() { # url method cookie [timed]
+    local url=$1 method=$2 cookie=$3 timed=${4:-}
+    local args=(-s -o /dev/null --max-time 30 -w '%{http_code} %{redirect_url}')
+    local t0
+    t0=$(now_ms)
     [ "$cookie" != - ] && args+=(-H "Cookie: sessionid=$cookie")
     [ "$method" = POST ] && args+=(-X POST -d text=probe)
     local out
@@ -132,7 +136,7 @@ probe_one() { # url method cookie
     local status=${out%% *} loc=${out#* }
     loc=${loc#http://127.0.0.1:*/}
     [ "$loc" = - ] || loc=/$loc
-    echo "$status $loc"
+    if [ -n "$timed" ]; then echo "$status $loc $(($(now_ms) - t0))"; else echo "$status $loc"; fi
 }
 
 # Every request kind once; writes `probe MODE KIND GOT` lines.
@@ -141,8 +145,8 @@ probe_all() { # out base mode cookie
     {
         echo "probe $mode anon-get $(probe_one "$base/" GET -)"
         echo "probe $mode session-get $(probe_one "$base/" GET "$cookie")"
-        echo "probe $mode anon-post $(probe_one "$base/notes" POST -)"
-        echo "probe $mode session-post $(probe_one "$base/notes" POST "$cookie")"
+        echo "probe $mode anon-post $(probe_one "$base/notes" POST - timed)"
+        echo "probe $mode session-post $(probe_one "$base/notes" POST "$cookie" timed)"
         echo "probe $mode api $(probe_one "$base/api/status" GET -)"
         echo "probe $mode healthz $(probe_one "$base/healthz" GET -)"
     } >> "$out/probes"
