@@ -228,6 +228,7 @@ toggler() { # out base cookie deadline_s
         "$bin" offline off >> "$out/toggle.log" 2>&1 || code=$?
         echo "toggle off $mode $code $(mode_now) $(($(history_len) - before))" >> "$out/toggles"
     fi
+    echo "toggler_done 1" >> "$out/start"
 }
 
 # The commands that come and go: workers (drain `stop`), reports (read
@@ -259,6 +260,7 @@ tasker() { # out deadline_s
         sleep "$(awk -v r=$RANDOM 'BEGIN {printf "%.2f", 0.2 + r % 80 / 100}')"
     done
     wait
+    echo "tasker_done 1" >> "$out/start"
 }
 
 # One sample: ms since the start, fds, RSS (KiB), then the state's figures.
@@ -266,14 +268,16 @@ sample_state() { # out backend pid t0 url site
     local out=$1 backend=$2 pid=$3 t0=$4 url=$5 site=$6
     local fds rss t
     t=$(($(now_ms) - t0))
-    fds=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 2> /dev/null | wc -l)
+    # A file that vanishes while find walks (an fd closed, a session
+    # bucket removed) makes find exit 1: that is no failure of the soak.
+    fds=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 2> /dev/null | wc -l || true)
     rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2> /dev/null || echo 0)
     if [ "$backend" = file ]; then
         # Files and directories, and bytes, apart from the history (which
         # grows by design).
         local files bytes hist
-        files=$(find state -mindepth 1 ! -name 'history.jsonl*' 2> /dev/null | wc -l)
-        bytes=$(find state -mindepth 1 -type f ! -name 'history.jsonl*' -printf '%s\n' 2> /dev/null | awk '{s += $1} END {print s + 0}')
+        files=$(find state -mindepth 1 ! -name 'history.jsonl*' 2> /dev/null | wc -l || true)
+        bytes=$(find state -mindepth 1 -type f ! -name 'history.jsonl*' -printf '%s\n' 2> /dev/null | awk '{s += $1} END {print s + 0}' || true)
         hist=$(cat state/history.jsonl state/history.jsonl.1 2> /dev/null | grep -c . || true)
         echo "sample $t fds=$fds rss=$rss files=$files bytes=$bytes history=$hist" >> "$out/samples"
     else
@@ -364,6 +368,7 @@ soak_one() { # backend port dir
         sample_state "$out" "$backend" "$server" "$t0" "$db_url" "$site"
         sleep "$sample"
     done
+    echo "sampler_done 1" >> start
     local failed=0
     for w in "${wrks[@]}"; do wait "$w" || failed=1; done
     wait "$tog" || failed=1

@@ -196,6 +196,9 @@ def main():
     for line in (d / "start").read_text().splitlines():
         key, _, value = line.partition(" ")
         start[key] = value
+    for loop in ("toggler", "tasker", "sampler"):
+        if f"{loop}_done" not in start:
+            failures.append(f"the {loop} loop stopped before the end")
     if "loop_failed" in start:
         failures.append("a wrk, the toggle loop or the command loop exited non-zero")
     if "server_alive" not in start:
