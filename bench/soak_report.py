@@ -178,6 +178,13 @@ def main():
     kc = Counter()
     for _, name, code, started, ended in tasks:
         what = "refused (75)" if code == "75" else f"ran, exit {code}" if started == "1" else f"exit {code}"
+        # 69 before the command started: the database did not answer
+        # within connect_timeout (the documented exit, README "Exit
+        # codes"): the machine's load, counted apart, not failed.
+        if code == "69" and started == "0" and backend == "postgres":
+            what = "not started: the database did not answer in time (69)"
+            kc[(name, what)] += 1
+            continue
         kc[(name, what)] += 1
         if code not in ("0", "75") or (code == "0" and (started, ended) != ("1", "1")):
             failures.append(f"command {name} exited {code} (started: {started}, ended: {ended})")
@@ -188,8 +195,12 @@ def main():
     refused = sum(1 for t in tasks if t[2] == "75")
     rows.append(("commands started / ended / refused", f"{started} / {ended} / {refused}",
                  "every one started ended" if started == ended else "FAIL"))
-    if (d / "task-errors.log").exists():
-        failures.append("commands failed: " + (d / "task-errors.log").read_text()[:500])
+    errors_log = d / "task-errors.log"
+    if errors_log.exists():
+        unexpected = [l for l in errors_log.read_text().splitlines()
+                      if l and not (backend == "postgres" and "(connect_timeout)" in l)]
+        if unexpected:
+            failures.append("commands failed: " + "\n".join(unexpected)[:500])
 
     # The end.
     start = {}
