@@ -310,6 +310,45 @@ fn a_task_not_yet_back_after_a_restart_holds_a_new_wait_off_until_the_bound() {
     assert_eq!(changes(c), ["ONLINE→PENDING", "PENDING→OFFLINE"]);
 }
 
+#[test]
+fn a_waiter_cut_off_keeps_waiting_and_once_back_ends_as_the_off_given_meanwhile_says() {
+    let Some(hosts) = Hosts::new(3, &bins(), "") else {
+        return;
+    };
+    let (a, b, c) = (hosts.host(0), hosts.host(1), hosts.host(2));
+    let (run, pid) = job_on(b, "job");
+    let mut on = waiting_on(a, &["--timeout", "300"]);
+    assert_eq!(mode_on(c), "PENDING");
+    a.cut();
+    poll_until("A's waiter saying it lost the server", || {
+        on.stderr_so_far()
+            .contains("lost the state database")
+            .then_some(())
+    });
+    assert!(on.is_running(), "A's wait goes on without the server");
+    // Meanwhile the site is turned back ONLINE from C.
+    let off = c.run(&["offline", "off"]);
+    assert!(off.success(), "{off}");
+    a.restore();
+    let out = on.finish();
+    assert_eq!(
+        out.code(),
+        Some(75),
+        "A's wait ends as an `off` ends it: {out}"
+    );
+    assert!(out.stderr.contains("error: cancelled by"), "{out}");
+    assert_eq!(
+        out.stderr.matches("lost the state database").count(),
+        1,
+        "the outage said once: {out}"
+    );
+    assert_eq!(mode_on(c), "ONLINE", "A wrote nothing over the `off`");
+    assert_eq!(changes(c), ["ONLINE→PENDING", "PENDING→ONLINE"]);
+    assert!(is_alive(pid), "B's task never stopped");
+    std::fs::write(b.dir().join("done"), "").unwrap();
+    assert_eq!(run.finish().code(), Some(3));
+}
+
 /// The server-side pids of `host`'s connections to the server.
 fn backends_of(url: &str, host: &Host) -> Vec<String> {
     let out = psql(
