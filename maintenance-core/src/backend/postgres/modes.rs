@@ -107,14 +107,14 @@ impl Inner {
     /// started before the server did. Such a row without its lock is
     /// neither live nor dead yet.
     pub(super) fn may_reenter_sql(&self, t: &str) -> String {
-        self.from_before_restart_sql(&format!("{t}started_ms"))
+        self.before_restart_sql(&format!("{t}started_ms"))
     }
 
     /// Whether the time `ms` (a column, in milliseconds as rows store
     /// times) is from before the server started, and the server has been
     /// up for less than the keepalive bound: what held a lock then may
     /// still take it back on its own.
-    pub(super) fn from_before_restart_sql(&self, ms: &str) -> String {
+    pub(super) fn before_restart_sql(&self, ms: &str) -> String {
         format!(
             "(now() - pg_postmaster_start_time() < interval '{bound} milliseconds' \
              AND {ms} < {now} - (extract(epoch FROM now() - pg_postmaster_start_time()) \
@@ -130,7 +130,7 @@ impl Inner {
     /// less than the keepalive bound): its drain does not lapse meanwhile,
     /// and its row is kept.
     pub(super) fn waiter_may_return_sql(&self, w: &str) -> String {
-        self.from_before_restart_sql(&format!("{w}since_ms"))
+        self.before_restart_sql(&format!("{w}since_ms"))
     }
 
     /// The statements that write `record` after `previous`, moving the
