@@ -122,6 +122,21 @@ impl Inner {
         )
     }
 
+    /// When the server started, in milliseconds on the backend's clock.
+    async fn server_started_ms(&self, conn: &Conn) -> Result<i64> {
+        let sql = format!(
+            "SELECT {} - (extract(epoch FROM now() - pg_postmaster_start_time()) * 1000)::bigint",
+            self.now_ms_sql()
+        );
+        let rows = sql::run(&conn.client, &sql)
+            .await
+            .map_err(|e| self.pg_error(e))?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.first())
+            .map_or(i64::MAX, |r| int(r, 0)))
+    }
+
     /// The live rows `filter` (SQL on `t`) selects, oldest first.
     pub(super) fn live_sql(&self, filter: &str) -> String {
         format!(
@@ -781,12 +796,15 @@ impl Hold {
                 } else if view.mode.is_draining()
                     && view.lapsed.is_none()
                     && ms_of(view.record.since) <= held_until
+                    && ms_of(view.record.since) < inner.server_started_ms(conn).await?
                 {
-                    // A drain that began while this task held its key
-                    // counted it, and waits for it still (its waiter's
-                    // last look is under the exclusive gate): the task
-                    // takes back its place, as a restart must not stop it.
-                    // A drain begun since it lost the key refuses it.
+                    // A restart under a drain that began while this task
+                    // held its key: the drain counted it and waits for it
+                    // still (its waiter's last look is under the exclusive
+                    // gate), and a restart must not stop every job, so the
+                    // task takes back its place. A drain begun since it
+                    // lost the key refuses it, and so does one under which
+                    // its connection alone was ended (`pg_terminate_backend`).
                     Ok(())
                 } else if let Some(standing) = &a.standing {
                     let window_open = super::window::is_running(inner).await?;
