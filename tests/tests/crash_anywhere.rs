@@ -375,3 +375,172 @@ fn a_run_killed_before_recording_its_pending_has_it_recorded_as_the_runs() {
         begun[0]
     );
 }
+
+/// Holds back every append to a site's history until dropped: on files
+/// the history's own lock, taken as an append takes it; on PostgreSQL the
+/// history table, locked against writes in a transaction of psql's.
+enum HistoryHeld {
+    File { _lock: std::fs::File },
+    Postgres(std::process::Child),
+}
+
+impl HistoryHeld {
+    fn take(site: &CliSite) -> HistoryHeld {
+        if let Some(url) =
+            manage_tests::test_database_url().filter(|_| site.postgres_site().is_some())
+        {
+            let mut psql = Command::new(manage_tests::psql_path())
+                .args(["-X", "-qAt", "-v", "ON_ERROR_STOP=1", "-d", &url])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::{BufRead, Write};
+            writeln!(
+                psql.stdin.as_mut().unwrap(),
+                "BEGIN; LOCK TABLE {}.history IN SHARE MODE; SELECT 'locked';",
+                maintenance_core::config::DEFAULT_SCHEMA
+            )
+            .unwrap();
+            let mut line = String::new();
+            std::io::BufReader::new(psql.stdout.as_mut().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            assert_eq!(line.trim(), "locked");
+            HistoryHeld::Postgres(psql)
+        } else {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(site.state().join("history.jsonl"))
+                .unwrap();
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).unwrap();
+            HistoryHeld::File { _lock: file }
+        }
+    }
+
+    /// Waits until a change of `site`, begun from `before`, is held at its
+    /// history entry: on files once its record is written (the append
+    /// comes after it), on PostgreSQL once one of the site's connections
+    /// waits for the table.
+    fn wait_blocked(&self, site: &CliSite, before: maintenance_core::Mode) {
+        match self {
+            HistoryHeld::File { .. } => manage_tests::poll_until("the record written", || {
+                (site.mode().record.mode != before).then_some(())
+            }),
+            HistoryHeld::Postgres(_) => {
+                let url = manage_tests::test_database_url().unwrap();
+                let sql = format!(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                     WHERE NOT l.granted AND l.relation = '{}.history'::regclass \
+                     AND a.application_name = '{}'",
+                    maintenance_core::config::DEFAULT_SCHEMA,
+                    site.postgres_site().unwrap()
+                );
+                manage_tests::poll_until("the append waiting for the table", || {
+                    (manage_tests::psql(&url, &sql) != "0").then_some(())
+                })
+            }
+        }
+    }
+}
+
+impl Drop for HistoryHeld {
+    fn drop(&mut self) {
+        if let HistoryHeld::Postgres(psql) = self {
+            drop(psql.stdin.take());
+            let _ = psql.wait();
+        }
+    }
+}
+
+/// Found by the kills of `offline off`, `on` and `run` (11, 3 and 4 of 150
+/// on files): a change killed after writing its mode and before appending
+/// its entry stayed unrecorded. The entry is now part of the write's
+/// durable step: on PostgreSQL in its transaction (the kill leaves neither
+/// or both), on files written first as the intent, which the next reader
+/// appends. Here the kill lands in that instant for sure: the history is
+/// held until the change is blocked at its entry.
+#[test]
+fn a_change_killed_between_its_mode_and_its_entry_is_recorded_all_the_same() {
+    use maintenance_core::Mode;
+    use maintenance_core::history::{Cause, EventKind};
+    let site = site();
+    site.backend()
+        .force_offline(&ModeChange::by_this_process())
+        .unwrap();
+    let held = HistoryHeld::take(&site);
+    let mut p = site.spawn(&["offline", "off"]);
+    let pid = p.pid();
+    held.wait_blocked(&site, Mode::Offline);
+    p.kill9();
+    drop(held);
+    let st = site.status_json();
+    let mode = site.mode();
+    let history = site.history(100);
+    let offs: Vec<_> = history
+        .iter()
+        .filter(|e| e.pid == pid && e.kind == EventKind::Mode)
+        .collect();
+    if mode.record.pid == pid {
+        assert_eq!(mode.mode, Mode::Online, "{st}");
+        assert_eq!(offs.len(), 1, "the change is recorded once: {history:#?}");
+        assert_eq!(
+            (offs[0].from, offs[0].to, offs[0].cause),
+            (Mode::Offline, Mode::Online, Cause::Off),
+            "{:?}",
+            offs[0]
+        );
+        assert!(offs[0].noticed_by.is_some(), "{:?}", offs[0]);
+    } else {
+        // Killed before its transaction committed: nothing was changed.
+        assert_eq!(mode.mode, Mode::Offline, "{st}");
+        assert!(offs.is_empty(), "{history:#?}");
+    }
+    if !manage_tests::on_postgres_backend() {
+        assert_eq!(mode.record.pid, pid, "on files the record comes first");
+    }
+}
+
+/// Found by the kills of `offline on --at` (about 1 in 150): a scheduled
+/// window killed after its time came — its PENDING written, the schedule
+/// ended as due — and before recording its drain had the drain recorded
+/// late as `offline on`'s (cause `on`, no schedule), since the noticer
+/// could not know a schedule began it. The drain's entry is drawn up by
+/// the schedule's process and written with the PENDING, so it names the
+/// window whoever appends it.
+#[test]
+fn a_scheduled_drain_killed_before_its_entry_is_recorded_as_the_schedules() {
+    use maintenance_core::Mode;
+    use maintenance_core::history::{Cause, EventKind};
+    let site = site();
+    let mut p = site.spawn(&["offline", "on", "--at", "+2", "--timeout", "60"]);
+    reached(&mut p, "the window scheduled");
+    manage_tests::poll_until("the schedule recorded", || {
+        site.history(100)
+            .iter()
+            .any(|e| e.kind == EventKind::ScheduleSet)
+            .then_some(())
+    });
+    let held = HistoryHeld::take(&site);
+    let pid = p.pid();
+    held.wait_blocked(&site, Mode::Online);
+    p.kill9();
+    drop(held);
+    manage_tests::poll_until("the killed window's drain lapsed", || {
+        let st = site.status_json();
+        (st["mode"] == "ONLINE" && st["schedule"].is_null()).then_some(())
+    });
+    let history = site.history(100);
+    let begun: Vec<_> = history
+        .iter()
+        .filter(|e| e.pid == pid && e.to == Mode::Pending)
+        .collect();
+    for e in &begun {
+        assert_eq!(e.cause, Cause::Scheduled, "{history:#?}");
+        assert!(e.schedule.is_some(), "{e:?}");
+    }
+    if !manage_tests::on_postgres_backend() {
+        assert_eq!(begun.len(), 1, "{history:#?}");
+    }
+}

@@ -17,6 +17,13 @@ fn noticer() -> String {
     format!("{} (pid {})", me.user_at_host(), me.pid)
 }
 
+/// The entry a process drew up for its change and wrote with it, recorded
+/// by whoever found it unrecorded after that process was killed.
+pub(crate) fn late_entry(mut e: HistoryEntry) -> HistoryEntry {
+    e.noticed_by = Some(noticer());
+    e
+}
+
 /// The entry of the drain `record` began (PENDING, from ONLINE or
 /// READONLY, or READONLY_PENDING), for a waiter that died before it
 /// recorded it itself (the same id: kept once); `run` is the window's
