@@ -1653,6 +1653,7 @@ fn run_window(
         by: me.by.clone(),
         started_at: Timestamp::at(backend.clock().now()),
         running: false,
+        read_only: target == Target::ReadOnly,
     })?;
     // A run that died mid-command was recorded on the way.
     recorder::catch_up(backend, &me.hooks);

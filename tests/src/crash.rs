@@ -236,24 +236,14 @@ pub struct Tally {
     pub kills: u64,
     /// Kills whose drain another process recorded as lapsed.
     pub lapsed: u64,
-    /// Kills that met an open bug (see [`OPEN_RUN_ENTERED`]), checked as
-    /// far as it allows.
-    pub open: u64,
 }
-
-/// Open bug: an `offline run` killed once its window's mode is written and
-/// before its command starts leaves the site in that mode with the window
-/// free (its record says the command never ran), so neither status nor the
-/// history says the run was abandoned.
-pub const OPEN_RUN_ENTERED: &str =
-    "a run killed between its window's mode and its command is not shown abandoned";
 
 impl Tally {
     /// Prints the tally of `kind`.
     pub fn report(&self, kind: Kind) {
         eprintln!(
-            "crash {kind:?}: {} kills checked; {} drains recorded as lapsed; {} met an open bug",
-            self.kills, self.lapsed, self.open
+            "crash {kind:?}: {} kills checked; {} drains recorded as lapsed",
+            self.kills, self.lapsed
         );
     }
 }
@@ -335,7 +325,7 @@ pub fn check_after_kill(site: &CliSite, killed: &Killed<'_>, tally: &mut Tally) 
             );
         }
     }
-    check_history(site, killed, new, &st, tally);
+    check_history(site, killed, new, &st);
     check_later_runs(site, killed);
 }
 
@@ -349,7 +339,6 @@ fn check_history(
     killed: &Killed<'_>,
     new: &[HistoryEntry],
     st: &serde_json::Value,
-    tally: &mut Tally,
 ) {
     let what = killed.what.as_str();
     for e in new {
@@ -389,11 +378,6 @@ fn check_history(
             (Mode::Pending, Mode::Offline) | (Mode::ReadOnlyPending, Mode::ReadOnly)
         )
     {
-        if st["window"].is_null() && record.pid == killed.pid {
-            eprintln!("{what}: open bug: {OPEN_RUN_ENTERED}: {st}");
-            tally.open += 1;
-            return;
-        }
         assert!(
             new.iter().any(|e| e.kind == EventKind::RunAbandoned),
             "{what}: a killed run left the site OFFLINE with no `run abandoned`: {st}\n{new:#?}"

@@ -544,3 +544,56 @@ fn a_scheduled_drain_killed_before_its_entry_is_recorded_as_the_schedules() {
         assert_eq!(begun.len(), 1, "{history:#?}");
     }
 }
+
+/// Found by the kills of `offline run` (about 1 in 30): a run killed once
+/// its window's mode was written and before its command started left the
+/// site OFFLINE with the window read as free (its record said the command
+/// never ran), so neither status nor the history said the run was
+/// abandoned. The window's mode written by the run is itself the proof
+/// that it entered its window. Here the kill lands in the settle time of
+/// `--force`, which a long refresh interval keeps open.
+#[test]
+fn a_run_killed_between_its_windows_mode_and_its_command_is_abandoned() {
+    use maintenance_core::Mode;
+    use maintenance_core::history::EventKind;
+    let site = site();
+    let toml = site.dir().join("manage.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let longer = text.replace("refresh_interval = \"50ms\"", "refresh_interval = \"30s\"");
+    assert_ne!(text, longer, "{text}");
+    std::fs::write(&toml, longer).unwrap();
+    let mut p = site.spawn(&[
+        "offline",
+        "run",
+        "--force",
+        "--",
+        "sleeper-many",
+        "--secs",
+        "0",
+    ]);
+    let pid = p.pid();
+    manage_tests::poll_until("the run's window entered", || {
+        let m = site.mode();
+        (m.mode == Mode::Offline && m.record.pid == pid).then_some(())
+    });
+    p.kill9();
+    let st = manage_tests::poll_until("the run seen abandoned", || {
+        let st = site.status_json();
+        (st["window"]["state"] == "abandoned").then_some(st)
+    });
+    assert_eq!(st["mode"], "OFFLINE", "{st}");
+    let history = site.history(100);
+    let abandoned: Vec<_> = history
+        .iter()
+        .filter(|e| e.kind == EventKind::RunAbandoned && e.pid == pid)
+        .collect();
+    assert_eq!(abandoned.len(), 1, "{history:#?}");
+    assert!(
+        abandoned[0].reason.contains("before its command started"),
+        "{:?}",
+        abandoned[0]
+    );
+    let off = site.run(&["offline", "off"]);
+    assert!(off.success(), "{off}");
+    assert!(site.status_json()["window"].is_null());
+}

@@ -128,9 +128,15 @@ pub(crate) fn schedule_lapse_entry(
     e
 }
 
-/// The entry of an `offline run` killed while its command ran.
+/// The entry of an `offline run` killed in its window: while its command
+/// ran, or before it started ([`WindowRun::abandoned_in`]).
 pub(crate) fn abandoned_entry(run: &WindowRun, mode: Mode, now: Timestamp) -> HistoryEntry {
     let argv: String = run.argv.join(" ").chars().take(200).collect();
+    let when = if run.running {
+        format!("while its command ran (since {})", run.started_at)
+    } else {
+        "in its window, before its command started".to_owned()
+    };
     let mut e = HistoryEntry::new(
         EventKind::RunAbandoned,
         Cause::Abandoned,
@@ -138,9 +144,9 @@ pub(crate) fn abandoned_entry(run: &WindowRun, mode: Mode, now: Timestamp) -> Hi
         mode,
         now,
         format!(
-            "`offline run -- {argv}` (pid {}, {}) was killed while its command ran (since {}): \
-             the site stays {mode} until someone turns it ONLINE",
-            run.pid, run.by, run.started_at
+            "`offline run -- {argv}` (pid {}, {}) was killed {when}: the site stays {mode} until \
+             someone turns it ONLINE",
+            run.pid, run.by
         ),
     );
     e.by = run.by.clone();

@@ -241,6 +241,7 @@ pub fn a_joined_required_run_needs_a_window(site: &dyn Fn() -> FreshState) {
             by: change().by,
             started_at: crate::clock::Timestamp::at(SystemTime::now()),
             running: false,
+            read_only: false,
         })
         .unwrap();
     window

@@ -358,10 +358,19 @@ impl WindowLease for FileWindowLease {
     fn command_started(&mut self, at: Timestamp) -> Result<()> {
         self.run.running = true;
         self.run.started_at = at;
-        let json = serde_json::to_vec(&self.run).map_err(|e| Error::Invalid(e.to_string()))?;
-        self.file
-            .set_len(0)
-            .and_then(|()| std::os::unix::fs::FileExt::write_all_at(&self.file, &json, 0))
+        let mut json = serde_json::to_vec(&self.run).map_err(|e| Error::Invalid(e.to_string()))?;
+        // One write over the record it replaces, padded to its length
+        // (JSON allows the spaces): a kill never leaves it torn or empty,
+        // which would read as no run at all while the site is in its window.
+        let old = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io("inspect", self.path.clone(), e))?
+            .len() as usize;
+        if json.len() < old {
+            json.resize(old, b' ');
+        }
+        std::os::unix::fs::FileExt::write_all_at(&self.file, &json, 0)
             .map_err(|e| Error::io("write", self.path.clone(), e))
     }
 }
@@ -665,7 +674,7 @@ impl Backend for FileBackend {
         // recorded before this run's replaces it.
         if let Ok(Some(old)) = self.root.open_read(RUN_LOCK)
             && let Ok(Some(dead)) = self.read_run(old)
-            && dead.running
+            && self.read_record().is_ok_and(|r| dead.abandoned_in(&r))
         {
             self.notice_abandoned(&dead);
         }
@@ -689,7 +698,9 @@ impl Backend for FileBackend {
         Ok(match (live, self.read_run(file)?) {
             (true, Some(run)) if run.running => WindowState::Running(run),
             (true, Some(run)) => WindowState::Waiting(run),
-            (false, Some(run)) if run.running => WindowState::Abandoned(run),
+            (false, Some(run)) if self.read_record().is_ok_and(|r| run.abandoned_in(&r)) => {
+                WindowState::Abandoned(run)
+            }
             // A run killed while it waited left nothing half-done.
             (false, Some(_)) | (_, None) => WindowState::Free,
         })
