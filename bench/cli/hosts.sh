@@ -48,7 +48,7 @@ echo
 echo "$(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), PostgreSQL $(psql -qAtX "$url" -c 'SHOW server_version'), max_connections $max_conn"
 {
     printf 'what\tn\tmedian / figure\tp99 / figure\tnote\n'
-    grep '^ROW' "$log" | cut -f2-
+    grep -o $'ROW\t.*' "$log" | cut -f2-
 } | column -t -s $'\t'
 echo
-grep '^DETAIL' "$log" | cut -f2- | column -t -s $'\t' || true
+grep -o $'DETAIL\t.*' "$log" | cut -f2- | column -t -s $'\t' || true

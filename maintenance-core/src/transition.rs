@@ -71,6 +71,84 @@ const SESSION_RECOUNT: Duration = Duration::from_millis(200);
 /// The longest single wait between checks.
 const TICK: Duration = Duration::from_millis(50);
 
+/// How long a wait for OFFLINE or READONLY goes on while the state
+/// database cannot be reached (a restart, a lost link): it says so once,
+/// tries again every [`OUTAGE_RETRY`], and takes back its place when the
+/// server answers ([`WaiterLease::keep`]); not reached again within this,
+/// it gives up with the last error ([`crate::Error::Unreachable`], exit
+/// 69). Three times the keepalive bound B (20 s): past B the server has
+/// freed the waiter's key anyway, and its drain reads as lapsed elsewhere.
+pub const OUTAGE_BOUND: Duration = Duration::from_secs(60);
+/// How often a wait tries the server again while it cannot reach it.
+pub const OUTAGE_RETRY: Duration = Duration::from_millis(250);
+
+/// A wait's view of the server's outages: when it was last lost, said
+/// once per outage, as the web layer says its own.
+#[derive(Debug, Default)]
+struct Outage {
+    since: Option<Instant>,
+}
+
+impl Outage {
+    /// A step of the wait failed with `e`: an error other than an
+    /// unreachable server, an outage past [`OUTAGE_BOUND`], or a stop
+    /// requested meanwhile ends the wait with it; otherwise, after
+    /// [`OUTAGE_RETRY`], the wait tries again.
+    fn failed(&mut self, e: crate::Error, what: &str, watcher: &dyn Watcher) -> Result<()> {
+        let crate::Error::Unreachable { server, problem } = e else {
+            return Err(e);
+        };
+        let since = *self.since.get_or_insert_with(|| {
+            eprintln!(
+                "{what}: lost the state database (PostgreSQL at {server}: {problem}); still \
+                 waiting, and trying again for up to {}",
+                secs(OUTAGE_BOUND)
+            );
+            Instant::now()
+        });
+        if since.elapsed() >= OUTAGE_BOUND {
+            return Err(crate::Error::Unreachable {
+                server,
+                problem: format!(
+                    "{problem} (not reached again within {} of waiting; the drain lapses as \
+                     this process ends)",
+                    secs(OUTAGE_BOUND)
+                ),
+            });
+        }
+        if watcher.stop_requested() {
+            return Err(crate::Error::Unreachable { server, problem });
+        }
+        std::thread::sleep(OUTAGE_RETRY);
+        Ok(())
+    }
+
+    /// A step of the wait reached the server: the end of an outage, said
+    /// once.
+    fn reached(&mut self, what: &str) {
+        if let Some(since) = self.since.take() {
+            eprintln!(
+                "{what}: the state database answers again ({} after it was lost); the wait goes on",
+                secs(since.elapsed())
+            );
+        }
+    }
+}
+
+/// The value of `$step`, or, when it fails and the wait may go on through
+/// an outage ([`Outage::failed`]), the next round of the wait's loop.
+macro_rules! or_retry {
+    ($outage:expr, $what:expr, $watcher:expr, $step:expr) => {
+        match $step {
+            Ok(v) => v,
+            Err(e) => {
+                $outage.failed(e, $what, &*$watcher)?;
+                continue;
+            }
+        }
+    };
+}
+
 /// How to take the site offline.
 #[derive(Debug, Clone)]
 pub struct Activation {
@@ -655,7 +733,7 @@ fn wait_offline(
     // and the record committed, and a layer's read begun in between still
     // saw the mode before it (and the layers count their snapshots' age
     // on their own clocks, not the server's).
-    let settle_from = (Instant::now(), SystemTime::now());
+    let mut settle_from = (Instant::now(), SystemTime::now());
     // The schedule's time came while the site was in its target (or
     // OFFLINE) already, or while another process's drain toward it was
     // under way: no change of its own marks it, so it is recorded as come.
@@ -717,9 +795,27 @@ fn wait_offline(
     // Sessions hold off OFFLINE only: reads go on through READONLY.
     let counts_sessions = target == Target::Offline;
 
+    // The server lost meanwhile: each step below that fails so is tried
+    // again, for up to OUTAGE_BOUND, from the top (the place taken back
+    // first).
+    let mut outage = Outage::default();
+    let what = why.what.as_str();
+
     loop {
-        let view = backend.mode()?;
-        if let Some(outcome) = settled_elsewhere(backend, &view, waiter.as_ref(), joined, target)? {
+        if or_retry!(outage, what, watcher, waiter.keep()) {
+            // The drain lapsed for every reader while this waiter's key
+            // was free: a layer may have read the mode it lapsed to, so
+            // the settle time counts again from now.
+            settle_from = (Instant::now(), SystemTime::now());
+        }
+        let view = or_retry!(outage, what, watcher, backend.mode());
+        let elsewhere = or_retry!(
+            outage,
+            what,
+            watcher,
+            settled_elsewhere(backend, &view, waiter.as_ref(), joined, target)
+        );
+        if let Some(outcome) = elsewhere {
             return Ok(outcome);
         }
         let now = clock.now();
@@ -727,10 +823,10 @@ fn wait_offline(
         let in_pending = now.duration_since(pending_since).unwrap_or_default();
         let released = activation.grace.is_some_and(|g| in_pending >= g) || !counts_sessions;
         if counts_sessions && sessions_read.is_none_or(|t| t.elapsed() >= SESSION_RECOUNT) {
-            sessions = backend.sessions()?;
+            sessions = or_retry!(outage, what, watcher, backend.sessions());
             sessions_read = Some(Instant::now());
         }
-        let live_tasks = backend.tasks()?;
+        let live_tasks = or_retry!(outage, what, watcher, backend.tasks());
         // A `block` command that joined a live task after PENDING began
         // blocks as any other: this wait ends refused.
         let blockers = blockers(&live_tasks, target);
@@ -740,7 +836,7 @@ fn wait_offline(
             return Err(crate::Error::Refused(Refusal::Blocked { tasks: blockers }));
         }
         let writes = match target {
-            Target::ReadOnly => backend.writes_in_flight()?,
+            Target::ReadOnly => or_retry!(outage, what, watcher, backend.writes_in_flight()),
             Target::Offline => Vec::new(),
         };
         let holding = Live {
@@ -755,6 +851,7 @@ fn wait_offline(
             },
             writes,
         };
+        outage.reached(what);
         seen.merge(&holding.held());
         watcher.progress(Progress {
             holding: &holding,
@@ -780,10 +877,10 @@ fn wait_offline(
             let fresh = if released {
                 Vec::new()
             } else {
-                backend.sessions()?
+                or_retry!(outage, what, watcher, backend.sessions())
             };
             let fresh_writes = match target {
-                Target::ReadOnly => backend.writes_in_flight()?,
+                Target::ReadOnly => or_retry!(outage, what, watcher, backend.writes_in_flight()),
                 Target::Offline => Vec::new(),
             };
             if fresh.is_empty() && fresh_writes.is_empty() {
@@ -799,11 +896,10 @@ fn wait_offline(
                 e.live = Live::read(backend)?.held();
                 let draft = EntryDraft::new(e).waited_since(record.since);
                 let completion = match target {
-                    Target::Offline => backend.complete_offline(waiter.as_ref(), Some(&draft))?,
-                    Target::ReadOnly => {
-                        backend.complete_read_only(waiter.as_ref(), Some(&draft))?
-                    }
+                    Target::Offline => backend.complete_offline(waiter.as_ref(), Some(&draft)),
+                    Target::ReadOnly => backend.complete_read_only(waiter.as_ref(), Some(&draft)),
                 };
+                let completion = or_retry!(outage, what, watcher, completion);
                 recorder::catch_up(backend, &change.hooks);
                 match completion {
                     Completion::Offline(done) | Completion::ReadOnly(done) => {
@@ -882,11 +978,16 @@ fn wait_offline(
         if held {
             wake = wake.min(activation.timeout.saturating_sub(waited));
         }
-        backend.wait_for_change(
-            view.record.generation,
-            &holding.tasks,
-            wake.max(Duration::from_millis(1)),
-        )?;
+        or_retry!(
+            outage,
+            what,
+            watcher,
+            backend.wait_for_change(
+                view.record.generation,
+                &holding.tasks,
+                wake.max(Duration::from_millis(1)),
+            )
+        );
     }
 }
 

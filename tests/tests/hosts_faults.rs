@@ -213,9 +213,6 @@ fn the_database_restarted_under_tasks_and_during_a_window_stops_nothing_and_lose
 }
 
 #[test]
-#[ignore = "known gap: a waiting `offline on` ends with an error (exit 1 or 69: the server \
-            shutting down, connection refused) when the server restarts, its waiter key not \
-            taken again"]
 fn the_database_restarted_during_a_wait_on_a_the_wait_goes_on() {
     let Some(cluster) = Cluster::start() else {
         return;
@@ -246,7 +243,110 @@ fn the_database_restarted_during_a_wait_on_a_the_wait_goes_on() {
         Some("Status: OFFLINE - Active sessions: 0"),
         "{out}"
     );
+    assert!(
+        out.stderr.matches("lost the state database").count() <= 1,
+        "an outage is said once: {out}"
+    );
     assert_eq!(changes(c), ["ONLINE→PENDING", "PENDING→OFFLINE"]);
+}
+
+/// B, the keepalive bound (`connect.rs`): a server up for less than this
+/// may still see tasks started before it enter again.
+const KEEPALIVE_BOUND_MS: i64 = 20_000;
+
+#[test]
+fn a_task_not_yet_back_after_a_restart_holds_a_new_wait_off_until_the_bound() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let Some(hosts) = hosts_on(&cluster) else {
+        return;
+    };
+    let (a, b, c) = (hosts.host(0), hosts.host(1), hosts.host(2));
+    let (run_b, pid_b) = job_on(b, "job");
+    assert_eq!(task_ids(a).len(), 1);
+    // B's runner, which holds the task's lock and would enter again, is
+    // paused: after the restart its row is left without its lock, and it
+    // stays so.
+    send_signal(run_b.pid(), Signal::STOP);
+    cluster.restart();
+    poll_until("the server up again, B's task not live", || {
+        let out = c.run(&["offline", "status", "--json"]);
+        (out.success() && task_ids(c).is_empty()).then_some(())
+    });
+    let started_ms: i64 = psql(
+        &cluster.url,
+        "SELECT floor(extract(epoch FROM pg_postmaster_start_time()) * 1000)::bigint",
+    )
+    .parse()
+    .unwrap();
+    // Nothing live anywhere, and yet the wait begun on A now must not
+    // trust "no tasks" until B's task is back or the server has been up B.
+    let out = a.run(&["offline", "on", "--timeout", "300"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let entries = history(c);
+    let offline = entries
+        .iter()
+        .find(|e| e.kind == EventKind::Mode && e.to.to_string() == "OFFLINE")
+        .unwrap_or_else(|| panic!("no OFFLINE in the history: {entries:?}"));
+    let offline_ms = offline
+        .at
+        .system_time()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        offline_ms - started_ms >= KEEPALIVE_BOUND_MS,
+        "A went OFFLINE {} ms after the server started, before B's task could enter again \
+         (bound {KEEPALIVE_BOUND_MS} ms)",
+        offline_ms - started_ms
+    );
+    // B's runner, let go: the site is OFFLINE, the gate refuses it, and its
+    // command is stopped.
+    send_signal(run_b.pid(), Signal::CONT);
+    let out = run_b.finish();
+    assert!(out.text().contains("`job` is stopped:"), "{out}");
+    assert!(!is_alive(pid_b), "B's command gone");
+    assert_eq!(changes(c), ["ONLINE→PENDING", "PENDING→OFFLINE"]);
+}
+
+#[test]
+fn a_waiter_cut_off_keeps_waiting_and_once_back_ends_as_the_off_given_meanwhile_says() {
+    let Some(hosts) = Hosts::new(3, &bins(), "") else {
+        return;
+    };
+    let (a, b, c) = (hosts.host(0), hosts.host(1), hosts.host(2));
+    let (run, pid) = job_on(b, "job");
+    let mut on = waiting_on(a, &["--timeout", "300"]);
+    assert_eq!(mode_on(c), "PENDING");
+    a.cut();
+    poll_until("A's waiter saying it lost the server", || {
+        on.stderr_so_far()
+            .contains("lost the state database")
+            .then_some(())
+    });
+    assert!(on.is_running(), "A's wait goes on without the server");
+    // Meanwhile the site is turned back ONLINE from C.
+    let off = c.run(&["offline", "off"]);
+    assert!(off.success(), "{off}");
+    a.restore();
+    let out = on.finish();
+    assert_eq!(
+        out.code(),
+        Some(75),
+        "A's wait ends as an `off` ends it: {out}"
+    );
+    assert!(out.stderr.contains("error: cancelled by"), "{out}");
+    assert_eq!(
+        out.stderr.matches("lost the state database").count(),
+        1,
+        "the outage said once: {out}"
+    );
+    assert_eq!(mode_on(c), "ONLINE", "A wrote nothing over the `off`");
+    assert_eq!(changes(c), ["ONLINE→PENDING", "PENDING→ONLINE"]);
+    assert!(is_alive(pid), "B's task never stopped");
+    std::fs::write(b.dir().join("done"), "").unwrap();
+    assert_eq!(run.finish().code(), Some(3));
 }
 
 /// The server-side pids of `host`'s connections to the server.

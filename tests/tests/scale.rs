@@ -260,8 +260,8 @@ fn bench_partition_detection() {
         "partition of B -> server frees B's task lock (A's `on` returns)",
         &mut freed,
         &format!(
-            "server keepalives idle 5 s, interval 1 s, count 3; B's task still running then in \
-             {task_alive} of {runs} runs"
+            "server keepalives idle 14 s, interval 2 s, count 3, tcp_user_timeout 20 s (B 20 s); \
+             B's task still running then in {task_alive} of {runs} runs"
         ),
     );
     row(

@@ -181,6 +181,19 @@ impl fmt::Display for HoldLost {
 pub trait WaiterLease: Send + fmt::Debug {
     /// When the PENDING this waiter belongs to began.
     fn pending_since(&self) -> Timestamp;
+
+    /// Keeps this waiter's place after its hold may have been lost (on
+    /// PostgreSQL: the server ended its connection, a restart): takes it
+    /// again, unless the draining record is no longer the one it waits
+    /// for (then nothing is taken, and the wait's next look at the mode
+    /// sees whose it is). `Ok(true)` when it took its place again: the
+    /// drain had lapsed meanwhile for every reader, so the settle time
+    /// counts again. Fails ([`Error::Unreachable`](crate::Error::Unreachable))
+    /// while the server cannot be reached. Backends whose hold cannot be
+    /// lost while the process lives (files) always hold it.
+    fn keep(&self) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// A web layer's published unsafe requests in flight ([`WritesInFlight`]):

@@ -325,6 +325,16 @@ impl Target {
                             server,
                             message: db.message().to_owned(),
                         });
+                    } else if matches!(code.code(), "57P01" | "57P02" | "57P03") {
+                        // Starting up, shutting down, restarting: the
+                        // server cannot be asked now, as when it is away
+                        // (exit 69, and a wait goes on through it).
+                        return self.unreachable(format!(
+                            "{} ({}): the server is starting up or shutting down: run the \
+                             command again once it answers",
+                            db.message(),
+                            code.code()
+                        ));
                     } else if *code == SqlState::INVALID_CATALOG_NAME {
                         format!(
                             "{}: create the database (createdb) or fix its name in the database URL",

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::connect::Conn;
+use super::held_key::HeldKey;
 use super::sql::{self, Rows, boolean, int, text};
 use super::{Inner, runtime, timestamp_ms};
 use crate::backend::{Completion, ModeChange, PendingStart, WaiterLease};
@@ -55,9 +56,10 @@ impl Inner {
         let s = self.s();
         format!(
             "SELECT m.record, m.generation, EXISTS (SELECT 1 FROM {s}.waiters w \
-             WHERE w.site = m.site AND NOT pg_try_advisory_xact_lock_shared({c}, w.key)) \
+             WHERE w.site = m.site AND ({back} OR NOT pg_try_advisory_xact_lock_shared({c}, w.key))) \
              FROM {s}.modes m WHERE m.site = {site}",
             c = self.class,
+            back = self.waiter_may_return_sql("w."),
             site = self.site_lit()
         )
     }
@@ -82,13 +84,54 @@ impl Inner {
     }
 
     /// The statements that remove dead waiters' and dead tasks' rows (a
-    /// writer runs them under the gate); they return no rows.
+    /// writer runs them under the gate); they return no rows. A task's row
+    /// that may still enter again ([`may_reenter_sql`](Self::may_reenter_sql))
+    /// is kept: a drain waits for it; so is a waiter's that may come back
+    /// ([`waiter_may_return_sql`](Self::waiter_may_return_sql)).
     pub(super) fn clean_sql(&self) -> String {
         let (s, c, site) = (self.s(), self.class, self.site_lit());
         format!(
-            "DELETE FROM {s}.waiters WHERE site = {site} AND pg_try_advisory_xact_lock_shared({c}, key); \
-             DELETE FROM {s}.tasks WHERE site = {site} AND pg_try_advisory_xact_lock_shared({c}, key)"
+            "DELETE FROM {s}.waiters WHERE site = {site} AND NOT {back} \
+             AND pg_try_advisory_xact_lock_shared({c}, key); \
+             DELETE FROM {s}.tasks WHERE site = {site} AND NOT {keep} \
+             AND pg_try_advisory_xact_lock_shared({c}, key)",
+            back = self.waiter_may_return_sql(""),
+            keep = self.may_reenter_sql("")
         )
+    }
+
+    /// Whether the task row (columns prefixed `t`, e.g. `"t."`) may be of
+    /// a task that enters again on its own after a restart of the server
+    /// (`tasks.rs`): the server has been up for less than the keepalive
+    /// bound ([`KEEPALIVE_BOUND`](super::connect::KEEPALIVE_BOUND), the
+    /// time a waiter that has just reconnected gives them), and the task
+    /// started before the server did. Such a row without its lock is
+    /// neither live nor dead yet.
+    pub(super) fn may_reenter_sql(&self, t: &str) -> String {
+        self.before_restart_sql(&format!("{t}started_ms"))
+    }
+
+    /// Whether the time `ms` (a column, in milliseconds as rows store
+    /// times) is from before the server started, and the server has been
+    /// up for less than the keepalive bound: what held a lock then may
+    /// still take it back on its own.
+    pub(super) fn before_restart_sql(&self, ms: &str) -> String {
+        format!(
+            "(now() - pg_postmaster_start_time() < interval '{bound} milliseconds' \
+             AND {ms} < {now} - (extract(epoch FROM now() - pg_postmaster_start_time()) \
+                 * 1000)::bigint)",
+            bound = super::connect::KEEPALIVE_BOUND.as_millis(),
+            now = self.now_ms_sql(),
+        )
+    }
+
+    /// Whether the waiter row (columns prefixed `w`) may be of a waiter
+    /// that takes its key back on its own after a restart of the server
+    /// (its drain began before the server started, which has been up for
+    /// less than the keepalive bound): its drain does not lapse meanwhile,
+    /// and its row is kept.
+    pub(super) fn waiter_may_return_sql(&self, w: &str) -> String {
+        self.before_restart_sql(&format!("{w}since_ms"))
     }
 
     /// The statements that write `record` after `previous`, moving the
@@ -277,18 +320,72 @@ pub(super) fn mode(inner: &Arc<Inner>) -> Result<ModeView> {
     })
 }
 
-/// One waiter's place: its own connection holding its own key, and its row.
+/// One waiter's place: its own connection holding its own key, and its
+/// row; taken again on a new connection when the server ends that one
+/// ([`WaiterLease::keep`]).
 #[derive(Debug)]
 pub(super) struct PgWaiter {
-    conn: Option<Conn>,
+    hold: Arc<WaiterHold>,
+}
+
+/// What a waiter's lease holds, shared with the futures on the runtime.
+#[derive(Debug)]
+struct WaiterHold {
+    held: HeldKey,
     since: Timestamp,
-    /// Removes the row and frees the key, before the connection closes.
+    /// Writes its row again (a writer's clean-up removes it while the key
+    /// is free).
+    row_sql: String,
+    /// Removes the row; the key is freed after it.
     release_sql: String,
+}
+
+impl WaiterHold {
+    /// Takes the key again on a new connection, under the exclusive gate,
+    /// and writes the row again — only while the draining record is still
+    /// the one this waiter waits for: one that someone replaced meanwhile
+    /// (`off`, `--force`, another `on` after the drain lapsed) is left as
+    /// it is, and the wait's next look at the mode sees whose it is.
+    /// Whether it took the key.
+    async fn retake(&self) -> Result<bool> {
+        let inner = self.held.inner();
+        let took = self
+            .held
+            .retake(async |conn| {
+                let (gate, _now, view) = inner.gate_and_look().await?;
+                let r = &view.record;
+                let ours = r.mode.is_draining() && r.since == self.since;
+                let took = ours
+                    && match self.held.try_lock(conn).await {
+                        Ok(took) => took,
+                        Err(e) => {
+                            inner.rollback(gate).await;
+                            return Err(inner.pg_error(e));
+                        }
+                    };
+                if took {
+                    inner.commit(gate, &self.row_sql).await?;
+                } else {
+                    inner.rollback(gate).await;
+                }
+                Ok(took)
+            })
+            .await?;
+        Ok(took.is_some())
+    }
 }
 
 impl WaiterLease for PgWaiter {
     fn pending_since(&self) -> Timestamp {
-        self.since
+        self.hold.since
+    }
+
+    fn keep(&self) -> Result<bool> {
+        if self.hold.held.open().is_some() {
+            return Ok(false);
+        }
+        let hold = Arc::clone(&self.hold);
+        runtime::block_on(async move { hold.retake().await })
     }
 }
 
@@ -296,13 +393,34 @@ impl Drop for PgWaiter {
     fn drop(&mut self) {
         // Freed before this returns, so the next reader sees it gone (a
         // closing connection frees its locks only a moment later).
-        if let Some(conn) = self.conn.take() {
-            let sql = std::mem::take(&mut self.release_sql);
-            let _ = runtime::block_on(async move {
-                let _ = sql::run(&conn.client, &sql).await;
-                Ok(())
-            });
-        }
+        let hold = Arc::clone(&self.hold);
+        let _ = runtime::block_on(async move {
+            hold.held.release(&hold.release_sql).await;
+            Ok(())
+        });
+    }
+}
+
+/// The lease of a waiter of `change` whose connection `conn` holds `key`,
+/// for the drain begun at `since`.
+fn waiter(
+    inner: &Arc<Inner>,
+    conn: Conn,
+    key: i32,
+    since: Timestamp,
+    change: &ModeChange,
+) -> PgWaiter {
+    PgWaiter {
+        hold: Arc::new(WaiterHold {
+            held: HeldKey::new(Arc::clone(inner), key, conn),
+            since,
+            row_sql: inner.waiter_row_sql(key, since, change),
+            release_sql: format!(
+                "DELETE FROM {}.waiters WHERE site = {} AND key = {key}",
+                inner.s(),
+                inner.site_lit()
+            ),
+        }),
     }
 }
 
@@ -347,18 +465,6 @@ impl Inner {
             pid = change.pid,
             by = sql::lit(&change.by),
         )
-    }
-
-    pub(super) fn waiter(&self, conn: Conn, key: i32, since: Timestamp) -> PgWaiter {
-        PgWaiter {
-            conn: Some(conn),
-            since,
-            release_sql: format!(
-                "DELETE FROM {}.waiters WHERE site = {} AND key = {key}; SELECT pg_advisory_unlock_all()",
-                self.s(),
-                self.site_lit()
-            ),
-        }
     }
 }
 
@@ -506,9 +612,9 @@ pub(super) fn begin_drain(
     step: Option<GateStep>,
     drain: &'static Drain,
 ) -> Result<Begun> {
-    let (inner2, change) = (Arc::clone(inner), change.clone());
+    let (inner2, change2) = (Arc::clone(inner), change.clone());
     let decided = runtime::block_on(async move {
-        let inner = inner2;
+        let (inner, change) = (inner2, change2);
         let (waiter, key) = inner.lock_connection().await?;
         let (conn, now, view) = inner.gate_and_look().await?;
         // A lapsed drain this replaces is recorded first.
@@ -576,7 +682,7 @@ pub(super) fn begin_drain(
     Ok(match decided {
         Decided::Already(r) => Begun::Already(r),
         Decided::Waiting(conn, key, record, joined) => Begun::Waiting {
-            waiter: Box::new(inner.waiter(conn, key, record.since)),
+            waiter: Box::new(waiter(inner, conn, key, record.since, change)),
             record,
             joined,
         },
@@ -588,21 +694,16 @@ const REENTRY_LOOK: Duration = Duration::from_millis(100);
 
 impl Inner {
     /// Whether tasks may still enter again after a restart of the server
-    /// (`tasks.rs`): it has been up for less than the keepalive bound
-    /// ([`KEEPALIVE_BOUND`](super::connect::KEEPALIVE_BOUND), the time a
-    /// waiter that has just reconnected gives them), and the row of a task
-    /// started before the server did is left without its lock.
+    /// (`tasks.rs`): the row of a task that may
+    /// ([`may_reenter_sql`](Self::may_reenter_sql)) is left without its
+    /// lock.
     async fn reentering(&self, conn: &Conn) -> Result<bool> {
         let sql = format!(
-            "SELECT count(*) FROM {s}.tasks t WHERE t.site = {site} \
-             AND now() - pg_postmaster_start_time() < interval '{ms} milliseconds' \
-             AND t.started_ms < {now} - (extract(epoch FROM now() - pg_postmaster_start_time()) \
-                 * 1000)::bigint \
+            "SELECT count(*) FROM {s}.tasks t WHERE t.site = {site} AND {may} \
              AND pg_try_advisory_xact_lock_shared({c}, t.key)",
-            now = self.now_ms_sql(),
             s = self.s(),
             site = self.site_lit(),
-            ms = super::connect::KEEPALIVE_BOUND.as_millis(),
+            may = self.may_reenter_sql("t."),
             c = self.class
         );
         let rows = sql::run(&conn.client, &sql)

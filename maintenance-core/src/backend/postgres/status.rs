@@ -98,10 +98,15 @@ impl Inner {
                 c = self.class
             )
         };
+        // A task's or a waiter's row that may still take its key back
+        // after a restart stays: a drain waits for the task, and the
+        // waiter's drain holds meanwhile (`modes.rs`).
         let clean = format!(
-            "WITH dead_tasks AS ({}), dead_waiters AS ({}) {}; ",
+            "WITH dead_tasks AS ({} AND NOT {}), dead_waiters AS ({} AND NOT {}) {}; ",
             delete("tasks"),
+            self.may_reenter_sql(""),
             delete("waiters"),
+            self.waiter_may_return_sql(""),
             delete("writes")
         );
         let message = format!(

@@ -94,6 +94,13 @@ fn unreadable_task(row: &[Option<String>]) -> TaskRecord {
     }
 }
 
+/// `at` in milliseconds since the epoch, as rows store times.
+fn ms_of(at: Timestamp) -> i64 {
+    at.system_time()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// A task's row as read: its record and the hash of its secret.
 struct Stored {
     record: TaskRecord,
@@ -102,14 +109,32 @@ struct Stored {
 
 impl Inner {
     /// The statement removing dead tasks' rows, one row returned per row
-    /// removed.
+    /// removed; the rows of tasks that may still enter again after a
+    /// restart of the server stay ([`may_reenter_sql`](Self::may_reenter_sql)).
     pub(super) fn reap_sql(&self) -> String {
         format!(
-            "DELETE FROM {}.tasks WHERE site = {} AND pg_try_advisory_xact_lock_shared({}, key) RETURNING 1",
+            "DELETE FROM {}.tasks WHERE site = {} AND NOT {} \
+             AND pg_try_advisory_xact_lock_shared({}, key) RETURNING 1",
             self.s(),
             self.site_lit(),
+            self.may_reenter_sql(""),
             self.class
         )
+    }
+
+    /// When the server started, in milliseconds on the backend's clock.
+    async fn server_started_ms(&self, conn: &Conn) -> Result<i64> {
+        let sql = format!(
+            "SELECT {} - (extract(epoch FROM now() - pg_postmaster_start_time()) * 1000)::bigint",
+            self.now_ms_sql()
+        );
+        let rows = sql::run(&conn.client, &sql)
+            .await
+            .map_err(|e| self.pg_error(e))?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.first())
+            .map_or(i64::MAX, |r| int(r, 0)))
     }
 
     /// The live rows `filter` (SQL on `t`) selects, oldest first.
@@ -203,11 +228,7 @@ impl Inner {
         secret_sha256: Option<&str>,
     ) -> Result<String> {
         let json = serde_json::to_string(record).map_err(|e| Error::Invalid(e.to_string()))?;
-        let ms = record
-            .started_at
-            .system_time()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let ms = ms_of(record.started_at);
         Ok(format!(
             "INSERT INTO {s}.tasks (site, key, id, task_id, name, started_ms, record, secret_sha256) \
              VALUES ({site}, {key}, {id}, {task}, {name}, {ms}, {json}, {secret}) \
@@ -649,6 +670,11 @@ struct Hold {
     /// check read it (0 before the first): a re-entry finding the key still
     /// held ends that connection, its own, first.
     backend_pid: AtomicI64,
+    /// The server's time (ms, as the backend's clock reads it) at the last
+    /// check that found the key held (the task's start before the first):
+    /// a drain begun by then counted this task, so its re-entry during
+    /// that drain is no new start.
+    held_at_ms: AtomicI64,
     /// Whether the key has been taken again on a connection of this
     /// process alone (a child holds only the first one).
     reentered: AtomicBool,
@@ -689,15 +715,12 @@ impl Hold {
         let Some(conn) = self.held.open() else {
             return Check::Lost("the server ended the connection".into());
         };
-        match tokio::time::timeout(
-            HOLD_ANSWER,
-            sql::run(&conn.client, "SELECT pg_backend_pid()"),
-        )
-        .await
-        {
+        let look = format!("SELECT pg_backend_pid(), {}", self.inner().now_ms_sql());
+        match tokio::time::timeout(HOLD_ANSWER, sql::run(&conn.client, &look)).await {
             Ok(Ok(rows)) => {
                 if let Some(r) = rows.first().and_then(|r| r.first()) {
                     self.backend_pid.store(int(r, 0), Ordering::Relaxed);
+                    self.held_at_ms.store(int(r, 1), Ordering::Relaxed);
                 }
                 Check::Held
             }
@@ -712,8 +735,11 @@ impl Hold {
     /// Enters again on a new connection, as a start would: the task's own
     /// key (its former connection ended first, if the server still keeps
     /// it), its instance key, then under the shared gate the admission and
-    /// the row, as it was. `Ok(false)`: the key is not free yet.
-    async fn reenter(&self) -> Result<bool> {
+    /// the row, as it was. `ended`: when the driver saw the server end the
+    /// former connection (so the key was held until about then); `None`
+    /// for a check unanswered (held for sure only at the last good check).
+    /// `Ok(false)`: the key is not free yet.
+    async fn reenter(&self, ended: Option<tokio::time::Instant>) -> Result<bool> {
         let took = self
             .held
             .retake(async |conn| {
@@ -755,10 +781,30 @@ impl Hold {
                 if !joined_own_name {
                     inner.lock_instance(conn, &request).await?;
                 }
-                let (_now, view) = inner.look_under_shared_gate(conn).await?;
+                let (now, view) = inner.look_under_shared_gate(conn).await?;
+                // Until when the key was held, on the server's clock: the
+                // last good check, or the end the driver saw (within
+                // `WATCH` of it), counted back from the server's time now.
+                let held_until = ended.map_or(0, |at| {
+                    ms_of(now) - (at.elapsed() + WATCH).as_millis() as i64
+                });
+                let held_until = held_until.max(self.held_at_ms.load(Ordering::Relaxed));
                 let admitted = if record.in_window {
                     // Inside an `offline run` window: never stopped for a
                     // lost lock.
+                    Ok(())
+                } else if view.mode.is_draining()
+                    && view.lapsed.is_none()
+                    && ms_of(view.record.since) <= held_until
+                    && ms_of(view.record.since) < inner.server_started_ms(conn).await?
+                {
+                    // A restart under a drain that began while this task
+                    // held its key: the drain counted it and waits for it
+                    // still (its waiter's last look is under the exclusive
+                    // gate), and a restart must not stop every job, so the
+                    // task takes back its place. A drain begun since it
+                    // lost the key refuses it, and so does one under which
+                    // its connection alone was ended (`pg_terminate_backend`).
                     Ok(())
                 } else if let Some(standing) = &a.standing {
                     let window_open = super::window::is_running(inner).await?;
@@ -828,13 +874,14 @@ async fn watch(hold: Arc<Hold>) {
         // sent, frees the key on the server at once.
         drop(hold.held.forget());
         let seen = tokio::time::Instant::now();
+        let ended_at = ended.then_some(seen);
         let mut told = false;
         loop {
             let left = (seen + reenter).saturating_duration_since(tokio::time::Instant::now());
             let attempt = if told || in_window || left.is_zero() {
-                tokio::time::timeout(HOLD_DETECT, hold.reenter()).await
+                tokio::time::timeout(HOLD_DETECT, hold.reenter(ended_at)).await
             } else {
-                tokio::time::timeout(left, hold.reenter()).await
+                tokio::time::timeout(left, hold.reenter(ended_at)).await
             };
             match attempt {
                 Ok(Ok(true)) => break,
@@ -889,6 +936,7 @@ impl PgTaskLease {
             record: Mutex::new(record.clone()),
             admission,
             backend_pid: AtomicI64::new(0),
+            held_at_ms: AtomicI64::new(ms_of(record.started_at)),
             reentered: AtomicBool::new(false),
             on_lost: Mutex::new(None),
         });
@@ -1186,10 +1234,12 @@ pub(super) fn reap(inner: &Arc<Inner>) -> Result<usize> {
     runtime::block_on(async move {
         let rows = inner
             .exec(&format!(
-                "{}; DELETE FROM {}.waiters WHERE site = {} AND pg_try_advisory_xact_lock_shared({}, key) RETURNING 1",
+                "{}; DELETE FROM {}.waiters WHERE site = {} AND NOT {} \
+                 AND pg_try_advisory_xact_lock_shared({}, key) RETURNING 1",
                 inner.reap_sql(),
                 inner.s(),
                 inner.site_lit(),
+                inner.waiter_may_return_sql(""),
                 inner.class
             ))
             .await?;
