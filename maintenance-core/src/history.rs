@@ -404,6 +404,72 @@ impl HistoryEntry {
     }
 }
 
+/// The entry of a mode change, drawn up before the change is made and
+/// completed by the backend from the record it writes, in the same
+/// durable step as the write ([`crate::backend::ModeChange::recording`]):
+/// a process killed right after the write leaves its change recorded (on
+/// PostgreSQL in the write's transaction; on files as the intent the next
+/// writer or reader completes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryDraft {
+    /// Everything the record does not say.
+    entry: HistoryEntry,
+    /// The change begins a drain: `from` is the mode it lapses to, and the
+    /// id is [`HistoryEntry::pending_id`] (kept by a later message update).
+    begins_drain: bool,
+    /// The wait began then: `waited.seconds` runs to the record's time.
+    waited_since: Option<Timestamp>,
+}
+
+impl EntryDraft {
+    /// The draft of `entry`: its time, target mode, message, author and id
+    /// are taken from the record written.
+    pub fn new(entry: HistoryEntry) -> Self {
+        EntryDraft {
+            entry,
+            begins_drain: false,
+            waited_since: None,
+        }
+    }
+
+    /// The draft of a drain's beginning (PENDING, READONLY_PENDING).
+    pub fn begins_drain(mut self) -> Self {
+        self.begins_drain = true;
+        self
+    }
+
+    /// The draft of a change that ends a wait begun at `since`.
+    pub fn waited_since(mut self, since: Timestamp) -> Self {
+        self.waited_since = Some(since);
+        self
+    }
+
+    /// The entry of the change that wrote `record` (its generation set).
+    pub fn entry_for(&self, record: &crate::mode::ModeRecord) -> HistoryEntry {
+        let mut e = self.entry.clone();
+        e.at = record.since;
+        e.to = record.mode;
+        e.message = record.message.clone();
+        e.by = record.by.clone();
+        e.pid = record.pid;
+        if self.begins_drain {
+            e.from = record.lapses_to();
+            e.id = Some(HistoryEntry::pending_id(record));
+        } else {
+            e.id = Some(HistoryEntry::record_id(record));
+        }
+        if let (Some(since), Some(waited)) = (self.waited_since, e.waited.as_mut()) {
+            waited.seconds = record
+                .since
+                .system_time()
+                .duration_since(since.system_time())
+                .unwrap_or_default()
+                .as_secs_f64();
+        }
+        e
+    }
+}
+
 /// Which entries to read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HistoryQuery {

@@ -224,4 +224,31 @@ pub struct WindowRun {
     /// waits for OFFLINE.
     #[serde(default)]
     pub running: bool,
+    /// Its window is READONLY (`offline run --read-only`), not OFFLINE.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+}
+
+impl WindowRun {
+    /// Whether this run, its command not started, has entered its window:
+    /// `record` (the mode record in force) is the window's mode, OFFLINE or
+    /// READONLY for a read-only run, written by this run's process since it
+    /// began. Durable in the record itself, so a run killed between that
+    /// write and its command's start is seen abandoned as one killed in its
+    /// command is (a drain it began, lapsed or not, is not its window).
+    pub fn entered(&self, record: &crate::mode::ModeRecord) -> bool {
+        let window = if self.read_only {
+            crate::mode::Mode::ReadOnly
+        } else {
+            crate::mode::Mode::Offline
+        };
+        record.mode == window && record.pid == self.pid && record.by == self.by
+    }
+
+    /// Whether this run, its process gone, left the site in its window:
+    /// killed while its command ran, or once it had [`entered`](Self::entered)
+    /// the window before its command started.
+    pub fn abandoned_in(&self, record: &crate::mode::ModeRecord) -> bool {
+        self.running || self.entered(record)
+    }
 }

@@ -55,7 +55,9 @@ use crate::backend::{
 use crate::clock::{Timestamp, format_age};
 use crate::error::Refusal;
 use crate::error::Result;
-use crate::history::{Cause, EventKind, Held, HeldTask, HistoryEntry, ScheduleRef, Waited};
+use crate::history::{
+    Cause, EntryDraft, EventKind, Held, HeldTask, HistoryEntry, ScheduleRef, Waited,
+};
 use crate::mode::{Mode, ModeRecord, ModeView};
 use crate::policy::Drain;
 use crate::recorder;
@@ -508,15 +510,8 @@ impl Why {
     }
 
     /// [`mode_entry`], carrying the schedule that caused it, if any.
-    fn mode_entry(
-        &self,
-        cause: Cause,
-        from: Mode,
-        record: &ModeRecord,
-        change: &ModeChange,
-        reason: String,
-    ) -> HistoryEntry {
-        let mut e = mode_entry(cause, from, record, change, reason);
+    fn mode_entry(&self, cause: Cause, from: Mode, reason: String) -> HistoryEntry {
+        let mut e = mode_entry(cause, from, reason);
         e.schedule = self.schedule.clone();
         e
     }
@@ -527,44 +522,11 @@ fn log(backend: &dyn Backend, change: &ModeChange, entry: HistoryEntry) {
     recorder::record_and_notify(backend, &change.hooks, &entry);
 }
 
-/// Whether `record` is the one `change` wrote in a call made when the
-/// record in force had generation `before` (and not another process's, nor
-/// the one in force, found by the call). Told by the generation, never by
-/// time: a record's time is the backend's (a server's, on PostgreSQL),
-/// which may lie behind this host's clock.
-fn wrote(record: &ModeRecord, change: &ModeChange, before: u64) -> bool {
-    record.by == change.by && record.pid == change.pid && record.generation != before
-}
-
-/// The entry of a mode change this process made, written as `record`.
-fn mode_entry(
-    cause: Cause,
-    from: Mode,
-    record: &ModeRecord,
-    change: &ModeChange,
-    reason: String,
-) -> HistoryEntry {
-    let mut e = HistoryEntry::new(
-        EventKind::Mode,
-        cause,
-        from,
-        record.mode,
-        record.since,
-        reason,
-    );
-    e.by = change.by.clone();
-    e.pid = change.pid;
-    e.message = record.message.clone();
-    e.id = Some(HistoryEntry::record_id(record));
-    e
-}
-
-/// How long from `from` to `to`, in seconds.
-fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
-    to.system_time()
-        .duration_since(from.system_time())
-        .unwrap_or_default()
-        .as_secs_f64()
+/// The entry of a mode change from `from`, as drawn up before the change
+/// ([`EntryDraft`]): the backend writes it with the record, from which it
+/// takes the time, the mode reached, the message, the author and the id.
+fn mode_entry(cause: Cause, from: Mode, reason: String) -> HistoryEntry {
+    HistoryEntry::new(EventKind::Mode, cause, from, from, Timestamp::EPOCH, reason)
 }
 
 /// A duration as the history says it: `30s`, `0.5s`.
@@ -585,17 +547,15 @@ fn leave(
     (cause, reason): (Cause, String),
     held: Held,
 ) -> Result<ModeRecord> {
-    let before = backend.mode()?.record.generation;
-    let after = backend.leave_pending(waiter, change)?;
-    if !after.mode.is_draining() && wrote(&after, change, before) {
-        let mut e = why.mode_entry(cause, pending.mode, &after, change, reason);
-        e.waited = Some(Waited {
-            seconds: seconds_between(pending.since, after.since),
-            held_by: held.clone(),
-        });
-        e.live = held;
-        log(backend, change, e);
-    }
+    let mut e = why.mode_entry(cause, pending.mode, reason);
+    e.waited = Some(Waited {
+        seconds: 0.0,
+        held_by: held.clone(),
+    });
+    e.live = held;
+    let draft = EntryDraft::new(e).waited_since(pending.since);
+    let after = backend.leave_pending(waiter, &change.recording(draft))?;
+    recorder::catch_up(backend, &change.hooks);
     Ok(after)
 }
 
@@ -755,11 +715,16 @@ fn wait_offline(
         writes: Vec::new(),
     }
     .held();
+    // The drain's entry, written with its record (a joined drain has its
+    // own already).
+    let mut e = why.mode_entry(why.cause, Mode::Online, began_reason(why, target, &seen));
+    e.live = live_before;
+    let begin = change.recording(EntryDraft::new(e).begins_drain());
     let started = match (target, schedule) {
-        (Target::Offline, Some(s)) => Start::from(backend.begin_scheduled_pending(s, change)?),
-        (Target::Offline, None) => Start::from(backend.begin_pending(change)?),
-        (Target::ReadOnly, Some(s)) => Start::from(backend.begin_scheduled_read_only(s, change)?),
-        (Target::ReadOnly, None) => Start::from(backend.begin_read_only(change)?),
+        (Target::Offline, Some(s)) => Start::from(backend.begin_scheduled_pending(s, &begin)?),
+        (Target::Offline, None) => Start::from(backend.begin_pending(&begin)?),
+        (Target::ReadOnly, Some(s)) => Start::from(backend.begin_scheduled_read_only(s, &begin)?),
+        (Target::ReadOnly, None) => Start::from(backend.begin_read_only(&begin)?),
     };
     // The settle time counts from here, on this host's monotonic clock:
     // the draining record is committed, so a web layer's read begun from
@@ -769,23 +734,6 @@ fn wait_offline(
     // saw the mode before it (and the layers count their snapshots' age
     // on their own clocks, not the server's).
     let mut settle_from = (Instant::now(), SystemTime::now());
-    if let Start::Waiting {
-        record,
-        joined: false,
-        ..
-    } = &started
-    {
-        let mut e = why.mode_entry(
-            why.cause,
-            record.lapses_to(),
-            record,
-            change,
-            began_reason(why, target, &seen),
-        );
-        e.id = Some(HistoryEntry::pending_id(record));
-        e.live = live_before;
-        log(backend, change, e);
-    }
     // The schedule's time came while the site was in its target (or
     // OFFLINE) already, or while another process's drain toward it was
     // under way: no change of its own marks it, so it is recorded as come.
@@ -801,7 +749,8 @@ fn wait_offline(
     {
         schedule_due(backend, change, s.record(), record.mode);
     }
-    // A lapsed drain it replaced was recorded on the way.
+    // A lapsed drain it replaced was recorded on the way, and so was its
+    // own beginning: their hooks run.
     recorder::catch_up(backend, &change.hooks);
     let (waiter, record, joined) = match started {
         Start::Waiting {
@@ -935,36 +884,26 @@ fn wait_offline(
                 Target::Offline => Vec::new(),
             };
             if fresh.is_empty() && fresh_writes.is_empty() {
+                // Whichever waiter completes records it, as the one who
+                // began the drain (the record keeps its author), with the
+                // record: what is live now is what stays live past it.
+                let mut e =
+                    why.mode_entry(why.cause, record.mode, completed_reason(why, target, &seen));
+                e.waited = Some(Waited {
+                    seconds: 0.0,
+                    held_by: seen.clone(),
+                });
+                e.live = Live::read(backend)?.held();
+                let draft = EntryDraft::new(e).waited_since(record.since);
                 let completion = match target {
-                    Target::Offline => backend.complete_offline(waiter.as_ref()),
-                    Target::ReadOnly => backend.complete_read_only(waiter.as_ref()),
+                    Target::Offline => backend.complete_offline(waiter.as_ref(), Some(&draft)),
+                    Target::ReadOnly => backend.complete_read_only(waiter.as_ref(), Some(&draft)),
                 };
                 let completion = or_retry!(outage, what, watcher, completion);
+                recorder::catch_up(backend, &change.hooks);
                 match completion {
                     Completion::Offline(done) | Completion::ReadOnly(done) => {
                         let live = Live::read(backend)?;
-                        // Any waiter that completes records it, as the
-                        // one who began the drain: the history keeps one.
-                        // A stricter mode found instead (OFFLINE, for a
-                        // read-only drain) is another process's change,
-                        // recorded by it.
-                        if done.mode == target.mode() {
-                            let mut e = why.mode_entry(
-                                why.cause,
-                                record.mode,
-                                &done,
-                                change,
-                                completed_reason(why, target, &seen),
-                            );
-                            e.by = done.by.clone();
-                            e.pid = done.pid;
-                            e.waited = Some(Waited {
-                                seconds: seconds_between(record.since, done.since),
-                                held_by: seen.clone(),
-                            });
-                            e.live = live.held();
-                            log(backend, change, e);
-                        }
                         return Ok(reached(done, live, joined, false));
                     }
                     Completion::Cancelled(record) => {
@@ -1110,24 +1049,14 @@ fn force_because(
     change: &ModeChange,
     why: &Why,
 ) -> Result<(ModeRecord, Live)> {
-    let from = backend.mode()?;
-    let (before, from) = (from.record.generation, from.mode);
-    let record = backend.force_offline(change)?;
+    let from = backend.mode()?.mode;
+    let held = Live::read(backend)?.held();
+    let mut e = why.mode_entry(why.cause, from, forced_reason(why, Mode::Offline, &held));
+    e.forced = true;
+    e.live = held;
+    let record = backend.force_offline(&change.recording(EntryDraft::new(e)))?;
     recorder::catch_up(backend, &change.hooks);
     let live = Live::read(backend)?;
-    if from != Mode::Offline && wrote(&record, change, before) {
-        let held = live.held();
-        let mut e = why.mode_entry(
-            why.cause,
-            from,
-            &record,
-            change,
-            forced_reason(why, Mode::Offline, &held),
-        );
-        e.forced = true;
-        e.live = held;
-        log(backend, change, e);
-    }
     Ok((record, live))
 }
 
@@ -1167,17 +1096,13 @@ fn go_read_only_because(
     reason: &dyn Fn(&Held) -> String,
     forced: bool,
 ) -> Result<ModeRecord> {
-    let from = backend.mode()?;
-    let (before, from) = (from.record.generation, from.mode);
-    let written = backend.go_read_only(change)?;
+    let from = backend.mode()?.mode;
+    let held = Live::read(backend)?.held();
+    let mut e = why.mode_entry(why.cause, from, reason(&held));
+    e.forced = forced;
+    e.live = held;
+    let written = backend.go_read_only(&change.recording(EntryDraft::new(e)))?;
     recorder::catch_up(backend, &change.hooks);
-    if from != Mode::ReadOnly && wrote(&written, change, before) {
-        let held = Live::read(backend)?.held();
-        let mut e = why.mode_entry(why.cause, from, &written, change, reason(&held));
-        e.forced = forced;
-        e.live = held;
-        log(backend, change, e);
-    }
     Ok(written)
 }
 
@@ -1253,28 +1178,24 @@ fn go_online_because(
     schedule: Option<&ScheduleRef>,
 ) -> Result<ModeRecord> {
     let from = backend.mode()?;
-    let before = from.record.generation;
-    let written = backend.go_online(change)?;
+    let reason = match from.mode {
+        Mode::Pending | Mode::ReadOnlyPending => format!(
+            "{reason} (ended the wait for {} begun by {}, pid {})",
+            if from.mode == Mode::Pending {
+                Mode::Offline
+            } else {
+                Mode::ReadOnly
+            },
+            from.record.by,
+            from.record.pid
+        ),
+        _ => reason,
+    };
+    let mut e = mode_entry(cause, from.mode, reason);
+    e.schedule = schedule.cloned();
+    e.live = Live::read(backend)?.held();
+    let written = backend.go_online(&change.recording(EntryDraft::new(e)))?;
     recorder::catch_up(backend, &change.hooks);
-    if from.mode != Mode::Online && wrote(&written, change, before) {
-        let reason = match from.mode {
-            Mode::Pending | Mode::ReadOnlyPending => format!(
-                "{reason} (ended the wait for {} begun by {}, pid {})",
-                if from.mode == Mode::Pending {
-                    Mode::Offline
-                } else {
-                    Mode::ReadOnly
-                },
-                from.record.by,
-                from.record.pid
-            ),
-            _ => reason,
-        };
-        let mut e = mode_entry(cause, from.mode, &written, change, reason);
-        e.schedule = schedule.cloned();
-        e.live = Live::read(backend)?.held();
-        log(backend, change, e);
-    }
     Ok(written)
 }
 
@@ -1833,6 +1754,7 @@ fn run_window(
         by: me.by.clone(),
         started_at: Timestamp::at(backend.clock().now()),
         running: false,
+        read_only: target == Target::ReadOnly,
     })?;
     // A run that died mid-command was recorded on the way.
     recorder::catch_up(backend, &me.hooks);

@@ -370,39 +370,18 @@ pub struct Killed<'a> {
 pub struct Tally {
     /// Kills checked.
     pub kills: u64,
-    /// Kills that left a change its process made but did not live to
-    /// record (documented: the instant between the write and the append).
-    pub unrecorded: u64,
     /// Kills whose drain another process recorded as lapsed.
     pub lapsed: u64,
-    /// Kills that met an open bug (see [`OPEN_SCHEDULED_LATE`] and
-    /// [`OPEN_RUN_ENTERED`]), checked as far as it allows.
-    pub open: u64,
     /// Where the time went: each step's name and total.
     pub steps: Vec<(&'static str, Duration)>,
     lap: Option<Instant>,
 }
 
-/// Open bug: a scheduled window's process killed after its time came —
-/// its drain begun, the schedule ended as due — and before it recorded
-/// that drain has the drain recorded late as `offline on`'s (cause `on`,
-/// no schedule), not as the schedule's (cause `scheduled`).
-pub const OPEN_SCHEDULED_LATE: &str = "a killed scheduled drain is recorded late as `offline on`'s";
-
-/// Open bug: an `offline run` killed once its window's mode is written and
-/// before its command starts leaves the site in that mode with the window
-/// free (its record says the command never ran), so neither status nor the
-/// history says the run was abandoned.
-pub const OPEN_RUN_ENTERED: &str =
-    "a run killed between its window's mode and its command is not shown abandoned";
-
 impl Tally {
     /// Adds `other`'s counts and times to these.
     pub fn add(&mut self, other: &Tally) {
         self.kills += other.kills;
-        self.unrecorded += other.unrecorded;
         self.lapsed += other.lapsed;
-        self.open += other.open;
         for (step, took) in &other.steps {
             match self.steps.iter_mut().find(|(s, _)| s == step) {
                 Some((_, total)) => *total += *took,
@@ -429,11 +408,7 @@ impl Tally {
 
     /// What it counted, in words.
     pub fn counts(&self) -> String {
-        format!(
-            "{} drains recorded as lapsed; {} changes left unrecorded by a kill between the \
-             write and the append; {} met an open bug",
-            self.lapsed, self.unrecorded, self.open
-        )
+        format!("{} drains recorded as lapsed", self.lapsed)
     }
 
     /// Prints the tally of `kind`.
@@ -537,7 +512,7 @@ pub fn check_after_kill(site: &CliSite, killed: &Killed<'_>, tally: &mut Tally) 
     // exchange), allowed the hang guard to connect, as the helpers are.
     let backend = site.helper_state().backend();
     tally.lap("open the state");
-    check_history(&*backend, killed, new, &st, tally);
+    check_history(&*backend, killed, new, &st);
     tally.lap("history checks");
     check_later_runs(site, &*backend, killed, tally);
 }
@@ -545,28 +520,16 @@ pub fn check_after_kill(site: &CliSite, killed: &Killed<'_>, tally: &mut Tally) 
 /// The history after the kill holds only what the killed operation could
 /// have recorded, every drain it began ended (by itself, or as lapsed by
 /// whoever noticed), every run it left OFFLINE recorded as abandoned, and
-/// its last change is the mode status shows — but for a change made in the
-/// instant between the write and the append, which stays unrecorded (the
-/// record then names the killed process).
+/// its last change is the mode status shows: every change is recorded,
+/// wherever the kill landed (the entry is written with the mode).
 fn check_history(
     backend: &dyn Backend,
     killed: &Killed<'_>,
     new: &[HistoryEntry],
     st: &serde_json::Value,
-    tally: &mut Tally,
 ) {
     let what = killed.what.as_str();
     for e in new {
-        if killed.kind == Kind::Schedule
-            && e.cause == Cause::On
-            && e.noticed_by.is_some()
-            && e.pid == killed.pid
-            && matches!(e.to, Mode::Pending | Mode::ReadOnlyPending)
-        {
-            eprintln!("{what}: open bug: {OPEN_SCHEDULED_LATE}: {e:?}");
-            tally.open += 1;
-            continue;
-        }
         assert!(
             killed.kind.could_record(e),
             "{what}: an entry the killed {:?} could not have recorded: {e:?}\nall: {new:#?}",
@@ -578,16 +541,12 @@ fn check_history(
     let mode = mode_of(st);
     let modes: Vec<&HistoryEntry> = new.iter().filter(|e| e.kind == EventKind::Mode).collect();
     let shown = modes.last().map(|e| e.to);
-    if let Some(to) = shown
-        && to != mode
-    {
-        assert!(
-            written_by_killed,
-            "{what}: the history ends in {to} but the site is {mode}, a record not by the killed \
-             process: {record:?}\n{new:#?}"
+    if let Some(to) = shown {
+        assert_eq!(
+            to, mode,
+            "{what}: the history ends in {to} but the site is {mode}: the change that made it is \
+             unrecorded: {record:?}\n{new:#?}"
         );
-        tally.unrecorded += 1;
-        return;
     }
     for (i, e) in modes.iter().enumerate() {
         if matches!(e.to, Mode::Pending | Mode::ReadOnlyPending) {
@@ -607,11 +566,6 @@ fn check_history(
             (Mode::Pending, Mode::Offline) | (Mode::ReadOnlyPending, Mode::ReadOnly)
         )
     {
-        if st["window"].is_null() && record.pid == killed.pid {
-            eprintln!("{what}: open bug: {OPEN_RUN_ENTERED}: {st}");
-            tally.open += 1;
-            return;
-        }
         assert!(
             new.iter().any(|e| e.kind == EventKind::RunAbandoned),
             "{what}: a killed run left the site OFFLINE with no `run abandoned`: {st}\n{new:#?}"
@@ -628,10 +582,13 @@ fn check_history(
         );
     }
     if shown.is_none() && new.iter().all(|e| e.kind != EventKind::RunAbandoned) {
-        // Nothing recorded: nothing changed, or a change left unrecorded.
-        if written_by_killed && record.mode != Mode::Pending {
-            tally.unrecorded += 1;
-        }
+        // Nothing recorded: nothing changed (a record by the killed
+        // process is a change, recorded with it).
+        assert!(
+            !written_by_killed,
+            "{what}: the site is {mode} by the killed process, and its change is unrecorded: \
+             {record:?}\n{new:#?}"
+        );
     }
 }
 

@@ -123,7 +123,7 @@ fn through_the_tier(state: &Path, mut look: impl FnMut(Mode, &str)) {
         ReadOnlyStart::Already(r) => panic!("already {}", r.mode),
     };
     look(Mode::ReadOnlyPending, "READONLY_PENDING");
-    b.complete_read_only(waiter.as_ref()).unwrap();
+    b.complete_read_only(waiter.as_ref(), None).unwrap();
     drop(waiter);
     look(Mode::ReadOnly, "READONLY");
     let pending = match b.begin_pending(&change()).unwrap() {
@@ -137,7 +137,7 @@ fn through_the_tier(state: &Path, mut look: impl FnMut(Mode, &str)) {
         maintenance_core::backend::PendingStart::Waiting { waiter, .. } => waiter,
         other => panic!("PENDING from READONLY, got {other:?}"),
     };
-    b.complete_offline(pending.as_ref()).unwrap();
+    b.complete_offline(pending.as_ref(), None).unwrap();
     drop(pending);
     look(Mode::Offline, "OFFLINE from READONLY");
 }

@@ -398,3 +398,178 @@ fn a_run_killed_before_recording_its_pending_has_it_recorded_as_the_runs() {
         begun[0]
     );
 }
+
+/// Holds back every append to a site's history until dropped: the
+/// history's own lock on files, taken as an append takes it. (On
+/// PostgreSQL the entry commits in the mode's transaction, so no instant
+/// lies between them: holding the history table would only stall every
+/// other test's appends on the server.)
+struct HistoryHeld {
+    _lock: std::fs::File,
+}
+
+impl HistoryHeld {
+    fn take(site: &CliSite) -> HistoryHeld {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(site.state().join("history.jsonl"))
+            .unwrap();
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        HistoryHeld { _lock: file }
+    }
+
+    /// Waits until a change of `site`, begun from `before`, is held at its
+    /// history entry: once its record is written (the append comes after).
+    fn wait_blocked(&self, site: &CliSite, before: maintenance_core::Mode) {
+        manage_tests::poll_until("the record written", || {
+            (site.mode().record.mode != before).then_some(())
+        })
+    }
+}
+
+/// Found by the kills of `offline off`, `on` and `run` (11, 3 and 4 of 150
+/// on files): a change killed after writing its mode and before appending
+/// its entry stayed unrecorded. The entry is now part of the write's
+/// durable step: on PostgreSQL in its transaction (the kill leaves neither
+/// or both), on files written first as the intent, which the next reader
+/// appends. Here the kill lands in that instant for sure: the history is
+/// held until the change is blocked at its entry.
+#[test]
+fn a_change_killed_between_its_mode_and_its_entry_is_recorded_all_the_same() {
+    use maintenance_core::Mode;
+    use maintenance_core::history::{Cause, EventKind};
+    if manage_tests::file_backend_only(
+        "the instant between a mode and its entry (in one transaction on PostgreSQL)",
+    ) {
+        return;
+    }
+    let site = site();
+    site.backend()
+        .force_offline(&ModeChange::by_this_process())
+        .unwrap();
+    let held = HistoryHeld::take(&site);
+    let mut p = site.spawn(&["offline", "off"]);
+    let pid = p.pid();
+    held.wait_blocked(&site, Mode::Offline);
+    p.kill9();
+    drop(held);
+    let st = site.status_json();
+    let mode = site.mode();
+    let history = site.history(100);
+    let offs: Vec<_> = history
+        .iter()
+        .filter(|e| e.pid == pid && e.kind == EventKind::Mode)
+        .collect();
+    assert_eq!(mode.record.pid, pid, "the record comes first: {st}");
+    {
+        assert_eq!(mode.mode, Mode::Online, "{st}");
+        assert_eq!(offs.len(), 1, "the change is recorded once: {history:#?}");
+        assert_eq!(
+            (offs[0].from, offs[0].to, offs[0].cause),
+            (Mode::Offline, Mode::Online, Cause::Off),
+            "{:?}",
+            offs[0]
+        );
+        assert!(offs[0].noticed_by.is_some(), "{:?}", offs[0]);
+    }
+}
+
+/// Found by the kills of `offline on --at` (about 1 in 150): a scheduled
+/// window killed after its time came — its PENDING written, the schedule
+/// ended as due — and before recording its drain had the drain recorded
+/// late as `offline on`'s (cause `on`, no schedule), since the noticer
+/// could not know a schedule began it. The drain's entry is drawn up by
+/// the schedule's process and written with the PENDING, so it names the
+/// window whoever appends it.
+#[test]
+fn a_scheduled_drain_killed_before_its_entry_is_recorded_as_the_schedules() {
+    use maintenance_core::Mode;
+    use maintenance_core::history::{Cause, EventKind};
+    if manage_tests::file_backend_only(
+        "the instant between a drain and its entry (in one transaction on PostgreSQL)",
+    ) {
+        return;
+    }
+    let site = site();
+    let mut p = site.spawn(&["offline", "on", "--at", "+2", "--timeout", "60"]);
+    reached(&mut p, "the window scheduled");
+    manage_tests::poll_until("the schedule recorded", || {
+        site.history(100)
+            .iter()
+            .any(|e| e.kind == EventKind::ScheduleSet)
+            .then_some(())
+    });
+    let held = HistoryHeld::take(&site);
+    let pid = p.pid();
+    held.wait_blocked(&site, Mode::Online);
+    p.kill9();
+    drop(held);
+    manage_tests::poll_until("the killed window's drain lapsed", || {
+        let st = site.status_json();
+        (st["mode"] == "ONLINE" && st["schedule"].is_null()).then_some(())
+    });
+    let history = site.history(100);
+    let begun: Vec<_> = history
+        .iter()
+        .filter(|e| e.pid == pid && e.to == Mode::Pending)
+        .collect();
+    for e in &begun {
+        assert_eq!(e.cause, Cause::Scheduled, "{history:#?}");
+        assert!(e.schedule.is_some(), "{e:?}");
+    }
+    assert_eq!(begun.len(), 1, "{history:#?}");
+}
+
+/// Found by the kills of `offline run` (about 1 in 30): a run killed once
+/// its window's mode was written and before its command started left the
+/// site OFFLINE with the window read as free (its record said the command
+/// never ran), so neither status nor the history said the run was
+/// abandoned. The window's mode written by the run is itself the proof
+/// that it entered its window. Here the kill lands in the settle time of
+/// `--force`, which a long refresh interval keeps open.
+#[test]
+fn a_run_killed_between_its_windows_mode_and_its_command_is_abandoned() {
+    use maintenance_core::Mode;
+    use maintenance_core::history::EventKind;
+    let site = site();
+    let toml = site.dir().join("manage.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let longer = text.replace("refresh_interval = \"50ms\"", "refresh_interval = \"30s\"");
+    assert_ne!(text, longer, "{text}");
+    std::fs::write(&toml, longer).unwrap();
+    let mut p = site.spawn(&[
+        "offline",
+        "run",
+        "--force",
+        "--",
+        "sleeper-many",
+        "--secs",
+        "0",
+    ]);
+    let pid = p.pid();
+    manage_tests::poll_until("the run's window entered", || {
+        let m = site.mode();
+        (m.mode == Mode::Offline && m.record.pid == pid).then_some(())
+    });
+    p.kill9();
+    let st = manage_tests::poll_until("the run seen abandoned", || {
+        let st = site.status_json();
+        (st["window"]["state"] == "abandoned").then_some(st)
+    });
+    assert_eq!(st["mode"], "OFFLINE", "{st}");
+    let history = site.history(100);
+    let abandoned: Vec<_> = history
+        .iter()
+        .filter(|e| e.kind == EventKind::RunAbandoned && e.pid == pid)
+        .collect();
+    assert_eq!(abandoned.len(), 1, "{history:#?}");
+    assert!(
+        abandoned[0].reason.contains("before its command started"),
+        "{:?}",
+        abandoned[0]
+    );
+    let off = site.run(&["offline", "off"]);
+    assert!(off.success(), "{off}");
+    assert!(site.status_json()["window"].is_null());
+}

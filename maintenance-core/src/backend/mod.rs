@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::clock::{SharedClock, Timestamp};
 use crate::config::{BackendKind, Config};
 use crate::error::Result;
-use crate::history::{HistoryEntry, HistoryQuery, HistoryRead};
+use crate::history::{EntryDraft, HistoryEntry, HistoryQuery, HistoryRead};
 use crate::hooks::Hooks;
 use crate::identity::Identity;
 use crate::join::JoinToken;
@@ -31,7 +31,7 @@ pub use crate::schedule::{EndedSchedule, ScheduleEnd, ScheduleEndReason, Schedul
 pub use file::FileBackend;
 
 /// Who asks for a mode change, and what they want users to read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModeChange {
     /// `user@host` of the operator.
     pub by: String,
@@ -48,6 +48,11 @@ pub struct ModeChange {
     /// default); backends never run them, the state machine does
     /// ([`crate::transition`]).
     pub hooks: Hooks,
+    /// The history entry of the mode change this request makes, which the
+    /// backend records in the same durable step as the mode it writes
+    /// (none: the change is not recorded). The state machine sets it
+    /// ([`crate::transition`]).
+    pub entry: Option<EntryDraft>,
 }
 
 impl ModeChange {
@@ -61,6 +66,7 @@ impl ModeChange {
             retry_after: None,
             bypass: None,
             hooks: Hooks::none(),
+            entry: None,
         }
     }
 
@@ -102,6 +108,14 @@ impl ModeChange {
     pub fn hooks(mut self, hooks: Hooks) -> Self {
         self.hooks = hooks;
         self
+    }
+
+    /// This change, recording `draft` with the mode it writes.
+    pub fn recording(&self, draft: EntryDraft) -> Self {
+        ModeChange {
+            entry: Some(draft),
+            ..self.clone()
+        }
     }
 }
 
@@ -393,8 +407,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// turned it ONLINE meanwhile, or a task that holds off OFFLINE is live
     /// at this final look, made under the gate so that no join slips in
     /// between ([`Completion::Held`], I1). Writes the web-server marker
-    /// before the record.
-    fn complete_offline(&self, waiter: &dyn WaiterLease) -> Result<Completion>;
+    /// before the record; records `entry` (if any) with it, in the same
+    /// durable step.
+    fn complete_offline(
+        &self,
+        waiter: &dyn WaiterLease,
+        entry: Option<&EntryDraft>,
+    ) -> Result<Completion>;
 
     /// This waiter leaves without success: when it was the last one and the
     /// site is still in its PENDING or READONLY_PENDING, the site goes back
@@ -425,8 +444,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// is live at this final look, made under the gate
     /// ([`Completion::Held`]). Writes the READONLY and OFFLINE markers
     /// before the record. The caller has waited for the settle time and for
-    /// [`writes_in_flight`](Self::writes_in_flight) to empty.
-    fn complete_read_only(&self, waiter: &dyn WaiterLease) -> Result<Completion>;
+    /// [`writes_in_flight`](Self::writes_in_flight) to empty. Records
+    /// `entry` (if any) with the record, in the same durable step.
+    fn complete_read_only(
+        &self,
+        waiter: &dyn WaiterLease,
+        entry: Option<&EntryDraft>,
+    ) -> Result<Completion>;
 
     /// READONLY at once, from any mode, whatever is live: `--read-only
     /// --force`, and `offline run` putting back the READONLY it found.

@@ -17,6 +17,13 @@ fn noticer() -> String {
     format!("{} (pid {})", me.user_at_host(), me.pid)
 }
 
+/// The entry a process drew up for its change and wrote with it, recorded
+/// by whoever found it unrecorded after that process was killed.
+pub(crate) fn late_entry(mut e: HistoryEntry) -> HistoryEntry {
+    e.noticed_by = Some(noticer());
+    e
+}
+
 /// The entry of the drain `record` began (PENDING, from ONLINE or
 /// READONLY, or READONLY_PENDING), for a waiter that died before it
 /// recorded it itself (the same id: kept once); `run` is the window's
@@ -121,9 +128,15 @@ pub(crate) fn schedule_lapse_entry(
     e
 }
 
-/// The entry of an `offline run` killed while its command ran.
+/// The entry of an `offline run` killed in its window: while its command
+/// ran, or before it started ([`WindowRun::abandoned_in`]).
 pub(crate) fn abandoned_entry(run: &WindowRun, mode: Mode, now: Timestamp) -> HistoryEntry {
     let argv: String = run.argv.join(" ").chars().take(200).collect();
+    let when = if run.running {
+        format!("while its command ran (since {})", run.started_at)
+    } else {
+        "in its window, before its command started".to_owned()
+    };
     let mut e = HistoryEntry::new(
         EventKind::RunAbandoned,
         Cause::Abandoned,
@@ -131,9 +144,9 @@ pub(crate) fn abandoned_entry(run: &WindowRun, mode: Mode, now: Timestamp) -> Hi
         mode,
         now,
         format!(
-            "`offline run -- {argv}` (pid {}, {}) was killed while its command ran (since {}): \
-             the site stays {mode} until someone turns it ONLINE",
-            run.pid, run.by, run.started_at
+            "`offline run -- {argv}` (pid {}, {}) was killed {when}: the site stays {mode} until \
+             someone turns it ONLINE",
+            run.pid, run.by
         ),
     );
     e.by = run.by.clone();

@@ -188,7 +188,7 @@ pub fn a_joined_run_keeps_the_task_live_after_its_root_ended(site: &dyn Fn() -> 
     assert_eq!(live[0].task_id(), id);
     assert!(live[0].holds_off_offline());
     let w = pending(&b);
-    let Completion::Held(held) = b.complete_offline(w.as_ref()).unwrap() else {
+    let Completion::Held(held) = b.complete_offline(w.as_ref(), None).unwrap() else {
         panic!("went OFFLINE while a joined run lives");
     };
     assert_eq!(held[0].id, nested.record().id);
@@ -197,7 +197,7 @@ pub fn a_joined_run_keeps_the_task_live_after_its_root_ended(site: &dyn Fn() -> 
     drop(again);
     drop(nested);
     assert!(matches!(
-        b.complete_offline(w.as_ref()).unwrap(),
+        b.complete_offline(w.as_ref(), None).unwrap(),
         Completion::Offline(_)
     ));
     assert!(matches!(
@@ -241,6 +241,7 @@ pub fn a_joined_required_run_needs_a_window(site: &dyn Fn() -> FreshState) {
             by: change().by,
             started_at: crate::clock::Timestamp::at(SystemTime::now()),
             running: false,
+            read_only: false,
         })
         .unwrap();
     window
@@ -322,7 +323,7 @@ pub fn completing_is_held_while_a_task_that_holds_off_is_live(site: &dyn Fn() ->
     let b = s.open();
     let t = task(&s.open(), "job", Policy::DEFAULT).unwrap();
     let w = pending(&b);
-    let Completion::Held(held) = b.complete_offline(w.as_ref()).unwrap() else {
+    let Completion::Held(held) = b.complete_offline(w.as_ref(), None).unwrap() else {
         panic!("went OFFLINE under a live task");
     };
     assert_eq!(held.len(), 1);
@@ -330,7 +331,7 @@ pub fn completing_is_held_while_a_task_that_holds_off_is_live(site: &dyn Fn() ->
     assert_eq!(s.open().mode().unwrap().mode, Mode::Pending);
     drop(t);
     assert!(matches!(
-        b.complete_offline(w.as_ref()).unwrap(),
+        b.complete_offline(w.as_ref(), None).unwrap(),
         Completion::Offline(_)
     ));
 }

@@ -478,11 +478,11 @@ fn look(real: &mut Real, model: &mut Model) {
     let done = match model.mode {
         M::Pending { .. } => {
             model.mode = M::Offline;
-            real.b.complete_offline(w.as_ref()).unwrap()
+            real.b.complete_offline(w.as_ref(), None).unwrap()
         }
         M::ReadOnlyPending => {
             model.mode = M::ReadOnly;
-            real.b.complete_read_only(w.as_ref()).unwrap()
+            real.b.complete_read_only(w.as_ref(), None).unwrap()
         }
         other => panic!("waiters while {other:?}"),
     };

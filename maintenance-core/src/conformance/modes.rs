@@ -79,13 +79,13 @@ pub fn completing_takes_the_site_offline(site: &dyn Fn() -> FreshState) {
     let (a, b) = (s.open(), s.open());
     let w1 = pending(&a);
     let w2 = pending(&b);
-    let Completion::Offline(r) = a.complete_offline(w1.as_ref()).unwrap() else {
+    let Completion::Offline(r) = a.complete_offline(w1.as_ref(), None).unwrap() else {
         panic!("goes offline");
     };
     assert_eq!(r.mode, Mode::Offline);
     drop(w1);
     assert_eq!(
-        b.complete_offline(w2.as_ref()).unwrap(),
+        b.complete_offline(w2.as_ref(), None).unwrap(),
         Completion::Offline(r)
     );
     drop(w2);
@@ -102,7 +102,7 @@ pub fn going_online_cancels_a_wait(site: &dyn Fn() -> FreshState) {
     let mut other = change();
     other.by = "ops@elsewhere".into();
     b.go_online(&other).unwrap();
-    let Completion::Cancelled(r) = a.complete_offline(w.as_ref()).unwrap() else {
+    let Completion::Cancelled(r) = a.complete_offline(w.as_ref(), None).unwrap() else {
         panic!("cancelled");
     };
     assert_eq!((r.mode, r.by.as_str()), (Mode::Online, "ops@elsewhere"));
@@ -190,7 +190,7 @@ pub fn the_marker_agrees_with_the_record_after_every_change(site: &dyn Fn() -> F
         panic!("pending");
     };
     agrees("begin_pending", &record);
-    let Completion::Offline(r) = b.complete_offline(waiter.as_ref()).unwrap() else {
+    let Completion::Offline(r) = b.complete_offline(waiter.as_ref(), None).unwrap() else {
         panic!("offline");
     };
     agrees("complete_offline", &r);

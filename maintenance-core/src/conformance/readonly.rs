@@ -33,7 +33,7 @@ fn read_only_pending(backend: &std::sync::Arc<dyn Backend>) -> Box<dyn WaiterLea
 /// The site taken READONLY through its drain, with nothing live.
 fn read_only(backend: &std::sync::Arc<dyn Backend>) {
     let w = read_only_pending(backend);
-    let Completion::ReadOnly(r) = backend.complete_read_only(w.as_ref()).unwrap() else {
+    let Completion::ReadOnly(r) = backend.complete_read_only(w.as_ref(), None).unwrap() else {
         panic!("READONLY");
     };
     assert_eq!(r.mode, Mode::ReadOnly);
@@ -108,7 +108,7 @@ pub fn completing_read_only_is_held_by_a_writer_started_online_not_by_a_reader(
     let import = task(&s.open(), "import", Policy::DEFAULT).unwrap();
     let _report = task(&s.open(), "report", reads()).unwrap();
     let w = read_only_pending(&b);
-    let Completion::Held(held) = b.complete_read_only(w.as_ref()).unwrap() else {
+    let Completion::Held(held) = b.complete_read_only(w.as_ref(), None).unwrap() else {
         panic!("held by the writer");
     };
     assert_eq!(
@@ -116,7 +116,7 @@ pub fn completing_read_only_is_held_by_a_writer_started_online_not_by_a_reader(
         ["import"]
     );
     drop(import);
-    let Completion::ReadOnly(r) = b.complete_read_only(w.as_ref()).unwrap() else {
+    let Completion::ReadOnly(r) = b.complete_read_only(w.as_ref(), None).unwrap() else {
         panic!("READONLY once the writer ended");
     };
     assert_eq!(r.mode, Mode::ReadOnly);
@@ -138,13 +138,13 @@ pub fn a_task_started_during_read_only_holds_off_offline(site: &dyn Fn() -> Fres
     .unwrap();
     assert!(report.record().holds_off_offline() && !report.record().holds_off_read_only());
     let w = pending(&b);
-    let Completion::Held(held) = b.complete_offline(w.as_ref()).unwrap() else {
+    let Completion::Held(held) = b.complete_offline(w.as_ref(), None).unwrap() else {
         panic!("held by what started during READONLY");
     };
     assert_eq!(held.len(), 2);
     drop((report, backup));
     assert!(matches!(
-        b.complete_offline(w.as_ref()).unwrap(),
+        b.complete_offline(w.as_ref(), None).unwrap(),
         Completion::Offline(_)
     ));
 }
@@ -178,7 +178,7 @@ pub fn pending_from_read_only_lapses_back_to_read_only(site: &dyn Fn() -> FreshS
     assert_eq!(b.leave_pending(w, &change()).unwrap().mode, Mode::ReadOnly);
     // And OFFLINE, once reached, is OFFLINE.
     let w = pending(&b);
-    let Completion::Offline(r) = b.complete_offline(w.as_ref()).unwrap() else {
+    let Completion::Offline(r) = b.complete_offline(w.as_ref(), None).unwrap() else {
         panic!("OFFLINE");
     };
     assert_eq!((r.mode, r.from), (Mode::Offline, None));
@@ -220,7 +220,7 @@ pub fn a_drain_toward_another_mode_is_refused(site: &dyn Fn() -> FreshState) {
         ),
         "{err}"
     );
-    b.complete_offline(w.as_ref()).unwrap();
+    b.complete_offline(w.as_ref(), None).unwrap();
     let ReadOnlyStart::Already(r) = b
         .begin_read_only(&change().message(Some("still down".into())))
         .unwrap()
@@ -258,12 +258,12 @@ pub fn the_markers_follow_the_read_only_tier(site: &dyn Fn() -> FreshState) {
     };
     let w = read_only_pending(&b);
     assert_eq!(markers(), (false, true), "READONLY_PENDING");
-    b.complete_read_only(w.as_ref()).unwrap();
+    b.complete_read_only(w.as_ref(), None).unwrap();
     drop(w);
     assert_eq!(markers(), (true, true), "READONLY");
     let p = pending(&b);
     assert_eq!(markers(), (true, true), "PENDING from READONLY");
-    b.complete_offline(p.as_ref()).unwrap();
+    b.complete_offline(p.as_ref(), None).unwrap();
     drop(p);
     assert_eq!(markers(), (true, false), "OFFLINE");
     b.go_read_only(&change()).unwrap();

@@ -46,6 +46,7 @@ pub fn an_offline_run_holds_the_window_alone_and_says_when_its_command_runs(
         by: change().by,
         started_at: crate::clock::Timestamp::at(SystemTime::now()),
         running: false,
+        read_only: false,
     };
     let mut lease = b.begin_window_run(&run).unwrap();
     assert!(matches!(s.open().window().unwrap(), WindowState::Waiting(r) if r.argv == run.argv));

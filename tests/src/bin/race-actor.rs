@@ -377,6 +377,7 @@ fn run_pending(state: &State, command: &str) -> anyhow::Result<u8> {
         by: change.by.clone(),
         started_at: maintenance_core::Timestamp::at(SystemTime::now()),
         running: false,
+        read_only: false,
     })?;
     let _pending = b.begin_pending(&change)?;
     println!("pending");

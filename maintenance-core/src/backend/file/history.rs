@@ -18,14 +18,15 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 
 use super::FileBackend;
-use super::dir::Modes;
+use super::dir::{self, Modes};
 use crate::backend::unrecorded::{
-    abandoned_entry, lapse_entry, pending_entry, schedule_lapse_entry,
+    abandoned_entry, lapse_entry, late_entry, pending_entry, schedule_lapse_entry,
 };
 use crate::backend::{Backend, WindowRun, WindowState};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::history::{HistoryEntry, HistoryQuery, HistoryRead};
+use crate::history::{EntryDraft, HistoryEntry, HistoryQuery, HistoryRead};
+use crate::mode::ModeRecord;
 use crate::schedule::ScheduleRecord;
 
 /// The history.
@@ -47,7 +48,159 @@ const LOCK_WAIT: std::time::Duration = if cfg!(test) {
     std::time::Duration::from_secs(5)
 };
 
+/// The entry of the mode change under way, written before its record and
+/// removed once the entry is appended: left behind by a process killed in
+/// between, it is completed by the next writer or reader (`complete_intent`).
+pub(crate) const INTENT: &str = "history.intent";
+
+/// [`INTENT`]'s content: the entry, and the generation of the record it is
+/// the entry of.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Intent {
+    generation: u64,
+    entry: HistoryEntry,
+}
+
 impl FileBackend {
+    /// Writes `record` in place of `previous` (the record in force, read
+    /// under the exclusive gate), recording no entry: a message update, or
+    /// a change nobody asked to record.
+    pub(super) fn write_record(
+        &self,
+        record: ModeRecord,
+        previous: &ModeRecord,
+    ) -> Result<ModeRecord> {
+        self.write_change(record, previous, None)
+    }
+
+    /// Writes `record` in place of `previous` with the entry `draft` makes
+    /// of it (if any), for a holder of the exclusive gate, as one durable
+    /// step: the entry is written first as the intent ([`INTENT`]), then
+    /// the record, then the entry is appended and the intent removed. A
+    /// process killed anywhere in between leaves either no record (the
+    /// intent, whose generation no record has, is dropped) or the record
+    /// and its intent, which the next holder of the gate appends before
+    /// anything else (`complete_intent`): every writer, and every `status`
+    /// or `history` that finds an intent. An entry appended here waits in
+    /// `noticed` for the caller's hooks ([`Backend::record_unrecorded`]);
+    /// a failed append is reported and leaves the intent for the next one.
+    ///
+    /// [`Backend::record_unrecorded`]: crate::backend::Backend::record_unrecorded
+    pub(super) fn write_change(
+        &self,
+        mut record: ModeRecord,
+        previous: &ModeRecord,
+        draft: Option<&EntryDraft>,
+    ) -> Result<ModeRecord> {
+        self.complete_intent();
+        let Some(draft) = draft else {
+            return self.replace_record(record, previous);
+        };
+        record.generation = previous.generation.wrapping_add(1);
+        if !record.mode.is_draining() {
+            record.from = None;
+        }
+        let intent = Intent {
+            generation: record.generation,
+            entry: draft.entry_for(&record),
+        };
+        let json = serde_json::to_vec(&intent).map_err(|e| Error::Invalid(e.to_string()))?;
+        // Atomic, not synced: it outlives any kill of this process; the
+        // record is the one file synced.
+        self.root.replace(INTENT, &json, self.modes, false)?;
+        let written = match self.replace_record(record, previous) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self.root.remove(INTENT);
+                return Err(e);
+            }
+        };
+        match self.append_entry(&intent.entry) {
+            Ok(appended) => {
+                if appended {
+                    self.noticed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(intent.entry);
+                }
+                let _ = self.root.remove(INTENT);
+            }
+            Err(e) => eprintln!(
+                "warning: the change ({} at {}) is made, but it could not be recorded in the \
+                 history of the {} yet ({e}): it is kept in {} and recorded by the next change \
+                 or `offline status`",
+                intent.entry.change(),
+                intent.entry.at,
+                self.location(),
+                self.root.join(INTENT).display()
+            ),
+        }
+        Ok(written)
+    }
+
+    /// Appends the entry of a change whose process wrote its record and
+    /// was killed before appending it ([`INTENT`]), for a holder of the
+    /// exclusive gate: recorded late, with the noticer named, once (its
+    /// id); an intent whose record was never written is dropped.
+    pub(super) fn complete_intent(&self) {
+        let path = self.root.join(INTENT);
+        let bytes = match self.root.open_read(INTENT) {
+            Ok(None) => return,
+            Ok(Some(f)) => dir::read_regular(f, MAX_LINE as usize, &path),
+            Err(e) => Err(e),
+        };
+        let intent = match bytes.map(|b| serde_json::from_slice::<Intent>(&b)) {
+            Ok(Ok(intent)) => intent,
+            Ok(Err(e)) => {
+                eprintln!(
+                    "warning: {}: not the entry of a change ({e}); it was removed",
+                    path.display()
+                );
+                let _ = self.root.remove(INTENT);
+                return;
+            }
+            Err(e) => {
+                eprintln!("warning: cannot read the entry of a change left unrecorded: {e}");
+                return;
+            }
+        };
+        let record = match self.read_record() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!(
+                    "warning: cannot tell whether the change of {} was made: {e}",
+                    path.display()
+                );
+                return;
+            }
+        };
+        let e = &intent.entry;
+        let made = record.generation == intent.generation
+            && record.since == e.at
+            && record.pid == e.pid
+            && record.mode == e.to;
+        if made {
+            let entry = late_entry(intent.entry);
+            match self.append_entry(&entry) {
+                Ok(true) => self
+                    .noticed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(entry),
+                Ok(false) => {}
+                Err(err) => {
+                    eprintln!(
+                        "warning: {} ({}) could not be recorded in the history yet: {err}",
+                        entry.change(),
+                        entry.reason
+                    );
+                    return;
+                }
+            }
+        }
+        let _ = self.root.remove(INTENT);
+    }
+
     /// Appends `entry`, unless its id is kept already; rotates first when
     /// the line would take the file past the bound.
     pub(super) fn append_entry(&self, entry: &HistoryEntry) -> Result<bool> {
@@ -206,6 +359,7 @@ impl FileBackend {
     ///
     /// [`Backend::record_unrecorded`]: crate::backend::Backend::record_unrecorded
     pub(super) fn notice_under_gate(&self) {
+        self.complete_intent();
         match self.view() {
             Ok(view) => {
                 if let Some(lapse) = &view.lapsed {

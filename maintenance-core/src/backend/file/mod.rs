@@ -85,6 +85,7 @@ use super::{
 use crate::admission::{admit, admit_joined};
 use crate::clock::{SharedClock, Timestamp};
 use crate::error::{Error, Result};
+use crate::history::EntryDraft;
 use crate::identity::Identity;
 use crate::join::JoinToken;
 use crate::mode::{Mode, ModeRecord, ModeView};
@@ -236,7 +237,7 @@ impl FileBackend {
                     ..base
                 };
                 change.update(&mut r);
-                let r = self.write_record(r, &view.record)?;
+                let r = self.write_change(r, &view.record, change.entry.as_ref())?;
                 Ok(PendingStart::Waiting {
                     waiter: Box::new(waiter),
                     record: r,
@@ -357,10 +358,19 @@ impl WindowLease for FileWindowLease {
     fn command_started(&mut self, at: Timestamp) -> Result<()> {
         self.run.running = true;
         self.run.started_at = at;
-        let json = serde_json::to_vec(&self.run).map_err(|e| Error::Invalid(e.to_string()))?;
-        self.file
-            .set_len(0)
-            .and_then(|()| std::os::unix::fs::FileExt::write_all_at(&self.file, &json, 0))
+        let mut json = serde_json::to_vec(&self.run).map_err(|e| Error::Invalid(e.to_string()))?;
+        // One write over the record it replaces, padded to its length
+        // (JSON allows the spaces): a kill never leaves it torn or empty,
+        // which would read as no run at all while the site is in its window.
+        let old = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io("inspect", self.path.clone(), e))?
+            .len() as usize;
+        if json.len() < old {
+            json.resize(old, b' ');
+        }
+        std::os::unix::fs::FileExt::write_all_at(&self.file, &json, 0)
             .map_err(|e| Error::io("write", self.path.clone(), e))
     }
 }
@@ -530,7 +540,11 @@ impl Backend for FileBackend {
         self.begin_pending_under_gate(change)
     }
 
-    fn complete_offline(&self, waiter: &dyn WaiterLease) -> Result<Completion> {
+    fn complete_offline(
+        &self,
+        waiter: &dyn WaiterLease,
+        entry: Option<&EntryDraft>,
+    ) -> Result<Completion> {
         let _gate = self.gate(true)?;
         let r = self.read_record()?;
         match r.mode {
@@ -551,7 +565,7 @@ impl Backend for FileBackend {
                     since: Timestamp::at(self.clock.now()),
                     ..r.clone()
                 };
-                Ok(Completion::Offline(self.write_record(offline, &r)?))
+                Ok(Completion::Offline(self.write_change(offline, &r, entry)?))
             }
             _ => Ok(Completion::Cancelled(r)),
         }
@@ -574,7 +588,7 @@ impl Backend for FileBackend {
                 Mode::ReadOnly => self.read_only_record(&r, change),
                 _ => self.online_record(change),
             };
-            return self.write_record(back, &r);
+            return self.write_change(back, &r, change.entry.as_ref());
         }
         Ok(r)
     }
@@ -597,14 +611,20 @@ impl Backend for FileBackend {
             }
         };
         change.update(&mut offline);
-        self.write_record(offline, &r)
+        let entry = change.entry.as_ref().filter(|_| r.mode != Mode::Offline);
+        self.write_change(offline, &r, entry)
     }
 
     fn go_online(&self, change: &ModeChange) -> Result<ModeRecord> {
         let _gate = self.gate(true)?;
         let r = self.record_for_writer();
         self.notice_under_gate();
-        let written = self.write_record(self.online_record(change), &r)?;
+        // Recorded when the mode in force changes (not for a lapsed drain).
+        let entry = change
+            .entry
+            .as_ref()
+            .filter(|_| self.in_force(&r).is_ok_and(|v| v.mode != Mode::Online));
+        let written = self.write_change(self.online_record(change), &r, entry)?;
         self.clean_under_gate(&written)?;
         self.clear_abandoned_run()?;
         Ok(written)
@@ -615,9 +635,13 @@ impl Backend for FileBackend {
         self.begin_read_only_under_gate(change)
     }
 
-    fn complete_read_only(&self, waiter: &dyn WaiterLease) -> Result<Completion> {
+    fn complete_read_only(
+        &self,
+        waiter: &dyn WaiterLease,
+        entry: Option<&EntryDraft>,
+    ) -> Result<Completion> {
         let _gate = self.gate(true)?;
-        self.complete_read_only_under_gate(waiter)
+        self.complete_read_only_under_gate(waiter, entry)
     }
 
     fn go_read_only(&self, change: &ModeChange) -> Result<ModeRecord> {
@@ -650,7 +674,7 @@ impl Backend for FileBackend {
         // recorded before this run's replaces it.
         if let Ok(Some(old)) = self.root.open_read(RUN_LOCK)
             && let Ok(Some(dead)) = self.read_run(old)
-            && dead.running
+            && self.read_record().is_ok_and(|r| dead.abandoned_in(&r))
         {
             self.notice_abandoned(&dead);
         }
@@ -674,7 +698,9 @@ impl Backend for FileBackend {
         Ok(match (live, self.read_run(file)?) {
             (true, Some(run)) if run.running => WindowState::Running(run),
             (true, Some(run)) => WindowState::Waiting(run),
-            (false, Some(run)) if run.running => WindowState::Abandoned(run),
+            (false, Some(run)) if self.read_record().is_ok_and(|r| run.abandoned_in(&r)) => {
+                WindowState::Abandoned(run)
+            }
             // A run killed while it waited left nothing half-done.
             (false, Some(_)) | (_, None) => WindowState::Free,
         })
@@ -757,6 +783,7 @@ impl Backend for FileBackend {
         // Cheap when nothing lapsed: the look every status makes anyway.
         let lapsed = self.view()?.lapsed.is_some();
         if lapsed
+            || self.root.exists(history::INTENT)?
             || matches!(self.window()?, WindowState::Abandoned(_))
             || self.any_schedule_lapsed()?
         {

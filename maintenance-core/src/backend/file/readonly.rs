@@ -8,6 +8,7 @@ use super::FileBackend;
 use crate::backend::{Completion, ModeChange, ReadOnlyStart, WaiterLease};
 use crate::clock::Timestamp;
 use crate::error::{Error, Refusal, Result};
+use crate::history::EntryDraft;
 use crate::mode::{Mode, ModeRecord, ModeView};
 use crate::records::TaskRecord;
 
@@ -86,7 +87,7 @@ impl FileBackend {
                     ..ModeRecord::initial()
                 };
                 change.update(&mut r);
-                let r = self.write_record(r, &view.record)?;
+                let r = self.write_change(r, &view.record, change.entry.as_ref())?;
                 Ok(ReadOnlyStart::Waiting {
                     waiter: Box::new(waiter),
                     record: r,
@@ -101,6 +102,7 @@ impl FileBackend {
     pub(super) fn complete_read_only_under_gate(
         &self,
         waiter: &dyn WaiterLease,
+        entry: Option<&EntryDraft>,
     ) -> Result<Completion> {
         let r = self.read_record()?;
         match r.mode {
@@ -122,7 +124,9 @@ impl FileBackend {
                     since: Timestamp::at(self.clock.now()),
                     ..r.clone()
                 };
-                Ok(Completion::ReadOnly(self.write_record(read_only, &r)?))
+                Ok(Completion::ReadOnly(
+                    self.write_change(read_only, &r, entry)?,
+                ))
             }
             _ => Ok(Completion::Cancelled(r)),
         }
@@ -141,6 +145,12 @@ impl FileBackend {
         } else {
             self.read_only_record(&r, change)
         };
-        self.write_record(next, &r)
+        // Recorded when the mode in force changes (not for a PENDING begun
+        // from READONLY that lapsed back there).
+        let entry = change
+            .entry
+            .as_ref()
+            .filter(|_| self.in_force(&r).is_ok_and(|v| v.mode != Mode::ReadOnly));
+        self.write_change(next, &r, entry)
     }
 }

@@ -141,7 +141,7 @@ impl FileBackend {
 
     /// The mode in force for `record` as a writer holding the gate sees it:
     /// a draining record without a live waiter has lapsed.
-    fn in_force(&self, record: &ModeRecord) -> Result<ModeView> {
+    pub(super) fn in_force(&self, record: &ModeRecord) -> Result<ModeView> {
         if record.mode.is_draining() && !self.any_waiter_live()? {
             return Ok(ModeView {
                 mode: record.lapses_to(),
@@ -158,8 +158,9 @@ impl FileBackend {
     /// back when that record cannot be written (unless the previous record
     /// needed it too); one it does not need is removed after it, and stays
     /// when that record cannot be written (the previous one is still in
-    /// force).
-    pub(super) fn write_record(
+    /// force). For [`write_change`](Self::write_change), which records the
+    /// change's entry around it.
+    pub(super) fn replace_record(
         &self,
         mut record: ModeRecord,
         previous: &ModeRecord,

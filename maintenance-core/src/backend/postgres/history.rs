@@ -90,9 +90,21 @@ fn ms(t: Timestamp) -> i64 {
 }
 
 impl Inner {
+    /// Keeps `entry` (if any), committed with the mode change it records,
+    /// for the caller's hooks ([`record_unrecorded`]).
+    pub(super) fn recorded(&self, entry: Option<HistoryEntry>) {
+        if let Some(e) = entry {
+            self.history
+                .noticed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(e);
+        }
+    }
+
     /// The statements appending `entry` (one row returned when appended,
     /// none when its id is kept already), then pruning past the bound.
-    fn append_sql(&self, entry: &HistoryEntry) -> Result<String> {
+    pub(super) fn append_sql(&self, entry: &HistoryEntry) -> Result<String> {
         let json = serde_json::to_string(entry).map_err(|e| Error::Invalid(e.to_string()))?;
         let (s, site) = (self.s(), self.site_lit());
         let max = self.history.max_size.min(i64::MAX as u64);

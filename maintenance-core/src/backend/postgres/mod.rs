@@ -491,8 +491,12 @@ impl Backend for PostgresBackend {
         modes::begin_pending(&self.inner, change)
     }
 
-    fn complete_offline(&self, waiter: &dyn WaiterLease) -> Result<Completion> {
-        modes::complete_offline(&self.inner, waiter)
+    fn complete_offline(
+        &self,
+        waiter: &dyn WaiterLease,
+        entry: Option<&crate::history::EntryDraft>,
+    ) -> Result<Completion> {
+        modes::complete_offline(&self.inner, waiter, entry)
     }
 
     fn leave_pending(
@@ -511,8 +515,12 @@ impl Backend for PostgresBackend {
         readonly::begin_read_only(&self.inner, change)
     }
 
-    fn complete_read_only(&self, waiter: &dyn WaiterLease) -> Result<Completion> {
-        readonly::complete_read_only(&self.inner, waiter)
+    fn complete_read_only(
+        &self,
+        waiter: &dyn WaiterLease,
+        entry: Option<&crate::history::EntryDraft>,
+    ) -> Result<Completion> {
+        readonly::complete_read_only(&self.inner, waiter, entry)
     }
 
     fn go_read_only(&self, change: &ModeChange) -> Result<ModeRecord> {

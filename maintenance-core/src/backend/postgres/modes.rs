@@ -24,6 +24,7 @@ use super::{Inner, runtime, timestamp_ms};
 use crate::backend::{Completion, ModeChange, PendingStart, WaiterLease};
 use crate::clock::Timestamp;
 use crate::error::{Error, Refusal, Result};
+use crate::history::{EntryDraft, HistoryEntry};
 use crate::mode::{Lapse, Mode, ModeRecord, ModeView};
 use crate::records::TaskRecord;
 
@@ -157,6 +158,25 @@ impl Inner {
             g = record.generation as i64,
             notify = self.listener.notify_sql(record.generation)
         ))
+    }
+
+    /// [`write_sql`](Self::write_sql), and the statements appending the
+    /// entry `draft` (if any) makes of the record, in the same transaction:
+    /// the change and its entry commit together or not at all. Returns the
+    /// entry too, for [`recorded`](Self::recorded) once committed.
+    pub(super) fn write_sql_recording(
+        &self,
+        record: &mut ModeRecord,
+        previous: &ModeRecord,
+        draft: Option<&EntryDraft>,
+    ) -> Result<(String, Option<HistoryEntry>)> {
+        let write = self.write_sql(record, previous)?;
+        let Some(draft) = draft else {
+            return Ok((write, None));
+        };
+        let entry = draft.entry_for(record);
+        let append = self.append_sql(&entry)?;
+        Ok((format!("{write}; {append}"), Some(entry)))
     }
 
     /// A fresh ONLINE record by `change`'s operator, at `now`.
@@ -650,9 +670,11 @@ pub(super) fn begin_drain(
                     ..base
                 };
                 change.update(&mut r);
-                let write = inner.write_sql(&mut r, &view.record)?;
+                let (write, entry) =
+                    inner.write_sql_recording(&mut r, &view.record, change.entry.as_ref())?;
                 let sql = format!("{}; {write}{also}", inner.waiter_row_sql(key, now, &change));
                 inner.commit(conn, &sql).await?;
+                inner.recorded(entry);
                 Ok(Decided::Waiting(waiter, key, r, false))
             }
         }
@@ -695,19 +717,25 @@ impl Inner {
 }
 
 /// [`Backend::complete_offline`](crate::Backend::complete_offline).
-pub(super) fn complete_offline(inner: &Arc<Inner>, waiter: &dyn WaiterLease) -> Result<Completion> {
-    complete_drain(inner, waiter, &TOWARD_OFFLINE)
+pub(super) fn complete_offline(
+    inner: &Arc<Inner>,
+    waiter: &dyn WaiterLease,
+    entry: Option<&EntryDraft>,
+) -> Result<Completion> {
+    complete_drain(inner, waiter, entry, &TOWARD_OFFLINE)
 }
 
 /// Completes `drain`, begun by `waiter`, under the exclusive gate, unless
 /// a live task holds it off at the final look, or someone ended it
-/// meanwhile.
+/// meanwhile; records `entry` (if any) in the transaction that completes it.
 pub(super) fn complete_drain(
     inner: &Arc<Inner>,
     waiter: &dyn WaiterLease,
+    entry: Option<&EntryDraft>,
     drain: &'static Drain,
 ) -> Result<Completion> {
     let (inner, since) = (Arc::clone(inner), waiter.pending_since());
+    let draft = entry.cloned();
     let reached = |r: ModeRecord| match r.mode {
         Mode::ReadOnly => Completion::ReadOnly(r),
         _ => Completion::Offline(r),
@@ -755,8 +783,9 @@ pub(super) fn complete_drain(
                     since: now,
                     ..r.clone()
                 };
-                let sql = inner.write_sql(&mut done, &r)?;
+                let (sql, entry) = inner.write_sql_recording(&mut done, &r, draft.as_ref())?;
                 inner.commit(conn, &sql).await?;
+                inner.recorded(entry);
                 Ok(reached(done))
             }
             _ => {
@@ -805,8 +834,9 @@ pub(super) fn leave_pending(
                 }
                 _ => Inner::online_record(&change, now),
             };
-            let sql = inner.write_sql(&mut back, &r)?;
+            let (sql, entry) = inner.write_sql_recording(&mut back, &r, change.entry.as_ref())?;
             inner.commit(conn, &sql).await?;
+            inner.recorded(entry);
             return Ok(back);
         }
         inner.commit(conn, "SELECT 1").await?;
@@ -817,10 +847,12 @@ pub(super) fn leave_pending(
 /// A mode change at once, under the exclusive gate: a lapsed drain it
 /// replaces is recorded first, then the record `next` makes of the view
 /// at the server's time is written, with `also` (statements, or nothing)
-/// in the same transaction.
+/// in the same transaction, and with the entry `draft` makes of it when
+/// it changes the mode in force.
 pub(super) fn change_now(
     inner: &Arc<Inner>,
     also: String,
+    draft: Option<EntryDraft>,
     next: impl FnOnce(&ModeRecord, Timestamp) -> ModeRecord + Send + 'static,
 ) -> Result<ModeRecord> {
     let inner = Arc::clone(inner);
@@ -828,8 +860,10 @@ pub(super) fn change_now(
         let (conn, now, view) = inner.gate_and_look().await?;
         inner.notice_under_gate(&conn, now, &view).await;
         let mut next = next(&view.record, now);
-        let sql = inner.write_sql(&mut next, &view.record)?;
+        let draft = draft.filter(|_| next.mode != view.mode);
+        let (sql, entry) = inner.write_sql_recording(&mut next, &view.record, draft.as_ref())?;
         inner.commit(conn, &format!("{sql}{also}")).await?;
+        inner.recorded(entry);
         Ok(next)
     })
 }
@@ -837,7 +871,7 @@ pub(super) fn change_now(
 /// [`Backend::force_offline`](crate::Backend::force_offline).
 pub(super) fn force_offline(inner: &Arc<Inner>, change: &ModeChange) -> Result<ModeRecord> {
     let change = change.clone();
-    change_now(inner, String::new(), move |r, now| {
+    change_now(inner, String::new(), change.entry.clone(), move |r, now| {
         let mut offline = if r.mode == Mode::Offline {
             r.clone()
         } else {
@@ -860,7 +894,7 @@ pub(super) fn go_online(inner: &Arc<Inner>, change: &ModeChange) -> Result<ModeR
     let change = change.clone();
     // A run that died mid-command no longer explains the mode.
     let also = format!("; {}", super::window::clear_abandoned_sql(inner));
-    change_now(inner, also, move |_, now| {
+    change_now(inner, also, change.entry.clone(), move |_, now| {
         Inner::online_record(&change, now)
     })
 }

@@ -23,6 +23,7 @@ use super::{Inner, runtime, timestamp_ms};
 use crate::backend::{Completion, ModeChange, ReadOnlyStart, WaiterLease, WritesLease};
 use crate::clock::Timestamp;
 use crate::error::Result;
+use crate::history::EntryDraft;
 use crate::identity::Identity;
 use crate::mode::{Mode, ModeRecord};
 use crate::records::WritesInFlight;
@@ -93,14 +94,15 @@ pub(super) fn begin_read_only_with(
 pub(super) fn complete_read_only(
     inner: &Arc<Inner>,
     waiter: &dyn WaiterLease,
+    entry: Option<&EntryDraft>,
 ) -> Result<Completion> {
-    modes::complete_drain(inner, waiter, &modes::TOWARD_READ_ONLY)
+    modes::complete_drain(inner, waiter, entry, &modes::TOWARD_READ_ONLY)
 }
 
 /// [`Backend::go_read_only`](crate::Backend::go_read_only).
 pub(super) fn go_read_only(inner: &Arc<Inner>, change: &ModeChange) -> Result<ModeRecord> {
     let change = change.clone();
-    modes::change_now(inner, String::new(), move |r, now| {
+    modes::change_now(inner, String::new(), change.entry.clone(), move |r, now| {
         if r.mode == Mode::ReadOnly {
             let mut same = r.clone();
             change.update(&mut same);

@@ -112,7 +112,7 @@ impl Inner {
         let message = format!(
             "{check}{clean}{view}; SELECT generation FROM {s}.modes WHERE site = {site}; {tasks}; \
              {summary}; {writes}; {window}; {schedule}; \
-             SELECT EXISTS (SELECT 1 FROM {s}.window_runs WHERE site = {site} AND running \
+             SELECT EXISTS (SELECT 1 FROM {s}.window_runs WHERE site = {site} AND {abandoned} \
                             AND NOT noticed AND (NOT current OR {free})) \
                  OR EXISTS (SELECT 1 FROM {s}.schedules t WHERE t.site = {site} \
                             AND t.ended IS NULL AND {dead})",
@@ -123,6 +123,7 @@ impl Inner {
             window = self.window_sql(),
             schedule = self.live_schedule_sql(),
             free = self.window_free_sql(),
+            abandoned = self.abandoned_sql(),
             dead = self.schedule_dead_sql("t"),
         );
         let rows = match sql::run(&conn.client, &message).await {

@@ -718,12 +718,12 @@ fn a_live_task_with_a_damaged_row_still_holds_off_offline() {
     else {
         panic!("not PENDING");
     };
-    match b.complete_offline(&*waiter).unwrap() {
+    match b.complete_offline(&*waiter, None).unwrap() {
         crate::backend::Completion::Held(held) => assert_eq!(held.len(), 1),
         other => panic!("went on with a live task: {other:?}"),
     }
     drop(lease);
-    match b.complete_offline(&*waiter).unwrap() {
+    match b.complete_offline(&*waiter, None).unwrap() {
         crate::backend::Completion::Offline(_) => {}
         other => panic!("{other:?}"),
     }

@@ -79,13 +79,33 @@ impl Inner {
         )
     }
 
-    /// The statement reading the current run and whether its holder lives.
+    /// The statement reading the current run, whether its holder lives,
+    /// and whether the run left the site in its window
+    /// ([`abandoned_sql`](Self::abandoned_sql)).
     pub(super) fn window_sql(&self) -> String {
         format!(
-            "SELECT run, NOT {free} FROM {s}.window_runs WHERE site = {site} AND current",
+            "SELECT run, NOT {free}, {abandoned} FROM {s}.window_runs WHERE site = {site} AND current",
             free = self.window_free_sql(),
+            abandoned = self.abandoned_sql(),
             s = self.s(),
             site = self.site_lit()
+        )
+    }
+
+    /// Whether the `window_runs` row in scope, once its holder is gone,
+    /// left the site in its window, as [`WindowRun::abandoned_in`] says:
+    /// its command ran, or the site's record is its window's mode
+    /// (OFFLINE, or READONLY for a read-only run) written by its process.
+    pub(super) fn abandoned_sql(&self) -> String {
+        format!(
+            "(window_runs.running OR EXISTS (SELECT 1 FROM {s}.modes m \
+             WHERE m.site = window_runs.site \
+             AND m.record::jsonb->>'pid' = window_runs.run::jsonb->>'pid' \
+             AND m.record::jsonb->>'by' = window_runs.run::jsonb->>'by' \
+             AND COALESCE(m.record::jsonb->>'tier', m.record::jsonb->>'mode') = \
+                 CASE WHEN (window_runs.run::jsonb->>'read_only')::boolean THEN 'READONLY' \
+                 ELSE 'OFFLINE' END))",
+            s = self.s()
         )
     }
 
@@ -97,7 +117,9 @@ impl Inner {
         let json = serde_json::to_string(run).map_err(|e| Error::Invalid(e.to_string()))?;
         let (s, site, id) = (self.s(), self.site_lit(), sql::lit(id));
         Ok(format!(
-            "DELETE FROM {s}.window_runs WHERE site = {site} AND current AND NOT running AND id <> {id}; \
+            "UPDATE {s}.window_runs SET running = true WHERE site = {site} AND current AND {abandoned} \
+                 AND id <> {id}; \
+             DELETE FROM {s}.window_runs WHERE site = {site} AND current AND NOT running AND id <> {id}; \
              UPDATE {s}.window_runs SET current = false WHERE site = {site} AND current AND id <> {id}; \
              DELETE FROM {s}.window_runs WHERE site = {site} AND NOT current AND noticed; \
              INSERT INTO {s}.window_runs (site, id, run, running, current) \
@@ -106,6 +128,7 @@ impl Inner {
              current = true",
             json = sql::lit(&json),
             running = run.running,
+            abandoned = self.abandoned_sql(),
         ))
     }
 
@@ -119,12 +142,12 @@ impl Inner {
         let Ok(run) = serde_json::from_str::<WindowRun>(text(row, 0)) else {
             return WindowState::Free;
         };
-        match (boolean(row, 1), run.running) {
-            (true, true) => WindowState::Running(run),
-            (true, false) => WindowState::Waiting(run),
-            (false, true) => WindowState::Abandoned(run),
+        match (boolean(row, 1), run.running, boolean(row, 2)) {
+            (true, true, _) => WindowState::Running(run),
+            (true, false, _) => WindowState::Waiting(run),
+            (false, _, true) => WindowState::Abandoned(run),
             // A run killed while it waited left nothing half-done.
-            (false, false) => WindowState::Free,
+            (false, _, false) => WindowState::Free,
         }
     }
 }
@@ -166,11 +189,12 @@ pub(super) async fn unrecorded_abandoned(inner: &Inner, conn: &Conn) -> Result<V
     let rows = sql::run(
         &conn.client,
         &format!(
-            "UPDATE {s}.window_runs SET noticed = true WHERE site = {site} AND running \
+            "UPDATE {s}.window_runs SET noticed = true WHERE site = {site} AND {abandoned} \
              AND NOT noticed AND (NOT current OR {free}) RETURNING run",
             s = inner.s(),
             site = inner.site_lit(),
-            free = inner.window_free_sql()
+            free = inner.window_free_sql(),
+            abandoned = inner.abandoned_sql()
         ),
     )
     .await
@@ -526,6 +550,7 @@ mod tests {
             by: "ops@here".into(),
             started_at: Timestamp::at(SystemTime::now()),
             running: false,
+            read_only: false,
         }
     }
 
