@@ -232,6 +232,15 @@ notes = [
 if "pg" in machine:
     notes.append(f"- PostgreSQL: {machine['pg']}; max_connections {machine.get('pg_max_connections', '?')} "
                  "(each live task holds a connection).")
+# The soak's section (bench/soak.sh writes it) outlives this rewrite.
+soak = ""
+try:
+    with open(os.path.join(out, "RESULTS.md")) as f:
+        kept = f.read()
+    if "\n## Soak" in kept:
+        soak = kept[kept.index("\n## Soak"):]
+except FileNotFoundError:
+    pass
 with open(os.path.join(out, "RESULTS.md"), "w") as f:
     f.write("# Side-by-side benchmarks: the last run\n\n")
     f.write("Written by `bench/compare.sh` (see bench/README.md). The numbers are a snapshot of one run "
@@ -240,3 +249,4 @@ with open(os.path.join(out, "RESULTS.md"), "w") as f:
     f.write(table + "\n")
     if growth:
         f.write("\n![time against size, log axes](growth.png)\n")
+    f.write(soak)

@@ -2,8 +2,9 @@
 //! a real `mysite runserver` on 127.0.0.1 driven by the real operator CLI:
 //! request paths that try to slip past a pass prefix while OFFLINE (sent
 //! byte for byte over a plain socket, so no client library tidies them),
-//! unusable paths in manage.toml, the bypass link of an odd secret, and a
-//! `--retry-after` time with a UTC offset.
+//! unusable paths in manage.toml, the bypass link of an odd secret, a
+//! `--retry-after` time with a UTC offset, and more notes than the page
+//! keeps.
 //!
 //! No wall-clock assertion: every wait is a hang guard.
 
@@ -194,4 +195,27 @@ fn retry_after_with_an_offset_is_sent_as_the_seconds_until_that_instant() {
     r.assert_turned_away(TurnedAway::Unavailable, Some(&retry), "retry at a time");
     let j = server.get("/api/status", &[]).json();
     assert_eq!(j["retry_after"], "2098-12-31T10:00:00.000Z", "{j}");
+}
+
+/// Found by the soak (bench/soak.sh): every note posted was kept and shown,
+/// so a site under a steady stream of posts grew without bound — memory,
+/// and each page, which listed all of them. The page keeps the newest 20.
+#[test]
+fn the_home_page_keeps_only_the_newest_notes_however_many_are_posted() {
+    let site = MySite::new(MYSITE);
+    let server = site.serve(&[]);
+    for n in 1..=30 {
+        let r = server.post_form("/notes", &[], &format!("text=note-{n}"));
+        assert_eq!(r.status, 303, "note {n}: {r}");
+    }
+    let page = server.get("/", &[]);
+    page.assert_home_page("after 30 notes");
+    let shown: Vec<&str> = page
+        .body
+        .split("<li class=\"note\">")
+        .skip(1)
+        .filter_map(|li| li.split_once("</li>").map(|(note, _)| note))
+        .collect();
+    let newest: Vec<String> = (11..=30).map(|n| format!("note-{n}")).collect();
+    assert_eq!(shown, newest, "{page}");
 }

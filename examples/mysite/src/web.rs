@@ -8,7 +8,9 @@
 //!   cookie, so a forged one is no session;
 //! - `GET /` shows a page, with a banner while the site is going offline
 //!   or read-only, and one during a scheduled window's notice
-//!   ("maintenance at …", "read-only at …"), and the notes left so far;
+//!   ("maintenance at …", "read-only at …"), and the newest notes (the
+//!   last [`NOTES_KEPT`]; older ones are dropped, so a busy site's page
+//!   and memory stay bounded);
 //!   its forms (log in, log out, leave a note) are hidden while writes are
 //!   refused (READONLY), and the banner says why — a form sent anyway gets
 //!   the layer's 503;
@@ -19,7 +21,7 @@
 //! - `/maintenance.html` is the maintenance page, `/healthz` always
 //!   answers, `/api/…` answers JSON.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -81,13 +83,25 @@ impl Logins {
     }
 }
 
-/// The notes left on the home page, in memory.
+/// How many notes the home page keeps and shows: the newest.
+pub const NOTES_KEPT: usize = 20;
+
+/// The notes left on the home page, in memory: the newest [`NOTES_KEPT`].
 #[derive(Debug, Clone, Default)]
-pub struct Notes(Arc<Mutex<Vec<String>>>);
+pub struct Notes(Arc<Mutex<VecDeque<String>>>);
 
 impl Notes {
-    fn all(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+    fn all(&self) -> std::sync::MutexGuard<'_, VecDeque<String>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps `note`, dropping the oldest past [`NOTES_KEPT`].
+    fn push(&self, note: String) {
+        let mut notes = self.all();
+        if notes.len() >= NOTES_KEPT {
+            notes.pop_front();
+        }
+        notes.push_back(note);
     }
 }
 
@@ -289,7 +303,7 @@ async fn leave_note(Extension(notes): Extension<Notes>, Form(form): Form<NoteFor
     if let Some(hold) = form.hold.as_deref() {
         hold_until_released(hold).await;
     }
-    notes.all().push(form.text);
+    notes.push(form.text);
     (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response()
 }
 
