@@ -184,6 +184,21 @@ impl PostgresBackend {
         })
     }
 
+    /// One new connection and `SELECT 1` on it, nothing else: the
+    /// benchmarks' floor (`bench-pg-floor`), through the same connection
+    /// path as every other call (socket options, TLS, authentication,
+    /// startup options).
+    pub fn ping(&self) -> Result<()> {
+        let inner = Arc::clone(&self.inner);
+        runtime::block_on(async move {
+            let conn = inner.target.connect().await?;
+            sql::run(&conn.client, "SELECT 1")
+                .await
+                .map(drop)
+                .map_err(|e| inner.pg_error(e))
+        })
+    }
+
     /// Where the schema stands for this binary (`offline doctor`).
     pub fn schema_state(&self) -> Result<SchemaState> {
         let inner = Arc::clone(&self.inner);

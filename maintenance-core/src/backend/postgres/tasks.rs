@@ -453,36 +453,41 @@ impl Inner {
             request.in_window,
             None,
         );
-        let json = serde_json::to_string(&template).map_err(|e| Error::Invalid(e.to_string()))?;
+        let record = filled_record_sql(&template, "x.id", "x.ts", "x.mode")?;
         let check = self.schema_check();
+        let now = self.now_sql();
+        // The key drawn and locked in the statement that inserts the row
+        // (a CTE is run once): no setting carries it from one statement to
+        // the next. The record is put together by `concat` of its JSON
+        // around the values the server fills in, the time formatted
+        // straight from `now()`: on a new server backend each function and
+        // operator is looked up in cold catalog caches the first time, and
+        // `set_config`, jsonb, `||` and `bigint * interval` were most of the
+        // start's cost (README, "PostgreSQL's start-up").
         let sql = format!(
             "{check}\
-             SELECT k, got, set_config('manage.task_key', CASE WHEN got THEN k::text ELSE '' END, false) \
-             FROM (SELECT k, pg_try_advisory_lock({c}, k) AS got \
-                   FROM (SELECT nextval('{s}.lock_keys')::integer AS k) n OFFSET 0) d; \
              BEGIN; SELECT pg_advisory_xact_lock_shared({c}, {gate}); \
-             INSERT INTO {s}.tasks (site, key, id, task_id, name, started_ms, record, secret_sha256) \
-             SELECT {site}, x.k, x.id, x.id, {name}, x.ms, ({json}::jsonb || jsonb_build_object(\
-                 'id', x.id, \
-                 'started_at', to_char(timestamp 'epoch' + x.ms * interval '1 millisecond', \
-                                       'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), \
-                 'started_in', x.mode))::text, {secret} \
-             FROM (SELECT d.k, d.k::text || '-{hex}' AS id, {now} AS ms, \
-                          CASE WHEN EXISTS (SELECT 1 FROM {s}.modes m WHERE m.site = {site}) \
-                               THEN {stored_mode} ELSE {no_record} END AS mode \
-                   FROM (SELECT nullif(current_setting('manage.task_key'), '')::integer AS k) d) x \
-             WHERE x.k IS NOT NULL AND x.mode IS NOT NULL AND {readable} \
-             ON CONFLICT (site, key) DO UPDATE SET id = EXCLUDED.id, task_id = EXCLUDED.task_id, \
-             name = EXCLUDED.name, started_ms = EXCLUDED.started_ms, record = EXCLUDED.record, \
-             secret_sha256 = EXCLUDED.secret_sha256 \
-             RETURNING record; \
+             WITH d AS (SELECT k, pg_try_advisory_lock({c}, k) AS got \
+                        FROM (SELECT nextval('{s}.lock_keys')::integer AS k) n), \
+             ins AS (INSERT INTO {s}.tasks (site, key, id, task_id, name, started_ms, record, secret_sha256) \
+                     SELECT {site}, x.k, x.id, x.id, {name}, x.ms, {record}, {secret} \
+                     FROM (SELECT d.k, concat(d.k, '-{hex}') AS id, \
+                                  floor(extract(epoch from {now}) * 1000)::bigint AS ms, \
+                                  to_char(timezone('UTC', {now}), 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS ts, \
+                                  CASE WHEN EXISTS (SELECT 1 FROM {s}.modes m WHERE m.site = {site}) \
+                                       THEN {stored_mode} ELSE {no_record} END AS mode \
+                           FROM d WHERE d.got) x \
+                     WHERE x.mode IS NOT NULL AND {readable} \
+                     ON CONFLICT (site, key) DO UPDATE SET id = EXCLUDED.id, task_id = EXCLUDED.task_id, \
+                     name = EXCLUDED.name, started_ms = EXCLUDED.started_ms, record = EXCLUDED.record, \
+                     secret_sha256 = EXCLUDED.secret_sha256 \
+                     RETURNING record) \
+             SELECT d.k, d.got, (SELECT record FROM ins) FROM d; \
              COMMIT",
             check = check.as_deref().map_or(String::new(), |c| format!("{c}; ")),
             gate = keys::GATE,
             name = sql::lit(&request.name),
-            json = sql::lit(&json),
             secret = sql::lit(secret_sha256),
-            now = self.now_ms_sql(),
             readable = schema::readable_sql(&self.schema, schema::MIGRATIONS),
         );
         let rows = match sql::run(&conn.client, &sql).await {
@@ -501,15 +506,15 @@ impl Inner {
                 schema::MIGRATIONS,
             ))?;
         }
+        let _gate = rows.next();
         let drawn = rows.next().and_then(|r| r.first());
         let Some(drawn) = drawn.filter(|d| boolean(d, 1)) else {
             return Ok(AtOnce::NoKey);
         };
         let key = int(drawn, 0) as i32;
-        let _gate = rows.next();
-        match rows.next().and_then(|r| r.first()) {
+        match drawn.get(2).and_then(|r| r.as_deref()) {
             Some(row) => {
-                let record = serde_json::from_str(text(row, 0)).map_err(|e| {
+                let record = serde_json::from_str(row).map_err(|e| {
                     self.target
                         .error(format!("the task row the server made is unreadable: {e}"))
                 })?;
@@ -593,6 +598,35 @@ impl Inner {
         let view = self.view_of_rows(rows.get(1).unwrap_or(&Vec::new()))?;
         Ok((now, view))
     }
+}
+
+/// SQL making `template`'s JSON text with its `id`, `started_at` and
+/// `started_in` replaced by the SQL text values `id`, `at` and `mode`
+/// (which need no JSON escaping: a key and hex, a formatted time, a mode's
+/// name): one `concat` of literals and those values.
+fn filled_record_sql(template: &TaskRecord, id: &str, at: &str, mode: &str) -> Result<String> {
+    let invalid = |e: serde_json::Error| Error::Invalid(e.to_string());
+    let mut value = serde_json::to_value(template).map_err(invalid)?;
+    // Placeholders no field's text can hold: a NUL (never in an argument,
+    // a user or a host name) and a random tag.
+    let tag = crate::random::hex::<8>();
+    let fields = [("id", id), ("started_at", at), ("started_in", mode)];
+    for (field, _) in fields {
+        value[field] = serde_json::Value::String(format!("\0{field}\0{tag}"));
+    }
+    let mut json = serde_json::to_string(&value).map_err(invalid)?;
+    let mut parts = Vec::new();
+    for (field, sql_value) in fields {
+        let placeholder = serde_json::to_string(&format!("\0{field}\0{tag}")).map_err(invalid)?;
+        let Some(at) = json.find(&placeholder) else {
+            return Err(Error::Invalid(format!("no `{field}` in a task record")));
+        };
+        parts.push(sql::lit(&format!("{}\"", &json[..at])));
+        parts.push(sql_value.to_owned());
+        json = format!("\"{}", &json[at + placeholder.len()..]);
+    }
+    parts.push(sql::lit(&json));
+    Ok(format!("concat({})", parts.join(", ")))
 }
 
 /// A task the server has no connection for is refused (exit 75), saying
