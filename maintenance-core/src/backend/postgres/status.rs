@@ -296,7 +296,11 @@ mod tests {
             .unwrap()
         };
         let (s, site) = (b.inner.s(), b.inner.site_lit());
-        let count = || sql(format!("SELECT count(*) FROM {s}.tasks WHERE site = {site}"));
+        let count = || {
+            sql(format!(
+                "SELECT count(*) FROM {s}.tasks WHERE site = {site}"
+            ))
+        };
         sql(format!(
             "INSERT INTO {s}.tasks (site, key, id, task_id, name, started_ms, record, secret_sha256) \
              SELECT site, key + 1000000, id || '-dead', task_id || '-dead', name, started_ms, \
