@@ -312,9 +312,14 @@ fn a_waiter_that_cannot_reach_the_server_past_the_outage_bound_exits_69_saying_s
     }
     let out = on.finish();
     assert_eq!(out.code(), Some(69), "{out}");
-    assert!(proxy.refused() > 1, "it tried again, {} times", proxy.refused());
     assert!(
-        out.text().contains("not reached again within 60s of waiting"),
+        proxy.refused() > 1,
+        "it tried again, {} times",
+        proxy.refused()
+    );
+    assert!(
+        out.text()
+            .contains("not reached again within 60s of waiting"),
         "{out}"
     );
     assert_eq!(
