@@ -355,7 +355,10 @@ fn an_offline_run_whose_window_connection_is_cut_past_the_bound_exits_76() {
         ),
         "{out}"
     );
-    assert!(out.text().contains("done"), "the command ran to its end: {out}");
+    assert!(
+        out.text().contains("done"),
+        "the command ran to its end: {out}"
+    );
     // The mode is left as it is: not the run's to restore.
     assert_eq!(watch.mode().unwrap().mode, Mode::Offline);
 }
