@@ -100,10 +100,10 @@ impl Inner {
         format!(
             "(window_runs.running OR EXISTS (SELECT 1 FROM {s}.modes m \
              WHERE m.site = window_runs.site \
-             AND m.record::jsonb->>'pid' = window_runs.run::jsonb->>'pid' \
-             AND m.record::jsonb->>'by' = window_runs.run::jsonb->>'by' \
-             AND COALESCE(m.record::jsonb->>'tier', m.record::jsonb->>'mode') = \
-                 CASE WHEN (window_runs.run::jsonb->>'read_only')::boolean THEN 'READONLY' \
+             AND m.record::json->>'pid' = window_runs.run::json->>'pid' \
+             AND m.record::json->>'by' = window_runs.run::json->>'by' \
+             AND COALESCE(m.record::json->>'tier', m.record::json->>'mode') = \
+                 CASE WHEN (window_runs.run::json->>'read_only')::boolean THEN 'READONLY' \
                  ELSE 'OFFLINE' END))",
             s = self.s()
         )
