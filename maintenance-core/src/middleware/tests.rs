@@ -12,6 +12,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, LOCATION, RETRY_AFTER, S
 use http::{Request, Response, StatusCode};
 use tower::{Service, ServiceExt, service_fn};
 
+use super::state::UNWRITTEN_CAP;
 use super::*;
 use crate::backend::{Backend, ModeChange, PendingStart, WaiterLease};
 use crate::clock::SystemClock;
@@ -1123,4 +1124,92 @@ fn push_latency_from_commit_to_snapshot() {
         p(0.99),
         times[times.len() - 1]
     );
+}
+
+/// Makes a directory immutable (`chattr +i`: no entry can be made in it,
+/// whoever asks, root too) until dropped.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn set(dir: &std::path::Path) -> Immutable {
+        chattr("+i", dir);
+        Immutable(dir.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        chattr("-i", &self.0);
+    }
+}
+
+fn chattr(flag: &str, dir: &std::path::Path) {
+    let out = std::process::Command::new("chattr")
+        .arg(flag)
+        .arg(dir)
+        .output()
+        .expect("run chattr");
+    assert!(
+        out.status.success(),
+        "chattr {flag} {} (needs CAP_LINUX_IMMUTABLE and a file system with the flag): {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// While the sessions cannot be written (and the mode still reads), the
+/// layer lets new sessions in and keeps UNWRITTEN_CAP of them in memory,
+/// says once that its queue is full, counts the rest, and writes the queued
+/// ones once the state takes writes again.
+#[tokio::test]
+async fn sessions_let_in_while_the_state_cannot_be_written_are_queued_up_to_the_cap_and_written_after()
+ {
+    let s = site_refreshed_every(Duration::from_secs(1));
+    let (lines, sink) = log_kept();
+    let layer = patient(&s.config)
+        .session_cap(1_000_000)
+        .log_to(sink)
+        .build();
+    let mut a = app(&layer);
+    until_mode(&layer, Mode::Online).await;
+    let past = 7;
+    let ids: Vec<String> = (0..UNWRITTEN_CAP + past).map(|i| format!("q{i}")).collect();
+    {
+        let _frozen = Immutable::set(&s.config.state_dir.join("sessions"));
+        for id in &ids {
+            let res = get(&mut a, req(&format!("/login/{id}"))).await;
+            assert_eq!(res.status(), StatusCode::OK, "{id} is let in");
+        }
+        assert!(
+            stored_keys(&s.backend).is_empty(),
+            "nothing could be written"
+        );
+        assert_eq!(
+            lines_with(&lines, "cannot write a new session"),
+            1,
+            "{:?}",
+            lines.lock().unwrap()
+        );
+        assert_eq!(
+            lines_with(&lines, "queue of unwritten sessions is full (10000)"),
+            1,
+            "{:?}",
+            lines.lock().unwrap()
+        );
+        assert_eq!(lines_with(&lines, "wrote the"), 0, "not yet written");
+    }
+    let done = "wrote the 10000 new sessions it let in while the state could not be written, \
+                and dropped 7 past its queue's bound (10000)";
+    for _ in 0..6000 {
+        if lines_with(&lines, "wrote the") > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(lines_with(&lines, done), 1, "{:?}", lines.lock().unwrap());
+    let keys = stored_keys(&s.backend);
+    assert_eq!(keys.len(), UNWRITTEN_CAP, "the queued ones, no more");
+    assert!(keys_of(&ids[..UNWRITTEN_CAP]).is_subset(&keys));
+    assert!(keys_of(&ids[UNWRITTEN_CAP..]).is_disjoint(&keys));
+    assert!(stored(&s.backend, "q0") && stored(&s.backend, &format!("q{}", UNWRITTEN_CAP - 1)));
 }
