@@ -266,6 +266,11 @@ impl Server {
         self.proc.finish()
     }
 
+    /// What it has logged on stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        self.proc.stderr_so_far()
+    }
+
     /// `GET path` with `headers`, from 127.0.0.1 (no redirect followed).
     pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
         http_get(self.addr, path, headers)

@@ -249,6 +249,44 @@ fn fail_static_keeps_serving_by_the_last_snapshot_and_still_refuses_writes() {
     );
 }
 
+/// An outage over many refresh attempts is said once, and so is its end:
+/// not once per failed read.
+#[test]
+fn an_outage_over_many_refreshes_is_logged_once_and_its_end_once() {
+    let Some(url) = test_database_url() else {
+        return;
+    };
+    let link = Link::to(host_port(&url));
+    let site = MySite::on_postgres(MYSITE, &link.url(&url), "");
+    site.write_config("refresh_interval = \"50ms\"\nmax_stale = \"1h\"");
+    let server = serve_then_cut(&site, &link);
+    // Each refresh's read tries to connect again, and is refused: many
+    // refused connections are many failed reads.
+    poll_until("several reads refused", || {
+        (link.refused() >= 20 && server.stderr_so_far().contains("cannot read the mode"))
+            .then_some(())
+    });
+    link.restore();
+    poll_until("the mode read again", || {
+        server
+            .stderr_so_far()
+            .contains("the maintenance layer reads the mode again")
+            .then_some(())
+    });
+    // More good refreshes after it: none says it again.
+    poll_until("writes pass again", || {
+        (server.post("/login", &[]).status == 303).then_some(())
+    });
+    let out = server.stop();
+    let said = |needle: &str| out.stderr.matches(needle).count();
+    assert_eq!(said("cannot read the mode"), 1, "{out}");
+    assert_eq!(
+        said("the maintenance layer reads the mode again"),
+        1,
+        "{out}"
+    );
+}
+
 #[test]
 fn a_session_let_in_while_the_database_is_unreachable_is_counted_once_it_returns() {
     let Some(url) = test_database_url() else {
