@@ -571,6 +571,23 @@ const DISTURBED_GRACE: Duration = Duration::from_secs(1 + 6 + 10 + 5);
 /// the I2 and agreement checks run only then.
 const QUIET: Duration = Duration::from_secs(3);
 
+/// The least time between two disturbing faults (a cut, a termination, a
+/// restart), and between a cut's end and the next cut: the loop draws many
+/// times a second, and without it the server would restart every other
+/// second and a host would be cut off most of the run.
+const DISTURB_EVERY: Duration = Duration::from_secs(8);
+
+/// Whether `fault` ends connections (a cut, a termination, a restart).
+fn disturbs(fault: Fault) -> bool {
+    matches!(
+        fault,
+        Fault::LinkDownShort
+            | Fault::LinkDownPastBound
+            | Fault::TerminateConnections
+            | Fault::RestartServer
+    )
+}
+
 /// Starts `sleeper-many` on host `h` and reads its task id; `None` when
 /// it did not start (the site PENDING or OFFLINE, the server away).
 fn start_task(host: &Host, h: usize) -> Option<Task> {
@@ -600,7 +617,7 @@ fn start_task(host: &Host, h: usize) -> Option<Task> {
 /// they ended, and their locks freed by the server after they were gone.
 #[derive(Default)]
 struct SplitBrain {
-    /// Cuts past B with a task on the cut host.
+    /// Cuts past B (each with a task on the cut host).
     cuts_with_a_task: usize,
     /// Cut-off tasks that ended saying they were stopped, by exit code.
     stopped: BTreeMap<Option<i32>, usize>,
@@ -638,7 +655,10 @@ fn reap(tasks: &mut Vec<Task>, split: &mut SplitBrain, violations: &mut Vec<Stri
                 ));
             }
         }
-        split.gone.push(t.id);
+        // A restart meanwhile freed its lock: not the case looked for.
+        if t.disturbed.is_none_or(|d| d.elapsed() > DISTURBED_GRACE) {
+            split.gone.push(t.id);
+        }
     }
 }
 
@@ -720,12 +740,19 @@ fn hosts_soak() {
         let h = rand_below(n);
         let host = hosts.host(h);
         let mut done = true;
+        // A restart would free a cut-off task's lock at once: none while a
+        // cut past B plays out.
+        let past_cut = cut.is_some_and(|c| c.lasts == CUT_PAST_BOUND);
+        let may_disturb = last_disturbance.elapsed() > DISTURB_EVERY
+            && !(past_cut && fault == Fault::RestartServer);
         match fault {
+            _ if disturbs(fault) && !may_disturb => done = false,
             Fault::LinkDownShort | Fault::LinkDownPastBound
-                if cut.is_none() && last_cut_ended.elapsed() > QUIET =>
+                if cut.is_none() && last_cut_ended.elapsed() > DISTURB_EVERY =>
             {
                 let past = fault == Fault::LinkDownPastBound;
-                // The split-brain case needs a task on the host cut off.
+                // The split-brain case needs a task on the host cut off:
+                // without one (none can start now), not yet.
                 if past
                     && tasks.len() < 3
                     && !tasks.iter().any(|t| t.host == h)
@@ -733,17 +760,21 @@ fn hosts_soak() {
                 {
                     tasks.push(t);
                 }
-                host.cut();
-                cut = Some(Cut {
-                    host: h,
-                    since: Instant::now(),
-                    lasts: if past { CUT_PAST_BOUND } else { CUT_SHORT },
-                });
-                for t in tasks.iter_mut().filter(|t| t.host == h) {
-                    t.cut_off = true;
-                }
-                if past && tasks.iter().any(|t| t.cut_off) {
-                    split.cuts_with_a_task += 1;
+                if past && !tasks.iter().any(|t| t.host == h) {
+                    done = false;
+                } else {
+                    host.cut();
+                    cut = Some(Cut {
+                        host: h,
+                        since: Instant::now(),
+                        lasts: if past { CUT_PAST_BOUND } else { CUT_SHORT },
+                    });
+                    for t in tasks.iter_mut().filter(|t| t.host == h) {
+                        t.cut_off = true;
+                    }
+                    if past {
+                        split.cuts_with_a_task += 1;
+                    }
                 }
             }
             Fault::TerminateConnections if connected(cut, h) => {
@@ -822,13 +853,7 @@ fn hosts_soak() {
         }
         if done {
             *injected.entry(fault).or_default() += 1;
-            if matches!(
-                fault,
-                Fault::LinkDownShort
-                    | Fault::LinkDownPastBound
-                    | Fault::TerminateConnections
-                    | Fault::RestartServer
-            ) {
+            if disturbs(fault) {
                 last_disturbance = Instant::now();
             }
         }
