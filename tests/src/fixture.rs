@@ -1,5 +1,6 @@
 //! Commands that exist only for the end-to-end tests, linked into the
-//! `e2e-manage` binary: a sleeper that honours the stop request, a panic, an
+//! `e2e-manage` binary: a sleeper that honours the stop request, a command
+//! that looks at `ctx.stop_requested()` (or ignores it), a panic, an
 //! error with causes, nested calls (one passing the callee's exit code on),
 //! and a few policies.
 
@@ -62,6 +63,42 @@ impl ManageCommand for SleeperMany {
     }
 }
 register!(SleeperMany);
+
+/// What [`StopWatcher`] exits with when it notices the stop request: a
+/// code of its own, neither the runner's nor a signal's.
+pub const NOTICED_STOP: u8 = 3;
+
+/// Says `started <task-id>`, then looks at `ctx.stop_requested()` every
+/// 10 ms: once it turns true, says `noticed the stop request` and exits
+/// [`NOTICED_STOP`] — unless `--ignore-stop`, when it sleeps on (up to
+/// `--secs`) as a command that never looks would.
+#[derive(Debug, clap::Args)]
+pub struct StopWatcher {
+    /// Never stops on the request.
+    #[arg(long)]
+    ignore_stop: bool,
+    /// The longest sleep.
+    #[arg(long, default_value_t = 120)]
+    secs: u64,
+}
+
+impl ManageCommand for StopWatcher {
+    const NAME: &'static str = "stop-watcher";
+    fn run(self, ctx: &mut Context<'_>) -> anyhow::Result<()> {
+        let id = ctx.task().map(|t| t.id.clone()).unwrap_or_default();
+        say(ctx, &format!("started {id}"))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(self.secs);
+        while std::time::Instant::now() < deadline {
+            if !self.ignore_stop && ctx.stop_requested() {
+                say(ctx, "noticed the stop request")?;
+                return Err(Exit(NOTICED_STOP).into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        say(ctx, "slept")
+    }
+}
+register!(StopWatcher);
 
 /// Sleeps, untracked: never holds maintenance off, never refused.
 #[derive(Debug, clap::Args)]

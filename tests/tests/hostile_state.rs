@@ -800,11 +800,12 @@ fn a_full_disk_never_leaves_the_marker_and_the_record_disagreeing() {
     let mut on = manage_on(&site, &state, &["offline", "on", "--timeout", "300"]);
     let line = on.line();
     assert!(line.starts_with("Active sessions detected"), "{line}");
-    // The disk fills up, all but the one page the marker takes; then the
-    // task ends (killed: its file stays, freeing nothing), so `on` writes
-    // the marker and then fails to write the OFFLINE record.
+    // The disk fills up, all but the two pages the change's history intent
+    // and the marker take; then the task ends (killed: its file stays,
+    // freeing nothing), so `on` writes its intent and the marker and then
+    // fails to write the OFFLINE record.
     let filler = disk.fill("filler");
-    disk.free(&filler, 1);
+    disk.free(&filler, 2);
     task.kill9();
     let out = on.finish();
     assert!(
@@ -825,9 +826,10 @@ fn a_full_disk_never_leaves_the_marker_and_the_record_disagreeing() {
     assert_eq!(out.code(), Some(0), "{out}");
     assert!(marker.exists(), "OFFLINE has its marker");
 
-    // Full again while OFFLINE: a failed ONLINE write keeps the marker,
-    // since OFFLINE stays in force.
+    // Full again while OFFLINE, all but the page the history intent takes:
+    // a failed ONLINE write keeps the marker, since OFFLINE stays in force.
     let filler = disk.fill("filler");
+    disk.free(&filler, 1);
     let out = run(&["offline", "off"]);
     assert_eq!(out.code(), Some(1), "{out}");
     assert!(

@@ -3,7 +3,9 @@
 //! cut-off task's command is told to stop and is gone before the server
 //! frees its lock; tasks whose lock connections the server ended enter
 //! again through the gate and run on, keeping their start, unless the site
-//! went OFFLINE meanwhile. Needs `$MANAGE_TEST_DATABASE_URL` (skipped
+//! went OFFLINE meanwhile; a registered command that ignores the stop
+//! request ends with exit 76 (HOLD_LOST), and so does an `offline run`
+//! whose window's connection was cut past the bound. Needs `$MANAGE_TEST_DATABASE_URL` (skipped
 //! without it, failing under CI or scripts/test).
 
 #![cfg(target_os = "linux")]
@@ -13,7 +15,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use maintenance_core::{Backend, Mode};
+use maintenance_core::backend::WindowState;
+use maintenance_core::task::STOP_GRACE;
+use maintenance_core::{Backend, Mode, exit};
+use manage_tests::fixture::NOTICED_STOP;
 use manage_tests::hosts::{Binaries, Hosts};
 use manage_tests::{CliSite, HANG_GUARD, Link, host_port, is_alive, test_database_url};
 
@@ -239,26 +244,40 @@ fn tasks_enter_again_after_the_server_restarts_and_are_not_stopped() {
     assert_eq!(watch.mode().unwrap().mode, Mode::Offline);
 }
 
-#[test]
-fn a_host_whose_link_goes_down_stops_its_task_before_the_server_frees_the_lock() {
+/// Host `a` of one, its site's tasks watched from here.
+fn one_host() -> Option<(Hosts, Arc<dyn Backend>)> {
     let bins = Binaries {
         manage: EXE.into(),
         mysite: env!("CARGO_BIN_EXE_e2e-mysite").into(),
     };
-    let Some(hosts) = Hosts::new(1, &bins, "") else {
-        return;
-    };
+    let hosts = Hosts::new(1, &bins, "")?;
     let url = test_database_url().unwrap();
     let watch = observer_in(&url, hosts.site(), "manage");
+    Some((hosts, watch))
+}
+
+#[test]
+fn a_host_whose_link_goes_down_stops_its_task_before_the_server_frees_the_lock() {
+    let Some((hosts, watch)) = one_host() else {
+        return;
+    };
     let b = hosts.host(0);
-    let (runner, _id) = b.start(&["sleeper"]);
+    // A command that stops only on `ctx.stop_requested()`, with a code of
+    // its own: the stop request itself, not the kill G later, ends it.
+    let (runner, _id) = b.start(&["stop-watcher"]);
     wait_until("the task live", || watch.tasks().unwrap().len() == 1);
     // A real cut: nothing passes, and the server's own keepalives decide
     // when it frees the lock.
     b.cut();
     let out = runner.finish();
     let held = watch.tasks().unwrap().len();
-    assert!(out.text().contains("`sleeper` is stopped:"), "{out}");
+    assert!(out.text().contains("`stop-watcher` is stopped:"), "{out}");
+    assert!(out.text().contains("noticed the stop request"), "{out}");
+    assert_eq!(
+        out.code(),
+        Some(i32::from(NOTICED_STOP)),
+        "it stopped on the request, with its own code: {out}"
+    );
     assert_eq!(
         held, 1,
         "the command ended while the server still held its lock"
@@ -267,4 +286,79 @@ fn a_host_whose_link_goes_down_stops_its_task_before_the_server_frees_the_lock()
         watch.tasks().unwrap().is_empty()
     });
     b.restore();
+}
+
+#[test]
+fn a_registered_command_that_ignores_the_stop_request_ends_with_exit_76() {
+    let Some((hosts, watch)) = one_host() else {
+        return;
+    };
+    let b = hosts.host(0);
+    let (runner, _id) = b.start(&["stop-watcher", "--ignore-stop"]);
+    wait_until("the task live", || watch.tasks().unwrap().len() == 1);
+    b.cut();
+    let out = runner.finish();
+    let held = watch.tasks().unwrap().len();
+    assert_eq!(out.code(), Some(i32::from(exit::HOLD_LOST)), "{out}");
+    assert!(out.text().contains("`stop-watcher` is stopped:"), "{out}");
+    assert!(
+        out.text().contains(&format!(
+            "`stop-watcher` did not stop within {} s: ended (exit 76).",
+            STOP_GRACE.as_secs()
+        )),
+        "{out}"
+    );
+    assert!(!out.text().contains("noticed the stop request"), "{out}");
+    assert_eq!(
+        held, 1,
+        "the process ended while the server still held its lock"
+    );
+    wait_until("the server freeing the lock", || {
+        watch.tasks().unwrap().is_empty()
+    });
+    b.restore();
+}
+
+/// An external command that says its pid and runs until the file `go`
+/// is in its directory.
+const UNTIL_GO: &str = "#!/bin/sh\necho \"started $$\"\n\
+                        while [ ! -e go ]; do sleep 0.1; done\necho done\n";
+
+#[test]
+fn an_offline_run_whose_window_connection_is_cut_past_the_bound_exits_76() {
+    let Some((hosts, watch)) = one_host() else {
+        return;
+    };
+    let b = hosts.host(0);
+    b.external("job", UNTIL_GO);
+    let (runner, _pid) = b.start(&["offline", "run", "--", "job"]);
+    wait_until("the window's command running", || {
+        matches!(watch.window().unwrap(), WindowState::Running(_))
+    });
+    assert_eq!(watch.mode().unwrap().mode, Mode::Offline);
+    b.cut();
+    // Past the bound: the server freed the window's key, so the run's
+    // connection is gone for good and the window reads abandoned.
+    wait_until("the server freeing the window", || {
+        matches!(watch.window().unwrap(), WindowState::Abandoned(_))
+    });
+    // The command ends while the link is still down: the run cannot take
+    // the window back.
+    std::fs::write(b.dir().join("go"), "").unwrap();
+    let out = runner.finish();
+    b.restore();
+    assert_eq!(out.code(), Some(i32::from(exit::HOLD_LOST)), "{out}");
+    assert!(
+        out.text().contains(
+            "error: `offline run` lost its hold on the maintenance window while the command \
+             ran (it exited with 0) and could not take it back:"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.text().contains("done"),
+        "the command ran to its end: {out}"
+    );
+    // The mode is left as it is: not the run's to restore.
+    assert_eq!(watch.mode().unwrap().mode, Mode::Offline);
 }
