@@ -791,8 +791,11 @@ fn hosts_soak() {
                     t.disturbed = Some(Instant::now());
                 }
             }
-            Fault::Kill9Task if !tasks.is_empty() => {
-                let i = rand_below(tasks.len());
+            // Never a task on the host cut off: its cut plays out (the
+            // loop draws many times a second, it would be gone at once).
+            Fault::Kill9Task if tasks.iter().any(|t| !t.cut_off) => {
+                let free: Vec<usize> = (0..tasks.len()).filter(|&i| !tasks[i].cut_off).collect();
+                let i = free[rand_below(free.len())];
                 tasks[i].proc.kill9();
                 tasks.remove(i);
             }
@@ -824,8 +827,9 @@ fn hosts_soak() {
                     tasks.push(t);
                 }
             }
-            Fault::TaskEnd if !tasks.is_empty() => {
-                let i = rand_below(tasks.len());
+            Fault::TaskEnd if tasks.iter().any(|t| !t.cut_off) => {
+                let free: Vec<usize> = (0..tasks.len()).filter(|&i| !tasks[i].cut_off).collect();
+                let i = free[rand_below(free.len())];
                 tasks[i].ended_by_soak = true;
                 send_signal(tasks[i].proc.pid(), Signal::TERM);
             }
