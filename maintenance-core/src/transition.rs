@@ -762,8 +762,18 @@ fn wait_offline(
             return Ok(reached(record, Live::read(backend)?, false, true));
         }
     };
+    // The server lost meanwhile: each step below that fails so is tried
+    // again, for up to OUTAGE_BOUND (the look for blockers at once, the
+    // loop's steps from the top, the place taken back first).
+    let mut outage = Outage::default();
+    let what = why.what.as_str();
     // A blocker that started between the look above and PENDING: leave.
-    let after = match refuse_blockers(backend, target) {
+    let after = match loop {
+        match refuse_blockers(backend, target) {
+            Err(e @ crate::Error::Unreachable { .. }) => outage.failed(e, what, &*watcher)?,
+            other => break other,
+        }
+    } {
         Ok(t) => t,
         Err(e) => {
             let (why_left, held) = match &e {
@@ -794,12 +804,6 @@ fn wait_offline(
     let mut sessions_read: Option<Instant> = None;
     // Sessions hold off OFFLINE only: reads go on through READONLY.
     let counts_sessions = target == Target::Offline;
-
-    // The server lost meanwhile: each step below that fails so is tried
-    // again, for up to OUTAGE_BOUND, from the top (the place taken back
-    // first).
-    let mut outage = Outage::default();
-    let what = why.what.as_str();
 
     loop {
         if or_retry!(outage, what, watcher, waiter.keep()) {

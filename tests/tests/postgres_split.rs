@@ -288,6 +288,69 @@ fn a_host_whose_link_goes_down_stops_its_task_before_the_server_frees_the_lock()
     b.restore();
 }
 
+/// How long a wait goes on without the server (`transition.rs`).
+const OUTAGE_BOUND: Duration = Duration::from_secs(60);
+
+#[test]
+fn a_waiter_that_cannot_reach_the_server_past_the_outage_bound_exits_69_saying_so_once() {
+    let Some(url) = test_database_url() else {
+        return;
+    };
+    let proxy = Link::to(host_port(&url));
+    let site = site_on(&url);
+    let name = site.postgres_site().unwrap().to_owned();
+    let watch = observer(&url, &name);
+    // The task holds the wait off, straight at the server; the waiter
+    // reaches it only through the link.
+    site.external("job", WORKER);
+    let (runner, pid) = site.start(&["job"]);
+    let pid: u32 = pid.parse().unwrap();
+    wait_until("the task live", || watch.tasks().unwrap().len() == 1);
+    let mut cmd = site.command(&["offline", "on", "--timeout", "600"]);
+    let through = proxy.url(&url);
+    let sep = if through.contains('?') { '&' } else { '?' };
+    cmd.env(
+        "MANAGE_DATABASE_URL",
+        format!("{through}{sep}application_name={name}"),
+    );
+    let mut on = manage_tests::Proc::spawn(cmd);
+    wait_until("PENDING", || watch.mode().unwrap().mode == Mode::Pending);
+    proxy.cut();
+    wait_until("the waiter saying it lost the server", || {
+        on.stderr_so_far().contains("lost the state database")
+    });
+    // It keeps trying (each attempt refused by the link) until the bound.
+    let lost = Instant::now();
+    while on.is_running() {
+        assert!(
+            lost.elapsed() < OUTAGE_BOUND + HANG_GUARD,
+            "still waiting {:?} after it lost the server",
+            lost.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = on.finish();
+    assert_eq!(out.code(), Some(69), "{out}");
+    assert!(
+        proxy.refused() > 1,
+        "it tried again, {} times",
+        proxy.refused()
+    );
+    assert!(
+        out.text()
+            .contains("not reached again within 60s of waiting"),
+        "{out}"
+    );
+    assert_eq!(
+        out.stderr.matches("lost the state database").count(),
+        1,
+        "an outage is said once: {out}"
+    );
+    assert!(is_alive(pid), "the task, which reaches the server, runs on");
+    manage_tests::send_signal(pid, rustix::process::Signal::TERM);
+    assert_eq!(runner.finish().code(), Some(0));
+}
+
 #[test]
 fn a_registered_command_that_ignores_the_stop_request_ends_with_exit_76() {
     let Some((hosts, watch)) = one_host() else {

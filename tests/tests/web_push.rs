@@ -100,6 +100,69 @@ fn a_layer_that_polls_once_an_hour_follows_the_cli_through_the_push_and_after_it
     });
 }
 
+#[test]
+fn a_layer_that_polls_once_an_hour_reads_a_change_made_while_its_listen_was_cut_once_it_listens_again()
+ {
+    let Some(url) = test_database_url() else {
+        return;
+    };
+    let link = Link::to(host_port(&url));
+    let site = MySite::on_postgres(MYSITE, &link.url(&url), "");
+    let name = site.postgres_site().unwrap().to_owned();
+    // The layer reads once at start, then once an hour; max_stale is then
+    // two hours (its default: twice the interval), so the layer keeps its
+    // snapshot through the cut and only the re-read on listening again
+    // can tell it of the change it missed.
+    site.write_config("refresh_interval = \"1h\"");
+    // The CLI, straight at the server, with a short settle time.
+    let cli_toml = site.dir().join("cli.toml");
+    std::fs::write(
+        &cli_toml,
+        format!("site = \"{name}\"\nrefresh_interval = \"50ms\"\n"),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let mut cmd = site.command(args);
+        cmd.env("MANAGE_CONFIG", &cli_toml);
+        cmd.env("MANAGE_DATABASE_URL", site_url(&url, "direct"));
+        Proc::spawn(cmd).finish()
+    };
+    let server = site.serve(&[]);
+    server.get_until("served", "/api/status", &[], |r| r.status == 200);
+    poll_until("the layer LISTENs", || {
+        (!listeners(&url, &name).is_empty()).then_some(())
+    });
+
+    // The layer's link cut: the change is made while nobody of it listens,
+    // so its NOTIFY reaches nobody.
+    link.cut();
+    poll_until("the layer's LISTEN gone from the server", || {
+        listeners(&url, &name).is_empty().then_some(())
+    });
+    let out = cli(&["offline", "on", "--force"]);
+    assert!(out.success(), "{out}");
+    let r = server.get("/api/status", &[]);
+    assert_eq!(r.status, 200, "the layer cannot have read it yet: {r}");
+    assert_eq!(r.json()["mode"], "ONLINE", "{r}");
+
+    link.restore();
+    server.get_until(
+        "the missed OFFLINE read once the layer listens again",
+        "/api/status",
+        &[],
+        |r| r.status == 503 && r.json()["mode"] == "OFFLINE",
+    );
+    assert!(!listeners(&url, &name).is_empty(), "listening again");
+    let out = server.stop();
+    assert_eq!(
+        out.stderr
+            .matches("the maintenance layer reads the mode again")
+            .count(),
+        1,
+        "{out}"
+    );
+}
+
 /// Starts `site`'s server (its database through `link`), waits until it
 /// serves, then cuts the link.
 fn serve_then_cut(site: &MySite, link: &Link) -> manage_tests::Server {
