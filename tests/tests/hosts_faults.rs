@@ -6,8 +6,9 @@
 //! command is told to stop and gone before A goes OFFLINE, B's layer keeps
 //! its snapshot, everything converges once B is back). After each fault
 //! the mode and the history survive. And one long run, `hosts_soak`
-//! (ignored: README "Testing", the long runs), of random faults with the
-//! invariants checked throughout. Root only: skipped, saying why, otherwise.
+//! (ignored: README "Testing", the long runs), of random faults, some cuts
+//! past the server's bound B, with the invariants, no split brain among
+//! them, checked throughout. Root only: skipped, saying why, otherwise.
 
 #![allow(clippy::unwrap_used)]
 
@@ -475,7 +476,11 @@ fn host_b_cut_off_stops_its_task_before_a_goes_offline_and_converges_when_back()
 /// The faults and actions the soak draws from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Fault {
-    LinkDownUp,
+    /// A host's link down for [`CUT_SHORT`], then up.
+    LinkDownShort,
+    /// A host's link down past the server's bound B ([`CUT_PAST_BOUND`]):
+    /// the server frees its tasks' locks while it is cut off.
+    LinkDownPastBound,
     TerminateConnections,
     Kill9Task,
     Kill9Waiter,
@@ -489,8 +494,9 @@ enum Fault {
     SessionLogout,
 }
 
-const FAULTS: [Fault; 12] = [
-    Fault::LinkDownUp,
+const FAULTS: [Fault; 13] = [
+    Fault::LinkDownShort,
+    Fault::LinkDownPastBound,
     Fault::TerminateConnections,
     Fault::Kill9Task,
     Fault::Kill9Waiter,
@@ -504,20 +510,44 @@ const FAULTS: [Fault; 12] = [
     Fault::SessionLogout,
 ];
 
-/// A task the soak started: its host, runner, the sleeper's id, and
-/// whether a fault touched its connection (a restart, a termination, its
-/// host cut off) since it started, and when.
+/// A task the soak started: its host, runner, the sleeper's id; when a
+/// fault last ended its connection while its host could reach the server
+/// (a restart, a termination, its host's link back), from which it may
+/// re-enter; whether its host is cut off now; and whether the soak ended it
+/// (SIGTERM).
 struct Task {
     host: usize,
     proc: Proc,
     id: String,
     disturbed: Option<Instant>,
+    cut_off: bool,
+    ended_by_soak: bool,
+}
+
+/// The host cut off, since when, for how long.
+#[derive(Clone, Copy)]
+struct Cut {
+    host: usize,
+    since: Instant,
+    lasts: Duration,
 }
 
 /// Whether host `i` is not the one cut off.
-fn connected(cut: Option<(usize, Instant)>, i: usize) -> bool {
-    cut.is_none_or(|(c, _)| c != i)
+fn connected(cut: Option<Cut>, i: usize) -> bool {
+    cut.is_none_or(|c| c.host != i)
 }
+
+/// B, the server's keepalive bound (`connect.rs`): after a silent cut, the
+/// server frees a task's lock no sooner than this.
+const KEEPALIVE_BOUND: Duration = Duration::from_millis(KEEPALIVE_BOUND_MS.unsigned_abs());
+
+/// A short cut: past D, well short of B. The cut-off task sees it and
+/// tries to enter again; the server still holds its lock throughout.
+const CUT_SHORT: Duration = Duration::from_secs(3);
+
+/// A cut past B: the cut-off task must stop (D + `REENTER` + G) before the
+/// server frees its lock (B), and the server then frees it.
+const CUT_PAST_BOUND: Duration = Duration::from_secs(KEEPALIVE_BOUND.as_secs() + 5);
 
 /// The mode `offline status --json` on `host` says, if it can be read.
 fn try_mode(host: &Host) -> Option<String> {
@@ -530,13 +560,107 @@ fn rand_below(n: usize) -> usize {
     (u64::from_ne_bytes(maintenance_core::random::bytes::<8>()) % n as u64) as usize
 }
 
-/// Check + re-entry + grace G + slack: how long a task whose connection was
-/// lost may run on while the site is OFFLINE (README, "no split brain").
+/// Check + re-entry + grace G + slack: how long a task whose connection a
+/// fault ended while its host could reach the server may run on, re-entering
+/// or being stopped, while the site is OFFLINE (README, "no split brain").
+/// A task on a host cut off gets no such allowance: it must be gone before
+/// the server frees its lock.
 const DISTURBED_GRACE: Duration = Duration::from_secs(1 + 6 + 10 + 5);
 
 /// Whether nothing happened to the hosts' view of the mode for a while:
 /// the I2 and agreement checks run only then.
 const QUIET: Duration = Duration::from_secs(3);
+
+/// The least time between two disturbing faults (a cut, a termination, a
+/// restart), and between a cut's end and the next cut: the loop draws many
+/// times a second, and without it the server would restart every other
+/// second and a host would be cut off most of the run.
+const DISTURB_EVERY: Duration = Duration::from_secs(8);
+
+/// Whether `fault` ends connections (a cut, a termination, a restart).
+fn disturbs(fault: Fault) -> bool {
+    matches!(
+        fault,
+        Fault::LinkDownShort
+            | Fault::LinkDownPastBound
+            | Fault::TerminateConnections
+            | Fault::RestartServer
+    )
+}
+
+/// Starts `sleeper-many` on host `h` and reads its task id; `None` when
+/// it did not start (the site PENDING or OFFLINE, the server away).
+fn start_task(host: &Host, h: usize) -> Option<Task> {
+    let mut p = host.spawn(&["sleeper-many", "--secs", "600"]);
+    let t0 = Instant::now();
+    while p.is_running() && t0.elapsed() < Duration::from_secs(30) {
+        match p.try_line() {
+            Some(l) => {
+                if let Some(id) = l.strip_prefix("started ") {
+                    return Some(Task {
+                        host: h,
+                        proc: p,
+                        id: id.to_owned(),
+                        disturbed: None,
+                        cut_off: false,
+                        ended_by_soak: false,
+                    });
+                }
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    None
+}
+
+/// What the soak saw of the split-brain case: tasks cut off past B, how
+/// they ended, and their locks freed by the server after they were gone.
+#[derive(Default)]
+struct SplitBrain {
+    /// Cuts past B (each with a task on the cut host).
+    cuts_with_a_task: usize,
+    /// Cut-off tasks that ended saying they were stopped, by exit code.
+    stopped: BTreeMap<Option<i32>, usize>,
+    /// Cut-off tasks whose lock the server was seen freeing, each after
+    /// its runner had ended.
+    freed_after_gone: usize,
+    /// The ids of cut-off tasks whose runner ended, the server not yet
+    /// seen freeing their lock.
+    gone: Vec<String>,
+}
+
+/// Takes the tasks whose runner ended out of `tasks`. One that ended while
+/// its host was cut off must have said it was stopped (unless the soak
+/// ended it): it goes to `split.gone`, to see the server free its lock.
+fn reap(tasks: &mut Vec<Task>, split: &mut SplitBrain, violations: &mut Vec<String>) {
+    let mut i = 0;
+    while i < tasks.len() {
+        if tasks[i].proc.is_running() {
+            i += 1;
+            continue;
+        }
+        let t = tasks.swap_remove(i);
+        if !t.cut_off {
+            continue;
+        }
+        let out = t.proc.finish();
+        if !t.ended_by_soak {
+            if out.text().contains("`sleeper-many` is stopped:") {
+                *split.stopped.entry(out.code()).or_default() += 1;
+            } else {
+                violations.push(format!(
+                    "task {} ended while its host was cut off without saying it was \
+                     stopped: {out}",
+                    t.id
+                ));
+            }
+        }
+        // A restart meanwhile freed its lock: not the case looked for.
+        if t.disturbed.is_none_or(|d| d.elapsed() > DISTURBED_GRACE) {
+            split.gone.push(t.id);
+        }
+    }
+}
 
 #[test]
 #[ignore = "the long run: MANAGE_SOAK_SECS (default 600), README \"Testing\""]
@@ -560,7 +684,10 @@ fn hosts_soak() {
         .iter()
         .flat_map(|&f| {
             let weight = match f {
-                Fault::LinkDownUp | Fault::TerminateConnections | Fault::RestartServer => 1,
+                Fault::LinkDownShort
+                | Fault::LinkDownPastBound
+                | Fault::TerminateConnections
+                | Fault::RestartServer => 1,
                 Fault::Off | Fault::Kill9Waiter => 2,
                 _ => 4,
             };
@@ -570,13 +697,15 @@ fn hosts_soak() {
     let mut checked: BTreeMap<&str, usize> = BTreeMap::new();
     let mut injected: BTreeMap<Fault, usize> = BTreeMap::new();
     let mut violations: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for k in ["I1", "I2", "mode/history", "stuck PENDING"] {
+    for k in ["I1", "I2", "mode/history", "split brain", "stuck PENDING"] {
         violations.insert(k, Vec::new());
     }
+    let mut split = SplitBrain::default();
     let mut tasks: Vec<Task> = Vec::new();
     let mut waiters: Vec<Proc> = Vec::new();
     let mut sessions: Vec<(usize, String)> = Vec::new();
-    let mut cut: Option<(usize, Instant)> = None;
+    let mut cut: Option<Cut> = None;
+    let mut last_cut_ended = Instant::now();
     let mut last_disturbance = Instant::now();
     let mut offline_since: Option<Instant> = None;
     let mut pending_without_waiter: Option<Instant> = None;
@@ -585,26 +714,67 @@ fn hosts_soak() {
     let mut checks = 0usize;
     while Instant::now() < deadline {
         // Reap what ended.
-        tasks.retain_mut(|t| t.proc.is_running());
+        reap(
+            &mut tasks,
+            &mut split,
+            violations.get_mut("split brain").unwrap(),
+        );
         waiters.retain_mut(|w| w.is_running());
-        // Restore a cut host after a few seconds (beyond D: its tasks stop).
-        if let Some((h, since)) = cut
-            && since.elapsed() > Duration::from_secs(3)
+        // Restore a cut host once its cut has lasted. Its tasks that still
+        // run (a short cut) enter again through the gate or are stopped,
+        // as after a termination: from now on they have that allowance.
+        if let Some(c) = cut
+            && c.since.elapsed() > c.lasts
         {
-            hosts.host(h).restore();
+            hosts.host(c.host).restore();
             cut = None;
+            last_cut_ended = Instant::now();
             last_disturbance = Instant::now();
+            split.gone.clear();
+            for t in tasks.iter_mut().filter(|t| t.host == c.host) {
+                t.cut_off = false;
+                t.disturbed = Some(Instant::now());
+            }
         }
         let fault = draws[rand_below(draws.len())];
         let h = rand_below(n);
         let host = hosts.host(h);
         let mut done = true;
+        // A restart would free a cut-off task's lock at once: none while a
+        // cut past B plays out.
+        let past_cut = cut.is_some_and(|c| c.lasts == CUT_PAST_BOUND);
+        let may_disturb = last_disturbance.elapsed() > DISTURB_EVERY
+            && !(past_cut && fault == Fault::RestartServer);
         match fault {
-            Fault::LinkDownUp if cut.is_none() => {
-                host.cut();
-                cut = Some((h, Instant::now()));
-                for t in tasks.iter_mut().filter(|t| t.host == h) {
-                    t.disturbed = Some(Instant::now());
+            _ if disturbs(fault) && !may_disturb => done = false,
+            Fault::LinkDownShort | Fault::LinkDownPastBound
+                if cut.is_none() && last_cut_ended.elapsed() > DISTURB_EVERY =>
+            {
+                let past = fault == Fault::LinkDownPastBound;
+                // The split-brain case needs a task on the host cut off:
+                // without one (none can start now), not yet.
+                if past
+                    && tasks.len() < 3
+                    && !tasks.iter().any(|t| t.host == h)
+                    && let Some(t) = start_task(host, h)
+                {
+                    tasks.push(t);
+                }
+                if past && !tasks.iter().any(|t| t.host == h) {
+                    done = false;
+                } else {
+                    host.cut();
+                    cut = Some(Cut {
+                        host: h,
+                        since: Instant::now(),
+                        lasts: if past { CUT_PAST_BOUND } else { CUT_SHORT },
+                    });
+                    for t in tasks.iter_mut().filter(|t| t.host == h) {
+                        t.cut_off = true;
+                    }
+                    if past {
+                        split.cuts_with_a_task += 1;
+                    }
                 }
             }
             Fault::TerminateConnections if connected(cut, h) => {
@@ -621,8 +791,11 @@ fn hosts_soak() {
                     t.disturbed = Some(Instant::now());
                 }
             }
-            Fault::Kill9Task if !tasks.is_empty() => {
-                let i = rand_below(tasks.len());
+            // Never a task on the host cut off: its cut plays out (the
+            // loop draws many times a second, it would be gone at once).
+            Fault::Kill9Task if tasks.iter().any(|t| !t.cut_off) => {
+                let free: Vec<usize> = (0..tasks.len()).filter(|&i| !tasks[i].cut_off).collect();
+                let i = free[rand_below(free.len())];
                 tasks[i].proc.kill9();
                 tasks.remove(i);
             }
@@ -632,6 +805,8 @@ fn hosts_soak() {
                 waiters.remove(i);
             }
             Fault::RestartServer => {
+                // Every lock freed at once, a cut-off task's too: the
+                // server cannot wait for that one to stop.
                 cluster.restart();
                 for t in &mut tasks {
                     t.disturbed = Some(Instant::now());
@@ -648,26 +823,14 @@ fn hosts_soak() {
                 let _ = host.run(&["offline", "off"]);
             }
             Fault::TaskStart if connected(cut, h) && tasks.len() < 3 => {
-                let mut p = host.spawn(&["sleeper-many", "--secs", "600"]);
-                let t0 = Instant::now();
-                let mut id = None;
-                while id.is_none() && p.is_running() && t0.elapsed() < Duration::from_secs(30) {
-                    match p.try_line() {
-                        Some(l) => id = l.strip_prefix("started ").map(str::to_owned),
-                        None => std::thread::sleep(Duration::from_millis(20)),
-                    }
-                }
-                if let Some(id) = id {
-                    tasks.push(Task {
-                        host: h,
-                        proc: p,
-                        id,
-                        disturbed: None,
-                    });
+                if let Some(t) = start_task(host, h) {
+                    tasks.push(t);
                 }
             }
-            Fault::TaskEnd if !tasks.is_empty() => {
-                let i = rand_below(tasks.len());
+            Fault::TaskEnd if tasks.iter().any(|t| !t.cut_off) => {
+                let free: Vec<usize> = (0..tasks.len()).filter(|&i| !tasks[i].cut_off).collect();
+                let i = free[rand_below(free.len())];
+                tasks[i].ended_by_soak = true;
                 send_signal(tasks[i].proc.pid(), Signal::TERM);
             }
             Fault::SessionLogin if connected(cut, h) && sessions.len() < 2 => {
@@ -694,10 +857,7 @@ fn hosts_soak() {
         }
         if done {
             *injected.entry(fault).or_default() += 1;
-            if matches!(
-                fault,
-                Fault::LinkDownUp | Fault::TerminateConnections | Fault::RestartServer
-            ) {
+            if disturbs(fault) {
                 last_disturbance = Instant::now();
             }
         }
@@ -713,12 +873,57 @@ fn hosts_soak() {
         *checked.entry("I1").or_default() += 1;
         *checked.entry("stuck PENDING").or_default() += 1;
         let mode = status["mode"].as_str().unwrap_or("").to_owned();
-        tasks.retain_mut(|t| t.proc.is_running());
+        let listed: Vec<String> = status["tasks"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t["id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Read after the status: a task still here ran when it was read.
+        reap(
+            &mut tasks,
+            &mut split,
+            violations.get_mut("split brain").unwrap(),
+        );
         waiters.retain_mut(|w| w.is_running());
+        // No split brain, as `postgres_split.rs` checks it once: a task on
+        // the host cut off runs its command only while the server still
+        // holds its lock, so never while the site is OFFLINE; no allowance,
+        // unless a restart freed its lock (the server cannot wait for it).
+        if let Some(c) = cut {
+            *checked.entry("split brain").or_default() += 1;
+            for t in tasks.iter().filter(|t| t.cut_off) {
+                if t.disturbed.is_some_and(|d| d.elapsed() < DISTURBED_GRACE) {
+                    continue;
+                }
+                let freed = !listed.contains(&t.id);
+                if freed || mode == "OFFLINE" {
+                    violations.get_mut("split brain").unwrap().push(format!(
+                        "task {} on host {}, cut off {:?} ago, still runs its command though {}",
+                        t.id,
+                        hosts.host(t.host).name(),
+                        c.since.elapsed(),
+                        if freed {
+                            "the server freed its lock"
+                        } else {
+                            "the site is OFFLINE"
+                        }
+                    ));
+                }
+            }
+            split.gone.retain(|id| {
+                let freed = !listed.contains(id);
+                split.freed_after_gone += usize::from(freed);
+                !freed
+            });
+        }
         if mode == "OFFLINE" {
             offline_since.get_or_insert_with(Instant::now);
-            for t in &mut tasks {
-                if !connected(cut, t.host) || !t.proc.is_running() {
+            for t in &tasks {
+                // A task on the host cut off: the split-brain check above.
+                if t.cut_off {
                     continue;
                 }
                 // A task a fault touched may run on that long after it.
@@ -795,8 +1000,8 @@ fn hosts_soak() {
             pending_without_waiter = None;
         }
     }
-    if let Some((h, _)) = cut {
-        hosts.host(h).restore();
+    if let Some(c) = cut {
+        hosts.host(c.host).restore();
     }
     for t in &mut tasks {
         t.proc.kill9();
@@ -818,6 +1023,15 @@ fn hosts_soak() {
         for line in v.iter().take(5) {
             eprintln!("    {line}");
         }
+    }
+    eprintln!(
+        "| the split-brain case | count |\n|---|---|\n\
+         | cuts past B with a task on the cut host | {} |\n\
+         | cut-off tasks seen freed by the server after their command was gone | {} |",
+        split.cuts_with_a_task, split.freed_after_gone
+    );
+    for (code, k) in &split.stopped {
+        eprintln!("| cut-off tasks stopped, saying so, exit {code:?} | {k} |");
     }
     assert!(
         violations.values().all(Vec::is_empty),
