@@ -96,16 +96,25 @@ impl Inner {
     /// left the site in its window, as [`WindowRun::abandoned_in`] says:
     /// its command ran, or the site's record is its window's mode
     /// (OFFLINE, or READONLY for a read-only run) written by its process.
+    ///
+    /// Only this site's rows are read as JSON, whatever plan the server
+    /// picks: the `CASE`s are evaluated in order, so a damaged row of
+    /// another site (not JSON, say) never fails this site's reads, as it
+    /// did when the server hashed every site's mode row to join them. An
+    /// escaped NUL (`\u0000`, which JSON allows and PostgreSQL will not
+    /// turn into text) reads as U+FFFD, the same on both sides.
     pub(super) fn abandoned_sql(&self) -> String {
+        let json = |column: &str| format!("replace({column}, '\\u0000', '\\ufffd')::json");
+        let (m, run) = (json("m.record"), json("window_runs.run"));
         format!(
-            "(window_runs.running OR EXISTS (SELECT 1 FROM {s}.modes m \
-             WHERE m.site = window_runs.site \
-             AND m.record::json->>'pid' = window_runs.run::json->>'pid' \
-             AND m.record::json->>'by' = window_runs.run::json->>'by' \
-             AND COALESCE(m.record::json->>'tier', m.record::json->>'mode') = \
-                 CASE WHEN (window_runs.run::json->>'read_only')::boolean THEN 'READONLY' \
-                 ELSE 'OFFLINE' END))",
-            s = self.s()
+            "(window_runs.running OR CASE WHEN window_runs.site = {site} THEN EXISTS (\
+             SELECT 1 FROM {s}.modes m WHERE m.site = {site} AND CASE WHEN m.site = {site} THEN \
+             {m}->>'pid' = {run}->>'pid' AND {m}->>'by' = {run}->>'by' \
+             AND COALESCE({m}->>'tier', {m}->>'mode') = \
+                 CASE WHEN {run}->>'read_only' = 'true' THEN 'READONLY' ELSE 'OFFLINE' END \
+             ELSE false END) ELSE false END)",
+            s = self.s(),
+            site = self.site_lit()
         )
     }
 
@@ -675,5 +684,42 @@ mod tests {
         b.go_online(&ModeChange::by_this_process()).unwrap();
         assert_eq!(b.window().unwrap(), WindowState::Free);
         assert!(unrecorded(&b).is_empty());
+    }
+
+    /// Runs `sql` on the site's pool, as someone with write access would.
+    fn write(b: &PostgresBackend, sql: String) {
+        let inner = Arc::clone(&b.inner);
+        runtime::block_on(async move { inner.exec(&sql).await.map(drop) }).unwrap();
+    }
+
+    /// A window read looks at this site's rows only, as JSON only where it
+    /// must: an escaped NUL in the site's mode record (JSON allows it;
+    /// PostgreSQL refuses to make text of it, "unsupported Unicode escape
+    /// sequence") and another site's mode row that is not JSON at all
+    /// leave the window and `status` readable.
+    #[test]
+    fn a_nul_in_the_mode_record_or_another_sites_damaged_row_leaves_the_window_readable() {
+        let Some((_, b)) = site() else { return };
+        let (_, other) = site().unwrap();
+        other.force_offline(&ModeChange::by_this_process()).unwrap();
+        write(
+            &other,
+            format!(
+                "UPDATE {}.modes SET record = 'not json' WHERE site = {}",
+                other.inner.s(),
+                other.inner.site_lit()
+            ),
+        );
+        let mut change = ModeChange::by_this_process();
+        change.message = Some("back\0soon".into());
+        b.force_offline(&change).unwrap();
+        let waiting = take(&b.inner, &run("migrate")).unwrap();
+        assert!(
+            matches!(b.window().unwrap(), WindowState::Waiting(r) if r.argv == ["migrate"]),
+            "the window, read past the NUL"
+        );
+        assert!(b.status_look().unwrap().is_some(), "status reads too");
+        drop(waiting);
+        assert_eq!(b.window().unwrap(), WindowState::Free);
     }
 }
