@@ -80,6 +80,15 @@ impl Link {
                 };
                 lock(&live).extend([c1, s1]);
                 lock(&upstreams).push(s2);
+                // Cut while this one was being set up, after `cut` ended
+                // those it found: it is not let through either. (`cut`
+                // refuses before it ends the live ones, so either it found
+                // this one or this sees the refusal.)
+                if state.load(Ordering::SeqCst) == REFUSING {
+                    let _ = conn.shutdown(Shutdown::Both);
+                    let _ = server.shutdown(Shutdown::Both);
+                    continue;
+                }
                 for (from, to) in [(c2, s3), (server, conn)] {
                     let state = Arc::clone(&state);
                     std::thread::spawn(move || pump(from, to, &state));

@@ -265,6 +265,18 @@ impl Inner {
                     db.code().code()
                 ));
             }
+            // A value the server could not use (a data exception, class
+            // 22): a row damaged, or written by something other than
+            // manage; nothing about privileges.
+            if db.code().code().starts_with("22") {
+                return self.target.error(format!(
+                    "{} ({}): a row in schema {} holds a value the server cannot use, damaged or \
+                     written by something other than manage (`offline doctor` checks the schema)",
+                    db.message(),
+                    db.code().code(),
+                    self.schema
+                ));
+            }
             return self.target.error(format!(
                 "{} ({}): check the database URL's user's privileges on schema {} (`offline doctor` checks them)",
                 db.message(),
@@ -282,6 +294,20 @@ impl Inner {
             .map(|s| format!(": {s}"))
             .unwrap_or_default();
         self.target.error(format!("{e}{cause}"))
+    }
+
+    /// The error for a statement that failed on `conn`: as
+    /// [`pg_error`](Self::pg_error), unless the server left it unanswered
+    /// past the answer guard (`socket.rs`), which is said as such.
+    fn conn_error(&self, conn: &Conn, e: tokio_postgres::Error) -> Error {
+        match conn.socket.went_silent() {
+            Some(waited) if e.is_closed() => self.target.unreachable(format!(
+                "the server stopped answering: nothing came back for {} after a request; check \
+                 that the server runs and is not stopped, overloaded or cut off by the network",
+                humantime::format_duration(waited)
+            )),
+            _ => self.pg_error(e),
+        }
     }
 
     /// The server's `now()` moved by the backend clock's offset from this
@@ -398,8 +424,13 @@ impl Inner {
                     self.give(conn);
                     return Ok(rows);
                 }
-                Err(e) if e.is_closed() && tries == 0 => tries += 1,
-                Err(e) => return Err(self.pg_error(e)),
+                // Ended while pooled (a restart): once more, on another.
+                // Not one that went silent on this request: the next
+                // would most likely wait as long.
+                Err(e) if e.is_closed() && tries == 0 && conn.socket.went_silent().is_none() => {
+                    tries += 1
+                }
+                Err(e) => return Err(self.conn_error(&conn, e)),
             }
         }
     }
@@ -410,8 +441,8 @@ impl Inner {
         let conn = self.take().await?;
         match self.gate_on(&conn, exclusive).await {
             // A pooled connection the server ended meanwhile: once more,
-            // on a new one.
-            Err(_) if conn.client.is_closed() => {
+            // on a new one (not after the server's silence, as `exec`).
+            Err(_) if conn.client.is_closed() && conn.socket.went_silent().is_none() => {
                 let conn = self.connect().await?;
                 self.gate_on(&conn, exclusive).await?;
                 Ok(conn)

@@ -64,6 +64,9 @@ struct Silence {
     allowance: Duration,
     /// Armed while a request awaits its first byte of answer.
     deadline: Option<Pin<Box<Sleep>>>,
+    /// Set once the server let a request go unanswered that long: the
+    /// connection ended by its silence, not by the server.
+    went_silent: Option<Duration>,
 }
 
 impl Shared {
@@ -91,6 +94,7 @@ impl Socket {
                 answer_timeout,
                 allowance: Duration::ZERO,
                 deadline: None,
+                went_silent: None,
             }),
         });
         (Socket(Arc::clone(&shared)), Detach(shared))
@@ -115,6 +119,17 @@ impl Detach {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .allowance = wait;
+    }
+
+    /// How long the server left a request unanswered, when that is what
+    /// ended the connection (module docs): a connection that went silent,
+    /// which a new one to the same server would likely find too.
+    pub(super) fn went_silent(&self) -> Option<Duration> {
+        self.0
+            .silence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .went_silent
     }
 
     /// Takes the socket from its connection and closes this process's
@@ -161,6 +176,7 @@ impl AsyncRead for Socket {
                     return Poll::Pending;
                 }
                 let waited = silence.answer_timeout + silence.allowance;
+                silence.went_silent = Some(waited);
                 Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
