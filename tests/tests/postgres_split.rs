@@ -356,6 +356,73 @@ fn a_waiter_that_cannot_reach_the_server_past_the_outage_bound_exits_69_saying_s
     assert_eq!(runner.finish().code(), Some(0));
 }
 
+/// The server's clock, as seconds since the epoch.
+fn server_now(url: &str) -> f64 {
+    manage_tests::psql(url, "SELECT extract(epoch FROM clock_timestamp())")
+        .parse()
+        .unwrap()
+}
+
+/// Seconds since the epoch of `t`.
+fn epoch(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// A waiter whose key the server freed (its connections ended) takes it
+/// back and counts the settle time again, since a layer may have read the
+/// lapsed drain meanwhile (README, "A waiter whose own connection is
+/// lost"): OFFLINE comes no sooner than the settle time after the
+/// connections were ended, half a settle time into the drain, where the
+/// first count would have ended it half a settle time earlier.
+#[test]
+fn a_waiter_that_takes_its_key_back_counts_the_settle_time_again() {
+    let Some(url) = test_database_url() else {
+        return;
+    };
+    // Settle time: twice the refresh interval.
+    let settle = 10.0;
+    let site = site_on(&url);
+    let toml = site.dir().join("manage.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let slower = text.replace("refresh_interval = \"50ms\"", "refresh_interval = \"5s\"");
+    assert_ne!(text, slower, "{text}");
+    std::fs::write(&toml, slower).unwrap();
+    let name = site.postgres_site().unwrap().to_owned();
+    let watch = observer(&url, &name);
+    let on = site.spawn(&["offline", "on", "--timeout", "600"]);
+    wait_until("PENDING", || watch.mode().unwrap().mode == Mode::Pending);
+    let pending = epoch(watch.mode().unwrap().record.since.system_time());
+    wait_until("half the settle time gone", || {
+        server_now(&url) >= pending + settle / 2.0
+    });
+    let cut = server_now(&url);
+    terminate_site_connections(&url, &name);
+    // Its record (read meanwhile as a lapsed drain, its key free).
+    assert_eq!(
+        watch.mode().unwrap().record.mode,
+        Mode::Pending,
+        "still settling when its connections were ended"
+    );
+    // Its key back, the drain reads as live again before it ends.
+    wait_until("the drain live again", || {
+        watch.mode().unwrap().mode == Mode::Pending
+    });
+    let out = on.finish();
+    assert_eq!(out.code(), Some(0), "{out}");
+    let offline = watch.mode().unwrap();
+    assert_eq!(offline.mode, Mode::Offline, "{out}");
+    let at = epoch(offline.record.since.system_time());
+    assert!(
+        at >= cut + settle,
+        "OFFLINE {:.2} s after the connections were ended ({:.2} s after PENDING): the settle \
+         time ({settle} s) was not counted again: {out}",
+        at - cut,
+        at - pending
+    );
+}
+
 #[test]
 fn a_registered_command_that_ignores_the_stop_request_ends_with_exit_76() {
     let Some((hosts, watch)) = one_host() else {

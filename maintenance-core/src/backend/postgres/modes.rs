@@ -341,34 +341,44 @@ struct WaiterHold {
 }
 
 impl WaiterHold {
-    /// Takes the key again on a new connection, under the exclusive gate,
-    /// and writes the row again — only while the draining record is still
+    /// Takes the key again on a new connection, then under the exclusive
+    /// gate writes the row again — only while the draining record is still
     /// the one this waiter waits for: one that someone replaced meanwhile
     /// (`off`, `--force`, another `on` after the drain lapsed) is left as
-    /// it is, and the wait's next look at the mode sees whose it is.
-    /// Whether it took the key.
+    /// it is, the key let go, and the wait's next look at the mode sees
+    /// whose it is. Whether it took the key back.
+    ///
+    /// The key comes first: the gate's look probes a free key shared
+    /// until its transaction ends (`view_sql`, `clean_sql`), so taken
+    /// after it the key is always busy. Busy still (its former
+    /// connection's server process not gone yet, or kept by a server that
+    /// has not noticed it is dead; B at most), the wait tries again as
+    /// through an outage.
     async fn retake(&self) -> Result<bool> {
         let inner = self.held.inner();
         let took = self
             .held
             .retake(async |conn| {
+                if !self
+                    .held
+                    .try_lock(conn)
+                    .await
+                    .map_err(|e| inner.pg_error(e))?
+                {
+                    return Err(inner.target.unreachable(
+                        "this waiter's key is still held on the server by its former connection, \
+                         which the server has not yet ended",
+                    ));
+                }
                 let (gate, _now, view) = inner.gate_and_look().await?;
                 let r = &view.record;
-                let ours = r.mode.is_draining() && r.since == self.since;
-                let took = ours
-                    && match self.held.try_lock(conn).await {
-                        Ok(took) => took,
-                        Err(e) => {
-                            inner.rollback(gate).await;
-                            return Err(inner.pg_error(e));
-                        }
-                    };
-                if took {
+                if r.mode.is_draining() && r.since == self.since {
                     inner.commit(gate, &self.row_sql).await?;
-                } else {
-                    inner.rollback(gate).await;
+                    return Ok(true);
                 }
-                Ok(took)
+                inner.rollback(gate).await;
+                let _ = sql::run(&conn.client, "SELECT pg_advisory_unlock_all()").await;
+                Ok(false)
             })
             .await?;
         Ok(took.is_some())
@@ -747,6 +757,14 @@ pub(super) fn complete_drain(
             m if m == Mode::Offline || m == drain.target => {
                 inner.commit(conn, "SELECT 1").await?;
                 Ok(reached(r))
+            }
+            // This waiter's key was free (its connection lost since its
+            // last look), so readers saw the drain lapse: not done. The
+            // wait takes its key back, and settles again, first.
+            m if m == drain.draining && r.since == since && view.lapsed.is_some() => {
+                inner.rollback(conn).await;
+                tokio::time::sleep(REENTRY_LOOK).await;
+                Ok(Completion::Held(Vec::new()))
             }
             m if m == drain.draining && r.since == since => {
                 // The final look, under the gate: a run that joined a live

@@ -197,7 +197,9 @@ impl Hold {
     /// Takes the schedule's key again on a new connection, under the
     /// exclusive gate, unless the schedule went or another was set while
     /// it was not held: looked at first, so that no reader ever sees a
-    /// schedule come back that is not to stay.
+    /// schedule come back that is not to stay. Its own row is never probed
+    /// (the `CASE`): a probe under the gate holds a free key shared until
+    /// the gate's end, and the key could not be taken back.
     async fn retake(&self) -> Result<Arc<Conn>> {
         let inner = self.inner();
         let took = self
@@ -209,7 +211,8 @@ impl Hold {
                     &gate.client,
                     &format!(
                         "{}; SELECT count(*) FROM {s}.schedules t WHERE t.site = {site} \
-                         AND t.ended IS NULL AND t.key <> {key} AND NOT {dead}",
+                         AND t.ended IS NULL AND CASE WHEN t.key <> {key} THEN NOT {dead} \
+                         ELSE false END",
                         inner.schedule_end_sql(&self.record.id),
                         key = self.held.key(),
                         dead = inner.schedule_dead_sql("t")
