@@ -185,15 +185,25 @@ pub trait WaiterLease: Send + fmt::Debug {
     /// Keeps this waiter's place after its hold may have been lost (on
     /// PostgreSQL: the server ended its connection, a restart): takes it
     /// again, unless the draining record is no longer the one it waits
-    /// for (then nothing is taken, and the wait's next look at the mode
-    /// sees whose it is). `Ok(true)` when it took its place again: the
-    /// drain had lapsed meanwhile for every reader, so the settle time
-    /// counts again. Fails ([`Error::Unreachable`](crate::Error::Unreachable))
-    /// while the server cannot be reached. Backends whose hold cannot be
-    /// lost while the process lives (files) always hold it.
+    /// for (then it lets go of what it took, and the wait's next look at
+    /// the mode sees whose it is). `Ok(true)` when it took its place
+    /// again: the drain had lapsed meanwhile for every reader, so the
+    /// settle time counts again. Fails
+    /// ([`Error::Unreachable`](crate::Error::Unreachable)) while the server
+    /// cannot be reached, or while its hold is still kept by the server for
+    /// a connection this process gave up (the wait tries again, as
+    /// through an outage). Backends whose hold cannot be lost while the
+    /// process lives (files) always hold it.
     fn keep(&self) -> Result<bool> {
         Ok(false)
     }
+
+    /// Told by its backend, which found this waiter's hold gone (on
+    /// PostgreSQL: its key free under the gate) while the process may not
+    /// have noticed yet (its connection still seems open): the next
+    /// [`keep`](Self::keep) takes it again at once. Nothing on backends
+    /// whose hold cannot be lost.
+    fn lost(&self) {}
 }
 
 /// A web layer's published unsafe requests in flight ([`WritesInFlight`]):

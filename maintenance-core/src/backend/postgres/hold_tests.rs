@@ -284,3 +284,46 @@ fn a_task_cut_off_from_a_silent_server_is_told_to_stop_while_the_server_still_ho
     assert!(b.tasks().unwrap().is_empty());
     drop(lease);
 }
+
+/// A waiter whose key the server freed (its connection ended) does not
+/// complete the drain, which readers saw lapse; it takes its key back
+/// (`keep` says so, the settle time counts again), and the drain reads
+/// live again — also when the gate's look has probed the free key.
+#[test]
+fn a_waiter_whose_connection_was_ended_takes_its_key_back_before_it_completes() {
+    let Some((_, b)) = site() else { return };
+    let waiter = match b.begin_pending(&ModeChange::by_this_process()).unwrap() {
+        PendingStart::Waiting { waiter, .. } => waiter,
+        p => panic!("{p:?}"),
+    };
+    let inner = Arc::clone(&b.inner);
+    let keys = super::runtime::block_on(async move {
+        inner
+            .exec(&format!(
+                "SELECT key FROM {}.waiters WHERE site = {}",
+                inner.s(),
+                inner.site_lit()
+            ))
+            .await
+    })
+    .unwrap();
+    let key: i32 = keys[0][0][0].as_deref().unwrap().parse().unwrap();
+    terminate_holder(&b.inner, key);
+    assert!(
+        b.mode().unwrap().lapsed.is_some(),
+        "read as lapsed, its key free"
+    );
+    let done = b.complete_offline(waiter.as_ref(), None).unwrap();
+    assert!(
+        matches!(&done, crate::backend::Completion::Held(t) if t.is_empty()),
+        "not completed while lapsed: {done:?}"
+    );
+    assert!(waiter.keep().unwrap(), "its key taken back");
+    assert_eq!(b.mode().unwrap().mode, Mode::Pending, "live again");
+    assert!(!waiter.keep().unwrap(), "held: nothing to take");
+    let done = b.complete_offline(waiter.as_ref(), None).unwrap();
+    assert!(
+        matches!(&done, crate::backend::Completion::Offline(_)),
+        "{done:?}"
+    );
+}

@@ -270,8 +270,9 @@ impl Inner {
             // manage; nothing about privileges.
             if db.code().code().starts_with("22") {
                 return self.target.error(format!(
-                    "{} ({}): a row in schema {} holds a value the server cannot use, damaged or \
-                     written by something other than manage (`offline doctor` checks the schema)",
+                    "{} ({}): the server could not use a value, read from a row in schema {} \
+                     (damaged, or written by something other than manage) or sent by this binary; \
+                     the error is the server's, not a matter of privileges",
                     db.message(),
                     db.code().code(),
                     self.schema
@@ -458,12 +459,16 @@ impl Inner {
         } else {
             "pg_advisory_xact_lock_shared"
         };
+        // The gate may be held by a writer cut off mid-transaction, which
+        // the server ends within the keepalive bound: silence that long
+        // is a wait, not a server that stopped answering.
+        conn.socket.allow(connect::KEEPALIVE_BOUND);
         sql::run(
             &conn.client,
             &format!("BEGIN; SELECT {f}({}, {})", self.class, keys::GATE),
         )
         .await
-        .map_err(|e| self.pg_error(e))?;
+        .map_err(|e| self.conn_error(conn, e))?;
         Ok(())
     }
 
@@ -477,7 +482,7 @@ impl Inner {
             }
             Err(e) => {
                 let _ = sql::run(&conn.client, "ROLLBACK").await;
-                Err(self.pg_error(e))
+                Err(self.conn_error(&conn, e))
             }
         }
     }

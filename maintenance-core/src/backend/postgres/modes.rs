@@ -214,14 +214,14 @@ impl Inner {
         loop {
             let rows = sql::run(&conn.client, &self.view_sql())
                 .await
-                .map_err(|e| self.pg_error(e))?;
+                .map_err(|e| self.conn_error(conn, e))?;
             let (record, waiter_live) = self.parse_view(rows.first().unwrap_or(&Vec::new()))?;
             if !record.mode.is_draining() || waiter_live {
                 return Ok(ModeView::of(record));
             }
             let again = sql::run(&conn.client, &gen_sql)
                 .await
-                .map_err(|e| self.pg_error(e))?;
+                .map_err(|e| self.conn_error(conn, e))?;
             let generation = again
                 .first()
                 .and_then(|r| r.first())
@@ -246,7 +246,7 @@ impl Inner {
             ),
         )
         .await
-        .map_err(|e| self.pg_error(e))?;
+        .map_err(|e| self.conn_error(conn, e))?;
         let now = rows
             .first()
             .and_then(|r| r.first())
@@ -350,24 +350,19 @@ impl WaiterHold {
     ///
     /// The key comes first: the gate's look probes a free key shared
     /// until its transaction ends (`view_sql`, `clean_sql`), so taken
-    /// after it the key is always busy. Busy still (its former
-    /// connection's server process not gone yet, or kept by a server that
-    /// has not noticed it is dead; B at most), the wait tries again as
-    /// through an outage.
+    /// after it the key is always busy. Busy still after
+    /// [`take_key`](Self::take_key) (its former connection not ended, by a
+    /// role that may not end it), the wait tries again as through an
+    /// outage.
     async fn retake(&self) -> Result<bool> {
         let inner = self.held.inner();
         let took = self
             .held
             .retake(async |conn| {
-                if !self
-                    .held
-                    .try_lock(conn)
-                    .await
-                    .map_err(|e| inner.pg_error(e))?
-                {
+                if !self.take_key(conn).await? {
                     return Err(inner.target.unreachable(
                         "this waiter's key is still held on the server by its former connection, \
-                         which the server has not yet ended",
+                         which the server has not ended yet",
                     ));
                 }
                 let (gate, _now, view) = inner.gate_and_look().await?;
@@ -383,6 +378,45 @@ impl WaiterHold {
             .await?;
         Ok(took.is_some())
     }
+
+    /// Takes the key on `conn`. Held still, by its former connection
+    /// (which this process gave up, a cut link or a silence, but the
+    /// server still keeps: the only connection that takes this key
+    /// exclusively), that connection is ended first; held shared for a
+    /// moment by another's probe, it is tried again for up to half a
+    /// second.
+    async fn take_key(&self, conn: &Conn) -> Result<bool> {
+        let inner = self.held.inner();
+        let try_lock = async || {
+            self.held
+                .try_lock(conn)
+                .await
+                .map_err(|e| inner.pg_error(e))
+        };
+        if try_lock().await? {
+            return Ok(true);
+        }
+        // Best effort: a role that may not end it waits for the server.
+        let _ = sql::run(
+            &conn.client,
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' \
+                 AND granted AND mode = 'ExclusiveLock' AND objsubid = 2 \
+                 AND classid = ({c}::bigint & 4294967295)::oid \
+                 AND objid = ({k}::bigint & 4294967295)::oid AND pid <> pg_backend_pid()",
+                c = inner.class,
+                k = self.held.key()
+            ),
+        )
+        .await;
+        for _ in 0..50 {
+            if try_lock().await? {
+                return Ok(true);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(false)
+    }
 }
 
 impl WaiterLease for PgWaiter {
@@ -396,6 +430,10 @@ impl WaiterLease for PgWaiter {
         }
         let hold = Arc::clone(&self.hold);
         runtime::block_on(async move { hold.retake().await })
+    }
+
+    fn lost(&self) {
+        drop(self.hold.held.forget());
     }
 }
 
@@ -750,21 +788,20 @@ pub(super) fn complete_drain(
         Mode::ReadOnly => Completion::ReadOnly(r),
         _ => Completion::Offline(r),
     };
-    runtime::block_on(async move {
+    let completed = runtime::block_on(async move {
         let (conn, now, view) = inner.gate_and_look().await?;
         let r = view.record;
         match r.mode {
             m if m == Mode::Offline || m == drain.target => {
                 inner.commit(conn, "SELECT 1").await?;
-                Ok(reached(r))
+                Ok(Some(reached(r)))
             }
             // This waiter's key was free (its connection lost since its
             // last look), so readers saw the drain lapse: not done. The
             // wait takes its key back, and settles again, first.
             m if m == drain.draining && r.since == since && view.lapsed.is_some() => {
                 inner.rollback(conn).await;
-                tokio::time::sleep(REENTRY_LOOK).await;
-                Ok(Completion::Held(Vec::new()))
+                Ok(None)
             }
             m if m == drain.draining && r.since == since => {
                 // The final look, under the gate: a run that joined a live
@@ -778,7 +815,7 @@ pub(super) fn complete_drain(
                 };
                 if !holding.is_empty() {
                     inner.rollback(conn).await;
-                    return Ok(Completion::Held(holding));
+                    return Ok(Some(Completion::Held(holding)));
                 }
                 // A server up for less than the keepalive bound may have
                 // restarted under live tasks, which enter again on their
@@ -788,7 +825,7 @@ pub(super) fn complete_drain(
                     Ok(true) => {
                         inner.rollback(conn).await;
                         tokio::time::sleep(REENTRY_LOOK).await;
-                        return Ok(Completion::Held(Vec::new()));
+                        return Ok(Some(Completion::Held(Vec::new())));
                     }
                     Err(e) => {
                         inner.rollback(conn).await;
@@ -804,14 +841,21 @@ pub(super) fn complete_drain(
                 let (sql, entry) = inner.write_sql_recording(&mut done, &r, draft.as_ref())?;
                 inner.commit(conn, &sql).await?;
                 inner.recorded(entry);
-                Ok(reached(done))
+                Ok(Some(reached(done)))
             }
             _ => {
                 inner.commit(conn, "SELECT 1").await?;
-                Ok(Completion::Cancelled(r))
+                Ok(Some(Completion::Cancelled(r)))
             }
         }
-    })
+    })?;
+    Ok(completed.unwrap_or_else(|| {
+        // Its key is free: whatever its connection seems to the client,
+        // what held the key is gone, and the next keep takes it back.
+        waiter.lost();
+        std::thread::sleep(REENTRY_LOOK);
+        Completion::Held(Vec::new())
+    }))
 }
 
 /// [`Backend::leave_pending`](crate::Backend::leave_pending).
