@@ -39,6 +39,7 @@
 //!
 //! Errors name `host:port` and what to check, never the password.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, TcpKeepalive, Type};
@@ -47,7 +48,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{AsyncMessage, Notification};
 
-use super::socket::{Detach, Socket, Stream};
+use super::socket::{Detach, SilenceNote, Socket, Stream};
 use crate::database_url::{DatabaseUrl, Host, SslMode};
 use crate::error::{Error, Result};
 
@@ -106,6 +107,9 @@ pub(super) struct Target {
     pub url: DatabaseUrl,
     /// The bound on one connection attempt.
     pub connect_timeout: Duration,
+    /// The last silence of a server past the answer guard, on any of
+    /// this target's connections.
+    pub silence: SilenceNote,
 }
 
 /// Where a LISTEN connection's notifications go.
@@ -140,6 +144,14 @@ impl Target {
             server: self.endpoint(),
             problem: scrub(problem.into(), self.url.password()),
         }
+    }
+
+    /// How long the server was left silent, when a connection of this
+    /// target was given up for it a moment ago (within a second): what a
+    /// connection found ended then most likely died of.
+    pub fn recent_silence(&self) -> Option<Duration> {
+        let note = *self.silence.lock().unwrap_or_else(|e| e.into_inner());
+        note.and_then(|(at, waited)| (at.elapsed() < Duration::from_secs(1)).then_some(waited))
     }
 
     /// How long the server may stay silent after a request before the
@@ -192,7 +204,8 @@ impl Target {
         notices: Option<Notices>,
     ) -> std::result::Result<Conn, Failure> {
         let (stream, is_unix) = self.socket().await?;
-        let (socket, detach) = Socket::new(stream, self.answer_timeout());
+        let (socket, detach) =
+            Socket::new(stream, self.answer_timeout(), Arc::clone(&self.silence));
         let mut config = tokio_postgres::Config::new();
         let me = crate::identity::Identity::current();
         let user = self.url.user.clone().unwrap_or_else(|| me.user.clone());

@@ -168,6 +168,7 @@ impl PostgresBackend {
                 target: Target {
                     url,
                     connect_timeout: pg.connect_timeout,
+                    silence: Default::default(),
                 },
                 class: keys::site_class(&pg.schema, &pg.site),
                 site: pg.site.clone(),
@@ -286,6 +287,9 @@ impl Inner {
             ));
         }
         if e.is_closed() {
+            if let Some(waited) = self.target.recent_silence() {
+                return self.silence_error(waited);
+            }
             return self.target.unreachable(
                 "the connection to the server was lost, or the server stopped answering: check \
                  that the server runs and is reachable",
@@ -302,13 +306,18 @@ impl Inner {
     /// past the answer guard (`socket.rs`), which is said as such.
     fn conn_error(&self, conn: &Conn, e: tokio_postgres::Error) -> Error {
         match conn.socket.went_silent() {
-            Some(waited) if e.is_closed() => self.target.unreachable(format!(
-                "the server stopped answering: nothing came back for {} after a request; check \
-                 that the server runs and is not stopped, overloaded or cut off by the network",
-                humantime::format_duration(waited)
-            )),
+            Some(waited) if e.is_closed() => self.silence_error(waited),
             _ => self.pg_error(e),
         }
+    }
+
+    /// The error for a server that left a request unanswered `waited`.
+    fn silence_error(&self, waited: Duration) -> Error {
+        self.target.unreachable(format!(
+            "the server stopped answering: nothing came back for {} after a request; check \
+             that the server runs and is not stopped, overloaded or cut off by the network",
+            humantime::format_duration(waited)
+        ))
     }
 
     /// The server's `now()` moved by the backend clock's offset from this

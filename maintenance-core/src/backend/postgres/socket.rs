@@ -48,11 +48,17 @@ impl Stream {
     }
 }
 
+/// Where a backend's sockets note the last time a server left a request
+/// unanswered past the guard, and how long it was given: the moment, and
+/// the wait (`Target::recent_silence`).
+pub(super) type SilenceNote = Arc<Mutex<Option<(std::time::Instant, Duration)>>>;
+
 #[derive(Debug)]
 struct Shared {
     stream: Mutex<Option<Stream>>,
     fd: RawFd,
     silence: Mutex<Silence>,
+    note: SilenceNote,
 }
 
 /// The bound on the server's silence after a request (module docs).
@@ -85,9 +91,15 @@ pub(super) struct Detach(Arc<Shared>);
 
 impl Socket {
     /// Wraps a connected stream whose server may stay silent for
-    /// `answer_timeout` after a request; returns it with its [`Detach`].
-    pub(super) fn new(stream: Stream, answer_timeout: Duration) -> (Socket, Detach) {
+    /// `answer_timeout` after a request, a silence past it noted in
+    /// `note`; returns it with its [`Detach`].
+    pub(super) fn new(
+        stream: Stream,
+        answer_timeout: Duration,
+        note: SilenceNote,
+    ) -> (Socket, Detach) {
         let shared = Arc::new(Shared {
+            note,
             fd: stream.fd(),
             stream: Mutex::new(Some(stream)),
             silence: Mutex::new(Silence {
@@ -177,6 +189,8 @@ impl AsyncRead for Socket {
                 }
                 let waited = silence.answer_timeout + silence.allowance;
                 silence.went_silent = Some(waited);
+                *self.0.note.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((std::time::Instant::now(), waited));
                 Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
