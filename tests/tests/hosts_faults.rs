@@ -275,12 +275,17 @@ fn a_task_not_yet_back_after_a_restart_holds_a_new_wait_off_until_the_bound() {
         let out = c.run(&["offline", "status", "--json"]);
         (out.success() && task_ids(c).is_empty()).then_some(())
     });
-    let started_ms: i64 = psql(
-        &cluster.url,
-        "SELECT floor(extract(epoch FROM pg_postmaster_start_time()) * 1000)::bigint",
-    )
-    .parse()
-    .unwrap();
+    // Asked over the loopback address, which a host's status does not
+    // use: tried until the server answers there too (a CI run found it
+    // refusing a moment after the hosts were answered).
+    let started_ms: i64 = poll_until("the server's start time", || {
+        let out = std::process::Command::new(manage_tests::psql_path())
+            .args(["-X", "-At", "-d", &cluster.url, "-c"])
+            .arg("SELECT floor(extract(epoch FROM pg_postmaster_start_time()) * 1000)::bigint")
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    });
     // Nothing live anywhere, and yet the wait begun on A now must not
     // trust "no tasks" until B's task is back or the server has been up B.
     let out = a.run(&["offline", "on", "--timeout", "300"]);
