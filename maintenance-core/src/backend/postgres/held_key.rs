@@ -88,6 +88,22 @@ impl HeldKey {
             .is_some_and(|r| boolean(r, 0)))
     }
 
+    /// [`try_lock`](Self::try_lock), tried again for up to half a second
+    /// while the key is busy: a reader's probe holds a free key shared for
+    /// a moment.
+    pub(super) async fn try_lock_patiently(
+        &self,
+        conn: &Conn,
+    ) -> Result<bool, tokio_postgres::Error> {
+        for _ in 0..50 {
+            if self.try_lock(conn).await? {
+                return Ok(true);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        Ok(false)
+    }
+
     /// Runs `sql` on the held connection while it is open, else (or should
     /// it end under the statement) on a pooled one.
     pub(super) async fn run_here_or_pooled(&self, sql: &str) -> Result<Vec<Rows>> {

@@ -387,13 +387,12 @@ impl WaiterHold {
     /// second.
     async fn take_key(&self, conn: &Conn) -> Result<bool> {
         let inner = self.held.inner();
-        let try_lock = async || {
-            self.held
-                .try_lock(conn)
-                .await
-                .map_err(|e| inner.pg_error(e))
-        };
-        if try_lock().await? {
+        if self
+            .held
+            .try_lock(conn)
+            .await
+            .map_err(|e| inner.pg_error(e))?
+        {
             return Ok(true);
         }
         // Best effort: a role that may not end it waits for the server.
@@ -409,13 +408,10 @@ impl WaiterHold {
             ),
         )
         .await;
-        for _ in 0..50 {
-            if try_lock().await? {
-                return Ok(true);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(false)
+        self.held
+            .try_lock_patiently(conn)
+            .await
+            .map_err(|e| inner.pg_error(e))
     }
 }
 

@@ -234,16 +234,9 @@ impl Hold {
                 };
                 // Held shared for a moment by a reader's probe (`status`,
                 // `schedule`): tried again for up to half a second.
-                let mut took = false;
-                if looked.is_ok() && lost.is_none() {
-                    for _ in 0..50 {
-                        took = self.held.try_lock(conn).await.unwrap_or(false);
-                        if took {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                }
+                let took = looked.is_ok()
+                    && lost.is_none()
+                    && self.held.try_lock_patiently(conn).await.unwrap_or(false);
                 inner.rollback(gate).await;
                 if let Err(e) = looked {
                     return Err(inner.pg_error(e));
