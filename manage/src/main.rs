@@ -1,4 +1,3 @@
 //! The `manage` binary: everything lives in the library.
-fn main() -> std::process::ExitCode {
-    manage::run()
-}
+#![cfg_attr(all(target_os = "linux", target_env = "gnu"), no_main)]
+manage::main!();

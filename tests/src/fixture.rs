@@ -129,6 +129,26 @@ impl ManageCommand for Boom {
 }
 register!(Boom);
 
+/// Recurses until the main thread's stack overflows.
+#[derive(Debug, clap::Args)]
+pub struct Overflow {}
+
+/// One level of [`Overflow`]'s recursion, with a frame the optimiser keeps.
+#[allow(unconditional_recursion)]
+fn deeper(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 64]);
+    deeper(std::hint::black_box(depth + 1)) + frame[7]
+}
+
+impl ManageCommand for Overflow {
+    const NAME: &'static str = "overflow";
+    fn run(self, _ctx: &mut Context<'_>) -> anyhow::Result<()> {
+        let _ = deeper(0);
+        Ok(())
+    }
+}
+register!(Overflow);
+
 /// Fails with an error that has a cause.
 #[derive(Debug, clap::Args)]
 pub struct Fail {}

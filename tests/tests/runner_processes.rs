@@ -456,6 +456,89 @@ fn a_panicking_command_prints_its_message_exits_101_and_releases_its_task() {
     assert_eq!(again.code(), Some(101), "not refused as running: {again}");
 }
 
+/// `manage::main!()` starts without the standard library's start-up
+/// (`manage/src/entry.rs`): a panic of the main thread is still reported
+/// as the standard hook reports it, the thread named `main`, and a
+/// backtrace is printed when `RUST_BACKTRACE` asks for one.
+#[test]
+fn a_panic_under_the_fast_entry_names_the_main_thread_and_prints_a_backtrace_when_asked() {
+    let site = CliSite::new(EXE);
+    let out = site.run(&["boom"]);
+    assert_eq!(out.code(), Some(101), "{out}");
+    let first = out.stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("thread 'main' (") && first.contains(") panicked at "),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("note: run with `RUST_BACKTRACE=1` environment variable"),
+        "{out}"
+    );
+    let mut cmd = site.command(&["boom"]);
+    cmd.env("RUST_BACKTRACE", "1");
+    let traced = Proc::spawn(cmd).finish();
+    assert_eq!(traced.code(), Some(101), "{traced}");
+    assert!(traced.stderr.contains("thread 'main' ("), "{traced}");
+    assert!(traced.stderr.contains("stack backtrace:"), "{traced}");
+    assert!(
+        traced.stderr.contains("Boom"),
+        "the trace names the command's frames: {traced}"
+    );
+    assert_eq!(live(&site), Vec::<String>::new());
+}
+
+/// The fast entry keeps the standard library's report of a main-thread
+/// stack overflow: the message, then an abort — and the task is released
+/// by the process's end, so the next command is not held off.
+#[test]
+fn a_stack_overflow_under_the_fast_entry_says_so_aborts_and_releases_its_task() {
+    use std::os::unix::process::ExitStatusExt;
+    let site = CliSite::new(EXE);
+    let out = site.run(&["overflow"]);
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{out}");
+    assert!(
+        out.stderr
+            .contains("thread 'main' has overflowed its stack"),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("fatal runtime error: stack overflow, aborting"),
+        "{out}"
+    );
+    assert_eq!(live(&site), Vec::<String>::new());
+    let on = site.run(&["offline", "on", "--force"]);
+    assert!(on.success(), "{on}");
+}
+
+/// A runner started with a standard descriptor closed opens `/dev/null` in
+/// its place, as the standard library's start-up does: otherwise the first
+/// file the runner opened would take the number of standard output, and a
+/// command would write its output there. An external command shows what
+/// its standard output is.
+#[test]
+fn a_runner_started_with_stdout_closed_gives_its_commands_dev_null_as_stdout() {
+    use std::os::unix::process::CommandExt;
+    let site = CliSite::new(EXE);
+    let script = site.external(
+        "fd1",
+        "#!/bin/sh\nseen=$(readlink /proc/$$/fd/1 || echo closed)\necho \"$seen\" > \"$0.out\"\n",
+    );
+    let mut cmd = site.command(&["fd1"]);
+    // SAFETY: close is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::close(1);
+            Ok(())
+        });
+    }
+    let out = Proc::spawn(cmd).finish();
+    assert_eq!(out.code(), Some(0), "{out}");
+    let seen = std::fs::read_to_string(script.with_extension("out")).unwrap();
+    assert_eq!(seen.trim(), "/dev/null", "{out}");
+}
+
 #[test]
 fn a_failing_command_exits_1_printing_its_error_chain_one_cause_a_line() {
     let site = CliSite::new(EXE);

@@ -1,4 +1,5 @@
 //! The example site's binary.
-fn main() -> std::process::ExitCode {
-    mysite::main()
-}
+#![cfg_attr(all(target_os = "linux", target_env = "gnu"), no_main)]
+use mysite as _;
+
+manage::main!();

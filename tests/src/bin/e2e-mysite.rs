@@ -1,7 +1,9 @@
-//! The example site's binary, built from `mysite::main` exactly as
+//! The example site's binary, built from its library with `manage::main!()`
+//! exactly as
 //! `examples/mysite` builds it. Tests start it with `argv[0]` set to
 //! `mysite`.
+#![cfg_attr(all(target_os = "linux", target_env = "gnu"), no_main)]
 
-fn main() -> std::process::ExitCode {
-    mysite::main()
-}
+use mysite as _;
+
+manage::main!();

@@ -1,6 +1,7 @@
 //! `bench-manage` plus 50 extra registered commands (feature
 //! `extra-commands`): start-up must not grow with the number of registered
 //! commands, so `bench-manage-fat noop` should time as `bench-manage noop`.
+#![cfg_attr(all(target_os = "linux", target_env = "gnu"), no_main)]
 use bench_cli as _;
 use maintenance_core::command::{Context, ManageCommand, register};
 use maintenance_core::{anyhow, clap};
@@ -84,6 +85,4 @@ extra_commands! {
     Extra49 => "extra-49",
 }
 
-fn main() -> std::process::ExitCode {
-    manage::run()
-}
+manage::main!();
