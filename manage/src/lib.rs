@@ -116,10 +116,12 @@ fn run_code() -> u8 {
 /// how). Elsewhere it is `fn main() -> ExitCode { manage::run() }`.
 ///
 /// The crate root also needs `no_main` on those targets, so that Rust does
-/// not define a `main` of its own:
+/// not define a `main` of its own — but not when the binary is built as a
+/// test (`cargo test`, `cargo nextest` build every binary's tests), where
+/// the test harness's `main` must run and the macro defines none:
 ///
 /// ```ignore
-/// #![cfg_attr(all(target_os = "linux", target_env = "gnu"), no_main)]
+/// #![cfg_attr(all(target_os = "linux", target_env = "gnu", not(test)), no_main)]
 /// // use hello_plugin as _;
 /// manage::main!();
 /// ```
@@ -127,7 +129,7 @@ fn run_code() -> u8 {
 macro_rules! main {
     () => {
         /// The process's entry: the `manage` runner.
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        #[cfg(all(target_os = "linux", target_env = "gnu", not(test)))]
         #[unsafe(no_mangle)]
         extern "C" fn main(
             _argc: ::std::ffi::c_int,

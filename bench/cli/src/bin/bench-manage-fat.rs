@@ -1,7 +1,7 @@
 //! `bench-manage` plus 50 extra registered commands (feature
 //! `extra-commands`): start-up must not grow with the number of registered
 //! commands, so `bench-manage-fat noop` should time as `bench-manage noop`.
-#![cfg_attr(all(target_os = "linux", target_env = "gnu"), no_main)]
+#![cfg_attr(all(target_os = "linux", target_env = "gnu", not(test)), no_main)]
 use bench_cli as _;
 use maintenance_core::command::{Context, ManageCommand, register};
 use maintenance_core::{anyhow, clap};
