@@ -149,6 +149,20 @@ impl ManageCommand for Overflow {
 }
 register!(Overflow);
 
+/// Reads through a null pointer: a fault that is no stack overflow.
+#[derive(Debug, clap::Args)]
+pub struct NullRead {}
+
+impl ManageCommand for NullRead {
+    const NAME: &'static str = "null-read";
+    fn run(self, _ctx: &mut Context<'_>) -> anyhow::Result<()> {
+        // SAFETY: none: the read faults, which is the point.
+        let n = unsafe { std::ptr::read_volatile(std::hint::black_box(std::ptr::null::<u64>())) };
+        anyhow::bail!("read {n} through a null pointer")
+    }
+}
+register!(NullRead);
+
 /// Fails with an error that has a cause.
 #[derive(Debug, clap::Args)]
 pub struct Fail {}

@@ -481,6 +481,21 @@ fn a_panic_under_the_fast_entry_names_the_main_thread_and_prints_a_backtrace_whe
     assert_eq!(traced.code(), Some(101), "{traced}");
     assert!(traced.stderr.contains("thread 'main' ("), "{traced}");
     assert!(traced.stderr.contains("stack backtrace:"), "{traced}");
+    // The short form, as the standard hook prints it: from the panic down
+    // to the runner, not the hook's own frames nor the C library's.
+    assert!(
+        traced.stderr.contains("   0: __rustc::rust_begin_unwind"),
+        "{traced}"
+    );
+    assert!(
+        !traced.stderr.contains("name_main_thread_in_panics"),
+        "{traced}"
+    );
+    assert!(!traced.stderr.contains("__libc_start_main"), "{traced}");
+    assert!(
+        traced.stderr.contains("note: Some details are omitted"),
+        "{traced}"
+    );
     assert!(
         traced.stderr.contains("Boom"),
         "the trace names the command's frames: {traced}"
@@ -497,11 +512,8 @@ fn a_stack_overflow_under_the_fast_entry_says_so_aborts_and_releases_its_task() 
     let site = CliSite::new(EXE);
     let out = site.run(&["overflow"]);
     assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{out}");
-    assert!(
-        out.stderr
-            .contains("thread 'main' has overflowed its stack"),
-        "{out}"
-    );
+    assert!(out.stderr.contains("\nthread 'main' ("), "{out}");
+    assert!(out.stderr.contains(") has overflowed its stack\n"), "{out}");
     assert!(
         out.stderr
             .contains("fatal runtime error: stack overflow, aborting"),
@@ -510,6 +522,10 @@ fn a_stack_overflow_under_the_fast_entry_says_so_aborts_and_releases_its_task() 
     assert_eq!(live(&site), Vec::<String>::new());
     let on = site.run(&["offline", "on", "--force"]);
     assert!(on.success(), "{on}");
+    // Any other fault is no overflow: the process dies of it, unreported.
+    let fault = site.run(&["--ignore-maintenance", "null-read"]);
+    assert_eq!(fault.status.signal(), Some(libc::SIGSEGV), "{fault}");
+    assert!(!fault.stderr.contains("overflowed"), "{fault}");
 }
 
 /// A runner started with a standard descriptor closed opens `/dev/null` in
