@@ -339,6 +339,44 @@ fn help_groups_every_kind_of_command_and_lists_the_exit_codes() {
     );
 }
 
+/// Each `offline` verb's own help opens with the line `offline --help`
+/// lists it with (the verbs' arguments are built only when asked for, and
+/// a description of their flags once took that line's place).
+#[test]
+fn each_offline_verb_s_help_opens_with_its_own_description() {
+    let site = CliSite::new(MANAGE);
+    let top = site.run(&["offline", "--help"]);
+    assert_eq!(top.code(), Some(0), "{top}");
+    let verbs = [
+        "status", "on", "off", "list", "run", "history", "mirror", "doctor",
+    ];
+    for verb in verbs {
+        let listed = top
+            .stdout
+            .iter()
+            .find_map(|l| {
+                l.trim_start()
+                    .strip_prefix(verb)
+                    .filter(|r| r.starts_with(' '))
+            })
+            .unwrap_or_else(|| panic!("`{verb}` is not listed: {top}"))
+            .trim();
+        let about = listed
+            .split(" [alias")
+            .next()
+            .unwrap_or(listed)
+            .trim_end_matches('.');
+        let own = site.run(&["offline", verb, "--help"]);
+        assert_eq!(own.code(), Some(0), "{own}");
+        let first = own.stdout.first().map(String::as_str).unwrap_or_default();
+        assert_eq!(
+            first.trim_end_matches('.'),
+            about,
+            "`offline {verb} --help`: {own}"
+        );
+    }
+}
+
 #[test]
 fn help_hello_and_hello_dash_dash_help_print_the_same_command_help() {
     let site = CliSite::new(MANAGE);

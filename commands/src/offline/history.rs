@@ -16,7 +16,8 @@ use super::status::terminal_safe;
 /// How many entries the table shows without `-n`.
 const DEFAULT_LAST: usize = 20;
 
-/// The flags of `offline history`.
+// The flags of `offline history`. (A plain comment: under the deferred
+// verbs a doc comment here would replace the verb's own `--help` title.)
 #[derive(Debug, clap::Args)]
 pub(super) struct HistoryArgs {
     /// Show the last N changes (default 20).

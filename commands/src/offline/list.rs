@@ -9,7 +9,8 @@ use maintenance_core::command::Context;
 use maintenance_core::transition::Live;
 use maintenance_core::{anyhow, clap};
 
-/// The flags of `offline list`.
+// The flags of `offline list`. (A plain comment: under the deferred
+// verbs a doc comment here would replace the verb's own `--help` title.)
 #[derive(Debug, clap::Args)]
 pub(super) struct ListArgs {
     /// As JSON.

@@ -30,7 +30,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between two tries while the state cannot be read.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// The flags of `offline mirror`.
+// The flags of `offline mirror`. (A plain comment: under the deferred
+// verbs a doc comment here would replace the verb's own `--help` title.)
 #[derive(Debug, clap::Args)]
 pub(super) struct MirrorArgs {
     /// Read the shared mode at least this often, whatever the pushes of

@@ -12,7 +12,8 @@ use maintenance_core::{anyhow, clap};
 
 use super::status::status_line;
 
-/// The flags of `offline off`.
+// The flags of `offline off`. (A plain comment: under the deferred
+// verbs a doc comment here would replace the verb's own `--help` title.)
 #[derive(Debug, clap::Args)]
 pub(super) struct OffArgs {
     /// Go ONLINE even while an `offline run` is running its command.

@@ -25,7 +25,9 @@ use maintenance_core::{Refusal, anyhow, clap, exit};
 use super::progress::Meter;
 use super::status::{status_line, terminal_safe};
 
-/// The flags of a wait for OFFLINE, shared by `offline on` and `offline run`.
+// The flags of a wait for OFFLINE, shared by `offline on` and `offline run`.
+// (A plain comment: under the deferred verbs a doc comment on a
+// struct of flags would replace the verb's own `--help` title.)
 #[derive(Debug, clap::Args)]
 pub(super) struct WaitArgs {
     // Negative numbers reach the value parsers, which say what is wrong
@@ -59,8 +61,10 @@ impl WaitArgs {
     }
 }
 
-/// The flags of a scheduled window, shared by `offline on` and `offline
-/// run`.
+// The flags of a scheduled window, shared by `offline on` and `offline
+// run`.
+// (A plain comment: under the deferred verbs a doc comment on a
+// struct of flags would replace the verb's own `--help` title.)
 #[derive(Debug, clap::Args)]
 pub(super) struct ScheduleArgs {
     /// Start going offline (with --read-only, read-only) at TIME instead of
@@ -78,7 +82,8 @@ pub(super) struct ScheduleArgs {
     pub(super) notice: Option<Duration>,
 }
 
-/// The flags of `offline on`.
+// The flags of `offline on`. (A plain comment: under the deferred verbs a
+// doc comment here would replace the verb's own `--help` title.)
 #[derive(Debug, clap::Args)]
 pub(super) struct OnArgs {
     #[command(flatten)]

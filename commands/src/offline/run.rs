@@ -20,7 +20,8 @@ use super::on::{
 };
 use super::progress::Meter;
 
-/// The flags of `offline run`.
+// The flags of `offline run`. (A plain comment: under the deferred
+// verbs a doc comment here would replace the verb's own `--help` title.)
 #[derive(Debug, clap::Args)]
 pub(super) struct RunArgs {
     #[command(flatten)]

@@ -14,7 +14,9 @@ use maintenance_core::mode::{Mode, RetryAfter};
 use maintenance_core::transition::{self as offline, Status};
 use maintenance_core::{anyhow, clap, exit};
 
-/// The flags of `offline status` (none given: the default).
+// The flags of `offline status` (none given: the default). (A plain
+// comment: under the deferred verbs a doc comment here would replace the
+// verb's own `--help` title.)
 #[derive(Debug, Default, clap::Args)]
 pub(super) struct StatusArgs {
     /// One JSON object (documented in the README), for scripts.
