@@ -143,9 +143,14 @@ pub(crate) fn man(asked: Asked<'_>, out: &mut dyn Write, err: &mut dyn Write) ->
     match write_pages(&top, true, dir, out) {
         Ok(()) => exit::SUCCESS,
         Err(e) => {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound && !dir.exists() {
+                format!(" (create it first: mkdir -p {})", dir.display())
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 err,
-                "error: cannot write the man pages into {}: {e}",
+                "error: cannot write the man pages into {}: {e}{hint}",
                 dir.display()
             );
             exit::FAILURE

@@ -374,7 +374,10 @@ fn man_dir_writes_a_page_for_every_command_of_the_tree() {
 
     let missing = site.dir().join("no-such-dir");
     let out = site.run_mysite(&["man", "--dir", missing.to_str().unwrap()]);
-    out.assert_clean_error(&[&missing.display().to_string()]);
+    out.assert_clean_error(&[
+        &missing.display().to_string(),
+        &format!("mkdir -p {}", missing.display()),
+    ]);
     assert_eq!(out.code(), Some(1), "{out}");
 }
 
