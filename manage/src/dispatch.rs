@@ -92,7 +92,9 @@ pub(crate) fn run(inv: Invocation<'_>) -> u8 {
             let topic = argv
                 .get(index + 1)
                 .map(|a| a.to_string_lossy().into_owned());
-            help::help_for(&bin, topic.as_deref(), config, out, err)
+            // `help offline on`: the words after the topic name its verb.
+            let verbs = argv.get(index + 2..).unwrap_or_default();
+            help::help_for(&bin, topic.as_deref(), verbs, config, out, err)
         }
         Target::Completions | Target::Man => {
             let asked = install::Asked {

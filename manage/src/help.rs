@@ -97,13 +97,16 @@ pub(crate) fn top_help(bin: &str, config: Option<&Config>, out: &mut dyn Write) 
     exit::SUCCESS
 }
 
-/// `help <topic>`.
+/// `help <topic> [<verb>…]`: the help of the command, or of its verb
+/// (`help offline on` is `offline on --help`; a verb it does not have is
+/// a usage error, as from `offline bogus --help`).
 // Not inlined into dispatch: start-up maps only the code of the target
 // it runs, and the stack holds only that target's frame.
 #[inline(never)]
 pub(crate) fn help_for(
     bin: &str,
     topic: Option<&str>,
+    verbs: &[OsString],
     config: Option<&Config>,
     out: &mut dyn Write,
     err: &mut dyn Write,
@@ -129,7 +132,7 @@ pub(crate) fn help_for(
             let _ = writeln!(out, "`{topic}` is an alias for `{words}`");
             exit::SUCCESS
         }
-        Ok(r) => help_for_target(bin, topic, r.target, config, out, err),
+        Ok(r) => help_for_target(bin, topic, verbs, r.target, config, out, err),
     };
     warn_all(err, &warnings);
     code
@@ -139,6 +142,7 @@ pub(crate) fn help_for(
 fn help_for_target(
     bin: &str,
     topic: &str,
+    verbs: &[OsString],
     target: Target,
     config: Option<&Config>,
     out: &mut dyn Write,
@@ -147,7 +151,11 @@ fn help_for_target(
     match target {
         Target::Registered(reg) => {
             let cmd = cli::top_command(bin).subcommand((reg.build)());
-            match cmd.try_get_matches_from([bin, reg.name, "--help"]) {
+            let words = [OsString::from(bin), OsString::from(reg.name)]
+                .into_iter()
+                .chain(verbs.iter().cloned())
+                .chain([OsString::from("--help")]);
+            match cmd.try_get_matches_from(words) {
                 Ok(_) => exit::SUCCESS,
                 Err(e) => cli::clap_exit(e, out, err),
             }
@@ -166,12 +174,20 @@ fn help_for_target(
             let _ = writeln!(
                 out,
                 "`{topic}` is an external command: {}\n  policy: {policy}\n  \
-                 its own help, from `{} --help` (run untracked):",
+                 its own help, from `{}{} --help` (run untracked):",
                 path.display(),
-                path.display()
+                path.display(),
+                verbs
+                    .iter()
+                    .map(|v| format!(" {}", v.to_string_lossy()))
+                    .collect::<String>()
             );
             let _ = out.flush();
-            match std::process::Command::new(&path).arg("--help").status() {
+            match std::process::Command::new(&path)
+                .args(verbs)
+                .arg("--help")
+                .status()
+            {
                 Ok(s) => s.code().unwrap_or(1).clamp(0, 255) as u8,
                 Err(e) => {
                     let _ = writeln!(err, "error: cannot run {}: {e}", path.display());

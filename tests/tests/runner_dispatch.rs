@@ -377,6 +377,23 @@ fn each_offline_verb_s_help_opens_with_its_own_description() {
     }
 }
 
+/// `help offline on` is `offline on --help`, and a verb the command does
+/// not have is a usage error, not the command's help with exit 0.
+#[test]
+fn help_with_a_verb_prints_the_verb_s_help_and_an_unknown_verb_is_a_usage_error() {
+    let site = CliSite::new(MANAGE);
+    let help = site.run(&["help", "offline", "on"]);
+    let own = site.run(&["offline", "on", "--help"]);
+    assert_eq!(help.code(), Some(0), "{help}");
+    assert_eq!(help.stdout, own.stdout, "{help}");
+    let bogus = site.run(&["help", "offline", "bogus"]);
+    assert_eq!(bogus.code(), Some(2), "{bogus}");
+    assert!(
+        bogus.stderr.contains("unrecognized subcommand 'bogus'"),
+        "{bogus}"
+    );
+}
+
 #[test]
 fn help_hello_and_hello_dash_dash_help_print_the_same_command_help() {
     let site = CliSite::new(MANAGE);
