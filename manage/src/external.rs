@@ -113,6 +113,27 @@ pub(crate) fn external(
     }
 }
 
+/// The processes holding a task whose command has just exited, read until
+/// two reads 5 ms apart agree (50 ms at most): a leftover caught between
+/// its fork and its exec still shows the command's own command line (`sh
+/// script` for `setsid sleep 20 &`), and the line printed from it would
+/// name the wrong program.
+#[cfg(target_os = "linux")]
+fn settled_holders(
+    processes: &maintenance_core::process::Processes,
+) -> Vec<maintenance_core::process::Holder> {
+    let mut holders = processes.holders();
+    for _ in 0..10 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let again = processes.holders();
+        if again == holders {
+            break;
+        }
+        holders = again;
+    }
+    holders
+}
+
 /// Maps a `waitpid` status to an exit code: the command's own, or 128+N
 /// if signal N killed it.
 fn exit_code_of(status: std::process::ExitStatus) -> u8 {
@@ -256,8 +277,7 @@ fn kept(
     signals::set_child(0);
     let ended = ended?;
     if ended.leftovers {
-        let holders: Vec<String> = processes
-            .holders()
+        let holders: Vec<String> = settled_holders(&processes)
             .iter()
             .filter(|h| !h.command)
             .map(|h| format!("pid {} ({})", h.pid, h.argv.join(" ")))

@@ -62,6 +62,41 @@ fn live_tasks(site: &CliSite) -> usize {
     site.backend().tasks().unwrap().len()
 }
 
+/// A shell's `setsid sleep … &` forks, and the fork runs `setsid`, which
+/// execs `sleep`: read at once after the script exits, the leftover can
+/// still be the shell's fork (its command line the script's). The line
+/// the runner prints names what holds the task once it has settled: raced
+/// over many runs.
+#[test]
+fn the_left_behind_line_names_the_program_the_leftover_became_not_the_script() {
+    let site = CliSite::new(EXE);
+    let script = site.external(
+        "shdaemon",
+        "#!/bin/sh\nsetsid sleep 600 </dev/null >/dev/null 2>&1 &\necho $!\n",
+    );
+    for round in 0..25 {
+        let out = site.run(&["shdaemon"]);
+        let (daemon, _guard) = daemon_of(&out);
+        assert_eq!(out.code(), Some(0), "{out}");
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.contains("still holds its task"))
+            .unwrap_or_else(|| panic!("round {round}: no left-behind line: {out}"));
+        assert!(
+            !line.contains(&script.display().to_string()),
+            "round {round}: it names the script: {line}"
+        );
+        assert!(
+            line.contains(&format!("pid {daemon} (")),
+            "round {round}: {line}"
+        );
+        assert!(line.contains("sleep 600)"), "round {round}: {line}");
+        kill9_pid(daemon);
+        wait_until("the task ended", || live_tasks(&site) == 0);
+    }
+}
+
 #[test]
 fn a_daemon_that_closed_its_descriptors_holds_the_task_after_its_command_returned() {
     let site = CliSite::new(EXE);
