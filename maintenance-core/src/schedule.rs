@@ -241,6 +241,14 @@ fn parse_at_in(text: &str, now: SystemTime, tz: &jiff::tz::TimeZone) -> Result<T
                 .map_err(|e| format!("{text:?}: {e}"))?
         };
         SystemTime::try_from(next.timestamp()).map_err(|e| format!("{text:?}: {e}"))?
+    } else if !t.is_empty() && t.contains(':') && t.bytes().all(|b| b.is_ascii_digit() || b == b':')
+    {
+        // Shaped as a clock time, not one: say so, not what the RFC 3339
+        // parser made of it.
+        return Err(format!(
+            "{text:?} is not a time of day (HH:MM or HH:MM:SS, hours 00-23, minutes and \
+             seconds 00-59): {how}"
+        ));
     } else {
         let instant = t
             .parse::<jiff::Timestamp>()
@@ -368,7 +376,12 @@ mod tests {
             ("+soon", "not a duration"),
             ("soon", "is not a time"),
             ("2026-01-11T02:00:00", "is not a time"),
-            ("25:00", "is not a time"),
+            (
+                "25:00",
+                "is not a time of day (HH:MM or HH:MM:SS, hours 00-23",
+            ),
+            ("02:60", "is not a time of day"),
+            ("2:00:00:00", "is not a time of day"),
             ("", "is not a time"),
         ] {
             let e = parsed(text, now).unwrap_err();
