@@ -66,6 +66,14 @@ impl Cluster {
         Some(Cluster { dir, url })
     }
 
+    /// The end of the server's log, for a failure's message.
+    fn log(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("c").join("server.log"))
+            .unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
     fn restart(&self) {
         let out = pg_cluster(&["restart"], &self.dir.path().join("c"));
         assert!(out.status.success(), "restart: {out:?}");
@@ -278,14 +286,27 @@ fn a_task_not_yet_back_after_a_restart_holds_a_new_wait_off_until_the_bound() {
     // Asked over the loopback address, which a host's status does not
     // use: tried until the server answers there too (a CI run found it
     // refusing a moment after the hosts were answered).
-    let started_ms: i64 = poll_until("the server's start time", || {
+    // Polled by hand: the hang guard's message says what psql said last,
+    // and what the server logged.
+    let deadline = Instant::now() + manage_tests::HANG_GUARD;
+    let started_ms: i64 = loop {
         let out = std::process::Command::new(manage_tests::psql_path())
             .args(["-X", "-At", "-d", &cluster.url, "-c"])
             .arg("SELECT floor(extract(epoch FROM pg_postmaster_start_time()) * 1000)::bigint")
             .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-    });
+            .unwrap();
+        if let Ok(ms) = String::from_utf8_lossy(&out.stdout).trim().parse() {
+            break ms;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still not the server's start time after {:?}; psql said: {}; the server's log: {}",
+            manage_tests::HANG_GUARD,
+            String::from_utf8_lossy(&out.stderr),
+            cluster.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
     // Nothing live anywhere, and yet the wait begun on A now must not
     // trust "no tasks" until B's task is back or the server has been up B.
     let out = a.run(&["offline", "on", "--timeout", "300"]);
