@@ -44,6 +44,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 /// work, then standard output flushed. A panic that escapes is reported by
 /// the hook and ends the process with 101, as from a Rust `main`.
 pub fn start() -> c_int {
+    // The set-up is the process's, done once: a second call (or one from
+    // another thread) must not point a second thread's alternate signal
+    // stack at the same static buffer.
+    if STARTED.swap(true, Ordering::SeqCst) {
+        return c_int::from(std::panic::catch_unwind(crate::run_code).unwrap_or(101));
+    }
     keep_standard_descriptors();
     // SAFETY: setting a signal's disposition to SIG_IGN has no
     // precondition.
@@ -54,6 +60,9 @@ pub fn start() -> c_int {
     let _ = std::io::stdout().flush();
     c_int::from(code)
 }
+
+/// Whether [`start`] has set the process up.
+static STARTED: AtomicBool = AtomicBool::new(false);
 
 /// Opens `/dev/null` in place of each of descriptors 0–2 that is closed.
 /// Aborts, as the standard library does, when that is impossible: a file
@@ -220,11 +229,13 @@ static BACKTRACE_NOTE: AtomicBool = AtomicBool::new(true);
 /// start-up the main thread has no name), and hands any other thread's
 /// panic to the standard hook.
 fn name_main_thread_in_panics() {
-    let main = std::thread::current().id();
     let standard = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let thread = std::thread::current();
-        if thread.id() != main || thread.name().is_some() {
+        // The main thread is the one whose id is the process's: asked of
+        // the kernel, since `thread::current()` panics in a thread-local
+        // destructor at exit.
+        // SAFETY: gettid and getpid have no precondition.
+        if unsafe { libc::gettid() != libc::getpid() } {
             return standard(info);
         }
         let payload = info.payload();
@@ -241,11 +252,11 @@ fn name_main_thread_in_panics() {
         };
         let asked = std::env::var_os("RUST_BACKTRACE").filter(|v| v != "0");
         if let Some(style) = asked {
-            let trace = std::backtrace::Backtrace::force_capture().to_string();
             text.push_str("stack backtrace:\n");
             if style == "full" {
-                text.push_str(&trace);
+                text.push_str(&format!("{:#}", std::backtrace::Backtrace::force_capture()));
             } else {
+                let trace = std::backtrace::Backtrace::force_capture().to_string();
                 text.push_str(&short_backtrace(&trace));
                 text.push_str(
                     "note: Some details are omitted, run with `RUST_BACKTRACE=full` for a \

@@ -144,7 +144,7 @@ pub(crate) fn man(asked: Asked<'_>, out: &mut dyn Write, err: &mut dyn Write) ->
         Ok(()) => exit::SUCCESS,
         Err(e) => {
             let hint = if e.kind() == std::io::ErrorKind::NotFound && !dir.exists() {
-                format!(" (create it first: mkdir -p {})", dir.display())
+                format!(" (create it first: mkdir -p '{}')", dir.display())
             } else {
                 String::new()
             };

@@ -376,7 +376,7 @@ fn man_dir_writes_a_page_for_every_command_of_the_tree() {
     let out = site.run_mysite(&["man", "--dir", missing.to_str().unwrap()]);
     out.assert_clean_error(&[
         &missing.display().to_string(),
-        &format!("mkdir -p {}", missing.display()),
+        &format!("mkdir -p '{}'", missing.display()),
     ]);
     assert_eq!(out.code(), Some(1), "{out}");
 }
