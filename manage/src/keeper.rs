@@ -7,14 +7,19 @@
 //! command left behind keeps the task live in the keeper, which forwards
 //! SIGTERM (and a drain's stop request) to it.
 //!
-//! The keeper never execs: between `fork` and the command's `exec`, and
-//! for the whole of the keeper's life, only async-signal-safe calls are
-//! made — every string, array and path is prepared before the fork, and its
-//! loop is plain system calls. The fork is bare (no C library handlers:
-//! they would only copy the runner's pages), and the keeper starts the
-//! command as `posix_spawn` does, in its own memory (`CLONE_VM |
-//! CLONE_VFORK`, on a stack of its own), so the runner's page tables are
-//! copied once. The command says it exists, and execs only once the
+//! The keeper never execs. On x86-64 it runs in the runner's own memory
+//! (`clone` with `CLONE_VM`, on a stack of its own: no page table copied
+//! at its start nor torn down at its end, and no copy-on-write fault in
+//! the runner meanwhile), and from its start to its end, and in the command
+//! until its exec, the only calls made are [`sys`]'s raw system calls,
+//! which set no `errno` (the runner's main thread's, there) — every
+//! string, array and path is prepared before the clone, and its loop is
+//! plain system calls. Elsewhere it is a bare fork (no C library handlers)
+//! making the same calls through the C library. The runner frees what the
+//! keeper runs on ([`KeeperMemory`]) only once it has reaped it. The
+//! keeper starts the command as `posix_spawn` does, in its own memory
+//! (`CLONE_VM | CLONE_VFORK`, on a stack of its own). The command says it
+//! exists, and execs only once the
 //! runner has recorded its processes. The keeper keeps every signal
 //! blocked and waits for SIGCHLD and SIGTERM. When the command ends with
 //! nothing left behind, the keeper lets go of the locks, tells the runner,
@@ -45,12 +50,13 @@
 //!
 //! One file, though over 500 lines: everything that runs in the forked
 //! keeper, and everything prepared for it before the fork, stays together
-//! so that the rule above (only async-signal-safe calls after `fork`) can
-//! be checked in one place.
+//! so that the rule above (only [`sys`]'s calls after the clone) can be
+//! checked in one place.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
+use std::mem::ManuallyDrop;
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -118,6 +124,8 @@ pub(crate) struct Running {
     pub command: u32,
     status: File,
     go: Option<File>,
+    /// Freed once the keeper is reaped; else never.
+    memory: Option<KeeperMemory>,
 }
 
 /// How the command ended.
@@ -137,13 +145,104 @@ pub(crate) struct Ended {
 /// runner still waits for that exit: a keeper left to init would stay a
 /// zombie under a PID 1 that reaps nothing (a container's own server), one
 /// per run, until no pid is left.
-pub(crate) struct Reap(libc::pid_t);
+pub(crate) struct Reap(libc::pid_t, Option<KeeperMemory>);
 
 impl Drop for Reap {
     fn drop(&mut self) {
-        reap(self.0);
+        reap(self.0, self.1.take());
     }
 }
+
+/// The memory a keeper runs on: its stacks and what was prepared for it.
+/// On x86-64 the keeper runs in the runner's own memory, so the runner
+/// frees this only once the keeper is reaped (and never when a keeper
+/// outlives it); it has no `Drop`, so that it is kept unless freed.
+struct KeeperMemory {
+    prepared: *mut Prepared,
+    stacks: Stacks,
+}
+
+impl KeeperMemory {
+    /// Frees it.
+    ///
+    /// # Safety
+    ///
+    /// No keeper, and no process a keeper started that has not exec'd,
+    /// may run on it: the keeper was reaped, or never started.
+    unsafe fn free(self) {
+        // SAFETY: by the caller's promise, nothing uses it any more.
+        unsafe {
+            drop(Box::from_raw(self.prepared));
+            self.stacks.unmap();
+        }
+    }
+}
+
+/// The two stacks, each above a guard page: the keeper's, and the one the
+/// command (then the drain watcher) runs on while it shares the keeper's
+/// memory. The keeper's holds [`keeps_running`]'s 64 KiB buffer.
+struct Stacks {
+    base: *mut libc::c_void,
+}
+
+impl Stacks {
+    const GUARD: usize = 4096;
+    const KEEPER: usize = 256 * 1024;
+    const COMMAND: usize = 64 * 1024;
+    const LEN: usize = Self::GUARD + Self::KEEPER + Self::GUARD + Self::COMMAND;
+
+    /// Maps them (pages are touched only as used).
+    fn map() -> io::Result<Stacks> {
+        // SAFETY: a fresh anonymous mapping of our own, and its guards.
+        unsafe {
+            let base = libc::mmap(
+                ptr::null_mut(),
+                Self::LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            );
+            if base == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            let stacks = Stacks { base };
+            let second_guard = base.wrapping_byte_add(Self::GUARD + Self::KEEPER);
+            if libc::mprotect(base, Self::GUARD, libc::PROT_NONE) != 0
+                || libc::mprotect(second_guard, Self::GUARD, libc::PROT_NONE) != 0
+            {
+                let e = io::Error::last_os_error();
+                stacks.unmap();
+                return Err(e);
+            }
+            Ok(stacks)
+        }
+    }
+
+    /// The top of the keeper's stack (page-aligned).
+    fn keeper_top(&self) -> *mut libc::c_void {
+        self.base.wrapping_byte_add(Self::GUARD + Self::KEEPER)
+    }
+
+    /// The top of the command's stack (page-aligned).
+    fn command_top(&self) -> *mut libc::c_void {
+        self.base.wrapping_byte_add(Self::LEN)
+    }
+
+    /// Unmaps them.
+    ///
+    /// # Safety
+    ///
+    /// Nothing runs on them any more.
+    unsafe fn unmap(self) {
+        // SAFETY: our own mapping, by the caller's promise unused.
+        unsafe {
+            libc::munmap(self.base, Self::LEN);
+        }
+    }
+}
+
+mod sys;
 
 const MSG_STARTED: u8 = b'S';
 const MSG_EXEC_FAILED: u8 = b'E';
@@ -202,7 +301,10 @@ struct Prepared {
     /// Every descriptor the keeper keeps (sorted): the locks, its report
     /// pipe, the probe's directory.
     keep: Vec<RawFd>,
-    probe: Option<*const ModeProbe>,
+    /// The keeper's own copy of the runner's probe: the same descriptor
+    /// number, open in the keeper's table whatever the runner does with its
+    /// own; never dropped (the runner's closes it).
+    probe: Option<ManuallyDrop<ModeProbe>>,
     /// The drain watcher the keeper starts when leftovers remain.
     watcher: Option<Exec>,
     release: bool,
@@ -210,6 +312,15 @@ struct Prepared {
     /// the runner has recorded its processes (and never if the runner died
     /// first).
     go: RawFd,
+    /// The write end of the keeper's report to the runner.
+    report: RawFd,
+    /// The runner's ends of the two pipes, which the keeper closes.
+    runner_ends: [RawFd; 2],
+    /// The runner's signal mask, which the command gets back.
+    runner_mask: sys::SigSet,
+    /// The top of the stack the command (then the drain watcher) runs on
+    /// until it execs.
+    command_stack: *mut libc::c_void,
 }
 
 fn cstring(s: &OsStr) -> io::Result<CString> {
@@ -279,7 +390,9 @@ impl Prepared {
             fds: s.fds.to_vec(),
             keep: Vec::new(),
             probe: match &s.drain {
-                Some(DrainLook::Probe(p)) => Some(*p as *const ModeProbe),
+                // SAFETY: a bitwise copy of a descriptor and a flag, never
+                // dropped: the runner's own probe closes the descriptor.
+                Some(DrainLook::Probe(p)) => Some(ManuallyDrop::new(unsafe { ptr::read(*p) })),
                 _ => None,
             },
             watcher: match &s.drain {
@@ -292,6 +405,10 @@ impl Prepared {
             },
             release: s.release,
             go: -1,
+            report: -1,
+            runner_ends: [-1, -1],
+            runner_mask: sys::SigSet::EMPTY,
+            command_stack: ptr::null_mut(),
         })
     }
 }
@@ -300,12 +417,14 @@ impl Prepared {
 /// pid is known; the command execs at [`Running::go`] (an exec that fails
 /// is reported by [`Running::wait`]).
 pub(crate) fn spawn(s: &Spawn<'_>) -> io::Result<Running> {
-    let mut prepared = Prepared::new(s)?;
+    let mut prepared = Box::new(Prepared::new(s)?);
+    let stacks = Stacks::map()?;
     let mut pipe = [0 as RawFd; 2];
     let mut go = [0 as RawFd; 2];
     // SAFETY: plain system calls on our own descriptors and signal masks;
-    // the child branch never returns (it execs or exits).
-    let keeper = unsafe {
+    // the keeper runs `keeper_entry` on its own stack, on memory that stays
+    // until it is reaped ([`KeeperMemory`]).
+    let (keeper, memory) = unsafe {
         if libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -316,36 +435,47 @@ pub(crate) fn spawn(s: &Spawn<'_>) -> io::Result<Running> {
             return Err(e);
         }
         prepared.go = go[0];
+        prepared.report = pipe[1];
+        prepared.runner_ends = [pipe[0], go[1]];
         let mut keep = prepared.fds.clone();
         keep.push(pipe[1]);
-        if let Some(probe) = prepared.probe {
-            keep.push((*probe).fd());
+        if let Some(probe) = &prepared.probe {
+            keep.push(probe.fd());
         }
         keep.sort_unstable();
         keep.dedup();
         prepared.keep = keep;
+        prepared.command_stack = stacks.command_top();
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         // No signal handler of the runner's may run in the keeper before it
         // has reset them.
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let pid = fork_bare();
-        if pid == 0 {
-            libc::close(pipe[0]);
-            libc::close(go[1]);
-            keeper_main(&prepared, &old, pipe[1]);
-        }
-        let fork_error = io::Error::last_os_error();
+        prepared.runner_mask = sys::SigSet::of(&old);
+        let memory = KeeperMemory {
+            prepared: Box::into_raw(prepared),
+            stacks,
+        };
+        let pid = sys::clone(
+            keeper_entry,
+            memory.stacks.keeper_top(),
+            KEEPER_CLONE | libc::SIGCHLD,
+            memory.prepared.cast(),
+        );
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut());
         libc::close(pipe[1]);
         libc::close(go[0]);
-        if pid < 0 {
-            libc::close(pipe[0]);
-            libc::close(go[1]);
-            return Err(fork_error);
+        match pid {
+            Ok(pid) => (pid, memory),
+            Err(errno) => {
+                libc::close(pipe[0]);
+                libc::close(go[1]);
+                // No keeper ever ran on it.
+                memory.free();
+                return Err(io::Error::from_raw_os_error(errno));
+            }
         }
-        pid
     };
     // Read while the keeper starts the command, not after.
     let keeper_id = ProcId::of(keeper as u32).unwrap_or(ProcId {
@@ -354,65 +484,24 @@ pub(crate) fn spawn(s: &Spawn<'_>) -> io::Result<Running> {
     });
     // SAFETY: pipe[0] and go[1] are ours, open, and owned by nothing else.
     let (mut status, go) = unsafe { (File::from_raw_fd(pipe[0]), File::from_raw_fd(go[1])) };
+    // A message or the end of the pipe: the command has not started, or
+    // says it has, or has exec'd or exited (the pipe closes at its exec).
     match read_msg(&mut status)? {
         Some((MSG_STARTED, command, _)) => Ok(Running {
             keeper: keeper_id,
             command: command as u32,
             status,
             go: Some(go),
+            memory: Some(memory),
         }),
         Some((MSG_EXEC_FAILED, errno, _)) => {
-            reap(keeper);
+            reap(keeper, Some(memory));
             Err(io::Error::from_raw_os_error(errno))
         }
         _ => {
-            reap(keeper);
+            reap(keeper, Some(memory));
             Err(io::Error::other("the command's keeper process died"))
         }
-    }
-}
-
-/// `fork` without the C library's fork handlers: the keeper makes only
-/// system calls, so it needs none of the locks they reset, and resetting
-/// them (malloc's arenas, stdio, the thread list) would copy a page of the
-/// runner's memory for each one they write. The keeper's thread id, as the
-/// C library caches it, stays the runner's: nothing the keeper calls
-/// reads it.
-///
-/// # Safety
-///
-/// As `fork`, and more: the child makes async-signal-safe system calls
-/// only, and never returns to the C library's threading functions.
-unsafe fn fork_bare() -> libc::pid_t {
-    // The clone system call with SIGCHLD alone, as `fork(2)` is: on these
-    // architectures its flags come first, and the other arguments (the
-    // stack, the thread id pointers, the TLS) are zero.
-    #[cfg(any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "riscv64",
-        target_arch = "loongarch64"
-    ))]
-    // SAFETY: as `fork`, by the caller's promise.
-    unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            libc::c_long::from(libc::SIGCHLD),
-            0,
-            0,
-            0,
-            0,
-        ) as libc::pid_t
-    }
-    #[cfg(not(any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "riscv64",
-        target_arch = "loongarch64"
-    )))]
-    // SAFETY: as above.
-    unsafe {
-        libc::fork()
     }
 }
 
@@ -439,14 +528,15 @@ impl Running {
         self.go();
         match read_msg(&mut self.status)? {
             Some((MSG_EXEC_FAILED, errno, _)) => {
-                reap(keeper);
+                reap(keeper, self.memory.take());
                 Err(io::Error::from_raw_os_error(errno))
             }
             Some((MSG_EXITED, status, leftovers)) => Ok(Ended {
                 status,
                 leftovers: leftovers != 0,
-                // Built only when wanted: a dropped `Reap` waits for the keeper.
-                keeper: (leftovers == 0).then(|| Reap(keeper)),
+                // Built only when wanted: a dropped `Reap` waits for the
+                // keeper. A keeper that keeps leftovers keeps its memory.
+                keeper: (leftovers == 0).then(|| Reap(keeper, self.memory.take())),
             }),
             _ => Err(io::Error::other(format!(
                 "the command's keeper process (pid {keeper}) died before the command ended; \
@@ -471,12 +561,23 @@ fn wait_readable(f: &File) {
     {}
 }
 
-fn reap(pid: libc::pid_t) {
+/// Waits for the keeper `pid` to exit, then frees the memory it ran on.
+fn reap(pid: libc::pid_t, memory: Option<KeeperMemory>) {
     let mut st = 0;
     // SAFETY: waiting for our own child.
-    while unsafe { libc::waitpid(pid, &mut st, 0) } < 0
-        && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
-    {}
+    let reaped = loop {
+        if unsafe { libc::waitpid(pid, &mut st, 0) } >= 0 {
+            break true;
+        }
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            break false;
+        }
+    };
+    if reaped && let Some(memory) = memory {
+        // SAFETY: the keeper has exited, and what it started has exec'd or
+        // exited: it slept until then (CLONE_VFORK).
+        unsafe { memory.free() };
+    }
 }
 
 fn read_msg(f: &mut File) -> io::Result<Option<(u8, i32, i32)>> {
@@ -505,32 +606,12 @@ unsafe fn send(fd: RawFd, tag: u8, a: i32, b: i32) {
     // ignored: SIGPIPE is blocked in the keeper, and a command it kills
     // before its exec would never have run anyway.
     unsafe {
-        let _ = libc::write(fd, buf.as_ptr().cast(), MSG_LEN);
-    }
-}
-
-unsafe fn set_disposition(signal: libc::c_int, handler: libc::sighandler_t) {
-    // SAFETY: sigaction with a zeroed struct and a default or ignore
-    // handler.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = handler;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(signal, &sa, ptr::null_mut());
+        let _ = sys::write(fd, &buf);
     }
 }
 
 /// The signals a keeper waits for instead of handling.
-fn keeper_set() -> libc::sigset_t {
-    // SAFETY: initialising a signal set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        set
-    }
-}
+const KEEPER_SET: sys::SigSet = sys::SigSet::EMPTY.with(libc::SIGCHLD).with(libc::SIGTERM);
 
 /// Signals a keeper must survive — the terminal's Ctrl-C, Ctrl-\ and
 /// hang-up reach the command (in the same process group) but must not end
@@ -539,61 +620,74 @@ fn keeper_set() -> libc::sigset_t {
 /// catches SIGINT and ignores SIGPIPE).
 const SURVIVED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGPIPE];
 
-/// The keeper, right after the fork: async-signal-safe calls only.
+/// Where the keeper runs: in the runner's own memory on x86-64, where its
+/// system calls are [`sys`]'s raw ones, so no page table is copied at its
+/// start nor torn down at its end, and the runner takes no copy-on-write
+/// fault for what it writes meanwhile. Elsewhere, a copy (a bare fork).
+#[cfg(target_arch = "x86_64")]
+const KEEPER_CLONE: libc::c_int = libc::CLONE_VM;
+#[cfg(not(target_arch = "x86_64"))]
+const KEEPER_CLONE: libc::c_int = 0;
+
+extern "C" fn keeper_entry(prepared: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `prepared` is the runner's `Prepared`, which stays until the
+    // keeper is reaped (`KeeperMemory`).
+    unsafe { keeper_main(&*prepared.cast::<Prepared>()) }
+}
+
+/// The keeper, right after the clone: [`sys`]'s calls only.
 ///
-/// Every signal stays blocked, as the runner forked it, for the keeper's
+/// Every signal stays blocked, as the runner started it, for the keeper's
 /// whole life: it takes SIGCHLD and SIGTERM with `sigwaitinfo`, and the
 /// terminal's Ctrl-C, Ctrl-\ and hang-up ([`SURVIVED`]), which reach the
 /// command's process group, stay pending in it, never delivered.
-unsafe fn keeper_main(p: &Prepared, runner_mask: &libc::sigset_t, report: RawFd) -> ! {
-    // SAFETY: every call below is an async-signal-safe system call on
-    // memory prepared before the fork.
+unsafe fn keeper_main(p: &Prepared) -> ! {
+    // SAFETY: every call below is one of `sys`'s, on memory prepared before
+    // the clone.
     unsafe {
+        // The runner's ends of the pipes, which the keeper's descriptor
+        // table has too.
+        sys::close(p.runner_ends[0]);
+        sys::close(p.runner_ends[1]);
         if !p.release {
-            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+            sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
         }
         // Children of a keeper that ignores SIGCHLD (as whoever ran the
         // runner may have set it) would be reaped unseen; an ignored
-        // SIGTERM would never be pending.
-        set_disposition(libc::SIGCHLD, libc::SIG_DFL);
-        set_disposition(libc::SIGTERM, libc::SIG_DFL);
-        let Some(stack) = Stack::map() else {
-            send(report, MSG_EXEC_FAILED, errno(), 0);
-            libc::_exit(127);
-        };
-        let mut start = Start {
-            p,
-            runner_mask,
-            report,
-            exec_errno: 0,
-        };
+        // SIGTERM would never be pending. The runner's fault handlers are
+        // not the keeper's, nor the command's before its exec.
+        for signal in [libc::SIGCHLD, libc::SIGTERM, libc::SIGSEGV, libc::SIGBUS] {
+            sys::set_disposition(signal, libc::SIG_DFL);
+        }
+        let mut start = Start { p, exec_errno: 0 };
         // The command shares the keeper's memory until it execs, and the
         // keeper sleeps until then (CLONE_VFORK): no page table is copied
-        // and no copy is torn down at the exec. The keeper is
-        // single-threaded (a fork's child), so nothing else runs on this
-        // memory meanwhile.
-        let command = libc::clone(
+        // and no copy is torn down at the exec. Nothing but the runner's
+        // own threads runs on this memory meanwhile, and they touch none
+        // of what the command uses.
+        let command = match sys::clone(
             command_entry,
-            stack.top(),
+            p.command_stack,
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             (&raw mut start).cast(),
-        );
-        if command < 0 {
-            send(report, MSG_EXEC_FAILED, errno(), 0);
-            libc::_exit(127);
-        }
+        ) {
+            Ok(pid) => pid,
+            Err(errno) => {
+                send(p.report, MSG_EXEC_FAILED, errno, 0);
+                sys::exit(127);
+            }
+        };
         // Written by the command before it exited, if its exec failed.
         let exec_errno = ptr::read_volatile(&raw const start.exec_errno);
         if exec_errno != 0 {
-            let mut st = 0;
-            libc::waitpid(command, &mut st, 0);
-            send(report, MSG_EXEC_FAILED, exec_errno, 0);
-            libc::_exit(127);
+            let _ = sys::waitpid(command, 0);
+            send(p.report, MSG_EXEC_FAILED, exec_errno, 0);
+            sys::exit(127);
         }
         // Nothing more until the command ends: a keeper with nothing left
         // to keep exits then, and only one that keeps leftovers settles
         // in (`settle`).
-        keep(command, report, p, stack);
+        keep(command, p);
     }
 }
 
@@ -604,13 +698,12 @@ unsafe fn settle(p: &Prepared) {
     // SAFETY: closing and duplicating descriptors of our own.
     unsafe {
         close_all_but(&p.keep);
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if null >= 0 {
+        if let Ok(null) = sys::open(c"/dev/null", libc::O_RDWR) {
             for fd in 0..3 {
-                libc::dup2(null, fd);
+                sys::dup2(null, fd);
             }
             if null > 2 {
-                libc::close(null);
+                sys::close(null);
             }
         }
     }
@@ -620,56 +713,9 @@ unsafe fn settle(p: &Prepared) {
 /// in the keeper's memory, on its own stack, until it execs.
 struct Start<'a> {
     p: &'a Prepared,
-    runner_mask: &'a libc::sigset_t,
-    /// The runner's report pipe: the command says it exists.
-    report: RawFd,
     /// Set by the command when its exec fails; read by the keeper once the
     /// command has exec'd or exited.
     exec_errno: i32,
-}
-
-/// The command's stack while it shares the keeper's memory, with a guard
-/// page below it.
-struct Stack {
-    base: *mut libc::c_void,
-}
-
-impl Stack {
-    const GUARD: usize = 4096;
-    const SIZE: usize = 64 * 1024;
-
-    /// Maps it; async-signal-safe.
-    unsafe fn map() -> Option<Stack> {
-        // SAFETY: a fresh anonymous mapping of our own.
-        unsafe {
-            let base = libc::mmap(
-                ptr::null_mut(),
-                Self::GUARD + Self::SIZE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-                -1,
-                0,
-            );
-            if base == libc::MAP_FAILED {
-                return None;
-            }
-            libc::mprotect(base, Self::GUARD, libc::PROT_NONE);
-            Some(Stack { base })
-        }
-    }
-
-    /// Its highest address, where a stack that grows down starts.
-    fn top(&self) -> *mut libc::c_void {
-        self.base.wrapping_byte_add(Self::GUARD + Self::SIZE)
-    }
-
-    /// Unmaps it, once the command has exec'd or exited; async-signal-safe.
-    unsafe fn unmap(self) {
-        // SAFETY: our own mapping, no longer used by anyone.
-        unsafe {
-            libc::munmap(self.base, Self::GUARD + Self::SIZE);
-        }
-    }
 }
 
 extern "C" fn command_entry(start: *mut libc::c_void) -> libc::c_int {
@@ -679,49 +725,41 @@ extern "C" fn command_entry(start: *mut libc::c_void) -> libc::c_int {
     unsafe { command_main(&mut *start.cast::<Start<'_>>()) }
 }
 
-/// The command, in the keeper's memory until it execs: async-signal-safe
-/// calls only, and nothing the keeper relies on is changed but
-/// `exec_errno`.
+/// The command, in the keeper's memory until it execs: [`sys`]'s calls
+/// only, and nothing the keeper relies on is changed but `exec_errno`.
 unsafe fn command_main(start: &mut Start<'_>) -> ! {
     let p = start.p;
-    // SAFETY: async-signal-safe system calls on memory prepared before the
-    // fork. Signal dispositions and descriptors are the command's own (no
-    // CLONE_SIGHAND, no CLONE_FILES).
+    // SAFETY: `sys`'s calls on memory prepared before the clone. Signal
+    // dispositions and descriptors are the command's own (no CLONE_SIGHAND,
+    // no CLONE_FILES).
     unsafe {
         // The runner records the command's pid, then lets it exec: told
         // first, it does so while the command gets ready.
-        send(start.report, MSG_STARTED, libc::getpid(), 0);
+        send(p.report, MSG_STARTED, sys::getpid(), 0);
         // SIGTERM is at its default already (the keeper's).
         for s in SURVIVED {
-            set_disposition(s, libc::SIG_DFL);
+            sys::set_disposition(s, libc::SIG_DFL);
         }
-        libc::pthread_sigmask(libc::SIG_SETMASK, start.runner_mask, ptr::null_mut());
+        sys::set_mask(p.runner_mask);
         // Wait for the runner's go-ahead; without it (the runner died
         // first), never run.
-        let mut b = 0u8;
+        let mut b = [0u8; 1];
         loop {
-            let n = libc::read(p.go, (&raw mut b).cast(), 1);
-            if n == 1 {
-                break;
+            match sys::read(p.go, &mut b) {
+                Ok(1) => break,
+                Err(libc::EINTR) => continue,
+                _ => sys::exit(127),
             }
-            if n < 0 && errno() == libc::EINTR {
-                continue;
-            }
-            libc::_exit(127);
         }
         if !p.release {
             for &fd in &p.fds {
-                libc::fcntl(fd, libc::F_SETFD, 0);
+                sys::keep_on_exec(fd);
             }
         }
-        libc::execve(p.path.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
-        ptr::write_volatile(&raw mut start.exec_errno, errno().max(1));
-        libc::_exit(127);
+        let errno = sys::execve(p.path.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
+        ptr::write_volatile(&raw mut start.exec_errno, errno.max(1));
+        sys::exit(127);
     }
-}
-
-fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 /// Closes every descriptor from 3 up but those in `keep` (sorted).
@@ -735,9 +773,9 @@ unsafe fn close_all_but(keep: &[RawFd]) {
             if from > to {
                 return;
             }
-            if libc::syscall(libc::SYS_close_range, from, to, 0) != 0 {
+            if sys::close_range(from, to).is_err() {
                 for fd in from..=to.min(4095) {
-                    libc::close(fd as RawFd);
+                    sys::close(fd as RawFd);
                 }
             }
         };
@@ -760,10 +798,8 @@ unsafe fn close_all_but(keep: &[RawFd]) {
 /// leaves ONLINE — its own look ([`ModeProbe`]) or a watcher's exit
 /// ([`DrainLook::Watcher`]) — and exits once no child is left (but the
 /// watcher). Async-signal-safe.
-unsafe fn keep(command: libc::pid_t, report: RawFd, p: &Prepared, stack: Stack) -> ! {
-    let mut stack = Some(stack);
-    let set = keeper_set();
-    let mut report = Some(report);
+unsafe fn keep(command: libc::pid_t, p: &Prepared) -> ! {
+    let mut report = Some(p.report);
     let mut done = false;
     let mut status = 0;
     // Once asked to stop, every child is asked — also those adopted later,
@@ -779,64 +815,59 @@ unsafe fn keep(command: libc::pid_t, report: RawFd, p: &Prepared, stack: Stack) 
     let mut starts = 0u32;
     let mut start_at: Option<libc::timespec> = None;
     // SAFETY: system calls on our own children and descriptors; the probe
-    // was opened before the fork and outlives it (the runner's memory,
-    // copied).
+    // was opened before the clone, and the keeper's copy of its descriptor
+    // stays open whatever the runner does with its own.
     unsafe {
         loop {
             loop {
-                let mut st = 0;
-                let r = libc::waitpid(-1, &mut st, libc::WNOHANG);
-                if r > 0 {
-                    if r == command {
-                        done = true;
-                        status = st;
-                    } else if r == watcher {
-                        watcher = 0;
-                        // Exit 0 is the watcher's one report: the site
-                        // left ONLINE. Anything else (killed, or no
-                        // backend to watch) says nothing of the mode.
-                        if libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0 {
-                            terminating = true;
-                        } else if !terminating && starts < WATCHER_STARTS {
-                            start_at = Some(after(WATCHER_RETRY_S));
+                match sys::waitpid(-1, libc::WNOHANG) {
+                    Ok((0, _)) => {}
+                    Ok((r, st)) => {
+                        if r == command {
+                            done = true;
+                            status = st;
+                        } else if r == watcher {
+                            watcher = 0;
+                            // Exit 0 is the watcher's one report: the site
+                            // left ONLINE. Anything else (killed, or no
+                            // backend to watch) says nothing of the mode.
+                            if libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0 {
+                                terminating = true;
+                            } else if !terminating && starts < WATCHER_STARTS {
+                                start_at = Some(after(WATCHER_RETRY_S));
+                            }
                         }
+                        continue;
                     }
-                    continue;
-                }
-                if r < 0 && errno() == libc::EINTR {
-                    continue;
-                }
-                if r < 0 {
-                    // No child is left: the task is over. Its locks are
-                    // let go before the runner is told, so the runner can
-                    // end the task without waiting for this exit.
-                    if let Some(fd) = report {
-                        for &lock in &p.fds {
-                            libc::close(lock);
+                    Err(libc::EINTR) => continue,
+                    Err(_) => {
+                        // No child is left: the task is over. Its locks are
+                        // let go before the runner is told, so the runner
+                        // can end the task without waiting for this exit.
+                        if let Some(fd) = report {
+                            for &lock in &p.fds {
+                                sys::close(lock);
+                            }
+                            send(fd, MSG_EXITED, status, 0);
                         }
-                        send(fd, MSG_EXITED, status, 0);
+                        sys::exit(0);
                     }
-                    libc::_exit(0);
                 }
                 break;
             }
             if done && let Some(fd) = report.take() {
                 settle(p);
                 send(fd, MSG_EXITED, status, 1);
-                libc::close(fd);
+                sys::close(fd);
                 if p.watcher.is_some() && !terminating {
                     start_at = Some(after(0));
-                } else if let Some(stack) = stack.take() {
-                    // The command has exec'd; nothing else runs on it.
-                    stack.unmap();
                 }
             }
             // Only the watcher is left: the leftovers are gone, and so is
             // the task.
             if watcher > 0 && only_child(watcher) {
-                libc::kill(watcher, libc::SIGKILL);
-                let mut st = 0;
-                while libc::waitpid(watcher, &mut st, 0) < 0 && errno() == libc::EINTR {}
+                sys::kill(watcher, libc::SIGKILL);
+                while sys::waitpid(watcher, 0) == Err(libc::EINTR) {}
                 watcher = 0;
                 start_at = None;
                 continue;
@@ -845,13 +876,13 @@ unsafe fn keep(command: libc::pid_t, report: RawFd, p: &Prepared, stack: Stack) 
                 && watcher == 0
                 && let Some(at) = start_at
                 && !before(&at)
-                && let (Some(exec), Some(stack)) = (&p.watcher, &stack)
+                && let Some(exec) = &p.watcher
                 // Else it could not tell when only the watcher is left.
                 && for_each_child(&mut |_| {})
             {
                 start_at = None;
                 starts += 1;
-                watcher = start_watcher(exec, stack);
+                watcher = start_watcher(exec, p.command_stack);
                 if watcher <= 0 {
                     watcher = 0;
                     if starts < WATCHER_STARTS {
@@ -863,7 +894,7 @@ unsafe fn keep(command: libc::pid_t, report: RawFd, p: &Prepared, stack: Stack) 
             // task holds off begins.
             let watching = done && !terminating && p.probe.is_some();
             if watching
-                && let Some(probe) = p.probe
+                && let Some(probe) = &p.probe
                 && keeps_running(probe) == Some(false)
             {
                 terminating = true;
@@ -871,7 +902,7 @@ unsafe fn keep(command: libc::pid_t, report: RawFd, p: &Prepared, stack: Stack) 
             if terminating {
                 if watcher > 0 {
                     // Reaped as any child, never started again.
-                    libc::kill(watcher, libc::SIGKILL);
+                    sys::kill(watcher, libc::SIGKILL);
                 }
                 start_at = None;
                 terminate_children();
@@ -881,17 +912,13 @@ unsafe fn keep(command: libc::pid_t, report: RawFd, p: &Prepared, stack: Stack) 
                 Some(at) if watcher == 0 => Some(until(&at)),
                 _ => None,
             };
-            let sig = match timeout {
-                Some(t) => libc::sigtimedwait(&set, ptr::null_mut(), &t),
-                None => libc::sigwaitinfo(&set, ptr::null_mut()),
-            };
-            if sig == libc::SIGTERM {
+            if sys::sigwait(KEEPER_SET, timeout.as_ref()) == Ok(libc::SIGTERM) {
                 terminating = true;
                 if !done {
-                    libc::kill(command, libc::SIGTERM);
+                    sys::kill(command, libc::SIGTERM);
                 }
                 if watcher > 0 {
-                    libc::kill(watcher, libc::SIGKILL);
+                    sys::kill(watcher, libc::SIGKILL);
                 }
                 terminate_children();
             }
@@ -901,12 +928,7 @@ unsafe fn keep(command: libc::pid_t, report: RawFd, p: &Prepared, stack: Stack) 
 
 /// The monotonic clock `secs` seconds from now; async-signal-safe.
 fn after(secs: libc::time_t) -> libc::timespec {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime into a timespec of our own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let mut now = sys::monotonic();
     now.tv_sec += secs;
     now
 }
@@ -944,23 +966,24 @@ struct WatchStart<'a> {
 }
 
 /// Starts the drain watcher as the command was started (in the keeper's
-/// memory until it execs, on the same stack); its pid, or -1.
-/// Async-signal-safe.
-unsafe fn start_watcher(exec: &Exec, stack: &Stack) -> libc::pid_t {
+/// memory until it execs, on the command's stack, which the command no
+/// longer uses); its pid, or -1. Async-signal-safe.
+unsafe fn start_watcher(exec: &Exec, stack: *mut libc::c_void) -> libc::pid_t {
     // SAFETY: as the command's start in `keeper_main`: the keeper sleeps
     // until the watcher has exec'd or exited (CLONE_VFORK), and the stack
     // is no longer the command's.
     unsafe {
         let mut start = WatchStart {
             exec,
-            keeper: libc::getpid(),
+            keeper: sys::getpid(),
         };
-        libc::clone(
+        sys::clone(
             watcher_entry,
-            stack.top(),
+            stack,
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             (&raw mut start).cast(),
         )
+        .unwrap_or(-1)
     }
 }
 
@@ -968,22 +991,20 @@ extern "C" fn watcher_entry(start: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `start` is the keeper's `WatchStart`, which outlives the
     // watcher's time in the keeper's memory.
     let start = unsafe { &*start.cast::<WatchStart<'_>>() };
-    // SAFETY: async-signal-safe system calls on memory prepared before the
-    // fork; the watcher's descriptors and dispositions are its own.
+    // SAFETY: `sys`'s calls on memory prepared before the clone; the
+    // watcher's descriptors and dispositions are its own.
     unsafe {
         // It ends with its keeper, never left to watch for nobody.
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        if libc::getppid() != start.keeper {
-            libc::_exit(127);
+        sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        if sys::getppid() != start.keeper {
+            sys::exit(127);
         }
         // The keeper blocks every signal; the watcher takes them as any
         // program does.
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &none, ptr::null_mut());
+        sys::set_mask(sys::SigSet::EMPTY);
         let e = start.exec;
-        libc::execve(e.path.as_ptr(), e.argv_ptrs.as_ptr(), e.envp_ptrs.as_ptr());
-        libc::_exit(127);
+        sys::execve(e.path.as_ptr(), e.argv_ptrs.as_ptr(), e.envp_ptrs.as_ptr());
+        sys::exit(127);
     }
 }
 
@@ -1012,12 +1033,11 @@ unsafe fn only_child(pid: libc::pid_t) -> bool {
 /// Whether the mode still lets a drain-`stop` command's leftovers run.
 /// Not inlined into [`keep`]: its 64 KiB read buffer would make the
 /// keeper's frame that large, and its stack probe fault 16 pages into
-/// every keeper, leftovers or not. Async-signal-safe.
+/// every keeper, leftovers or not. Async-signal-safe, and sets no `errno`
+/// (rustix's own system calls, on Linux).
 #[inline(never)]
-unsafe fn keeps_running(probe: *const ModeProbe) -> Option<bool> {
-    // SAFETY: the probe was opened before the fork and outlives it (the
-    // runner's memory, copied).
-    unsafe { (*probe).keeps_running() }
+fn keeps_running(probe: &ModeProbe) -> Option<bool> {
+    probe.keeps_running()
 }
 
 /// Sends SIGTERM to every child of the calling thread (orphans are
@@ -1028,7 +1048,7 @@ unsafe fn terminate_children() {
     // SAFETY: kill on pids of our own children.
     unsafe {
         for_each_child(&mut |pid| {
-            libc::kill(pid, libc::SIGTERM);
+            sys::kill(pid, libc::SIGTERM);
         });
     }
 }
@@ -1039,28 +1059,28 @@ unsafe fn terminate_children() {
 unsafe fn for_each_child(f: &mut dyn FnMut(libc::pid_t)) -> bool {
     // SAFETY: open/read/close on a buffer of our own.
     unsafe {
-        let fd = libc::open(
-            c"/proc/thread-self/children".as_ptr(),
+        let Ok(fd) = sys::open(
+            c"/proc/thread-self/children",
             libc::O_RDONLY | libc::O_CLOEXEC,
-        );
-        if fd < 0 {
+        ) else {
             return false;
-        }
+        };
         let mut buf = [0u8; 4096];
         let mut pid: libc::pid_t = 0;
         let mut ok = true;
         loop {
-            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-            if n < 0 && errno() == libc::EINTR {
-                continue;
-            }
-            if n < 0 {
-                ok = false;
-            }
-            if n <= 0 {
+            let n = match sys::read(fd, &mut buf) {
+                Ok(n) => n,
+                Err(libc::EINTR) => continue,
+                Err(_) => {
+                    ok = false;
+                    0
+                }
+            };
+            if n == 0 {
                 break;
             }
-            for &b in &buf[..n as usize] {
+            for &b in &buf[..n] {
                 if b.is_ascii_digit() {
                     pid = pid
                         .saturating_mul(10)
@@ -1076,7 +1096,7 @@ unsafe fn for_each_child(f: &mut dyn FnMut(libc::pid_t)) -> bool {
         if pid > 0 {
             f(pid);
         }
-        libc::close(fd);
+        sys::close(fd);
         ok
     }
 }
@@ -1227,7 +1247,7 @@ mod tests {
         // close.
         drop(running);
         // The keeper ends only after its command has.
-        reap(keeper);
+        reap(keeper, None);
         assert!(!ran.exists(), "the command ran without the go-ahead");
     }
 
