@@ -457,12 +457,23 @@ pub(crate) fn spawn(s: &Spawn<'_>) -> io::Result<Running> {
             prepared: Box::into_raw(prepared),
             stacks,
         };
-        let pid = sys::clone(
+        let flags = keeper_flags();
+        let mut pid = sys::clone(
             keeper_entry,
             memory.stacks.keeper_top(),
-            KEEPER_CLONE | libc::SIGCHLD,
+            flags,
             memory.prepared.cast(),
         );
+        if flags & libc::CLONE_VM != 0
+            && matches!(pid, Err(libc::EINVAL | libc::ENOSYS | libc::EPERM))
+        {
+            pid = sys::clone(
+                keeper_entry,
+                memory.stacks.keeper_top(),
+                libc::SIGCHLD,
+                memory.prepared.cast(),
+            );
+        }
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut());
         libc::close(pipe[1]);
         libc::close(go[0]);
@@ -620,14 +631,50 @@ const KEEPER_SET: sys::SigSet = sys::SigSet::EMPTY.with(libc::SIGCHLD).with(libc
 /// catches SIGINT and ignores SIGPIPE).
 const SURVIVED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGPIPE];
 
-/// Where the keeper runs: in the runner's own memory on x86-64, where its
-/// system calls are [`sys`]'s raw ones, so no page table is copied at its
-/// start nor torn down at its end, and the runner takes no copy-on-write
-/// fault for what it writes meanwhile. Elsewhere, a copy (a bare fork).
+/// How the keeper is started: in the runner's own memory (`CLONE_VM`) on
+/// x86-64, where its system calls are [`sys`]'s raw ones, so no page table
+/// is copied at its start nor torn down at its end, and the runner takes
+/// no copy-on-write fault for what it writes meanwhile; else as a copy (a
+/// bare fork, without the C library's fork handlers: the keeper needs none
+/// of the locks they reset).
+///
+/// A copy, too, where sharing would cost the keeper its independence or
+/// cannot be done:
+/// - on Linux before 5.16, a process that dumps core kills every process
+///   sharing its memory, so a runner's crash would take its keeper, and
+///   with it the tracking of the command's leftovers;
+/// - under Valgrind, which ends the program at such a `clone`;
+/// - where the kernel or a sandbox refuses it (`EINVAL`, `ENOSYS`,
+///   `EPERM`), after one try.
+fn keeper_flags() -> libc::c_int {
+    #[cfg(target_arch = "x86_64")]
+    if kernel_at_least(5, 16) && !sys::under_valgrind() {
+        return libc::CLONE_VM | libc::SIGCHLD;
+    }
+    libc::SIGCHLD
+}
+
+/// Whether the running kernel's release is `major.minor` or later.
 #[cfg(target_arch = "x86_64")]
-const KEEPER_CLONE: libc::c_int = libc::CLONE_VM;
-#[cfg(not(target_arch = "x86_64"))]
-const KEEPER_CLONE: libc::c_int = 0;
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    // SAFETY: a zeroed utsname is a valid buffer for uname to fill.
+    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::uname(&mut name) } != 0 {
+        return false;
+    }
+    // SAFETY: uname NUL-terminates the release.
+    let release = unsafe { std::ffi::CStr::from_ptr(name.release.as_ptr()) }.to_bytes();
+    let mut parts = release.split(|&b| !b.is_ascii_digit()).map(|n| {
+        std::str::from_utf8(n)
+            .ok()
+            .and_then(|n| n.parse::<u32>().ok())
+    });
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => false,
+    }
+}
 
 extern "C" fn keeper_entry(prepared: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `prepared` is the runner's `Prepared`, which stays until the
@@ -1234,6 +1281,67 @@ mod tests {
         assert!(ended.keeper.is_some(), "nothing was left behind");
         drop(ended);
         assert_eq!(child_state(keeper), None, "no zombie keeper is left");
+    }
+
+    /// The number of mappings of this process's memory.
+    fn mappings() -> usize {
+        std::fs::read_to_string("/proc/self/maps")
+            .expect("read /proc/self/maps")
+            .lines()
+            .count()
+    }
+
+    #[test]
+    fn the_memory_a_keeper_ran_on_is_freed_once_it_is_reaped() {
+        // Warm up whatever the allocator maps once.
+        let running = start(Path::new("/bin/true"), &[], &[], &[]);
+        drop(finish(running));
+        let before = mappings();
+        for _ in 0..20 {
+            let running = start(Path::new("/bin/true"), &[], &[], &[]);
+            drop(finish(running));
+            assert_eq!(exec_failure(), Some(libc::ENOENT));
+        }
+        // Each keeper's stacks are four mappings (two guards, two stacks).
+        let after = mappings();
+        assert!(
+            after < before + 8,
+            "{before} mappings before 40 keepers, {after} after: their stacks were not unmapped"
+        );
+    }
+
+    /// Starts a command that is not there: the error its exec failed with.
+    fn exec_failure() -> Option<i32> {
+        let mut running = start(Path::new("/nonexistent/command"), &[], &[], &[]);
+        running.go();
+        running.wait().err().and_then(|e| e.raw_os_error())
+    }
+
+    /// Lets `running` go, waits for it, and reaps its keeper.
+    fn finish(mut running: Running) -> Ended {
+        running.go();
+        let ended = running.wait().expect("the command runs");
+        assert!(ended.keeper.is_some(), "nothing was left behind");
+        ended
+    }
+
+    #[test]
+    fn a_keeper_and_its_command_leave_the_runner_s_errno_alone() {
+        // The keeper shares this thread's memory, and with it its `errno`:
+        // every call it makes, and the command's before its exec, fails
+        // without writing it (the last `waitpid` fails with ECHILD; the
+        // second exec with ENOENT). Every call made here succeeds, so the
+        // value set here must be the one found after.
+        const MARK: i32 = 4242;
+        // SAFETY: this thread's own errno.
+        unsafe { *libc::__errno_location() = MARK };
+        let running = start(Path::new("/bin/true"), &[], &[], &[]);
+        drop(finish(running));
+        let failed_with = exec_failure();
+        // SAFETY: as above.
+        let errno = unsafe { *libc::__errno_location() };
+        assert_eq!(failed_with, Some(libc::ENOENT));
+        assert_eq!(errno, MARK, "a keeper wrote the runner's errno");
     }
 
     #[test]

@@ -125,6 +125,11 @@ fn run_code() -> u8 {
 /// // use hello_plugin as _;
 /// manage::main!();
 /// ```
+///
+/// Without the attribute, the build fails with E0277, "`main` has invalid
+/// return type `i32`": Rust would take this `main` for its own. Standard
+/// output is flushed once the runner has returned; see [`entry::start`]
+/// for what is written after.
 #[macro_export]
 macro_rules! main {
     () => {

@@ -528,6 +528,70 @@ fn a_stack_overflow_under_the_fast_entry_says_so_aborts_and_releases_its_task() 
     assert!(!fault.stderr.contains("overflowed"), "{fault}");
 }
 
+/// A SIGSEGV sent by `kill` is no fault of the runner's: the fast entry's
+/// fault handler does not take it for an overflow, and sends it again at
+/// its default, so the runner dies of it as any process would, rather than
+/// running on as if it had never come.
+#[test]
+fn a_sigsegv_sent_by_kill_ends_the_runner_unreported() {
+    use std::os::unix::process::ExitStatusExt;
+    let site = CliSite::new(EXE);
+    let (mut sleeper, _id) = site.start(&["sleeper"]);
+    send_signal(sleeper.pid(), Signal::SEGV);
+    let status = sleeper.wait_exit();
+    assert_eq!(status.signal(), Some(libc::SIGSEGV), "{status:?}");
+    let out = sleeper.finish();
+    assert!(!out.stderr.contains("overflowed"), "{out}");
+    assert_eq!(live(&site), Vec::<String>::new());
+}
+
+/// Under an `RLIMIT_STACK` near the whole address space, the main stack's
+/// limit computed from it lies among the lowest pages, where a null
+/// pointer's fault would look like an overflow: the fast entry trusts no
+/// limit below 1 GiB, so a null read is reported as what it is. The stack
+/// is placed without randomisation (`ADDR_NO_RANDOMIZE`), so that the limit
+/// lands within the overflow window of address 0.
+#[test]
+fn a_null_read_under_a_stack_limit_near_the_whole_address_space_is_no_overflow() {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    // The top of an unrandomised x86-64 stack is 0x7fff_ffff_f000; the
+    // limit then lies some 60 KiB above address 0. Elsewhere the limit
+    // lands elsewhere, and the test still checks that nothing is reported.
+    const LIMIT: libc::rlim_t = 0x7fff_ffff_0000;
+    let mut hard = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `hard` is a valid rlimit to fill.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut hard) }, 0);
+    if hard.rlim_max != libc::RLIM_INFINITY && hard.rlim_max < LIMIT {
+        eprintln!(
+            "skipped: the hard stack limit ({}) is below the one tried",
+            hard.rlim_max
+        );
+        return;
+    }
+    let site = CliSite::new(EXE);
+    let mut cmd = site.command(&["--ignore-maintenance", "null-read"]);
+    // SAFETY: personality and setrlimit are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::personality(libc::ADDR_NO_RANDOMIZE as libc::c_ulong);
+            let limit = libc::rlimit {
+                rlim_cur: LIMIT,
+                rlim_max: hard.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_STACK, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let fault = Proc::spawn(cmd).finish();
+    assert_eq!(fault.status.signal(), Some(libc::SIGSEGV), "{fault}");
+    assert!(!fault.stderr.contains("overflowed"), "{fault}");
+}
+
 /// A runner started with a standard descriptor closed opens `/dev/null` in
 /// its place, as the standard library's start-up does: otherwise the first
 /// file the runner opened would take the number of standard output, and a

@@ -459,3 +459,31 @@ pub(super) unsafe fn clone(
         check(libc::clone(entry, stack, flags, arg) as libc::c_long).map(|p| p as libc::pid_t)
     }
 }
+
+/// Whether this process runs under Valgrind, which runs no process that
+/// shares another's memory without being its thread (it ends the program
+/// at such a `clone`): Valgrind's own client request, `RUNNING_ON_VALGRIND`,
+/// which is a no-op on the processor itself (the rotations of rdi add up to
+/// 128 bits, and `xchg rbx, rbx` changes nothing) and answers non-zero under
+/// Valgrind.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn under_valgrind() -> bool {
+    // The request and its five arguments, as valgrind.h lays them out.
+    let request: [u64; 6] = [0x1001, 0, 0, 0, 0, 0];
+    let answer: u64;
+    // SAFETY: the instructions change no register but rdx (the answer), and
+    // Valgrind reads only the request array.
+    unsafe {
+        std::arch::asm!(
+            "rol rdi, 3",
+            "rol rdi, 13",
+            "rol rdi, 61",
+            "rol rdi, 51",
+            "xchg rbx, rbx",
+            in("rax") request.as_ptr(),
+            inlateout("rdx") 0u64 => answer,
+            options(nostack, readonly),
+        );
+    }
+    answer != 0
+}
