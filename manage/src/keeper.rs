@@ -40,7 +40,8 @@
 //! killed once it is the keeper's only child.
 //!
 //! Limits: a keeper itself SIGKILLed while leftovers live loses them (they
-//! are reparented past it); without `/proc` (not Linux) there is no keeper;
+//! are reparented past it), and one that shares the runner's memory is
+//! killed with it by the out-of-memory killer; without `/proc` (not Linux) there is no keeper;
 //! on a backend other than the file backend, a watcher that failed
 //! [`WATCHER_STARTS`] times leaves the leftovers of a drain-`stop` command
 //! unasked by a drain, and a binary whose `main` is not `manage::run` (the
