@@ -6,7 +6,10 @@
 //! drops the response, as a server does (built outside the timed part, a
 //! batch of requests would be freed out of order, which costs the
 //! allocator more than the layer does), and the difference is what the
-//! layer adds. It ends with one table: each added cost beside its target.
+//! layer adds. Once more before a router-like service, which inserts an
+//! extension into every request as axum's `Router` does: there the
+//! extension map the layer's `MaintenanceStatus` needs is one the app makes
+//! anyway. It ends with one table: each added cost beside its target.
 //! Run with `cargo bench -p maintenance-core --features tower --bench layer`.
 
 use std::convert::Infallible;
@@ -35,6 +38,8 @@ const KNOWN: &str = "online, known session";
 const KNOWN_BROWSER: &str = "online, known session, a browser's cookies";
 const PENDING: &str = "pending, known session";
 const OFFLINE: &str = "offline, turned away";
+const EMPTY_ROUTED: &str = "router-like service alone, request with a cookie";
+const KNOWN_ROUTED: &str = "online, known session, before a router-like service";
 
 /// The session cookie alone.
 const COOKIE: &str = "sessionid=benchsession01";
@@ -53,12 +58,22 @@ const ROWS: &[(&str, &str, &str, Option<f64>)] = &[
         EMPTY_BROWSER,
         None,
     ),
+    (
+        "ONLINE, known session, before a router",
+        KNOWN_ROUTED,
+        EMPTY_ROUTED,
+        None,
+    ),
     ("PENDING, known session", PENDING, EMPTY_COOKIE, None),
     ("OFFLINE, turned away (303)", OFFLINE, EMPTY, None),
 ];
 
 /// Polls a future that is ready at once (the empty service's, and the
 /// layer's for a known session or an early answer).
+/// What the router-like service puts in each request's extensions.
+#[derive(Clone)]
+struct Routed(#[expect(dead_code, reason = "only ever stored")] usize);
+
 fn now<F: Future>(f: F) -> F::Output {
     let mut f = pin!(f);
     let mut cx = Context::from_waker(Waker::noop());
@@ -157,6 +172,15 @@ fn main() {
     let empty = service_fn(|_req: Request<String>| async {
         Ok::<_, Infallible>(Response::new(String::new()))
     });
+    // An app's router puts something in every request's extensions, as
+    // axum's `Router` does (`OriginalUri`): the extension map is then made
+    // by whoever inserts first, the layer's `MaintenanceStatus` or the
+    // router's own entry.
+    let routed = service_fn(|mut req: Request<String>| async move {
+        let len = req.uri().path().len();
+        req.extensions_mut().insert(Routed(len));
+        Ok::<_, Infallible>(Response::new(String::new()))
+    });
     // The app vouches for its one logged-in user.
     let layer = MaintenanceLayer::builder(&config)
         .touch_every(Duration::from_secs(3600))
@@ -164,11 +188,14 @@ fn main() {
         .build();
     let mut svc = layer.layer(empty);
     let mut bare = empty;
+    let mut routed_svc = layer.layer(routed);
+    let mut bare_routed = routed;
 
     let mut g = c.benchmark_group(GROUP);
     bench(&mut g, EMPTY, &mut bare, None);
     bench(&mut g, EMPTY_COOKIE, &mut bare, Some(COOKIE));
     bench(&mut g, EMPTY_BROWSER, &mut bare, Some(BROWSER));
+    bench(&mut g, EMPTY_ROUTED, &mut bare_routed, Some(COOKIE));
     bench(&mut g, ONLINE, &mut svc, None);
     // Make the session known (the first request has it vouched for and
     // written).
@@ -189,6 +216,7 @@ fn main() {
     );
     bench(&mut g, KNOWN, &mut svc, Some(COOKIE));
     bench(&mut g, KNOWN_BROWSER, &mut svc, Some(BROWSER));
+    bench(&mut g, KNOWN_ROUTED, &mut routed_svc, Some(COOKIE));
     let waiter = match backend
         .begin_pending(&ModeChange::by_this_process())
         .expect("pending")
