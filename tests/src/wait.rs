@@ -11,16 +11,25 @@ pub const HANG_GUARD: Duration = Duration::from_secs(60);
 /// test, naming `what`, after the hang guard. For changes another process
 /// makes that a server sees within its refresh interval: a hang guard, not
 /// a measure of that interval.
-pub fn poll_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+pub fn poll_until<T>(what: &str, probe: impl FnMut() -> Option<T>) -> T {
+    poll_until_else(what, probe, String::new)
+}
+
+/// [`poll_until`], whose failure also says what `why` returns then: what
+/// the processes involved said, what a server logged.
+pub fn poll_until_else<T>(
+    what: &str,
+    mut probe: impl FnMut() -> Option<T>,
+    why: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + HANG_GUARD;
     loop {
         if let Some(v) = probe() {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "still not {what} after {HANG_GUARD:?}"
-        );
+        if Instant::now() >= deadline {
+            panic!("still not {what} after {HANG_GUARD:?}\n{}", why());
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }

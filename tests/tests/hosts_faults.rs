@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use maintenance_core::history::{EventKind, HistoryEntry};
 use manage_tests::hosts::{Binaries, Host, Hosts, MYSITE_PORT};
 use manage_tests::{
-    Proc, is_alive, lines_until, parse_progress, poll_until, psql, send_signal, test_database_url,
+    Proc, is_alive, lines_until, parse_progress, poll_until, poll_until_else, psql, send_signal,
+    test_database_url,
 };
 use rustix::process::Signal;
 
@@ -234,10 +235,27 @@ fn the_database_restarted_during_a_wait_on_a_the_wait_goes_on() {
     let mut on = waiting_on(a, &["--timeout", "300"]);
     assert_eq!(mode_on(b), "PENDING");
     cluster.restart();
-    poll_until("B's task listed again after the restart", || {
-        let out = b.run(&["offline", "status", "--json"]);
-        (out.success() && task_ids(b).len() == 1).then_some(())
-    });
+    let last = std::cell::RefCell::new(String::new());
+    poll_until_else(
+        "B's task listed again after the restart",
+        || {
+            let out = b.run(&["offline", "status", "--json"]);
+            let listed = out.success() && task_ids(b).len() == 1;
+            *last.borrow_mut() = out.to_string();
+            listed.then_some(())
+        },
+        || {
+            format!(
+                "B's last status: {}\nB's job alive: {}\nB's runner said: {}\n\
+                 A's wait said: {}\nthe server logged:\n{}",
+                last.borrow(),
+                is_alive(pid_b),
+                run_b.stderr_so_far(),
+                on.stderr_so_far(),
+                cluster.log()
+            )
+        },
+    );
     if !on.is_running() {
         panic!("A's wait ended with the restart: {}", on.finish());
     }

@@ -327,3 +327,28 @@ fn a_waiter_whose_connection_was_ended_takes_its_key_back_before_it_completes() 
         "{done:?}"
     );
 }
+
+/// A check that the server answers by ending the connection (a restart's
+/// termination reaching the check before the driver sees the close)
+/// counts as the connection ended, so a task counted by a drain begun
+/// since the last good check still enters again during it.
+#[test]
+fn a_check_the_server_answers_by_ending_the_connection_counts_as_ended() {
+    let Some((_config, b)) = site() else { return };
+    let inner = Arc::clone(&b.inner);
+    let (ended, closed) = super::runtime::block_on(async move {
+        let conn = inner.connect().await?;
+        let e = super::sql::run(
+            &conn.client,
+            "SELECT pg_terminate_backend(pg_backend_pid())",
+        )
+        .await
+        .expect_err("the server process ends itself");
+        Ok((super::tasks::ended_by_server(&e), conn.client.is_closed()))
+    })
+    .unwrap();
+    assert!(
+        ended,
+        "ended by the server (the driver saw the close: {closed})"
+    );
+}

@@ -728,7 +728,21 @@ impl std::fmt::Debug for Hold {
 /// How a check of the lock's connection went.
 enum Check {
     Held,
+    /// Unanswered within [`HOLD_ANSWER`], or failed on this side: the key
+    /// was held for sure only at the last good check.
     Lost(String),
+    /// The server answered with an error, or ended the connection, as the
+    /// check waited (a restart's or `pg_terminate_backend`'s termination
+    /// can reach the check before the driver sees the connection close):
+    /// the key was held until about then.
+    Ended(String),
+}
+
+/// Whether `e`, a check's error, came from the server ending the
+/// connection (an error it sent, or the connection closed), rather than
+/// from a silence.
+pub(super) fn ended_by_server(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some() || e.is_closed()
 }
 
 impl Hold {
@@ -758,6 +772,7 @@ impl Hold {
                 }
                 Check::Held
             }
+            Ok(Err(e)) if ended_by_server(&e) => Check::Ended(e.to_string()),
             Ok(Err(e)) => Check::Lost(e.to_string()),
             Err(_) => Check::Lost(format!(
                 "no answer to a check within {}",
@@ -901,6 +916,7 @@ async fn watch(hold: Arc<Hold>) {
             match hold.check().await {
                 Check::Held => continue,
                 Check::Lost(why) => (why, hold.held.open().is_none()),
+                Check::Ended(why) => (why, true),
             }
         };
         let reenter = if ended { REENTER_ENDED } else { REENTER };
