@@ -11,7 +11,7 @@
 //! not hold off READONLY (a read-only command) reads on through
 //! READONLY_PENDING and READONLY ([`for_task`](ModeProbe::for_task)).
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::path::Path;
 
 use rustix::fs::{Mode, OFlags};
@@ -84,33 +84,30 @@ impl ModeProbe {
     /// The stored record in `buf` (an empty one, which reads as ONLINE,
     /// when there is none); `None` when it cannot be read.
     fn read<'b>(&self, buf: &'b mut [u8; MAX]) -> Option<&'b [u8]> {
-        // SAFETY: plain system calls on our own descriptor and buffer; the
-        // name is a NUL-terminated constant.
-        let n = unsafe {
-            let name = c"mode.json";
-            debug_assert_eq!(name.to_bytes(), MODE.as_bytes());
-            let fd = libc::openat(
-                self.dir.as_raw_fd(),
-                name.as_ptr(),
-                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
-            );
-            if fd < 0 {
-                // No allocation: an OS error is a code, its kind a match.
-                return (std::io::Error::last_os_error().kind() == std::io::ErrorKind::NotFound)
-                    .then_some(&NO_RECORD[..]);
-            }
-            let mut got = 0usize;
-            while got < MAX {
-                let r = libc::read(fd, buf.as_mut_ptr().add(got).cast(), MAX - got);
-                if r <= 0 {
-                    break;
-                }
-                got += r as usize;
-            }
-            libc::close(fd);
-            got
+        // rustix's own system calls (its raw backend on Linux): no C
+        // library wrapper, so no `errno` written and no thread's control
+        // block read. A keeper sharing the runner's memory calls this.
+        let name = c"mode.json";
+        debug_assert_eq!(name.to_bytes(), MODE.as_bytes());
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(&self.dir, name, flags, Mode::empty()) {
+            Ok(fd) => fd.into_raw_fd(),
+            Err(rustix::io::Errno::NOENT) => return Some(&NO_RECORD[..]),
+            Err(_) => return None,
         };
-        Some(&buf[..n])
+        // SAFETY: `fd` was just opened and is owned here alone.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let mut got = 0usize;
+        while got < MAX {
+            match rustix::io::read(fd, &mut buf[got..]) {
+                Ok(0) | Err(_) => break,
+                Ok(r) => got += r,
+            }
+        }
+        // SAFETY: closed once, here, and not used after (an `OwnedFd`'s
+        // drop would close it through the C library).
+        unsafe { rustix::io::close(fd.as_raw_fd()) };
+        Some(&buf[..got])
     }
 }
 
