@@ -19,16 +19,28 @@ pub fn poll_until<T>(what: &str, probe: impl FnMut() -> Option<T>) -> T {
 /// the processes involved said, what a server logged.
 pub fn poll_until_else<T>(
     what: &str,
+    probe: impl FnMut() -> Option<T>,
+    why: impl FnOnce() -> String,
+) -> T {
+    poll_until_within(HANG_GUARD, what, probe, why)
+}
+
+/// [`poll_until_else`] with a hang guard of `guard`: for a process whose
+/// own bounds add up past [`HANG_GUARD`] on a loaded machine (a request
+/// guard after a lock wait's allowance, say).
+pub fn poll_until_within<T>(
+    guard: Duration,
+    what: &str,
     mut probe: impl FnMut() -> Option<T>,
     why: impl FnOnce() -> String,
 ) -> T {
-    let deadline = Instant::now() + HANG_GUARD;
+    let deadline = Instant::now() + guard;
     loop {
         if let Some(v) = probe() {
             return v;
         }
         if Instant::now() >= deadline {
-            panic!("still not {what} after {HANG_GUARD:?}\n{}", why());
+            panic!("still not {what} after {guard:?}\n{}", why());
         }
         std::thread::sleep(Duration::from_millis(20));
     }

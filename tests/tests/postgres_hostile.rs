@@ -15,7 +15,10 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use maintenance_core::Mode;
-use manage_tests::{CliSite, Link, Outcome, host_port, poll_until, psql, test_database_url};
+use manage_tests::{
+    CliSite, HANG_GUARD, Link, Outcome, host_port, poll_until, poll_until_within, psql,
+    test_database_url,
+};
 
 const EXE: &str = env!("CARGO_BIN_EXE_e2e-manage");
 
@@ -336,17 +339,32 @@ fn a_server_that_stops_answering_mid_wait_is_a_clear_error_not_a_hang() {
     let link = Link::to(host_port(&url));
     let site = CliSite::on_postgres(EXE, &link.url(&url), "");
     let (mut task, _) = site.start(&["sleeper-many", "--secs", "600"]);
-    let on = site.spawn(&["offline", "on", "--timeout", "600"]);
+    let mut on = site.spawn(&["offline", "on", "--timeout", "600"]);
     site.wait_for_mode(Mode::Pending);
     link.stall();
     // Against a timeout of 600 s, the wait notices within its request
     // guard that the server stopped answering, and says so once; it rides
     // the outage out (README: up to 60 s) rather than hang or give up.
-    poll_until("the wait says it lost the server", || {
-        on.stderr_so_far()
-            .contains("lost the state database")
-            .then_some(())
-    });
+    // The step the stall catches may be the gate's, whose guard allows
+    // the keepalive bound on top (30 s in all): the hang guard is twice
+    // the usual one. A wait that ends during the outage fails the test
+    // at once, with what it said.
+    let heard = std::cell::RefCell::new(String::new());
+    let said = poll_until_within(
+        2 * HANG_GUARD,
+        "the wait says it lost the server",
+        || {
+            let running = on.is_running();
+            *heard.borrow_mut() = on.stderr_so_far();
+            let said = heard.borrow().contains("lost the state database");
+            (said || !running).then_some(said)
+        },
+        || format!("the wait said: {}", heard.borrow()),
+    );
+    if !said {
+        let out = on.finish();
+        panic!("the wait ended during the outage: {out}");
+    }
     link.restore();
     // The task could not prove its hold while its server process was
     // silent (its own connection's check, every second): it was told to
