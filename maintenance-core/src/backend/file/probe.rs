@@ -11,7 +11,7 @@
 //! not hold off READONLY (a read-only command) reads on through
 //! READONLY_PENDING and READONLY ([`for_task`](ModeProbe::for_task)).
 
-use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::path::Path;
 
 use rustix::fs::{Mode, OFlags};
@@ -91,22 +91,20 @@ impl ModeProbe {
         debug_assert_eq!(name.to_bytes(), MODE.as_bytes());
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
         let fd = match rustix::fs::openat(&self.dir, name, flags, Mode::empty()) {
-            Ok(fd) => fd.into_raw_fd(),
+            Ok(fd) => fd,
             Err(rustix::io::Errno::NOENT) => return Some(&NO_RECORD[..]),
             Err(_) => return None,
         };
-        // SAFETY: `fd` was just opened and is owned here alone.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
         let mut got = 0usize;
         while got < MAX {
-            match rustix::io::read(fd, &mut buf[got..]) {
+            match rustix::io::read(&fd, &mut buf[got..]) {
                 Ok(0) | Err(_) => break,
                 Ok(r) => got += r,
             }
         }
-        // SAFETY: closed once, here, and not used after (an `OwnedFd`'s
-        // drop would close it through the C library).
-        unsafe { rustix::io::close(fd.as_raw_fd()) };
+        // SAFETY: the descriptor is taken out of its `OwnedFd` (whose drop
+        // would close it through the C library) and closed once, here.
+        unsafe { rustix::io::close(fd.into_raw_fd()) };
         Some(&buf[..got])
     }
 }
