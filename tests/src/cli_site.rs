@@ -439,6 +439,39 @@ impl CliSite {
         }
     }
 
+    /// What `probe` returns once a killed process's hold is seen gone:
+    /// [`once_released`](crate::once_released) on this site's backend.
+    pub fn once_released<T>(&self, what: &str, probe: impl FnMut() -> Option<T>) -> T {
+        crate::once_released(self.postgres.is_some(), what, probe)
+    }
+
+    /// The mode view once a killed process's window has lapsed and left
+    /// the site `mode`: [`once_released`](Self::once_released) of
+    /// [`mode`](Self::mode), failing with the last view read.
+    pub fn lapsed_to(&self, mode: maintenance_core::Mode) -> maintenance_core::ModeView {
+        let backend = self.backend();
+        let last = std::cell::RefCell::new(None);
+        if self.postgres.is_some() {
+            crate::poll_until_else(
+                &format!("lapsed to {mode}"),
+                || {
+                    let view = backend.mode().expect("read the mode");
+                    let done = view.mode == mode && view.lapsed.is_some();
+                    *last.borrow_mut() = Some(view.clone());
+                    done.then_some(view)
+                },
+                || format!("{:?}", last.borrow()),
+            )
+        } else {
+            let view = backend.mode().expect("read the mode");
+            assert!(
+                view.mode == mode && view.lapsed.is_some(),
+                "not lapsed to {mode} at once, with the process reaped: {view:?}"
+            );
+            view
+        }
+    }
+
     /// `manage offline status --json`, parsed (and checked to exit 0).
     pub fn status_json(&self) -> serde_json::Value {
         let out = self.run(&["offline", "status", "--json"]);

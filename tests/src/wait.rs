@@ -45,3 +45,16 @@ pub fn poll_until_within<T>(
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// What `probe` returns once a killed (and reaped) process's hold is seen
+/// gone. In a state directory at the first call, since the kernel frees a
+/// dead process's locks before its parent can reap it, so a `None` then
+/// fails the test; on PostgreSQL (`postgres`) within the hang guard, since
+/// the server frees them only once it has read the closed connection (a
+/// few milliseconds after the death; longer on a loaded machine).
+pub fn once_released<T>(postgres: bool, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    if postgres {
+        return poll_until(what, probe);
+    }
+    probe().unwrap_or_else(|| panic!("not {what} at once, with the process reaped"))
+}

@@ -446,6 +446,9 @@ fn a_run_killed_mid_command_leaves_the_site_offline_and_status_names_it() {
     let mut run = run_with_sleeper(&site);
     let pid = run.pid();
     run.kill9();
+    site.once_released("the window abandoned", || {
+        (site.status_json()["window"]["state"] == "abandoned").then_some(())
+    });
 
     assert_exact(
         &site.run(&["offline", "status", "--exit-code"]),
@@ -505,7 +508,7 @@ fn a_run_killed_while_waiting_is_not_blamed_for_a_later_offline() {
     assert_eq!(run.line(), HEADER);
     run.line();
     run.kill9();
-    assert_eq!(site.mode().mode, Mode::Online, "its PENDING lapsed");
+    site.lapsed_to(Mode::Online);
     assert_exact(
         &site.run(&["offline", "on", "--force"]),
         0,

@@ -276,8 +276,7 @@ fn a_killed_waiter_leaves_the_mode_it_found() {
     let mut on = waiting_on(&site, &["--read-only"], WRITES);
     assert_eq!(site.mode().mode, Mode::ReadOnlyPending);
     on.kill9();
-    let view = site.mode();
-    assert_eq!(view.mode, Mode::Online, "{view:?}");
+    let view = site.lapsed_to(Mode::Online);
     assert!(
         view.lapsed
             .is_some_and(|l| l.reason.contains("so the site is ONLINE"))
@@ -301,7 +300,7 @@ fn a_killed_waiter_leaves_the_mode_it_found() {
     let mut on = waiting_on(&site, &[], SESSIONS);
     assert_eq!(site.mode().mode, Mode::Pending);
     on.kill9();
-    assert_eq!(site.mode().mode, Mode::ReadOnly);
+    site.lapsed_to(Mode::ReadOnly);
     assert_eq!(status_code(&site), 6);
     let status = site.run_mysite(&["offline", "status", "-v"]);
     assert!(

@@ -166,6 +166,9 @@ fn a_killed_read_only_waiter_leaves_no_schedule_and_its_drain_lapses_to_online()
     let (mut on, _, _) = scheduled(&site, &["offline", "on", "--at", "+1h", "--read-only"]);
     assert_eq!(site.status_json()["schedule"]["read_only"], true);
     on.kill9();
+    site.once_released("the schedule gone", || {
+        site.backend().schedule().unwrap().is_none().then_some(())
+    });
     assert_exact(
         &site.run_mysite(&["offline", "status"]),
         0,
@@ -190,8 +193,7 @@ fn a_killed_read_only_waiter_leaves_no_schedule_and_its_drain_lapses_to_online()
     );
     site.wait_for_mode(Mode::ReadOnlyPending);
     on.kill9();
-    let view = site.mode();
-    assert_eq!(view.mode, Mode::Online, "{view:?}");
+    let view = site.lapsed_to(Mode::Online);
     assert!(
         view.lapsed
             .is_some_and(|l| l.reason.contains("so the site is ONLINE")),
