@@ -427,12 +427,15 @@ pub(crate) fn spawn(s: &Spawn<'_>) -> io::Result<Running> {
     // until it is reaped ([`KeeperMemory`]).
     let (keeper, memory) = unsafe {
         if libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            stacks.unmap();
+            return Err(e);
         }
         if libc::pipe2(go.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
             let e = io::Error::last_os_error();
             libc::close(pipe[0]);
             libc::close(pipe[1]);
+            stacks.unmap();
             return Err(e);
         }
         prepared.go = go[0];
@@ -498,7 +501,17 @@ pub(crate) fn spawn(s: &Spawn<'_>) -> io::Result<Running> {
     let (mut status, go) = unsafe { (File::from_raw_fd(pipe[0]), File::from_raw_fd(go[1])) };
     // A message or the end of the pipe: the command has not started, or
     // says it has, or has exec'd or exited (the pipe closes at its exec).
-    match read_msg(&mut status)? {
+    let msg = match read_msg(&mut status) {
+        Ok(msg) => msg,
+        Err(e) => {
+            // Never left behind: without the go-ahead the command exits
+            // unstarted, and its keeper after it.
+            drop((status, go));
+            reap(keeper, Some(memory));
+            return Err(e);
+        }
+    };
+    match msg {
         Some((MSG_STARTED, command, _)) => Ok(Running {
             keeper: keeper_id,
             command: command as u32,
@@ -784,7 +797,11 @@ unsafe fn command_main(start: &mut Start<'_>) -> ! {
         // The runner records the command's pid, then lets it exec: told
         // first, it does so while the command gets ready.
         send(p.report, MSG_STARTED, sys::getpid(), 0);
-        // SIGTERM is at its default already (the keeper's).
+        // No handler of the runner's (a site's own among them) may run in
+        // its memory: every caught signal back to its default, while the
+        // runner records the pid. SIGTERM is at its default already (the
+        // keeper's); the runner's ignored SIGPIPE is not the command's.
+        sys::default_handlers();
         for s in SURVIVED {
             sys::set_disposition(s, libc::SIG_DFL);
         }
@@ -1048,7 +1065,9 @@ extern "C" fn watcher_entry(start: *mut libc::c_void) -> libc::c_int {
             sys::exit(127);
         }
         // The keeper blocks every signal; the watcher takes them as any
-        // program does.
+        // program does, none by a handler of the runner's, whose memory it
+        // shares until it execs.
+        sys::default_handlers();
         sys::set_mask(sys::SigSet::EMPTY);
         let e = start.exec;
         sys::execve(e.path.as_ptr(), e.argv_ptrs.as_ptr(), e.envp_ptrs.as_ptr());
@@ -1343,6 +1362,35 @@ mod tests {
         let errno = unsafe { *libc::__errno_location() };
         assert_eq!(failed_with, Some(libc::ENOENT));
         assert_eq!(errno, MARK, "a keeper wrote the runner's errno");
+    }
+
+    #[test]
+    fn no_handler_of_the_runner_s_runs_in_a_command_before_its_exec() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        // A site's own handler, for a signal manage leaves alone.
+        static RAN: AtomicBool = AtomicBool::new(false);
+        extern "C" fn mark(_: libc::c_int) {
+            RAN.store(true, Ordering::SeqCst);
+        }
+        // SAFETY: a handler that only stores to an atomic.
+        let old = unsafe { libc::signal(libc::SIGUSR1, mark as *const () as libc::sighandler_t) };
+        let running = start(Path::new("/bin/true"), &[], &[], &[]);
+        // Before the go-ahead: pending while the command still blocks
+        // every signal, or delivered while it waits for the go-ahead.
+        // SAFETY: a signal to our own grandchild, which has not exec'd.
+        unsafe { libc::kill(running.command as libc::pid_t, libc::SIGUSR1) };
+        let ended = finish(running);
+        // SAFETY: putting back what was there.
+        unsafe { libc::signal(libc::SIGUSR1, old) };
+        assert!(
+            !RAN.load(Ordering::SeqCst),
+            "the runner's handler ran in the command's (shared) memory"
+        );
+        assert!(
+            libc::WIFSIGNALED(ended.status) && libc::WTERMSIG(ended.status) == libc::SIGUSR1,
+            "the signal was caught, not taken at its default: status {:#x}",
+            ended.status
+        );
     }
 
     #[test]

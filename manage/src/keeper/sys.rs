@@ -244,6 +244,37 @@ pub(super) unsafe fn prctl(option: libc::c_int, arg: libc::c_ulong) {
 /// Sets `signal`'s disposition to `SIG_DFL` or `SIG_IGN` (no handler, so
 /// no restorer and no flags), with an empty mask.
 pub(super) unsafe fn set_disposition(signal: libc::c_int, disposition: libc::sighandler_t) {
+    // SAFETY: a default or ignore disposition needs nothing of ours.
+    unsafe { disposition_swap(signal, Some(disposition)) };
+}
+
+/// Puts every signal a handler catches back to its default, leaving the
+/// ignored ones ignored: what `execve` does, for a process that shares the
+/// runner's memory until it execs and so must never run one of the
+/// runner's handlers (the C library's `posix_spawn` does the same).
+pub(super) unsafe fn default_handlers() {
+    for signal in 1..=64 {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: reading a disposition, then setting a default one.
+        unsafe {
+            if disposition_swap(signal, None)
+                .is_some_and(|h| h != libc::SIG_DFL && h != libc::SIG_IGN)
+            {
+                disposition_swap(signal, Some(libc::SIG_DFL));
+            }
+        }
+    }
+}
+
+/// `rt_sigaction(2)`: sets `signal` to `new` (`SIG_DFL` or `SIG_IGN`, with
+/// no flags and an empty mask), or with `None` only reads it. Returns the
+/// handler it had, when the kernel answered.
+unsafe fn disposition_swap(
+    signal: libc::c_int,
+    new: Option<libc::sighandler_t>,
+) -> Option<libc::sighandler_t> {
     #[cfg(target_arch = "x86_64")]
     {
         // The kernel's `struct sigaction` on x86-64.
@@ -254,27 +285,44 @@ pub(super) unsafe fn set_disposition(signal: libc::c_int, disposition: libc::sig
             restorer: usize,
             mask: u64,
         }
-        let action = KernelSigaction {
-            handler: disposition,
+        let action = new.map(|handler| KernelSigaction {
+            handler,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        });
+        let mut old = KernelSigaction {
+            handler: 0,
             flags: 0,
             restorer: 0,
             mask: 0,
         };
-        // SAFETY: a valid action of our own; the old one is not asked for.
-        let _ = unsafe {
+        let new_ptr = action
+            .as_ref()
+            .map_or(0, |a| a as *const KernelSigaction as usize);
+        // SAFETY: a valid action of our own (or none), and room for the old.
+        let r = unsafe {
             syscall(
                 libc::SYS_rt_sigaction,
-                [signal as usize, (&raw const action) as usize, 0, 8, 0, 0],
+                [signal as usize, new_ptr, (&raw mut old) as usize, 8, 0, 0],
             )
         };
+        r.ok().map(|_| old.handler)
     }
     #[cfg(not(target_arch = "x86_64"))]
     // SAFETY: a zeroed sigaction with a default or ignore disposition.
     unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = disposition;
-        libc::sigemptyset(&mut action.sa_mask);
-        libc::sigaction(signal, &action, std::ptr::null_mut());
+        let mut old: libc::sigaction = std::mem::zeroed();
+        let r = match new {
+            Some(disposition) => {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = disposition;
+                libc::sigemptyset(&mut action.sa_mask);
+                libc::sigaction(signal, &action, &mut old)
+            }
+            None => libc::sigaction(signal, std::ptr::null(), &mut old),
+        };
+        (r == 0).then_some(old.sa_sigaction)
     }
 }
 
