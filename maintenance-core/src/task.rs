@@ -221,6 +221,15 @@ impl CommandTask {
         self.lease.on_hold_lost(Box::new(lost));
     }
 
+    /// Says that the child [`handoff`](Self::handoff) gave this task to
+    /// has ended, and that nothing it started still holds the task: call it
+    /// only when that is known (a keeper that tracked every descendant said
+    /// so). Dropping this guard then ends the task before it returns, on
+    /// every backend, as it would have without the handoff.
+    pub fn take_back_from_child(&mut self) {
+        self.lease.take_back_from_child();
+    }
+
     /// Records the processes spawned for this task (an external command and
     /// its keeper), so that status and lists name what really holds it.
     pub fn record_processes(&mut self, processes: &Processes) -> Result<()> {

@@ -276,6 +276,9 @@ fn kept(
     let ended = running.wait();
     signals::set_child(0);
     let ended = ended?;
+    if !ended.leftovers {
+        task.take_back_from_child();
+    }
     if ended.leftovers {
         let holders: Vec<String> = settled_holders(&processes)
             .iter()

@@ -445,6 +445,33 @@ impl CliSite {
         crate::once_released(self.postgres.is_some(), what, probe)
     }
 
+    /// Once a killed schedule's holder is seen gone: no schedule, read
+    /// through the core API (which records nothing, so a race of readers
+    /// to record what they find is left whole).
+    pub fn schedule_released(&self) {
+        let backend = self.backend();
+        self.once_released("the killed schedule gone", || {
+            backend
+                .schedule()
+                .expect("read the schedule")
+                .is_none()
+                .then_some(())
+        });
+    }
+
+    /// Once a killed `offline run`'s window is seen abandoned, read through
+    /// the core API (which records nothing).
+    pub fn window_abandoned(&self) {
+        let backend = self.backend();
+        self.once_released("the killed run's window abandoned", || {
+            matches!(
+                backend.window().expect("read the window"),
+                maintenance_core::backend::WindowState::Abandoned(_)
+            )
+            .then_some(())
+        });
+    }
+
     /// The mode view once a killed process's window has lapsed and left
     /// the site `mode`: [`once_released`](Self::once_released) of
     /// [`mode`](Self::mode), failing with the last view read.

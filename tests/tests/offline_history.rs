@@ -64,6 +64,7 @@ fn the_history_of_on_force_timeout_off_run_and_a_killed_waiter_reads_back_then_r
     let mut on = waiting_on(&site, &[]);
     on.kill9();
     sleeper.kill9();
+    site.lapsed_to(Mode::Online);
     assert_eq!(site.run(&["offline", "status"]).code(), Some(0));
 
     let entries = site.history(100);
@@ -176,6 +177,7 @@ fn a_lapsed_pending_is_recorded_once_however_many_processes_notice_it_at_once() 
     let (mut sleeper, _) = site.start(&["sleeper", "--secs", "60"]);
     let mut on = waiting_on(&site, &[]);
     on.kill9();
+    site.lapsed_to(Mode::Online);
     // Readers of both kinds race to notice it.
     site.notice_at_once(8);
     let lapses: Vec<HistoryEntry> = site
@@ -199,6 +201,7 @@ fn a_run_killed_mid_command_is_recorded_once_before_the_off_that_follows() {
     let (mut run, _) = site.start(&["offline", "run", "--", "sleeper", "--secs", "60"]);
     assert_eq!(site.mode().mode, Mode::Offline);
     run.kill9();
+    site.window_abandoned();
     let readers: Vec<Proc> = (0..6).map(|_| site.spawn(&["offline", "status"])).collect();
     for r in readers {
         assert_eq!(r.finish().code(), Some(0));
@@ -322,6 +325,7 @@ fn a_cancelled_a_withdrawn_and_a_killed_schedule_are_each_recorded_once() {
     // Killed: nobody lived to record it; readers of both kinds race to.
     let mut killed = scheduled(&site, &["offline", "on", "--at", "+1h"]);
     killed.kill9();
+    site.schedule_released();
     site.notice_at_once(8);
     // A writer after them records no second one.
     assert_eq!(site.run(&["offline", "on", "--force"]).code(), Some(0));
@@ -441,6 +445,7 @@ fn the_read_only_tier_reads_back_as_the_user_sees_it_and_its_hooks_hear_each_cha
     site.wait_for_mode(Mode::ReadOnlyPending);
     all_heard_with(&site, &heard, &on);
     on.kill9();
+    site.lapsed_to(Mode::Online);
     ok(&["offline", "status"]);
     std::fs::write(&release, "").unwrap();
     assert_eq!(import.finish().code(), Some(0));
@@ -452,6 +457,7 @@ fn the_read_only_tier_reads_back_as_the_user_sees_it_and_its_hooks_hear_each_cha
     site.wait_for_mode(Mode::Pending);
     all_heard_with(&site, &heard, &on_from_read_only);
     on_from_read_only.kill9();
+    site.lapsed_to(Mode::ReadOnly);
     ok(&["offline", "status"]);
     std::fs::write(&release, "").unwrap();
     assert_eq!(scan.finish().code(), Some(0));

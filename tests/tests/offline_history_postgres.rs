@@ -63,6 +63,7 @@ fn the_history_of_every_change_reads_back_once_each_on_postgres() {
     wait_for_mode(&backend, Mode::Pending);
     on.kill9();
     sleeper.kill9();
+    site.lapsed_to(Mode::Online);
     let lookers: Vec<Proc> = (0..4).map(|_| site.spawn(&["offline", "status"])).collect();
     for p in lookers {
         assert_eq!(p.finish().code(), Some(0));

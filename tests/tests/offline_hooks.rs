@@ -446,6 +446,7 @@ fn a_hook_hears_a_schedule_set_cancelled_and_lapsed_with_its_time() {
     // runs the hooks for it.
     let mut killed = scheduled(&["offline", "on", "--at", "+2h"]);
     killed.kill9();
+    site.schedule_released();
     assert_eq!(site.run(&["offline", "status"]).code(), Some(0));
 
     let got = poll_until("four schedule events reached the hook", || {

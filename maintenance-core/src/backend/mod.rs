@@ -130,6 +130,11 @@ pub trait TaskLease: Send + fmt::Debug {
     fn inheritable_fds(&self) -> Vec<BorrowedFd<'_>>;
     /// Says that a child now holds the locks: dropping only closes.
     fn mark_handed_to_child(&mut self);
+    /// Says that the child the locks were handed to has ended and left
+    /// nothing behind that holds them (its keeper is closing them): ending
+    /// the task is this lease's again, so that its drop frees the task
+    /// before it returns rather than when the last inherited copy closes.
+    fn take_back_from_child(&mut self);
     /// Records the processes spawned for this task (an external command
     /// and its keeper), so that status can name what holds it after the
     /// runner is gone.

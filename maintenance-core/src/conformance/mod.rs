@@ -316,6 +316,7 @@ macro_rules! backend_conformance {
     (@area tasks [$($then:tt)*]) => {
         $crate::backend_conformance!($($then)*;
             tasks::a_task_is_live_until_dropped,
+            tasks::a_task_taken_back_from_its_child_ends_with_its_guard,
             tasks::a_task_records_who_what_and_how,
             tasks::a_second_single_instance_is_refused_naming_the_first,
             tasks::concurrent_instances_all_run,

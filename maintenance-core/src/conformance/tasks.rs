@@ -31,6 +31,55 @@ pub fn a_task_is_live_until_dropped(site: &dyn Fn() -> FreshState) {
     assert!(names(&a).is_empty());
 }
 
+/// A task handed to a child lives while the child holds what it inherited;
+/// taken back from it (the child ended, leaving nothing behind), the task
+/// ends when its guard drops, for every reader at once, even while a copy
+/// of the child's descriptors is still open (its keeper, closing).
+pub fn a_task_taken_back_from_its_child_ends_with_its_guard(site: &dyn Fn() -> FreshState) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let s = site();
+    let (a, b) = (s.open(), s.open());
+    let copies = |t: &mut CommandTask| -> Vec<OwnedFd> {
+        let handoff = t.handoff();
+        handoff
+            .fds
+            .iter()
+            // SAFETY: a duplicate of a descriptor the task owns, owned here.
+            .map(|&fd| unsafe { OwnedFd::from_raw_fd(libc::dup(fd)) })
+            .collect()
+    };
+    // Handed over, its guard dropped: the copies hold it.
+    let mut t = task(&a, "job", Policy::DEFAULT).unwrap();
+    let held = copies(&mut t);
+    assert!(held.iter().all(|fd| fd.as_raw_fd() >= 0));
+    drop(t);
+    if !held.is_empty() {
+        assert_eq!(names(&b), ["job"], "the child's copies hold the task (I3)");
+    }
+    drop(held);
+    // Freed when the last copy closes: at once on files, once the server
+    // has read the end on PostgreSQL.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !names(&b).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task outlived every copy"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Taken back: gone with its guard, the copies still open.
+    let mut t = task(&a, "job", Policy::DEFAULT).unwrap();
+    let open = copies(&mut t);
+    t.take_back_from_child();
+    drop(t);
+    assert!(names(&b).is_empty(), "the task outlived its guard");
+    assert!(
+        task(&b, "job", Policy::DEFAULT).is_ok(),
+        "its single instance is free"
+    );
+    drop(open);
+}
+
 /// The record holds name, argv, pid, user, host, start, policy and mode.
 pub fn a_task_records_who_what_and_how(site: &dyn Fn() -> FreshState) {
     let s = site();

@@ -97,6 +97,13 @@ impl TaskLease for FileTaskLease {
         self.handed_to_child = true;
     }
 
+    fn take_back_from_child(&mut self) {
+        // The drop retires the file and unlocks: a `flock` belongs to the
+        // open file description, which the child's inherited copies share,
+        // so it is freed for them too, not when the last copy closes.
+        self.handed_to_child = false;
+    }
+
     fn set_processes(&mut self, processes: &Processes) -> Result<()> {
         let Some(file) = &self.task else {
             return Ok(());
@@ -162,8 +169,13 @@ impl Drop for FileTaskLease {
             // Retire while still holding the lock; a reader that opened the
             // file before sees it dead once we close, or its name gone.
             // Failure leaves a leftover that never counts as live and is
-            // reaped later.
+            // reaped later. Then unlocked, the task before its instance:
+            // a copy of the descriptors still open elsewhere (a child the
+            // task was taken back from, closing) holds nothing.
             let _ = retire(&self.dir, &self.file_name);
+            for file in [&self.task, &self.instance].into_iter().flatten() {
+                let _ = fs2::FileExt::unlock(file);
+            }
             return;
         }
         // A child holds the locks: closing our descriptors is all we may do;

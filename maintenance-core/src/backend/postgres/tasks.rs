@@ -1022,6 +1022,14 @@ impl TaskLease for PgTaskLease {
         self.handed_to_child = true;
     }
 
+    fn take_back_from_child(&mut self) {
+        // The server frees a lock only once every copy of the socket is
+        // closed and it has read the end: the keeper's copy closes a
+        // moment later. The row's delete and the unlock, sent on the
+        // connection itself, end the task before the drop returns.
+        self.handed_to_child = false;
+    }
+
     fn set_processes(&mut self, processes: &Processes) -> Result<()> {
         self.record.processes = Some(*processes);
         self.hold
