@@ -638,13 +638,6 @@ unsafe fn send(fd: RawFd, tag: u8, a: i32, b: i32) {
 /// The signals a keeper waits for instead of handling.
 const KEEPER_SET: sys::SigSet = sys::SigSet::EMPTY.with(libc::SIGCHLD).with(libc::SIGTERM);
 
-/// Signals a keeper must survive — the terminal's Ctrl-C, Ctrl-\ and
-/// hang-up reach the command (in the same process group) but must not end
-/// the keeper of its leftovers — and a broken report pipe. The keeper keeps
-/// them blocked; the command gets them back at their defaults (the runner
-/// catches SIGINT and ignores SIGPIPE).
-const SURVIVED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGPIPE];
-
 /// How the keeper is started: in the runner's own memory (`CLONE_VM`) on
 /// x86-64, where its system calls are [`sys`]'s raw ones, so no page table
 /// is copied at its start nor torn down at its end, and the runner takes
@@ -700,7 +693,7 @@ extern "C" fn keeper_entry(prepared: *mut libc::c_void) -> libc::c_int {
 ///
 /// Every signal stays blocked, as the runner started it, for the keeper's
 /// whole life: it takes SIGCHLD and SIGTERM with `sigwaitinfo`, and the
-/// terminal's Ctrl-C, Ctrl-\ and hang-up ([`SURVIVED`]), which reach the
+/// terminal's Ctrl-C, Ctrl-\ and hang-up, which reach the
 /// command's process group, stay pending in it, never delivered.
 unsafe fn keeper_main(p: &Prepared) -> ! {
     // SAFETY: every call below is one of `sys`'s, on memory prepared before
@@ -799,12 +792,13 @@ unsafe fn command_main(start: &mut Start<'_>) -> ! {
         send(p.report, MSG_STARTED, sys::getpid(), 0);
         // No handler of the runner's (a site's own among them) may run in
         // its memory: every caught signal back to its default, while the
-        // runner records the pid. SIGTERM is at its default already (the
-        // keeper's); the runner's ignored SIGPIPE is not the command's.
+        // runner records the pid. An ignore the runner inherited
+        // (`nohup`, a script's `cmd &`) stays, as across any exec; SIGTERM
+        // is at its default already (the keeper's); the SIGPIPE Rust's
+        // runtime ignores goes back to its default, as `std::process`
+        // leaves it for a child.
         sys::default_handlers();
-        for s in SURVIVED {
-            sys::set_disposition(s, libc::SIG_DFL);
-        }
+        sys::set_disposition(libc::SIGPIPE, libc::SIG_DFL);
         sys::set_mask(p.runner_mask);
         // Wait for the runner's go-ahead; without it (the runner died
         // first), never run.

@@ -42,12 +42,27 @@ pub(crate) fn install() -> StopToken {
     });
     if fresh {
         for signal in [libc::SIGINT, libc::SIGTERM] {
+            // A SIGINT ignored by whoever started us (a script's `cmd &`)
+            // stays ignored, here and in the commands we start, as a shell
+            // leaves it.
+            if signal == libc::SIGINT && ignored(signal) {
+                continue;
+            }
             if let Err(e) = catch(signal) {
                 eprintln!("warning: cannot install signal handlers: {e}");
             }
         }
     }
     token.clone()
+}
+
+/// Whether `signal` is ignored now.
+fn ignored(signal: libc::c_int) -> bool {
+    // SAFETY: a zeroed sigaction to be filled in; no action is set.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: reading the disposition into `old`.
+    let rc = unsafe { libc::sigaction(signal, std::ptr::null(), &mut old) };
+    rc == 0 && old.sa_sigaction == libc::SIG_IGN
 }
 
 /// Installs [`on_signal`] for `signal`, restarting interrupted system

@@ -649,3 +649,47 @@ fn a_failing_command_prints_a_backtrace_only_when_rust_backtrace_and_dash_vv_ask
         "a backtrace follows the chain: {out}"
     );
 }
+
+/// The signals the shell running `sigs` ignores (its `SigIgn` mask), with
+/// `manage` started by `cmd`.
+fn ignored_by_the_command(mut cmd: std::process::Command) -> u64 {
+    let out = cmd.output().expect("run manage sigs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    text.trim()
+        .strip_prefix("SigIgn:")
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("no SigIgn line: {text:?}"))
+}
+
+#[test]
+fn an_external_command_keeps_the_signals_its_caller_ignored_and_takes_sigpipe_at_its_default() {
+    let site = CliSite::new(EXE);
+    site.external("sigs", "#!/bin/sh\ngrep SigIgn /proc/$$/status\n");
+    let bit = |s: i32| 1u64 << (s - 1);
+    let (hup, int, quit, pipe) = (
+        bit(libc::SIGHUP),
+        bit(libc::SIGINT),
+        bit(libc::SIGQUIT),
+        bit(libc::SIGPIPE),
+    );
+    // Started plainly: nothing ignored, SIGPIPE included (Rust's runtime
+    // ignores it in manage itself).
+    let plain = ignored_by_the_command(site.command(&["sigs"]));
+    assert_eq!(plain & (hup | int | quit | pipe), 0, "{plain:#x}");
+    // Under `nohup`, or as a script's `cmd &`: what the caller ignored
+    // stays ignored in the command.
+    let mut cmd = site.command(&["sigs"]);
+    // SAFETY: only `signal`, async-signal-safe, between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            for s in [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT] {
+                libc::signal(s, libc::SIG_IGN);
+            }
+            Ok(())
+        });
+    }
+    let nohup = ignored_by_the_command(cmd);
+    assert_eq!(nohup & (hup | int | quit), hup | int | quit, "{nohup:#x}");
+    assert_eq!(nohup & pipe, 0, "{nohup:#x}");
+}
