@@ -520,10 +520,14 @@ pub(crate) fn spawn(s: &Spawn<'_>) -> io::Result<Running> {
             memory: Some(memory),
         }),
         Some((MSG_EXEC_FAILED, errno, _)) => {
+            drop((status, go));
             reap(keeper, Some(memory));
             Err(io::Error::from_raw_os_error(errno))
         }
         _ => {
+            // Its pipes closed first: a command still waiting for the
+            // go-ahead exits unstarted, so the reap cannot wait for ever.
+            drop((status, go));
             reap(keeper, Some(memory));
             Err(io::Error::other("the command's keeper process died"))
         }
