@@ -276,9 +276,6 @@ fn kept(
     let ended = running.wait();
     signals::set_child(0);
     let ended = ended?;
-    if !ended.leftovers {
-        task.take_back_from_child();
-    }
     if ended.leftovers {
         let holders: Vec<String> = settled_holders(&processes)
             .iter()
@@ -303,6 +300,8 @@ fn kept(
             },
             rt.bin,
         );
+    } else {
+        task.take_back_from_child();
     }
     use std::os::unix::process::ExitStatusExt;
     let code = exit_code_of(std::process::ExitStatus::from_raw(ended.status));

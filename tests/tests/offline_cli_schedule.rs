@@ -184,9 +184,7 @@ fn a_killed_waiter_leaves_no_schedule() {
     on.kill9();
     // Gone for every reader at once (on PostgreSQL once the server has read
     // the closed connection), without any cleanup.
-    site.once_released("the schedule gone", || {
-        site.backend().schedule().unwrap().is_none().then_some(())
-    });
+    site.schedule_released();
     assert_nothing_scheduled(&site);
     assert!(site.backend().schedule().unwrap().is_none());
     // What it left holds nothing: a new schedule is taken.

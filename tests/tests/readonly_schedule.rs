@@ -166,9 +166,7 @@ fn a_killed_read_only_waiter_leaves_no_schedule_and_its_drain_lapses_to_online()
     let (mut on, _, _) = scheduled(&site, &["offline", "on", "--at", "+1h", "--read-only"]);
     assert_eq!(site.status_json()["schedule"]["read_only"], true);
     on.kill9();
-    site.once_released("the schedule gone", || {
-        site.backend().schedule().unwrap().is_none().then_some(())
-    });
+    site.schedule_released();
     assert_exact(
         &site.run_mysite(&["offline", "status"]),
         0,

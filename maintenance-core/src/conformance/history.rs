@@ -14,7 +14,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, SystemTime};
 
 use super::{
-    FreshState, activate_when_due, activation, change, never, pending, run_activate, task, window,
+    FreshState, activate_when_due, activation, change, eventually, never, pending, run_activate,
+    task, window,
 };
 use crate::backend::{ModeChange, ReadOnlyStart};
 use crate::clock::{ManualClock, Timestamp};
@@ -668,20 +669,6 @@ pub fn a_schedule_its_own_process_ends_is_recorded_saying_why(site: &dyn Fn() ->
         s.open().record_unrecorded().unwrap().is_empty(),
         "every end was written: nothing lapsed"
     );
-}
-
-/// Polls `check` until it holds (a hang guard of a minute, never a
-/// measure of speed).
-#[track_caller]
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !check() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not {what} within a minute"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// This process waits in a READONLY_PENDING begun now, straight through

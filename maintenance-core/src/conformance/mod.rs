@@ -480,6 +480,20 @@ fn pending(backend: &Arc<dyn Backend>) -> Box<dyn WaiterLease> {
     }
 }
 
+/// Polls `check` until it holds (a hang guard of a minute, never a
+/// measure of speed).
+#[track_caller]
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not {what} within a minute"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn names(backend: &Arc<dyn Backend>) -> Vec<String> {
     backend
         .tasks()

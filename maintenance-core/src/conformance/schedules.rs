@@ -8,9 +8,9 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{FreshState, activate_when_due, activation, change, never, task, window};
+use super::{FreshState, activate_when_due, activation, change, eventually, never, task, window};
 use crate::backend::{Backend, PendingStart, ReadOnlyStart};
 use crate::clock::{ManualClock, Timestamp};
 use crate::error::{Error, Refusal};
@@ -21,17 +21,6 @@ use crate::transition::{self, Notice, Outcome};
 
 fn ended_by(why: ScheduleEndReason, by: &str) -> ScheduleEnd {
     ScheduleEnd::new(why, by, 4242)
-}
-
-/// Polls `check` until it holds (a hang guard of a minute, never a
-/// measure of speed).
-#[track_caller]
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check() {
-        assert!(Instant::now() < deadline, "not {what} within a minute");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// Every reader sees the schedule while its holder lives, with the id and

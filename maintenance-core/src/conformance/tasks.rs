@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::{FreshState, change, join, names, pending, task, token_of};
+use super::{FreshState, change, eventually, join, names, pending, task, token_of};
 use crate::clock::ManualClock;
 use crate::error::{Error, Refusal};
 use crate::mode::Mode;
@@ -59,14 +59,7 @@ pub fn a_task_taken_back_from_its_child_ends_with_its_guard(site: &dyn Fn() -> F
     drop(held);
     // Freed when the last copy closes: at once on files, once the server
     // has read the end on PostgreSQL.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !names(&b).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the task outlived every copy"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    eventually("the task gone with every copy", || names(&b).is_empty());
     // Taken back: gone with its guard, the copies still open.
     let mut t = task(&a, "job", Policy::DEFAULT).unwrap();
     let open = copies(&mut t);
