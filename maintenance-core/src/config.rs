@@ -527,12 +527,18 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     if t.starts_with('-') {
         return Err(format!("{text:?} {NEGATIVE}"));
     }
-    let parsed = humantime::parse_duration(t).map_err(|e| match e {
-        humantime::DurationError::NumberOverflow => format!("{text:?} {TOO_LARGE}"),
-        e => format!(
-            "{text:?} is not a duration ({e}); write seconds (900, 0.25) or units (\"15m\", \
+    let parsed = humantime::parse_duration(t).map_err(|e| {
+        let unit = match e {
+            humantime::DurationError::NumberOverflow => return format!("{text:?} {TOO_LARGE}"),
+            humantime::DurationError::UnknownUnit { unit, .. } => {
+                format!(" (no unit {unit:?}: ns, us, ms, s, m, h, d, w, M, y)")
+            }
+            _ => String::new(),
+        };
+        format!(
+            "{text:?} is not a duration{unit}; write seconds (900, 0.25) or units (\"15m\", \
              \"1h30m\", \"250ms\")"
-        ),
+        )
     })?;
     bounded(parsed).map_err(|e| format!("{text:?} {e}"))
 }
@@ -1125,10 +1131,20 @@ mod tests {
             ),
             ("inf", "is too large"),
             ("99999999999999999999s", "is too large"),
+            (
+                "15x",
+                "\"15x\" is not a duration (no unit \"x\": ns, us, ms",
+            ),
         ] {
             let err = parse_seconds(text).unwrap_err();
             assert!(err.contains(said), "{text:?}: {err}");
         }
+        // The parser's own wording (a byte offset) stays out of it.
+        let err = parse_seconds("abc").unwrap_err();
+        assert_eq!(
+            err,
+            "\"abc\" is not a duration; write seconds (900, 0.25) or units (\"15m\", \"1h30m\", \"250ms\")"
+        );
         let tmp = tempfile::tempdir().unwrap();
         for (value, want) in [("\"1h30m\"", "5400"), ("\"0.5\"", "0.5"), ("90", "90")] {
             write(

@@ -283,6 +283,11 @@ display_lowercase! {
 
 impl fmt::Display for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Nothing else applies to a command that is never a task: it is
+        // neither refused nor drained, and no lock makes it single.
+        if self.tracking == Tracking::Untracked {
+            return f.write_str("untracked");
+        }
         write!(
             f,
             "{}, {}, maintenance {}, drain {}",
@@ -306,6 +311,11 @@ mod tests {
         assert_eq!(
             Policy::DEFAULT.to_string(),
             "tracked, single, maintenance refused, drain wait"
+        );
+        // `offline` and `runserver` are listed as what they are.
+        assert_eq!(
+            Policy::DEFAULT.tracking(Tracking::Untracked).to_string(),
+            "untracked"
         );
     }
 

@@ -288,7 +288,7 @@ impl Live {
     /// One line per holder, as a timeout or a status names them: each task
     /// with pid, user@host and age; the sessions with when the last expires.
     pub fn describe(&self, now: SystemTime) -> Vec<String> {
-        describe(&self.tasks, &self.writes, &self.session_summary(), now)
+        holders(&self.tasks, &self.writes, &self.session_summary(), now).into_lines()
     }
 }
 
@@ -301,15 +301,37 @@ fn distinct_tasks(tasks: &[TaskRecord]) -> usize {
     ids.len()
 }
 
-/// One line per holder: each task with pid, user@host and age; each web
-/// layer with writes in flight; the sessions with when the last expires.
-fn describe(
+/// The lines that name what holds off maintenance, by kind: one per task
+/// (pid, user@host, age), one per web layer with writes in flight, and one
+/// for the sessions (how many, and when the last expires).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holders {
+    /// One line per live task.
+    pub tasks: Vec<String>,
+    /// One line per web layer with unsafe requests in flight.
+    pub writes: Vec<String>,
+    /// The live sessions, when there are any.
+    pub sessions: Option<String>,
+}
+
+impl Holders {
+    /// Every line, tasks first, then writers, then the sessions.
+    pub fn into_lines(self) -> Vec<String> {
+        let mut lines = self.tasks;
+        lines.extend(self.writes);
+        lines.extend(self.sessions);
+        lines
+    }
+}
+
+/// What holds off maintenance, named line by line.
+fn holders(
     tasks: &[TaskRecord],
     writes: &[WritesInFlight],
     sessions: &SessionSummary,
     now: SystemTime,
-) -> Vec<String> {
-    let mut lines: Vec<String> = tasks
+) -> Holders {
+    let tasks = tasks
         .iter()
         .map(|t| {
             format!(
@@ -325,19 +347,24 @@ fn describe(
             )
         })
         .collect();
-    lines.extend(writes.iter().map(ToString::to_string));
-    if let Some(last) = sessions.last_expires_at
-        && sessions.count > 0
-    {
-        let n = sessions.count;
-        let left = last.system_time().duration_since(now).unwrap_or_default();
-        lines.push(format!(
-            "{n} web session{} (the last expires in {}, at {last})",
-            if n == 1 { "" } else { "s" },
-            format_age(left)
-        ));
+    let writes = writes.iter().map(ToString::to_string).collect();
+    let sessions = sessions
+        .last_expires_at
+        .filter(|_| sessions.count > 0)
+        .map(|last| {
+            let n = sessions.count;
+            let left = last.system_time().duration_since(now).unwrap_or_default();
+            format!(
+                "{n} web session{} (the last expires in {}, at {last})",
+                if n == 1 { "" } else { "s" },
+                format_age(left)
+            )
+        });
+    Holders {
+        tasks,
+        writes,
+        sessions,
     }
-    lines
 }
 
 /// How an activation ended.
@@ -1911,7 +1938,12 @@ impl Status {
 
     /// One line per holder, as [`Live::describe`] writes them.
     pub fn describe(&self, now: SystemTime) -> Vec<String> {
-        describe(&self.tasks, &self.writes, &self.sessions, now)
+        self.holders(now).into_lines()
+    }
+
+    /// The same lines, by kind (`status -v` puts each under its heading).
+    pub fn holders(&self, now: SystemTime) -> Holders {
+        holders(&self.tasks, &self.writes, &self.sessions, now)
     }
 }
 

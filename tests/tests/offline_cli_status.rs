@@ -104,6 +104,16 @@ fn status_and_check_print_the_status_line_and_exit_codes_in_every_mode() {
     }
     let l = line_starting(&v.stdout, "    - 1 web session (the last expires in ");
     assert!(l.ends_with(&format!(", at {})", last_expiry(&site))), "{l}");
+    // Each holder sits under its own heading: the sessions under `users:`,
+    // the commands under `commands:`.
+    let at = |prefix: &str| {
+        v.stdout
+            .iter()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix:?}: {v}"))
+    };
+    assert_eq!(at("    - 1 web session"), at("  users: ") + 1, "{v}");
+    assert_eq!(at("    - command `"), at("  commands: ") + 1, "{v}");
     assert!(!v.stdout.iter().any(|l| l.contains("note:")), "{v}");
 
     let j = site.status_json();

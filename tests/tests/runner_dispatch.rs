@@ -347,6 +347,25 @@ fn each_offline_verb_s_help_opens_with_its_own_description() {
     let site = CliSite::new(MANAGE);
     let top = site.run(&["offline", "--help"]);
     assert_eq!(top.code(), Some(0), "{top}");
+    // Every code `offline` exits with is in its help.
+    let text = top.stdout.join(" ");
+    for code in [
+        "0 done",
+        "2 usage",
+        "75 refused",
+        "124 timed out",
+        "76 `run`",
+        "69 the state",
+        "130",
+        "1 any other",
+        "3 PENDING",
+        "6 READONLY",
+    ] {
+        assert!(
+            text.contains(code),
+            "{code:?} is not in `offline --help`: {top}"
+        );
+    }
     let verbs = [
         "status", "on", "off", "list", "run", "history", "mirror", "doctor",
     ];
@@ -523,6 +542,11 @@ fn list_prints_one_line_per_command_with_its_origin_and_policy() {
             .join(" ")
     };
     assert!(line("offline").contains("built-in"), "{out}");
+    // Never a task: no instance lock, no refusal, no drain to list.
+    assert!(
+        line("offline").starts_with("offline built-in commands [untracked] "),
+        "{out}"
+    );
     let hello = line("hello");
     assert!(
         hello.starts_with("hello plugin hello-plugin [")

@@ -25,7 +25,8 @@ use maintenance_core::{anyhow, clap};
 #[command(
     subcommand_required = true,
     after_help = "Exit codes: 0 done (`mirror`: also stopped by SIGTERM or Ctrl-C); 2 usage; 75 refused or cancelled; 124 timed out (the site went back \
-                  where it came from); 76 `run` lost its window while the command ran; 130 interrupted. `status --exit-code`: 0 ONLINE, 3 PENDING, \
+                  where it came from); 76 `run` lost its window while the command ran; 69 the state database could not be reached (nothing changed); \
+                  130 interrupted; 1 any other error. `status --exit-code`: 0 ONLINE, 3 PENDING, \
                   4 OFFLINE, 5 READONLY_PENDING, 6 READONLY."
 )]
 pub struct Offline {

@@ -222,16 +222,21 @@ fn details(
             _ => &config.state_dir_source,
         }
     ));
+    // Each holder under its own heading.
+    let holders = st.holders(now);
+    let bullets = |lines: &mut Vec<String>, of: Vec<String>| {
+        lines.extend(of.into_iter().map(|l| format!("  - {l}")));
+    };
     lines.push(format!("users: {} live web session(s)", st.sessions.count));
+    bullets(&mut lines, holders.sessions.into_iter().collect());
     lines.push(format!("commands: {} live", st.tasks.len()));
+    bullets(&mut lines, holders.tasks);
     if !st.writes.is_empty() {
         lines.push(format!(
             "writes: {} web layer(s) with unsafe requests in flight",
             st.writes.len()
         ));
-    }
-    for l in st.describe(now) {
-        lines.push(format!("  - {l}"));
+        bullets(&mut lines, holders.writes);
     }
     if let Some(lapse) = &st.view.lapsed {
         lines.push(format!("note: {}", lapse.reason));
