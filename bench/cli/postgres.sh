@@ -21,7 +21,10 @@
 # skips it), OLD (a directory holding another build's `bench-manage`: its
 # no-op and status on PostgreSQL join the same run, as old-pg-noop and
 # old-pg-status, for a before/after), BIN (a directory of binaries built
-# already: no build). Needs hyperfine and python3.
+# already: no build), POOLER=session (PgBouncer in session mode in front
+# of the same server, password-authenticated as the server is: its floor,
+# no-op and status join the same run as pooled-floor, pooled-noop and
+# pooled-status; needs Debian's pgbouncer). Needs hyperfine and python3.
 set -euo pipefail
 
 RUNS=${RUNS:-200}
@@ -40,7 +43,9 @@ hyperfine=$(command -v hyperfine) || { echo "needs hyperfine" >&2; exit 1; }
 
 work=$(mktemp -d)
 pg_dir=
+pooler_pid=
 cleanup() {
+    if [ -n "$pooler_pid" ]; then kill "$pooler_pid" 2>/dev/null || true; fi
     if [ -n "$pg_dir" ]; then "$root/scripts/pg-cluster" stop "$pg_dir" || true; fi
     rm -rf "$work"
 }
@@ -68,6 +73,67 @@ fi
 # Schema made once, before any run is timed.
 "${pg[@]}" offline status >/dev/null
 
+pooled=()
+if [ -n "${POOLER:-}" ]; then
+    [ "$POOLER" = session ] || { echo "POOLER=session is the one pool mode this backend works with" >&2; exit 2; }
+    pgbouncer=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+    [ -x "$pgbouncer" ] || { echo "POOLER needs pgbouncer (Debian's pgbouncer package)" >&2; exit 1; }
+    mkdir -p "$work/pooler"
+    # Run as postgres when root: it must reach its files in here.
+    chmod 711 "$work"
+    chmod 777 "$work/pooler"
+    # The server's host, port, user and password, from the URL; the pooler
+    # asks its clients for the same password (SCRAM), as the server does.
+    read -r host port user password db < <(python3 - "$url" <<'PY'
+import sys, urllib.parse as u
+p = u.urlsplit(sys.argv[1])
+print(p.hostname, p.port or 5432, u.unquote(p.username or "manage"),
+      u.unquote(p.password or ""), (p.path.lstrip("/") or "postgres"))
+PY
+)
+    pooler_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    # The role's SCRAM verifier, as a production pooler's auth_query reads
+    # it, so the pooler checks a client's proof without running the 4,096
+    # rounds itself (with the password in plain text it would, each login);
+    # the plain password when psql cannot read it.
+    secret=$(psql "$url" -Atc "SELECT rolpassword FROM pg_authid WHERE rolname = current_user" 2>/dev/null || true)
+    case $secret in SCRAM-SHA-256*) ;; *) secret=$password ;; esac
+    printf '"%s" "%s"\n' "$user" "$secret" > "$work/pooler/users.txt"
+    cat > "$work/pooler/pgbouncer.ini" <<INI
+[databases]
+$db = host=$host port=$port dbname=$db user=$user password=$password
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $pooler_port
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $work/pooler/users.txt
+pool_mode = session
+ignore_startup_parameters = options
+max_client_conn = 100
+default_pool_size = 20
+logfile = $work/pooler/pgbouncer.log
+INI
+    chmod 644 "$work/pooler/"*
+    if [ "$(id -u)" = 0 ]; then
+        runuser -u postgres -- "$pgbouncer" "$work/pooler/pgbouncer.ini" >/dev/null 2>&1 &
+    else
+        "$pgbouncer" "$work/pooler/pgbouncer.ini" >/dev/null 2>&1 &
+    fi
+    pooler_pid=$!
+    for _ in $(seq 200); do
+        python3 -c "import socket; socket.create_connection(('127.0.0.1', $pooler_port), 1)" 2>/dev/null && break
+        sleep 0.05
+    done
+    mkdir -p "$work/pooled"
+    pooled_url="postgres://$user:$password@127.0.0.1:$pooler_port/$db?sslmode=disable"
+    printf 'backend = "postgres"\ndatabase_url = "%s"\nsite = "bench-%s"\n' "$pooled_url" "$$" > "$work/pooled/manage.toml"
+    p=("$bin/bench-manage" --config "$work/pooled/manage.toml")
+    "${p[@]}" offline status >/dev/null
+    pooled=(-n pooled-floor "$bin/bench-pg-floor --config $work/pooled/manage.toml"
+        -n pooled-noop "${p[*]} noop" -n pooled-status "${p[*]} offline status")
+fi
+
 echo "== machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 "$hyperfine" -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$work/pg.json" \
     -n empty "$bin/bench-empty" \
@@ -77,7 +143,7 @@ echo "== machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
     -n pg-noop "${pg[*]} noop" \
     -n file-status "${file[*]} offline status" \
     -n pg-status "${pg[*]} offline status" \
-    "${old[@]}"
+    "${old[@]}" "${pooled[@]}"
 
 reaction_file= reaction_pg=
 if [ "$REACTION_RUNS" -gt 0 ]; then
@@ -107,4 +173,10 @@ print(f"| offline status, PostgreSQL | {med['pg-status']:.2f} | floor +{d:.2f} m
 for k, what in (("old-pg-noop", "tracked no-op"), ("old-pg-status", "offline status")):
     if k in med:
         print(f"| {what}, PostgreSQL, OLD build | {med[k]:.2f} | floor +{med[k] - floor:.2f} ms | |")
+if "pooled-floor" in med:
+    pf = med["pooled-floor"]
+    print(f"| through PgBouncer (session mode): connect + SELECT 1 | {pf:.2f} | floor {pf - floor:+.2f} ms | |")
+    for k, what, t in (("pooled-noop", "tracked no-op", 1.5), ("pooled-status", "offline status", 1.0)):
+        d = med[k] - floor
+        print(f"| {what}, through PgBouncer | {med[k]:.2f} | floor {d:+.2f} ms (pooled floor {med[k] - pf:+.2f}) | <= +{t} ms {'PASS' if d <= t else 'MISS'} |")
 EOF

@@ -417,7 +417,42 @@ fn a_wait_ends_when_the_tasks_last_process_is_killed() {
         return;
     }
     let config = postgres_test_config("manage_test");
-    let (runner, waiter) = (open(&config), open(&config));
+    wait_ends_when_killed(&config, &config);
+}
+
+/// The same through PgBouncer in session mode, the pooling this backend
+/// works with: the task's locks go through the pooler to the server, and
+/// the pooler's reset (`DISCARD ALL`) as the killed client's connection
+/// drops frees them, for a waiter behind the pooler and for one connected
+/// to the server directly.
+#[test]
+fn a_wait_ends_when_the_tasks_last_process_is_killed_behind_a_session_pooler() {
+    if !postgres_available() {
+        return;
+    }
+    let config = postgres_test_config("manage_test");
+    open(&config).mode().unwrap();
+    let Some(pooler) = pgbouncer(&config, "session") else {
+        return;
+    };
+    let pooled = through(&config, &pooler);
+    wait_ends_when_killed(&pooled, &config);
+    wait_ends_when_killed(&pooled, &pooled);
+}
+
+/// `config` with its URL pointed at `pooler`.
+fn through(config: &Config, pooler: &Pooler) -> Config {
+    with_url(config, |u| {
+        let rest = u.split_once('@').unwrap().1;
+        let (_, tail) = rest.split_once('/').unwrap();
+        format!("postgres://manage:any@127.0.0.1:{}/{tail}", pooler.port)
+    })
+}
+
+/// A task started on `runner`, handed to a child that is then killed with
+/// SIGKILL, ends the wait of a waiter on `waiter`.
+fn wait_ends_when_killed(runner: &Config, waiter: &Config) {
+    let (runner, waiter) = (open(runner), open(waiter));
     let mut lease = runner
         .start_task(&request("job", &["job"]), &"0".repeat(64))
         .unwrap();
@@ -496,7 +531,7 @@ fn pgbouncer(config: &Config, pool_mode: &str) -> Option<Pooler> {
             "[databases]\npostgres = host={host} port={server_port} user={user} password={pw} dbname=postgres\n\
              [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
              auth_type = any\npool_mode = {pool_mode}\nignore_startup_parameters = options\n\
-             logfile = {log}\nmax_client_conn = 20\ndefault_pool_size = 2\n",
+             logfile = {log}\nmax_client_conn = 50\ndefault_pool_size = 10\n",
             user = url.user.as_deref().unwrap_or("manage"),
             pw = url.password().unwrap_or(""),
             log = dir.path().join("pgbouncer.log").display(),
@@ -545,11 +580,7 @@ fn doctor_finds_a_pooler_in_transaction_mode_and_passes_session_mode() {
         let Some(pooler) = pgbouncer(&config, mode) else {
             return;
         };
-        let c = with_url(&config, |u| {
-            let rest = u.split_once('@').unwrap().1;
-            let (_, tail) = rest.split_once('/').unwrap();
-            format!("postgres://manage:any@127.0.0.1:{}/{tail}", pooler.port)
-        });
+        let c = through(&config, &pooler);
         let findings =
             super::doctor::doctor(&PostgresBackend::open(&c, SystemClock::shared()).unwrap());
         let pooling = findings
