@@ -7,9 +7,10 @@
 //! batch of requests would be freed out of order, which costs the
 //! allocator more than the layer does), and the difference is what the
 //! layer adds. Once more before a router-like service, which inserts an
-//! extension into every request as axum's `Router` does: there the
-//! extension map the layer's `MaintenanceStatus` needs is one the app makes
-//! anyway. It ends with one table: each added cost beside its target.
+//! extension into every request as axum's `Router` does (while ONLINE
+//! with nothing announced the layer inserts none itself: its
+//! `MaintenanceStatus` comes only with something to show). It ends with
+//! one table: each added cost beside its target.
 //! Run with `cargo bench -p maintenance-core --features tower --bench layer`.
 
 use std::convert::Infallible;
@@ -174,8 +175,8 @@ fn main() {
     });
     // An app's router puts something in every request's extensions, as
     // axum's `Router` does (`OriginalUri`): the extension map is then made
-    // by whoever inserts first, the layer's `MaintenanceStatus` or the
-    // router's own entry.
+    // by whoever inserts first, the layer (a `MaintenanceStatus` while
+    // there is something to show) or the router.
     let routed = service_fn(|mut req: Request<String>| async move {
         let len = req.uri().path().len();
         req.extensions_mut().insert(Routed(len));

@@ -21,11 +21,16 @@
 //! let app = ServiceBuilder::new()
 //!     .layer(layer)
 //!     .service(service_fn(|req: http::Request<String>| async move {
-//!         let status = req.extensions().get::<MaintenanceStatus>().cloned();
-//!         Ok::<_, Infallible>(http::Response::new(format!("{:?}", status.map(|s| s.mode))))
+//!         // A banner's text: a status comes only with something to say
+//!         // (PENDING, OFFLINE, read-only, a window announced).
+//!         let banner = match req.extensions().get::<MaintenanceStatus>() {
+//!             Some(status) => format!("{} since {}", status.mode, status.since),
+//!             None => String::new(),
+//!         };
+//!         Ok::<_, Infallible>(http::Response::new(banner))
 //!     }));
 //! let res = app.oneshot(http::Request::new(String::new())).await.unwrap();
-//! assert_eq!(res.into_body(), "Some(Online)");
+//! assert_eq!(res.into_body(), "", "ONLINE, nothing announced: no banner");
 //! # }
 //! ```
 //!
@@ -123,7 +128,13 @@ use crate::session::SessionKey;
 use crate::site_path::{RequestPath, SitePath};
 
 /// What a page may show about maintenance: the context processor's
-/// equivalent, in every passing request's extensions.
+/// equivalent, in the extensions of every passing request while there is
+/// something to tell users — any mode but ONLINE, or a window announced
+/// ahead ([`MaintenanceStatus::scheduled`]). While the site is ONLINE with
+/// nothing announced there is none (nor without a state, when the layer
+/// fails open): a page shows no banner then, and the request pays for no
+/// extension map (with axum: `Option<Extension<MaintenanceStatus>>`). The
+/// mode at any moment, ONLINE included, is [`MaintenanceLayer::snapshot`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MaintenanceStatus {
     /// The mode (PENDING: show a "going offline soon" banner).
@@ -680,8 +691,11 @@ fn session_id(id: &[u8]) -> Option<&str> {
     std::str::from_utf8(id).ok()
 }
 
+/// The status a passing request carries: none while ONLINE with nothing
+/// announced ([`MaintenanceStatus`] says why).
 fn status_of(snapshot: Option<&Snapshot>) -> Option<MaintenanceStatus> {
-    snapshot.map(|s| MaintenanceStatus {
+    let s = snapshot.filter(|s| s.mode != Mode::Online || s.scheduled.is_some())?;
+    Some(MaintenanceStatus {
         mode: s.mode,
         writes_refused: s.writes_refused,
         since: s.since,
@@ -746,12 +760,12 @@ where
             Decision::Pass => {
                 pass(&mut req);
                 let markers = markers();
-                ResponseFuture::inner(self.inner.call(req), markers).counting(write)
+                ResponseFuture::inner(self.inner.call(req), markers, write)
             }
             Decision::PassExempt => {
                 pass(&mut req);
                 req.extensions_mut().insert(MaintenanceExempt);
-                ResponseFuture::inner(self.inner.call(req), None).counting(write)
+                ResponseFuture::inner(self.inner.call(req), None, write)
             }
             Decision::TurnAway(json) => ResponseFuture::early(response::turned_away(o, snap, json)),
             Decision::RefuseWrite(json) => match snap {
@@ -773,8 +787,8 @@ where
                         svc.call(req).await
                     },
                     markers,
+                    write,
                 )
-                .counting(write)
             }
             Decision::Check(rx, json) => {
                 pass(&mut req);
@@ -798,8 +812,8 @@ where
                         }
                     },
                     markers,
+                    write,
                 )
-                .counting(write)
             }
         }
     }
@@ -865,6 +879,7 @@ impl<S> Maintenance<S> {
                 })
             },
             None,
+            None,
         )
     }
 }
@@ -916,18 +931,14 @@ pin_project_lite::pin_project! {
 }
 
 impl<F, B, E> ResponseFuture<F, B, E> {
-    fn inner(future: F, markers: Option<Arc<Shared>>) -> Self {
+    /// The inner service's future; `write` counts an unsafe request in
+    /// flight until it ends.
+    fn inner(future: F, markers: Option<Arc<Shared>>, write: Option<WriteGuard>) -> Self {
         ResponseFuture {
             kind: Kind::Inner { future },
             markers,
-            write: None,
+            write,
         }
-    }
-
-    /// This future, counting an unsafe request in flight until it ends.
-    fn counting(mut self, write: Option<WriteGuard>) -> Self {
-        self.write = write;
-        self
     }
 
     fn early(response: Response<B>) -> Self {
@@ -940,16 +951,19 @@ impl<F, B, E> ResponseFuture<F, B, E> {
         }
     }
 
+    /// A wait before the inner service's future, boxed; `write` as for
+    /// [`ResponseFuture::inner`].
     fn boxed(
         future: impl Future<Output = Result<Response<B>, E>> + Send + 'static,
         markers: Option<Arc<Shared>>,
+        write: Option<WriteGuard>,
     ) -> Self {
         ResponseFuture {
             kind: Kind::Waiting {
                 future: Box::pin(future),
             },
             markers,
-            write: None,
+            write,
         }
     }
 }

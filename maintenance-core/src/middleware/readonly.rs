@@ -253,7 +253,8 @@ mod tests {
             Ok::<_, Infallible>(Response::new(format!("{refused:?}")))
         });
         let mut a = layer.layer(tower::util::BoxCloneService::new(inner));
-        assert_eq!(get(&mut a, req("/")).await.into_body(), "Some(false)");
+        // ONLINE with nothing announced: no status at all.
+        assert_eq!(get(&mut a, req("/")).await.into_body(), "None");
         let w = match s.backend.begin_read_only(&read_only_change()).unwrap() {
             ReadOnlyStart::Waiting { waiter, .. } => waiter,
             ReadOnlyStart::Already(_) => panic!("a fresh site is online"),
@@ -262,7 +263,7 @@ mod tests {
         assert_eq!(get(&mut a, req("/")).await.into_body(), "Some(true)");
         drop(w);
         until_mode(&layer, Mode::Online).await;
-        assert_eq!(get(&mut a, req("/")).await.into_body(), "Some(false)");
+        assert_eq!(get(&mut a, req("/")).await.into_body(), "None");
     }
 
     /// A PENDING begun from READONLY is a PENDING whose writes stay

@@ -157,12 +157,16 @@ fn pending(b: &Arc<dyn Backend>) -> Box<dyn WaiterLease> {
 }
 
 #[tokio::test]
-async fn online_passes_everyone_with_the_status() {
+async fn online_passes_everyone_with_no_status_to_show() {
     let s = site();
     let layer = patient(&s.config).build();
     let res = get(&mut app(&layer), req("/")).await;
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(res.into_body(), "app sees ONLINE");
+    assert_eq!(
+        res.into_body(),
+        "app sees nothing",
+        "nothing to show while ONLINE"
+    );
 }
 
 /// The reproduction: a cookie of the right shape that nobody vouched for
@@ -880,7 +884,8 @@ async fn without_a_readable_state_it_fails_closed_by_default() {
 
 /// A passing request carries the scheduled window once its notice period
 /// has begun, and not before; a schedule whose waiting process is gone is
-/// no longer carried.
+/// no longer carried. While ONLINE the status is there only for the
+/// window: before its notice and after it, a request carries none.
 #[tokio::test]
 async fn the_status_carries_a_scheduled_window_from_its_notice_on() {
     use crate::clock::Timestamp;
@@ -894,16 +899,14 @@ async fn the_status_carries_a_scheduled_window_from_its_notice_on() {
             .and_then(|st| st.scheduled)
     };
     let inner = service_fn(|req: Request<String>| async move {
-        let said = match req
-            .extensions()
-            .get::<MaintenanceStatus>()
-            .and_then(|s| s.scheduled.as_deref())
-        {
-            Some(w) => format!(
-                "maintenance at {}: {}",
+        let status = req.extensions().get::<MaintenanceStatus>();
+        let said = match status.map(|s| (s.mode, s.scheduled.as_deref())) {
+            Some((mode, Some(w))) => format!(
+                "{mode}: maintenance at {}: {}",
                 w.at,
                 w.message.as_deref().unwrap_or("")
             ),
+            Some((mode, None)) => format!("{mode}: a status without a window"),
             None => "nothing scheduled".into(),
         };
         Ok::<_, Infallible>(Response::new(said))
@@ -926,6 +929,7 @@ async fn the_status_carries_a_scheduled_window_from_its_notice_on() {
         .await;
     }
     assert_eq!(seen(&layer), None, "told before its notice period");
+    assert_eq!(get(&mut a, req("/")).await.into_body(), "nothing scheduled");
     drop(lease);
     // Told from now.
     let mut told = ScheduleRecord::by_this_process(at, Timestamp::at(now));
@@ -933,7 +937,10 @@ async fn the_status_carries_a_scheduled_window_from_its_notice_on() {
     let lease = s.backend.begin_schedule(&told).unwrap();
     until("the schedule carried", || seen(&layer).is_some()).await;
     let res = get(&mut a, req("/")).await;
-    assert_eq!(res.into_body(), format!("maintenance at {at}: Upgrading"));
+    assert_eq!(
+        res.into_body(),
+        format!("ONLINE: maintenance at {at}: Upgrading")
+    );
     assert_eq!(layer.snapshot().unwrap().mode, Mode::Online);
     // Its waiting process gone: no longer carried.
     drop(lease);
