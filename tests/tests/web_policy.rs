@@ -79,7 +79,7 @@ fn drill(unavailable: bool, retry: Option<&str>) {
         TurnedAway::Redirect
     };
 
-    // ONLINE: everyone passes, with the status and no banner.
+    // ONLINE: everyone passes, with no status (nothing to tell) and no banner.
     let r = server.get("/", &[]);
     r.assert_home_page("ONLINE");
     assert!(!r.has_banner(), "ONLINE shows no banner: {r}");

@@ -74,8 +74,10 @@
 //!   files), a holder of the bypass cookie, allow-listed addresses, and the
 //!   app's own predicate. Paths match by whole decoded segments, and a path
 //!   that could mean two things matches none ([`crate::site_path`]).
-//! - Every request that passes carries a [`MaintenanceStatus`], with the
-//!   scheduled window once its notice period has begun.
+//! - Every request that passes while there is something to tell users
+//!   carries a [`MaintenanceStatus`] (any mode but ONLINE, or a window
+//!   scheduled ahead once its notice period has begun); while ONLINE with
+//!   nothing announced none does.
 //!
 //! Whatever arrives, what the layer writes and remembers is bounded by its
 //! session cap ([`DEFAULT_SESSION_CAP`] per refresh interval, see
