@@ -301,7 +301,7 @@ fn every_segment_checked(raw: &str) -> bool {
 /// refused only when it is `.` or `..`. `Some` for such a path, in one
 /// pass over its bytes, saying whether no segment is one and whether it has
 /// no empty segment (`//`); `None` for any other.
-fn plain_has_no_dot_segment(raw: &[u8]) -> Option<Plainly> {
+fn plain_path(raw: &[u8]) -> Option<Plainly> {
     // Each segment's length, and how many of its bytes are dots.
     let (mut len, mut dots) = (0u32, 0u32);
     let mut dot_segment = false;
@@ -328,7 +328,68 @@ fn plain_has_no_dot_segment(raw: &[u8]) -> Option<Plainly> {
     })
 }
 
-/// What [`plain_has_no_dot_segment`] found in a plain path.
+/// The commonest path of all, eight bytes at a time: whether `raw` (which
+/// starts with `/`) is plain, holds no `.` and no `//`, so that
+/// [`plain_path`] would find it usable and canonical. `false` sends the
+/// path to [`plain_path`] (a dot in a file name, say), which decides.
+fn simply_canonical(raw: &[u8]) -> bool {
+    let mut chunks = raw.chunks_exact(8);
+    // Whether the byte before this word is a `/`.
+    let mut after_slash = false;
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        if !simple_word(u64::from_le_bytes(word), &mut after_slash) {
+            return false;
+        }
+    }
+    let tail = chunks.remainder();
+    if tail.is_empty() {
+        return true;
+    }
+    // Padded with a byte that is neither special nor a slash.
+    let mut word = [b'a'; 8];
+    word[..tail.len()].copy_from_slice(tail);
+    simple_word(u64::from_le_bytes(word), &mut after_slash)
+}
+
+/// `ONES * b`: byte `b` in every lane.
+const ONES: u64 = 0x0101_0101_0101_0101;
+/// The high bit of every lane.
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Non-zero when some lane of `x` is below `n` (at most 0x80): the
+/// classic word-at-a-time test, exact as to whether any lane is.
+fn lanes_below(x: u64, n: u8) -> u64 {
+    x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS
+}
+
+/// Non-zero when some lane of `x` is byte `b`.
+fn lanes_equal(x: u64, b: u8) -> u64 {
+    lanes_below(x ^ (ONES * u64::from(b)), 1)
+}
+
+/// One word of [`simply_canonical`]: no control character, DEL, `%`,
+/// `;`, `\` or `.`, and no `/` right after another (within the word, or
+/// across from the last word's final byte).
+fn simple_word(x: u64, after_slash: &mut bool) -> bool {
+    let special = lanes_below(x, 0x20)
+        | lanes_equal(x, 0x7f)
+        | lanes_equal(x, b'%')
+        | lanes_equal(x, b';')
+        | lanes_equal(x, b'\\')
+        | lanes_equal(x, b'.');
+    // A slash is a zero lane of `slashes`; two in a row, a zero lane of
+    // it or'ed with itself one lane on (the last lane has no next one).
+    let slashes = x ^ (ONES * u64::from(b'/'));
+    let doubled = lanes_below(slashes | (slashes >> 8) | (0xff << 56), 1);
+    let bytes = x.to_le_bytes();
+    let across = *after_slash && bytes[0] == b'/';
+    *after_slash = bytes[7] == b'/';
+    (special | doubled) == 0 && !across
+}
+
+/// What [`plain_path`] found in a plain path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Plainly {
     /// No `.` or `..` segment: the path is usable.
@@ -337,7 +398,7 @@ struct Plainly {
     no_empty: bool,
 }
 
-/// What a byte is to [`plain_has_no_dot_segment`].
+/// What a byte is to [`plain_path`].
 #[derive(Clone, Copy)]
 enum Plain {
     Slash,
@@ -385,7 +446,13 @@ impl<'a> RequestPath<'a> {
         if !raw.starts_with('/') {
             return None;
         }
-        let (checked, canonical) = match plain_has_no_dot_segment(raw.as_bytes()) {
+        if simply_canonical(raw.as_bytes()) {
+            return Some(RequestPath {
+                raw,
+                canonical: true,
+            });
+        }
+        let (checked, canonical) = match plain_path(raw.as_bytes()) {
             Some(Plainly { no_dot, no_empty }) => (no_dot, no_empty),
             None => (every_segment_checked(raw), false),
         };
@@ -454,19 +521,60 @@ mod tests {
             "/-._~!$&'()*+,=:@",
         ] {
             assert_eq!(
-                plain_has_no_dot_segment(path.as_bytes()).map(|p| p.no_dot),
+                plain_path(path.as_bytes()).map(|p| p.no_dot),
                 Some(every_segment_checked(path)),
                 "{path}"
             );
             assert_eq!(
-                plain_has_no_dot_segment(path.as_bytes()).map(|p| p.no_empty),
+                plain_path(path.as_bytes()).map(|p| p.no_empty),
                 Some(!path.contains("//")),
                 "{path}"
             );
         }
         for path in ["/a%2e", "/a;b", "/a\\b", "/a\u{1}b", "/a\u{7f}"] {
-            assert_eq!(plain_has_no_dot_segment(path.as_bytes()), None, "{path:?}");
+            assert_eq!(plain_path(path.as_bytes()), None, "{path:?}");
         }
+    }
+
+    /// The word-at-a-time check says yes exactly when the byte loop finds
+    /// the path usable and canonical with no dot in it: every path of up
+    /// to ten bytes from an alphabet of the bytes it tells apart (so every
+    /// position of each within a word and across two), and long ones.
+    #[test]
+    fn the_word_check_answers_as_the_byte_loop_does() {
+        const BYTES: [u8; 10] = [b'/', b'a', b'.', b'%', b';', b'\\', 0x1f, 0x7f, 0x20, 0xc3];
+        let mut paths: Vec<Vec<u8>> = vec![b"/".to_vec()];
+        let mut last = paths.clone();
+        for len in 2..=10 {
+            // Past five bytes, only the ones that matter most (a slash, a
+            // letter and one special), to keep it quick.
+            let alphabet: &[u8] = if len <= 5 { &BYTES } else { &BYTES[..3] };
+            last = last
+                .iter()
+                .flat_map(|p| alphabet.iter().map(move |&b| [p.as_slice(), &[b]].concat()))
+                .collect();
+            paths.extend(last.iter().cloned());
+        }
+        for n in [7, 8, 9, 15, 16, 17, 64] {
+            for at in 1..n {
+                for b in [b'/', b'.', b'%', 0x00] {
+                    let mut path = vec![b'x'; n];
+                    path[0] = b'/';
+                    path[at] = b;
+                    paths.push(path.clone());
+                    path[at - 1] = b'/';
+                    paths.push(path);
+                }
+            }
+        }
+        let mut yes = 0;
+        for path in &paths {
+            let by_bytes =
+                plain_path(path).is_some_and(|p| p.no_dot && p.no_empty && !path.contains(&b'.'));
+            assert_eq!(simply_canonical(path), by_bytes, "{path:?}");
+            yes += usize::from(by_bytes);
+        }
+        assert!(yes > 1_000, "{yes} of {}", paths.len());
     }
 
     fn site(text: &str) -> SitePath {
