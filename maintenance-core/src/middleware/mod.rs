@@ -254,7 +254,7 @@ impl MaintenanceLayer {
 impl LayerBuilder {
     /// The session cookie's name (default `sessionid`).
     pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
-        self.options.cookie_name = name.into();
+        self.options.cookie_name = options::CookieName::new(name);
         self
     }
 

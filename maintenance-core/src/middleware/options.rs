@@ -94,7 +94,7 @@ pub(crate) const REJECTED_PER_CAP: usize = 10;
 /// The layer's options. Build them with the layer's methods.
 #[derive(Clone)]
 pub struct LayerOptions {
-    pub(crate) cookie_name: String,
+    pub(crate) cookie_name: CookieName,
     pub(crate) turn_away: TurnAway,
     pub(crate) maintenance_url: SitePath,
     pub(crate) maintenance_page: Option<Arc<str>>,
@@ -102,7 +102,7 @@ pub struct LayerOptions {
     pub(crate) pass_prefixes: Vec<SitePath>,
     pub(crate) api_prefixes: Vec<SitePath>,
     pub(crate) bypass_prefix: SitePath,
-    pub(crate) bypass_cookie: String,
+    pub(crate) bypass_cookie: CookieName,
     pub(crate) bypass_ttl: Duration,
     pub(crate) signing_key: Arc<[u8]>,
     pub(crate) allow: Vec<IpNet>,
@@ -135,6 +135,29 @@ impl std::fmt::Debug for LayerOptions {
     }
 }
 
+/// A cookie's name, with whether a `Cookie` pair can carry it, decided
+/// once: a name with a `;` in it names none.
+#[derive(Debug, Clone)]
+pub(crate) struct CookieName {
+    pub(crate) text: String,
+    pub(crate) usable: bool,
+}
+
+impl CookieName {
+    /// Cookie name `text`.
+    pub fn new(text: impl Into<String>) -> Self {
+        let text = text.into();
+        let usable = !text.contains(';');
+        CookieName { text, usable }
+    }
+}
+
+impl std::fmt::Display for CookieName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// The default session cookie.
 pub const DEFAULT_COOKIE: &str = "sessionid";
 /// The default bypass cookie.
@@ -147,7 +170,7 @@ fn peer_from_socket_addr(ext: &http::Extensions) -> Option<IpAddr> {
 impl LayerOptions {
     pub(crate) fn new(config: &crate::config::Config) -> Self {
         LayerOptions {
-            cookie_name: DEFAULT_COOKIE.into(),
+            cookie_name: CookieName::new(DEFAULT_COOKIE),
             turn_away: TurnAway::Redirect,
             maintenance_url: config.maintenance_url.clone(),
             maintenance_page: None,
@@ -155,7 +178,7 @@ impl LayerOptions {
             pass_prefixes: Vec::new(),
             api_prefixes: Vec::new(),
             bypass_prefix: config.bypass_prefix.clone(),
-            bypass_cookie: DEFAULT_BYPASS_COOKIE.into(),
+            bypass_cookie: CookieName::new(DEFAULT_BYPASS_COOKIE),
             bypass_ttl: Duration::from_secs(12 * 3600),
             signing_key: random_key().into(),
             allow: Vec::new(),

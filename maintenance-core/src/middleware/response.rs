@@ -9,7 +9,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKI
 use http::{HeaderValue, Response, StatusCode};
 use sha2::Sha256;
 
-use super::options::{LayerOptions, TurnAway};
+use super::options::{CookieName, LayerOptions, TurnAway};
 use super::snapshot::Snapshot;
 use crate::mode::{Mode, RetryAfter};
 use crate::site_path::RequestPath;
@@ -196,14 +196,32 @@ pub(crate) fn bypass_cookie_valid(options: &LayerOptions, hash: &[u8; 32], value
 
 /// The value of cookie `name` in the request's `Cookie` headers, when it
 /// is UTF-8 (the bypass cookie; its reader checks it further).
-pub(crate) fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(headers: &'a http::HeaderMap, name: &CookieName) -> Option<&'a str> {
     std::str::from_utf8(cookie_bytes(headers, name)?).ok()
 }
 
 /// The session id in cookie `name`, when it is one the layer would record
-/// ([`valid_session_id`]): ASCII, borrowed from the header.
-pub(crate) fn session_cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a [u8]> {
-    cookie_bytes(headers, name).filter(|id| valid_session_id(id))
+/// ([`valid_session_id`]): ASCII, borrowed from the header. The common
+/// case takes one pass over the id: its bytes are checked up to the pair's
+/// end, which is then found without a search for `;`; a value with
+/// anything else in it (quotes, blanks, other bytes) is read as
+/// [`cookie_bytes`] reads it, then checked.
+pub(crate) fn session_cookie<'a>(
+    headers: &'a http::HeaderMap,
+    name: &CookieName,
+) -> Option<&'a [u8]> {
+    let tail = cookie_tail(headers, name)?;
+    // At most one byte more than an id may hold: a longer run is refused
+    // without reading the rest of it.
+    let head = &tail[..tail.len().min(MAX_SESSION_ID + 1)];
+    let id = head
+        .iter()
+        .position(|&b| !SESSION_ID_BYTES[usize::from(b)])
+        .unwrap_or(head.len());
+    if id == tail.len() || tail[id] == b';' {
+        return (1..=MAX_SESSION_ID).contains(&id).then(|| &tail[..id]);
+    }
+    Some(cookie_value(tail)).filter(|id| valid_session_id(id))
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers: the first
@@ -211,45 +229,61 @@ pub(crate) fn session_cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Op
 /// double quotes, borrowed from the header (no allocation, no copy). A
 /// scan of the header's bytes, since it runs on every request: pairs are
 /// separated by `;`, and spaces and tabs around a pair are ignored.
-fn cookie_bytes<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a [u8]> {
+fn cookie_bytes<'a>(headers: &'a http::HeaderMap, name: &CookieName) -> Option<&'a [u8]> {
+    cookie_tail(headers, name).map(cookie_value)
+}
+
+/// What follows `name=` in the first pair named `name`, in the first
+/// `Cookie` header that has one: the value and the pairs after it.
+fn cookie_tail<'a>(headers: &'a http::HeaderMap, name: &CookieName) -> Option<&'a [u8]> {
+    if !name.usable {
+        return None;
+    }
     headers
         .get_all(http::header::COOKIE)
         .iter()
-        .find_map(|v| cookie_in(v.as_bytes(), name.as_bytes()))
+        .find_map(|v| cookie_in(v.as_bytes(), name.text.as_bytes()))
 }
 
-/// The value of cookie `name` in one `Cookie` header's bytes: at each
-/// pair's start the name is compared, and the next `;` is found with
-/// `memchr` (many bytes at a time), so a pair of another name costs a
-/// comparison and a jump.
+/// What follows `name=` in the first pair named `name` in one `Cookie`
+/// header's bytes: at each pair's start the name is compared, and the next
+/// `;` is found with `memchr` (many bytes at a time), so a pair of another
+/// name costs a comparison and a jump. `name` has no `;` in it
+/// ([`CookieName`]).
 fn cookie_in<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    debug_assert!(!name.contains(&b';'), "{name:?} names no pair");
     let mut rest = header;
     loop {
         let start = rest.iter().position(|b| !blank(b)).unwrap_or(rest.len());
         rest = &rest[start..];
-        let end = memchr::memchr(b';', rest);
-        if end.is_none_or(|end| end > name.len())
-            && rest.len() > name.len()
-            && rest[name.len()] == b'='
-            && rest.starts_with(name)
-        {
-            let mut value = &rest[name.len() + 1..end.unwrap_or(rest.len())];
-            while let [rest @ .., last] = value
-                && blank(last)
-            {
-                value = rest;
-            }
-            while let [b'"', rest @ ..] = value {
-                value = rest;
-            }
-            while let [rest @ .., b'"'] = value {
-                value = rest;
-            }
-            return Some(value);
+        if rest.len() > name.len() && rest[name.len()] == b'=' && rest.starts_with(name) {
+            return Some(&rest[name.len() + 1..]);
         }
-        rest = &rest[end? + 1..];
+        rest = &rest[memchr::memchr(b';', rest)? + 1..];
     }
+}
+
+/// A pair's value, from what follows its `=`: up to the next `;`, without
+/// trailing blanks and surrounding double quotes.
+fn cookie_value(tail: &[u8]) -> &[u8] {
+    let mut value = &tail[..memchr::memchr(b';', tail).unwrap_or(tail.len())];
+    while let [rest @ .., last] = value
+        && blank(last)
+    {
+        value = rest;
+    }
+    while let [b'"', rest @ ..] = value {
+        value = rest;
+    }
+    while let [rest @ .., b'"'] = value {
+        value = rest;
+    }
+    value
+}
+
+/// The blanks a `Cookie` header may hold around a pair.
+fn blank(b: &u8) -> bool {
+    *b == b' ' || *b == b'\t'
 }
 
 /// The layer's `Cookie` parsing, for the fuzz targets (`fuzz/`): the value
@@ -260,7 +294,8 @@ pub fn cookie_for_fuzzing<'a>(
     headers: &'a http::HeaderMap,
     name: &str,
 ) -> (Option<&'a [u8]>, Option<&'a [u8]>) {
-    (cookie_bytes(headers, name), session_cookie(headers, name))
+    let name = CookieName::new(name);
+    (cookie_bytes(headers, &name), session_cookie(headers, &name))
 }
 
 /// The bytes a session id may hold: ASCII letters, digits, `-` and `_`.
@@ -275,11 +310,14 @@ const SESSION_ID_BYTES: [bool; 256] = {
     table
 };
 
+/// The longest session id the layer records, in bytes.
+const MAX_SESSION_ID: usize = 256;
+
 /// Whether a session id is one the layer will record: short, and only
 /// letters, digits, `-` and `_` — never a path, never NUL, never 10 kB.
 pub(crate) fn valid_session_id(id: impl AsRef<[u8]>) -> bool {
     let id = id.as_ref();
-    (1..=256).contains(&id.len()) && id.iter().all(|&b| SESSION_ID_BYTES[usize::from(b)])
+    (1..=MAX_SESSION_ID).contains(&id.len()) && id.iter().all(|&b| SESSION_ID_BYTES[usize::from(b)])
 }
 
 #[cfg(test)]
@@ -322,11 +360,79 @@ mod tests {
         for header in headers {
             for name in ["sessionid", "theme", "a", ""] {
                 assert_eq!(
-                    cookie_in(header.as_bytes(), name.as_bytes()),
+                    cookie_bytes(&header_map(&[header.to_owned()]), &CookieName::new(name)),
                     cookie_by_str(header, name).map(str::as_bytes),
                     "{name:?} in {header:?}"
                 );
             }
+        }
+    }
+
+    /// The session id the reference reads: the first `Cookie` header with
+    /// a pair of that name, its value if it is one the layer records.
+    fn session_by_str<'a>(headers: &'a [String], name: &str) -> Option<&'a [u8]> {
+        let value = headers.iter().find_map(|h| cookie_by_str(h, name))?;
+        Some(value.as_bytes()).filter(|id| valid_session_id(id))
+    }
+
+    fn header_map(headers: &[String]) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for h in headers {
+            map.append(
+                http::header::COOKIE,
+                http::HeaderValue::from_str(h).expect("a visible ASCII header"),
+            );
+        }
+        map
+    }
+
+    proptest::proptest! {
+        /// The one-pass read of a session id answers as reading the value
+        /// and then checking it: headers made of ids, separators, blanks,
+        /// quotes and other bytes, in one or more `Cookie` headers.
+        #[test]
+        fn the_session_fast_path_reads_what_the_value_then_the_check_read(
+            headers in proptest::collection::vec(
+                "(( |\t)*(sessionid|sessionidx|sid|a|)=(\"|[a-zA-Z0-9_-]{0,6}|[ .%/=\"]|x{250,260})*( |\t)*;?)*",
+                1..3,
+            ),
+            name in "(sessionid|sid|a|s;d)",
+        ) {
+            let map = header_map(&headers);
+            let cookie = CookieName::new(name.as_str());
+            proptest::prop_assert_eq!(
+                session_cookie(&map, &cookie),
+                session_by_str(&headers, &name),
+                "{:?} in {:?}", name, headers
+            );
+            proptest::prop_assert_eq!(
+                cookie_bytes(&map, &cookie),
+                headers.iter().find_map(|h| cookie_by_str(h, &name)).map(str::as_bytes),
+            );
+        }
+    }
+
+    #[test]
+    fn session_ids_at_the_length_limit_and_past_it() {
+        for (len, tail) in [
+            (256, ""),
+            (256, ";b=1"),
+            (257, ""),
+            (257, "; b=1"),
+            (300, ""),
+        ] {
+            let headers = [format!("sessionid={}{tail}", "x".repeat(len))];
+            let map = header_map(&headers);
+            let name = CookieName::new("sessionid");
+            assert_eq!(
+                session_cookie(&map, &name),
+                session_by_str(&headers, "sessionid")
+            );
+            assert_eq!(
+                session_cookie(&map, &name).is_some(),
+                len <= 256,
+                "{len}{tail}"
+            );
         }
     }
 
